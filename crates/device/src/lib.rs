@@ -1,1 +1,8 @@
-//! Devices. Being written.
+//! Links for ustack. Placeholder docs, expanded below.
+
+pub mod memory;
+pub mod pool;
+mod rng;
+
+pub use memory::{LinkConfig, LinkStats, MemoryLink, MemoryPort, MemoryRx, MemoryTx};
+pub use pool::{Frame, FramePool};
