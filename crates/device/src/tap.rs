@@ -1,0 +1,548 @@
+//! A Linux TAP device driven through `/dev/net/tun`, with our own ioctls.
+//!
+//! [`TapDevice::open`] attaches to (creating if needed) a TAP interface in the
+//! calling thread's network namespace, non-blocking, without packet-info
+//! header (`IFF_TAP | IFF_NO_PI`), and brings the link up. The kernel side is
+//! an ordinary Ethernet interface: give it an address with
+//! [`TapDevice::set_host_addr`] (or `ip addr add`) and Linux tools talk to the
+//! stack through it.
+//!
+//! * **Receive**: one `read(2)` per frame (a TAP hands out exactly one frame per
+//!   read, so reading ahead into a ring would not save system calls) into one
+//!   buffer large enough for any frame; `None` on `EAGAIN`, `EINTR` retried,
+//!   other errors counted in [`TapStats::rx_errors`].
+//! * **Transmit**: `send` writes the frame into a ring of [`TX_QUEUE_FRAMES`]
+//!   preallocated slots; `flush` (or a `send` that finds the ring full) writes
+//!   the queued frames, one `write(2)` each. `EAGAIN`/`ENOBUFS` leave the frames
+//!   queued; while the ring stays full, `send` refuses with [`TxFull`] without
+//!   calling `fill`, as the trait requires. Frames the kernel rejects are
+//!   dropped and counted. Nothing is allocated per packet.
+//!
+//! Room for `IFF_VNET_HDR`: with it, every read and write starts with a
+//! `virtio_net_hdr`. `recv` would parse it into [`RxMeta`] and `flush` would
+//! write one from the [`TxMeta`] kept next to each queued frame, so the
+//! buffers and the per-slot metadata are already where that code needs them.
+
+use std::ffi::c_short;
+use std::fmt;
+use std::io;
+use std::net::Ipv4Addr;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+
+use ustack_core::phy::{Device, DeviceCaps, RxMeta, RxQueue, TxFull, TxMeta, TxQueue};
+use ustack_core::time::Instant;
+
+/// Frames `send` can queue before a `flush` must write them.
+pub const TX_QUEUE_FRAMES: usize = 32;
+
+/// Largest frame a TAP can carry: a 65535-byte MTU plus an Ethernet header and
+/// a VLAN tag.
+const MAX_FRAME: usize = 65535 + 14 + 4;
+
+/// Why a TAP could not be opened or configured. Each message says what to do.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum DeviceError {
+    /// `/dev/net/tun` does not exist or has no driver behind it.
+    TunMissing { source: io::Error },
+    /// The caller lacks `CAP_NET_ADMIN` (or does not own a persistent TAP).
+    PermissionDenied { action: &'static str, source: io::Error },
+    /// The interface name cannot be used.
+    InvalidName { name: String, reason: &'static str },
+    /// The TAP exists and another file descriptor is attached to it.
+    Busy { name: String },
+    /// An interface with that name exists and is not a TAP.
+    NotTap { name: String },
+    /// The interface is not in this thread's network namespace (anymore).
+    NoSuchInterface { name: String },
+    /// An IPv4 prefix length above 32.
+    InvalidPrefix { prefix: u8 },
+    /// Any other system call failure.
+    Io { action: &'static str, source: io::Error },
+}
+
+impl fmt::Display for DeviceError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DeviceError::TunMissing { source } => write!(
+                f,
+                "cannot open /dev/net/tun ({source}): load the tun module (modprobe tun), \
+                 or in a container pass the device in (--device /dev/net/tun)"
+            ),
+            DeviceError::PermissionDenied { action, source } => write!(
+                f,
+                "{action} needs CAP_NET_ADMIN ({source}): run as root, or grant the \
+                 capability (setcap cap_net_admin+ep on the binary)"
+            ),
+            DeviceError::InvalidName { name, reason } => write!(
+                f,
+                "invalid interface name {name:?}: {reason}; use 1 to 15 bytes without \
+                 '/', ':' or whitespace, e.g. \"ust0\""
+            ),
+            DeviceError::Busy { name } => write!(
+                f,
+                "TAP {name} is busy: another process has it open; stop that process or pick \
+                 another name"
+            ),
+            DeviceError::NotTap { name } => write!(
+                f,
+                "an interface named {name} exists and is not a TAP: pick another name, or \
+                 delete it (ip link del {name}) if it is a leftover"
+            ),
+            DeviceError::NoSuchInterface { name } => write!(
+                f,
+                "interface {name} is not in this network namespace (was it moved with \
+                 `ip link set {name} netns ...`?): configure it inside its namespace, e.g. \
+                 `ip -n <ns> addr add <addr>/<prefix> dev {name}`"
+            ),
+            DeviceError::InvalidPrefix { prefix } => {
+                write!(f, "prefix length /{prefix} is out of range: use 0 to 32")
+            }
+            DeviceError::Io { action, source } => write!(f, "{action} failed: {source}"),
+        }
+    }
+}
+
+impl std::error::Error for DeviceError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            DeviceError::TunMissing { source }
+            | DeviceError::PermissionDenied { source, .. }
+            | DeviceError::Io { source, .. } => Some(source),
+            _ => None,
+        }
+    }
+}
+
+/// Counters of a [`TapDevice`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TapStats {
+    /// Frames read.
+    pub rx_frames: u64,
+    /// Bytes read.
+    pub rx_bytes: u64,
+    /// `read(2)` failures other than `EAGAIN`/`EINTR`.
+    pub rx_errors: u64,
+    /// Frames written.
+    pub tx_frames: u64,
+    /// Bytes written.
+    pub tx_bytes: u64,
+    /// `send` calls refused with [`TxFull`] (ring full, kernel not accepting).
+    pub tx_full: u64,
+    /// `write(2)` calls that found the kernel not accepting (`EAGAIN`,
+    /// `ENOBUFS`); the frame stayed queued.
+    pub tx_blocked: u64,
+    /// Frames dropped: longer than a TAP can carry, or rejected by `write(2)`.
+    pub tx_dropped: u64,
+    /// The errno of the latest counted error, 0 if none.
+    pub last_errno: i32,
+}
+
+/// A TAP interface. Implements [`Device`]; poll its [`AsRawFd`] for readability.
+pub struct TapDevice {
+    rx: TapRx,
+    tx: TapTx,
+    name: String,
+    mtu: usize,
+    /// Declared last so it closes after the queues are done with it.
+    fd: OwnedFd,
+}
+
+impl TapDevice {
+    /// Attach to TAP `name`, creating it if it does not exist, in the calling
+    /// thread's network namespace; set it non-blocking, bring it up and read
+    /// its MTU. A name with `%d` (e.g. `"ust%d"`) lets the kernel pick a free
+    /// number; [`name`](Self::name) tells which.
+    pub fn open(name: &str) -> Result<TapDevice, DeviceError> {
+        validate_name(name)?;
+        let fd = open_tun()?;
+
+        let mut ifr = ifreq_for(name);
+        ifr.ifr_ifru.ifru_flags = (libc::IFF_TAP | libc::IFF_NO_PI) as c_short;
+        // SAFETY: TUNSETIFF reads and writes one `struct ifreq`, which `ifr` is.
+        if unsafe { libc::ioctl(fd.as_raw_fd(), libc::TUNSETIFF as _, &mut ifr) } < 0 {
+            let err = io::Error::last_os_error();
+            return Err(match err.raw_os_error() {
+                Some(libc::EPERM | libc::EACCES) => {
+                    DeviceError::PermissionDenied { action: "creating a TAP", source: err }
+                }
+                Some(libc::EBUSY) => DeviceError::Busy { name: name.to_owned() },
+                // Names were checked above, so the kernel's EINVAL means the name
+                // belongs to an interface of another kind.
+                Some(libc::EINVAL) => DeviceError::NotTap { name: name.to_owned() },
+                _ => DeviceError::Io { action: "TUNSETIFF", source: err },
+            });
+        }
+        let name = name_of(&ifr);
+
+        let sock = control_socket()?;
+        let mut ifr = ifreq_for(&name);
+        if_ioctl(&sock, libc::SIOCGIFFLAGS, &mut ifr, &name, "reading link flags")?;
+        // SAFETY: SIOCGIFFLAGS filled the flags member of the union.
+        let flags = unsafe { ifr.ifr_ifru.ifru_flags };
+        ifr.ifr_ifru.ifru_flags = flags | libc::IFF_UP as c_short;
+        if_ioctl(&sock, libc::SIOCSIFFLAGS, &mut ifr, &name, "bringing the link up")?;
+
+        let mut ifr = ifreq_for(&name);
+        if_ioctl(&sock, libc::SIOCGIFMTU, &mut ifr, &name, "reading the MTU")?;
+        // SAFETY: SIOCGIFMTU filled the mtu member of the union.
+        let mtu = usize::try_from(unsafe { ifr.ifr_ifru.ifru_mtu }).unwrap_or(1500);
+
+        let raw = fd.as_raw_fd();
+        Ok(TapDevice { rx: TapRx::new(raw), tx: TapTx::new(raw, mtu), name, mtu, fd })
+    }
+
+    /// Give the kernel side of the TAP the address `addr/prefix`
+    /// (`SIOCSIFADDR` + `SIOCSIFNETMASK`), in the calling thread's namespace.
+    pub fn set_host_addr(&self, addr: Ipv4Addr, prefix: u8) -> Result<(), DeviceError> {
+        if prefix > 32 {
+            return Err(DeviceError::InvalidPrefix { prefix });
+        }
+        let mask = u32::MAX.checked_shl(32 - u32::from(prefix)).unwrap_or(0);
+        let sock = control_socket()?;
+        let mut ifr = ifreq_for(&self.name);
+        set_sockaddr_in(&mut ifr, addr);
+        if_ioctl(&sock, libc::SIOCSIFADDR, &mut ifr, &self.name, "assigning the address")?;
+        let mut ifr = ifreq_for(&self.name);
+        set_sockaddr_in(&mut ifr, Ipv4Addr::from(mask));
+        if_ioctl(&sock, libc::SIOCSIFNETMASK, &mut ifr, &self.name, "setting the netmask")
+    }
+
+    /// The interface name (as the kernel chose it, for `%d` templates).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The MTU read at open.
+    pub fn mtu(&self) -> usize {
+        self.mtu
+    }
+
+    /// Counters so far.
+    pub fn stats(&self) -> TapStats {
+        let (rx, tx) = (&self.rx.stats, &self.tx.stats);
+        TapStats {
+            rx_frames: rx.rx_frames,
+            rx_bytes: rx.rx_bytes,
+            rx_errors: rx.rx_errors,
+            last_errno: if tx.last_errno != 0 { tx.last_errno } else { rx.last_errno },
+            ..*tx
+        }
+    }
+}
+
+impl Device for TapDevice {
+    type Rx = TapRx;
+    type Tx = TapTx;
+
+    fn queues(&mut self) -> (&mut TapRx, &mut TapTx) {
+        (&mut self.rx, &mut self.tx)
+    }
+
+    fn caps(&self) -> DeviceCaps {
+        DeviceCaps { mtu: self.mtu, rx_checksum: false, tx_checksum: false }
+    }
+}
+
+impl AsRawFd for TapDevice {
+    fn as_raw_fd(&self) -> RawFd {
+        self.fd.as_raw_fd()
+    }
+}
+
+impl AsFd for TapDevice {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+}
+
+impl Drop for TapDevice {
+    fn drop(&mut self) {
+        // Best effort: frames queued but never flushed still go out.
+        self.tx.write_queued();
+    }
+}
+
+impl fmt::Debug for TapDevice {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TapDevice")
+            .field("name", &self.name)
+            .field("mtu", &self.mtu)
+            .field("fd", &self.fd.as_raw_fd())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Receive side of a [`TapDevice`].
+pub struct TapRx {
+    /// Borrowed from the owning `TapDevice`, which closes it after us.
+    fd: RawFd,
+    buf: Box<[u8]>,
+    stats: TapStats,
+}
+
+impl TapRx {
+    fn new(fd: RawFd) -> TapRx {
+        TapRx { fd, buf: vec![0; MAX_FRAME].into_boxed_slice(), stats: TapStats::default() }
+    }
+}
+
+impl RxQueue for TapRx {
+    fn recv(&mut self, _now: Instant) -> Option<(&[u8], RxMeta)> {
+        loop {
+            // SAFETY: reads at most `buf.len()` bytes into `buf`.
+            let n = unsafe { libc::read(self.fd, self.buf.as_mut_ptr().cast(), self.buf.len()) };
+            if n > 0 {
+                let n = n as usize;
+                self.stats.rx_frames += 1;
+                self.stats.rx_bytes += n as u64;
+                return Some((&self.buf[..n], RxMeta::default()));
+            }
+            if n == 0 {
+                return None;
+            }
+            match errno() {
+                libc::EINTR => continue,
+                libc::EAGAIN => return None,
+                e => {
+                    self.stats.rx_errors += 1;
+                    self.stats.last_errno = e;
+                    return None;
+                }
+            }
+        }
+    }
+}
+
+/// Transmit side of a [`TapDevice`]: a ring of queued frames written on `flush`.
+pub struct TapTx {
+    /// Borrowed from the owning `TapDevice`, which closes it after us.
+    fd: RawFd,
+    /// Frame buffers; a slot grows (once) if a frame longer than the MTU comes.
+    slots: Box<[Vec<u8>]>,
+    /// Length and metadata of the frame in each slot.
+    lens: [usize; TX_QUEUE_FRAMES],
+    metas: [TxMeta; TX_QUEUE_FRAMES],
+    head: usize,
+    queued: usize,
+    stats: TapStats,
+}
+
+impl TapTx {
+    fn new(fd: RawFd, mtu: usize) -> TapTx {
+        let slot_len = (mtu + 14 + 4).min(MAX_FRAME);
+        TapTx {
+            fd,
+            slots: (0..TX_QUEUE_FRAMES).map(|_| vec![0; slot_len]).collect(),
+            lens: [0; TX_QUEUE_FRAMES],
+            metas: [TxMeta::default(); TX_QUEUE_FRAMES],
+            head: 0,
+            queued: 0,
+            stats: TapStats::default(),
+        }
+    }
+
+    /// Write queued frames until the ring is empty or the kernel pushes back.
+    fn write_queued(&mut self) {
+        while self.queued > 0 {
+            let frame = &self.slots[self.head][..self.lens[self.head]];
+            // SAFETY: writes `frame.len()` bytes from `frame`.
+            let n = unsafe { libc::write(self.fd, frame.as_ptr().cast(), frame.len()) };
+            if n >= 0 {
+                self.stats.tx_frames += 1;
+                self.stats.tx_bytes += frame.len() as u64;
+            } else {
+                match errno() {
+                    libc::EINTR => continue,
+                    e @ (libc::EAGAIN | libc::ENOBUFS) => {
+                        self.stats.tx_blocked += 1;
+                        self.stats.last_errno = e;
+                        return;
+                    }
+                    e => {
+                        // The kernel rejected this frame (e.g. shorter than an
+                        // Ethernet header); retrying would not help.
+                        self.stats.tx_dropped += 1;
+                        self.stats.last_errno = e;
+                    }
+                }
+            }
+            self.head = (self.head + 1) % TX_QUEUE_FRAMES;
+            self.queued -= 1;
+        }
+    }
+}
+
+impl TxQueue for TapTx {
+    fn send<F: FnOnce(&mut [u8])>(&mut self, len: usize, meta: TxMeta, fill: F) -> Result<(), TxFull> {
+        if len > MAX_FRAME {
+            self.stats.tx_dropped += 1;
+            return Ok(());
+        }
+        if self.queued == TX_QUEUE_FRAMES {
+            self.write_queued();
+            if self.queued == TX_QUEUE_FRAMES {
+                self.stats.tx_full += 1;
+                return Err(TxFull);
+            }
+        }
+        let slot = (self.head + self.queued) % TX_QUEUE_FRAMES;
+        let buf = &mut self.slots[slot];
+        if buf.len() < len {
+            buf.resize(len, 0);
+        }
+        fill(&mut buf[..len]);
+        self.lens[slot] = len;
+        self.metas[slot] = meta;
+        self.queued += 1;
+        Ok(())
+    }
+
+    fn flush(&mut self) {
+        self.write_queued();
+    }
+}
+
+fn errno() -> i32 {
+    io::Error::last_os_error().raw_os_error().unwrap_or(0)
+}
+
+/// The kernel's `dev_valid_name`, so mistakes get a precise message.
+fn validate_name(name: &str) -> Result<(), DeviceError> {
+    let invalid = |reason| Err(DeviceError::InvalidName { name: name.to_owned(), reason });
+    if name.is_empty() {
+        return invalid("the name is empty");
+    }
+    if name.len() >= libc::IFNAMSIZ {
+        return invalid("the name is longer than 15 bytes");
+    }
+    if name == "." || name == ".." {
+        return invalid("\".\" and \"..\" are reserved");
+    }
+    if name.bytes().any(|b| b == b'/' || b == b':' || b == 0 || b.is_ascii_whitespace()) {
+        return invalid("the name contains '/', ':', NUL or whitespace");
+    }
+    Ok(())
+}
+
+fn open_tun() -> Result<OwnedFd, DeviceError> {
+    // SAFETY: a NUL-terminated path and plain flags.
+    let fd = unsafe {
+        libc::open(c"/dev/net/tun".as_ptr(), libc::O_RDWR | libc::O_NONBLOCK | libc::O_CLOEXEC)
+    };
+    if fd < 0 {
+        let err = io::Error::last_os_error();
+        return Err(match err.raw_os_error() {
+            Some(libc::ENOENT | libc::ENODEV | libc::ENXIO) => DeviceError::TunMissing { source: err },
+            Some(libc::EACCES | libc::EPERM) => {
+                DeviceError::PermissionDenied { action: "opening /dev/net/tun", source: err }
+            }
+            _ => DeviceError::Io { action: "opening /dev/net/tun", source: err },
+        });
+    }
+    // SAFETY: `fd` is a fresh descriptor that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// An AF_INET datagram socket: the handle for interface ioctls. It acts on
+/// the namespace of the thread that creates it.
+fn control_socket() -> Result<OwnedFd, DeviceError> {
+    // SAFETY: plain arguments.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        let source = io::Error::last_os_error();
+        return Err(DeviceError::Io { action: "creating a control socket", source });
+    }
+    // SAFETY: `fd` is a fresh descriptor that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+fn if_ioctl(
+    sock: &OwnedFd,
+    request: libc::c_ulong,
+    ifr: &mut libc::ifreq,
+    name: &str,
+    action: &'static str,
+) -> Result<(), DeviceError> {
+    // SAFETY: every request passed here reads or writes one `struct ifreq`.
+    if unsafe { libc::ioctl(sock.as_raw_fd(), request as _, ifr as *mut libc::ifreq) } < 0 {
+        let source = io::Error::last_os_error();
+        return Err(match source.raw_os_error() {
+            Some(libc::EPERM | libc::EACCES) => DeviceError::PermissionDenied { action, source },
+            Some(libc::ENODEV) => DeviceError::NoSuchInterface { name: name.to_owned() },
+            _ => DeviceError::Io { action, source },
+        });
+    }
+    Ok(())
+}
+
+/// A zeroed `ifreq` naming `name` (already validated: shorter than IFNAMSIZ).
+fn ifreq_for(name: &str) -> libc::ifreq {
+    // SAFETY: `ifreq` is plain old data; all zeros is a valid value.
+    let mut ifr: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (dst, &src) in ifr.ifr_name.iter_mut().zip(name.as_bytes().iter().take(libc::IFNAMSIZ - 1)) {
+        *dst = src as libc::c_char;
+    }
+    ifr
+}
+
+fn name_of(ifr: &libc::ifreq) -> String {
+    let bytes: Vec<u8> = ifr.ifr_name.iter().take_while(|&&c| c != 0).map(|&c| c as u8).collect();
+    String::from_utf8_lossy(&bytes).into_owned()
+}
+
+fn set_sockaddr_in(ifr: &mut libc::ifreq, addr: Ipv4Addr) {
+    let sin = libc::sockaddr_in {
+        sin_family: libc::AF_INET as libc::sa_family_t,
+        sin_port: 0,
+        sin_addr: libc::in_addr { s_addr: u32::from(addr).to_be() },
+        sin_zero: [0; 8],
+    };
+    // SAFETY: `sockaddr_in` and `sockaddr` are both 16 bytes; the kernel reads
+    // the union member as a `sockaddr_in` because sin_family is AF_INET.
+    unsafe {
+        std::ptr::write_unaligned(
+            std::ptr::addr_of_mut!(ifr.ifr_ifru.ifru_addr).cast::<libc::sockaddr_in>(),
+            sin,
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn name_validation() {
+        for (name, reason) in [
+            ("", "empty"),
+            ("sixteen-chars-xx", "longer than 15"),
+            ("a/b", "'/'"),
+            ("a b", "whitespace"),
+            ("a:0", "':'"),
+            ("..", "reserved"),
+        ] {
+            let err = validate_name(name).unwrap_err();
+            let msg = err.to_string();
+            assert!(matches!(err, DeviceError::InvalidName { .. }), "{name}: {err:?}");
+            assert!(msg.contains(reason), "{name}: {msg}");
+        }
+        validate_name("ust0").unwrap();
+        validate_name("fifteen-chars-x").unwrap();
+        validate_name("ust%d").unwrap();
+    }
+
+    #[test]
+    fn messages_say_what_to_do() {
+        let err = DeviceError::PermissionDenied {
+            action: "opening /dev/net/tun",
+            source: io::Error::from_raw_os_error(libc::EPERM),
+        };
+        assert!(err.to_string().starts_with("opening /dev/net/tun needs CAP_NET_ADMIN"));
+        assert!(err.to_string().contains("run as root"));
+        let err = DeviceError::TunMissing { source: io::Error::from_raw_os_error(libc::ENOENT) };
+        assert!(err.to_string().contains("modprobe tun"));
+        assert!(std::error::Error::source(&err).is_some());
+        assert!(DeviceError::InvalidPrefix { prefix: 33 }.to_string().contains("0 to 32"));
+    }
+}
