@@ -1,1 +1,126 @@
-//! Wire formats. Being written.
+//! Wire formats: zero-copy views and checked representations of Ethernet II
+//! (with 802.1Q tags), ARP, IPv4, ICMPv4, UDP and TCP.
+//!
+//! # Shape
+//!
+//! Every protocol has two types, in the manner of smoltcp's `wire` module:
+//!
+//! * a **view** (`EthernetFrame<T>`, `Ipv4Packet<T>`, `TcpPacket<T>`, ...) over any
+//!   `T: AsRef<[u8]>`, with one accessor per header field. `new_checked` validates
+//!   every length the accessors rely on *once*; after it has returned `Ok`, **no
+//!   accessor of that view can panic** (variable-length regions such as payloads and
+//!   options are additionally read with bounds-checked `get`, so even setters that
+//!   change a length field cannot make a later accessor panic). `new_unchecked` skips
+//!   the validation and is meant for emitting into a buffer the caller sized itself.
+//! * a **representation** (`Ipv4Repr`, `TcpRepr`, ...) that `parse`s from a checked
+//!   view into typed, validated fields (borrowing the payload) and `emit`s back into
+//!   a view. Emitting into a buffer shorter than the repr's `buffer_len()` is a
+//!   programming error and panics.
+//!
+//! # Guarantees
+//!
+//! * **Parsing is total**: any byte string yields a value or a typed [`Error`]; no
+//!   panic, no arithmetic overflow, no endless option loop, no out-of-bounds read.
+//! * **No allocation** anywhere, **no dependencies**.
+//!
+//! # Modules
+//!
+//! [`checksum`] holds the Internet checksum (RFC 1071) and its incremental update
+//! (RFC 1624). [`build`] writes whole Ethernet + IPv4 + {ICMP, UDP, TCP} frames in
+//! one call (it is a library module; it has nothing to do with a Cargo build script).
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+use core::fmt;
+
+pub mod build;
+pub mod checksum;
+
+mod arp;
+mod ethernet;
+mod icmpv4;
+mod ipv4;
+mod tcp;
+mod udp;
+
+pub use arp::{ArpOperation, ArpPacket, ArpRepr, ARP_ETHERNET_IPV4_LEN};
+pub use ethernet::{
+    EtherType, EthernetAddress, EthernetFrame, EthernetRepr, ETHERNET_HEADER_LEN, VLAN_TAG_LEN,
+};
+pub use icmpv4::{
+    Icmpv4DstUnreachable, Icmpv4Packet, Icmpv4Repr, Icmpv4TimeExceeded, ICMPV4_ERROR_DATA_LEN,
+    ICMPV4_HEADER_LEN,
+};
+pub use ipv4::{IpProtocol, Ipv4Packet, Ipv4Repr, IPV4_HEADER_LEN};
+pub use tcp::{
+    TcpFlags, TcpOption, TcpPacket, TcpRepr, TcpSeqNumber, TCP_HEADER_LEN, TCP_MAX_HEADER_LEN,
+};
+pub use udp::{UdpPacket, UdpRepr, UDP_HEADER_LEN};
+
+/// Why a byte string is not a valid packet.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Error {
+    /// The buffer is shorter than a header or a length field says it must be.
+    Truncated,
+    /// A field holds a value the format forbids (bad version, bad option length, ...).
+    Malformed,
+    /// The checksum does not verify.
+    Checksum,
+    /// Well-formed, but a variant this crate does not handle (e.g. non-IPv4 ARP).
+    Unsupported,
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Error::Truncated => "truncated packet",
+            Error::Malformed => "malformed packet",
+            Error::Checksum => "checksum mismatch",
+            Error::Unsupported => "unsupported packet",
+        })
+    }
+}
+
+impl std::error::Error for Error {}
+
+/// Result of a wire-format operation.
+pub type Result<T> = core::result::Result<T, Error>;
+
+/// Whether checksums are verified on parse and computed on emit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ChecksumMode {
+    /// Parse: check the checksum; emit: compute it.
+    Verify,
+    /// Parse: skip the check; emit: leave the field zero (for hardware offload).
+    Ignore,
+}
+
+/// Big-endian field helpers. They index directly: callers guarantee the bounds
+/// (a view's `new_checked` did), so every use sits behind a length check.
+pub(crate) mod bytes {
+    #[inline]
+    pub fn get_u16(b: &[u8], at: usize) -> u16 {
+        u16::from_be_bytes([b[at], b[at + 1]])
+    }
+    #[inline]
+    pub fn get_u32(b: &[u8], at: usize) -> u32 {
+        u32::from_be_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
+    }
+    #[inline]
+    pub fn set_u16(b: &mut [u8], at: usize, v: u16) {
+        b[at..at + 2].copy_from_slice(&v.to_be_bytes());
+    }
+    #[inline]
+    pub fn set_u32(b: &mut [u8], at: usize, v: u32) {
+        b[at..at + 4].copy_from_slice(&v.to_be_bytes());
+    }
+    #[inline]
+    pub fn get_ipv4(b: &[u8], at: usize) -> std::net::Ipv4Addr {
+        std::net::Ipv4Addr::new(b[at], b[at + 1], b[at + 2], b[at + 3])
+    }
+    #[inline]
+    pub fn set_ipv4(b: &mut [u8], at: usize, a: std::net::Ipv4Addr) {
+        b[at..at + 4].copy_from_slice(&a.octets());
+    }
+}

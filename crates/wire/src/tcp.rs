@@ -1,0 +1,695 @@
+//! TCP segments (RFC 9293) and their options.
+//!
+//! After [`TcpPacket::new_checked`] returns `Ok`, no accessor panics.
+
+use core::cmp::Ordering;
+use core::fmt;
+use core::ops;
+use std::net::Ipv4Addr;
+
+use crate::bytes::{get_u16, get_u32, set_u16, set_u32};
+use crate::checksum;
+use crate::{ChecksumMode, Error, Result};
+
+mod option;
+pub use option::TcpOption;
+
+/// Length of a TCP header without options.
+pub const TCP_HEADER_LEN: usize = 20;
+/// Largest TCP header (data offset 15).
+pub const TCP_MAX_HEADER_LEN: usize = 60;
+
+const PROTO_TCP: u8 = 6;
+
+/// A TCP sequence number, compared with RFC 1982 serial-number arithmetic.
+///
+/// `a < b` iff `b.0.wrapping_sub(a.0)`, read as an `i32`, is positive. Two numbers
+/// exactly 2³¹ apart are unordered (`partial_cmp` is `None`), which is why this is
+/// `PartialOrd` and not `Ord`.
+#[derive(Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub struct TcpSeqNumber(pub u32);
+
+impl TcpSeqNumber {
+    /// The later of the two (`self` when unordered).
+    pub fn max(self, other: Self) -> Self {
+        if other > self {
+            other
+        } else {
+            self
+        }
+    }
+    /// The earlier of the two (`self` when unordered).
+    pub fn min(self, other: Self) -> Self {
+        if other < self {
+            other
+        } else {
+            self
+        }
+    }
+    /// Signed distance from `earlier` to `self`: `self.0.wrapping_sub(earlier.0) as i32`.
+    pub fn signed_distance(self, earlier: Self) -> i32 {
+        self.0.wrapping_sub(earlier.0) as i32
+    }
+}
+
+impl fmt::Debug for TcpSeqNumber {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+impl fmt::Display for TcpSeqNumber {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+impl ops::Add<usize> for TcpSeqNumber {
+    type Output = TcpSeqNumber;
+    /// Wrapping addition modulo 2³² (the `usize` is reduced modulo 2³² first).
+    fn add(self, rhs: usize) -> TcpSeqNumber {
+        TcpSeqNumber(self.0.wrapping_add(rhs as u32))
+    }
+}
+
+impl ops::AddAssign<usize> for TcpSeqNumber {
+    fn add_assign(&mut self, rhs: usize) {
+        *self = *self + rhs;
+    }
+}
+
+impl ops::Sub<usize> for TcpSeqNumber {
+    type Output = TcpSeqNumber;
+    /// Wrapping subtraction modulo 2³².
+    fn sub(self, rhs: usize) -> TcpSeqNumber {
+        TcpSeqNumber(self.0.wrapping_sub(rhs as u32))
+    }
+}
+
+impl ops::Sub for TcpSeqNumber {
+    type Output = usize;
+    /// How far `self` lies after `rhs`: the wrapping distance read as an `i32`
+    /// ([`signed_distance`](TcpSeqNumber::signed_distance)), clamped to 0 when
+    /// `self` is not after `rhs`. Never panics.
+    fn sub(self, rhs: TcpSeqNumber) -> usize {
+        usize::try_from(self.signed_distance(rhs)).unwrap_or(0)
+    }
+}
+
+impl PartialOrd for TcpSeqNumber {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        match self.signed_distance(*other) {
+            0 => Some(Ordering::Equal),
+            i32::MIN => None,
+            d if d < 0 => Some(Ordering::Less),
+            _ => Some(Ordering::Greater),
+        }
+    }
+}
+
+/// The TCP control bits, one `bool` each (byte 13 of the header).
+#[derive(Clone, Copy, Default, Debug, PartialEq, Eq, Hash)]
+pub struct TcpFlags {
+    /// No more data from sender.
+    pub fin: bool,
+    /// Synchronize sequence numbers.
+    pub syn: bool,
+    /// Reset the connection.
+    pub rst: bool,
+    /// Push function.
+    pub psh: bool,
+    /// Acknowledgment field is significant.
+    pub ack: bool,
+    /// Urgent pointer field is significant.
+    pub urg: bool,
+    /// ECN-Echo (RFC 3168).
+    pub ece: bool,
+    /// Congestion window reduced (RFC 3168).
+    pub cwr: bool,
+}
+
+impl TcpFlags {
+    /// Decodes header byte 13.
+    pub fn from_byte(b: u8) -> Self {
+        TcpFlags {
+            fin: b & 0x01 != 0,
+            syn: b & 0x02 != 0,
+            rst: b & 0x04 != 0,
+            psh: b & 0x08 != 0,
+            ack: b & 0x10 != 0,
+            urg: b & 0x20 != 0,
+            ece: b & 0x40 != 0,
+            cwr: b & 0x80 != 0,
+        }
+    }
+    /// Encodes header byte 13.
+    pub fn to_byte(self) -> u8 {
+        u8::from(self.fin)
+            | u8::from(self.syn) << 1
+            | u8::from(self.rst) << 2
+            | u8::from(self.psh) << 3
+            | u8::from(self.ack) << 4
+            | u8::from(self.urg) << 5
+            | u8::from(self.ece) << 6
+            | u8::from(self.cwr) << 7
+    }
+}
+
+/// A zero-copy view of a TCP segment (the whole IPv4 payload: the checksum covers
+/// the buffer, so it must be exactly header + payload).
+///
+/// After [`new_checked`](Self::new_checked) returns `Ok`, no accessor panics.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TcpPacket<T: AsRef<[u8]>> {
+    buffer: T,
+}
+
+impl<T: AsRef<[u8]>> TcpPacket<T> {
+    /// Wraps a buffer without validating it.
+    pub const fn new_unchecked(buffer: T) -> Self {
+        TcpPacket { buffer }
+    }
+    /// Wraps a buffer, checking `20 ≤ data offset × 4 ≤ buffer length`.
+    pub fn new_checked(buffer: T) -> Result<Self> {
+        let p = Self::new_unchecked(buffer);
+        let n = p.buffer.as_ref().len();
+        if n < TCP_HEADER_LEN {
+            return Err(Error::Truncated);
+        }
+        if p.header_len() < TCP_HEADER_LEN {
+            return Err(Error::Malformed);
+        }
+        if p.header_len() > n {
+            return Err(Error::Truncated);
+        }
+        Ok(p)
+    }
+    /// Returns the underlying buffer.
+    pub fn into_inner(self) -> T {
+        self.buffer
+    }
+    /// Source port.
+    pub fn src_port(&self) -> u16 {
+        get_u16(self.buffer.as_ref(), 0)
+    }
+    /// Destination port.
+    pub fn dst_port(&self) -> u16 {
+        get_u16(self.buffer.as_ref(), 2)
+    }
+    /// Sequence number.
+    pub fn seq_number(&self) -> TcpSeqNumber {
+        TcpSeqNumber(get_u32(self.buffer.as_ref(), 4))
+    }
+    /// Acknowledgment number (meaningful only with ACK set).
+    pub fn ack_number(&self) -> TcpSeqNumber {
+        TcpSeqNumber(get_u32(self.buffer.as_ref(), 8))
+    }
+    /// Header length in bytes (data offset × 4).
+    pub fn header_len(&self) -> usize {
+        usize::from(self.buffer.as_ref()[12] >> 4) * 4
+    }
+    /// All control bits.
+    pub fn flags(&self) -> TcpFlags {
+        TcpFlags::from_byte(self.buffer.as_ref()[13])
+    }
+    /// FIN bit.
+    pub fn fin(&self) -> bool {
+        self.flags().fin
+    }
+    /// SYN bit.
+    pub fn syn(&self) -> bool {
+        self.flags().syn
+    }
+    /// RST bit.
+    pub fn rst(&self) -> bool {
+        self.flags().rst
+    }
+    /// PSH bit.
+    pub fn psh(&self) -> bool {
+        self.flags().psh
+    }
+    /// ACK bit.
+    pub fn ack(&self) -> bool {
+        self.flags().ack
+    }
+    /// URG bit.
+    pub fn urg(&self) -> bool {
+        self.flags().urg
+    }
+    /// ECE bit.
+    pub fn ece(&self) -> bool {
+        self.flags().ece
+    }
+    /// CWR bit.
+    pub fn cwr(&self) -> bool {
+        self.flags().cwr
+    }
+    /// Window field (unscaled).
+    pub fn window_len(&self) -> u16 {
+        get_u16(self.buffer.as_ref(), 14)
+    }
+    /// Checksum field.
+    pub fn checksum(&self) -> u16 {
+        get_u16(self.buffer.as_ref(), 16)
+    }
+    /// Urgent pointer.
+    pub fn urgent_at(&self) -> u16 {
+        get_u16(self.buffer.as_ref(), 18)
+    }
+    /// Option bytes (between the fixed header and the data offset).
+    pub fn options(&self) -> &[u8] {
+        self.buffer
+            .as_ref()
+            .get(TCP_HEADER_LEN..self.header_len())
+            .unwrap_or(&[])
+    }
+    /// Payload (after the data offset).
+    pub fn payload(&self) -> &[u8] {
+        self.buffer.as_ref().get(self.header_len()..).unwrap_or(&[])
+    }
+    /// Whether the checksum over pseudo header and the whole buffer verifies.
+    pub fn verify_checksum(&self, src: Ipv4Addr, dst: Ipv4Addr) -> bool {
+        checksum::fold(segment_sum(self.buffer.as_ref(), src, dst)) == 0xffff
+    }
+}
+
+fn segment_sum(b: &[u8], src: Ipv4Addr, dst: Ipv4Addr) -> u32 {
+    let len = u32::try_from(b.len()).unwrap_or(u32::MAX);
+    checksum::combine(
+        checksum::pseudo_header_v4(src, dst, PROTO_TCP, len),
+        checksum::sum(b),
+    )
+}
+
+impl<T: AsRef<[u8]> + AsMut<[u8]>> TcpPacket<T> {
+    /// Sets the source port.
+    pub fn set_src_port(&mut self, v: u16) {
+        set_u16(self.buffer.as_mut(), 0, v);
+    }
+    /// Sets the destination port.
+    pub fn set_dst_port(&mut self, v: u16) {
+        set_u16(self.buffer.as_mut(), 2, v);
+    }
+    /// Sets the sequence number.
+    pub fn set_seq_number(&mut self, v: TcpSeqNumber) {
+        set_u32(self.buffer.as_mut(), 4, v.0);
+    }
+    /// Sets the acknowledgment number.
+    pub fn set_ack_number(&mut self, v: TcpSeqNumber) {
+        set_u32(self.buffer.as_mut(), 8, v.0);
+    }
+    /// Sets the header length in bytes (a multiple of 4, 20..=60); clears the
+    /// reserved bits.
+    pub fn set_header_len(&mut self, len: usize) {
+        self.buffer.as_mut()[12] = ((len / 4) as u8 & 0x0f) << 4;
+    }
+    /// Sets all control bits.
+    pub fn set_flags(&mut self, f: TcpFlags) {
+        self.buffer.as_mut()[13] = f.to_byte();
+    }
+    /// Sets the window field.
+    pub fn set_window_len(&mut self, v: u16) {
+        set_u16(self.buffer.as_mut(), 14, v);
+    }
+    /// Sets the checksum field.
+    pub fn set_checksum(&mut self, v: u16) {
+        set_u16(self.buffer.as_mut(), 16, v);
+    }
+    /// Sets the urgent pointer.
+    pub fn set_urgent_at(&mut self, v: u16) {
+        set_u16(self.buffer.as_mut(), 18, v);
+    }
+    /// Option bytes, mutably.
+    pub fn options_mut(&mut self) -> &mut [u8] {
+        let hl = self.header_len();
+        self.buffer
+            .as_mut()
+            .get_mut(TCP_HEADER_LEN..hl)
+            .unwrap_or(&mut [])
+    }
+    /// Payload, mutably (copy a payload in here after `TcpRepr::emit_header`).
+    pub fn payload_mut(&mut self) -> &mut [u8] {
+        let hl = self.header_len();
+        self.buffer.as_mut().get_mut(hl..).unwrap_or(&mut [])
+    }
+    /// Computes and writes the checksum over pseudo header and the whole buffer.
+    pub fn fill_checksum(&mut self, src: Ipv4Addr, dst: Ipv4Addr) {
+        self.set_checksum(0);
+        let c = checksum::finish(segment_sum(self.buffer.as_ref(), src, dst));
+        self.set_checksum(c);
+    }
+}
+
+/// A parsed TCP segment.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TcpRepr<'a> {
+    /// Source port.
+    pub src_port: u16,
+    /// Destination port.
+    pub dst_port: u16,
+    /// Sequence number.
+    pub seq_number: TcpSeqNumber,
+    /// Acknowledgment number; `Some` iff the ACK flag is set.
+    pub ack_number: Option<TcpSeqNumber>,
+    /// Control bits. On parse `flags.ack == ack_number.is_some()`; on emit
+    /// `flags.ack` is ignored and `ack_number` decides.
+    pub flags: TcpFlags,
+    /// Window field as sent (unscaled).
+    pub window_len: u16,
+    /// MSS option.
+    pub max_seg_size: Option<u16>,
+    /// Window-scale option (shift count clamped to 14 on parse, RFC 7323 §2.3).
+    pub window_scale: Option<u8>,
+    /// SACK-permitted option.
+    pub sack_permitted: bool,
+    /// SACK blocks, filled from the front.
+    pub sack_ranges: [Option<(u32, u32)>; 4],
+    /// Timestamps option `(tsval, tsecr)`.
+    pub timestamp: Option<(u32, u32)>,
+    /// Payload.
+    pub payload: &'a [u8],
+}
+
+/// Largest window-scale shift count (RFC 7323 §2.3).
+const MAX_WINDOW_SCALE: u8 = 14;
+/// Option space in a header.
+const MAX_OPTIONS_LEN: usize = TCP_MAX_HEADER_LEN - TCP_HEADER_LEN;
+
+impl<'a> TcpRepr<'a> {
+    /// Parses a checked segment: with `ChecksumMode::Verify` a bad checksum is
+    /// `Error::Checksum`; a malformed option list is `Error::Malformed`; unknown
+    /// options are skipped; a later occurrence of an option replaces an earlier one.
+    pub fn parse<T: AsRef<[u8]> + ?Sized>(
+        packet: &TcpPacket<&'a T>,
+        src: Ipv4Addr,
+        dst: Ipv4Addr,
+        checksum: ChecksumMode,
+    ) -> Result<Self> {
+        let b: &'a [u8] = packet.buffer.as_ref();
+        let hl = packet.header_len();
+        if b.len() < TCP_HEADER_LEN || hl > b.len() {
+            return Err(Error::Truncated);
+        }
+        if hl < TCP_HEADER_LEN {
+            return Err(Error::Malformed);
+        }
+        if checksum == ChecksumMode::Verify && !packet.verify_checksum(src, dst) {
+            return Err(Error::Checksum);
+        }
+        let flags = packet.flags();
+        let mut repr = TcpRepr {
+            src_port: packet.src_port(),
+            dst_port: packet.dst_port(),
+            seq_number: packet.seq_number(),
+            ack_number: flags.ack.then(|| packet.ack_number()),
+            flags,
+            window_len: packet.window_len(),
+            max_seg_size: None,
+            window_scale: None,
+            sack_permitted: false,
+            sack_ranges: [None; 4],
+            timestamp: None,
+            payload: b.get(hl..).unwrap_or(&[]),
+        };
+        let mut opts: &'a [u8] = b.get(TCP_HEADER_LEN..hl).unwrap_or(&[]);
+        while !opts.is_empty() {
+            let (rest, opt) = TcpOption::parse(opts)?;
+            match opt {
+                TcpOption::EndOfList => break,
+                TcpOption::NoOperation | TcpOption::Unknown { .. } => {}
+                TcpOption::MaxSegmentSize(mss) => repr.max_seg_size = Some(mss),
+                TcpOption::WindowScale(s) => repr.window_scale = Some(s.min(MAX_WINDOW_SCALE)),
+                TcpOption::SackPermitted => repr.sack_permitted = true,
+                TcpOption::SackRange(r) => repr.sack_ranges = r,
+                TcpOption::Timestamp { tsval, tsecr } => repr.timestamp = Some((tsval, tsecr)),
+            }
+            opts = rest;
+        }
+        Ok(repr)
+    }
+
+    /// Bytes of options on emit and how many SACK blocks fit.
+    ///
+    /// Layout (every piece 4-byte aligned, as common stacks send it):
+    /// `MSS`, `NOP WS`, `SACKOK TS` | `NOP NOP SACKOK` | `NOP NOP TS`,
+    /// `NOP NOP SACK`. SACK blocks that do not fit in 40 bytes are dropped from
+    /// the end.
+    fn options_layout(&self) -> (usize, usize) {
+        let mut len = 0;
+        if self.max_seg_size.is_some() {
+            len += 4;
+        }
+        if self.window_scale.is_some() {
+            len += 4;
+        }
+        len += match (self.sack_permitted, self.timestamp.is_some()) {
+            (_, true) => 12,
+            (true, false) => 4,
+            (false, false) => 0,
+        };
+        let mut blocks = self.sack_ranges.iter().flatten().count();
+        while blocks > 0 && len + 4 + 8 * blocks > MAX_OPTIONS_LEN {
+            blocks -= 1;
+        }
+        if blocks > 0 {
+            len += 4 + 8 * blocks;
+        }
+        (len, blocks)
+    }
+
+    /// Header length on emit: 20 + options (a multiple of 4, at most 60).
+    pub fn header_len(&self) -> usize {
+        TCP_HEADER_LEN + self.options_layout().0
+    }
+
+    /// Header plus payload length.
+    pub fn buffer_len(&self) -> usize {
+        self.header_len() + self.payload.len()
+    }
+
+    /// Sequence space the segment occupies: payload plus one each for SYN and FIN.
+    pub fn segment_len(&self) -> usize {
+        self.payload.len() + usize::from(self.flags.syn) + usize::from(self.flags.fin)
+    }
+
+    /// Writes the header (with options, checksum zero) for a payload of
+    /// `payload_len` bytes that the caller then copies into
+    /// [`TcpPacket::payload_mut`] before calling [`TcpPacket::fill_checksum`].
+    /// `self.payload` is ignored. The packet's buffer must be exactly
+    /// `header_len() + payload_len` long (debug builds assert); panics if shorter
+    /// than `header_len()`.
+    pub fn emit_header<T: AsRef<[u8]> + AsMut<[u8]>>(
+        &self,
+        packet: &mut TcpPacket<T>,
+        payload_len: usize,
+    ) {
+        let (opts_len, blocks) = self.options_layout();
+        let header_len = TCP_HEADER_LEN + opts_len;
+        debug_assert_eq!(packet.buffer.as_ref().len(), header_len + payload_len);
+        packet.set_src_port(self.src_port);
+        packet.set_dst_port(self.dst_port);
+        packet.set_seq_number(self.seq_number);
+        packet.set_ack_number(self.ack_number.unwrap_or_default());
+        packet.set_header_len(header_len);
+        let mut flags = self.flags;
+        flags.ack = self.ack_number.is_some();
+        packet.set_flags(flags);
+        packet.set_window_len(self.window_len);
+        packet.set_checksum(0);
+        packet.set_urgent_at(0);
+
+        let b = &mut packet.buffer.as_mut()[TCP_HEADER_LEN..header_len];
+        let mut at = 0;
+        let mut put = |opt: TcpOption<'_>, b: &mut [u8]| at += opt.emit(&mut b[at..]);
+        const NOP: TcpOption<'static> = TcpOption::NoOperation;
+        if let Some(mss) = self.max_seg_size {
+            put(TcpOption::MaxSegmentSize(mss), b);
+        }
+        if let Some(ws) = self.window_scale {
+            put(NOP, b);
+            put(TcpOption::WindowScale(ws), b);
+        }
+        match (self.sack_permitted, self.timestamp) {
+            (sack_ok, Some((tsval, tsecr))) => {
+                if sack_ok {
+                    put(TcpOption::SackPermitted, b);
+                } else {
+                    put(NOP, b);
+                    put(NOP, b);
+                }
+                put(TcpOption::Timestamp { tsval, tsecr }, b);
+            }
+            (true, None) => {
+                put(NOP, b);
+                put(NOP, b);
+                put(TcpOption::SackPermitted, b);
+            }
+            (false, None) => {}
+        }
+        if blocks > 0 {
+            let mut ranges = [None; 4];
+            for (slot, r) in ranges
+                .iter_mut()
+                .zip(self.sack_ranges.iter().flatten())
+                .take(blocks)
+            {
+                *slot = Some(*r);
+            }
+            put(NOP, b);
+            put(NOP, b);
+            put(TcpOption::SackRange(ranges), b);
+        }
+    }
+
+    /// Writes header and payload; with `ChecksumMode::Verify` computes the
+    /// checksum, with `Ignore` leaves it zero. The buffer must be exactly
+    /// `buffer_len()` long (debug builds assert; panics if shorter).
+    pub fn emit<T: AsRef<[u8]> + AsMut<[u8]>>(
+        &self,
+        packet: &mut TcpPacket<T>,
+        src: Ipv4Addr,
+        dst: Ipv4Addr,
+        checksum: ChecksumMode,
+    ) {
+        self.emit_header(packet, self.payload.len());
+        let hl = self.header_len();
+        packet.buffer.as_mut()[hl..hl + self.payload.len()].copy_from_slice(self.payload);
+        if checksum == ChecksumMode::Verify {
+            packet.fill_checksum(src, dst);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SRC: Ipv4Addr = Ipv4Addr::new(192, 168, 1, 1);
+    const DST: Ipv4Addr = Ipv4Addr::new(192, 168, 1, 2);
+
+    fn syn() -> TcpRepr<'static> {
+        TcpRepr {
+            src_port: 1234,
+            dst_port: 80,
+            seq_number: TcpSeqNumber(0xffff_fff0),
+            ack_number: None,
+            flags: TcpFlags {
+                syn: true,
+                ..TcpFlags::default()
+            },
+            window_len: 65535,
+            max_seg_size: Some(1460),
+            window_scale: Some(7),
+            sack_permitted: true,
+            sack_ranges: [None; 4],
+            timestamp: Some((1, 0)),
+            payload: &[],
+        }
+    }
+
+    #[test]
+    fn seq_arithmetic() {
+        let a = TcpSeqNumber(u32::MAX - 1);
+        let b = a + 4;
+        assert_eq!(b, TcpSeqNumber(2));
+        assert!(a < b);
+        assert_eq!(b - a, 4);
+        assert_eq!(a - b, 0);
+        assert_eq!(a.max(b), b);
+        assert_eq!(a.min(b), a);
+        assert_eq!(TcpSeqNumber(0).partial_cmp(&TcpSeqNumber(1 << 31)), None);
+    }
+
+    #[test]
+    fn syn_round_trip() {
+        let repr = syn();
+        assert_eq!(repr.header_len(), 40);
+        let mut b = [0u8; 40];
+        repr.emit(
+            &mut TcpPacket::new_unchecked(&mut b[..]),
+            SRC,
+            DST,
+            ChecksumMode::Verify,
+        );
+        let p = TcpPacket::new_checked(&b[..]).unwrap();
+        assert!(p.verify_checksum(SRC, DST));
+        assert_eq!(
+            TcpRepr::parse(&p, SRC, DST, ChecksumMode::Verify).unwrap(),
+            repr
+        );
+    }
+
+    #[test]
+    fn too_many_sack_blocks_are_dropped() {
+        let mut repr = syn();
+        repr.sack_ranges = [Some((1, 2)), Some((3, 4)), Some((5, 6)), Some((7, 8))];
+        // 4 + 4 + 12 = 20 bytes before SACK; 20 + 4 + 8n ≤ 40 → n = 2.
+        assert_eq!(repr.header_len(), 60);
+        let mut b = [0u8; 60];
+        repr.emit(
+            &mut TcpPacket::new_unchecked(&mut b[..]),
+            SRC,
+            DST,
+            ChecksumMode::Verify,
+        );
+        let p = TcpPacket::new_checked(&b[..]).unwrap();
+        let parsed = TcpRepr::parse(&p, SRC, DST, ChecksumMode::Verify).unwrap();
+        assert_eq!(parsed.sack_ranges, [Some((1, 2)), Some((3, 4)), None, None]);
+    }
+
+    #[test]
+    fn window_scale_is_clamped() {
+        let mut repr = syn();
+        repr.window_scale = Some(20);
+        let mut b = [0u8; 40];
+        repr.emit(
+            &mut TcpPacket::new_unchecked(&mut b[..]),
+            SRC,
+            DST,
+            ChecksumMode::Verify,
+        );
+        let p = TcpPacket::new_checked(&b[..]).unwrap();
+        let parsed = TcpRepr::parse(&p, SRC, DST, ChecksumMode::Verify).unwrap();
+        assert_eq!(parsed.window_scale, Some(14));
+    }
+
+    #[test]
+    fn emit_header_then_payload_in_place() {
+        let mut repr = syn();
+        repr.flags = TcpFlags {
+            psh: true,
+            ..TcpFlags::default()
+        };
+        repr.ack_number = Some(TcpSeqNumber(9));
+        repr.max_seg_size = None;
+        repr.window_scale = None;
+        let data = b"hello";
+        let mut b = [0u8; 37];
+        let mut p = TcpPacket::new_unchecked(&mut b[..]);
+        repr.emit_header(&mut p, data.len());
+        p.payload_mut().copy_from_slice(data);
+        p.fill_checksum(SRC, DST);
+        let p = TcpPacket::new_checked(&b[..]).unwrap();
+        let parsed = TcpRepr::parse(&p, SRC, DST, ChecksumMode::Verify).unwrap();
+        assert_eq!(parsed.payload, data);
+        assert!(parsed.flags.ack && parsed.flags.psh);
+        assert_eq!(parsed.ack_number, Some(TcpSeqNumber(9)));
+    }
+
+    #[test]
+    fn bad_option_list_is_malformed() {
+        let mut b = [0u8; 24];
+        b[12] = 6 << 4;
+        b[20..24].copy_from_slice(&[2, 0, 0, 0]);
+        let p = TcpPacket::new_checked(&b[..]).unwrap();
+        assert_eq!(
+            TcpRepr::parse(&p, SRC, DST, ChecksumMode::Ignore).unwrap_err(),
+            Error::Malformed
+        );
+        b[12] = 4 << 4;
+        assert_eq!(
+            TcpPacket::new_checked(&b[..]).unwrap_err(),
+            Error::Malformed
+        );
+    }
+}
