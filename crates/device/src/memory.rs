@@ -75,6 +75,12 @@ pub struct LinkConfig {
     /// Longest a frame held back for reordering waits for a frame to overtake
     /// it before it is released in order. Default 1 ms.
     pub reorder_hold: Duration,
+    /// Allocate every frame buffer (`capacity + 1` per direction) when the
+    /// link is made, instead of as traffic first needs them. With it the link
+    /// never allocates after construction; without it, it stops allocating
+    /// once the most frames it ever holds at once have been in flight.
+    /// Default false.
+    pub preallocate: bool,
 }
 
 impl Default for LinkConfig {
@@ -89,6 +95,7 @@ impl Default for LinkConfig {
             delay: Duration::ZERO,
             jitter: Duration::ZERO,
             reorder_hold: Duration::from_millis(1),
+            preallocate: false,
         }
     }
 }
@@ -156,10 +163,14 @@ impl Direction {
     fn new(config: &LinkConfig, seed: u64) -> Direction {
         // One frame more than the queue holds: the receiver's borrowed frame.
         let frames = config.capacity.saturating_add(1);
+        let pool = FramePool::new(config.mtu.saturating_add(ETHERNET_HEADER_LEN), frames);
+        if config.preallocate {
+            pool.prefill(frames);
+        }
         Direction {
             queue: VecDeque::with_capacity(frames),
             held: None,
-            pool: FramePool::new(config.mtu.saturating_add(ETHERNET_HEADER_LEN), frames),
+            pool,
             rng: SplitMix64::new(seed),
             last_deliver_at: Instant::ZERO,
             stats: LinkStats::default(),
@@ -296,6 +307,11 @@ impl MemoryPort {
     /// Frames sent by this port that are still in flight.
     pub fn in_flight(&self) -> usize {
         self.tx.shared.borrow().dirs[self.tx.side].in_flight()
+    }
+
+    /// Frame buffers allocated so far for frames this port sends.
+    pub fn buffers_allocated(&self) -> usize {
+        self.tx.shared.borrow().dirs[self.tx.side].pool.allocated()
     }
 
     /// The link's configuration.
@@ -607,8 +623,9 @@ mod tests {
             assert!(recv(&mut b, Instant::ZERO).is_some());
             assert!(recv(&mut b, Instant::ZERO).is_some());
         }
-        let shared = a.tx.shared.borrow();
         // Two in flight plus the one the receiver is holding.
-        assert!(shared.dirs[0].pool.allocated() <= 3, "{:?}", shared.dirs[0].pool);
+        assert!(a.buffers_allocated() <= 3, "{}", a.buffers_allocated());
+        let (a, _) = MemoryLink::pair(LinkConfig { capacity: 16, preallocate: true, ..LinkConfig::default() }, 1);
+        assert_eq!(a.buffers_allocated(), 17);
     }
 }

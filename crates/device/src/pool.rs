@@ -67,6 +67,18 @@ impl FramePool {
         Some(Frame { buf: Some(buf), len, pool: Rc::clone(&self.inner) })
     }
 
+    /// Allocate buffers now, up to `n` in all (never past the bound), so that
+    /// later `alloc`s never allocate. For benchmarks that must not see a
+    /// lazy allocation at a new peak of frames in use.
+    pub fn prefill(&self, n: usize) {
+        let mut inner = self.inner.borrow_mut();
+        while inner.allocated < n.min(inner.capacity) {
+            let buf = vec![0u8; inner.buf_size].into_boxed_slice();
+            inner.free.push(buf);
+            inner.allocated += 1;
+        }
+    }
+
     /// Size of every buffer: the largest frame this pool can hold.
     pub fn buf_size(&self) -> usize {
         self.inner.borrow().buf_size
@@ -207,6 +219,18 @@ mod tests {
             drop((a, b));
         }
         assert_eq!(pool.allocated(), 3, "recycling never allocates past the bound");
+    }
+
+    #[test]
+    fn prefill_allocates_up_front_within_bound() {
+        let pool = FramePool::new(16, 4);
+        pool.prefill(2);
+        assert_eq!((pool.allocated(), pool.free()), (2, 2));
+        pool.prefill(10);
+        assert_eq!((pool.allocated(), pool.free()), (4, 4));
+        let frames: Vec<Frame> = (0..4).map(|_| pool.alloc(16).unwrap()).collect();
+        assert_eq!(pool.allocated(), 4);
+        drop(frames);
     }
 
     #[test]

@@ -237,8 +237,19 @@ fn open_errors_say_what_is_wrong() {
         assert!(matches!(err, DeviceError::Busy { .. }), "{err:?}");
         assert!(err.to_string().contains("busy"), "{err}");
         drop(first);
-        // Closing the fd deletes a non-persistent TAP, so the name is free again.
-        drop(TapDevice::open("ustbusy0").expect("reopen after close"));
+        // Closing the fd deletes a non-persistent TAP, so the name is free
+        // again: soon, not at once, because a test running in parallel may be
+        // between fork and exec with a copy of our (close-on-exec) fd.
+        let start = WallInstant::now();
+        let reopened = loop {
+            match TapDevice::open("ustbusy0") {
+                Err(DeviceError::Busy { .. }) if start.elapsed() < Duration::from_secs(2) => {
+                    std::thread::sleep(Duration::from_millis(10))
+                }
+                other => break other,
+            }
+        };
+        drop(reopened.expect("reopen after close"));
 
         // `lo` exists in every namespace and is not a TAP.
         let err = TapDevice::open("lo").unwrap_err();
