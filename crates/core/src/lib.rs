@@ -3,7 +3,28 @@
 //! Nothing in this crate makes a system call, reads a clock or draws a random
 //! number by itself: time comes in as [`time::Instant`] arguments, randomness
 //! as a seed at construction, and frames through the [`phy`] traits.
+//!
+//! Layout: [`stack`] holds one interface and dispatches frames; [`neighbor`]
+//! is the ARP cache; [`icmp`], [`udp`] and [`tcp`] are the protocols;
+//! [`queue`] is the bounded packet queue the sockets use; [`counters`] counts
+//! every packet handled and every drop by reason.
 
+pub mod config;
+pub mod counters;
+mod hash;
+pub mod icmp;
+pub mod neighbor;
 pub mod phy;
+pub mod queue;
+pub mod rand;
+pub mod stack;
 pub mod tcp;
 pub mod time;
+pub mod udp;
+
+pub use config::{Ipv4Cidr, StackConfig};
+pub use counters::Counters;
+pub use icmp::{EchoReply, PingError, PingHandle};
+pub use stack::Stack;
+pub use time::{Duration, Instant};
+pub use udp::{BindError, UdpHandle, UdpSendError};

@@ -1,1 +1,97 @@
-//! Runtime. Being written.
+//! Drives one core's stack over a device: the event loop, the clock, the OS
+//! random seed, and signals.
+//!
+//! This is where the sans-IO core meets the operating system. One
+//! [`EventLoop`] owns one [`Stack`] and one device and runs on one thread;
+//! later, shards run one loop per core.
+
+pub mod apps;
+mod clock;
+mod signals;
+
+pub use clock::{os_seed, Clock};
+pub use signals::StopSignal;
+
+use std::os::fd::RawFd;
+use ustack_core::phy::Device;
+use ustack_core::stack::DEFAULT_RX_BURST;
+use ustack_core::{Instant, Stack};
+
+/// Something that runs on the stack, polled once per loop turn after the
+/// stack has received and before it transmits.
+pub trait App {
+    fn poll(&mut self, stack: &mut Stack, now: Instant);
+}
+
+/// A device the loop can sleep on: readable when frames wait.
+pub trait Waitable {
+    /// The descriptor to poll(2) for readability; `None` for in-memory links.
+    fn wait_fd(&self) -> Option<RawFd>;
+}
+
+impl Waitable for ustack_device::TapDevice {
+    fn wait_fd(&self) -> Option<RawFd> {
+        Some(std::os::fd::AsRawFd::as_raw_fd(self))
+    }
+}
+
+impl<D: Device + Waitable> Waitable for ustack_device::PcapDevice<D> {
+    fn wait_fd(&self) -> Option<RawFd> {
+        self.inner().wait_fd()
+    }
+}
+
+/// The longest the loop sleeps without looking at the stop flag; signals
+/// also interrupt the sleep, so this only bounds a missed wakeup.
+const MAX_SLEEP_MS: u64 = 200;
+
+pub struct EventLoop<D> {
+    pub stack: Stack,
+    pub device: D,
+    pub clock: Clock,
+}
+
+impl<D: Device + Waitable> EventLoop<D> {
+    pub fn new(stack: Stack, device: D) -> EventLoop<D> {
+        EventLoop { stack, device, clock: Clock::new() }
+    }
+
+    /// One turn: receive a burst, let the apps work, send. Returns the number
+    /// of frames received.
+    pub fn turn(&mut self, apps: &mut [&mut dyn App]) -> usize {
+        let now = self.clock.now();
+        let n = self.stack.poll(now, &mut self.device, DEFAULT_RX_BURST);
+        for app in apps.iter_mut() {
+            app.poll(&mut self.stack, now);
+        }
+        // Send what the apps queued without waiting for the next frame.
+        self.stack.poll(now, &mut self.device, 0);
+        n
+    }
+
+    /// Run until `stop` is raised.
+    pub fn run(&mut self, apps: &mut [&mut dyn App], stop: &StopSignal) {
+        while !stop.raised() {
+            if self.turn(apps) == DEFAULT_RX_BURST {
+                continue; // more frames are likely waiting
+            }
+            let now = self.clock.now();
+            let sleep_ms = self
+                .stack
+                .poll_timeout()
+                .map_or(MAX_SLEEP_MS, |t| t.saturating_since(now).as_millis().min(u128::from(MAX_SLEEP_MS)) as u64);
+            self.wait(sleep_ms);
+        }
+    }
+
+    fn wait(&self, timeout_ms: u64) {
+        match self.device.wait_fd() {
+            Some(fd) => {
+                let mut pfd = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
+                // SAFETY: one valid pollfd; EINTR (a signal) just ends the sleep.
+                unsafe { libc::poll(&mut pfd, 1, timeout_ms as libc::c_int) };
+            }
+            None => std::thread::sleep(std::time::Duration::from_millis(timeout_ms.min(1))),
+        }
+    }
+}

@@ -1,0 +1,142 @@
+//! Tunables of one stack, each with its documented default.
+//!
+//! Capacities are runtime configuration, not Cargo features: one binary serves
+//! a small embedded test and a million-connection shard.
+
+use crate::time::Duration;
+use std::net::Ipv4Addr;
+use ustack_wire::EthernetAddress;
+
+/// An IPv4 address with its prefix length, e.g. `10.0.0.2/24`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Ipv4Cidr {
+    pub addr: Ipv4Addr,
+    pub prefix_len: u8,
+}
+
+impl Ipv4Cidr {
+    /// `None` when the prefix is longer than 32.
+    pub fn new(addr: Ipv4Addr, prefix_len: u8) -> Option<Ipv4Cidr> {
+        (prefix_len <= 32).then_some(Ipv4Cidr { addr, prefix_len })
+    }
+    pub fn netmask(&self) -> Ipv4Addr {
+        let bits = if self.prefix_len == 0 { 0 } else { u32::MAX << (32 - u32::from(self.prefix_len)) };
+        Ipv4Addr::from(bits)
+    }
+    pub fn contains(&self, ip: Ipv4Addr) -> bool {
+        let mask = u32::from(self.netmask());
+        u32::from(ip) & mask == u32::from(self.addr) & mask
+    }
+    /// The subnet's directed broadcast address (none for /31 and /32).
+    pub fn broadcast(&self) -> Option<Ipv4Addr> {
+        (self.prefix_len < 31).then(|| Ipv4Addr::from(u32::from(self.addr) | !u32::from(self.netmask())))
+    }
+}
+
+impl core::fmt::Display for Ipv4Cidr {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "{}/{}", self.addr, self.prefix_len)
+    }
+}
+
+/// Why a string is not an `A.B.C.D/N` address.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CidrParseError;
+
+impl core::fmt::Display for CidrParseError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str("expected an IPv4 address with prefix length, like 10.0.0.2/24")
+    }
+}
+
+impl std::error::Error for CidrParseError {}
+
+impl core::str::FromStr for Ipv4Cidr {
+    type Err = CidrParseError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let (addr, len) = s.split_once('/').ok_or(CidrParseError)?;
+        let addr = addr.parse().map_err(|_| CidrParseError)?;
+        let len = len.parse().map_err(|_| CidrParseError)?;
+        Ipv4Cidr::new(addr, len).ok_or(CidrParseError)
+    }
+}
+
+/// Everything a stack needs to know about its interface and its limits.
+#[derive(Clone, Debug)]
+pub struct StackConfig {
+    /// Our link-layer address.
+    pub mac: EthernetAddress,
+    /// Our address and subnet.
+    pub ipv4: Ipv4Cidr,
+    /// Next hop for destinations outside the subnet; without one they are
+    /// dropped and counted as `drop_no_route`.
+    pub gateway: Option<Ipv4Addr>,
+    /// Largest IP packet we send (the device's MTU). Default 1500.
+    pub mtu: usize,
+    /// TTL of the packets we originate. Default 64, like Linux.
+    pub ttl: u8,
+    /// Neighbour (ARP) cache entries, resolved and unresolved. Default 1024.
+    pub neighbor_cache_size: usize,
+    /// Unresolved neighbours at once; a flood of new destinations cannot take
+    /// more. Default 256.
+    pub neighbor_max_incomplete: usize,
+    /// Packets held while their neighbour resolves, per neighbour (at most 8).
+    /// Default 3, like Linux's `unres_qlen` in packets.
+    pub neighbor_pending_per_entry: usize,
+    /// Packets held while any neighbour resolves, in total. Default 64.
+    pub neighbor_pending_total: usize,
+    /// How long an ARP answer is trusted before it is refreshed. Default 30 s.
+    pub neighbor_reachable_time: Duration,
+    /// How long a stale entry is kept (and used while refreshing) before it is
+    /// forgotten. Default 60 s.
+    pub neighbor_stale_time: Duration,
+    /// Interval between ARP requests for one neighbour. Default 1 s.
+    pub arp_retry_interval: Duration,
+    /// Requests before giving up and dropping what waits. Default 3.
+    pub arp_max_retries: u8,
+    /// ICMP errors (port unreachable, …) per second, sustained. Default 1000.
+    pub icmp_error_rate: u32,
+    /// ICMP errors sent back to back before the rate applies. Default 50.
+    pub icmp_error_burst: u32,
+    /// Datagrams waiting in one UDP socket's receive queue. Default 256.
+    pub udp_rx_packets: usize,
+    /// Bytes waiting in one UDP socket's receive queue. Default 256 KiB.
+    pub udp_rx_bytes: usize,
+    /// Datagrams waiting in one UDP socket's send queue. Default 256.
+    pub udp_tx_packets: usize,
+    /// Bytes waiting in one UDP socket's send queue. Default 256 KiB.
+    pub udp_tx_bytes: usize,
+    /// Echo replies waiting in one ping socket. Default 64.
+    pub ping_rx_packets: usize,
+    /// Trust the device's checksum verdicts ([`crate::phy::RxMeta`]). Default true.
+    pub use_device_checksums: bool,
+}
+
+impl StackConfig {
+    /// Defaults for the interface at `mac`, `ipv4`.
+    pub fn new(mac: EthernetAddress, ipv4: Ipv4Cidr) -> StackConfig {
+        StackConfig {
+            mac,
+            ipv4,
+            gateway: None,
+            mtu: 1500,
+            ttl: 64,
+            neighbor_cache_size: 1024,
+            neighbor_max_incomplete: 256,
+            neighbor_pending_per_entry: 3,
+            neighbor_pending_total: 64,
+            neighbor_reachable_time: Duration::from_secs(30),
+            neighbor_stale_time: Duration::from_secs(60),
+            arp_retry_interval: Duration::from_secs(1),
+            arp_max_retries: 3,
+            icmp_error_rate: 1000,
+            icmp_error_burst: 50,
+            udp_rx_packets: 256,
+            udp_rx_bytes: 256 * 1024,
+            udp_tx_packets: 256,
+            udp_tx_bytes: 256 * 1024,
+            ping_rx_packets: 64,
+            use_device_checksums: true,
+        }
+    }
+}

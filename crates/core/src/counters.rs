@@ -1,0 +1,106 @@
+//! Counters: every packet the stack handles or drops is counted, and every
+//! drop has a reason of its own, so `ustack stats` can say why traffic died.
+
+macro_rules! counters {
+    ($( $(#[$doc:meta])* $name:ident ),* $(,)?) => {
+        /// The stack's counters; `iter` lists them by name for tools.
+        #[derive(Clone, Debug, Default, PartialEq, Eq)]
+        pub struct Counters {
+            $( $(#[$doc])* pub $name: u64, )*
+        }
+
+        impl Counters {
+            /// Every counter as `(name, value)`, in declaration order.
+            pub fn iter(&self) -> impl Iterator<Item = (&'static str, u64)> + '_ {
+                [$( (stringify!($name), self.$name) ),*].into_iter()
+            }
+            /// The sum of every counter whose name starts with `drop_`.
+            pub fn total_drops(&self) -> u64 {
+                self.iter().filter(|(n, _)| n.starts_with("drop_")).map(|(_, v)| v).sum()
+            }
+        }
+    };
+}
+
+counters! {
+    /// Frames handed to the stack by the device.
+    rx_frames,
+    /// Bytes in those frames.
+    rx_bytes,
+    /// Frames the stack queued on the device.
+    tx_frames,
+    /// Bytes in those frames.
+    tx_bytes,
+    /// Frames not sent because the device's transmit queue was full.
+    drop_tx_full,
+    /// Frames too short for an Ethernet header.
+    drop_eth_truncated,
+    /// Frames addressed to another station's MAC.
+    drop_eth_other_host,
+    /// Frames with an EtherType we do not speak (IPv6 included, for now).
+    drop_eth_unknown_type,
+    /// ARP packets received.
+    arp_rx,
+    /// ARP packets that are malformed or not Ethernet/IPv4.
+    drop_arp_malformed,
+    /// ARP packets whose sender is ours, broadcast, or otherwise bogus.
+    drop_arp_bogus_sender,
+    /// ARP requests we answered.
+    arp_replies_sent,
+    /// ARP requests we sent.
+    arp_requests_sent,
+    /// IPv4 packets received.
+    ipv4_rx,
+    /// IPv4 packets with a bad version, header length, total length or options.
+    drop_ipv4_malformed,
+    /// IPv4 packets whose header checksum is wrong.
+    drop_ipv4_checksum,
+    /// IPv4 packets addressed to someone else (we do not forward).
+    drop_ipv4_other_host,
+    /// IPv4 packets from impossible sources (ours, broadcast, multicast, loopback, 0.0.0.0).
+    drop_ipv4_martian,
+    /// IPv4 fragments (reassembly is not implemented yet).
+    drop_ipv4_fragment,
+    /// IPv4 packets for a protocol we do not speak.
+    drop_ipv4_unknown_protocol,
+    /// ICMP messages received.
+    icmp_rx,
+    /// ICMP messages that are malformed.
+    drop_icmp_malformed,
+    /// ICMP messages whose checksum is wrong.
+    drop_icmp_checksum,
+    /// ICMP messages of a type we ignore (including echo to broadcast).
+    drop_icmp_ignored,
+    /// Echo replies we sent.
+    icmp_echo_replies_sent,
+    /// Echo replies that arrived for no ping socket or a full one.
+    drop_icmp_echo_reply_unwanted,
+    /// ICMP errors we sent.
+    icmp_errors_sent,
+    /// ICMP errors we did not send because of the rate limit.
+    icmp_errors_rate_limited,
+    /// UDP datagrams received.
+    udp_rx,
+    /// UDP datagrams that are malformed.
+    drop_udp_malformed,
+    /// UDP datagrams whose checksum is wrong.
+    drop_udp_checksum,
+    /// UDP datagrams for a port nobody is bound to.
+    drop_udp_no_socket,
+    /// UDP datagrams dropped because the socket's receive queue was full.
+    drop_udp_rx_queue_full,
+    /// UDP datagrams sent.
+    udp_tx,
+    /// Packets held waiting for a neighbour to resolve.
+    neighbor_pending_queued,
+    /// Packets dropped because the resolution queue was full.
+    drop_neighbor_pending_full,
+    /// Packets dropped because too many neighbours were unresolved.
+    drop_neighbor_incomplete_full,
+    /// Packets dropped because their neighbour never answered.
+    drop_neighbor_unreachable,
+    /// Packets dropped because no route reaches their destination.
+    drop_no_route,
+    /// Packets dropped because they exceed the MTU (fragmentation is not done).
+    drop_too_big,
+}

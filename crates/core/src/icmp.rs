@@ -1,0 +1,246 @@
+//! ICMPv4: echo replies, ping sockets, and rate-limited error messages.
+
+use crate::phy::{RxMeta, TxQueue};
+use crate::queue::PacketQueue;
+use crate::stack::Stack;
+use crate::time::Instant;
+use std::net::Ipv4Addr;
+use ustack_wire::{checksum, ChecksumMode, Icmpv4Packet, Icmpv4Repr, IpProtocol, Ipv4Repr, IPV4_HEADER_LEN};
+
+/// The ICMP header bytes before the echo data or the quoted datagram.
+const ICMP_HEADER_LEN: usize = 8;
+/// RFC 792: an error quotes the offending IP header and its first 64 bits.
+const ICMP_QUOTE_PAYLOAD: usize = 8;
+
+/// Destination-unreachable codes we send.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Unreachable {
+    Protocol = 2,
+    Port = 3,
+}
+
+/// A token bucket: `rate` per second sustained, `burst` back to back.
+#[derive(Clone, Debug)]
+pub(crate) struct TokenBucket {
+    rate: u32,
+    burst: u32,
+    /// Tokens scaled by 1e6 so refills per microsecond stay integral.
+    tokens: u64,
+    last: Instant,
+}
+
+impl TokenBucket {
+    pub(crate) fn new(rate: u32, burst: u32) -> TokenBucket {
+        TokenBucket { rate, burst, tokens: u64::from(burst) * 1_000_000, last: Instant::ZERO }
+    }
+
+    pub(crate) fn take(&mut self, now: Instant) -> bool {
+        let elapsed = now.saturating_since(self.last).as_micros().min(u128::from(u32::MAX)) as u64;
+        self.last = self.last.max(now);
+        let cap = u64::from(self.burst) * 1_000_000;
+        self.tokens = (self.tokens + elapsed * u64::from(self.rate)).min(cap);
+        if self.tokens >= 1_000_000 {
+            self.tokens -= 1_000_000;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+/// A ping socket: sends echo requests with its identifier and receives the
+/// matching replies.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct PingHandle(u16);
+
+/// An echo reply as a ping socket reports it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EchoReply {
+    pub from: Ipv4Addr,
+    pub seq_no: u16,
+    /// Bytes of echo data (the data itself is copied to the caller's buffer).
+    pub len: usize,
+}
+
+/// Why a ping could not be sent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PingError {
+    /// The handle is not open.
+    NotOpen,
+    /// The send queue is full; try after the next poll.
+    WouldBlock,
+    /// Larger than the MTU allows; at most `max` bytes of data fit.
+    TooBig { max: usize },
+    /// Another ping socket uses this identifier.
+    IdentInUse,
+}
+
+impl core::fmt::Display for PingError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            PingError::NotOpen => f.write_str("ping socket is not open"),
+            PingError::WouldBlock => f.write_str("ping send queue is full"),
+            PingError::TooBig { max } => write!(f, "echo data too large: at most {max} bytes fit the MTU"),
+            PingError::IdentInUse => f.write_str("another ping socket uses this identifier"),
+        }
+    }
+}
+
+impl std::error::Error for PingError {}
+
+#[derive(Debug)]
+struct PingSocket {
+    ident: u16,
+    rx: PacketQueue<(Ipv4Addr, u16)>,
+    tx: PacketQueue<(Ipv4Addr, u16)>,
+}
+
+/// Few ping sockets exist, so a short list is the right structure.
+#[derive(Debug, Default)]
+pub(crate) struct PingSockets {
+    sockets: Vec<PingSocket>,
+}
+
+impl PingSockets {
+    fn by_ident(&mut self, ident: u16) -> Option<&mut PingSocket> {
+        self.sockets.iter_mut().find(|s| s.ident == ident)
+    }
+}
+
+impl Stack {
+    pub(crate) fn receive_icmp<T: TxQueue>(
+        &mut self,
+        now: Instant,
+        ip: &Ipv4Repr,
+        l4: &[u8],
+        broadcast: bool,
+        meta: RxMeta,
+        tx: &mut T,
+    ) {
+        self.counters.icmp_rx += 1;
+        let Ok(packet) = Icmpv4Packet::new_checked(l4) else {
+            self.counters.drop_icmp_malformed += 1;
+            return;
+        };
+        let trusted = meta.csum_verified && self.cfg.use_device_checksums;
+        if !trusted && !packet.verify_checksum() {
+            self.counters.drop_icmp_checksum += 1;
+            return;
+        }
+        let Ok(repr) = Icmpv4Repr::parse(&packet, ChecksumMode::Ignore) else {
+            self.counters.drop_icmp_malformed += 1;
+            return;
+        };
+        match repr {
+            // Like Linux's icmp_echo_ignore_broadcasts=1: a broadcast ping is
+            // an amplification vector, not a question.
+            Icmpv4Repr::EchoRequest { .. } if broadcast => self.counters.drop_icmp_ignored += 1,
+            Icmpv4Repr::EchoRequest { .. } => {
+                // The reply is the request with type 0: copy it and patch the
+                // checksum incrementally (RFC 1624) instead of summing again.
+                let message = packet.into_inner();
+                let old = u16::from_be_bytes([message[2], message[3]]);
+                let sum = checksum::update(old, 0x0800, 0x0000);
+                let sent = self.send_ipv4(now, tx, ip.src_addr, IpProtocol::Icmp, message.len(), |b| {
+                    b.copy_from_slice(message);
+                    b[0] = 0;
+                    b[1] = 0;
+                    b[2..4].copy_from_slice(&sum.to_be_bytes());
+                });
+                if sent.is_ok() {
+                    self.counters.icmp_echo_replies_sent += 1;
+                }
+            }
+            Icmpv4Repr::EchoReply { ident, seq_no, data } => {
+                let queued = match self.ping.by_ident(ident) {
+                    Some(s) => s.rx.push((ip.src_addr, seq_no), data).is_ok(),
+                    None => false,
+                };
+                if !queued {
+                    self.counters.drop_icmp_echo_reply_unwanted += 1;
+                }
+            }
+            _ => self.counters.drop_icmp_ignored += 1,
+        }
+    }
+
+    /// Answer a datagram nobody wanted with destination unreachable,
+    /// rate-limited. `datagram` is the whole offending IP packet.
+    pub(crate) fn send_icmp_unreachable<T: TxQueue>(
+        &mut self,
+        now: Instant,
+        ip: &Ipv4Repr,
+        datagram: &[u8],
+        code: Unreachable,
+        tx: &mut T,
+    ) {
+        if !self.icmp_errors.take(now) {
+            self.counters.icmp_errors_rate_limited += 1;
+            return;
+        }
+        let header_len = usize::from(datagram.first().map_or(5, |b| b & 0x0f)) * 4;
+        let quote = &datagram[..datagram.len().min(header_len + ICMP_QUOTE_PAYLOAD).max(IPV4_HEADER_LEN.min(datagram.len()))];
+        let sent = self.send_ipv4(now, tx, ip.src_addr, IpProtocol::Icmp, ICMP_HEADER_LEN + quote.len(), |b| {
+            b[..ICMP_HEADER_LEN].copy_from_slice(&[3, code as u8, 0, 0, 0, 0, 0, 0]);
+            b[ICMP_HEADER_LEN..].copy_from_slice(quote);
+            let sum = checksum::finish(checksum::sum(b));
+            b[2..4].copy_from_slice(&sum.to_be_bytes());
+        });
+        if sent.is_ok() {
+            self.counters.icmp_errors_sent += 1;
+        }
+    }
+
+    /// Open a ping socket sending and receiving echoes with identifier `ident`.
+    pub fn ping_open(&mut self, ident: u16) -> Result<PingHandle, PingError> {
+        if self.ping.by_ident(ident).is_some() {
+            return Err(PingError::IdentInUse);
+        }
+        let n = self.cfg.ping_rx_packets;
+        let bytes = n * self.cfg.mtu;
+        self.ping.sockets.push(PingSocket { ident, rx: PacketQueue::new(n, bytes), tx: PacketQueue::new(n, bytes) });
+        Ok(PingHandle(ident))
+    }
+
+    /// Close a ping socket; replies for it are dropped from now on.
+    pub fn ping_close(&mut self, h: PingHandle) {
+        self.ping.sockets.retain(|s| s.ident != h.0);
+    }
+
+    /// Queue an echo request to `dst`; it leaves on the next poll.
+    pub fn ping_send(&mut self, h: PingHandle, dst: Ipv4Addr, seq_no: u16, data: &[u8]) -> Result<(), PingError> {
+        let max = self.cfg.mtu - IPV4_HEADER_LEN - ICMP_HEADER_LEN;
+        if data.len() > max {
+            return Err(PingError::TooBig { max });
+        }
+        let s = self.ping.by_ident(h.0).ok_or(PingError::NotOpen)?;
+        s.tx.push((dst, seq_no), data).map_err(|_| PingError::WouldBlock)
+    }
+
+    /// The next echo reply, its data copied into `buf` (truncated to fit).
+    pub fn ping_recv(&mut self, h: PingHandle, buf: &mut [u8]) -> Option<EchoReply> {
+        let s = self.ping.by_ident(h.0)?;
+        let (&(from, seq_no), data) = s.rx.peek()?;
+        let n = data.len().min(buf.len());
+        buf[..n].copy_from_slice(&data[..n]);
+        let reply = EchoReply { from, seq_no, len: data.len() };
+        s.rx.pop();
+        Some(reply)
+    }
+
+    pub(crate) fn transmit_ping<T: TxQueue>(&mut self, now: Instant, tx: &mut T) {
+        for i in 0..self.ping.sockets.len() {
+            // Take the queue out so it and the stack can be borrowed at once.
+            let mut queue = core::mem::take(&mut self.ping.sockets[i].tx);
+            let ident = self.ping.sockets[i].ident;
+            while let Some((&(dst, seq_no), data)) = queue.peek() {
+                let _ = self.send_ipv4(now, tx, dst, IpProtocol::Icmp, ICMP_HEADER_LEN + data.len(), |b| {
+                    let repr = Icmpv4Repr::EchoRequest { ident, seq_no, data };
+                    repr.emit(&mut Icmpv4Packet::new_unchecked(b), ChecksumMode::Verify);
+                });
+                queue.pop();
+            }
+            self.ping.sockets[i].tx = queue;
+        }
+    }
+}

@@ -1,0 +1,363 @@
+//! One stack: an interface and the sockets on it.
+//!
+//! Call order, for an event loop (see `ustack-runtime`):
+//! 1. [`Stack::poll`] with the device — receive a burst, answer what needs
+//!    answering, fire due timers, send what sockets queued, flush.
+//! 2. Application work through the socket methods (`udp_*`, `ping_*`).
+//! 3. Sleep until [`Stack::poll_timeout`] or until the device is readable.
+//!
+//! [`Stack::receive`], [`Stack::handle_timeout`] and [`Stack::transmit`] are
+//! the pieces `poll` is made of, for callers that drive a device themselves.
+
+use crate::config::StackConfig;
+use crate::counters::Counters;
+use crate::icmp::{PingSockets, TokenBucket};
+use crate::neighbor::{NeighborCache, NeighborTimer, Resolution};
+use crate::phy::{Device, RxMeta, RxQueue, TxMeta, TxQueue};
+use crate::rand::Rng;
+use crate::time::Instant;
+use crate::udp::UdpSockets;
+use std::net::Ipv4Addr;
+use ustack_wire::{
+    ArpOperation, ArpPacket, ArpRepr, ChecksumMode, EtherType, EthernetAddress, EthernetFrame, EthernetRepr,
+    IpProtocol, Ipv4Packet, Ipv4Repr, ETHERNET_HEADER_LEN, IPV4_HEADER_LEN,
+};
+
+/// Frames `poll` takes from the device before it turns to timers and
+/// transmission, so a flood cannot starve the rest.
+pub const DEFAULT_RX_BURST: usize = 64;
+
+/// Why the stack could not send a packet it originated.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum EgressDrop {
+    NoRoute,
+    TooBig,
+    TxFull,
+    PendingFull,
+    IncompleteFull,
+}
+
+pub struct Stack {
+    pub(crate) cfg: StackConfig,
+    pub(crate) counters: Counters,
+    pub(crate) neighbors: NeighborCache,
+    pub(crate) udp: UdpSockets,
+    pub(crate) ping: PingSockets,
+    pub(crate) icmp_errors: TokenBucket,
+    pub(crate) rng: Rng,
+    ip_ident: u16,
+}
+
+impl Stack {
+    /// A stack for `cfg`. `seed` must come from a good random source in
+    /// production (the runtime reads the OS RNG); tests pass a constant to be
+    /// repeatable.
+    pub fn new(cfg: StackConfig, seed: u64) -> Stack {
+        let mut rng = Rng::new(seed);
+        let hash_key = rng.next_u64();
+        Stack {
+            neighbors: NeighborCache::new(&cfg, hash_key),
+            udp: UdpSockets::new(hash_key ^ 0x5555),
+            ping: PingSockets::default(),
+            icmp_errors: TokenBucket::new(cfg.icmp_error_rate, cfg.icmp_error_burst),
+            ip_ident: rng.next_u32() as u16,
+            rng,
+            cfg,
+            counters: Counters::default(),
+        }
+    }
+
+    pub fn config(&self) -> &StackConfig {
+        &self.cfg
+    }
+
+    pub fn counters(&self) -> &Counters {
+        &self.counters
+    }
+
+    pub fn neighbors(&self) -> &NeighborCache {
+        &self.neighbors
+    }
+
+    /// Receive up to `budget` frames, then fire timers, transmit and flush.
+    /// Returns the number of frames received.
+    pub fn poll<D: Device>(&mut self, now: Instant, device: &mut D, budget: usize) -> usize {
+        let (rx, tx) = device.queues();
+        let mut n = 0;
+        while n < budget {
+            let Some((frame, meta)) = rx.recv(now) else { break };
+            self.receive(now, frame, meta, tx);
+            n += 1;
+        }
+        self.handle_timeout(now, tx);
+        self.transmit(now, tx);
+        tx.flush();
+        n
+    }
+
+    /// The earliest time the stack has timer work; `None` when idle.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.neighbors.poll_timeout()
+    }
+
+    /// Fire every timer that is due at `now`. Harmless to call early or twice.
+    pub fn handle_timeout<T: TxQueue>(&mut self, now: Instant, tx: &mut T) {
+        let mut requests = [Ipv4Addr::UNSPECIFIED; 16];
+        loop {
+            // Collect in small batches: the cache cannot be borrowed while we send.
+            let mut n = 0;
+            let mut dropped = 0;
+            self.neighbors.handle_timeout(now, |t| match t {
+                NeighborTimer::Request(ip) if n < requests.len() => {
+                    requests[n] = ip;
+                    n += 1;
+                }
+                NeighborTimer::Request(_) => {}
+                NeighborTimer::Unreachable { dropped: d } => dropped += d,
+            });
+            self.counters.drop_neighbor_unreachable += dropped as u64;
+            for &ip in &requests[..n] {
+                self.send_arp(tx, ArpOperation::Request, EthernetAddress::BROADCAST, EthernetAddress([0; 6]), ip);
+            }
+            if n < requests.len() {
+                break;
+            }
+        }
+    }
+
+    /// Send what sockets have queued.
+    pub fn transmit<T: TxQueue>(&mut self, now: Instant, tx: &mut T) {
+        self.transmit_udp(now, tx);
+        self.transmit_ping(now, tx);
+    }
+
+    /// Handle one received frame; replies go straight to `tx`.
+    pub fn receive<T: TxQueue>(&mut self, now: Instant, frame: &[u8], meta: RxMeta, tx: &mut T) {
+        self.counters.rx_frames += 1;
+        self.counters.rx_bytes += frame.len() as u64;
+        let Ok(eth) = EthernetFrame::new_checked(frame) else {
+            self.counters.drop_eth_truncated += 1;
+            return;
+        };
+        let dst = eth.dst_addr();
+        if dst != self.cfg.mac && !dst.is_broadcast() {
+            self.counters.drop_eth_other_host += 1;
+            return;
+        }
+        // A priority tag (VLAN 0) is fine; a real VLAN is not ours.
+        if eth.vlan_id().is_some_and(|v| v != 0) {
+            self.counters.drop_eth_unknown_type += 1;
+            return;
+        }
+        match eth.ethertype() {
+            EtherType::Arp => self.receive_arp(now, eth.payload(), tx),
+            EtherType::Ipv4 => self.receive_ipv4(now, eth.payload(), meta, tx),
+            _ => self.counters.drop_eth_unknown_type += 1,
+        }
+    }
+
+    fn receive_arp<T: TxQueue>(&mut self, now: Instant, payload: &[u8], tx: &mut T) {
+        self.counters.arp_rx += 1;
+        let Ok(repr) = ArpPacket::new_checked(payload).and_then(|p| ArpRepr::parse(&p)) else {
+            self.counters.drop_arp_malformed += 1;
+            return;
+        };
+        let (smac, sip) = (repr.source_hardware_addr, repr.source_protocol_addr);
+        let ours = self.cfg.ipv4.addr;
+        if !smac.is_unicast() || sip == ours || sip.is_broadcast() || sip.is_multicast() {
+            self.counters.drop_arp_bogus_sender += 1;
+            return;
+        }
+        let for_us = repr.target_protocol_addr == ours;
+        // A probe (RFC 5227) has sender 0.0.0.0: answer it, learn nothing.
+        if !sip.is_unspecified() {
+            let Stack { neighbors, counters, cfg, .. } = self;
+            neighbors.confirm(now, sip, smac, for_us, |mac, packet| {
+                write_frame(counters, tx, cfg.mac, mac, EtherType::Ipv4, packet.len(), |b| b.copy_from_slice(packet));
+            });
+        }
+        if for_us && repr.operation == ArpOperation::Request {
+            self.send_arp(tx, ArpOperation::Reply, smac, smac, sip);
+            self.counters.arp_replies_sent += 1;
+        }
+    }
+
+    pub(crate) fn send_arp<T: TxQueue>(
+        &mut self,
+        tx: &mut T,
+        operation: ArpOperation,
+        eth_dst: EthernetAddress,
+        target_mac: EthernetAddress,
+        target_ip: Ipv4Addr,
+    ) {
+        let repr = ArpRepr {
+            operation,
+            source_hardware_addr: self.cfg.mac,
+            source_protocol_addr: self.cfg.ipv4.addr,
+            target_hardware_addr: target_mac,
+            target_protocol_addr: target_ip,
+        };
+        if operation == ArpOperation::Request {
+            self.counters.arp_requests_sent += 1;
+        }
+        write_frame(&mut self.counters, tx, self.cfg.mac, eth_dst, EtherType::Arp, repr.buffer_len(), |b| {
+            repr.emit(&mut ArpPacket::new_unchecked(b))
+        });
+    }
+
+    fn receive_ipv4<T: TxQueue>(&mut self, now: Instant, payload: &[u8], meta: RxMeta, tx: &mut T) {
+        self.counters.ipv4_rx += 1;
+        let Ok(packet) = Ipv4Packet::new_checked(payload) else {
+            self.counters.drop_ipv4_malformed += 1;
+            return;
+        };
+        let trusted = meta.csum_verified && self.cfg.use_device_checksums;
+        if !trusted && !packet.verify_checksum() {
+            self.counters.drop_ipv4_checksum += 1;
+            return;
+        }
+        let Ok(ip) = Ipv4Repr::parse(&packet, ChecksumMode::Ignore) else {
+            self.counters.drop_ipv4_malformed += 1;
+            return;
+        };
+        let ours = self.cfg.ipv4.addr;
+        let subnet_bcast = self.cfg.ipv4.broadcast();
+        let broadcast = ip.dst_addr.is_broadcast() || Some(ip.dst_addr) == subnet_bcast;
+        if ip.dst_addr != ours && !broadcast {
+            self.counters.drop_ipv4_other_host += 1;
+            return;
+        }
+        let src = ip.src_addr;
+        if src == ours
+            || src.is_broadcast()
+            || src.is_multicast()
+            || src.is_loopback()
+            || src.is_unspecified()
+            || Some(src) == subnet_bcast
+        {
+            self.counters.drop_ipv4_martian += 1;
+            return;
+        }
+        if ip.more_frags || ip.frag_offset != 0 {
+            self.counters.drop_ipv4_fragment += 1;
+            return;
+        }
+        // The datagram without Ethernet padding, for quoting in ICMP errors.
+        let datagram = &payload[..usize::from(packet.total_len())];
+        let l4 = packet.payload();
+        match ip.protocol {
+            IpProtocol::Icmp => self.receive_icmp(now, &ip, l4, broadcast, meta, tx),
+            IpProtocol::Udp => self.receive_udp(now, &ip, datagram, l4, broadcast, meta, tx),
+            _ => {
+                self.counters.drop_ipv4_unknown_protocol += 1;
+                if !broadcast {
+                    self.send_icmp_unreachable(now, &ip, datagram, crate::icmp::Unreachable::Protocol, tx);
+                }
+            }
+        }
+    }
+
+    /// Send an IPv4 packet we originate, with an L4 payload of `l4_len` bytes
+    /// written in place by `fill` (which also computes the L4 checksum).
+    pub(crate) fn send_ipv4<T: TxQueue>(
+        &mut self,
+        now: Instant,
+        tx: &mut T,
+        dst: Ipv4Addr,
+        protocol: IpProtocol,
+        l4_len: usize,
+        fill: impl FnOnce(&mut [u8]),
+    ) -> Result<(), EgressDrop> {
+        let ip_len = IPV4_HEADER_LEN + l4_len;
+        if ip_len > self.cfg.mtu {
+            self.counters.drop_too_big += 1;
+            return Err(EgressDrop::TooBig);
+        }
+        let subnet = self.cfg.ipv4;
+        let next_hop = if dst.is_broadcast() || Some(dst) == subnet.broadcast() {
+            None
+        } else if subnet.contains(dst) {
+            Some(dst)
+        } else if let Some(gw) = self.cfg.gateway {
+            Some(gw)
+        } else {
+            self.counters.drop_no_route += 1;
+            return Err(EgressDrop::NoRoute);
+        };
+        self.ip_ident = self.ip_ident.wrapping_add(1);
+        let repr = Ipv4Repr {
+            src_addr: subnet.addr,
+            dst_addr: dst,
+            protocol,
+            payload_len: l4_len,
+            ttl: self.cfg.ttl,
+            ident: self.ip_ident,
+            dont_frag: true,
+            more_frags: false,
+            frag_offset: 0,
+            dscp_ecn: 0,
+        };
+        let write_ip = move |b: &mut [u8]| {
+            fill(&mut b[IPV4_HEADER_LEN..]);
+            repr.emit(&mut Ipv4Packet::new_unchecked(b), ChecksumMode::Verify);
+        };
+        let mac = match next_hop.map(|hop| (hop, self.neighbors.resolve(now, hop))) {
+            None => EthernetAddress::BROADCAST,
+            Some((_, Resolution::Send(mac))) => mac,
+            Some((hop, Resolution::SendAndRefresh(mac))) => {
+                self.send_arp(tx, ArpOperation::Request, mac, EthernetAddress([0; 6]), hop);
+                mac
+            }
+            Some((hop, Resolution::Queue { request })) => {
+                if request {
+                    self.send_arp(tx, ArpOperation::Request, EthernetAddress::BROADCAST, EthernetAddress([0; 6]), hop);
+                }
+                return if self.neighbors.enqueue(hop, ip_len, write_ip) {
+                    self.counters.neighbor_pending_queued += 1;
+                    Ok(())
+                } else {
+                    self.counters.drop_neighbor_pending_full += 1;
+                    Err(EgressDrop::PendingFull)
+                };
+            }
+            Some((_, Resolution::Full)) => {
+                self.counters.drop_neighbor_incomplete_full += 1;
+                return Err(EgressDrop::IncompleteFull);
+            }
+        };
+        if write_frame(&mut self.counters, tx, self.cfg.mac, mac, EtherType::Ipv4, ip_len, write_ip) {
+            Ok(())
+        } else {
+            Err(EgressDrop::TxFull)
+        }
+    }
+}
+
+/// Queue one Ethernet frame whose payload `fill` writes; counts it either way.
+pub(crate) fn write_frame<T: TxQueue>(
+    counters: &mut Counters,
+    tx: &mut T,
+    src: EthernetAddress,
+    dst: EthernetAddress,
+    ethertype: EtherType,
+    payload_len: usize,
+    fill: impl FnOnce(&mut [u8]),
+) -> bool {
+    let len = ETHERNET_HEADER_LEN + payload_len;
+    let eth = EthernetRepr { src_addr: src, dst_addr: dst, ethertype, vlan_id: None };
+    let sent = tx.send(len, TxMeta::default(), |b| {
+        fill(&mut b[ETHERNET_HEADER_LEN..]);
+        eth.emit(&mut EthernetFrame::new_unchecked(b));
+    });
+    match sent {
+        Ok(()) => {
+            counters.tx_frames += 1;
+            counters.tx_bytes += len as u64;
+            true
+        }
+        Err(_) => {
+            counters.drop_tx_full += 1;
+            false
+        }
+    }
+}

@@ -1,0 +1,244 @@
+//! UDP sockets: bind, send_to, recv_from, with bounded queues both ways.
+//!
+//! Arriving datagrams are demultiplexed by destination port in a hash table
+//! (O(1) per datagram). A socket that queues a datagram to send goes on a
+//! transmit list once, so `transmit` visits only sockets with work.
+
+use crate::hash::{KeyedMap, KeyedState};
+use crate::icmp::Unreachable;
+use crate::phy::{RxMeta, TxQueue};
+use crate::queue::PacketQueue;
+use crate::stack::Stack;
+use crate::time::Instant;
+use std::collections::VecDeque;
+use std::net::{Ipv4Addr, SocketAddrV4};
+use ustack_wire::{ChecksumMode, IpProtocol, Ipv4Repr, UdpPacket, UdpRepr, IPV4_HEADER_LEN, UDP_HEADER_LEN};
+
+/// RFC 6056's suggested ephemeral range (also IANA's dynamic ports).
+const EPHEMERAL: core::ops::RangeInclusive<u16> = 49152..=65535;
+
+/// A bound UDP socket.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct UdpHandle(u32);
+
+/// Why a bind failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BindError {
+    /// Another socket holds the port.
+    AddrInUse(u16),
+    /// Every ephemeral port is taken.
+    NoFreePort,
+}
+
+/// Why a send failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UdpSendError {
+    NotBound,
+    /// The send queue is full; try after the next poll.
+    WouldBlock,
+    /// Larger than the MTU allows (we do not fragment); at most `max` bytes fit.
+    TooBig { max: usize },
+}
+
+impl core::fmt::Display for BindError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            BindError::AddrInUse(p) => write!(f, "UDP port {p} is already bound"),
+            BindError::NoFreePort => f.write_str("no free ephemeral UDP port"),
+        }
+    }
+}
+
+impl std::error::Error for BindError {}
+
+impl core::fmt::Display for UdpSendError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            UdpSendError::NotBound => f.write_str("UDP socket is not bound"),
+            UdpSendError::WouldBlock => f.write_str("UDP send queue is full"),
+            UdpSendError::TooBig { max } => write!(f, "datagram too large: at most {max} bytes fit the MTU"),
+        }
+    }
+}
+
+impl std::error::Error for UdpSendError {}
+
+#[derive(Debug)]
+struct UdpSocket {
+    port: u16,
+    rx: PacketQueue<SocketAddrV4>,
+    tx: PacketQueue<SocketAddrV4>,
+    on_tx_list: bool,
+}
+
+#[derive(Debug)]
+pub(crate) struct UdpSockets {
+    slots: Vec<Option<UdpSocket>>,
+    free: Vec<u32>,
+    by_port: KeyedMap<u16, u32>,
+    tx_list: VecDeque<u32>,
+}
+
+impl UdpSockets {
+    pub(crate) fn new(hash_key: u64) -> UdpSockets {
+        UdpSockets { slots: Vec::new(), free: Vec::new(), by_port: KeyedMap::with_hasher(KeyedState::new(hash_key)), tx_list: VecDeque::new() }
+    }
+
+    fn get(&mut self, h: UdpHandle) -> Option<&mut UdpSocket> {
+        self.slots.get_mut(h.0 as usize).and_then(Option::as_mut)
+    }
+}
+
+impl Stack {
+    /// Bind a socket to `port` (0 picks a random free ephemeral port, RFC 6056).
+    pub fn udp_bind(&mut self, port: u16) -> Result<UdpHandle, BindError> {
+        let port = if port == 0 { self.pick_udp_port()? } else { port };
+        if self.udp.by_port.contains_key(&port) {
+            return Err(BindError::AddrInUse(port));
+        }
+        let socket = UdpSocket {
+            port,
+            rx: PacketQueue::new(self.cfg.udp_rx_packets, self.cfg.udp_rx_bytes),
+            tx: PacketQueue::new(self.cfg.udp_tx_packets, self.cfg.udp_tx_bytes),
+            on_tx_list: false,
+        };
+        let idx = match self.udp.free.pop() {
+            Some(i) => {
+                self.udp.slots[i as usize] = Some(socket);
+                i
+            }
+            None => {
+                self.udp.slots.push(Some(socket));
+                (self.udp.slots.len() - 1) as u32
+            }
+        };
+        self.udp.by_port.insert(port, idx);
+        Ok(UdpHandle(idx))
+    }
+
+    /// RFC 6056 algorithm 1: a random start, then linear search.
+    fn pick_udp_port(&mut self) -> Result<u16, BindError> {
+        let span = u32::from(EPHEMERAL.end() - EPHEMERAL.start()) + 1;
+        let start = self.rng.next_u32() % span;
+        (0..span)
+            .map(|i| EPHEMERAL.start() + ((start + i) % span) as u16)
+            .find(|p| !self.udp.by_port.contains_key(p))
+            .ok_or(BindError::NoFreePort)
+    }
+
+    /// The port a socket is bound to.
+    pub fn udp_local_port(&mut self, h: UdpHandle) -> Option<u16> {
+        self.udp.get(h).map(|s| s.port)
+    }
+
+    /// Close a socket; what it had queued is discarded.
+    pub fn udp_close(&mut self, h: UdpHandle) {
+        if let Some(s) = self.udp.slots.get_mut(h.0 as usize).and_then(Option::take) {
+            self.udp.by_port.remove(&s.port);
+            self.udp.free.push(h.0);
+        }
+    }
+
+    /// Queue a datagram to `dst`; it leaves on the next poll.
+    pub fn udp_send_to(&mut self, h: UdpHandle, dst: SocketAddrV4, data: &[u8]) -> Result<(), UdpSendError> {
+        let max = self.cfg.mtu - IPV4_HEADER_LEN - UDP_HEADER_LEN;
+        if data.len() > max {
+            return Err(UdpSendError::TooBig { max });
+        }
+        let s = self.udp.get(h).ok_or(UdpSendError::NotBound)?;
+        s.tx.push(dst, data).map_err(|_| UdpSendError::WouldBlock)?;
+        if !s.on_tx_list {
+            s.on_tx_list = true;
+            self.udp.tx_list.push_back(h.0);
+        }
+        Ok(())
+    }
+
+    /// The next datagram and its sender, copied into `buf`; a datagram larger
+    /// than `buf` is truncated (like `recvfrom`), and the full length is returned.
+    pub fn udp_recv_from(&mut self, h: UdpHandle, buf: &mut [u8]) -> Option<(usize, SocketAddrV4)> {
+        self.udp_recv_with(h, |data, from| {
+            let n = data.len().min(buf.len());
+            buf[..n].copy_from_slice(&data[..n]);
+            (data.len(), from)
+        })
+    }
+
+    /// The next datagram, lent to `f` in place (no copy).
+    pub fn udp_recv_with<R>(&mut self, h: UdpHandle, f: impl FnOnce(&[u8], SocketAddrV4) -> R) -> Option<R> {
+        let s = self.udp.get(h)?;
+        let (&from, data) = s.rx.peek()?;
+        let r = f(data, from);
+        s.rx.pop();
+        Some(r)
+    }
+
+    /// Datagrams waiting to be read.
+    pub fn udp_rx_queued(&mut self, h: UdpHandle) -> usize {
+        self.udp.get(h).map_or(0, |s| s.rx.len())
+    }
+
+    pub(crate) fn receive_udp<T: TxQueue>(
+        &mut self,
+        now: Instant,
+        ip: &Ipv4Repr,
+        datagram: &[u8],
+        l4: &[u8],
+        broadcast: bool,
+        meta: RxMeta,
+        tx: &mut T,
+    ) {
+        self.counters.udp_rx += 1;
+        let Ok(packet) = UdpPacket::new_checked(l4) else {
+            self.counters.drop_udp_malformed += 1;
+            return;
+        };
+        // A kernel peer on TAP/veth may leave only the pseudo-header sum
+        // (CHECKSUM_PARTIAL); the device tells us, and then the data is intact.
+        let trusted = (meta.csum_verified || meta.csum_partial) && self.cfg.use_device_checksums;
+        if !trusted && !packet.verify_checksum(ip.src_addr, ip.dst_addr) {
+            self.counters.drop_udp_checksum += 1;
+            return;
+        }
+        let Ok(repr) = UdpRepr::parse(&packet, ip.src_addr, ip.dst_addr, ChecksumMode::Ignore) else {
+            self.counters.drop_udp_malformed += 1;
+            return;
+        };
+        let Some(&idx) = self.udp.by_port.get(&repr.dst_port) else {
+            self.counters.drop_udp_no_socket += 1;
+            if !broadcast {
+                self.send_icmp_unreachable(now, ip, datagram, Unreachable::Port, tx);
+            }
+            return;
+        };
+        let from = SocketAddrV4::new(ip.src_addr, repr.src_port);
+        let s = self.udp.slots[idx as usize].as_mut().expect("port table points at live sockets");
+        if s.rx.push(from, packet.payload()).is_err() {
+            self.counters.drop_udp_rx_queue_full += 1;
+        }
+    }
+
+    pub(crate) fn transmit_udp<T: TxQueue>(&mut self, now: Instant, tx: &mut T) {
+        let src: Ipv4Addr = self.cfg.ipv4.addr;
+        while let Some(idx) = self.udp.tx_list.pop_front() {
+            let Some(s) = self.udp.slots[idx as usize].as_mut() else { continue };
+            s.on_tx_list = false;
+            let port = s.port;
+            let mut queue = core::mem::take(&mut s.tx);
+            while let Some((&dst, data)) = queue.peek() {
+                let repr = UdpRepr { src_port: port, dst_port: dst.port() };
+                let sent = self.send_ipv4(now, tx, *dst.ip(), IpProtocol::Udp, UDP_HEADER_LEN + data.len(), |b| {
+                    let payload_len = data.len();
+                    repr.emit(&mut UdpPacket::new_unchecked(b), src, *dst.ip(), payload_len, |p| p.copy_from_slice(data), ChecksumMode::Verify);
+                });
+                if sent.is_ok() {
+                    self.counters.udp_tx += 1;
+                }
+                queue.pop();
+            }
+            if let Some(s) = self.udp.slots[idx as usize].as_mut() {
+                s.tx = queue;
+            }
+        }
+    }
+}

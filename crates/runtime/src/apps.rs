@@ -1,0 +1,37 @@
+//! Small servers that run on the stack: the services `ustack up` offers.
+
+use crate::App;
+use std::net::SocketAddrV4;
+use ustack_core::{BindError, Instant, Stack, UdpHandle};
+
+/// Echoes every UDP datagram back to its sender.
+pub struct UdpEcho {
+    socket: UdpHandle,
+    /// Datagrams echoed.
+    pub echoed: u64,
+    /// Datagrams not echoed because the send queue was full.
+    pub dropped: u64,
+}
+
+/// Datagrams echoed per turn at most, so one busy port cannot starve the loop.
+const ECHO_BURST: usize = 256;
+
+impl UdpEcho {
+    pub fn bind(stack: &mut Stack, port: u16) -> Result<UdpEcho, BindError> {
+        Ok(UdpEcho { socket: stack.udp_bind(port)?, echoed: 0, dropped: 0 })
+    }
+}
+
+impl App for UdpEcho {
+    fn poll(&mut self, stack: &mut Stack, _now: Instant) {
+        let mut buf = [0u8; 2048];
+        for _ in 0..ECHO_BURST {
+            let Some((len, from)) = stack.udp_recv_from(self.socket, &mut buf) else { break };
+            let len = len.min(buf.len());
+            match stack.udp_send_to(self.socket, SocketAddrV4::new(*from.ip(), from.port()), &buf[..len]) {
+                Ok(()) => self.echoed += 1,
+                Err(_) => self.dropped += 1,
+            }
+        }
+    }
+}

@@ -1,0 +1,21 @@
+//! Errors the command reports to a person: one line, what is wrong and what to do.
+
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum CliError {
+    #[error("bad --device '{0}': expected tap:NAME (for example tap:ust0)")]
+    DeviceSpec(String),
+    #[error("{0}")]
+    Device(#[from] ustack_device::DeviceError),
+    #[error("cannot write capture file {path}: {source}")]
+    Pcap { path: String, source: std::io::Error },
+    #[error("--ip {0}: the stack's address must not be the network or broadcast address")]
+    BadAddress(String),
+    #[error("--gateway {gateway} is not inside the stack's subnet {subnet}")]
+    GatewayOutsideSubnet { gateway: std::net::Ipv4Addr, subnet: ustack_core::Ipv4Cidr },
+    #[error("cannot serve UDP echo on port {port}: {source}")]
+    Bind { port: u16, source: ustack_core::BindError },
+    #[error("{0}")]
+    Demo(String),
+}

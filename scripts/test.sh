@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Every test ustack has, on a fresh Debian 12 machine with the Rust toolchain,
+# as root: installs the system packages the tests use, then runs unit,
+# property, simulation and real-peer tests, and a short fuzz run.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null; then
+  echo "== installing test peers (apt)"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends \
+    iproute2 iputils-ping arping socat tcpdump tshark ethtool procps >/dev/null
+else
+  echo "== not root (or no apt): real-peer tests will report themselves skipped"
+fi
+
+echo "== cargo test (workspace)"
+cargo test --workspace --all-targets --locked
+
+echo "== fuzz: build the receive-path target and run it briefly"
+bash scripts/fuzz.sh "${FUZZ_SECONDS:-30}"
