@@ -1,4 +1,26 @@
-//! Links for ustack. Placeholder docs, expanded below.
+//! Links for ustack: everything that moves frames between the sans-IO core
+//! and the outside world, behind the core's [`Device`](ustack_core::phy::Device)
+//! traits.
+//!
+//! * [`tap`] — [`TapDevice`], a Linux TAP interface opened through
+//!   `/dev/net/tun` with our own ioctls: non-blocking, one `read(2)` per
+//!   received frame, transmitted frames queued in a small ring and written on
+//!   `flush`. Its fd goes into the runtime's `poll(2)`. Errors
+//!   ([`DeviceError`]) say what is wrong and what to do about it.
+//! * [`memory`] — [`MemoryLink`], two [`MemoryPort`]s joined in one process:
+//!   the link for simulations, tests and benchmarks. Bounded queues, seeded
+//!   fault injection (loss, duplication, reordering, corruption, delay and
+//!   jitter) in virtual time, and no allocation per frame. Time reaches it
+//!   through `recv(now)` and [`MemoryPort::set_now`]; a simulation jumps to
+//!   [`MemoryPort::next_delivery`].
+//! * [`pcap`] — [`PcapDevice`] wraps any device and records every frame it
+//!   receives and transmits to a classic pcap file, stamped with the core's
+//!   `now`; [`PcapWriter`] and [`PcapReader`] are usable on their own.
+//! * [`pool`] — [`FramePool`], bounded and recycling: a [`Frame`] is an owned
+//!   buffer that goes back to its pool when dropped.
+//!
+//! Everything here is single-threaded (one device per event loop, as the
+//! runtime runs one loop per core).
 
 pub mod memory;
 pub mod pcap;

@@ -132,10 +132,7 @@ impl MemoryLink {
         let shared = Rc::new(RefCell::new(Shared {
             config,
             // Distinct, fixed seeds per direction (see the module docs).
-            dirs: [
-                Direction::new(&config, seed),
-                Direction::new(&config, seed ^ 0x5851_f42d_4c95_7f2d),
-            ],
+            dirs: [Direction::new(&config, seed), Direction::new(&config, seed ^ 0x5851_f42d_4c95_7f2d)],
             clocks: [Instant::ZERO; 2],
         }));
         (MemoryPort::new(&shared, 0), MemoryPort::new(&shared, 1))
@@ -490,11 +487,8 @@ mod tests {
 
     #[test]
     fn jitter_keeps_fifo_within_bounds() {
-        let config = LinkConfig {
-            delay: Duration::from_millis(10),
-            jitter: Duration::from_millis(5),
-            ..LinkConfig::default()
-        };
+        let config =
+            LinkConfig { delay: Duration::from_millis(10), jitter: Duration::from_millis(5), ..LinkConfig::default() };
         let (mut a, mut b) = MemoryLink::pair(config, 3);
         for i in 0..100u32 {
             a.set_now(Instant::from_millis(u64::from(i)));

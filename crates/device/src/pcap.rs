@@ -136,9 +136,7 @@ impl<R: Read> PcapReader<R> {
             (PCAP_MAGIC_NANOS, _) => (false, true),
             (_, PCAP_MAGIC) => (true, false),
             (_, PCAP_MAGIC_NANOS) => (true, true),
-            _ => {
-                return Err(io::Error::new(io::ErrorKind::InvalidData, "not a classic pcap file (bad magic)"))
-            }
+            _ => return Err(io::Error::new(io::ErrorKind::InvalidData, "not a classic pcap file (bad magic)")),
         };
         let mut reader = PcapReader { input, big_endian, nanos, link_type: 0 };
         reader.link_type = reader.u32_at(&header, 20);
@@ -243,8 +241,7 @@ impl<D: Device> PcapDevice<D> {
 impl<D: Device, W: Write> PcapDevice<D, W> {
     /// Wrap `inner`, capturing through `writer`.
     pub fn new(inner: D, writer: PcapWriter<W>) -> Self {
-        let capture =
-            Rc::new(RefCell::new(Capture { writer, now: Instant::ZERO, errors: 0, first_error: None }));
+        let capture = Rc::new(RefCell::new(Capture { writer, now: Instant::ZERO, errors: 0, first_error: None }));
         PcapDevice {
             rx: PcapRx { inner: ptr::null_mut(), capture: Rc::clone(&capture) },
             tx: PcapTx { inner: ptr::null_mut(), capture: Rc::clone(&capture) },

@@ -427,9 +427,7 @@ fn validate_name(name: &str) -> Result<(), DeviceError> {
 
 fn open_tun() -> Result<OwnedFd, DeviceError> {
     // SAFETY: a NUL-terminated path and plain flags.
-    let fd = unsafe {
-        libc::open(c"/dev/net/tun".as_ptr(), libc::O_RDWR | libc::O_NONBLOCK | libc::O_CLOEXEC)
-    };
+    let fd = unsafe { libc::open(c"/dev/net/tun".as_ptr(), libc::O_RDWR | libc::O_NONBLOCK | libc::O_CLOEXEC) };
     if fd < 0 {
         let err = io::Error::last_os_error();
         return Err(match err.raw_os_error() {
@@ -501,10 +499,7 @@ fn set_sockaddr_in(ifr: &mut libc::ifreq, addr: Ipv4Addr) {
     // SAFETY: `sockaddr_in` and `sockaddr` are both 16 bytes; the kernel reads
     // the union member as a `sockaddr_in` because sin_family is AF_INET.
     unsafe {
-        std::ptr::write_unaligned(
-            std::ptr::addr_of_mut!(ifr.ifr_ifru.ifru_addr).cast::<libc::sockaddr_in>(),
-            sin,
-        );
+        std::ptr::write_unaligned(std::ptr::addr_of_mut!(ifr.ifr_ifru.ifru_addr).cast::<libc::sockaddr_in>(), sin);
     }
 }
 

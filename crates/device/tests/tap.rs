@@ -208,7 +208,7 @@ fn kernel_answers_arp_and_resolves_through_tap() {
                 && f[26..30] == host.octets()
                 && f[30..34] == fake.octets()
                 && f[34] == 8; // echo request
-            is_echo.then(|| f.len())
+            is_echo.then_some(f.len())
         });
         assert!(echo.is_some(), "the ICMP echo request is sent to the resolved MAC");
 
