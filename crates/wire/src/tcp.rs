@@ -386,8 +386,11 @@ impl<'a> TcpRepr<'a> {
         checksum: ChecksumMode,
     ) -> Result<Self> {
         let b: &'a [u8] = packet.buffer.as_ref();
+        if b.len() < TCP_HEADER_LEN {
+            return Err(Error::Truncated);
+        }
         let hl = packet.header_len();
-        if b.len() < TCP_HEADER_LEN || hl > b.len() {
+        if hl > b.len() {
             return Err(Error::Truncated);
         }
         if hl < TCP_HEADER_LEN {
