@@ -247,7 +247,7 @@ impl Stack {
         let l4 = packet.payload();
         match ip.protocol {
             IpProtocol::Icmp => self.receive_icmp(now, &ip, l4, broadcast, meta, tx),
-            IpProtocol::Udp => self.receive_udp(now, &ip, datagram, l4, broadcast, meta, tx),
+            IpProtocol::Udp => self.receive_udp(now, &ip, datagram, broadcast, meta, tx),
             _ => {
                 self.counters.drop_ipv4_unknown_protocol += 1;
                 if !broadcast {

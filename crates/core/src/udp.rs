@@ -84,6 +84,10 @@ impl UdpSockets {
         UdpSockets { slots: Vec::new(), free: Vec::new(), by_port: KeyedMap::with_hasher(KeyedState::new(hash_key)), tx_list: VecDeque::new() }
     }
 
+    fn get_ref(&self, h: UdpHandle) -> Option<&UdpSocket> {
+        self.slots.get(h.0 as usize).and_then(Option::as_ref)
+    }
+
     fn get(&mut self, h: UdpHandle) -> Option<&mut UdpSocket> {
         self.slots.get_mut(h.0 as usize).and_then(Option::as_mut)
     }
@@ -127,8 +131,8 @@ impl Stack {
     }
 
     /// The port a socket is bound to.
-    pub fn udp_local_port(&mut self, h: UdpHandle) -> Option<u16> {
-        self.udp.get(h).map(|s| s.port)
+    pub fn udp_local_port(&self, h: UdpHandle) -> Option<u16> {
+        self.udp.get_ref(h).map(|s| s.port)
     }
 
     /// Close a socket; what it had queued is discarded.
@@ -174,8 +178,8 @@ impl Stack {
     }
 
     /// Datagrams waiting to be read.
-    pub fn udp_rx_queued(&mut self, h: UdpHandle) -> usize {
-        self.udp.get(h).map_or(0, |s| s.rx.len())
+    pub fn udp_rx_queued(&self, h: UdpHandle) -> usize {
+        self.udp.get_ref(h).map_or(0, |s| s.rx.len())
     }
 
     pub(crate) fn receive_udp<T: TxQueue>(
@@ -183,12 +187,13 @@ impl Stack {
         now: Instant,
         ip: &Ipv4Repr,
         datagram: &[u8],
-        l4: &[u8],
         broadcast: bool,
         meta: RxMeta,
         tx: &mut T,
     ) {
         self.counters.udp_rx += 1;
+        // `datagram` is trimmed to the IPv4 total length, so this is the UDP part.
+        let l4 = &datagram[datagram.len() - ip.payload_len..];
         let Ok(packet) = UdpPacket::new_checked(l4) else {
             self.counters.drop_udp_malformed += 1;
             return;

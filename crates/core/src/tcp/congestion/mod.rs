@@ -1,0 +1,85 @@
+//! Congestion control behind a small trait. The connection tells the
+//! controller about acknowledgements and losses; the controller answers with
+//! a congestion window. Loss detection and recovery (which segment to resend)
+//! live in `recovery.rs`, not here.
+
+mod cubic;
+mod newreno;
+
+pub use cubic::Cubic;
+pub use newreno::NewReno;
+
+use super::config::CongestionAlgorithm;
+use crate::time::{Duration, Instant};
+
+/// A congestion controller. Sizes are in bytes; `mss` is the sender's
+/// current maximum segment payload.
+pub trait CongestionControl {
+    /// New data was cumulatively acknowledged outside loss recovery.
+    /// `cwnd_limited` says whether the window was actually the constraint on
+    /// sending (RFC 7661: an application-limited sender must not grow it).
+    fn on_ack(&mut self, now: Instant, acked: usize, srtt: Option<Duration>, mss: usize, cwnd_limited: bool);
+    /// Loss was detected by duplicate ACKs or SACK: recovery begins.
+    fn on_congestion_event(&mut self, now: Instant, flight: usize, mss: usize);
+    /// The retransmission timer expired.
+    fn on_rto(&mut self, now: Instant, flight: usize, mss: usize);
+    /// The congestion window in bytes.
+    fn cwnd(&self) -> usize;
+    /// The slow-start threshold in bytes (`usize::MAX` before the first loss).
+    fn ssthresh(&self) -> usize;
+}
+
+/// The controllers this crate ships, dispatched without a heap allocation.
+#[derive(Clone, Debug)]
+pub enum Controller {
+    Cubic(Cubic),
+    NewReno(NewReno),
+}
+
+impl Controller {
+    pub fn new(algorithm: CongestionAlgorithm, initial_cwnd: usize) -> Controller {
+        match algorithm {
+            CongestionAlgorithm::Cubic => Controller::Cubic(Cubic::new(initial_cwnd)),
+            CongestionAlgorithm::NewReno => Controller::NewReno(NewReno::new(initial_cwnd)),
+        }
+    }
+
+    fn inner(&self) -> &dyn CongestionControl {
+        match self {
+            Controller::Cubic(c) => c,
+            Controller::NewReno(c) => c,
+        }
+    }
+
+    fn inner_mut(&mut self) -> &mut dyn CongestionControl {
+        match self {
+            Controller::Cubic(c) => c,
+            Controller::NewReno(c) => c,
+        }
+    }
+}
+
+impl CongestionControl for Controller {
+    fn on_ack(&mut self, now: Instant, acked: usize, srtt: Option<Duration>, mss: usize, cwnd_limited: bool) {
+        self.inner_mut().on_ack(now, acked, srtt, mss, cwnd_limited)
+    }
+    fn on_congestion_event(&mut self, now: Instant, flight: usize, mss: usize) {
+        self.inner_mut().on_congestion_event(now, flight, mss)
+    }
+    fn on_rto(&mut self, now: Instant, flight: usize, mss: usize) {
+        self.inner_mut().on_rto(now, flight, mss)
+    }
+    fn cwnd(&self) -> usize {
+        self.inner().cwnd()
+    }
+    fn ssthresh(&self) -> usize {
+        self.inner().ssthresh()
+    }
+}
+
+/// Slow start shared by both controllers. RFC 5681 §3.1: "cwnd += min (N,
+/// SMSS)", with RFC 3465's limit L = 2*SMSS so a delayed ACK covering two
+/// segments still doubles the window each round trip.
+pub(crate) fn slow_start_increase(acked: usize, mss: usize) -> usize {
+    acked.min(2 * mss)
+}

@@ -1,0 +1,388 @@
+//! Loss recovery: the SACK scoreboard and RFC 6675's conservative recovery
+//! when the peer SACKs, NewReno (RFC 6582) fast retransmit when it does not.
+//!
+//! The scoreboard is a fixed array of at most [`MAX_RANGES`] SACKed ranges,
+//! so every operation here is O(limit) whatever the peer sends. When it is
+//! full, a new range below the highest one evicts the highest (holes near
+//! SND.UNA matter most); forgetting a SACKed range only makes us resend data
+//! the peer already has, never lose any.
+
+use super::reassembly::MAX_RANGES;
+use super::segment::SackBlock;
+use super::seq::SeqNumber;
+
+/// RFC 6675 §2: "DupThresh: The number of duplicate acknowledgments required
+/// to trigger a retransmission. ... set to 3".
+const DUP_THRESH: u32 = 3;
+
+#[derive(Debug)]
+pub(crate) struct Scoreboard {
+    ranges: [(SeqNumber, SeqNumber); MAX_RANGES],
+    count: usize,
+    limit: usize,
+}
+
+impl Scoreboard {
+    pub(crate) fn new(limit: usize) -> Scoreboard {
+        Scoreboard { ranges: [(SeqNumber(0), SeqNumber(0)); MAX_RANGES], count: 0, limit: limit.clamp(1, MAX_RANGES) }
+    }
+
+    pub(crate) fn clear(&mut self) {
+        self.count = 0;
+    }
+
+    fn ranges(&self) -> &[(SeqNumber, SeqNumber)] {
+        &self.ranges[..self.count]
+    }
+
+    pub(crate) fn sacked_bytes(&self) -> usize {
+        self.ranges().iter().map(|&(s, e)| e.since(s) as usize).sum()
+    }
+
+    /// Records a SACK block; returns true if it reported data not SACKed before.
+    /// Blocks outside `(snd_una, snd_max]` are bogus (or D-SACKs) and ignored.
+    pub(crate) fn add(&mut self, (start, end): SackBlock, snd_una: SeqNumber, snd_max: SeqNumber) -> bool {
+        if !(start.gt(snd_una) && start.lt(end) && end.le(snd_max)) {
+            return false;
+        }
+        let first = self.ranges().iter().position(|r| r.1.ge(start)).unwrap_or(self.count);
+        let mut last = first;
+        while last < self.count && self.ranges[last].0.le(end) {
+            last += 1;
+        }
+        if first == last {
+            if self.count == self.limit {
+                if first == self.count {
+                    return false;
+                }
+                self.count -= 1; // evict the highest range
+            }
+            self.ranges.copy_within(first..self.count, first + 1);
+            self.ranges[first] = (start, end);
+            self.count += 1;
+            return true;
+        }
+        let merged = (self.ranges[first].0.min(start), self.ranges[last - 1].1.max(end));
+        let grew = last - first > 1 || merged != self.ranges[first];
+        self.ranges[first] = merged;
+        self.ranges.copy_within(last..self.count, first + 1);
+        self.count -= last - first - 1;
+        grew
+    }
+
+    /// Forgets everything at or below the cumulative ACK.
+    pub(crate) fn trim(&mut self, snd_una: SeqNumber) {
+        let gone = self.ranges().iter().take_while(|r| r.1.le(snd_una)).count();
+        self.ranges.copy_within(gone..self.count, 0);
+        self.count -= gone;
+        if self.count > 0 && self.ranges[0].0.lt(snd_una) {
+            self.ranges[0].0 = snd_una;
+        }
+    }
+
+    /// The holes between SND.UNA and the highest SACKed byte, each with
+    /// whether RFC 6675's IsLost() holds for it.
+    ///
+    /// RFC 6675 §4 IsLost(SeqNum): "This routine returns whether the given
+    /// sequence number is considered to be lost. The routine returns true when
+    /// either DupThresh discontiguous SACKed sequences have arrived above
+    /// 'SeqNum' or more than (DupThresh - 1) * SMSS bytes with sequence numbers
+    /// greater than 'SeqNum' have been SACKed." All octets of one hole share
+    /// the answer, since no SACKed octet lies between them.
+    fn holes(&self, snd_una: SeqNumber, mss: usize) -> impl Iterator<Item = (SeqNumber, SeqNumber, bool)> + '_ {
+        let total = self.sacked_bytes();
+        let mut below = 0usize;
+        let mut pos = snd_una;
+        self.ranges().iter().enumerate().filter_map(move |(i, &(s, e))| {
+            let above = total - below;
+            let blocks_above = self.count - i;
+            let hole = (pos, s, blocks_above >= DUP_THRESH as usize || above > (DUP_THRESH as usize - 1) * mss);
+            below += e.since(s) as usize;
+            pos = e;
+            hole.0.lt(hole.1).then_some(hole)
+        })
+    }
+
+    fn highest(&self) -> Option<SeqNumber> {
+        self.count.checked_sub(1).map(|i| self.ranges[i].1)
+    }
+}
+
+/// What an acknowledgement means for loss recovery.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum AckEvent {
+    Nothing,
+    /// Fast retransmit: the congestion controller must reduce now.
+    EnterRecovery,
+    ExitRecovery,
+}
+
+#[derive(Debug)]
+pub(crate) struct Recovery {
+    pub(crate) board: Scoreboard,
+    sack: bool,
+    dupacks: u32,
+    in_recovery: bool,
+    /// RFC 6675 RecoveryPoint / RFC 6582 "recover" at entry: SND.MAX then.
+    recovery_point: SeqNumber,
+    /// RFC 6675 HighRxt: just past the highest octet retransmitted.
+    high_rxt: SeqNumber,
+    /// RFC 6582 §3.2 after a timeout: no fast retransmit until the cumulative
+    /// ACK covers what was outstanding when the timer fired.
+    recover_after_rto: Option<SeqNumber>,
+    /// RFC 6582 window inflation (peers without SACK only).
+    inflation: usize,
+    /// The segment at SND.UNA must be retransmitted now.
+    retransmit_first: bool,
+}
+
+impl Recovery {
+    pub(crate) fn new(sack_limit: usize) -> Recovery {
+        Recovery {
+            board: Scoreboard::new(sack_limit),
+            sack: false,
+            dupacks: 0,
+            in_recovery: false,
+            recovery_point: SeqNumber(0),
+            high_rxt: SeqNumber(0),
+            recover_after_rto: None,
+            inflation: 0,
+            retransmit_first: false,
+        }
+    }
+
+    pub(crate) fn set_sack(&mut self, sack: bool) {
+        self.sack = sack;
+    }
+
+    pub(crate) fn in_recovery(&self) -> bool {
+        self.in_recovery
+    }
+
+    /// Extra window allowed by RFC 6582 inflation.
+    pub(crate) fn inflation(&self) -> usize {
+        self.inflation
+    }
+
+    /// A cumulative ACK moved SND.UNA forward by `acked` octets to `snd_una`.
+    pub(crate) fn on_new_ack(&mut self, snd_una: SeqNumber, acked: usize, mss: usize) -> AckEvent {
+        self.board.trim(snd_una);
+        // RFC 6675 §5: "If the incoming ACK is a cumulative acknowledgment, the
+        // TCP MUST reset DupAcks to zero."
+        self.dupacks = 0;
+        if !self.in_recovery {
+            return AckEvent::Nothing;
+        }
+        // RFC 6675 §5: "once a TCP receives a cumulative ACK at or above
+        // RecoveryPoint ... the TCP MUST leave loss recovery" (RFC 6582's "full
+        // acknowledgment" is the same test).
+        if snd_una.ge(self.recovery_point) {
+            self.in_recovery = false;
+            self.inflation = 0;
+            self.retransmit_first = false;
+            return AckEvent::ExitRecovery;
+        }
+        self.high_rxt = self.high_rxt.max(snd_una);
+        if !self.sack {
+            // RFC 6582 §3.2 step 5, partial acknowledgment: "retransmit the first
+            // unacknowledged segment. ... deflate the congestion window by the
+            // amount of new data acknowledged ... then add back SMSS bytes if the
+            // partial ACK acknowledges at least SMSS bytes of new data".
+            self.retransmit_first = true;
+            self.inflation = self.inflation.saturating_sub(acked) + if acked >= mss { mss } else { 0 };
+        }
+        AckEvent::Nothing
+    }
+
+    /// A duplicate ACK arrived (RFC 5681 §2's definition, or, with SACK, an
+    /// ACK at SND.UNA reporting new SACKed data). `flight` is what the
+    /// congestion controller should take as FlightSize.
+    pub(crate) fn on_dup_ack(&mut self, snd_una: SeqNumber, snd_max: SeqNumber, mss: usize) -> AckEvent {
+        if self.in_recovery {
+            if !self.sack {
+                // RFC 6582 §3.2 step 4: "increment cwnd by SMSS".
+                self.inflation += mss;
+            }
+            return AckEvent::Nothing;
+        }
+        self.dupacks += 1;
+        let lost = self.sack && self.board.holes(snd_una, mss).next().is_some_and(|h| h.0 == snd_una && h.2);
+        // RFC 6675 §5: "(a) If DupAcks >= DupThresh, go to step (4). ... (b) If
+        // DupAcks < DupThresh but IsLost (HighACK + 1) returns true".
+        if self.dupacks < DUP_THRESH && !lost {
+            return AckEvent::Nothing;
+        }
+        if self.recover_after_rto.is_some_and(|r| snd_una.lt(r)) {
+            return AckEvent::Nothing;
+        }
+        self.recover_after_rto = None;
+        // RFC 6675 §5 (4.1): "RecoveryPoint = HighData"; (4.3) "retransmit the
+        // first data segment presumed dropped".
+        self.in_recovery = true;
+        self.recovery_point = snd_max;
+        self.high_rxt = snd_una;
+        self.retransmit_first = true;
+        if !self.sack {
+            // RFC 6582 §3.2 step 3: "cwnd = ssthresh + 3*SMSS".
+            self.inflation = DUP_THRESH as usize * mss;
+        }
+        AckEvent::EnterRecovery
+    }
+
+    /// The retransmission timer fired: recovery is abandoned and, RFC 2018
+    /// §8, "the data sender SHOULD turn off all of the SACKed bits".
+    pub(crate) fn on_rto(&mut self, snd_max: SeqNumber) {
+        self.board.clear();
+        self.in_recovery = false;
+        self.dupacks = 0;
+        self.inflation = 0;
+        self.retransmit_first = false;
+        self.recover_after_rto = Some(snd_max);
+    }
+
+    /// Octets presumed in the network. In SACK recovery this is RFC 6675's
+    /// SetPipe(); otherwise what was sent and not yet acknowledged or SACKed.
+    pub(crate) fn pipe(&self, snd_una: SeqNumber, snd_nxt: SeqNumber, mss: usize) -> usize {
+        let outstanding = snd_nxt.since(snd_una) as usize;
+        if !(self.in_recovery && self.sack) {
+            return outstanding.saturating_sub(self.board.sacked_bytes());
+        }
+        // RFC 6675 §4 SetPipe: for each octet "(a) If IsLost (S1) returns false:
+        // Pipe is incremented by 1 octet. (b) If S1 <= HighRxt: Pipe is
+        // incremented by 1 octet."
+        let retransmitted = |s: SeqNumber, e: SeqNumber| self.high_rxt.min(e).since(s) as usize;
+        let mut pipe = 0;
+        for (s, e, lost) in self.board.holes(snd_una, mss) {
+            if !lost {
+                pipe += e.since(s) as usize;
+            }
+            pipe += retransmitted(s, e);
+        }
+        let tail = self.board.highest().unwrap_or(snd_una).max(snd_una);
+        pipe + snd_nxt.since(tail) as usize + retransmitted(tail, snd_nxt)
+    }
+
+    /// The next retransmission, as `(seq, max_len)`, before any new data.
+    /// RFC 6675 NextSeg() rule (1): "the first unSACKed sequence number 'S2'
+    /// ... S2 > HighRxt ... S2 < the highest octet covered by any received SACK
+    /// ... IsLost (S2) returns true". The forced first retransmission of
+    /// fast retransmit / RFC 6582 partial ACKs comes first.
+    pub(crate) fn next_retransmit(&self, snd_una: SeqNumber, mss: usize) -> Option<(SeqNumber, usize)> {
+        if self.retransmit_first {
+            let end = self.board.ranges().first().map_or(snd_una + mss, |r| r.0);
+            return Some((snd_una, (end.since(snd_una) as usize).clamp(1, mss)));
+        }
+        if !(self.in_recovery && self.sack) {
+            return None;
+        }
+        self.first_hole_above_high_rxt(snd_una, mss, true)
+    }
+
+    /// RFC 6675 NextSeg() rule (3), used when no new data can be sent: "an
+    /// unSACKed sequence number S3 that meets the criteria ... (1.a) and (1.b)"
+    /// (above HighRxt, below the highest SACKed octet, lost or not).
+    pub(crate) fn next_rescue(&self, snd_una: SeqNumber, mss: usize) -> Option<(SeqNumber, usize)> {
+        if !(self.in_recovery && self.sack) {
+            return None;
+        }
+        self.first_hole_above_high_rxt(snd_una, mss, false)
+    }
+
+    fn first_hole_above_high_rxt(&self, snd_una: SeqNumber, mss: usize, lost_only: bool) -> Option<(SeqNumber, usize)> {
+        self.board.holes(snd_una, mss).filter(|h| h.2 || !lost_only).find_map(|(s, e, _)| {
+            let start = s.max(self.high_rxt);
+            start.lt(e).then(|| (start, (e.since(start) as usize).min(mss)))
+        })
+    }
+
+    /// A retransmission of `[seq, end)` was sent.
+    pub(crate) fn on_retransmitted(&mut self, seq: SeqNumber, end: SeqNumber) {
+        if self.retransmit_first && seq.le(self.high_rxt.max(seq)) {
+            self.retransmit_first = false;
+        }
+        if self.in_recovery {
+            self.high_rxt = self.high_rxt.max(end);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    fn s(n: u32) -> SeqNumber {
+        SeqNumber(n)
+    }
+
+    #[test]
+    fn scoreboard_ignores_bogus_blocks_and_merges() {
+        let mut b = Scoreboard::new(4);
+        assert!(!b.add((s(50), s(60)), s(100), s(200)), "below SND.UNA");
+        assert!(!b.add((s(150), s(250)), s(100), s(200)), "beyond SND.MAX");
+        assert!(!b.add((s(160), s(150)), s(100), s(200)), "inverted");
+        assert!(b.add((s(150), s(160)), s(100), s(200)));
+        assert!(!b.add((s(150), s(160)), s(100), s(200)), "repeat");
+        assert!(b.add((s(160), s(170)), s(100), s(200)));
+        assert_eq!(b.ranges(), &[(s(150), s(170))]);
+        b.trim(s(155));
+        assert_eq!(b.ranges(), &[(s(155), s(170))]);
+    }
+
+    #[test]
+    fn scoreboard_is_bounded() {
+        let mut b = Scoreboard::new(2);
+        b.add((s(10), s(11)), s(0), s(100));
+        b.add((s(20), s(21)), s(0), s(100));
+        assert!(!b.add((s(30), s(31)), s(0), s(100)));
+        assert!(b.add((s(5), s(6)), s(0), s(100)));
+        assert_eq!(b.ranges(), &[(s(5), s(6)), (s(10), s(11))]);
+    }
+
+    #[test]
+    fn sack_recovery_resends_only_holes() {
+        let mss = 10;
+        let mut r = Recovery::new(8);
+        r.set_sack(true);
+        // Segments [0,10) and [20,30) lost out of [0,60).
+        r.board.add((s(10), s(20)), s(0), s(60));
+        assert_eq!(r.on_dup_ack(s(0), s(60), mss), AckEvent::Nothing);
+        r.board.add((s(30), s(60)), s(0), s(60));
+        assert_eq!(r.on_dup_ack(s(0), s(60), mss), AckEvent::EnterRecovery);
+        assert_eq!(r.next_retransmit(s(0), mss), Some((s(0), 10)));
+        r.on_retransmitted(s(0), s(10));
+        assert_eq!(r.next_retransmit(s(0), mss), Some((s(20), 10)));
+        r.on_retransmitted(s(20), s(30));
+        assert_eq!(r.next_retransmit(s(0), mss), None);
+        // Both holes lost and resent: each counts once.
+        assert_eq!(r.pipe(s(0), s(60), mss), 20);
+        assert_eq!(r.on_new_ack(s(10), 10, mss), AckEvent::Nothing);
+        assert_eq!(r.on_new_ack(s(60), 50, mss), AckEvent::ExitRecovery);
+    }
+
+    #[test]
+    fn newreno_inflates_and_retransmits_on_partial_ack() {
+        let mss = 10;
+        let mut r = Recovery::new(8);
+        for _ in 0..2 {
+            assert_eq!(r.on_dup_ack(s(0), s(100), mss), AckEvent::Nothing);
+        }
+        assert_eq!(r.on_dup_ack(s(0), s(100), mss), AckEvent::EnterRecovery);
+        assert_eq!(r.inflation(), 30);
+        assert_eq!(r.next_retransmit(s(0), mss), Some((s(0), 10)));
+        r.on_retransmitted(s(0), s(10));
+        assert_eq!(r.next_retransmit(s(0), mss), None);
+        r.on_dup_ack(s(0), s(100), mss);
+        assert_eq!(r.inflation(), 40);
+        r.on_new_ack(s(50), 50, mss);
+        assert_eq!(r.next_retransmit(s(50), mss), Some((s(50), 10)));
+        assert_eq!(r.inflation(), 10);
+    }
+
+    #[test]
+    fn no_fast_retransmit_right_after_rto() {
+        let mut r = Recovery::new(8);
+        r.on_rto(s(100));
+        for _ in 0..5 {
+            assert_eq!(r.on_dup_ack(s(0), s(100), 10), AckEvent::Nothing);
+        }
+    }
+}

@@ -1,0 +1,67 @@
+//! A connection's timers, kept as plain deadlines. The stack only ever sees
+//! the earliest one (`Connection::poll_timeout`).
+
+use crate::time::Instant;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Timer {
+    /// RFC 6298 retransmission (also SYN and SYN-ACK retransmission).
+    Retransmit = 0,
+    /// RFC 9293 §3.8.6.3 delayed acknowledgement.
+    DelayedAck = 1,
+    /// RFC 9293 §3.8.6.1 zero-window probe, and the SWS override timeout.
+    Persist = 2,
+    /// RFC 9293 §3.8.4 keep-alive.
+    Keepalive = 3,
+    /// TIME-WAIT expiry, or the FIN-WAIT-2 timeout of a closed socket.
+    Close = 4,
+}
+
+const COUNT: usize = 5;
+pub(crate) const ALL: [Timer; COUNT] =
+    [Timer::Retransmit, Timer::DelayedAck, Timer::Persist, Timer::Keepalive, Timer::Close];
+
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct TimerSet {
+    deadlines: [Option<Instant>; COUNT],
+}
+
+impl TimerSet {
+    pub(crate) fn new() -> TimerSet {
+        TimerSet { deadlines: [None; COUNT] }
+    }
+    pub(crate) fn set(&mut self, timer: Timer, at: Instant) {
+        self.deadlines[timer as usize] = Some(at);
+    }
+    /// Sets the timer unless it is already running.
+    pub(crate) fn start(&mut self, timer: Timer, at: Instant) {
+        if self.deadlines[timer as usize].is_none() {
+            self.set(timer, at);
+        }
+    }
+    pub(crate) fn stop(&mut self, timer: Timer) {
+        self.deadlines[timer as usize] = None;
+    }
+    pub(crate) fn get(&self, timer: Timer) -> Option<Instant> {
+        self.deadlines[timer as usize]
+    }
+    pub(crate) fn is_running(&self, timer: Timer) -> bool {
+        self.get(timer).is_some()
+    }
+    /// Stops `timer` and reports whether it had expired by `now`.
+    pub(crate) fn take_expired(&mut self, timer: Timer, now: Instant) -> bool {
+        match self.get(timer) {
+            Some(at) if at <= now => {
+                self.stop(timer);
+                true
+            }
+            _ => false,
+        }
+    }
+    pub(crate) fn stop_all(&mut self) {
+        self.deadlines = [None; COUNT];
+    }
+    pub(crate) fn earliest(&self) -> Option<Instant> {
+        self.deadlines.iter().flatten().min().copied()
+    }
+}

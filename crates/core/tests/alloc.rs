@@ -1,0 +1,93 @@
+//! The receive→reply path allocates nothing per packet: a counting global
+//! allocator watches ICMP echo and UDP echo round trips between two stacks on
+//! the in-memory link, after a warm-up that fills every pool and cache.
+
+mod common;
+
+use common::*;
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
+use std::net::SocketAddrV4;
+use ustack_core::Duration;
+
+struct Counting;
+
+thread_local! {
+    static COUNTING: Cell<bool> = const { Cell::new(false) };
+    static ALLOCS: Cell<u64> = const { Cell::new(0) };
+}
+
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        if COUNTING.with(Cell::get) {
+            ALLOCS.with(|a| a.set(a.get() + 1));
+        }
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        unsafe { System.dealloc(ptr, layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        if COUNTING.with(Cell::get) {
+            ALLOCS.with(|a| a.set(a.get() + 1));
+        }
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+fn allocations_during(f: impl FnOnce()) -> u64 {
+    ALLOCS.with(|a| a.set(0));
+    COUNTING.with(|c| c.set(true));
+    f();
+    COUNTING.with(|c| c.set(false));
+    ALLOCS.with(Cell::get)
+}
+
+fn ping_round_trips(p: &mut Pair, h: ustack_core::PingHandle, n: u16) {
+    let mut buf = [0u8; 64];
+    for seq in 0..n {
+        p.a.ping_send(h, B_IP, seq, &[7u8; 56]).unwrap();
+        p.turn();
+        p.turn();
+        let r = p.a.ping_recv(h, &mut buf).expect("reply within two turns");
+        assert_eq!(r.seq_no, seq);
+    }
+}
+
+fn udp_round_trips(p: &mut Pair, sa: ustack_core::UdpHandle, sb: ustack_core::UdpHandle, n: u32) {
+    let mut buf = [0u8; 2048];
+    for i in 0..n {
+        p.a.udp_send_to(sa, SocketAddrV4::new(B_IP, 7), &i.to_be_bytes()).unwrap();
+        p.turn();
+        let (len, from) = p.b.udp_recv_from(sb, &mut buf).expect("datagram at B");
+        p.b.udp_send_to(sb, from, &buf[..len]).unwrap();
+        p.turn(); // B sends
+        p.turn(); // A receives
+        let (len, _) = p.a.udp_recv_from(sa, &mut buf).expect("echo at A");
+        assert_eq!(&buf[..len], &i.to_be_bytes());
+    }
+}
+
+#[test]
+fn echo_paths_allocate_nothing_per_packet() {
+    let mut p = Pair::new();
+    let h = p.a.ping_open(9).unwrap();
+    let sa = p.a.udp_bind(0).unwrap();
+    let sb = p.b.udp_bind(7).unwrap();
+    // Warm-up: resolve neighbours, fill the link's frame pools.
+    p.a.ping_send(h, B_IP, 0, b"warm").unwrap();
+    p.settle(Duration::from_millis(1));
+    let mut buf = [0u8; 8];
+    p.a.ping_recv(h, &mut buf).unwrap();
+    ping_round_trips(&mut p, h, 100);
+    udp_round_trips(&mut p, sa, sb, 100);
+
+    let pings = allocations_during(|| ping_round_trips(&mut p, h, 10_000));
+    assert_eq!(pings, 0, "ICMP echo round trips allocated");
+    let udp = allocations_during(|| udp_round_trips(&mut p, sa, sb, 10_000));
+    assert_eq!(udp, 0, "UDP echo round trips allocated");
+    assert_eq!(p.a.counters().total_drops() + p.b.counters().total_drops(), 0);
+}

@@ -1,0 +1,133 @@
+//! Two stacks on the in-memory link, turned in virtual time.
+#![allow(dead_code)]
+
+use std::net::Ipv4Addr;
+use ustack_core::phy::{TxFull, TxMeta, TxQueue};
+use ustack_core::{Duration, Instant, Ipv4Cidr, Stack, StackConfig};
+use ustack_device::{LinkConfig, MemoryLink, MemoryPort};
+use ustack_wire::EthernetAddress;
+
+pub const A_IP: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 1);
+pub const B_IP: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 2);
+pub const A_MAC: EthernetAddress = EthernetAddress([2, 0, 0, 0, 0, 1]);
+pub const B_MAC: EthernetAddress = EthernetAddress([2, 0, 0, 0, 0, 2]);
+
+pub fn config(mac: EthernetAddress, ip: Ipv4Addr) -> StackConfig {
+    StackConfig::new(mac, Ipv4Cidr::new(ip, 24).unwrap())
+}
+
+pub struct Pair {
+    pub a: Stack,
+    pub pa: MemoryPort,
+    pub b: Stack,
+    pub pb: MemoryPort,
+    pub now: Instant,
+}
+
+impl Pair {
+    pub fn new() -> Pair {
+        Pair::with_link(LinkConfig::default())
+    }
+
+    pub fn with_link(link: LinkConfig) -> Pair {
+        let (pa, pb) = MemoryLink::pair(link, 42);
+        Pair { a: Stack::new(config(A_MAC, A_IP), 1), pa, b: Stack::new(config(B_MAC, B_IP), 2), pb, now: Instant::ZERO }
+    }
+
+    /// Poll both stacks once at the current time.
+    pub fn turn(&mut self) {
+        self.a.poll(self.now, &mut self.pa, 64);
+        self.b.poll(self.now, &mut self.pb, 64);
+    }
+
+    /// Turn until nothing is in flight, advancing time by `step` each turn.
+    pub fn settle(&mut self, step: Duration) {
+        for _ in 0..1000 {
+            self.turn();
+            if self.pa.in_flight() == 0 && self.pb.in_flight() == 0 {
+                return;
+            }
+            self.now += step;
+        }
+        panic!("link did not settle");
+    }
+}
+
+/// A transmit queue that keeps every frame, for looking at what a stack sent.
+#[derive(Default)]
+pub struct Capture {
+    pub frames: Vec<Vec<u8>>,
+}
+
+impl TxQueue for Capture {
+    fn send<F: FnOnce(&mut [u8])>(&mut self, len: usize, _meta: TxMeta, fill: F) -> Result<(), TxFull> {
+        let mut f = vec![0; len];
+        fill(&mut f);
+        self.frames.push(f);
+        Ok(())
+    }
+}
+
+/// A transmit queue that throws frames away.
+pub struct Discard;
+
+impl TxQueue for Discard {
+    fn send<F: FnOnce(&mut [u8])>(&mut self, len: usize, _meta: TxMeta, fill: F) -> Result<(), TxFull> {
+        let mut buf = [0u8; 2048];
+        fill(&mut buf[..len.min(2048)]);
+        Ok(())
+    }
+}
+
+fn eth(src: EthernetAddress, dst: EthernetAddress) -> ustack_wire::EthernetRepr {
+    ustack_wire::EthernetRepr { src_addr: src, dst_addr: dst, ethertype: ustack_wire::EtherType::Ipv4, vlan_id: None }
+}
+
+fn ip(src: Ipv4Addr, dst: Ipv4Addr) -> ustack_wire::Ipv4Repr {
+    ustack_wire::Ipv4Repr {
+        src_addr: src,
+        dst_addr: dst,
+        protocol: ustack_wire::IpProtocol::Udp,
+        payload_len: 0,
+        ttl: 64,
+        ident: 1,
+        dont_frag: true,
+        more_frags: false,
+        frag_offset: 0,
+        dscp_ecn: 0,
+    }
+}
+
+/// An Ethernet+IPv4+UDP frame from A's MAC to B's MAC.
+pub fn udp_frame(src_ip: Ipv4Addr, dst_ip: Ipv4Addr, src_port: u16, dst_port: u16, payload: &[u8]) -> Vec<u8> {
+    let e = eth(A_MAC, B_MAC);
+    let mut f = vec![0u8; ustack_wire::build::udp_frame_len(&e, payload.len())];
+    let udp = ustack_wire::UdpRepr { src_port, dst_port };
+    ustack_wire::build::udp_frame(&mut f, &e, &ip(src_ip, dst_ip), &udp, payload).unwrap();
+    f
+}
+
+/// An echo request from A to B.
+pub fn echo_request_frame(ident: u16, seq_no: u16, data: &[u8]) -> Vec<u8> {
+    let e = eth(A_MAC, B_MAC);
+    let icmp = ustack_wire::Icmpv4Repr::EchoRequest { ident, seq_no, data };
+    let mut f = vec![0u8; ustack_wire::build::icmpv4_frame_len(&e, &icmp)];
+    ustack_wire::build::icmpv4_frame(&mut f, &e, &ip(A_IP, B_IP), &icmp).unwrap();
+    f
+}
+
+/// A broadcast ARP request from A asking for B.
+pub fn arp_request_frame() -> Vec<u8> {
+    let repr = ustack_wire::ArpRepr {
+        operation: ustack_wire::ArpOperation::Request,
+        source_hardware_addr: A_MAC,
+        source_protocol_addr: A_IP,
+        target_hardware_addr: EthernetAddress([0; 6]),
+        target_protocol_addr: B_IP,
+    };
+    let e = ustack_wire::EthernetRepr { ethertype: ustack_wire::EtherType::Arp, ..eth(A_MAC, EthernetAddress::BROADCAST) };
+    let mut f = vec![0u8; 14 + repr.buffer_len()];
+    e.emit(&mut ustack_wire::EthernetFrame::new_unchecked(&mut f[..]));
+    repr.emit(&mut ustack_wire::ArpPacket::new_unchecked(&mut f[14..]));
+    f
+}
