@@ -318,8 +318,9 @@ impl Ustack {
             vec![drain(child.stdout.take().unwrap(), stdout.clone()), drain(child.stderr.take().unwrap(), stderr.clone())];
         let mut u = Ustack { child: Some(child), stdout, stderr, readers, opts, ns: ns.name.clone() };
         let want_echo = u.opts.udp_echo.len();
+        let up_line = format!("ustack: up on tap:{}", u.opts.tap);
         u.wait_for("the startup line and UDP echo lines", Duration::from_secs(10), |err| {
-            err.contains(&format!("ustack: up on tap:{}", u.opts.tap))
+            err.contains(&up_line)
                 && err.matches("UDP echo on port").count() >= want_echo
         });
         // The kernel side: wait for the TAP to be up with its address.
