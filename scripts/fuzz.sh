@@ -9,10 +9,12 @@ seconds="${1:-30}"
 export RUSTFLAGS="--cfg fuzzing -Cpasses=sancov-module -Cllvm-args=-sanitizer-coverage-level=4 \
 -Cllvm-args=-sanitizer-coverage-inline-8bit-counters -Cllvm-args=-sanitizer-coverage-pc-table \
 -Cllvm-args=-sanitizer-coverage-trace-compares -Cdebug-assertions -Coverflow-checks"
-cargo build --release --locked --bins
+# An explicit --target keeps these flags off build scripts (as cargo-fuzz does).
+triple="$(rustc -vV | sed -n 's/^host: //p')"
+cargo build --release --locked --bins --target "$triple"
 for target in $(sed -n 's/^name = "\(.*\)"/\1/p' Cargo.toml | tail -n +2); do
   mkdir -p "corpus/$target" "artifacts/$target"
   echo "-- fuzz target $target for ${seconds}s"
-  "target/release/$target" -max_total_time="$seconds" -rss_limit_mb=2048 \
+  "target/$triple/release/$target" -max_total_time="$seconds" -rss_limit_mb=2048 \
     -artifact_prefix="artifacts/$target/" "corpus/$target"
 done
