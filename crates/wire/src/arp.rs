@@ -48,7 +48,7 @@ impl From<ArpOperation> for u16 {
 /// A zero-copy view of an ARP packet.
 ///
 /// After [`new_checked`](Self::new_checked) returns `Ok`, no accessor panics.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ArpPacket<T: AsRef<[u8]>> {
     buffer: T,
 }
@@ -189,11 +189,7 @@ impl ArpRepr {
             return Err(Error::Unsupported);
         }
         let mac = |b: &[u8]| EthernetAddress::from_bytes(b).ok_or(Error::Truncated);
-        let ip = |b: &[u8]| {
-            <[u8; 4]>::try_from(b)
-                .map(Ipv4Addr::from)
-                .map_err(|_| Error::Truncated)
-        };
+        let ip = |b: &[u8]| <[u8; 4]>::try_from(b).map(Ipv4Addr::from).map_err(|_| Error::Truncated);
         Ok(ArpRepr {
             operation: packet.operation(),
             source_hardware_addr: mac(packet.source_hardware_addr())?,
@@ -237,15 +233,9 @@ mod tests {
         repr.emit(&mut ArpPacket::new_unchecked(&mut b[..]));
         let p = ArpPacket::new_checked(&b[..]).unwrap();
         assert_eq!(ArpRepr::parse(&p).unwrap(), repr);
-        assert_eq!(
-            ArpPacket::new_checked(&b[..27]).unwrap_err(),
-            Error::Truncated
-        );
+        assert_eq!(ArpPacket::new_checked(&b[..27]).unwrap_err(), Error::Truncated);
         b[5] = 16; // IPv6-sized protocol addresses
-        assert_eq!(
-            ArpPacket::new_checked(&b[..]).unwrap_err(),
-            Error::Truncated
-        );
+        assert_eq!(ArpPacket::new_checked(&b[..]).unwrap_err(), Error::Truncated);
         let mut big = [0u8; 52];
         big[..28].copy_from_slice(&b);
         let p = ArpPacket::new_checked(&big[..]).unwrap();

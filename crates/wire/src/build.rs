@@ -8,9 +8,8 @@
 //! length is `Error::Malformed`.
 
 use crate::{
-    ChecksumMode, Error, EtherType, EthernetFrame, EthernetRepr, Icmpv4Packet, Icmpv4Repr,
-    IpProtocol, Ipv4Packet, Ipv4Repr, Result, TcpPacket, TcpRepr, UdpPacket, UdpRepr,
-    IPV4_HEADER_LEN, UDP_HEADER_LEN,
+    ChecksumMode, Error, EtherType, EthernetFrame, EthernetRepr, Icmpv4Packet, Icmpv4Repr, IpProtocol, Ipv4Packet,
+    Ipv4Repr, Result, TcpPacket, TcpRepr, UdpPacket, UdpRepr, IPV4_HEADER_LEN, UDP_HEADER_LEN,
 };
 
 /// Length of an Ethernet + IPv4 + UDP frame carrying `payload_len` bytes.
@@ -42,32 +41,16 @@ fn write_l2_l3<'b>(
         return Err(Error::Malformed);
     }
     let frame = buf.get_mut(..total).ok_or(Error::Truncated)?;
-    let eth = EthernetRepr {
-        ethertype: EtherType::Ipv4,
-        ..*eth
-    };
+    let eth = EthernetRepr { ethertype: EtherType::Ipv4, ..*eth };
     eth.emit(&mut EthernetFrame::new_unchecked(&mut *frame));
-    let ip = Ipv4Repr {
-        protocol,
-        payload_len: l4_len,
-        ..*ip
-    };
+    let ip = Ipv4Repr { protocol, payload_len: l4_len, ..*ip };
     let (_, l3) = frame.split_at_mut(eth_len);
-    ip.emit(
-        &mut Ipv4Packet::new_unchecked(&mut *l3),
-        ChecksumMode::Verify,
-    );
+    ip.emit(&mut Ipv4Packet::new_unchecked(&mut *l3), ChecksumMode::Verify);
     Ok(&mut l3[IPV4_HEADER_LEN..])
 }
 
 /// Writes an Ethernet + IPv4 + UDP frame; returns its length.
-pub fn udp_frame(
-    buf: &mut [u8],
-    eth: &EthernetRepr,
-    ip: &Ipv4Repr,
-    udp: &UdpRepr,
-    payload: &[u8],
-) -> Result<usize> {
+pub fn udp_frame(buf: &mut [u8], eth: &EthernetRepr, ip: &Ipv4Repr, udp: &UdpRepr, payload: &[u8]) -> Result<usize> {
     let l4_len = UDP_HEADER_LEN + payload.len();
     let l4 = write_l2_l3(buf, eth, ip, IpProtocol::Udp, l4_len)?;
     udp.emit(
@@ -82,30 +65,15 @@ pub fn udp_frame(
 }
 
 /// Writes an Ethernet + IPv4 + ICMPv4 frame; returns its length.
-pub fn icmpv4_frame(
-    buf: &mut [u8],
-    eth: &EthernetRepr,
-    ip: &Ipv4Repr,
-    icmp: &Icmpv4Repr<'_>,
-) -> Result<usize> {
+pub fn icmpv4_frame(buf: &mut [u8], eth: &EthernetRepr, ip: &Ipv4Repr, icmp: &Icmpv4Repr<'_>) -> Result<usize> {
     let l4 = write_l2_l3(buf, eth, ip, IpProtocol::Icmp, icmp.buffer_len())?;
     icmp.emit(&mut Icmpv4Packet::new_unchecked(l4), ChecksumMode::Verify);
     Ok(icmpv4_frame_len(eth, icmp))
 }
 
 /// Writes an Ethernet + IPv4 + TCP frame; returns its length.
-pub fn tcp_frame(
-    buf: &mut [u8],
-    eth: &EthernetRepr,
-    ip: &Ipv4Repr,
-    tcp: &TcpRepr<'_>,
-) -> Result<usize> {
+pub fn tcp_frame(buf: &mut [u8], eth: &EthernetRepr, ip: &Ipv4Repr, tcp: &TcpRepr<'_>) -> Result<usize> {
     let l4 = write_l2_l3(buf, eth, ip, IpProtocol::Tcp, tcp.buffer_len())?;
-    tcp.emit(
-        &mut TcpPacket::new_unchecked(l4),
-        ip.src_addr,
-        ip.dst_addr,
-        ChecksumMode::Verify,
-    );
+    tcp.emit(&mut TcpPacket::new_unchecked(l4), ip.src_addr, ip.dst_addr, ChecksumMode::Verify);
     Ok(tcp_frame_len(eth, tcp))
 }

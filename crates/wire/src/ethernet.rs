@@ -48,11 +48,7 @@ impl EthernetAddress {
 impl fmt::Display for EthernetAddress {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let b = &self.0;
-        write!(
-            f,
-            "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
-            b[0], b[1], b[2], b[3], b[4], b[5]
-        )
+        write!(f, "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}", b[0], b[1], b[2], b[3], b[4], b[5])
     }
 }
 
@@ -118,7 +114,7 @@ impl From<EtherType> for u16 {
 /// A zero-copy view of an Ethernet II frame.
 ///
 /// After [`new_checked`](Self::new_checked) returns `Ok`, no accessor panics.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct EthernetFrame<T: AsRef<[u8]>> {
     buffer: T,
 }
@@ -183,14 +179,12 @@ impl<T: AsRef<[u8]>> EthernetFrame<T> {
 
     /// The 12-bit VLAN identifier when the frame carries an 802.1Q tag.
     pub fn vlan_id(&self) -> Option<u16> {
-        self.is_tagged()
-            .then(|| get_u16(self.buffer.as_ref(), 14) & 0x0fff)
+        self.is_tagged().then(|| get_u16(self.buffer.as_ref(), 14) & 0x0fff)
     }
 
     /// The 3-bit priority code point when the frame carries an 802.1Q tag.
     pub fn vlan_pcp(&self) -> Option<u8> {
-        self.is_tagged()
-            .then(|| (get_u16(self.buffer.as_ref(), 14) >> 13) as u8)
+        self.is_tagged().then(|| (get_u16(self.buffer.as_ref(), 14) >> 13) as u8)
     }
 
     /// Header length: 14, or 18 when tagged.
@@ -204,6 +198,13 @@ impl<T: AsRef<[u8]>> EthernetFrame<T> {
 
     /// The bytes after the header.
     pub fn payload(&self) -> &[u8] {
+        self.buffer.as_ref().get(self.header_len()..).unwrap_or(&[])
+    }
+}
+
+impl<'a, T: AsRef<[u8]> + ?Sized> EthernetFrame<&'a T> {
+    /// The bytes after the header, borrowed for the buffer's lifetime (not the view's).
+    pub fn into_payload(self) -> &'a [u8] {
         self.buffer.as_ref().get(self.header_len()..).unwrap_or(&[])
     }
 }
@@ -323,9 +324,6 @@ mod tests {
         assert_eq!(f.payload().len(), 2);
         assert_eq!(EthernetRepr::parse(&f).unwrap(), repr);
         // A tag without room for the inner EtherType is truncated.
-        assert_eq!(
-            EthernetFrame::new_checked(&b[..17]).unwrap_err(),
-            Error::Truncated
-        );
+        assert_eq!(EthernetFrame::new_checked(&b[..17]).unwrap_err(), Error::Truncated);
     }
 }

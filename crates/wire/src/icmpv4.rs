@@ -23,7 +23,7 @@ const PARAM_PROBLEM: u8 = 12;
 /// A zero-copy view of an ICMPv4 message (the whole IPv4 payload).
 ///
 /// After [`new_checked`](Self::new_checked) returns `Ok`, no accessor panics.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Icmpv4Packet<T: AsRef<[u8]>> {
     buffer: T,
 }
@@ -80,10 +80,14 @@ impl<T: AsRef<[u8]>> Icmpv4Packet<T> {
     /// time exceeded, parameter problem): RFC 1122 §3.2.2 forbids answering one
     /// with another error.
     pub fn is_error(&self) -> bool {
-        matches!(
-            self.msg_type(),
-            DST_UNREACHABLE | SOURCE_QUENCH | REDIRECT | TIME_EXCEEDED | PARAM_PROBLEM
-        )
+        matches!(self.msg_type(), DST_UNREACHABLE | SOURCE_QUENCH | REDIRECT | TIME_EXCEEDED | PARAM_PROBLEM)
+    }
+}
+
+impl<'a, T: AsRef<[u8]> + ?Sized> Icmpv4Packet<&'a T> {
+    /// Bytes after the header, borrowed for the buffer's lifetime.
+    pub fn into_data(self) -> &'a [u8] {
+        self.buffer.as_ref().get(ICMPV4_HEADER_LEN..).unwrap_or(&[])
     }
 }
 
@@ -110,10 +114,7 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Icmpv4Packet<T> {
     }
     /// Bytes after the header, mutably.
     pub fn data_mut(&mut self) -> &mut [u8] {
-        self.buffer
-            .as_mut()
-            .get_mut(ICMPV4_HEADER_LEN..)
-            .unwrap_or(&mut [])
+        self.buffer.as_mut().get_mut(ICMPV4_HEADER_LEN..).unwrap_or(&mut [])
     }
     /// Computes and writes the checksum over the whole buffer.
     pub fn fill_checksum(&mut self) {
@@ -256,10 +257,7 @@ fn parse_quoted(data: &[u8]) -> Result<(Ipv4Repr, &[u8])> {
 impl<'a> Icmpv4Repr<'a> {
     /// Parses a checked message; with `ChecksumMode::Verify` a bad checksum is
     /// `Error::Checksum`. Error messages must quote a valid IPv4 header.
-    pub fn parse<T: AsRef<[u8]> + ?Sized>(
-        packet: &Icmpv4Packet<&'a T>,
-        checksum: ChecksumMode,
-    ) -> Result<Self> {
+    pub fn parse<T: AsRef<[u8]> + ?Sized>(packet: &Icmpv4Packet<&'a T>, checksum: ChecksumMode) -> Result<Self> {
         let b: &'a [u8] = packet.buffer.as_ref();
         if b.len() < ICMPV4_HEADER_LEN {
             return Err(Error::Truncated);
@@ -270,16 +268,12 @@ impl<'a> Icmpv4Repr<'a> {
         let data: &'a [u8] = b.get(ICMPV4_HEADER_LEN..).unwrap_or(&[]);
         let (t, code) = (packet.msg_type(), packet.msg_code());
         Ok(match t {
-            ECHO_REQUEST if code == 0 => Icmpv4Repr::EchoRequest {
-                ident: packet.echo_ident(),
-                seq_no: packet.echo_seq_no(),
-                data,
-            },
-            ECHO_REPLY if code == 0 => Icmpv4Repr::EchoReply {
-                ident: packet.echo_ident(),
-                seq_no: packet.echo_seq_no(),
-                data,
-            },
+            ECHO_REQUEST if code == 0 => {
+                Icmpv4Repr::EchoRequest { ident: packet.echo_ident(), seq_no: packet.echo_seq_no(), data }
+            }
+            ECHO_REPLY if code == 0 => {
+                Icmpv4Repr::EchoReply { ident: packet.echo_ident(), seq_no: packet.echo_seq_no(), data }
+            }
             DST_UNREACHABLE => {
                 let (header, data) = parse_quoted(data)?;
                 Icmpv4Repr::DstUnreachable {
@@ -290,11 +284,7 @@ impl<'a> Icmpv4Repr<'a> {
             }
             TIME_EXCEEDED => {
                 let (header, data) = parse_quoted(data)?;
-                Icmpv4Repr::TimeExceeded {
-                    reason: Icmpv4TimeExceeded::from_code(code),
-                    header,
-                    data,
-                }
+                Icmpv4Repr::TimeExceeded { reason: Icmpv4TimeExceeded::from_code(code), header, data }
             }
             _ => Icmpv4Repr::Other { msg_type: t, code },
         })
@@ -303,9 +293,7 @@ impl<'a> Icmpv4Repr<'a> {
     /// Length on the wire.
     pub fn buffer_len(&self) -> usize {
         match self {
-            Icmpv4Repr::EchoRequest { data, .. } | Icmpv4Repr::EchoReply { data, .. } => {
-                ICMPV4_HEADER_LEN + data.len()
-            }
+            Icmpv4Repr::EchoRequest { data, .. } | Icmpv4Repr::EchoReply { data, .. } => ICMPV4_HEADER_LEN + data.len(),
             Icmpv4Repr::DstUnreachable { data, .. } | Icmpv4Repr::TimeExceeded { data, .. } => {
                 ICMPV4_HEADER_LEN + IPV4_HEADER_LEN + data.len()
             }
@@ -316,51 +304,26 @@ impl<'a> Icmpv4Repr<'a> {
     /// Writes the message. With `ChecksumMode::Verify` the checksum is computed
     /// over the whole buffer (which should be exactly `buffer_len()` long); with
     /// `Ignore` it is left zero. Panics if the buffer is shorter than `buffer_len()`.
-    pub fn emit<T: AsRef<[u8]> + AsMut<[u8]>>(
-        &self,
-        packet: &mut Icmpv4Packet<T>,
-        checksum: ChecksumMode,
-    ) {
+    pub fn emit<T: AsRef<[u8]> + AsMut<[u8]>>(&self, packet: &mut Icmpv4Packet<T>, checksum: ChecksumMode) {
         let b = packet.buffer.as_mut();
         b[2..ICMPV4_HEADER_LEN].fill(0);
         match *self {
-            Icmpv4Repr::EchoRequest {
-                ident,
-                seq_no,
-                data,
-            }
-            | Icmpv4Repr::EchoReply {
-                ident,
-                seq_no,
-                data,
-            } => {
-                let t = if matches!(self, Icmpv4Repr::EchoRequest { .. }) {
-                    ECHO_REQUEST
-                } else {
-                    ECHO_REPLY
-                };
+            Icmpv4Repr::EchoRequest { ident, seq_no, data } | Icmpv4Repr::EchoReply { ident, seq_no, data } => {
+                let t = if matches!(self, Icmpv4Repr::EchoRequest { .. }) { ECHO_REQUEST } else { ECHO_REPLY };
                 b[0] = t;
                 b[1] = 0;
                 set_u16(b, 4, ident);
                 set_u16(b, 6, seq_no);
                 b[ICMPV4_HEADER_LEN..ICMPV4_HEADER_LEN + data.len()].copy_from_slice(data);
             }
-            Icmpv4Repr::DstUnreachable {
-                reason,
-                header,
-                data,
-            } => {
+            Icmpv4Repr::DstUnreachable { reason, header, data } => {
                 let (code, mtu) = reason.code_and_mtu();
                 b[0] = DST_UNREACHABLE;
                 b[1] = code;
                 set_u16(b, 6, mtu);
                 emit_quoted(b, &header, data);
             }
-            Icmpv4Repr::TimeExceeded {
-                reason,
-                header,
-                data,
-            } => {
+            Icmpv4Repr::TimeExceeded { reason, header, data } => {
                 b[0] = TIME_EXCEEDED;
                 b[1] = reason.code();
                 emit_quoted(b, &header, data);
@@ -379,10 +342,7 @@ impl<'a> Icmpv4Repr<'a> {
 fn emit_quoted(b: &mut [u8], header: &Ipv4Repr, data: &[u8]) {
     let start = ICMPV4_HEADER_LEN;
     let mid = start + IPV4_HEADER_LEN;
-    header.emit(
-        &mut Ipv4Packet::new_unchecked(&mut b[start..mid]),
-        ChecksumMode::Verify,
-    );
+    header.emit(&mut Ipv4Packet::new_unchecked(&mut b[start..mid]), ChecksumMode::Verify);
     b[mid..mid + data.len()].copy_from_slice(data);
 }
 
@@ -413,10 +373,7 @@ mod tests {
         };
         let mut b = [0u8; 36];
         assert_eq!(repr.buffer_len(), 36);
-        repr.emit(
-            &mut Icmpv4Packet::new_unchecked(&mut b[..]),
-            ChecksumMode::Verify,
-        );
+        repr.emit(&mut Icmpv4Packet::new_unchecked(&mut b[..]), ChecksumMode::Verify);
         let p = Icmpv4Packet::new_checked(&b[..]).unwrap();
         assert!(p.is_error());
         assert_eq!(Icmpv4Repr::parse(&p, ChecksumMode::Verify).unwrap(), repr);
@@ -429,9 +386,6 @@ mod tests {
         let mut p = Icmpv4Packet::new_unchecked(&mut b[..]);
         p.fill_checksum();
         let p = Icmpv4Packet::new_checked(&b[..]).unwrap();
-        assert_eq!(
-            Icmpv4Repr::parse(&p, ChecksumMode::Verify).unwrap_err(),
-            Error::Malformed
-        );
+        assert_eq!(Icmpv4Repr::parse(&p, ChecksumMode::Verify).unwrap_err(), Error::Malformed);
     }
 }

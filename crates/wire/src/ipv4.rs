@@ -54,7 +54,7 @@ const OFFSET_MASK: u16 = 0x1fff;
 ///
 /// After [`new_checked`](Self::new_checked) (or
 /// [`new_checked_header`](Self::new_checked_header)) returns `Ok`, no accessor panics.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Ipv4Packet<T: AsRef<[u8]>> {
     buffer: T,
 }
@@ -161,10 +161,7 @@ impl<T: AsRef<[u8]>> Ipv4Packet<T> {
     }
     /// Option bytes (between the fixed header and `header_len`).
     pub fn options(&self) -> &[u8] {
-        self.buffer
-            .as_ref()
-            .get(IPV4_HEADER_LEN..self.header_len())
-            .unwrap_or(&[])
+        self.buffer.as_ref().get(IPV4_HEADER_LEN..self.header_len()).unwrap_or(&[])
     }
     /// Whether the header checksum verifies.
     pub fn verify_checksum(&self) -> bool {
@@ -199,6 +196,13 @@ fn check_options(mut opts: &[u8]) -> Result<()> {
         }
     }
     Ok(())
+}
+
+impl<'a, T: AsRef<[u8]> + ?Sized> Ipv4Packet<&'a T> {
+    /// The payload (trimmed to `total_len`), borrowed for the buffer's lifetime.
+    pub fn into_payload(self) -> &'a [u8] {
+        payload_range(self.buffer.as_ref(), self.header_len(), self.total_len())
+    }
 }
 
 impl<T: AsRef<[u8]> + AsMut<[u8]>> Ipv4Packet<T> {
@@ -295,10 +299,7 @@ pub struct Ipv4Repr {
 impl Ipv4Repr {
     /// Parses a checked packet; with `ChecksumMode::Verify` a bad header checksum
     /// is `Error::Checksum`. Fragments are reported, not rejected.
-    pub fn parse<T: AsRef<[u8]> + ?Sized>(
-        packet: &Ipv4Packet<&T>,
-        checksum: ChecksumMode,
-    ) -> Result<Self> {
+    pub fn parse<T: AsRef<[u8]> + ?Sized>(packet: &Ipv4Packet<&T>, checksum: ChecksumMode) -> Result<Self> {
         // Re-validate cheaply so that a view made with `new_unchecked` cannot
         // make this panic either.
         let b = packet.buffer.as_ref();
@@ -344,11 +345,7 @@ impl Ipv4Repr {
     /// checksum is computed, with `Ignore` it is left zero. A `payload_len` too big
     /// for the 16-bit total length is written as 65535 (debug builds assert).
     /// Panics if the buffer is shorter than 20 bytes.
-    pub fn emit<T: AsRef<[u8]> + AsMut<[u8]>>(
-        &self,
-        packet: &mut Ipv4Packet<T>,
-        checksum: ChecksumMode,
-    ) {
+    pub fn emit<T: AsRef<[u8]> + AsMut<[u8]>>(&self, packet: &mut Ipv4Packet<T>, checksum: ChecksumMode) {
         debug_assert!(self.buffer_len() <= usize::from(u16::MAX));
         packet.set_version_and_header_len(4, IPV4_HEADER_LEN);
         packet.set_dscp_ecn(self.dscp_ecn);
@@ -384,10 +381,7 @@ mod tests {
             frag_offset: 0,
             dscp_ecn: 0,
         };
-        repr.emit(
-            &mut Ipv4Packet::new_unchecked(&mut b[..]),
-            ChecksumMode::Verify,
-        );
+        repr.emit(&mut Ipv4Packet::new_unchecked(&mut b[..]), ChecksumMode::Verify);
         b
     }
 
@@ -409,20 +403,11 @@ mod tests {
         b[20..24].copy_from_slice(&[1, 7, 3, 0]); // NOP, then option 7 with len 3
         assert!(Ipv4Packet::new_checked(&b[..]).is_ok());
         b[20..24].copy_from_slice(&[7, 5, 0, 0]); // runs past the header
-        assert_eq!(
-            Ipv4Packet::new_checked(&b[..]).unwrap_err(),
-            Error::Malformed
-        );
+        assert_eq!(Ipv4Packet::new_checked(&b[..]).unwrap_err(), Error::Malformed);
         b[20..24].copy_from_slice(&[7, 1, 0, 0]); // length 1
-        assert_eq!(
-            Ipv4Packet::new_checked(&b[..]).unwrap_err(),
-            Error::Malformed
-        );
+        assert_eq!(Ipv4Packet::new_checked(&b[..]).unwrap_err(), Error::Malformed);
         b[20..24].copy_from_slice(&[1, 1, 1, 7]); // length byte missing
-        assert_eq!(
-            Ipv4Packet::new_checked(&b[..]).unwrap_err(),
-            Error::Malformed
-        );
+        assert_eq!(Ipv4Packet::new_checked(&b[..]).unwrap_err(), Error::Malformed);
         b[20..24].copy_from_slice(&[0, 9, 9, 9]); // EOL ends the walk
         assert!(Ipv4Packet::new_checked(&b[..]).is_ok());
     }
@@ -431,22 +416,13 @@ mod tests {
     fn bad_lengths() {
         let mut b = header();
         b[3] = 19;
-        assert_eq!(
-            Ipv4Packet::new_checked(&b[..]).unwrap_err(),
-            Error::Malformed
-        );
+        assert_eq!(Ipv4Packet::new_checked(&b[..]).unwrap_err(), Error::Malformed);
         b[3] = 25;
-        assert_eq!(
-            Ipv4Packet::new_checked(&b[..]).unwrap_err(),
-            Error::Truncated
-        );
+        assert_eq!(Ipv4Packet::new_checked(&b[..]).unwrap_err(), Error::Truncated);
         b[3] = 24;
         b[10] ^= 1;
         let p = Ipv4Packet::new_checked(&b[..]).unwrap();
-        assert_eq!(
-            Ipv4Repr::parse(&p, ChecksumMode::Verify).unwrap_err(),
-            Error::Checksum
-        );
+        assert_eq!(Ipv4Repr::parse(&p, ChecksumMode::Verify).unwrap_err(), Error::Checksum);
         assert!(Ipv4Repr::parse(&p, ChecksumMode::Ignore).is_ok());
     }
 }

@@ -45,17 +45,12 @@ mod tcp;
 mod udp;
 
 pub use arp::{ArpOperation, ArpPacket, ArpRepr, ARP_ETHERNET_IPV4_LEN};
-pub use ethernet::{
-    EtherType, EthernetAddress, EthernetFrame, EthernetRepr, ETHERNET_HEADER_LEN, VLAN_TAG_LEN,
-};
+pub use ethernet::{EtherType, EthernetAddress, EthernetFrame, EthernetRepr, ETHERNET_HEADER_LEN, VLAN_TAG_LEN};
 pub use icmpv4::{
-    Icmpv4DstUnreachable, Icmpv4Packet, Icmpv4Repr, Icmpv4TimeExceeded, ICMPV4_ERROR_DATA_LEN,
-    ICMPV4_HEADER_LEN,
+    Icmpv4DstUnreachable, Icmpv4Packet, Icmpv4Repr, Icmpv4TimeExceeded, ICMPV4_ERROR_DATA_LEN, ICMPV4_HEADER_LEN,
 };
 pub use ipv4::{IpProtocol, Ipv4Packet, Ipv4Repr, IPV4_HEADER_LEN};
-pub use tcp::{
-    TcpFlags, TcpOption, TcpPacket, TcpRepr, TcpSeqNumber, TCP_HEADER_LEN, TCP_MAX_HEADER_LEN,
-};
+pub use tcp::{TcpFlags, TcpOption, TcpPacket, TcpRepr, TcpSeqNumber, TCP_HEADER_LEN, TCP_MAX_HEADER_LEN};
 pub use udp::{UdpPacket, UdpRepr, UDP_HEADER_LEN};
 
 /// Why a byte string is not a valid packet.

@@ -159,7 +159,7 @@ impl TcpFlags {
 /// the buffer, so it must be exactly header + payload).
 ///
 /// After [`new_checked`](Self::new_checked) returns `Ok`, no accessor panics.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct TcpPacket<T: AsRef<[u8]>> {
     buffer: T,
 }
@@ -258,10 +258,7 @@ impl<T: AsRef<[u8]>> TcpPacket<T> {
     }
     /// Option bytes (between the fixed header and the data offset).
     pub fn options(&self) -> &[u8] {
-        self.buffer
-            .as_ref()
-            .get(TCP_HEADER_LEN..self.header_len())
-            .unwrap_or(&[])
+        self.buffer.as_ref().get(TCP_HEADER_LEN..self.header_len()).unwrap_or(&[])
     }
     /// Payload (after the data offset).
     pub fn payload(&self) -> &[u8] {
@@ -275,10 +272,14 @@ impl<T: AsRef<[u8]>> TcpPacket<T> {
 
 fn segment_sum(b: &[u8], src: Ipv4Addr, dst: Ipv4Addr) -> u32 {
     let len = u32::try_from(b.len()).unwrap_or(u32::MAX);
-    checksum::combine(
-        checksum::pseudo_header_v4(src, dst, PROTO_TCP, len),
-        checksum::sum(b),
-    )
+    checksum::combine(checksum::pseudo_header_v4(src, dst, PROTO_TCP, len), checksum::sum(b))
+}
+
+impl<'a, T: AsRef<[u8]> + ?Sized> TcpPacket<&'a T> {
+    /// The payload, borrowed for the buffer's lifetime.
+    pub fn into_payload(self) -> &'a [u8] {
+        self.buffer.as_ref().get(self.header_len()..).unwrap_or(&[])
+    }
 }
 
 impl<T: AsRef<[u8]> + AsMut<[u8]>> TcpPacket<T> {
@@ -322,10 +323,7 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> TcpPacket<T> {
     /// Option bytes, mutably.
     pub fn options_mut(&mut self) -> &mut [u8] {
         let hl = self.header_len();
-        self.buffer
-            .as_mut()
-            .get_mut(TCP_HEADER_LEN..hl)
-            .unwrap_or(&mut [])
+        self.buffer.as_mut().get_mut(TCP_HEADER_LEN..hl).unwrap_or(&mut [])
     }
     /// Payload, mutably (copy a payload in here after `TcpRepr::emit_header`).
     pub fn payload_mut(&mut self) -> &mut [u8] {
@@ -481,11 +479,7 @@ impl<'a> TcpRepr<'a> {
     /// `self.payload` is ignored. The packet's buffer must be exactly
     /// `header_len() + payload_len` long (debug builds assert); panics if shorter
     /// than `header_len()`.
-    pub fn emit_header<T: AsRef<[u8]> + AsMut<[u8]>>(
-        &self,
-        packet: &mut TcpPacket<T>,
-        payload_len: usize,
-    ) {
+    pub fn emit_header<T: AsRef<[u8]> + AsMut<[u8]>>(&self, packet: &mut TcpPacket<T>, payload_len: usize) {
         let (opts_len, blocks) = self.options_layout();
         let header_len = TCP_HEADER_LEN + opts_len;
         debug_assert_eq!(packet.buffer.as_ref().len(), header_len + payload_len);
@@ -531,11 +525,7 @@ impl<'a> TcpRepr<'a> {
         }
         if blocks > 0 {
             let mut ranges = [None; 4];
-            for (slot, r) in ranges
-                .iter_mut()
-                .zip(self.sack_ranges.iter().flatten())
-                .take(blocks)
-            {
+            for (slot, r) in ranges.iter_mut().zip(self.sack_ranges.iter().flatten()).take(blocks) {
                 *slot = Some(*r);
             }
             put(NOP, b);
@@ -576,10 +566,7 @@ mod tests {
             dst_port: 80,
             seq_number: TcpSeqNumber(0xffff_fff0),
             ack_number: None,
-            flags: TcpFlags {
-                syn: true,
-                ..TcpFlags::default()
-            },
+            flags: TcpFlags { syn: true, ..TcpFlags::default() },
             window_len: 65535,
             max_seg_size: Some(1460),
             window_scale: Some(7),
@@ -608,18 +595,10 @@ mod tests {
         let repr = syn();
         assert_eq!(repr.header_len(), 40);
         let mut b = [0u8; 40];
-        repr.emit(
-            &mut TcpPacket::new_unchecked(&mut b[..]),
-            SRC,
-            DST,
-            ChecksumMode::Verify,
-        );
+        repr.emit(&mut TcpPacket::new_unchecked(&mut b[..]), SRC, DST, ChecksumMode::Verify);
         let p = TcpPacket::new_checked(&b[..]).unwrap();
         assert!(p.verify_checksum(SRC, DST));
-        assert_eq!(
-            TcpRepr::parse(&p, SRC, DST, ChecksumMode::Verify).unwrap(),
-            repr
-        );
+        assert_eq!(TcpRepr::parse(&p, SRC, DST, ChecksumMode::Verify).unwrap(), repr);
     }
 
     #[test]
@@ -629,12 +608,7 @@ mod tests {
         // 4 + 4 + 12 = 20 bytes before SACK; 20 + 4 + 8n ≤ 40 → n = 2.
         assert_eq!(repr.header_len(), 60);
         let mut b = [0u8; 60];
-        repr.emit(
-            &mut TcpPacket::new_unchecked(&mut b[..]),
-            SRC,
-            DST,
-            ChecksumMode::Verify,
-        );
+        repr.emit(&mut TcpPacket::new_unchecked(&mut b[..]), SRC, DST, ChecksumMode::Verify);
         let p = TcpPacket::new_checked(&b[..]).unwrap();
         let parsed = TcpRepr::parse(&p, SRC, DST, ChecksumMode::Verify).unwrap();
         assert_eq!(parsed.sack_ranges, [Some((1, 2)), Some((3, 4)), None, None]);
@@ -645,12 +619,7 @@ mod tests {
         let mut repr = syn();
         repr.window_scale = Some(20);
         let mut b = [0u8; 40];
-        repr.emit(
-            &mut TcpPacket::new_unchecked(&mut b[..]),
-            SRC,
-            DST,
-            ChecksumMode::Verify,
-        );
+        repr.emit(&mut TcpPacket::new_unchecked(&mut b[..]), SRC, DST, ChecksumMode::Verify);
         let p = TcpPacket::new_checked(&b[..]).unwrap();
         let parsed = TcpRepr::parse(&p, SRC, DST, ChecksumMode::Verify).unwrap();
         assert_eq!(parsed.window_scale, Some(14));
@@ -659,10 +628,7 @@ mod tests {
     #[test]
     fn emit_header_then_payload_in_place() {
         let mut repr = syn();
-        repr.flags = TcpFlags {
-            psh: true,
-            ..TcpFlags::default()
-        };
+        repr.flags = TcpFlags { psh: true, ..TcpFlags::default() };
         repr.ack_number = Some(TcpSeqNumber(9));
         repr.max_seg_size = None;
         repr.window_scale = None;
@@ -685,14 +651,8 @@ mod tests {
         b[12] = 6 << 4;
         b[20..24].copy_from_slice(&[2, 0, 0, 0]);
         let p = TcpPacket::new_checked(&b[..]).unwrap();
-        assert_eq!(
-            TcpRepr::parse(&p, SRC, DST, ChecksumMode::Ignore).unwrap_err(),
-            Error::Malformed
-        );
+        assert_eq!(TcpRepr::parse(&p, SRC, DST, ChecksumMode::Ignore).unwrap_err(), Error::Malformed);
         b[12] = 4 << 4;
-        assert_eq!(
-            TcpPacket::new_checked(&b[..]).unwrap_err(),
-            Error::Malformed
-        );
+        assert_eq!(TcpPacket::new_checked(&b[..]).unwrap_err(), Error::Malformed);
     }
 }

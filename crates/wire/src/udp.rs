@@ -16,7 +16,7 @@ const PROTO_UDP: u8 = 17;
 /// A zero-copy view of a UDP datagram (the IPv4 payload).
 ///
 /// After [`new_checked`](Self::new_checked) returns `Ok`, no accessor panics.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct UdpPacket<T: AsRef<[u8]>> {
     buffer: T,
 }
@@ -83,6 +83,15 @@ impl<T: AsRef<[u8]>> UdpPacket<T> {
     }
 }
 
+impl<'a, T: AsRef<[u8]> + ?Sized> UdpPacket<&'a T> {
+    /// The payload (trimmed to the length field), borrowed for the buffer's lifetime.
+    pub fn into_payload(self) -> &'a [u8] {
+        let b: &'a [u8] = self.buffer.as_ref();
+        let end = usize::from(self.len()).min(b.len());
+        b.get(UDP_HEADER_LEN..end).unwrap_or(&[])
+    }
+}
+
 impl<T: AsRef<[u8]> + AsMut<[u8]>> UdpPacket<T> {
     /// Sets the source port.
     pub fn set_src_port(&mut self, v: u16) {
@@ -141,10 +150,7 @@ impl UdpRepr {
         if checksum == ChecksumMode::Verify && !packet.verify_checksum(src, dst) {
             return Err(Error::Checksum);
         }
-        Ok(UdpRepr {
-            src_port: packet.src_port(),
-            dst_port: packet.dst_port(),
-        })
+        Ok(UdpRepr { src_port: packet.src_port(), dst_port: packet.dst_port() })
     }
 
     /// Header length: 8.
@@ -189,42 +195,24 @@ mod tests {
         let mut b = [0u8; 10];
         // Choose a payload that makes the sum 0xffff so the checksum computes to 0.
         // pseudo: proto 17 + len 10 (twice: pseudo and header) = 17 + 10 + 10 = 37.
-        let repr = UdpRepr {
-            src_port: 0,
-            dst_port: 0,
-        };
+        let repr = UdpRepr { src_port: 0, dst_port: 0 };
         let fill = |p: &mut [u8]| p.copy_from_slice(&(0xffffu16 - 37).to_be_bytes());
-        repr.emit(
-            &mut UdpPacket::new_unchecked(&mut b[..]),
-            src,
-            dst,
-            2,
-            fill,
-            ChecksumMode::Verify,
-        );
+        repr.emit(&mut UdpPacket::new_unchecked(&mut b[..]), src, dst, 2, fill, ChecksumMode::Verify);
         let p = UdpPacket::new_checked(&b[..]).unwrap();
         assert_eq!(p.checksum(), 0xffff);
         assert!(p.verify_checksum(src, dst));
         b[6] = 0;
         b[7] = 0;
-        assert!(UdpPacket::new_checked(&b[..])
-            .unwrap()
-            .verify_checksum(src, dst));
+        assert!(UdpPacket::new_checked(&b[..]).unwrap().verify_checksum(src, dst));
     }
 
     #[test]
     fn lengths() {
         let mut b = [0u8; 12];
         b[5] = 7;
-        assert_eq!(
-            UdpPacket::new_checked(&b[..]).unwrap_err(),
-            Error::Malformed
-        );
+        assert_eq!(UdpPacket::new_checked(&b[..]).unwrap_err(), Error::Malformed);
         b[5] = 13;
-        assert_eq!(
-            UdpPacket::new_checked(&b[..]).unwrap_err(),
-            Error::Truncated
-        );
+        assert_eq!(UdpPacket::new_checked(&b[..]).unwrap_err(), Error::Truncated);
         b[5] = 10;
         assert_eq!(UdpPacket::new_checked(&b[..]).unwrap().payload().len(), 2);
     }

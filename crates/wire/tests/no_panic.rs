@@ -114,25 +114,31 @@ fn valid_frame() -> impl Strategy<Value = Vec<u8>> {
             build::tcp_frame(&mut buf, &e, &i, &t).unwrap();
             buf
         }),
-        (ethernet(EtherType::Ipv4), ipv4(IpProtocol::Tcp, 0), any::<(u16, u16)>(), proptest::collection::vec(any::<u8>(), 0..40)).prop_map(
-            |(e, i, (sp, dp), payload)| {
+        (
+            ethernet(EtherType::Ipv4),
+            ipv4(IpProtocol::Tcp, 0),
+            any::<(u16, u16)>(),
+            proptest::collection::vec(any::<u8>(), 0..40)
+        )
+            .prop_map(|(e, i, (sp, dp), payload)| {
                 let mut buf = vec![0u8; build::udp_frame_len(&e, payload.len())];
                 let u = UdpRepr { src_port: sp, dst_port: dp };
                 build::udp_frame(&mut buf, &e, &i, &u, &payload).unwrap();
                 buf
+            }),
+        (ethernet(EtherType::Ipv4), ipv4(IpProtocol::Tcp, 0), ipv4(IpProtocol::Tcp, 0), any::<u8>()).prop_map(
+            |(e, i, quoted, code)| {
+                let data = [1, 2, 3, 4, 5, 6, 7, 8];
+                let r = Icmpv4Repr::DstUnreachable {
+                    reason: Icmpv4DstUnreachable::Other(code),
+                    header: Ipv4Repr { payload_len: 100, ..quoted },
+                    data: &data,
+                };
+                let mut buf = vec![0u8; build::icmpv4_frame_len(&e, &r)];
+                build::icmpv4_frame(&mut buf, &e, &i, &r).unwrap();
+                buf
             }
         ),
-        (ethernet(EtherType::Ipv4), ipv4(IpProtocol::Tcp, 0), ipv4(IpProtocol::Tcp, 0), any::<u8>()).prop_map(|(e, i, quoted, code)| {
-            let data = [1, 2, 3, 4, 5, 6, 7, 8];
-            let r = Icmpv4Repr::DstUnreachable {
-                reason: Icmpv4DstUnreachable::Other(code),
-                header: Ipv4Repr { payload_len: 100, ..quoted },
-                data: &data,
-            };
-            let mut buf = vec![0u8; build::icmpv4_frame_len(&e, &r)];
-            build::icmpv4_frame(&mut buf, &e, &i, &r).unwrap();
-            buf
-        }),
     ]
 }
 

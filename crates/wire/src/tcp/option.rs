@@ -66,10 +66,7 @@ impl<'a> TcpOption<'a> {
             (KIND_MSS, 4) => TcpOption::MaxSegmentSize(get_u16(data, 0)),
             (KIND_WS, 3) => TcpOption::WindowScale(data[0]),
             (KIND_SACK_PERMITTED, 2) => TcpOption::SackPermitted,
-            (KIND_TIMESTAMP, 10) => TcpOption::Timestamp {
-                tsval: get_u32(data, 0),
-                tsecr: get_u32(data, 4),
-            },
+            (KIND_TIMESTAMP, 10) => TcpOption::Timestamp { tsval: get_u32(data, 0), tsecr: get_u32(data, 4) },
             (KIND_SACK, _) if data.len() % 8 == 0 && data.len() <= 32 => {
                 let mut blocks = [None; 4];
                 for (slot, edge) in blocks.iter_mut().zip(data.chunks_exact(8)) {
@@ -77,9 +74,7 @@ impl<'a> TcpOption<'a> {
                 }
                 TcpOption::SackRange(blocks)
             }
-            (KIND_MSS | KIND_WS | KIND_SACK_PERMITTED | KIND_TIMESTAMP | KIND_SACK, _) => {
-                return Err(Error::Malformed)
-            }
+            (KIND_MSS | KIND_WS | KIND_SACK_PERMITTED | KIND_TIMESTAMP | KIND_SACK, _) => return Err(Error::Malformed),
             (kind, _) => TcpOption::Unknown { kind, data },
         };
         Ok((rest, opt))
@@ -147,34 +142,16 @@ mod tests {
 
     #[test]
     fn fixed_lengths_are_enforced() {
-        assert_eq!(
-            TcpOption::parse(&[2, 4, 5, 0xb4]),
-            Ok((&[][..], TcpOption::MaxSegmentSize(1460)))
-        );
+        assert_eq!(TcpOption::parse(&[2, 4, 5, 0xb4]), Ok((&[][..], TcpOption::MaxSegmentSize(1460))));
         assert_eq!(TcpOption::parse(&[2, 3, 5]).unwrap_err(), Error::Malformed);
-        assert_eq!(
-            TcpOption::parse(&[3, 4, 5, 0]).unwrap_err(),
-            Error::Malformed
-        );
-        assert_eq!(
-            TcpOption::parse(&[5, 9, 0, 0, 0, 0, 0, 0, 0]).unwrap_err(),
-            Error::Malformed
-        );
+        assert_eq!(TcpOption::parse(&[3, 4, 5, 0]).unwrap_err(), Error::Malformed);
+        assert_eq!(TcpOption::parse(&[5, 9, 0, 0, 0, 0, 0, 0, 0]).unwrap_err(), Error::Malformed);
         assert_eq!(TcpOption::parse(&[9, 0]).unwrap_err(), Error::Malformed);
         assert_eq!(TcpOption::parse(&[9, 1]).unwrap_err(), Error::Malformed);
         assert_eq!(TcpOption::parse(&[9]).unwrap_err(), Error::Malformed);
         assert_eq!(TcpOption::parse(&[9, 3]).unwrap_err(), Error::Malformed);
         assert_eq!(TcpOption::parse(&[]).unwrap_err(), Error::Truncated);
-        assert_eq!(
-            TcpOption::parse(&[99, 3, 7, 1]),
-            Ok((
-                &[1u8][..],
-                TcpOption::Unknown {
-                    kind: 99,
-                    data: &[7]
-                }
-            ))
-        );
+        assert_eq!(TcpOption::parse(&[99, 3, 7, 1]), Ok((&[1u8][..], TcpOption::Unknown { kind: 99, data: &[7] })));
     }
 
     #[test]
@@ -186,10 +163,7 @@ mod tests {
             TcpOption::SackPermitted,
             TcpOption::SackRange([Some((1, 2)), Some((3, 4)), None, None]),
             TcpOption::Timestamp { tsval: 5, tsecr: 6 },
-            TcpOption::Unknown {
-                kind: 30,
-                data: &[1, 2, 3],
-            },
+            TcpOption::Unknown { kind: 30, data: &[1, 2, 3] },
             TcpOption::EndOfList,
         ];
         let mut b = [0u8; 64];

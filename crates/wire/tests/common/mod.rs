@@ -14,27 +14,29 @@ pub fn ip() -> impl Strategy<Value = Ipv4Addr> {
 }
 
 pub fn ethernet(ethertype: EtherType) -> impl Strategy<Value = EthernetRepr> {
-    (mac(), mac(), proptest::option::of(0u16..4096)).prop_map(move |(src_addr, dst_addr, vlan_id)| {
-        EthernetRepr { src_addr, dst_addr, ethertype, vlan_id }
+    (mac(), mac(), proptest::option::of(0u16..4096)).prop_map(move |(src_addr, dst_addr, vlan_id)| EthernetRepr {
+        src_addr,
+        dst_addr,
+        ethertype,
+        vlan_id,
     })
 }
 
 pub fn ipv4(protocol: IpProtocol, payload_len: usize) -> impl Strategy<Value = Ipv4Repr> {
-    (ip(), ip(), any::<u8>(), any::<u16>(), any::<bool>(), any::<bool>(), 0u16..8192, any::<u8>())
-        .prop_map(move |(src_addr, dst_addr, ttl, ident, dont_frag, more_frags, off, dscp_ecn)| {
-            Ipv4Repr {
-                src_addr,
-                dst_addr,
-                protocol,
-                payload_len,
-                ttl,
-                ident,
-                dont_frag,
-                more_frags,
-                frag_offset: off * 8,
-                dscp_ecn,
-            }
-        })
+    (ip(), ip(), any::<u8>(), any::<u16>(), any::<bool>(), any::<bool>(), 0u16..8192, any::<u8>()).prop_map(
+        move |(src_addr, dst_addr, ttl, ident, dont_frag, more_frags, off, dscp_ecn)| Ipv4Repr {
+            src_addr,
+            dst_addr,
+            protocol,
+            payload_len,
+            ttl,
+            ident,
+            dont_frag,
+            more_frags,
+            frag_offset: off * 8,
+            dscp_ecn,
+        },
+    )
 }
 
 /// A TCP header description with owned payload (the repr borrows it).
@@ -83,7 +85,13 @@ impl TcpCase {
     pub fn sack_blocks_that_fit(&self) -> usize {
         let base = 4 * usize::from(self.mss.is_some())
             + 4 * usize::from(self.ws.is_some())
-            + if self.ts.is_some() { 12 } else if self.sack_permitted { 4 } else { 0 };
+            + if self.ts.is_some() {
+                12
+            } else if self.sack_permitted {
+                4
+            } else {
+                0
+            };
         let fit = 40usize.saturating_sub(base + 4) / 8;
         self.sack.len().min(fit)
     }
@@ -101,7 +109,20 @@ pub fn tcp_case(max_ws: u8) -> impl Strategy<Value = TcpCase> {
         ),
         proptest::collection::vec(any::<u8>(), 0..64),
     )
-        .prop_map(|((src_port, dst_port, seq, ack, flags, window), (mss, ws, sack_permitted, sack, ts), payload)| {
-            TcpCase { src_port, dst_port, seq, ack, flags, window, mss, ws, sack_permitted, sack, ts, payload }
-        })
+        .prop_map(
+            |((src_port, dst_port, seq, ack, flags, window), (mss, ws, sack_permitted, sack, ts), payload)| TcpCase {
+                src_port,
+                dst_port,
+                seq,
+                ack,
+                flags,
+                window,
+                mss,
+                ws,
+                sack_permitted,
+                sack,
+                ts,
+                payload,
+            },
+        )
 }
