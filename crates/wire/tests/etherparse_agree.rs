@@ -27,7 +27,7 @@ fn ep_ipv4(r: &Ipv4Repr) -> Ipv4Header {
 }
 
 /// Parses an Ethernet + IPv4 frame with our views; returns the IPv4 repr and the IPv4 payload.
-fn our_l3<'a>(buf: &'a [u8], vlan: Option<u16>) -> (Ipv4Repr, &'a [u8]) {
+fn our_l3(buf: &[u8], vlan: Option<u16>) -> (Ipv4Repr, &[u8]) {
     let frame = EthernetFrame::new_checked(buf).unwrap();
     let eth = EthernetRepr::parse(&frame).unwrap();
     assert_eq!(eth.ethertype, EtherType::Ipv4);
