@@ -20,6 +20,7 @@ pub mod rand;
 pub mod stack;
 pub mod tcp;
 pub mod time;
+pub mod timer;
 pub mod udp;
 
 pub use config::{Ipv4Cidr, StackConfig};
