@@ -157,11 +157,15 @@ fn udp_echo_with_socat_returns_same_bytes() {
     let (ns, u) = setup("udpecho", 13, None, &[7]);
     let dst = u.opts.stack_ip();
     let tap = u.opts.tap.clone();
-    // Record the kernel side's offload setting: this test runs with the TAP's
-    // defaults (no `ethtool -K tx off`), on purpose.
+    // This test runs with the TAP's defaults (no `ethtool -K tx off`), on
+    // purpose. A TAP opened without IFF_VNET_HDR/TUNSETOFFLOAD has tx
+    // checksum offload off (and cannot turn it on), so the kernel hands the
+    // stack complete checksums. If that ever changes, the stack must cope
+    // with CHECKSUM_PARTIAL itself; say so loudly.
     let k = ns.exec(&["ethtool", "-k", &tap], SECS(5)).stdout_str();
     let tx_csum = k.lines().find(|l| l.starts_with("tx-checksumming:")).unwrap_or("?").to_owned();
     eprintln!("{tap}: {tx_csum}");
+    assert_eq!(tx_csum, "tx-checksumming: off", "kernel side of the TAP offloads checksums now:\n{k}");
     let sizes = [1000, 1, 18, 64, 512, 999, 1024, 1400, 1472];
     let sent = udp_echo_sizes(&ns, &dst, &sizes);
     let (s, c) = stop_ok(u);
@@ -253,6 +257,32 @@ fn pcap_holds_every_frame_counted() {
         let text = out.stdout_str();
         assert_eq!(text.lines().count() as u64, counted, "tshark frame count: {out}");
         assert!(!text.lines().any(|l| l.split('\t').nth(1).is_some_and(|m| !m.is_empty())), "malformed frames: {out}");
+        // Every IP/ICMP/UDP checksum in the file verifies, both directions
+        // (status 0 = Bad, 1 = Good in Wireshark), and the check really ran.
+        let mut cmd = std::process::Command::new("tshark");
+        cmd.args([
+            "-r",
+            pcap.as_str(),
+            "-n",
+            "-o",
+            "ip.check_checksum:TRUE",
+            "-o",
+            "udp.check_checksum:TRUE",
+            "-T",
+            "fields",
+            "-e",
+            "ip.checksum.status",
+            "-e",
+            "icmp.checksum.status",
+            "-e",
+            "udp.checksum.status",
+        ]);
+        let out = support::run_bounded(cmd, None, SECS(60));
+        assert!(out.success(), "tshark checksums: {out}");
+        let text = out.stdout_str();
+        assert!(!text.lines().any(|l| l.split('\t').any(|f| f == "0")), "bad checksum in the capture: {out}");
+        let good_udp = text.lines().filter(|l| l.split('\t').nth(2) == Some("1")).count() as u64;
+        assert_eq!(good_udp, 2 * echoed, "UDP datagrams with a verified-good checksum: {out}");
         // Every echo request in the file has its reply.
         let mut cmd = std::process::Command::new("tshark");
         cmd.args(["-r", pcap.as_str(), "-n", "-Y", "icmp.type == 0", "-T", "fields", "-e", "frame.number"]);
@@ -306,7 +336,121 @@ fn sigterm_when_idle_from_start_exits_zero() {
     drop(ns);
 }
 
+#[test]
+fn fragments_broadcast_ping_and_closed_port_leave_stack_answering() {
+    skip_unless!("ping", "socat");
+    let (ns, u) = setup("odd", 20, None, &[7]);
+    let dst = u.opts.stack_ip();
+    // Reassembly is not implemented: fragmented echo requests and UDP go
+    // unanswered and are counted, not mishandled.
+    for size in ["3000", "1473"] {
+        let out = ns.exec(&["ping", "-n", "-c", "3", "-i", "0.05", "-W", "1", "-s", size, &dst], SECS(20));
+        assert!(out.stdout_str().contains(" 0 received"), "ping -s {size} (fragmented): {out}");
+    }
+    // Echo to the subnet broadcast is ignored (no smurf amplifier).
+    let out = ns.exec(&["ping", "-n", "-b", "-c", "2", "-i", "0.05", "-W", "1", &format!("10.77.20.255")], SECS(20));
+    assert!(out.stdout_str().contains(" 0 received"), "broadcast ping answered: {out}");
+    // A closed UDP port answers with ICMP port unreachable: socat sees ECONNREFUSED.
+    let out = ns.exec_stdin(&["socat", "-T", "2", "-t", "1", "-", &format!("UDP:{dst}:9")], b"hello", SECS(15));
+    assert!(out.stderr.contains("Connection refused"), "UDP to closed port 9: {out}");
+    // Still alive and answering, on both ICMP and UDP.
+    let answered = ping(&ns, &dst, 5, 56);
+    udp_echo_sizes(&ns, &dst, &[100]);
+    let (s, c) = stop_ok(u);
+    // 3 × 3 fragments (3008-byte datagrams) + 3 × 2 (1481-byte).
+    assert_eq!(counter(&c, "drop_ipv4_fragment"), 15, "counters:\n{}", s.stdout);
+    assert_eq!(counter(&c, "drop_icmp_ignored"), 2, "counters:\n{}", s.stdout);
+    assert_eq!(counter(&c, "drop_udp_no_socket"), 1, "counters:\n{}", s.stdout);
+    assert_eq!(counter(&c, "icmp_errors_sent"), 1, "counters:\n{}", s.stdout);
+    assert_eq!(counter(&c, "icmp_echo_replies_sent"), answered, "counters:\n{}", s.stdout);
+    drop(ns);
+}
+
 // ---- errors a person sees ----
+
+/// `ustack up ARGS` inside a fresh namespace (so a TAP it creates vanishes
+/// with it); returns its output.
+fn up_in_ns(tag: &str, args: &[&str]) -> Output {
+    let ns = Netns::new(tag);
+    let mut argv = vec![support::ustack_bin(), "up"];
+    argv.extend_from_slice(args);
+    ns.exec(&argv, SECS(10))
+}
+
+/// Exit 1 and exactly one stderr line `ustack: error: ...` containing each of `needles`.
+fn assert_one_error_line(out: &Output, needles: &[&str]) {
+    assert_eq!(out.code(), Some(1), "{out}");
+    let lines: Vec<&str> = out.stderr.lines().collect();
+    assert_eq!(lines.len(), 1, "expected exactly one stderr line: {out}");
+    assert!(lines[0].starts_with("ustack: error: "), "{out}");
+    for n in needles {
+        assert!(lines[0].contains(n), "error should mention {n:?}: {out}");
+    }
+    assert_no_panic(&out.stderr);
+}
+
+#[test]
+fn config_errors_are_one_line_each() {
+    skip_unless!();
+    let out = up_in_ns("errlong", &["--device", "tap:averyveryverylongname0", "--ip", "10.1.1.2/24"]);
+    assert_one_error_line(&out, &["15 bytes"]);
+    let out = up_in_ns("errgw", &["--device", "tap:e0", "--ip", "10.1.1.2/24", "--gateway", "10.2.2.1"]);
+    assert_one_error_line(&out, &["--gateway", "10.2.2.1"]);
+    for ip in ["10.1.1.0/24", "10.1.1.255/24"] {
+        let out = up_in_ns("errnet", &["--device", "tap:e0", "--ip", ip]);
+        assert_one_error_line(&out, &["--ip", ip]);
+    }
+    // `lo` exists and is not a TAP.
+    let out = up_in_ns("errlo", &["--device", "tap:lo", "--ip", "10.1.1.2/24"]);
+    assert_one_error_line(&out, &["lo", "not a TAP"]);
+}
+
+#[test]
+fn unwritable_pcap_and_duplicate_port_fail_cleanly() {
+    skip_unless!();
+    let out = up_in_ns("errpcap", &["--device", "tap:e0", "--ip", "10.1.1.2/24", "--pcap", "/nonexistent-dir/x.pcap"]);
+    assert_eq!(out.code(), Some(1), "{out}");
+    let last = out.stderr.lines().last().unwrap_or("");
+    assert!(last.starts_with("ustack: error: ") && last.contains("/nonexistent-dir/x.pcap"), "{out}");
+    assert_no_panic(&out.stderr);
+    let out = up_in_ns("errdup", &["--device", "tap:e0", "--ip", "10.1.1.2/24", "--udp-echo", "7", "--udp-echo", "7"]);
+    assert_eq!(out.code(), Some(1), "{out}");
+    let last = out.stderr.lines().last().unwrap_or("");
+    assert!(last.starts_with("ustack: error: ") && last.contains("port 7"), "{out}");
+    assert_no_panic(&out.stderr);
+}
+
+// Known bugs, kept as ignored tests so they are easy to run once fixed
+// (`cargo test -p ustack --test tap_peers -- --ignored`).
+
+#[test]
+#[ignore = "bug: `ustack: up on ...` is printed before --pcap/--udp-echo are set up, so a failing run says it is up and prints two lines"]
+fn startup_errors_do_not_claim_up_first() {
+    skip_unless!();
+    let out = up_in_ns("bugpcap", &["--device", "tap:e0", "--ip", "10.1.1.2/24", "--pcap", "/nonexistent-dir/x.pcap"]);
+    assert_one_error_line(&out, &["/nonexistent-dir/x.pcap"]);
+    let out = up_in_ns("bugdup", &["--device", "tap:e0", "--ip", "10.1.1.2/24", "--udp-echo", "7", "--udp-echo", "7"]);
+    assert_one_error_line(&out, &["port 7"]);
+}
+
+#[test]
+#[ignore = "bug: --mac zz reports `malformed packet` instead of the expected MAC form"]
+fn bad_mac_names_expected_form() {
+    let out = ustack(&["up", "--device", "tap:e0", "--ip", "10.1.1.2/24", "--mac", "zz"]);
+    assert_eq!(out.code(), Some(2), "{out}");
+    assert!(!out.stderr.contains("malformed packet"), "{out}");
+    assert!(out.stderr.contains("02:00:00:00:00:01") || out.stderr.contains("xx:xx"), "{out}");
+}
+
+#[test]
+#[ignore = "bug: --udp-echo 0 is accepted and prints `UDP echo on port 0`"]
+fn udp_echo_port_zero_is_rejected() {
+    skip_unless!();
+    let out = up_in_ns("bugport0", &["--device", "tap:e0", "--ip", "10.1.1.2/24", "--udp-echo", "0"]);
+    assert!(!out.timed_out, "ustack accepted --udp-echo 0 and kept running: {out}");
+    assert_ne!(out.code(), Some(0), "{out}");
+    assert!(out.stderr.contains("port 0") || out.stderr.contains("--udp-echo"), "{out}");
+}
 
 /// Run the binary directly (no namespace), bounded.
 fn ustack(args: &[&str]) -> Output {
