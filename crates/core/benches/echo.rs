@@ -1,6 +1,7 @@
 //! Receive→reply cost over the in-memory link: one ICMP echo or one UDP echo
 //! round trip between two stacks, per iteration (two frames crossing, each
-//! parsed, answered and emitted). Run: `cargo bench -p ustack-core --bench echo`.
+//! parsed, answered and emitted), beside the same UDP echo through Linux
+//! loopback sockets as the baseline. Run: `cargo bench -p ustack-core --bench echo`.
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use std::net::{Ipv4Addr, SocketAddrV4};
@@ -71,6 +72,24 @@ fn bench(c: &mut Criterion) {
                 b.poll(now, &mut pb, 0);
                 a.poll(now, &mut pa, 64);
                 a.udp_recv_from(sa, &mut buf).unwrap()
+            })
+        });
+    }
+    // The baseline, measured in the same run: the same UDP echo round trip
+    // through the Linux kernel's loopback, both sockets on this thread.
+    for size in [64usize, 1400] {
+        let a = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let b = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        a.connect(b.local_addr().unwrap()).unwrap();
+        b.connect(a.local_addr().unwrap()).unwrap();
+        let data = vec![0x42u8; size];
+        let mut buf = vec![0u8; 2048];
+        g.bench_function(format!("linux_loopback_udp_echo_{size}B"), |bn| {
+            bn.iter(|| {
+                a.send(&data).unwrap();
+                let n = b.recv(&mut buf).unwrap();
+                b.send(&buf[..n]).unwrap();
+                a.recv(&mut buf).unwrap()
             })
         });
     }

@@ -91,3 +91,41 @@ fn echo_paths_allocate_nothing_per_packet() {
     assert_eq!(udp, 0, "UDP echo round trips allocated");
     assert_eq!(p.a.counters().total_drops() + p.b.counters().total_drops(), 0);
 }
+
+#[test]
+fn floods_allocate_nothing() {
+    use std::net::Ipv4Addr;
+    use ustack_core::phy::RxMeta;
+    use ustack_core::{Instant, Ipv4Cidr, Stack};
+    // Datagrams for 1,000 neighbours that never answer, and for a socket
+    // nobody reads: once the stack exists, neither flood allocates.
+    let mut cfg = config(A_MAC, A_IP);
+    cfg.ipv4 = Ipv4Cidr::new(A_IP, 16).unwrap();
+    let mut a = Stack::new(cfg, 1);
+    let s = a.udp_bind(0).unwrap();
+    let mut b = Stack::new(config(B_MAC, B_IP), 2);
+    let _unread = b.udp_bind(7).unwrap();
+    let frame = udp_frame(A_IP, B_IP, 1000, 7, &[0x55; 1000]);
+    let mut tx = Discard;
+    // Warm-up: let the neighbour table reach its size.
+    for i in 0..1000u32 {
+        let dst = Ipv4Addr::from(u32::from(Ipv4Addr::new(10, 0, 10, 0)) + i);
+        let _ = a.udp_send_to(s, SocketAddrV4::new(dst, 9), &[0; 64]);
+        a.transmit(Instant::ZERO, &mut tx);
+    }
+    let n = allocations_during(|| {
+        for round in 0..5u32 {
+            for i in 0..1000u32 {
+                let dst = Ipv4Addr::from(u32::from(Ipv4Addr::new(10, 0, 10, 0)) + i);
+                let _ = a.udp_send_to(s, SocketAddrV4::new(dst, 9), &round.to_be_bytes());
+                a.transmit(Instant::ZERO, &mut tx);
+            }
+        }
+        for _ in 0..10_000 {
+            b.receive(Instant::ZERO, &frame, RxMeta::default(), &mut tx);
+        }
+    });
+    assert_eq!(n, 0, "floods allocated");
+    assert!(a.counters().drop_neighbor_incomplete_full > 0);
+    assert!(b.counters().drop_udp_rx_queue_full > 0);
+}
