@@ -7,6 +7,7 @@ use ustack_core::{BindError, Instant, Stack, UdpHandle};
 /// Echoes every UDP datagram back to its sender.
 pub struct UdpEcho {
     socket: UdpHandle,
+    port: u16,
     /// Datagrams echoed.
     pub echoed: u64,
     /// Datagrams not echoed because the send queue was full.
@@ -18,7 +19,13 @@ const ECHO_BURST: usize = 256;
 
 impl UdpEcho {
     pub fn bind(stack: &mut Stack, port: u16) -> Result<UdpEcho, BindError> {
-        Ok(UdpEcho { socket: stack.udp_bind(port)?, echoed: 0, dropped: 0 })
+        let socket = stack.udp_bind(port)?;
+        Ok(UdpEcho { socket, port: stack.udp_local_port(socket).unwrap_or(port), echoed: 0, dropped: 0 })
+    }
+
+    /// The port it serves.
+    pub fn port(&self) -> u16 {
+        self.port
     }
 }
 

@@ -22,7 +22,7 @@ pub struct UpArgs {
     #[arg(long, value_name = "A.B.C.D")]
     pub gateway: Option<Ipv4Addr>,
     /// The stack's MAC address (default: a random locally administered one).
-    #[arg(long, value_name = "MAC")]
+    #[arg(long, value_name = "MAC", value_parser = parse_mac)]
     pub mac: Option<EthernetAddress>,
     /// Give this address to the kernel's side of the TAP, so the host can reach the stack at once.
     #[arg(long, value_name = "A.B.C.D/N")]
@@ -31,7 +31,7 @@ pub struct UpArgs {
     #[arg(long, value_name = "FILE")]
     pub pcap: Option<String>,
     /// Serve UDP echo on this port (repeatable).
-    #[arg(long = "udp-echo", value_name = "PORT")]
+    #[arg(long = "udp-echo", value_name = "PORT", value_parser = clap::value_parser!(u16).range(1..))]
     pub udp_echo: Vec<u16>,
 }
 
@@ -57,22 +57,26 @@ pub fn run(args: UpArgs) -> Result<(), CliError> {
     let mut cfg = StackConfig::new(mac, args.ip);
     cfg.gateway = args.gateway;
     cfg.mtu = tap.caps().mtu;
-    let stack = Stack::new(cfg, seed);
-    eprintln!("ustack: up on tap:{name} as {} ({mac}); Ctrl-C stops", args.ip);
+    let mut stack = Stack::new(cfg, seed);
+    let mut echoes = Vec::new();
+    for &port in &args.udp_echo {
+        echoes.push(UdpEcho::bind(&mut stack, port).map_err(|source| CliError::Bind { port, source })?);
+    }
+    let banner = format!("ustack: up on tap:{name} as {} ({mac}); Ctrl-C stops", args.ip);
     match args.pcap {
         Some(path) => {
             let dev = PcapDevice::create(tap, &path).map_err(|source| CliError::Pcap { path: path.clone(), source })?;
-            serve(stack, dev, &args.udp_echo)
+            serve(stack, dev, echoes, &banner)
         }
-        None => serve(stack, tap, &args.udp_echo),
+        None => serve(stack, tap, echoes, &banner),
     }
 }
 
-fn serve<D: Device + Waitable>(mut stack: Stack, device: D, udp_echo: &[u16]) -> Result<(), CliError> {
-    let mut echoes = Vec::new();
-    for &port in udp_echo {
-        echoes.push(UdpEcho::bind(&mut stack, port).map_err(|source| CliError::Bind { port, source })?);
-        eprintln!("ustack: UDP echo on port {port}");
+/// Everything is set up when this runs: only now does ustack say it is up.
+fn serve<D: Device + Waitable>(stack: Stack, device: D, mut echoes: Vec<UdpEcho>, banner: &str) -> Result<(), CliError> {
+    eprintln!("{banner}");
+    for e in &echoes {
+        eprintln!("ustack: UDP echo on port {}", e.port());
     }
     let stop = StopSignal::install();
     let mut lp = EventLoop::new(stack, device);
@@ -93,6 +97,10 @@ pub fn print_counters(c: &Counters) {
 
 fn network(c: Ipv4Cidr) -> Ipv4Addr {
     Ipv4Addr::from(u32::from(c.addr) & u32::from(c.netmask()))
+}
+
+fn parse_mac(s: &str) -> Result<EthernetAddress, String> {
+    s.parse().map_err(|_| format!("'{s}' is not a MAC address: expected six hex pairs like 02:00:00:00:00:01"))
 }
 
 /// A locally administered, unicast MAC from the seed (02:xx:..).
