@@ -7,9 +7,11 @@
 
 pub mod apps;
 mod clock;
+pub mod control;
 mod signals;
 
 pub use clock::{os_seed, Clock};
+pub use control::{ControlAddr, ControlSocket};
 pub use signals::StopSignal;
 
 use std::os::fd::RawFd;
@@ -49,11 +51,16 @@ pub struct EventLoop<D> {
     pub stack: Stack,
     pub device: D,
     pub clock: Clock,
+    /// Where `ustack stats` reads counters from, with the device name it reports.
+    pub control: Option<(ControlSocket, String)>,
 }
+
+/// Busy turns between looks at the control socket when the loop never sleeps.
+const CONTROL_EVERY: u32 = 4096;
 
 impl<D: Device + Waitable> EventLoop<D> {
     pub fn new(stack: Stack, device: D) -> EventLoop<D> {
-        EventLoop { stack, device, clock: Clock::new() }
+        EventLoop { stack, device, clock: Clock::new(), control: None }
     }
 
     /// One turn: receive a burst, let the apps work, send. Returns the number
@@ -71,8 +78,13 @@ impl<D: Device + Waitable> EventLoop<D> {
 
     /// Run until `stop` is raised.
     pub fn run(&mut self, apps: &mut [&mut dyn App], stop: &StopSignal) {
+        let mut busy_turns = 0u32;
         while !stop.raised() {
             if self.turn(apps) == DEFAULT_RX_BURST {
+                busy_turns += 1;
+                if busy_turns % CONTROL_EVERY == 0 {
+                    self.serve_control();
+                }
                 continue; // more frames are likely waiting
             }
             let now = self.clock.now();
@@ -80,18 +92,34 @@ impl<D: Device + Waitable> EventLoop<D> {
                 .stack
                 .poll_timeout()
                 .map_or(MAX_SLEEP_MS, |t| t.saturating_since(now).as_millis().min(u128::from(MAX_SLEEP_MS)) as u64);
-            self.wait(sleep_ms);
+            if self.wait(sleep_ms) {
+                self.serve_control();
+            }
         }
     }
 
-    fn wait(&self, timeout_ms: u64) {
-        match self.device.wait_fd() {
-            Some(fd) => {
-                let mut pfd = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
-                // SAFETY: one valid pollfd; EINTR (a signal) just ends the sleep.
-                unsafe { libc::poll(&mut pfd, 1, timeout_ms as libc::c_int) };
-            }
-            None => std::thread::sleep(std::time::Duration::from_millis(timeout_ms.min(1))),
+    fn serve_control(&self) {
+        if let Some((control, name)) = &self.control {
+            let uptime = self.clock.now().total_micros();
+            control.serve(|| control::snapshot_json(&self.stack, name, uptime));
         }
+    }
+
+    /// Sleep until the device is readable, the timeout passes or a signal
+    /// arrives. Returns true when the control socket has a client.
+    fn wait(&self, timeout_ms: u64) -> bool {
+        let Some(fd) = self.device.wait_fd() else {
+            std::thread::sleep(std::time::Duration::from_millis(timeout_ms.min(1)));
+            return false;
+        };
+        let control_fd = self.control.as_ref().map_or(-1, |(c, _)| c.fd());
+        let mut pfds = [
+            libc::pollfd { fd, events: libc::POLLIN, revents: 0 },
+            // poll(2) ignores entries with a negative fd.
+            libc::pollfd { fd: control_fd, events: libc::POLLIN, revents: 0 },
+        ];
+        // SAFETY: two valid pollfds; EINTR (a signal) just ends the sleep.
+        unsafe { libc::poll(pfds.as_mut_ptr(), 2, timeout_ms as libc::c_int) };
+        pfds[1].revents & libc::POLLIN != 0
     }
 }

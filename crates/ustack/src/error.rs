@@ -18,4 +18,10 @@ pub enum CliError {
     Bind { port: u16, source: ustack_core::BindError },
     #[error("{0}")]
     Demo(String),
+    #[error("cannot open control socket {addr}: {source} (is another ustack already running on this device?)")]
+    Control { addr: String, source: std::io::Error },
+    #[error("no ustack answers on {addr}: {source} (is `ustack up` running in this network namespace?)")]
+    NoStack { addr: String, source: std::io::Error },
+    #[error("the stack on {addr} sent a snapshot that is not JSON: {source}")]
+    BadSnapshot { addr: String, source: serde_json::Error },
 }

@@ -2,6 +2,7 @@
 
 mod demo;
 mod error;
+mod stats;
 mod up;
 
 use clap::{Parser, Subcommand};
@@ -20,6 +21,8 @@ enum Command {
     Up(up::UpArgs),
     /// Two stacks in this process over an in-memory link: ARP, ping and UDP echo, with figures.
     Demo(demo::DemoArgs),
+    /// Print a running stack's counters once (read over its control socket).
+    Stats(stats::StatsArgs),
 }
 
 fn main() -> ExitCode {
@@ -27,6 +30,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Up(args) => up::run(args),
         Command::Demo(args) => demo::run(args),
+        Command::Stats(args) => stats::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -7,7 +7,7 @@ use ustack_core::phy::Device;
 use ustack_core::{Counters, Ipv4Cidr, Stack, StackConfig};
 use ustack_device::{PcapDevice, TapDevice};
 use ustack_runtime::apps::UdpEcho;
-use ustack_runtime::{os_seed, App, EventLoop, StopSignal, Waitable};
+use ustack_runtime::{os_seed, App, ControlAddr, ControlSocket, EventLoop, StopSignal, Waitable};
 use ustack_wire::EthernetAddress;
 
 #[derive(Args, Debug)]
@@ -30,6 +30,9 @@ pub struct UpArgs {
     /// Write every frame in and out to this pcap file.
     #[arg(long, value_name = "FILE")]
     pub pcap: Option<String>,
+    /// Control socket for `ustack stats` (default: the abstract socket @ustack/NAME of this network namespace).
+    #[arg(long, value_name = "PATH")]
+    pub control: Option<std::path::PathBuf>,
     /// Serve UDP echo on this port (repeatable).
     #[arg(long = "udp-echo", value_name = "PORT", value_parser = clap::value_parser!(u16).range(1..))]
     pub udp_echo: Vec<u16>,
@@ -62,24 +65,38 @@ pub fn run(args: UpArgs) -> Result<(), CliError> {
     for &port in &args.udp_echo {
         echoes.push(UdpEcho::bind(&mut stack, port).map_err(|source| CliError::Bind { port, source })?);
     }
+    let control_addr = match &args.control {
+        Some(p) => ControlAddr::Path(p.clone()),
+        None => ControlAddr::Device(name.to_string()),
+    };
+    let control = ControlSocket::bind(&control_addr)
+        .map_err(|source| CliError::Control { addr: control_addr.to_string(), source })?;
+    let control = (control, format!("tap:{name}"));
     let banner = format!("ustack: up on tap:{name} as {} ({mac}); Ctrl-C stops", args.ip);
     match args.pcap {
         Some(path) => {
             let dev = PcapDevice::create(tap, &path).map_err(|source| CliError::Pcap { path: path.clone(), source })?;
-            serve(stack, dev, echoes, &banner)
+            serve(stack, dev, echoes, control, &banner)
         }
-        None => serve(stack, tap, echoes, &banner),
+        None => serve(stack, tap, echoes, control, &banner),
     }
 }
 
 /// Everything is set up when this runs: only now does ustack say it is up.
-fn serve<D: Device + Waitable>(stack: Stack, device: D, mut echoes: Vec<UdpEcho>, banner: &str) -> Result<(), CliError> {
+fn serve<D: Device + Waitable>(
+    stack: Stack,
+    device: D,
+    mut echoes: Vec<UdpEcho>,
+    control: (ControlSocket, String),
+    banner: &str,
+) -> Result<(), CliError> {
     eprintln!("{banner}");
     for e in &echoes {
         eprintln!("ustack: UDP echo on port {}", e.port());
     }
     let stop = StopSignal::install();
     let mut lp = EventLoop::new(stack, device);
+    lp.control = Some(control);
     let mut apps: Vec<&mut dyn App> = echoes.iter_mut().map(|e| e as &mut dyn App).collect();
     lp.run(&mut apps, &stop);
     drop(apps);
