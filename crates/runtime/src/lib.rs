@@ -82,7 +82,7 @@ impl<D: Device + Waitable> EventLoop<D> {
         while !stop.raised() {
             if self.turn(apps) == DEFAULT_RX_BURST {
                 busy_turns += 1;
-                if busy_turns % CONTROL_EVERY == 0 {
+                if busy_turns.is_multiple_of(CONTROL_EVERY) {
                     self.serve_control();
                 }
                 continue; // more frames are likely waiting
