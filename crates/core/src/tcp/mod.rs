@@ -1,1 +1,44 @@
-//! TCP (RFC 9293 and friends). Being written; see the TCP issue.
+//! TCP (RFC 9293 and friends), sans-IO.
+//!
+//! * [`Connection`] — one connection's engine: state machine, reliable
+//!   delivery, options, loss recovery and congestion control. See its module
+//!   docs for the order in which the stack calls it.
+//! * [`Listener`] — a listening port: SYN handling with backlog accounting
+//!   and SYN cookies.
+//! * [`Segment`] — the wire-independent segment the stack parses into and
+//!   emits from; [`reset_for`] computes the RST for segments that match no
+//!   connection.
+//! * [`isn()`], [`ephemeral_port`] — RFC 6528 initial sequence numbers and
+//!   RFC 6056 port selection, keyed by the caller's secret.
+//!
+//! Layout: `segment`/`seq` (data types), `state` (the 11 states),
+//! `connection/{input,output,timeout}` (the engine), `send_buffer`,
+//! `recv_buffer` and `reassembly` (bounded storage), `rtt` (RFC 6298),
+//! `recovery` (SACK scoreboard, RFC 6675, RFC 6582), `congestion/` (CUBIC,
+//! NewReno), `timers`, `isn` (SipHash, ISNs, ports, cookies), `listener`.
+
+mod config;
+pub mod congestion;
+mod connection;
+mod isn;
+mod listener;
+mod reassembly;
+mod recovery;
+mod recv_buffer;
+mod rtt;
+mod segment;
+mod send_buffer;
+mod seq;
+mod state;
+mod timers;
+
+pub use config::{CongestionAlgorithm, TcpConfig};
+pub use connection::{
+    AcceptError, ConnError, Connection, DropCounters, DropReason, RecvError, SegmentOutcome, SendError, Stats,
+};
+pub use isn::{check_syn_cookie, ephemeral_port, isn, siphash24, syn_cookie};
+pub use listener::{ListenOutcome, Listener, ListenerStats};
+pub use reassembly::MAX_RANGES;
+pub use segment::{reset_for, FourTuple, Flags, Options, SackBlock, Segment};
+pub use seq::SeqNumber;
+pub use state::State;

@@ -54,6 +54,7 @@ impl Reassembly {
     }
 
     /// The highest sequence number held, if any.
+    #[cfg(test)]
     pub(crate) fn highest(&self) -> Option<SeqNumber> {
         self.count.checked_sub(1).map(|i| self.islands[i].end)
     }

@@ -45,9 +45,6 @@ impl TimerSet {
     pub(crate) fn get(&self, timer: Timer) -> Option<Instant> {
         self.deadlines[timer as usize]
     }
-    pub(crate) fn is_running(&self, timer: Timer) -> bool {
-        self.get(timer).is_some()
-    }
     /// Stops `timer` and reports whether it had expired by `now`.
     pub(crate) fn take_expired(&mut self, timer: Timer, now: Instant) -> bool {
         match self.get(timer) {

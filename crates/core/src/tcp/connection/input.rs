@@ -1,0 +1,592 @@
+//! Segment arrival: RFC 9293 §3.10.7 "SEGMENT ARRIVES", with RFC 5961's
+//! hardening, RFC 7323's PAWS and RTTM, and RFC 2018/6675 SACK processing.
+
+use super::{Connection, ConnError, DropReason, PeerSyn, SegmentOutcome};
+use crate::tcp::congestion::CongestionControl;
+use crate::tcp::reassembly::Inserted;
+use crate::tcp::recovery::AckEvent;
+use crate::tcp::segment::{reset_for, Segment};
+use crate::tcp::seq::SeqNumber;
+use crate::tcp::state::State;
+use crate::tcp::timers::Timer;
+use crate::time::{Duration, Instant};
+
+/// RFC 7323 §5.5: "If a connection remains idle for more than 24 days ... the
+/// value of TS.Recent ... is invalid".
+const PAWS_IDLE: Duration = Duration::from_secs(24 * 24 * 3600);
+
+impl Connection {
+    /// Processes one arriving segment (already demultiplexed to this
+    /// connection, checksum verified). `payload.len()` must equal
+    /// `seg.payload_len`. Afterwards call `poll_transmit` until it returns
+    /// `None`, and send `outcome.reply` if present.
+    pub fn on_segment(&mut self, now: Instant, seg: &Segment, payload: &[u8]) -> SegmentOutcome {
+        let mut out = SegmentOutcome::default();
+        self.stats.segments_in += 1;
+        if payload.len() != seg.payload_len {
+            out.dropped = Some(DropReason::Malformed);
+        } else {
+            match self.state {
+                // RFC 9293 §3.10.7.1: "If the state is CLOSED (i.e., TCB does
+                // not exist) then all data in the incoming segment is discarded
+                // ... An incoming segment not containing a RST causes a RST to
+                // be sent in response."
+                State::Closed | State::Listen => {
+                    out.reply = reset_for(seg);
+                    out.dropped = Some(DropReason::Closed);
+                }
+                State::SynSent => self.on_segment_syn_sent(now, seg, payload, &mut out),
+                _ => self.on_segment_synchronized(now, seg, payload, &mut out),
+            }
+        }
+        if let Some(reason) = out.dropped {
+            self.stats.drops.count(reason);
+        }
+        out.closed = self.state == State::Closed;
+        out.transmit = self.wants_transmit();
+        out
+    }
+
+    /// RFC 9293 §3.10.7.3, SYN-SENT.
+    fn on_segment_syn_sent(&mut self, now: Instant, seg: &Segment, payload: &[u8], out: &mut SegmentOutcome) {
+        // "first check the ACK bit ... If SEG.ACK =< ISS or SEG.ACK > SND.NXT,
+        // send a reset (unless the RST bit is set, if so drop the segment and
+        // return) <SEQ=SEG.ACK><CTL=RST>".
+        if let Some(ack) = seg.ack {
+            if ack.le(self.iss) || ack.gt(self.snd_max) {
+                out.reply = reset_for(seg);
+                out.dropped = Some(DropReason::BadAck);
+                return;
+            }
+        }
+        // "second check the RST bit: If the ACK was acceptable, then signal to
+        // the user "error: connection reset", drop the segment, enter CLOSED
+        // state ... Otherwise (no ACK), drop the segment and return."
+        if seg.rst() {
+            if seg.ack.is_some() {
+                out.reset = true;
+                self.enter_closed(Some(ConnError::Refused));
+            } else {
+                out.dropped = Some(DropReason::Rst);
+            }
+            return;
+        }
+        // "fifth, if neither of the SYN or RST bits is set, then drop the
+        // segment and return."
+        if !seg.syn() {
+            out.dropped = Some(DropReason::NotSyn);
+            return;
+        }
+        // "fourth check the SYN bit ... RCV.NXT is set to SEG.SEQ+1, IRS is set
+        // to SEG.SEQ."
+        self.irs = seg.seq;
+        self.rcv_nxt = seg.seq + 1;
+        self.rcv_adv = self.rcv_nxt;
+        self.last_rx = now;
+        self.negotiate(&PeerSyn::from_options(&seg.options), now);
+        // RFC 7323 §2.2: "The window field in a segment where the SYN bit is set
+        // (i.e., a <SYN> or <SYN,ACK>) MUST NOT be scaled."
+        self.snd_wnd = u32::from(seg.window);
+        self.max_snd_wnd = self.snd_wnd;
+        self.snd_wl1 = seg.seq;
+        let Some(ack) = seg.ack else {
+            // "Otherwise, enter SYN-RECEIVED, form a SYN,ACK segment
+            // <SEQ=ISS><ACK=RCV.NXT><CTL=SYN,ACK> and send it." (simultaneous open)
+            self.state = State::SynReceived;
+            self.syn_due = true;
+            return;
+        };
+        // "SND.UNA should be advanced to equal SEG.ACK (if there is an ACK) ...
+        // If SND.UNA > ISS (our SYN has been ACKed), change the connection
+        // state to ESTABLISHED, form an ACK segment <SEQ=SND.NXT><ACK=RCV.NXT>
+        // <CTL=ACK> and send it."
+        self.rtt_sample(now, seg, ack);
+        if self.syn_retransmits > 0 {
+            self.rtt.syn_was_retransmitted();
+        }
+        self.snd_una = ack;
+        self.snd_wl2 = ack;
+        self.timers.stop(Timer::Retransmit);
+        self.establish(now, out);
+        self.ack_now = true;
+        // "If there are other controls or text in the segment, then continue
+        // processing at the sixth step ... where the URG bit is checked".
+        if !payload.is_empty() || seg.fin() {
+            self.process_text(now, seg.seq + 1, payload, seg.fin(), seg, out);
+        }
+    }
+
+    fn establish(&mut self, now: Instant, out: &mut SegmentOutcome) {
+        self.state = if self.fin_queued { State::FinWait1 } else { State::Established };
+        out.established = true;
+        self.syn_due = false;
+        if self.keepalive {
+            self.timers.set(Timer::Keepalive, now + self.cfg.keepalive_idle);
+        }
+    }
+
+    /// RFC 9293 §3.10.7.4, "Otherwise": SYN-RECEIVED and the synchronized states.
+    fn on_segment_synchronized(&mut self, now: Instant, seg: &Segment, payload: &[u8], out: &mut SegmentOutcome) {
+        // A retransmission of the peer's SYN: our SYN-ACK was lost. Resend it
+        // (Linux does the same) rather than treating it as a new attempt.
+        if self.state == State::SynReceived && seg.syn() && seg.ack.is_none() && !seg.rst() && seg.seq == self.irs {
+            self.syn_due = true;
+            out.dropped = Some(DropReason::Ignored);
+            return;
+        }
+
+        // RFC 7323 §5.3 R1: "If there is a Timestamps option in the arriving
+        // segment, SEG.TSval < TS.Recent, TS.Recent is valid ..., and the RST
+        // bit is not set, then treat the arriving segment as not acceptable:
+        // Send an acknowledgment in reply ... and drop the segment."
+        let mut tsval = None;
+        if self.timestamps && !seg.rst() {
+            let Some((val, _)) = seg.options.timestamp else {
+                // RFC 7323 §3.2: "If a non-<RST> segment is received without a
+                // TSopt, a TCP SHOULD silently drop the segment."
+                out.dropped = Some(DropReason::MissingTimestamp);
+                return;
+            };
+            let recent_valid = now.saturating_since(self.ts_recent_at) < PAWS_IDLE;
+            if recent_valid && (val.wrapping_sub(self.ts_recent) as i32) < 0 {
+                self.ack_now = true;
+                out.dropped = Some(DropReason::Paws);
+                return;
+            }
+            tsval = Some(val);
+        }
+
+        // First, check sequence number (the four acceptability cases).
+        let wnd = self.rcv_adv.since(self.rcv_nxt);
+        let end = self.rcv_nxt + wnd as usize;
+        let seg_len = seg.len();
+        let acceptable = match (seg_len, wnd) {
+            (0, 0) => seg.seq == self.rcv_nxt,
+            (0, _) => seg.seq.in_window(self.rcv_nxt, end),
+            (_, 0) => false,
+            (_, _) => seg.seq.in_window(self.rcv_nxt, end) || (seg.end() - 1).in_window(self.rcv_nxt, end),
+        };
+        // "If the RCV.WND is zero, no segments will be acceptable, but special
+        // allowance should be made to accept valid ACKs, URGs, and RSTs." A
+        // segment at RCV.NXT is processed for its ACK; its text is trimmed away.
+        let zero_window_allowance = wnd == 0 && seg.seq == self.rcv_nxt;
+        if !acceptable && !zero_window_allowance {
+            // "If an incoming segment is not acceptable, an acknowledgment should
+            // be sent in reply (unless the RST bit is set, if so drop the segment
+            // and return)". In TIME-WAIT a retransmitted FIN also restarts 2MSL.
+            if !seg.rst() {
+                self.ack_now = true;
+                if self.state == State::TimeWait && seg.fin() {
+                    self.timers.set(Timer::Close, now + self.cfg.time_wait);
+                }
+            }
+            out.dropped = Some(DropReason::OutOfWindow);
+            return;
+        }
+        self.last_rx = now;
+        self.keepalive_probes = 0;
+        if self.keepalive && matches!(self.state, State::Established | State::CloseWait) {
+            self.timers.set(Timer::Keepalive, now + self.cfg.keepalive_idle);
+        }
+        // RFC 7323 §4.3: "If SEG.TSval >= TS.Recent and SEG.SEQ <= Last.ACK.sent,
+        // then SEG.TSval is copied to TS.Recent; otherwise, it is ignored."
+        if let Some(val) = tsval {
+            if (val.wrapping_sub(self.ts_recent) as i32) >= 0 && seg.seq.le(self.last_ack_sent) {
+                self.ts_recent = val;
+                self.ts_recent_at = now;
+            }
+        }
+
+        // Second, check the RST bit (RFC 5961 §3.2).
+        if seg.rst() {
+            // "If the RST bit is set and the sequence number exactly matches the
+            // next expected sequence number (RCV.NXT), then TCP MUST reset the
+            // connection in the manner prescribed below according to the
+            // connection state."
+            if seg.seq == self.rcv_nxt {
+                out.reset = true;
+                let error = match self.state {
+                    // SYN-RECEIVED from a passive OPEN "return this connection
+                    // to LISTEN state": the listener lives on; this TCB goes.
+                    State::SynReceived if !self.active_open => None,
+                    State::SynReceived => Some(ConnError::Refused),
+                    // CLOSING, LAST-ACK, TIME-WAIT: "enter the CLOSED state".
+                    State::Closing | State::LastAck | State::TimeWait => None,
+                    _ => Some(ConnError::Reset),
+                };
+                self.enter_closed(error);
+            } else {
+                // "If the RST bit is set and the sequence number does not exactly
+                // match the next expected sequence value, yet is within the
+                // current receive window, TCP MUST send an acknowledgment
+                // (challenge ACK)".
+                self.challenge_ack(now);
+                out.dropped = Some(DropReason::Rst);
+            }
+            return;
+        }
+
+        // Fourth, check the SYN bit.
+        if seg.syn() {
+            if self.state == State::SynReceived && !self.active_open {
+                // RFC 9293: "If the connection was initiated with a passive OPEN,
+                // then return this connection to the LISTEN state and return."
+                self.enter_closed(None);
+            } else {
+                // RFC 5961 §4.2: "If the SYN bit is set, irrespective of the
+                // sequence number, TCP MUST send an ACK (also referred to as
+                // challenge ACK) to the remote peer".
+                self.challenge_ack(now);
+            }
+            out.dropped = Some(DropReason::Syn);
+            return;
+        }
+
+        // Fifth, check the ACK field: "if the ACK bit is off, drop the segment
+        // and return".
+        let Some(ack) = seg.ack else {
+            out.dropped = Some(DropReason::NoAck);
+            return;
+        };
+        if self.state == State::SynReceived {
+            // "If SND.UNA < SEG.ACK =< SND.NXT, then enter ESTABLISHED state and
+            // continue processing with the variables below set to: SND.WND <-
+            // SEG.WND, SND.WL1 <- SEG.SEQ, SND.WL2 <- SEG.ACK". Otherwise "form a
+            // reset segment <SEQ=SEG.ACK><CTL=RST> and send it."
+            if !(ack.gt(self.snd_una) && ack.le(self.snd_max)) {
+                out.reply = reset_for(seg);
+                out.dropped = Some(DropReason::BadAck);
+                return;
+            }
+            self.timers.stop(Timer::Retransmit);
+            if self.syn_retransmits > 0 {
+                self.rtt.syn_was_retransmitted();
+            }
+            self.establish(now, out);
+            self.snd_wnd = u32::from(seg.window) << self.snd_wscale;
+            self.max_snd_wnd = self.max_snd_wnd.max(self.snd_wnd);
+            self.snd_wl1 = seg.seq;
+            self.snd_wl2 = ack;
+        }
+        if !self.process_ack(now, seg, ack, payload, out) {
+            return;
+        }
+        let fin_acked = self.fin_acked();
+        match self.state {
+            // "FIN-WAIT-1 STATE: In addition to the processing for the ESTABLISHED
+            // state, if the FIN segment is now acknowledged, then enter
+            // FIN-WAIT-2 and continue processing in that state."
+            State::FinWait1 if fin_acked => {
+                self.state = State::FinWait2;
+                if self.read_closed {
+                    // Orphaned: don't wait forever for a peer that never closes.
+                    self.timers.set(Timer::Close, now + self.cfg.fin_wait_2_timeout);
+                }
+            }
+            // "CLOSING STATE: ... if the ACK acknowledges our FIN, then enter the
+            // TIME-WAIT state; otherwise, ignore the segment."
+            State::Closing => {
+                if fin_acked {
+                    self.enter_time_wait(now);
+                }
+                return;
+            }
+            // "LAST-ACK STATE: The only thing that can arrive in this state is an
+            // acknowledgment of our FIN. If our FIN is now acknowledged, delete
+            // the TCB, enter the CLOSED state, and return."
+            State::LastAck => {
+                if fin_acked {
+                    self.enter_closed(None);
+                }
+                return;
+            }
+            // "TIME-WAIT STATE: The only thing that can arrive in this state is a
+            // retransmission of the remote FIN. Acknowledge it, and restart the 2
+            // MSL timeout."
+            State::TimeWait => {
+                if seg.fin() {
+                    self.ack_now = true;
+                    self.timers.set(Timer::Close, now + self.cfg.time_wait);
+                }
+                return;
+            }
+            _ => {}
+        }
+        // Sixth (URG) is not supported. Seventh and eighth: text and FIN.
+        self.process_text(now, seg.seq, payload, seg.fin(), seg, out);
+    }
+
+    /// Fifth check, ESTABLISHED and later. Returns false when the segment
+    /// must be dropped.
+    fn process_ack(&mut self, now: Instant, seg: &Segment, ack: SeqNumber, payload: &[u8], out: &mut SegmentOutcome) -> bool {
+        // RFC 5961 §5.2: "the ACK value is considered acceptable only if it is in
+        // the range of ((SND.UNA - MAX.SND.WND) =< SEG.ACK =< SND.NXT). All
+        // incoming segments whose ACK value doesn't satisfy the above condition
+        // MUST be discarded and an ACK sent back." (Rate-limited like other
+        // challenge ACKs.)
+        if ack.gt(self.snd_max) || ack.lt(self.snd_una - self.max_snd_wnd as usize) {
+            self.challenge_ack(now);
+            out.dropped = Some(DropReason::BadAck);
+            return false;
+        }
+        let mss = self.eff_mss;
+        let old_una = self.snd_una;
+        let new_wnd = u32::from(seg.window) << self.snd_wscale;
+        // RFC 2018 / RFC 6675: record SACK blocks; bogus ones are ignored.
+        let mut sacked_new = false;
+        if self.sack {
+            for block in seg.options.sack_blocks() {
+                sacked_new |= self.recovery.board.add(block, old_una.max(ack), self.snd_max);
+            }
+        }
+        if ack.gt(old_una) {
+            // "If SND.UNA < SEG.ACK =< SND.NXT, then set SND.UNA <- SEG.ACK. Any
+            // segments on the retransmission queue that are thereby entirely
+            // acknowledged are removed."
+            let acked = ack.since(old_una) as usize;
+            self.rtt_sample(now, seg, ack);
+            let buf_end = self.buf_seq + self.send_buf.len();
+            let data_acked = ack.min(buf_end).since(self.buf_seq) as usize;
+            self.send_buf.consume(data_acked);
+            self.buf_seq = self.buf_seq + data_acked;
+            self.stats.bytes_acked += data_acked as u64;
+            self.snd_una = ack;
+            self.snd_nxt = self.snd_nxt.max(ack);
+            let flight_before = self.flight() + acked;
+            match self.recovery.on_new_ack(ack, acked, mss) {
+                AckEvent::Nothing if !self.recovery.in_recovery() => {
+                    let limited = self.cwnd_limited || flight_before + mss >= self.cc.cwnd();
+                    self.cc.on_ack(now, acked, self.rtt.srtt(), mss, limited);
+                }
+                _ => {}
+            }
+            self.rto_in_row = 0;
+            self.persist_backoff = 0;
+            // RFC 6298 §5.2: "When all outstanding data has been acknowledged,
+            // turn off the retransmission timer." §5.3: "When an ACK is received
+            // that acknowledges new data, restart the retransmission timer".
+            if self.snd_una.ge(self.snd_nxt) {
+                self.timers.stop(Timer::Retransmit);
+            } else {
+                self.timers.set(Timer::Retransmit, now + self.rtt.rto());
+            }
+        } else if ack == old_una
+            && self.snd_nxt.gt(old_una)
+            && payload.is_empty()
+            && !seg.syn()
+            && !seg.fin()
+            && (new_wnd == self.snd_wnd || sacked_new)
+        {
+            // RFC 5681 §2 DUPLICATE ACKNOWLEDGMENT: outstanding data, no data,
+            // no SYN/FIN, same ACK number, same window (or, RFC 6675, new SACK
+            // information).
+            self.stats.dup_acks_in += 1;
+            let flight = self.snd_max.since(self.snd_una) as usize;
+            if self.recovery.on_dup_ack(old_una, self.snd_max, mss) == AckEvent::EnterRecovery {
+                self.stats.fast_recoveries += 1;
+                self.cc.on_congestion_event(now, flight, mss);
+                // Karn: the segment being timed may be retransmitted.
+                self.timed = None;
+            }
+        }
+        // "If SND.UNA =< SEG.ACK =< SND.NXT, the send window should be updated.
+        // If (SND.WL1 < SEG.SEQ or (SND.WL1 = SEG.SEQ and SND.WL2 =< SEG.ACK)),
+        // set SND.WND <- SEG.WND, set SND.WL1 <- SEG.SEQ, and set SND.WL2 <-
+        // SEG.ACK."
+        if ack.ge(old_una) && (self.snd_wl1.lt(seg.seq) || (self.snd_wl1 == seg.seq && self.snd_wl2.le(ack))) {
+            self.snd_wnd = new_wnd;
+            self.snd_wl1 = seg.seq;
+            self.snd_wl2 = ack;
+            self.max_snd_wnd = self.max_snd_wnd.max(new_wnd);
+            if new_wnd > 0 {
+                self.timers.stop(Timer::Persist);
+                self.persist_backoff = 0;
+            }
+        }
+        true
+    }
+
+    /// RTT measurement: RFC 7323 §4 RTTM from the echoed timestamp, else
+    /// the one timed segment, which Karn's algorithm never takes from a
+    /// retransmission.
+    fn rtt_sample(&mut self, now: Instant, seg: &Segment, ack: SeqNumber) {
+        if self.timestamps {
+            if let Some((_, tsecr)) = seg.options.timestamp {
+                let elapsed = self.ts_now(now).wrapping_sub(tsecr);
+                if tsecr != 0 && elapsed < (1 << 31) {
+                    self.rtt.on_sample(Duration::from_millis(u64::from(elapsed)));
+                    self.timed = None;
+                    return;
+                }
+            }
+        }
+        if let Some((seq, at)) = self.timed {
+            if ack.gt(seq) {
+                self.rtt.on_sample(now.saturating_since(at));
+                self.timed = None;
+            }
+        }
+    }
+
+    /// Seventh and eighth checks: segment text and FIN. `seq` is the sequence
+    /// number of the first payload byte.
+    fn process_text(
+        &mut self,
+        now: Instant,
+        seq: SeqNumber,
+        payload: &[u8],
+        fin: bool,
+        seg: &Segment,
+        out: &mut SegmentOutcome,
+    ) {
+        let (mut seq, mut data, mut fin) = (seq, payload, fin);
+        // Trim what we already have ...
+        if seq.lt(self.rcv_nxt) {
+            let skip = self.rcv_nxt.since(seq) as usize;
+            if skip > data.len() {
+                fin = false;
+            }
+            data = &data[skip.min(data.len())..];
+            seq = self.rcv_nxt;
+        }
+        // ... and what lies beyond the window ("Segments with higher beginning
+        // sequence numbers may be held for later processing"; text past the
+        // right edge is dropped and its FIN with it).
+        let room = self.rcv_adv.since(seq) as usize;
+        if data.len() > room {
+            data = &data[..room];
+            fin = false;
+            self.ack_now = true;
+        }
+        if !data.is_empty() {
+            if !self.state.accepts_data() {
+                // CLOSE-WAIT, CLOSING, LAST-ACK, TIME-WAIT: "This should not
+                // occur since a FIN has been received from the remote side.
+                // Ignore the segment text."
+                return;
+            }
+            if self.read_closed {
+                // The application will never read this: reset (RFC 2525 §2.17).
+                out.reply = reset_for(seg);
+                out.dropped = Some(DropReason::DataAfterClose);
+                self.enter_closed(Some(ConnError::Aborted));
+                return;
+            }
+            self.receive_data(now, seq, data, out);
+        }
+        if fin {
+            let fin_at = seq + data.len();
+            if fin_at == self.rcv_nxt {
+                self.process_fin(now, out);
+            } else if fin_at.gt(self.rcv_nxt) {
+                self.ooo_fin = Some(fin_at);
+                self.ack_now = true;
+            }
+        } else if self.ooo_fin == Some(self.rcv_nxt) {
+            self.process_fin(now, out);
+        }
+    }
+
+    fn receive_data(&mut self, now: Instant, seq: SeqNumber, data: &[u8], out: &mut SegmentOutcome) {
+        self.rcv_mss = self.rcv_mss.max(data.len()).min(usize::from(self.cfg.mss));
+        if seq == self.rcv_nxt {
+            // "Once in the ESTABLISHED state, it is possible to deliver segment
+            // data to user RECEIVE buffers ... RCV.NXT is advanced over the data
+            // accepted".
+            let n = self.recv_buf.write_at(0, data);
+            let before = self.rcv_nxt;
+            let filled_hole = !self.reassembly.is_empty();
+            self.rcv_nxt = self.reassembly.advance(before + n);
+            let delivered = self.rcv_nxt.since(before) as usize;
+            self.recv_buf.commit(delivered);
+            self.stats.bytes_in += delivered as u64;
+            if filled_hole {
+                // RFC 5681 §4.2: "an immediate ACK SHOULD be generated when a
+                // segment arrives that fills in all or part of a gap".
+                self.ack_now = true;
+            } else {
+                // RFC 5681 §4.2: "an ACK SHOULD be generated for at least every
+                // second full-sized segment, and MUST be generated within 500 ms
+                // of the arrival of the first unacknowledged packet."
+                if data.len() >= self.rcv_mss {
+                    self.full_segments_unacked += 1;
+                }
+                if self.full_segments_unacked >= self.cfg.ack_every {
+                    self.ack_now = true;
+                } else {
+                    self.timers.start(Timer::DelayedAck, now + self.cfg.delayed_ack);
+                }
+            }
+            if self.ooo_fin == Some(self.rcv_nxt) {
+                self.process_fin(now, out);
+            }
+        } else {
+            // Out of order: store in place, remember the island, and RFC 5681
+            // §4.2: "A TCP receiver SHOULD send an immediate duplicate ACK when
+            // an out-of-order segment arrives."
+            let offset = seq.since(self.rcv_nxt) as usize;
+            let n = self.recv_buf.write_at(offset, data);
+            if self.reassembly.insert(seq, seq + n) == Inserted::TooManyIslands {
+                out.dropped = Some(DropReason::ReassemblyFull);
+            }
+            self.ack_now = true;
+        }
+    }
+
+    /// Eighth check, the FIN bit, once it is in order.
+    fn process_fin(&mut self, now: Instant, out: &mut SegmentOutcome) {
+        // "advance RCV.NXT over the FIN, and send an acknowledgment for the FIN."
+        self.rcv_nxt = self.rcv_nxt + 1;
+        self.ooo_fin = None;
+        self.fin_received = true;
+        self.ack_now = true;
+        out.peer_fin = true;
+        match self.state {
+            // "SYN-RECEIVED STATE, ESTABLISHED STATE: Enter the CLOSE-WAIT state."
+            State::SynReceived | State::Established => self.state = State::CloseWait,
+            // "FIN-WAIT-1 STATE: If our FIN has been ACKed (perhaps in this
+            // segment), then enter TIME-WAIT, start the time-wait timer, turn off
+            // the other timers; otherwise, enter the CLOSING state."
+            State::FinWait1 if self.fin_acked() => self.enter_time_wait(now),
+            State::FinWait1 => self.state = State::Closing,
+            // "FIN-WAIT-2 STATE: Enter the TIME-WAIT state. Start the time-wait
+            // timer, turn off the other timers."
+            State::FinWait2 => self.enter_time_wait(now),
+            _ => {}
+        }
+    }
+
+    fn enter_time_wait(&mut self, now: Instant) {
+        self.state = State::TimeWait;
+        self.timers.stop_all();
+        self.timers.set(Timer::Close, now + self.cfg.time_wait);
+    }
+
+    /// Queues a challenge ACK (RFC 5961 §3.2, §4.2, §5.2) unless this
+    /// connection already sent its quota this second (RFC 5961 §7: "limit
+    /// the number of challenge ACKs a TCP stack can send").
+    fn challenge_ack(&mut self, now: Instant) {
+        if now.saturating_since(self.challenge_window) >= Duration::from_secs(1) {
+            self.challenge_window = now;
+            self.challenge_count = 0;
+        }
+        if self.challenge_count < self.cfg.challenge_ack_limit {
+            self.challenge_count += 1;
+            self.stats.challenge_acks += 1;
+            self.ack_now = true;
+        } else {
+            self.stats.challenge_acks_suppressed += 1;
+        }
+    }
+
+    /// Whether `poll_transmit` is likely to produce a segment.
+    fn wants_transmit(&self) -> bool {
+        self.rst_due
+            || self.ack_now
+            || self.syn_due
+            || (self.state.is_synchronized()
+                && (self.buf_seq + self.send_buf.len()).gt(self.snd_nxt)
+                && self.snd_wnd > 0)
+            || self.fin_seq().is_some_and(|f| self.snd_nxt.le(f))
+    }
+}

@@ -1,0 +1,745 @@
+//! One TCP connection, sans-IO.
+//!
+//! # Driving a connection
+//!
+//! The stack owns the clock, the wire and the connection table. For each
+//! connection it calls, in this order:
+//!
+//! 1. **Handlers**, whenever something happens:
+//!    [`Connection::on_segment`] for every segment demultiplexed to it (the
+//!    returned [`SegmentOutcome`] may carry a RST to send verbatim and says
+//!    whether the connection just became established, was reset or closed),
+//!    and [`Connection::handle_timeout`] when the deadline from
+//!    [`Connection::poll_timeout`] has passed.
+//! 2. **Application calls** ([`Connection::send`], [`Connection::recv`],
+//!    [`Connection::shutdown_write`], [`Connection::close`],
+//!    [`Connection::abort`]) at any time.
+//! 3. **Pollers**, after any of the above: [`Connection::poll_transmit`] in a
+//!    loop until it returns `None`; for each segment, write the header with
+//!    the wire crate and copy the payload with [`Connection::read_payload`]
+//!    *before* the next call that mutates the connection. Then
+//!    [`Connection::poll_timeout`] for the next deadline to sleep until.
+//!    When [`Connection::is_closed`] is true, the stack removes the
+//!    connection from its table.
+//!
+//! Nothing here reads a clock, draws a random number or allocates per
+//! segment: the receive buffer is allocated at creation, the send buffer on
+//! the first `send`, and both are fixed thereafter.
+
+mod input;
+mod output;
+mod timeout;
+
+use super::config::TcpConfig;
+use super::congestion::{CongestionControl, Controller};
+use super::reassembly::Reassembly;
+use super::recovery::Recovery;
+use super::recv_buffer::RecvBuffer;
+use super::rtt::RttEstimator;
+use super::segment::{FourTuple, Options, Segment};
+use super::send_buffer::SendBuffer;
+use super::seq::SeqNumber;
+use super::state::State;
+use super::timers::{Timer, TimerSet};
+use crate::time::{Duration, Instant};
+
+/// Why a connection ended abnormally.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConnError {
+    /// The peer answered our SYN with a reset.
+    Refused,
+    /// The peer reset an open connection.
+    Reset,
+    /// Retransmissions, SYN retries or keepalive probes ran out.
+    TimedOut,
+    /// The application aborted the connection.
+    Aborted,
+}
+
+/// Why `send` wrote nothing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SendError {
+    /// The send buffer is full; retry once `is_writable`.
+    Full,
+    /// `shutdown_write` or `close` was called, or the peer's FIN has been
+    /// acknowledged and the connection is closing.
+    Closing,
+    /// The connection is closed, cleanly or not.
+    Closed(Option<ConnError>),
+}
+
+/// Why `recv` returned no data.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RecvError {
+    /// Nothing to read yet; retry once `is_readable`.
+    WouldBlock,
+    /// The application closed the connection.
+    Closed,
+    /// The connection failed.
+    Connection(ConnError),
+}
+
+/// Why `accept` refused a segment.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AcceptError {
+    /// The segment is not a bare SYN (it has ACK or RST, or lacks SYN).
+    NotASyn,
+}
+
+/// Why (part of) a segment was dropped. Each reason has a counter in
+/// [`Stats::drops`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DropReason {
+    /// `payload.len()` differs from `seg.payload_len`.
+    Malformed,
+    /// No connection state: CLOSED.
+    Closed,
+    /// RFC 9293 §3.10.7.4 first check: not in the receive window.
+    OutOfWindow,
+    /// RFC 7323 §5 PAWS: an old timestamp.
+    Paws,
+    /// Timestamps were negotiated but the segment has none (RFC 7323 §3.2).
+    MissingTimestamp,
+    /// A RST not exactly at RCV.NXT (RFC 5961 §3), or without an acceptable ACK.
+    Rst,
+    /// A SYN on a synchronized connection (RFC 5961 §4).
+    Syn,
+    /// No ACK bit where one is required.
+    NoAck,
+    /// Acknowledges data never sent, or too old (RFC 5961 §5), or
+    /// unacceptable in SYN-SENT / SYN-RECEIVED.
+    BadAck,
+    /// SYN-SENT received neither SYN nor RST.
+    NotSyn,
+    /// Data arrived after the application closed the socket; the connection
+    /// was reset.
+    DataAfterClose,
+    /// An out-of-order segment would exceed the island limit.
+    ReassemblyFull,
+    /// The segment arrived in a state that ignores it (e.g. a retransmitted
+    /// SYN in SYN-RECEIVED, which we answer by resending our SYN-ACK).
+    Ignored,
+}
+
+/// Per-reason drop counters.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DropCounters {
+    pub malformed: u64,
+    pub closed: u64,
+    pub out_of_window: u64,
+    pub paws: u64,
+    pub missing_timestamp: u64,
+    pub rst: u64,
+    pub syn: u64,
+    pub no_ack: u64,
+    pub bad_ack: u64,
+    pub not_syn: u64,
+    pub data_after_close: u64,
+    pub reassembly_full: u64,
+    pub ignored: u64,
+}
+
+impl DropCounters {
+    fn count(&mut self, reason: DropReason) {
+        let c = match reason {
+            DropReason::Malformed => &mut self.malformed,
+            DropReason::Closed => &mut self.closed,
+            DropReason::OutOfWindow => &mut self.out_of_window,
+            DropReason::Paws => &mut self.paws,
+            DropReason::MissingTimestamp => &mut self.missing_timestamp,
+            DropReason::Rst => &mut self.rst,
+            DropReason::Syn => &mut self.syn,
+            DropReason::NoAck => &mut self.no_ack,
+            DropReason::BadAck => &mut self.bad_ack,
+            DropReason::NotSyn => &mut self.not_syn,
+            DropReason::DataAfterClose => &mut self.data_after_close,
+            DropReason::ReassemblyFull => &mut self.reassembly_full,
+            DropReason::Ignored => &mut self.ignored,
+        };
+        *c += 1;
+    }
+}
+
+/// Counters and gauges of one connection.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    pub segments_in: u64,
+    pub segments_out: u64,
+    /// Payload bytes delivered in order to the receive buffer.
+    pub bytes_in: u64,
+    /// Payload bytes sent, retransmissions included.
+    pub bytes_out: u64,
+    /// Payload bytes the peer has acknowledged.
+    pub bytes_acked: u64,
+    /// Segments retransmitted (RTO, fast retransmit, SACK recovery, SYNs).
+    pub retransmits: u64,
+    pub bytes_retransmitted: u64,
+    pub rto_expirations: u64,
+    /// Loss-recovery episodes entered by duplicate ACKs or SACK.
+    pub fast_recoveries: u64,
+    pub dup_acks_in: u64,
+    pub challenge_acks: u64,
+    pub challenge_acks_suppressed: u64,
+    pub zero_window_probes: u64,
+    pub keepalive_probes: u64,
+    pub drops: DropCounters,
+}
+
+/// What an arriving segment did. `#[must_use]`: a `reply` must be sent.
+#[must_use]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SegmentOutcome {
+    /// The segment (or its data) was dropped, and why.
+    pub dropped: Option<DropReason>,
+    /// A RST to send now, verbatim and without payload. It is not part of the
+    /// connection's own stream, so it does not come from `poll_transmit`.
+    pub reply: Option<Segment>,
+    /// The handshake completed with this segment.
+    pub established: bool,
+    /// The peer's FIN was received, in order, with this segment.
+    pub peer_fin: bool,
+    /// The peer reset the connection.
+    pub reset: bool,
+    /// The connection is now CLOSED; the stack may remove it.
+    pub closed: bool,
+    /// `poll_transmit` has something to send (an ACK at least).
+    pub transmit: bool,
+}
+
+/// One TCP connection: RFC 9293 state plus its send and receive machinery.
+#[derive(Debug)]
+pub struct Connection {
+    tuple: FourTuple,
+    cfg: TcpConfig,
+    state: State,
+    /// Opened by `connect` (matters for a RST in SYN-RECEIVED).
+    active_open: bool,
+    error: Option<ConnError>,
+
+    // Send sequence space (RFC 9293 §3.3.1).
+    iss: SeqNumber,
+    snd_una: SeqNumber,
+    snd_nxt: SeqNumber,
+    /// One past the highest sequence number ever sent. SND.NXT is rewound to
+    /// SND.UNA by an RTO (go-back-N); acceptability uses this.
+    snd_max: SeqNumber,
+    snd_wnd: u32,
+    snd_wl1: SeqNumber,
+    snd_wl2: SeqNumber,
+    max_snd_wnd: u32,
+    snd_wscale: u8,
+    send_buf: SendBuffer,
+    /// Sequence number of the send buffer's first byte.
+    buf_seq: SeqNumber,
+    /// The application shut down writing: a FIN follows the buffered data.
+    fin_queued: bool,
+    /// Minshall's Nagle: end of the last sub-MSS segment sent.
+    snd_sml: SeqNumber,
+    /// Largest payload we put in a segment (peer MSS, our MSS, options).
+    eff_mss: usize,
+    nodelay: bool,
+    /// SYN (SYN-SENT) or SYN-ACK (SYN-RECEIVED) must be (re)sent.
+    syn_due: bool,
+    syn_retransmits: u32,
+    /// Consecutive RTO expiries without progress.
+    rto_in_row: u32,
+    probe_due: bool,
+    persist_backoff: u32,
+    keepalive: bool,
+    keepalive_due: bool,
+    keepalive_probes: u32,
+    rtt: RttEstimator,
+    /// RTT measurement without timestamps: (sequence number timed, sent at).
+    timed: Option<(SeqNumber, Instant)>,
+    cc: Controller,
+    /// The congestion window, not the application or the peer, limited the
+    /// last send decision (RFC 7661: only then may cwnd grow).
+    cwnd_limited: bool,
+    recovery: Recovery,
+    rst_due: bool,
+
+    // Receive sequence space.
+    irs: SeqNumber,
+    rcv_nxt: SeqNumber,
+    /// Right edge of the window we advertised; never moves left.
+    rcv_adv: SeqNumber,
+    rcv_wscale: u8,
+    recv_buf: RecvBuffer,
+    reassembly: Reassembly,
+    /// A FIN seen beyond a hole.
+    ooo_fin: Option<SeqNumber>,
+    fin_received: bool,
+    /// The application called `close`: no more reads.
+    read_closed: bool,
+    /// Largest segment payload seen from the peer (for "full-sized").
+    rcv_mss: usize,
+    ack_now: bool,
+    full_segments_unacked: u32,
+
+    // Negotiated options.
+    window_scaling: bool,
+    sack: bool,
+    timestamps: bool,
+    ts_recent: u32,
+    ts_recent_at: Instant,
+    last_ack_sent: SeqNumber,
+    ts_offset: u32,
+
+    challenge_window: Instant,
+    challenge_count: u32,
+    last_rx: Instant,
+    timers: TimerSet,
+    stats: Stats,
+}
+
+/// The options a peer's SYN (or SYN-ACK) carried, after clamping.
+#[derive(Clone, Copy, Debug)]
+struct PeerSyn {
+    mss: u16,
+    window_scale: Option<u8>,
+    sack: bool,
+    timestamp: Option<u32>,
+}
+
+impl PeerSyn {
+    fn from_options(o: &Options) -> PeerSyn {
+        PeerSyn {
+            mss: o.mss.unwrap_or(0),
+            // RFC 7323 §2.3: "If a Window Scale option is received with a
+            // shift.cnt value larger than 14, the TCP SHOULD log the error but
+            // MUST use 14 instead of the specified value."
+            window_scale: o.window_scale.map(|s| s.min(14)),
+            sack: o.sack_permitted,
+            timestamp: o.timestamp.map(|t| t.0),
+        }
+    }
+}
+
+impl Connection {
+    fn new(tuple: FourTuple, cfg: &TcpConfig, iss: SeqNumber, now: Instant, state: State) -> Connection {
+        let mss = usize::from(cfg.mss).max(1);
+        Connection {
+            tuple,
+            cfg: *cfg,
+            state,
+            active_open: state == State::SynSent,
+            error: None,
+            iss,
+            snd_una: iss,
+            snd_nxt: iss,
+            snd_max: iss,
+            snd_wnd: 0,
+            snd_wl1: SeqNumber(0),
+            snd_wl2: iss,
+            max_snd_wnd: 0,
+            snd_wscale: 0,
+            send_buf: SendBuffer::new(cfg.send_buffer_size.max(1)),
+            buf_seq: iss + 1,
+            fin_queued: false,
+            snd_sml: iss,
+            eff_mss: mss,
+            nodelay: cfg.nodelay,
+            syn_due: true,
+            syn_retransmits: 0,
+            rto_in_row: 0,
+            probe_due: false,
+            persist_backoff: 0,
+            keepalive: cfg.keepalive,
+            keepalive_due: false,
+            keepalive_probes: 0,
+            rtt: RttEstimator::new(cfg.initial_rto, cfg.min_rto, cfg.max_rto),
+            timed: None,
+            cc: Controller::new(cfg.congestion, mss * cfg.initial_cwnd_segments.max(1) as usize),
+            cwnd_limited: false,
+            recovery: Recovery::new(cfg.max_sack_ranges),
+            rst_due: false,
+            irs: SeqNumber(0),
+            rcv_nxt: SeqNumber(0),
+            rcv_adv: SeqNumber(0),
+            rcv_wscale: 0,
+            recv_buf: RecvBuffer::new(cfg.recv_buffer_size),
+            reassembly: Reassembly::new(cfg.max_ooo_ranges),
+            ooo_fin: None,
+            fin_received: false,
+            read_closed: false,
+            rcv_mss: 1,
+            ack_now: false,
+            full_segments_unacked: 0,
+            window_scaling: false,
+            sack: false,
+            timestamps: false,
+            ts_recent: 0,
+            ts_recent_at: now,
+            last_ack_sent: SeqNumber(0),
+            // RFC 7323 §5.4 suggests a random per-connection offset; the ISS
+            // is exactly that (keyed hash of the 4-tuple).
+            ts_offset: iss.0.rotate_left(13),
+            challenge_window: now,
+            challenge_count: 0,
+            last_rx: now,
+            timers: TimerSet::new(),
+            stats: Stats::default(),
+        }
+    }
+
+    /// An active open (RFC 9293 OPEN call, active): the connection starts in
+    /// SYN-SENT and its SYN comes out of the first `poll_transmit`.
+    /// `iss` should come from [`super::isn`].
+    pub fn connect(four_tuple: FourTuple, cfg: &TcpConfig, iss: SeqNumber, now: Instant) -> Connection {
+        Connection::new(four_tuple, cfg, iss, now, State::SynSent)
+    }
+
+    /// A passive open for a SYN that reached a listening port (RFC 9293
+    /// §3.10.7.2, LISTEN, "third check for a SYN"): the connection starts in
+    /// SYN-RECEIVED and its SYN-ACK comes out of the first `poll_transmit`.
+    /// [`super::Listener`] wraps this with backlog accounting and cookies.
+    pub fn accept(
+        four_tuple: FourTuple,
+        syn: &Segment,
+        cfg: &TcpConfig,
+        iss: SeqNumber,
+        now: Instant,
+    ) -> Result<Connection, AcceptError> {
+        if !syn.syn() || syn.rst() || syn.ack.is_some() {
+            return Err(AcceptError::NotASyn);
+        }
+        let mut c = Connection::new(four_tuple, cfg, iss, now, State::SynReceived);
+        // "Set RCV.NXT to SEG.SEQ+1, IRS is set to SEG.SEQ, and any other
+        // control or text should be queued for processing later." (Text in a
+        // SYN is dropped instead; the peer retransmits it.)
+        c.irs = syn.seq;
+        c.rcv_nxt = syn.seq + 1;
+        c.rcv_adv = c.rcv_nxt;
+        c.snd_wnd = u32::from(syn.window);
+        c.max_snd_wnd = c.snd_wnd;
+        c.snd_wl1 = syn.seq;
+        c.negotiate(&PeerSyn::from_options(&syn.options), now);
+        c.last_rx = now;
+        Ok(c)
+    }
+
+    /// A connection whose handshake was completed statelessly by a SYN
+    /// cookie: SYN-RECEIVED as if a SYN-ACK without window scaling, SACK or
+    /// timestamps had been sent. Feed it the completing ACK with `on_segment`.
+    pub(crate) fn from_cookie(
+        four_tuple: FourTuple,
+        cfg: &TcpConfig,
+        iss: SeqNumber,
+        irs: SeqNumber,
+        peer_mss: u16,
+        now: Instant,
+    ) -> Connection {
+        let mut c = Connection::new(four_tuple, cfg, iss, now, State::SynReceived);
+        c.irs = irs;
+        c.rcv_nxt = irs + 1;
+        c.negotiate(&PeerSyn { mss: peer_mss, window_scale: None, sack: false, timestamp: None }, now);
+        c.snd_nxt = iss + 1;
+        c.snd_max = iss + 1;
+        c.syn_due = false;
+        c.rcv_adv = c.rcv_nxt + c.recv_buf.free().min(65535);
+        c
+    }
+
+    /// Applies the peer's SYN options to what we offered (or will offer).
+    fn negotiate(&mut self, peer: &PeerSyn, now: Instant) {
+        // RFC 7323 §2.2: window scaling is used only if "both sides send Window
+        // Scale options in their <SYN> segments".
+        match (self.cfg.window_scaling, peer.window_scale) {
+            (true, Some(shift)) => {
+                self.window_scaling = true;
+                self.snd_wscale = shift;
+                self.rcv_wscale = self.cfg.our_window_scale();
+            }
+            _ => {
+                self.window_scaling = false;
+                self.snd_wscale = 0;
+                self.rcv_wscale = 0;
+            }
+        }
+        self.sack = self.cfg.sack && peer.sack;
+        self.recovery.set_sack(self.sack);
+        if let (true, Some(tsval)) = (self.cfg.timestamps, peer.timestamp) {
+            self.timestamps = true;
+            self.ts_recent = tsval;
+            self.ts_recent_at = now;
+        } else {
+            self.timestamps = false;
+        }
+        // RFC 9293 §3.7.1: "If an MSS Option is not received at connection
+        // setup, TCP implementations MUST assume a default send MSS of 536".
+        let peer_mss = if peer.mss == 0 { self.cfg.default_peer_mss } else { peer.mss };
+        let send_mss = peer_mss.max(self.cfg.min_peer_mss).min(self.cfg.mss.max(self.cfg.min_peer_mss));
+        // RFC 9293 §3.7.1: the payload shrinks by the options every segment
+        // carries ("Eff.snd.MSS = min(SendMSS+20, MMS_S) - TCPhdrsize - IPoptionsize").
+        let ts_len = if self.timestamps { 12 } else { 0 };
+        self.eff_mss = usize::from(send_mss).saturating_sub(ts_len).max(1);
+    }
+
+    // ---- Getters ----------------------------------------------------------
+
+    pub fn four_tuple(&self) -> FourTuple {
+        self.tuple
+    }
+    pub fn state(&self) -> State {
+        self.state
+    }
+    /// CLOSED: the stack may drop this connection from its table.
+    pub fn is_closed(&self) -> bool {
+        self.state == State::Closed && !self.rst_due
+    }
+    /// Why the connection failed, if it did.
+    pub fn error(&self) -> Option<ConnError> {
+        self.error
+    }
+    /// `recv` would return data, end-of-stream or an error.
+    pub fn is_readable(&self) -> bool {
+        self.recv_buf.readable() > 0 || self.fin_received || self.error.is_some()
+    }
+    /// `send` would accept at least one byte, or report an error.
+    pub fn is_writable(&self) -> bool {
+        self.error.is_some() || (self.state.can_send() && !self.fin_queued && self.send_buf.free() > 0)
+    }
+    /// Bytes ready for `recv`.
+    pub fn recv_queue(&self) -> usize {
+        self.recv_buf.readable()
+    }
+    /// Out-of-order islands held in the receive buffer (bounded by
+    /// `TcpConfig::max_ooo_ranges`).
+    pub fn ooo_islands(&self) -> usize {
+        self.reassembly.island_count()
+    }
+    /// Bytes written by the application and not yet acknowledged.
+    pub fn send_queue(&self) -> usize {
+        self.send_buf.len()
+    }
+    pub fn nodelay(&self) -> bool {
+        self.nodelay
+    }
+    /// Smoothed RTT, once measured.
+    pub fn srtt(&self) -> Option<Duration> {
+        self.rtt.srtt()
+    }
+    /// Current retransmission timeout, backoff included.
+    pub fn rto(&self) -> Duration {
+        self.rtt.rto()
+    }
+    /// Congestion window in bytes (NewReno inflation included).
+    pub fn cwnd(&self) -> usize {
+        self.cc.cwnd() + self.recovery.inflation()
+    }
+    pub fn ssthresh(&self) -> usize {
+        self.cc.ssthresh()
+    }
+    /// The peer's receive window, scaled.
+    pub fn send_window(&self) -> u32 {
+        self.snd_wnd
+    }
+    /// Largest payload per segment we send.
+    pub fn mss(&self) -> usize {
+        self.eff_mss
+    }
+    /// Whether SACK / timestamps / window scaling were negotiated.
+    pub fn sack_enabled(&self) -> bool {
+        self.sack
+    }
+    pub fn timestamps_enabled(&self) -> bool {
+        self.timestamps
+    }
+    pub fn window_scales(&self) -> (u8, u8) {
+        (self.snd_wscale, self.rcv_wscale)
+    }
+    pub fn stats(&self) -> Stats {
+        self.stats
+    }
+
+    // ---- Application calls -------------------------------------------------
+
+    /// TCP_NODELAY: turn Nagle's algorithm off (true) or on.
+    pub fn set_nodelay(&mut self, nodelay: bool) {
+        self.nodelay = nodelay;
+    }
+
+    /// SO_KEEPALIVE with the configured idle time, interval and count.
+    pub fn set_keepalive(&mut self, on: bool) {
+        self.keepalive = on;
+        if !on {
+            self.timers.stop(Timer::Keepalive);
+        }
+    }
+
+    /// Copies as much of `data` as fits into the send buffer and returns how
+    /// much that was. Data written before the handshake completes is sent
+    /// once it does.
+    pub fn send(&mut self, data: &[u8]) -> Result<usize, SendError> {
+        if let Some(e) = self.error {
+            return Err(SendError::Closed(Some(e)));
+        }
+        if self.fin_queued {
+            return Err(SendError::Closing);
+        }
+        if !self.state.can_send() {
+            return Err(if self.state == State::Closed { SendError::Closed(None) } else { SendError::Closing });
+        }
+        if data.is_empty() {
+            return Ok(0);
+        }
+        match self.send_buf.push(data) {
+            0 => Err(SendError::Full),
+            n => Ok(n),
+        }
+    }
+
+    /// Reads received bytes; `Ok(0)` means the peer closed its side and all
+    /// its data has been read.
+    pub fn recv(&mut self, buf: &mut [u8]) -> Result<usize, RecvError> {
+        if self.recv_buf.readable() > 0 && !buf.is_empty() {
+            let n = self.recv_buf.read(buf);
+            self.maybe_window_update();
+            return Ok(n);
+        }
+        if self.read_closed {
+            return Err(RecvError::Closed);
+        }
+        if let Some(e) = self.error {
+            return Err(RecvError::Connection(e));
+        }
+        if self.fin_received || buf.is_empty() {
+            return Ok(0);
+        }
+        Err(RecvError::WouldBlock)
+    }
+
+    /// Shuts down the sending direction: a FIN follows the queued data
+    /// (RFC 9293 CLOSE call; the receive side stays open — half-close).
+    pub fn shutdown_write(&mut self) -> Result<(), SendError> {
+        match self.state {
+            State::Closed => Err(SendError::Closed(self.error)),
+            // "If no SENDs have been issued and there is no pending data to
+            // send, then form a FIN segment and send it ... otherwise, queue for
+            // processing after entering ESTABLISHED state." (SYN-SENT queues too.)
+            State::SynSent | State::SynReceived => {
+                self.fin_queued = true;
+                Ok(())
+            }
+            // ESTABLISHED: "Queue this until all preceding SENDs have been
+            // segmentized, then form a FIN segment and send it. In any case,
+            // enter FIN-WAIT-1 state."
+            State::Established => {
+                self.fin_queued = true;
+                self.state = State::FinWait1;
+                Ok(())
+            }
+            // CLOSE-WAIT: "Queue this request until all preceding SENDs have
+            // been segmentized; then send a FIN segment, enter LAST-ACK state."
+            State::CloseWait => {
+                self.fin_queued = true;
+                self.state = State::LastAck;
+                Ok(())
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Closes both directions. Unread received data (now or later) resets the
+    /// connection, as RFC 2525 §2.17 recommends and Linux does; otherwise this
+    /// is `shutdown_write` and the connection lingers until the FIN exchange
+    /// completes (the stack keeps polling it).
+    pub fn close(&mut self) {
+        if self.state == State::SynSent {
+            // "SYN-SENT STATE: Delete the TCB".
+            self.enter_closed(None);
+            return;
+        }
+        if self.recv_buf.readable() > 0 {
+            self.abort();
+            return;
+        }
+        self.read_closed = true;
+        let _ = self.shutdown_write();
+        if self.state == State::FinWait2 {
+            self.timers.stop(Timer::Close);
+        }
+    }
+
+    /// Resets the connection (RFC 9293 ABORT call).
+    pub fn abort(&mut self) {
+        // "SYN-RECEIVED, ESTABLISHED, FIN-WAIT-1, FIN-WAIT-2, CLOSE-WAIT STATES:
+        // Send a reset segment: <SEQ=SND.NXT><CTL=RST>". Other states just
+        // delete the TCB.
+        if matches!(
+            self.state,
+            State::SynReceived | State::Established | State::FinWait1 | State::FinWait2 | State::CloseWait
+        ) {
+            self.rst_due = true;
+        }
+        self.enter_closed(Some(ConnError::Aborted));
+    }
+
+    // ---- Internal helpers shared by input, output and timeout ---------------
+
+    fn enter_closed(&mut self, error: Option<ConnError>) {
+        self.state = State::Closed;
+        if self.error.is_none() {
+            self.error = error;
+        }
+        self.timers.stop_all();
+        self.ack_now = false;
+        self.syn_due = false;
+        self.probe_due = false;
+        self.keepalive_due = false;
+    }
+
+    /// Sequence number of our FIN, once the application queued it.
+    fn fin_seq(&self) -> Option<SeqNumber> {
+        self.fin_queued.then(|| self.buf_seq + self.send_buf.len())
+    }
+
+    fn fin_acked(&self) -> bool {
+        self.fin_seq().is_some_and(|f| self.snd_una.gt(f))
+    }
+
+    /// The window to advertise, before scaling.
+    ///
+    /// RFC 9293 §3.8.6.2.2 (receiver SWS avoidance): "the receiver ... should
+    /// not advance the right window edge ... until the increase is at least
+    /// min(Fr * RCV.BUFF, Eff.snd.MSS)" with Fr = 1/2.
+    fn window_to_advertise(&self) -> usize {
+        let free = self.recv_buf.free();
+        let current = self.rcv_adv.since(self.rcv_nxt) as usize;
+        let threshold = (self.recv_buf.capacity() / 2).min(usize::from(self.cfg.mss));
+        if free >= current + threshold {
+            free
+        } else {
+            current.min(free)
+        }
+    }
+
+    /// After the application read: owe a window update when the window we can
+    /// now offer grew enough to matter (at least the SWS threshold, and at
+    /// least doubling what the peer sees).
+    fn maybe_window_update(&mut self) {
+        if !self.state.accepts_data() {
+            return;
+        }
+        let current = self.rcv_adv.since(self.rcv_nxt) as usize;
+        let offer = self.window_to_advertise();
+        if offer > current && offer >= 2 * current {
+            self.ack_now = true;
+        }
+    }
+
+    /// The timestamp clock: milliseconds plus the per-connection offset.
+    fn ts_now(&self, now: Instant) -> u32 {
+        (now.total_millis() as u32).wrapping_add(self.ts_offset)
+    }
+
+    /// Octets in flight as loss recovery counts them.
+    fn flight(&self) -> usize {
+        self.recovery.pipe(self.snd_una, self.snd_nxt, self.eff_mss)
+    }
+
+    /// Room the congestion window leaves.
+    fn cwnd_room(&self) -> usize {
+        self.cwnd().saturating_sub(self.flight())
+    }
+}

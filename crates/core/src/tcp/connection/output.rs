@@ -1,0 +1,322 @@
+//! Segment departure: what to send next, in priority order — RST, SYN or
+//! SYN-ACK, loss-recovery retransmissions, new data (Nagle, sender SWS
+//! avoidance, congestion and receive windows), FIN, zero-window and
+//! keepalive probes, and finally a bare ACK.
+
+use super::Connection;
+use crate::tcp::segment::{Flags, Options, Segment};
+use crate::tcp::seq::SeqNumber;
+use crate::tcp::state::State;
+use crate::tcp::timers::Timer;
+use crate::time::Instant;
+
+impl Connection {
+    /// The next segment to send, or `None`. Call in a loop after every
+    /// handler or application call.
+    ///
+    /// `max_payload` is the room after the IPv4 header and the fixed 20-byte
+    /// TCP header (MTU − 40 on a plain Ethernet link); TCP options come out of
+    /// it, so `seg.options.wire_len() + seg.payload_len <= max_payload`.
+    /// Copy the payload with [`Connection::read_payload`] before calling any
+    /// other `&mut self` method.
+    pub fn poll_transmit(&mut self, now: Instant, max_payload: usize) -> Option<Segment> {
+        if self.rst_due {
+            self.rst_due = false;
+            return Some(self.emit(Segment {
+                seq: self.snd_nxt,
+                ack: None,
+                flags: Flags::RST,
+                window: 0,
+                options: Options::default(),
+                payload_len: 0,
+            }));
+        }
+        match self.state {
+            State::Closed | State::Listen => None,
+            State::SynSent => self.syn_due.then(|| self.send_syn(now, false)),
+            // A bare ACK in SYN-RECEIVED would be our SYN-ACK without the SYN:
+            // resend the SYN-ACK instead (it acknowledges the same thing).
+            State::SynReceived => (self.syn_due || self.ack_now).then(|| self.send_syn(now, true)),
+            State::TimeWait => self.ack_now.then(|| self.bare_ack(now, max_payload)),
+            _ => self.transmit_synchronized(now, max_payload),
+        }
+    }
+
+    /// Copies the payload of `seg` (returned by the last `poll_transmit`)
+    /// from the send buffer into `dst[..seg.payload_len]`.
+    pub fn read_payload(&self, seg: &Segment, dst: &mut [u8]) {
+        let offset = seg.seq.since(self.buf_seq) as usize;
+        let n = seg.payload_len.min(dst.len());
+        self.send_buf.copy_out(offset, &mut dst[..n]);
+    }
+
+    /// RFC 9293 §3.10.1 (OPEN) / §3.10.7.2 (SYN in LISTEN): "<SEQ=ISS><CTL=SYN>"
+    /// or "<SEQ=ISS><ACK=RCV.NXT><CTL=SYN,ACK>", with our options.
+    fn send_syn(&mut self, now: Instant, with_ack: bool) -> Segment {
+        let first = self.snd_max == self.iss;
+        if first {
+            self.timed = Some((self.iss, now));
+        } else if self.syn_due {
+            self.stats.retransmits += 1;
+        }
+        let cfg = &self.cfg;
+        let mut options = Options { mss: Some(cfg.mss), ..Options::default() };
+        if with_ack {
+            // Only what the peer offered (RFC 7323 §2.2, §3.2; RFC 2018 §2).
+            if self.window_scaling {
+                options.window_scale = Some(self.rcv_wscale);
+            }
+            options.sack_permitted = self.sack;
+            if self.timestamps {
+                options.timestamp = Some((self.ts_now(now), self.ts_recent));
+            }
+        } else {
+            options.window_scale = cfg.window_scaling.then(|| cfg.our_window_scale());
+            options.sack_permitted = cfg.sack;
+            options.timestamp = cfg.timestamps.then(|| (self.ts_now(now), 0));
+        }
+        // "The window field in a segment where the SYN bit is set ... MUST NOT
+        // be scaled."
+        let window = self.recv_buf.free().min(65535);
+        let seg = Segment {
+            seq: self.iss,
+            ack: with_ack.then_some(self.rcv_nxt),
+            flags: Flags::SYN,
+            window: window as u16,
+            options,
+            payload_len: 0,
+        };
+        if with_ack {
+            self.rcv_adv = self.rcv_adv.max(self.rcv_nxt + window);
+            self.last_ack_sent = self.rcv_nxt;
+        }
+        self.syn_due = false;
+        self.ack_now = false;
+        self.snd_nxt = self.iss + 1;
+        self.snd_max = self.snd_max.max(self.iss + 1);
+        self.timers.set(Timer::Retransmit, now + self.rtt.rto());
+        self.emit(seg)
+    }
+
+    fn transmit_synchronized(&mut self, now: Instant, max_payload: usize) -> Option<Segment> {
+        let options = self.data_options(now);
+        let room = max_payload.saturating_sub(options.wire_len());
+        let mss = self.eff_mss.min(room);
+        if mss > 0 {
+            if let Some(seg) = self.next_data(now, mss, options) {
+                return Some(seg);
+            }
+        }
+        if self.keepalive_due {
+            // RFC 9293 §3.8.4: "sending a segment with SEG.SEQ = SND.NXT-1" so
+            // the peer must answer with an ACK.
+            self.keepalive_due = false;
+            self.stats.keepalive_probes += 1;
+            let mut seg = self.ack_segment(now, options);
+            seg.seq = self.snd_una - 1;
+            return Some(self.emit(seg));
+        }
+        self.ack_now.then(|| self.bare_ack(now, max_payload))
+    }
+
+    /// Timestamp and SACK options for a segment of the synchronized states.
+    fn data_options(&self, now: Instant) -> Options {
+        let mut options = Options::default();
+        if self.timestamps {
+            // RFC 7323 §3.2: "TSecr ... echoes TS.Recent".
+            options.timestamp = Some((self.ts_now(now), self.ts_recent));
+        }
+        if self.sack && !self.reassembly.is_empty() {
+            // RFC 2018 §3: at most 3 blocks fit beside a timestamp, 4 without.
+            options.sack_blocks = self.reassembly.sack_blocks(if self.timestamps { 3 } else { 4 });
+        }
+        options
+    }
+
+    fn ack_segment(&self, _now: Instant, options: Options) -> Segment {
+        Segment {
+            seq: self.snd_nxt,
+            ack: Some(self.rcv_nxt),
+            flags: Flags::NONE,
+            window: 0,
+            options,
+            payload_len: 0,
+        }
+    }
+
+    fn bare_ack(&mut self, now: Instant, max_payload: usize) -> Segment {
+        let mut options = self.data_options(now);
+        // Drop SACK blocks that do not fit (tiny MTUs only).
+        while options.wire_len() > max_payload && options.sack_blocks().count() > 0 {
+            let last = options.sack_blocks().count() - 1;
+            options.sack_blocks[last] = None;
+        }
+        let seg = self.ack_segment(now, options);
+        self.emit(seg)
+    }
+
+    /// Retransmissions from loss recovery, then new data (or, after an RTO,
+    /// go-back-N resends from SND.NXT), then the FIN, then probes.
+    fn next_data(&mut self, now: Instant, mss: usize, options: Options) -> Option<Segment> {
+        let buf_end = self.buf_seq + self.send_buf.len();
+        let cwnd_room = self.cwnd_room();
+        // RFC 6675 §5 (C): "If cwnd - pipe >= 1 SMSS the sender SHOULD transmit
+        // one or more segments" chosen by NextSeg(); the fast retransmit itself
+        // (4.3) goes out regardless of the window.
+        if let Some((seq, len)) = self.recovery.next_retransmit(self.snd_una, mss) {
+            let forced = self.recovery.in_recovery() && seq == self.snd_una;
+            if forced || cwnd_room >= mss {
+                let len = len.min(buf_end.since(seq) as usize);
+                let fin = self.fin_seq() == Some(seq + len) && self.snd_max.gt(seq + len);
+                if len > 0 || fin {
+                    self.recovery.on_retransmitted(seq, seq + len);
+                    return Some(self.data_segment(now, seq, len, fin, options));
+                }
+            }
+        }
+
+        let start = self.snd_nxt;
+        let available = buf_end.since(start) as usize;
+        let fin_pending = self.fin_seq().is_some_and(|f| start.le(f));
+        let resend = start.lt(self.snd_max);
+        let wnd_room = (self.snd_una + self.snd_wnd as usize).since(start) as usize;
+        let in_flight = self.snd_nxt.gt(self.snd_una);
+        let want = available.min(mss);
+        let len = want.min(wnd_room).min(cwnd_room);
+
+        if self.probe_due {
+            // RFC 9293 §3.8.6.1: "The sending TCP peer must regularly transmit at
+            // least one octet of new data (if available), even if the send window
+            // is zero". The probe does not advance SND.NXT; its ACK may.
+            self.probe_due = false;
+            if available > 0 && len == 0 {
+                self.stats.zero_window_probes += 1;
+                let seg = self.data_segment(now, start, 1, false, options);
+                self.snd_nxt = start;
+                self.timers.stop(Timer::Retransmit);
+                self.arm_persist(now);
+                return Some(seg);
+            }
+            // Window open but SWS-blocked: the override timeout sends what fits.
+            if len > 0 {
+                return Some(self.data_segment(now, start, len, false, options));
+            }
+        }
+
+        if len < want {
+            if cwnd_room < want.min(wnd_room) {
+                // Congestion-limited: wait for ACKs rather than send a runt.
+                self.cwnd_limited = true;
+                if len < want && in_flight {
+                    return self.rescue(now, mss, options, cwnd_room);
+                }
+            } else if len == 0 || !(resend || len * 2 >= self.max_snd_wnd as usize) {
+                // RFC 9293 §3.8.6.2.1 sender SWS avoidance: send only if "(1) a
+                // maximum-sized segment can be sent ... (2) data is pushed and
+                // all queued data can be sent now ... (3) at least a fraction Fs
+                // of the maximum window can be sent" (Fs = 1/2). Otherwise wait
+                // for the window, with the persist timer as the override.
+                if !in_flight {
+                    self.arm_persist(now);
+                }
+                return self.rescue(now, mss, options, cwnd_room);
+            }
+        } else if want > 0 {
+            self.cwnd_limited = false;
+        }
+
+        if len > 0 && len < mss && len == available && !resend && !self.nodelay && !fin_pending {
+            // Nagle (RFC 9293 §3.7.4): "If there is unacknowledged data (i.e.,
+            // SND.NXT > SND.UNA), then the sending TCP endpoint buffers all user
+            // data ... until the outstanding data has been acknowledged or until
+            // the TCP endpoint can send a full-sized segment". Minshall's variant:
+            // only while an earlier *small* segment is unacknowledged.
+            if in_flight && self.snd_sml.gt(self.snd_una) {
+                return None;
+            }
+        }
+        let fin = fin_pending && start + len == self.fin_seq().unwrap_or(start);
+        if len == 0 && !fin {
+            return self.rescue(now, mss, options, cwnd_room);
+        }
+        Some(self.data_segment(now, start, len, fin, options))
+    }
+
+    /// RFC 6675 NextSeg() rule (3), when neither a lost segment nor new data
+    /// could go.
+    fn rescue(&mut self, now: Instant, mss: usize, options: Options, cwnd_room: usize) -> Option<Segment> {
+        if cwnd_room < mss {
+            return None;
+        }
+        let (seq, len) = self.recovery.next_rescue(self.snd_una, mss)?;
+        let len = len.min((self.buf_seq + self.send_buf.len()).since(seq) as usize);
+        if len == 0 {
+            return None;
+        }
+        self.recovery.on_retransmitted(seq, seq + len);
+        Some(self.data_segment(now, seq, len, false, options))
+    }
+
+    /// A segment carrying `[seq, seq + len)` of the send buffer (and our FIN
+    /// when `fin`), with every side effect of sending it.
+    fn data_segment(&mut self, now: Instant, seq: SeqNumber, len: usize, fin: bool, options: Options) -> Segment {
+        let end = seq + len + usize::from(fin);
+        let retransmission = seq.lt(self.snd_max);
+        let buf_end = self.buf_seq + self.send_buf.len();
+        let mut flags = if fin { Flags::FIN } else { Flags::NONE };
+        if len > 0 && seq + len == buf_end {
+            flags |= Flags::PSH;
+        }
+        if retransmission {
+            self.stats.retransmits += 1;
+            self.stats.bytes_retransmitted += len as u64;
+            // Karn: an ACK covering a retransmitted segment cannot be timed.
+            if self.timed.is_some_and(|(t, _)| t.in_window(seq, end)) {
+                self.timed = None;
+            }
+        } else if self.timed.is_none() {
+            self.timed = Some((seq, now));
+        }
+        if seq == self.snd_nxt {
+            self.snd_nxt = end;
+        }
+        self.snd_max = self.snd_max.max(end);
+        if len < self.eff_mss {
+            self.snd_sml = end;
+        }
+        // RFC 6298 §5.1: "Every time a packet containing data is sent (including
+        // a retransmission), if the timer is not running, start it running so
+        // that it will expire after RTO seconds".
+        self.timers.start(Timer::Retransmit, now + self.rtt.rto());
+        self.stats.bytes_out += len as u64;
+        self.emit(Segment { seq, ack: Some(self.rcv_nxt), flags, window: 0, options, payload_len: len })
+    }
+
+    pub(super) fn arm_persist(&mut self, now: Instant) {
+        // RFC 9293 §3.8.6.1: "The transmitting host SHOULD send the first
+        // zero-window probe when a zero window has existed for the
+        // retransmission timeout period, and SHOULD increase exponentially the
+        // interval between successive probes."
+        let shift = self.persist_backoff.min(16);
+        let interval = self.rtt.rto().saturating_mul(1 << shift).min(self.cfg.max_rto);
+        self.timers.start(Timer::Persist, now + interval);
+    }
+
+    /// Fills in the window, records what the peer now knows (RFC 7323's
+    /// Last.ACK.sent, the advertised right edge), and clears owed ACKs: every
+    /// segment with an ACK satisfies them.
+    fn emit(&mut self, mut seg: Segment) -> Segment {
+        self.stats.segments_out += 1;
+        if seg.ack.is_some() && !seg.syn() {
+            let window = self.window_to_advertise();
+            let field = (window >> self.rcv_wscale).min(65535);
+            seg.window = field as u16;
+            self.rcv_adv = self.rcv_adv.max(self.rcv_nxt + (field << self.rcv_wscale));
+            self.last_ack_sent = self.rcv_nxt;
+            self.ack_now = false;
+            self.full_segments_unacked = 0;
+            self.timers.stop(Timer::DelayedAck);
+        }
+        seg
+    }
+}

@@ -1,0 +1,167 @@
+//! A listening port (RFC 9293 LISTEN state) with backlog accounting and
+//! SYN cookies.
+//!
+//! The stack keeps the connections (half-open ones included) in its own
+//! table; the listener only counts them. The stack reports each child's fate:
+//! [`Listener::child_established`] when a half-open child's `on_segment`
+//! outcome says `established`, [`Listener::half_open_gone`] when a half-open
+//! child closes before that, and [`Listener::accepted`] when the application
+//! takes an established child (or it dies while queued).
+
+use super::config::TcpConfig;
+use super::connection::{Connection, DropReason};
+use super::isn::{check_syn_cookie, isn, syn_cookie};
+use super::segment::{reset_for, Flags, FourTuple, Options, Segment};
+use crate::time::Instant;
+
+/// What to do with a segment that reached a listening port.
+#[derive(Debug)]
+pub enum ListenOutcome {
+    /// Drop it (and count the reason).
+    Drop(DropReason),
+    /// Send this segment verbatim (a RST, or a SYN-ACK carrying a cookie);
+    /// no state was kept.
+    Reply(Segment),
+    /// A new half-open connection in SYN-RECEIVED: insert it into the
+    /// connection table and `poll_transmit` it for its SYN-ACK.
+    HalfOpen(Connection),
+    /// A SYN cookie was validated: an ESTABLISHED connection (already fed
+    /// the completing ACK) for the accept queue. Also `poll_transmit` it.
+    Established(Connection),
+}
+
+/// Listener counters.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ListenerStats {
+    pub syns: u64,
+    pub syn_queue_overflows: u64,
+    pub accept_queue_overflows: u64,
+    pub cookies_sent: u64,
+    pub cookies_accepted: u64,
+    pub cookies_rejected: u64,
+    pub resets_sent: u64,
+}
+
+#[derive(Debug)]
+pub struct Listener {
+    cfg: TcpConfig,
+    secret: [u8; 16],
+    backlog: usize,
+    syn_cookies: bool,
+    half_open: usize,
+    accept_queue: usize,
+    stats: ListenerStats,
+}
+
+impl Listener {
+    /// `backlog` bounds both the half-open (SYN) queue and the accept queue.
+    /// `secret` keys ISNs and cookies; draw it from the OS RNG once.
+    pub fn new(cfg: &TcpConfig, backlog: usize, secret: [u8; 16], syn_cookies: bool) -> Listener {
+        Listener {
+            cfg: *cfg,
+            secret,
+            backlog: backlog.max(1),
+            syn_cookies,
+            half_open: 0,
+            accept_queue: 0,
+            stats: ListenerStats::default(),
+        }
+    }
+
+    pub fn half_open(&self) -> usize {
+        self.half_open
+    }
+    pub fn accept_queue_len(&self) -> usize {
+        self.accept_queue
+    }
+    pub fn stats(&self) -> ListenerStats {
+        self.stats
+    }
+
+    /// A half-open child completed its handshake.
+    pub fn child_established(&mut self) {
+        self.half_open = self.half_open.saturating_sub(1);
+        self.accept_queue += 1;
+    }
+    /// A half-open child died before completing its handshake.
+    pub fn half_open_gone(&mut self) {
+        self.half_open = self.half_open.saturating_sub(1);
+    }
+    /// An established child left the accept queue.
+    pub fn accepted(&mut self) {
+        self.accept_queue = self.accept_queue.saturating_sub(1);
+    }
+
+    /// RFC 9293 §3.10.7.2, LISTEN.
+    pub fn on_segment(&mut self, now: Instant, tuple: FourTuple, seg: &Segment, payload: &[u8]) -> ListenOutcome {
+        // "First, check for a RST: An incoming RST segment could not be valid
+        // ... An incoming RST should be ignored."
+        if seg.rst() {
+            return ListenOutcome::Drop(DropReason::Rst);
+        }
+        // "Second, check for an ACK: Any acknowledgment is bad if it arrives on
+        // a connection still in the LISTEN state. An acceptable reset segment
+        // should be formed for any arriving ACK-bearing segment." Except a
+        // genuine SYN cookie, which completes a handshake we kept no state for.
+        if let Some(ack) = seg.ack {
+            if self.syn_cookies && !seg.syn() {
+                if let Some(mss) = check_syn_cookie(&self.secret, &tuple, seg.seq - 1, ack - 1, now) {
+                    if self.accept_queue >= self.backlog {
+                        self.stats.accept_queue_overflows += 1;
+                        return ListenOutcome::Drop(DropReason::Ignored);
+                    }
+                    self.stats.cookies_accepted += 1;
+                    let mut conn = Connection::from_cookie(tuple, &self.cfg, ack - 1, seg.seq - 1, mss, now);
+                    let outcome = conn.on_segment(now, seg, payload);
+                    if outcome.established {
+                        self.accept_queue += 1;
+                        return ListenOutcome::Established(conn);
+                    }
+                    return ListenOutcome::Drop(outcome.dropped.unwrap_or(DropReason::BadAck));
+                }
+                self.stats.cookies_rejected += 1;
+            }
+            self.stats.resets_sent += 1;
+            return match reset_for(seg) {
+                Some(rst) => ListenOutcome::Reply(rst),
+                None => ListenOutcome::Drop(DropReason::Rst),
+            };
+        }
+        // "Third, check for a SYN".
+        if !seg.syn() {
+            // "Fourth, other data or control: ... drop the segment, and return."
+            return ListenOutcome::Drop(DropReason::NotSyn);
+        }
+        self.stats.syns += 1;
+        if self.accept_queue >= self.backlog {
+            // Like Linux: with a full accept queue even cookies cannot help.
+            self.stats.accept_queue_overflows += 1;
+            return ListenOutcome::Drop(DropReason::Ignored);
+        }
+        if self.half_open >= self.backlog {
+            self.stats.syn_queue_overflows += 1;
+            if !self.syn_cookies {
+                return ListenOutcome::Drop(DropReason::Ignored);
+            }
+            self.stats.cookies_sent += 1;
+            let peer_mss = seg.options.mss.unwrap_or(self.cfg.default_peer_mss).min(self.cfg.mss);
+            let cookie = syn_cookie(&self.secret, &tuple, seg.seq, peer_mss, now);
+            return ListenOutcome::Reply(Segment {
+                seq: cookie,
+                ack: Some(seg.seq + 1),
+                flags: Flags::SYN,
+                window: self.cfg.recv_buffer_size.min(65535) as u16,
+                options: Options { mss: Some(self.cfg.mss), ..Options::default() },
+                payload_len: 0,
+            });
+        }
+        let iss = isn(&self.secret, &tuple, now);
+        match Connection::accept(tuple, seg, &self.cfg, iss, now) {
+            Ok(conn) => {
+                self.half_open += 1;
+                ListenOutcome::HalfOpen(conn)
+            }
+            Err(_) => ListenOutcome::Drop(DropReason::NotSyn),
+        }
+    }
+}
