@@ -348,7 +348,7 @@ fn fragments_broadcast_ping_and_closed_port_leave_stack_answering() {
         assert!(out.stdout_str().contains(" 0 received"), "ping -s {size} (fragmented): {out}");
     }
     // Echo to the subnet broadcast is ignored (no smurf amplifier).
-    let out = ns.exec(&["ping", "-n", "-b", "-c", "2", "-i", "0.05", "-W", "1", &format!("10.77.20.255")], SECS(20));
+    let out = ns.exec(&["ping", "-n", "-b", "-c", "2", "-i", "0.05", "-W", "1", "10.77.20.255"], SECS(20));
     assert!(out.stdout_str().contains(" 0 received"), "broadcast ping answered: {out}");
     // A closed UDP port answers with ICMP port unreachable: socat sees ECONNREFUSED.
     let out = ns.exec_stdin(&["socat", "-T", "2", "-t", "1", "-", &format!("UDP:{dst}:9")], b"hello", SECS(15));
@@ -420,11 +420,9 @@ fn unwritable_pcap_and_duplicate_port_fail_cleanly() {
     assert_no_panic(&out.stderr);
 }
 
-// Known bugs, kept as ignored tests so they are easy to run once fixed
-// (`cargo test -p ustack --test tap_peers -- --ignored`).
+// Regressions for bugs these tests found (fixed in d20a313).
 
 #[test]
-#[ignore = "bug: `ustack: up on ...` is printed before --pcap/--udp-echo are set up, so a failing run says it is up and prints two lines"]
 fn startup_errors_do_not_claim_up_first() {
     skip_unless!();
     let out = up_in_ns("bugpcap", &["--device", "tap:e0", "--ip", "10.1.1.2/24", "--pcap", "/nonexistent-dir/x.pcap"]);
@@ -434,7 +432,6 @@ fn startup_errors_do_not_claim_up_first() {
 }
 
 #[test]
-#[ignore = "bug: --mac zz reports `malformed packet` instead of the expected MAC form"]
 fn bad_mac_names_expected_form() {
     let out = ustack(&["up", "--device", "tap:e0", "--ip", "10.1.1.2/24", "--mac", "zz"]);
     assert_eq!(out.code(), Some(2), "{out}");
@@ -443,7 +440,6 @@ fn bad_mac_names_expected_form() {
 }
 
 #[test]
-#[ignore = "bug: --udp-echo 0 is accepted and prints `UDP echo on port 0`"]
 fn udp_echo_port_zero_is_rejected() {
     skip_unless!();
     let out = up_in_ns("bugport0", &["--device", "tap:e0", "--ip", "10.1.1.2/24", "--udp-echo", "0"]);
