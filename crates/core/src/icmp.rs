@@ -2,7 +2,7 @@
 
 use crate::phy::{RxMeta, TxQueue};
 use crate::queue::PacketQueue;
-use crate::stack::Stack;
+use crate::stack::{Iface, Stack};
 use crate::time::Instant;
 use std::net::Ipv4Addr;
 use ustack_wire::{checksum, ChecksumMode, Icmpv4Packet, Icmpv4Repr, IpProtocol, Ipv4Repr, IPV4_HEADER_LEN};
@@ -117,38 +117,38 @@ impl Stack {
         meta: RxMeta,
         tx: &mut T,
     ) {
-        self.counters.icmp_rx += 1;
+        self.iface.counters.icmp_rx += 1;
         let Ok(packet) = Icmpv4Packet::new_checked(l4) else {
-            self.counters.drop_icmp_malformed += 1;
+            self.iface.counters.drop_icmp_malformed += 1;
             return;
         };
-        let trusted = meta.csum_verified && self.cfg.use_device_checksums;
+        let trusted = meta.csum_verified && self.iface.cfg.use_device_checksums;
         if !trusted && !packet.verify_checksum() {
-            self.counters.drop_icmp_checksum += 1;
+            self.iface.counters.drop_icmp_checksum += 1;
             return;
         }
         let Ok(repr) = Icmpv4Repr::parse(&packet, ChecksumMode::Ignore) else {
-            self.counters.drop_icmp_malformed += 1;
+            self.iface.counters.drop_icmp_malformed += 1;
             return;
         };
         match repr {
             // Like Linux's icmp_echo_ignore_broadcasts=1: a broadcast ping is
             // an amplification vector, not a question.
-            Icmpv4Repr::EchoRequest { .. } if broadcast => self.counters.drop_icmp_ignored += 1,
+            Icmpv4Repr::EchoRequest { .. } if broadcast => self.iface.counters.drop_icmp_ignored += 1,
             Icmpv4Repr::EchoRequest { .. } => {
                 // The reply is the request with type 0: copy it and patch the
                 // checksum incrementally (RFC 1624) instead of summing again.
                 let message = packet.into_inner();
                 let old = u16::from_be_bytes([message[2], message[3]]);
                 let sum = checksum::update(old, 0x0800, 0x0000);
-                let sent = self.send_ipv4(now, tx, ip.src_addr, IpProtocol::Icmp, message.len(), |b| {
+                let sent = self.iface.send_ipv4(now, tx, ip.src_addr, IpProtocol::Icmp, message.len(), |b| {
                     b.copy_from_slice(message);
                     b[0] = 0;
                     b[1] = 0;
                     b[2..4].copy_from_slice(&sum.to_be_bytes());
                 });
                 if sent.is_ok() {
-                    self.counters.icmp_echo_replies_sent += 1;
+                    self.iface.counters.icmp_echo_replies_sent += 1;
                 }
             }
             Icmpv4Repr::EchoReply { ident, seq_no, data } => {
@@ -157,47 +157,21 @@ impl Stack {
                     None => false,
                 };
                 if !queued {
-                    self.counters.drop_icmp_echo_reply_unwanted += 1;
+                    self.iface.counters.drop_icmp_echo_reply_unwanted += 1;
                 }
             }
-            _ => self.counters.drop_icmp_ignored += 1,
+            _ => self.iface.counters.drop_icmp_ignored += 1,
         }
     }
 
-    /// Answer a datagram nobody wanted with destination unreachable,
-    /// rate-limited. `datagram` is the whole offending IP packet.
-    pub(crate) fn send_icmp_unreachable<T: TxQueue>(
-        &mut self,
-        now: Instant,
-        ip: &Ipv4Repr,
-        datagram: &[u8],
-        code: Unreachable,
-        tx: &mut T,
-    ) {
-        if !self.icmp_errors.take(now) {
-            self.counters.icmp_errors_rate_limited += 1;
-            return;
-        }
-        let header_len = usize::from(datagram.first().map_or(5, |b| b & 0x0f)) * 4;
-        let quote = &datagram[..datagram.len().min(header_len + ICMP_QUOTE_PAYLOAD).max(IPV4_HEADER_LEN.min(datagram.len()))];
-        let sent = self.send_ipv4(now, tx, ip.src_addr, IpProtocol::Icmp, ICMP_HEADER_LEN + quote.len(), |b| {
-            b[..ICMP_HEADER_LEN].copy_from_slice(&[3, code as u8, 0, 0, 0, 0, 0, 0]);
-            b[ICMP_HEADER_LEN..].copy_from_slice(quote);
-            let sum = checksum::finish(checksum::sum(b));
-            b[2..4].copy_from_slice(&sum.to_be_bytes());
-        });
-        if sent.is_ok() {
-            self.counters.icmp_errors_sent += 1;
-        }
-    }
 
     /// Open a ping socket sending and receiving echoes with identifier `ident`.
     pub fn ping_open(&mut self, ident: u16) -> Result<PingHandle, PingError> {
         if self.ping.by_ident(ident).is_some() {
             return Err(PingError::IdentInUse);
         }
-        let n = self.cfg.ping_rx_packets;
-        let bytes = n * self.cfg.mtu;
+        let n = self.iface.cfg.ping_rx_packets;
+        let bytes = n * self.iface.cfg.mtu;
         self.ping.sockets.push(PingSocket { ident, rx: PacketQueue::new(n, bytes), tx: PacketQueue::new(n, bytes) });
         Ok(PingHandle(ident))
     }
@@ -209,7 +183,7 @@ impl Stack {
 
     /// Queue an echo request to `dst`; it leaves on the next poll.
     pub fn ping_send(&mut self, h: PingHandle, dst: Ipv4Addr, seq_no: u16, data: &[u8]) -> Result<(), PingError> {
-        let max = self.cfg.mtu - IPV4_HEADER_LEN - ICMP_HEADER_LEN;
+        let max = self.iface.cfg.mtu - IPV4_HEADER_LEN - ICMP_HEADER_LEN;
         if data.len() > max {
             return Err(PingError::TooBig { max });
         }
@@ -234,13 +208,42 @@ impl Stack {
             let mut queue = core::mem::take(&mut self.ping.sockets[i].tx);
             let ident = self.ping.sockets[i].ident;
             while let Some((&(dst, seq_no), data)) = queue.peek() {
-                let _ = self.send_ipv4(now, tx, dst, IpProtocol::Icmp, ICMP_HEADER_LEN + data.len(), |b| {
+                let _ = self.iface.send_ipv4(now, tx, dst, IpProtocol::Icmp, ICMP_HEADER_LEN + data.len(), |b| {
                     let repr = Icmpv4Repr::EchoRequest { ident, seq_no, data };
                     repr.emit(&mut Icmpv4Packet::new_unchecked(b), ChecksumMode::Verify);
                 });
                 queue.pop();
             }
             self.ping.sockets[i].tx = queue;
+        }
+    }
+}
+
+impl Iface {
+    /// Answer a datagram nobody wanted with destination unreachable,
+    /// rate-limited. `datagram` is the whole offending IP packet.
+    pub(crate) fn send_icmp_unreachable<T: TxQueue>(
+        &mut self,
+        now: Instant,
+        ip: &Ipv4Repr,
+        datagram: &[u8],
+        code: Unreachable,
+        tx: &mut T,
+    ) {
+        if !self.icmp_errors.take(now) {
+            self.counters.icmp_errors_rate_limited += 1;
+            return;
+        }
+        let header_len = usize::from(datagram.first().map_or(5, |b| b & 0x0f)) * 4;
+        let quote = &datagram[..datagram.len().min(header_len + ICMP_QUOTE_PAYLOAD).max(IPV4_HEADER_LEN.min(datagram.len()))];
+        let sent = self.send_ipv4(now, tx, ip.src_addr, IpProtocol::Icmp, ICMP_HEADER_LEN + quote.len(), |b| {
+            b[..ICMP_HEADER_LEN].copy_from_slice(&[3, code as u8, 0, 0, 0, 0, 0, 0]);
+            b[ICMP_HEADER_LEN..].copy_from_slice(quote);
+            let sum = checksum::finish(checksum::sum(b));
+            b[2..4].copy_from_slice(&sum.to_be_bytes());
+        });
+        if sent.is_ok() {
+            self.counters.icmp_errors_sent += 1;
         }
     }
 }

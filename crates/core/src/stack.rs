@@ -37,15 +37,22 @@ pub(crate) enum EgressDrop {
     IncompleteFull,
 }
 
-pub struct Stack {
+/// The interface: our addresses, the neighbour cache, and the counters —
+/// everything the IP output path needs, apart from the sockets, so a socket
+/// can be borrowed while its packet is written.
+pub(crate) struct Iface {
     pub(crate) cfg: StackConfig,
     pub(crate) counters: Counters,
     pub(crate) neighbors: NeighborCache,
+    pub(crate) icmp_errors: TokenBucket,
+    pub(crate) ip_ident: u16,
+}
+
+pub struct Stack {
+    pub(crate) iface: Iface,
     pub(crate) udp: UdpSockets,
     pub(crate) ping: PingSockets,
-    pub(crate) icmp_errors: TokenBucket,
     pub(crate) rng: Rng,
-    ip_ident: u16,
 }
 
 impl Stack {
@@ -56,27 +63,29 @@ impl Stack {
         let mut rng = Rng::new(seed);
         let hash_key = rng.next_u64();
         Stack {
-            neighbors: NeighborCache::new(&cfg, hash_key),
+            iface: Iface {
+                neighbors: NeighborCache::new(&cfg, hash_key),
+                icmp_errors: TokenBucket::new(cfg.icmp_error_rate, cfg.icmp_error_burst),
+                ip_ident: rng.next_u32() as u16,
+                cfg,
+                counters: Counters::default(),
+            },
             udp: UdpSockets::new(hash_key ^ 0x5555),
             ping: PingSockets::default(),
-            icmp_errors: TokenBucket::new(cfg.icmp_error_rate, cfg.icmp_error_burst),
-            ip_ident: rng.next_u32() as u16,
             rng,
-            cfg,
-            counters: Counters::default(),
         }
     }
 
     pub fn config(&self) -> &StackConfig {
-        &self.cfg
+        &self.iface.cfg
     }
 
     pub fn counters(&self) -> &Counters {
-        &self.counters
+        &self.iface.counters
     }
 
     pub fn neighbors(&self) -> &NeighborCache {
-        &self.neighbors
+        &self.iface.neighbors
     }
 
     /// Receive up to `budget` frames, then fire timers, transmit and flush.
@@ -97,7 +106,7 @@ impl Stack {
 
     /// The earliest time the stack has timer work; `None` when idle.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.neighbors.poll_timeout()
+        self.iface.neighbors.poll_timeout()
     }
 
     /// Fire every timer that is due at `now`. Harmless to call early or twice.
@@ -107,7 +116,7 @@ impl Stack {
             // Collect in small batches: the cache cannot be borrowed while we send.
             let mut n = 0;
             let mut dropped = 0;
-            self.neighbors.handle_timeout(now, |t| match t {
+            self.iface.neighbors.handle_timeout(now, |t| match t {
                 NeighborTimer::Request(ip) if n < requests.len() => {
                     requests[n] = ip;
                     n += 1;
@@ -115,9 +124,9 @@ impl Stack {
                 NeighborTimer::Request(_) => {}
                 NeighborTimer::Unreachable { dropped: d } => dropped += d,
             });
-            self.counters.drop_neighbor_unreachable += dropped as u64;
+            self.iface.counters.drop_neighbor_unreachable += dropped as u64;
             for &ip in &requests[..n] {
-                self.send_arp(tx, ArpOperation::Request, EthernetAddress::BROADCAST, EthernetAddress([0; 6]), ip);
+                self.iface.send_arp(tx, ArpOperation::Request, EthernetAddress::BROADCAST, EthernetAddress([0; 6]), ip);
             }
             if n < requests.len() {
                 break;
@@ -133,55 +142,111 @@ impl Stack {
 
     /// Handle one received frame; replies go straight to `tx`.
     pub fn receive<T: TxQueue>(&mut self, now: Instant, frame: &[u8], meta: RxMeta, tx: &mut T) {
-        self.counters.rx_frames += 1;
-        self.counters.rx_bytes += frame.len() as u64;
+        self.iface.counters.rx_frames += 1;
+        self.iface.counters.rx_bytes += frame.len() as u64;
         let Ok(eth) = EthernetFrame::new_checked(frame) else {
-            self.counters.drop_eth_truncated += 1;
+            self.iface.counters.drop_eth_truncated += 1;
             return;
         };
         let dst = eth.dst_addr();
-        if dst != self.cfg.mac && !dst.is_broadcast() {
-            self.counters.drop_eth_other_host += 1;
+        if dst != self.iface.cfg.mac && !dst.is_broadcast() {
+            self.iface.counters.drop_eth_other_host += 1;
             return;
         }
         // A priority tag (VLAN 0) is fine; a real VLAN is not ours.
         if eth.vlan_id().is_some_and(|v| v != 0) {
-            self.counters.drop_eth_unknown_type += 1;
+            self.iface.counters.drop_eth_unknown_type += 1;
             return;
         }
         match eth.ethertype() {
             EtherType::Arp => self.receive_arp(now, eth.payload(), tx),
             EtherType::Ipv4 => self.receive_ipv4(now, eth.payload(), meta, tx),
-            _ => self.counters.drop_eth_unknown_type += 1,
+            _ => self.iface.counters.drop_eth_unknown_type += 1,
         }
     }
 
     fn receive_arp<T: TxQueue>(&mut self, now: Instant, payload: &[u8], tx: &mut T) {
-        self.counters.arp_rx += 1;
+        self.iface.counters.arp_rx += 1;
         let Ok(repr) = ArpPacket::new_checked(payload).and_then(|p| ArpRepr::parse(&p)) else {
-            self.counters.drop_arp_malformed += 1;
+            self.iface.counters.drop_arp_malformed += 1;
             return;
         };
         let (smac, sip) = (repr.source_hardware_addr, repr.source_protocol_addr);
-        let ours = self.cfg.ipv4.addr;
+        let ours = self.iface.cfg.ipv4.addr;
         if !smac.is_unicast() || sip == ours || sip.is_broadcast() || sip.is_multicast() {
-            self.counters.drop_arp_bogus_sender += 1;
+            self.iface.counters.drop_arp_bogus_sender += 1;
             return;
         }
         let for_us = repr.target_protocol_addr == ours;
         // A probe (RFC 5227) has sender 0.0.0.0: answer it, learn nothing.
         if !sip.is_unspecified() {
-            let Stack { neighbors, counters, cfg, .. } = self;
+            let Iface { neighbors, counters, cfg, .. } = &mut self.iface;
             neighbors.confirm(now, sip, smac, for_us, |mac, packet| {
                 write_frame(counters, tx, cfg.mac, mac, EtherType::Ipv4, packet.len(), |b| b.copy_from_slice(packet));
             });
         }
         if for_us && repr.operation == ArpOperation::Request {
-            self.send_arp(tx, ArpOperation::Reply, smac, smac, sip);
-            self.counters.arp_replies_sent += 1;
+            self.iface.send_arp(tx, ArpOperation::Reply, smac, smac, sip);
+            self.iface.counters.arp_replies_sent += 1;
         }
     }
 
+
+    fn receive_ipv4<T: TxQueue>(&mut self, now: Instant, payload: &[u8], meta: RxMeta, tx: &mut T) {
+        self.iface.counters.ipv4_rx += 1;
+        let Ok(packet) = Ipv4Packet::new_checked(payload) else {
+            self.iface.counters.drop_ipv4_malformed += 1;
+            return;
+        };
+        let trusted = meta.csum_verified && self.iface.cfg.use_device_checksums;
+        if !trusted && !packet.verify_checksum() {
+            self.iface.counters.drop_ipv4_checksum += 1;
+            return;
+        }
+        let Ok(ip) = Ipv4Repr::parse(&packet, ChecksumMode::Ignore) else {
+            self.iface.counters.drop_ipv4_malformed += 1;
+            return;
+        };
+        let ours = self.iface.cfg.ipv4.addr;
+        let subnet_bcast = self.iface.cfg.ipv4.broadcast();
+        let broadcast = ip.dst_addr.is_broadcast() || Some(ip.dst_addr) == subnet_bcast;
+        if ip.dst_addr != ours && !broadcast {
+            self.iface.counters.drop_ipv4_other_host += 1;
+            return;
+        }
+        let src = ip.src_addr;
+        if src == ours
+            || src.is_broadcast()
+            || src.is_multicast()
+            || src.is_loopback()
+            || src.is_unspecified()
+            || Some(src) == subnet_bcast
+        {
+            self.iface.counters.drop_ipv4_martian += 1;
+            return;
+        }
+        if ip.more_frags || ip.frag_offset != 0 {
+            self.iface.counters.drop_ipv4_fragment += 1;
+            return;
+        }
+        // The datagram without Ethernet padding, for quoting in ICMP errors.
+        let datagram = &payload[..usize::from(packet.total_len())];
+        let l4 = packet.payload();
+        match ip.protocol {
+            IpProtocol::Icmp => self.receive_icmp(now, &ip, l4, broadcast, meta, tx),
+            IpProtocol::Udp => self.receive_udp(now, &ip, datagram, broadcast, meta, tx),
+            _ => {
+                self.iface.counters.drop_ipv4_unknown_protocol += 1;
+                if !broadcast {
+                    self.iface.send_icmp_unreachable(now, &ip, datagram, crate::icmp::Unreachable::Protocol, tx);
+                }
+            }
+        }
+    }
+
+}
+
+impl Iface {
     pub(crate) fn send_arp<T: TxQueue>(
         &mut self,
         tx: &mut T,
@@ -204,59 +269,6 @@ impl Stack {
             repr.emit(&mut ArpPacket::new_unchecked(b))
         });
     }
-
-    fn receive_ipv4<T: TxQueue>(&mut self, now: Instant, payload: &[u8], meta: RxMeta, tx: &mut T) {
-        self.counters.ipv4_rx += 1;
-        let Ok(packet) = Ipv4Packet::new_checked(payload) else {
-            self.counters.drop_ipv4_malformed += 1;
-            return;
-        };
-        let trusted = meta.csum_verified && self.cfg.use_device_checksums;
-        if !trusted && !packet.verify_checksum() {
-            self.counters.drop_ipv4_checksum += 1;
-            return;
-        }
-        let Ok(ip) = Ipv4Repr::parse(&packet, ChecksumMode::Ignore) else {
-            self.counters.drop_ipv4_malformed += 1;
-            return;
-        };
-        let ours = self.cfg.ipv4.addr;
-        let subnet_bcast = self.cfg.ipv4.broadcast();
-        let broadcast = ip.dst_addr.is_broadcast() || Some(ip.dst_addr) == subnet_bcast;
-        if ip.dst_addr != ours && !broadcast {
-            self.counters.drop_ipv4_other_host += 1;
-            return;
-        }
-        let src = ip.src_addr;
-        if src == ours
-            || src.is_broadcast()
-            || src.is_multicast()
-            || src.is_loopback()
-            || src.is_unspecified()
-            || Some(src) == subnet_bcast
-        {
-            self.counters.drop_ipv4_martian += 1;
-            return;
-        }
-        if ip.more_frags || ip.frag_offset != 0 {
-            self.counters.drop_ipv4_fragment += 1;
-            return;
-        }
-        // The datagram without Ethernet padding, for quoting in ICMP errors.
-        let datagram = &payload[..usize::from(packet.total_len())];
-        let l4 = packet.payload();
-        match ip.protocol {
-            IpProtocol::Icmp => self.receive_icmp(now, &ip, l4, broadcast, meta, tx),
-            IpProtocol::Udp => self.receive_udp(now, &ip, datagram, broadcast, meta, tx),
-            _ => {
-                self.counters.drop_ipv4_unknown_protocol += 1;
-                if !broadcast {
-                    self.send_icmp_unreachable(now, &ip, datagram, crate::icmp::Unreachable::Protocol, tx);
-                }
-            }
-        }
-    }
-
     /// Send an IPv4 packet we originate, with an L4 payload of `l4_len` bytes
     /// written in place by `fill` (which also computes the L4 checksum).
     pub(crate) fn send_ipv4<T: TxQueue>(

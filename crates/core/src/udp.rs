@@ -102,8 +102,8 @@ impl Stack {
         }
         let socket = UdpSocket {
             port,
-            rx: PacketQueue::new(self.cfg.udp_rx_packets, self.cfg.udp_rx_bytes),
-            tx: PacketQueue::new(self.cfg.udp_tx_packets, self.cfg.udp_tx_bytes),
+            rx: PacketQueue::new(self.iface.cfg.udp_rx_packets, self.iface.cfg.udp_rx_bytes),
+            tx: PacketQueue::new(self.iface.cfg.udp_tx_packets, self.iface.cfg.udp_tx_bytes),
             on_tx_list: false,
         };
         let idx = match self.udp.free.pop() {
@@ -145,7 +145,7 @@ impl Stack {
 
     /// Queue a datagram to `dst`; it leaves on the next poll.
     pub fn udp_send_to(&mut self, h: UdpHandle, dst: SocketAddrV4, data: &[u8]) -> Result<(), UdpSendError> {
-        let max = self.cfg.mtu - IPV4_HEADER_LEN - UDP_HEADER_LEN;
+        let max = self.iface.cfg.mtu - IPV4_HEADER_LEN - UDP_HEADER_LEN;
         if data.len() > max {
             return Err(UdpSendError::TooBig { max });
         }
@@ -191,40 +191,40 @@ impl Stack {
         meta: RxMeta,
         tx: &mut T,
     ) {
-        self.counters.udp_rx += 1;
+        self.iface.counters.udp_rx += 1;
         // `datagram` is trimmed to the IPv4 total length, so this is the UDP part.
         let l4 = &datagram[datagram.len() - ip.payload_len..];
         let Ok(packet) = UdpPacket::new_checked(l4) else {
-            self.counters.drop_udp_malformed += 1;
+            self.iface.counters.drop_udp_malformed += 1;
             return;
         };
         // A kernel peer on TAP/veth may leave only the pseudo-header sum
         // (CHECKSUM_PARTIAL); the device tells us, and then the data is intact.
-        let trusted = (meta.csum_verified || meta.csum_partial) && self.cfg.use_device_checksums;
+        let trusted = (meta.csum_verified || meta.csum_partial) && self.iface.cfg.use_device_checksums;
         if !trusted && !packet.verify_checksum(ip.src_addr, ip.dst_addr) {
-            self.counters.drop_udp_checksum += 1;
+            self.iface.counters.drop_udp_checksum += 1;
             return;
         }
         let Ok(repr) = UdpRepr::parse(&packet, ip.src_addr, ip.dst_addr, ChecksumMode::Ignore) else {
-            self.counters.drop_udp_malformed += 1;
+            self.iface.counters.drop_udp_malformed += 1;
             return;
         };
         let Some(&idx) = self.udp.by_port.get(&repr.dst_port) else {
-            self.counters.drop_udp_no_socket += 1;
+            self.iface.counters.drop_udp_no_socket += 1;
             if !broadcast {
-                self.send_icmp_unreachable(now, ip, datagram, Unreachable::Port, tx);
+                self.iface.send_icmp_unreachable(now, ip, datagram, Unreachable::Port, tx);
             }
             return;
         };
         let from = SocketAddrV4::new(ip.src_addr, repr.src_port);
         let s = self.udp.slots[idx as usize].as_mut().expect("port table points at live sockets");
         if s.rx.push(from, packet.payload()).is_err() {
-            self.counters.drop_udp_rx_queue_full += 1;
+            self.iface.counters.drop_udp_rx_queue_full += 1;
         }
     }
 
     pub(crate) fn transmit_udp<T: TxQueue>(&mut self, now: Instant, tx: &mut T) {
-        let src: Ipv4Addr = self.cfg.ipv4.addr;
+        let src: Ipv4Addr = self.iface.cfg.ipv4.addr;
         while let Some(idx) = self.udp.tx_list.pop_front() {
             let Some(s) = self.udp.slots[idx as usize].as_mut() else { continue };
             s.on_tx_list = false;
@@ -232,12 +232,12 @@ impl Stack {
             let mut queue = core::mem::take(&mut s.tx);
             while let Some((&dst, data)) = queue.peek() {
                 let repr = UdpRepr { src_port: port, dst_port: dst.port() };
-                let sent = self.send_ipv4(now, tx, *dst.ip(), IpProtocol::Udp, UDP_HEADER_LEN + data.len(), |b| {
+                let sent = self.iface.send_ipv4(now, tx, *dst.ip(), IpProtocol::Udp, UDP_HEADER_LEN + data.len(), |b| {
                     let payload_len = data.len();
                     repr.emit(&mut UdpPacket::new_unchecked(b), src, *dst.ip(), payload_len, |p| p.copy_from_slice(data), ChecksumMode::Verify);
                 });
                 if sent.is_ok() {
-                    self.counters.udp_tx += 1;
+                    self.iface.counters.udp_tx += 1;
                 }
                 queue.pop();
             }
