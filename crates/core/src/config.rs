@@ -3,6 +3,7 @@
 //! Capacities are runtime configuration, not Cargo features: one binary serves
 //! a small embedded test and a million-connection shard.
 
+use crate::tcp::TcpConfig;
 use crate::time::Duration;
 use std::net::Ipv4Addr;
 use ustack_wire::EthernetAddress;
@@ -110,6 +111,13 @@ pub struct StackConfig {
     pub ping_rx_packets: usize,
     /// Trust the device's checksum verdicts ([`crate::phy::RxMeta`]). Default true.
     pub use_device_checksums: bool,
+    /// Every TCP connection's tunables (buffers, timers, options, congestion
+    /// control); see [`TcpConfig`] for the defaults.
+    pub tcp: TcpConfig,
+    /// Answer SYNs with SYN cookies when a listener's SYN queue is full. Default true.
+    pub tcp_syn_cookies: bool,
+    /// TCP connections in the table at once, TIME-WAIT included. Default 1,048,576.
+    pub tcp_max_connections: usize,
 }
 
 impl StackConfig {
@@ -137,6 +145,9 @@ impl StackConfig {
             udp_tx_bytes: 256 * 1024,
             ping_rx_packets: 64,
             use_device_checksums: true,
+            tcp: TcpConfig::default(),
+            tcp_syn_cookies: true,
+            tcp_max_connections: 1 << 20,
         }
     }
 }

@@ -103,4 +103,28 @@ counters! {
     drop_no_route,
     /// Packets dropped because they exceed the MTU (fragmentation is not done).
     drop_too_big,
+    /// TCP segments received.
+    tcp_rx,
+    /// TCP segments sent (RSTs included).
+    tcp_tx,
+    /// RSTs sent.
+    tcp_rst_sent,
+    /// Connections that completed the handshake.
+    tcp_established,
+    /// TCP segments that are malformed (header, options).
+    drop_tcp_malformed,
+    /// TCP segments whose checksum is wrong.
+    drop_tcp_checksum,
+    /// TCP segments for no connection and no listener (answered with RST).
+    drop_tcp_no_socket,
+    /// TCP segments outside the receive window, or failing PAWS.
+    drop_tcp_out_of_window,
+    /// RSTs, SYNs and ACKs refused by RFC 5961's checks (blind-attack defence).
+    drop_tcp_rfc5961,
+    /// Out-of-order segments beyond the reassembly limit.
+    drop_tcp_reassembly_full,
+    /// TCP segments dropped for other reasons (state, missing ACK, listener limits).
+    drop_tcp_other,
+    /// New connections refused because the table is at `tcp_max_connections`.
+    drop_tcp_table_full,
 }

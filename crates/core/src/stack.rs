@@ -16,6 +16,7 @@ use crate::neighbor::{NeighborCache, NeighborTimer, Resolution};
 use crate::phy::{Device, RxMeta, RxQueue, TxMeta, TxQueue};
 use crate::rand::Rng;
 use crate::time::Instant;
+use crate::tcp_sockets::TcpSockets;
 use crate::udp::UdpSockets;
 use std::net::Ipv4Addr;
 use ustack_wire::{
@@ -52,6 +53,7 @@ pub struct Stack {
     pub(crate) iface: Iface,
     pub(crate) udp: UdpSockets,
     pub(crate) ping: PingSockets,
+    pub(crate) tcp: TcpSockets,
     pub(crate) rng: Rng,
 }
 
@@ -62,6 +64,8 @@ impl Stack {
     pub fn new(cfg: StackConfig, seed: u64) -> Stack {
         let mut rng = Rng::new(seed);
         let hash_key = rng.next_u64();
+        let tcp_secret = rng.key();
+        let tcp = TcpSockets::new(cfg.tcp, cfg.tcp_syn_cookies, cfg.tcp_max_connections, tcp_secret, hash_key ^ 0xaaaa);
         Stack {
             iface: Iface {
                 neighbors: NeighborCache::new(&cfg, hash_key),
@@ -72,6 +76,7 @@ impl Stack {
             },
             udp: UdpSockets::new(hash_key ^ 0x5555),
             ping: PingSockets::default(),
+            tcp,
             rng,
         }
     }
@@ -106,11 +111,15 @@ impl Stack {
 
     /// The earliest time the stack has timer work; `None` when idle.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.iface.neighbors.poll_timeout()
+        match (self.iface.neighbors.poll_timeout(), self.tcp.poll_timeout()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     /// Fire every timer that is due at `now`. Harmless to call early or twice.
     pub fn handle_timeout<T: TxQueue>(&mut self, now: Instant, tx: &mut T) {
+        self.handle_tcp_timeouts(now, tx);
         let mut requests = [Ipv4Addr::UNSPECIFIED; 16];
         loop {
             // Collect in small batches: the cache cannot be borrowed while we send.
@@ -136,6 +145,7 @@ impl Stack {
 
     /// Send what sockets have queued.
     pub fn transmit<T: TxQueue>(&mut self, now: Instant, tx: &mut T) {
+        self.transmit_tcp(now, tx);
         self.transmit_udp(now, tx);
         self.transmit_ping(now, tx);
     }
@@ -235,6 +245,9 @@ impl Stack {
         match ip.protocol {
             IpProtocol::Icmp => self.receive_icmp(now, &ip, l4, broadcast, meta, tx),
             IpProtocol::Udp => self.receive_udp(now, &ip, datagram, broadcast, meta, tx),
+            // TCP is unicast only (RFC 9293 §3.9.1.1 leaves no room for broadcast).
+            IpProtocol::Tcp if broadcast => self.iface.counters.drop_tcp_other += 1,
+            IpProtocol::Tcp => self.receive_tcp(now, &ip, l4, meta, tx),
             _ => {
                 self.iface.counters.drop_ipv4_unknown_protocol += 1;
                 if !broadcast {

@@ -1,0 +1,661 @@
+//! The stack's TCP: the connection table, listening ports, and the socket
+//! API on [`Stack`].
+//!
+//! The per-connection engine lives in [`crate::tcp`]; this file is the glue
+//! that makes it a stack:
+//! - arriving segments are demultiplexed by a hash of the 4-tuple, and SYNs
+//!   by listening port: O(1) per segment, whatever the number of
+//!   connections;
+//! - every connection's earliest deadline sits in one [`TimerWheel`], so
+//!   timer work is proportional to the timers that fire;
+//! - connections the application wrote to go on a transmit list, and those
+//!   whose readiness may have changed on a ready list, so neither transmit
+//!   nor the application's poll ever scans the table.
+//!
+//! A segment is answered in place: after `on_segment`, the connection's
+//! output (its ACK, and data the window now allows) is written straight into
+//! the device's transmit queue, the payload copied once from the send buffer.
+
+use crate::hash::{KeyedMap, KeyedState};
+use crate::phy::{RxMeta, TxQueue};
+use crate::stack::{Iface, Stack};
+use crate::tcp::{
+    self, Connection, DropReason, Flags, FourTuple, ListenOutcome, Listener, Options, RecvError, Segment,
+    SendError, SeqNumber, State, TcpConfig,
+};
+use crate::time::Instant;
+use crate::timer::TimerWheel;
+use std::collections::VecDeque;
+use std::net::SocketAddrV4;
+use ustack_wire::{
+    ChecksumMode, IpProtocol, Ipv4Repr, TcpFlags, TcpPacket, TcpRepr, TcpSeqNumber, IPV4_HEADER_LEN,
+};
+
+/// RFC 6056's suggested ephemeral range (also IANA's dynamic ports).
+const EPHEMERAL: core::ops::RangeInclusive<u16> = 49152..=65535;
+/// The fixed TCP header; options come out of the payload room.
+const TCP_HEADER_LEN: usize = 20;
+
+/// A TCP connection owned by the application.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct TcpHandle {
+    index: u32,
+    generation: u32,
+}
+
+/// Why a listen failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ListenError {
+    /// Another listener holds the port.
+    AddrInUse(u16),
+    /// Port 0 cannot be listened on.
+    InvalidPort,
+}
+
+/// Why a connect failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConnectError {
+    /// Every ephemeral port towards that destination is in use.
+    NoFreePort,
+    /// The connection table is at `tcp_max_connections`.
+    TableFull,
+    /// Port 0, or an address that is not unicast.
+    InvalidAddress,
+}
+
+impl core::fmt::Display for ListenError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            ListenError::AddrInUse(p) => write!(f, "TCP port {p} already has a listener"),
+            ListenError::InvalidPort => f.write_str("cannot listen on TCP port 0"),
+        }
+    }
+}
+
+impl std::error::Error for ListenError {}
+
+impl core::fmt::Display for ConnectError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            ConnectError::NoFreePort => f.write_str("no free ephemeral TCP port towards that destination"),
+            ConnectError::TableFull => f.write_str("the TCP connection table is full (tcp_max_connections)"),
+            ConnectError::InvalidAddress => f.write_str("cannot connect to port 0 or a non-unicast address"),
+        }
+    }
+}
+
+impl std::error::Error for ConnectError {}
+
+/// Where a passively opened connection stands towards its listener.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Child {
+    /// Not a listener's child, or already accepted.
+    None,
+    /// SYN-RECEIVED, counted in the listener's half-open total.
+    HalfOpen(u16),
+    /// Established and waiting in the listener's accept queue.
+    Queued(u16),
+}
+
+#[derive(Debug)]
+struct Slot {
+    conn: Connection,
+    generation: u32,
+    child: Child,
+    /// The application closed its handle; the slot goes when the
+    /// connection reaches CLOSED.
+    orphan: bool,
+    /// Reached CLOSED while the application still holds the handle: out of
+    /// the demultiplexing table, kept so the application can read why.
+    dead: bool,
+    on_tx_list: bool,
+    on_ready_list: bool,
+}
+
+#[derive(Debug)]
+struct ListenEntry {
+    listener: Listener,
+    accept_queue: VecDeque<u32>,
+}
+
+#[derive(Debug)]
+pub(crate) struct TcpSockets {
+    cfg: TcpConfig,
+    secret: [u8; 16],
+    syn_cookies: bool,
+    max_connections: usize,
+    slots: Vec<Option<Slot>>,
+    /// Generations survive their slot so a stale handle never matches.
+    generations: Vec<u32>,
+    free: Vec<u32>,
+    by_tuple: KeyedMap<FourTuple, u32>,
+    listeners: KeyedMap<u16, ListenEntry>,
+    timers: TimerWheel,
+    fired: Vec<u32>,
+    tx_list: VecDeque<u32>,
+    ready: VecDeque<u32>,
+    next_ephemeral: u32,
+    live: usize,
+}
+
+impl TcpSockets {
+    pub(crate) fn new(cfg: TcpConfig, syn_cookies: bool, max_connections: usize, secret: [u8; 16], hash_key: u64) -> TcpSockets {
+        TcpSockets {
+            cfg,
+            secret,
+            syn_cookies,
+            max_connections,
+            slots: Vec::new(),
+            generations: Vec::new(),
+            free: Vec::new(),
+            by_tuple: KeyedMap::with_hasher(KeyedState::new(hash_key)),
+            listeners: KeyedMap::with_hasher(KeyedState::new(hash_key.rotate_left(17))),
+            timers: TimerWheel::new(),
+            fired: Vec::new(),
+            tx_list: VecDeque::new(),
+            ready: VecDeque::new(),
+            next_ephemeral: 0,
+            live: 0,
+        }
+    }
+
+    pub(crate) fn poll_timeout(&self) -> Option<Instant> {
+        self.timers.poll_timeout()
+    }
+
+    fn insert(&mut self, conn: Connection, child: Child) -> u32 {
+        let tuple = conn.four_tuple();
+        let index = match self.free.pop() {
+            Some(i) => i,
+            None => {
+                self.slots.push(None);
+                self.generations.push(0);
+                (self.slots.len() - 1) as u32
+            }
+        };
+        let generation = self.generations[index as usize];
+        self.slots[index as usize] = Some(Slot {
+            conn,
+            generation,
+            child,
+            orphan: false,
+            dead: false,
+            on_tx_list: false,
+            on_ready_list: false,
+        });
+        self.by_tuple.insert(tuple, index);
+        self.live += 1;
+        index
+    }
+
+    /// Free a slot for good.
+    fn remove(&mut self, index: u32) {
+        if let Some(slot) = self.slots[index as usize].take() {
+            if !slot.dead {
+                self.by_tuple.remove(&slot.conn.four_tuple());
+                self.live -= 1;
+            }
+            self.timers.set(index, None);
+            self.generations[index as usize] = self.generations[index as usize].wrapping_add(1);
+            self.free.push(index);
+        }
+    }
+
+    fn slot(&self, h: TcpHandle) -> Option<&Slot> {
+        self.slots.get(h.index as usize)?.as_ref().filter(|s| s.generation == h.generation && !s.orphan)
+    }
+
+    fn slot_mut(&mut self, h: TcpHandle) -> Option<&mut Slot> {
+        self.slots.get_mut(h.index as usize)?.as_mut().filter(|s| s.generation == h.generation && !s.orphan)
+    }
+
+    fn handle(&self, index: u32) -> TcpHandle {
+        TcpHandle { index, generation: self.generations[index as usize] }
+    }
+
+    fn mark_tx(&mut self, index: u32) {
+        if let Some(s) = self.slots[index as usize].as_mut() {
+            if !s.on_tx_list {
+                s.on_tx_list = true;
+                self.tx_list.push_back(index);
+            }
+        }
+    }
+
+    fn mark_ready(&mut self, index: u32) {
+        if let Some(s) = self.slots[index as usize].as_mut() {
+            if !s.on_ready_list && !s.orphan && s.child == Child::None {
+                s.on_ready_list = true;
+                self.ready.push_back(index);
+            }
+        }
+    }
+
+    /// Bookkeeping after anything happened to a connection: its timer, its
+    /// listener's counts, and its removal once CLOSED.
+    fn settle(&mut self, index: u32) {
+        let Some(slot) = self.slots[index as usize].as_mut() else { return };
+        if !slot.conn.is_closed() {
+            let deadline = slot.conn.poll_timeout();
+            self.timers.set(index, deadline);
+            return;
+        }
+        match slot.child {
+            Child::HalfOpen(port) => {
+                if let Some(l) = self.listeners.get_mut(&port) {
+                    l.listener.half_open_gone();
+                }
+                self.remove(index);
+            }
+            // A queued child that died stays queued: accept hands it out and
+            // the application reads the error, as with BSD sockets.
+            Child::Queued(_) | Child::None if !slot.orphan => {
+                if !slot.dead {
+                    slot.dead = true;
+                    let tuple = slot.conn.four_tuple();
+                    self.by_tuple.remove(&tuple);
+                    self.live -= 1;
+                    self.timers.set(index, None);
+                    self.mark_ready(index);
+                }
+            }
+            _ => self.remove(index),
+        }
+    }
+}
+
+fn segment_from(repr: &TcpRepr<'_>) -> Segment {
+    let f = repr.flags;
+    let mut flags = Flags::NONE;
+    for (on, flag) in [(f.fin, Flags::FIN), (f.syn, Flags::SYN), (f.rst, Flags::RST), (f.psh, Flags::PSH), (f.ece, Flags::ECE), (f.cwr, Flags::CWR)] {
+        if on {
+            flags |= flag;
+        }
+    }
+    let mut sack_blocks = [None; 4];
+    for (out, block) in sack_blocks.iter_mut().zip(repr.sack_ranges.iter()) {
+        *out = block.map(|(l, r)| (SeqNumber(l), SeqNumber(r)));
+    }
+    Segment {
+        seq: SeqNumber(repr.seq_number.0),
+        ack: repr.ack_number.map(|a| SeqNumber(a.0)),
+        flags,
+        window: repr.window_len,
+        options: Options {
+            mss: repr.max_seg_size,
+            window_scale: repr.window_scale,
+            sack_permitted: repr.sack_permitted,
+            sack_blocks,
+            timestamp: repr.timestamp,
+        },
+        payload_len: repr.payload.len(),
+    }
+}
+
+fn repr_from(seg: &Segment, tuple: &FourTuple) -> TcpRepr<'static> {
+    let mut sack_ranges = [None; 4];
+    for (out, block) in sack_ranges.iter_mut().zip(seg.options.sack_blocks.iter()) {
+        *out = block.map(|(l, r)| (l.0, r.0));
+    }
+    TcpRepr {
+        src_port: tuple.local_port,
+        dst_port: tuple.remote_port,
+        seq_number: TcpSeqNumber(seg.seq.0),
+        ack_number: seg.ack.map(|a| TcpSeqNumber(a.0)),
+        flags: TcpFlags {
+            fin: seg.flags.fin(),
+            syn: seg.flags.syn(),
+            rst: seg.flags.rst(),
+            psh: seg.flags.psh(),
+            ack: seg.ack.is_some(),
+            urg: false,
+            ece: seg.flags.contains(Flags::ECE),
+            cwr: seg.flags.contains(Flags::CWR),
+        },
+        window_len: seg.window,
+        max_seg_size: seg.options.mss,
+        window_scale: seg.options.window_scale,
+        sack_permitted: seg.options.sack_permitted,
+        sack_ranges,
+        timestamp: seg.options.timestamp,
+        payload: &[],
+    }
+}
+
+impl Iface {
+    /// Send one TCP segment; its payload (if any) is copied in place by `payload`.
+    fn send_tcp<T: TxQueue>(
+        &mut self,
+        now: Instant,
+        tx: &mut T,
+        tuple: &FourTuple,
+        seg: &Segment,
+        payload: impl FnOnce(&mut [u8]),
+    ) -> bool {
+        let repr = repr_from(seg, tuple);
+        let header_len = repr.header_len();
+        let (src, dst) = (tuple.local_addr, tuple.remote_addr);
+        self.counters.tcp_tx += 1;
+        if seg.flags.rst() {
+            self.counters.tcp_rst_sent += 1;
+        }
+        self.send_ipv4(now, tx, dst, IpProtocol::Tcp, header_len + seg.payload_len, |b| {
+            repr.emit_header(&mut TcpPacket::new_unchecked(&mut *b), seg.payload_len);
+            payload(&mut b[header_len..]);
+            TcpPacket::new_unchecked(&mut *b).fill_checksum(src, dst);
+        })
+        .is_ok()
+    }
+
+    /// Write everything a connection wants to send now.
+    fn flush_connection<T: TxQueue>(&mut self, now: Instant, tx: &mut T, conn: &mut Connection) {
+        let max_payload = self.cfg.mtu - IPV4_HEADER_LEN - TCP_HEADER_LEN;
+        let tuple = conn.four_tuple();
+        while let Some(seg) = conn.poll_transmit(now, max_payload) {
+            let conn = &*conn;
+            self.send_tcp(now, tx, &tuple, &seg, |b| conn.read_payload(&seg, b));
+        }
+    }
+}
+
+impl Stack {
+    pub(crate) fn receive_tcp<T: TxQueue>(&mut self, now: Instant, ip: &Ipv4Repr, l4: &[u8], meta: RxMeta, tx: &mut T) {
+        let c = &mut self.iface.counters;
+        c.tcp_rx += 1;
+        let Ok(packet) = TcpPacket::new_checked(l4) else {
+            c.drop_tcp_malformed += 1;
+            return;
+        };
+        let trusted = (meta.csum_verified || meta.csum_partial) && self.iface.cfg.use_device_checksums;
+        if !trusted && !packet.verify_checksum(ip.src_addr, ip.dst_addr) {
+            c.drop_tcp_checksum += 1;
+            return;
+        }
+        let Ok(repr) = TcpRepr::parse(&packet, ip.src_addr, ip.dst_addr, ChecksumMode::Ignore) else {
+            c.drop_tcp_malformed += 1;
+            return;
+        };
+        let seg = segment_from(&repr);
+        let tuple = FourTuple {
+            local_addr: ip.dst_addr,
+            local_port: repr.dst_port,
+            remote_addr: ip.src_addr,
+            remote_port: repr.src_port,
+        };
+        let Stack { iface, tcp, .. } = self;
+        if let Some(&index) = tcp.by_tuple.get(&tuple) {
+            let slot = tcp.slots[index as usize].as_mut().expect("the table points at live slots");
+            let outcome = slot.conn.on_segment(now, &seg, repr.payload);
+            if let Some(reason) = outcome.dropped {
+                count_drop(&mut iface.counters, reason);
+            }
+            if let Some(rst) = outcome.reply {
+                iface.send_tcp(now, tx, &tuple, &rst, |_| {});
+            }
+            iface.flush_connection(now, tx, &mut slot.conn);
+            if outcome.established {
+                iface.counters.tcp_established += 1;
+                if let Child::HalfOpen(port) = slot.child {
+                    slot.child = Child::Queued(port);
+                    match tcp.listeners.get_mut(&port) {
+                        Some(l) => {
+                            l.listener.child_established();
+                            l.accept_queue.push_back(index);
+                        }
+                        // The listener went away: nobody will accept this.
+                        None => {
+                            slot.child = Child::None;
+                            slot.orphan = true;
+                            slot.conn.abort();
+                            iface.flush_connection(now, tx, &mut slot.conn);
+                        }
+                    }
+                }
+            }
+            tcp.mark_ready(index);
+            tcp.settle(index);
+            return;
+        }
+        if let Some(entry) = tcp.listeners.get_mut(&tuple.local_port) {
+            if tuple.local_addr == iface.cfg.ipv4.addr {
+                match entry.listener.on_segment(now, tuple, &seg, repr.payload) {
+                    ListenOutcome::Drop(reason) => count_drop(&mut iface.counters, reason),
+                    ListenOutcome::Reply(reply) => {
+                        iface.send_tcp(now, tx, &tuple, &reply, |_| {});
+                    }
+                    ListenOutcome::HalfOpen(mut conn) => {
+                        if tcp.live >= tcp.max_connections {
+                            entry.listener.half_open_gone();
+                            iface.counters.drop_tcp_table_full += 1;
+                            return;
+                        }
+                        iface.flush_connection(now, tx, &mut conn);
+                        let port = tuple.local_port;
+                        let index = tcp.insert(conn, Child::HalfOpen(port));
+                        tcp.settle(index);
+                    }
+                    ListenOutcome::Established(mut conn) => {
+                        if tcp.live >= tcp.max_connections {
+                            entry.listener.accepted();
+                            iface.counters.drop_tcp_table_full += 1;
+                            return;
+                        }
+                        iface.counters.tcp_established += 1;
+                        iface.flush_connection(now, tx, &mut conn);
+                        let port = tuple.local_port;
+                        let index = tcp.insert(conn, Child::Queued(port));
+                        if let Some(entry) = tcp.listeners.get_mut(&port) {
+                            entry.accept_queue.push_back(index);
+                        }
+                        tcp.settle(index);
+                    }
+                }
+                return;
+            }
+        }
+        // RFC 9293 §3.10.7.1: a segment for no connection gets a RST, unless
+        // it is one.
+        iface.counters.drop_tcp_no_socket += 1;
+        if let Some(rst) = tcp::reset_for(&seg) {
+            iface.send_tcp(now, tx, &tuple, &rst, |_| {});
+        }
+    }
+
+    pub(crate) fn handle_tcp_timeouts<T: TxQueue>(&mut self, now: Instant, tx: &mut T) {
+        let Stack { iface, tcp, .. } = self;
+        let mut fired = core::mem::take(&mut tcp.fired);
+        fired.clear();
+        tcp.timers.expire(now, &mut fired);
+        for &index in &fired {
+            let Some(slot) = tcp.slots[index as usize].as_mut() else { continue };
+            slot.conn.handle_timeout(now);
+            iface.flush_connection(now, tx, &mut slot.conn);
+            tcp.mark_ready(index);
+            tcp.settle(index);
+        }
+        tcp.fired = fired;
+    }
+
+    pub(crate) fn transmit_tcp<T: TxQueue>(&mut self, now: Instant, tx: &mut T) {
+        let Stack { iface, tcp, .. } = self;
+        while let Some(index) = tcp.tx_list.pop_front() {
+            let Some(slot) = tcp.slots[index as usize].as_mut() else { continue };
+            slot.on_tx_list = false;
+            iface.flush_connection(now, tx, &mut slot.conn);
+            tcp.settle(index);
+        }
+    }
+
+    /// Listen on `port` with room for `backlog` connections in the SYN queue
+    /// and again in the accept queue.
+    pub fn tcp_listen(&mut self, port: u16, backlog: usize) -> Result<(), ListenError> {
+        if port == 0 {
+            return Err(ListenError::InvalidPort);
+        }
+        if self.tcp.listeners.contains_key(&port) {
+            return Err(ListenError::AddrInUse(port));
+        }
+        let listener = Listener::new(&self.tcp.cfg, backlog.max(1), self.tcp.secret, self.tcp.syn_cookies);
+        self.tcp.listeners.insert(port, ListenEntry { listener, accept_queue: VecDeque::new() });
+        Ok(())
+    }
+
+    /// Stop listening; connections not yet accepted are reset.
+    pub fn tcp_unlisten(&mut self, port: u16) {
+        if let Some(entry) = self.tcp.listeners.remove(&port) {
+            for index in entry.accept_queue {
+                if let Some(slot) = self.tcp.slots[index as usize].as_mut() {
+                    slot.child = Child::None;
+                    slot.orphan = true;
+                    slot.conn.abort();
+                    self.tcp.mark_tx(index);
+                }
+            }
+        }
+    }
+
+    /// The next established connection on a listening port.
+    pub fn tcp_accept(&mut self, port: u16) -> Option<TcpHandle> {
+        let entry = self.tcp.listeners.get_mut(&port)?;
+        let index = entry.accept_queue.pop_front()?;
+        entry.listener.accepted();
+        let slot = self.tcp.slots[index as usize].as_mut()?;
+        slot.child = Child::None;
+        // Whatever arrived while it waited is news to the application.
+        self.tcp.mark_ready(index);
+        Some(self.tcp.handle(index))
+    }
+
+    /// Open a connection to `remote` from a random ephemeral port (RFC 6056).
+    /// The SYN leaves on the next poll.
+    pub fn tcp_connect(&mut self, now: Instant, remote: SocketAddrV4) -> Result<TcpHandle, ConnectError> {
+        let (remote_addr, remote_port) = (*remote.ip(), remote.port());
+        if remote_port == 0 || remote_addr.is_broadcast() || remote_addr.is_multicast() || remote_addr.is_unspecified() {
+            return Err(ConnectError::InvalidAddress);
+        }
+        if self.tcp.live >= self.tcp.max_connections {
+            return Err(ConnectError::TableFull);
+        }
+        let local_addr = self.iface.cfg.ipv4.addr;
+        let tcp = &mut self.tcp;
+        let (by_tuple, listeners) = (&tcp.by_tuple, &tcp.listeners);
+        let local_port = tcp::ephemeral_port(
+            &tcp.secret,
+            local_addr,
+            remote_addr,
+            remote_port,
+            EPHEMERAL,
+            &mut tcp.next_ephemeral,
+            |p| !listeners.contains_key(&p) && !by_tuple.contains_key(&FourTuple { local_addr, local_port: p, remote_addr, remote_port }),
+        )
+        .ok_or(ConnectError::NoFreePort)?;
+        let tuple = FourTuple { local_addr, local_port, remote_addr, remote_port };
+        let iss = tcp::isn(&tcp.secret, &tuple, now);
+        let conn = Connection::connect(tuple, &tcp.cfg, iss, now);
+        let index = tcp.insert(conn, Child::None);
+        tcp.mark_tx(index);
+        Ok(tcp.handle(index))
+    }
+
+    /// Queue data to send; returns how much fit in the send buffer.
+    pub fn tcp_send(&mut self, h: TcpHandle, data: &[u8]) -> Result<usize, SendError> {
+        let slot = self.tcp.slot_mut(h).ok_or(SendError::Closed(None))?;
+        let n = slot.conn.send(data)?;
+        self.tcp.mark_tx(h.index);
+        Ok(n)
+    }
+
+    /// Read received data; `Ok(0)` is the end of the stream.
+    pub fn tcp_recv(&mut self, h: TcpHandle, buf: &mut [u8]) -> Result<usize, RecvError> {
+        let slot = self.tcp.slot_mut(h).ok_or(RecvError::Closed)?;
+        let n = slot.conn.recv(buf)?;
+        // Reading opens the window: the engine decides whether that is news.
+        self.tcp.mark_tx(h.index);
+        Ok(n)
+    }
+
+    /// Send a FIN after the queued data; reading goes on.
+    pub fn tcp_shutdown(&mut self, h: TcpHandle) -> Result<(), SendError> {
+        let slot = self.tcp.slot_mut(h).ok_or(SendError::Closed(None))?;
+        slot.conn.shutdown_write()?;
+        self.tcp.mark_tx(h.index);
+        Ok(())
+    }
+
+    /// Close the handle. The connection finishes in the background (FIN,
+    /// TIME-WAIT); the handle is invalid from now on.
+    pub fn tcp_close(&mut self, h: TcpHandle) {
+        let Some(slot) = self.tcp.slot_mut(h) else { return };
+        if slot.dead {
+            self.tcp.remove(h.index);
+            return;
+        }
+        slot.conn.close();
+        slot.orphan = true;
+        self.tcp.mark_tx(h.index);
+    }
+
+    /// Reset the connection and release the handle.
+    pub fn tcp_abort(&mut self, h: TcpHandle) {
+        let Some(slot) = self.tcp.slot_mut(h) else { return };
+        if slot.dead {
+            self.tcp.remove(h.index);
+            return;
+        }
+        slot.conn.abort();
+        slot.orphan = true;
+        self.tcp.mark_tx(h.index);
+    }
+
+    /// The connection behind a handle, for its state, readiness and statistics.
+    pub fn tcp_connection(&self, h: TcpHandle) -> Option<&Connection> {
+        self.tcp.slot(h).map(|s| &s.conn)
+    }
+
+    /// The connection's state (`State::Closed` once it ended).
+    pub fn tcp_state(&self, h: TcpHandle) -> Option<State> {
+        self.tcp_connection(h).map(Connection::state)
+    }
+
+    /// Turn Nagle's algorithm off (like TCP_NODELAY) or back on.
+    pub fn tcp_set_nodelay(&mut self, h: TcpHandle, nodelay: bool) {
+        if let Some(s) = self.tcp.slot_mut(h) {
+            s.conn.set_nodelay(nodelay);
+            self.tcp.mark_tx(h.index);
+        }
+    }
+
+    /// Move the handles of connections whose readiness may have changed
+    /// since the last call (data, space, end of stream, error, established)
+    /// into `out`. Costs one step per handle returned.
+    pub fn tcp_ready(&mut self, out: &mut Vec<TcpHandle>) {
+        while let Some(index) = self.tcp.ready.pop_front() {
+            if let Some(slot) = self.tcp.slots[index as usize].as_mut() {
+                slot.on_ready_list = false;
+                if !slot.orphan {
+                    out.push(TcpHandle { index, generation: slot.generation });
+                }
+            }
+        }
+    }
+
+    /// Connections in the table (half-open, established, closing, TIME-WAIT).
+    pub fn tcp_connections(&self) -> usize {
+        self.tcp.live
+    }
+
+    /// Counters of a listening port.
+    pub fn tcp_listener_stats(&self, port: u16) -> Option<tcp::ListenerStats> {
+        self.tcp.listeners.get(&port).map(|e| e.listener.stats())
+    }
+}
+
+fn count_drop(c: &mut crate::counters::Counters, reason: DropReason) {
+    match reason {
+        DropReason::OutOfWindow | DropReason::Paws | DropReason::MissingTimestamp => c.drop_tcp_out_of_window += 1,
+        DropReason::Rst | DropReason::Syn | DropReason::BadAck => c.drop_tcp_rfc5961 += 1,
+        DropReason::ReassemblyFull => c.drop_tcp_reassembly_full += 1,
+        _ => c.drop_tcp_other += 1,
+    }
+}
+

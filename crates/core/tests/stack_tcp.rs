@@ -1,0 +1,160 @@
+//! TCP through whole stacks on the in-memory link: handshake, transfers in
+//! both directions (clean and lossy), close, RST for closed ports.
+
+mod common;
+
+use common::*;
+use std::net::SocketAddrV4;
+use ustack_core::tcp::State;
+use ustack_core::{Duration, TcpHandle};
+use ustack_device::LinkConfig;
+
+/// Advance virtual time to the next event (frame delivery or timer), bounded.
+fn step(p: &mut Pair) {
+    p.turn();
+    let next = [p.pa.next_delivery(), p.pb.next_delivery(), p.a.poll_timeout(), p.b.poll_timeout()]
+        .into_iter()
+        .flatten()
+        .min();
+    if let Some(t) = next {
+        if t > p.now {
+            p.now = t;
+        }
+    }
+}
+
+fn connect(p: &mut Pair, port: u16) -> (TcpHandle, TcpHandle) {
+    p.b.tcp_listen(port, 16).unwrap();
+    let client = p.a.tcp_connect(p.now, SocketAddrV4::new(B_IP, port)).unwrap();
+    for _ in 0..1000 {
+        step(p);
+        if let Some(server) = p.b.tcp_accept(port) {
+            for _ in 0..10 {
+                step(p);
+            }
+            assert_eq!(p.a.tcp_state(client), Some(State::Established));
+            return (client, server);
+        }
+    }
+    panic!("no connection");
+}
+
+/// A keyed pseudorandom byte at `offset`, so every byte can be checked on arrival.
+fn byte_at(offset: u64) -> u8 {
+    let mut z = offset.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    z ^= z >> 29;
+    (z.wrapping_mul(0xBF58_476D_1CE4_E5B9) >> 56) as u8
+}
+
+/// Send `total` bytes from `from` to `to` over the pair, checking each byte.
+fn transfer(p: &mut Pair, a_to_b: bool, src: TcpHandle, dst: TcpHandle, total: u64) {
+    let mut sent = 0u64;
+    let mut received = 0u64;
+    let mut buf = vec![0u8; 16384];
+    let mut chunk = vec![0u8; 16384];
+    let mut steps = 0u64;
+    while received < total {
+        let (s, r) = if a_to_b { (&mut p.a, &mut p.b) } else { (&mut p.b, &mut p.a) };
+        while sent < total {
+            let n = (total - sent).min(chunk.len() as u64) as usize;
+            for (i, b) in chunk[..n].iter_mut().enumerate() {
+                *b = byte_at(sent + i as u64);
+            }
+            match s.tcp_send(src, &chunk[..n]) {
+                Ok(0) | Err(_) => break,
+                Ok(k) => sent += k as u64,
+            }
+        }
+        loop {
+            match r.tcp_recv(dst, &mut buf) {
+                Ok(0) => panic!("early end of stream at {received}"),
+                Ok(n) => {
+                    for (i, &b) in buf[..n].iter().enumerate() {
+                        assert_eq!(b, byte_at(received + i as u64), "byte {} corrupted", received + i as u64);
+                    }
+                    received += n as u64;
+                }
+                Err(_) => break,
+            }
+        }
+        step(p);
+        steps += 1;
+        assert!(steps < 5_000_000, "transfer stalled at {received} of {total}");
+    }
+}
+
+fn close_both(p: &mut Pair, client: TcpHandle, server: TcpHandle) {
+    p.a.tcp_shutdown(client).unwrap();
+    let mut buf = [0u8; 64];
+    for _ in 0..10_000 {
+        step(p);
+        if p.b.tcp_recv(server, &mut buf) == Ok(0) {
+            break;
+        }
+    }
+    assert_eq!(p.b.tcp_recv(server, &mut buf), Ok(0), "server sees end of stream");
+    p.b.tcp_close(server);
+    for _ in 0..10_000 {
+        step(p);
+        if p.a.tcp_recv(client, &mut buf) == Ok(0) {
+            break;
+        }
+    }
+    assert_eq!(p.a.tcp_recv(client, &mut buf), Ok(0), "client sees end of stream");
+    p.a.tcp_close(client);
+    // TIME-WAIT and the last ACKs drain; both tables empty out.
+    for _ in 0..100_000 {
+        if p.a.tcp_connections() == 0 && p.b.tcp_connections() == 0 {
+            break;
+        }
+        step(p);
+    }
+    assert_eq!((p.a.tcp_connections(), p.b.tcp_connections()), (0, 0));
+}
+
+#[test]
+fn handshake_transfer_both_ways_and_close() {
+    let mut p = Pair::new();
+    let (c, s) = connect(&mut p, 80);
+    transfer(&mut p, true, c, s, 4 << 20);
+    transfer(&mut p, false, s, c, 4 << 20);
+    close_both(&mut p, c, s);
+    assert_eq!(p.a.counters().drop_tcp_checksum + p.b.counters().drop_tcp_checksum, 0);
+}
+
+#[test]
+fn lossy_link_delivers_every_byte() {
+    for (loss, seed_note) in [(0.01, "1%"), (0.05, "5%")] {
+        let link = LinkConfig {
+            loss,
+            duplicate: 0.01,
+            reorder: 0.02,
+            corrupt: 0.01,
+            delay: Duration::from_millis(1),
+            ..LinkConfig::default()
+        };
+        let mut p = Pair::with_link(link);
+        let (c, s) = connect(&mut p, 80);
+        transfer(&mut p, true, c, s, 2 << 20);
+        transfer(&mut p, false, s, c, 2 << 20);
+        close_both(&mut p, c, s);
+        let corrupt_caught = p.a.counters().drop_tcp_checksum
+            + p.b.counters().drop_tcp_checksum
+            + p.a.counters().drop_ipv4_checksum
+            + p.b.counters().drop_ipv4_checksum;
+        assert!(corrupt_caught > 0, "{seed_note}: corruption was injected and must be caught by checksums");
+    }
+}
+
+#[test]
+fn closed_port_answers_rst_and_connect_is_refused() {
+    let mut p = Pair::new();
+    let c = p.a.tcp_connect(p.now, SocketAddrV4::new(B_IP, 81)).unwrap();
+    for _ in 0..100 {
+        step(&mut p);
+    }
+    assert_eq!(p.b.counters().drop_tcp_no_socket, 1);
+    assert_eq!(p.b.counters().tcp_rst_sent, 1);
+    let mut buf = [0u8; 4];
+    assert!(p.a.tcp_recv(c, &mut buf).is_err());
+}
