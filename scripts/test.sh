@@ -10,7 +10,7 @@ if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends \
-    iproute2 iputils-ping arping socat tcpdump tshark ethtool procps >/dev/null
+    iproute2 iputils-ping arping socat tcpdump tshark ethtool procps curl python3 iperf3 nginx coreutils util-linux libcap2-bin tmux >/dev/null
 else
   echo "== not root (or no apt): real-peer tests will report themselves skipped"
 fi
