@@ -23,7 +23,7 @@ impl Connection {
         if self.rst_due {
             self.rst_due = false;
             return Some(self.emit(Segment {
-                seq: self.snd_nxt,
+                seq: self.snd_max,
                 ack: None,
                 flags: Flags::RST,
                 window: 0,
@@ -133,9 +133,12 @@ impl Connection {
         options
     }
 
+    /// RFC 9293's "<SEQ=SND.NXT><ACK=RCV.NXT><CTL=ACK>". Our SND.NXT may have
+    /// been rewound by go-back-N; the peer's RCV.NXT can be as far as our
+    /// SND.MAX, and an ACK below it would be unacceptable there.
     fn ack_segment(&self, _now: Instant, options: Options) -> Segment {
         Segment {
-            seq: self.snd_nxt,
+            seq: self.snd_max,
             ack: Some(self.rcv_nxt),
             flags: Flags::NONE,
             window: 0,

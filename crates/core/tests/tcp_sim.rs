@@ -1,0 +1,275 @@
+//! Deterministic simulated transfers: two `Connection`s joined by a lossy,
+//! reordering, duplicating link in virtual time.
+//!
+//! The link has a bottleneck (rate and a drop-tail queue), a propagation
+//! delay with jitter (which reorders), random loss (corruption is modelled as
+//! loss: the stack's checksum drops corrupted frames) and duplication, all
+//! driven by a seeded SplitMix64. Time jumps to the next deadline (a delivery
+//! or a connection timer); a step bound fails the test on livelock. Each side
+//! streams a keyed pseudorandom byte sequence indexed by offset and the other
+//! checks every byte on arrival.
+
+use std::net::Ipv4Addr;
+use ustack_core::tcp::{CongestionAlgorithm, Connection, FourTuple, Segment, SeqNumber, State, TcpConfig};
+use ustack_core::time::{Duration, Instant};
+
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+    /// True with probability `per_mille / 1000`.
+    fn chance(&mut self, per_mille: u64) -> bool {
+        self.next() % 1000 < per_mille
+    }
+}
+
+fn mix(x: u64) -> u64 {
+    Rng(x).next()
+}
+
+/// The byte at `offset` of side `side`'s stream.
+fn stream_byte(side: usize, offset: u64) -> u8 {
+    (mix((side as u64) << 56 ^ (offset >> 3)) >> ((offset & 7) * 8)) as u8
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Params {
+    seed: u64,
+    bytes: u64,
+    loss_per_mille: u64,
+    dup_per_mille: u64,
+    cfg: TcpConfig,
+    /// Bottleneck rate in bytes per second.
+    rate: u64,
+    delay: Duration,
+    jitter: Duration,
+    queue: Duration,
+}
+
+impl Params {
+    fn new(seed: u64, bytes: u64, loss_per_mille: u64) -> Params {
+        Params {
+            seed,
+            bytes,
+            loss_per_mille,
+            dup_per_mille: if loss_per_mille > 0 { 5 } else { 0 },
+            cfg: TcpConfig::default(),
+            rate: 12_500_000, // 100 Mbit/s
+            delay: Duration::from_millis(10),
+            jitter: Duration::from_millis(if loss_per_mille > 0 { 2 } else { 0 }),
+            queue: Duration::from_millis(30),
+        }
+    }
+}
+
+struct InFlight {
+    at: Instant,
+    order: u64,
+    to: usize,
+    seg: Segment,
+    payload: Vec<u8>,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+struct Summary {
+    end: Instant,
+    retransmits: [u64; 2],
+    segments: [u64; 2],
+}
+
+const MTU_PAYLOAD: usize = 1460;
+
+fn tuple(side: usize) -> FourTuple {
+    let a = (Ipv4Addr::new(10, 0, 0, 1), 40000);
+    let b = (Ipv4Addr::new(10, 0, 0, 2), 80);
+    let (l, r) = if side == 0 { (a, b) } else { (b, a) };
+    FourTuple { local_addr: l.0, local_port: l.1, remote_addr: r.0, remote_port: r.1 }
+}
+
+fn run(p: Params) -> Summary {
+    let mut rng = Rng(p.seed);
+    let mut now = Instant::from_secs(1);
+    let client = Connection::connect(tuple(0), &p.cfg, SeqNumber(rng.next() as u32), now);
+    let mut conns: [Option<Connection>; 2] = [Some(client), None];
+    let server_iss = SeqNumber(rng.next() as u32);
+    let mut queue: Vec<InFlight> = Vec::new();
+    let mut order = 0u64;
+    let mut link_free = [now; 2];
+    let mut written = [0u64; 2];
+    let mut read = [0u64; 2];
+    let mut eof = [false; 2];
+    let mut shut = [false; 2];
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut frame = vec![0u8; MTU_PAYLOAD];
+    let mut steps = 0u64;
+    loop {
+        steps += 1;
+        assert!(steps < 3_000_000, "livelock at {now}: {:?}", conns.each_ref().map(|c| c.as_ref().map(|c| c.state())));
+        // Applications: write the stream, read and verify the peer's.
+        for side in 0..2 {
+            let Some(c) = conns[side].as_mut() else { continue };
+            while written[side] < p.bytes {
+                let room = p.cfg.send_buffer_size - c.send_queue();
+                let n = ((p.bytes - written[side]) as usize).min(buf.len()).min(room);
+                if n == 0 {
+                    break;
+                }
+                for (i, b) in buf[..n].iter_mut().enumerate() {
+                    *b = stream_byte(side, written[side] + i as u64);
+                }
+                match c.send(&buf[..n]) {
+                    Ok(k) => written[side] += k as u64,
+                    Err(_) => break,
+                }
+            }
+            if written[side] == p.bytes && !shut[side] && c.state() != State::SynSent {
+                c.shutdown_write().unwrap();
+                shut[side] = true;
+            }
+            loop {
+                match c.recv(&mut buf) {
+                    Ok(0) => {
+                        eof[side] = true;
+                        break;
+                    }
+                    Ok(n) => {
+                        for (i, &b) in buf[..n].iter().enumerate() {
+                            let off = read[side] + i as u64;
+                            assert_eq!(b, stream_byte(1 - side, off), "side {side} byte {off} corrupted");
+                        }
+                        read[side] += n as u64;
+                    }
+                    Err(_) => break,
+                }
+            }
+        }
+        // Transmit onto the link.
+        for side in 0..2 {
+            let Some(c) = conns[side].as_mut() else { continue };
+            while let Some(seg) = c.poll_transmit(now, MTU_PAYLOAD) {
+                assert!(seg.options.wire_len() + seg.payload_len <= MTU_PAYLOAD);
+                c.read_payload(&seg, &mut frame[..seg.payload_len]);
+                if rng.chance(p.loss_per_mille) {
+                    continue;
+                }
+                let copies = if rng.chance(p.dup_per_mille) { 2 } else { 1 };
+                for _ in 0..copies {
+                    let wire = (seg.payload_len + 40) as u64;
+                    let start = link_free[side].max(now);
+                    if start.saturating_since(now) > p.queue {
+                        continue; // drop-tail
+                    }
+                    let done = start + Duration::from_nanos(wire * 1_000_000_000 / p.rate);
+                    link_free[side] = done;
+                    let jitter = if p.jitter.is_zero() {
+                        Duration::ZERO
+                    } else {
+                        Duration::from_micros(rng.next() % p.jitter.as_micros() as u64)
+                    };
+                    order += 1;
+                    queue.push(InFlight {
+                        at: done + p.delay + jitter,
+                        order,
+                        to: 1 - side,
+                        seg,
+                        payload: frame[..seg.payload_len].to_vec(),
+                    });
+                }
+            }
+        }
+        let done = |c: &Option<Connection>| c.as_ref().is_some_and(|c| matches!(c.state(), State::Closed | State::TimeWait));
+        if read == [p.bytes; 2] && eof == [true; 2] && done(&conns[0]) && done(&conns[1]) {
+            break;
+        }
+        // Jump to the next event.
+        let next_packet = queue.iter().map(|f| (f.at, f.order)).min();
+        let next_timer = conns.iter().flatten().filter_map(|c| c.poll_timeout()).min();
+        let next = match (next_packet.map(|p| p.0), next_timer) {
+            (Some(a), Some(b)) => a.min(b),
+            (Some(a), None) | (None, Some(a)) => a,
+            (None, None) => panic!("stalled at {now}: read {read:?} eof {eof:?}\n{:#?}", conns),
+        };
+        now = now.max(next);
+        // Deliver everything due, in arrival order.
+        queue.sort_by_key(|f| std::cmp::Reverse((f.at, f.order)));
+        while queue.last().is_some_and(|f| f.at <= now) {
+            let f = queue.pop().unwrap();
+            if f.to == 1 && conns[1].is_none() {
+                if !f.seg.syn() || f.seg.ack.is_some() {
+                    continue;
+                }
+                conns[1] = Some(Connection::accept(tuple(1), &f.seg, &p.cfg, server_iss, now).unwrap());
+                continue;
+            }
+            let Some(c) = conns[f.to].as_mut() else { continue };
+            let out = c.on_segment(now, &f.seg, &f.payload);
+            assert!(out.reply.is_none() || c.state() == State::Closed, "unexpected RST reply {out:?}");
+        }
+        for c in conns.iter_mut().flatten() {
+            c.handle_timeout(now);
+        }
+    }
+    let stats = conns.each_ref().map(|c| c.as_ref().unwrap().stats());
+    Summary {
+        end: now,
+        retransmits: [stats[0].retransmits, stats[1].retransmits],
+        segments: [stats[0].segments_out, stats[1].segments_out],
+    }
+}
+
+const MIB: u64 = 1024 * 1024;
+
+macro_rules! transfer_tests {
+    ($($name:ident: loss $loss:expr, sack $sack:expr, ts $ts:expr, $cc:ident;)*) => {$(
+        #[test]
+        fn $name() {
+            let mut p = Params::new(0x5eed ^ $loss, 3 * MIB, $loss);
+            p.cfg.sack = $sack;
+            p.cfg.timestamps = $ts;
+            p.cfg.congestion = CongestionAlgorithm::$cc;
+            let s = run(p);
+            eprintln!("{}: {:?}", stringify!($name), s);
+        }
+    )*};
+}
+
+transfer_tests! {
+    clean_cubic: loss 0, sack true, ts true, Cubic;
+    clean_newreno_plain: loss 0, sack false, ts false, NewReno;
+    loss1_cubic_sack_ts: loss 10, sack true, ts true, Cubic;
+    loss1_cubic_sack: loss 10, sack true, ts false, Cubic;
+    loss1_cubic_ts: loss 10, sack false, ts true, Cubic;
+    loss1_cubic_plain: loss 10, sack false, ts false, Cubic;
+    loss1_newreno_sack_ts: loss 10, sack true, ts true, NewReno;
+    loss1_newreno_sack: loss 10, sack true, ts false, NewReno;
+    loss1_newreno_ts: loss 10, sack false, ts true, NewReno;
+    loss1_newreno_plain: loss 10, sack false, ts false, NewReno;
+    loss5_cubic_sack_ts: loss 50, sack true, ts true, Cubic;
+    loss5_cubic_sack: loss 50, sack true, ts false, Cubic;
+    loss5_cubic_ts: loss 50, sack false, ts true, Cubic;
+    loss5_cubic_plain: loss 50, sack false, ts false, Cubic;
+    loss5_newreno_sack_ts: loss 50, sack true, ts true, NewReno;
+    loss5_newreno_sack: loss 50, sack true, ts false, NewReno;
+    loss5_newreno_ts: loss 50, sack false, ts true, NewReno;
+    loss5_newreno_plain: loss 50, sack false, ts false, NewReno;
+}
+
+#[test]
+fn same_seed_same_run() {
+    let p = Params::new(42, MIB, 30);
+    assert_eq!(run(p), run(p));
+}
+
+#[test]
+fn small_buffers_and_window_scaling_off() {
+    let mut p = Params::new(7, MIB, 20);
+    p.cfg.window_scaling = false;
+    p.cfg.send_buffer_size = 20_000;
+    p.cfg.recv_buffer_size = 9_000;
+    run(p);
+}
