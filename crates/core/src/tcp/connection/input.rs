@@ -81,7 +81,8 @@ impl Connection {
         // to SEG.SEQ."
         self.irs = seg.seq;
         self.rcv_nxt = seg.seq + 1;
-        self.rcv_adv = self.rcv_nxt;
+        // Our SYN advertised this much, unscaled.
+        self.rcv_adv = self.rcv_nxt + self.recv_buf.free().min(65535);
         self.last_rx = now;
         self.negotiate(&PeerSyn::from_options(&seg.options), now);
         // RFC 7323 §2.2: "The window field in a segment where the SYN bit is set
@@ -133,6 +134,14 @@ impl Connection {
             self.syn_due = true;
             out.dropped = Some(DropReason::Ignored);
             return;
+        }
+        // Simultaneous open (RFC 9293 Figure 8, line 5): the peer's SYN,ACK
+        // repeats the SYN we already took in SYN-SENT. Its SYN lies just left of
+        // the window; take the segment for its ACK (as Linux does) instead of
+        // answering it with a challenge ACK.
+        if self.state == State::SynReceived && self.active_open && seg.syn() && seg.ack.is_some() && seg.seq + 1 == self.rcv_nxt {
+            let rest = Segment { seq: self.rcv_nxt, flags: seg.flags.without(crate::tcp::segment::Flags::SYN), ..*seg };
+            return self.on_segment_synchronized(now, &rest, payload, out);
         }
 
         // RFC 7323 §5.3 R1: "If there is a Timestamps option in the arriving
@@ -453,18 +462,18 @@ impl Connection {
         // sequence numbers may be held for later processing"; text past the
         // right edge is dropped and its FIN with it).
         let room = self.rcv_adv.since(seq) as usize;
+        if !self.state.accepts_data() {
+            // CLOSE-WAIT, CLOSING, LAST-ACK, TIME-WAIT: "This should not occur
+            // since a FIN has been received from the remote side. Ignore the
+            // segment text." (A second FIN is ignored likewise.)
+            return;
+        }
         if data.len() > room {
             data = &data[..room];
             fin = false;
             self.ack_now = true;
         }
         if !data.is_empty() {
-            if !self.state.accepts_data() {
-                // CLOSE-WAIT, CLOSING, LAST-ACK, TIME-WAIT: "This should not
-                // occur since a FIN has been received from the remote side.
-                // Ignore the segment text."
-                return;
-            }
             if self.read_closed {
                 // The application will never read this: reset (RFC 2525 §2.17).
                 out.reply = reset_for(seg);
