@@ -47,6 +47,8 @@ pub(crate) struct Iface {
     pub(crate) neighbors: NeighborCache,
     pub(crate) icmp_errors: TokenBucket,
     pub(crate) ip_ident: u16,
+    /// The device completes TCP checksums (from its capabilities, read on every poll).
+    pub(crate) tx_csum_offload: bool,
 }
 
 pub struct Stack {
@@ -71,6 +73,7 @@ impl Stack {
                 neighbors: NeighborCache::new(&cfg, hash_key),
                 icmp_errors: TokenBucket::new(cfg.icmp_error_rate, cfg.icmp_error_burst),
                 ip_ident: rng.next_u32() as u16,
+                tx_csum_offload: false,
                 cfg,
                 counters: Counters::default(),
             },
@@ -96,6 +99,7 @@ impl Stack {
     /// Receive up to `budget` frames, then fire timers, transmit and flush.
     /// Returns the number of frames received.
     pub fn poll<D: Device>(&mut self, now: Instant, device: &mut D, budget: usize) -> usize {
+        self.iface.tx_csum_offload = device.caps().tx_checksum;
         let (rx, tx) = device.queues();
         let mut n = 0;
         while n < budget {
@@ -192,7 +196,8 @@ impl Stack {
         if !sip.is_unspecified() {
             let Iface { neighbors, counters, cfg, .. } = &mut self.iface;
             neighbors.confirm(now, sip, smac, for_us, |mac, packet| {
-                write_frame(counters, tx, cfg.mac, mac, EtherType::Ipv4, packet.len(), |b| b.copy_from_slice(packet));
+                let meta = TxMeta::default();
+                write_frame(counters, tx, meta, cfg.mac, mac, EtherType::Ipv4, packet.len(), |b| b.copy_from_slice(packet));
             });
         }
         if for_us && repr.operation == ArpOperation::Request {
@@ -278,7 +283,7 @@ impl Iface {
         if operation == ArpOperation::Request {
             self.counters.arp_requests_sent += 1;
         }
-        write_frame(&mut self.counters, tx, self.cfg.mac, eth_dst, EtherType::Arp, repr.buffer_len(), |b| {
+        write_frame(&mut self.counters, tx, TxMeta::default(), self.cfg.mac, eth_dst, EtherType::Arp, repr.buffer_len(), |b| {
             repr.emit(&mut ArpPacket::new_unchecked(b))
         });
     }
@@ -292,6 +297,22 @@ impl Iface {
         protocol: IpProtocol,
         l4_len: usize,
         fill: impl FnOnce(&mut [u8]),
+    ) -> Result<(), EgressDrop> {
+        self.send_ipv4_offload(now, tx, dst, protocol, l4_len, |b, _| fill(b))
+    }
+
+    /// As [`Iface::send_ipv4`], but `fill` is told whether the device will
+    /// complete the L4 checksum (then it writes only the pseudo-header sum,
+    /// CHECKSUM_PARTIAL style). Packets that must wait for ARP always get a
+    /// full checksum: they leave later, through a path that carries no metadata.
+    pub(crate) fn send_ipv4_offload<T: TxQueue>(
+        &mut self,
+        now: Instant,
+        tx: &mut T,
+        dst: Ipv4Addr,
+        protocol: IpProtocol,
+        l4_len: usize,
+        fill: impl FnOnce(&mut [u8], bool),
     ) -> Result<(), EgressDrop> {
         let ip_len = IPV4_HEADER_LEN + l4_len;
         if ip_len > self.cfg.mtu {
@@ -322,8 +343,9 @@ impl Iface {
             frag_offset: 0,
             dscp_ecn: 0,
         };
-        let write_ip = move |b: &mut [u8]| {
-            fill(&mut b[IPV4_HEADER_LEN..]);
+        let offload = self.tx_csum_offload;
+        let write_ip = move |b: &mut [u8], partial: bool| {
+            fill(&mut b[IPV4_HEADER_LEN..], partial);
             repr.emit(&mut Ipv4Packet::new_unchecked(b), ChecksumMode::Verify);
         };
         let mac = match next_hop.map(|hop| (hop, self.neighbors.resolve(now, hop))) {
@@ -337,7 +359,7 @@ impl Iface {
                 if request {
                     self.send_arp(tx, ArpOperation::Request, EthernetAddress::BROADCAST, EthernetAddress([0; 6]), hop);
                 }
-                return if self.neighbors.enqueue(hop, ip_len, write_ip) {
+                return if self.neighbors.enqueue(hop, ip_len, |b| write_ip(b, false)) {
                     self.counters.neighbor_pending_queued += 1;
                     Ok(())
                 } else {
@@ -350,7 +372,8 @@ impl Iface {
                 return Err(EgressDrop::IncompleteFull);
             }
         };
-        if write_frame(&mut self.counters, tx, self.cfg.mac, mac, EtherType::Ipv4, ip_len, write_ip) {
+        let meta = TxMeta { csum_partial: offload };
+        if write_frame(&mut self.counters, tx, meta, self.cfg.mac, mac, EtherType::Ipv4, ip_len, |b| write_ip(b, offload)) {
             Ok(())
         } else {
             Err(EgressDrop::TxFull)
@@ -359,9 +382,11 @@ impl Iface {
 }
 
 /// Queue one Ethernet frame whose payload `fill` writes; counts it either way.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn write_frame<T: TxQueue>(
     counters: &mut Counters,
     tx: &mut T,
+    meta: TxMeta,
     src: EthernetAddress,
     dst: EthernetAddress,
     ethertype: EtherType,
@@ -370,7 +395,7 @@ pub(crate) fn write_frame<T: TxQueue>(
 ) -> bool {
     let len = ETHERNET_HEADER_LEN + payload_len;
     let eth = EthernetRepr { src_addr: src, dst_addr: dst, ethertype, vlan_id: None };
-    let sent = tx.send(len, TxMeta::default(), |b| {
+    let sent = tx.send(len, meta, |b| {
         fill(&mut b[ETHERNET_HEADER_LEN..]);
         eth.emit(&mut EthernetFrame::new_unchecked(b));
     });

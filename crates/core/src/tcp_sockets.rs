@@ -28,7 +28,7 @@ use crate::timer::TimerWheel;
 use std::collections::VecDeque;
 use std::net::SocketAddrV4;
 use ustack_wire::{
-    ChecksumMode, IpProtocol, Ipv4Repr, TcpFlags, TcpPacket, TcpRepr, TcpSeqNumber, IPV4_HEADER_LEN,
+    checksum, ChecksumMode, IpProtocol, Ipv4Repr, TcpFlags, TcpPacket, TcpRepr, TcpSeqNumber, IPV4_HEADER_LEN,
 };
 
 /// RFC 6056's suggested ephemeral range (also IANA's dynamic ports).
@@ -339,10 +339,18 @@ impl Iface {
         if seg.flags.rst() {
             self.counters.tcp_rst_sent += 1;
         }
-        self.send_ipv4(now, tx, dst, IpProtocol::Tcp, header_len + seg.payload_len, |b| {
+        let l4_len = header_len + seg.payload_len;
+        self.send_ipv4_offload(now, tx, dst, IpProtocol::Tcp, l4_len, |b, partial| {
             repr.emit_header(&mut TcpPacket::new_unchecked(&mut *b), seg.payload_len);
             payload(&mut b[header_len..]);
-            TcpPacket::new_unchecked(&mut *b).fill_checksum(src, dst);
+            let mut packet = TcpPacket::new_unchecked(&mut *b);
+            if partial {
+                // The device sums the segment; we give it the pseudo header.
+                let pseudo = checksum::fold(checksum::pseudo_header_v4(src, dst, 6, l4_len as u32));
+                packet.set_checksum(pseudo);
+            } else {
+                packet.fill_checksum(src, dst);
+            }
         })
         .is_ok()
     }

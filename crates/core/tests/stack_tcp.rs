@@ -124,8 +124,9 @@ fn handshake_transfer_both_ways_and_close() {
 
 #[test]
 fn lossy_link_delivers_every_byte() {
-    for (loss, seed_note) in [(0.01, "1%"), (0.05, "5%")] {
+    for (loss, offload, seed_note) in [(0.01, false, "1%"), (0.05, false, "5%"), (0.02, true, "2% with checksum offload")] {
         let link = LinkConfig {
+            checksum_offload: offload,
             loss,
             duplicate: 0.01,
             reorder: 0.02,

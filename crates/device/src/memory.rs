@@ -81,6 +81,12 @@ pub struct LinkConfig {
     /// once the most frames it ever holds at once have been in flight.
     /// Default false.
     pub preallocate: bool,
+    /// Offer checksum offload, as Linux's loopback and veth do: senders may
+    /// leave TCP/UDP checksums partial ([`TxMeta::csum_partial`]), and such
+    /// frames arrive marked [`RxMeta::csum_verified`] — unless the `corrupt`
+    /// fault hit them, in which case they arrive unmarked and the receiver's
+    /// own check drops them. Default false, so tests exercise checksums.
+    pub checksum_offload: bool,
 }
 
 impl Default for LinkConfig {
@@ -96,6 +102,7 @@ impl Default for LinkConfig {
             jitter: Duration::ZERO,
             reorder_hold: Duration::from_millis(1),
             preallocate: false,
+            checksum_offload: false,
         }
     }
 }
@@ -142,6 +149,8 @@ impl MemoryLink {
 struct InFlight {
     frame: Frame,
     deliver_at: Instant,
+    /// Sent with a partial checksum over an offloading link, and intact.
+    verified: bool,
 }
 
 /// Frames travelling from one port to the other.
@@ -179,15 +188,17 @@ impl Direction {
     }
 
     /// Apply faults to a filled frame and queue it.
-    fn enqueue(&mut self, config: &LinkConfig, mut frame: Frame, sent_at: Instant) {
+    fn enqueue(&mut self, config: &LinkConfig, mut frame: Frame, sent_at: Instant, meta: TxMeta) {
         if self.rng.chance(config.loss) {
             self.stats.dropped_loss += 1;
             return;
         }
+        let mut verified = config.checksum_offload && meta.csum_partial;
         if self.rng.chance(config.corrupt) && !frame.is_empty() {
             let bit = self.rng.below(frame.len() as u64 * 8) as usize;
             frame[bit / 8] ^= 1 << (bit % 8);
             self.stats.corrupted += 1;
+            verified = false;
         }
         let jitter = Duration::from_micros(self.rng.below(micros(config.jitter).saturating_add(1)));
         let deliver_at = (sent_at + config.delay + jitter).max(self.last_deliver_at);
@@ -196,12 +207,12 @@ impl Direction {
         let copy = if self.rng.chance(config.duplicate) && self.in_flight() + 1 < config.capacity {
             self.pool.alloc(frame.len()).map(|mut copy| {
                 copy.copy_from_slice(&frame);
-                InFlight { frame: copy, deliver_at }
+                InFlight { frame: copy, deliver_at, verified }
             })
         } else {
             None
         };
-        let original = InFlight { frame, deliver_at };
+        let original = InFlight { frame, deliver_at, verified };
 
         if let Some((mut held, _)) = self.held.take() {
             // This frame overtakes the one held back.
@@ -221,7 +232,7 @@ impl Direction {
     }
 
     /// The next frame visible at `now`, if any.
-    fn dequeue(&mut self, now: Instant) -> Option<Frame> {
+    fn dequeue(&mut self, now: Instant) -> Option<(Frame, bool)> {
         if let Some((_, release_at)) = &self.held {
             if now >= *release_at {
                 let (held, _) = self.held.take().expect("checked above");
@@ -233,7 +244,7 @@ impl Direction {
         }
         let next = self.queue.pop_front()?;
         self.stats.delivered += 1;
-        Some(next.frame)
+        Some((next.frame, next.verified))
     }
 
     fn next_delivery(&self) -> Option<Instant> {
@@ -326,7 +337,8 @@ impl Device for MemoryPort {
     }
 
     fn caps(&self) -> DeviceCaps {
-        DeviceCaps { mtu: self.config().mtu, rx_checksum: false, tx_checksum: false }
+        let c = self.config();
+        DeviceCaps { mtu: c.mtu, rx_checksum: c.checksum_offload, tx_checksum: c.checksum_offload }
     }
 }
 
@@ -341,13 +353,13 @@ pub struct MemoryRx {
 impl RxQueue for MemoryRx {
     fn recv(&mut self, now: Instant) -> Option<(&[u8], RxMeta)> {
         self.current = None;
-        let frame = {
+        let (frame, verified) = {
             let mut shared = self.shared.borrow_mut();
             shared.advance(self.side, now);
             shared.dirs[1 - self.side].dequeue(now)?
         };
         let frame = self.current.insert(frame);
-        Some((&frame[..], RxMeta::default()))
+        Some((&frame[..], RxMeta { csum_verified: verified, csum_partial: false }))
     }
 }
 
@@ -361,7 +373,7 @@ pub struct MemoryTx {
 impl TxQueue for MemoryTx {
     /// Never returns [`TxFull`]: like a switch port, a full link drops the
     /// frame (counted in [`LinkStats::dropped_full`]) without calling `fill`.
-    fn send<F: FnOnce(&mut [u8])>(&mut self, len: usize, _meta: TxMeta, fill: F) -> Result<(), TxFull> {
+    fn send<F: FnOnce(&mut [u8])>(&mut self, len: usize, meta: TxMeta, fill: F) -> Result<(), TxFull> {
         let (mut frame, sent_at) = {
             let mut shared = self.shared.borrow_mut();
             let capacity = shared.config.capacity;
@@ -388,7 +400,7 @@ impl TxQueue for MemoryTx {
         fill(&mut frame);
         let mut shared = self.shared.borrow_mut();
         let config = shared.config;
-        shared.dirs[self.side].enqueue(&config, frame, sent_at);
+        shared.dirs[self.side].enqueue(&config, frame, sent_at, meta);
         Ok(())
     }
 }

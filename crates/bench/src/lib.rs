@@ -1,0 +1,74 @@
+//! Side-by-side workloads: the same measurement over Linux kernel sockets
+//! (loopback) and over ustack (two stacks on the in-memory link), in one run,
+//! so the figure that matters is the ratio.
+//!
+//! Workloads (netperf's vocabulary):
+//! - `stream`: one connection, bulk data one way; throughput.
+//! - `rr`: one connection, 64-byte request / 64-byte response; transactions
+//!   per second and latency percentiles.
+//! - `crr`: connect, 64-byte request, 64-byte response, close; connections
+//!   per second and latency percentiles.
+//!
+//! Both sides are measured the way they would run: Linux with a client and a
+//! server thread (the kernel adds its own softirq work on any core), ustack
+//! with both stacks on the calling thread — one core for the whole exchange.
+//! CPU time per transaction comes from getrusage over the whole process.
+
+mod linux;
+mod report;
+mod ustack;
+
+pub use report::{Figures, Report};
+
+use std::time::Duration;
+
+/// Which workload to run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Workload {
+    Stream,
+    Rr,
+    Crr,
+}
+
+impl Workload {
+    pub fn name(self) -> &'static str {
+        match self {
+            Workload::Stream => "stream",
+            Workload::Rr => "rr",
+            Workload::Crr => "crr",
+        }
+    }
+}
+
+/// How long and how big.
+#[derive(Clone, Copy, Debug)]
+pub struct Params {
+    /// Measured time per side (after a short warm-up).
+    pub duration: Duration,
+    /// Request and response size for rr/crr.
+    pub message: usize,
+    /// MTU of the in-memory link (Linux loopback's is 65536).
+    pub mtu: usize,
+}
+
+impl Default for Params {
+    fn default() -> Self {
+        Params { duration: Duration::from_secs(3), message: 64, mtu: 1500 }
+    }
+}
+
+/// Run `workload` on both stacks and report them side by side.
+pub fn run(workload: Workload, params: &Params) -> std::io::Result<Report> {
+    let linux = linux::run(workload, params)?;
+    let ustack = ustack::run(workload, params).map_err(std::io::Error::other)?;
+    Ok(Report::new(workload, params, ustack, linux))
+}
+
+/// CPU time (user + system) the process has used so far.
+pub(crate) fn cpu_time() -> Duration {
+    // SAFETY: getrusage writes into the zeroed struct we own.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) };
+    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    tv(ru.ru_utime) + tv(ru.ru_stime)
+}

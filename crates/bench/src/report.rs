@@ -1,0 +1,141 @@
+//! Figures for one side and the side-by-side report.
+
+use crate::{Params, Workload};
+use hdrhistogram::Histogram;
+use std::time::Duration;
+
+/// What one stack achieved on one workload.
+#[derive(Clone, Debug, Default)]
+pub struct Figures {
+    /// Bytes moved (stream), or transactions/connections completed (rr/crr).
+    pub count: u64,
+    pub elapsed: Duration,
+    pub cpu: Duration,
+    /// Latency of each transaction in nanoseconds (rr/crr).
+    pub latency_ns: Option<Histogram<u64>>,
+}
+
+impl Figures {
+    pub fn per_second(&self) -> f64 {
+        self.count as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+    pub fn cpu_ns_per_op(&self) -> f64 {
+        self.cpu.as_nanos() as f64 / self.count.max(1) as f64
+    }
+    fn percentile_ns(&self, p: f64) -> Option<u64> {
+        self.latency_ns.as_ref().map(|h| h.value_at_quantile(p))
+    }
+}
+
+pub struct Report {
+    pub workload: Workload,
+    pub params: Params,
+    pub ustack: Figures,
+    pub linux: Figures,
+}
+
+impl Report {
+    pub(crate) fn new(workload: Workload, params: &Params, ustack: Figures, linux: Figures) -> Report {
+        Report { workload, params: *params, ustack, linux }
+    }
+
+    /// ustack over Linux on the workload's main figure (throughput, or rate).
+    pub fn ratio(&self) -> f64 {
+        self.ustack.per_second() / self.linux.per_second().max(1e-9)
+    }
+
+    fn unit(&self) -> &'static str {
+        match self.workload {
+            Workload::Stream => "Gbit/s",
+            Workload::Rr => "transactions/s",
+            Workload::Crr => "connections/s",
+        }
+    }
+
+    fn main_figure(&self, f: &Figures) -> f64 {
+        match self.workload {
+            Workload::Stream => f.per_second() * 8.0 / 1e9,
+            _ => f.per_second(),
+        }
+    }
+
+    /// A table for people.
+    pub fn table(&self) -> String {
+        let mut s = String::new();
+        let p = &self.params;
+        s.push_str(&format!(
+            "{} ({} s per side, {}-byte messages, in-memory link MTU {}):\n",
+            self.workload.name(),
+            p.duration.as_secs_f64(),
+            p.message,
+            p.mtu
+        ));
+        s.push_str(&format!(
+            "  {:<8} {:>16} {:>10} {:>10} {:>10} {:>14}\n",
+            "stack",
+            self.unit(),
+            "p50 µs",
+            "p99 µs",
+            "p99.9 µs",
+            "CPU ns/op"
+        ));
+        for (name, f) in [("ustack", &self.ustack), ("linux", &self.linux)] {
+            let pct = |q| f.percentile_ns(q).map_or("-".to_string(), |v| format!("{:.2}", v as f64 / 1e3));
+            let per_op = match self.workload {
+                Workload::Stream => format!("{:.2}/KiB", f.cpu.as_nanos() as f64 / (f.count.max(1) as f64 / 1024.0)),
+                _ => format!("{:.0}", f.cpu_ns_per_op()),
+            };
+            s.push_str(&format!(
+                "  {:<8} {:>16.2} {:>10} {:>10} {:>10} {:>14}\n",
+                name,
+                self.main_figure(f),
+                pct(0.5),
+                pct(0.99),
+                pct(0.999),
+                per_op
+            ));
+        }
+        s.push_str(&format!("  ratio ustack/linux: {:.2}x\n", self.ratio()));
+        s
+    }
+
+    /// One JSON object: `workload`, `ustack`, `linux`, `ratio`.
+    pub fn json(&self) -> String {
+        let side = |f: &Figures| {
+            let mut o = format!(
+                "{{\"count\":{},\"elapsed_s\":{:.6},\"per_second\":{:.3},\"cpu_s\":{:.6},\"cpu_ns_per_op\":{:.3}",
+                f.count,
+                f.elapsed.as_secs_f64(),
+                f.per_second(),
+                f.cpu.as_secs_f64(),
+                f.cpu_ns_per_op()
+            );
+            if self.workload == Workload::Stream {
+                o.push_str(&format!(",\"bits_per_second\":{:.0}", f.per_second() * 8.0));
+            }
+            if let Some(h) = &f.latency_ns {
+                o.push_str(&format!(
+                    ",\"p50_ns\":{},\"p99_ns\":{},\"p999_ns\":{}",
+                    h.value_at_quantile(0.5),
+                    h.value_at_quantile(0.99),
+                    h.value_at_quantile(0.999)
+                ));
+            }
+            o.push('}');
+            o
+        };
+        format!(
+            "{{\"workload\":\"{}\",\"mtu\":{},\"message\":{},\"ustack\":{},\"linux\":{},\"ratio\":{:.4}}}",
+            self.workload.name(),
+            self.params.mtu,
+            self.params.message,
+            side(&self.ustack),
+            side(&self.linux),
+            self.ratio()
+        )
+    }
+}
+
+pub(crate) fn histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 60_000_000_000, 3).expect("static bounds are valid")
+}

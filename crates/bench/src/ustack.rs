@@ -1,0 +1,183 @@
+//! ustack: two stacks on the in-memory link, both driven by this thread.
+
+use crate::report::{histogram, Figures};
+use crate::{cpu_time, Params, Workload};
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::time::Instant as WallInstant;
+use ustack_core::{Duration, Instant, Ipv4Cidr, Stack, StackConfig, TcpHandle};
+use ustack_device::{LinkConfig, MemoryLink, MemoryPort};
+use ustack_wire::EthernetAddress;
+
+const A_IP: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 1);
+const B_IP: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 2);
+const PORT: u16 = 5001;
+/// Turns without progress before a run is declared stuck.
+const STUCK_TURNS: u64 = 10_000_000;
+
+struct Pair {
+    a: Stack,
+    pa: MemoryPort,
+    b: Stack,
+    pb: MemoryPort,
+    start: WallInstant,
+}
+
+impl Pair {
+    fn new(workload: Workload, p: &Params) -> Pair {
+        // Checksum offload, as loopback has: Linux does not sum loopback traffic either.
+        let link = LinkConfig { mtu: p.mtu, capacity: 4096, checksum_offload: true, ..LinkConfig::default() };
+        let (pa, pb) = MemoryLink::pair(link, 7);
+        let cfg = |mac: u8, ip| {
+            let mut c = StackConfig::new(EthernetAddress([2, 0, 0, 0, 0, mac]), Ipv4Cidr::new(ip, 24).expect("valid"));
+            c.mtu = p.mtu;
+            c.tcp.mss = (p.mtu - 40).min(usize::from(u16::MAX)) as u16;
+            if workload != Workload::Stream {
+                c.tcp.nodelay = true;
+            }
+            if workload == Workload::Crr {
+                // Like Linux's tcp_tw_reuse on loopback: a benchmark that
+                // opens tens of thousands of connections per second from one
+                // address must not wait 60 s per port.
+                c.tcp.time_wait = Duration::from_millis(10);
+            }
+            c
+        };
+        Pair {
+            a: Stack::new(cfg(1, A_IP), 1),
+            pa,
+            b: Stack::new(cfg(2, B_IP), 2),
+            pb,
+            start: WallInstant::now(),
+        }
+    }
+
+    fn now(&self) -> Instant {
+        Instant::from_micros(self.start.elapsed().as_micros() as u64)
+    }
+
+    fn turn(&mut self) {
+        let now = self.now();
+        self.a.poll(now, &mut self.pa, 64);
+        self.b.poll(now, &mut self.pb, 64);
+    }
+
+    fn connect(&mut self) -> Result<(TcpHandle, TcpHandle), String> {
+        let now = self.now();
+        let c = self.a.tcp_connect(now, SocketAddrV4::new(B_IP, PORT)).map_err(|e| e.to_string())?;
+        for _ in 0..STUCK_TURNS {
+            self.turn();
+            if let Some(s) = self.b.tcp_accept(PORT) {
+                return Ok((c, s));
+            }
+        }
+        Err("connection never established".into())
+    }
+}
+
+pub(crate) fn run(workload: Workload, p: &Params) -> Result<Figures, String> {
+    let mut pair = Pair::new(workload, p);
+    pair.b.tcp_listen(PORT, 1024).map_err(|e| e.to_string())?;
+    // Resolve neighbours before measuring.
+    let (c, s) = pair.connect()?;
+    match workload {
+        Workload::Stream => stream(&mut pair, c, s, p),
+        Workload::Rr => rr(&mut pair, c, s, p),
+        Workload::Crr => {
+            pair.a.tcp_close(c);
+            pair.b.tcp_close(s);
+            crr(&mut pair, p)
+        }
+    }
+}
+
+fn stream(pair: &mut Pair, c: TcpHandle, s: TcpHandle, p: &Params) -> Result<Figures, String> {
+    let chunk = vec![0x5au8; 128 * 1024];
+    let mut buf = vec![0u8; 256 * 1024];
+    let cpu0 = cpu_time();
+    let start = WallInstant::now();
+    let mut received = 0u64;
+    let mut idle = 0u64;
+    while start.elapsed() < p.duration {
+        let _ = pair.a.tcp_send(c, &chunk);
+        pair.turn();
+        let mut progressed = false;
+        while let Ok(n) = pair.b.tcp_recv(s, &mut buf) {
+            if n == 0 {
+                return Err("stream ended early".into());
+            }
+            received += n as u64;
+            progressed = true;
+        }
+        idle = if progressed { 0 } else { idle + 1 };
+        if idle > STUCK_TURNS {
+            return Err(format!("stream stalled after {received} bytes"));
+        }
+    }
+    Ok(Figures { count: received, elapsed: start.elapsed(), cpu: cpu_time() - cpu0, latency_ns: None })
+}
+
+/// Turn until `h` on `stack` has read exactly `buf.len()` bytes.
+fn read_exact(pair: &mut Pair, client_side: bool, h: TcpHandle, buf: &mut [u8]) -> Result<(), String> {
+    let mut got = 0;
+    for _ in 0..STUCK_TURNS {
+        let stack = if client_side { &mut pair.a } else { &mut pair.b };
+        if let Ok(n) = stack.tcp_recv(h, &mut buf[got..]) {
+            if n == 0 {
+                return Err("peer closed early".into());
+            }
+            got += n;
+            if got == buf.len() {
+                return Ok(());
+            }
+        }
+        pair.turn();
+    }
+    Err("read stalled".into())
+}
+
+fn rr(pair: &mut Pair, c: TcpHandle, s: TcpHandle, p: &Params) -> Result<Figures, String> {
+    let req = vec![0x11u8; p.message];
+    let mut buf = vec![0u8; p.message];
+    let mut h = histogram();
+    let cpu0 = cpu_time();
+    let start = WallInstant::now();
+    let mut count = 0u64;
+    while start.elapsed() < p.duration {
+        let t = WallInstant::now();
+        pair.a.tcp_send(c, &req).map_err(|e| format!("{e:?}"))?;
+        pair.turn();
+        read_exact(pair, false, s, &mut buf)?;
+        pair.b.tcp_send(s, &buf).map_err(|e| format!("{e:?}"))?;
+        pair.turn();
+        read_exact(pair, true, c, &mut buf)?;
+        h.saturating_record(t.elapsed().as_nanos() as u64);
+        count += 1;
+    }
+    Ok(Figures { count, elapsed: start.elapsed(), cpu: cpu_time() - cpu0, latency_ns: Some(h) })
+}
+
+fn crr(pair: &mut Pair, p: &Params) -> Result<Figures, String> {
+    let req = vec![0x22u8; p.message];
+    let mut buf = vec![0u8; p.message];
+    let mut h = histogram();
+    let cpu0 = cpu_time();
+    let start = WallInstant::now();
+    let mut count = 0u64;
+    while start.elapsed() < p.duration {
+        let t = WallInstant::now();
+        let (c, s) = pair.connect()?;
+        pair.a.tcp_send(c, &req).map_err(|e| format!("{e:?}"))?;
+        pair.turn();
+        read_exact(pair, false, s, &mut buf)?;
+        pair.b.tcp_send(s, &buf).map_err(|e| format!("{e:?}"))?;
+        pair.turn();
+        read_exact(pair, true, c, &mut buf)?;
+        // The client closes first, as in the Linux run; the server closes
+        // when it sees the FIN. Teardown overlaps the next connection.
+        pair.a.tcp_close(c);
+        pair.b.tcp_close(s);
+        h.saturating_record(t.elapsed().as_nanos() as u64);
+        count += 1;
+    }
+    Ok(Figures { count, elapsed: start.elapsed(), cpu: cpu_time() - cpu0, latency_ns: Some(h) })
+}
