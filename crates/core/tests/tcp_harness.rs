@@ -274,3 +274,10 @@ pub fn socket_last_ack() -> Sock {
     assert_eq!(s.state(), State::LastAck);
     s
 }
+
+impl Sock {
+    /// Our current TSval, from a bare ACK we make the socket send.
+    pub fn poll_timestamp(&mut self) -> u32 {
+        self.conn.poll_transmit(self.now, MAX_PAYLOAD).and_then(|s| s.options.timestamp).map_or(0, |t| t.0)
+    }
+}

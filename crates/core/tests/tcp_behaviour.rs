@@ -1,0 +1,445 @@
+//! Per-feature tests in the same small language: retransmission and RTO
+//! backoff, Nagle, delayed ACK, zero-window probes, keepalive, options (MSS,
+//! window scale, timestamps/PAWS, SACK), loss recovery and the listener.
+
+#[macro_use]
+#[path = "tcp_harness.rs"]
+mod harness;
+use harness::*;
+
+fn established_with(cfg: &TcpConfig, mut syn_options: Options) -> Sock {
+    syn_options.mss = syn_options.mss.or(Some(1460));
+    let syn = seg! { seq: REMOTE, flags: SYN, options: syn_options };
+    let conn = Connection::accept(tuple(), &syn.to_segment(), cfg, SeqNumber(LOCAL), Instant::ZERO).unwrap();
+    let mut s = Sock { conn, now: Instant::ZERO };
+    let synack = s.poll().expect("SYN-ACK");
+    // Echo the SYN-ACK's timestamp, as a real peer would.
+    let echo = synack.options.unwrap().timestamp.map(|t| (syn_options.timestamp.unwrap().0 + 1, t.0));
+    send!(s, seg! { seq: REMOTE + 1, ack: LOCAL + 1, options: Options { timestamp: echo, ..Options::default() } });
+    assert_eq!(s.state(), State::Established);
+    s
+}
+
+// ---- Retransmission ----------------------------------------------------------
+
+#[test]
+fn rto_backs_off_exponentially_and_resets_on_ack() {
+    let mut s = socket_syn_received();
+    // The handshake takes 100 ms: SRTT 100 ms, RTO 100 + 4 * 50 = 300 ms.
+    send!(s, time = 100, seg! { seq: REMOTE + 1, ack: LOCAL + 1 });
+    assert_eq!(s.conn.rto(), Duration::from_millis(300));
+    s.conn.send(b"abc").unwrap();
+    recv!(s, seg! { seq: LOCAL + 1, ack: REMOTE + 1, flags: PSH, payload: b"abc" });
+    recv_nothing!(s, time = 399);
+    recv!(s, time = 400, seg! { seq: LOCAL + 1, ack: REMOTE + 1, flags: PSH, payload: b"abc" });
+    recv_nothing!(s, time = 999);
+    recv!(s, time = 1000, seg! { seq: LOCAL + 1, ack: REMOTE + 1, flags: PSH, payload: b"abc" });
+    recv!(s, time = 2200, seg! { seq: LOCAL + 1, ack: REMOTE + 1, flags: PSH, payload: b"abc" });
+    assert_eq!(s.conn.stats().retransmits, 3);
+    assert_eq!(s.conn.rto(), Duration::from_millis(2400));
+    send!(s, time = 2300, seg! { seq: REMOTE + 1, ack: LOCAL + 4 });
+    // Karn: the ACK of a retransmission is no RTT sample; the backoff stays
+    // until new data is timed.
+    assert_eq!(s.conn.srtt(), Some(Duration::from_millis(100)));
+    assert_eq!(s.conn.rto(), Duration::from_millis(2400));
+    s.conn.send(b"d").unwrap();
+    recv!(s, seg! { seq: LOCAL + 4, ack: REMOTE + 1, flags: PSH, payload: b"d" });
+    send!(s, time = 2350, seg! { seq: REMOTE + 1, ack: LOCAL + 5 });
+    // SRTT 7/8 * 100 + 1/8 * 50, RTTVAR 3/4 * 50 + 1/4 * 50.
+    assert_eq!(s.conn.srtt(), Some(Duration::from_micros(93_750)));
+    assert_eq!(s.conn.rto(), Duration::from_micros(293_750));
+    recv_nothing!(s, time = 20_000);
+}
+
+#[test]
+fn gives_up_after_max_retransmits() {
+    let cfg = TcpConfig { max_retransmits: 3, ..config() };
+    let mut s = socket_syn_received_with(&cfg, seg! { seq: REMOTE, flags: SYN });
+    send!(s, seg! { seq: REMOTE + 1, ack: LOCAL + 1 });
+    s.conn.send(b"x").unwrap();
+    recv!(s, seg! { seq: LOCAL + 1, ack: REMOTE + 1, flags: PSH, payload: b"x" });
+    for t in [1000, 3000, 7000] {
+        recv!(s, time = t, seg! { seq: LOCAL + 1, ack: REMOTE + 1, flags: PSH, payload: b"x" });
+    }
+    recv_nothing!(s, time = 15_000);
+    assert_eq!(s.conn.error(), Some(ConnError::TimedOut));
+    assert_eq!(s.conn.send(b"y"), Err(SendError::Closed(Some(ConnError::TimedOut))));
+}
+
+#[test]
+fn newreno_fast_retransmit_on_three_dup_acks() {
+    let mut s = socket_established();
+    let data = [7u8; 5 * 1460];
+    s.conn.send(&data).unwrap();
+    for i in 0..5u32 {
+        let seg = s.poll().expect("segment");
+        assert_eq!((seg.seq, seg.payload.len()), (LOCAL + 1 + i * 1460, 1460));
+    }
+    for _ in 0..2 {
+        send!(s, time = 10, seg! { seq: REMOTE + 1, ack: LOCAL + 1 });
+        recv_nothing!(s);
+    }
+    send!(s, seg! { seq: REMOTE + 1, ack: LOCAL + 1 });
+    let rexmit = s.poll().expect("fast retransmit");
+    assert_eq!((rexmit.seq, rexmit.payload.len()), (LOCAL + 1, 1460));
+    assert_eq!(s.conn.stats().fast_recoveries, 1);
+    // Partial ACK: the next hole goes out at once (RFC 6582).
+    send!(s, seg! { seq: REMOTE + 1, ack: LOCAL + 1 + 1460 });
+    let next = s.poll().expect("partial-ack retransmit");
+    assert_eq!(next.seq, LOCAL + 1 + 1460);
+}
+
+// ---- Nagle and delayed ACK ----------------------------------------------------
+
+#[test]
+fn nagle_holds_small_segments_while_one_is_unacked() {
+    let mut s = socket_established();
+    s.conn.send(b"a").unwrap();
+    recv!(s, seg! { seq: LOCAL + 1, ack: REMOTE + 1, flags: PSH, payload: b"a" });
+    s.conn.send(b"b").unwrap();
+    recv_nothing!(s);
+    s.conn.send(b"c").unwrap();
+    recv_nothing!(s);
+    send!(s, time = 10, seg! { seq: REMOTE + 1, ack: LOCAL + 2 });
+    recv!(s, seg! { seq: LOCAL + 2, ack: REMOTE + 1, flags: PSH, payload: b"bc" });
+}
+
+#[test]
+fn nodelay_sends_small_segments_at_once() {
+    let mut s = socket_established();
+    s.conn.set_nodelay(true);
+    s.conn.send(b"a").unwrap();
+    recv!(s, seg! { seq: LOCAL + 1, ack: REMOTE + 1, flags: PSH, payload: b"a" });
+    s.conn.send(b"b").unwrap();
+    recv!(s, seg! { seq: LOCAL + 2, ack: REMOTE + 1, flags: PSH, payload: b"b" });
+}
+
+#[test]
+fn nagle_lets_full_segments_through() {
+    let mut s = socket_established();
+    s.conn.send(b"a").unwrap();
+    recv!(s, seg! { seq: LOCAL + 1, ack: REMOTE + 1, flags: PSH, payload: b"a" });
+    s.conn.send(&[1u8; 1460]).unwrap();
+    let full = s.poll().expect("full segment");
+    assert_eq!((full.seq, full.payload.len()), (LOCAL + 2, 1460));
+}
+
+#[test]
+fn delayed_ack_fires_after_timeout() {
+    let mut s = socket_established();
+    send!(s, time = 100, seg! { seq: REMOTE + 1, ack: LOCAL + 1, payload: b"x" });
+    recv_nothing!(s, time = 139);
+    recv!(s, time = 140, seg! { seq: LOCAL + 1, ack: REMOTE + 2 });
+}
+
+#[test]
+fn every_second_full_segment_is_acked_at_once() {
+    let mut s = socket_established();
+    let full = [0u8; 1460];
+    send!(s, seg! { seq: REMOTE + 1, ack: LOCAL + 1, payload: full });
+    recv_nothing!(s);
+    send!(s, seg! { seq: REMOTE + 1461, ack: LOCAL + 1, payload: full });
+    recv!(s, seg! { seq: LOCAL + 1, ack: REMOTE + 2921 });
+}
+
+#[test]
+fn out_of_order_and_hole_fill_are_acked_at_once() {
+    let mut s = socket_established();
+    send!(s, seg! { seq: REMOTE + 4, ack: LOCAL + 1, payload: b"def" });
+    recv!(s, seg! { seq: LOCAL + 1, ack: REMOTE + 1 });
+    send!(s, seg! { seq: REMOTE + 1, ack: LOCAL + 1, payload: b"abc" });
+    recv!(s, seg! { seq: LOCAL + 1, ack: REMOTE + 7 });
+    let mut buf = [0u8; 8];
+    assert_eq!(s.conn.recv(&mut buf), Ok(6));
+    assert_eq!(&buf[..6], b"abcdef");
+}
+
+#[test]
+fn piggybacked_ack_cancels_delayed_ack() {
+    let mut s = socket_established();
+    send!(s, seg! { seq: REMOTE + 1, ack: LOCAL + 1, payload: b"ping" });
+    s.conn.send(b"pong").unwrap();
+    recv!(s, seg! { seq: LOCAL + 1, ack: REMOTE + 5, flags: PSH, payload: b"pong" });
+    assert_eq!(s.conn.poll_timeout(), Some(Instant::from_millis(200)), "only the RTO is left");
+}
+
+// ---- Windows -----------------------------------------------------------------
+
+#[test]
+fn zero_window_probe_with_backoff() {
+    let mut s = socket_established();
+    send!(s, seg! { seq: REMOTE + 1, ack: LOCAL + 1, window: 0 });
+    s.conn.send(b"hello").unwrap();
+    recv_nothing!(s);
+    // The handshake ACK came at once: RTO is the 200 ms minimum.
+    recv_nothing!(s, time = 199);
+    recv!(s, time = 200, seg! { seq: LOCAL + 1, ack: REMOTE + 1, payload: b"h" });
+    send!(s, seg! { seq: REMOTE + 1, ack: LOCAL + 1, window: 0 });
+    recv_nothing!(s, time = 599);
+    recv!(s, time = 600, seg! { seq: LOCAL + 1, ack: REMOTE + 1, payload: b"h" });
+    recv_nothing!(s, time = 1399);
+    recv!(s, time = 1400, seg! { seq: LOCAL + 1, ack: REMOTE + 1, payload: b"h" });
+    assert_eq!(s.conn.stats().zero_window_probes, 3);
+    assert_eq!(s.state(), State::Established, "answered probes never time out");
+    // The window opens (and the probe byte was taken).
+    send!(s, time = 1410, seg! { seq: REMOTE + 1, ack: LOCAL + 2, window: 1000 });
+    recv!(s, seg! { seq: LOCAL + 2, ack: REMOTE + 1, flags: PSH, payload: b"ello" });
+    assert_eq!(s.state(), State::Established);
+}
+
+#[test]
+fn receiver_window_shrinks_with_unread_data_and_reopens_with_an_update() {
+    let cfg = TcpConfig { recv_buffer_size: 4000, ..config() };
+    let mut s = socket_syn_received_with(&cfg, seg! { seq: REMOTE, flags: SYN });
+    send!(s, seg! { seq: REMOTE + 1, ack: LOCAL + 1 });
+    send!(s, seg! { seq: REMOTE + 1, ack: LOCAL + 1, payload: [0u8; 1460] });
+    send!(s, seg! { seq: REMOTE + 1461, ack: LOCAL + 1, payload: [0u8; 1460] });
+    recv!(s, seg! { seq: LOCAL + 1, ack: REMOTE + 2921, window: 1080 });
+    send!(s, seg! { seq: REMOTE + 2921, ack: LOCAL + 1, payload: [0u8; 1080] });
+    recv!(s, time = 40, seg! { seq: LOCAL + 1, ack: REMOTE + 4001, window: 0 });
+    // Reading 100 bytes is not worth a window update (receiver SWS avoidance).
+    let mut buf = [0u8; 4000];
+    assert_eq!(s.conn.recv(&mut buf[..100]), Ok(100));
+    recv_nothing!(s);
+    assert_eq!(s.conn.recv(&mut buf), Ok(3900));
+    recv!(s, seg! { seq: LOCAL + 1, ack: REMOTE + 4001, window: 4000 });
+}
+
+#[test]
+fn data_beyond_the_window_is_trimmed() {
+    let cfg = TcpConfig { recv_buffer_size: 10, ..config() };
+    let mut s = socket_syn_received_with(&cfg, seg! { seq: REMOTE, flags: SYN });
+    send!(s, seg! { seq: REMOTE + 1, ack: LOCAL + 1, payload: b"0123456789abcdef" });
+    recv!(s, seg! { seq: LOCAL + 1, ack: REMOTE + 11, window: 0 });
+    assert_eq!(s.conn.recv_queue(), 10);
+}
+
+// ---- Keepalive ---------------------------------------------------------------
+
+#[test]
+fn keepalive_probes_then_gives_up() {
+    let cfg = TcpConfig {
+        keepalive: true,
+        keepalive_idle: Duration::from_secs(10),
+        keepalive_interval: Duration::from_secs(1),
+        keepalive_count: 2,
+        ..config()
+    };
+    let mut s = socket_syn_received_with(&cfg, seg! { seq: REMOTE, flags: SYN });
+    send!(s, seg! { seq: REMOTE + 1, ack: LOCAL + 1 });
+    recv_nothing!(s, time = 9_999);
+    recv!(s, time = 10_000, seg! { seq: LOCAL, ack: REMOTE + 1 });
+    // An answer resets the count and the idle timer.
+    send!(s, time = 10_010, seg! { seq: REMOTE + 1, ack: LOCAL + 1 });
+    recv_nothing!(s, time = 20_009);
+    recv!(s, time = 20_010, seg! { seq: LOCAL, ack: REMOTE + 1 });
+    recv!(s, time = 21_010, seg! { seq: LOCAL, ack: REMOTE + 1 });
+    recv_nothing!(s, time = 22_010);
+    assert_eq!(s.conn.error(), Some(ConnError::TimedOut));
+}
+
+// ---- Options -----------------------------------------------------------------
+
+#[test]
+fn mss_is_clamped_and_defaults_to_536() {
+    let tiny = socket_syn_received_with(&config(), seg! { seq: REMOTE, flags: SYN, options: Options { mss: Some(1), ..Options::default() } });
+    assert_eq!(tiny.conn.mss(), 48);
+    let none = socket_syn_received_with(&config(), seg! { seq: REMOTE, flags: SYN });
+    assert_eq!(none.conn.mss(), 536);
+    let huge = socket_syn_received_with(&config(), seg! { seq: REMOTE, flags: SYN, options: Options { mss: Some(9000), ..Options::default() } });
+    assert_eq!(huge.conn.mss(), 1460);
+}
+
+#[test]
+fn window_scale_negotiation_and_clamp() {
+    let cfg = TcpConfig { window_scaling: true, recv_buffer_size: 1 << 20, ..config() };
+    let s = socket_syn_received_with(&cfg, seg! { seq: REMOTE, flags: SYN, options: Options { window_scale: Some(20), ..Options::default() } });
+    assert_eq!(s.conn.window_scales(), (14, 5));
+    let s = socket_syn_received_with(&cfg, seg! { seq: REMOTE, flags: SYN });
+    assert_eq!(s.conn.window_scales(), (0, 0), "only used if both sides offer it");
+}
+
+#[test]
+fn syn_ack_offers_only_what_the_peer_offered() {
+    let cfg = TcpConfig { window_scaling: true, sack: true, timestamps: true, ..config() };
+    let mut s = Sock {
+        conn: Connection::accept(tuple(), &seg! { seq: REMOTE, flags: SYN, options: Options { sack_permitted: true, ..Options::default() } }.to_segment(), &cfg, SeqNumber(LOCAL), Instant::ZERO).unwrap(),
+        now: Instant::ZERO,
+    };
+    let synack = s.poll().unwrap();
+    assert_eq!(synack.options, Some(Options { mss: Some(1460), sack_permitted: true, ..Options::default() }));
+}
+
+fn ts_config() -> TcpConfig {
+    TcpConfig { timestamps: true, ..config() }
+}
+
+fn ts(val: u32, ecr: u32) -> Options {
+    Options { timestamp: Some((val, ecr)), ..Options::default() }
+}
+
+#[test]
+fn paws_drops_old_timestamps() {
+    let mut s = established_with(&ts_config(), ts(100, 0));
+    let tsnow = s.poll_timestamp();
+    send!(s, seg! { seq: REMOTE + 1, ack: LOCAL + 1, options: ts(200, tsnow), payload: b"new" });
+    let out = send!(s, seg! { seq: REMOTE + 4, ack: LOCAL + 1, options: ts(150, tsnow), payload: b"old" });
+    assert_eq!(out.dropped, Some(DropReason::Paws));
+    let ack = s.poll().expect("ACK for the PAWS reject");
+    assert_eq!((ack.ack, ack.options.unwrap().timestamp.unwrap().1), (Some(REMOTE + 4), 200));
+    assert_eq!(s.conn.recv_queue(), 3);
+    // RST is exempt from PAWS.
+    let out = send!(s, seg! { seq: REMOTE + 4, flags: RST, options: ts(1, 0) });
+    assert!(out.reset);
+}
+
+#[test]
+fn missing_timestamp_is_dropped_once_negotiated() {
+    let mut s = established_with(&ts_config(), ts(100, 0));
+    let out = send!(s, seg! { seq: REMOTE + 1, ack: LOCAL + 1, payload: b"x" });
+    assert_eq!(out.dropped, Some(DropReason::MissingTimestamp));
+}
+
+#[test]
+fn timestamps_measure_rtt_even_for_retransmissions() {
+    let mut s = established_with(&ts_config(), ts(100, 0));
+    s.conn.send(b"abc").unwrap();
+    let first = s.poll().unwrap();
+    let tsval = first.options.unwrap().timestamp.unwrap().0;
+    s.at(200);
+    let _rexmit = s.poll().expect("retransmission");
+    send!(s, time = 1030, seg! { seq: REMOTE + 1, ack: LOCAL + 4, options: ts(101, tsval + 200) });
+    // One 830 ms sample on top of the 0 ms handshake: 1/8 * 830.
+    assert_eq!(s.conn.srtt(), Some(Duration::from_micros(103_750)));
+}
+
+fn sack_config() -> TcpConfig {
+    TcpConfig { sack: true, ..config() }
+}
+
+#[test]
+fn sack_blocks_report_the_latest_island_first() {
+    let mut s = established_with(&sack_config(), Options { sack_permitted: true, ..Options::default() });
+    let block = |a: u32, b: u32| Some((SeqNumber(a), SeqNumber(b)));
+    send!(s, seg! { seq: REMOTE + 11, ack: LOCAL + 1, payload: b"bb" });
+    let a = s.poll().unwrap();
+    assert_eq!(a.options.unwrap().sack_blocks, [block(REMOTE + 11, REMOTE + 13), None, None, None]);
+    send!(s, seg! { seq: REMOTE + 21, ack: LOCAL + 1, payload: b"cc" });
+    let a = s.poll().unwrap();
+    assert_eq!(a.options.unwrap().sack_blocks, [block(REMOTE + 21, REMOTE + 23), block(REMOTE + 11, REMOTE + 13), None, None]);
+    send!(s, seg! { seq: REMOTE + 13, ack: LOCAL + 1, payload: b"x" });
+    let a = s.poll().unwrap();
+    assert_eq!(a.options.unwrap().sack_blocks, [block(REMOTE + 11, REMOTE + 14), block(REMOTE + 21, REMOTE + 23), None, None]);
+    send!(s, seg! { seq: REMOTE + 1, ack: LOCAL + 1, payload: b"0123456789" });
+    let a = s.poll().unwrap();
+    assert_eq!(a.ack, Some(REMOTE + 14));
+    assert_eq!(a.options.unwrap().sack_blocks, [block(REMOTE + 21, REMOTE + 23), None, None, None]);
+}
+
+#[test]
+fn sack_recovery_retransmits_only_the_holes() {
+    let mut s = established_with(&sack_config(), Options { sack_permitted: true, ..Options::default() });
+    let mss = 1460u32;
+    s.conn.send(&[9u8; 8 * 1460]).unwrap();
+    for _ in 0..8 {
+        s.poll().expect("segment");
+    }
+    let seg_start = |i: u32| LOCAL + 1 + i * mss;
+    let sack = |blocks: &[(u32, u32)]| {
+        let mut o = Options::default();
+        for (slot, &(a, b)) in o.sack_blocks.iter_mut().zip(blocks) {
+            *slot = Some((SeqNumber(seg_start(a)), SeqNumber(seg_start(b))));
+        }
+        o
+    };
+    // Segments 0 and 3 are lost; 1-2 and 4-7 arrive.
+    send!(s, time = 10, seg! { seq: REMOTE + 1, ack: LOCAL + 1, options: sack(&[(1, 2)]) });
+    send!(s, seg! { seq: REMOTE + 1, ack: LOCAL + 1, options: sack(&[(1, 3)]) });
+    send!(s, seg! { seq: REMOTE + 1, ack: LOCAL + 1, options: sack(&[(4, 5), (1, 3)]) });
+    let r1 = s.poll().expect("first hole");
+    assert_eq!((r1.seq, r1.payload.len()), (seg_start(0), 1460));
+    send!(s, seg! { seq: REMOTE + 1, ack: LOCAL + 1, options: sack(&[(4, 8), (1, 3)]) });
+    let r2 = s.poll().expect("second hole");
+    assert_eq!((r2.seq, r2.payload.len()), (seg_start(3), 1460));
+    recv_nothing!(s);
+    assert_eq!(s.conn.stats().retransmits, 2);
+    send!(s, seg! { seq: REMOTE + 1, ack: seg_start(8) });
+    recv_nothing!(s);
+}
+
+#[test]
+fn bogus_sack_blocks_are_ignored() {
+    let mut s = established_with(&sack_config(), Options { sack_permitted: true, ..Options::default() });
+    s.conn.send(&[1u8; 2920]).unwrap();
+    s.poll().unwrap();
+    s.poll().unwrap();
+    let mut o = Options::default();
+    o.sack_blocks[0] = Some((SeqNumber(LOCAL + 100_000), SeqNumber(LOCAL + 200_000)));
+    o.sack_blocks[1] = Some((SeqNumber(LOCAL - 50), SeqNumber(LOCAL)));
+    o.sack_blocks[2] = Some((SeqNumber(LOCAL + 500), SeqNumber(LOCAL + 100)));
+    for _ in 0..2 {
+        send!(s, seg! { seq: REMOTE + 1, ack: LOCAL + 1, options: o });
+    }
+    recv_nothing!(s);
+}
+
+// ---- Listener ------------------------------------------------------------------
+
+const SECRET: [u8; 16] = *b"0123456789abcdef";
+
+#[test]
+fn listener_handles_syn_ack_and_rst() {
+    let mut l = Listener::new(&config(), 2, SECRET, false);
+    let now = Instant::from_secs(5);
+    assert!(matches!(l.on_segment(now, tuple(), &seg! { seq: 1, flags: RST }.to_segment(), &[]), ListenOutcome::Drop(_)));
+    match l.on_segment(now, tuple(), &seg! { seq: 1, ack: 77 }.to_segment(), &[]) {
+        ListenOutcome::Reply(rst) => assert_eq!((rst.seq, rst.flags), (SeqNumber(77), RST)),
+        other => panic!("{other:?}"),
+    }
+    let ListenOutcome::HalfOpen(mut c) = l.on_segment(now, tuple(), &seg! { seq: REMOTE, flags: SYN }.to_segment(), &[]) else {
+        panic!("expected a half-open connection")
+    };
+    assert_eq!(c.poll_transmit(now, MAX_PAYLOAD).unwrap().seq, isn(&SECRET, &tuple(), now));
+    assert_eq!(l.half_open(), 1);
+    assert!(matches!(l.on_segment(now, tuple(), &seg! { seq: REMOTE, flags: SYN }.to_segment(), &[]), ListenOutcome::HalfOpen(_)));
+    assert!(matches!(l.on_segment(now, tuple(), &seg! { seq: REMOTE, flags: SYN }.to_segment(), &[]), ListenOutcome::Drop(_)), "SYN queue full");
+    l.child_established();
+    assert_eq!((l.half_open(), l.accept_queue_len()), (1, 1));
+}
+
+#[test]
+fn listener_falls_back_to_syn_cookies() {
+    let mut l = Listener::new(&config(), 1, SECRET, true);
+    let now = Instant::from_secs(5);
+    let syn = seg! { seq: REMOTE, flags: SYN, options: Options { mss: Some(1400), ..Options::default() } };
+    assert!(matches!(l.on_segment(now, tuple(), &syn.to_segment(), &[]), ListenOutcome::HalfOpen(_)));
+    let ListenOutcome::Reply(synack) = l.on_segment(now, tuple(), &syn.to_segment(), &[]) else { panic!("expected a cookie") };
+    assert_eq!((synack.flags, synack.ack), (SYN, Some(SeqNumber(REMOTE + 1))));
+    let cookie = synack.seq.0;
+    // A forged ACK is answered with a RST; the genuine one establishes.
+    assert!(matches!(l.on_segment(now, tuple(), &seg! { seq: REMOTE + 1, ack: cookie + 2 }.to_segment(), &[]), ListenOutcome::Reply(_)));
+    let ack = seg! { seq: REMOTE + 1, ack: cookie + 1, payload: b"GET /" };
+    let ListenOutcome::Established(mut c) = l.on_segment(now, tuple(), &ack.to_segment(), &ack.payload) else { panic!("cookie rejected") };
+    assert_eq!(c.state(), State::Established);
+    assert_eq!(c.mss(), 1400);
+    let mut buf = [0u8; 8];
+    assert_eq!(c.recv(&mut buf), Ok(5));
+    assert_eq!(l.accept_queue_len(), 1);
+}
+
+// ---- Resource bounds ------------------------------------------------------------
+
+#[test]
+fn one_byte_out_of_order_flood_stays_bounded() {
+    let mut s = socket_established();
+    for i in 0..100_000u32 {
+        let seq = REMOTE + 3 + (i * 2) % (WINDOW - 4);
+        let _ = s.send(&seg! { seq: seq, ack: LOCAL + 1, payload: b"x" });
+        while s.poll().is_some() {}
+        assert!(s.conn.ooo_islands() <= 8);
+    }
+    assert!(s.conn.stats().drops.reassembly_full > 90_000);
+    // The connection still works: fill the first hole.
+    send!(s, seg! { seq: REMOTE + 1, ack: LOCAL + 1, payload: b"ab" });
+    assert!(s.conn.recv_queue() >= 3);
+}
