@@ -17,12 +17,43 @@ pub use signals::StopSignal;
 use std::os::fd::RawFd;
 use ustack_core::phy::Device;
 use ustack_core::stack::DEFAULT_RX_BURST;
-use ustack_core::{Instant, Stack};
+use ustack_core::{Instant, Stack, TcpHandle};
 
 /// Something that runs on the stack, polled once per loop turn after the
 /// stack has received and before it transmits.
 pub trait App {
-    fn poll(&mut self, stack: &mut Stack, now: Instant);
+    /// `ready` holds the TCP connections whose readiness may have changed
+    /// since the last turn. The stack keeps one ready list for all its
+    /// connections, so the loop drains it once and shows it to every app;
+    /// each app picks out the handles it owns.
+    fn poll(&mut self, stack: &mut Stack, now: Instant, ready: &[TcpHandle]);
+
+    /// True once the app has nothing more to do (a client that got its
+    /// answer); servers never finish. Ends [`EventLoop::run_until`].
+    fn finished(&self) -> bool {
+        false
+    }
+}
+
+/// One app turn on a stack: drain its TCP ready list into `ready` (reused
+/// between turns, so no allocation in steady state) and poll every app.
+pub fn poll_apps(stack: &mut Stack, now: Instant, apps: &mut [&mut dyn App], ready: &mut Vec<TcpHandle>) {
+    ready.clear();
+    stack.tcp_ready(ready);
+    for app in apps.iter_mut() {
+        app.poll(stack, now, ready);
+    }
+}
+
+/// Why [`EventLoop::run_until`] returned.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RunEnd {
+    /// An app said it had finished.
+    Finished,
+    /// SIGINT or SIGTERM.
+    Stopped,
+    /// The deadline passed first.
+    TimedOut,
 }
 
 /// A device the loop can sleep on: readable when frames wait.
@@ -34,6 +65,13 @@ pub trait Waitable {
 impl Waitable for ustack_device::TapDevice {
     fn wait_fd(&self) -> Option<RawFd> {
         Some(std::os::fd::AsRawFd::as_raw_fd(self))
+    }
+}
+
+/// The in-memory link has no descriptor: the loop polls it.
+impl Waitable for ustack_device::MemoryPort {
+    fn wait_fd(&self) -> Option<RawFd> {
+        None
     }
 }
 
@@ -53,6 +91,8 @@ pub struct EventLoop<D> {
     pub clock: Clock,
     /// Where `ustack stats` reads counters from, with the device name it reports.
     pub control: Option<(ControlSocket, String)>,
+    /// The stack's TCP ready list, drained once per turn for all apps.
+    ready: Vec<TcpHandle>,
 }
 
 /// Busy turns between looks at the control socket when the loop never sleeps.
@@ -60,7 +100,7 @@ const CONTROL_EVERY: u32 = 4096;
 
 impl<D: Device + Waitable> EventLoop<D> {
     pub fn new(stack: Stack, device: D) -> EventLoop<D> {
-        EventLoop { stack, device, clock: Clock::new(), control: None }
+        EventLoop { stack, device, clock: Clock::new(), control: None, ready: Vec::new() }
     }
 
     /// One turn: receive a burst, let the apps work, send. Returns the number
@@ -68,9 +108,7 @@ impl<D: Device + Waitable> EventLoop<D> {
     pub fn turn(&mut self, apps: &mut [&mut dyn App]) -> usize {
         let now = self.clock.now();
         let n = self.stack.poll(now, &mut self.device, DEFAULT_RX_BURST);
-        for app in apps.iter_mut() {
-            app.poll(&mut self.stack, now);
-        }
+        poll_apps(&mut self.stack, now, apps, &mut self.ready);
         // Send what the apps queued without waiting for the next frame.
         self.stack.poll(now, &mut self.device, 0);
         n
@@ -78,8 +116,23 @@ impl<D: Device + Waitable> EventLoop<D> {
 
     /// Run until `stop` is raised.
     pub fn run(&mut self, apps: &mut [&mut dyn App], stop: &StopSignal) {
+        self.run_until(apps, stop, None);
+    }
+
+    /// Run until an app has [finished](App::finished), `stop` is raised, or
+    /// the clock passes `deadline`, whichever comes first.
+    pub fn run_until(&mut self, apps: &mut [&mut dyn App], stop: &StopSignal, deadline: Option<Instant>) -> RunEnd {
         let mut busy_turns = 0u32;
-        while !stop.raised() {
+        loop {
+            if stop.raised() {
+                return RunEnd::Stopped;
+            }
+            if apps.iter().any(|a| a.finished()) {
+                return RunEnd::Finished;
+            }
+            if deadline.is_some_and(|d| self.clock.now() >= d) {
+                return RunEnd::TimedOut;
+            }
             if self.turn(apps) == DEFAULT_RX_BURST {
                 busy_turns += 1;
                 if busy_turns.is_multiple_of(CONTROL_EVERY) {
@@ -88,10 +141,12 @@ impl<D: Device + Waitable> EventLoop<D> {
                 continue; // more frames are likely waiting
             }
             let now = self.clock.now();
-            let sleep_ms = self
-                .stack
-                .poll_timeout()
-                .map_or(MAX_SLEEP_MS, |t| t.saturating_since(now).as_millis().min(u128::from(MAX_SLEEP_MS)) as u64);
+            let wake = match (self.stack.poll_timeout(), deadline) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            let sleep_ms =
+                wake.map_or(MAX_SLEEP_MS, |t| t.saturating_since(now).as_millis().min(u128::from(MAX_SLEEP_MS)) as u64);
             if self.wait(sleep_ms) {
                 self.serve_control();
             }

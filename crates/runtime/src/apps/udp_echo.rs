@@ -1,8 +1,8 @@
-//! Small servers that run on the stack: the services `ustack up` offers.
+//! UDP echo (RFC 862): every datagram back to its sender.
 
 use crate::App;
 use std::net::SocketAddrV4;
-use ustack_core::{BindError, Instant, Stack, UdpHandle};
+use ustack_core::{BindError, Instant, Stack, TcpHandle, UdpHandle};
 
 /// Echoes every UDP datagram back to its sender.
 pub struct UdpEcho {
@@ -30,7 +30,7 @@ impl UdpEcho {
 }
 
 impl App for UdpEcho {
-    fn poll(&mut self, stack: &mut Stack, _now: Instant) {
+    fn poll(&mut self, stack: &mut Stack, _now: Instant, _ready: &[TcpHandle]) {
         let mut buf = [0u8; 2048];
         for _ in 0..ECHO_BURST {
             let Some((len, from)) = stack.udp_recv_from(self.socket, &mut buf) else { break };
