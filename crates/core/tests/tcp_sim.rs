@@ -215,6 +215,11 @@ fn run(p: Params) -> Summary {
         }
     }
     let stats = conns.each_ref().map(|c| c.as_ref().unwrap().stats());
+    if std::env::var_os("TCP_SIM_VERBOSE").is_some() {
+        for st in &stats {
+            eprintln!("  rto {} fast {} rexmit {} dupacks {}", st.rto_expirations, st.fast_recoveries, st.retransmits, st.dup_acks_in);
+        }
+    }
     Summary {
         end: now,
         retransmits: [stats[0].retransmits, stats[1].retransmits],

@@ -296,10 +296,9 @@ impl Recovery {
     }
 
     /// A retransmission of `[seq, end)` was sent.
-    pub(crate) fn on_retransmitted(&mut self, seq: SeqNumber, end: SeqNumber) {
-        if self.retransmit_first && seq.le(self.high_rxt.max(seq)) {
-            self.retransmit_first = false;
-        }
+    pub(crate) fn on_retransmitted(&mut self, end: SeqNumber) {
+        // Whatever went out first was the forced retransmission, if one was due.
+        self.retransmit_first = false;
         if self.in_recovery {
             self.high_rxt = self.high_rxt.max(end);
         }
@@ -348,9 +347,9 @@ mod tests {
         r.board.add((s(30), s(60)), s(0), s(60));
         assert_eq!(r.on_dup_ack(s(0), s(60), mss), AckEvent::EnterRecovery);
         assert_eq!(r.next_retransmit(s(0), mss), Some((s(0), 10)));
-        r.on_retransmitted(s(0), s(10));
+        r.on_retransmitted(s(10));
         assert_eq!(r.next_retransmit(s(0), mss), Some((s(20), 10)));
-        r.on_retransmitted(s(20), s(30));
+        r.on_retransmitted(s(30));
         assert_eq!(r.next_retransmit(s(0), mss), None);
         // Both holes lost and resent: each counts once.
         assert_eq!(r.pipe(s(0), s(60), mss), 20);
@@ -368,7 +367,7 @@ mod tests {
         assert_eq!(r.on_dup_ack(s(0), s(100), mss), AckEvent::EnterRecovery);
         assert_eq!(r.inflation(), 30);
         assert_eq!(r.next_retransmit(s(0), mss), Some((s(0), 10)));
-        r.on_retransmitted(s(0), s(10));
+        r.on_retransmitted(s(10));
         assert_eq!(r.next_retransmit(s(0), mss), None);
         r.on_dup_ack(s(0), s(100), mss);
         assert_eq!(r.inflation(), 40);

@@ -1,10 +1,14 @@
 //! The receive buffer: a fixed ring holding in-order bytes the application
 //! has not read yet, followed by free space into which out-of-order bytes are
 //! written at their final position (so reassembly never copies twice).
+//!
+//! The storage is allocated when the first byte arrives, so half-open and
+//! idle connections (a SYN flood's worth of them) cost no buffer memory.
 
 #[derive(Debug)]
 pub(crate) struct RecvBuffer {
     storage: Box<[u8]>,
+    capacity: usize,
     head: usize,
     /// In-order bytes ready for the application.
     len: usize,
@@ -12,11 +16,11 @@ pub(crate) struct RecvBuffer {
 
 impl RecvBuffer {
     pub(crate) fn new(capacity: usize) -> RecvBuffer {
-        RecvBuffer { storage: vec![0u8; capacity.max(1)].into_boxed_slice(), head: 0, len: 0 }
+        RecvBuffer { storage: Box::default(), capacity: capacity.max(1), head: 0, len: 0 }
     }
 
     pub(crate) fn capacity(&self) -> usize {
-        self.storage.len()
+        self.capacity
     }
 
     pub(crate) fn readable(&self) -> usize {
@@ -38,6 +42,9 @@ impl RecvBuffer {
         }
         let n = data.len().min(free - offset);
         let cap = self.capacity();
+        if self.storage.is_empty() {
+            self.storage = vec![0u8; cap].into_boxed_slice();
+        }
         let start = (self.head + self.len + offset) % cap;
         let first = n.min(cap - start);
         self.storage[start..start + first].copy_from_slice(&data[..first]);
@@ -53,6 +60,9 @@ impl RecvBuffer {
     /// Reads into `dst`; returns how many bytes were read.
     pub(crate) fn read(&mut self, dst: &mut [u8]) -> usize {
         let n = dst.len().min(self.len);
+        if n == 0 {
+            return 0;
+        }
         let cap = self.capacity();
         let first = n.min(cap - self.head);
         dst[..first].copy_from_slice(&self.storage[self.head..self.head + first]);

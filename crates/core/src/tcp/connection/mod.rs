@@ -23,8 +23,8 @@
 //!    connection from its table.
 //!
 //! Nothing here reads a clock, draws a random number or allocates per
-//! segment: the receive buffer is allocated at creation, the send buffer on
-//! the first `send`, and both are fixed thereafter.
+//! segment: the receive buffer is allocated when the first byte arrives, the
+//! send buffer on the first `send`, and both are fixed thereafter.
 
 mod input;
 mod output;

@@ -172,7 +172,7 @@ impl Connection {
                 let len = len.min(buf_end.since(seq) as usize);
                 let fin = self.fin_seq() == Some(seq + len) && self.snd_max.gt(seq + len);
                 if len > 0 || fin {
-                    self.recovery.on_retransmitted(seq, seq + len);
+                    self.recovery.on_retransmitted(seq + len);
                     return Some(self.data_segment(now, seq, len, fin, options));
                 }
             }
@@ -256,7 +256,7 @@ impl Connection {
         if len == 0 {
             return None;
         }
-        self.recovery.on_retransmitted(seq, seq + len);
+        self.recovery.on_retransmitted(seq + len);
         Some(self.data_segment(now, seq, len, false, options))
     }
 
