@@ -242,6 +242,17 @@ fn orphaned_fin_wait_2_times_out() {
 }
 
 #[test]
+fn close_in_fin_wait_2_arms_the_orphan_timeout() {
+    let mut s = socket_fin_wait_2();
+    s.conn.close();
+    recv_nothing!(s, time = 100);
+    s.at(60_099);
+    assert_eq!(s.state(), State::FinWait2);
+    s.at(60_100);
+    assert!(s.conn.is_closed());
+}
+
+#[test]
 fn abort_sends_rst() {
     let mut s = socket_established();
     s.conn.abort();

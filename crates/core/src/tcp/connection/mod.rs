@@ -656,9 +656,8 @@ impl Connection {
         }
         self.read_closed = true;
         let _ = self.shutdown_write();
-        if self.state == State::FinWait2 {
-            self.timers.stop(Timer::Close);
-        }
+        // Already in FIN-WAIT-2: the orphan timeout is armed by the next
+        // `poll_transmit` (this call has no clock).
     }
 
     /// Resets the connection (RFC 9293 ABORT call).

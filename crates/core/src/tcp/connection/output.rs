@@ -31,6 +31,9 @@ impl Connection {
                 payload_len: 0,
             }));
         }
+        if self.read_closed && self.state == State::FinWait2 && self.timers.get(Timer::Close).is_none() {
+            self.timers.set(Timer::Close, now + self.cfg.fin_wait_2_timeout);
+        }
         match self.state {
             State::Closed | State::Listen => None,
             State::SynSent => self.syn_due.then(|| self.send_syn(now, false)),
