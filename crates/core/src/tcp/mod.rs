@@ -42,3 +42,16 @@ pub use reassembly::MAX_RANGES;
 pub use segment::{reset_for, FourTuple, Flags, Options, SackBlock, Segment};
 pub use seq::SeqNumber;
 pub use state::State;
+
+// Known gaps, deliberately left out rather than half done:
+// * States are an enum with one `match` arm per state (input.rs), not one
+//   struct per state as in netstack3.
+// * No D-SACK (RFC 2883), RACK-TLP (RFC 8985), PRR (RFC 6937), limited
+//   transmit (RFC 3042), F-RTO/Eifel spurious-RTO detection, or RFC 6675's
+//   rescue retransmission; DupThresh is fixed at 3, so heavy reordering
+//   causes spurious fast retransmits (see the loss5 simulations).
+// * ECN (ECE/CWR are carried but ignored), urgent data, TCP Fast Open,
+//   pacing and HyStart are not implemented.
+// * SYN cookies do not encode window scale, SACK or timestamps.
+// * A SYN in TIME-WAIT draws a challenge ACK; RFC 6191 reuse is not done.
+// * Text in a SYN received by a listener is dropped (the peer resends it).
