@@ -53,7 +53,7 @@ impl Pair {
         let now = self.clock.now();
         self.a.poll(now, &mut self.pa, 64);
         self.b.poll(now, &mut self.pb, 64);
-        self.echo.poll(&mut self.b, now);
+        self.echo.poll(&mut self.b, now, &[]);
         self.b.poll(now, &mut self.pb, 0);
         now
     }

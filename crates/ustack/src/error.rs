@@ -16,6 +16,20 @@ pub enum CliError {
     GatewayOutsideSubnet { gateway: std::net::Ipv4Addr, subnet: ustack_core::Ipv4Cidr },
     #[error("cannot serve UDP echo on port {port}: {source}")]
     Bind { port: u16, source: ustack_core::BindError },
+    #[error("cannot listen on TCP port {port}: {source}")]
+    Listen { port: u16, source: ustack_core::ListenError },
+    #[error("--http-root: {0}")]
+    Site(#[from] ustack_runtime::apps::SiteError),
+    #[error("{0}")]
+    Url(String),
+    #[error("{0}")]
+    Http(#[from] ustack_runtime::apps::HttpClientError),
+    #[error("gave up after {secs} s (--timeout) with {done} of {total} URLs done; waiting for {url}")]
+    Timeout { secs: u64, done: usize, total: usize, url: String },
+    #[error("interrupted with {done} of {total} URLs done")]
+    Interrupted { done: usize, total: usize },
+    #[error("cannot write {path}: {source}")]
+    Output { path: String, source: std::io::Error },
     #[error("{0}")]
     Demo(String),
     #[error("cannot open control socket {addr}: {source} (is another ustack already running on this device?)")]

@@ -1,7 +1,9 @@
 //! `ustack`: run the userspace stack on a device, or show it working.
 
 mod demo;
+mod device;
 mod error;
+mod get;
 mod stats;
 mod up;
 
@@ -17,9 +19,11 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the stack on a device until SIGINT or SIGTERM: answer ARP and ping, serve UDP echo.
+    /// Run the stack on a device until SIGINT or SIGTERM: answer ARP and ping, serve UDP/TCP echo, TCP discard, HTTP.
     Up(up::UpArgs),
-    /// Two stacks in this process over an in-memory link: ARP, ping and UDP echo, with figures.
+    /// Fetch URLs over HTTP/1.1 with the stack on a device, pipelined on one connection per server.
+    Get(get::GetArgs),
+    /// Two stacks in this process over an in-memory link: ARP, ping, UDP echo, an HTTP download and short TCP connections, with figures.
     Demo(demo::DemoArgs),
     /// Print a running stack's counters once (read over its control socket).
     Stats(stats::StatsArgs),
@@ -29,6 +33,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Up(args) => up::run(args),
+        Command::Get(args) => get::run(args),
         Command::Demo(args) => demo::run(args),
         Command::Stats(args) => stats::run(args),
     };

@@ -1,32 +1,18 @@
 //! `ustack up`: the stack on a TAP device, in the foreground.
 
+use crate::device::DeviceArgs;
 use crate::error::CliError;
 use clap::Args;
-use std::net::Ipv4Addr;
 use ustack_core::phy::Device;
-use ustack_core::{Counters, Ipv4Cidr, Stack, StackConfig};
-use ustack_device::{PcapDevice, TapDevice};
-use ustack_runtime::apps::UdpEcho;
-use ustack_runtime::{os_seed, App, ControlAddr, ControlSocket, EventLoop, StopSignal, Waitable};
-use ustack_wire::EthernetAddress;
+use ustack_core::{Counters, Stack};
+use ustack_device::PcapDevice;
+use ustack_runtime::apps::{HttpServer, HttpServerConfig, Site, TcpDiscard, TcpEcho, UdpEcho, DEFAULT_MAX_CONNECTIONS};
+use ustack_runtime::{App, ControlAddr, ControlSocket, EventLoop, StopSignal, Waitable};
 
 #[derive(Args, Debug)]
 pub struct UpArgs {
-    /// The device to run on: tap:NAME (created if it does not exist).
-    #[arg(long, value_name = "KIND:NAME")]
-    pub device: String,
-    /// The stack's address and subnet.
-    #[arg(long, value_name = "A.B.C.D/N")]
-    pub ip: Ipv4Cidr,
-    /// Next hop for destinations outside the subnet.
-    #[arg(long, value_name = "A.B.C.D")]
-    pub gateway: Option<Ipv4Addr>,
-    /// The stack's MAC address (default: a random locally administered one).
-    #[arg(long, value_name = "MAC", value_parser = parse_mac)]
-    pub mac: Option<EthernetAddress>,
-    /// Give this address to the kernel's side of the TAP, so the host can reach the stack at once.
-    #[arg(long, value_name = "A.B.C.D/N")]
-    pub host_ip: Option<Ipv4Cidr>,
+    #[command(flatten)]
+    pub dev: DeviceArgs,
     /// Write every frame in and out to this pcap file.
     #[arg(long, value_name = "FILE")]
     pub pcap: Option<String>,
@@ -36,49 +22,70 @@ pub struct UpArgs {
     /// Serve UDP echo on this port (repeatable).
     #[arg(long = "udp-echo", value_name = "PORT", value_parser = clap::value_parser!(u16).range(1..))]
     pub udp_echo: Vec<u16>,
+    /// Serve TCP echo on this port (repeatable).
+    #[arg(long = "tcp-echo", value_name = "PORT", value_parser = clap::value_parser!(u16).range(1..))]
+    pub tcp_echo: Vec<u16>,
+    /// Serve TCP discard on this port: read and drop (repeatable).
+    #[arg(long = "tcp-discard", value_name = "PORT", value_parser = clap::value_parser!(u16).range(1..))]
+    pub tcp_discard: Vec<u16>,
+    /// Serve the files under this directory over HTTP/1.1 (GET, HEAD; / is index.html).
+    #[arg(long = "http-root", value_name = "DIR")]
+    pub http_root: Option<std::path::PathBuf>,
+    /// The port of the HTTP server (repeatable; default 80).
+    #[arg(long = "http-port", value_name = "PORT", requires = "http_root",
+        value_parser = clap::value_parser!(u16).range(1..))]
+    pub http_port: Vec<u16>,
+}
+
+/// The services `up` runs, in the order they were set up.
+struct Services {
+    udp_echo: Vec<UdpEcho>,
+    tcp_echo: Vec<TcpEcho>,
+    tcp_discard: Vec<TcpDiscard>,
+    http: Vec<HttpServer>,
 }
 
 pub fn run(args: UpArgs) -> Result<(), CliError> {
-    let name = match args.device.split_once(':') {
-        Some(("tap", name)) if !name.is_empty() => name,
-        _ => return Err(CliError::DeviceSpec(args.device)),
-    };
-    if args.ip.broadcast() == Some(args.ip.addr) || (args.ip.prefix_len < 31 && args.ip.addr == network(args.ip)) {
-        return Err(CliError::BadAddress(args.ip.to_string()));
-    }
-    if let Some(gateway) = args.gateway {
-        if !args.ip.contains(gateway) {
-            return Err(CliError::GatewayOutsideSubnet { gateway, subnet: args.ip });
-        }
-    }
-    let seed = os_seed();
-    let mac = args.mac.unwrap_or_else(|| random_mac(seed));
-    let tap = TapDevice::open(name)?;
-    if let Some(host) = args.host_ip {
-        tap.set_host_addr(host.addr, host.prefix_len)?;
-    }
-    let mut cfg = StackConfig::new(mac, args.ip);
-    cfg.gateway = args.gateway;
-    cfg.mtu = tap.caps().mtu;
-    let mut stack = Stack::new(cfg, seed);
-    let mut echoes = Vec::new();
+    args.dev.tap_name()?;
+    // Check the web root before touching any device.
+    let http_root = args.http_root.as_ref().map(|root| Site::dir(root).map(|_| root)).transpose()?;
+    let opened = args.dev.open()?;
+    let (name, tap, mut stack, mac) = (opened.name, opened.tap, opened.stack, opened.mac);
+    let mut services = Services { udp_echo: Vec::new(), tcp_echo: Vec::new(), tcp_discard: Vec::new(), http: Vec::new() };
     for &port in &args.udp_echo {
-        echoes.push(UdpEcho::bind(&mut stack, port).map_err(|source| CliError::Bind { port, source })?);
+        services.udp_echo.push(UdpEcho::bind(&mut stack, port).map_err(|source| CliError::Bind { port, source })?);
+    }
+    let listen = |port, source| CliError::Listen { port, source };
+    for &port in &args.tcp_echo {
+        services.tcp_echo.push(TcpEcho::listen(&mut stack, port, DEFAULT_MAX_CONNECTIONS).map_err(|e| listen(port, e))?);
+    }
+    for &port in &args.tcp_discard {
+        let app = TcpDiscard::listen(&mut stack, port, DEFAULT_MAX_CONNECTIONS).map_err(|e| listen(port, e))?;
+        services.tcp_discard.push(app);
+    }
+    if let Some(root) = http_root {
+        let ports = if args.http_port.is_empty() { vec![80] } else { args.http_port.clone() };
+        for port in ports {
+            let site = Site::dir(root)?;
+            let app = HttpServer::listen(&mut stack, port, site, HttpServerConfig::default()).map_err(|e| listen(port, e))?;
+            services.http.push(app);
+        }
     }
     let control_addr = match &args.control {
         Some(p) => ControlAddr::Path(p.clone()),
-        None => ControlAddr::Device(name.to_string()),
+        None => ControlAddr::Device(name.clone()),
     };
     let control = ControlSocket::bind(&control_addr)
         .map_err(|source| CliError::Control { addr: control_addr.to_string(), source })?;
     let control = (control, format!("tap:{name}"));
-    let banner = format!("ustack: up on tap:{name} as {} ({mac}); Ctrl-C stops", args.ip);
+    let banner = format!("ustack: up on tap:{name} as {} ({mac}); Ctrl-C stops", args.dev.ip);
+    let root = args.http_root.as_ref().map(|r| r.display().to_string()).unwrap_or_default();
     match args.pcap {
         Some(path) => {
             let dev = PcapDevice::create(tap, &path).map_err(|source| CliError::Pcap { path: path.clone(), source })?;
-            serve(stack, dev, echoes, control, &banner)
+            serve(stack, dev, services, control, &banner, &root)
         }
-        None => serve(stack, tap, echoes, control, &banner),
+        None => serve(stack, tap, services, control, &banner, &root),
     }
 }
 
@@ -86,21 +93,45 @@ pub fn run(args: UpArgs) -> Result<(), CliError> {
 fn serve<D: Device + Waitable>(
     stack: Stack,
     device: D,
-    mut echoes: Vec<UdpEcho>,
+    mut services: Services,
     control: (ControlSocket, String),
     banner: &str,
+    http_root: &str,
 ) -> Result<(), CliError> {
     eprintln!("{banner}");
-    for e in &echoes {
+    for e in &services.udp_echo {
         eprintln!("ustack: UDP echo on port {}", e.port());
+    }
+    for e in &services.tcp_echo {
+        eprintln!("ustack: TCP echo on port {}", e.port());
+    }
+    for d in &services.tcp_discard {
+        eprintln!("ustack: TCP discard on port {}", d.port());
+    }
+    for h in &services.http {
+        eprintln!("ustack: HTTP on port {} serving {http_root}", h.port());
     }
     let stop = StopSignal::install();
     let mut lp = EventLoop::new(stack, device);
     lp.control = Some(control);
-    let mut apps: Vec<&mut dyn App> = echoes.iter_mut().map(|e| e as &mut dyn App).collect();
+    let Services { udp_echo, tcp_echo, tcp_discard, http } = &mut services;
+    let mut apps: Vec<&mut dyn App> = Vec::new();
+    apps.extend(udp_echo.iter_mut().map(|a| a as &mut dyn App));
+    apps.extend(tcp_echo.iter_mut().map(|a| a as &mut dyn App));
+    apps.extend(tcp_discard.iter_mut().map(|a| a as &mut dyn App));
+    apps.extend(http.iter_mut().map(|a| a as &mut dyn App));
     lp.run(&mut apps, &stop);
     drop(apps);
     print_counters(lp.stack.counters());
+    for e in &services.tcp_echo {
+        println!("  {:<32} {}", format!("tcp_echo_{}_bytes", e.port()), e.echoed);
+    }
+    for d in &services.tcp_discard {
+        println!("  {:<32} {}", format!("tcp_discard_{}_bytes", d.port()), d.discarded);
+    }
+    for h in &services.http {
+        println!("  {:<32} {}", format!("http_{}_requests", h.port()), h.stats.requests);
+    }
     Ok(())
 }
 
@@ -110,18 +141,4 @@ pub fn print_counters(c: &Counters) {
     for (name, value) in c.iter().filter(|&(_, v)| v != 0) {
         println!("  {name:<32} {value}");
     }
-}
-
-fn network(c: Ipv4Cidr) -> Ipv4Addr {
-    Ipv4Addr::from(u32::from(c.addr) & u32::from(c.netmask()))
-}
-
-fn parse_mac(s: &str) -> Result<EthernetAddress, String> {
-    s.parse().map_err(|_| format!("'{s}' is not a MAC address: expected six hex pairs like 02:00:00:00:00:01"))
-}
-
-/// A locally administered, unicast MAC from the seed (02:xx:..).
-fn random_mac(seed: u64) -> EthernetAddress {
-    let b = seed.to_le_bytes();
-    EthernetAddress([0x02, b[1], b[2], b[3], b[4], b[5]])
 }
