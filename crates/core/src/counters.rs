@@ -127,4 +127,9 @@ counters! {
     drop_tcp_other,
     /// New connections refused because the table is at `tcp_max_connections`.
     drop_tcp_table_full,
+    /// Sockets `poll_events` looked at.
+    poll_visited,
+    /// Events `poll_events` returned (equal to `poll_visited` when every
+    /// socket on the ready list had news).
+    poll_events,
 }

@@ -24,6 +24,7 @@ use crate::tcp::{
     SendError, SeqNumber, State, TcpConfig,
 };
 use crate::time::Instant;
+use crate::readiness::{Event, Interest, Readiness, Registration};
 use crate::timer::TimerWheel;
 use std::collections::VecDeque;
 use std::net::SocketAddrV4;
@@ -110,12 +111,17 @@ struct Slot {
     dead: bool,
     on_tx_list: bool,
     on_ready_list: bool,
+    on_event_list: bool,
+    /// Registered for events with [`Stack::tcp_register`].
+    registration: Option<Registration>,
 }
 
 #[derive(Debug)]
 struct ListenEntry {
     listener: Listener,
     accept_queue: VecDeque<u32>,
+    registration: Option<Registration>,
+    on_ready_list: bool,
 }
 
 #[derive(Debug)]
@@ -133,7 +139,12 @@ pub(crate) struct TcpSockets {
     timers: TimerWheel,
     fired: Vec<u32>,
     tx_list: VecDeque<u32>,
+    /// Unregistered connections whose readiness may have changed (`tcp_ready`).
     ready: VecDeque<u32>,
+    /// Registered connections with news for `poll_events`.
+    events: VecDeque<u32>,
+    /// Registered listeners with a new connection to accept.
+    listener_events: VecDeque<u16>,
     next_ephemeral: u32,
     live: usize,
 }
@@ -154,6 +165,8 @@ impl TcpSockets {
             fired: Vec::new(),
             tx_list: VecDeque::new(),
             ready: VecDeque::new(),
+            events: VecDeque::new(),
+            listener_events: VecDeque::new(),
             next_ephemeral: 0,
             live: 0,
         }
@@ -182,6 +195,8 @@ impl TcpSockets {
             dead: false,
             on_tx_list: false,
             on_ready_list: false,
+            on_event_list: false,
+            registration: None,
         });
         self.by_tuple.insert(tuple, index);
         self.live += 1;
@@ -223,10 +238,41 @@ impl TcpSockets {
     }
 
     fn mark_ready(&mut self, index: u32) {
-        if let Some(s) = self.slots[index as usize].as_mut() {
-            if !s.on_ready_list && !s.orphan && s.child == Child::None {
+        self.mark_ready_with(index, false);
+    }
+
+    /// Something happened to a connection: queue it for the application if
+    /// that may be news (registered: only if its readiness really changed,
+    /// or `new_data` arrived).
+    fn mark_ready_with(&mut self, index: u32, new_data: bool) {
+        let Some(s) = self.slots[index as usize].as_mut() else { return };
+        if s.orphan || s.child != Child::None {
+            return;
+        }
+        match s.registration.as_mut() {
+            Some(reg) => {
+                reg.new_data |= new_data;
+                if !s.on_event_list && reg.changed(readiness_of(&s.conn)) {
+                    s.on_event_list = true;
+                    self.events.push_back(index);
+                }
+            }
+            None if !s.on_ready_list => {
                 s.on_ready_list = true;
                 self.ready.push_back(index);
+            }
+            None => {}
+        }
+    }
+
+    fn mark_listener(&mut self, port: u16) {
+        if let Some(l) = self.listeners.get_mut(&port) {
+            if let Some(reg) = l.registration.as_mut() {
+                reg.new_data = true;
+                if !l.on_ready_list {
+                    l.on_ready_list = true;
+                    self.listener_events.push_back(port);
+                }
             }
         }
     }
@@ -393,7 +439,9 @@ impl Stack {
         let Stack { iface, tcp, .. } = self;
         if let Some(&index) = tcp.by_tuple.get(&tuple) {
             let slot = tcp.slots[index as usize].as_mut().expect("the table points at live slots");
+            let queued_before = slot.conn.recv_queue();
             let outcome = slot.conn.on_segment(now, &seg, repr.payload);
+            let new_data = slot.conn.recv_queue() > queued_before;
             if let Some(reason) = outcome.dropped {
                 count_drop(&mut iface.counters, reason);
             }
@@ -409,6 +457,7 @@ impl Stack {
                         Some(l) => {
                             l.listener.child_established();
                             l.accept_queue.push_back(index);
+                            tcp.mark_listener(port);
                         }
                         // The listener went away: nobody will accept this.
                         None => {
@@ -420,7 +469,7 @@ impl Stack {
                     }
                 }
             }
-            tcp.mark_ready(index);
+            tcp.mark_ready_with(index, new_data);
             tcp.settle(index);
             return;
         }
@@ -455,6 +504,7 @@ impl Stack {
                         if let Some(entry) = tcp.listeners.get_mut(&port) {
                             entry.accept_queue.push_back(index);
                         }
+                        tcp.mark_listener(port);
                         tcp.settle(index);
                     }
                 }
@@ -504,7 +554,10 @@ impl Stack {
             return Err(ListenError::AddrInUse(port));
         }
         let listener = Listener::new(&self.tcp.cfg, backlog.max(1), self.tcp.secret, self.tcp.syn_cookies);
-        self.tcp.listeners.insert(port, ListenEntry { listener, accept_queue: VecDeque::new() });
+        self.tcp.listeners.insert(
+            port,
+            ListenEntry { listener, accept_queue: VecDeque::new(), registration: None, on_ready_list: false },
+        );
         Ok(())
     }
 
@@ -647,6 +700,78 @@ impl Stack {
         }
     }
 
+    /// Register a connection for [`Stack::poll_events`] under `token`, with
+    /// `interest` (READABLE and/or WRITABLE; READ_CLOSED and ERROR are always
+    /// reported). Re-registering changes the token or interest. If the
+    /// connection is already ready, the next poll reports it.
+    pub fn tcp_register(&mut self, h: TcpHandle, token: u64, interest: Interest) {
+        let Some(slot) = self.tcp.slot_mut(h) else { return };
+        let reported = slot.registration.map_or(Readiness::EMPTY, |r| r.reported);
+        slot.registration = Some(Registration { token, interest, reported, new_data: false });
+        let now = readiness_of(&slot.conn);
+        if !(now & (interest | Readiness::ALWAYS)).is_empty() {
+            // Report the current state once, as epoll does on EPOLL_CTL_ADD.
+            if let Some(r) = slot.registration.as_mut() {
+                r.reported = Readiness::EMPTY;
+            }
+            if !slot.on_event_list {
+                slot.on_event_list = true;
+                self.tcp.events.push_back(h.index);
+            }
+        }
+    }
+
+    /// Register a listening port: an event with READABLE whenever a new
+    /// connection waits in its accept queue.
+    pub fn tcp_register_listener(&mut self, port: u16, token: u64) {
+        let Some(l) = self.tcp.listeners.get_mut(&port) else { return };
+        l.registration = Some(Registration { token, interest: Readiness::READABLE, reported: Readiness::EMPTY, new_data: !l.accept_queue.is_empty() });
+        if !l.accept_queue.is_empty() && !l.on_ready_list {
+            l.on_ready_list = true;
+            self.tcp.listener_events.push_back(port);
+        }
+    }
+
+    /// Move up to `max` events into `out`: the registered sockets whose
+    /// readiness changed (or that received data) since they were last
+    /// reported. Costs one step per socket with news, however many exist;
+    /// the `poll_visited` and `poll_events` counters show it.
+    pub fn poll_events(&mut self, out: &mut Vec<Event>, max: usize) -> usize {
+        let tcp = &mut self.tcp;
+        let c = &mut self.iface.counters;
+        let mut n = 0;
+        while n < max {
+            let Some(port) = tcp.listener_events.pop_front() else { break };
+            c.poll_visited += 1;
+            let Some(l) = tcp.listeners.get_mut(&port) else { continue };
+            l.on_ready_list = false;
+            let Some(reg) = l.registration.as_mut() else { continue };
+            let waiting = !l.accept_queue.is_empty();
+            reg.new_data = false;
+            if waiting {
+                out.push(Event { token: reg.token, readiness: Readiness::READABLE });
+                c.poll_events += 1;
+                n += 1;
+            }
+        }
+        while n < max {
+            let Some(index) = tcp.events.pop_front() else { break };
+            c.poll_visited += 1;
+            let Some(slot) = tcp.slots[index as usize].as_mut() else { continue };
+            slot.on_event_list = false;
+            if slot.orphan {
+                continue;
+            }
+            let now = readiness_of(&slot.conn);
+            if let Some(event) = slot.registration.as_mut().and_then(|r| r.report(now)) {
+                out.push(event);
+                c.poll_events += 1;
+                n += 1;
+            }
+        }
+        n
+    }
+
     /// Connections in the table (half-open, established, closing, TIME-WAIT).
     pub fn tcp_connections(&self) -> usize {
         self.tcp.live
@@ -656,6 +781,24 @@ impl Stack {
     pub fn tcp_listener_stats(&self, port: u16) -> Option<tcp::ListenerStats> {
         self.tcp.listeners.get(&port).map(|e| e.listener.stats())
     }
+}
+
+/// A connection's readiness as the application sees it.
+fn readiness_of(conn: &Connection) -> Readiness {
+    let mut r = Readiness::EMPTY;
+    if conn.error().is_some() {
+        return Readiness::ERROR | Readiness::READABLE;
+    }
+    if conn.is_readable() {
+        r |= Readiness::READABLE;
+    }
+    if conn.is_writable() && conn.state().is_synchronized() {
+        r |= Readiness::WRITABLE;
+    }
+    if matches!(conn.state(), State::CloseWait | State::LastAck | State::Closing | State::TimeWait | State::Closed) {
+        r |= Readiness::READ_CLOSED;
+    }
+    r
 }
 
 fn count_drop(c: &mut crate::counters::Counters, reason: DropReason) {
