@@ -32,7 +32,7 @@ fn poll_visits_only_sockets_with_news() {
     let mut events: Vec<Event> = Vec::new();
     while servers.len() < CONNECTIONS {
         for _ in 0..256.min(CONNECTIONS - clients.len()) {
-            let port = if clients.len() % 2 == 0 { 80 } else { 81 };
+            let port = if clients.len().is_multiple_of(2) { 80 } else { 81 };
             clients.push(p.a.tcp_connect(p.now, SocketAddrV4::new(B_IP, port)).unwrap());
         }
         for _ in 0..8 {
