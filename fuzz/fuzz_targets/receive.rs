@@ -47,6 +47,9 @@ fuzz_target!(|data: &[u8]| {
     let mut stack = Stack::new(cfg, 7);
     let _udp = stack.udp_bind(7).unwrap();
     let _ping = stack.ping_open(1).unwrap();
+    stack.tcp_listen(80, 16).unwrap();
+    let mut accepted = Vec::new();
+    let mut buf = [0u8; 512];
     let mut tx = Checker { buf: Vec::new() };
     let mut frame = vec![0u8; 2048];
     let mut now = Instant::ZERO;
@@ -87,6 +90,21 @@ fuzz_target!(|data: &[u8]| {
             ip.emit(&mut Ipv4Packet::new_unchecked(&mut f[14..]), ChecksumMode::Verify);
             // Trust the L4 checksum so the fuzzer explores what lies behind it.
             stack.receive(now, f, RxMeta { csum_verified: true, csum_partial: false }, &mut tx);
+        }
+        // Play the application: accept, read, answer, and close now and then.
+        while let Some(h) = stack.tcp_accept(80) {
+            accepted.push(h);
+        }
+        for (i, &h) in accepted.iter().enumerate() {
+            while let Ok(n) = stack.tcp_recv(h, &mut buf) {
+                if n == 0 {
+                    break;
+                }
+                let _ = stack.tcp_send(h, &buf[..n]);
+            }
+            if (op as usize + i) % 7 == 0 {
+                stack.tcp_close(h);
+            }
         }
         stack.handle_timeout(now, &mut tx);
         stack.transmit(now, &mut tx);
