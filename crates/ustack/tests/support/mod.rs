@@ -8,6 +8,9 @@
 
 #![allow(dead_code)]
 
+/// TCP helpers (tcp_peers.rs, tcp_netem.rs).
+pub mod tcp;
+
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::process::{Child, Command, ExitStatus, Stdio};
