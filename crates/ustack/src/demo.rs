@@ -1,16 +1,20 @@
 //! `ustack demo`: two stacks in one process over the in-memory link.
 //!
 //! Needs no privileges and no network: it is the quickest way to see the
-//! stack resolve a neighbour, answer pings and echo UDP, with figures.
+//! stack resolve a neighbour, answer pings, echo UDP, serve a download over
+//! HTTP and take a burst of short TCP connections, with figures.
 
 use crate::error::CliError;
 use clap::Args;
+use std::io::Write;
 use std::net::{Ipv4Addr, SocketAddrV4};
+use std::sync::Arc;
 use std::time::Instant as WallInstant;
-use ustack_core::{Instant, Ipv4Cidr, Stack, StackConfig};
+use ustack_core::tcp::RecvError;
+use ustack_core::{Instant, Ipv4Cidr, Stack, StackConfig, TcpHandle};
 use ustack_device::{LinkConfig, MemoryLink, MemoryPort};
-use ustack_runtime::apps::UdpEcho;
-use ustack_runtime::{App, Clock};
+use ustack_runtime::apps::{HttpClient, HttpServer, HttpServerConfig, Site, TcpEcho, UdpEcho, DEFAULT_MAX_CONNECTIONS};
+use ustack_runtime::{poll_apps, App, Clock};
 use ustack_wire::EthernetAddress;
 
 #[derive(Args, Debug)]
@@ -21,11 +25,20 @@ pub struct DemoArgs {
     /// UDP datagrams to echo, for each payload size.
     #[arg(long, default_value_t = 100_000)]
     pub datagrams: u32,
+    /// Size of the object downloaded over HTTP, in MiB (0 skips the download).
+    #[arg(long, value_name = "MIB", default_value_t = 64)]
+    pub http_mib: u32,
+    /// Short TCP connections to open, each one 64-byte request and reply (0 skips them).
+    #[arg(long, default_value_t = 2000, value_parser = clap::value_parser!(u32).range(0..=16000))]
+    pub connections: u32,
 }
 
 const A_IP: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 1);
 const B_IP: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 2);
 const ECHO_PORT: u16 = 7;
+const HTTP_PORT: u16 = 80;
+/// The path the generated object is served at.
+const OBJECT_PATH: &str = "/object.bin";
 /// Turns of both stacks without progress before the demo calls it stuck.
 const STUCK_TURNS: u32 = 10_000;
 
@@ -36,35 +49,59 @@ struct Pair {
     b: Stack,
     pb: MemoryPort,
     echo: UdpEcho,
+    tcp_echo: TcpEcho,
+    http: HttpServer,
     clock: Clock,
+    ready_a: Vec<TcpHandle>,
+    ready_b: Vec<TcpHandle>,
 }
 
 impl Pair {
-    fn new() -> Result<Pair, CliError> {
+    fn new(object: Arc<[u8]>) -> Result<Pair, CliError> {
         let (pa, pb) = MemoryLink::pair(LinkConfig::default(), 1);
         let cfg = |mac: [u8; 6], ip| StackConfig::new(EthernetAddress(mac), Ipv4Cidr::new(ip, 24).expect("/24 is valid"));
         let a = Stack::new(cfg([2, 0, 0, 0, 0, 1], A_IP), 11);
         let mut b = Stack::new(cfg([2, 0, 0, 0, 0, 2], B_IP), 22);
-        let echo = UdpEcho::bind(&mut b, ECHO_PORT).map_err(|e| CliError::Demo(e.to_string()))?;
-        Ok(Pair { a, pa, b, pb, echo, clock: Clock::new() })
+        let demo = |e: &dyn std::fmt::Display| CliError::Demo(e.to_string());
+        let echo = UdpEcho::bind(&mut b, ECHO_PORT).map_err(|e| demo(&e))?;
+        let tcp_echo = TcpEcho::listen(&mut b, ECHO_PORT, DEFAULT_MAX_CONNECTIONS).map_err(|e| demo(&e))?;
+        let mut site = Site::memory();
+        site.insert(OBJECT_PATH, object);
+        let http = HttpServer::listen(&mut b, HTTP_PORT, site, HttpServerConfig::default()).map_err(|e| demo(&e))?;
+        Ok(Pair { a, pa, b, pb, echo, tcp_echo, http, clock: Clock::new(), ready_a: Vec::new(), ready_b: Vec::new() })
     }
 
     fn turn(&mut self) -> Instant {
+        self.turn_with(&mut [])
+    }
+
+    /// One turn of both stacks: A with `a_apps` (clients), B with its servers.
+    fn turn_with(&mut self, a_apps: &mut [&mut dyn App]) -> Instant {
         let now = self.clock.now();
         self.a.poll(now, &mut self.pa, 64);
+        poll_apps(&mut self.a, now, a_apps, &mut self.ready_a);
+        self.a.poll(now, &mut self.pa, 0);
         self.b.poll(now, &mut self.pb, 64);
-        self.echo.poll(&mut self.b, now, &[]);
+        poll_apps(&mut self.b, now, &mut [&mut self.echo, &mut self.tcp_echo, &mut self.http], &mut self.ready_b);
         self.b.poll(now, &mut self.pb, 0);
         now
     }
 }
 
 pub fn run(args: DemoArgs) -> Result<(), CliError> {
-    let mut net = Pair::new()?;
+    let object_len = args.http_mib as usize * (1 << 20);
+    let object: Arc<[u8]> = (0..object_len as u64).map(byte_at).collect();
+    let mut net = Pair::new(object)?;
     println!("ustack demo: stack A {A_IP} and stack B {B_IP} on an in-memory Ethernet link\n");
     arp_and_ping(&mut net, args.pings)?;
     for size in [64usize, 1400] {
         udp_echo(&mut net, args.datagrams, size)?;
+    }
+    if object_len > 0 {
+        http_download(&mut net, object_len as u64)?;
+    }
+    if args.connections > 0 {
+        short_connections(&mut net, args.connections)?;
     }
     let ca = net.a.counters();
     let cb = net.b.counters();
@@ -149,5 +186,119 @@ fn udp_echo(net: &mut Pair, count: u32, size: usize) -> Result<(), CliError> {
     net.a.udp_close(sock);
     println!("udp:  {count} datagrams of {size} bytes echoed intact: {:.0} round trips/s, {:.1} Mbit/s each way",
         count as f64 / secs, count as f64 * size as f64 * 8.0 / secs / 1e6);
+    Ok(())
+}
+
+/// A keyed pseudorandom byte at `offset`: the generated object, checked on
+/// arrival byte by byte without keeping a copy.
+fn byte_at(offset: u64) -> u8 {
+    let mut z = offset.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    z ^= z >> 29;
+    (z.wrapping_mul(0xBF58_476D_1CE4_E5B9) >> 56) as u8
+}
+
+/// A sink that checks every byte against [`byte_at`].
+struct PatternCheck {
+    offset: u64,
+    first_bad: Option<u64>,
+}
+
+impl Write for PatternCheck {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if self.first_bad.is_none() {
+            if let Some(i) = buf.iter().enumerate().position(|(i, &b)| b != byte_at(self.offset + i as u64)) {
+                self.first_bad = Some(self.offset + i as u64);
+            }
+        }
+        self.offset += buf.len() as u64;
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+fn http_download(net: &mut Pair, len: u64) -> Result<(), CliError> {
+    let server = SocketAddrV4::new(B_IP, HTTP_PORT);
+    let mut client = HttpClient::new(server, vec![OBJECT_PATH.to_string()], PatternCheck { offset: 0, first_bad: None });
+    let start = WallInstant::now();
+    let mut idle = 0u32;
+    let mut last = 0;
+    while !client.finished() {
+        net.turn_with(&mut [&mut client]);
+        let got = client.body_bytes();
+        idle = if got == last { idle + 1 } else { 0 };
+        last = got;
+        if idle > STUCK_TURNS * 10 {
+            return Err(CliError::Demo(format!("HTTP download stalled after {got} of {len} bytes")));
+        }
+    }
+    let secs = start.elapsed().as_secs_f64();
+    let (outcome, check) = client.into_result();
+    if let Some(Err(e)) = outcome {
+        return Err(CliError::Demo(format!("HTTP download failed: {e}")));
+    }
+    if let Some(at) = check.first_bad {
+        return Err(CliError::Demo(format!("HTTP download corrupted at byte {at}")));
+    }
+    if check.offset != len {
+        return Err(CliError::Demo(format!("HTTP download delivered {} of {len} bytes", check.offset)));
+    }
+    println!("http: GET of a {} MiB object, every byte checked: {secs:.3} s, {:.0} Mbit/s",
+        len >> 20, len as f64 * 8.0 / secs / 1e6);
+    Ok(())
+}
+
+fn short_connections(net: &mut Pair, count: u32) -> Result<(), CliError> {
+    /// Connections open at once.
+    const PARALLEL: usize = 32;
+    const SIZE: usize = 64;
+    let dst = SocketAddrV4::new(B_IP, ECHO_PORT);
+    let mut open: Vec<(TcpHandle, u32, usize)> = Vec::with_capacity(PARALLEL);
+    let (mut started, mut done, mut idle) = (0u32, 0u32, 0u32);
+    let mut buf = [0u8; SIZE];
+    let start = WallInstant::now();
+    while done < count {
+        while started < count && open.len() < PARALLEL {
+            let h = net.a.tcp_connect(net.clock.now(), dst).map_err(|e| CliError::Demo(format!("connect: {e}")))?;
+            net.a.tcp_set_nodelay(h, true);
+            // Queued before the handshake completes; it leaves right after.
+            let request = [started as u8; SIZE];
+            net.a.tcp_send(h, &request).map_err(|e| CliError::Demo(format!("send: {e:?}")))?;
+            open.push((h, started, 0));
+            started += 1;
+        }
+        net.turn();
+        let before = done;
+        let mut i = 0;
+        while i < open.len() {
+            let (h, id, got) = &mut open[i];
+            match net.a.tcp_recv(*h, &mut buf[*got..]) {
+                Ok(0) => return Err(CliError::Demo(format!("connection {id} ended after {got} of {SIZE} bytes"))),
+                Ok(n) => {
+                    if buf[*got..*got + n].iter().any(|&b| b != *id as u8) {
+                        return Err(CliError::Demo(format!("connection {id} got a wrong reply")));
+                    }
+                    *got += n;
+                }
+                Err(RecvError::WouldBlock) => {}
+                Err(e) => return Err(CliError::Demo(format!("connection {id} failed: {e:?}"))),
+            }
+            if *got == SIZE {
+                net.a.tcp_close(*h);
+                open.swap_remove(i);
+                done += 1;
+            } else {
+                i += 1;
+            }
+        }
+        idle = if done == before { idle + 1 } else { 0 };
+        if idle > STUCK_TURNS {
+            return Err(CliError::Demo(format!("short connections stalled after {done} of {count}")));
+        }
+    }
+    let secs = start.elapsed().as_secs_f64();
+    println!("tcp:  {count} short connections (connect, {SIZE}-byte request and reply, close), {PARALLEL} at a time: {:.0} connections/s",
+        count as f64 / secs);
     Ok(())
 }
