@@ -20,13 +20,14 @@ use crate::hash::{KeyedMap, KeyedState};
 use crate::phy::{RxMeta, TxQueue};
 use crate::stack::{Iface, Stack};
 use crate::tcp::{
-    self, Connection, DropReason, Flags, FourTuple, ListenOutcome, Listener, Options, RecvError, Segment,
+    self, BufferPool, Connection, DropReason, Flags, FourTuple, ListenOutcome, Listener, Options, RecvError, Segment,
     SendError, SeqNumber, State, TcpConfig,
 };
 use crate::time::Instant;
 use crate::readiness::{Event, Interest, Readiness, Registration};
 use crate::timer::TimerWheel;
 use std::collections::VecDeque;
+use std::sync::Arc;
 use std::net::SocketAddrV4;
 use ustack_wire::{
     checksum, ChecksumMode, IpProtocol, Ipv4Repr, TcpFlags, TcpPacket, TcpRepr, TcpSeqNumber, IPV4_HEADER_LEN,
@@ -124,13 +125,59 @@ struct ListenEntry {
     on_ready_list: bool,
 }
 
+/// Slots in pages of `SLOT_PAGE`: the table grows a page at a time and
+/// never moves (or doubles) what it holds, so its overhead over the live
+/// connections is at most one page.
+const SLOT_PAGE: usize = 1024;
+
+#[derive(Debug, Default)]
+struct Slots {
+    pages: Vec<Box<[Option<Slot>]>>,
+    len: usize,
+}
+
+impl Slots {
+    fn len(&self) -> usize {
+        self.len
+    }
+    /// Appends an empty slot and returns its index.
+    fn push_empty(&mut self) -> usize {
+        if self.len == self.pages.len() * SLOT_PAGE {
+            self.pages.push((0..SLOT_PAGE).map(|_| None).collect());
+        }
+        self.len += 1;
+        self.len - 1
+    }
+    fn get(&self, i: usize) -> Option<&Option<Slot>> {
+        (i < self.len).then(|| &self.pages[i / SLOT_PAGE][i % SLOT_PAGE])
+    }
+    fn get_mut(&mut self, i: usize) -> Option<&mut Option<Slot>> {
+        (i < self.len).then(|| &mut self.pages[i / SLOT_PAGE][i % SLOT_PAGE])
+    }
+}
+
+impl core::ops::Index<usize> for Slots {
+    type Output = Option<Slot>;
+    fn index(&self, i: usize) -> &Option<Slot> {
+        self.get(i).expect("slot index in range")
+    }
+}
+
+impl core::ops::IndexMut<usize> for Slots {
+    fn index_mut(&mut self, i: usize) -> &mut Option<Slot> {
+        self.get_mut(i).expect("slot index in range")
+    }
+}
+
 #[derive(Debug)]
 pub(crate) struct TcpSockets {
-    cfg: TcpConfig,
+    cfg: Arc<TcpConfig>,
+    /// Every connection's send and receive bytes (see `tcp::BufferPool`).
+    pool: BufferPool,
     secret: [u8; 16],
     syn_cookies: bool,
     max_connections: usize,
-    slots: Vec<Option<Slot>>,
+    slots: Slots,
     /// Generations survive their slot so a stale handle never matches.
     generations: Vec<u32>,
     free: Vec<u32>,
@@ -152,11 +199,12 @@ pub(crate) struct TcpSockets {
 impl TcpSockets {
     pub(crate) fn new(cfg: TcpConfig, syn_cookies: bool, max_connections: usize, secret: [u8; 16], hash_key: u64) -> TcpSockets {
         TcpSockets {
-            cfg,
+            pool: BufferPool::for_config(&cfg),
+            cfg: Arc::new(cfg),
             secret,
             syn_cookies,
             max_connections,
-            slots: Vec::new(),
+            slots: Slots::default(),
             generations: Vec::new(),
             free: Vec::new(),
             by_tuple: KeyedMap::with_hasher(KeyedState::new(hash_key)),
@@ -181,7 +229,7 @@ impl TcpSockets {
         let index = match self.free.pop() {
             Some(i) => i,
             None => {
-                self.slots.push(None);
+                self.slots.push_empty();
                 self.generations.push(0);
                 (self.slots.len() - 1) as u32
             }
@@ -205,7 +253,8 @@ impl TcpSockets {
 
     /// Free a slot for good.
     fn remove(&mut self, index: u32) {
-        if let Some(slot) = self.slots[index as usize].take() {
+        if let Some(mut slot) = self.slots[index as usize].take() {
+            slot.conn.release_buffers(&mut self.pool);
             if !slot.dead {
                 self.by_tuple.remove(&slot.conn.four_tuple());
                 self.live -= 1;
@@ -402,12 +451,12 @@ impl Iface {
     }
 
     /// Write everything a connection wants to send now.
-    fn flush_connection<T: TxQueue>(&mut self, now: Instant, tx: &mut T, conn: &mut Connection) {
+    fn flush_connection<T: TxQueue>(&mut self, now: Instant, tx: &mut T, conn: &mut Connection, pool: &BufferPool) {
         let max_payload = self.cfg.mtu - IPV4_HEADER_LEN - TCP_HEADER_LEN;
         let tuple = conn.four_tuple();
-        while let Some(seg) = conn.poll_transmit(now, max_payload) {
+        while let Some(seg) = conn.poll_transmit(now, max_payload, pool) {
             let conn = &*conn;
-            self.send_tcp(now, tx, &tuple, &seg, |b| conn.read_payload(&seg, b));
+            self.send_tcp(now, tx, &tuple, &seg, |b| conn.read_payload(&seg, b, pool));
         }
     }
 }
@@ -440,7 +489,7 @@ impl Stack {
         if let Some(&index) = tcp.by_tuple.get(&tuple) {
             let slot = tcp.slots[index as usize].as_mut().expect("the table points at live slots");
             let queued_before = slot.conn.recv_queue();
-            let outcome = slot.conn.on_segment(now, &seg, repr.payload);
+            let outcome = slot.conn.on_segment(now, &seg, repr.payload, &mut tcp.pool);
             let new_data = slot.conn.recv_queue() > queued_before;
             if let Some(reason) = outcome.dropped {
                 count_drop(&mut iface.counters, reason);
@@ -448,7 +497,7 @@ impl Stack {
             if let Some(rst) = outcome.reply {
                 iface.send_tcp(now, tx, &tuple, &rst, |_| {});
             }
-            iface.flush_connection(now, tx, &mut slot.conn);
+            iface.flush_connection(now, tx, &mut slot.conn, &tcp.pool);
             if outcome.established {
                 iface.counters.tcp_established += 1;
                 if let Child::HalfOpen(port) = slot.child {
@@ -464,7 +513,7 @@ impl Stack {
                             slot.child = Child::None;
                             slot.orphan = true;
                             slot.conn.abort();
-                            iface.flush_connection(now, tx, &mut slot.conn);
+                            iface.flush_connection(now, tx, &mut slot.conn, &tcp.pool);
                         }
                     }
                 }
@@ -475,7 +524,7 @@ impl Stack {
         }
         if let Some(entry) = tcp.listeners.get_mut(&tuple.local_port) {
             if tuple.local_addr == iface.cfg.ipv4.addr {
-                match entry.listener.on_segment(now, tuple, &seg, repr.payload) {
+                match entry.listener.on_segment(now, tuple, &seg, repr.payload, &mut tcp.pool) {
                     ListenOutcome::Drop(reason) => count_drop(&mut iface.counters, reason),
                     ListenOutcome::Reply(reply) => {
                         iface.send_tcp(now, tx, &tuple, &reply, |_| {});
@@ -486,19 +535,20 @@ impl Stack {
                             iface.counters.drop_tcp_table_full += 1;
                             return;
                         }
-                        iface.flush_connection(now, tx, &mut conn);
+                        iface.flush_connection(now, tx, &mut conn, &tcp.pool);
                         let port = tuple.local_port;
                         let index = tcp.insert(conn, Child::HalfOpen(port));
                         tcp.settle(index);
                     }
                     ListenOutcome::Established(mut conn) => {
                         if tcp.live >= tcp.max_connections {
+                            conn.release_buffers(&mut tcp.pool);
                             entry.listener.accepted();
                             iface.counters.drop_tcp_table_full += 1;
                             return;
                         }
                         iface.counters.tcp_established += 1;
-                        iface.flush_connection(now, tx, &mut conn);
+                        iface.flush_connection(now, tx, &mut conn, &tcp.pool);
                         let port = tuple.local_port;
                         let index = tcp.insert(conn, Child::Queued(port));
                         if let Some(entry) = tcp.listeners.get_mut(&port) {
@@ -527,7 +577,7 @@ impl Stack {
         for &index in &fired {
             let Some(slot) = tcp.slots[index as usize].as_mut() else { continue };
             slot.conn.handle_timeout(now);
-            iface.flush_connection(now, tx, &mut slot.conn);
+            iface.flush_connection(now, tx, &mut slot.conn, &tcp.pool);
             tcp.mark_ready(index);
             tcp.settle(index);
         }
@@ -539,7 +589,7 @@ impl Stack {
         while let Some(index) = tcp.tx_list.pop_front() {
             let Some(slot) = tcp.slots[index as usize].as_mut() else { continue };
             slot.on_tx_list = false;
-            iface.flush_connection(now, tx, &mut slot.conn);
+            iface.flush_connection(now, tx, &mut slot.conn, &tcp.pool);
             tcp.settle(index);
         }
     }
@@ -553,7 +603,7 @@ impl Stack {
         if self.tcp.listeners.contains_key(&port) {
             return Err(ListenError::AddrInUse(port));
         }
-        let listener = Listener::new(&self.tcp.cfg, backlog.max(1), self.tcp.secret, self.tcp.syn_cookies);
+        let listener = Listener::new(self.tcp.cfg.clone(), backlog.max(1), self.tcp.secret, self.tcp.syn_cookies);
         self.tcp.listeners.insert(
             port,
             ListenEntry { listener, accept_queue: VecDeque::new(), registration: None, on_ready_list: false },
@@ -612,7 +662,7 @@ impl Stack {
         .ok_or(ConnectError::NoFreePort)?;
         let tuple = FourTuple { local_addr, local_port, remote_addr, remote_port };
         let iss = tcp::isn(&tcp.secret, &tuple, now);
-        let conn = Connection::connect(tuple, &tcp.cfg, iss, now);
+        let conn = Connection::connect(tuple, tcp.cfg.clone(), iss, now);
         let index = tcp.insert(conn, Child::None);
         tcp.mark_tx(index);
         Ok(tcp.handle(index))
@@ -620,16 +670,18 @@ impl Stack {
 
     /// Queue data to send; returns how much fit in the send buffer.
     pub fn tcp_send(&mut self, h: TcpHandle, data: &[u8]) -> Result<usize, SendError> {
-        let slot = self.tcp.slot_mut(h).ok_or(SendError::Closed(None))?;
-        let n = slot.conn.send(data)?;
+        let tcp = &mut self.tcp;
+        let slot = tcp.slots.get_mut(h.index as usize).and_then(Option::as_mut).filter(|s| s.generation == h.generation && !s.orphan);
+        let n = slot.ok_or(SendError::Closed(None))?.conn.send(data, &mut tcp.pool)?;
         self.tcp.mark_tx(h.index);
         Ok(n)
     }
 
     /// Read received data; `Ok(0)` is the end of the stream.
     pub fn tcp_recv(&mut self, h: TcpHandle, buf: &mut [u8]) -> Result<usize, RecvError> {
-        let slot = self.tcp.slot_mut(h).ok_or(RecvError::Closed)?;
-        let n = slot.conn.recv(buf)?;
+        let tcp = &mut self.tcp;
+        let slot = tcp.slots.get_mut(h.index as usize).and_then(Option::as_mut).filter(|s| s.generation == h.generation && !s.orphan);
+        let n = slot.ok_or(RecvError::Closed)?.conn.recv(buf, &mut tcp.pool)?;
         // Reading opens the window: the engine decides whether that is news.
         self.tcp.mark_tx(h.index);
         Ok(n)
@@ -777,6 +829,12 @@ impl Stack {
         self.tcp.live
     }
 
+    /// The buffer pool every connection's send and receive bytes live in:
+    /// its occupancy (`in_use`), limit and counters.
+    pub fn tcp_buffer_pool(&self) -> &BufferPool {
+        &self.tcp.pool
+    }
+
     /// Counters of a listening port.
     pub fn tcp_listener_stats(&self, port: u16) -> Option<tcp::ListenerStats> {
         self.tcp.listeners.get(&port).map(|e| e.listener.stats())
@@ -810,3 +868,15 @@ fn count_drop(c: &mut crate::counters::Counters, reason: DropReason) {
     }
 }
 
+
+#[cfg(test)]
+mod size_tests {
+    #[test]
+    fn print_sizes() {
+        use core::mem::size_of;
+        eprintln!("Connection {}", size_of::<super::Connection>());
+        eprintln!("Slot {}", size_of::<Option<super::Slot>>());
+        eprintln!("TcpConfig {}", size_of::<super::TcpConfig>());
+        eprintln!("Stats {}", size_of::<crate::tcp::Stats>());
+    }
+}

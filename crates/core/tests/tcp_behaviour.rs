@@ -10,8 +10,8 @@ use harness::*;
 fn established_with(cfg: &TcpConfig, mut syn_options: Options) -> Sock {
     syn_options.mss = syn_options.mss.or(Some(1460));
     let syn = seg! { seq: REMOTE, flags: SYN, options: syn_options };
-    let conn = Connection::accept(tuple(), &syn.to_segment(), cfg, SeqNumber(LOCAL), Instant::ZERO).unwrap();
-    let mut s = Sock { conn, now: Instant::ZERO };
+    let conn = Connection::accept(tuple(), &syn.to_segment(), *cfg, SeqNumber(LOCAL), Instant::ZERO).unwrap();
+    let mut s = Sock::new(conn, cfg);
     let synack = s.poll().expect("SYN-ACK");
     // Echo the SYN-ACK's timestamp, as a real peer would.
     let echo = synack.options.unwrap().timestamp.map(|t| (syn_options.timestamp.unwrap().0 + 1, t.0));
@@ -28,7 +28,7 @@ fn rto_backs_off_exponentially_and_resets_on_ack() {
     // The handshake takes 100 ms: SRTT 100 ms, RTO 100 + 4 * 50 = 300 ms.
     send!(s, time = 100, seg! { seq: REMOTE + 1, ack: LOCAL + 1 });
     assert_eq!(s.conn.rto(), Duration::from_millis(300));
-    s.conn.send(b"abc").unwrap();
+    s.write(b"abc").unwrap();
     recv!(s, seg! { seq: LOCAL + 1, ack: REMOTE + 1, flags: PSH, payload: b"abc" });
     recv_nothing!(s, time = 399);
     recv!(s, time = 400, seg! { seq: LOCAL + 1, ack: REMOTE + 1, flags: PSH, payload: b"abc" });
@@ -42,7 +42,7 @@ fn rto_backs_off_exponentially_and_resets_on_ack() {
     // until new data is timed.
     assert_eq!(s.conn.srtt(), Some(Duration::from_millis(100)));
     assert_eq!(s.conn.rto(), Duration::from_millis(2400));
-    s.conn.send(b"d").unwrap();
+    s.write(b"d").unwrap();
     recv!(s, seg! { seq: LOCAL + 4, ack: REMOTE + 1, flags: PSH, payload: b"d" });
     send!(s, time = 2350, seg! { seq: REMOTE + 1, ack: LOCAL + 5 });
     // SRTT 7/8 * 100 + 1/8 * 50, RTTVAR 3/4 * 50 + 1/4 * 50.
@@ -56,21 +56,21 @@ fn gives_up_after_max_retransmits() {
     let cfg = TcpConfig { max_retransmits: 3, ..config() };
     let mut s = socket_syn_received_with(&cfg, seg! { seq: REMOTE, flags: SYN });
     send!(s, seg! { seq: REMOTE + 1, ack: LOCAL + 1 });
-    s.conn.send(b"x").unwrap();
+    s.write(b"x").unwrap();
     recv!(s, seg! { seq: LOCAL + 1, ack: REMOTE + 1, flags: PSH, payload: b"x" });
     for t in [1000, 3000, 7000] {
         recv!(s, time = t, seg! { seq: LOCAL + 1, ack: REMOTE + 1, flags: PSH, payload: b"x" });
     }
     recv_nothing!(s, time = 15_000);
     assert_eq!(s.conn.error(), Some(ConnError::TimedOut));
-    assert_eq!(s.conn.send(b"y"), Err(SendError::Closed(Some(ConnError::TimedOut))));
+    assert_eq!(s.write(b"y"), Err(SendError::Closed(Some(ConnError::TimedOut))));
 }
 
 #[test]
 fn newreno_fast_retransmit_on_three_dup_acks() {
     let mut s = socket_established();
     let data = [7u8; 5 * 1460];
-    s.conn.send(&data).unwrap();
+    s.write(&data).unwrap();
     for i in 0..5u32 {
         let seg = s.poll().expect("segment");
         assert_eq!((seg.seq, seg.payload.len()), (LOCAL + 1 + i * 1460, 1460));
@@ -94,11 +94,11 @@ fn newreno_fast_retransmit_on_three_dup_acks() {
 #[test]
 fn nagle_holds_small_segments_while_one_is_unacked() {
     let mut s = socket_established();
-    s.conn.send(b"a").unwrap();
+    s.write(b"a").unwrap();
     recv!(s, seg! { seq: LOCAL + 1, ack: REMOTE + 1, flags: PSH, payload: b"a" });
-    s.conn.send(b"b").unwrap();
+    s.write(b"b").unwrap();
     recv_nothing!(s);
-    s.conn.send(b"c").unwrap();
+    s.write(b"c").unwrap();
     recv_nothing!(s);
     send!(s, time = 10, seg! { seq: REMOTE + 1, ack: LOCAL + 2 });
     recv!(s, seg! { seq: LOCAL + 2, ack: REMOTE + 1, flags: PSH, payload: b"bc" });
@@ -108,18 +108,18 @@ fn nagle_holds_small_segments_while_one_is_unacked() {
 fn nodelay_sends_small_segments_at_once() {
     let mut s = socket_established();
     s.conn.set_nodelay(true);
-    s.conn.send(b"a").unwrap();
+    s.write(b"a").unwrap();
     recv!(s, seg! { seq: LOCAL + 1, ack: REMOTE + 1, flags: PSH, payload: b"a" });
-    s.conn.send(b"b").unwrap();
+    s.write(b"b").unwrap();
     recv!(s, seg! { seq: LOCAL + 2, ack: REMOTE + 1, flags: PSH, payload: b"b" });
 }
 
 #[test]
 fn nagle_lets_full_segments_through() {
     let mut s = socket_established();
-    s.conn.send(b"a").unwrap();
+    s.write(b"a").unwrap();
     recv!(s, seg! { seq: LOCAL + 1, ack: REMOTE + 1, flags: PSH, payload: b"a" });
-    s.conn.send(&[1u8; 1460]).unwrap();
+    s.write(&[1u8; 1460]).unwrap();
     let full = s.poll().expect("full segment");
     assert_eq!((full.seq, full.payload.len()), (LOCAL + 2, 1460));
 }
@@ -150,7 +150,7 @@ fn out_of_order_and_hole_fill_are_acked_at_once() {
     send!(s, seg! { seq: REMOTE + 1, ack: LOCAL + 1, payload: b"abc" });
     recv!(s, seg! { seq: LOCAL + 1, ack: REMOTE + 7 });
     let mut buf = [0u8; 8];
-    assert_eq!(s.conn.recv(&mut buf), Ok(6));
+    assert_eq!(s.read(&mut buf), Ok(6));
     assert_eq!(&buf[..6], b"abcdef");
 }
 
@@ -158,7 +158,7 @@ fn out_of_order_and_hole_fill_are_acked_at_once() {
 fn piggybacked_ack_cancels_delayed_ack() {
     let mut s = socket_established();
     send!(s, seg! { seq: REMOTE + 1, ack: LOCAL + 1, payload: b"ping" });
-    s.conn.send(b"pong").unwrap();
+    s.write(b"pong").unwrap();
     recv!(s, seg! { seq: LOCAL + 1, ack: REMOTE + 5, flags: PSH, payload: b"pong" });
     assert_eq!(s.conn.poll_timeout(), Some(Instant::from_millis(200)), "only the RTO is left");
 }
@@ -169,7 +169,7 @@ fn piggybacked_ack_cancels_delayed_ack() {
 fn zero_window_probe_with_backoff() {
     let mut s = socket_established();
     send!(s, seg! { seq: REMOTE + 1, ack: LOCAL + 1, window: 0 });
-    s.conn.send(b"hello").unwrap();
+    s.write(b"hello").unwrap();
     recv_nothing!(s);
     // The handshake ACK came at once: RTO is the 200 ms minimum.
     recv_nothing!(s, time = 199);
@@ -199,9 +199,9 @@ fn receiver_window_shrinks_with_unread_data_and_reopens_with_an_update() {
     recv!(s, time = 40, seg! { seq: LOCAL + 1, ack: REMOTE + 4001, window: 0 });
     // Reading 100 bytes is not worth a window update (receiver SWS avoidance).
     let mut buf = [0u8; 4000];
-    assert_eq!(s.conn.recv(&mut buf[..100]), Ok(100));
+    assert_eq!(s.read(&mut buf[..100]), Ok(100));
     recv_nothing!(s);
-    assert_eq!(s.conn.recv(&mut buf), Ok(3900));
+    assert_eq!(s.read(&mut buf), Ok(3900));
     recv!(s, seg! { seq: LOCAL + 1, ack: REMOTE + 4001, window: 4000 });
 }
 
@@ -262,10 +262,10 @@ fn window_scale_negotiation_and_clamp() {
 #[test]
 fn syn_ack_offers_only_what_the_peer_offered() {
     let cfg = TcpConfig { window_scaling: true, sack: true, timestamps: true, ..config() };
-    let mut s = Sock {
-        conn: Connection::accept(tuple(), &seg! { seq: REMOTE, flags: SYN, options: Options { sack_permitted: true, ..Options::default() } }.to_segment(), &cfg, SeqNumber(LOCAL), Instant::ZERO).unwrap(),
-        now: Instant::ZERO,
-    };
+    let mut s = Sock::new(
+        Connection::accept(tuple(), &seg! { seq: REMOTE, flags: SYN, options: Options { sack_permitted: true, ..Options::default() } }.to_segment(), cfg, SeqNumber(LOCAL), Instant::ZERO).unwrap(),
+        &cfg,
+    );
     let synack = s.poll().unwrap();
     assert_eq!(synack.options, Some(Options { mss: Some(1460), sack_permitted: true, ..Options::default() }));
 }
@@ -303,7 +303,7 @@ fn missing_timestamp_is_dropped_once_negotiated() {
 #[test]
 fn timestamps_measure_rtt_even_for_retransmissions() {
     let mut s = established_with(&ts_config(), ts(100, 0));
-    s.conn.send(b"abc").unwrap();
+    s.write(b"abc").unwrap();
     let first = s.poll().unwrap();
     let tsval = first.options.unwrap().timestamp.unwrap().0;
     s.at(200);
@@ -340,7 +340,7 @@ fn sack_blocks_report_the_latest_island_first() {
 fn sack_recovery_retransmits_only_the_holes() {
     let mut s = established_with(&sack_config(), Options { sack_permitted: true, ..Options::default() });
     let mss = 1460u32;
-    s.conn.send(&[9u8; 8 * 1460]).unwrap();
+    s.write(&[9u8; 8 * 1460]).unwrap();
     for _ in 0..8 {
         s.poll().expect("segment");
     }
@@ -370,7 +370,7 @@ fn sack_recovery_retransmits_only_the_holes() {
 #[test]
 fn bogus_sack_blocks_are_ignored() {
     let mut s = established_with(&sack_config(), Options { sack_permitted: true, ..Options::default() });
-    s.conn.send(&[1u8; 2920]).unwrap();
+    s.write(&[1u8; 2920]).unwrap();
     s.poll().unwrap();
     s.poll().unwrap();
     let mut o = Options::default();
@@ -389,42 +389,46 @@ const SECRET: [u8; 16] = *b"0123456789abcdef";
 
 #[test]
 fn listener_handles_syn_ack_and_rst() {
-    let mut l = Listener::new(&config(), 2, SECRET, false);
+    let mut l = Listener::new(config(), 2, SECRET, false);
+    let mut pool = BufferPool::for_config(&config());
     let now = Instant::from_secs(5);
-    assert!(matches!(l.on_segment(now, tuple(), &seg! { seq: 1, flags: RST }.to_segment(), &[]), ListenOutcome::Drop(_)));
-    match l.on_segment(now, tuple(), &seg! { seq: 1, ack: 77 }.to_segment(), &[]) {
+    assert!(matches!(l.on_segment(now, tuple(), &seg! { seq: 1, flags: RST }.to_segment(), &[], &mut pool), ListenOutcome::Drop(_)));
+    match l.on_segment(now, tuple(), &seg! { seq: 1, ack: 77 }.to_segment(), &[], &mut pool) {
         ListenOutcome::Reply(rst) => assert_eq!((rst.seq, rst.flags), (SeqNumber(77), RST)),
         other => panic!("{other:?}"),
     }
-    let ListenOutcome::HalfOpen(mut c) = l.on_segment(now, tuple(), &seg! { seq: REMOTE, flags: SYN }.to_segment(), &[]) else {
+    let ListenOutcome::HalfOpen(mut c) = l.on_segment(now, tuple(), &seg! { seq: REMOTE, flags: SYN }.to_segment(), &[], &mut pool) else {
         panic!("expected a half-open connection")
     };
-    assert_eq!(c.poll_transmit(now, MAX_PAYLOAD).unwrap().seq, isn(&SECRET, &tuple(), now));
+    assert_eq!(c.poll_transmit(now, MAX_PAYLOAD, &pool).unwrap().seq, isn(&SECRET, &tuple(), now));
     assert_eq!(l.half_open(), 1);
-    assert!(matches!(l.on_segment(now, tuple(), &seg! { seq: REMOTE, flags: SYN }.to_segment(), &[]), ListenOutcome::HalfOpen(_)));
-    assert!(matches!(l.on_segment(now, tuple(), &seg! { seq: REMOTE, flags: SYN }.to_segment(), &[]), ListenOutcome::Drop(_)), "SYN queue full");
+    assert!(matches!(l.on_segment(now, tuple(), &seg! { seq: REMOTE, flags: SYN }.to_segment(), &[], &mut pool), ListenOutcome::HalfOpen(_)));
+    assert!(matches!(l.on_segment(now, tuple(), &seg! { seq: REMOTE, flags: SYN }.to_segment(), &[], &mut pool), ListenOutcome::Drop(_)), "SYN queue full");
     l.child_established();
     assert_eq!((l.half_open(), l.accept_queue_len()), (1, 1));
 }
 
 #[test]
 fn listener_falls_back_to_syn_cookies() {
-    let mut l = Listener::new(&config(), 1, SECRET, true);
+    let mut l = Listener::new(config(), 1, SECRET, true);
+    let mut pool = BufferPool::for_config(&config());
     let now = Instant::from_secs(5);
     let syn = seg! { seq: REMOTE, flags: SYN, options: Options { mss: Some(1400), ..Options::default() } };
-    assert!(matches!(l.on_segment(now, tuple(), &syn.to_segment(), &[]), ListenOutcome::HalfOpen(_)));
-    let ListenOutcome::Reply(synack) = l.on_segment(now, tuple(), &syn.to_segment(), &[]) else { panic!("expected a cookie") };
+    assert!(matches!(l.on_segment(now, tuple(), &syn.to_segment(), &[], &mut pool), ListenOutcome::HalfOpen(_)));
+    let ListenOutcome::Reply(synack) = l.on_segment(now, tuple(), &syn.to_segment(), &[], &mut pool) else { panic!("expected a cookie") };
     assert_eq!((synack.flags, synack.ack), (SYN, Some(SeqNumber(REMOTE + 1))));
     let cookie = synack.seq.0;
     // A forged ACK is answered with a RST; the genuine one establishes.
-    assert!(matches!(l.on_segment(now, tuple(), &seg! { seq: REMOTE + 1, ack: cookie + 2 }.to_segment(), &[]), ListenOutcome::Reply(_)));
+    assert!(matches!(l.on_segment(now, tuple(), &seg! { seq: REMOTE + 1, ack: cookie + 2 }.to_segment(), &[], &mut pool), ListenOutcome::Reply(_)));
     let ack = seg! { seq: REMOTE + 1, ack: cookie + 1, payload: b"GET /" };
-    let ListenOutcome::Established(mut c) = l.on_segment(now, tuple(), &ack.to_segment(), &ack.payload) else { panic!("cookie rejected") };
+    let ListenOutcome::Established(mut c) = l.on_segment(now, tuple(), &ack.to_segment(), &ack.payload, &mut pool) else { panic!("cookie rejected") };
     assert_eq!(c.state(), State::Established);
     assert_eq!(c.mss(), 1400);
     let mut buf = [0u8; 8];
-    assert_eq!(c.recv(&mut buf), Ok(5));
+    assert_eq!(c.recv(&mut buf, &mut pool), Ok(5));
     assert_eq!(l.accept_queue_len(), 1);
+    c.release_buffers(&mut pool);
+    assert_eq!(pool.in_use(), 0);
 }
 
 // ---- Resource bounds ------------------------------------------------------------

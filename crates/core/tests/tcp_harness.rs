@@ -84,6 +84,8 @@ impl std::ops::Deref for Out {
 pub struct Sock {
     pub conn: Connection,
     pub now: Instant,
+    /// The buffer pool the connection's bytes live in.
+    pub pool: BufferPool,
 }
 
 impl Sock {
@@ -95,16 +97,16 @@ impl Sock {
     }
 
     pub fn send(&mut self, seg: &TestSegment) -> Out {
-        let out = self.conn.on_segment(self.now, &seg.to_segment(), &seg.payload);
+        let out = self.conn.on_segment(self.now, &seg.to_segment(), &seg.payload, &mut self.pool);
         Out(out)
     }
 
     /// The next segment the socket sends, as a `TestSegment` (window and
     /// options always filled in).
     pub fn poll(&mut self) -> Option<TestSegment> {
-        let seg = self.conn.poll_transmit(self.now, MAX_PAYLOAD)?;
+        let seg = self.conn.poll_transmit(self.now, MAX_PAYLOAD, &self.pool)?;
         let mut payload = vec![0u8; seg.payload_len];
-        self.conn.read_payload(&seg, &mut payload);
+        self.conn.read_payload(&seg, &mut payload, &self.pool);
         Some(TestSegment {
             seq: seg.seq.0,
             ack: seg.ack.map(|a| a.0),
@@ -136,6 +138,21 @@ impl Sock {
 
     pub fn state(&self) -> State {
         self.conn.state()
+    }
+
+    /// The application writes.
+    pub fn write(&mut self, data: &[u8]) -> Result<usize, SendError> {
+        self.conn.send(data, &mut self.pool)
+    }
+
+    /// The application reads.
+    pub fn read(&mut self, buf: &mut [u8]) -> Result<usize, RecvError> {
+        self.conn.recv(buf, &mut self.pool)
+    }
+
+    /// A socket around `conn`, with a pool sized for `cfg`.
+    pub fn new(conn: Connection, cfg: &TcpConfig) -> Sock {
+        Sock { conn, now: Instant::ZERO, pool: BufferPool::for_config(cfg) }
     }
 }
 
@@ -194,7 +211,7 @@ pub fn config() -> TcpConfig {
 }
 
 pub fn socket_syn_sent_with(cfg: &TcpConfig) -> Sock {
-    let mut s = Sock { conn: Connection::connect(tuple(), cfg, SeqNumber(LOCAL), Instant::ZERO), now: Instant::ZERO };
+    let mut s = Sock::new(Connection::connect(tuple(), *cfg, SeqNumber(LOCAL), Instant::ZERO), cfg);
     let syn = s.poll().expect("SYN");
     assert_eq!((syn.seq, syn.ack, syn.flags), (LOCAL, None, SYN));
     s
@@ -205,8 +222,8 @@ pub fn socket_syn_sent() -> Sock {
 }
 
 pub fn socket_syn_received_with(cfg: &TcpConfig, syn: TestSegment) -> Sock {
-    let conn = Connection::accept(tuple(), &syn.to_segment(), cfg, SeqNumber(LOCAL), Instant::ZERO).unwrap();
-    let mut s = Sock { conn, now: Instant::ZERO };
+    let conn = Connection::accept(tuple(), &syn.to_segment(), *cfg, SeqNumber(LOCAL), Instant::ZERO).unwrap();
+    let mut s = Sock::new(conn, cfg);
     assert_eq!(s.state(), State::SynReceived);
     let synack = s.poll().expect("SYN-ACK");
     assert_eq!((synack.seq, synack.ack, synack.flags), (LOCAL, Some(syn.seq + 1), SYN));
@@ -278,6 +295,6 @@ pub fn socket_last_ack() -> Sock {
 impl Sock {
     /// Our current TSval, from a bare ACK we make the socket send.
     pub fn poll_timestamp(&mut self) -> u32 {
-        self.conn.poll_transmit(self.now, MAX_PAYLOAD).and_then(|s| s.options.timestamp).map_or(0, |t| t.0)
+        self.conn.poll_transmit(self.now, MAX_PAYLOAD, &self.pool).and_then(|s| s.options.timestamp).map_or(0, |t| t.0)
     }
 }

@@ -10,7 +10,7 @@
 //! checks every byte on arrival.
 
 use std::net::Ipv4Addr;
-use ustack_core::tcp::{CongestionAlgorithm, Connection, FourTuple, Segment, SeqNumber, State, TcpConfig};
+use ustack_core::tcp::{BufferPool, CongestionAlgorithm, Connection, FourTuple, Segment, SeqNumber, State, TcpConfig};
 use ustack_core::time::{Duration, Instant};
 
 struct Rng(u64);
@@ -94,7 +94,8 @@ fn tuple(side: usize) -> FourTuple {
 fn run(p: Params) -> Summary {
     let mut rng = Rng(p.seed);
     let mut now = Instant::from_secs(1);
-    let client = Connection::connect(tuple(0), &p.cfg, SeqNumber(rng.next() as u32), now);
+    let client = Connection::connect(tuple(0), p.cfg, SeqNumber(rng.next() as u32), now);
+    let mut pools = [BufferPool::for_config(&p.cfg), BufferPool::for_config(&p.cfg)];
     let mut conns: [Option<Connection>; 2] = [Some(client), None];
     let server_iss = SeqNumber(rng.next() as u32);
     let mut queue: Vec<InFlight> = Vec::new();
@@ -122,7 +123,7 @@ fn run(p: Params) -> Summary {
                 for (i, b) in buf[..n].iter_mut().enumerate() {
                     *b = stream_byte(side, written[side] + i as u64);
                 }
-                match c.send(&buf[..n]) {
+                match c.send(&buf[..n], &mut pools[side]) {
                     Ok(k) => written[side] += k as u64,
                     Err(_) => break,
                 }
@@ -132,7 +133,7 @@ fn run(p: Params) -> Summary {
                 shut[side] = true;
             }
             loop {
-                match c.recv(&mut buf) {
+                match c.recv(&mut buf, &mut pools[side]) {
                     Ok(0) => {
                         eof[side] = true;
                         break;
@@ -151,9 +152,9 @@ fn run(p: Params) -> Summary {
         // Transmit onto the link.
         for side in 0..2 {
             let Some(c) = conns[side].as_mut() else { continue };
-            while let Some(seg) = c.poll_transmit(now, MTU_PAYLOAD) {
+            while let Some(seg) = c.poll_transmit(now, MTU_PAYLOAD, &pools[side]) {
                 assert!(seg.options.wire_len() + seg.payload_len <= MTU_PAYLOAD);
-                c.read_payload(&seg, &mut frame[..seg.payload_len]);
+                c.read_payload(&seg, &mut frame[..seg.payload_len], &pools[side]);
                 if rng.chance(p.loss_per_mille) {
                     continue;
                 }
@@ -203,11 +204,11 @@ fn run(p: Params) -> Summary {
                 if !f.seg.syn() || f.seg.ack.is_some() {
                     continue;
                 }
-                conns[1] = Some(Connection::accept(tuple(1), &f.seg, &p.cfg, server_iss, now).unwrap());
+                conns[1] = Some(Connection::accept(tuple(1), &f.seg, p.cfg, server_iss, now).unwrap());
                 continue;
             }
             let Some(c) = conns[f.to].as_mut() else { continue };
-            let out = c.on_segment(now, &f.seg, &f.payload);
+            let out = c.on_segment(now, &f.seg, &f.payload, &mut pools[f.to]);
             assert!(out.reply.is_none() || c.state() == State::Closed, "unexpected RST reply {out:?}");
         }
         for c in conns.iter_mut().flatten() {

@@ -27,7 +27,7 @@ fn syn_sent_data_in_syn_ack_is_delivered() {
     send!(s, seg! { seq: REMOTE, ack: LOCAL + 1, flags: SYN, payload: b"hi" });
     recv!(s, seg! { seq: LOCAL + 1, ack: REMOTE + 3 });
     let mut buf = [0u8; 8];
-    assert_eq!(s.conn.recv(&mut buf), Ok(2));
+    assert_eq!(s.read(&mut buf), Ok(2));
 }
 
 #[test]
@@ -127,7 +127,7 @@ fn syn_received_data_with_handshake_ack() {
     let out = send!(s, seg! { seq: REMOTE + 1, ack: LOCAL + 1, payload: b"hello" });
     assert!(out.established);
     let mut buf = [0u8; 16];
-    assert_eq!(s.conn.recv(&mut buf), Ok(5));
+    assert_eq!(s.read(&mut buf), Ok(5));
     assert_eq!(&buf[..5], b"hello");
 }
 
@@ -184,8 +184,8 @@ fn passive_close_through_last_ack() {
 fn half_close_keeps_sending() {
     let mut s = socket_close_wait();
     let mut buf = [0u8; 4];
-    assert_eq!(s.conn.recv(&mut buf), Ok(0), "EOF");
-    assert_eq!(s.conn.send(b"late"), Ok(4));
+    assert_eq!(s.read(&mut buf), Ok(0), "EOF");
+    assert_eq!(s.write(b"late"), Ok(4));
     recv!(s, seg! { seq: LOCAL + 1, ack: REMOTE + 2, flags: PSH, payload: b"late" });
     s.conn.shutdown_write().unwrap();
     recv!(s, seg! { seq: LOCAL + 5, ack: REMOTE + 2, flags: FIN });
@@ -198,16 +198,16 @@ fn half_closed_peer_still_receives_in_fin_wait_2() {
     let mut s = socket_fin_wait_2();
     send!(s, seg! { seq: REMOTE + 1, ack: LOCAL + 2, payload: b"more" });
     let mut buf = [0u8; 8];
-    assert_eq!(s.conn.recv(&mut buf), Ok(4));
+    assert_eq!(s.read(&mut buf), Ok(4));
 }
 
 #[test]
 fn fin_queued_behind_data() {
     let mut s = socket_established();
-    s.conn.send(b"abc").unwrap();
+    s.write(b"abc").unwrap();
     s.conn.shutdown_write().unwrap();
     recv!(s, seg! { seq: LOCAL + 1, ack: REMOTE + 1, flags: PSH | FIN, payload: b"abc" });
-    assert_eq!(s.conn.send(b"x"), Err(SendError::Closing));
+    assert_eq!(s.write(b"x"), Err(SendError::Closing));
 }
 
 #[test]
@@ -410,7 +410,7 @@ fn matrix_data_at_left_edge_is_delivered_and_acked_later() {
         recv_nothing!(s);
         recv!(s, time = 40, seg! { seq: fx.snd_nxt, ack: fx.rcv_nxt + 5 });
         let mut buf = [0u8; 8];
-        assert_eq!(s.conn.recv(&mut buf), Ok(5), "{name}");
+        assert_eq!(s.read(&mut buf), Ok(5), "{name}");
     }
 }
 

@@ -15,12 +15,21 @@ pub enum CongestionAlgorithm {
 /// Tunables of one TCP connection (and of a listener's children).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct TcpConfig {
-    /// Send buffer capacity in bytes; allocated on the first `send`, never
-    /// grown. Default 256 KiB.
+    /// Send buffer capacity in bytes: the most unacknowledged data a
+    /// connection holds. Its storage is chunks of the stack's buffer pool,
+    /// taken as data is queued and given back as it is acknowledged.
+    /// Default 256 KiB.
     pub send_buffer_size: usize,
-    /// Receive buffer capacity in bytes; bounds the advertised window.
-    /// Allocated when the connection is created. Default 256 KiB.
+    /// Receive buffer capacity in bytes; bounds the advertised window. Its
+    /// storage is pool chunks taken as data arrives and given back as the
+    /// application reads. Default 256 KiB.
     pub recv_buffer_size: usize,
+    /// The most bytes the stack's buffer pool lends to all send and receive
+    /// buffers together. When it is exhausted, `send` accepts less, the
+    /// receive window shrinks to what the pool can still give, and arriving
+    /// bytes that find no room are dropped (the peer retransmits). Idle
+    /// connections hold nothing. Default 1 GiB.
+    pub buffer_pool_limit: usize,
     /// The MSS we advertise and the largest payload we send: our MTU less 40
     /// bytes of IPv4 and TCP header. Default 1460 (Ethernet).
     pub mss: u16,
@@ -108,6 +117,7 @@ impl Default for TcpConfig {
         TcpConfig {
             send_buffer_size: 256 * 1024,
             recv_buffer_size: 256 * 1024,
+            buffer_pool_limit: 1 << 30,
             mss: 1460,
             default_peer_mss: 536,
             min_peer_mss: 48,
@@ -139,6 +149,14 @@ impl Default for TcpConfig {
 }
 
 impl TcpConfig {
+    /// The pool's chunk size: the smallest power of two, at least 2 KiB,
+    /// such that 16 chunks hold the larger of the two buffers (16 KiB for
+    /// the 256 KiB defaults). A buffer is a ring of at most 16 chunks.
+    pub fn buffer_chunk_size(&self) -> usize {
+        let largest = self.send_buffer_size.max(self.recv_buffer_size).max(1);
+        largest.div_ceil(super::pool::PAGES).next_power_of_two().max(2048)
+    }
+
     /// The window scale we offer: the smallest shift that lets the whole
     /// receive buffer be advertised, at most 14 (RFC 7323 §2.3).
     pub fn our_window_scale(&self) -> u8 {

@@ -9,6 +9,8 @@
 //! takes an established child (or it dies while queued).
 
 use super::config::TcpConfig;
+use super::pool::BufferPool;
+use std::sync::Arc;
 use super::connection::{Connection, DropReason};
 use super::isn::{check_syn_cookie, isn, syn_cookie};
 use super::segment::{reset_for, Flags, FourTuple, Options, Segment};
@@ -44,7 +46,7 @@ pub struct ListenerStats {
 
 #[derive(Debug)]
 pub struct Listener {
-    cfg: TcpConfig,
+    cfg: Arc<TcpConfig>,
     secret: [u8; 16],
     backlog: usize,
     syn_cookies: bool,
@@ -56,9 +58,10 @@ pub struct Listener {
 impl Listener {
     /// `backlog` bounds both the half-open (SYN) queue and the accept queue.
     /// `secret` keys ISNs and cookies; draw it from the OS RNG once.
-    pub fn new(cfg: &TcpConfig, backlog: usize, secret: [u8; 16], syn_cookies: bool) -> Listener {
+    /// Children share `cfg`.
+    pub fn new(cfg: impl Into<Arc<TcpConfig>>, backlog: usize, secret: [u8; 16], syn_cookies: bool) -> Listener {
         Listener {
-            cfg: *cfg,
+            cfg: cfg.into(),
             secret,
             backlog: backlog.max(1),
             syn_cookies,
@@ -92,8 +95,16 @@ impl Listener {
         self.accept_queue = self.accept_queue.saturating_sub(1);
     }
 
-    /// RFC 9293 §3.10.7.2, LISTEN.
-    pub fn on_segment(&mut self, now: Instant, tuple: FourTuple, seg: &Segment, payload: &[u8]) -> ListenOutcome {
+    /// RFC 9293 §3.10.7.2, LISTEN. `pool` backs the text of a segment that
+    /// completes a SYN-cookie handshake.
+    pub fn on_segment(
+        &mut self,
+        now: Instant,
+        tuple: FourTuple,
+        seg: &Segment,
+        payload: &[u8],
+        pool: &mut BufferPool,
+    ) -> ListenOutcome {
         // "First, check for a RST: An incoming RST segment could not be valid
         // ... An incoming RST should be ignored."
         if seg.rst() {
@@ -111,12 +122,13 @@ impl Listener {
                         return ListenOutcome::Drop(DropReason::Ignored);
                     }
                     self.stats.cookies_accepted += 1;
-                    let mut conn = Connection::from_cookie(tuple, &self.cfg, ack - 1, seg.seq - 1, mss, now);
-                    let outcome = conn.on_segment(now, seg, payload);
+                    let mut conn = Connection::from_cookie(tuple, self.cfg.clone(), ack - 1, seg.seq - 1, mss, now);
+                    let outcome = conn.on_segment(now, seg, payload, pool);
                     if outcome.established {
                         self.accept_queue += 1;
                         return ListenOutcome::Established(conn);
                     }
+                    conn.release_buffers(pool);
                     return ListenOutcome::Drop(outcome.dropped.unwrap_or(DropReason::BadAck));
                 }
                 self.stats.cookies_rejected += 1;
@@ -156,7 +168,7 @@ impl Listener {
             });
         }
         let iss = isn(&self.secret, &tuple, now);
-        match Connection::accept(tuple, seg, &self.cfg, iss, now) {
+        match Connection::accept(tuple, seg, self.cfg.clone(), iss, now) {
             Ok(conn) => {
                 self.half_open += 1;
                 ListenOutcome::HalfOpen(conn)

@@ -22,6 +22,7 @@ pub mod congestion;
 mod connection;
 mod isn;
 mod listener;
+mod pool;
 mod reassembly;
 mod recovery;
 mod recv_buffer;
@@ -38,6 +39,7 @@ pub use connection::{
 };
 pub use isn::{check_syn_cookie, ephemeral_port, isn, siphash24, syn_cookie};
 pub use listener::{ListenOutcome, Listener, ListenerStats};
+pub use pool::{BufferPool, PoolStats};
 pub use reassembly::MAX_RANGES;
 pub use segment::{reset_for, FourTuple, Flags, Options, SackBlock, Segment};
 pub use seq::SeqNumber;

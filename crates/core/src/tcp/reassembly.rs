@@ -6,7 +6,9 @@
 //! disjoint, non-adjacent ranges. Every operation is O(limit) and allocates
 //! nothing, however many segments or holes the peer sends: a segment that
 //! would open one island too many is refused (the peer retransmits it once
-//! the holes fill), which is the documented bound on memory and work.
+//! the holes fill), which is the documented bound on memory and work. The
+//! array is boxed and allocated on the first out-of-order segment; the
+//! connection frees it (`shrink`) once it goes idle again.
 
 use super::seq::SeqNumber;
 use super::segment::SackBlock;
@@ -34,15 +36,26 @@ pub(crate) enum Inserted {
 
 #[derive(Debug)]
 pub(crate) struct Reassembly {
-    islands: [Island; MAX_RANGES],
-    count: usize,
-    limit: usize,
+    islands: Option<Box<[Island; MAX_RANGES]>>,
+    count: u8,
+    limit: u8,
     clock: u32,
 }
 
 impl Reassembly {
     pub(crate) fn new(limit: usize) -> Reassembly {
-        Reassembly { islands: [Island::default(); MAX_RANGES], count: 0, limit: limit.clamp(1, MAX_RANGES), clock: 0 }
+        Reassembly { islands: None, count: 0, limit: limit.clamp(1, MAX_RANGES) as u8, clock: 0 }
+    }
+
+    fn islands(&self) -> &[Island] {
+        self.islands.as_deref().map_or(&[], |a| &a[..usize::from(self.count)])
+    }
+
+    /// Frees the island array if no island is held.
+    pub(crate) fn shrink(&mut self) {
+        if self.count == 0 {
+            self.islands = None;
+        }
     }
 
     pub(crate) fn is_empty(&self) -> bool {
@@ -50,13 +63,13 @@ impl Reassembly {
     }
 
     pub(crate) fn island_count(&self) -> usize {
-        self.count
+        usize::from(self.count)
     }
 
     /// The highest sequence number held, if any.
     #[cfg(test)]
     pub(crate) fn highest(&self) -> Option<SeqNumber> {
-        self.count.checked_sub(1).map(|i| self.islands[i].end)
+        self.islands().last().map(|i| i.end)
     }
 
     /// Records `[start, end)` (which lies beyond RCV.NXT).
@@ -65,44 +78,50 @@ impl Reassembly {
             return Inserted::Duplicate;
         }
         self.clock = self.clock.wrapping_add(1);
+        let count = usize::from(self.count);
+        let limit = usize::from(self.limit);
+        let clock = self.clock;
+        let islands = self.islands.get_or_insert_with(|| Box::new([Island::default(); MAX_RANGES]));
         // First island that ends at or after `start` (touching counts).
-        let first = self.islands[..self.count].iter().position(|i| i.end.ge(start)).unwrap_or(self.count);
+        let first = islands[..count].iter().position(|i| i.end.ge(start)).unwrap_or(count);
         // Islands [first, last) overlap or touch the new range.
         let mut last = first;
-        while last < self.count && self.islands[last].start.le(end) {
+        while last < count && islands[last].start.le(end) {
             last += 1;
         }
         if first == last {
-            if self.count == self.limit {
+            if count == limit {
                 return Inserted::TooManyIslands;
             }
-            self.islands.copy_within(first..self.count, first + 1);
-            self.islands[first] = Island { start, end, stamp: self.clock };
+            islands.copy_within(first..count, first + 1);
+            islands[first] = Island { start, end, stamp: clock };
             self.count += 1;
             return Inserted::Stored;
         }
-        let merged_start = self.islands[first].start.min(start);
-        let merged_end = self.islands[last - 1].end.max(end);
-        if last - first == 1 && merged_start == self.islands[first].start && merged_end == self.islands[first].end {
-            self.islands[first].stamp = self.clock;
+        let merged_start = islands[first].start.min(start);
+        let merged_end = islands[last - 1].end.max(end);
+        if last - first == 1 && merged_start == islands[first].start && merged_end == islands[first].end {
+            islands[first].stamp = clock;
             return Inserted::Duplicate;
         }
-        self.islands[first] = Island { start: merged_start, end: merged_end, stamp: self.clock };
-        self.islands.copy_within(last..self.count, first + 1);
-        self.count -= last - first - 1;
+        islands[first] = Island { start: merged_start, end: merged_end, stamp: clock };
+        islands.copy_within(last..count, first + 1);
+        self.count -= (last - first - 1) as u8;
         Inserted::Stored
     }
 
     /// RCV.NXT has reached `rcv_nxt`: absorbs the islands that now join the
     /// in-order data and returns the new RCV.NXT.
     pub(crate) fn advance(&mut self, mut rcv_nxt: SeqNumber) -> SeqNumber {
+        let count = usize::from(self.count);
+        let Some(islands) = self.islands.as_mut() else { return rcv_nxt };
         let mut gone = 0;
-        while gone < self.count && self.islands[gone].start.le(rcv_nxt) {
-            rcv_nxt = rcv_nxt.max(self.islands[gone].end);
+        while gone < count && islands[gone].start.le(rcv_nxt) {
+            rcv_nxt = rcv_nxt.max(islands[gone].end);
             gone += 1;
         }
-        self.islands.copy_within(gone..self.count, 0);
-        self.count -= gone;
+        islands.copy_within(gone..count, 0);
+        self.count -= gone as u8;
         rcv_nxt
     }
 
@@ -114,12 +133,13 @@ impl Reassembly {
     /// blocks".
     pub(crate) fn sack_blocks(&self, max: usize) -> [Option<SackBlock>; 4] {
         let mut out = [None; 4];
+        let islands = self.islands();
         let mut taken = [false; MAX_RANGES];
         for slot in out.iter_mut().take(max.min(4)) {
-            let best = (0..self.count).filter(|&i| !taken[i]).max_by_key(|&i| self.islands[i].stamp);
+            let best = (0..islands.len()).filter(|&i| !taken[i]).max_by_key(|&i| islands[i].stamp);
             if let Some(i) = best {
                 taken[i] = true;
-                *slot = Some((self.islands[i].start, self.islands[i].end));
+                *slot = Some((islands[i].start, islands[i].end));
             }
         }
         out

@@ -17,22 +17,31 @@ const DUP_THRESH: u32 = 3;
 
 #[derive(Debug)]
 pub(crate) struct Scoreboard {
-    ranges: [(SeqNumber, SeqNumber); MAX_RANGES],
+    /// Allocated on the first SACK block; freed (`shrink`) once empty while
+    /// nothing is outstanding.
+    ranges: Option<Box<[(SeqNumber, SeqNumber); MAX_RANGES]>>,
     count: usize,
     limit: usize,
 }
 
 impl Scoreboard {
     pub(crate) fn new(limit: usize) -> Scoreboard {
-        Scoreboard { ranges: [(SeqNumber(0), SeqNumber(0)); MAX_RANGES], count: 0, limit: limit.clamp(1, MAX_RANGES) }
+        Scoreboard { ranges: None, count: 0, limit: limit.clamp(1, MAX_RANGES) }
     }
 
     pub(crate) fn clear(&mut self) {
         self.count = 0;
     }
 
+    /// Frees the range array if no range is held.
+    pub(crate) fn shrink(&mut self) {
+        if self.count == 0 {
+            self.ranges = None;
+        }
+    }
+
     fn ranges(&self) -> &[(SeqNumber, SeqNumber)] {
-        &self.ranges[..self.count]
+        self.ranges.as_deref().map_or(&[], |r| &r[..self.count])
     }
 
     pub(crate) fn sacked_bytes(&self) -> usize {
@@ -46,8 +55,9 @@ impl Scoreboard {
             return false;
         }
         let first = self.ranges().iter().position(|r| r.1.ge(start)).unwrap_or(self.count);
+        let ranges = self.ranges.get_or_insert_with(|| Box::new([(SeqNumber(0), SeqNumber(0)); MAX_RANGES]));
         let mut last = first;
-        while last < self.count && self.ranges[last].0.le(end) {
+        while last < self.count && ranges[last].0.le(end) {
             last += 1;
         }
         if first == last {
@@ -57,15 +67,15 @@ impl Scoreboard {
                 }
                 self.count -= 1; // evict the highest range
             }
-            self.ranges.copy_within(first..self.count, first + 1);
-            self.ranges[first] = (start, end);
+            ranges.copy_within(first..self.count, first + 1);
+            ranges[first] = (start, end);
             self.count += 1;
             return true;
         }
-        let merged = (self.ranges[first].0.min(start), self.ranges[last - 1].1.max(end));
-        let grew = last - first > 1 || merged != self.ranges[first];
-        self.ranges[first] = merged;
-        self.ranges.copy_within(last..self.count, first + 1);
+        let merged = (ranges[first].0.min(start), ranges[last - 1].1.max(end));
+        let grew = last - first > 1 || merged != ranges[first];
+        ranges[first] = merged;
+        ranges.copy_within(last..self.count, first + 1);
         self.count -= last - first - 1;
         grew
     }
@@ -73,10 +83,12 @@ impl Scoreboard {
     /// Forgets everything at or below the cumulative ACK.
     pub(crate) fn trim(&mut self, snd_una: SeqNumber) {
         let gone = self.ranges().iter().take_while(|r| r.1.le(snd_una)).count();
-        self.ranges.copy_within(gone..self.count, 0);
+        let count = self.count;
+        let Some(ranges) = self.ranges.as_mut() else { return };
+        ranges.copy_within(gone..count, 0);
         self.count -= gone;
-        if self.count > 0 && self.ranges[0].0.lt(snd_una) {
-            self.ranges[0].0 = snd_una;
+        if self.count > 0 && ranges[0].0.lt(snd_una) {
+            ranges[0].0 = snd_una;
         }
     }
 
@@ -104,7 +116,7 @@ impl Scoreboard {
     }
 
     fn highest(&self) -> Option<SeqNumber> {
-        self.count.checked_sub(1).map(|i| self.ranges[i].1)
+        self.ranges().last().map(|r| r.1)
     }
 }
 

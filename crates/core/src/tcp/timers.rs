@@ -21,29 +21,34 @@ const COUNT: usize = 5;
 pub(crate) const ALL: [Timer; COUNT] =
     [Timer::Retransmit, Timer::DelayedAck, Timer::Persist, Timer::Keepalive, Timer::Close];
 
+/// Deadlines in microseconds; `OFF` marks a stopped timer (half the size of
+/// `Option<Instant>`).
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct TimerSet {
-    deadlines: [Option<Instant>; COUNT],
+    deadlines: [u64; COUNT],
 }
+
+const OFF: u64 = u64::MAX;
 
 impl TimerSet {
     pub(crate) fn new() -> TimerSet {
-        TimerSet { deadlines: [None; COUNT] }
+        TimerSet { deadlines: [OFF; COUNT] }
     }
     pub(crate) fn set(&mut self, timer: Timer, at: Instant) {
-        self.deadlines[timer as usize] = Some(at);
+        self.deadlines[timer as usize] = at.total_micros().min(OFF - 1);
     }
     /// Sets the timer unless it is already running.
     pub(crate) fn start(&mut self, timer: Timer, at: Instant) {
-        if self.deadlines[timer as usize].is_none() {
+        if self.deadlines[timer as usize] == OFF {
             self.set(timer, at);
         }
     }
     pub(crate) fn stop(&mut self, timer: Timer) {
-        self.deadlines[timer as usize] = None;
+        self.deadlines[timer as usize] = OFF;
     }
     pub(crate) fn get(&self, timer: Timer) -> Option<Instant> {
-        self.deadlines[timer as usize]
+        let at = self.deadlines[timer as usize];
+        (at != OFF).then(|| Instant::from_micros(at))
     }
     /// Stops `timer` and reports whether it had expired by `now`.
     pub(crate) fn take_expired(&mut self, timer: Timer, now: Instant) -> bool {
@@ -56,9 +61,10 @@ impl TimerSet {
         }
     }
     pub(crate) fn stop_all(&mut self) {
-        self.deadlines = [None; COUNT];
+        self.deadlines = [OFF; COUNT];
     }
     pub(crate) fn earliest(&self) -> Option<Instant> {
-        self.deadlines.iter().flatten().min().copied()
+        let at = *self.deadlines.iter().min().expect("COUNT > 0");
+        (at != OFF).then(|| Instant::from_micros(at))
     }
 }

@@ -1,7 +1,8 @@
 //! Segment arrival: RFC 9293 §3.10.7 "SEGMENT ARRIVES", with RFC 5961's
 //! hardening, RFC 7323's PAWS and RTTM, and RFC 2018/6675 SACK processing.
 
-use super::{Connection, ConnError, DropReason, PeerSyn, SegmentOutcome};
+use super::{bump, Connection, ConnError, DropReason, PeerSyn, SegmentOutcome};
+use crate::tcp::pool::BufferPool;
 use crate::tcp::congestion::CongestionControl;
 use crate::tcp::reassembly::Inserted;
 use crate::tcp::recovery::AckEvent;
@@ -19,8 +20,9 @@ impl Connection {
     /// Processes one arriving segment (already demultiplexed to this
     /// connection, checksum verified). `payload.len()` must equal
     /// `seg.payload_len`. Afterwards call `poll_transmit` until it returns
-    /// `None`, and send `outcome.reply` if present.
-    pub fn on_segment(&mut self, now: Instant, seg: &Segment, payload: &[u8]) -> SegmentOutcome {
+    /// `None`, and send `outcome.reply` if present. Arriving text is stored
+    /// in chunks taken from `pool`; acknowledged send chunks go back to it.
+    pub fn on_segment(&mut self, now: Instant, seg: &Segment, payload: &[u8], pool: &mut BufferPool) -> SegmentOutcome {
         let mut out = SegmentOutcome::default();
         self.stats.segments_in += 1;
         if payload.len() != seg.payload_len {
@@ -35,12 +37,12 @@ impl Connection {
                     out.reply = reset_for(seg);
                     out.dropped = Some(DropReason::Closed);
                 }
-                State::SynSent => self.on_segment_syn_sent(now, seg, payload, &mut out),
-                _ => self.on_segment_synchronized(now, seg, payload, &mut out),
+                State::SynSent => self.on_segment_syn_sent(now, seg, payload, &mut out, pool),
+                _ => self.on_segment_synchronized(now, seg, payload, &mut out, pool),
             }
         }
         if let Some(reason) = out.dropped {
-            self.stats.drops.count(reason);
+            self.stats.count_drop(reason);
         }
         out.closed = self.state == State::Closed;
         out.transmit = self.wants_transmit();
@@ -48,7 +50,14 @@ impl Connection {
     }
 
     /// RFC 9293 §3.10.7.3, SYN-SENT.
-    fn on_segment_syn_sent(&mut self, now: Instant, seg: &Segment, payload: &[u8], out: &mut SegmentOutcome) {
+    fn on_segment_syn_sent(
+        &mut self,
+        now: Instant,
+        seg: &Segment,
+        payload: &[u8],
+        out: &mut SegmentOutcome,
+        pool: &mut BufferPool,
+    ) {
         // "first check the ACK bit ... If SEG.ACK =< ISS or SEG.ACK > SND.NXT,
         // send a reset (unless the RST bit is set, if so drop the segment and
         // return) <SEQ=SEG.ACK><CTL=RST>".
@@ -113,7 +122,7 @@ impl Connection {
         // "If there are other controls or text in the segment, then continue
         // processing at the sixth step ... where the URG bit is checked".
         if !payload.is_empty() || seg.fin() {
-            self.process_text(now, seg.seq + 1, payload, seg.fin(), seg, out);
+            self.process_text(now, seg.seq + 1, payload, seg.fin(), seg, out, pool);
         }
     }
 
@@ -127,7 +136,14 @@ impl Connection {
     }
 
     /// RFC 9293 §3.10.7.4, "Otherwise": SYN-RECEIVED and the synchronized states.
-    fn on_segment_synchronized(&mut self, now: Instant, seg: &Segment, payload: &[u8], out: &mut SegmentOutcome) {
+    fn on_segment_synchronized(
+        &mut self,
+        now: Instant,
+        seg: &Segment,
+        payload: &[u8],
+        out: &mut SegmentOutcome,
+        pool: &mut BufferPool,
+    ) {
         // A retransmission of the peer's SYN: our SYN-ACK was lost. Resend it
         // (Linux does the same) rather than treating it as a new attempt.
         if self.state == State::SynReceived && seg.syn() && seg.ack.is_none() && !seg.rst() && seg.seq == self.irs {
@@ -141,7 +157,7 @@ impl Connection {
         // answering it with a challenge ACK.
         if self.state == State::SynReceived && self.active_open && seg.syn() && seg.ack.is_some() && seg.seq + 1 == self.rcv_nxt {
             let rest = Segment { seq: self.rcv_nxt, flags: seg.flags.without(crate::tcp::segment::Flags::SYN), ..*seg };
-            return self.on_segment_synchronized(now, &rest, payload, out);
+            return self.on_segment_synchronized(now, &rest, payload, out, pool);
         }
 
         // RFC 7323 §5.3 R1: "If there is a Timestamps option in the arriving
@@ -277,7 +293,7 @@ impl Connection {
             self.snd_wl1 = seg.seq;
             self.snd_wl2 = ack;
         }
-        if !self.process_ack(now, seg, ack, payload, out) {
+        if !self.process_ack(now, seg, ack, payload, out, pool) {
             return;
         }
         let fin_acked = self.fin_acked();
@@ -322,12 +338,20 @@ impl Connection {
             _ => {}
         }
         // Sixth (URG) is not supported. Seventh and eighth: text and FIN.
-        self.process_text(now, seg.seq, payload, seg.fin(), seg, out);
+        self.process_text(now, seg.seq, payload, seg.fin(), seg, out, pool);
     }
 
     /// Fifth check, ESTABLISHED and later. Returns false when the segment
     /// must be dropped.
-    fn process_ack(&mut self, now: Instant, seg: &Segment, ack: SeqNumber, payload: &[u8], out: &mut SegmentOutcome) -> bool {
+    fn process_ack(
+        &mut self,
+        now: Instant,
+        seg: &Segment,
+        ack: SeqNumber,
+        payload: &[u8],
+        out: &mut SegmentOutcome,
+        pool: &mut BufferPool,
+    ) -> bool {
         // RFC 5961 §5.2: "the ACK value is considered acceptable only if it is in
         // the range of ((SND.UNA - MAX.SND.WND) =< SEG.ACK =< SND.NXT). All
         // incoming segments whose ACK value doesn't satisfy the above condition
@@ -356,7 +380,7 @@ impl Connection {
             self.rtt_sample(now, seg, ack);
             let buf_end = self.buf_seq + self.send_buf.len();
             let data_acked = ack.min(buf_end).since(self.buf_seq) as usize;
-            self.send_buf.consume(data_acked);
+            self.send_buf.consume(data_acked, pool);
             self.buf_seq = self.buf_seq + data_acked;
             self.stats.bytes_acked += data_acked as u64;
             self.snd_una = ack;
@@ -376,6 +400,11 @@ impl Connection {
             // that acknowledges new data, restart the retransmission timer".
             if self.snd_una.ge(self.snd_nxt) {
                 self.timers.stop(Timer::Retransmit);
+                if self.snd_una.ge(self.snd_max) {
+                    // Nothing outstanding: the scoreboard goes until the
+                    // next SACK (an idle connection holds no box).
+                    self.recovery.board.shrink();
+                }
             } else {
                 self.timers.set(Timer::Retransmit, now + self.rtt.rto());
             }
@@ -389,10 +418,10 @@ impl Connection {
             // RFC 5681 §2 DUPLICATE ACKNOWLEDGMENT: outstanding data, no data,
             // no SYN/FIN, same ACK number, same window (or, RFC 6675, new SACK
             // information).
-            self.stats.dup_acks_in += 1;
+            bump(&mut self.stats.dup_acks_in);
             let flight = self.snd_max.since(self.snd_una) as usize;
             if self.recovery.on_dup_ack(old_una, self.snd_max, mss) == AckEvent::EnterRecovery {
-                self.stats.fast_recoveries += 1;
+                bump(&mut self.stats.fast_recoveries);
                 self.cc.on_congestion_event(now, flight, mss);
                 // Karn: the segment being timed may be retransmitted.
                 self.timed = None;
@@ -447,6 +476,7 @@ impl Connection {
         fin: bool,
         seg: &Segment,
         out: &mut SegmentOutcome,
+        pool: &mut BufferPool,
     ) {
         let (mut seq, mut data, mut fin) = (seq, payload, fin);
         // Trim what we already have ...
@@ -481,7 +511,7 @@ impl Connection {
                 self.enter_closed(Some(ConnError::Aborted));
                 return;
             }
-            self.receive_data(now, seq, data, out);
+            self.receive_data(now, seq, data, out, pool);
         }
         if fin {
             let fin_at = seq + data.len();
@@ -496,16 +526,24 @@ impl Connection {
         }
     }
 
-    fn receive_data(&mut self, now: Instant, seq: SeqNumber, data: &[u8], out: &mut SegmentOutcome) {
+    fn receive_data(&mut self, now: Instant, seq: SeqNumber, data: &[u8], out: &mut SegmentOutcome, pool: &mut BufferPool) {
         self.rcv_mss = self.rcv_mss.max(data.len()).min(usize::from(self.cfg.mss));
         if seq == self.rcv_nxt {
             // "Once in the ESTABLISHED state, it is possible to deliver segment
             // data to user RECEIVE buffers ... RCV.NXT is advanced over the data
             // accepted".
-            let n = self.recv_buf.write_at(0, data);
+            let n = self.recv_buf.write_at(0, data, pool);
+            if n < data.len() {
+                // The pool ran dry: keep what fit, the peer resends the rest.
+                out.dropped = Some(DropReason::NoBuffer);
+                self.ack_now = true;
+            }
             let before = self.rcv_nxt;
             let filled_hole = !self.reassembly.is_empty();
             self.rcv_nxt = self.reassembly.advance(before + n);
+            if filled_hole && self.reassembly.is_empty() {
+                self.reassembly.shrink();
+            }
             let delivered = self.rcv_nxt.since(before) as usize;
             self.recv_buf.commit(delivered);
             self.stats.bytes_in += delivered as u64;
@@ -534,8 +572,11 @@ impl Connection {
             // §4.2: "A TCP receiver SHOULD send an immediate duplicate ACK when
             // an out-of-order segment arrives."
             let offset = seq.since(self.rcv_nxt) as usize;
-            let n = self.recv_buf.write_at(offset, data);
-            if self.reassembly.insert(seq, seq + n) == Inserted::TooManyIslands {
+            let n = self.recv_buf.write_at(offset, data, pool);
+            if n < data.len() {
+                out.dropped = Some(DropReason::NoBuffer);
+            }
+            if n > 0 && self.reassembly.insert(seq, seq + n) == Inserted::TooManyIslands {
                 out.dropped = Some(DropReason::ReassemblyFull);
             }
             self.ack_now = true;
@@ -581,10 +622,10 @@ impl Connection {
         }
         if self.challenge_count < self.cfg.challenge_ack_limit {
             self.challenge_count += 1;
-            self.stats.challenge_acks += 1;
+            bump(&mut self.stats.challenge_acks);
             self.ack_now = true;
         } else {
-            self.stats.challenge_acks_suppressed += 1;
+            bump(&mut self.stats.challenge_acks_suppressed);
         }
     }
 

@@ -23,14 +23,27 @@
 //!    connection from its table.
 //!
 //! Nothing here reads a clock, draws a random number or allocates per
-//! segment: the receive buffer is allocated when the first byte arrives, the
-//! send buffer on the first `send`, and both are fixed thereafter.
+//! segment. Buffer bytes live in chunks of the stack's [`BufferPool`], passed
+//! to every call that moves bytes (`on_segment`, `send`, `recv`,
+//! `poll_transmit`, `read_payload`): chunks are taken as data is queued or
+//! arrives and given back as soon as it is acknowledged or read, so an idle
+//! connection holds none. Before dropping a connection, the stack gives its
+//! chunks back with [`Connection::release_buffers`].
+//!
+//! # Memory
+//!
+//! The state is kept small so that a million idle connections fit in a
+//! process: the configuration is shared (`Arc`), rarely used structures
+//! (the reassembly islands, the SACK scoreboard) are boxed only while in use,
+//! timers are plain microsecond counts and rare counters are `u32`.
 
 mod input;
 mod output;
 mod timeout;
 
 use super::config::TcpConfig;
+use super::pool::BufferPool;
+use std::sync::Arc;
 use super::congestion::{CongestionControl, Controller};
 use super::reassembly::Reassembly;
 use super::recovery::Recovery;
@@ -116,6 +129,8 @@ pub enum DropReason {
     DataAfterClose,
     /// An out-of-order segment would exceed the island limit.
     ReassemblyFull,
+    /// The stack's buffer pool had no chunk for (part of) the segment's text.
+    NoBuffer,
     /// The segment arrived in a state that ignores it (e.g. a retransmitted
     /// SYN in SYN-RECEIVED, which we answer by resending our SYN-ACK).
     Ignored,
@@ -136,28 +151,78 @@ pub struct DropCounters {
     pub not_syn: u64,
     pub data_after_close: u64,
     pub reassembly_full: u64,
+    pub no_buffer: u64,
     pub ignored: u64,
 }
 
-impl DropCounters {
-    fn count(&mut self, reason: DropReason) {
-        let c = match reason {
-            DropReason::Malformed => &mut self.malformed,
-            DropReason::Closed => &mut self.closed,
-            DropReason::OutOfWindow => &mut self.out_of_window,
-            DropReason::Paws => &mut self.paws,
-            DropReason::MissingTimestamp => &mut self.missing_timestamp,
-            DropReason::Rst => &mut self.rst,
-            DropReason::Syn => &mut self.syn,
-            DropReason::NoAck => &mut self.no_ack,
-            DropReason::BadAck => &mut self.bad_ack,
-            DropReason::NotSyn => &mut self.not_syn,
-            DropReason::DataAfterClose => &mut self.data_after_close,
-            DropReason::ReassemblyFull => &mut self.reassembly_full,
-            DropReason::Ignored => &mut self.ignored,
-        };
-        *c += 1;
+/// The per-connection counters as stored: byte and segment totals in `u64`,
+/// rare events and drop reasons in `u32` (they saturate). [`Stats`] is the
+/// public view.
+#[derive(Clone, Copy, Debug, Default)]
+struct Counters {
+    segments_in: u64,
+    segments_out: u64,
+    bytes_in: u64,
+    bytes_out: u64,
+    bytes_acked: u64,
+    bytes_retransmitted: u64,
+    retransmits: u32,
+    rto_expirations: u32,
+    fast_recoveries: u32,
+    dup_acks_in: u32,
+    challenge_acks: u32,
+    challenge_acks_suppressed: u32,
+    zero_window_probes: u32,
+    keepalive_probes: u32,
+    drops: [u32; 14],
+}
+
+impl Counters {
+    fn count_drop(&mut self, reason: DropReason) {
+        let c = &mut self.drops[reason as usize];
+        *c = c.saturating_add(1);
     }
+
+    fn stats(&self) -> Stats {
+        let d = |r: DropReason| u64::from(self.drops[r as usize]);
+        Stats {
+            segments_in: self.segments_in,
+            segments_out: self.segments_out,
+            bytes_in: self.bytes_in,
+            bytes_out: self.bytes_out,
+            bytes_acked: self.bytes_acked,
+            retransmits: self.retransmits.into(),
+            bytes_retransmitted: self.bytes_retransmitted,
+            rto_expirations: self.rto_expirations.into(),
+            fast_recoveries: self.fast_recoveries.into(),
+            dup_acks_in: self.dup_acks_in.into(),
+            challenge_acks: self.challenge_acks.into(),
+            challenge_acks_suppressed: self.challenge_acks_suppressed.into(),
+            zero_window_probes: self.zero_window_probes.into(),
+            keepalive_probes: self.keepalive_probes.into(),
+            drops: DropCounters {
+                malformed: d(DropReason::Malformed),
+                closed: d(DropReason::Closed),
+                out_of_window: d(DropReason::OutOfWindow),
+                paws: d(DropReason::Paws),
+                missing_timestamp: d(DropReason::MissingTimestamp),
+                rst: d(DropReason::Rst),
+                syn: d(DropReason::Syn),
+                no_ack: d(DropReason::NoAck),
+                bad_ack: d(DropReason::BadAck),
+                not_syn: d(DropReason::NotSyn),
+                data_after_close: d(DropReason::DataAfterClose),
+                reassembly_full: d(DropReason::ReassemblyFull),
+                no_buffer: d(DropReason::NoBuffer),
+                ignored: d(DropReason::Ignored),
+            },
+        }
+    }
+}
+
+/// Adds one to a `u32` counter, saturating.
+fn bump(c: &mut u32) {
+    *c = c.saturating_add(1);
 }
 
 /// Counters and gauges of one connection.
@@ -210,7 +275,7 @@ pub struct SegmentOutcome {
 #[derive(Debug)]
 pub struct Connection {
     tuple: FourTuple,
-    cfg: TcpConfig,
+    cfg: Arc<TcpConfig>,
     state: State,
     /// Opened by `connect` (matters for a RST in SYN-RECEIVED).
     active_open: bool,
@@ -265,6 +330,9 @@ pub struct Connection {
     rcv_adv: SeqNumber,
     rcv_wscale: u8,
     recv_buf: RecvBuffer,
+    /// Receive bytes the pool could back, as of the last call that had it
+    /// (see `window_to_advertise`).
+    pool_room: u32,
     reassembly: Reassembly,
     /// A FIN seen beyond a hole.
     ooo_fin: Option<SeqNumber>,
@@ -289,7 +357,7 @@ pub struct Connection {
     challenge_count: u32,
     last_rx: Instant,
     timers: TimerSet,
-    stats: Stats,
+    stats: Counters,
 }
 
 /// The options a peer's SYN (or SYN-ACK) carried, after clamping.
@@ -316,11 +384,10 @@ impl PeerSyn {
 }
 
 impl Connection {
-    fn new(tuple: FourTuple, cfg: &TcpConfig, iss: SeqNumber, now: Instant, state: State) -> Connection {
+    fn new(tuple: FourTuple, cfg: Arc<TcpConfig>, iss: SeqNumber, now: Instant, state: State) -> Connection {
         let mss = usize::from(cfg.mss).max(1);
         Connection {
             tuple,
-            cfg: *cfg,
             state,
             active_open: state == State::SynSent,
             error: None,
@@ -358,6 +425,7 @@ impl Connection {
             rcv_adv: SeqNumber(0),
             rcv_wscale: 0,
             recv_buf: RecvBuffer::new(cfg.recv_buffer_size),
+            pool_room: u32::MAX,
             reassembly: Reassembly::new(cfg.max_ooo_ranges),
             ooo_fin: None,
             fin_received: false,
@@ -378,15 +446,18 @@ impl Connection {
             challenge_count: 0,
             last_rx: now,
             timers: TimerSet::new(),
-            stats: Stats::default(),
+            stats: Counters::default(),
+            cfg,
         }
     }
 
     /// An active open (RFC 9293 OPEN call, active): the connection starts in
     /// SYN-SENT and its SYN comes out of the first `poll_transmit`.
     /// `iss` should come from [`super::isn`].
-    pub fn connect(four_tuple: FourTuple, cfg: &TcpConfig, iss: SeqNumber, now: Instant) -> Connection {
-        Connection::new(four_tuple, cfg, iss, now, State::SynSent)
+    /// The configuration is shared: pass the stack's `Arc<TcpConfig>` (a
+    /// `TcpConfig` by value works too, at the cost of one allocation).
+    pub fn connect(four_tuple: FourTuple, cfg: impl Into<Arc<TcpConfig>>, iss: SeqNumber, now: Instant) -> Connection {
+        Connection::new(four_tuple, cfg.into(), iss, now, State::SynSent)
     }
 
     /// A passive open for a SYN that reached a listening port (RFC 9293
@@ -396,14 +467,14 @@ impl Connection {
     pub fn accept(
         four_tuple: FourTuple,
         syn: &Segment,
-        cfg: &TcpConfig,
+        cfg: impl Into<Arc<TcpConfig>>,
         iss: SeqNumber,
         now: Instant,
     ) -> Result<Connection, AcceptError> {
         if !syn.syn() || syn.rst() || syn.ack.is_some() {
             return Err(AcceptError::NotASyn);
         }
-        let mut c = Connection::new(four_tuple, cfg, iss, now, State::SynReceived);
+        let mut c = Connection::new(four_tuple, cfg.into(), iss, now, State::SynReceived);
         // "Set RCV.NXT to SEG.SEQ+1, IRS is set to SEG.SEQ, and any other
         // control or text should be queued for processing later." (Text in a
         // SYN is dropped instead; the peer retransmits it.)
@@ -423,7 +494,7 @@ impl Connection {
     /// timestamps had been sent. Feed it the completing ACK with `on_segment`.
     pub(crate) fn from_cookie(
         four_tuple: FourTuple,
-        cfg: &TcpConfig,
+        cfg: Arc<TcpConfig>,
         iss: SeqNumber,
         irs: SeqNumber,
         peer_mss: u16,
@@ -549,7 +620,11 @@ impl Connection {
         (self.snd_wscale, self.rcv_wscale)
     }
     pub fn stats(&self) -> Stats {
-        self.stats
+        self.stats.stats()
+    }
+    /// Pool chunks held by the send and receive buffers (0 when idle).
+    pub fn buffer_chunks(&self) -> usize {
+        self.send_buf.chunks_held() + self.recv_buf.chunks_held()
     }
 
     // ---- Application calls -------------------------------------------------
@@ -570,7 +645,10 @@ impl Connection {
     /// Copies as much of `data` as fits into the send buffer and returns how
     /// much that was. Data written before the handshake completes is sent
     /// once it does.
-    pub fn send(&mut self, data: &[u8]) -> Result<usize, SendError> {
+    ///
+    /// The bytes go into chunks taken from `pool`; when the pool is
+    /// exhausted, less (possibly nothing: `Full`) is accepted.
+    pub fn send(&mut self, data: &[u8], pool: &mut BufferPool) -> Result<usize, SendError> {
         if let Some(e) = self.error {
             return Err(SendError::Closed(Some(e)));
         }
@@ -583,18 +661,18 @@ impl Connection {
         if data.is_empty() {
             return Ok(0);
         }
-        match self.send_buf.push(data) {
+        match self.send_buf.push(data, pool) {
             0 => Err(SendError::Full),
             n => Ok(n),
         }
     }
 
     /// Reads received bytes; `Ok(0)` means the peer closed its side and all
-    /// its data has been read.
-    pub fn recv(&mut self, buf: &mut [u8]) -> Result<usize, RecvError> {
+    /// its data has been read. Chunks read past go back to `pool`.
+    pub fn recv(&mut self, buf: &mut [u8], pool: &mut BufferPool) -> Result<usize, RecvError> {
         if self.recv_buf.readable() > 0 && !buf.is_empty() {
-            let n = self.recv_buf.read(buf);
-            self.maybe_window_update();
+            let n = self.recv_buf.read(buf, pool);
+            self.maybe_window_update(pool);
             return Ok(n);
         }
         if self.read_closed {
@@ -674,6 +752,17 @@ impl Connection {
         self.enter_closed(Some(ConnError::Aborted));
     }
 
+    /// Gives every pool chunk back and frees the boxed parts of the state.
+    /// The stack calls this before dropping the connection; afterwards the
+    /// buffers are empty (unread and unacknowledged bytes are gone).
+    pub fn release_buffers(&mut self, pool: &mut BufferPool) {
+        self.send_buf.release(pool);
+        self.recv_buf.release(pool);
+        self.reassembly = Reassembly::new(self.cfg.max_ooo_ranges);
+        self.recovery.board.clear();
+        self.recovery.board.shrink();
+    }
+
     // ---- Internal helpers shared by input, output and timeout ---------------
 
     fn enter_closed(&mut self, error: Option<ConnError>) {
@@ -702,8 +791,16 @@ impl Connection {
     /// RFC 9293 §3.8.6.2.2 (receiver SWS avoidance): "the receiver ... should
     /// not advance the right window edge ... until the increase is at least
     /// min(Fr * RCV.BUFF, Eff.snd.MSS)" with Fr = 1/2.
+    ///
+    /// The window is also clamped to what `pool` can still give this
+    /// connection (chunks it holds plus the pool's free chunks), so under
+    /// pool pressure the offer shrinks instead of promising space that does
+    /// not exist. Connections share the pool, so the clamp is per connection
+    /// at the time of advertising; a segment that later finds the pool dry
+    /// is dropped (`DropReason::NoBuffer`) and retransmitted by the peer.
+    /// The right edge already advertised never moves left.
     fn window_to_advertise(&self) -> usize {
-        let free = self.recv_buf.free();
+        let free = self.recv_buf.free().min(self.pool_room as usize);
         let current = self.rcv_adv.since(self.rcv_nxt) as usize;
         let threshold = (self.recv_buf.capacity() / 2).min(usize::from(self.cfg.mss));
         if free >= current + threshold {
@@ -713,13 +810,22 @@ impl Connection {
         }
     }
 
+    /// Records how many more receive bytes `pool` could back, for
+    /// `window_to_advertise` during this call.
+    fn note_pool(&mut self, pool: &BufferPool) {
+        let cs = pool.chunk_size();
+        let room = self.recv_buf.backed_free(cs).saturating_add(pool.available().saturating_mul(cs));
+        self.pool_room = room.min(u32::MAX as usize) as u32;
+    }
+
     /// After the application read: owe a window update when the window we can
     /// now offer grew enough to matter (at least the SWS threshold, and at
     /// least doubling what the peer sees).
-    fn maybe_window_update(&mut self) {
+    fn maybe_window_update(&mut self, pool: &BufferPool) {
         if !self.state.accepts_data() {
             return;
         }
+        self.note_pool(pool);
         let current = self.rcv_adv.since(self.rcv_nxt) as usize;
         let offer = self.window_to_advertise();
         if offer > current && offer >= 2 * current {

@@ -3,7 +3,8 @@
 //! avoidance, congestion and receive windows), FIN, zero-window and
 //! keepalive probes, and finally a bare ACK.
 
-use super::Connection;
+use super::{bump, Connection};
+use crate::tcp::pool::BufferPool;
 use crate::tcp::segment::{Flags, Options, Segment};
 use crate::tcp::seq::SeqNumber;
 use crate::tcp::state::State;
@@ -19,7 +20,11 @@ impl Connection {
     /// it, so `seg.options.wire_len() + seg.payload_len <= max_payload`.
     /// Copy the payload with [`Connection::read_payload`] before calling any
     /// other `&mut self` method.
-    pub fn poll_transmit(&mut self, now: Instant, max_payload: usize) -> Option<Segment> {
+    ///
+    /// `pool` is only looked at: the receive window offered is clamped to
+    /// what it can still give.
+    pub fn poll_transmit(&mut self, now: Instant, max_payload: usize, pool: &BufferPool) -> Option<Segment> {
+        self.note_pool(pool);
         if self.rst_due {
             self.rst_due = false;
             return Some(self.emit(Segment {
@@ -46,11 +51,11 @@ impl Connection {
     }
 
     /// Copies the payload of `seg` (returned by the last `poll_transmit`)
-    /// from the send buffer into `dst[..seg.payload_len]`.
-    pub fn read_payload(&self, seg: &Segment, dst: &mut [u8]) {
+    /// from the send buffer (chunks of `pool`) into `dst[..seg.payload_len]`.
+    pub fn read_payload(&self, seg: &Segment, dst: &mut [u8], pool: &BufferPool) {
         let offset = seg.seq.since(self.buf_seq) as usize;
         let n = seg.payload_len.min(dst.len());
-        self.send_buf.copy_out(offset, &mut dst[..n]);
+        self.send_buf.copy_out(offset, &mut dst[..n], pool);
     }
 
     /// RFC 9293 §3.10.1 (OPEN) / §3.10.7.2 (SYN in LISTEN): "<SEQ=ISS><CTL=SYN>"
@@ -60,7 +65,7 @@ impl Connection {
         if first {
             self.timed = Some((self.iss, now));
         } else if self.syn_due {
-            self.stats.retransmits += 1;
+            bump(&mut self.stats.retransmits);
         }
         let cfg = &self.cfg;
         let mut options = Options { mss: Some(cfg.mss), ..Options::default() };
@@ -80,7 +85,7 @@ impl Connection {
         }
         // "The window field in a segment where the SYN bit is set ... MUST NOT
         // be scaled."
-        let window = self.recv_buf.free().min(65535);
+        let window = self.recv_buf.free().min(self.pool_room as usize).min(65535);
         let seg = Segment {
             seq: self.iss,
             ack: with_ack.then_some(self.rcv_nxt),
@@ -114,7 +119,7 @@ impl Connection {
             // RFC 9293 §3.8.4: "sending a segment with SEG.SEQ = SND.NXT-1" so
             // the peer must answer with an ACK.
             self.keepalive_due = false;
-            self.stats.keepalive_probes += 1;
+            bump(&mut self.stats.keepalive_probes);
             let mut seg = self.ack_segment(now, options);
             seg.seq = self.snd_una - 1;
             return Some(self.emit(seg));
@@ -196,7 +201,7 @@ impl Connection {
             // is zero". The probe does not advance SND.NXT; its ACK may.
             self.probe_due = false;
             if available > 0 && len == 0 {
-                self.stats.zero_window_probes += 1;
+                bump(&mut self.stats.zero_window_probes);
                 let seg = self.data_segment(now, start, 1, false, options);
                 self.snd_nxt = start;
                 self.timers.stop(Timer::Retransmit);
@@ -274,7 +279,7 @@ impl Connection {
             flags |= Flags::PSH;
         }
         if retransmission {
-            self.stats.retransmits += 1;
+            bump(&mut self.stats.retransmits);
             self.stats.bytes_retransmitted += len as u64;
             // Karn: an ACK covering a retransmitted segment cannot be timed.
             if self.timed.is_some_and(|(t, _)| t.in_window(seq, end)) {

@@ -1,7 +1,7 @@
 //! Timer expiry: retransmission (RFC 6298 §5), delayed ACK, persist,
 //! keep-alive, TIME-WAIT and the orphaned FIN-WAIT-2 timeout.
 
-use super::{ConnError, Connection};
+use super::{bump, ConnError, Connection};
 use crate::tcp::congestion::CongestionControl;
 use crate::tcp::state::State;
 use crate::tcp::timers::{Timer, ALL};
@@ -48,7 +48,7 @@ impl Connection {
                     return;
                 }
                 self.syn_retransmits += 1;
-                self.stats.rto_expirations += 1;
+                bump(&mut self.stats.rto_expirations);
                 self.rtt.back_off();
                 self.timed = None;
                 self.syn_due = true;
@@ -63,7 +63,7 @@ impl Connection {
                     return;
                 }
                 self.rto_in_row += 1;
-                self.stats.rto_expirations += 1;
+                bump(&mut self.stats.rto_expirations);
                 let mss = self.eff_mss;
                 let flight = self.snd_max.since(self.snd_una) as usize;
                 // RFC 5681 §3.1 (4): "ssthresh = max (FlightSize / 2, 2*SMSS)"

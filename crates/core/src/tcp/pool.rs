@@ -1,0 +1,297 @@
+//! The stack's buffer pool: fixed-size chunks that every connection's send
+//! and receive buffers borrow while they hold bytes and give back as soon as
+//! those bytes are acknowledged or read.
+//!
+//! One pool per stack (that is, per core): no locks, no sharing. Chunks are
+//! allocated on first need, up to the limit, and then recycled through a free
+//! list, so a connection that comes and goes, or a bulk transfer in steady
+//! state, allocates nothing. An idle connection holds no chunk at all.
+//!
+//! The pool is passed to the engine explicitly (`on_segment`, `send`,
+//! `recv`, `read_payload`, `release_buffers`): a connection only stores chunk
+//! numbers. A connection dropped without `release_buffers` leaks its chunks
+//! from the pool's point of view; [`BufferPool::in_use`] makes that visible
+//! (the scale test checks it returns to its idle value).
+//!
+//! When the pool is exhausted, `send` accepts less (possibly nothing:
+//! `SendError::Full`), and a receiving connection drops the bytes it cannot
+//! store (counted as `DropReason::NoBuffer`; the peer retransmits). The
+//! receive window is clamped to what the pool can still give when it is
+//! advertised, see `Connection::window_to_advertise`.
+
+/// Chunk number; `NO_CHUNK` marks an empty page of a buffer.
+pub(crate) type ChunkId = u32;
+pub(crate) const NO_CHUNK: ChunkId = u32::MAX;
+
+/// Pool counters.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PoolStats {
+    /// Chunks handed out.
+    pub taken: u64,
+    /// Chunks given back.
+    pub returned: u64,
+    /// Requests refused because the pool was at its limit.
+    pub exhausted: u64,
+}
+
+/// Chunks of `chunk_size` bytes, at most `limit` of them.
+#[derive(Debug)]
+pub struct BufferPool {
+    chunk_size: usize,
+    limit: usize,
+    chunks: Vec<Box<[u8]>>,
+    free: Vec<ChunkId>,
+    stats: PoolStats,
+}
+
+impl BufferPool {
+    /// A pool of `chunk_size`-byte chunks (a power of two) holding at most
+    /// `limit_bytes` (rounded down to whole chunks). Nothing is allocated
+    /// until a buffer needs it.
+    pub fn new(chunk_size: usize, limit_bytes: usize) -> BufferPool {
+        assert!(chunk_size.is_power_of_two(), "chunk size must be a power of two");
+        let limit = (limit_bytes / chunk_size).min(NO_CHUNK as usize);
+        BufferPool { chunk_size, limit, chunks: Vec::new(), free: Vec::new(), stats: PoolStats::default() }
+    }
+
+    /// The pool for connections configured with `cfg`
+    /// ([`super::TcpConfig::buffer_chunk_size`], `buffer_pool_limit`).
+    pub fn for_config(cfg: &super::TcpConfig) -> BufferPool {
+        BufferPool::new(cfg.buffer_chunk_size(), cfg.buffer_pool_limit)
+    }
+
+    pub fn chunk_size(&self) -> usize {
+        self.chunk_size
+    }
+    /// The most chunks the pool will hand out at once.
+    pub fn limit(&self) -> usize {
+        self.limit
+    }
+    /// Chunks held by buffers now.
+    pub fn in_use(&self) -> usize {
+        self.chunks.len() - self.free.len()
+    }
+    /// Chunks that can still be taken.
+    pub fn available(&self) -> usize {
+        self.limit - self.in_use()
+    }
+    /// Chunk storage allocated so far (in use or free), in bytes.
+    pub fn allocated_bytes(&self) -> usize {
+        self.chunks.len() * self.chunk_size
+    }
+    pub fn stats(&self) -> PoolStats {
+        self.stats
+    }
+
+    pub(crate) fn take(&mut self) -> Option<ChunkId> {
+        if let Some(id) = self.free.pop() {
+            self.stats.taken += 1;
+            return Some(id);
+        }
+        if self.chunks.len() >= self.limit {
+            self.stats.exhausted += 1;
+            return None;
+        }
+        self.chunks.push(vec![0u8; self.chunk_size].into_boxed_slice());
+        self.stats.taken += 1;
+        Some((self.chunks.len() - 1) as ChunkId)
+    }
+
+    pub(crate) fn give(&mut self, id: ChunkId) {
+        debug_assert!((id as usize) < self.chunks.len() && !self.free.contains(&id));
+        self.stats.returned += 1;
+        self.free.push(id);
+    }
+
+    pub(crate) fn chunk(&self, id: ChunkId) -> &[u8] {
+        &self.chunks[id as usize]
+    }
+
+    pub(crate) fn chunk_mut(&mut self, id: ChunkId) -> &mut [u8] {
+        &mut self.chunks[id as usize]
+    }
+}
+
+/// Pages per buffer: a buffer's capacity is at most `PAGES` chunks.
+pub(crate) const PAGES: usize = 16;
+
+/// A ring of `capacity` bytes whose storage is `PAGES` optional chunks:
+/// ring position `p` lives in page `p / chunk_size`. A page is taken from
+/// the pool when a byte is written into it and given back when no live byte
+/// is left in it. The owner says which bytes are live (`advance`).
+#[derive(Debug)]
+pub(crate) struct ChunkRing {
+    pages: [ChunkId; PAGES],
+    capacity: u32,
+    /// Ring position of offset 0.
+    head: u32,
+}
+
+impl ChunkRing {
+    pub(crate) fn new(capacity: usize) -> ChunkRing {
+        ChunkRing { pages: [NO_CHUNK; PAGES], capacity: capacity.clamp(1, u32::MAX as usize) as u32, head: 0 }
+    }
+
+    pub(crate) fn capacity(&self) -> usize {
+        self.capacity as usize
+    }
+
+    /// Chunks held now.
+    pub(crate) fn chunks_held(&self) -> usize {
+        self.pages.iter().filter(|&&c| c != NO_CHUNK).count()
+    }
+
+    fn pos(&self, offset: usize) -> usize {
+        (self.head as usize + offset) % self.capacity()
+    }
+
+    /// Writes `data` at `offset` (which, with `data`, must lie within the
+    /// capacity), taking pages as needed. Returns how many leading bytes were
+    /// written: fewer than `data.len()` only when the pool ran dry.
+    pub(crate) fn write(&mut self, offset: usize, data: &[u8], pool: &mut BufferPool) -> usize {
+        let cs = pool.chunk_size();
+        let mut done = 0;
+        while done < data.len() {
+            let pos = self.pos(offset + done);
+            let page = pos / cs;
+            if page >= PAGES {
+                break; // a capacity this pool's chunks cannot back
+            }
+            let within = pos % cs;
+            let n = (data.len() - done).min(cs - within).min(self.capacity() - pos);
+            if self.pages[page] == NO_CHUNK {
+                match pool.take() {
+                    Some(c) => self.pages[page] = c,
+                    None => break,
+                }
+            }
+            pool.chunk_mut(self.pages[page])[within..within + n].copy_from_slice(&data[done..done + n]);
+            done += n;
+        }
+        done
+    }
+
+    /// Copies the bytes at `offset..offset + dst.len()` into `dst`.
+    pub(crate) fn read(&self, offset: usize, dst: &mut [u8], pool: &BufferPool) {
+        let cs = pool.chunk_size();
+        let mut done = 0;
+        while done < dst.len() {
+            let pos = self.pos(offset + done);
+            let (page, within) = (pos / cs, pos % cs);
+            let n = (dst.len() - done).min(cs - within).min(self.capacity() - pos);
+            match self.pages.get(page) {
+                Some(&c) if c != NO_CHUNK => dst[done..done + n].copy_from_slice(&pool.chunk(c)[within..within + n]),
+                // Never happens for live bytes; keep the output defined.
+                _ => dst[done..done + n].fill(0),
+            }
+            done += n;
+        }
+    }
+
+    /// Drops the first `n` bytes: offset `n` becomes offset 0. `live` bytes
+    /// from the new offset 0 are still in use; every page holding none of
+    /// them goes back to the pool. With `live == 0` the ring is empty and
+    /// restarts at position 0.
+    pub(crate) fn advance(&mut self, n: usize, live: usize, pool: &mut BufferPool) {
+        if live == 0 {
+            self.release(pool);
+            return;
+        }
+        if n == 0 {
+            return;
+        }
+        let cs = pool.chunk_size();
+        let cap = self.capacity();
+        let old = self.head as usize;
+        self.head = ((old + n) % cap) as u32;
+        // Pages the dropped bytes touched, in ring order.
+        let first = old / cs;
+        let last = (old + n.min(cap) - 1) % cap / cs;
+        let mut page = first;
+        loop {
+            if page < PAGES && self.pages[page] != NO_CHUNK && !self.page_live(page, live, cs) {
+                pool.give(self.pages[page]);
+                self.pages[page] = NO_CHUNK;
+            }
+            if page == last {
+                break;
+            }
+            page = (page + 1) % cap.div_ceil(cs);
+        }
+    }
+
+    /// Whether page `page` holds any of the `live` bytes from offset 0.
+    fn page_live(&self, page: usize, live: usize, cs: usize) -> bool {
+        let cap = self.capacity();
+        if live >= cap {
+            return true;
+        }
+        let (ps, pe) = (page * cs, ((page + 1) * cs).min(cap));
+        let (ls, le) = (self.head as usize, self.head as usize + live);
+        let overlaps = |a: usize, b: usize| a < pe && ps < b;
+        overlaps(ls, le.min(cap)) || (le > cap && overlaps(0, le - cap))
+    }
+
+    /// Gives every page back; the ring is empty.
+    pub(crate) fn release(&mut self, pool: &mut BufferPool) {
+        for c in self.pages.iter_mut() {
+            if *c != NO_CHUNK {
+                pool.give(*c);
+                *c = NO_CHUNK;
+            }
+        }
+        self.head = 0;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pages_come_and_go_with_the_bytes() {
+        let mut pool = BufferPool::new(1024, 64 * 1024);
+        let mut r = ChunkRing::new(4096);
+        assert_eq!(r.write(0, &[1u8; 1500], &mut pool), 1500);
+        assert_eq!(pool.in_use(), 2);
+        // Bytes 1000..1500 stay live: both pages stay.
+        r.advance(1000, 500, &mut pool);
+        assert_eq!(pool.in_use(), 2);
+        // Bytes 1100..1500: page 0 goes, page 1 stays.
+        r.advance(100, 400, &mut pool);
+        assert_eq!(pool.in_use(), 1);
+        let mut out = [0u8; 400];
+        r.read(0, &mut out, &pool);
+        assert_eq!(out, [1u8; 400]);
+        r.advance(400, 0, &mut pool);
+        assert_eq!(pool.in_use(), 0);
+        assert_eq!(pool.stats().taken, pool.stats().returned);
+    }
+
+    #[test]
+    fn wraps_around_the_ring() {
+        let mut pool = BufferPool::new(1024, 64 * 1024);
+        let mut r = ChunkRing::new(3000);
+        let data: Vec<u8> = (0..2500u32).map(|i| i as u8).collect();
+        assert_eq!(r.write(0, &data, &mut pool), 2500);
+        r.advance(2000, 500, &mut pool);
+        assert_eq!(r.write(500, &data[..2000], &mut pool), 2000);
+        let mut out = vec![0u8; 2500];
+        r.read(0, &mut out, &pool);
+        assert_eq!(&out[..500], &data[2000..2500]);
+        assert_eq!(&out[500..], &data[..2000]);
+        r.advance(2500, 0, &mut pool);
+        assert_eq!(pool.in_use(), 0);
+    }
+
+    #[test]
+    fn a_dry_pool_writes_less() {
+        let mut pool = BufferPool::new(1024, 2048);
+        let mut r = ChunkRing::new(8192);
+        assert_eq!(r.write(0, &[7u8; 4000], &mut pool), 2048);
+        assert_eq!(pool.available(), 0);
+        assert_eq!(pool.stats().exhausted, 1);
+        r.release(&mut pool);
+        assert_eq!(pool.available(), 2);
+    }
+}
