@@ -21,7 +21,7 @@ use crate::phy::{RxMeta, TxQueue};
 use crate::stack::{Iface, Stack};
 use crate::tcp::{
     self, BufferPool, Connection, DropReason, Flags, FourTuple, ListenOutcome, Listener, Options, RecvError, Segment,
-    SendError, SeqNumber, State, TcpConfig,
+    SendError, SeqNumber, State, TcpConfig, TimeWait, TimeWaitOutcome,
 };
 use crate::time::Instant;
 use crate::readiness::{Event, Interest, Readiness, Registration};
@@ -194,6 +194,12 @@ pub(crate) struct TcpSockets {
     listener_events: VecDeque<u16>,
     next_ephemeral: u32,
     live: usize,
+    /// Connections in TIME-WAIT that the application let go of, as compact
+    /// records (`tcp::TimeWait`) with their own table and timer wheel.
+    time_wait: Vec<Option<TimeWait>>,
+    tw_free: Vec<u32>,
+    tw_by_tuple: KeyedMap<FourTuple, u32>,
+    tw_timers: TimerWheel,
 }
 
 impl TcpSockets {
@@ -217,11 +223,42 @@ impl TcpSockets {
             listener_events: VecDeque::new(),
             next_ephemeral: 0,
             live: 0,
+            time_wait: Vec::new(),
+            tw_free: Vec::new(),
+            tw_by_tuple: KeyedMap::with_hasher(KeyedState::new(hash_key.rotate_left(33))),
+            tw_timers: TimerWheel::new(),
         }
     }
 
     pub(crate) fn poll_timeout(&self) -> Option<Instant> {
-        self.timers.poll_timeout()
+        match (self.timers.poll_timeout(), self.tw_timers.poll_timeout()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Replaces a connection in TIME-WAIT by its compact record.
+    fn insert_time_wait(&mut self, tw: TimeWait) {
+        let index = match self.tw_free.pop() {
+            Some(i) => i,
+            None => {
+                self.time_wait.push(None);
+                (self.time_wait.len() - 1) as u32
+            }
+        };
+        self.tw_by_tuple.insert(tw.four_tuple(), index);
+        self.tw_timers.set(index, Some(tw.expires()));
+        self.time_wait[index as usize] = Some(tw);
+        self.live += 1;
+    }
+
+    fn remove_time_wait(&mut self, index: u32) {
+        if let Some(tw) = self.time_wait[index as usize].take() {
+            self.tw_by_tuple.remove(&tw.four_tuple());
+            self.tw_timers.set(index, None);
+            self.tw_free.push(index);
+            self.live -= 1;
+        }
     }
 
     fn insert(&mut self, conn: Connection, child: Child) -> u32 {
@@ -330,6 +367,15 @@ impl TcpSockets {
     /// listener's counts, and its removal once CLOSED.
     fn settle(&mut self, index: u32) {
         let Some(slot) = self.slots[index as usize].as_mut() else { return };
+        if slot.orphan && slot.child == Child::None {
+            // Nobody will read this connection again: TIME-WAIT needs only
+            // the compact record.
+            if let Some(tw) = slot.conn.time_wait() {
+                self.remove(index);
+                self.insert_time_wait(tw);
+                return;
+            }
+        }
         if !slot.conn.is_closed() {
             let deadline = slot.conn.poll_timeout();
             self.timers.set(index, deadline);
@@ -522,6 +568,23 @@ impl Stack {
             tcp.settle(index);
             return;
         }
+        if let Some(&index) = tcp.tw_by_tuple.get(&tuple) {
+            let record = tcp.time_wait[index as usize].as_mut().expect("the table points at live records");
+            match record.on_segment(now, &seg, tcp.cfg.time_wait) {
+                TimeWaitOutcome::Ignore => {
+                    iface.counters.drop_tcp_other += 1;
+                    return;
+                }
+                TimeWaitOutcome::Ack(ack) => {
+                    let expires = record.expires();
+                    tcp.tw_timers.set(index, Some(expires));
+                    iface.send_tcp(now, tx, &tuple, &ack, |_| {});
+                    return;
+                }
+                // RFC 6191: a newer SYN takes the 4-tuple over.
+                TimeWaitOutcome::Reopen => tcp.remove_time_wait(index),
+            }
+        }
         if let Some(entry) = tcp.listeners.get_mut(&tuple.local_port) {
             if tuple.local_addr == iface.cfg.ipv4.addr {
                 match entry.listener.on_segment(now, tuple, &seg, repr.payload, &mut tcp.pool) {
@@ -572,6 +635,16 @@ impl Stack {
     pub(crate) fn handle_tcp_timeouts<T: TxQueue>(&mut self, now: Instant, tx: &mut T) {
         let Stack { iface, tcp, .. } = self;
         let mut fired = core::mem::take(&mut tcp.fired);
+        fired.clear();
+        tcp.tw_timers.expire(now, &mut fired);
+        for &index in &fired {
+            match tcp.time_wait[index as usize].map(|tw| tw.expires()) {
+                // "When the time-wait timeout expires, ... delete the TCB".
+                Some(at) if at <= now => tcp.remove_time_wait(index),
+                Some(at) => tcp.tw_timers.set(index, Some(at)),
+                None => {}
+            }
+        }
         fired.clear();
         tcp.timers.expire(now, &mut fired);
         for &index in &fired {
@@ -649,7 +722,7 @@ impl Stack {
         }
         let local_addr = self.iface.cfg.ipv4.addr;
         let tcp = &mut self.tcp;
-        let (by_tuple, listeners) = (&tcp.by_tuple, &tcp.listeners);
+        let (by_tuple, listeners, tw) = (&tcp.by_tuple, &tcp.listeners, &tcp.tw_by_tuple);
         let local_port = tcp::ephemeral_port(
             &tcp.secret,
             local_addr,
@@ -657,7 +730,10 @@ impl Stack {
             remote_port,
             EPHEMERAL,
             &mut tcp.next_ephemeral,
-            |p| !listeners.contains_key(&p) && !by_tuple.contains_key(&FourTuple { local_addr, local_port: p, remote_addr, remote_port }),
+            |p| {
+                let t = FourTuple { local_addr, local_port: p, remote_addr, remote_port };
+                !listeners.contains_key(&p) && !by_tuple.contains_key(&t) && !tw.contains_key(&t)
+            },
         )
         .ok_or(ConnectError::NoFreePort)?;
         let tuple = FourTuple { local_addr, local_port, remote_addr, remote_port };
@@ -833,6 +909,12 @@ impl Stack {
     /// its occupancy (`in_use`), limit and counters.
     pub fn tcp_buffer_pool(&self) -> &BufferPool {
         &self.tcp.pool
+    }
+
+    /// Connections in TIME-WAIT held as compact records (included in
+    /// [`Stack::tcp_connections`]).
+    pub fn tcp_time_wait(&self) -> usize {
+        self.tcp.tw_by_tuple.len()
     }
 
     /// Counters of a listening port.

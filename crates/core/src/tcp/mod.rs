@@ -31,6 +31,7 @@ mod segment;
 mod send_buffer;
 mod seq;
 mod state;
+mod time_wait;
 mod timers;
 
 pub use config::{CongestionAlgorithm, TcpConfig};
@@ -44,6 +45,7 @@ pub use reassembly::MAX_RANGES;
 pub use segment::{reset_for, FourTuple, Flags, Options, SackBlock, Segment};
 pub use seq::SeqNumber;
 pub use state::State;
+pub use time_wait::{TimeWait, TimeWaitOutcome};
 
 // Known gaps, deliberately left out rather than half done:
 // * States are an enum with one `match` arm per state (input.rs), not one
@@ -55,5 +57,7 @@ pub use state::State;
 // * ECN (ECE/CWR are carried but ignored), urgent data, TCP Fast Open,
 //   pacing and HyStart are not implemented.
 // * SYN cookies do not encode window scale, SACK or timestamps.
-// * A SYN in TIME-WAIT draws a challenge ACK; RFC 6191 reuse is not done.
+// * A SYN in TIME-WAIT draws a challenge ACK while the application holds the
+//   connection; once it lets go, the compact `TimeWait` record allows RFC
+//   6191 reuse. The record sends no challenge-ACK rate limiting.
 // * Text in a SYN received by a listener is dropped (the peer resends it).

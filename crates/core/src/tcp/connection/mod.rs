@@ -622,6 +622,24 @@ impl Connection {
     pub fn stats(&self) -> Stats {
         self.stats.stats()
     }
+    /// In TIME-WAIT, the compact record that can stand in for this
+    /// connection (see [`super::TimeWait`]); `None` in any other state.
+    pub fn time_wait(&self) -> Option<super::TimeWait> {
+        if self.state != State::TimeWait {
+            return None;
+        }
+        let window = (self.rcv_adv.since(self.rcv_nxt) as usize >> self.rcv_wscale).min(65535) as u16;
+        Some(super::TimeWait {
+            tuple: self.tuple,
+            snd_nxt: self.snd_max,
+            rcv_nxt: self.rcv_nxt,
+            window,
+            timestamps: self.timestamps,
+            ts_recent: self.ts_recent,
+            ts_offset: self.ts_offset,
+            expires: self.timers.get(Timer::Close)?,
+        })
+    }
     /// Pool chunks held by the send and receive buffers (0 when idle).
     pub fn buffer_chunks(&self) -> usize {
         self.send_buf.chunks_held() + self.recv_buf.chunks_held()
