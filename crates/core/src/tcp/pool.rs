@@ -35,13 +35,24 @@ pub struct PoolStats {
 }
 
 /// Chunks of `chunk_size` bytes, at most `limit` of them.
-#[derive(Debug)]
 pub struct BufferPool {
     chunk_size: usize,
     limit: usize,
     chunks: Vec<Box<[u8]>>,
     free: Vec<ChunkId>,
     stats: PoolStats,
+}
+
+impl core::fmt::Debug for BufferPool {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("BufferPool")
+            .field("chunk_size", &self.chunk_size)
+            .field("limit", &self.limit)
+            .field("allocated", &self.chunks.len())
+            .field("in_use", &self.in_use())
+            .field("stats", &self.stats)
+            .finish()
+    }
 }
 
 impl BufferPool {
