@@ -54,6 +54,11 @@ impl TempDir {
 
 impl Drop for TempDir {
     fn drop(&mut self) {
+        // USTACK_TEST_KEEP=1 keeps files (pcaps) for a post-mortem.
+        if std::env::var_os("USTACK_TEST_KEEP").is_some() {
+            eprintln!("kept {}", self.0.display());
+            return;
+        }
         let _ = std::fs::remove_dir_all(&self.0);
     }
 }
@@ -154,7 +159,12 @@ impl Bg {
     }
 
     /// SIG`signal`, then wait up to `limit` (SIGKILL after); returns stderr.
-    pub fn stop(mut self, signal: &str, limit: Duration) -> String {
+    pub fn stop(self, signal: &str, limit: Duration) -> String {
+        self.stop_both(signal, limit).1
+    }
+
+    /// SIG`signal`, then wait up to `limit` (SIGKILL after); (stdout, stderr).
+    pub fn stop_both(mut self, signal: &str, limit: Duration) -> (String, String) {
         if let Some(mut c) = self.child.take() {
             let _ = Command::new("kill").args([&format!("-{signal}"), &c.id().to_string()]).status();
             let deadline = Instant::now() + limit;
@@ -169,7 +179,7 @@ impl Bg {
                 std::thread::sleep(Duration::from_millis(5));
             }
         }
-        self.stderr_now()
+        (String::from_utf8_lossy(&self.stdout.lock().unwrap()).into_owned(), self.stderr_now())
     }
 }
 
@@ -213,7 +223,7 @@ pub fn http_server(ns: &Netns, bind: &str, port: u16, dir: &str) -> Bg {
 /// started and ready ("listening on" printed). Stop with `stop("INT", ..)`
 /// so the file is flushed.
 pub fn tcpdump(ns: &Netns, iface: &str, file: &str, filter: &str) -> Bg {
-    let mut argv = vec!["tcpdump", "-i", iface, "-n", "-s", "128", "-U", "-w", file];
+    let mut argv = vec!["tcpdump", "-i", iface, "-n", "-s", "128", "--immediate-mode", "-U", "-w", file];
     argv.extend(filter.split_whitespace());
     let mut bg = Bg::spawn(ns, &argv);
     bg.wait_ready("listening", SECS(10), |e| e.contains("listening on"));
@@ -257,53 +267,178 @@ pub fn precreate_tap(ns: &Netns, tap: &str, addr: Option<&str>) {
     ns.exec_ok(&["ip", "link", "set", tap, "up"], SECS(5));
 }
 
-/// The impairment both directions get in `tcp_netem.rs`.
+/// The impairment both directions get in `tcp_netem.rs`, in netem's words.
+/// This kernel has no `sch_netem` (CONFIG_NET_SCH_NETEM is not set; `tc
+/// qdisc add ... netem` says "Specified qdisc kind is unknown"), so
+/// `IMPAIR_RELAY` applies it in user space, between the TAP and the router.
 pub const NETEM: &str = "loss 2% delay 5ms 1ms reorder 5% 50% duplicate 1% corrupt 0.5% limit 10000";
 
-pub fn add_netem(ns: &Netns, iface: &str, spec: &str) {
-    let mut argv = vec!["tc", "qdisc", "add", "dev", iface, "root", "netem"];
-    argv.extend(spec.split_whitespace());
-    ns.exec_ok(&argv, SECS(5));
+/// Whether this kernel has netem (`tc qdisc add ... netem` works).
+pub fn kernel_has_netem() -> bool {
+    let ns = Netns::new("netemprobe");
+    let _ = ns.exec(&["ip", "link", "add", "nmprobe0", "type", "veth", "peer", "name", "nmprobe1"], SECS(5));
+    ns.exec(&["tc", "qdisc", "add", "dev", "nmprobe0", "root", "netem", "delay", "1ms"], SECS(5)).success()
 }
 
-/// Stack namespace S (TAP `tap`, kernel side 10.67.N.1/24, IP forwarding on)
-/// ↔ veth ↔ peer namespace P (10.68.N.2/24; S's end 10.68.N.1/24). The
-/// stack is 10.67.N.2 with gateway 10.67.N.1; P reaches 10.67.N.0/24 via S.
-/// netem `spec` on the TAP's egress (towards the stack) and on S's veth
-/// egress (towards P). Offloads off on the TAP and both veth ends.
+/// A user-space netem: an L2 relay between two interfaces (AF_PACKET), each
+/// direction impaired like `tc qdisc ... netem loss L delay D J reorder R C
+/// duplicate U corrupt X limit N`: a frame is lost with probability L; else
+/// it is corrupted (one random bit of the frame flipped, after the sender
+/// completed its checksums) with probability X; it is released at once with
+/// probability R (with probability C the previous frame's decision is
+/// repeated; these overtake the delayed ones) or after D ± J (uniform, so jitter reorders
+/// too); with probability U a second copy is queued; at most N frames wait
+/// per direction. argv: IF_A IF_B seed. On SIGTERM prints what it did.
+pub const IMPAIR_RELAY: &str = r#"
+import heapq, os, random, select, signal, socket, sys, time
+LOSS, DELAY, JITTER, REORDER, CORR, DUP, CORRUPT, LIMIT = 0.02, 0.005, 0.001, 0.05, 0.5, 0.01, 0.005, 10000
+ifs = sys.argv[1:3]
+rnd = random.Random(int(sys.argv[3]))
+socks = []
+for name in ifs:
+    s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(3))
+    s.setsockopt(socket.SOL_SOCKET, 33, 8 << 20)  # SO_RCVBUFFORCE
+    s.setsockopt(socket.SOL_SOCKET, 32, 8 << 20)  # SO_SNDBUFFORCE
+    s.bind((name, 0))
+    s.setblocking(False)
+    socks.append(s)
+names = ["to_" + ifs[1], "to_" + ifs[0]]
+st = {n: dict(frames=0, lost=0, corrupted=0, reordered=0, duplicated=0, overlimit=0, send_errors=0) for n in names}
+queue = []  # (release, seq, out_index, frame)
+queued = [0, 0]
+last_r = [False, False]
+seq = 0
+stop = []
+signal.signal(signal.SIGTERM, lambda *a: stop.append(1))
+signal.signal(signal.SIGINT, lambda *a: stop.append(1))
+print("relay ready", file=sys.stderr, flush=True)
+try:
+    while not stop:
+        now = time.monotonic()
+        while queue and queue[0][0] <= now:
+            _, _, out, frame = heapq.heappop(queue)
+            queued[out] -= 1
+            try:
+                socks[out].send(frame)
+            except OSError:
+                st[names[1 - out]]["send_errors"] += 1
+        timeout = max(0.0, queue[0][0] - time.monotonic()) if queue else 0.2
+        try:
+            ready, _, _ = select.select(socks, [], [], timeout)
+        except InterruptedError:
+            continue
+        for i in (0, 1):
+            if socks[i] not in ready:
+                continue
+            out = 1 - i
+            d = st[names[i]]
+            for _ in range(64):
+                try:
+                    frame, addr = socks[i].recvfrom(65536)
+                except BlockingIOError:
+                    break
+                if addr[2] == socket.PACKET_OUTGOING:
+                    continue
+                d["frames"] += 1
+                if rnd.random() < LOSS:
+                    d["lost"] += 1
+                    continue
+                copies = 2 if rnd.random() < DUP else 1
+                if copies == 2:
+                    d["duplicated"] += 1
+                now = time.monotonic()
+                for c in range(copies):
+                    f = frame
+                    if rnd.random() < CORRUPT:
+                        b = bytearray(f)
+                        k = rnd.randrange(len(b))
+                        b[k] ^= 1 << rnd.randrange(8)
+                        f = bytes(b)
+                        d["corrupted"] += 1
+                    # Correlated: repeat the previous decision with probability CORR.
+                    if rnd.random() >= CORR:
+                        last_r[out] = rnd.random() < REORDER
+                    if last_r[out]:
+                        release = now
+                        d["reordered"] += 1
+                    else:
+                        release = now + DELAY + rnd.uniform(-JITTER, JITTER)
+                    if queued[out] >= LIMIT:
+                        d["overlimit"] += 1
+                        continue
+                    seq += 1
+                    queued[out] += 1
+                    heapq.heappush(queue, (release, seq, out, f))
+finally:
+    for n in names:
+        print(n, " ".join("%s=%d" % kv for kv in st[n].items()), flush=True)
+"#;
+
+/// Stack namespace S holds only the stack's TAP and one end of a veth, no
+/// addresses, and `IMPAIR_RELAY` between the two; router namespace R has the
+/// other end (10.67.N.1/24, the stack's gateway), IP forwarding, and a veth
+/// to peer namespace P (R 10.68.N.1/24, P 10.68.N.2/24; P reaches
+/// 10.67.N.0/24 via R). The stack is 10.67.N.2/24. Offloads (TSO/GSO/GRO and
+/// TX checksum, so the relay sees complete frames with complete checksums)
+/// are off on the TAP and every veth end.
+///
+/// ```text
+///  ustack ─TAP─ [S: relay, impaired both ways] ─veth─ [R: 10.67.N.1 fwd 10.68.N.1] ─veth─ [P: 10.68.N.2]
+/// ```
 pub struct Routed {
     pub s: Netns,
+    pub r: Netns,
     pub p: Netns,
     pub tap: String,
-    pub veth_s: String,
     pub veth_p: String,
     pub n: u8,
+    relay: Option<Bg>,
 }
 
 impl Routed {
-    pub fn new(tag: &str, n: u8, spec: Option<&str>) -> Routed {
+    pub fn new(tag: &str, n: u8, impaired: bool) -> Routed {
         let s = Netns::new(&format!("{tag}-s"));
+        let r = Netns::new(&format!("{tag}-r"));
         let p = Netns::new(&format!("{tag}-p"));
-        quiet_namespace(&s);
-        quiet_namespace(&p);
-        let tap = super::short_name("tn", n);
-        let veth_s = super::short_name("vs", n);
-        let veth_p = super::short_name("vp", n);
-        precreate_tap(&s, &tap, Some(&format!("10.67.{n}.1/24")));
-        s.exec_ok(&["sysctl", "-qw", "net.ipv4.ip_forward=1"], SECS(5));
-        s.exec_ok(&["ip", "link", "add", &veth_s, "type", "veth", "peer", "name", &veth_p, "netns", &p.name], SECS(5));
-        s.exec_ok(&["ip", "addr", "add", &format!("10.68.{n}.1/24"), "dev", &veth_s], SECS(5));
-        s.exec_ok(&["ip", "link", "set", &veth_s, "up"], SECS(5));
-        p.exec_ok(&["ip", "addr", "add", &format!("10.68.{n}.2/24"), "dev", &veth_p], SECS(5));
-        p.exec_ok(&["ip", "link", "set", &veth_p, "up"], SECS(5));
-        p.exec_ok(&["ip", "route", "add", &format!("10.67.{n}.0/24"), "via", &format!("10.68.{n}.1")], SECS(5));
-        offloads_off(&s, &veth_s);
-        offloads_off(&p, &veth_p);
-        if let Some(spec) = spec {
-            add_netem(&s, &tap, spec);
-            add_netem(&s, &veth_s, spec);
+        for ns in [&s, &r, &p] {
+            quiet_namespace(ns);
         }
-        Routed { s, p, tap, veth_s, veth_p, n }
+        let tap = super::short_name("tn", n);
+        let (sa, rb) = (super::short_name("sa", n), super::short_name("rb", n));
+        let (rc, pd) = (super::short_name("rc", n), super::short_name("pd", n));
+        precreate_tap(&s, &tap, None);
+        s.exec_ok(&["ip", "link", "add", &sa, "type", "veth", "peer", "name", &rb, "netns", &r.name], SECS(5));
+        r.exec_ok(&["ip", "link", "add", &rc, "type", "veth", "peer", "name", &pd, "netns", &p.name], SECS(5));
+        let csum_off = |ns: &Netns, i: &str| {
+            offloads_off(ns, i);
+            ns.exec_ok(&["ethtool", "-K", i, "tx", "off"], SECS(5));
+        };
+        csum_off(&s, &sa);
+        csum_off(&r, &rb);
+        csum_off(&r, &rc);
+        csum_off(&p, &pd);
+        r.exec_ok(&["sysctl", "-qw", "net.ipv4.ip_forward=1"], SECS(5));
+        r.exec_ok(&["ip", "addr", "add", &format!("10.67.{n}.1/24"), "dev", &rb], SECS(5));
+        r.exec_ok(&["ip", "addr", "add", &format!("10.68.{n}.1/24"), "dev", &rc], SECS(5));
+        p.exec_ok(&["ip", "addr", "add", &format!("10.68.{n}.2/24"), "dev", &pd], SECS(5));
+        s.exec_ok(&["ip", "link", "set", &sa, "up"], SECS(5));
+        for i in [&rb, &rc] {
+            r.exec_ok(&["ip", "link", "set", i, "up"], SECS(5));
+        }
+        p.exec_ok(&["ip", "link", "set", &pd, "up"], SECS(5));
+        p.exec_ok(&["ip", "route", "add", &format!("10.67.{n}.0/24"), "via", &format!("10.68.{n}.1")], SECS(5));
+        let mut net = Routed { s, r, p, tap, veth_p: pd, n, relay: None };
+        let seed = (std::process::id() as u64) << 8 | n as u64;
+        eprintln!("impairment relay seed {seed}");
+        let script = if impaired {
+            IMPAIR_RELAY.to_owned()
+        } else {
+            IMPAIR_RELAY.replacen("0.02, 0.005, 0.001, 0.05, 0.5, 0.01, 0.005", "0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0", 1)
+        };
+        let mut relay = Bg::spawn(&net.s, &[python(), "-c", &script, &net.tap, &sa, &seed.to_string()]);
+        relay.wait_ready("ready", SECS(10), |e| e.contains("relay ready"));
+        net.relay = Some(relay);
+        net
     }
     pub fn stack_ip(&self) -> String {
         format!("10.67.{}.2", self.n)
@@ -314,20 +449,27 @@ impl Routed {
     pub fn peer_ip(&self) -> String {
         format!("10.68.{}.2", self.n)
     }
-    /// `ustack` options for the stack's side of this topology.
+    /// `ustack` options for the stack's side (no host address: the TAP's
+    /// kernel side belongs to the relay).
     pub fn stack_opts(&self) -> StackOpts {
         StackOpts {
             tap: self.tap.clone(),
             ip: format!("{}/24", self.stack_ip()),
             gateway: Some(self.gateway()),
-            host_ip: Some(format!("{}/24", self.gateway())),
+            host_ip: None,
             pcap: None,
         }
     }
-    /// What the namespaces say about TCP and the qdiscs, for failure messages.
+    /// Stop the relay; what it did per direction (its stdout).
+    pub fn relay_report(&mut self) -> String {
+        self.relay.take().map(|r| r.stop_both("TERM", SECS(5)).0).unwrap_or_default()
+    }
+    /// What the namespaces say about TCP, for failure messages.
     pub fn diagnostics(&self) -> String {
-        let mut s = diagnostics(&self.s, &self.tap);
-        s.push_str(&diagnostics(&self.p, &self.veth_p));
+        let mut s = diagnostics(&self.p, &self.veth_p);
+        if let Some(r) = &self.relay {
+            s.push_str(&format!("relay stderr:\n{}\n", r.stderr_now()));
+        }
         s
     }
 }
@@ -616,6 +758,7 @@ pub struct Seg {
     pub rst: bool,
     pub eth_dst: String,
     pub has_ts: bool,
+    pub tsval: Option<u64>,
 }
 
 pub fn segments(pcap: &str) -> Vec<Seg> {
@@ -687,6 +830,7 @@ pub fn segments(pcap: &str) -> Vec<Seg> {
                 rst: matches!(get(16), "1" | "True"),
                 eth_dst: get(17).to_owned(),
                 has_ts: !get(18).is_empty(),
+                tsval: get(18).parse().ok(),
             }
         })
         .collect()
@@ -701,8 +845,16 @@ pub struct HoleReport {
     pub rto_retransmissions: u64,
     /// Peer ACKs that carried SACK blocks (accepted ones only).
     pub peer_sack_acks: u64,
+    /// Peer segments left out because PAWS may have discarded them.
+    pub paws_ignored: u64,
     /// Retransmissions entirely inside data the peer had SACKed (violations).
     pub fully_sacked: Vec<String>,
+    /// The same, but during recovery from an RTO (until everything sent
+    /// before the timer fired is ACKed), inside ranges the peer SACKed after
+    /// the RTO. RFC 6675 §5.1: the sender "SHOULD utilize all SACK
+    /// information made available during the slow start phase of loss
+    /// recovery following an RTO"; a SHOULD, reported separately.
+    pub after_rto_sacked: Vec<String>,
     /// Retransmissions partly inside SACKed data (reported, not failed).
     pub partly_sacked: Vec<String>,
     /// Retransmissions of data already cumulatively ACKed.
@@ -710,92 +862,156 @@ pub struct HoleReport {
 }
 
 /// An RTO retransmission is told apart from a SACK/dupACK-driven one by the
-/// time gap: the stack's RTO is at least 200 ms (TcpConfig::min_rto), while a
-/// fast or SACK-based retransmission goes out in the same poll as the ACK
-/// that triggered it. A retransmission at SND.UNA that comes at least
-/// `RTO_GAP` after the last cumulative-ACK advance and after the last frame
-/// from the peer is taken for an RTO one.
+/// time gap: the stack's RTO is at least 200 ms (TcpConfig::min_rto) after
+/// the last ACK that advanced SND.UNA (RFC 6298 (5.3) restarts the timer
+/// there), while fast retransmit of SND.UNA follows the third duplicate ACK,
+/// within about one RTT of that advance. So a retransmission at SND.UNA
+/// at least `RTO_GAP` after the last cumulative-ACK advance is taken for an
+/// RTO one. (Duplicate ACKs may keep arriving until the timer fires, so the
+/// gap since the peer's last frame says nothing.)
 pub const RTO_GAP: f64 = 0.150;
 
 /// Replays `segs` as `sender` sees them: the peer's cumulative ACK and SACK
 /// blocks build a scoreboard (only frames that reached the sender intact:
-/// good checksums and addressed to its MAC `sender_mac`), and each of the
+/// good checksums, addressed to its MAC `sender_mac`, and not older by
+/// timestamp than one seen before, which PAWS may discard), and each of the
 /// sender's data segments that tshark marks as a retransmission is checked
 /// against it. RFC 6675 §5.1 / RFC 2018 §8: after a retransmission timeout
 /// the sender SHOULD clear its SACK scoreboard and may resend SACKed data,
 /// so the scoreboard is cleared at each RTO retransmission (see `RTO_GAP`)
 /// and rebuilt from later SACKs.
-pub fn check_retransmissions(segs: &[Seg], sender: &str, sender_mac: &str) -> HoleReport {
-    #[derive(Default)]
-    struct Flow {
-        una: u64,
-        board: Vec<(u64, u64)>,
-        last_advance: f64,
-        last_peer: f64,
-    }
+///
+/// `lag`: a peer ACK counts only for retransmissions at least `lag` seconds
+/// after it. 0 for the stack's own pcap (it records a frame when it reads
+/// it and handles it before it sends anything more); a kernel sender seen
+/// by tcpdump may handle an ACK well after the capture saw it (socket
+/// backlog), so checking Linux needs a few milliseconds.
+pub fn check_retransmissions(segs: &[Seg], sender: &str, sender_mac: &str, lag: f64) -> HoleReport {
     let mut flows: BTreeMap<u32, Flow> = BTreeMap::new();
     let mut r = HoleReport::default();
+    let mut pending: std::collections::VecDeque<&Seg> = std::collections::VecDeque::new();
     for s in segs {
-        let flow = flows.entry(s.stream).or_default();
         if s.src != sender {
-            if s.bad_csum || (!sender_mac.is_empty() && s.eth_dst != sender_mac) || s.rst {
-                continue;
+            // Only what reached the sender intact counts.
+            if !s.bad_csum && (sender_mac.is_empty() || s.eth_dst == sender_mac) && !s.rst {
+                pending.push_back(s);
             }
-            flow.last_peer = s.time;
-            let Some(ack) = s.ack else { continue };
-            if ack > flow.una {
-                flow.una = ack;
-                flow.last_advance = s.time;
-            }
-            if !s.sack.is_empty() {
-                r.peer_sack_acks += 1;
-            }
-            for &(le, re) in &s.sack {
-                if re > le && le >= flow.una {
-                    flow.board.push((le, re));
-                }
-            }
-            let una = flow.una;
-            flow.board.retain(|&(_, re)| re > una);
-            flow.board.sort_unstable();
-            let mut merged: Vec<(u64, u64)> = Vec::new();
-            for &(le, re) in &flow.board {
-                match merged.last_mut() {
-                    Some(last) if le <= last.1 => last.1 = last.1.max(re),
-                    _ => merged.push((le.max(una), re)),
-                }
-            }
-            flow.board = merged;
             continue;
         }
+        while pending.front().is_some_and(|p| p.time + lag <= s.time) {
+            let p = pending.pop_front().unwrap();
+            flows.entry(p.stream).or_default().peer_ack(p, &mut r);
+        }
+        flows.entry(s.stream).or_default().sender_segment(s, &mut r);
+    }
+    r
+}
+
+/// One connection's scoreboard as the sender builds it.
+#[derive(Default)]
+struct Flow {
+    una: u64,
+    /// SACKed ranges above `una`, sorted and merged.
+    board: Vec<(u64, u64)>,
+    last_advance: f64,
+    last_peer: f64,
+    ts_recent: Option<u64>,
+    /// Highest sequence number sent so far (end of the highest segment).
+    snd_max: u64,
+    /// While recovering from an RTO: SND.MAX when the timer fired.
+    rto_recovery_point: Option<u64>,
+    /// SND.UNA, if it was retransmitted since the cumulative ACK last moved.
+    retransmitted_una: Option<u64>,
+}
+
+impl Flow {
+    fn peer_ack(&mut self, s: &Seg, r: &mut HoleReport) {
+        // PAWS (RFC 7323 §5): a segment whose TSval is older than the newest
+        // one seen may be discarded with its ACK and SACK blocks (reordering
+        // makes such ACKs); count nothing from it.
+        if let Some(ts) = s.tsval {
+            if self.ts_recent.is_some_and(|recent| ts < recent) {
+                r.paws_ignored += 1;
+                return;
+            }
+            self.ts_recent = Some(ts);
+        }
+        self.last_peer = s.time;
+        let Some(ack) = s.ack else { return };
+        if ack > self.una {
+            self.una = ack;
+            self.last_advance = s.time;
+            self.retransmitted_una = None;
+        }
+        if !s.sack.is_empty() {
+            r.peer_sack_acks += 1;
+        }
+        // D-SACKs (below the cumulative ACK) say nothing about holes.
+        let una = self.una;
+        self.board.extend(s.sack.iter().copied().filter(|&(le, re)| re > le && le >= una));
+        self.board.retain(|&(_, re)| re > una);
+        self.board.sort_unstable();
+        let mut merged: Vec<(u64, u64)> = Vec::new();
+        for &(le, re) in &self.board {
+            match merged.last_mut() {
+                Some(last) if le <= last.1 => last.1 = last.1.max(re),
+                _ => merged.push((le.max(una), re)),
+            }
+        }
+        self.board = merged;
+    }
+
+    fn sender_segment(&mut self, s: &Seg, r: &mut HoleReport) {
         if s.len == 0 || s.syn {
-            continue;
+            return;
         }
         r.data_segments += 1;
-        if !s.retrans {
-            continue;
+        // tshark's flags, or data at or below what was already sent (tshark
+        // leaves some unmarked, e.g. an RTO retransmission of SND.UNA).
+        let resent = s.retrans || s.seq < self.snd_max;
+        self.snd_max = self.snd_max.max(s.seq + s.len);
+        if !resent {
+            return;
         }
         r.retransmissions += 1;
         let (start, end) = (s.seq, s.seq + s.len);
         let desc = format!(
             "frame {} t={:.6} stream {} seq {start}..{end} una {} sacked {:?}",
-            s.frame, s.time, s.stream, flow.una, flow.board
+            s.frame,
+            s.time,
+            s.stream,
+            self.una,
+            &self.board[..self.board.len().min(12)]
         );
-        if start == flow.una && s.time - flow.last_advance >= RTO_GAP && s.time - flow.last_peer >= RTO_GAP {
+        // A second retransmission of SND.UNA with no ACK advance in between
+        // can only come from the timer too: RFC 6675 recovery retransmits
+        // each hole once (there is no RACK here to re-send a lost one).
+        let again = self.retransmitted_una == Some(start);
+        if start == self.una {
+            self.retransmitted_una = Some(start);
+        }
+        if start == self.una && (again || s.time - self.last_advance >= RTO_GAP) {
             r.rto_retransmissions += 1;
-            flow.board.clear();
-            continue;
+            self.board.clear();
+            self.rto_recovery_point = Some(self.snd_max);
+            return;
         }
-        if end <= flow.una {
+        // RTO recovery lasts until everything sent before the timer fired is
+        // cumulatively ACKed.
+        if self.rto_recovery_point.is_some_and(|p| self.una >= p) {
+            self.rto_recovery_point = None;
+        }
+        if end <= self.una {
             r.below_ack.push(desc);
-            continue;
+            return;
         }
-        let covered: u64 = flow.board.iter().map(|&(le, re)| re.min(end).saturating_sub(le.max(start))).sum();
-        if covered == end - start {
+        let covered: u64 = self.board.iter().map(|&(le, re)| re.min(end).saturating_sub(le.max(start))).sum();
+        if covered == end - start && self.rto_recovery_point.is_some() {
+            r.after_rto_sacked.push(desc);
+        } else if covered == end - start {
             r.fully_sacked.push(desc);
         } else if covered > 0 {
             r.partly_sacked.push(desc);
         }
     }
-    r
 }
