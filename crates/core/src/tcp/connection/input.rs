@@ -468,6 +468,7 @@ impl Connection {
 
     /// Seventh and eighth checks: segment text and FIN. `seq` is the sequence
     /// number of the first payload byte.
+    #[allow(clippy::too_many_arguments)]
     fn process_text(
         &mut self,
         now: Instant,
