@@ -72,10 +72,33 @@ pub trait TxQueue {
 }
 
 /// A link the stack can drive.
+///
+/// The queues are lent for one poll (`'a`), so a wrapper device (capture,
+/// fault injection, tracing) can hold its inner device's queues by borrow,
+/// with no `unsafe`.
 pub trait Device {
-    type Rx: RxQueue;
-    type Tx: TxQueue;
+    type Rx<'a>: RxQueue
+    where
+        Self: 'a;
+    type Tx<'a>: TxQueue
+    where
+        Self: 'a;
     /// Both queues at once, so a reply can be written while the request is borrowed.
-    fn queues(&mut self) -> (&mut Self::Rx, &mut Self::Tx);
+    fn queues(&mut self) -> (Self::Rx<'_>, Self::Tx<'_>);
     fn caps(&self) -> DeviceCaps;
+}
+
+impl<Q: RxQueue + ?Sized> RxQueue for &mut Q {
+    fn recv(&mut self, now: Instant) -> Option<(&[u8], RxMeta)> {
+        (**self).recv(now)
+    }
+}
+
+impl<Q: TxQueue + ?Sized> TxQueue for &mut Q {
+    fn send<F: FnOnce(&mut [u8])>(&mut self, len: usize, meta: TxMeta, fill: F) -> Result<(), TxFull> {
+        (**self).send(len, meta, fill)
+    }
+    fn flush(&mut self) {
+        (**self).flush()
+    }
 }

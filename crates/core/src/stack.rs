@@ -100,15 +100,15 @@ impl Stack {
     /// Returns the number of frames received.
     pub fn poll<D: Device>(&mut self, now: Instant, device: &mut D, budget: usize) -> usize {
         self.iface.tx_csum_offload = device.caps().tx_checksum;
-        let (rx, tx) = device.queues();
+        let (mut rx, mut tx) = device.queues();
         let mut n = 0;
         while n < budget {
             let Some((frame, meta)) = rx.recv(now) else { break };
-            self.receive(now, frame, meta, tx);
+            self.receive(now, frame, meta, &mut tx);
             n += 1;
         }
-        self.handle_timeout(now, tx);
-        self.transmit(now, tx);
+        self.handle_timeout(now, &mut tx);
+        self.transmit(now, &mut tx);
         tx.flush();
         n
     }

@@ -16,18 +16,22 @@
 //! * [`pcap`] — [`PcapDevice`] wraps any device and records every frame it
 //!   receives and transmits to a classic pcap file, stamped with the core's
 //!   `now`; [`PcapWriter`] and [`PcapReader`] are usable on their own.
+//! * [`fault`] — [`FaultDevice`] wraps any device in the in-memory link's
+//!   faults, both ways: the impaired path for tests against real peers.
 //! * [`pool`] — [`FramePool`], bounded and recycling: a [`Frame`] is an owned
 //!   buffer that goes back to its pool when dropped.
 //!
 //! Everything here is single-threaded (one device per event loop, as the
 //! runtime runs one loop per core).
 
+pub mod fault;
 pub mod memory;
 pub mod pcap;
 pub mod pool;
 mod rng;
 pub mod tap;
 
+pub use fault::{FaultDevice, FaultRx, FaultTx};
 pub use memory::{LinkConfig, LinkStats, MemoryLink, MemoryPort, MemoryRx, MemoryTx};
 pub use pcap::{PcapDevice, PcapReader, PcapRecord, PcapRx, PcapTx, PcapWriter};
 pub use pool::{Frame, FramePool};

@@ -146,27 +146,28 @@ impl MemoryLink {
     }
 }
 
-struct InFlight {
+pub(crate) struct InFlight {
     frame: Frame,
     deliver_at: Instant,
     /// Sent with a partial checksum over an offloading link, and intact.
     verified: bool,
 }
 
-/// Frames travelling from one port to the other.
-struct Direction {
+/// Frames travelling from one port to the other (also one direction of a
+/// [`crate::FaultDevice`]).
+pub(crate) struct Direction {
     queue: VecDeque<InFlight>,
     /// A frame held back for reordering, and when it is released regardless.
     held: Option<(InFlight, Instant)>,
-    pool: FramePool,
+    pub(crate) pool: FramePool,
     rng: SplitMix64,
     /// Delivery time of the newest queued frame, to keep delivery FIFO.
     last_deliver_at: Instant,
-    stats: LinkStats,
+    pub(crate) stats: LinkStats,
 }
 
 impl Direction {
-    fn new(config: &LinkConfig, seed: u64) -> Direction {
+    pub(crate) fn new(config: &LinkConfig, seed: u64) -> Direction {
         // One frame more than the queue holds: the receiver's borrowed frame.
         let frames = config.capacity.saturating_add(1);
         let pool = FramePool::new(config.mtu.saturating_add(ETHERNET_HEADER_LEN), frames);
@@ -183,12 +184,12 @@ impl Direction {
         }
     }
 
-    fn in_flight(&self) -> usize {
+    pub(crate) fn in_flight(&self) -> usize {
         self.queue.len() + usize::from(self.held.is_some())
     }
 
     /// Apply faults to a filled frame and queue it.
-    fn enqueue(&mut self, config: &LinkConfig, mut frame: Frame, sent_at: Instant, meta: TxMeta) {
+    pub(crate) fn enqueue(&mut self, config: &LinkConfig, mut frame: Frame, sent_at: Instant, meta: TxMeta) {
         if self.rng.chance(config.loss) {
             self.stats.dropped_loss += 1;
             return;
@@ -232,7 +233,7 @@ impl Direction {
     }
 
     /// The next frame visible at `now`, if any.
-    fn dequeue(&mut self, now: Instant) -> Option<(Frame, bool)> {
+    pub(crate) fn dequeue(&mut self, now: Instant) -> Option<(Frame, bool)> {
         if let Some((_, release_at)) = &self.held {
             if now >= *release_at {
                 let (held, _) = self.held.take().expect("checked above");
@@ -247,7 +248,7 @@ impl Direction {
         Some((next.frame, next.verified))
     }
 
-    fn next_delivery(&self) -> Option<Instant> {
+    pub(crate) fn next_delivery(&self) -> Option<Instant> {
         match (self.queue.front(), &self.held) {
             (Some(head), _) => Some(head.deliver_at),
             (None, Some((_, release_at))) => Some(*release_at),
@@ -329,8 +330,8 @@ impl MemoryPort {
 }
 
 impl Device for MemoryPort {
-    type Rx = MemoryRx;
-    type Tx = MemoryTx;
+    type Rx<'a> = &'a mut MemoryRx;
+    type Tx<'a> = &'a mut MemoryTx;
 
     fn queues(&mut self) -> (&mut MemoryRx, &mut MemoryTx) {
         (&mut self.rx, &mut self.tx)

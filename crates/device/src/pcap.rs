@@ -21,8 +21,6 @@ use std::cell::RefCell;
 use std::fs::File;
 use std::io::{self, BufWriter, Read, Write};
 use std::path::Path;
-use std::ptr;
-use std::rc::Rc;
 
 use ustack_core::phy::{Device, DeviceCaps, RxMeta, RxQueue, TxFull, TxMeta, TxQueue};
 use ustack_core::time::{Duration, Instant};
@@ -225,10 +223,10 @@ impl<W: Write> Capture<W> {
 /// traffic: they are counted ([`capture_errors`](Self::capture_errors)) and the
 /// first one is kept ([`take_error`](Self::take_error)).
 pub struct PcapDevice<D: Device, W: Write = BufWriter<File>> {
-    rx: PcapRx<D::Rx, W>,
-    tx: PcapTx<D::Tx, W>,
-    capture: Rc<RefCell<Capture<W>>>,
     inner: D,
+    /// Shared by the two queues a poll borrows at once; never borrowed
+    /// across a call into the inner device that could re-enter it.
+    capture: RefCell<Capture<W>>,
 }
 
 impl<D: Device> PcapDevice<D> {
@@ -241,18 +239,13 @@ impl<D: Device> PcapDevice<D> {
 impl<D: Device, W: Write> PcapDevice<D, W> {
     /// Wrap `inner`, capturing through `writer`.
     pub fn new(inner: D, writer: PcapWriter<W>) -> Self {
-        let capture = Rc::new(RefCell::new(Capture { writer, now: Instant::ZERO, errors: 0, first_error: None }));
-        PcapDevice {
-            rx: PcapRx { inner: ptr::null_mut(), capture: Rc::clone(&capture) },
-            tx: PcapTx { inner: ptr::null_mut(), capture: Rc::clone(&capture) },
-            capture,
-            inner,
-        }
+        let capture = RefCell::new(Capture { writer, now: Instant::ZERO, errors: 0, first_error: None });
+        PcapDevice { inner, capture }
     }
 
     /// Advance the capture clock used to stamp transmitted frames.
     pub fn set_now(&mut self, now: Instant) {
-        self.capture.borrow_mut().advance(now);
+        self.capture.get_mut().advance(now);
     }
 
     /// The wrapped device.
@@ -273,36 +266,29 @@ impl<D: Device, W: Write> PcapDevice<D, W> {
     /// The first capture write error, if any (taken: the next call says `None`
     /// until another error).
     pub fn take_error(&mut self) -> Option<io::Error> {
-        self.capture.borrow_mut().first_error.take()
+        self.capture.get_mut().first_error.take()
     }
 
     /// Push buffered records to the file now.
     pub fn flush_capture(&mut self) {
-        self.capture.borrow_mut().flush();
+        self.capture.get_mut().flush();
     }
 }
 
 impl<D: Device, W: Write> Device for PcapDevice<D, W> {
-    type Rx = PcapRx<D::Rx, W>;
-    type Tx = PcapTx<D::Tx, W>;
+    type Rx<'a>
+        = PcapRx<'a, D::Rx<'a>, W>
+    where
+        Self: 'a;
+    type Tx<'a>
+        = PcapTx<'a, D::Tx<'a>, W>
+    where
+        Self: 'a;
 
-    fn queues(&mut self) -> (&mut Self::Rx, &mut Self::Tx) {
-        // `Device` has no lifetime on its queue types, so a wrapper's queues
-        // cannot hold borrows of the inner queues. They hold raw pointers,
-        // refreshed here on every call.
-        //
-        // SAFETY (for the dereferences in `PcapRx::inner`/`PcapTx::inner`):
-        // the pointers come from `self.inner.queues()`, a live `&mut` borrow
-        // of `self.inner`. The only way to reach `PcapRx`/`PcapTx` methods is
-        // through the references returned here, which keep `*self` mutably
-        // borrowed, so for as long as they are usable nothing else can touch,
-        // move or drop `self.inner`. The fields are private and the types
-        // cannot be constructed, cloned or replaced outside this module, so a
-        // stale pointer from an earlier call is always overwritten before use.
+    fn queues(&mut self) -> (Self::Rx<'_>, Self::Tx<'_>) {
         let (rx, tx) = self.inner.queues();
-        self.rx.inner = rx;
-        self.tx.inner = tx;
-        (&mut self.rx, &mut self.tx)
+        let capture = &self.capture;
+        (PcapRx { inner: rx, capture }, PcapTx { inner: tx, capture })
     }
 
     fn caps(&self) -> DeviceCaps {
@@ -310,48 +296,32 @@ impl<D: Device, W: Write> Device for PcapDevice<D, W> {
     }
 }
 
-/// Receive side of a [`PcapDevice`].
-pub struct PcapRx<R, W: Write> {
-    inner: *mut R,
-    capture: Rc<RefCell<Capture<W>>>,
+/// Receive side of a [`PcapDevice`], lent for one poll.
+pub struct PcapRx<'a, R, W: Write> {
+    inner: R,
+    capture: &'a RefCell<Capture<W>>,
 }
 
-impl<R, W: Write> PcapRx<R, W> {
-    fn inner(&mut self) -> &mut R {
-        // SAFETY: see `PcapDevice::queues`; `&mut self` proves the borrow that
-        // set this pointer is still live.
-        unsafe { &mut *self.inner }
-    }
-}
-
-impl<R: RxQueue, W: Write> RxQueue for PcapRx<R, W> {
+impl<R: RxQueue, W: Write> RxQueue for PcapRx<'_, R, W> {
     fn recv(&mut self, now: Instant) -> Option<(&[u8], RxMeta)> {
-        let capture = Rc::clone(&self.capture);
-        let (frame, meta) = self.inner().recv(now)?;
-        let mut capture = capture.borrow_mut();
+        let (frame, meta) = self.inner.recv(now)?;
+        let mut capture = self.capture.borrow_mut();
         capture.advance(now);
         capture.record(now, frame);
         Some((frame, meta))
     }
 }
 
-/// Transmit side of a [`PcapDevice`].
-pub struct PcapTx<T, W: Write> {
-    inner: *mut T,
-    capture: Rc<RefCell<Capture<W>>>,
+/// Transmit side of a [`PcapDevice`], lent for one poll.
+pub struct PcapTx<'a, T, W: Write> {
+    inner: T,
+    capture: &'a RefCell<Capture<W>>,
 }
 
-impl<T, W: Write> PcapTx<T, W> {
-    fn inner(&mut self) -> &mut T {
-        // SAFETY: see `PcapDevice::queues`.
-        unsafe { &mut *self.inner }
-    }
-}
-
-impl<T: TxQueue, W: Write> TxQueue for PcapTx<T, W> {
+impl<T: TxQueue, W: Write> TxQueue for PcapTx<'_, T, W> {
     fn send<F: FnOnce(&mut [u8])>(&mut self, len: usize, meta: TxMeta, fill: F) -> Result<(), TxFull> {
-        let capture = Rc::clone(&self.capture);
-        self.inner().send(len, meta, |buf| {
+        let capture = self.capture;
+        self.inner.send(len, meta, |buf| {
             fill(buf);
             let mut capture = capture.borrow_mut();
             let now = capture.now;
@@ -360,7 +330,7 @@ impl<T: TxQueue, W: Write> TxQueue for PcapTx<T, W> {
     }
 
     fn flush(&mut self) {
-        self.inner().flush();
+        self.inner.flush();
         self.capture.borrow_mut().flush();
     }
 }
@@ -401,7 +371,7 @@ mod tests {
     }
 
     fn send(dev: &mut impl Device, frame: &[u8]) {
-        let (_, tx) = dev.queues();
+        let (_, mut tx) = dev.queues();
         tx.send(frame.len(), TxMeta::default(), |b| b.copy_from_slice(frame)).unwrap();
         tx.flush();
     }
@@ -438,14 +408,14 @@ mod tests {
         send(&mut a, &arp_request([10, 0, 0, 2], [10, 0, 0, 1]));
         send(&mut b, &arp_request([10, 0, 0, 1], [10, 0, 0, 2]));
         {
-            let (rx, _) = a.queues();
+            let (mut rx, _) = a.queues();
             let (frame, _) = rx.recv(Instant::from_millis(7)).unwrap();
             assert_eq!(frame.len(), 42);
             assert!(rx.recv(Instant::from_millis(7)).is_none());
         }
         send(&mut a, &arp_request([10, 0, 0, 2], [10, 0, 0, 3]));
         // Refused sends are not captured.
-        let (_, tx) = a.queues();
+        let (_, mut tx) = a.queues();
         assert!(tx.send(5000, TxMeta::default(), |_| unreachable!()).is_ok());
         assert_eq!(a.capture_errors(), 0);
         drop(a); // flushes

@@ -232,8 +232,8 @@ impl TapDevice {
 }
 
 impl Device for TapDevice {
-    type Rx = TapRx;
-    type Tx = TapTx;
+    type Rx<'a> = &'a mut TapRx;
+    type Tx<'a> = &'a mut TapTx;
 
     fn queues(&mut self) -> (&mut TapRx, &mut TapTx) {
         (&mut self.rx, &mut self.tx)

@@ -60,6 +60,10 @@ pub enum RunEnd {
 pub trait Waitable {
     /// The descriptor to poll(2) for readability; `None` for in-memory links.
     fn wait_fd(&self) -> Option<RawFd>;
+    /// When the device itself has work due (frames it holds back), if ever.
+    fn next_deadline(&self) -> Option<Instant> {
+        None
+    }
 }
 
 impl Waitable for ustack_device::TapDevice {
@@ -78,6 +82,25 @@ impl Waitable for ustack_device::MemoryPort {
 impl<D: Device + Waitable> Waitable for ustack_device::PcapDevice<D> {
     fn wait_fd(&self) -> Option<RawFd> {
         self.inner().wait_fd()
+    }
+    fn next_deadline(&self) -> Option<Instant> {
+        self.inner().next_deadline()
+    }
+}
+
+impl<D: Device + Waitable> Waitable for ustack_device::FaultDevice<D> {
+    fn wait_fd(&self) -> Option<RawFd> {
+        self.inner().wait_fd()
+    }
+    fn next_deadline(&self) -> Option<Instant> {
+        earliest(self.next_delivery(), self.inner().next_deadline())
+    }
+}
+
+fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
     }
 }
 
@@ -141,10 +164,7 @@ impl<D: Device + Waitable> EventLoop<D> {
                 continue; // more frames are likely waiting
             }
             let now = self.clock.now();
-            let wake = match (self.stack.poll_timeout(), deadline) {
-                (Some(a), Some(b)) => Some(a.min(b)),
-                (a, b) => a.or(b),
-            };
+            let wake = earliest(earliest(self.stack.poll_timeout(), deadline), self.device.next_deadline());
             let sleep_ms =
                 wake.map_or(MAX_SLEEP_MS, |t| t.saturating_since(now).as_millis().min(u128::from(MAX_SLEEP_MS)) as u64);
             if self.wait(sleep_ms) {

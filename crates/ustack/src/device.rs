@@ -6,7 +6,7 @@ use clap::Args;
 use std::net::Ipv4Addr;
 use ustack_core::phy::Device;
 use ustack_core::{Ipv4Cidr, Stack, StackConfig};
-use ustack_device::TapDevice;
+use ustack_device::{LinkConfig, TapDevice};
 use ustack_runtime::os_seed;
 use ustack_wire::EthernetAddress;
 
@@ -27,6 +27,48 @@ pub struct DeviceArgs {
     /// Give this address to the kernel's side of the TAP, so the host can reach the stack at once.
     #[arg(long, value_name = "A.B.C.D/N")]
     pub host_ip: Option<Ipv4Cidr>,
+    /// Impair the device both ways, for tests where the kernel has no netem:
+    /// comma-separated loss=2%,reorder=5%,duplicate=1%,corrupt=0.5%,delay=5ms,jitter=1ms,seed=N.
+    #[arg(long, value_name = "SPEC", value_parser = parse_impairment)]
+    pub impair: Option<Impairment>,
+}
+
+/// Faults to apply around the device (`--impair`).
+#[derive(Clone, Copy, Debug)]
+pub struct Impairment {
+    pub link: LinkConfig,
+    pub seed: u64,
+}
+
+fn parse_impairment(spec: &str) -> Result<Impairment, String> {
+    let mut imp = Impairment { link: LinkConfig { capacity: 4096, ..LinkConfig::default() }, seed: 1 };
+    for part in spec.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (key, value) =
+            part.split_once('=').ok_or_else(|| format!("'{part}': expected key=value, like loss=2%"))?;
+        let rate = || -> Result<f64, String> {
+            let v = value.strip_suffix('%').map_or_else(|| value.parse::<f64>(), |p| p.parse::<f64>().map(|x| x / 100.0));
+            v.ok().filter(|r| (0.0..=1.0).contains(r)).ok_or_else(|| format!("{key}={value}: expected a rate like 2% or 0.02"))
+        };
+        let time = || -> Result<std::time::Duration, String> {
+            let ms = value.strip_suffix("ms").unwrap_or(value);
+            ms.parse::<f64>()
+                .ok()
+                .filter(|m| (0.0..=60_000.0).contains(m))
+                .map(|m| std::time::Duration::from_micros((m * 1000.0) as u64))
+                .ok_or_else(|| format!("{key}={value}: expected milliseconds like 5ms"))
+        };
+        match key {
+            "loss" => imp.link.loss = rate()?,
+            "duplicate" | "dup" => imp.link.duplicate = rate()?,
+            "reorder" => imp.link.reorder = rate()?,
+            "corrupt" => imp.link.corrupt = rate()?,
+            "delay" => imp.link.delay = time()?,
+            "jitter" => imp.link.jitter = time()?,
+            "seed" => imp.seed = value.parse().map_err(|_| format!("seed={value}: expected a number"))?,
+            _ => return Err(format!("unknown impairment '{key}': use loss, duplicate, reorder, corrupt, delay, jitter, seed")),
+        }
+    }
+    Ok(imp)
 }
 
 /// A stack on its freshly opened device.
@@ -68,6 +110,10 @@ impl DeviceArgs {
         let mut cfg = StackConfig::new(mac, ip);
         cfg.gateway = self.gateway;
         cfg.mtu = tap.caps().mtu;
+        if let Some(imp) = self.impair {
+            // The fault queues hold frames up to their MTU.
+            cfg.mtu = cfg.mtu.min(imp.link.mtu);
+        }
         let stack = Stack::new(cfg, seed);
         Ok(Opened { name, tap, stack, mac })
     }

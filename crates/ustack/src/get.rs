@@ -9,7 +9,9 @@ use std::path::PathBuf;
 use std::time::Instant as WallInstant;
 use ustack_core::Duration;
 use ustack_runtime::apps::HttpClient;
-use ustack_runtime::{EventLoop, RunEnd, StopSignal};
+use ustack_core::phy::Device;
+use ustack_device::FaultDevice;
+use ustack_runtime::{EventLoop, RunEnd, StopSignal, Waitable};
 
 #[derive(Args, Debug)]
 #[command(after_help = "Consecutive URLs to the same server share one connection, their requests pipelined; \
@@ -83,17 +85,44 @@ pub fn run(args: GetArgs) -> Result<(), CliError> {
     };
     let mut sink = BufWriter::with_capacity(256 * 1024, out);
     let opened = args.dev.open()?;
-    let stop = StopSignal::install();
-    let mut lp = EventLoop::new(opened.stack, opened.tap);
-    let deadline = lp.clock.now() + Duration::from_secs(args.timeout.min(1 << 32));
     let start = WallInstant::now();
+    let bytes = match args.dev.impair {
+        None => fetch(EventLoop::new(opened.stack, opened.tap), &args, &urls, &mut sink)?,
+        Some(imp) => {
+            let dev = FaultDevice::new(opened.tap, imp.link, imp.seed);
+            fetch(EventLoop::new(opened.stack, dev), &args, &urls, &mut sink)?
+        }
+    };
+    sink.flush().map_err(|source| CliError::Output {
+        path: args.output.as_ref().map_or("stdout".into(), |p| p.display().to_string()),
+        source,
+    })?;
+    let secs = start.elapsed().as_secs_f64();
+    eprintln!(
+        "ustack: got {} URL{}, {bytes} bytes in {secs:.3} s ({:.1} Mbit/s)",
+        urls.len(),
+        if urls.len() == 1 { "" } else { "s" },
+        bytes as f64 * 8.0 / secs.max(1e-9) / 1e6
+    );
+    Ok(())
+}
+
+/// Fetch every URL in order over `lp`'s stack; returns the body bytes.
+fn fetch<D: Device + Waitable>(
+    mut lp: EventLoop<D>,
+    args: &GetArgs,
+    urls: &[Url],
+    sink: &mut impl Write,
+) -> Result<u64, CliError> {
+    let stop = StopSignal::install();
+    let deadline = lp.clock.now() + Duration::from_secs(args.timeout.min(1 << 32));
     let (mut bytes, mut done) = (0u64, 0usize);
     let mut rest = &urls[..];
     while let Some(first) = rest.first() {
         // One connection for each run of URLs to the same server.
         let n = rest.iter().take_while(|u| u.server == first.server).count();
         let paths = rest[..n].iter().map(|u| u.path.clone()).collect();
-        let mut client = HttpClient::new(first.server, paths, &mut sink);
+        let mut client = HttpClient::new(first.server, paths, &mut *sink);
         let end = lp.run_until(&mut [&mut client], &stop, Some(deadline));
         bytes += client.body_bytes();
         let answered = client.responses.len();
@@ -115,18 +144,7 @@ pub fn run(args: GetArgs) -> Result<(), CliError> {
         done += n;
         rest = &rest[n..];
     }
-    sink.flush().map_err(|source| CliError::Output {
-        path: args.output.as_ref().map_or("stdout".into(), |p| p.display().to_string()),
-        source,
-    })?;
-    let secs = start.elapsed().as_secs_f64();
-    eprintln!(
-        "ustack: got {} URL{}, {bytes} bytes in {secs:.3} s ({:.1} Mbit/s)",
-        urls.len(),
-        if urls.len() == 1 { "" } else { "s" },
-        bytes as f64 * 8.0 / secs.max(1e-9) / 1e6
-    );
-    Ok(())
+    Ok(bytes)
 }
 
 #[cfg(test)]

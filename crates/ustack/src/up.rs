@@ -5,7 +5,7 @@ use crate::error::CliError;
 use clap::Args;
 use ustack_core::phy::Device;
 use ustack_core::{Counters, Stack};
-use ustack_device::PcapDevice;
+use ustack_device::{FaultDevice, PcapDevice};
 use ustack_runtime::apps::{HttpServer, HttpServerConfig, Site, TcpDiscard, TcpEcho, UdpEcho, DEFAULT_MAX_CONNECTIONS};
 use ustack_runtime::{App, ControlAddr, ControlSocket, EventLoop, StopSignal, Waitable};
 
@@ -80,13 +80,24 @@ pub fn run(args: UpArgs) -> Result<(), CliError> {
     let control = (control, format!("tap:{name}"));
     let banner = format!("ustack: up on tap:{name} as {} ({mac}); Ctrl-C stops", args.dev.ip);
     let root = args.http_root.as_ref().map(|r| r.display().to_string()).unwrap_or_default();
-    match args.pcap {
-        Some(path) => {
-            let dev = PcapDevice::create(tap, &path).map_err(|source| CliError::Pcap { path: path.clone(), source })?;
+    // Faults sit nearest the wire, the capture nearest the stack: the pcap
+    // shows what the stack received and sent.
+    match (args.dev.impair, args.pcap) {
+        (None, None) => serve(stack, tap, services, control, &banner, &root),
+        (Some(imp), None) => serve(stack, FaultDevice::new(tap, imp.link, imp.seed), services, control, &banner, &root),
+        (None, Some(path)) => {
+            let dev = PcapDevice::create(tap, &path).map_err(|source| pcap_error(&path, source))?;
             serve(stack, dev, services, control, &banner, &root)
         }
-        None => serve(stack, tap, services, control, &banner, &root),
+        (Some(imp), Some(path)) => {
+            let dev = PcapDevice::create(FaultDevice::new(tap, imp.link, imp.seed), &path).map_err(|source| pcap_error(&path, source))?;
+            serve(stack, dev, services, control, &banner, &root)
+        }
     }
+}
+
+fn pcap_error(path: &str, source: std::io::Error) -> CliError {
+    CliError::Pcap { path: path.to_string(), source }
 }
 
 /// Everything is set up when this runs: only now does ustack say it is up.
