@@ -123,6 +123,8 @@ counters! {
     drop_tcp_rfc5961,
     /// Out-of-order segments beyond the reassembly limit.
     drop_tcp_reassembly_full,
+    /// Received data dropped because the stack's TCP buffer pool was exhausted.
+    drop_tcp_no_buffer,
     /// TCP segments dropped for other reasons (state, missing ACK, listener limits).
     drop_tcp_other,
     /// New connections refused because the table is at `tcp_max_connections`.

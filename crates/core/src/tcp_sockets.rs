@@ -946,6 +946,7 @@ fn count_drop(c: &mut crate::counters::Counters, reason: DropReason) {
         DropReason::OutOfWindow | DropReason::Paws | DropReason::MissingTimestamp => c.drop_tcp_out_of_window += 1,
         DropReason::Rst | DropReason::Syn | DropReason::BadAck => c.drop_tcp_rfc5961 += 1,
         DropReason::ReassemblyFull => c.drop_tcp_reassembly_full += 1,
+        DropReason::NoBuffer => c.drop_tcp_no_buffer += 1,
         _ => c.drop_tcp_other += 1,
     }
 }
