@@ -4,6 +4,7 @@ mod demo;
 mod device;
 mod error;
 mod get;
+mod bench;
 mod stats;
 mod up;
 
@@ -27,6 +28,8 @@ enum Command {
     Demo(demo::DemoArgs),
     /// Print a running stack's counters once (read over its control socket).
     Stats(stats::StatsArgs),
+    /// The same workload over Linux loopback sockets and over ustack, side by side (stream, rr, crr).
+    Bench(bench::BenchArgs),
 }
 
 fn main() -> ExitCode {
@@ -36,6 +39,7 @@ fn main() -> ExitCode {
         Command::Get(args) => get::run(args),
         Command::Demo(args) => demo::run(args),
         Command::Stats(args) => stats::run(args),
+        Command::Bench(args) => bench::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
