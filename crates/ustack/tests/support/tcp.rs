@@ -847,6 +847,8 @@ pub struct HoleReport {
     pub peer_sack_acks: u64,
     /// Peer segments left out because PAWS may have discarded them.
     pub paws_ignored: u64,
+    /// Peer segments left out as unacceptable (old: below RCV.NXT).
+    pub unacceptable_ignored: u64,
     /// Retransmissions entirely inside data the peer had SACKed (violations).
     pub fully_sacked: Vec<String>,
     /// The same, but during recovery from an RTO (until everything sent
@@ -874,7 +876,8 @@ pub const RTO_GAP: f64 = 0.150;
 /// Replays `segs` as `sender` sees them: the peer's cumulative ACK and SACK
 /// blocks build a scoreboard (only frames that reached the sender intact:
 /// good checksums, addressed to its MAC `sender_mac`, and not older by
-/// timestamp than one seen before, which PAWS may discard), and each of the
+/// timestamp than one seen before, which PAWS may discard, nor old by
+/// sequence number, which RFC 9293 drops unprocessed), and each of the
 /// sender's data segments that tshark marks as a retransmission is checked
 /// against it. RFC 6675 §5.1 / RFC 2018 §8: after a retransmission timeout
 /// the sender SHOULD clear its SACK scoreboard and may resend SACKed data,
@@ -922,6 +925,15 @@ struct Flow {
     rto_recovery_point: Option<u64>,
     /// SND.UNA, if it was retransmitted since the cumulative ACK last moved.
     retransmitted_una: Option<u64>,
+    /// The sender's RCV.NXT: the highest ACK it sent.
+    rcv_nxt: u64,
+    /// The sender's TSval on its first segment after SND.UNA last moved:
+    /// its own clock at about that moment. (Capture times of frames the
+    /// stack sends from a timer are stale: nothing calls
+    /// `PcapDevice::set_now`, so they carry the time of the last frame
+    /// received.)
+    advance_ts: Option<u64>,
+    advance_pending: bool,
 }
 
 impl Flow {
@@ -936,12 +948,20 @@ impl Flow {
             }
             self.ts_recent = Some(ts);
         }
+        // RFC 9293 §3.10.7.4: an unacceptable segment (all of its data, or
+        // a bare ACK's sequence number, below RCV.NXT: a duplicate or
+        // reordered old one) is dropped, ACK field and all.
+        if (s.len > 0 && s.seq + s.len <= self.rcv_nxt) || (s.len == 0 && s.seq < self.rcv_nxt) {
+            r.unacceptable_ignored += 1;
+            return;
+        }
         self.last_peer = s.time;
         let Some(ack) = s.ack else { return };
         if ack > self.una {
             self.una = ack;
             self.last_advance = s.time;
             self.retransmitted_una = None;
+            self.advance_pending = true;
         }
         if !s.sack.is_empty() {
             r.peer_sack_acks += 1;
@@ -962,6 +982,13 @@ impl Flow {
     }
 
     fn sender_segment(&mut self, s: &Seg, r: &mut HoleReport) {
+        if let Some(ack) = s.ack {
+            self.rcv_nxt = self.rcv_nxt.max(ack);
+        }
+        if self.advance_pending {
+            self.advance_pending = false;
+            self.advance_ts = s.tsval;
+        }
         if s.len == 0 || s.syn {
             return;
         }
@@ -990,7 +1017,14 @@ impl Flow {
         if start == self.una {
             self.retransmitted_una = Some(start);
         }
-        if start == self.una && (again || s.time - self.last_advance >= RTO_GAP) {
+        // The gap on the sender's own clock (its TSval, ms) when it sends
+        // timestamps: `ustack up --pcap` stamps a frame sent from a timer
+        // with the time of the last frame received (see `Flow::advance_ts`).
+        let gap = match (s.tsval, self.advance_ts) {
+            (Some(now), Some(then)) => now.wrapping_sub(then) as u32 as f64 / 1000.0,
+            _ => s.time - self.last_advance,
+        };
+        if start == self.una && (again || gap >= RTO_GAP) {
             r.rto_retransmissions += 1;
             self.board.clear();
             self.rto_recovery_point = Some(self.snd_max);
