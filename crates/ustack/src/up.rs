@@ -31,6 +31,10 @@ pub struct UpArgs {
     /// Serve the files under this directory over HTTP/1.1 (GET, HEAD; / is index.html).
     #[arg(long = "http-root", value_name = "DIR")]
     pub http_root: Option<std::path::PathBuf>,
+    /// Connections each TCP service (echo, discard, HTTP) holds at once; more are reset and counted.
+    #[arg(long = "max-connections", value_name = "N", default_value_t = DEFAULT_MAX_CONNECTIONS,
+        value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=1_000_000))]
+    pub max_connections: usize,
     /// The port of the HTTP server (repeatable; default 80).
     #[arg(long = "http-port", value_name = "PORT", requires = "http_root",
         value_parser = clap::value_parser!(u16).range(1..))]
@@ -57,17 +61,18 @@ pub fn run(args: UpArgs) -> Result<(), CliError> {
     }
     let listen = |port, source| CliError::Listen { port, source };
     for &port in &args.tcp_echo {
-        services.tcp_echo.push(TcpEcho::listen(&mut stack, port, DEFAULT_MAX_CONNECTIONS).map_err(|e| listen(port, e))?);
+        services.tcp_echo.push(TcpEcho::listen(&mut stack, port, args.max_connections).map_err(|e| listen(port, e))?);
     }
     for &port in &args.tcp_discard {
-        let app = TcpDiscard::listen(&mut stack, port, DEFAULT_MAX_CONNECTIONS).map_err(|e| listen(port, e))?;
+        let app = TcpDiscard::listen(&mut stack, port, args.max_connections).map_err(|e| listen(port, e))?;
         services.tcp_discard.push(app);
     }
     if let Some(root) = http_root {
         let ports = if args.http_port.is_empty() { vec![80] } else { args.http_port.clone() };
         for port in ports {
             let site = Site::dir(root)?;
-            let app = HttpServer::listen(&mut stack, port, site, HttpServerConfig::default()).map_err(|e| listen(port, e))?;
+            let config = HttpServerConfig { max_connections: args.max_connections, ..HttpServerConfig::default() };
+            let app = HttpServer::listen(&mut stack, port, site, config).map_err(|e| listen(port, e))?;
             services.http.push(app);
         }
     }
