@@ -200,6 +200,9 @@ pub(crate) struct TcpSockets {
     tw_free: Vec<u32>,
     tw_by_tuple: KeyedMap<FourTuple, u32>,
     tw_timers: TimerWheel,
+    /// Retransmissions of connections already freed, so that
+    /// [`Stack::tcp_states`] reports a total that never goes down.
+    freed_retransmits: u64,
 }
 
 impl TcpSockets {
@@ -227,6 +230,7 @@ impl TcpSockets {
             tw_free: Vec::new(),
             tw_by_tuple: KeyedMap::with_hasher(KeyedState::new(hash_key.rotate_left(33))),
             tw_timers: TimerWheel::new(),
+            freed_retransmits: 0,
         }
     }
 
@@ -292,6 +296,7 @@ impl TcpSockets {
     fn remove(&mut self, index: u32) {
         if let Some(mut slot) = self.slots[index as usize].take() {
             slot.conn.release_buffers(&mut self.pool);
+            self.freed_retransmits += slot.conn.stats().retransmits;
             if !slot.dead {
                 self.by_tuple.remove(&slot.conn.four_tuple());
                 self.live -= 1;
@@ -917,9 +922,77 @@ impl Stack {
         self.tcp.tw_by_tuple.len()
     }
 
+    /// Connections by state and retransmissions, for monitoring
+    /// (`ustack stats`, `ustack top`).
+    ///
+    /// This scans the whole connection table, O(connections): fine for a
+    /// monitor that asks about once a second, wrong for the packet path,
+    /// which keeps no per-state gauges so that a transition costs nothing.
+    pub fn tcp_states(&self) -> TcpStates {
+        let mut out = TcpStates {
+            by_state: TcpStates::STATES.map(|s| (s, 0)),
+            time_wait_records: self.tcp_time_wait(),
+            listeners: self.tcp.listeners.len(),
+            retransmits: self.tcp.freed_retransmits,
+        };
+        for i in 0..self.tcp.slots.len() {
+            let Some(slot) = &self.tcp.slots[i] else { continue };
+            let state = if slot.dead { State::Closed } else { slot.conn.state() };
+            if let Some(entry) = out.by_state.iter_mut().find(|(s, _)| *s == state) {
+                entry.1 += 1;
+            }
+            out.retransmits += slot.conn.stats().retransmits;
+        }
+        out
+    }
+
     /// Counters of a listening port.
     pub fn tcp_listener_stats(&self, port: u16) -> Option<tcp::ListenerStats> {
         self.tcp.listeners.get(&port).map(|e| e.listener.stats())
+    }
+}
+
+/// What [`Stack::tcp_states`] found in the connection table.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TcpStates {
+    /// Connections held in full slots, per state, in [`TcpStates::STATES`]
+    /// order. `Closed` counts connections that ended while the application
+    /// still holds their handle.
+    pub by_state: [(State, usize); 10],
+    /// TIME-WAIT connections kept as compact records, not in `by_state`
+    /// ([`Stack::tcp_time_wait`]).
+    pub time_wait_records: usize,
+    /// Listening ports.
+    pub listeners: usize,
+    /// Segments retransmitted by the connections in the table plus those of
+    /// connections already freed. SYN-ACKs answered by SYN cookies have no
+    /// connection and are not counted.
+    pub retransmits: u64,
+}
+
+impl TcpStates {
+    /// Every state a connection can be in (`Listen` belongs to listeners).
+    pub const STATES: [State; 10] = [
+        State::SynSent,
+        State::SynReceived,
+        State::Established,
+        State::FinWait1,
+        State::FinWait2,
+        State::CloseWait,
+        State::Closing,
+        State::LastAck,
+        State::TimeWait,
+        State::Closed,
+    ];
+
+    /// Connections in `state`; TIME-WAIT includes the compact records.
+    pub fn count(&self, state: State) -> usize {
+        let n = self.by_state.iter().find(|(s, _)| *s == state).map_or(0, |(_, n)| *n);
+        if state == State::TimeWait {
+            n + self.time_wait_records
+        } else {
+            n
+        }
     }
 }
 
