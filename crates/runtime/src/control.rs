@@ -1,5 +1,5 @@
-//! The local control socket a running stack opens, so `ustack stats` (and
-//! later `ustack top`) can read its counters without stopping it.
+//! The local control socket a running stack opens, so `ustack stats` and
+//! `ustack top` can read its counters without stopping it.
 //!
 //! By default the socket is a Linux *abstract* Unix socket named
 //! `ustack/<device>`: abstract names belong to the network namespace, so two
@@ -96,19 +96,82 @@ impl Drop for ControlSocket {
     }
 }
 
-/// The stack's state as one JSON object: `device`, `uptime_us`, `counters`
-/// (every counter by name), `neighbors`.
-pub fn snapshot_json(stack: &Stack, device: &str, uptime_us: u64) -> String {
-    let mut s = String::with_capacity(2048);
-    s.push_str("{\"device\":\"");
-    s.extend(device.chars().filter(|c| !matches!(c, '"' | '\\') && !c.is_control()));
-    s.push_str(&format!("\",\"uptime_us\":{uptime_us},\"neighbors\":{},\"counters\":{{", stack.neighbors().len()));
-    for (i, (name, value)) in stack.counters().iter().enumerate() {
+/// The stack's state as one JSON object, for `ustack stats` and `ustack top`:
+///
+/// - `device` (name), `uptime_us`, `neighbors` (neighbour cache entries);
+/// - `counters`: every [`ustack_core::Counters`] field by name;
+/// - `interfaces`: one object per device: `name`, the stack's `rx_packets`,
+///   `rx_bytes`, `tx_packets`, `tx_bytes`, and `device_counters`, the
+///   device's own counters ([`crate::Waitable::device_stats`]; `{}` if none);
+/// - `pools`: occupancy of what the stack holds bounded: `tcp_buffers`
+///   (`in_use`, `allocated`, `limit` in chunks of `chunk_size` bytes, and
+///   `exhausted`, requests refused at the limit) and `neighbor_pending`
+///   (packets waiting for ARP: `in_use`, `limit`);
+/// - `tcp`: `connections` (in the table, TIME-WAIT records included),
+///   `listeners`, `states` (connections per RFC 9293 state name, TIME-WAIT
+///   records included), `time_wait_records`, and `retransmits` (segments
+///   retransmitted, freed connections included);
+/// - `drops`: every `drop_*` counter by reason (the name without `drop_`).
+///
+/// Building it scans the TCP table ([`Stack::tcp_states`]); clients ask
+/// about once a second.
+pub fn snapshot_json(stack: &Stack, device: &str, uptime_us: u64, device_stats: &[(&'static str, u64)]) -> String {
+    use std::fmt::Write as _;
+    let device: String = device.chars().filter(|c| !matches!(c, '"' | '\\') && !c.is_control()).collect();
+    let c = stack.counters();
+    let mut s = String::with_capacity(4096);
+    let _ = write!(s, "{{\"device\":\"{device}\",\"uptime_us\":{uptime_us},\"neighbors\":{},", stack.neighbors().len());
+    s.push_str("\"counters\":");
+    push_object(&mut s, c.iter());
+
+    let _ = write!(
+        s,
+        ",\"interfaces\":[{{\"name\":\"{device}\",\"rx_packets\":{},\"rx_bytes\":{},\"tx_packets\":{},\"tx_bytes\":{},\"device_counters\":",
+        c.rx_frames, c.rx_bytes, c.tx_frames, c.tx_bytes
+    );
+    push_object(&mut s, device_stats.iter().copied());
+    s.push_str("}]");
+
+    let pool = stack.tcp_buffer_pool();
+    let cfg = stack.config();
+    let _ = write!(
+        s,
+        ",\"pools\":{{\"tcp_buffers\":{{\"in_use\":{},\"allocated\":{},\"limit\":{},\"chunk_size\":{},\"exhausted\":{}}},\
+         \"neighbor_pending\":{{\"in_use\":{},\"limit\":{}}}}}",
+        pool.in_use(),
+        pool.allocated_bytes() / pool.chunk_size().max(1),
+        pool.limit(),
+        pool.chunk_size(),
+        pool.stats().exhausted,
+        stack.neighbors().pending_len(),
+        cfg.neighbor_pending_total,
+    );
+
+    let tcp = stack.tcp_states();
+    let _ = write!(s, ",\"tcp\":{{\"connections\":{},\"listeners\":{},\"states\":{{", stack.tcp_connections(), tcp.listeners);
+    for (i, (state, _)) in tcp.by_state.iter().enumerate() {
         if i > 0 {
             s.push(',');
         }
-        s.push_str(&format!("\"{name}\":{value}"));
+        let _ = write!(s, "\"{state}\":{}", tcp.count(*state));
     }
-    s.push_str("}}\n");
+    let _ = write!(s, "}},\"time_wait_records\":{},\"retransmits\":{}}}", tcp.time_wait_records, tcp.retransmits);
+
+    s.push_str(",\"drops\":");
+    push_object(&mut s, c.iter().filter_map(|(n, v)| n.strip_prefix("drop_").map(|n| (n, v))));
+    s.push_str("}\n");
     s
+}
+
+/// `{"name":value,...}`; names are Rust identifiers, so need no escaping.
+fn push_object<'a>(s: &mut String, fields: impl Iterator<Item = (&'a str, u64)>) {
+    use std::fmt::Write as _;
+    s.push('{');
+    for (i, (name, value)) in fields.enumerate() {
+        if i > 0 {
+            s.push(',');
+        }
+        let _ = write!(s, "\"{name}\":{value}");
+    }
+    s.push('}');
 }

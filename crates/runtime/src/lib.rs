@@ -64,11 +64,30 @@ pub trait Waitable {
     fn next_deadline(&self) -> Option<Instant> {
         None
     }
+    /// The device's own counters by name, for the control socket's snapshot
+    /// (`ustack stats`, `ustack top`); none by default. Called about once a
+    /// second, never on the packet path.
+    fn device_stats(&self) -> Vec<(&'static str, u64)> {
+        Vec::new()
+    }
 }
 
 impl Waitable for ustack_device::TapDevice {
     fn wait_fd(&self) -> Option<RawFd> {
         Some(std::os::fd::AsRawFd::as_raw_fd(self))
+    }
+    fn device_stats(&self) -> Vec<(&'static str, u64)> {
+        let s = self.stats();
+        vec![
+            ("rx_frames", s.rx_frames),
+            ("rx_bytes", s.rx_bytes),
+            ("rx_errors", s.rx_errors),
+            ("tx_frames", s.tx_frames),
+            ("tx_bytes", s.tx_bytes),
+            ("tx_full", s.tx_full),
+            ("tx_blocked", s.tx_blocked),
+            ("tx_dropped", s.tx_dropped),
+        ]
     }
 }
 
@@ -86,6 +105,11 @@ impl<D: Device + Waitable> Waitable for ustack_device::PcapDevice<D> {
     fn next_deadline(&self) -> Option<Instant> {
         self.inner().next_deadline()
     }
+    fn device_stats(&self) -> Vec<(&'static str, u64)> {
+        let mut v = self.inner().device_stats();
+        v.push(("pcap_errors", self.capture_errors()));
+        v
+    }
 }
 
 impl<D: Device + Waitable> Waitable for ustack_device::FaultDevice<D> {
@@ -94,6 +118,27 @@ impl<D: Device + Waitable> Waitable for ustack_device::FaultDevice<D> {
     }
     fn next_deadline(&self) -> Option<Instant> {
         earliest(self.next_delivery(), self.inner().next_deadline())
+    }
+    fn device_stats(&self) -> Vec<(&'static str, u64)> {
+        let (i, o) = (self.inbound_stats(), self.outbound_stats());
+        let mut v = self.inner().device_stats();
+        v.extend([
+            ("fault_in_delivered", i.delivered),
+            ("fault_in_dropped_full", i.dropped_full),
+            ("fault_in_dropped_oversize", i.dropped_oversize),
+            ("fault_in_dropped_loss", i.dropped_loss),
+            ("fault_in_duplicated", i.duplicated),
+            ("fault_in_reordered", i.reordered),
+            ("fault_in_corrupted", i.corrupted),
+            ("fault_out_delivered", o.delivered),
+            ("fault_out_dropped_full", o.dropped_full),
+            ("fault_out_dropped_oversize", o.dropped_oversize),
+            ("fault_out_dropped_loss", o.dropped_loss),
+            ("fault_out_duplicated", o.duplicated),
+            ("fault_out_reordered", o.reordered),
+            ("fault_out_corrupted", o.corrupted),
+        ]);
+        v
     }
 }
 
@@ -176,7 +221,7 @@ impl<D: Device + Waitable> EventLoop<D> {
     fn serve_control(&self) {
         if let Some((control, name)) = &self.control {
             let uptime = self.clock.now().total_micros();
-            control.serve(|| control::snapshot_json(&self.stack, name, uptime));
+            control.serve(|| control::snapshot_json(&self.stack, name, uptime, &self.device.device_stats()));
         }
     }
 
