@@ -304,10 +304,11 @@ pub struct PcapRx<'a, R, W: Write> {
 
 impl<R: RxQueue, W: Write> RxQueue for PcapRx<'_, R, W> {
     fn recv(&mut self, now: Instant) -> Option<(&[u8], RxMeta)> {
+        // Advance the clock even when nothing arrives: frames the stack sends
+        // from its timers in this poll are stamped with it.
+        self.capture.borrow_mut().advance(now);
         let (frame, meta) = self.inner.recv(now)?;
-        let mut capture = self.capture.borrow_mut();
-        capture.advance(now);
-        capture.record(now, frame);
+        self.capture.borrow_mut().record(now, frame);
         Some((frame, meta))
     }
 }
