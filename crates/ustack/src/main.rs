@@ -6,6 +6,7 @@ mod error;
 mod get;
 mod bench;
 mod stats;
+mod top;
 mod up;
 
 use clap::{Parser, Subcommand};
@@ -28,6 +29,8 @@ enum Command {
     Demo(demo::DemoArgs),
     /// Print a running stack's counters once (read over its control socket).
     Stats(stats::StatsArgs),
+    /// A running stack live: packets and bytes per second, pools, TCP states, retransmissions, drops (q quits).
+    Top(top::TopArgs),
     /// The same workload over Linux loopback sockets and over ustack, side by side (stream, rr, crr).
     Bench(bench::BenchArgs),
 }
@@ -39,6 +42,7 @@ fn main() -> ExitCode {
         Command::Get(args) => get::run(args),
         Command::Demo(args) => demo::run(args),
         Command::Stats(args) => stats::run(args),
+        Command::Top(args) => top::run(args),
         Command::Bench(args) => bench::run(args),
     };
     match result {

@@ -13,25 +13,33 @@ pub struct StatsArgs {
     /// The control socket path given to `ustack up --control`.
     #[arg(long, value_name = "PATH")]
     pub control: Option<std::path::PathBuf>,
-    /// Print the snapshot as one JSON object: device, uptime_us, neighbors, counters.
+    /// Print the snapshot as one JSON object: device, uptime_us, neighbors,
+    /// counters, interfaces, pools, tcp, drops (see `ustack_runtime::control::snapshot_json`).
     #[arg(long)]
     pub json: bool,
 }
 
-pub fn run(args: StatsArgs) -> Result<(), CliError> {
-    let addr = match (args.control, args.device) {
-        (Some(p), _) => ControlAddr::Path(p),
-        (None, dev) => {
-            let dev = dev.unwrap_or_default(); // clap requires one of the two
-            match dev.split_once(':') {
-                Some(("tap", name)) if !name.is_empty() => ControlAddr::Device(name.to_string()),
-                _ => return Err(CliError::DeviceSpec(dev)),
-            }
-        }
-    };
+/// The control socket named by `--control PATH` or `--device tap:NAME`.
+pub fn control_addr(device: Option<String>, control: Option<std::path::PathBuf>) -> Result<ControlAddr, CliError> {
+    if let Some(p) = control {
+        return Ok(ControlAddr::Path(p));
+    }
+    let dev = device.unwrap_or_default(); // clap requires one of the two
+    match dev.split_once(':') {
+        Some(("tap", name)) if !name.is_empty() => Ok(ControlAddr::Device(name.to_string())),
+        _ => Err(CliError::DeviceSpec(dev)),
+    }
+}
+
+/// Read and parse one snapshot.
+pub fn read_snapshot(addr: &ControlAddr) -> Result<serde_json::Value, CliError> {
     let text = addr.read_snapshot().map_err(|source| CliError::NoStack { addr: addr.to_string(), source })?;
-    let snapshot: serde_json::Value =
-        serde_json::from_str(&text).map_err(|source| CliError::BadSnapshot { addr: addr.to_string(), source })?;
+    serde_json::from_str(&text).map_err(|source| CliError::BadSnapshot { addr: addr.to_string(), source })
+}
+
+pub fn run(args: StatsArgs) -> Result<(), CliError> {
+    let addr = control_addr(args.device, args.control)?;
+    let snapshot = read_snapshot(&addr)?;
     if args.json {
         println!("{snapshot}");
         return Ok(());
