@@ -14,10 +14,12 @@
 //! with both stacks on the calling thread — one core for the whole exchange.
 //! CPU time per transaction comes from getrusage over the whole process.
 
+pub mod idle;
 mod linux;
 mod report;
 mod ustack;
 
+pub use idle::{run_idle, IdleParams, IdleReport};
 pub use report::{Figures, Report};
 
 use std::time::Duration;
