@@ -11,16 +11,23 @@
 //!   ustack and smoltcp keep a second pair of stacks with no idle
 //!   connections and alternate rounds between the two, so both figures see
 //!   the same machine conditions. Linux has one kernel: its zero figure is
-//!   taken before the N are opened.
-//! - **memory**: heap bytes in use (glibc `mallinfo2`: `uordblks + hblkhd`)
-//!   before and after opening the N, divided by 2N — per connection
-//!   *endpoint*, both ends of every connection live in this process (the
-//!   same unit as `crates/core/tests/scale.rs`). The resident-set delta
-//!   (`/proc/self/statm`) is given too. For Linux the connections live in the
-//!   kernel: the figure is the system-wide `Slab` delta of `/proc/meminfo`
-//!   divided by 2N, an approximation that other activity on the machine
-//!   disturbs.
-//! - **open**: wall-clock seconds to open (and accept) the N.
+//!   taken half before the N are opened and half after they are closed,
+//!   around the figure with N.
+//! - **memory**: heap bytes in use (glibc `mallinfo2`: `uordblks + hblkhd`),
+//!   divided by 2N — per connection *endpoint*, both ends of every
+//!   connection live in this process (the same unit as
+//!   `crates/core/tests/scale.rs`). ustack: what the pair with N idle costs
+//!   (built and opened) less what the identical pair with none costs, so
+//!   the link's frames, the listeners and the connection table's first page
+//!   are not counted and everything the N brought is. smoltcp: the heap
+//!   delta across creating and opening the N sockets. The resident-set delta
+//!   (`/proc/self/statm`) the same way is given too, and the peak resident
+//!   set of the whole process (`VmHWM`) after the ustack run. For Linux the
+//!   connections live in the kernel: the figure is the system-wide `Slab`
+//!   delta of `/proc/meminfo` divided by 2N, an approximation that other
+//!   activity on the machine disturbs.
+//! - **open**: wall-clock seconds to open (and accept) the N, and check that
+//!   they are established.
 //!
 //! smoltcp visits every socket on every poll and on every arriving segment,
 //! so its N is capped ([`IdleParams::smoltcp_max`]); Linux needs two file
@@ -32,7 +39,7 @@ mod smol;
 mod ustack;
 
 pub use smol::SmoltcpIdle;
-pub use ustack::UstackIdle;
+pub use ustack::{idle_ports, UstackIdle};
 
 use crate::report::histogram;
 use hdrhistogram::Histogram;
@@ -173,7 +180,11 @@ impl IdleReport {
             "stack", "N", "open s", "bytes/conn", "RSS B/conn", "rr ns (N)", "rr ns (0)", "ratio"
         ));
         let mut notes = Vec::new();
-        let rows = [("ustack", Baseline::Ran(self.ustack.clone())), ("smoltcp", self.smoltcp.clone()), ("linux", self.linux.clone())];
+        let rows = [
+            ("ustack", Baseline::Ran(self.ustack.clone())),
+            ("smoltcp", self.smoltcp.clone()),
+            ("linux", self.linux.clone()),
+        ];
         for (name, b) in rows {
             match b {
                 Baseline::Ran(f) => {
@@ -273,6 +284,7 @@ pub(crate) fn heap_in_use() -> u64 {
     }
 }
 
+/// How smoltcp's memory figure is taken.
 pub(crate) const HEAP_METHOD: &str = if cfg!(all(target_os = "linux", target_env = "gnu")) {
     "heap delta (glibc mallinfo2 uordblks+hblkhd) / 2N"
 } else {

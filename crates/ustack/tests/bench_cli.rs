@@ -4,8 +4,14 @@
 use std::process::Command;
 
 fn bench_json(workload: &str) -> serde_json::Value {
+    bench_json_with(&[workload])
+}
+
+fn bench_json_with(args: &[&str]) -> serde_json::Value {
     let out = Command::new(env!("CARGO_BIN_EXE_ustack"))
-        .args(["bench", workload, "--seconds", "0.2", "--json"])
+        .arg("bench")
+        .args(args)
+        .args(["--seconds", "0.2", "--json"])
         .output()
         .expect("run ustack bench");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
@@ -30,6 +36,57 @@ fn bench_json_has_both_sides_and_the_ratio() {
         let expect = v["ustack"]["per_second"].as_f64().unwrap() / v["linux"]["per_second"].as_f64().unwrap();
         assert!((ratio - expect).abs() / expect < 0.01, "ratio is ustack over linux: {v}");
     }
+}
+
+/// Positive figures of one stack's idle run, with `asked` connections or
+/// (Linux, under a low descriptor limit) fewer.
+fn check_idle_figures(name: &str, s: &serde_json::Value, asked: u64, v: &serde_json::Value) {
+    let n = s["connections"].as_u64().unwrap_or_else(|| panic!("{name}: no connections: {v}"));
+    assert!(n > 0 && n <= asked, "{name}: {n} connections: {v}");
+    assert!(s["open_seconds"].as_f64().unwrap() > 0.0, "{name}: {v}");
+    let (rr, zero) = (s["rr_ns"].as_u64().unwrap(), s["rr_ns_zero"].as_u64().unwrap());
+    assert!(rr > 0 && zero > 0, "{name}: {v}");
+    assert!(s["rr_samples"].as_u64().unwrap() > 0 && s["rr_samples_zero"].as_u64().unwrap() > 0, "{name}: {v}");
+    let ratio = s["rr_ratio"].as_f64().unwrap();
+    assert!((ratio - rr as f64 / zero as f64).abs() < 0.001 * ratio, "{name}: rr_ratio is rr_ns over rr_ns_zero: {v}");
+    assert!(s["bytes_per_connection"].as_f64().is_some(), "{name}: {v}");
+    assert!(!s["memory_method"].as_str().unwrap().is_empty(), "{name}: {v}");
+}
+
+#[test]
+fn bench_idle_json_reports_ustack_and_the_baselines() {
+    let v = bench_json_with(&["idle", "--connections", "2000"]);
+    assert_eq!(v["workload"], "idle");
+    assert_eq!(v["connections"], 2000, "ustack opens exactly the connections asked for: {v}");
+    check_idle_figures("ustack", &v, 2000, &v);
+    // Both ends of 2,000 connections live in this process: they cost
+    // something, and the whole process holds more than that.
+    let per = v["bytes_per_connection"].as_f64().unwrap();
+    assert!(per > 0.0, "{v}");
+    assert!(v["peak_rss_bytes"].as_u64().unwrap() as f64 > per * 4000.0, "{v}");
+    assert_eq!(v["smoltcp"]["connections"], 2000, "{v}");
+    check_idle_figures("smoltcp", &v["smoltcp"], 2000, &v);
+    assert!(v["smoltcp"]["bytes_per_connection"].as_f64().unwrap() > 0.0, "{v}");
+    // Linux: the kernel's memory figure is a system-wide delta, which other
+    // activity can push anywhere; only its presence is checked.
+    check_idle_figures("linux", &v["linux"], 2000, &v);
+}
+
+#[test]
+fn bench_idle_without_baselines_says_so() {
+    let v = bench_json_with(&["idle", "--connections", "100", "--no-baselines"]);
+    assert_eq!(v["connections"], 100, "{v}");
+    assert!(v["smoltcp"]["skipped"].is_string() && v["linux"]["skipped"].is_string(), "{v}");
+}
+
+#[test]
+fn bench_idle_rejects_zero_connections_in_one_line() {
+    let out =
+        Command::new(env!("CARGO_BIN_EXE_ustack")).args(["bench", "idle", "--connections", "0"]).output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("--connections"), "{err}");
 }
 
 #[test]

@@ -7,8 +7,9 @@ use crate::report::histogram;
 use hdrhistogram::Histogram;
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddrV4, TcpListener, TcpStream};
+use std::os::fd::AsRawFd;
 use std::thread;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// Connections to one listener address: below the 28,232 ports of Linux's
 /// default ephemeral range (32768–60999) per destination.
@@ -19,7 +20,8 @@ const SPARE_FDS: u64 = 64;
 const BATCH: usize = 100;
 
 pub(crate) fn run(p: &IdleParams) -> Baseline {
-    let (limit, raised) = raise_nofile();
+    let wanted = 2 * p.connections.min(p.linux_max) as u64 + SPARE_FDS;
+    let (limit, raised) = raise_nofile(wanted);
     let fd_cap = (limit.saturating_sub(SPARE_FDS) / 2) as usize;
     let n = p.connections.min(p.linux_max).min(fd_cap);
     let mut note = String::from("kernel memory: system-wide /proc/meminfo Slab delta / 2N");
@@ -27,7 +29,7 @@ pub(crate) fn run(p: &IdleParams) -> Baseline {
         if n == fd_cap {
             note.push_str(&format!(
                 "; capped at N = {n}: RLIMIT_NOFILE is {limit} (2 descriptors per connection; {})",
-                if raised { "soft limit raised to the hard limit" } else { "could not raise it" }
+                if raised { "raised as far as allowed" } else { "could not raise it" }
             ));
         } else {
             note.push_str(&format!("; capped at N = {n} (--linux-max)"));
@@ -43,8 +45,10 @@ pub(crate) fn run(p: &IdleParams) -> Baseline {
 }
 
 fn run_n(p: &IdleParams, n: usize) -> std::io::Result<IdleFigures> {
-    // With no other connection of ours open, first.
-    let zero = rr(p)?;
+    // The figure with none idle is taken half before the N are opened and
+    // half after they are closed, so that a drift in machine conditions
+    // during the run lands on both figures.
+    let mut zero = rr(p.duration / 2, p.message)?;
     let listeners: Vec<TcpListener> = (0..n.div_ceil(PER_ADDRESS).max(1))
         .map(|i| TcpListener::bind(SocketAddrV4::new(Ipv4Addr::new(127, 0, 0, 1 + i as u8), 0)))
         .collect::<Result<_, _>>()?;
@@ -70,8 +74,12 @@ fn run_n(p: &IdleParams, n: usize) -> std::io::Result<IdleFigures> {
     }
     let open = t.elapsed();
     let slab1 = proc_kib("/proc/meminfo", "Slab:").unwrap_or(0);
-    let with_idle = rr(p)?;
+    let with_idle = rr(p.duration, p.message)?;
+    for s in &held {
+        abort_on_close(s);
+    }
     drop(held);
+    zero.add(rr(p.duration / 2, p.message)?).map_err(|e| std::io::Error::other(e.to_string()))?;
     Ok(IdleFigures {
         connections: n,
         open,
@@ -86,11 +94,28 @@ fn run_n(p: &IdleParams, n: usize) -> std::io::Result<IdleFigures> {
     })
 }
 
-/// Request/response on a fresh loopback connection for `p.duration`.
-fn rr(p: &IdleParams) -> std::io::Result<Histogram<u64>> {
+/// Linger 0: close with a RST, so that the N leave no TIME-WAIT sockets
+/// behind to hold loopback ports for a minute after the run.
+fn abort_on_close(s: &TcpStream) {
+    let linger = libc::linger { l_onoff: 1, l_linger: 0 };
+    // SAFETY: the descriptor is open for the lifetime of `s`; the option
+    // value is a `linger` of the size given. A failure only means a
+    // TIME-WAIT socket, so it is ignored.
+    unsafe {
+        libc::setsockopt(
+            s.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            (&linger as *const libc::linger).cast(),
+            std::mem::size_of::<libc::linger>() as libc::socklen_t,
+        );
+    }
+}
+
+/// Request/response on a fresh loopback connection for `duration`.
+fn rr(duration: Duration, size: usize) -> std::io::Result<Histogram<u64>> {
     let listener = TcpListener::bind("127.0.0.1:0")?;
     let addr = listener.local_addr()?;
-    let size = p.message;
     let server = thread::spawn(move || -> std::io::Result<()> {
         let (mut s, _) = listener.accept()?;
         s.set_nodelay(true)?;
@@ -110,7 +135,7 @@ fn rr(p: &IdleParams) -> std::io::Result<Histogram<u64>> {
     }
     let mut h = histogram();
     let start = Instant::now();
-    while start.elapsed() < p.duration {
+    while start.elapsed() < duration {
         let t = Instant::now();
         c.write_all(&req)?;
         c.read_exact(&mut resp)?;
@@ -121,21 +146,27 @@ fn rr(p: &IdleParams) -> std::io::Result<Histogram<u64>> {
     Ok(h)
 }
 
-/// Raise the soft descriptor limit to the hard one; returns the limit in
-/// force and whether it was raised.
-fn raise_nofile() -> (u64, bool) {
+/// Raise the descriptor limit towards `wanted`: the soft limit up to the
+/// hard one, and where the process may (root), the hard limit too, up to
+/// the system's `fs.nr_open`. Returns the limit in force and whether it is
+/// as high as this process can make it.
+fn raise_nofile(wanted: u64) -> (u64, bool) {
     // SAFETY: getrlimit/setrlimit read and write the struct we own.
     let mut rl = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
     if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut rl) } != 0 {
         return (1024, false);
     }
-    if rl.rlim_cur >= rl.rlim_max {
-        return (rl.rlim_cur as u64, true);
+    let (cur, max) = (rl.rlim_cur, rl.rlim_max);
+    if cur >= wanted {
+        return (cur, true);
     }
-    let want = libc::rlimit { rlim_cur: rl.rlim_max, rlim_max: rl.rlim_max };
-    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &want) } == 0 {
-        (rl.rlim_max as u64, true)
-    } else {
-        (rl.rlim_cur as u64, false)
+    let nr_open = std::fs::read_to_string("/proc/sys/fs/nr_open").ok().and_then(|s| s.trim().parse().ok());
+    let ceiling = wanted.min(nr_open.unwrap_or(max).max(max));
+    for to in [ceiling, max] {
+        let want = libc::rlimit { rlim_cur: to, rlim_max: to.max(max) };
+        if to > cur && unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &want) } == 0 {
+            return (to, true);
+        }
     }
+    (cur, false)
 }

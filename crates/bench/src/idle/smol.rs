@@ -6,7 +6,10 @@
 //! every socket for egress and every arriving TCP segment is matched against
 //! the sockets in turn, so its costs grow with N by design.
 
-use super::{heap_in_use, measure_alternating, per_endpoint, rss, Baseline, IdleFigures, IdleParams, RequestResponse, HEAP_METHOD};
+use super::{
+    heap_in_use, measure_alternating, per_endpoint, rss, Baseline, IdleFigures, IdleParams, RequestResponse,
+    HEAP_METHOD,
+};
 use ::smoltcp::iface::{Config, Interface, SocketHandle, SocketSet};
 use ::smoltcp::phy::{self, ChecksumCapabilities, DeviceCapabilities, Medium};
 use ::smoltcp::socket::tcp;
@@ -115,10 +118,7 @@ impl Host {
     }
 
     fn socket() -> tcp::Socket<'static> {
-        tcp::Socket::new(
-            tcp::SocketBuffer::new(vec![0; SOCKET_BUFFER]),
-            tcp::SocketBuffer::new(vec![0; SOCKET_BUFFER]),
-        )
+        tcp::Socket::new(tcp::SocketBuffer::new(vec![0; SOCKET_BUFFER]), tcp::SocketBuffer::new(vec![0; SOCKET_BUFFER]))
     }
 }
 
@@ -151,7 +151,8 @@ impl SmoltcpIdle {
             .connect(a.iface.context(), (IpAddress::Ipv4(B_IP), ACTIVE_PORT), FIRST_LOCAL_PORT - 1)
             .map_err(|e| e.to_string())?;
         let client = a.sockets.add(client);
-        let mut s = SmoltcpIdle { a, b, start, client, server, idle: 0, req: vec![0x11; message], buf: vec![0; message] };
+        let mut s =
+            SmoltcpIdle { a, b, start, client, server, idle: 0, req: vec![0x11; message], buf: vec![0; message] };
         for _ in 0..STUCK_TURNS {
             s.turn();
             if s.a.sockets.get::<tcp::Socket>(s.client).state() == tcp::State::Established
@@ -190,7 +191,9 @@ impl SmoltcpIdle {
             servers.push(self.b.sockets.add(server));
             let mut client = Host::socket();
             let local = FIRST_LOCAL_PORT + (self.idle + i) as u16;
-            client.connect(self.a.iface.context(), (IpAddress::Ipv4(B_IP), IDLE_PORT), local).map_err(|e| e.to_string())?;
+            client
+                .connect(self.a.iface.context(), (IpAddress::Ipv4(B_IP), IDLE_PORT), local)
+                .map_err(|e| e.to_string())?;
             self.a.sockets.add(client);
         }
         let deadline = WallInstant::now() + OPEN_DEADLINE;
@@ -230,7 +233,8 @@ impl SmoltcpIdle {
 
 impl RequestResponse for SmoltcpIdle {
     fn request_response(&mut self) -> Result<(), String> {
-        let sent = self.a.sockets.get_mut::<tcp::Socket>(self.client).send_slice(&self.req).map_err(|e| e.to_string())?;
+        let sent =
+            self.a.sockets.get_mut::<tcp::Socket>(self.client).send_slice(&self.req).map_err(|e| e.to_string())?;
         if sent != self.req.len() {
             return Err("smoltcp: request did not fit the send buffer".into());
         }
