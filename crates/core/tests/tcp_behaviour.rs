@@ -214,6 +214,31 @@ fn data_beyond_the_window_is_trimmed() {
     assert_eq!(s.conn.recv_queue(), 10);
 }
 
+/// A peer that filled our window sends its pure ACKs at its SND.NXT, our
+/// right window edge, while its data is lost or still on its way. RFC 9293's
+/// table calls a zero-length segment there unacceptable, which would throw
+/// its ACK away; Linux (`tcp_sequence`) and the BSDs accept it. Found by the
+/// netem echo run: the dropped ACKs left SND.UNA behind and the RTO resent
+/// data Linux had acknowledged (it D-SACKed it).
+#[test]
+fn pure_ack_at_the_right_window_edge_is_accepted() {
+    let cfg = TcpConfig { recv_buffer_size: 4000, ..config() };
+    let mut s = socket_syn_received_with(&cfg, seg! { seq: REMOTE, flags: SYN });
+    send!(s, seg! { seq: REMOTE + 1, ack: LOCAL + 1 });
+    s.write(b"hello").unwrap();
+    recv!(s, seg! { seq: LOCAL + 1, ack: REMOTE + 1, flags: PSH, payload: b"hello" });
+    // The peer sent our whole 4000-byte window, all of it lost so far.
+    let out = send!(s, time = 10, seg! { seq: REMOTE + 4001, ack: LOCAL + 6 });
+    assert_eq!(out.dropped, None);
+    assert_eq!(s.conn.send_queue(), 0, "\"hello\" is acknowledged");
+    assert_eq!(s.conn.poll_timeout(), None, "nothing outstanding: RFC 6298 (5.2) stops the timer");
+    recv_nothing!(s, time = 10_000);
+    // One octet further is still out of the window: dropped with an ACK.
+    let out = send!(s, seg! { seq: REMOTE + 4002, ack: LOCAL + 6 });
+    assert_eq!(out.dropped, Some(DropReason::OutOfWindow));
+    recv!(s, seg! { seq: LOCAL + 6, ack: REMOTE + 1 });
+}
+
 // ---- Keepalive ---------------------------------------------------------------
 
 #[test]
@@ -317,6 +342,31 @@ fn sack_config() -> TcpConfig {
     TcpConfig { sack: true, ..config() }
 }
 
+/// First sequence number of the `i`th full-sized segment we send.
+fn seg_start(i: u32) -> u32 {
+    LOCAL + 1 + i * 1460
+}
+
+/// SACK blocks covering the segments `[a, b)` of each pair.
+fn sack(blocks: &[(u32, u32)]) -> Options {
+    let mut o = Options::default();
+    for (slot, &(a, b)) in o.sack_blocks.iter_mut().zip(blocks) {
+        *slot = Some((SeqNumber(seg_start(a)), SeqNumber(seg_start(b))));
+    }
+    o
+}
+
+/// A SACK connection that has sent `n` full-sized segments, none ACKed yet.
+fn sack_socket_with_flight(n: u32) -> Sock {
+    let mut s = established_with(&sack_config(), Options { sack_permitted: true, ..Options::default() });
+    s.write(&vec![9u8; n as usize * 1460]).unwrap();
+    for i in 0..n {
+        let seg = s.poll().expect("segment");
+        assert_eq!((seg.seq, seg.payload.len()), (seg_start(i), 1460));
+    }
+    s
+}
+
 #[test]
 fn sack_blocks_report_the_latest_island_first() {
     let mut s = established_with(&sack_config(), Options { sack_permitted: true, ..Options::default() });
@@ -338,20 +388,7 @@ fn sack_blocks_report_the_latest_island_first() {
 
 #[test]
 fn sack_recovery_retransmits_only_the_holes() {
-    let mut s = established_with(&sack_config(), Options { sack_permitted: true, ..Options::default() });
-    let mss = 1460u32;
-    s.write(&[9u8; 8 * 1460]).unwrap();
-    for _ in 0..8 {
-        s.poll().expect("segment");
-    }
-    let seg_start = |i: u32| LOCAL + 1 + i * mss;
-    let sack = |blocks: &[(u32, u32)]| {
-        let mut o = Options::default();
-        for (slot, &(a, b)) in o.sack_blocks.iter_mut().zip(blocks) {
-            *slot = Some((SeqNumber(seg_start(a)), SeqNumber(seg_start(b))));
-        }
-        o
-    };
+    let mut s = sack_socket_with_flight(8);
     // Segments 0 and 3 are lost; 1-2 and 4-7 arrive.
     send!(s, time = 10, seg! { seq: REMOTE + 1, ack: LOCAL + 1, options: sack(&[(1, 2)]) });
     send!(s, seg! { seq: REMOTE + 1, ack: LOCAL + 1, options: sack(&[(1, 3)]) });
@@ -364,6 +401,49 @@ fn sack_recovery_retransmits_only_the_holes() {
     recv_nothing!(s);
     assert_eq!(s.conn.stats().retransmits, 2);
     send!(s, seg! { seq: REMOTE + 1, ack: seg_start(8) });
+    recv_nothing!(s);
+}
+
+/// RFC 6675 §5.1: "a SACK TCP sender SHOULD utilize all SACK information
+/// made available during the slow start phase of loss recovery following an
+/// RTO". The scoreboard is cleared by the timeout (RFC 2018 §8) and learnt
+/// again from the ACKs that follow; go-back-N skips what they SACK.
+#[test]
+fn go_back_n_after_rto_skips_data_sacked_since() {
+    let mut s = sack_socket_with_flight(8);
+    // No ACK at all: the timer fires and segment 0 is resent.
+    let r0 = recv!(s, time = 200, seg! { seq: seg_start(0), ack: REMOTE + 1, payload: [9u8; 1460] });
+    assert_eq!(r0.seq, seg_start(0));
+    recv_nothing!(s);
+    // Segments 1 and 5 were lost, the others arrived: the ACK of the
+    // retransmission says so. Slow start allows two segments: the holes.
+    send!(s, time = 210, seg! { seq: REMOTE + 1, ack: seg_start(1), options: sack(&[(6, 8), (2, 5)]) });
+    let r1 = s.poll().expect("segment 1");
+    assert_eq!((r1.seq, r1.payload.len()), (seg_start(1), 1460));
+    let r5 = s.poll().expect("segment 5");
+    assert_eq!((r5.seq, r5.payload.len()), (seg_start(5), 1460));
+    recv_nothing!(s);
+    assert_eq!(s.conn.stats().retransmits, 3);
+    send!(s, time = 220, seg! { seq: REMOTE + 1, ack: seg_start(8) });
+    assert_eq!(s.conn.send_queue(), 0);
+    assert_eq!(s.conn.poll_timeout(), None);
+    recv_nothing!(s, time = 10_000);
+}
+
+/// A SACKed range that starts inside a segment: the go-back-N resend stops
+/// where it begins and resumes after it.
+#[test]
+fn go_back_n_after_rto_trims_resends_at_sacked_edges() {
+    let mut s = sack_socket_with_flight(4);
+    let at = |off: u32| LOCAL + 1 + off;
+    recv!(s, time = 200, seg! { seq: at(0), ack: REMOTE + 1, payload: [9u8; 1460] });
+    let mut o = Options::default();
+    o.sack_blocks[0] = Some((SeqNumber(at(2000)), SeqNumber(at(3000))));
+    send!(s, time = 210, seg! { seq: REMOTE + 1, ack: at(1460), options: o });
+    let a = s.poll().expect("up to the SACKed range");
+    assert_eq!((a.seq, a.payload.len()), (at(1460), 540));
+    let b = s.poll().expect("after the SACKed range");
+    assert_eq!((b.seq, b.payload.len()), (at(3000), 1460));
     recv_nothing!(s);
 }
 

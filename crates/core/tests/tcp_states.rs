@@ -373,13 +373,18 @@ fn matrix_syn() {
 
 #[test]
 fn matrix_ack() {
-    // A bare ACK is acceptable anywhere in the window; outside it draws an ACK.
-    let want = [Ack, Nothing, Nothing, Nothing, Ack];
+    // A bare ACK is acceptable anywhere in the window and also exactly at
+    // RCV.NXT+RCV.WND (where a peer that filled the window sends its ACKs; see
+    // `Connection::on_segment_synchronized`); left of it or one octet farther
+    // right it draws an ACK.
+    let want = [Ack, Nothing, Nothing, Nothing, Nothing];
     for (name, fx) in fixtures() {
         for (pos, want) in POSITIONS.into_iter().zip(want) {
             let seq = seq_at(pos, &fx, 0);
             check(name, "ACK", pos, &fx, seg! { seq: seq, ack: fx.snd_una }, want);
         }
+        let beyond = seq_at(RightOf, &fx, 0) + 1;
+        check(name, "ACK one past", RightOf, &fx, seg! { seq: beyond, ack: fx.snd_una }, Ack);
     }
 }
 

@@ -118,6 +118,29 @@ impl Scoreboard {
     fn highest(&self) -> Option<SeqNumber> {
         self.ranges().last().map(|r| r.1)
     }
+
+    /// SACKed octets below `seq` (all of them when `seq` is SND.MAX).
+    fn sacked_bytes_below(&self, seq: SeqNumber) -> usize {
+        self.ranges().iter().map(|&(s, e)| e.min(seq).since(s) as usize).sum()
+    }
+
+    /// For a go-back-N resend from `seq`: the first octet at or after `seq`
+    /// that is not SACKed, and the start of the next SACKed range above it
+    /// (where the resend must stop), if any.
+    pub(crate) fn skip_sacked(&self, seq: SeqNumber) -> (SeqNumber, Option<SeqNumber>) {
+        let mut start = seq;
+        for &(s, e) in self.ranges() {
+            if e.le(start) {
+                continue;
+            }
+            if s.le(start) {
+                start = e;
+                continue;
+            }
+            return (start, Some(s));
+        }
+        (start, None)
+    }
 }
 
 /// What an acknowledgement means for loss recovery.
@@ -242,7 +265,9 @@ impl Recovery {
     }
 
     /// The retransmission timer fired: recovery is abandoned and, RFC 2018
-    /// §8, "the data sender SHOULD turn off all of the SACKed bits".
+    /// §8, "the data sender SHOULD turn off all of the SACKed bits" (the
+    /// receiver may have reneged). SACK blocks that arrive afterwards are
+    /// recorded again, and the go-back-N resend skips them (RFC 6675 §5.1).
     pub(crate) fn on_rto(&mut self, snd_max: SeqNumber) {
         self.board.clear();
         self.in_recovery = false;
@@ -257,7 +282,9 @@ impl Recovery {
     pub(crate) fn pipe(&self, snd_una: SeqNumber, snd_nxt: SeqNumber, mss: usize) -> usize {
         let outstanding = snd_nxt.since(snd_una) as usize;
         if !(self.in_recovery && self.sack) {
-            return outstanding.saturating_sub(self.board.sacked_bytes());
+            // Only SACKs below SND.NXT: after an RTO rewinds SND.NXT, what lies
+            // above it was sent before the timeout and is no longer counted.
+            return outstanding.saturating_sub(self.board.sacked_bytes_below(snd_nxt));
         }
         // RFC 6675 §4 SetPipe: for each octet "(a) If IsLost (S1) returns false:
         // Pipe is incremented by 1 octet. (b) If S1 <= HighRxt: Pipe is
@@ -346,6 +373,23 @@ mod tests {
         assert!(!b.add((s(30), s(31)), s(0), s(100)));
         assert!(b.add((s(5), s(6)), s(0), s(100)));
         assert_eq!(b.ranges(), &[(s(5), s(6)), (s(10), s(11))]);
+    }
+
+    #[test]
+    fn go_back_n_skips_sacked_ranges_and_pipe_counts_below_snd_nxt() {
+        let mut b = Scoreboard::new(4);
+        b.add((s(20), s(30)), s(0), s(100));
+        b.add((s(40), s(50)), s(0), s(100));
+        assert_eq!(b.skip_sacked(s(10)), (s(10), Some(s(20))));
+        assert_eq!(b.skip_sacked(s(20)), (s(30), Some(s(40))));
+        assert_eq!(b.skip_sacked(s(45)), (s(50), None));
+        assert_eq!(b.skip_sacked(s(60)), (s(60), None));
+        let mut r = Recovery::new(4);
+        r.board = b;
+        // SND.NXT rewound to 25 by an RTO: only [20, 25) of the SACKed octets
+        // lies in what was sent since.
+        assert_eq!(r.pipe(s(0), s(25), 10), 20);
+        assert_eq!(r.pipe(s(0), s(100), 10), 80);
     }
 
     #[test]

@@ -185,9 +185,17 @@ impl Connection {
         let wnd = self.rcv_adv.since(self.rcv_nxt);
         let end = self.rcv_nxt + wnd as usize;
         let seg_len = seg.len();
+        // One departure from the table: a zero-length segment exactly at the
+        // right edge (SEG.SEQ = RCV.NXT+RCV.WND) is acceptable. A peer that
+        // filled our window sends every pure ACK there (its SND.NXT) until
+        // its data arrives; the table would drop those ACKs, leaving our
+        // SND.UNA behind and our RTO resending acknowledged data. It occupies
+        // no sequence space beyond the window, and Linux (tcp_sequence) and
+        // the BSDs (tcp_input's trimming) accept it too. Not a RST: RFC 5961
+        // §3.2 drops one "outside the current receive window" silently.
         let acceptable = match (seg_len, wnd) {
             (0, 0) => seg.seq == self.rcv_nxt,
-            (0, _) => seg.seq.in_window(self.rcv_nxt, end),
+            (0, _) => seg.seq.in_window(self.rcv_nxt, end) || (seg.seq == end && !seg.rst()),
             (_, 0) => false,
             (_, _) => seg.seq.in_window(self.rcv_nxt, end) || (seg.end() - 1).in_window(self.rcv_nxt, end),
         };

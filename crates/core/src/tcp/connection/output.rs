@@ -186,13 +186,30 @@ impl Connection {
             }
         }
 
+        // Go-back-N after an RTO (SND.NXT < SND.MAX): RFC 6675 §5.1, "a SACK
+        // TCP sender SHOULD utilize all SACK information made available during
+        // the slow start phase of loss recovery following an RTO". What the
+        // peer SACKed since the timeout is stepped over, and a resend stops
+        // where the next SACKed range begins.
+        let mut sacked_above = None;
+        if self.snd_nxt.lt(self.snd_max) {
+            let (first, limit) = self.recovery.board.skip_sacked(self.snd_nxt);
+            if first != self.snd_nxt {
+                self.snd_nxt = first;
+                // SACKed is not acknowledged (the peer may renege): the timer
+                // keeps watching SND.UNA even if nothing is left to resend.
+                self.timers.start(Timer::Retransmit, now + self.rtt.rto());
+            }
+            sacked_above = limit;
+        }
         let start = self.snd_nxt;
         let available = buf_end.since(start) as usize;
         let fin_pending = self.fin_seq().is_some_and(|f| start.le(f));
         let resend = start.lt(self.snd_max);
         let wnd_room = (self.snd_una + self.snd_wnd as usize).since(start) as usize;
         let in_flight = self.snd_nxt.gt(self.snd_una);
-        let want = available.min(mss);
+        let before_sacked = sacked_above.map_or(usize::MAX, |s| s.since(start) as usize);
+        let want = available.min(mss).min(before_sacked);
         let len = want.min(wnd_room).min(cwnd_room);
 
         if self.probe_due {
