@@ -148,7 +148,12 @@ pub fn snapshot_json(stack: &Stack, device: &str, uptime_us: u64, device_stats: 
     );
 
     let tcp = stack.tcp_states();
-    let _ = write!(s, ",\"tcp\":{{\"connections\":{},\"listeners\":{},\"states\":{{", stack.tcp_connections(), tcp.listeners);
+    let _ = write!(
+        s,
+        ",\"tcp\":{{\"connections\":{},\"listeners\":{},\"states\":{{",
+        stack.tcp_connections(),
+        tcp.listeners
+    );
     for (i, (state, _)) in tcp.by_state.iter().enumerate() {
         if i > 0 {
             s.push(',');

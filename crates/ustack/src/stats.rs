@@ -51,5 +51,47 @@ pub fn run(args: StatsArgs) -> Result<(), CliError> {
             println!("  {name:<32} {value}");
         }
     }
+    // What `top` shows beside the counters, one line each, so the plain
+    // form is not poorer than the live one.
+    for line in summary(&snapshot) {
+        println!("{line}");
+    }
     Ok(())
+}
+
+/// The snapshot's device counters, TCP table and pools as `label  k v ...`
+/// lines (zero TCP states left out).
+fn summary(snap: &serde_json::Value) -> Vec<String> {
+    let pairs = |v: &serde_json::Value, skip_zero: bool| -> String {
+        v.as_object()
+            .map(|o| {
+                o.iter()
+                    .filter(|(_, v)| !(skip_zero && v.as_u64() == Some(0)))
+                    .map(|(k, v)| format!(" {k} {v}"))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let tcp = &snap["tcp"];
+    let (buf, arp) = (&snap["pools"]["tcp_buffers"], &snap["pools"]["neighbor_pending"]);
+    vec![
+        format!("device{}", pairs(&snap["interfaces"][0]["device_counters"], false)),
+        format!(
+            "tcp  connections {}  listeners {}  retransmits {}{}",
+            tcp["connections"],
+            tcp["listeners"],
+            tcp["retransmits"],
+            pairs(&tcp["states"], true)
+        ),
+        format!(
+            "pools  tcp_buffers {} in use / {} allocated / {} limit ({} B chunks, {} refused)  arp_queue {} / {}",
+            buf["in_use"],
+            buf["allocated"],
+            buf["limit"],
+            buf["chunk_size"],
+            buf["exhausted"],
+            arp["in_use"],
+            arp["limit"]
+        ),
+    ]
 }

@@ -189,7 +189,8 @@ impl View {
                 right(u(iface, &[&by]).to_string()),
             ])
         };
-        let widths = [Constraint::Length(6), Constraint::Fill(1), Constraint::Fill(1), Constraint::Fill(1), Constraint::Fill(1)];
+        let widths =
+            [Constraint::Length(6), Constraint::Fill(1), Constraint::Fill(1), Constraint::Fill(1), Constraint::Fill(1)];
         let block = bordered(format!(" {name} "));
         let [table_area, device_area] =
             Layout::vertical([Constraint::Length(3), Constraint::Length(1)]).areas(block.inner(area));
@@ -200,7 +201,9 @@ impl View {
         // The device's own error counters; its frame counts repeat the rows above.
         let mut dev = String::from("device ");
         if let Some(obj) = iface["device_counters"].as_object().filter(|o| !o.is_empty()) {
-            for (k, v) in obj.iter().filter(|(k, _)| !matches!(k.as_str(), "rx_frames" | "rx_bytes" | "tx_frames" | "tx_bytes")) {
+            for (k, v) in
+                obj.iter().filter(|(k, _)| !matches!(k.as_str(), "rx_frames" | "rx_bytes" | "tx_frames" | "tx_bytes"))
+            {
                 if v.as_u64() != Some(0) || !k.starts_with("fault_") {
                     dev.push_str(&format!(" {k} {v}"));
                 }
@@ -222,11 +225,7 @@ impl View {
                 Line::from(format!("{}  {}", cell(i), cell(i + half)))
             })
             .collect();
-        lines.push(Line::from(format!(
-            "total {}  listeners {}",
-            u(tcp, &["connections"]),
-            u(tcp, &["listeners"])
-        )));
+        lines.push(Line::from(format!("total {}  listeners {}", u(tcp, &["connections"]), u(tcp, &["listeners"]))));
         lines.push(Line::from(format!(
             "retransmits {}  ({}/s)",
             u(tcp, &["retransmits"]),
@@ -255,10 +254,7 @@ impl View {
             l2,
         );
         let arp = &pools["neighbor_pending"];
-        f.render_widget(
-            Paragraph::new(format!("ARP queue {} / {}", u(arp, &["in_use"]), u(arp, &["limit"]))),
-            l3,
-        );
+        f.render_widget(Paragraph::new(format!("ARP queue {} / {}", u(arp, &["in_use"]), u(arp, &["limit"]))), l3);
         f.render_widget(Paragraph::new(format!("neighbours {}", u(&self.current, &["neighbors"]))), l4);
     }
 
@@ -269,7 +265,11 @@ impl View {
                 o.iter()
                     .filter(|(_, v)| v.as_u64().unwrap_or(0) > 0)
                     .map(|(k, v)| {
-                        Row::new([Line::from(k.clone()), right(v.to_string()), right(fmt_rate(self.rate(&["drops", k])))])
+                        Row::new([
+                            Line::from(k.clone()),
+                            right(v.to_string()),
+                            right(fmt_rate(self.rate(&["drops", k]))),
+                        ])
                     })
                     .collect()
             })
@@ -364,9 +364,7 @@ mod tests {
     }
 
     fn screen(view: &View) -> String {
-        let mut t = Terminal::new(TestBackend::new(80, 24)).unwrap();
-        t.draw(|f| view.draw(f)).unwrap();
-        let buf = t.backend().buffer().clone();
+        let buf = buffer(view);
         (0..24).map(|y| (0..80).map(|x| buf[(x, y)].symbol()).collect::<String>() + "\n").collect()
     }
 
@@ -377,6 +375,33 @@ mod tests {
         v.previous = Some(std::mem::replace(&mut v.current, snapshot(3_000_000, 30, 5)));
         assert_eq!(v.rate(&["interfaces", "0", "rx_packets"]), Some(10.0));
         assert_eq!(v.rate(&["drops", "eth_other_host"]), Some(2.0));
+    }
+
+    fn buffer(view: &View) -> ratatui::buffer::Buffer {
+        let mut t = Terminal::new(TestBackend::new(80, 24)).unwrap();
+        t.draw(|f| view.draw(f)).unwrap();
+        t.backend().buffer().clone()
+    }
+
+    /// ratatui writes to the terminal only the cells that differ from the
+    /// last frame (`Buffer::diff`); that saves work only if every widget
+    /// keeps its place. A tick in which only the packet counters moved must
+    /// rewrite nothing but the header's clock and the `in`/`out` rows.
+    #[test]
+    fn a_tick_rewrites_only_the_cells_whose_figures_changed() {
+        let mut v = View::new(ControlAddr::Device("t0".into()), Duration::from_secs(1), snapshot(1_000_000, 10, 1));
+        v.previous = Some(std::mem::replace(&mut v.current, snapshot(2_000_000, 30, 1)));
+        let before = buffer(&v);
+        assert!(before.diff(&buffer(&v)).is_empty(), "an unchanged snapshot rewrote cells");
+        v.previous = Some(std::mem::replace(&mut v.current, snapshot(3_000_000, 60, 1)));
+        let after = buffer(&v);
+        let changed = before.diff(&after);
+        assert!(!changed.is_empty(), "new figures were not drawn");
+        // Row 0: the header; rows 3 and 4: `in` and `out` (row 1 is the
+        // interface box's border, row 2 its column titles).
+        for (x, y, cell) in &changed {
+            assert!(matches!(y, 0 | 3 | 4), "cell ({x},{y}) = {:?} rewritten", cell.symbol());
+        }
     }
 
     #[test]

@@ -455,3 +455,46 @@ pub fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
         })
         .collect()
 }
+
+/// Wait (bounded) until `tap` in `ns` is up with `host` (A.B.C.D/N) on the
+/// kernel's side; after `limit`, `Err` with `ip addr`'s last answer.
+pub fn wait_tap_up(ns: &Netns, tap: &str, host: &str, limit: Duration) -> Result<(), Output> {
+    let deadline = Instant::now() + limit;
+    loop {
+        let out = ns.exec(&["ip", "-4", "addr", "show", "dev", tap], Duration::from_secs(5));
+        let text = out.stdout_str();
+        if out.success() && text.contains(&format!("inet {host}")) && text.contains(",UP") {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            return Err(out);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The records of a classic pcap file of Ethernet frames, as (original
+/// length, captured bytes); panics on anything else or a truncated file.
+pub fn pcap_records(bytes: &[u8]) -> Vec<(u64, &[u8])> {
+    assert!(bytes.len() >= 24, "pcap file shorter than its header ({} bytes)", bytes.len());
+    let le = match bytes[..4] {
+        [0xd4, 0xc3, 0xb2, 0xa1] | [0x4d, 0x3c, 0xb2, 0xa1] => true,
+        [0xa1, 0xb2, 0xc3, 0xd4] | [0xa1, 0xb2, 0x3c, 0x4d] => false,
+        _ => panic!("not a classic pcap file: magic {:02x?}", &bytes[..4]),
+    };
+    let u32_at = |at: usize| {
+        let b: [u8; 4] = bytes[at..at + 4].try_into().unwrap();
+        u64::from(if le { u32::from_le_bytes(b) } else { u32::from_be_bytes(b) })
+    };
+    assert_eq!(u32_at(20), 1, "pcap link type should be Ethernet (1)");
+    let mut records = Vec::new();
+    let mut at = 24;
+    while at < bytes.len() {
+        assert!(at + 16 <= bytes.len(), "truncated pcap record header at offset {at}");
+        let (incl, orig) = (u32_at(at + 8) as usize, u32_at(at + 12));
+        assert!(at + 16 + incl <= bytes.len(), "truncated pcap record (frame {})", records.len());
+        records.push((orig, &bytes[at + 16..at + 16 + incl]));
+        at += 16 + incl;
+    }
+    records
+}
