@@ -5,33 +5,43 @@ use crate::App;
 use ustack_core::tcp::{RecvError, SendError};
 use ustack_core::{Instant, ListenError, Stack, TcpHandle};
 
-/// Bytes of one connection's echo buffer. When the send buffer takes less
-/// than this holds, the rest waits here and the connection is not read again
-/// until it has drained, so a peer that does not read its echo is slowed
-/// down by TCP flow control instead of growing our memory.
+/// Bytes read from a connection at a time, through one scratch buffer shared
+/// by all connections: an idle connection holds no echo buffer at all, so
+/// 100,000 idle clients cost the app nothing but their table slots.
 const ECHO_BUFFER: usize = 16 * 1024;
 
 /// Echoes every byte of every connection on a port; closes a connection once
 /// the peer's FIN has arrived and everything before it has been echoed.
 pub struct TcpEcho {
     server: Server<EchoConn>,
+    scratch: Box<[u8]>,
     /// Bytes echoed (accepted by the send buffer).
     pub echoed: u64,
     /// Connections that ended with an error (reset, timeout).
     pub failed: u64,
 }
 
+/// When the send buffer takes less than was read, the rest waits in
+/// `pending` (taken only then, at most `ECHO_BUFFER` bytes, and given back
+/// once drained) and the connection is not read again until it has drained,
+/// so a peer that does not read its echo is slowed down by TCP flow control
+/// instead of growing our memory.
+#[derive(Default)]
 struct EchoConn {
-    buf: Box<[u8]>,
-    /// `buf[start..end]` was received and not yet taken by the send buffer.
+    /// `pending[start..]` was received and not yet taken by the send buffer.
+    pending: Vec<u8>,
     start: usize,
-    end: usize,
 }
 
 impl TcpEcho {
     /// Listen on `port`, holding at most `max_connections` at once.
     pub fn listen(stack: &mut Stack, port: u16, max_connections: usize) -> Result<TcpEcho, ListenError> {
-        Ok(TcpEcho { server: Server::listen(stack, port, max_connections)?, echoed: 0, failed: 0 })
+        Ok(TcpEcho {
+            server: Server::listen(stack, port, max_connections)?,
+            scratch: vec![0; ECHO_BUFFER].into_boxed_slice(),
+            echoed: 0,
+            failed: 0,
+        })
     }
 
     pub fn port(&self) -> u16 {
@@ -51,9 +61,9 @@ impl TcpEcho {
 
 impl App for TcpEcho {
     fn poll(&mut self, stack: &mut Stack, _now: Instant, ready: &[TcpHandle]) {
-        self.server.accept(stack, true, || EchoConn { buf: vec![0; ECHO_BUFFER].into_boxed_slice(), start: 0, end: 0 });
-        let (echoed, failed) = (&mut self.echoed, &mut self.failed);
-        self.server.drive(stack, ready, |stack, h, c| match echo(stack, h, c, echoed) {
+        self.server.accept(stack, true, EchoConn::default);
+        let (scratch, echoed, failed) = (&mut self.scratch, &mut self.echoed, &mut self.failed);
+        self.server.drive(stack, ready, |stack, h, c| match echo(stack, h, c, scratch, echoed) {
             Ok(true) => true,
             Ok(false) => {
                 stack.tcp_close(h);
@@ -71,26 +81,41 @@ impl App for TcpEcho {
 /// Move bytes from receive to send until one side blocks. `Ok(false)` when
 /// the peer has finished and all of it was echoed; `Err` when the
 /// connection failed.
-fn echo(stack: &mut Stack, h: TcpHandle, c: &mut EchoConn, echoed: &mut u64) -> Result<bool, ()> {
-    loop {
-        while c.start < c.end {
-            match stack.tcp_send(h, &c.buf[c.start..c.end]) {
-                Ok(n) => {
-                    c.start += n;
-                    *echoed += n as u64;
-                }
-                // Backpressure: wait for space; the stack reports it ready then.
-                Err(SendError::Full) => return Ok(true),
-                Err(_) => return Err(()),
-            }
+fn echo(stack: &mut Stack, h: TcpHandle, c: &mut EchoConn, scratch: &mut [u8], echoed: &mut u64) -> Result<bool, ()> {
+    if !c.pending.is_empty() {
+        c.start += send_some(stack, h, &c.pending[c.start..], echoed)?;
+        if c.start < c.pending.len() {
+            // Backpressure: wait for space; the stack reports it ready then.
+            return Ok(true);
         }
+        c.pending = Vec::new();
         c.start = 0;
-        c.end = 0;
-        match stack.tcp_recv(h, &mut c.buf) {
+    }
+    loop {
+        let n = match stack.tcp_recv(h, scratch) {
             Ok(0) => return Ok(false),
-            Ok(n) => c.end = n,
+            Ok(n) => n,
             Err(RecvError::WouldBlock) => return Ok(true),
+            Err(_) => return Err(()),
+        };
+        let sent = send_some(stack, h, &scratch[..n], echoed)?;
+        if sent < n {
+            c.pending.extend_from_slice(&scratch[sent..n]);
+            return Ok(true);
+        }
+    }
+}
+
+/// Offers `data` to the send buffer; how much it took (0 when full).
+fn send_some(stack: &mut Stack, h: TcpHandle, data: &[u8], echoed: &mut u64) -> Result<usize, ()> {
+    let mut sent = 0;
+    while sent < data.len() {
+        match stack.tcp_send(h, &data[sent..]) {
+            Ok(n) => sent += n,
+            Err(SendError::Full) => break,
             Err(_) => return Err(()),
         }
     }
+    *echoed += sent as u64;
+    Ok(sent)
 }
