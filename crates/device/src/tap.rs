@@ -218,6 +218,12 @@ impl TapDevice {
         self.mtu
     }
 
+    /// Frames waiting in the transmit ring, of [`TX_QUEUE_FRAMES`]: more
+    /// than zero between polls only while the kernel pushes back.
+    pub fn tx_queued(&self) -> usize {
+        self.tx.queued
+    }
+
     /// Counters so far.
     pub fn stats(&self) -> TapStats {
         let (rx, tx) = (&self.rx.stats, &self.tx.stats);

@@ -102,7 +102,8 @@ impl Drop for ControlSocket {
 /// - `counters`: every [`ustack_core::Counters`] field by name;
 /// - `interfaces`: one object per device: `name`, the stack's `rx_packets`,
 ///   `rx_bytes`, `tx_packets`, `tx_bytes`, and `device_counters`, the
-///   device's own counters ([`crate::Waitable::device_stats`]; `{}` if none);
+///   device's own counters ([`crate::Waitable::device_stats`]; `{}` if none;
+///   a TAP's include its transmit ring, `tx_ring_in_use` of `tx_ring_size`);
 /// - `pools`: occupancy of what the stack holds bounded: `tcp_buffers`
 ///   (`in_use`, `allocated`, `limit` in chunks of `chunk_size` bytes, and
 ///   `exhausted`, requests refused at the limit) and `neighbor_pending`

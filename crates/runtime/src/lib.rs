@@ -87,6 +87,8 @@ impl Waitable for ustack_device::TapDevice {
             ("tx_full", s.tx_full),
             ("tx_blocked", s.tx_blocked),
             ("tx_dropped", s.tx_dropped),
+            ("tx_ring_in_use", self.tx_queued() as u64),
+            ("tx_ring_size", ustack_device::tap::TX_QUEUE_FRAMES as u64),
         ]
     }
 }

@@ -13,10 +13,12 @@
 //! │ device  rx_errors 0  tx_full 0  tx_blocked 0  tx_dropped 0               │
 //! └──────────────────────────────────────────────────────────────────────────┘
 //! ┌ TCP connections ─────────────────────┐┌ Pools ────────────────────────────┐
-//! │ ESTABLISHED     2  SYN-SENT        0 ││ TCP buffers 3 in use / 8 / 65536  │
-//! │ …                                    ││ ▏…gauge…                          │
-//! │ total 2  listeners 1                 ││ …                                 │
-//! │ retransmits 0  (0.0/s)               ││ ARP queue 0 / 64   neighbours 1   │
+//! │ ESTABLISHED     2  CLOSE-WAIT      0 ││ TCP buffers 3 in use / 65536      │
+//! │ …                                    ││ ▏…gauge (in use / limit)…         │
+//! │ total 2  listeners 1                 ││ chunk 16.0 KiB  allocated 8  exh… │
+//! │ retransmits 0  (0.0/s)               ││ ARP queue 0 / 64                  │
+//! │                                      ││ neighbours 1                      │
+//! │                                      ││ tx ring 0 / 32 (TAP)              │
 //! └──────────────────────────────────────┘└───────────────────────────────────┘
 //! ┌ Drops (non-zero) ─────────────────────────────────────────────────────────┐
 //! │ reason                              total           /s                    │
@@ -198,12 +200,13 @@ impl View {
         let header = Row::new(["", "packets/s", "bytes/s", "packets", "bytes"].map(|h| right(h.into())))
             .style(Style::new().add_modifier(Modifier::BOLD));
         f.render_widget(Table::new([row("in", "rx"), row("out", "tx")], widths).header(header), table_area);
-        // The device's own error counters; its frame counts repeat the rows above.
+        // The device's own error counters; its frame counts repeat the rows
+        // above, its ring is in the pools box.
         let mut dev = String::from("device ");
         if let Some(obj) = iface["device_counters"].as_object().filter(|o| !o.is_empty()) {
-            for (k, v) in
-                obj.iter().filter(|(k, _)| !matches!(k.as_str(), "rx_frames" | "rx_bytes" | "tx_frames" | "tx_bytes"))
-            {
+            for (k, v) in obj.iter().filter(|(k, _)| {
+                !matches!(k.as_str(), "rx_frames" | "rx_bytes" | "tx_frames" | "tx_bytes") && !k.starts_with("tx_ring_")
+            }) {
                 if v.as_u64() != Some(0) || !k.starts_with("fault_") {
                     dev.push_str(&format!(" {k} {v}"));
                 }
@@ -241,13 +244,13 @@ impl View {
         let block = bordered(" Pools ".into());
         let inner = block.inner(area);
         f.render_widget(block, area);
-        let [l1, gauge, l2, l3, l4] = Layout::vertical([Constraint::Length(1); 5]).areas(inner);
-        f.render_widget(Paragraph::new(format!("TCP buffers {in_use} in use / {allocated} / {limit}")), l1);
+        let [l1, gauge, l2, l3, l4, l5] = Layout::vertical([Constraint::Length(1); 6]).areas(inner);
+        f.render_widget(Paragraph::new(format!("TCP buffers {in_use} in use / {limit}")), l1);
         let ratio = if limit == 0 { 0.0 } else { (in_use as f64 / limit as f64).clamp(0.0, 1.0) };
         f.render_widget(Gauge::default().ratio(ratio).label(format!("{:.1}% of limit", ratio * 100.0)), gauge);
         f.render_widget(
             Paragraph::new(format!(
-                "chunk {}  exhausted {}",
+                "chunk {}  allocated {allocated}  exhausted {}",
                 fmt_bytes(u(buf, &["chunk_size"]) as f64),
                 u(buf, &["exhausted"])
             )),
@@ -256,6 +259,12 @@ impl View {
         let arp = &pools["neighbor_pending"];
         f.render_widget(Paragraph::new(format!("ARP queue {} / {}", u(arp, &["in_use"]), u(arp, &["limit"]))), l3);
         f.render_widget(Paragraph::new(format!("neighbours {}", u(&self.current, &["neighbors"]))), l4);
+        // The device's transmit ring, for devices that have one (TAP).
+        let dev = &self.current["interfaces"][0]["device_counters"];
+        if dev.get("tx_ring_size").is_some() {
+            let ring = format!("tx ring {} / {}", u(dev, &["tx_ring_in_use"]), u(dev, &["tx_ring_size"]));
+            f.render_widget(Paragraph::new(ring), l5);
+        }
     }
 
     fn draw_drops(&self, f: &mut Frame, area: Rect) {
@@ -354,7 +363,7 @@ mod tests {
         serde_json::json!({
             "device": "tap:t0", "uptime_us": uptime_us, "neighbors": 1,
             "interfaces": [{"name": "tap:t0", "rx_packets": rx, "rx_bytes": rx * 100, "tx_packets": rx, "tx_bytes": rx * 100,
-                            "device_counters": {"rx_frames": rx, "tx_full": 0}}],
+                            "device_counters": {"rx_frames": rx, "tx_full": 0, "tx_ring_in_use": 1, "tx_ring_size": 32}}],
             "pools": {"tcp_buffers": {"in_use": 2, "allocated": 4, "limit": 8, "chunk_size": 16384, "exhausted": 0},
                       "neighbor_pending": {"in_use": 0, "limit": 64}},
             "tcp": {"connections": 1, "listeners": 1, "states": {"ESTABLISHED": 1, "TIME-WAIT": 0},
@@ -414,6 +423,7 @@ mod tests {
         assert!(s.contains("eth_other_host"), "{s}");
         assert!(!s.contains("tcp_checksum"), "{s}");
         assert!(s.contains("20.0"), "rx packets/s: {s}");
-        assert!(s.contains("TCP buffers 2 in use / 4 / 8"), "{s}");
+        assert!(s.contains("TCP buffers 2 in use / 8") && s.contains("allocated 4"), "{s}");
+        assert!(s.contains("tx ring 1 / 32") && !s.contains("tx_ring"), "{s}");
     }
 }

@@ -303,7 +303,19 @@ fn top_in_tmux_shows_counters_moving_and_q_quits() {
     assert_eq!(after(&second, "listeners"), Some(1), "{second}");
     assert_eq!(after(&second, "udp_no_socket"), Some(1), "{second}");
     assert!(second.contains("TCP buffers") && second.contains("ARP queue 0 / 64"), "pools missing:\n{second}");
+    let ring = (after(&second, "tx ring"), second.split_once("tx ring").and_then(|(_, r)| after(r, "/")));
+    assert!(matches!(ring, (Some(used), Some(size)) if size > 0 && used <= size), "TAP ring {ring:?}:\n{second}");
     assert_eq!(after(&second, "retransmits"), Some(0), "{second}");
+
+    // The stack goes away under top: it keeps the last figures and says
+    // they are stale, and still answers its keys.
+    drop(hold);
+    drop(ping);
+    let stdout = setup.stop();
+    assert!(stdout.contains("counters:"), "{stdout}");
+    // The socket file goes with the stack.
+    assert!(!std::path::Path::new(&sock).exists(), "{sock} left behind");
+    wait_screen(&tmux, "STALE after the stack stopped", SECS(5), |s| s.contains("STALE") && s.contains("packets/s"));
 
     // `q` quits: the pane's command ends, top's status is 0, and the
     // terminal is back on its main screen, out of raw mode.
@@ -320,15 +332,7 @@ fn top_in_tmux_shows_counters_moving_and_q_quits() {
     for flag in ["icanon", "echo", "isig"] {
         assert!(stty.split_whitespace().any(|f| f == flag), "terminal left without {flag} (raw mode): {stty}");
     }
-    assert!(!last.contains("ustack top  tap:"), "top's screen is still there after it quit:\n{last}");
-
-    drop(tmux);
-    drop(hold);
-    drop(ping);
-    let stdout = setup.stop();
-    assert!(stdout.contains("counters:"), "{stdout}");
-    // The socket file goes with the stack.
-    assert!(!std::path::Path::new(&sock).exists(), "{sock} left behind");
+    assert!(!last.contains("packets/s"), "top's screen is still there after it quit:\n{last}");
 }
 
 // ----------------------------------------------------------------- stats ---
@@ -497,9 +501,10 @@ fn stats_json_matches_traffic_sent() {
     assert_eq!(stack_view, (rx_frames, rx_bytes, tx_frames, tx_bytes), "rx/tx packets and bytes: {wire}");
     assert_eq!(stack_view, (inn.frames, inn.bytes, out.frames, out.bytes), "stack vs capture: {wire}");
     let d = &i["device_counters"];
+    assert!(num(d, "tx_ring_size") > 0, "no TAP ring size: {dump}");
     let device_view = (num(d, "rx_frames"), num(d, "rx_bytes"), num(d, "tx_frames"), num(d, "tx_bytes"));
     assert_eq!(device_view, stack_view, "TAP device counters vs the stack's: {dump}");
-    for name in ["rx_errors", "tx_full", "tx_dropped"] {
+    for name in ["rx_errors", "tx_full", "tx_dropped", "tx_ring_in_use"] {
         assert_eq!(num(d, name), 0, "device {name}: {dump}");
     }
     // The kernel's side of the TAP: what it sent is what the stack received.
