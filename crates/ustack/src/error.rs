@@ -32,6 +32,8 @@ pub enum CliError {
     Output { path: String, source: std::io::Error },
     #[error("{0}")]
     Demo(String),
+    #[error("perf: {0}")]
+    Perf(String),
     #[error("bench: {0}")]
     Bench(String),
     #[error("cannot open control socket {addr}: {source} (is another ustack already running on this device?)")]

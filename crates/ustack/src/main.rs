@@ -4,6 +4,7 @@ mod demo;
 mod device;
 mod error;
 mod get;
+mod perf;
 mod bench;
 mod stats;
 mod top;
@@ -33,6 +34,8 @@ enum Command {
     Top(top::TopArgs),
     /// The same workload over Linux loopback sockets and over ustack, side by side (stream, rr, crr).
     Bench(bench::BenchArgs),
+    /// iperf3 on the stack: a server (-s) or client (-c HOST) that interoperates with iperf3 3.12.
+    Perf(perf::PerfArgs),
 }
 
 fn main() -> ExitCode {
@@ -44,6 +47,7 @@ fn main() -> ExitCode {
         Command::Stats(args) => stats::run(args),
         Command::Top(args) => top::run(args),
         Command::Bench(args) => bench::run(args),
+        Command::Perf(args) => perf::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

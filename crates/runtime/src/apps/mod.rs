@@ -9,6 +9,7 @@
 
 mod http_client;
 mod http_server;
+pub mod iperf;
 mod tcp_discard;
 mod tcp_echo;
 mod udp_echo;

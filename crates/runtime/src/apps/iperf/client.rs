@@ -1,0 +1,383 @@
+//! The iperf3 client: runs one test against an `iperf3 -s`, as `iperf3 -c` does.
+
+use super::data::DataPlane;
+use super::stream::{Stream, Transport, WallClock};
+use super::{
+    apply_peer_results, results_json, state, Control, PerfApp, PerfEvent, StreamReport, TestParams, TestReport,
+    COOKIE_LEN, HANDSHAKE_TIMEOUT, LEGACY_UDP_CONNECT_REPLY, UDP_CONNECT_MSG, UDP_CONNECT_REPLY,
+};
+use crate::App;
+use std::collections::VecDeque;
+use std::net::SocketAddrV4;
+use ustack_core::tcp::State;
+use ustack_core::{Instant, Stack, TcpHandle};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Phase {
+    /// The control connection's SYN is out.
+    Connecting,
+    /// Following the server's state bytes up to TEST_RUNNING.
+    Setup,
+    Running,
+    /// TEST_END sent; waiting for EXCHANGE_RESULTS.
+    Ending,
+    /// Our results sent; waiting for the server's.
+    Results,
+    /// Waiting for DISPLAY_RESULTS.
+    Display,
+    Done,
+}
+
+/// A data stream being opened: connected, then its cookie (TCP) or hello (UDP) sent.
+struct Opening {
+    stream: Stream,
+    /// TCP: cookie bytes written so far; UDP: whether the hello went out.
+    sent: usize,
+}
+
+/// `iperf3 -c` on the stack.
+pub struct IperfClient {
+    server: SocketAddrV4,
+    cookie: [u8; COOKIE_LEN],
+    params: TestParams,
+    ctrl: Option<Control>,
+    phase: Phase,
+    since: Instant,
+    data: Option<DataPlane>,
+    /// Streams still to open, and the one being opened (one at a time, so
+    /// the server sees them in our order and gives them the same ids and roles).
+    to_open: usize,
+    opening: Option<Opening>,
+    reports: Vec<StreamReport>,
+    peer_cpu: [f64; 3],
+    peer_retrans: bool,
+    events: VecDeque<PerfEvent>,
+    error: Option<String>,
+}
+
+impl IperfClient {
+    /// A client for one test of `params` against `server`; `seed` makes the cookie.
+    pub fn new(server: SocketAddrV4, params: TestParams, seed: u64) -> IperfClient {
+        IperfClient {
+            server,
+            cookie: make_cookie(seed),
+            params,
+            ctrl: None,
+            phase: Phase::Connecting,
+            since: Instant::ZERO,
+            data: None,
+            to_open: 0,
+            opening: None,
+            reports: Vec::new(),
+            peer_cpu: [0.0; 3],
+            peer_retrans: false,
+            events: VecDeque::new(),
+            error: None,
+        }
+    }
+
+    /// Why the test failed, if it did.
+    pub fn error(&self) -> Option<&str> {
+        self.error.as_deref()
+    }
+
+    fn fail(&mut self, stack: &mut Stack, why: String) {
+        if self.error.is_none() {
+            self.error = Some(why);
+        }
+        self.release(stack);
+        self.phase = Phase::Done;
+    }
+
+    fn release(&mut self, stack: &mut Stack) {
+        if let Some(d) = self.data.as_mut() {
+            d.release(stack);
+        }
+        if let Some(o) = self.opening.take() {
+            let mut s = o.stream;
+            s.release(stack);
+        }
+        if let Some(c) = self.ctrl.as_mut() {
+            c.flush(stack);
+            stack.tcp_close(c.h);
+        }
+    }
+
+    fn step(&mut self, stack: &mut Stack, now: Instant) -> Result<(), String> {
+        if self.phase == Phase::Connecting {
+            let Some(c) = self.ctrl.as_mut() else {
+                let h = stack
+                    .tcp_connect(now, self.server)
+                    .map_err(|e| format!("cannot connect to {}: {e:?}", self.server))?;
+                stack.tcp_set_nodelay(h, true);
+                self.ctrl = Some(Control::new(h));
+                self.since = now;
+                return Ok(());
+            };
+            match stack.tcp_state(c.h) {
+                Some(State::Established) => {
+                    c.tx.extend_from_slice(&self.cookie);
+                    self.phase = Phase::Setup;
+                    self.since = now;
+                }
+                Some(State::SynSent) => return Ok(()),
+                _ => {
+                    return Err(format!("unable to connect to server {}: connection refused or timed out", self.server))
+                }
+            }
+        }
+        let Some(ctrl) = self.ctrl.as_mut() else { return Ok(()) };
+        ctrl.pump(stack);
+        self.open_streams(stack, now)?;
+        loop {
+            let ctrl = self.ctrl.as_mut().expect("connected");
+            if self.phase == Phase::Results {
+                match ctrl.take_json() {
+                    None => break,
+                    Some(Err(e)) => return Err(format!("bad results from the server: {e}")),
+                    Some(Ok(j)) => {
+                        (self.peer_cpu, self.peer_retrans) = apply_peer_results(&j, &mut self.reports)?;
+                        self.phase = Phase::Display;
+                        continue;
+                    }
+                }
+            }
+            let Some(s) = ctrl.take_state() else { break };
+            match (s, self.phase) {
+                (state::PARAM_EXCHANGE, Phase::Setup) => ctrl.send_json(stack, &self.params.to_json()),
+                (state::CREATE_STREAMS, Phase::Setup) => {
+                    self.data = Some(DataPlane::new(self.params.clone(), WallClock::now(now)));
+                    let (up, down) = self.params.client_streams();
+                    self.to_open = (up + down) as usize;
+                    self.since = now;
+                }
+                (state::TEST_START, Phase::Setup) => {}
+                (state::TEST_RUNNING, Phase::Setup) => {
+                    let d = self.data.as_mut().ok_or("TEST_RUNNING before CREATE_STREAMS")?;
+                    if self.to_open > 0 || self.opening.is_some() {
+                        return Err("the server started the test before all streams were open".into());
+                    }
+                    d.begin(now);
+                    self.phase = Phase::Running;
+                    let ev = PerfEvent::Started {
+                        peer: Some(self.server),
+                        params: d.params.clone(),
+                        streams: d.reports(stack),
+                    };
+                    self.events.push_back(ev);
+                }
+                (state::EXCHANGE_RESULTS, Phase::Running | Phase::Ending) => {
+                    if self.phase == Phase::Running {
+                        self.end_data(stack, now);
+                    }
+                    let d = self.data.as_ref().expect("running");
+                    let ours = results_json(&self.reports, d.params.udp, d.cpu(), d.duration());
+                    let ctrl = self.ctrl.as_mut().expect("connected");
+                    ctrl.send_json(stack, &ours);
+                    self.phase = Phase::Results;
+                    self.since = now;
+                }
+                (state::DISPLAY_RESULTS, Phase::Display) => {
+                    ctrl.send_state(stack, state::IPERF_DONE);
+                    let d = self.data.as_ref().expect("running");
+                    let report = TestReport {
+                        params: d.params.clone(),
+                        cookie: String::from_utf8_lossy(&self.cookie[..COOKIE_LEN - 1]).into_owned(),
+                        peer: Some(self.server),
+                        local: None,
+                        duration: d.duration(),
+                        streams: self.reports.clone(),
+                        intervals: Vec::new(),
+                        peer_cpu: self.peer_cpu,
+                        cpu: d.cpu(),
+                        peer_sender_has_retransmits: self.peer_retrans,
+                    };
+                    self.events.push_back(PerfEvent::Finished(report));
+                    self.release(stack);
+                    self.phase = Phase::Done;
+                    return Ok(());
+                }
+                (state::ACCESS_DENIED, _) => return Err("the server is busy running a test. try again later".into()),
+                (state::SERVER_ERROR, _) => {
+                    let errs = ctrl.take_bytes::<8>();
+                    let (ie, errno) = errs.map_or((0, 0), |b| {
+                        (i32::from_be_bytes([b[0], b[1], b[2], b[3]]), i32::from_be_bytes([b[4], b[5], b[6], b[7]]))
+                    });
+                    return Err(format!("the server reported an error (iperf3 error {ie}, errno {errno})"));
+                }
+                (state::SERVER_TERMINATE, _) => return Err("the server has terminated".into()),
+                (s, phase) => return Err(format!("unexpected state {s} from the server during {phase:?}")),
+            }
+        }
+        if self.phase == Phase::Running {
+            let d = self.data.as_mut().expect("running");
+            if let Some(iv) = d.drive(stack, now) {
+                self.events.push_back(PerfEvent::Interval(iv));
+            }
+            if self.test_over(now) {
+                self.end_data(stack, now);
+                let ctrl = self.ctrl.as_mut().expect("connected");
+                ctrl.send_state(stack, state::TEST_END);
+                self.phase = Phase::Ending;
+                self.since = now;
+            }
+        } else if let Some(d) = self.data.as_mut() {
+            // Keep draining receivers (uncounted) so the server's sender is not stuck.
+            let _ = d.drive(stack, now);
+        }
+        let ctrl = self.ctrl.as_mut().expect("connected");
+        if ctrl.eof {
+            return Err("the server closed the control connection".into());
+        }
+        let waiting = !matches!(self.phase, Phase::Running | Phase::Done);
+        if waiting && now.saturating_since(self.since) > HANDSHAKE_TIMEOUT {
+            return Err(format!("the server went quiet ({:?})", self.phase));
+        }
+        Ok(())
+    }
+
+    /// The time is up, or every byte of `-n` went out (or came in, with -R).
+    fn test_over(&self, now: Instant) -> bool {
+        let Some(d) = &self.data else { return false };
+        let p = &d.params;
+        if p.time > 0 {
+            return d.elapsed(now) >= f64::from(p.time + p.omit);
+        }
+        match p.byte_bound() {
+            Some(b) if p.client_streams().0 > 0 => d.sent_total >= b,
+            Some(b) => d.received_total >= b,
+            None => false,
+        }
+    }
+
+    fn end_data(&mut self, stack: &mut Stack, now: Instant) {
+        let d = self.data.as_mut().expect("running");
+        if let Some(iv) = d.finish(stack, now) {
+            self.events.push_back(PerfEvent::Interval(iv));
+        }
+        self.reports = d.reports(stack);
+    }
+
+    /// Open the data streams one after another: connect, then the cookie
+    /// (TCP) or the hello and its answer (UDP).
+    fn open_streams(&mut self, stack: &mut Stack, now: Instant) -> Result<(), String> {
+        let Some(d) = self.data.as_mut() else { return Ok(()) };
+        if let Some(o) = self.opening.as_mut() {
+            let done = match o.stream.transport {
+                Transport::Tcp(h) => match stack.tcp_state(h) {
+                    Some(State::SynSent) => false,
+                    Some(State::Established) => {
+                        if o.sent < COOKIE_LEN {
+                            o.sent += stack.tcp_send(h, &self.cookie[o.sent..]).unwrap_or(0);
+                        }
+                        o.sent == COOKIE_LEN
+                    }
+                    _ => return Err(format!("unable to open a data stream to {}", self.server)),
+                },
+                Transport::Udp { socket, .. } => {
+                    if o.sent == 0 && stack.udp_send_to(socket, self.server, &UDP_CONNECT_MSG.to_le_bytes()).is_ok() {
+                        o.sent = 1;
+                    }
+                    let mut answered = false;
+                    while let Some(ok) = stack.udp_recv_with(socket, |data, _| data.len() == 4 && is_reply(data)) {
+                        answered |= ok;
+                    }
+                    answered
+                }
+            };
+            if !done {
+                return Ok(());
+            }
+            let o = self.opening.take().expect("checked");
+            d.streams.push(o.stream);
+        }
+        if self.to_open == 0 {
+            return Ok(());
+        }
+        let n = d.streams.len();
+        // In --bidir iperf3 opens its sending streams first.
+        let sender = match (d.params.bidir, d.params.reverse) {
+            (true, _) => n < d.params.parallel as usize,
+            (false, reverse) => !reverse,
+        };
+        let id = Stream::id_for(n);
+        let stream = if d.params.udp {
+            let socket = stack.udp_bind(0).map_err(|e| format!("cannot bind a UDP socket: {e:?}"))?;
+            let local = stack.udp_local_port(socket).map(|p| SocketAddrV4::new(std::net::Ipv4Addr::UNSPECIFIED, p));
+            Stream::new(id, sender, Transport::Udp { socket, peer: self.server }, local, Some(self.server))
+        } else {
+            let h = stack.tcp_connect(now, self.server).map_err(|e| format!("cannot open a data stream: {e:?}"))?;
+            let local = stack.tcp_connection(h).map(|c| {
+                let t = c.four_tuple();
+                SocketAddrV4::new(t.local_addr, t.local_port)
+            });
+            Stream::new(id, sender, Transport::Tcp(h), local, Some(self.server))
+        };
+        self.to_open -= 1;
+        self.opening = Some(Opening { stream, sent: 0 });
+        Ok(())
+    }
+}
+
+fn is_reply(data: &[u8]) -> bool {
+    let v = [data[0], data[1], data[2], data[3]];
+    [u32::from_le_bytes(v), u32::from_be_bytes(v)]
+        .iter()
+        .any(|&x| x == UDP_CONNECT_REPLY || x == LEGACY_UDP_CONNECT_REPLY)
+}
+
+/// 36 characters of `a-z2-7` (iperf3's alphabet) and a NUL, from `seed`.
+fn make_cookie(seed: u64) -> [u8; COOKIE_LEN] {
+    const ALPHABET: &[u8; 32] = b"abcdefghijklmnopqrstuvwxyz234567";
+    let mut x = seed | 1;
+    let mut cookie = [0u8; COOKIE_LEN];
+    for c in cookie.iter_mut().take(COOKIE_LEN - 1) {
+        // xorshift64*: plenty for a test identifier that is not a secret.
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        *c = ALPHABET[(x.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 59) as usize];
+    }
+    cookie
+}
+
+impl PerfApp for IperfClient {
+    fn next_event(&mut self) -> Option<PerfEvent> {
+        self.events.pop_front()
+    }
+
+    fn next_wake(&self, now: Instant) -> Option<Instant> {
+        match self.phase {
+            Phase::Done => None,
+            Phase::Running => {
+                let d = self.data.as_ref()?;
+                let end = (d.params.time > 0)
+                    .then(|| {
+                        d.start.map(|s| s + ustack_core::Duration::from_secs(u64::from(d.params.time + d.params.omit)))
+                    })
+                    .flatten();
+                [d.next_wake(now), end].into_iter().flatten().min()
+            }
+            _ if self.opening.is_some() => Some(now + ustack_core::Duration::from_millis(10)),
+            _ => Some(self.since + HANDSHAKE_TIMEOUT),
+        }
+    }
+}
+
+impl App for IperfClient {
+    fn poll(&mut self, stack: &mut Stack, now: Instant, _ready: &[TcpHandle]) {
+        if self.phase == Phase::Done {
+            return;
+        }
+        if let Err(why) = self.step(stack, now) {
+            self.fail(stack, why);
+        }
+        if let Some(c) = self.ctrl.as_mut() {
+            c.flush(stack);
+        }
+    }
+
+    fn finished(&self) -> bool {
+        self.phase == Phase::Done && self.events.is_empty()
+    }
+}

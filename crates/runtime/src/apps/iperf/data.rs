@@ -1,0 +1,210 @@
+//! The data phase of a test, the same on both sides: the streams, the
+//! sending (paced for UDP, bounded by `-n`/`-k`), the receiving, and the
+//! per-second intervals.
+
+use super::stream::{Flow, Stream, Transport, WallClock};
+use super::{cpu_times, cpu_util, secs_between, Interval, StreamReport, TestParams, INTERVAL};
+use ustack_core::{Duration, Instant, Stack, UdpHandle};
+
+/// A UDP sender wakes at least this often to keep its pace smooth.
+const UDP_PACE_TICK: Duration = Duration::from_millis(1);
+
+pub(super) struct DataPlane {
+    pub params: TestParams,
+    pub streams: Vec<Stream>,
+    /// When TEST_RUNNING was sent or seen; counting starts here.
+    pub start: Option<Instant>,
+    /// When the data phase ended (TEST_END).
+    pub end: Option<Instant>,
+    interval_start: Instant,
+    pub sent_total: u64,
+    pub received_total: u64,
+    /// One block of the `-l` length, sent over and over (TCP).
+    block: Box<[u8]>,
+    scratch: Box<[u8]>,
+    pub wall: WallClock,
+    cpu_start: (f64, f64),
+}
+
+impl DataPlane {
+    pub fn new(params: TestParams, wall: WallClock) -> DataPlane {
+        // iperf3 fills its block with random bytes; a fixed pattern serves
+        // the same purpose here (nothing on the path compresses).
+        let block: Box<[u8]> = (0..params.len.max(1)).map(|i| (i * 7 + 13) as u8).collect();
+        DataPlane {
+            params,
+            streams: Vec::new(),
+            start: None,
+            end: None,
+            interval_start: Instant::ZERO,
+            sent_total: 0,
+            received_total: 0,
+            block,
+            scratch: vec![0; 64 * 1024].into_boxed_slice(),
+            wall,
+            cpu_start: (0.0, 0.0),
+        }
+    }
+
+    pub fn running(&self) -> bool {
+        self.start.is_some() && self.end.is_none()
+    }
+
+    /// TEST_RUNNING: counting starts now.
+    pub fn begin(&mut self, now: Instant) {
+        self.start = Some(now);
+        self.interval_start = now;
+        self.cpu_start = cpu_times();
+        for s in &mut self.streams {
+            (s.bytes, s.packets, s.interval_bytes, s.interval_packets) = (0, 0, 0, 0);
+        }
+    }
+
+    /// Seconds since TEST_RUNNING.
+    pub fn elapsed(&self, now: Instant) -> f64 {
+        self.start.map_or(0.0, |s| secs_between(s, now))
+    }
+
+    /// Bytes still to send under `-n`/`-k`, if bounded.
+    fn budget(&self) -> u64 {
+        self.params.byte_bound().map_or(u64::MAX, |b| b.saturating_sub(self.sent_total))
+    }
+
+    /// Receive on every stream (counting only while running), then send
+    /// while running. Returns the interval that closed this turn, if any.
+    pub fn drive(&mut self, stack: &mut Stack, now: Instant) -> Option<Interval> {
+        self.receive(stack, now);
+        if self.running() {
+            self.send(stack, now);
+        }
+        self.interval(now)
+    }
+
+    fn receive(&mut self, stack: &mut Stack, now: Instant) {
+        let running = self.running();
+        for s in self.streams.iter_mut().filter(|s| !s.sender && !s.ended && s.tcp().is_some()) {
+            let before = s.bytes;
+            if s.recv_tcp(stack, &mut self.scratch, running) == Flow::Ended && s.end == 0.0 {
+                s.end = self.start.map_or(0.0, |st| secs_between(st, now));
+            }
+            self.received_total += s.bytes - before;
+        }
+        // UDP: drain each socket the streams use (the server shares one).
+        let mut sockets: Vec<UdpHandle> = Vec::new();
+        for s in &self.streams {
+            if let Transport::Udp { socket, .. } = s.transport {
+                if !sockets.contains(&socket) {
+                    sockets.push(socket);
+                }
+            }
+        }
+        for sock in sockets {
+            self.drain_udp(stack, sock, now, running, self.params.udp64);
+        }
+    }
+
+    fn send(&mut self, stack: &mut Stack, now: Instant) {
+        let start = self.start.unwrap_or(now);
+        let wall = self.wall;
+        for i in 0..self.streams.len() {
+            let budget = self.budget();
+            let s = &mut self.streams[i];
+            if !s.sender || s.ended || budget == 0 {
+                continue;
+            }
+            let sent = match s.transport {
+                Transport::Tcp(_) => s.send_tcp(stack, &self.block, budget).0,
+                Transport::Udp { .. } => s.send_udp(stack, now, start, &wall, &self.params, budget),
+            };
+            self.sent_total += sent;
+        }
+    }
+
+    fn drain_udp(&mut self, stack: &mut Stack, sock: UdpHandle, now: Instant, running: bool, udp64: bool) {
+        let (streams, wall, received) = (&mut self.streams, &self.wall, &mut self.received_total);
+        // Bounded by the socket's queue: it holds at most udp_rx_packets.
+        while let Some(()) = stack.udp_recv_with(sock, |data, from| {
+            if !running {
+                return;
+            }
+            let own = |s: &&mut Stream| matches!(s.transport, Transport::Udp { socket, peer } if socket == sock && peer == from);
+            if let Some(s) = streams.iter_mut().filter(|s| !s.sender).find(|s| own(s)) {
+                s.recv_udp(data, now, wall, udp64);
+                *received += data.len() as u64;
+            }
+        }) {}
+    }
+
+    /// Close the interval if a second has passed.
+    fn interval(&mut self, now: Instant) -> Option<Interval> {
+        let start = self.start?;
+        if self.end.is_some() || now.saturating_since(self.interval_start) < INTERVAL {
+            return None;
+        }
+        Some(self.take_interval(start, now))
+    }
+
+    fn take_interval(&mut self, start: Instant, now: Instant) -> Interval {
+        let iv = Interval {
+            start: secs_between(start, self.interval_start),
+            end: secs_between(start, now),
+            streams: self.streams.iter().map(|s| (s.id, s.sender, s.interval_bytes, s.interval_packets)).collect(),
+        };
+        for s in &mut self.streams {
+            (s.interval_bytes, s.interval_packets) = (0, 0);
+        }
+        self.interval_start = now;
+        iv
+    }
+
+    /// TEST_END: stop counting; the last partial interval, if it has any length.
+    pub fn finish(&mut self, stack: &mut Stack, now: Instant) -> Option<Interval> {
+        // What already arrived was sent during the test: count it.
+        if self.running() {
+            self.receive(stack, now);
+        }
+        let start = self.start?;
+        self.end = Some(now);
+        let secs = secs_between(start, now);
+        for s in &mut self.streams {
+            if s.end == 0.0 {
+                s.end = secs;
+            }
+        }
+        (now.saturating_since(self.interval_start) >= Duration::from_millis(10)).then(|| self.take_interval(start, now))
+    }
+
+    /// Seconds of data phase.
+    pub fn duration(&self) -> f64 {
+        match (self.start, self.end) {
+            (Some(s), Some(e)) => secs_between(s, e),
+            _ => 0.0,
+        }
+    }
+
+    pub fn cpu(&self) -> [f64; 3] {
+        cpu_util(self.cpu_start, cpu_times(), self.duration())
+    }
+
+    pub fn reports(&self, stack: &Stack) -> Vec<StreamReport> {
+        self.streams.iter().map(|s| s.report(self.params.udp, stack)).collect()
+    }
+
+    /// When the data phase next needs a turn without any packet arriving:
+    /// a UDP sender's pace, or the next interval.
+    pub fn next_wake(&self, now: Instant) -> Option<Instant> {
+        self.start?;
+        if self.end.is_some() {
+            return None;
+        }
+        let interval = self.interval_start + INTERVAL;
+        let udp_sending = self.params.udp && self.streams.iter().any(|s| s.sender && !s.ended);
+        Some(if udp_sending { interval.min(now + UDP_PACE_TICK) } else { interval })
+    }
+
+    pub fn release(&mut self, stack: &mut Stack) {
+        for s in &mut self.streams {
+            s.release(stack);
+        }
+    }
+}

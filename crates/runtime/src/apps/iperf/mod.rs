@@ -1,0 +1,563 @@
+//! iperf3 (3.12 wire protocol) on the stack: a server and a client that
+//! interoperate with the real `iperf3`.
+//!
+//! The protocol, as iperf3 3.12 speaks it: one TCP port carries the control
+//! connection and every TCP data stream. The client opens the control
+//! connection and sends a 37-byte cookie; the server then drives the test with
+//! one signed state byte at a time (PARAM_EXCHANGE, CREATE_STREAMS,
+//! TEST_START, TEST_RUNNING, EXCHANGE_RESULTS, DISPLAY_RESULTS), and the
+//! client answers TEST_END, IPERF_DONE. Parameters and results travel as a
+//! 4-byte big-endian length and that much JSON. Data streams open with the
+//! same cookie (TCP) or a 4-byte hello (UDP); ids go 1, 3, 4, 5, …
+//!
+//! Both apps are sans-IO like the rest of the runtime: time is the loop's
+//! `now`, randomness a seed, the wall clock (UDP timestamps) a base given at
+//! construction. They say when they next need a turn ([`IperfServer::next_wake`]).
+
+mod client;
+mod data;
+mod json;
+mod server;
+mod stream;
+
+pub use client::IperfClient;
+pub use json::Json;
+pub use server::IperfServer;
+pub use stream::WallClock;
+
+use crate::{poll_apps, App, EventLoop, RunEnd, StopSignal, Waitable};
+use std::net::SocketAddrV4;
+use ustack_core::phy::Device;
+use ustack_core::stack::DEFAULT_RX_BURST;
+use ustack_core::tcp::{RecvError, SendError};
+use ustack_core::{Duration, Instant, Stack, TcpHandle};
+
+/// iperf3's port for control and data.
+pub const DEFAULT_PORT: u16 = 5201;
+/// 36 characters of `a-z2-7` and a NUL.
+pub const COOKIE_LEN: usize = 37;
+/// The version we announce as `client_version`.
+pub const CLIENT_VERSION: &str = "3.12";
+
+/// iperf3's state bytes (iperf_api.h), sent as one signed byte.
+pub mod state {
+    pub const TEST_START: i8 = 1;
+    pub const TEST_RUNNING: i8 = 2;
+    pub const TEST_END: i8 = 4;
+    pub const PARAM_EXCHANGE: i8 = 9;
+    pub const CREATE_STREAMS: i8 = 10;
+    pub const SERVER_TERMINATE: i8 = 11;
+    pub const CLIENT_TERMINATE: i8 = 12;
+    pub const EXCHANGE_RESULTS: i8 = 13;
+    pub const DISPLAY_RESULTS: i8 = 14;
+    pub const IPERF_DONE: i8 = 16;
+    pub const ACCESS_DENIED: i8 = -1;
+    pub const SERVER_ERROR: i8 = -2;
+}
+
+/// The UDP stream hello and its answer, as 32-bit values iperf3 writes in
+/// host order. Every iperf3 we meet runs on a little-endian host, so we send
+/// little-endian and accept either order.
+pub const UDP_CONNECT_MSG: u32 = 0x3637_3839;
+pub const UDP_CONNECT_REPLY: u32 = 0x3938_3736;
+/// iperf3 before 3.1 answered with this instead.
+const LEGACY_UDP_CONNECT_REPLY: u32 = 987_654_321;
+
+/// The largest JSON message we accept (iperf3 itself allows much more, but
+/// parameters and results of up to 128 streams fit easily).
+const MAX_JSON: usize = 1 << 20;
+/// The most parallel streams a test may ask for (iperf3's limit).
+pub const MAX_STREAMS: u32 = 128;
+/// The largest TCP block (`-l`) we accept: iperf3's MAX_BLOCKSIZE.
+pub const MAX_TCP_LEN: usize = 1 << 20;
+/// Default TCP block: iperf3's DEFAULT_TCP_BLKSIZE.
+pub const DEFAULT_TCP_LEN: usize = 128 * 1024;
+/// The largest UDP datagram payload we send: a 1500-byte MTU less the IPv4
+/// and UDP headers (the stack does not fragment).
+pub const MAX_UDP_LEN: usize = 1472;
+/// UDP rate when none is given: iperf3's 1 Mbit/s.
+pub const DEFAULT_UDP_RATE: u64 = 1024 * 1024;
+
+/// What a test does: the parameters the client sends after PARAM_EXCHANGE.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TestParams {
+    pub udp: bool,
+    /// Seconds omitted at the start (accepted, reported; we count from 0).
+    pub omit: u32,
+    /// Test length in seconds; 0 when `bytes` or `blocks` bound it instead.
+    pub time: u32,
+    /// Bytes to send (`-n`), 0 for none.
+    pub bytes: u64,
+    /// Blocks to send (`-k`), 0 for none.
+    pub blocks: u64,
+    pub parallel: u32,
+    /// Block (TCP write) or datagram (UDP) length.
+    pub len: usize,
+    pub reverse: bool,
+    pub bidir: bool,
+    /// Target bits per second per stream, 0 for unlimited (UDP always has one).
+    pub bandwidth: u64,
+    /// 64-bit UDP sequence numbers.
+    pub udp64: bool,
+    pub nodelay: bool,
+    pub client_version: String,
+}
+
+impl Default for TestParams {
+    fn default() -> TestParams {
+        TestParams {
+            udp: false,
+            omit: 0,
+            time: 10,
+            bytes: 0,
+            blocks: 0,
+            parallel: 1,
+            len: DEFAULT_TCP_LEN,
+            reverse: false,
+            bidir: false,
+            bandwidth: 0,
+            udp64: false,
+            nodelay: false,
+            client_version: CLIENT_VERSION.into(),
+        }
+    }
+}
+
+impl TestParams {
+    /// The parameters JSON, with iperf3's key names and order.
+    pub fn to_json(&self) -> Json {
+        let mut m: Vec<(String, Json)> = Vec::new();
+        let mut put = |k: &str, v: Json| m.push((k.to_string(), v));
+        put(if self.udp { "udp" } else { "tcp" }, true.into());
+        put("omit", u64::from(self.omit).into());
+        put("time", u64::from(self.time).into());
+        put("num", self.bytes.into());
+        put("blockcount", self.blocks.into());
+        if self.nodelay {
+            put("nodelay", true.into());
+        }
+        put("parallel", u64::from(self.parallel).into());
+        if self.reverse {
+            put("reverse", true.into());
+        }
+        if self.bidir {
+            put("bidirectional", true.into());
+        }
+        put("len", (self.len as u64).into());
+        if self.bandwidth > 0 {
+            put("bandwidth", self.bandwidth.into());
+        }
+        put("pacing_timer", 1000u64.into());
+        if self.udp64 {
+            put("udp_counters_64bit", 1u64.into());
+        }
+        put("client_version", self.client_version.as_str().into());
+        Json::Obj(m)
+    }
+
+    /// Read the client's parameters, checking what we rely on.
+    pub fn from_json(j: &Json) -> Result<TestParams, String> {
+        let flag = |k: &str| j.get(k).is_some_and(Json::truthy);
+        let num = |k: &str| j.get(k).and_then(Json::as_u64).unwrap_or(0);
+        let udp = flag("udp");
+        if !udp && !flag("tcp") {
+            return Err("only TCP and UDP tests are supported".into());
+        }
+        let p = TestParams {
+            udp,
+            omit: num("omit").min(u64::from(u32::MAX)) as u32,
+            time: num("time").min(u64::from(u32::MAX)) as u32,
+            bytes: num("num"),
+            blocks: num("blockcount"),
+            parallel: num("parallel").max(1).min(u64::from(u32::MAX)) as u32,
+            len: match num("len") {
+                0 if udp => 1460,
+                0 => DEFAULT_TCP_LEN,
+                n => n.min(u64::from(u32::MAX)) as usize,
+            },
+            reverse: flag("reverse"),
+            bidir: flag("bidirectional"),
+            bandwidth: num("bandwidth"),
+            udp64: flag("udp_counters_64bit"),
+            nodelay: flag("nodelay"),
+            client_version: j.get("client_version").and_then(Json::as_str).unwrap_or("").to_string(),
+        };
+        if p.parallel > MAX_STREAMS {
+            return Err(format!("{} parallel streams: at most {MAX_STREAMS}", p.parallel));
+        }
+        if p.len > MAX_TCP_LEN {
+            return Err(format!("block length {} is over {MAX_TCP_LEN}", p.len));
+        }
+        Ok(p)
+    }
+
+    /// Streams the client sends on, and streams it receives on.
+    pub fn client_streams(&self) -> (u32, u32) {
+        match (self.bidir, self.reverse) {
+            (true, _) => (self.parallel, self.parallel),
+            (false, true) => (0, self.parallel),
+            (false, false) => (self.parallel, 0),
+        }
+    }
+
+    /// The byte bound of a test, if it has one (`-n`, or `-k` blocks).
+    pub fn byte_bound(&self) -> Option<u64> {
+        match (self.bytes, self.blocks) {
+            (0, 0) => None,
+            (0, k) => Some(k.saturating_mul(self.len as u64)),
+            (n, _) => Some(n),
+        }
+    }
+
+    /// The per-stream UDP rate: the asked one, or iperf3's default.
+    pub fn udp_rate(&self) -> u64 {
+        if self.bandwidth > 0 {
+            self.bandwidth
+        } else {
+            DEFAULT_UDP_RATE
+        }
+    }
+}
+
+/// One stream's end-of-test figures, ours and (once results are exchanged) the peer's.
+#[derive(Clone, Debug, Default)]
+pub struct StreamReport {
+    pub id: u32,
+    /// We sent on this stream.
+    pub sender: bool,
+    pub local: Option<SocketAddrV4>,
+    pub remote: Option<SocketAddrV4>,
+    /// Bytes we sent or received during the test.
+    pub bytes: u64,
+    /// UDP datagrams we sent or received.
+    pub packets: u64,
+    /// UDP: datagrams missing by sequence number (receiver), as iperf3 counts them.
+    pub lost: u64,
+    pub out_of_order: u64,
+    /// UDP receive jitter, seconds (RFC 1889 estimator as iperf3 computes it).
+    pub jitter: f64,
+    /// TCP segments retransmitted (sender), from the stack's connection statistics.
+    pub retransmits: Option<u64>,
+    /// Seconds since the test started.
+    pub end: f64,
+    /// What the peer reported for this stream id.
+    pub peer: Option<PeerStream>,
+}
+
+/// A stream as the peer's results JSON describes it.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct PeerStream {
+    pub bytes: u64,
+    pub packets: u64,
+    pub errors: u64,
+    pub jitter: f64,
+    pub retransmits: Option<u64>,
+    pub end: Option<f64>,
+}
+
+/// Bytes per stream over one reporting interval.
+#[derive(Clone, Debug)]
+pub struct Interval {
+    pub start: f64,
+    pub end: f64,
+    /// (stream id, sender, bytes, packets) in stream order.
+    pub streams: Vec<(u32, bool, u64, u64)>,
+}
+
+/// A finished (or failed) test.
+#[derive(Clone, Debug)]
+pub struct TestReport {
+    pub params: TestParams,
+    pub cookie: String,
+    /// The other side's control-connection address.
+    pub peer: Option<SocketAddrV4>,
+    pub local: Option<SocketAddrV4>,
+    /// Seconds from TEST_RUNNING to the end of data.
+    pub duration: f64,
+    pub streams: Vec<StreamReport>,
+    pub intervals: Vec<Interval>,
+    /// The peer's `cpu_util_total/user/system`.
+    pub peer_cpu: [f64; 3],
+    /// Our CPU use over the test: total, user, system (percent of one core).
+    pub cpu: [f64; 3],
+    /// Whether the peer's sender counted retransmits.
+    pub peer_sender_has_retransmits: bool,
+}
+
+impl TestReport {
+    /// Sum over the streams where we were the sender (`true`) or receiver.
+    pub fn our_bytes(&self, sender: bool) -> u64 {
+        self.streams.iter().filter(|s| s.sender == sender).map(|s| s.bytes).sum()
+    }
+}
+
+/// What the apps tell the command that runs them, in order.
+#[derive(Clone, Debug)]
+pub enum PerfEvent {
+    /// A client connected and the streams are up; data flows now.
+    Started {
+        peer: Option<SocketAddrV4>,
+        params: TestParams,
+        streams: Vec<StreamReport>,
+    },
+    Interval(Interval),
+    Finished(TestReport),
+    /// A connection was turned away with ACCESS_DENIED (busy, or a bad cookie).
+    Refused(Option<SocketAddrV4>),
+    /// A test ended without results.
+    Aborted(String),
+}
+
+/// CPU time this process used so far (user, system), in seconds; iperf3
+/// reports it, and the results JSON must carry it. `getrusage` is the only
+/// OS call here: it reads accounting, not the network.
+pub fn cpu_times() -> (f64, f64) {
+    // SAFETY: rusage is plain data; getrusage fills it.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: valid pointer to a rusage.
+    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) } != 0 {
+        return (0.0, 0.0);
+    }
+    let t = |tv: libc::timeval| tv.tv_sec as f64 + tv.tv_usec as f64 / 1e6;
+    (t(ru.ru_utime), t(ru.ru_stime))
+}
+
+/// CPU percentages over a test from `cpu_times` at its start and end.
+fn cpu_util(start: (f64, f64), end: (f64, f64), secs: f64) -> [f64; 3] {
+    if secs <= 0.0 {
+        return [0.0; 3];
+    }
+    let user = (end.0 - start.0).max(0.0) / secs * 100.0;
+    let system = (end.1 - start.1).max(0.0) / secs * 100.0;
+    [user + system, user, system]
+}
+
+/// Seconds between two loop instants.
+fn secs_between(from: Instant, to: Instant) -> f64 {
+    to.saturating_since(from).as_micros() as f64 / 1e6
+}
+
+/// The control connection: bytes in, parsed into state bytes and
+/// length-framed JSON; bytes out, queued until the send buffer takes them.
+struct Control {
+    h: TcpHandle,
+    rx: Vec<u8>,
+    tx: Vec<u8>,
+    /// The peer closed its side or the connection failed.
+    eof: bool,
+}
+
+impl Control {
+    fn new(h: TcpHandle) -> Control {
+        Control { h, rx: Vec::new(), tx: Vec::new(), eof: false }
+    }
+
+    /// Read what arrived and send what is queued.
+    fn pump(&mut self, stack: &mut Stack) {
+        let mut buf = [0u8; 4096];
+        while self.rx.len() < MAX_JSON + 4 {
+            match stack.tcp_recv(self.h, &mut buf) {
+                Ok(0) => {
+                    self.eof = true;
+                    break;
+                }
+                Ok(n) => self.rx.extend_from_slice(&buf[..n]),
+                Err(RecvError::WouldBlock) => break,
+                Err(_) => {
+                    self.eof = true;
+                    break;
+                }
+            }
+        }
+        self.flush(stack);
+    }
+
+    fn flush(&mut self, stack: &mut Stack) {
+        while !self.tx.is_empty() {
+            match stack.tcp_send(self.h, &self.tx) {
+                Ok(n) => {
+                    self.tx.drain(..n);
+                }
+                Err(SendError::Full) => break,
+                Err(_) => {
+                    self.eof = true;
+                    self.tx.clear();
+                }
+            }
+        }
+    }
+
+    fn send_state(&mut self, stack: &mut Stack, s: i8) {
+        self.tx.push(s as u8);
+        self.flush(stack);
+    }
+
+    fn send_json(&mut self, stack: &mut Stack, j: &Json) {
+        let text = j.to_text();
+        self.tx.extend_from_slice(&(text.len() as u32).to_be_bytes());
+        self.tx.extend_from_slice(text.as_bytes());
+        self.flush(stack);
+    }
+
+    fn take_state(&mut self) -> Option<i8> {
+        if self.rx.is_empty() {
+            return None;
+        }
+        Some(self.rx.remove(0) as i8)
+    }
+
+    fn take_bytes<const N: usize>(&mut self) -> Option<[u8; N]> {
+        let bytes = self.rx.get(..N)?.try_into().ok()?;
+        self.rx.drain(..N);
+        Some(bytes)
+    }
+
+    /// A whole JSON message, if it has arrived; `Err` for one too large or not JSON.
+    fn take_json(&mut self) -> Option<Result<Json, String>> {
+        let len = u32::from_be_bytes(self.rx.get(..4)?.try_into().ok()?) as usize;
+        if len > MAX_JSON {
+            return Some(Err(format!("JSON message of {len} bytes is over {MAX_JSON}")));
+        }
+        if self.rx.len() < 4 + len {
+            return None;
+        }
+        let body: Vec<u8> = self.rx.drain(..4 + len).skip(4).collect();
+        Some(Json::parse(&body))
+    }
+}
+
+/// Our results message: iperf3's `send_results` shape.
+fn results_json(streams: &[StreamReport], udp: bool, cpu: [f64; 3], duration: f64) -> Json {
+    let any_sender = streams.iter().any(|s| s.sender);
+    // iperf3 sends -1 when it only received, 1 when its TCP sender counted retransmits.
+    let has_retrans: i64 = if !any_sender {
+        -1
+    } else if udp {
+        0
+    } else {
+        1
+    };
+    let list = streams
+        .iter()
+        .map(|s| {
+            let retrans = match (s.sender, s.retransmits) {
+                (true, Some(r)) if !udp => r as i64,
+                _ => -1,
+            };
+            Json::Obj(vec![
+                ("id".into(), u64::from(s.id).into()),
+                ("bytes".into(), s.bytes.into()),
+                ("retransmits".into(), retrans.into()),
+                ("jitter".into(), s.jitter.into()),
+                ("errors".into(), s.lost.into()),
+                ("packets".into(), s.packets.into()),
+                ("start_time".into(), 0u64.into()),
+                ("end_time".into(), (if s.end > 0.0 { s.end } else { duration }).into()),
+            ])
+        })
+        .collect();
+    Json::Obj(vec![
+        ("cpu_util_total".into(), cpu[0].into()),
+        ("cpu_util_user".into(), cpu[1].into()),
+        ("cpu_util_system".into(), cpu[2].into()),
+        ("sender_has_retransmits".into(), has_retrans.into()),
+        ("streams".into(), Json::Arr(list)),
+    ])
+}
+
+/// Apply the peer's results to our streams (matched by id). Missing keys
+/// that iperf3 requires are an error, as they are for iperf3.
+fn apply_peer_results(j: &Json, streams: &mut [StreamReport]) -> Result<([f64; 3], bool), String> {
+    let f = |k: &str| j.get(k).and_then(Json::as_f64).ok_or_else(|| format!("results lack {k}"));
+    let cpu = [f("cpu_util_total")?, f("cpu_util_user")?, f("cpu_util_system")?];
+    let has_retrans =
+        j.get("sender_has_retransmits").and_then(Json::as_f64).ok_or("results lack sender_has_retransmits")?;
+    let list = j.get("streams").and_then(Json::as_array).ok_or("results lack streams")?;
+    for s in list {
+        let num = |k: &str| s.get(k).ok_or_else(|| format!("a stream in the results lacks {k}"));
+        let id = num("id")?.as_u64().unwrap_or(0);
+        let peer = PeerStream {
+            bytes: num("bytes")?.as_u64().unwrap_or(0),
+            retransmits: num("retransmits")?.as_u64(),
+            jitter: num("jitter")?.as_f64().unwrap_or(0.0),
+            errors: num("errors")?.as_u64().unwrap_or(0),
+            packets: num("packets")?.as_u64().unwrap_or(0),
+            end: s.get("end_time").and_then(Json::as_f64),
+        };
+        let ours = streams
+            .iter_mut()
+            .find(|o| u64::from(o.id) == id)
+            .ok_or_else(|| format!("results name unknown stream {id}"))?;
+        ours.peer = Some(peer);
+    }
+    Ok((cpu, has_retrans == 1.0))
+}
+
+/// How long a handshake phase may take before the test is abandoned.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(20);
+/// Interval between reports.
+const INTERVAL: Duration = Duration::from_secs(1);
+
+/// What the command needs from either app besides [`App`].
+pub trait PerfApp: App {
+    /// When the app needs a turn even if nothing arrives (UDP pacing,
+    /// interval reports, handshake timeouts, the end of a timed test).
+    fn next_wake(&self, now: Instant) -> Option<Instant>;
+    /// The next thing to tell the person running it.
+    fn next_event(&mut self) -> Option<PerfEvent>;
+}
+
+/// Run `app` on the loop until it finishes, `stop` is raised or `deadline`
+/// passes, handing each event to `on_event` as it happens. Unlike
+/// [`EventLoop::run_until`], the sleep also ends at the app's own wake time:
+/// a UDP sender paces itself by the millisecond.
+pub fn run<D: Device + Waitable, A: PerfApp>(
+    lp: &mut EventLoop<D>,
+    app: &mut A,
+    stop: &StopSignal,
+    deadline: Option<Instant>,
+    mut on_event: impl FnMut(PerfEvent),
+) -> RunEnd {
+    let mut ready = Vec::new();
+    loop {
+        let now = lp.clock.now();
+        let received = lp.stack.poll(now, &mut lp.device, DEFAULT_RX_BURST);
+        poll_apps(&mut lp.stack, now, &mut [&mut *app as &mut dyn App], &mut ready);
+        lp.stack.poll(now, &mut lp.device, 0);
+        while let Some(e) = app.next_event() {
+            on_event(e);
+        }
+        if app.finished() {
+            return RunEnd::Finished;
+        }
+        if stop.raised() {
+            return RunEnd::Stopped;
+        }
+        if deadline.is_some_and(|d| now >= d) {
+            return RunEnd::TimedOut;
+        }
+        if received == DEFAULT_RX_BURST {
+            continue; // more frames are likely waiting
+        }
+        let wakes = [lp.stack.poll_timeout(), app.next_wake(now), lp.device.next_deadline(), deadline];
+        let wake = wakes.into_iter().flatten().min();
+        let sleep_ms = wake
+            .map_or(MAX_SLEEP_MS, |t| (t.saturating_since(now).as_micros().div_ceil(1000) as u64).min(MAX_SLEEP_MS));
+        if sleep_ms > 0 {
+            wait_readable(lp.device.wait_fd(), sleep_ms);
+        }
+    }
+}
+
+/// The longest sleep without looking at the stop flag (signals also end it).
+const MAX_SLEEP_MS: u64 = 200;
+
+fn wait_readable(fd: Option<std::os::fd::RawFd>, timeout_ms: u64) {
+    let Some(fd) = fd else {
+        std::thread::sleep(std::time::Duration::from_millis(timeout_ms.min(1)));
+        return;
+    };
+    let mut pfd = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
+    // SAFETY: one valid pollfd; EINTR (a signal) just ends the sleep.
+    unsafe { libc::poll(&mut pfd, 1, timeout_ms as libc::c_int) };
+}

@@ -1,0 +1,472 @@
+//! The iperf3 server: one test at a time on one port, as `iperf3 -s` runs.
+
+use super::data::DataPlane;
+use super::stream::{Stream, Transport, WallClock};
+use super::{
+    apply_peer_results, results_json, state, Control, PerfApp, PerfEvent, TestParams, TestReport, COOKIE_LEN,
+    HANDSHAKE_TIMEOUT, LEGACY_UDP_CONNECT_REPLY, UDP_CONNECT_MSG, UDP_CONNECT_REPLY,
+};
+use crate::App;
+use std::collections::VecDeque;
+use std::net::SocketAddrV4;
+use ustack_core::tcp::RecvError;
+use ustack_core::{Instant, ListenError, Stack, TcpHandle, UdpHandle};
+
+/// Connections that may be sending their cookie at once; more are reset.
+const MAX_PENDING: usize = 16;
+/// Events the command has not taken yet; the oldest intervals go first.
+const MAX_EVENTS: usize = 1024;
+
+/// A connection that has not yet sent its whole cookie.
+struct Pending {
+    h: TcpHandle,
+    cookie: [u8; COOKIE_LEN],
+    got: usize,
+    since: Instant,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Phase {
+    /// PARAM_EXCHANGE sent; waiting for the parameters.
+    Params,
+    /// CREATE_STREAMS sent; waiting for the data streams.
+    CreateStreams,
+    /// TEST_RUNNING sent; data flows until the client's TEST_END.
+    Running,
+    /// EXCHANGE_RESULTS sent; waiting for the client's results.
+    Results,
+    /// DISPLAY_RESULTS sent; waiting for IPERF_DONE.
+    Display,
+}
+
+struct Test {
+    ctrl: Control,
+    cookie: [u8; COOKIE_LEN],
+    peer: Option<SocketAddrV4>,
+    local: Option<SocketAddrV4>,
+    phase: Phase,
+    since: Instant,
+    data: Option<DataPlane>,
+    /// The UDP socket on the test port, while a UDP test needs it.
+    udp: Option<UdpHandle>,
+    /// The peer's results, once exchanged: (cpu, sender_has_retransmits).
+    peer_cpu: [f64; 3],
+    peer_retrans: bool,
+    reports: Vec<super::StreamReport>,
+}
+
+/// `iperf3 -s` on the stack. Serves tests one after another; a client that
+/// comes while a test runs gets ACCESS_DENIED, as iperf3's does.
+pub struct IperfServer {
+    port: u16,
+    pending: Vec<Pending>,
+    /// Refused connections, drained until their clients close.
+    denied: Vec<(TcpHandle, Instant)>,
+    test: Option<Test>,
+    events: VecDeque<PerfEvent>,
+    /// Set once a test finished or failed when serving only one (`-1`).
+    one_off: bool,
+    served: u64,
+}
+
+impl IperfServer {
+    /// Listen on `port` (TCP; UDP is bound per UDP test).
+    pub fn listen(stack: &mut Stack, port: u16, one_off: bool) -> Result<IperfServer, ListenError> {
+        stack.tcp_listen(port, MAX_PENDING)?;
+        Ok(IperfServer {
+            port,
+            pending: Vec::new(),
+            denied: Vec::new(),
+            test: None,
+            events: VecDeque::new(),
+            one_off,
+            served: 0,
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    fn event(&mut self, e: PerfEvent) {
+        if self.events.len() >= MAX_EVENTS {
+            self.events.pop_front();
+        }
+        self.events.push_back(e);
+    }
+
+    /// Turn a connection away: one ACCESS_DENIED byte and our FIN. Its
+    /// cookie is still read and dropped until the client closes: closing
+    /// with unread data would answer it with a reset, which can destroy the
+    /// byte before the client reads it.
+    fn deny(&mut self, stack: &mut Stack, now: Instant, h: TcpHandle) {
+        let peer = remote_of(stack, h);
+        let _ = stack.tcp_send(h, &[state::ACCESS_DENIED as u8]);
+        let _ = stack.tcp_shutdown(h);
+        if self.denied.len() >= MAX_PENDING {
+            let (old, _) = self.denied.remove(0);
+            stack.tcp_abort(old);
+        }
+        self.denied.push((h, now));
+        self.event(PerfEvent::Refused(peer));
+    }
+
+    /// Drain refused connections until their clients close (or time runs out).
+    fn drain_denied(&mut self, stack: &mut Stack, now: Instant) {
+        let mut scratch = [0u8; 256];
+        self.denied.retain(|&(h, since)| loop {
+            match stack.tcp_recv(h, &mut scratch) {
+                Ok(0) => {
+                    stack.tcp_close(h);
+                    return false;
+                }
+                Ok(_) => {}
+                Err(RecvError::WouldBlock) if now.saturating_since(since) < HANDSHAKE_TIMEOUT => return true,
+                Err(_) => {
+                    stack.tcp_abort(h);
+                    return false;
+                }
+            }
+        });
+    }
+
+    fn accept(&mut self, stack: &mut Stack, now: Instant) {
+        while let Some(h) = stack.tcp_accept(self.port) {
+            let creating = self
+                .test
+                .as_ref()
+                .is_some_and(|t| t.phase == Phase::CreateStreams && t.data.as_ref().is_some_and(|d| !d.params.udp));
+            if self.test.is_some() && !creating {
+                self.deny(stack, now, h);
+            } else if self.pending.len() >= MAX_PENDING {
+                stack.tcp_abort(h);
+            } else {
+                self.pending.push(Pending { h, cookie: [0; COOKIE_LEN], got: 0, since: now });
+            }
+        }
+    }
+
+    /// Read cookies; a complete one starts a test or joins the one being set up.
+    fn read_cookies(&mut self, stack: &mut Stack, now: Instant) {
+        let mut i = 0;
+        while i < self.pending.len() {
+            let p = &mut self.pending[i];
+            let mut failed = now.saturating_since(p.since) > HANDSHAKE_TIMEOUT;
+            while !failed && p.got < COOKIE_LEN {
+                match stack.tcp_recv(p.h, &mut p.cookie[p.got..]) {
+                    Ok(0) => failed = true,
+                    Ok(n) => p.got += n,
+                    Err(RecvError::WouldBlock) => break,
+                    Err(_) => failed = true,
+                }
+            }
+            if failed {
+                stack.tcp_abort(p.h);
+                self.pending.swap_remove(i);
+                continue;
+            }
+            if p.got < COOKIE_LEN {
+                i += 1;
+                continue;
+            }
+            let p = self.pending.swap_remove(i);
+            self.cookie_complete(stack, now, p);
+        }
+    }
+
+    fn cookie_complete(&mut self, stack: &mut Stack, now: Instant, p: Pending) {
+        match &mut self.test {
+            None => {
+                let mut ctrl = Control::new(p.h);
+                // Control messages are small and each waits for an answer: no Nagle.
+                stack.tcp_set_nodelay(p.h, true);
+                ctrl.send_state(stack, state::PARAM_EXCHANGE);
+                let (local, peer) = (local_of(stack, p.h), remote_of(stack, p.h));
+                self.test = Some(Test {
+                    ctrl,
+                    cookie: p.cookie,
+                    peer,
+                    local,
+                    phase: Phase::Params,
+                    since: now,
+                    data: None,
+                    udp: None,
+                    peer_cpu: [0.0; 3],
+                    peer_retrans: false,
+                    reports: Vec::new(),
+                });
+            }
+            Some(t)
+                if t.phase == Phase::CreateStreams
+                    && t.cookie == p.cookie
+                    && t.data.as_ref().is_some_and(|d| !d.params.udp) =>
+            {
+                let d = t.data.as_mut().expect("data plane exists once parameters are in");
+                let n = d.streams.len();
+                if n >= expected_streams(&d.params) {
+                    self.deny(stack, now, p.h);
+                    return;
+                }
+                let sender = server_sends(&d.params, n);
+                let (local, remote) = (local_of(stack, p.h), remote_of(stack, p.h));
+                d.streams.push(Stream::new(Stream::id_for(n), sender, Transport::Tcp(p.h), local, remote));
+            }
+            Some(_) => self.deny(stack, now, p.h),
+        }
+    }
+
+    /// UDP streams announce themselves with a 4-byte hello on the test port.
+    fn udp_hellos(&mut self, stack: &mut Stack) {
+        let Some(t) = self.test.as_mut() else { return };
+        let (Some(sock), Some(d)) = (t.udp, t.data.as_mut()) else { return };
+        if t.phase != Phase::CreateStreams {
+            return;
+        }
+        let local = t.local.map(|l| SocketAddrV4::new(*l.ip(), l.port()));
+        while let Some((hello, from)) =
+            stack.udp_recv_with(sock, |data, from| (data.len() == 4 && is_hello(data), from))
+        {
+            let known = d.streams.iter().any(|s| s.remote == Some(from));
+            if !hello || known || d.streams.len() >= expected_streams(&d.params) {
+                continue;
+            }
+            let n = d.streams.len();
+            let sender = server_sends(&d.params, n);
+            let transport = Transport::Udp { socket: sock, peer: from };
+            d.streams.push(Stream::new(Stream::id_for(n), sender, transport, local, Some(from)));
+            // iperf3 writes the reply in host order; its hosts are little-endian.
+            let _ = stack.udp_send_to(sock, from, &UDP_CONNECT_REPLY.to_le_bytes());
+        }
+    }
+
+    /// Drive the test's control connection through its phases, then its data.
+    fn drive_test(&mut self, stack: &mut Stack, now: Instant) {
+        let Some(t) = self.test.as_mut() else { return };
+        t.ctrl.pump(stack);
+        match step(t, stack, now, self.port) {
+            Step::Continue(mut events) => {
+                if let (Some(d), Phase::Running) = (t.data.as_mut(), t.phase) {
+                    events.extend(d.drive(stack, now).map(PerfEvent::Interval));
+                }
+                // The control connection may have queued replies during this step.
+                t.ctrl.flush(stack);
+                for e in events {
+                    self.event(e);
+                }
+            }
+            Step::Done(report) => {
+                self.end_test(stack);
+                self.event(PerfEvent::Finished(*report));
+            }
+            Step::Failed(why) => {
+                self.end_test(stack);
+                self.event(PerfEvent::Aborted(why));
+            }
+        }
+    }
+
+    fn end_test(&mut self, stack: &mut Stack) {
+        if let Some(mut t) = self.test.take() {
+            if let Some(d) = t.data.as_mut() {
+                d.release(stack);
+            }
+            t.ctrl.flush(stack);
+            stack.tcp_close(t.ctrl.h);
+            if let Some(u) = t.udp {
+                stack.udp_close(u);
+            }
+        }
+        self.served += 1;
+    }
+}
+
+enum Step {
+    Continue(Vec<PerfEvent>),
+    Done(Box<TestReport>),
+    Failed(String),
+}
+
+/// One look at the control connection in the test's current phase.
+fn step(t: &mut Test, stack: &mut Stack, now: Instant, port: u16) -> Step {
+    let mut events = Vec::new();
+    if t.phase != Phase::Running && now.saturating_since(t.since) > HANDSHAKE_TIMEOUT {
+        return Step::Failed(format!("the client went quiet during {:?}", t.phase));
+    }
+    loop {
+        match t.phase {
+            Phase::Params => match t.ctrl.take_json() {
+                None => break,
+                Some(Err(e)) => return Step::Failed(format!("bad parameters: {e}")),
+                Some(Ok(j)) => {
+                    let params = match TestParams::from_json(&j) {
+                        Ok(p) => p,
+                        Err(e) => {
+                            // iperf3's answer to parameters it cannot run.
+                            t.ctrl.send_state(stack, state::SERVER_ERROR);
+                            t.ctrl.tx.extend_from_slice(&IE_PARAM_EXCHANGE.to_be_bytes());
+                            t.ctrl.tx.extend_from_slice(&0i32.to_be_bytes());
+                            t.ctrl.flush(stack);
+                            return Step::Failed(e);
+                        }
+                    };
+                    if params.udp {
+                        match stack.udp_bind(port) {
+                            Ok(u) => t.udp = Some(u),
+                            Err(e) => return Step::Failed(format!("cannot bind UDP port {port}: {e:?}")),
+                        }
+                    }
+                    t.data = Some(DataPlane::new(params, WallClock::now(now)));
+                    t.phase = Phase::CreateStreams;
+                    t.since = now;
+                    t.ctrl.send_state(stack, state::CREATE_STREAMS);
+                }
+            },
+            Phase::CreateStreams => {
+                let d = t.data.as_mut().expect("parameters are in");
+                if d.streams.len() < expected_streams(&d.params) {
+                    break;
+                }
+                t.ctrl.send_state(stack, state::TEST_START);
+                t.ctrl.send_state(stack, state::TEST_RUNNING);
+                d.begin(now);
+                t.phase = Phase::Running;
+                t.since = now;
+                events.push(PerfEvent::Started { peer: t.peer, params: d.params.clone(), streams: d.reports(stack) });
+            }
+            Phase::Running => match t.ctrl.take_state() {
+                None => break,
+                Some(state::TEST_END) => {
+                    let d = t.data.as_mut().expect("parameters are in");
+                    if let Some(iv) = d.finish(stack, now) {
+                        events.push(PerfEvent::Interval(iv));
+                    }
+                    // The figures before the streams go (retransmits live in the connections).
+                    t.reports = d.reports(stack);
+                    d.release(stack);
+                    t.ctrl.send_state(stack, state::EXCHANGE_RESULTS);
+                    t.phase = Phase::Results;
+                    t.since = now;
+                }
+                Some(s) => return unexpected(s, t.phase),
+            },
+            Phase::Results => match t.ctrl.take_json() {
+                None => break,
+                Some(Err(e)) => return Step::Failed(format!("bad results: {e}")),
+                Some(Ok(j)) => {
+                    match apply_peer_results(&j, &mut t.reports) {
+                        Ok((cpu, retrans)) => (t.peer_cpu, t.peer_retrans) = (cpu, retrans),
+                        Err(e) => return Step::Failed(format!("bad results: {e}")),
+                    }
+                    let d = t.data.as_ref().expect("parameters are in");
+                    let ours = results_json(&t.reports, d.params.udp, d.cpu(), d.duration());
+                    t.ctrl.send_json(stack, &ours);
+                    t.ctrl.send_state(stack, state::DISPLAY_RESULTS);
+                    t.phase = Phase::Display;
+                    t.since = now;
+                }
+            },
+            Phase::Display => match t.ctrl.take_state() {
+                None if t.ctrl.eof => return Step::Done(Box::new(report(t))),
+                None => break,
+                Some(state::IPERF_DONE) => return Step::Done(Box::new(report(t))),
+                Some(s) => return unexpected(s, t.phase),
+            },
+        }
+    }
+    if t.ctrl.eof {
+        return Step::Failed(format!("the client closed the control connection during {:?}", t.phase));
+    }
+    Step::Continue(events)
+}
+
+fn unexpected(s: i8, phase: Phase) -> Step {
+    match s {
+        state::CLIENT_TERMINATE => Step::Failed("the client ended the test (CLIENT_TERMINATE)".into()),
+        s => Step::Failed(format!("unexpected state {s} from the client during {phase:?}")),
+    }
+}
+
+fn report(t: &Test) -> TestReport {
+    let d = t.data.as_ref().expect("parameters are in");
+    TestReport {
+        params: d.params.clone(),
+        cookie: String::from_utf8_lossy(&t.cookie[..COOKIE_LEN - 1]).into_owned(),
+        peer: t.peer,
+        local: t.local,
+        duration: d.duration(),
+        streams: t.reports.clone(),
+        intervals: Vec::new(),
+        peer_cpu: t.peer_cpu,
+        cpu: d.cpu(),
+        peer_sender_has_retransmits: t.peer_retrans,
+    }
+}
+
+/// iperf3's IEPARAMEXCHANGE: "parameter exchange failed".
+const IE_PARAM_EXCHANGE: i32 = 108;
+
+/// Streams a test opens: `-P` of them, twice that for `--bidir`.
+fn expected_streams(p: &TestParams) -> usize {
+    p.parallel as usize * if p.bidir { 2 } else { 1 }
+}
+
+/// Whether the server sends on the `n`th stream (0-based): in `--bidir`
+/// the client opens its sending streams first.
+fn server_sends(p: &TestParams, n: usize) -> bool {
+    if p.bidir {
+        n >= p.parallel as usize
+    } else {
+        p.reverse
+    }
+}
+
+fn is_hello(data: &[u8]) -> bool {
+    let v = [data[0], data[1], data[2], data[3]];
+    let (le, be) = (u32::from_le_bytes(v), u32::from_be_bytes(v));
+    le == UDP_CONNECT_MSG || be == UDP_CONNECT_MSG || le == LEGACY_UDP_CONNECT_REPLY
+}
+
+fn local_of(stack: &Stack, h: TcpHandle) -> Option<SocketAddrV4> {
+    stack.tcp_connection(h).map(|c| {
+        let t = c.four_tuple();
+        SocketAddrV4::new(t.local_addr, t.local_port)
+    })
+}
+
+fn remote_of(stack: &Stack, h: TcpHandle) -> Option<SocketAddrV4> {
+    stack.tcp_connection(h).map(|c| {
+        let t = c.four_tuple();
+        SocketAddrV4::new(t.remote_addr, t.remote_port)
+    })
+}
+
+impl PerfApp for IperfServer {
+    fn next_event(&mut self) -> Option<PerfEvent> {
+        self.events.pop_front()
+    }
+
+    fn next_wake(&self, now: Instant) -> Option<Instant> {
+        let t = self.test.as_ref()?;
+        match &t.data {
+            Some(d) if t.phase == Phase::Running => d.next_wake(now),
+            _ => Some(t.since + HANDSHAKE_TIMEOUT),
+        }
+    }
+}
+
+impl App for IperfServer {
+    fn poll(&mut self, stack: &mut Stack, now: Instant, _ready: &[TcpHandle]) {
+        // One test holds at most 2 x 128 streams and a control connection,
+        // and pending cookies are capped: looking at all of them each turn is
+        // cheap, and simpler than picking them out of the ready list.
+        self.accept(stack, now);
+        self.read_cookies(stack, now);
+        self.drain_denied(stack, now);
+        self.udp_hellos(stack);
+        self.drive_test(stack, now);
+    }
+
+    fn finished(&self) -> bool {
+        self.one_off && self.served > 0 && self.events.is_empty()
+    }
+}

@@ -1,0 +1,515 @@
+//! `ustack perf`: an iperf3-compatible server (`-s`) and client (`-c HOST`)
+//! on the stack, speaking iperf3 3.12's protocol, printing iperf3's
+//! interval lines or (`-J`) iperf3's JSON.
+
+use crate::device::DeviceArgs;
+use crate::error::CliError;
+use clap::Args;
+use serde_json::{json, Value};
+use std::io::Write;
+use std::net::{Ipv4Addr, SocketAddrV4};
+use ustack_core::phy::Device;
+use ustack_device::FaultDevice;
+use ustack_runtime::apps::iperf::{self, Interval, PerfEvent, StreamReport, TestParams, TestReport};
+use ustack_runtime::{EventLoop, RunEnd, StopSignal, Waitable};
+
+#[derive(Args, Debug)]
+#[command(after_help = "Like iperf3: the client opens the control connection and every data stream; \
+    -R makes the server send, --bidir both. Rates take K, M, G suffixes (powers of 1000), byte counts \
+    K, M, G (powers of 1024).")]
+pub struct PerfArgs {
+    /// Run as a server, one test at a time (a client that comes during a test is refused).
+    #[arg(short = 's', long = "server", conflicts_with = "client", required_unless_present = "client")]
+    pub server: bool,
+    /// Run as a client against the iperf3 server at this IPv4 address.
+    #[arg(short = 'c', long = "client", value_name = "HOST")]
+    pub client: Option<Ipv4Addr>,
+    /// Server port.
+    #[arg(short = 'p', long = "port", default_value_t = iperf::DEFAULT_PORT, value_parser = clap::value_parser!(u16).range(1..))]
+    pub port: u16,
+    /// Seconds to transmit (client).
+    #[arg(short = 't', long = "time", value_name = "SECS", default_value_t = 10)]
+    pub time: u32,
+    /// Bytes to transmit instead of a time (client), e.g. 10M.
+    #[arg(short = 'n', long = "bytes", value_name = "BYTES", value_parser = parse_bytes)]
+    pub bytes: Option<u64>,
+    /// Block (TCP write) or datagram (UDP) length, e.g. 128K.
+    #[arg(short = 'l', long = "length", value_name = "BYTES", value_parser = parse_bytes)]
+    pub length: Option<u64>,
+    /// Parallel streams (client).
+    #[arg(short = 'P', long = "parallel", value_name = "N", default_value_t = 1,
+        value_parser = clap::value_parser!(u32).range(1..=i64::from(iperf::MAX_STREAMS)))]
+    pub parallel: u32,
+    /// Reverse: the server sends, the client receives.
+    #[arg(short = 'R', long = "reverse", conflicts_with = "bidir")]
+    pub reverse: bool,
+    /// Both directions at once.
+    #[arg(long = "bidir")]
+    pub bidir: bool,
+    /// UDP instead of TCP.
+    #[arg(short = 'u', long = "udp")]
+    pub udp: bool,
+    /// Target bits per second per stream, e.g. 50M (UDP default 1M; TCP unlimited).
+    #[arg(short = 'b', long = "bitrate", value_name = "RATE", value_parser = parse_rate)]
+    pub bitrate: Option<u64>,
+    /// Print iperf3's JSON instead of interval lines (one document per test).
+    #[arg(short = 'J', long = "json")]
+    pub json: bool,
+    /// Server: serve one test, then exit.
+    #[arg(short = '1', long = "one-off")]
+    pub one_off: bool,
+    /// Give up when the test has not finished after this many seconds (client; default: its length plus 30).
+    #[arg(long, value_name = "SECS")]
+    pub timeout: Option<u64>,
+    #[command(flatten)]
+    pub dev: DeviceArgs,
+}
+
+/// `10M` → 10 * 1024 * 1024, as iperf3's `unit_atoi` reads byte counts.
+fn parse_bytes(s: &str) -> Result<u64, String> {
+    parse_unit(s, 1024).ok_or_else(|| format!("'{s}' is not a byte count: expected a number like 100K, 10M or 1G"))
+}
+
+/// `50M` → 50,000,000, as iperf3's `unit_atof_rate` reads rates.
+fn parse_rate(s: &str) -> Result<u64, String> {
+    parse_unit(s, 1000).ok_or_else(|| format!("'{s}' is not a rate: expected bits per second like 500K, 50M or 1G"))
+}
+
+fn parse_unit(s: &str, base: u64) -> Option<u64> {
+    let (num, mult) = match s.chars().last()? {
+        'k' | 'K' => (&s[..s.len() - 1], base),
+        'm' | 'M' => (&s[..s.len() - 1], base * base),
+        'g' | 'G' => (&s[..s.len() - 1], base * base * base),
+        _ => (s, 1),
+    };
+    let v: f64 = num.parse().ok()?;
+    (v.is_finite() && v >= 0.0 && v * mult as f64 <= u64::MAX as f64 / 2.0).then_some((v * mult as f64) as u64)
+}
+
+pub fn run(args: PerfArgs) -> Result<(), CliError> {
+    args.dev.tap_name()?;
+    let params = client_params(&args)?;
+    let opened = args.dev.open()?;
+    match args.dev.impair {
+        None => perf(EventLoop::new(opened.stack, opened.tap), &args, params),
+        Some(imp) => {
+            perf(EventLoop::new(opened.stack, FaultDevice::new(opened.tap, imp.link, imp.seed)), &args, params)
+        }
+    }
+}
+
+/// The test the client asks for, checked before any device is touched.
+fn client_params(args: &PerfArgs) -> Result<TestParams, CliError> {
+    let bad = |m: String| CliError::Perf(m);
+    let len = match args.length {
+        Some(l) if args.udp && !(16..=iperf::MAX_UDP_LEN as u64).contains(&l) => {
+            return Err(bad(format!("-l {l}: a UDP datagram carries 16 to {} bytes here", iperf::MAX_UDP_LEN)))
+        }
+        Some(l) if !(1..=iperf::MAX_TCP_LEN as u64).contains(&l) => {
+            return Err(bad(format!("-l {l}: a TCP block is 1 to {} bytes", iperf::MAX_TCP_LEN)))
+        }
+        Some(l) => l as usize,
+        None if args.udp => 1448,
+        None => iperf::DEFAULT_TCP_LEN,
+    };
+    Ok(TestParams {
+        udp: args.udp,
+        time: if args.bytes.is_some() { 0 } else { args.time },
+        bytes: args.bytes.unwrap_or(0),
+        parallel: args.parallel,
+        len,
+        reverse: args.reverse,
+        bidir: args.bidir,
+        bandwidth: args.bitrate.unwrap_or(if args.udp { iperf::DEFAULT_UDP_RATE } else { 0 }),
+        ..TestParams::default()
+    })
+}
+
+fn perf<D: Device + Waitable>(mut lp: EventLoop<D>, args: &PerfArgs, params: TestParams) -> Result<(), CliError> {
+    let stop = StopSignal::install();
+    let mut out = Printer::new(args.json, args.client.is_some());
+    match args.client {
+        None => {
+            let mut server = iperf::IperfServer::listen(&mut lp.stack, args.port, args.one_off)
+                .map_err(|source| CliError::Listen { port: args.port, source })?;
+            eprintln!(
+                "ustack: perf server on tap:{} {}:{}; Ctrl-C stops",
+                args.dev.tap_name()?,
+                args.dev.ip.addr,
+                args.port
+            );
+            if !args.json {
+                out.banner(args.port);
+            }
+            iperf::run(&mut lp, &mut server, &stop, None, |e| out.event(e));
+            Ok(())
+        }
+        Some(host) => {
+            let server = SocketAddrV4::new(host, args.port);
+            let limit = args.timeout.unwrap_or(u64::from(params.time) + 30);
+            let deadline = lp.clock.now() + ustack_core::Duration::from_secs(limit.min(1 << 32));
+            let mut client = iperf::IperfClient::new(server, params, ustack_runtime::os_seed());
+            let end = iperf::run(&mut lp, &mut client, &stop, Some(deadline), |e| out.event(e));
+            match (end, client.error()) {
+                (_, Some(e)) => Err(CliError::Perf(e.to_string())),
+                (RunEnd::Finished, None) => Ok(()),
+                (RunEnd::Stopped, None) => Err(CliError::Perf("interrupted".into())),
+                (RunEnd::TimedOut, None) => {
+                    Err(CliError::Perf(format!("the test did not finish within {limit} s (--timeout)")))
+                }
+            }
+        }
+    }
+}
+
+/// Prints events as iperf3 does: interval lines as they come and a summary,
+/// or one JSON document at the end of each test.
+struct Printer {
+    json: bool,
+    client: bool,
+    intervals: Vec<Value>,
+    start: Value,
+}
+
+impl Printer {
+    fn new(json: bool, client: bool) -> Printer {
+        Printer { json, client, intervals: Vec::new(), start: Value::Null }
+    }
+
+    fn banner(&self, port: u16) {
+        println!("-----------------------------------------------------------");
+        println!("Server listening on {port} (ustack)");
+        println!("-----------------------------------------------------------");
+        flush();
+    }
+
+    fn event(&mut self, e: PerfEvent) {
+        match e {
+            PerfEvent::Started { peer, params, streams } => self.started(peer, &params, &streams),
+            PerfEvent::Interval(iv) => self.interval(&iv),
+            PerfEvent::Finished(report) => self.finished(&report),
+            PerfEvent::Refused(peer) => {
+                eprintln!("ustack: refused {} (busy running a test)", addr_or_unknown(peer));
+            }
+            PerfEvent::Aborted(why) => {
+                eprintln!("ustack: test aborted: {why}");
+                self.intervals.clear();
+                if !self.client && !self.json {
+                    self.banner_again();
+                }
+            }
+        }
+    }
+
+    fn banner_again(&self) {
+        println!("-----------------------------------------------------------");
+        flush();
+    }
+
+    fn started(&mut self, peer: Option<SocketAddrV4>, params: &TestParams, streams: &[StreamReport]) {
+        self.intervals.clear();
+        let connected: Vec<Value> = streams
+            .iter()
+            .map(|s| {
+                json!({
+                    "socket": s.id,
+                    "local_host": s.local.map(|a| a.ip().to_string()),
+                    "local_port": s.local.map(|a| a.port()),
+                    "remote_host": s.remote.map(|a| a.ip().to_string()),
+                    "remote_port": s.remote.map(|a| a.port()),
+                })
+            })
+            .collect();
+        self.start = json!({
+            "connected": connected,
+            "version": concat!("ustack ", env!("CARGO_PKG_VERSION")),
+            "accepted_connection": peer.map(|p| json!({"host": p.ip().to_string(), "port": p.port()})),
+            "test_start": {
+                "protocol": if params.udp { "UDP" } else { "TCP" },
+                "num_streams": params.parallel,
+                "blksize": params.len,
+                "omit": params.omit,
+                "duration": params.time,
+                "bytes": params.bytes,
+                "blocks": params.blocks,
+                "reverse": u8::from(params.reverse),
+                "bidir": u8::from(params.bidir),
+            },
+        });
+        if self.json {
+            return;
+        }
+        if let Some(p) = peer {
+            println!("Accepted connection from {}, port {}", p.ip(), p.port());
+        }
+        for s in streams {
+            println!(
+                "[{:>3}] local {} port {} connected to {} port {}",
+                s.id,
+                s.local.map_or("?".into(), |a| a.ip().to_string()),
+                s.local.map_or(0, |a| a.port()),
+                s.remote.map_or("?".into(), |a| a.ip().to_string()),
+                s.remote.map_or(0, |a| a.port()),
+            );
+        }
+        println!("[ ID] Interval           Transfer     Bitrate");
+        flush();
+    }
+
+    fn interval(&mut self, iv: &Interval) {
+        let secs = (iv.end - iv.start).max(1e-9);
+        let streams: Vec<Value> = iv
+            .streams
+            .iter()
+            .map(|&(id, sender, bytes, packets)| {
+                json!({
+                    "socket": id, "start": iv.start, "end": iv.end, "seconds": secs, "bytes": bytes,
+                    "bits_per_second": bytes as f64 * 8.0 / secs, "packets": packets, "omitted": false, "sender": sender,
+                })
+            })
+            .collect();
+        let total: u64 = iv.streams.iter().map(|s| s.2).sum();
+        let sum = json!({
+            "start": iv.start, "end": iv.end, "seconds": secs, "bytes": total,
+            "bits_per_second": total as f64 * 8.0 / secs, "omitted": false,
+        });
+        if self.intervals.len() < MAX_INTERVALS {
+            self.intervals.push(json!({ "streams": streams, "sum": sum }));
+        }
+        if self.json {
+            return;
+        }
+        for &(id, _, bytes, _) in &iv.streams {
+            println!("{}", line(&format!("{id:>3}"), iv.start, iv.end, bytes, ""));
+        }
+        if iv.streams.len() > 1 {
+            println!("{}", line("SUM", iv.start, iv.end, total, ""));
+        }
+        flush();
+    }
+
+    fn finished(&mut self, r: &TestReport) {
+        let end = end_json(r, self.client);
+        if self.json {
+            let doc = json!({ "start": self.start, "intervals": self.intervals, "end": end });
+            println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
+        } else {
+            println!("- - - - - - - - - - - - - - - - - - - - - - - - -");
+            println!("[ ID] Interval           Transfer     Bitrate");
+            for s in &r.streams {
+                let (sent, received) = stream_bytes(s);
+                let secs = s.end.max(r.duration);
+                println!("{}", line(&format!("{:>3}", s.id), 0.0, secs, sent, "sender"));
+                println!("{}", line(&format!("{:>3}", s.id), 0.0, secs, received, "receiver"));
+            }
+            let main = &end["sum_sent"];
+            println!("{}", line("SUM", 0.0, r.duration, main["bytes"].as_u64().unwrap_or(0), "sender"));
+            println!(
+                "{}",
+                line("SUM", 0.0, r.duration, end["sum_received"]["bytes"].as_u64().unwrap_or(0), "receiver")
+            );
+            if !self.client {
+                println!("-----------------------------------------------------------");
+            } else {
+                println!("\niperf Done.");
+            }
+        }
+        // One line a script can read without parsing either format: our own counts.
+        eprintln!(
+            "ustack: test done: {} bytes sent, {} bytes received by this side in {:.2} s",
+            r.our_bytes(true),
+            r.our_bytes(false),
+            r.duration
+        );
+        self.intervals.clear();
+        flush();
+    }
+}
+
+/// Intervals kept for the JSON document (a day of seconds).
+const MAX_INTERVALS: usize = 86_400;
+
+fn flush() {
+    let _ = std::io::stdout().flush();
+}
+
+fn addr_or_unknown(a: Option<SocketAddrV4>) -> String {
+    a.map_or("a client".into(), |a| a.to_string())
+}
+
+/// iperf3's interval line: `[  5]   0.00-1.00   sec   112 MBytes   941 Mbits/sec`.
+fn line(id: &str, start: f64, end: f64, bytes: u64, role: &str) -> String {
+    let secs = (end - start).max(1e-9);
+    let role = if role.is_empty() { String::new() } else { format!("  {role}") };
+    format!("[{id}] {:>6.2}-{:<6.2} sec  {}  {}{role}", start, end, transfer(bytes), bitrate(bytes as f64 * 8.0 / secs))
+}
+
+fn transfer(bytes: u64) -> String {
+    let b = bytes as f64;
+    let (v, unit) = if b >= 1024.0 * 1024.0 * 1024.0 {
+        (b / (1024.0 * 1024.0 * 1024.0), "GBytes")
+    } else if b >= 1024.0 * 1024.0 {
+        (b / (1024.0 * 1024.0), "MBytes")
+    } else if b >= 1024.0 {
+        (b / 1024.0, "KBytes")
+    } else {
+        (b, "Bytes")
+    };
+    format!("{} {unit}", three_digits(v))
+}
+
+fn bitrate(bps: f64) -> String {
+    let (v, unit) = if bps >= 1e9 {
+        (bps / 1e9, "Gbits/sec")
+    } else if bps >= 1e6 {
+        (bps / 1e6, "Mbits/sec")
+    } else if bps >= 1e3 {
+        (bps / 1e3, "Kbits/sec")
+    } else {
+        (bps, "bits/sec")
+    };
+    format!("{} {unit}", three_digits(v))
+}
+
+/// iperf3 prints three significant digits: `941`, `94.1`, `9.41`.
+fn three_digits(v: f64) -> String {
+    if v >= 99.95 {
+        format!("{v:>4.0}")
+    } else if v >= 9.995 {
+        format!("{v:>4.1}")
+    } else {
+        format!("{v:>4.2}")
+    }
+}
+
+/// (sent, received) for one stream: our count on our side, the peer's on its side.
+fn stream_bytes(s: &StreamReport) -> (u64, u64) {
+    let peer = s.peer.as_ref().map_or(0, |p| p.bytes);
+    if s.sender {
+        (s.bytes, peer)
+    } else {
+        (peer, s.bytes)
+    }
+}
+
+/// The `end` object in iperf3's shape. `sum_sent`/`sum_received` cover the
+/// test's direction (client to server, or server to client with -R); with
+/// --bidir, the server-to-client streams go in `*_bidir_reverse`, as iperf3 does.
+fn end_json(r: &TestReport, client: bool) -> Value {
+    let udp = r.params.udp;
+    let secs = r.duration.max(1e-9);
+    let forward = |s: &StreamReport| s.sender == client;
+    let sums = |pick: &dyn Fn(&StreamReport) -> bool| -> (Value, Value, Option<Value>) {
+        let picked: Vec<&StreamReport> = r.streams.iter().filter(|s| pick(s)).collect();
+        let (sent, received) =
+            picked.iter().map(|s| stream_bytes(s)).fold((0u64, 0u64), |(a, b), (x, y)| (a + x, b + y));
+        let retrans: u64 = picked
+            .iter()
+            .map(|s| {
+                if s.sender {
+                    s.retransmits.unwrap_or(0)
+                } else {
+                    s.peer.as_ref().and_then(|p| p.retransmits).unwrap_or(0)
+                }
+            })
+            .sum();
+        let sum = |bytes: u64, sender: bool| {
+            let mut v = json!({
+                "start": 0, "end": r.duration, "seconds": r.duration, "bytes": bytes,
+                "bits_per_second": bytes as f64 * 8.0 / secs, "sender": sender,
+            });
+            if sender && !udp {
+                v["retransmits"] = json!(retrans);
+            }
+            v
+        };
+        let udp_sum = udp.then(|| udp_summary(&picked, secs));
+        (sum(sent, true), sum(received, false), udp_sum)
+    };
+    let streams: Vec<Value> = r.streams.iter().map(|s| stream_json(s, r.duration, udp)).collect();
+    let mut end = json!({ "streams": streams });
+    let (sent, received, udp_sum) = if r.params.bidir { sums(&forward) } else { sums(&|_| true) };
+    end["sum_sent"] = sent;
+    end["sum_received"] = received;
+    if let Some(u) = udp_sum {
+        end["sum"] = u;
+    }
+    if r.params.bidir {
+        let (sent, received, _) = sums(&|s| !forward(s));
+        end["sum_sent_bidir_reverse"] = sent;
+        end["sum_received_bidir_reverse"] = received;
+    }
+    let (host, remote) = (r.cpu, r.peer_cpu);
+    end["cpu_utilization_percent"] = json!({
+        "host_total": host[0], "host_user": host[1], "host_system": host[2],
+        "remote_total": remote[0], "remote_user": remote[1], "remote_system": remote[2],
+    });
+    end
+}
+
+/// The UDP `sum`: the receiver's loss and jitter over the picked streams.
+fn udp_summary(picked: &[&StreamReport], secs: f64) -> Value {
+    let (mut bytes, mut packets, mut lost, mut jitter) = (0u64, 0u64, 0u64, 0f64);
+    for s in picked {
+        // Loss and jitter are the receiver's; the packet count is the sender's.
+        let (rx_lost, rx_jitter, tx_packets) = match (&s.peer, s.sender) {
+            (Some(p), true) => (p.errors, p.jitter, s.packets),
+            (Some(p), false) => (s.lost, s.jitter, p.packets),
+            (None, _) => (s.lost, s.jitter, s.packets),
+        };
+        bytes += s.bytes;
+        packets += tx_packets;
+        lost += rx_lost;
+        jitter += rx_jitter;
+    }
+    let n = picked.len().max(1) as f64;
+    json!({
+        "start": 0, "end": secs, "seconds": secs, "bytes": bytes, "bits_per_second": bytes as f64 * 8.0 / secs,
+        "jitter_ms": jitter / n * 1000.0, "lost_packets": lost, "packets": packets,
+        "lost_percent": if packets > 0 { lost as f64 * 100.0 / packets as f64 } else { 0.0 },
+    })
+}
+
+fn stream_json(s: &StreamReport, duration: f64, udp: bool) -> Value {
+    let (sent, received) = stream_bytes(s);
+    let secs = s.end.max(duration).max(1e-9);
+    let side = |bytes: u64, sender: bool| {
+        json!({
+            "socket": s.id, "start": 0, "end": secs, "seconds": secs, "bytes": bytes,
+            "bits_per_second": bytes as f64 * 8.0 / secs, "sender": sender,
+        })
+    };
+    let mut v = json!({ "sender": side(sent, true), "receiver": side(received, false) });
+    if udp {
+        let (jitter, lost, packets) = match (&s.peer, s.sender) {
+            (Some(p), true) => (p.jitter, p.errors, s.packets),
+            (Some(p), false) => (s.jitter, s.lost, p.packets),
+            (None, _) => (s.jitter, s.lost, s.packets),
+        };
+        v["udp"] = json!({
+            "socket": s.id, "start": 0, "end": secs, "seconds": secs, "bytes": s.bytes,
+            "bits_per_second": s.bytes as f64 * 8.0 / secs, "jitter_ms": jitter * 1000.0,
+            "lost_packets": lost, "packets": packets, "out_of_order": s.out_of_order,
+            "lost_percent": if packets > 0 { lost as f64 * 100.0 / packets as f64 } else { 0.0 },
+            "sender": s.sender,
+        });
+    }
+    v
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn units() {
+        assert_eq!(parse_bytes("10M"), Ok(10 * 1024 * 1024));
+        assert_eq!(parse_bytes("128K"), Ok(128 * 1024));
+        assert_eq!(parse_rate("50M"), Ok(50_000_000));
+        assert_eq!(parse_rate("1.5G"), Ok(1_500_000_000));
+        assert!(parse_rate("fast").is_err());
+        assert!(parse_bytes("-1").is_err());
+        assert_eq!(three_digits(941.2), " 941");
+        assert_eq!(transfer(112 * 1024 * 1024), " 112 MBytes");
+    }
+}
