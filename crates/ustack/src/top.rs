@@ -29,6 +29,9 @@
 //! their `uptime_us` (the stack's own clock, so a slow read does not skew
 //! them). Every widget keeps its place from frame to frame, and ratatui
 //! writes only the cells that changed.
+//!
+//! `q`, Esc, Ctrl-C, SIGINT and SIGTERM all quit the same way: the terminal
+//! gets its main screen and its cooked mode back.
 
 use crate::error::CliError;
 use crate::stats::{control_addr, read_snapshot};
@@ -41,7 +44,7 @@ use ratatui::widgets::{Block, Gauge, Padding, Paragraph, Row, Table};
 use ratatui::Frame;
 use serde_json::Value;
 use std::time::{Duration, Instant};
-use ustack_runtime::ControlAddr;
+use ustack_runtime::{ControlAddr, StopSignal};
 
 #[derive(Args, Debug)]
 pub struct TopArgs {
@@ -62,11 +65,17 @@ pub fn run(args: TopArgs) -> Result<(), CliError> {
     // Fail on the plain screen, with the one-line error, before taking over
     // the terminal.
     let first = read_snapshot(&addr)?;
+    // SIGINT/SIGTERM end the loop like `q`, so the terminal is restored;
+    // their default action would leave it raw, on the alternate screen.
+    let stop = StopSignal::install();
     let terminal = ratatui::try_init().map_err(terminal_error)?;
     let mut session = Session { terminal, _restore: Restore };
     let mut view = View::new(addr, Duration::from_millis(args.interval), first);
-    view.run(&mut session.terminal)
+    view.run(&mut session.terminal, &stop)
 }
+
+/// The longest top waits for a key without looking at the stop flag.
+const STOP_CHECK: Duration = Duration::from_millis(100);
 
 fn terminal_error(source: std::io::Error) -> CliError {
     CliError::Output { path: "the terminal".into(), source }
@@ -102,23 +111,33 @@ impl View {
         View { addr, interval, current: first, previous: None, error: None }
     }
 
-    fn run(&mut self, terminal: &mut ratatui::DefaultTerminal) -> Result<(), CliError> {
+    fn run(&mut self, terminal: &mut ratatui::DefaultTerminal, stop: &StopSignal) -> Result<(), CliError> {
         let mut next_read = Instant::now() + self.interval;
-        loop {
+        'frames: loop {
             terminal.draw(|f| self.draw(f)).map_err(terminal_error)?;
-            // Wait for a key until the next read is due.
-            let wait = next_read.saturating_duration_since(Instant::now());
-            if event::poll(wait).map_err(terminal_error)? {
-                if let Event::Key(key) = event::read().map_err(terminal_error)? {
-                    let quit = key.kind != KeyEventKind::Release
-                        && (matches!(key.code, KeyCode::Char('q' | 'Q') | KeyCode::Esc)
-                            || (key.code == KeyCode::Char('c') && key.modifiers.contains(KeyModifiers::CONTROL)));
-                    if quit {
-                        return Ok(());
-                    }
+            // Wait for a key until the next read is due. crossterm retries
+            // its poll when a signal interrupts it, so look at the stop flag
+            // between short waits: SIGTERM must not wait for a long interval.
+            loop {
+                if stop.raised() {
+                    return Ok(());
                 }
-                // Resizes and other keys: redraw now, keep the schedule.
-                continue;
+                let wait = next_read.saturating_duration_since(Instant::now());
+                if wait.is_zero() {
+                    break;
+                }
+                if event::poll(wait.min(STOP_CHECK)).map_err(terminal_error)? {
+                    if let Event::Key(key) = event::read().map_err(terminal_error)? {
+                        let quit = key.kind != KeyEventKind::Release
+                            && (matches!(key.code, KeyCode::Char('q' | 'Q') | KeyCode::Esc)
+                                || (key.code == KeyCode::Char('c') && key.modifiers.contains(KeyModifiers::CONTROL)));
+                        if quit {
+                            return Ok(());
+                        }
+                    }
+                    // Resizes and other keys: redraw now, keep the schedule.
+                    continue 'frames;
+                }
             }
             next_read = Instant::now() + self.interval;
             self.refresh();

@@ -250,14 +250,7 @@ fn top_in_tmux_shows_counters_moving_and_q_quits() {
     let mut setup = Setup::new("top", 40, &["--control", &sock]);
     let ip = setup.stack_ip.clone();
 
-    // The pane runs top, then says how it ended and how the terminal was
-    // left: `stty -a` prints `-icanon -echo` if raw mode was never undone.
-    let command = format!(
-        "ip netns exec {} {} top --control {sock} --interval 200; echo \"top exited with $?\"; stty -a",
-        setup.ns.name,
-        ustack_bin()
-    );
-    let tmux = Tmux::new("top", 160, 48, &command);
+    let tmux = Tmux::new("top", 160, 48, &top_command(&setup.ns, &format!("--control {sock} --interval 200")));
     wait_screen(&tmux, "first frame", SECS(10), |s| s.contains("ustack top") && s.contains("packets/s"));
     assert_eq!(tmux.format("#{alternate_on}"), "1", "top should draw on the alternate screen");
 
@@ -320,19 +313,66 @@ fn top_in_tmux_shows_counters_moving_and_q_quits() {
     // `q` quits: the pane's command ends, top's status is 0, and the
     // terminal is back on its main screen, out of raw mode.
     tmux.run_ok(&["send-keys", "-t", "top", "q"]);
+    assert_ended_and_restored(&tmux, "q");
+}
+
+/// After `how` (a key, a signal): the pane's command ends within 5 s, top's
+/// status is 0, and the terminal is back on its main screen, out of raw
+/// mode, with top's screen gone.
+fn assert_ended_and_restored(tmux: &Tmux, how: &str) {
     let deadline = Instant::now() + SECS(5);
     while tmux.format("#{pane_dead}") != "1" {
-        assert!(Instant::now() < deadline, "top still running 5 s after q:\n{}", tmux.screen());
+        assert!(Instant::now() < deadline, "top still running 5 s after {how}:\n{}", tmux.screen());
         std::thread::sleep(Duration::from_millis(50));
     }
     let last = tmux.everything();
-    assert_eq!(tmux.format("#{alternate_on}"), "0", "top left the terminal on the alternate screen:\n{last}");
-    assert!(last.contains("top exited with 0"), "{last}");
+    assert_eq!(tmux.format("#{alternate_on}"), "0", "after {how}, top left the alternate screen on:\n{last}");
+    assert!(last.contains("top exited with 0"), "after {how}:\n{last}");
     let stty = last.lines().find(|l| l.contains("icanon")).unwrap_or_else(|| panic!("no stty output:\n{last}"));
     for flag in ["icanon", "echo", "isig"] {
-        assert!(stty.split_whitespace().any(|f| f == flag), "terminal left without {flag} (raw mode): {stty}");
+        assert!(stty.split_whitespace().any(|f| f == flag), "after {how}, terminal left without {flag}: {stty}");
     }
-    assert!(!last.contains("packets/s"), "top's screen is still there after it quit:\n{last}");
+    assert!(!last.contains("packets/s"), "after {how}, top's screen is still there:\n{last}");
+}
+
+/// The pane's command line: top (`top_args` after `ustack top`), then how it
+/// ended and how the terminal was left (`stty -a` prints `-icanon -echo` if
+/// raw mode was never undone).
+fn top_command(ns: &Netns, top_args: &str) -> String {
+    format!("ip netns exec {} {} top {top_args}; echo \"top exited with $?\"; stty -a", ns.name, ustack_bin())
+}
+
+/// SIGTERM (`kill`, a service manager) ends top like `q` does: the terminal
+/// is restored, not left in raw mode on the alternate screen.
+#[test]
+fn top_restores_the_terminal_on_sigterm() {
+    skip_unless!("tmux", "pgrep");
+    let setup = Setup::new("topterm", 42, &[]);
+    // A long interval: the signal must not wait for the next read.
+    let tmux =
+        Tmux::new("topterm", 100, 30, &top_command(&setup.ns, &format!("--device tap:{} --interval 60000", setup.tap)));
+    wait_screen(&tmux, "first frame", SECS(10), |s| s.contains("ustack top") && s.contains("packets/s"));
+    // The pane's shell runs top as its child (`ip netns exec` execs it).
+    let shell = tmux.format("#{pane_pid}");
+    let out = run_bounded(
+        {
+            let mut c = std::process::Command::new("pgrep");
+            c.args(["-P", &shell]);
+            c
+        },
+        None,
+        SECS(5),
+    );
+    let pids: Vec<&str> = out
+        .stdout
+        .split(|b| *b == b'\n')
+        .filter_map(|l| std::str::from_utf8(l).ok())
+        .filter(|l| !l.is_empty())
+        .collect();
+    assert_eq!(pids.len(), 1, "children of the pane's shell {shell}: {out}");
+    let st = std::process::Command::new("kill").args(["-TERM", pids[0]]).status().expect("run kill");
+    assert!(st.success(), "kill -TERM {}", pids[0]);
+    assert_ended_and_restored(&tmux, "SIGTERM");
 }
 
 // ----------------------------------------------------------------- stats ---
