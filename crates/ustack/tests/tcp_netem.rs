@@ -163,9 +163,10 @@ fn netem_curl_downloads_64_mib_from_stack() {
 
 /// RFC 6675 §5.1: after an RTO a SACK sender "SHOULD utilize all SACK
 /// information made available during the slow start phase of loss recovery
-/// following an RTO". The stack goes back N instead: see the report.
+/// following an RTO". The stack's go-back-N used to resend everything from
+/// SND.UNA, also what Linux SACKed after the timeout; it now steps over it
+/// (core test `go_back_n_after_rto_skips_data_sacked_since`).
 #[test]
-#[ignore = "bug: after an RTO the stack resends everything from SND.UNA, also data Linux SACKed after the timeout (RFC 6675 §5.1 SHOULD)"]
 fn netem_after_rto_stack_skips_data_sacked_since() {
     skip_unless!("curl", "ethtool", "sha256sum", "tshark");
     let r = curl_through_impairment("nmrto", 4, 16 * MIB);
@@ -266,21 +267,23 @@ fn echo_through_impairment(tag: &str, n: u8, size: usize) -> HoleReport {
 #[test]
 fn netem_tcp_echo_returns_32_mib_unchanged() {
     skip_unless!("ethtool", "sha256sum", "tshark");
-    // The retransmission check is `netem_echo_rto_never_resends_acked_data`
-    // (ignored: a stack bug); this one checks the bytes and the SACKs.
+    // The retransmission check is `netem_echo_rto_never_resends_acked_data`;
+    // this one checks the bytes and the SACKs.
     echo_through_impairment("nmecho", 3, big() / 2);
 }
 
-/// Found by the echo run: with nothing outstanding (every byte ACKed, the
-/// echo idle for a moment) the retransmission timer still fires and resends
-/// a segment below SND.UNA; Linux answers with a D-SACK for it. E.g. pcap
-/// frames 5198-5211: Linux ACKs 1304473, the stack's next segments are bare
-/// ACKs at seq 1304473, then ~187 ms later (its TSval 448405150 → 448405337)
-/// it sends seq 1297317..1298753 and Linux D-SACKs 1297317-1298753.
-/// RFC 6298 (5.2): "When all outstanding data has been acknowledged, turn off
-/// the retransmission timer."
+/// Found by the echo run: after Linux ACKed everything, the retransmission
+/// timer still fired and resent a segment below that ACK; Linux answered with
+/// a D-SACK for it. E.g. pcap frames 5198-5211: Linux ACKs 1304473, the
+/// stack's next segments are bare ACKs at seq 1304473, then ~187 ms later
+/// (its TSval 448405150 → 448405337) it sends seq 1297317..1298753 and Linux
+/// D-SACKs 1297317-1298753. The cause: Linux had filled the stack's receive
+/// window (the echo reads no faster than it can send back), so its pure ACKs
+/// carried SEQ = RCV.NXT+RCV.WND, which RFC 9293's acceptability table
+/// rejects; the stack dropped them (`drop_tcp_out_of_window`) and its SND.UNA
+/// stayed behind. It now accepts a zero-length segment at the right edge as
+/// Linux does (core test `pure_ack_at_the_right_window_edge_is_accepted`).
 #[test]
-#[ignore = "bug: RTO fires with nothing outstanding and resends data below SND.UNA (Linux D-SACKs it)"]
 fn netem_echo_rto_never_resends_acked_data() {
     skip_unless!("ethtool", "sha256sum", "tshark");
     let r = echo_through_impairment("nmecho2", 5, 8 * MIB);
