@@ -239,8 +239,10 @@ impl Printer {
         if self.json {
             return;
         }
-        if let Some(p) = peer {
-            println!("Accepted connection from {}, port {}", p.ip(), p.port());
+        match peer {
+            Some(p) if self.client => println!("Connecting to host {}, port {}", p.ip(), p.port()),
+            Some(p) => println!("Accepted connection from {}, port {}", p.ip(), p.port()),
+            None => {}
         }
         for s in streams {
             println!(
@@ -295,19 +297,34 @@ impl Printer {
             println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
         } else {
             println!("- - - - - - - - - - - - - - - - - - - - - - - - -");
-            println!("[ ID] Interval           Transfer     Bitrate");
+            let udp = r.params.udp;
+            println!(
+                "[ ID] Interval           Transfer     Bitrate{}",
+                if udp { "         Jitter    Lost/Total Datagrams" } else { "" }
+            );
             for s in &r.streams {
                 let (sent, received) = stream_bytes(s);
                 let secs = s.end.max(r.duration);
-                println!("{}", line(&format!("{:>3}", s.id), 0.0, secs, sent, "sender"));
-                println!("{}", line(&format!("{:>3}", s.id), 0.0, secs, received, "receiver"));
+                let id = format!("{:>3}", s.id);
+                let loss = if udp { udp_loss(s) } else { String::new() };
+                println!("{}", line(&id, 0.0, secs, sent, "sender"));
+                println!("{}{loss}", line(&id, 0.0, secs, received, "receiver"));
             }
-            let main = &end["sum_sent"];
-            println!("{}", line("SUM", 0.0, r.duration, main["bytes"].as_u64().unwrap_or(0), "sender"));
-            println!(
-                "{}",
-                line("SUM", 0.0, r.duration, end["sum_received"]["bytes"].as_u64().unwrap_or(0), "receiver")
-            );
+            let sum_line = |key: &str, label: &str, role: &str| {
+                let bytes = end[key]["bytes"].as_u64().unwrap_or(0);
+                println!("{}", line(label, 0.0, r.duration, bytes, role));
+            };
+            if r.params.bidir {
+                // As iperf3 does: one pair of sums per direction.
+                let (fwd, rev) = if self.client { ("SUM][TX-C", "SUM][RX-C") } else { ("SUM][RX-S", "SUM][TX-S") };
+                sum_line("sum_sent", fwd, "sender");
+                sum_line("sum_received", fwd, "receiver");
+                sum_line("sum_sent_bidir_reverse", rev, "sender");
+                sum_line("sum_received_bidir_reverse", rev, "receiver");
+            } else if r.streams.len() > 1 {
+                sum_line("sum_sent", "SUM", "sender");
+                sum_line("sum_received", "SUM", "receiver");
+            }
             if !self.client {
                 println!("-----------------------------------------------------------");
             } else {
@@ -324,6 +341,24 @@ impl Printer {
         self.intervals.clear();
         flush();
     }
+}
+
+/// A UDP stream as iperf3 reports it: (jitter in seconds, datagrams lost,
+/// datagrams in all). Loss and jitter are the receiver's, the packet count
+/// the sender's, whichever side we were.
+fn udp_view(s: &StreamReport) -> (f64, u64, u64) {
+    match (&s.peer, s.sender) {
+        (Some(p), true) => (p.jitter, p.errors, s.packets),
+        (Some(p), false) => (s.jitter, s.lost, p.packets),
+        (None, _) => (s.jitter, s.lost, s.packets),
+    }
+}
+
+/// The receiver's `jitter  lost/total (percent)` for a UDP stream's summary line.
+fn udp_loss(s: &StreamReport) -> String {
+    let (jitter, lost, packets) = udp_view(s);
+    let pct = if packets > 0 { lost as f64 * 100.0 / packets as f64 } else { 0.0 };
+    format!("  {:.3} ms  {lost}/{packets} ({pct:.2}%)", jitter * 1000.0)
 }
 
 /// Intervals kept for the JSON document (a day of seconds).
@@ -451,12 +486,7 @@ fn end_json(r: &TestReport, client: bool) -> Value {
 fn udp_summary(picked: &[&StreamReport], secs: f64) -> Value {
     let (mut bytes, mut packets, mut lost, mut jitter) = (0u64, 0u64, 0u64, 0f64);
     for s in picked {
-        // Loss and jitter are the receiver's; the packet count is the sender's.
-        let (rx_lost, rx_jitter, tx_packets) = match (&s.peer, s.sender) {
-            (Some(p), true) => (p.errors, p.jitter, s.packets),
-            (Some(p), false) => (s.lost, s.jitter, p.packets),
-            (None, _) => (s.lost, s.jitter, s.packets),
-        };
+        let (rx_jitter, rx_lost, tx_packets) = udp_view(s);
         bytes += s.bytes;
         packets += tx_packets;
         lost += rx_lost;
@@ -481,11 +511,7 @@ fn stream_json(s: &StreamReport, duration: f64, udp: bool) -> Value {
     };
     let mut v = json!({ "sender": side(sent, true), "receiver": side(received, false) });
     if udp {
-        let (jitter, lost, packets) = match (&s.peer, s.sender) {
-            (Some(p), true) => (p.jitter, p.errors, s.packets),
-            (Some(p), false) => (s.jitter, s.lost, p.packets),
-            (None, _) => (s.jitter, s.lost, s.packets),
-        };
+        let (jitter, lost, packets) = udp_view(s);
         v["udp"] = json!({
             "socket": s.id, "start": 0, "end": secs, "seconds": secs, "bytes": s.bytes,
             "bits_per_second": s.bytes as f64 * 8.0 / secs, "jitter_ms": jitter * 1000.0,

@@ -187,7 +187,6 @@ impl IperfClient {
                         local: None,
                         duration: d.duration(),
                         streams: self.reports.clone(),
-                        intervals: Vec::new(),
                         peer_cpu: self.peer_cpu,
                         cpu: d.cpu(),
                         peer_sender_has_retransmits: self.peer_retrans,
@@ -303,7 +302,7 @@ impl IperfClient {
         let id = Stream::id_for(n);
         let stream = if d.params.udp {
             let socket = stack.udp_bind(0).map_err(|e| format!("cannot bind a UDP socket: {e:?}"))?;
-            let local = stack.udp_local_port(socket).map(|p| SocketAddrV4::new(std::net::Ipv4Addr::UNSPECIFIED, p));
+            let local = stack.udp_local_port(socket).map(|p| SocketAddrV4::new(stack.config().ipv4.addr, p));
             Stream::new(id, sender, Transport::Udp { socket, peer: self.server }, local, Some(self.server))
         } else {
             let h = stack.tcp_connect(now, self.server).map_err(|e| format!("cannot open a data stream: {e:?}"))?;

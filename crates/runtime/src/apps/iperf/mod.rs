@@ -10,9 +10,11 @@
 //! 4-byte big-endian length and that much JSON. Data streams open with the
 //! same cookie (TCP) or a 4-byte hello (UDP); ids go 1, 3, 4, 5, …
 //!
-//! Both apps are sans-IO like the rest of the runtime: time is the loop's
-//! `now`, randomness a seed, the wall clock (UDP timestamps) a base given at
-//! construction. They say when they next need a turn ([`IperfServer::next_wake`]).
+//! Both apps take time as the loop's `now` and randomness (the cookie) as a
+//! seed. The only other things they read from the OS are the wall clock, once
+//! per test (UDP datagrams carry Unix time, as iperf3's do), and the process's
+//! CPU time, which iperf3's results must report. They say when they next need a turn ([`PerfApp::next_wake`]),
+//! and [`run`] drives one of them on an event loop with that in mind.
 
 mod client;
 mod data;
@@ -275,7 +277,6 @@ pub struct TestReport {
     /// Seconds from TEST_RUNNING to the end of data.
     pub duration: f64,
     pub streams: Vec<StreamReport>,
-    pub intervals: Vec<Interval>,
     /// The peer's `cpu_util_total/user/system`.
     pub peer_cpu: [f64; 3],
     /// Our CPU use over the test: total, user, system (percent of one core).

@@ -395,7 +395,6 @@ fn report(t: &Test) -> TestReport {
         local: t.local,
         duration: d.duration(),
         streams: t.reports.clone(),
-        intervals: Vec::new(),
         peer_cpu: t.peer_cpu,
         cpu: d.cpu(),
         peer_sender_has_retransmits: t.peer_retrans,
