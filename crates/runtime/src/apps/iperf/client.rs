@@ -240,7 +240,7 @@ impl IperfClient {
         let Some(d) = &self.data else { return false };
         let p = &d.params;
         if p.time > 0 {
-            return d.elapsed(now) >= f64::from(p.time + p.omit);
+            return d.elapsed(now) >= f64::from(p.time) + f64::from(p.omit);
         }
         match p.byte_bound() {
             Some(b) if p.client_streams().0 > 0 => d.sent_total >= b,
@@ -352,7 +352,9 @@ impl PerfApp for IperfClient {
                 let d = self.data.as_ref()?;
                 let end = (d.params.time > 0)
                     .then(|| {
-                        d.start.map(|s| s + ustack_core::Duration::from_secs(u64::from(d.params.time + d.params.omit)))
+                        d.start.map(|s| {
+                            s + ustack_core::Duration::from_secs(u64::from(d.params.time) + u64::from(d.params.omit))
+                        })
                     })
                     .flatten();
                 [d.next_wake(now), end].into_iter().flatten().min()
@@ -377,6 +379,7 @@ impl App for IperfClient {
     }
 
     fn finished(&self) -> bool {
-        self.phase == Phase::Done && self.events.is_empty()
+        // The events stay to be taken: `run` drains them before asking.
+        self.phase == Phase::Done
     }
 }

@@ -19,6 +19,8 @@ pub(super) struct DataPlane {
     interval_start: Instant,
     pub sent_total: u64,
     pub received_total: u64,
+    /// When bytes last moved either way (or the test started).
+    last_activity: Instant,
     /// One block of the `-l` length, sent over and over (TCP).
     block: Box<[u8]>,
     scratch: Box<[u8]>,
@@ -39,6 +41,7 @@ impl DataPlane {
             interval_start: Instant::ZERO,
             sent_total: 0,
             received_total: 0,
+            last_activity: Instant::ZERO,
             block,
             scratch: vec![0; 64 * 1024].into_boxed_slice(),
             wall,
@@ -54,6 +57,7 @@ impl DataPlane {
     pub fn begin(&mut self, now: Instant) {
         self.start = Some(now);
         self.interval_start = now;
+        self.last_activity = now;
         self.cpu_start = cpu_times();
         for s in &mut self.streams {
             (s.bytes, s.packets, s.interval_bytes, s.interval_packets) = (0, 0, 0, 0);
@@ -73,11 +77,20 @@ impl DataPlane {
     /// Receive on every stream (counting only while running), then send
     /// while running. Returns the interval that closed this turn, if any.
     pub fn drive(&mut self, stack: &mut Stack, now: Instant) -> Option<Interval> {
+        let moved = self.sent_total + self.received_total;
         self.receive(stack, now);
         if self.running() {
             self.send(stack, now);
         }
+        if self.sent_total + self.received_total != moved {
+            self.last_activity = now;
+        }
         self.interval(now)
+    }
+
+    /// How long no byte has moved on any stream during the test.
+    pub fn idle(&self, now: Instant) -> Duration {
+        now.saturating_since(self.last_activity)
     }
 
     fn receive(&mut self, stack: &mut Stack, now: Instant) {

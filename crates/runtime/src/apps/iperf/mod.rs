@@ -21,6 +21,8 @@ mod data;
 mod json;
 mod server;
 mod stream;
+#[cfg(test)]
+mod tests;
 
 pub use client::IperfClient;
 pub use json::Json;

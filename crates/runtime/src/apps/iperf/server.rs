@@ -10,7 +10,7 @@ use crate::App;
 use std::collections::VecDeque;
 use std::net::SocketAddrV4;
 use ustack_core::tcp::RecvError;
-use ustack_core::{Instant, ListenError, Stack, TcpHandle, UdpHandle};
+use ustack_core::{Duration, Instant, ListenError, Stack, TcpHandle, UdpHandle};
 
 /// Connections that may be sending their cookie at once; more are reset.
 const MAX_PENDING: usize = 16;
@@ -86,6 +86,11 @@ impl IperfServer {
 
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// A test is in progress (being set up, running or reporting).
+    pub fn busy(&self) -> bool {
+        self.test.is_some()
     }
 
     fn event(&mut self, e: PerfEvent) {
@@ -303,7 +308,7 @@ fn step(t: &mut Test, stack: &mut Stack, now: Instant, port: u16) -> Step {
                         Err(e) => {
                             // iperf3's answer to parameters it cannot run.
                             t.ctrl.send_state(stack, state::SERVER_ERROR);
-                            t.ctrl.tx.extend_from_slice(&IE_PARAM_EXCHANGE.to_be_bytes());
+                            t.ctrl.tx.extend_from_slice(&IE_RECV_PARAMS.to_be_bytes());
                             t.ctrl.tx.extend_from_slice(&0i32.to_be_bytes());
                             t.ctrl.flush(stack);
                             return Step::Failed(e);
@@ -334,6 +339,10 @@ fn step(t: &mut Test, stack: &mut Stack, now: Instant, port: u16) -> Step {
                 events.push(PerfEvent::Started { peer: t.peer, params: d.params.clone(), streams: d.reports(stack) });
             }
             Phase::Running => match t.ctrl.take_state() {
+                None if t.data.as_ref().is_some_and(|d| d.idle(now) > IDLE_TIMEOUT) => {
+                    // iperf3's --rcv-timeout default: a test nothing moves in is over.
+                    return Step::Failed(format!("no data for {} s", IDLE_TIMEOUT.as_secs()));
+                }
                 None => break,
                 Some(state::TEST_END) => {
                     let d = t.data.as_mut().expect("parameters are in");
@@ -401,8 +410,13 @@ fn report(t: &Test) -> TestReport {
     }
 }
 
-/// iperf3's IEPARAMEXCHANGE: "parameter exchange failed".
-const IE_PARAM_EXCHANGE: i32 = 108;
+/// A running test in which no byte moves for this long is abandoned (iperf3's
+/// default receive timeout), so a client that vanishes cannot hold the server.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// iperf3's IERECVPARAMS (iperf_api.h): the error code we send with
+/// SERVER_ERROR for parameters we cannot run.
+const IE_RECV_PARAMS: i32 = 114;
 
 /// Streams a test opens: `-P` of them, twice that for `--bidir`.
 fn expected_streams(p: &TestParams) -> usize {
@@ -447,7 +461,12 @@ impl PerfApp for IperfServer {
     fn next_wake(&self, now: Instant) -> Option<Instant> {
         let t = self.test.as_ref()?;
         match &t.data {
-            Some(d) if t.phase == Phase::Running => d.next_wake(now),
+            Some(d) if t.phase == Phase::Running => {
+                [d.next_wake(now), Some(now + (IDLE_TIMEOUT - d.idle(now).min(IDLE_TIMEOUT)))]
+                    .into_iter()
+                    .flatten()
+                    .min()
+            }
             _ => Some(t.since + HANDSHAKE_TIMEOUT),
         }
     }
@@ -466,6 +485,7 @@ impl App for IperfServer {
     }
 
     fn finished(&self) -> bool {
-        self.one_off && self.served > 0 && self.events.is_empty()
+        // The events stay to be taken: `run` drains them before asking.
+        self.one_off && self.served > 0
     }
 }

@@ -240,7 +240,7 @@ impl Stream {
         let sent = f64::from(be32(0)) + f64::from(be32(4)) / 1e6;
         let seq = if udp64 { (u64::from(be32(8)) << 32) | u64::from(be32(12)) } else { u64::from(be32(8)) };
         if seq > self.last_seq {
-            self.lost += seq - self.last_seq - 1;
+            self.lost = self.lost.saturating_add(seq - self.last_seq - 1);
             self.last_seq = seq;
         } else {
             // Late: it was counted lost when a later one came first.

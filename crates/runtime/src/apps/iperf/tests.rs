@@ -1,0 +1,225 @@
+//! The client against the server: two stacks on the in-memory link, in
+//! virtual time (time jumps to the next frame, timer or app wake), every run
+//! bounded by a step count. The real-iperf3 tests live in
+//! crates/ustack/tests/perf_iperf3.rs; these pin the protocol logic without
+//! privileges.
+
+use super::*;
+use std::net::Ipv4Addr;
+use ustack_core::{Ipv4Cidr, StackConfig};
+use ustack_device::{LinkConfig, MemoryLink, MemoryPort};
+use ustack_wire::EthernetAddress;
+
+const CLIENT_IP: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 1);
+const SERVER_IP: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 2);
+const MAX_STEPS: u64 = 2_000_000;
+
+struct Sim {
+    client: Stack,
+    pc: MemoryPort,
+    server: Stack,
+    ps: MemoryPort,
+    now: Instant,
+    ready: Vec<TcpHandle>,
+}
+
+impl Sim {
+    fn new() -> Sim {
+        // A little delay, so time moves while data flows.
+        let link = LinkConfig { delay: Duration::from_millis(1), ..LinkConfig::default() };
+        let (pc, ps) = MemoryLink::pair(link, 7);
+        let cfg = |mac: u8, ip| StackConfig::new(EthernetAddress([2, 0, 0, 0, 0, mac]), Ipv4Cidr::new(ip, 24).unwrap());
+        Sim {
+            client: Stack::new(cfg(1, CLIENT_IP), 1),
+            pc,
+            server: Stack::new(cfg(2, SERVER_IP), 2),
+            ps,
+            now: Instant::ZERO,
+            ready: Vec::new(),
+        }
+    }
+
+    /// Turn both stacks until every client finished and the server is done
+    /// with the test; returns the server's events.
+    fn run(&mut self, clients: &mut [&mut IperfClient], server: &mut IperfServer) -> Vec<PerfEvent> {
+        let mut events = Vec::new();
+        for _ in 0..MAX_STEPS {
+            if clients.iter().all(|c| c.finished()) && !server.busy() {
+                return events;
+            }
+            self.step(clients, server, &mut events);
+        }
+        panic!("the test did not finish in {MAX_STEPS} steps (at {:?})", self.now);
+    }
+
+    fn step(&mut self, clients: &mut [&mut IperfClient], server: &mut IperfServer, events: &mut Vec<PerfEvent>) {
+        let now = self.now;
+        self.client.poll(now, &mut self.pc, 64);
+        for c in clients.iter_mut() {
+            crate::poll_apps(&mut self.client, now, &mut [&mut **c], &mut self.ready);
+        }
+        self.client.poll(now, &mut self.pc, 0);
+        self.server.poll(now, &mut self.ps, 64);
+        crate::poll_apps(&mut self.server, now, &mut [server as &mut dyn App], &mut self.ready);
+        self.server.poll(now, &mut self.ps, 0);
+        events.extend(std::iter::from_fn(|| server.next_event()));
+        let wakes = clients.iter().map(|c| c.next_wake(now)).chain([
+            server.next_wake(now),
+            self.pc.next_delivery(),
+            self.ps.next_delivery(),
+            self.client.poll_timeout(),
+            self.server.poll_timeout(),
+        ]);
+        if let Some(t) = wakes.flatten().min() {
+            self.now = self.now.max(t);
+        }
+    }
+}
+
+fn server_addr() -> SocketAddrV4 {
+    SocketAddrV4::new(SERVER_IP, DEFAULT_PORT)
+}
+
+/// The client's finished report (its events drained).
+fn client_report(c: &mut IperfClient) -> TestReport {
+    std::iter::from_fn(|| c.next_event())
+        .find_map(|e| match e {
+            PerfEvent::Finished(r) => Some(r),
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("the client finished without a report: {:?}", c.error()))
+}
+
+fn server_report(events: Vec<PerfEvent>) -> TestReport {
+    let mut reports = events.into_iter().filter_map(|e| match e {
+        PerfEvent::Finished(r) => Some(r),
+        _ => None,
+    });
+    reports.next().expect("the server finished a test")
+}
+
+/// Run one test; the client's and the server's reports.
+fn test(params: TestParams) -> (TestReport, TestReport) {
+    let mut sim = Sim::new();
+    let mut server = IperfServer::listen(&mut sim.server, DEFAULT_PORT, false).unwrap();
+    let mut client = IperfClient::new(server_addr(), params, 42);
+    let events = sim.run(&mut [&mut client], &mut server);
+    assert_eq!(client.error(), None);
+    (client_report(&mut client), server_report(events))
+}
+
+/// Each side's own count reached the other side unchanged, stream by stream,
+/// and no receiver counted more than its sender sent.
+fn assert_counts_agree(client: &TestReport, server: &TestReport, streams: usize) {
+    assert_eq!(client.streams.len(), streams);
+    assert_eq!(server.streams.len(), streams);
+    for c in &client.streams {
+        let s = server.streams.iter().find(|s| s.id == c.id).expect("same stream ids");
+        assert_ne!(c.sender, s.sender, "stream {}: one side sends, the other receives", c.id);
+        assert_eq!(c.peer.as_ref().map(|p| p.bytes), Some(s.bytes), "stream {}", c.id);
+        assert_eq!(s.peer.as_ref().map(|p| p.bytes), Some(c.bytes), "stream {}", c.id);
+        let (sent, received) = if c.sender { (c.bytes, s.bytes) } else { (s.bytes, c.bytes) };
+        assert!(received > 0 && received <= sent, "stream {}: sent {sent}, received {received}", c.id);
+    }
+}
+
+#[test]
+fn tcp_byte_bound_forward() {
+    let n = 2 << 20;
+    let (c, s) = test(TestParams { time: 0, bytes: n, ..TestParams::default() });
+    assert_counts_agree(&c, &s, 1);
+    // -n is exact: the client writes just that many bytes.
+    assert_eq!(c.our_bytes(true), n);
+}
+
+#[test]
+fn tcp_timed_reverse_and_bidir_with_parallel_streams() {
+    let (c, s) = test(TestParams { time: 1, reverse: true, parallel: 2, ..TestParams::default() });
+    assert_counts_agree(&c, &s, 2);
+    assert_eq!(c.our_bytes(true), 0, "-R: the client only receives");
+    let ids: Vec<u32> = c.streams.iter().map(|s| s.id).collect();
+    assert_eq!(ids, [1, 3], "iperf3's stream ids");
+    let (c, s) = test(TestParams { time: 1, bidir: true, parallel: 2, ..TestParams::default() });
+    assert_counts_agree(&c, &s, 4);
+    let senders: Vec<bool> = c.streams.iter().map(|s| s.sender).collect();
+    assert_eq!(senders, [true, true, false, false], "--bidir opens the client's sending streams first");
+}
+
+#[test]
+fn udp_paced_both_ways() {
+    for reverse in [false, true] {
+        let params =
+            TestParams { udp: true, time: 1, len: 1200, bandwidth: 10_000_000, reverse, ..TestParams::default() };
+        let (c, s) = test(params);
+        assert_counts_agree(&c, &s, 1);
+        let (tx, rx) = if reverse { (&s.streams[0], &c.streams[0]) } else { (&c.streams[0], &s.streams[0]) };
+        // 10 Mbit/s for a second, give or take the last pacing tick.
+        assert!((1_200_000..=1_300_000).contains(&tx.bytes), "sent {} bytes", tx.bytes);
+        assert_eq!(rx.lost, 0, "a clean link loses nothing");
+        // Only what was still on the 1 ms link at TEST_END is missing.
+        assert!(
+            rx.packets <= tx.packets && tx.packets - rx.packets <= 5,
+            "sent {}, received {}",
+            tx.packets,
+            rx.packets
+        );
+    }
+}
+
+#[test]
+fn a_second_client_during_a_test_is_refused() {
+    let mut sim = Sim::new();
+    let mut server = IperfServer::listen(&mut sim.server, DEFAULT_PORT, false).unwrap();
+    let mut first = IperfClient::new(server_addr(), TestParams { time: 1, ..TestParams::default() }, 1);
+    let mut events = Vec::new();
+    for _ in 0..MAX_STEPS {
+        if events.iter().any(|e| matches!(e, PerfEvent::Started { .. })) {
+            break;
+        }
+        sim.step(&mut [&mut first], &mut server, &mut events);
+    }
+    let mut second = IperfClient::new(server_addr(), TestParams::default(), 2);
+    events.extend(sim.run(&mut [&mut first, &mut second], &mut server));
+    assert_eq!(second.error(), Some("the server is busy running a test. try again later"));
+    assert_eq!(first.error(), None);
+    assert!(events.iter().any(|e| matches!(e, PerfEvent::Refused(_))));
+    assert!(events.iter().any(|e| matches!(e, PerfEvent::Finished(_))));
+    // And it serves the next one.
+    let mut third = IperfClient::new(server_addr(), TestParams { time: 0, bytes: 1 << 20, ..TestParams::default() }, 3);
+    sim.run(&mut [&mut third], &mut server);
+    assert_eq!(third.error(), None);
+}
+
+#[test]
+fn parameters_it_cannot_run_get_a_server_error() {
+    let mut sim = Sim::new();
+    let mut server = IperfServer::listen(&mut sim.server, DEFAULT_PORT, false).unwrap();
+    let mut client = IperfClient::new(server_addr(), TestParams { parallel: 500, ..TestParams::default() }, 1);
+    let events = sim.run(&mut [&mut client], &mut server);
+    let err = client.error().expect("refused");
+    assert!(err.contains("iperf3 error 114"), "{err}");
+    assert!(events.iter().any(|e| matches!(e, PerfEvent::Aborted(_))));
+}
+
+#[test]
+fn udp_accounting_counts_loss_and_reordering() {
+    let wall = WallClock { unix_micros: 1_700_000_000_000_000, at: Instant::ZERO };
+    let mut sim = Sim::new();
+    let socket = sim.server.udp_bind(DEFAULT_PORT).unwrap();
+    let peer = SocketAddrV4::new(CLIENT_IP, 40000);
+    let mut s = stream::Stream::new(1, false, stream::Transport::Udp { socket, peer }, None, None);
+    let datagram = |seq: u32| {
+        let mut d = vec![0u8; 64];
+        d[0..4].copy_from_slice(&1_700_000_000u32.to_be_bytes());
+        d[8..12].copy_from_slice(&seq.to_be_bytes());
+        d
+    };
+    for seq in [1, 2, 4, 3, 7] {
+        s.recv_udp(&datagram(seq), Instant::from_millis(u64::from(seq)), &wall, false);
+    }
+    assert_eq!((s.last_seq, s.lost, s.out_of_order, s.packets), (7, 2, 1, 5));
+    // Short and hostile datagrams are counted as bytes, never trusted further.
+    s.recv_udp(&[1, 2, 3], Instant::from_millis(9), &wall, false);
+    s.recv_udp(&[0xff; 16], Instant::from_millis(9), &wall, true);
+    assert_eq!(s.packets, 7);
+}
