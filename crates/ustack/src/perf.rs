@@ -470,9 +470,12 @@ fn end_json(r: &TestReport, client: bool) -> Value {
         end["sum"] = u;
     }
     if r.params.bidir {
-        let (sent, received, _) = sums(&|s| !forward(s));
+        let (sent, received, udp_sum) = sums(&|s| !forward(s));
         end["sum_sent_bidir_reverse"] = sent;
         end["sum_received_bidir_reverse"] = received;
+        if let Some(u) = udp_sum {
+            end["sum_bidir_reverse"] = u;
+        }
     }
     let (host, remote) = (r.cpu, r.peer_cpu);
     end["cpu_utilization_percent"] = json!({

@@ -203,7 +203,7 @@ fn ustack_perf_client_against_iperf3_server() {
     skip_unless!("iperf3", "ping");
     let ns = Netns::new("perfcli");
     let tap = support::short_name("upf", 2);
-    for (i, mode) in [&[][..], &["-R"][..]].iter().enumerate() {
+    for (i, mode) in [&[][..], &["-R"][..], &["-u", "-b", "50M"][..]].iter().enumerate() {
         let mut iperf3 = Background::start(&ns, &format!("perfcli-srv{i}"), &["iperf3", "-s", "-1", "-J"]);
         std::thread::sleep(Duration::from_millis(300));
         let mut argv: Vec<String> =
@@ -220,7 +220,7 @@ fn ustack_perf_client_against_iperf3_server() {
         // iperf3 -s fills in only the side it counted itself (the other
         // reads 0): that count, reached us in the results exchange, must match.
         let (theirs_sum, ours_sum) =
-            if mode.is_empty() { ("sum_received", "sum_sent") } else { ("sum_sent", "sum_received") };
+            if mode.contains(&"-R") { ("sum_sent", "sum_received") } else { ("sum_received", "sum_sent") };
         let (o, t) = (bytes(&ours, theirs_sum), bytes(&theirs, theirs_sum));
         eprintln!("ustack perf -c {mode:?}: end.{theirs_sum}.bytes ustack {o}, iperf3 {t}");
         assert_eq!(o, t, "{mode:?}: end.{theirs_sum}.bytes differ");
@@ -232,4 +232,25 @@ fn ustack_perf_client_against_iperf3_server() {
             assert!(ours["end"][sum]["bits_per_second"].as_f64().is_some_and(|b| b > 0.0), "{sum}: {ours}");
         }
     }
+}
+
+#[test]
+fn ustack_perf_client_is_refused_by_a_busy_iperf3() {
+    skip_unless!("iperf3");
+    let ns = Netns::new("perfcbusy");
+    let tap = support::short_name("upf", 3);
+    let _iperf3 = Background::start(&ns, "perfcbusy-srv", &["iperf3", "-s"]);
+    std::thread::sleep(Duration::from_millis(300));
+    // A kernel client keeps the server busy over the namespace's loopback.
+    let mut first = Background::start(&ns, "perfcbusy-cli", &["iperf3", "-c", "127.0.0.1", "-t", "4"]);
+    std::thread::sleep(Duration::from_millis(1000));
+    let mut argv: Vec<String> = ["perf", "-c", "10.55.4.1", "-t", "1"].iter().map(|s| s.to_string()).collect();
+    argv.extend(dev_args(&tap, 4));
+    let mut cmd = ns.command(&[support::ustack_bin()]);
+    cmd.args(&argv);
+    let out = run_bounded(cmd, None, SECS(30));
+    assert_eq!(out.code(), Some(1), "ustack perf -c against a busy server: {out}");
+    let lines: Vec<&str> = out.stderr.lines().collect();
+    assert_eq!(lines, ["ustack: error: perf: the server is busy running a test. try again later"], "{out}");
+    assert!(first.wait_exit(SECS(20)).success(), "the first test failed:\n{}", first.stderr());
 }
