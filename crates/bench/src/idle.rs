@@ -30,9 +30,10 @@
 //!   they are established.
 //!
 //! smoltcp visits every socket on every poll and on every arriving segment,
-//! so its N is capped ([`IdleParams::smoltcp_max`]); Linux needs two file
-//! descriptors per connection and is capped by `RLIMIT_NOFILE` and
-//! [`IdleParams::linux_max`]. The report says when a cap applied.
+//! so its N is capped ([`IdleParams::smoltcp_max`]); Linux is capped by
+//! [`IdleParams::linux_max`] (its connections are held by helper processes,
+//! two descriptors each, within each one's `RLIMIT_NOFILE`). The report says
+//! when a cap applied.
 
 mod linux;
 mod smol;
@@ -56,7 +57,7 @@ pub struct IdleParams {
     pub message: usize,
     /// Largest N smoltcp is run with; above it smoltcp runs at this N.
     pub smoltcp_max: usize,
-    /// Largest N Linux is run with (the file descriptor limit may lower it).
+    /// Largest N Linux is run with.
     pub linux_max: usize,
     /// Run smoltcp and Linux at all.
     pub baselines: bool,

@@ -30,7 +30,7 @@ pub struct BenchArgs {
     /// idle: largest N for smoltcp, which visits every socket on every poll.
     #[arg(long, default_value_t = 10_000)]
     pub smoltcp_max: usize,
-    /// idle: largest N for Linux loopback sockets (RLIMIT_NOFILE may lower it).
+    /// idle: largest N for Linux loopback sockets (held by helper processes, each within RLIMIT_NOFILE).
     #[arg(long, default_value_t = 100_000)]
     pub linux_max: usize,
     /// idle: ustack only, without the smoltcp and Linux baselines.
