@@ -14,12 +14,13 @@ use ustack_runtime::apps::iperf::{self, Interval, PerfEvent, StreamReport, TestP
 use ustack_runtime::{EventLoop, RunEnd, StopSignal, Waitable};
 
 #[derive(Args, Debug)]
+#[command(group(clap::ArgGroup::new("role").required(true).args(["server", "client"])))]
 #[command(after_help = "Like iperf3: the client opens the control connection and every data stream; \
     -R makes the server send, --bidir both. Rates take K, M, G suffixes (powers of 1000), byte counts \
     K, M, G (powers of 1024).")]
 pub struct PerfArgs {
     /// Run as a server, one test at a time (a client that comes during a test is refused).
-    #[arg(short = 's', long = "server", conflicts_with = "client", required_unless_present = "client")]
+    #[arg(short = 's', long = "server")]
     pub server: bool,
     /// Run as a client against the iperf3 server at this IPv4 address.
     #[arg(short = 'c', long = "client", value_name = "HOST")]
@@ -127,7 +128,10 @@ fn client_params(args: &PerfArgs) -> Result<TestParams, CliError> {
 
 fn perf<D: Device + Waitable>(mut lp: EventLoop<D>, args: &PerfArgs, params: TestParams) -> Result<(), CliError> {
     let stop = StopSignal::install();
-    let mut out = Printer::new(args.json, args.client.is_some());
+    // The server's banner comes back after each test, as iperf3's does (not with -1: it exits).
+    let banner = (args.client.is_none() && !args.json).then_some(args.port);
+    let mut out =
+        Printer { json: args.json, client: args.client.is_some(), banner, intervals: Vec::new(), start: Value::Null };
     match args.client {
         None => {
             let mut server = iperf::IperfServer::listen(&mut lp.stack, args.port, args.one_off)
@@ -138,8 +142,9 @@ fn perf<D: Device + Waitable>(mut lp: EventLoop<D>, args: &PerfArgs, params: Tes
                 args.dev.ip.addr,
                 args.port
             );
-            if !args.json {
-                out.banner(args.port);
+            out.banner();
+            if args.one_off {
+                out.banner = None;
             }
             iperf::run(&mut lp, &mut server, &stop, None, |e| out.event(e));
             Ok(())
@@ -167,20 +172,20 @@ fn perf<D: Device + Waitable>(mut lp: EventLoop<D>, args: &PerfArgs, params: Tes
 struct Printer {
     json: bool,
     client: bool,
+    /// The server's port, for its "Server listening" banner in plain output.
+    banner: Option<u16>,
     intervals: Vec<Value>,
     start: Value,
 }
 
 impl Printer {
-    fn new(json: bool, client: bool) -> Printer {
-        Printer { json, client, intervals: Vec::new(), start: Value::Null }
-    }
-
-    fn banner(&self, port: u16) {
-        println!("-----------------------------------------------------------");
-        println!("Server listening on {port} (ustack)");
-        println!("-----------------------------------------------------------");
-        flush();
+    fn banner(&self) {
+        if let Some(port) = self.banner {
+            println!("-----------------------------------------------------------");
+            println!("Server listening on {port} (ustack)");
+            println!("-----------------------------------------------------------");
+            flush();
+        }
     }
 
     fn event(&mut self, e: PerfEvent) {
@@ -194,16 +199,9 @@ impl Printer {
             PerfEvent::Aborted(why) => {
                 eprintln!("ustack: test aborted: {why}");
                 self.intervals.clear();
-                if !self.client && !self.json {
-                    self.banner_again();
-                }
+                self.banner();
             }
         }
-    }
-
-    fn banner_again(&self) {
-        println!("-----------------------------------------------------------");
-        flush();
     }
 
     fn started(&mut self, peer: Option<SocketAddrV4>, params: &TestParams, streams: &[StreamReport]) {
@@ -325,9 +323,7 @@ impl Printer {
                 sum_line("sum_sent", "SUM", "sender");
                 sum_line("sum_received", "SUM", "receiver");
             }
-            if !self.client {
-                println!("-----------------------------------------------------------");
-            } else {
+            if self.client {
                 println!("\niperf Done.");
             }
         }
@@ -340,6 +336,7 @@ impl Printer {
         );
         self.intervals.clear();
         flush();
+        self.banner();
     }
 }
 

@@ -120,6 +120,10 @@ impl IperfClient {
                     self.phase = Phase::Setup;
                     self.since = now;
                 }
+                Some(State::SynSent) if now.saturating_since(self.since) > HANDSHAKE_TIMEOUT => {
+                    let secs = HANDSHAKE_TIMEOUT.as_secs();
+                    return Err(format!("unable to connect to server {}: no answer in {secs} s", self.server));
+                }
                 Some(State::SynSent) => return Ok(()),
                 _ => {
                     return Err(format!("unable to connect to server {}: connection refused or timed out", self.server))
