@@ -432,6 +432,17 @@ mod tests {
         }
     }
 
+    /// A terminal of any size, however small, gets a clipped screen, not a panic.
+    #[test]
+    fn tiny_terminals_do_not_panic() {
+        let mut v = View::new(ControlAddr::Device("t0".into()), Duration::from_secs(1), snapshot(1_000_000, 10, 1));
+        v.previous = Some(std::mem::replace(&mut v.current, snapshot(2_000_000, 30, 5)));
+        for (w, h) in [(1, 1), (2, 30), (200, 2), (20, 5), (40, 12), (79, 23)] {
+            let mut t = Terminal::new(TestBackend::new(w, h)).unwrap();
+            t.draw(|f| v.draw(f)).unwrap();
+        }
+    }
+
     #[test]
     fn fits_80_by_24_and_shows_non_zero_drops_only() {
         let mut v = View::new(ControlAddr::Device("t0".into()), Duration::from_secs(1), snapshot(1_000_000, 10, 1));
