@@ -59,7 +59,7 @@ impl UstackIdle {
             return Err(format!("{max_idle} idle connections need more listening ports than there are"));
         }
         // Checksum offload, as loopback has. Frame buffers are allocated up
-        // front so that the memory figure does not include them.
+        // front: part of the pair's fixed cost, which `run` subtracts.
         let link =
             LinkConfig { capacity: 2 * BATCH, checksum_offload: true, preallocate: true, ..LinkConfig::default() };
         let (pa, pb) = MemoryLink::pair(link, 7);
