@@ -2,12 +2,12 @@
 //! sending (paced for UDP, bounded by `-n`/`-k`), the receiving, and the
 //! per-second intervals.
 
-use super::stream::{Flow, Stream, Transport, WallClock};
+use super::stream::{paced_bytes, Flow, Stream, Transport, WallClock};
 use super::{cpu_times, cpu_util, secs_between, Interval, StreamReport, TestParams, INTERVAL};
 use ustack_core::{Duration, Instant, Stack, UdpHandle};
 
-/// A UDP sender wakes at least this often to keep its pace smooth.
-const UDP_PACE_TICK: Duration = Duration::from_millis(1);
+/// A paced sender (UDP, or TCP with `-b`) wakes at least this often to keep its pace smooth.
+const PACE_TICK: Duration = Duration::from_millis(1);
 
 pub(super) struct DataPlane {
     pub params: TestParams,
@@ -126,6 +126,11 @@ impl DataPlane {
                 continue;
             }
             let sent = match s.transport {
+                // `-b` paces TCP too, per stream, as iperf3 does.
+                Transport::Tcp(_) if self.params.bandwidth > 0 => {
+                    let paced = paced_bytes(self.params.bandwidth, start, now).saturating_sub(s.bytes);
+                    s.send_tcp(stack, &self.block, budget.min(paced)).0
+                }
                 Transport::Tcp(_) => s.send_tcp(stack, &self.block, budget).0,
                 Transport::Udp { .. } => s.send_udp(stack, now, start, &wall, &self.params, budget),
             };
@@ -211,8 +216,9 @@ impl DataPlane {
             return None;
         }
         let interval = self.interval_start + INTERVAL;
-        let udp_sending = self.params.udp && self.streams.iter().any(|s| s.sender && !s.ended);
-        Some(if udp_sending { interval.min(now + UDP_PACE_TICK) } else { interval })
+        let paced = self.params.udp || self.params.bandwidth > 0;
+        let pacing = paced && self.streams.iter().any(|s| s.sender && !s.ended);
+        Some(if pacing { interval.min(now + PACE_TICK) } else { interval })
     }
 
     pub fn release(&mut self, stack: &mut Stack) {

@@ -99,7 +99,7 @@ pub struct TestParams {
     pub len: usize,
     pub reverse: bool,
     pub bidir: bool,
-    /// Target bits per second per stream, 0 for unlimited (UDP always has one).
+    /// Target bits per second per stream (`-b`), 0 for unlimited (UDP always has one).
     pub bandwidth: u64,
     /// 64-bit UDP sequence numbers.
     pub udp64: bool,
@@ -233,7 +233,8 @@ pub struct StreamReport {
     pub remote: Option<SocketAddrV4>,
     /// Bytes we sent or received during the test.
     pub bytes: u64,
-    /// UDP datagrams we sent or received.
+    /// UDP datagrams we sent; as a receiver, the highest sequence number
+    /// seen (what iperf3 reports as the total).
     pub packets: u64,
     /// UDP: datagrams missing by sequence number (receiver), as iperf3 counts them.
     pub lost: u64,
@@ -268,7 +269,7 @@ pub struct Interval {
     pub streams: Vec<(u32, bool, u64, u64)>,
 }
 
-/// A finished (or failed) test.
+/// A finished test, as one side saw it.
 #[derive(Clone, Debug)]
 pub struct TestReport {
     pub params: TestParams,

@@ -40,6 +40,13 @@ impl WallClock {
     }
 }
 
+/// Bytes a sender at `rate` bits per second may have sent from `start` to
+/// `now` (u128: a long test at a high rate cannot overflow).
+pub(super) fn paced_bytes(rate: u64, start: Instant, now: Instant) -> u64 {
+    let elapsed = now.saturating_since(start).as_micros();
+    u64::try_from(u128::from(rate) * elapsed / 8_000_000).unwrap_or(u64::MAX)
+}
+
 /// What a stream was told to stop by.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum Flow {
@@ -198,9 +205,7 @@ impl Stream {
         let (len, rate, udp64) = (params.len, params.udp_rate(), params.udp64);
         let Transport::Udp { socket, peer } = self.transport else { return 0 };
         let len = len.clamp(16, MAX_UDP_LEN);
-        let elapsed = now.saturating_since(start).as_micros() as u64;
-        // Bits allowed so far; u128 so a long test at a high rate cannot overflow.
-        let allowed = (u128::from(rate) * u128::from(elapsed) / 8_000_000) as u64;
+        let allowed = paced_bytes(rate, start, now);
         let mut sent = 0u64;
         let mut buf = [0u8; MAX_UDP_LEN];
         while self.bytes < allowed && sent < budget {

@@ -167,6 +167,15 @@ fn udp_paced_both_ways() {
 }
 
 #[test]
+fn tcp_bitrate_paces_the_sender() {
+    let (c, s) = test(TestParams { time: 1, bandwidth: 8_000_000, ..TestParams::default() });
+    assert_counts_agree(&c, &s, 1);
+    // 8 Mbit/s for a second: a megabyte, give or take a pacing tick.
+    let sent = c.our_bytes(true);
+    assert!((950_000..=1_050_000).contains(&sent), "sent {sent} bytes");
+}
+
+#[test]
 fn a_second_client_during_a_test_is_refused() {
     let mut sim = Sim::new();
     let mut server = IperfServer::listen(&mut sim.server, DEFAULT_PORT, false).unwrap();
