@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 use std::io::Write;
 use std::net::{Ipv4Addr, SocketAddrV4};
 use ustack_core::phy::Device;
-use ustack_device::FaultDevice;
+use ustack_device::{FaultDevice, PcapDevice};
 use ustack_runtime::apps::iperf::{self, Interval, PerfEvent, StreamReport, TestParams, TestReport};
 use ustack_runtime::{EventLoop, RunEnd, StopSignal, Waitable};
 
@@ -62,6 +62,9 @@ pub struct PerfArgs {
     /// Give up when the test has not finished after this many seconds (client; default: its length plus 30).
     #[arg(long, value_name = "SECS")]
     pub timeout: Option<u64>,
+    /// Write every frame in and out to this pcap file.
+    #[arg(long, value_name = "FILE")]
+    pub pcap: Option<String>,
     #[command(flatten)]
     pub dev: DeviceArgs,
 }
@@ -91,10 +94,19 @@ pub fn run(args: PerfArgs) -> Result<(), CliError> {
     args.dev.tap_name()?;
     let params = client_params(&args)?;
     let opened = args.dev.open()?;
-    match args.dev.impair {
-        None => perf(EventLoop::new(opened.stack, opened.tap), &args, params),
-        Some(imp) => {
-            perf(EventLoop::new(opened.stack, FaultDevice::new(opened.tap, imp.link, imp.seed)), &args, params)
+    let (stack, tap) = (opened.stack, opened.tap);
+    let pcap = |path: &String, source| CliError::Pcap { path: path.clone(), source };
+    // As in `up`: faults nearest the wire, the capture nearest the stack.
+    match (args.dev.impair, &args.pcap) {
+        (None, None) => perf(EventLoop::new(stack, tap), &args, params),
+        (Some(imp), None) => perf(EventLoop::new(stack, FaultDevice::new(tap, imp.link, imp.seed)), &args, params),
+        (None, Some(path)) => {
+            let dev = PcapDevice::create(tap, path).map_err(|e| pcap(path, e))?;
+            perf(EventLoop::new(stack, dev), &args, params)
+        }
+        (Some(imp), Some(path)) => {
+            let dev = PcapDevice::create(FaultDevice::new(tap, imp.link, imp.seed), path).map_err(|e| pcap(path, e))?;
+            perf(EventLoop::new(stack, dev), &args, params)
         }
     }
 }
