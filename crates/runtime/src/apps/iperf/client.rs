@@ -31,9 +31,15 @@ enum Phase {
 /// A data stream being opened: connected, then its cookie (TCP) or hello (UDP) sent.
 struct Opening {
     stream: Stream,
-    /// TCP: cookie bytes written so far; UDP: whether the hello went out.
+    /// TCP: cookie bytes written so far.
     sent: usize,
+    /// UDP: when the hello last went out (it is resent until answered:
+    /// either datagram may be lost).
+    hello_at: Option<Instant>,
 }
+
+/// How long a UDP stream waits for the server's answer before saying hello again.
+const HELLO_RETRY: ustack_core::Duration = ustack_core::Duration::from_millis(100);
 
 /// `iperf3 -c` on the stack.
 pub struct IperfClient {
@@ -158,6 +164,11 @@ impl IperfClient {
                 (state::TEST_START, Phase::Setup) => {}
                 (state::TEST_RUNNING, Phase::Setup) => {
                     let d = self.data.as_mut().ok_or("TEST_RUNNING before CREATE_STREAMS")?;
+                    // The server starts once it has every stream: a last UDP
+                    // stream whose answer was lost is open all the same.
+                    if let Some(o) = self.opening.take_if(|o| o.hello_at.is_some() && self.to_open == 0) {
+                        d.streams.push(o.stream);
+                    }
                     if self.to_open > 0 || self.opening.is_some() {
                         return Err("the server started the test before all streams were open".into());
                     }
@@ -278,8 +289,9 @@ impl IperfClient {
                     _ => return Err(format!("unable to open a data stream to {}", self.server)),
                 },
                 Transport::Udp { socket, .. } => {
-                    if o.sent == 0 && stack.udp_send_to(socket, self.server, &UDP_CONNECT_MSG.to_le_bytes()).is_ok() {
-                        o.sent = 1;
+                    let due = o.hello_at.is_none_or(|t| now.saturating_since(t) >= HELLO_RETRY);
+                    if due && stack.udp_send_to(socket, self.server, &UDP_CONNECT_MSG.to_le_bytes()).is_ok() {
+                        o.hello_at = Some(now);
                     }
                     let mut answered = false;
                     while let Some(ok) = stack.udp_recv_with(socket, |data, _| data.len() == 4 && is_reply(data)) {
@@ -317,7 +329,7 @@ impl IperfClient {
             Stream::new(id, sender, Transport::Tcp(h), local, Some(self.server))
         };
         self.to_open -= 1;
-        self.opening = Some(Opening { stream, sent: 0 });
+        self.opening = Some(Opening { stream, sent: 0, hello_at: None });
         Ok(())
     }
 }
@@ -363,7 +375,7 @@ impl PerfApp for IperfClient {
                     .flatten();
                 [d.next_wake(now), end].into_iter().flatten().min()
             }
-            _ if self.opening.is_some() => Some(now + ustack_core::Duration::from_millis(10)),
+            _ if self.opening.is_some() => Some(now + HELLO_RETRY),
             _ => Some(self.since + HANDSHAKE_TIMEOUT),
         }
     }

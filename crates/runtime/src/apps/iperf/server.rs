@@ -231,14 +231,20 @@ impl IperfServer {
         while let Some((hello, from)) =
             stack.udp_recv_with(sock, |data, from| (data.len() == 4 && is_hello(data), from))
         {
-            let known = d.streams.iter().any(|s| s.remote == Some(from));
-            if !hello || known || d.streams.len() >= expected_streams(&d.params) {
+            if !hello {
                 continue;
             }
-            let n = d.streams.len();
-            let sender = server_sends(&d.params, n);
-            let transport = Transport::Udp { socket: sock, peer: from };
-            d.streams.push(Stream::new(Stream::id_for(n), sender, transport, local, Some(from)));
+            // A hello again from a known stream means our answer was lost: answer again.
+            let known = d.streams.iter().any(|s| s.remote == Some(from));
+            if !known {
+                if d.streams.len() >= expected_streams(&d.params) {
+                    continue;
+                }
+                let n = d.streams.len();
+                let sender = server_sends(&d.params, n);
+                let transport = Transport::Udp { socket: sock, peer: from };
+                d.streams.push(Stream::new(Stream::id_for(n), sender, transport, local, Some(from)));
+            }
             // iperf3 writes the reply in host order; its hosts are little-endian.
             let _ = stack.udp_send_to(sock, from, &UDP_CONNECT_REPLY.to_le_bytes());
         }

@@ -25,8 +25,12 @@ struct Sim {
 
 impl Sim {
     fn new() -> Sim {
+        Sim::with_loss(0.0)
+    }
+
+    fn with_loss(loss: f64) -> Sim {
         // A little delay, so time moves while data flows.
-        let link = LinkConfig { delay: Duration::from_millis(1), ..LinkConfig::default() };
+        let link = LinkConfig { delay: Duration::from_millis(1), loss, ..LinkConfig::default() };
         let (pc, ps) = MemoryLink::pair(link, 7);
         let cfg = |mac: u8, ip| StackConfig::new(EthernetAddress([2, 0, 0, 0, 0, mac]), Ipv4Cidr::new(ip, 24).unwrap());
         Sim {
@@ -100,7 +104,11 @@ fn server_report(events: Vec<PerfEvent>) -> TestReport {
 
 /// Run one test; the client's and the server's reports.
 fn test(params: TestParams) -> (TestReport, TestReport) {
-    let mut sim = Sim::new();
+    test_with_loss(params, 0.0)
+}
+
+fn test_with_loss(params: TestParams, loss: f64) -> (TestReport, TestReport) {
+    let mut sim = Sim::with_loss(loss);
     let mut server = IperfServer::listen(&mut sim.server, DEFAULT_PORT, false).unwrap();
     let mut client = IperfClient::new(server_addr(), params, 42);
     let events = sim.run(&mut [&mut client], &mut server);
@@ -163,6 +171,19 @@ fn udp_paced_both_ways() {
             tx.packets,
             rx.packets
         );
+    }
+}
+
+#[test]
+fn udp_over_a_lossy_link_counts_the_loss() {
+    // 10% loss both ways: hellos and answers get lost too, and are resent.
+    let params =
+        TestParams { udp: true, time: 1, len: 1000, bandwidth: 4_000_000, parallel: 3, ..TestParams::default() };
+    let (c, s) = test_with_loss(params, 0.1);
+    assert_counts_agree(&c, &s, 3);
+    for (tx, rx) in c.streams.iter().zip(&s.streams) {
+        assert!(rx.lost > 0 && rx.lost < tx.packets / 4, "lost {} of {}", rx.lost, tx.packets);
+        assert_eq!(rx.packets - rx.lost, rx.bytes / 1000, "every datagram is lost or counted");
     }
 }
 
