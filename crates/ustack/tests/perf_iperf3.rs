@@ -119,6 +119,20 @@ fn perf_server(ns: &Netns, tag: &str, tap: &str, subnet: u8) -> Background {
     server
 }
 
+/// Wait (bounded) until something in `ns` listens on TCP `port` (iperf3 -s starting up).
+fn wait_listening(ns: &Netns, port: u16) {
+    let filter = format!("sport = :{port}");
+    let deadline = Instant::now() + SECS(10);
+    loop {
+        let out = ns.exec(&["ss", "-Hltn", &filter], SECS(5));
+        if out.success() && !out.stdout.is_empty() {
+            return;
+        }
+        assert!(Instant::now() < deadline, "nothing listens on port {port} in {}", ns.name);
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// Run iperf3 -c with `extra` flags against the stack; its JSON.
 fn iperf3_client(ns: &Netns, subnet: u8, extra: &[&str]) -> Value {
     let ip = format!("10.55.{subnet}.2");
@@ -200,12 +214,12 @@ fn second_client_is_refused_while_a_test_runs() {
 
 #[test]
 fn ustack_perf_client_against_iperf3_server() {
-    skip_unless!("iperf3", "ping");
+    skip_unless!("iperf3", "ss");
     let ns = Netns::new("perfcli");
     let tap = support::short_name("upf", 2);
     for (i, mode) in [&[][..], &["-R"][..], &["-u", "-b", "50M"][..]].iter().enumerate() {
         let mut iperf3 = Background::start(&ns, &format!("perfcli-srv{i}"), &["iperf3", "-s", "-1", "-J"]);
-        std::thread::sleep(Duration::from_millis(300));
+        wait_listening(&ns, 5201);
         let mut argv: Vec<String> =
             ["perf", "-c", "10.55.3.1", "-t", "2", "-J"].iter().map(|s| s.to_string()).collect();
         argv.extend(mode.iter().map(|s| s.to_string()));
@@ -236,11 +250,11 @@ fn ustack_perf_client_against_iperf3_server() {
 
 #[test]
 fn ustack_perf_client_is_refused_by_a_busy_iperf3() {
-    skip_unless!("iperf3");
+    skip_unless!("iperf3", "ss");
     let ns = Netns::new("perfcbusy");
     let tap = support::short_name("upf", 3);
     let _iperf3 = Background::start(&ns, "perfcbusy-srv", &["iperf3", "-s"]);
-    std::thread::sleep(Duration::from_millis(300));
+    wait_listening(&ns, 5201);
     // A kernel client keeps the server busy over the namespace's loopback.
     let mut first = Background::start(&ns, "perfcbusy-cli", &["iperf3", "-c", "127.0.0.1", "-t", "4"]);
     std::thread::sleep(Duration::from_millis(1000));
