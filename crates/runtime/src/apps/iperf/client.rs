@@ -126,7 +126,7 @@ impl IperfClient {
                     self.phase = Phase::Setup;
                     self.since = now;
                 }
-                Some(State::SynSent) if now.saturating_since(self.since) > HANDSHAKE_TIMEOUT => {
+                Some(State::SynSent) if now.saturating_since(self.since) >= HANDSHAKE_TIMEOUT => {
                     let secs = HANDSHAKE_TIMEOUT.as_secs();
                     return Err(format!("unable to connect to server {}: no answer in {secs} s", self.server));
                 }
@@ -244,7 +244,7 @@ impl IperfClient {
             return Err("the server closed the control connection".into());
         }
         let waiting = !matches!(self.phase, Phase::Running | Phase::Done);
-        if waiting && now.saturating_since(self.since) > HANDSHAKE_TIMEOUT {
+        if waiting && now.saturating_since(self.since) >= HANDSHAKE_TIMEOUT {
             return Err(format!("the server went quiet ({:?})", self.phase));
         }
         Ok(())

@@ -156,7 +156,7 @@ impl IperfServer {
         let mut i = 0;
         while i < self.pending.len() {
             let p = &mut self.pending[i];
-            let mut failed = now.saturating_since(p.since) > HANDSHAKE_TIMEOUT;
+            let mut failed = now.saturating_since(p.since) >= HANDSHAKE_TIMEOUT;
             while !failed && p.got < COOKIE_LEN {
                 match stack.tcp_recv(p.h, &mut p.cookie[p.got..]) {
                     Ok(0) => failed = true,
@@ -300,7 +300,7 @@ enum Step {
 /// One look at the control connection in the test's current phase.
 fn step(t: &mut Test, stack: &mut Stack, now: Instant, port: u16) -> Step {
     let mut events = Vec::new();
-    if t.phase != Phase::Running && now.saturating_since(t.since) > HANDSHAKE_TIMEOUT {
+    if t.phase != Phase::Running && now.saturating_since(t.since) >= HANDSHAKE_TIMEOUT {
         return Step::Failed(format!("the client went quiet during {:?}", t.phase));
     }
     loop {
@@ -345,7 +345,7 @@ fn step(t: &mut Test, stack: &mut Stack, now: Instant, port: u16) -> Step {
                 events.push(PerfEvent::Started { peer: t.peer, params: d.params.clone(), streams: d.reports(stack) });
             }
             Phase::Running => match t.ctrl.take_state() {
-                None if t.data.as_ref().is_some_and(|d| d.idle(now) > IDLE_TIMEOUT) => {
+                None if t.data.as_ref().is_some_and(|d| d.idle(now) >= IDLE_TIMEOUT) => {
                     // iperf3's --rcv-timeout default: a test nothing moves in is over.
                     return Step::Failed(format!("no data for {} s", IDLE_TIMEOUT.as_secs()));
                 }
@@ -465,16 +465,17 @@ impl PerfApp for IperfServer {
     }
 
     fn next_wake(&self, now: Instant) -> Option<Instant> {
-        let t = self.test.as_ref()?;
-        match &t.data {
+        // Handshake deadlines: cookies still coming, refused clients draining.
+        let pending = self.pending.iter().map(|p| p.since).chain(self.denied.iter().map(|&(_, since)| since));
+        let handshakes = pending.min().map(|since| since + HANDSHAKE_TIMEOUT);
+        let test = self.test.as_ref().and_then(|t| match &t.data {
             Some(d) if t.phase == Phase::Running => {
-                [d.next_wake(now), Some(now + (IDLE_TIMEOUT - d.idle(now).min(IDLE_TIMEOUT)))]
-                    .into_iter()
-                    .flatten()
-                    .min()
+                let idle_end = now + (IDLE_TIMEOUT - d.idle(now).min(IDLE_TIMEOUT));
+                [d.next_wake(now), Some(idle_end)].into_iter().flatten().min()
             }
             _ => Some(t.since + HANDSHAKE_TIMEOUT),
-        }
+        });
+        [handshakes, test].into_iter().flatten().min()
     }
 }
 

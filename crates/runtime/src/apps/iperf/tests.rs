@@ -253,3 +253,53 @@ fn udp_accounting_counts_loss_and_reordering() {
     s.recv_udp(&[0xff; 16], Instant::from_millis(9), &wall, true);
     assert_eq!(s.packets, 7);
 }
+
+/// A peer that writes `bytes` on a control connection and then stays.
+struct Raw {
+    h: Option<TcpHandle>,
+    bytes: Vec<u8>,
+}
+
+impl App for Raw {
+    fn poll(&mut self, stack: &mut Stack, now: Instant, _ready: &[TcpHandle]) {
+        let h = *self.h.get_or_insert_with(|| stack.tcp_connect(now, server_addr()).unwrap());
+        if stack.tcp_state(h) == Some(ustack_core::tcp::State::Established) && !self.bytes.is_empty() {
+            let n = stack.tcp_send(h, &self.bytes).unwrap_or(0);
+            self.bytes.drain(..n);
+        }
+    }
+}
+
+#[test]
+fn hostile_control_messages_end_the_test_and_the_server_goes_on() {
+    let cookie = [b'a'; COOKIE_LEN - 1];
+    let oversized = [&cookie[..], &[0], &u32::MAX.to_be_bytes()].concat();
+    let not_json = [&cookie[..], &[0], &4u32.to_be_bytes(), b"{{{{"].concat();
+    let silent = [&cookie[..], &[0]].concat();
+    for (bytes, why) in [(oversized, "over"), (not_json, "bad parameters"), (silent, "went quiet")] {
+        let mut sim = Sim::new();
+        let mut server = IperfServer::listen(&mut sim.server, DEFAULT_PORT, false).unwrap();
+        let mut raw = Raw { h: None, bytes };
+        let mut events = Vec::new();
+        for _ in 0..100_000 {
+            if events.iter().any(|e| matches!(e, PerfEvent::Aborted(_))) {
+                break;
+            }
+            let now = sim.now;
+            sim.client.poll(now, &mut sim.pc, 64);
+            crate::poll_apps(&mut sim.client, now, &mut [&mut raw], &mut sim.ready);
+            sim.client.poll(now, &mut sim.pc, 0);
+            sim.step(&mut [], &mut server, &mut events);
+        }
+        let aborted = events.iter().find_map(|e| match e {
+            PerfEvent::Aborted(w) => Some(w.clone()),
+            _ => None,
+        });
+        assert!(aborted.as_deref().is_some_and(|w| w.contains(why)), "{why}: {aborted:?}");
+        assert!(!server.busy());
+        let mut next =
+            IperfClient::new(server_addr(), TestParams { time: 0, bytes: 1 << 16, ..TestParams::default() }, 9);
+        sim.run(&mut [&mut next], &mut server);
+        assert_eq!(next.error(), None, "after {why}");
+    }
+}
