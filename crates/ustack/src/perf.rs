@@ -31,6 +31,9 @@ pub struct PerfArgs {
     /// Seconds to transmit (client).
     #[arg(short = 't', long = "time", value_name = "SECS", default_value_t = 10)]
     pub time: u32,
+    /// Seconds at the start left out of the figures, e.g. slow start (client).
+    #[arg(short = 'O', long = "omit", value_name = "SECS", default_value_t = 0)]
+    pub omit: u32,
     /// Bytes to transmit instead of a time (client), e.g. 10M.
     #[arg(short = 'n', long = "bytes", value_name = "BYTES", value_parser = parse_bytes)]
     pub bytes: Option<u64>,
@@ -128,6 +131,7 @@ fn client_params(args: &PerfArgs) -> Result<TestParams, CliError> {
     Ok(TestParams {
         udp: args.udp,
         time: if args.bytes.is_some() { 0 } else { args.time },
+        omit: args.omit,
         bytes: args.bytes.unwrap_or(0),
         parallel: args.parallel,
         len,
@@ -163,7 +167,7 @@ fn perf<D: Device + Waitable>(mut lp: EventLoop<D>, args: &PerfArgs, params: Tes
         }
         Some(host) => {
             let server = SocketAddrV4::new(host, args.port);
-            let limit = args.timeout.unwrap_or(u64::from(params.time) + 30);
+            let limit = args.timeout.unwrap_or(u64::from(params.time) + u64::from(params.omit) + 30);
             let deadline = lp.clock.now() + ustack_core::Duration::from_secs(limit.min(1 << 32));
             let mut client = iperf::IperfClient::new(server, params, ustack_runtime::os_seed());
             let end = iperf::run(&mut lp, &mut client, &stop, Some(deadline), |e| out.event(e));

@@ -16,6 +16,10 @@ pub(super) struct DataPlane {
     pub start: Option<Instant>,
     /// When the data phase ended (TEST_END).
     pub end: Option<Instant>,
+    /// Counting starts here: TEST_RUNNING, or the end of `-O` omitted seconds.
+    counted_from: Instant,
+    /// The end of the omitted seconds, while they last.
+    omit_until: Option<Instant>,
     interval_start: Instant,
     pub sent_total: u64,
     pub received_total: u64,
@@ -38,6 +42,8 @@ impl DataPlane {
             streams: Vec::new(),
             start: None,
             end: None,
+            counted_from: Instant::ZERO,
+            omit_until: None,
             interval_start: Instant::ZERO,
             sent_total: 0,
             received_total: 0,
@@ -56,11 +62,20 @@ impl DataPlane {
     /// TEST_RUNNING: counting starts now.
     pub fn begin(&mut self, now: Instant) {
         self.start = Some(now);
-        self.interval_start = now;
         self.last_activity = now;
+        let omit = u64::from(self.params.omit);
+        self.omit_until = (omit > 0).then(|| now + Duration::from_secs(omit));
+        self.restart_counts(now);
+    }
+
+    /// Counting (re)starts at `now`: at TEST_RUNNING, and again when the
+    /// omitted seconds end (iperf3 leaves them out of every figure).
+    fn restart_counts(&mut self, now: Instant) {
+        self.counted_from = now;
+        self.interval_start = now;
         self.cpu_start = cpu_times();
         for s in &mut self.streams {
-            (s.bytes, s.packets, s.interval_bytes, s.interval_packets) = (0, 0, 0, 0);
+            s.restart_counts();
         }
     }
 
@@ -84,6 +99,13 @@ impl DataPlane {
         }
         if self.sent_total + self.received_total != moved {
             self.last_activity = now;
+        }
+        if self.omit_until.is_some_and(|t| now >= t) {
+            // The omitted seconds are over: report what they moved, then count afresh.
+            self.omit_until = None;
+            let omitted = (now > self.interval_start).then(|| self.take_interval(now));
+            self.restart_counts(now);
+            return omitted;
         }
         self.interval(now)
     }
@@ -117,7 +139,8 @@ impl DataPlane {
     }
 
     fn send(&mut self, stack: &mut Stack, now: Instant) {
-        let start = self.start.unwrap_or(now);
+        // Paced from where counting began, as the counts restart after `-O`.
+        let start = self.counted_from;
         let wall = self.wall;
         for i in 0..self.streams.len() {
             let budget = self.budget();
@@ -155,14 +178,16 @@ impl DataPlane {
 
     /// Close the interval if a second has passed.
     fn interval(&mut self, now: Instant) -> Option<Interval> {
-        let start = self.start?;
+        self.start?;
         if self.end.is_some() || now.saturating_since(self.interval_start) < INTERVAL {
             return None;
         }
-        Some(self.take_interval(start, now))
+        Some(self.take_interval(now))
     }
 
-    fn take_interval(&mut self, start: Instant, now: Instant) -> Interval {
+    /// The interval from `interval_start` to `now`, in seconds since counting began.
+    fn take_interval(&mut self, now: Instant) -> Interval {
+        let start = self.counted_from;
         let iv = Interval {
             start: secs_between(start, self.interval_start),
             end: secs_between(start, now),
@@ -181,21 +206,21 @@ impl DataPlane {
         if self.running() {
             self.receive(stack, now);
         }
-        let start = self.start?;
+        self.start?;
         self.end = Some(now);
-        let secs = secs_between(start, now);
+        let secs = secs_between(self.counted_from, now);
         for s in &mut self.streams {
             if s.end == 0.0 {
                 s.end = secs;
             }
         }
-        (now.saturating_since(self.interval_start) >= Duration::from_millis(10)).then(|| self.take_interval(start, now))
+        (now.saturating_since(self.interval_start) >= Duration::from_millis(10)).then(|| self.take_interval(now))
     }
 
     /// Seconds of data phase.
     pub fn duration(&self) -> f64 {
         match (self.start, self.end) {
-            (Some(s), Some(e)) => secs_between(s, e),
+            (Some(_), Some(e)) => secs_between(self.counted_from, e),
             _ => 0.0,
         }
     }
@@ -215,7 +240,7 @@ impl DataPlane {
         if self.end.is_some() {
             return None;
         }
-        let interval = self.interval_start + INTERVAL;
+        let interval = (self.interval_start + INTERVAL).min(self.omit_until.unwrap_or(Instant::NEVER));
         let paced = self.params.udp || self.params.bandwidth > 0;
         let pacing = paced && self.streams.iter().any(|s| s.sender && !s.ended);
         Some(if pacing { interval.min(now + PACE_TICK) } else { interval })

@@ -67,6 +67,13 @@ pub const UDP_CONNECT_REPLY: u32 = 0x3938_3736;
 /// iperf3 before 3.1 answered with this instead.
 const LEGACY_UDP_CONNECT_REPLY: u32 = 987_654_321;
 
+/// iperf3's error codes (iperf_api.h) that a SERVER_ERROR carries.
+pub const IE_NUM_STREAMS: i32 = 6;
+pub const IE_BLOCK_SIZE: i32 = 7;
+pub const IE_UDP_BLOCK_SIZE: i32 = 20;
+/// "Unable to receive parameters from client".
+pub const IE_RECV_PARAMS: i32 = 114;
+
 /// The largest JSON message we accept (iperf3 itself allows much more, but
 /// parameters and results of up to 128 streams fit easily).
 const MAX_JSON: usize = 1 << 20;
@@ -159,13 +166,14 @@ impl TestParams {
         Json::Obj(m)
     }
 
-    /// Read the client's parameters, checking what we rely on.
-    pub fn from_json(j: &Json) -> Result<TestParams, String> {
+    /// Read the client's parameters, checking what we rely on. The error
+    /// carries iperf3's error code (iperf_api.h) for SERVER_ERROR.
+    pub fn from_json(j: &Json) -> Result<TestParams, (i32, String)> {
         let flag = |k: &str| j.get(k).is_some_and(Json::truthy);
         let num = |k: &str| j.get(k).and_then(Json::as_u64).unwrap_or(0);
         let udp = flag("udp");
         if !udp && !flag("tcp") {
-            return Err("only TCP and UDP tests are supported".into());
+            return Err((IE_RECV_PARAMS, "only TCP and UDP tests are supported".into()));
         }
         let p = TestParams {
             udp,
@@ -187,10 +195,14 @@ impl TestParams {
             client_version: j.get("client_version").and_then(Json::as_str).unwrap_or("").to_string(),
         };
         if p.parallel > MAX_STREAMS {
-            return Err(format!("{} parallel streams: at most {MAX_STREAMS}", p.parallel));
+            return Err((IE_NUM_STREAMS, format!("{} parallel streams: at most {MAX_STREAMS}", p.parallel)));
         }
         if p.len > MAX_TCP_LEN {
-            return Err(format!("block length {} is over {MAX_TCP_LEN}", p.len));
+            return Err((IE_BLOCK_SIZE, format!("block length {} is over {MAX_TCP_LEN}", p.len)));
+        }
+        if udp && p.len > MAX_UDP_LEN {
+            // Larger datagrams would be IP fragments, which the stack does not reassemble.
+            return Err((IE_UDP_BLOCK_SIZE, format!("UDP datagrams of {} bytes: at most {MAX_UDP_LEN}", p.len)));
         }
         Ok(p)
     }

@@ -311,10 +311,10 @@ fn step(t: &mut Test, stack: &mut Stack, now: Instant, port: u16) -> Step {
                 Some(Ok(j)) => {
                     let params = match TestParams::from_json(&j) {
                         Ok(p) => p,
-                        Err(e) => {
+                        Err((code, e)) => {
                             // iperf3's answer to parameters it cannot run.
                             t.ctrl.send_state(stack, state::SERVER_ERROR);
-                            t.ctrl.tx.extend_from_slice(&IE_RECV_PARAMS.to_be_bytes());
+                            t.ctrl.tx.extend_from_slice(&code.to_be_bytes());
                             t.ctrl.tx.extend_from_slice(&0i32.to_be_bytes());
                             t.ctrl.flush(stack);
                             return Step::Failed(e);
@@ -419,10 +419,6 @@ fn report(t: &Test) -> TestReport {
 /// A running test in which no byte moves for this long is abandoned (iperf3's
 /// default receive timeout), so a client that vanishes cannot hold the server.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(120);
-
-/// iperf3's IERECVPARAMS (iperf_api.h): the error code we send with
-/// SERVER_ERROR for parameters we cannot run.
-const IE_RECV_PARAMS: i32 = 114;
 
 /// Streams a test opens: `-P` of them, twice that for `--bidir`.
 fn expected_streams(p: &TestParams) -> usize {

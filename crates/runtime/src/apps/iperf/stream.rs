@@ -76,6 +76,11 @@ pub(super) struct Stream {
     pub out_of_order: u64,
     pub jitter: f64,
     prev_transit: Option<f64>,
+    /// UDP receiver: the counts when counting (re)started, left out of the
+    /// report (iperf3's omitted seconds).
+    seq_base: u64,
+    lost_base: u64,
+    out_of_order_base: u64,
     /// UDP sender: the next sequence number (iperf3 starts at 1).
     next_seq: u64,
     /// The connection ended (EOF, reset, or the app closed it).
@@ -108,6 +113,9 @@ impl Stream {
             out_of_order: 0,
             jitter: 0.0,
             prev_transit: None,
+            seq_base: 0,
+            lost_base: 0,
+            out_of_order_base: 0,
             next_seq: 1,
             ended: false,
             released: false,
@@ -123,6 +131,12 @@ impl Stream {
         } else {
             n as u32 + 2
         }
+    }
+
+    /// Counting (re)starts: what came before is left out.
+    pub fn restart_counts(&mut self) {
+        (self.bytes, self.packets, self.interval_bytes, self.interval_packets) = (0, 0, 0, 0);
+        (self.seq_base, self.lost_base, self.out_of_order_base) = (self.last_seq, self.lost, self.out_of_order);
     }
 
     pub fn tcp(&self) -> Option<TcpHandle> {
@@ -273,9 +287,9 @@ impl Stream {
             remote: self.remote,
             bytes: self.bytes,
             // iperf3's receiver reports the highest sequence number as its packet count.
-            packets: if udp && !self.sender { self.last_seq } else { self.packets },
-            lost: self.lost,
-            out_of_order: self.out_of_order,
+            packets: if udp && !self.sender { self.last_seq - self.seq_base } else { self.packets },
+            lost: self.lost.saturating_sub(self.lost_base),
+            out_of_order: self.out_of_order - self.out_of_order_base,
             jitter: self.jitter,
             retransmits,
             end: self.end,
