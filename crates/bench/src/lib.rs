@@ -1,6 +1,7 @@
 //! Side-by-side workloads: the same measurement over Linux kernel sockets
 //! (loopback) and over ustack (two stacks on the in-memory link), in one run,
-//! so the figure that matters is the ratio.
+//! so the figure that matters is the ratio. [`run_device`] does the same
+//! with ustack on a real device (a TAP) and Linux on a veth pair.
 //!
 //! Workloads (netperf's vocabulary):
 //! - `stream`: one connection, bulk data one way; throughput.
@@ -14,13 +15,16 @@
 //! with both stacks on the calling thread — one core for the whole exchange.
 //! CPU time per transaction comes from getrusage over the whole process.
 
+mod device;
 pub mod idle;
 mod linux;
+mod netns;
 mod report;
 mod ustack;
 
+pub use device::{run_device, DeviceSetup};
 pub use idle::{run_idle, IdleParams, IdleReport};
-pub use report::{Figures, Report};
+pub use report::{BenchPath, Figures, Report};
 
 use std::time::Duration;
 

@@ -1,69 +1,167 @@
-//! The baseline: Linux kernel TCP over loopback, client and server threads.
+//! Linux kernel TCP: the baseline's server and, for every run, the client.
+//!
+//! The client is the same code whichever server it measures (a kernel server
+//! on loopback or over a veth, or ustack on a TAP), so the ratio compares
+//! servers and paths, never two clients.
 
 use crate::report::{histogram, Figures};
 use crate::{cpu_time, Params, Workload};
-use std::io::{Read, Write};
-use std::net::{Shutdown, TcpListener, TcpStream};
+use std::io::{self, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{mpsc, Arc};
 use std::thread;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-pub(crate) fn run(workload: Workload, p: &Params) -> std::io::Result<Figures> {
-    match workload {
-        Workload::Stream => stream(p),
-        Workload::Rr => rr(p),
-        Workload::Crr => crr(p),
+/// How long a socket waits for the other side before the run is declared
+/// stuck: bounds a run against a server that stopped answering.
+const STUCK: Duration = Duration::from_secs(10);
+
+/// The loopback baseline: a kernel server and the client on 127.0.0.1.
+pub(crate) fn run(workload: Workload, p: &Params) -> io::Result<Figures> {
+    let server = KernelServer::spawn(workload, p.message, || TcpListener::bind("127.0.0.1:0"))?;
+    let figures = client(workload, server.addr, p);
+    server.stop()?;
+    figures
+}
+
+/// A kernel server on its own thread, one connection at a time until
+/// stopped: a sink for stream, an echo of `message`-byte requests for rr and
+/// crr.
+pub(crate) struct KernelServer {
+    pub(crate) addr: SocketAddr,
+    stop: Arc<AtomicBool>,
+    thread: thread::JoinHandle<io::Result<()>>,
+}
+
+impl KernelServer {
+    /// `setup` runs first on the server's thread (it may enter a namespace
+    /// and configure a link there) and gives the listener; this returns once
+    /// the server listens.
+    pub(crate) fn spawn<F>(workload: Workload, message: usize, setup: F) -> io::Result<KernelServer>
+    where
+        F: FnOnce() -> io::Result<TcpListener> + Send + 'static,
+    {
+        let (tx, rx) = mpsc::channel();
+        let stop = Arc::new(AtomicBool::new(false));
+        let server_stop = Arc::clone(&stop);
+        let thread = thread::spawn(move || -> io::Result<()> {
+            let listener = match setup().and_then(|l| l.local_addr().map(|a| (l, a))) {
+                Ok((l, addr)) => {
+                    let _ = tx.send(Ok(addr));
+                    l
+                }
+                Err(e) => {
+                    let _ = tx.send(Err(e));
+                    return Ok(());
+                }
+            };
+            serve(&listener, workload, message, &server_stop)
+        });
+        match rx.recv() {
+            Ok(Ok(addr)) => Ok(KernelServer { addr, stop, thread }),
+            Ok(Err(e)) => {
+                let _ = thread.join();
+                Err(e)
+            }
+            Err(_) => Err(join(thread).err().unwrap_or_else(|| io::Error::other("the server thread ended early"))),
+        }
+    }
+
+    /// Stop accepting and wait for the thread (at most a poll interval, or
+    /// [`STUCK`] when a connection is still being served).
+    pub(crate) fn stop(self) -> io::Result<()> {
+        self.stop.store(true, Ordering::SeqCst);
+        join(self.thread)
     }
 }
 
-fn stream(p: &Params) -> std::io::Result<Figures> {
-    let listener = TcpListener::bind("127.0.0.1:0")?;
-    let addr = listener.local_addr()?;
-    let server = thread::spawn(move || -> std::io::Result<(u64, std::time::Duration)> {
-        let (mut s, _) = listener.accept()?;
-        let mut buf = vec![0u8; 256 * 1024];
-        let mut total = 0u64;
-        let start = Instant::now();
-        loop {
-            let n = s.read(&mut buf)?;
-            if n == 0 {
-                return Ok((total, start.elapsed()));
+fn join(thread: thread::JoinHandle<io::Result<()>>) -> io::Result<()> {
+    thread.join().unwrap_or_else(|_| Err(io::Error::other("the kernel server thread panicked")))
+}
+
+/// How often a waiting server looks at its stop flag.
+const STOP_POLL_MS: libc::c_int = 50;
+
+fn serve(listener: &TcpListener, workload: Workload, message: usize, stop: &AtomicBool) -> io::Result<()> {
+    // Non-blocking, so that stopping needs no wake-up connection (which a
+    // broken path could not deliver).
+    listener.set_nonblocking(true)?;
+    let mut buf = vec![0u8; message.max(1)];
+    while !stop.load(Ordering::SeqCst) {
+        let mut pfd = libc::pollfd { fd: listener.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+        // SAFETY: one valid pollfd; an interrupted poll just loops.
+        unsafe { libc::poll(&mut pfd, 1, STOP_POLL_MS) };
+        match listener.accept() {
+            // A connection that fails ends; the server goes on to the next,
+            // as a real one would.
+            Ok((s, _)) => {
+                let _ = s.set_nonblocking(false).and_then(|()| handle(s, workload, &mut buf));
             }
-            total += n as u64;
+            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted) => {}
+            Err(e) => return Err(e),
         }
-    });
-    let mut c = TcpStream::connect(addr)?;
+    }
+    Ok(())
+}
+
+fn handle(mut s: TcpStream, workload: Workload, buf: &mut [u8]) -> io::Result<()> {
+    s.set_read_timeout(Some(STUCK))?;
+    s.set_write_timeout(Some(STUCK))?;
+    if workload == Workload::Stream {
+        let mut sink = vec![0u8; 256 * 1024];
+        while s.read(&mut sink)? > 0 {}
+        return Ok(());
+    }
+    s.set_nodelay(true)?;
+    // Echo until the client closes (crr: waiting for its close, as a server would).
+    while s.read_exact(buf).is_ok() {
+        s.write_all(buf)?;
+    }
+    Ok(())
+}
+
+/// Run `workload` against the server at `addr` for `p.duration`.
+pub(crate) fn client(workload: Workload, addr: SocketAddr, p: &Params) -> io::Result<Figures> {
+    let (result, what) = match workload {
+        Workload::Stream => (stream(addr, p), "stream to"),
+        Workload::Rr => (rr(addr, p), "rr with"),
+        Workload::Crr => (crr(addr, p), "crr with"),
+    };
+    result.map_err(|e| io::Error::new(e.kind(), format!("{what} {addr}: {e}")))
+}
+
+fn connect(addr: SocketAddr, nodelay: bool) -> io::Result<TcpStream> {
+    let s = TcpStream::connect(addr)?;
+    s.set_nodelay(nodelay)?;
+    s.set_read_timeout(Some(STUCK))?;
+    s.set_write_timeout(Some(STUCK))?;
+    Ok(s)
+}
+
+fn stream(addr: SocketAddr, p: &Params) -> io::Result<Figures> {
+    let mut c = connect(addr, false)?;
     let chunk = vec![0x5au8; 128 * 1024];
+    let mut sent = 0u64;
     let cpu0 = cpu_time();
-    let end = Instant::now() + p.duration;
-    while Instant::now() < end {
+    let start = Instant::now();
+    while start.elapsed() < p.duration {
         c.write_all(&chunk)?;
+        sent += chunk.len() as u64;
     }
     c.shutdown(Shutdown::Write)?;
-    let (count, elapsed) = server.join().expect("server thread")?;
-    Ok(Figures { count, elapsed, cpu: cpu_time() - cpu0, latency_ns: None })
+    // The server closes once it has read everything: only then is every
+    // byte counted here delivered.
+    let mut rest = [0u8; 64];
+    while c.read(&mut rest)? > 0 {}
+    Ok(Figures { count: sent, elapsed: start.elapsed(), cpu: cpu_time() - cpu0, latency_ns: None })
 }
 
-fn rr(p: &Params) -> std::io::Result<Figures> {
-    let listener = TcpListener::bind("127.0.0.1:0")?;
-    let addr = listener.local_addr()?;
-    let size = p.message;
-    let server = thread::spawn(move || -> std::io::Result<()> {
-        let (mut s, _) = listener.accept()?;
-        s.set_nodelay(true)?;
-        let mut buf = vec![0u8; size];
-        loop {
-            if s.read_exact(&mut buf).is_err() {
-                return Ok(());
-            }
-            s.write_all(&buf)?;
-        }
-    });
-    let mut c = TcpStream::connect(addr)?;
-    c.set_nodelay(true)?;
-    let req = vec![0x11u8; size];
-    let mut resp = vec![0u8; size];
+fn rr(addr: SocketAddr, p: &Params) -> io::Result<Figures> {
+    let mut c = connect(addr, true)?;
+    let req = vec![0x11u8; p.message];
+    let mut resp = vec![0u8; p.message];
     let mut h = histogram();
     let cpu0 = cpu_time();
     let start = Instant::now();
@@ -75,54 +173,24 @@ fn rr(p: &Params) -> std::io::Result<Figures> {
         h.saturating_record(t.elapsed().as_nanos() as u64);
         count += 1;
     }
-    let elapsed = start.elapsed();
-    let cpu = cpu_time() - cpu0;
-    drop(c);
-    server.join().expect("server thread")?;
-    Ok(Figures { count, elapsed, cpu, latency_ns: Some(h) })
+    Ok(Figures { count, elapsed: start.elapsed(), cpu: cpu_time() - cpu0, latency_ns: Some(h) })
 }
 
-fn crr(p: &Params) -> std::io::Result<Figures> {
-    let listener = TcpListener::bind("127.0.0.1:0")?;
-    let addr = listener.local_addr()?;
-    let size = p.message;
-    let stop = Arc::new(AtomicBool::new(false));
-    let server_stop = Arc::clone(&stop);
-    let server = thread::spawn(move || -> std::io::Result<()> {
-        let mut buf = vec![0u8; size];
-        loop {
-            let (mut s, _) = listener.accept()?;
-            if server_stop.load(Ordering::SeqCst) {
-                return Ok(());
-            }
-            s.set_nodelay(true)?;
-            if s.read_exact(&mut buf).is_ok() {
-                s.write_all(&buf)?;
-                // Wait for the client's close, as a server would.
-                let _ = s.read(&mut buf);
-            }
-        }
-    });
-    let req = vec![0x22u8; size];
-    let mut resp = vec![0u8; size];
+fn crr(addr: SocketAddr, p: &Params) -> io::Result<Figures> {
+    let req = vec![0x22u8; p.message];
+    let mut resp = vec![0u8; p.message];
     let mut h = histogram();
     let cpu0 = cpu_time();
     let start = Instant::now();
     let mut count = 0u64;
     while start.elapsed() < p.duration {
         let t = Instant::now();
-        let mut c = TcpStream::connect(addr)?;
-        c.set_nodelay(true)?;
+        let mut c = connect(addr, true)?;
         c.write_all(&req)?;
         c.read_exact(&mut resp)?;
         drop(c);
         h.saturating_record(t.elapsed().as_nanos() as u64);
         count += 1;
     }
-    let elapsed = start.elapsed();
-    let cpu = cpu_time() - cpu0;
-    stop.store(true, Ordering::SeqCst);
-    let _ = TcpStream::connect(addr);
-    server.join().expect("server thread")?;
-    Ok(Figures { count, elapsed, cpu, latency_ns: Some(h) })
+    Ok(Figures { count, elapsed: start.elapsed(), cpu: cpu_time() - cpu0, latency_ns: Some(h) })
 }

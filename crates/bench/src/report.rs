@@ -27,16 +27,43 @@ impl Figures {
     }
 }
 
+/// The path each side's traffic took.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum BenchPath {
+    /// ustack: two stacks on the in-memory link; Linux: loopback.
+    #[default]
+    Memory,
+    /// ustack on this device (`tap:NAME`) and Linux on a veth pair, each with
+    /// the kernel client in a private namespace.
+    Device { device: String },
+}
+
+impl BenchPath {
+    /// The kind of path ustack ran on, and Linux's: the JSON's `path` and `linux_path`.
+    fn names(&self) -> (&str, &'static str) {
+        match self {
+            BenchPath::Memory => ("memory", "loopback"),
+            BenchPath::Device { device } => (device.split_once(':').map_or(device.as_str(), |(kind, _)| kind), "veth"),
+        }
+    }
+}
+
 pub struct Report {
     pub workload: Workload,
     pub params: Params,
+    pub path: BenchPath,
     pub ustack: Figures,
     pub linux: Figures,
 }
 
 impl Report {
     pub(crate) fn new(workload: Workload, params: &Params, ustack: Figures, linux: Figures) -> Report {
-        Report { workload, params: *params, ustack, linux }
+        Report { workload, params: *params, path: BenchPath::Memory, ustack, linux }
+    }
+
+    /// The same figures, measured on `path`.
+    pub(crate) fn on(self, path: BenchPath) -> Report {
+        Report { path, ..self }
     }
 
     /// ustack over Linux on the workload's main figure (throughput, or rate).
@@ -63,12 +90,18 @@ impl Report {
     pub fn table(&self) -> String {
         let mut s = String::new();
         let p = &self.params;
+        let path = match &self.path {
+            BenchPath::Memory => format!("in-memory link MTU {}; Linux on loopback", p.mtu),
+            BenchPath::Device { device } => format!(
+                "ustack on {device}, Linux on a veth pair, MTU {}, no checksum offload; kernel client for both",
+                p.mtu
+            ),
+        };
         s.push_str(&format!(
-            "{} ({} s per side, {}-byte messages, in-memory link MTU {}):\n",
+            "{} ({} s per side, {}-byte messages, {path}):\n",
             self.workload.name(),
             p.duration.as_secs_f64(),
             p.message,
-            p.mtu
         ));
         s.push_str(&format!(
             "  {:<8} {:>16} {:>10} {:>10} {:>10} {:>14}\n",
@@ -99,7 +132,8 @@ impl Report {
         s
     }
 
-    /// One JSON object: `workload`, `ustack`, `linux`, `ratio`.
+    /// One JSON object: `workload`, `path` (memory, tap), `linux_path`
+    /// (loopback, veth), `device` when there is one, `ustack`, `linux`, `ratio`.
     pub fn json(&self) -> String {
         let side = |f: &Figures| {
             let mut o = format!(
@@ -124,9 +158,16 @@ impl Report {
             o.push('}');
             o
         };
+        let (path, linux_path) = self.path.names();
+        let device = match &self.path {
+            BenchPath::Memory => String::new(),
+            BenchPath::Device { device } => format!(",\"device\":{}", json_string(device)),
+        };
         format!(
-            "{{\"workload\":\"{}\",\"mtu\":{},\"message\":{},\"ustack\":{},\"linux\":{},\"ratio\":{:.4}}}",
+            "{{\"workload\":\"{}\",\"path\":{},\"linux_path\":\"{linux_path}\"{device},\"mtu\":{},\"message\":{},\
+             \"ustack\":{},\"linux\":{},\"ratio\":{:.4}}}",
             self.workload.name(),
+            json_string(path),
             self.params.mtu,
             self.params.message,
             side(&self.ustack),
@@ -134,6 +175,21 @@ impl Report {
             self.ratio()
         )
     }
+}
+
+/// `s` as a JSON string: a device name is the user's text.
+fn json_string(s: &str) -> String {
+    let mut o = String::from("\"");
+    for c in s.chars() {
+        match c {
+            '"' => o.push_str("\\\""),
+            '\\' => o.push_str("\\\\"),
+            c if u32::from(c) < 0x20 => o.push_str(&format!("\\u{:04x}", u32::from(c))),
+            c => o.push(c),
+        }
+    }
+    o.push('"');
+    o
 }
 
 pub(crate) fn histogram() -> Histogram<u64> {

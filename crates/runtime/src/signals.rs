@@ -29,6 +29,14 @@ impl StopSignal {
         StopSignal(())
     }
 
+    /// A flag without handlers: for a loop that ends only when its apps
+    /// finish, in a program where SIGINT and SIGTERM keep their default
+    /// action of ending the process (`ustack bench --device`). Raised by a
+    /// signal only if [`StopSignal::install`] has run elsewhere.
+    pub fn unarmed() -> StopSignal {
+        StopSignal(())
+    }
+
     pub fn raised(&self) -> bool {
         STOP.load(Ordering::SeqCst)
     }

@@ -1,9 +1,16 @@
 //! `ustack bench`: the same workload over Linux kernel sockets (loopback) and
-//! over ustack (two stacks on the in-memory link), in one run, side by side.
+//! over ustack (two stacks on the in-memory link), in one run, side by side;
+//! with `--device`, ustack on a TAP and Linux on a veth pair.
 
+use crate::device::DeviceArgs;
 use crate::error::CliError;
 use clap::{Args, ValueEnum};
-use ustack_bench::{Params, Workload};
+use std::net::Ipv4Addr;
+use ustack_bench::{DeviceSetup, Params, Workload};
+use ustack_core::Ipv4Cidr;
+
+/// The in-memory link's MTU unless `--mtu` says otherwise.
+const DEFAULT_MTU: usize = 1500;
 
 #[derive(Args, Debug)]
 pub struct BenchArgs {
@@ -17,9 +24,20 @@ pub struct BenchArgs {
     /// Request and response size for rr and crr.
     #[arg(long, default_value_t = 64)]
     pub message: usize,
-    /// MTU of the in-memory link (Linux loopback's is 65536; 1500 is Ethernet's).
-    #[arg(long, default_value_t = 1500)]
-    pub mtu: usize,
+    /// MTU of the in-memory link (default 1500, Ethernet's; Linux loopback's is 65536).
+    #[arg(long)]
+    pub mtu: Option<usize>,
+    /// Run ustack on this device instead (tap:NAME) against the kernel's TCP as client, and Linux
+    /// on a veth pair; each in private network namespaces the bench makes and that vanish with it
+    /// (root needed). stream, rr and crr only.
+    #[arg(long, value_name = "KIND:NAME")]
+    pub device: Option<String>,
+    /// With --device: ustack's address (and the Linux server's on its veth) [default: 10.0.0.2/24].
+    #[arg(long, value_name = "A.B.C.D/N", requires = "device")]
+    pub ip: Option<Ipv4Cidr>,
+    /// With --device: the kernel client's address on the TAP's side (and on its veth) [default: 10.0.0.1/24].
+    #[arg(long, value_name = "A.B.C.D/N", requires = "device")]
+    pub host_ip: Option<Ipv4Cidr>,
     /// Print one JSON object: workload, ustack, linux, ratio (idle: ustack's
     /// figures at the top level, then smoltcp and linux).
     #[arg(long)]
@@ -50,27 +68,67 @@ pub fn run(args: BenchArgs) -> Result<(), CliError> {
     if !(0.1..=3600.0).contains(&args.seconds) {
         return Err(CliError::Bench(format!("--seconds {}: expected 0.1 to 3600", args.seconds)));
     }
-    if !(576..=65535).contains(&args.mtu) {
-        return Err(CliError::Bench(format!("--mtu {}: expected 576 to 65535", args.mtu)));
+    let mtu = args.mtu.unwrap_or(DEFAULT_MTU);
+    if !(576..=65535).contains(&mtu) {
+        return Err(CliError::Bench(format!("--mtu {mtu}: expected 576 to 65535")));
     }
     if !(1..=65536).contains(&args.message) {
         return Err(CliError::Bench(format!("--message {}: expected 1 to 65536 bytes", args.message)));
     }
     let workload = match args.workload {
+        BenchWorkload::Idle if args.device.is_some() => {
+            return Err(CliError::Bench("--device runs stream, rr and crr; idle runs on the in-memory link".into()))
+        }
         BenchWorkload::Idle => return idle(&args),
         BenchWorkload::Stream => Workload::Stream,
         BenchWorkload::Rr => Workload::Rr,
         BenchWorkload::Crr => Workload::Crr,
     };
-    let params =
-        Params { duration: std::time::Duration::from_secs_f64(args.seconds), message: args.message, mtu: args.mtu };
-    let report = ustack_bench::run(workload, &params).map_err(|e| CliError::Bench(e.to_string()))?;
+    let params = Params { duration: std::time::Duration::from_secs_f64(args.seconds), message: args.message, mtu };
+    let report = match &args.device {
+        Some(device) => on_device(workload, &params, &args, device)?,
+        None => ustack_bench::run(workload, &params).map_err(|e| CliError::Bench(e.to_string()))?,
+    };
     if args.json {
         println!("{}", report.json());
     } else {
         print!("{}", report.table());
     }
     Ok(())
+}
+
+/// ustack on the TAP, opened as `ustack up` opens it, inside the bench's
+/// private namespace.
+fn on_device(
+    workload: Workload,
+    params: &Params,
+    args: &BenchArgs,
+    device: &str,
+) -> Result<ustack_bench::Report, CliError> {
+    if args.mtu.is_some() {
+        return Err(CliError::Bench("--mtu sets the in-memory link's MTU; with --device the TAP's own is used".into()));
+    }
+    let cidr = |a, b, c, d| Ipv4Cidr::new(Ipv4Addr::new(a, b, c, d), 24).expect("a /24 is valid");
+    let server = args.ip.unwrap_or_else(|| cidr(10, 0, 0, 2));
+    let client = args.host_ip.unwrap_or_else(|| cidr(10, 0, 0, 1));
+    if client.addr == server.addr || !server.contains(client.addr) {
+        return Err(CliError::Bench(format!(
+            "--host-ip {client} must be another address in --ip {server}'s subnet: the client reaches ustack directly"
+        )));
+    }
+    let dev = DeviceArgs {
+        device: device.to_string(),
+        ip: server,
+        gateway: None,
+        mac: None,
+        host_ip: Some(client),
+        impair: None,
+    };
+    // A malformed --device fails before any namespace is made.
+    dev.tap_name()?;
+    let setup = DeviceSetup { device: device.to_string(), server, client };
+    let open = move || dev.open().map(|o| (o.stack, o.tap)).map_err(|e| e.to_string());
+    ustack_bench::run_device(workload, params, &setup, open).map_err(CliError::Bench)
 }
 
 fn idle(args: &BenchArgs) -> Result<(), CliError> {

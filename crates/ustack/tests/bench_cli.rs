@@ -23,6 +23,7 @@ fn bench_json_has_both_sides_and_the_ratio() {
     for workload in ["rr", "crr", "stream"] {
         let v = bench_json(workload);
         assert_eq!(v["workload"], workload);
+        assert_eq!((&v["path"], &v["linux_path"]), (&"memory".into(), &"loopback".into()), "{v}");
         for side in ["ustack", "linux"] {
             let s = &v[side];
             assert!(s["count"].as_u64().unwrap() > 0, "{workload}/{side}: {v}");

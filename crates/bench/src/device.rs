@@ -1,0 +1,142 @@
+//! ustack on a real device against the Linux kernel, and the Linux baseline
+//! over the same kind of path.
+//!
+//! - ustack: a private namespace holds the TAP; ustack serves on it (echo for
+//!   rr and crr, a sink for stream) from the runtime's event loop, and the
+//!   kernel client in the same namespace reaches it through the TAP.
+//! - Linux: a kernel server in a second private namespace, reached by the same
+//!   client through a veth pair with the TAP's MTU and, like the TAP (opened
+//!   without a vnet header), no checksum offload and so no TSO: both paths
+//!   carry MTU-sized frames whose checksums the kernel computes.
+//!
+//! Both clients run in namespaces tuned the same way (`netns::tune_client`).
+//! CPU time is the whole process's, so it covers the client's kernel work and
+//! the server (ustack's event loop, or the kernel server's thread).
+
+use crate::linux::{self, KernelServer};
+use crate::netns;
+use crate::report::{BenchPath, Figures, Report};
+use crate::{Params, Workload};
+use std::net::{SocketAddr, SocketAddrV4, TcpListener};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread;
+use ustack_core::phy::Device;
+use ustack_core::{Instant, Ipv4Cidr, Stack, TcpHandle};
+use ustack_runtime::apps::{TcpDiscard, TcpEcho, DEFAULT_MAX_CONNECTIONS};
+use ustack_runtime::{App, EventLoop, StopSignal, Waitable};
+
+const PORT: u16 = 5001;
+/// The veth ends: fixed names are safe, each lives in a private namespace.
+const VETH_CLIENT: &str = "ubc0";
+const VETH_SERVER: &str = "ubs0";
+
+/// Where the device run puts things.
+#[derive(Clone, Debug)]
+pub struct DeviceSetup {
+    /// The device as the user named it (`tap:NAME`), for the report.
+    pub device: String,
+    /// ustack's address; the Linux server gets the same one on its veth.
+    pub server: Ipv4Cidr,
+    /// The kernel client's address: the TAP's kernel side, or its veth end.
+    pub client: Ipv4Cidr,
+}
+
+/// Run `workload` over ustack on the device that `open` makes, then over
+/// Linux on a veth pair, and report them side by side.
+///
+/// `open` runs inside the private namespace and returns the stack on its
+/// device, the device's kernel side already holding `setup.client`.
+/// ustack runs first: a device that cannot be opened fails the run at once.
+pub fn run_device<D, F>(workload: Workload, params: &Params, setup: &DeviceSetup, open: F) -> Result<Report, String>
+where
+    D: Device + Waitable,
+    F: FnOnce() -> Result<(Stack, D), String> + Send,
+{
+    let (ustack, mtu) = thread::scope(|s| {
+        s.spawn(|| ustack_side(workload, params, setup, open))
+            .join()
+            .unwrap_or_else(|_| Err("the ustack run panicked".into()))
+    })?;
+    let params = Params { mtu, ..*params };
+    let linux = thread::scope(|s| {
+        s.spawn(|| linux_side(workload, &params, setup).map_err(|e| e.to_string()))
+            .join()
+            .unwrap_or_else(|_| Err("the Linux run panicked".into()))
+    })?;
+    let path = BenchPath::Device { device: setup.device.clone() };
+    Ok(Report::new(workload, &params, ustack, linux).on(path))
+}
+
+/// On a fresh thread: the TAP's namespace, ustack's event loop on this
+/// thread, the kernel client on another in the same namespace.
+fn ustack_side<D, F>(workload: Workload, p: &Params, setup: &DeviceSetup, open: F) -> Result<(Figures, usize), String>
+where
+    D: Device + Waitable,
+    F: FnOnce() -> Result<(Stack, D), String>,
+{
+    netns::enter_private().map_err(|e| e.to_string())?;
+    netns::tune_client().map_err(|e| e.to_string())?;
+    let (mut stack, device) = open()?;
+    let mtu = stack.config().mtu;
+    let listen = |e| format!("cannot listen on port {PORT}: {e}");
+    let mut server: Box<dyn App> = match workload {
+        Workload::Stream => Box::new(TcpDiscard::listen(&mut stack, PORT, DEFAULT_MAX_CONNECTIONS).map_err(listen)?),
+        _ => Box::new(TcpEcho::listen(&mut stack, PORT, DEFAULT_MAX_CONNECTIONS).map_err(listen)?),
+    };
+    let addr = SocketAddr::V4(SocketAddrV4::new(setup.server.addr, PORT));
+    let done = AtomicBool::new(false);
+    let figures = thread::scope(|s| {
+        // Threads inherit the namespace of the thread that starts them.
+        let client = s.spawn(|| {
+            let f = linux::client(workload, addr, p);
+            done.store(true, Ordering::SeqCst);
+            f
+        });
+        let mut lp = EventLoop::new(stack, device);
+        let mut until = Until(&done);
+        lp.run_until(&mut [server.as_mut(), &mut until], &StopSignal::unarmed(), None);
+        client.join().unwrap_or_else(|_| Err(std::io::Error::other("the client panicked")))
+    });
+    figures.map(|f| (f, mtu)).map_err(|e| format!("ustack on {}: {e}", setup.device))
+}
+
+/// Ends the event loop once the client is done.
+struct Until<'a>(&'a AtomicBool);
+
+impl App for Until<'_> {
+    fn poll(&mut self, _: &mut Stack, _: Instant, _: &[TcpHandle]) {}
+    fn finished(&self) -> bool {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+/// On a fresh thread: the client's namespace; the kernel server in its own,
+/// joined by a veth pair that the server's thread makes.
+fn linux_side(workload: Workload, p: &Params, setup: &DeviceSetup) -> std::io::Result<Figures> {
+    netns::enter_private()?;
+    netns::tune_client()?;
+    let client_ns = netns::thread_id().to_string();
+    let (server_ip, mtu) = (setup.server.to_string(), p.mtu.to_string());
+    let bind_to = SocketAddrV4::new(setup.server.addr, PORT);
+    let server = KernelServer::spawn(workload, p.message, move || {
+        netns::enter_private()?;
+        #[rustfmt::skip]
+        netns::ip(&["link", "add", VETH_SERVER, "mtu", &mtu, "type", "veth",
+            "peer", "name", VETH_CLIENT, "mtu", &mtu, "netns", &client_ns])?;
+        configure(VETH_SERVER, &server_ip)?;
+        TcpListener::bind(bind_to)
+    })?;
+    let figures =
+        configure(VETH_CLIENT, &setup.client.to_string()).and_then(|()| linux::client(workload, server.addr, p));
+    let stopped = server.stop();
+    let figures = figures?;
+    stopped?;
+    Ok(figures)
+}
+
+/// Address, checksum offload off (as on the TAP), link up.
+fn configure(link: &str, cidr: &str) -> std::io::Result<()> {
+    netns::ip(&["addr", "add", cidr, "dev", link])?;
+    netns::ethtool(&["-K", link, "tx", "off"])?;
+    netns::ip(&["link", "set", link, "up"])
+}

@@ -1,0 +1,89 @@
+//! `ustack bench --device tap:NAME`: ustack on a TAP against the kernel's TCP,
+//! and Linux on a veth pair, in one run. Run inside a namespace this test
+//! makes; the bench makes its own private namespaces under it. Checks the
+//! JSON's shape and that every figure is positive, never a speed.
+
+#[macro_use]
+mod support;
+
+use std::time::Duration;
+use support::{ustack_bin, Netns};
+
+/// Generous: each side measures 0.3 s, plus namespace and link setup.
+const LIMIT: Duration = Duration::from_secs(60);
+
+fn bench_json(ns: &Netns, workload: &str, tap: &str) -> serde_json::Value {
+    let device = format!("tap:{tap}");
+    let argv = [ustack_bin(), "bench", workload, "--device", &device, "--seconds", "0.3", "--json"];
+    let out = ns.exec(&argv, LIMIT);
+    assert!(out.success(), "{workload}: {out}");
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{workload}: not one JSON object ({e}): {out}"))
+}
+
+#[test]
+fn bench_on_a_tap_reports_ustack_and_linux_over_the_device_path() {
+    skip_unless!("ethtool");
+    let ns = Netns::new("bdev");
+    for (i, workload) in ["rr", "crr", "stream"].into_iter().enumerate() {
+        let tap = support::short_name("ubd", i as u8);
+        let v = bench_json(&ns, workload, &tap);
+        assert_eq!(v["workload"], workload, "{v}");
+        assert_eq!(v["path"], "tap", "{v}");
+        assert_eq!(v["linux_path"], "veth", "{v}");
+        assert_eq!(v["device"], format!("tap:{tap}"), "{v}");
+        assert!(v["mtu"].as_u64().unwrap() >= 576, "the TAP's MTU: {v}");
+        for side in ["ustack", "linux"] {
+            let s = &v[side];
+            assert!(s["count"].as_u64().unwrap() > 0, "{workload}/{side}: {v}");
+            assert!(s["per_second"].as_f64().unwrap() > 0.0, "{workload}/{side}: {v}");
+            assert!(s["cpu_ns_per_op"].as_f64().unwrap() > 0.0, "{workload}/{side}: {v}");
+            if workload == "stream" {
+                assert!(s["bits_per_second"].as_f64().unwrap() > 0.0, "{v}");
+            } else {
+                let (p50, p99, p999) =
+                    (s["p50_ns"].as_u64().unwrap(), s["p99_ns"].as_u64().unwrap(), s["p999_ns"].as_u64().unwrap());
+                assert!(0 < p50 && p50 <= p99 && p99 <= p999, "{workload}/{side}: {v}");
+            }
+        }
+        let ratio = v["ratio"].as_f64().unwrap();
+        let expect = v["ustack"]["per_second"].as_f64().unwrap() / v["linux"]["per_second"].as_f64().unwrap();
+        assert!((ratio - expect).abs() / expect < 0.01, "ratio is ustack over linux: {v}");
+    }
+    // The bench's namespaces vanish with it: nothing is left in ours.
+    let links = ns.exec_ok(&["ip", "-o", "link"], Duration::from_secs(5)).stdout_str();
+    assert_eq!(links.lines().count(), 1, "only loopback remains: {links}");
+}
+
+#[test]
+fn bench_device_table_names_both_paths() {
+    skip_unless!("ethtool");
+    let ns = Netns::new("bdtab");
+    let device = format!("tap:{}", support::short_name("ubt", 0));
+    let argv = [ustack_bin(), "bench", "rr", "--device", &device, "--seconds", "0.2"];
+    let out = ns.exec(&argv, LIMIT);
+    assert!(out.success(), "{out}");
+    let table = out.stdout_str();
+    assert!(table.contains(&format!("ustack on {device}")) && table.contains("veth"), "{table}");
+    assert!(table.contains("ratio ustack/linux"), "{table}");
+}
+
+#[test]
+fn bench_device_rejects_bad_flags_in_one_line() {
+    // No root needed: each is refused before any namespace or device is made.
+    for (args, needle) in [
+        (&["rr", "--device", "eth0"][..], "--device"),
+        (&["idle", "--device", "tap:x"][..], "--device"),
+        (&["rr", "--device", "tap:x", "--mtu", "9000"][..], "--mtu"),
+        (&["rr", "--device", "tap:x", "--ip", "10.0.0.2/24", "--host-ip", "10.1.0.1/24"][..], "--host-ip"),
+    ] {
+        let out = std::process::Command::new(ustack_bin()).arg("bench").args(args).output().unwrap();
+        assert!(!out.status.success(), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(err.lines().count(), 1, "{args:?}: {err}");
+        assert!(err.contains(needle), "{args:?}: {err}");
+    }
+    // clap's own refusal (with its usage lines) names the missing flag.
+    let out = std::process::Command::new(ustack_bin()).args(["bench", "rr", "--ip", "10.0.0.2/24"]).output().unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--device"));
+}
