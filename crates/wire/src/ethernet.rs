@@ -111,6 +111,13 @@ impl From<EtherType> for u16 {
     }
 }
 
+/// The address in `b[at..at + 6]`: one range check, not one per byte.
+fn mac_at(b: &[u8], at: usize) -> EthernetAddress {
+    let mut a = [0u8; 6];
+    a.copy_from_slice(&b[at..at + 6]);
+    EthernetAddress(a)
+}
+
 /// A zero-copy view of an Ethernet II frame.
 ///
 /// After [`new_checked`](Self::new_checked) returns `Ok`, no accessor panics.
@@ -152,14 +159,12 @@ impl<T: AsRef<[u8]>> EthernetFrame<T> {
 
     /// Destination address.
     pub fn dst_addr(&self) -> EthernetAddress {
-        let b = self.buffer.as_ref();
-        EthernetAddress([b[0], b[1], b[2], b[3], b[4], b[5]])
+        mac_at(self.buffer.as_ref(), 0)
     }
 
     /// Source address.
     pub fn src_addr(&self) -> EthernetAddress {
-        let b = self.buffer.as_ref();
-        EthernetAddress([b[6], b[7], b[8], b[9], b[10], b[11]])
+        mac_at(self.buffer.as_ref(), 6)
     }
 
     fn is_tagged(&self) -> bool {

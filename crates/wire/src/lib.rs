@@ -94,13 +94,19 @@ pub enum ChecksumMode {
 /// Big-endian field helpers. They index directly: callers guarantee the bounds
 /// (a view's `new_checked` did), so every use sits behind a length check.
 pub(crate) mod bytes {
+    // One range check per field, then a plain load: indexing byte by byte
+    // costs a check and a branch per byte on every header read.
     #[inline]
     pub fn get_u16(b: &[u8], at: usize) -> u16 {
-        u16::from_be_bytes([b[at], b[at + 1]])
+        let mut w = [0u8; 2];
+        w.copy_from_slice(&b[at..at + 2]);
+        u16::from_be_bytes(w)
     }
     #[inline]
     pub fn get_u32(b: &[u8], at: usize) -> u32 {
-        u32::from_be_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
+        let mut w = [0u8; 4];
+        w.copy_from_slice(&b[at..at + 4]);
+        u32::from_be_bytes(w)
     }
     #[inline]
     pub fn set_u16(b: &mut [u8], at: usize, v: u16) {
@@ -112,7 +118,9 @@ pub(crate) mod bytes {
     }
     #[inline]
     pub fn get_ipv4(b: &[u8], at: usize) -> std::net::Ipv4Addr {
-        std::net::Ipv4Addr::new(b[at], b[at + 1], b[at + 2], b[at + 3])
+        let mut w = [0u8; 4];
+        w.copy_from_slice(&b[at..at + 4]);
+        std::net::Ipv4Addr::from(w)
     }
     #[inline]
     pub fn set_ipv4(b: &mut [u8], at: usize, a: std::net::Ipv4Addr) {

@@ -413,6 +413,13 @@ impl<'a> TcpRepr<'a> {
             payload: b.get(hl..).unwrap_or(&[]),
         };
         let mut opts: &'a [u8] = b.get(TCP_HEADER_LEN..hl).unwrap_or(&[]);
+        // Nearly every segment of an established connection carries exactly
+        // `NOP NOP TS` (RFC 7323 Appendix A): read it in place, with the
+        // result the loop below would give.
+        if opts.len() == 12 && opts[..4] == [option::KIND_NOP, option::KIND_NOP, option::KIND_TIMESTAMP, 10] {
+            repr.timestamp = Some((get_u32(opts, 4), get_u32(opts, 8)));
+            return Ok(repr);
+        }
         while !opts.is_empty() {
             let (rest, opt) = TcpOption::parse(opts)?;
             match opt {
@@ -497,29 +504,30 @@ impl<'a> TcpRepr<'a> {
 
         let b = &mut packet.buffer.as_mut()[TCP_HEADER_LEN..header_len];
         let mut at = 0;
-        let mut put = |opt: TcpOption<'_>, b: &mut [u8]| at += opt.emit(&mut b[at..]);
+        let put = |opt: TcpOption<'_>, b: &mut [u8], at: &mut usize| *at += opt.emit(&mut b[*at..]);
         const NOP: TcpOption<'static> = TcpOption::NoOperation;
         if let Some(mss) = self.max_seg_size {
-            put(TcpOption::MaxSegmentSize(mss), b);
+            put(TcpOption::MaxSegmentSize(mss), b, &mut at);
         }
         if let Some(ws) = self.window_scale {
-            put(NOP, b);
-            put(TcpOption::WindowScale(ws), b);
+            put(NOP, b, &mut at);
+            put(TcpOption::WindowScale(ws), b, &mut at);
         }
         match (self.sack_permitted, self.timestamp) {
             (sack_ok, Some((tsval, tsecr))) => {
-                if sack_ok {
-                    put(TcpOption::SackPermitted, b);
-                } else {
-                    put(NOP, b);
-                    put(NOP, b);
-                }
-                put(TcpOption::Timestamp { tsval, tsecr }, b);
+                // `SACKOK TS` or `NOP NOP TS`, the 12 bytes written at once
+                // (every segment once timestamps are negotiated).
+                let o = &mut b[at..at + 12];
+                o[..2].copy_from_slice(&if sack_ok { [option::KIND_SACK_PERMITTED, 2] } else { [option::KIND_NOP; 2] });
+                o[2..4].copy_from_slice(&[option::KIND_TIMESTAMP, 10]);
+                set_u32(o, 4, tsval);
+                set_u32(o, 8, tsecr);
+                at += 12;
             }
             (true, None) => {
-                put(NOP, b);
-                put(NOP, b);
-                put(TcpOption::SackPermitted, b);
+                put(NOP, b, &mut at);
+                put(NOP, b, &mut at);
+                put(TcpOption::SackPermitted, b, &mut at);
             }
             (false, None) => {}
         }
@@ -528,9 +536,9 @@ impl<'a> TcpRepr<'a> {
             for (slot, r) in ranges.iter_mut().zip(self.sack_ranges.iter().flatten()).take(blocks) {
                 *slot = Some(*r);
             }
-            put(NOP, b);
-            put(NOP, b);
-            put(TcpOption::SackRange(ranges), b);
+            put(NOP, b, &mut at);
+            put(NOP, b, &mut at);
+            put(TcpOption::SackRange(ranges), b, &mut at);
         }
     }
 

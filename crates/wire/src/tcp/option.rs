@@ -4,12 +4,12 @@ use crate::bytes::{get_u16, get_u32, set_u16, set_u32};
 use crate::{Error, Result};
 
 const KIND_EOL: u8 = 0;
-const KIND_NOP: u8 = 1;
+pub(super) const KIND_NOP: u8 = 1;
 const KIND_MSS: u8 = 2;
 const KIND_WS: u8 = 3;
-const KIND_SACK_PERMITTED: u8 = 4;
+pub(super) const KIND_SACK_PERMITTED: u8 = 4;
 const KIND_SACK: u8 = 5;
-const KIND_TIMESTAMP: u8 = 8;
+pub(super) const KIND_TIMESTAMP: u8 = 8;
 
 /// One TCP option.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
