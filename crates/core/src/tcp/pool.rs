@@ -37,6 +37,9 @@ pub struct PoolStats {
 /// Chunks of `chunk_size` bytes, at most `limit` of them.
 pub struct BufferPool {
     chunk_size: usize,
+    /// `chunk_size` is `1 << chunk_shift`: rings split positions with a
+    /// shift and a mask, not a division, on every read and write.
+    chunk_shift: u32,
     limit: usize,
     chunks: Vec<Box<[u8]>>,
     free: Vec<ChunkId>,
@@ -62,7 +65,14 @@ impl BufferPool {
     pub fn new(chunk_size: usize, limit_bytes: usize) -> BufferPool {
         assert!(chunk_size.is_power_of_two(), "chunk size must be a power of two");
         let limit = (limit_bytes / chunk_size).min(NO_CHUNK as usize);
-        BufferPool { chunk_size, limit, chunks: Vec::new(), free: Vec::new(), stats: PoolStats::default() }
+        BufferPool {
+            chunk_size,
+            chunk_shift: chunk_size.trailing_zeros(),
+            limit,
+            chunks: Vec::new(),
+            free: Vec::new(),
+            stats: PoolStats::default(),
+        }
     }
 
     /// The pool for connections configured with `cfg`
@@ -123,6 +133,19 @@ impl BufferPool {
     }
 }
 
+/// `pos % cap` for the positions rings compute (a position below the
+/// capacity plus an offset or count of at most the capacity): one compare
+/// and subtract instead of a division; the division stays as a fallback.
+fn wrap(pos: usize, cap: usize) -> usize {
+    if pos < cap {
+        pos
+    } else if pos - cap < cap {
+        pos - cap
+    } else {
+        pos % cap
+    }
+}
+
 /// Pages per buffer: a buffer's capacity is at most `PAGES` chunks.
 pub(crate) const PAGES: usize = 16;
 
@@ -153,22 +176,22 @@ impl ChunkRing {
     }
 
     fn pos(&self, offset: usize) -> usize {
-        (self.head as usize + offset) % self.capacity()
+        wrap(self.head as usize + offset, self.capacity())
     }
 
     /// Writes `data` at `offset` (which, with `data`, must lie within the
     /// capacity), taking pages as needed. Returns how many leading bytes were
     /// written: fewer than `data.len()` only when the pool ran dry.
     pub(crate) fn write(&mut self, offset: usize, data: &[u8], pool: &mut BufferPool) -> usize {
-        let cs = pool.chunk_size();
+        let (cs, shift) = (pool.chunk_size(), pool.chunk_shift);
         let mut done = 0;
         while done < data.len() {
             let pos = self.pos(offset + done);
-            let page = pos / cs;
+            let page = pos >> shift;
             if page >= PAGES {
                 break; // a capacity this pool's chunks cannot back
             }
-            let within = pos % cs;
+            let within = pos & (cs - 1);
             let n = (data.len() - done).min(cs - within).min(self.capacity() - pos);
             if self.pages[page] == NO_CHUNK {
                 match pool.take() {
@@ -184,11 +207,11 @@ impl ChunkRing {
 
     /// Copies the bytes at `offset..offset + dst.len()` into `dst`.
     pub(crate) fn read(&self, offset: usize, dst: &mut [u8], pool: &BufferPool) {
-        let cs = pool.chunk_size();
+        let (cs, shift) = (pool.chunk_size(), pool.chunk_shift);
         let mut done = 0;
         while done < dst.len() {
             let pos = self.pos(offset + done);
-            let (page, within) = (pos / cs, pos % cs);
+            let (page, within) = (pos >> shift, pos & (cs - 1));
             let n = (dst.len() - done).min(cs - within).min(self.capacity() - pos);
             match self.pages.get(page) {
                 Some(&c) if c != NO_CHUNK => dst[done..done + n].copy_from_slice(&pool.chunk(c)[within..within + n]),
@@ -211,13 +234,14 @@ impl ChunkRing {
         if n == 0 {
             return;
         }
-        let cs = pool.chunk_size();
+        let (cs, shift) = (pool.chunk_size(), pool.chunk_shift);
         let cap = self.capacity();
         let old = self.head as usize;
-        self.head = ((old + n) % cap) as u32;
+        self.head = wrap(old + n, cap) as u32;
         // Pages the dropped bytes touched, in ring order.
-        let first = old / cs;
-        let last = (old + n.min(cap) - 1) % cap / cs;
+        let first = old >> shift;
+        let last = wrap(old + n.min(cap) - 1, cap) >> shift;
+        let pages = (cap + cs - 1) >> shift;
         let mut page = first;
         loop {
             if page < PAGES && self.pages[page] != NO_CHUNK && !self.page_live(page, live, cs) {
@@ -227,7 +251,10 @@ impl ChunkRing {
             if page == last {
                 break;
             }
-            page = (page + 1) % cap.div_ceil(cs);
+            page += 1;
+            if page == pages {
+                page = 0;
+            }
         }
     }
 
