@@ -37,6 +37,9 @@ pub struct PerfArgs {
     /// Bytes to transmit instead of a time (client), e.g. 10M.
     #[arg(short = 'n', long = "bytes", value_name = "BYTES", value_parser = parse_bytes)]
     pub bytes: Option<u64>,
+    /// Blocks (of -l bytes) to transmit instead of a time (client), e.g. 100.
+    #[arg(short = 'k', long = "blockcount", value_name = "N", value_parser = parse_bytes, conflicts_with = "bytes")]
+    pub blocks: Option<u64>,
     /// Block (TCP write) or datagram (UDP) length, e.g. 128K.
     #[arg(short = 'l', long = "length", value_name = "BYTES", value_parser = parse_bytes)]
     pub length: Option<u64>,
@@ -130,7 +133,8 @@ fn client_params(args: &PerfArgs) -> Result<TestParams, CliError> {
     };
     Ok(TestParams {
         udp: args.udp,
-        time: if args.bytes.is_some() { 0 } else { args.time },
+        time: if args.bytes.is_some() || args.blocks.is_some() { 0 } else { args.time },
+        blocks: args.blocks.unwrap_or(0),
         omit: args.omit,
         bytes: args.bytes.unwrap_or(0),
         parallel: args.parallel,
