@@ -12,9 +12,11 @@ export RUSTFLAGS="--cfg fuzzing -Cpasses=sancov-module -Cllvm-args=-sanitizer-co
 # An explicit --target keeps these flags off build scripts (as cargo-fuzz does).
 triple="$(rustc -vV | sed -n 's/^host: //p')"
 cargo build --release --locked --bins --target "$triple"
+# Where cargo put them: CARGO_TARGET_DIR when set (relative to fuzz/), else fuzz/target.
+out="${CARGO_TARGET_DIR:-target}/$triple/release"
 for target in $(sed -n 's/^name = "\(.*\)"/\1/p' Cargo.toml | tail -n +2); do
   mkdir -p "corpus/$target" "artifacts/$target"
   echo "-- fuzz target $target for ${seconds}s"
-  "target/$triple/release/$target" -max_total_time="$seconds" -rss_limit_mb=2048 \
+  "$out/$target" -max_total_time="$seconds" -rss_limit_mb=2048 \
     -artifact_prefix="artifacts/$target/" "corpus/$target"
 done
