@@ -152,9 +152,9 @@ impl DataPlane {
                 // `-b` paces TCP too, per stream, as iperf3 does.
                 Transport::Tcp(_) if self.params.bandwidth > 0 => {
                     let paced = paced_bytes(self.params.bandwidth, start, now).saturating_sub(s.bytes);
-                    s.send_tcp(stack, &self.block, budget.min(paced)).0
+                    s.send_tcp(stack, &self.block, budget.min(paced))
                 }
-                Transport::Tcp(_) => s.send_tcp(stack, &self.block, budget).0,
+                Transport::Tcp(_) => s.send_tcp(stack, &self.block, budget),
                 Transport::Udp { .. } => s.send_udp(stack, now, start, &wall, &self.params, budget),
             };
             self.sent_total += sent;

@@ -154,9 +154,10 @@ impl Stream {
     }
 
     /// TCP sender: write blocks of `block` until the send buffer is full
-    /// or `budget` bytes went out; returns the bytes written.
-    pub fn send_tcp(&mut self, stack: &mut Stack, block: &[u8], budget: u64) -> (u64, Flow) {
-        let Transport::Tcp(h) = self.transport else { return (0, Flow::More) };
+    /// or `budget` bytes went out (or the connection failed, which ends the
+    /// stream); returns the bytes written.
+    pub fn send_tcp(&mut self, stack: &mut Stack, block: &[u8], budget: u64) -> u64 {
+        let Transport::Tcp(h) = self.transport else { return 0 };
         let mut written = 0u64;
         while written < budget {
             // Each write starts where the last partial one stopped in the block,
@@ -171,12 +172,13 @@ impl Stream {
                     self.interval_bytes += n as u64;
                 }
                 Err(_) => {
+                    // Reset or closed: this stream sends no more.
                     self.ended = true;
-                    return (written, Flow::Ended);
+                    break;
                 }
             }
         }
-        (written, Flow::More)
+        written
     }
 
     /// TCP receiver: read and count everything waiting. With `counting`
