@@ -100,7 +100,8 @@ fn pattern(len: usize) -> Vec<u8> {
 
 #[test]
 fn echo_one_mib_comes_back_intact_and_the_server_closes_after_fin() {
-    for link in [LinkConfig::default(), LinkConfig { loss: 0.01, delay: Duration::from_millis(1), ..LinkConfig::default() }]
+    for link in
+        [LinkConfig::default(), LinkConfig { loss: 0.01, delay: Duration::from_millis(1), ..LinkConfig::default() }]
     {
         let mut p = Pair::new(link);
         let mut echo = TcpEcho::listen(&mut p.b, 7, DEFAULT_MAX_CONNECTIONS).unwrap();
@@ -252,7 +253,8 @@ fn http_pipelined_gets_over_one_connection_in_order() {
     let root = TempRoot::new("pipe");
     let mut p = Pair::new(LinkConfig::default());
     let mut srv = server(&mut p, &root);
-    let (r, body, statuses, conns) = get(&mut p, &mut srv, &["/", "/sub/a.txt", "/sub/b.txt", "/sub/a.txt", "/index.html"]);
+    let (r, body, statuses, conns) =
+        get(&mut p, &mut srv, &["/", "/sub/a.txt", "/sub/b.txt", "/sub/a.txt", "/index.html"]);
     r.unwrap();
     assert_eq!(body, b"<h1>hello</h1>\nalpha\nbeta\nalpha\n<h1>hello</h1>\n");
     assert_eq!(statuses, [200; 5]);
@@ -335,7 +337,12 @@ fn http_head_405_400_431_and_http10() {
     assert!(old.contains("Connection: close\r\n") && old.ends_with("\r\n\r\nbeta\n"), "{old}");
 
     // Keep-alive: two requests, the connection stays until the client ends it.
-    let two = raw(&mut p, &mut srv, b"GET /sub/a.txt HTTP/1.1\r\nHost: x\r\n\r\nGET /sub/b.txt HTTP/1.1\r\nHost: x\r\n\r\n", true);
+    let two = raw(
+        &mut p,
+        &mut srv,
+        b"GET /sub/a.txt HTTP/1.1\r\nHost: x\r\n\r\nGET /sub/b.txt HTTP/1.1\r\nHost: x\r\n\r\n",
+        true,
+    );
     assert_eq!(two.matches("HTTP/1.1 200 OK").count(), 2, "{two}");
     assert!(two.contains("Connection: keep-alive") && two.ends_with("beta\n"), "{two}");
     assert_eq!(srv.stats.failed, 0);
@@ -396,8 +403,9 @@ fn against_canned(reply: &'static [u8]) -> (Result<(), HttpClientError>, Vec<u8>
 
 #[test]
 fn client_reads_chunked_and_close_delimited_bodies() {
-    let (r, body) =
-        against_canned(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5;ext=1\r\nhello\r\n6\r\n world\r\n0\r\nX-T: 1\r\n\r\n");
+    let (r, body) = against_canned(
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5;ext=1\r\nhello\r\n6\r\n world\r\n0\r\nX-T: 1\r\n\r\n",
+    );
     r.unwrap();
     assert_eq!(body, b"hello world");
     let (r, body) = against_canned(b"HTTP/1.0 200 OK\r\n\r\nuntil the end");

@@ -57,7 +57,10 @@ impl fmt::Display for HttpClientError {
             },
             HttpClientError::Status { url, status, reason } => write!(f, "{url}: HTTP {status} {reason}"),
             HttpClientError::EarlyClose { url, body_bytes } => {
-                write!(f, "{url}: the server closed the connection after {body_bytes} body bytes, before the response ended")
+                write!(
+                    f,
+                    "{url}: the server closed the connection after {body_bytes} body bytes, before the response ended"
+                )
             }
             HttpClientError::Malformed { url, why } => write!(f, "{url}: malformed response: {why}"),
             HttpClientError::Sink(e) => write!(f, "cannot write the body: {e}"),
@@ -163,7 +166,9 @@ impl<W: Write> HttpClient<W> {
     }
 
     fn connect(&mut self, stack: &mut Stack, now: Instant) -> Result<(), HttpClientError> {
-        let h = stack.tcp_connect(now, self.server).map_err(|error| HttpClientError::Connect { server: self.server, error })?;
+        let h = stack
+            .tcp_connect(now, self.server)
+            .map_err(|error| HttpClientError::Connect { server: self.server, error })?;
         stack.tcp_set_nodelay(h, true);
         self.handle = Some(h);
         self.connections += 1;
@@ -283,7 +288,9 @@ impl<W: Write> HttpClient<W> {
                 for h in resp.headers.iter() {
                     if h.name.eq_ignore_ascii_case("content-length") {
                         let v = std::str::from_utf8(h.value).ok().map(str::trim);
-                        let Some(len) = v.filter(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit())).and_then(|v| v.parse().ok())
+                        let Some(len) = v
+                            .filter(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()))
+                            .and_then(|v| v.parse().ok())
                         else {
                             return Err(self.malformed("bad Content-Length"));
                         };

@@ -385,7 +385,11 @@ impl HttpConn {
         if status == Status::MethodNotAllowed {
             self.head.extend_from_slice(b"Allow: GET, HEAD\r\n");
         }
-        self.head.extend_from_slice(if close { b"Connection: close\r\n\r\n" } else { b"Connection: keep-alive\r\n\r\n" });
+        self.head.extend_from_slice(if close {
+            b"Connection: close\r\n\r\n"
+        } else {
+            b"Connection: keep-alive\r\n\r\n"
+        });
         self.body = body;
         self.close_after = close;
     }

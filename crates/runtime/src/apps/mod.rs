@@ -77,7 +77,12 @@ impl<T> Server<T> {
     /// Drive the ready connections this server owns, then the fresh ones.
     /// `drive` returns false when the connection is finished with (the
     /// handle was closed or aborted by it); its state is then dropped.
-    fn drive(&mut self, stack: &mut Stack, ready: &[TcpHandle], mut drive: impl FnMut(&mut Stack, TcpHandle, &mut T) -> bool) {
+    fn drive(
+        &mut self,
+        stack: &mut Stack,
+        ready: &[TcpHandle],
+        mut drive: impl FnMut(&mut Stack, TcpHandle, &mut T) -> bool,
+    ) {
         for &h in ready.iter().chain(self.fresh.iter()) {
             let Some(state) = self.conns.get_mut(&h) else { continue };
             if !drive(stack, h, state) {

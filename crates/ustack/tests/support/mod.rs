@@ -57,7 +57,6 @@ pub fn skip_reason_with(tools: &[&str]) -> Option<String> {
     None
 }
 
-
 macro_rules! skip_unless {
     ($($tool:expr),* $(,)?) => {
         if let Some(reason) = support::skip_reason_with(&[$($tool),*]) {
@@ -272,8 +271,9 @@ pub struct Stopped {
 impl Stopped {
     /// The counters block of stdout, name → value (absent means zero).
     pub fn counters(&self) -> BTreeMap<String, u64> {
-        parse_counters(&self.stdout)
-            .unwrap_or_else(|| panic!("no `counters:` block in ustack's stdout:\n{}\nstderr:\n{}", self.stdout, self.stderr))
+        parse_counters(&self.stdout).unwrap_or_else(|| {
+            panic!("no `counters:` block in ustack's stdout:\n{}\nstderr:\n{}", self.stdout, self.stderr)
+        })
     }
 }
 
@@ -301,8 +301,16 @@ impl Ustack {
         let device = format!("tap:{}", opts.tap);
         let ip = format!("{}/24", opts.stack_ip());
         let host = format!("{}/24", opts.host_ip());
-        let mut argv: Vec<String> =
-            vec![ustack_bin().into(), "up".into(), "--device".into(), device, "--ip".into(), ip, "--host-ip".into(), host];
+        let mut argv: Vec<String> = vec![
+            ustack_bin().into(),
+            "up".into(),
+            "--device".into(),
+            device,
+            "--ip".into(),
+            ip,
+            "--host-ip".into(),
+            host,
+        ];
         if let Some(p) = &opts.pcap {
             argv.push("--pcap".into());
             argv.push(p.clone());
@@ -317,14 +325,15 @@ impl Ustack {
         let mut child = cmd.spawn().unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"));
         let stdout = Arc::new(Mutex::new(Vec::new()));
         let stderr = Arc::new(Mutex::new(Vec::new()));
-        let readers =
-            vec![drain(child.stdout.take().unwrap(), stdout.clone()), drain(child.stderr.take().unwrap(), stderr.clone())];
+        let readers = vec![
+            drain(child.stdout.take().unwrap(), stdout.clone()),
+            drain(child.stderr.take().unwrap(), stderr.clone()),
+        ];
         let mut u = Ustack { child: Some(child), stdout, stderr, readers, opts, ns: ns.name.clone() };
         let want_echo = u.opts.udp_echo.len();
         let up_line = format!("ustack: up on tap:{}", u.opts.tap);
         u.wait_for("the startup line and UDP echo lines", Duration::from_secs(10), |err| {
-            err.contains(&up_line)
-                && err.matches("UDP echo on port").count() >= want_echo
+            err.contains(&up_line) && err.matches("UDP echo on port").count() >= want_echo
         });
         // The kernel side: wait for the TAP to be up with its address.
         let tap = u.opts.tap.clone();

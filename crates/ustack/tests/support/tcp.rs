@@ -126,8 +126,10 @@ impl Bg {
         let mut child = cmd.spawn().unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"));
         let stdout = Arc::new(Mutex::new(Vec::new()));
         let stderr = Arc::new(Mutex::new(Vec::new()));
-        let readers =
-            vec![drain(child.stdout.take().unwrap(), stdout.clone()), drain(child.stderr.take().unwrap(), stderr.clone())];
+        let readers = vec![
+            drain(child.stdout.take().unwrap(), stdout.clone()),
+            drain(child.stderr.take().unwrap(), stderr.clone()),
+        ];
         Bg { what: argv.join(" "), child: Some(child), stdout, stderr, readers }
     }
 
@@ -559,7 +561,12 @@ pub fn start_tcp_stack(ns: &Netns, opts: &StackOpts, http_root: &str) -> Ustack 
             if out.success() && text.contains(&format!("inet {host}")) && text.contains(",UP") {
                 break;
             }
-            assert!(Instant::now() < deadline, "TAP {} not up with {host}: {out}\nustack stderr:\n{}", opts.tap, u.stderr_now());
+            assert!(
+                Instant::now() < deadline,
+                "TAP {} not up with {host}: {out}\nustack stderr:\n{}",
+                opts.tap,
+                u.stderr_now()
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -672,7 +679,10 @@ pub fn echo_client(ns: &Netns, host: &str, port: u16, input: &str, output: &str,
 /// `curl` GET of `url` into `out` in `ns`, bounded; fails on HTTP errors.
 pub fn curl_get(ns: &Netns, url: &str, out: &str, limit: Duration) -> Output {
     let max = limit.as_secs().saturating_sub(5).max(1).to_string();
-    ns.exec(&["curl", "-sS", "--fail", "--max-time", &max, "-o", out, "-w", "%{http_code} %{size_download}\n", url], limit)
+    ns.exec(
+        &["curl", "-sS", "--fail", "--max-time", &max, "-o", out, "-w", "%{http_code} %{size_download}\n", url],
+        limit,
+    )
 }
 
 // ------------------------------------------------------------ pcap: tshark ---
