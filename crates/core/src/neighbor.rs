@@ -269,6 +269,12 @@ impl NeighborCache {
         self.incomplete.iter().filter_map(|ip| self.entries.get(ip)).map(|e| e.next_request).min()
     }
 
+    /// Unresolved entries wait for an answer: only then has
+    /// `handle_timeout` anything to do.
+    pub fn resolving(&self) -> bool {
+        !self.incomplete.is_empty()
+    }
+
     /// Retry or give up on unresolved neighbours whose time has come; report
     /// each through `out`.
     pub fn handle_timeout(&mut self, now: Instant, mut out: impl FnMut(NeighborTimer)) {

@@ -124,6 +124,9 @@ impl Stack {
     /// Fire every timer that is due at `now`. Harmless to call early or twice.
     pub fn handle_timeout<T: TxQueue>(&mut self, now: Instant, tx: &mut T) {
         self.handle_tcp_timeouts(now, tx);
+        if !self.iface.neighbors.resolving() {
+            return; // the common case: spare the batch set-up below on every poll
+        }
         let mut requests = [Ipv4Addr::UNSPECIFIED; 16];
         loop {
             // Collect in small batches: the cache cannot be borrowed while we send.
