@@ -93,17 +93,16 @@ impl TimerWheel {
             }
             self.nodes.resize(k + 1, UNARMED);
         }
+        let tick = deadline.map(|d| to_tick(d).max(self.now));
         if self.nodes[k].slot != NIL {
-            if let Some(d) = deadline {
-                if self.nodes[k].tick == to_tick(d).max(self.now) {
-                    return; // unchanged: the common case for a busy socket
-                }
+            if tick == Some(self.nodes[k].tick) {
+                return; // unchanged: the common case for a busy socket
             }
             self.unlink(key);
             self.armed -= 1;
         }
-        if let Some(d) = deadline {
-            self.nodes[k].tick = to_tick(d).max(self.now);
+        if let Some(tick) = tick {
+            self.nodes[k].tick = tick;
             self.link(key);
             self.armed += 1;
         }
