@@ -18,17 +18,17 @@
 
 use crate::hash::{KeyedMap, KeyedState};
 use crate::phy::{RxMeta, TxQueue};
+use crate::readiness::{Event, Interest, Readiness, Registration};
 use crate::stack::{Iface, Stack};
 use crate::tcp::{
     self, BufferPool, Connection, DropReason, Flags, FourTuple, ListenOutcome, Listener, Options, RecvError, Segment,
     SendError, SeqNumber, State, TcpConfig, TimeWait, TimeWaitOutcome,
 };
 use crate::time::Instant;
-use crate::readiness::{Event, Interest, Readiness, Registration};
 use crate::timer::TimerWheel;
 use std::collections::VecDeque;
-use std::sync::Arc;
 use std::net::SocketAddrV4;
+use std::sync::Arc;
 use ustack_wire::{
     checksum, ChecksumMode, IpProtocol, Ipv4Repr, TcpFlags, TcpPacket, TcpRepr, TcpSeqNumber, IPV4_HEADER_LEN,
 };
@@ -132,7 +132,9 @@ const SLOT_PAGE: usize = 1024;
 
 #[derive(Debug, Default)]
 struct Slots {
-    pages: Vec<Box<[Option<Slot>]>>,
+    /// Fixed-size pages: indexing within one needs no bounds check, and
+    /// every packet and socket call looks a slot up.
+    pages: Vec<Box<[Option<Slot>; SLOT_PAGE]>>,
     len: usize,
 }
 
@@ -143,16 +145,19 @@ impl Slots {
     /// Appends an empty slot and returns its index.
     fn push_empty(&mut self) -> usize {
         if self.len == self.pages.len() * SLOT_PAGE {
-            self.pages.push((0..SLOT_PAGE).map(|_| None).collect());
+            let page: Box<[Option<Slot>]> = (0..SLOT_PAGE).map(|_| None).collect();
+            self.pages.push(page.try_into().expect("SLOT_PAGE slots"));
         }
         self.len += 1;
         self.len - 1
     }
+    // Slots past `len` in the last page are `None`, like a freed slot, so
+    // the page lookup alone bounds the index.
     fn get(&self, i: usize) -> Option<&Option<Slot>> {
-        (i < self.len).then(|| &self.pages[i / SLOT_PAGE][i % SLOT_PAGE])
+        self.pages.get(i / SLOT_PAGE).map(|p| &p[i % SLOT_PAGE])
     }
     fn get_mut(&mut self, i: usize) -> Option<&mut Option<Slot>> {
-        (i < self.len).then(|| &mut self.pages[i / SLOT_PAGE][i % SLOT_PAGE])
+        self.pages.get_mut(i / SLOT_PAGE).map(|p| &mut p[i % SLOT_PAGE])
     }
 }
 
@@ -206,7 +211,13 @@ pub(crate) struct TcpSockets {
 }
 
 impl TcpSockets {
-    pub(crate) fn new(cfg: TcpConfig, syn_cookies: bool, max_connections: usize, secret: [u8; 16], hash_key: u64) -> TcpSockets {
+    pub(crate) fn new(
+        cfg: TcpConfig,
+        syn_cookies: bool,
+        max_connections: usize,
+        secret: [u8; 16],
+        hash_key: u64,
+    ) -> TcpSockets {
         TcpSockets {
             pool: BufferPool::for_config(&cfg),
             cfg: Arc::new(cfg),
@@ -411,13 +422,8 @@ impl TcpSockets {
 }
 
 fn segment_from(repr: &TcpRepr<'_>) -> Segment {
-    let f = repr.flags;
-    let mut flags = Flags::NONE;
-    for (on, flag) in [(f.fin, Flags::FIN), (f.syn, Flags::SYN), (f.rst, Flags::RST), (f.psh, Flags::PSH), (f.ece, Flags::ECE), (f.cwr, Flags::CWR)] {
-        if on {
-            flags |= flag;
-        }
-    }
+    // `Flags` keeps the header's bit positions; `from_bits` drops ACK and URG.
+    let flags = Flags::from_bits(repr.flags.to_byte());
     let mut sack_blocks = [None; 4];
     for (out, block) in sack_blocks.iter_mut().zip(repr.sack_ranges.iter()) {
         *out = block.map(|(l, r)| (SeqNumber(l), SeqNumber(r)));
@@ -719,7 +725,8 @@ impl Stack {
     /// The SYN leaves on the next poll.
     pub fn tcp_connect(&mut self, now: Instant, remote: SocketAddrV4) -> Result<TcpHandle, ConnectError> {
         let (remote_addr, remote_port) = (*remote.ip(), remote.port());
-        if remote_port == 0 || remote_addr.is_broadcast() || remote_addr.is_multicast() || remote_addr.is_unspecified() {
+        if remote_port == 0 || remote_addr.is_broadcast() || remote_addr.is_multicast() || remote_addr.is_unspecified()
+        {
             return Err(ConnectError::InvalidAddress);
         }
         if self.tcp.live >= self.tcp.max_connections {
@@ -752,7 +759,11 @@ impl Stack {
     /// Queue data to send; returns how much fit in the send buffer.
     pub fn tcp_send(&mut self, h: TcpHandle, data: &[u8]) -> Result<usize, SendError> {
         let tcp = &mut self.tcp;
-        let slot = tcp.slots.get_mut(h.index as usize).and_then(Option::as_mut).filter(|s| s.generation == h.generation && !s.orphan);
+        let slot = tcp
+            .slots
+            .get_mut(h.index as usize)
+            .and_then(Option::as_mut)
+            .filter(|s| s.generation == h.generation && !s.orphan);
         let n = slot.ok_or(SendError::Closed(None))?.conn.send(data, &mut tcp.pool)?;
         self.tcp.mark_tx(h.index);
         Ok(n)
@@ -761,7 +772,11 @@ impl Stack {
     /// Read received data; `Ok(0)` is the end of the stream.
     pub fn tcp_recv(&mut self, h: TcpHandle, buf: &mut [u8]) -> Result<usize, RecvError> {
         let tcp = &mut self.tcp;
-        let slot = tcp.slots.get_mut(h.index as usize).and_then(Option::as_mut).filter(|s| s.generation == h.generation && !s.orphan);
+        let slot = tcp
+            .slots
+            .get_mut(h.index as usize)
+            .and_then(Option::as_mut)
+            .filter(|s| s.generation == h.generation && !s.orphan);
         let n = slot.ok_or(RecvError::Closed)?.conn.recv(buf, &mut tcp.pool)?;
         // Reading opens the window: the engine decides whether that is news.
         self.tcp.mark_tx(h.index);
@@ -858,7 +873,12 @@ impl Stack {
     /// connection waits in its accept queue.
     pub fn tcp_register_listener(&mut self, port: u16, token: u64) {
         let Some(l) = self.tcp.listeners.get_mut(&port) else { return };
-        l.registration = Some(Registration { token, interest: Readiness::READABLE, reported: Readiness::EMPTY, new_data: !l.accept_queue.is_empty() });
+        l.registration = Some(Registration {
+            token,
+            interest: Readiness::READABLE,
+            reported: Readiness::EMPTY,
+            new_data: !l.accept_queue.is_empty(),
+        });
         if !l.accept_queue.is_empty() && !l.on_ready_list {
             l.on_ready_list = true;
             self.tcp.listener_events.push_back(port);
@@ -1023,7 +1043,6 @@ fn count_drop(c: &mut crate::counters::Counters, reason: DropReason) {
         _ => c.drop_tcp_other += 1,
     }
 }
-
 
 #[cfg(test)]
 mod size_tests {
