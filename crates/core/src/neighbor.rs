@@ -88,6 +88,11 @@ pub struct NeighborCache {
     stale_time: Duration,
     retry_interval: Duration,
     max_requests: u8,
+    /// The last neighbour `resolve` found reachable, its address, and a
+    /// time before which it certainly still is: every packet of a flow asks
+    /// for the same next hop, and this spares the table lookup. Cleared
+    /// whenever an entry is confirmed or removed.
+    last: Option<(Ipv4Addr, EthernetAddress, Instant)>,
 }
 
 impl NeighborCache {
@@ -104,6 +109,7 @@ impl NeighborCache {
             stale_time: cfg.neighbor_stale_time,
             retry_interval: cfg.arp_retry_interval,
             max_requests: cfg.arp_max_retries.max(1),
+            last: None,
         }
     }
 
@@ -133,11 +139,20 @@ impl NeighborCache {
 
     /// How to reach `ip` now. Creates an unresolved entry when there is none.
     pub fn resolve(&mut self, now: Instant, ip: Ipv4Addr) -> Resolution {
+        if let Some((last_ip, mac, fresh_until)) = self.last {
+            if last_ip == ip && now < fresh_until {
+                return Resolution::Send(mac);
+            }
+        }
         if let Some(e) = self.entries.get_mut(&ip) {
             match e.mac {
                 Some(mac) => {
                     let age = now.saturating_since(e.confirmed_at);
                     if age < self.reachable_time {
+                        // Instant + Duration drops sub-microseconds, so
+                        // before `fresh_until` the age is below
+                        // `reachable_time` too: the same answer as here.
+                        self.last = Some((ip, mac, e.confirmed_at + self.reachable_time));
                         return Resolution::Send(mac);
                     }
                     if age < self.reachable_time + self.stale_time {
@@ -150,6 +165,7 @@ impl NeighborCache {
                     }
                     // Forgotten: start over as unresolved.
                     self.entries.remove(&ip);
+                    self.last = None;
                 }
                 None => return Resolution::Queue { request: false },
             }
@@ -192,6 +208,7 @@ impl NeighborCache {
         match victim {
             Some(ip) => {
                 self.entries.remove(&ip);
+                self.last = None;
                 true
             }
             None => false,
@@ -230,6 +247,7 @@ impl NeighborCache {
         create: bool,
         mut send: impl FnMut(EthernetAddress, &[u8]),
     ) {
+        self.last = None;
         let e = match self.entries.get_mut(&ip) {
             Some(e) => e,
             None if create => {
@@ -295,6 +313,7 @@ impl NeighborCache {
                     self.slots.free.push(slot);
                 }
                 self.entries.remove(&ip);
+                self.last = None;
                 self.incomplete.swap_remove(i);
                 out(NeighborTimer::Unreachable { dropped: n });
                 continue;
