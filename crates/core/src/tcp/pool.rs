@@ -171,6 +171,10 @@ impl ChunkRing {
     }
 
     /// Chunks held now.
+    // Out of line on purpose: on its own it compiles to a few vector
+    // compares, inlined into the window computation it became a scalar
+    // loop over the 16 pages (callgrind: +250 instructions per exchange).
+    #[inline(never)]
     pub(crate) fn chunks_held(&self) -> usize {
         self.pages.iter().filter(|&&c| c != NO_CHUNK).count()
     }
