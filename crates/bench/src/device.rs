@@ -15,7 +15,7 @@
 
 use crate::linux::{self, KernelServer};
 use crate::netns;
-use crate::report::{BenchPath, Figures, Report};
+use crate::report::{BenchPath, DeviceNotes, Figures, Report};
 use crate::{Params, Workload};
 use std::net::{SocketAddr, SocketAddrV4, TcpListener};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -52,24 +52,30 @@ where
     D: Device + Waitable,
     F: FnOnce() -> Result<(Stack, D), String> + Send,
 {
-    let (ustack, mtu) = thread::scope(|s| {
+    let (ustack, mtu, notes) = thread::scope(|s| {
         s.spawn(|| ustack_side(workload, params, setup, open))
             .join()
             .unwrap_or_else(|_| Err("the ustack run panicked".into()))
     })?;
     let params = Params { mtu, ..*params };
-    let linux = thread::scope(|s| {
+    let (linux, linux_retransmits) = thread::scope(|s| {
         s.spawn(|| linux_side(workload, &params, setup).map_err(|e| e.to_string()))
             .join()
             .unwrap_or_else(|_| Err("the Linux run panicked".into()))
     })?;
-    let path = BenchPath::Device { device: setup.device.clone() };
+    let notes = DeviceNotes { client_retransmits: [notes.client_retransmits[0], linux_retransmits], ..notes };
+    let path = BenchPath::Device { device: setup.device.clone(), notes };
     Ok(Report::new(workload, &params, ustack, linux).on(path))
 }
 
 /// On a fresh thread: the TAP's namespace, ustack's event loop on this
 /// thread, the kernel client on another in the same namespace.
-fn ustack_side<D, F>(workload: Workload, p: &Params, setup: &DeviceSetup, open: F) -> Result<(Figures, usize), String>
+fn ustack_side<D, F>(
+    workload: Workload,
+    p: &Params,
+    setup: &DeviceSetup,
+    open: F,
+) -> Result<(Figures, usize, DeviceNotes), String>
 where
     D: Device + Waitable,
     F: FnOnce() -> Result<(Stack, D), String>,
@@ -85,7 +91,8 @@ where
     };
     let addr = SocketAddr::V4(SocketAddrV4::new(setup.server.addr, PORT));
     let done = AtomicBool::new(false);
-    let figures = thread::scope(|s| {
+    let retransmits = netns::tcp_retransmits();
+    let (figures, ustack_counters, device_counters) = thread::scope(|s| {
         // Threads inherit the namespace of the thread that starts them.
         let client = s.spawn(|| {
             let f = linux::client(workload, addr, p);
@@ -95,9 +102,18 @@ where
         let mut lp = EventLoop::new(stack, device);
         let mut until = Until(&done);
         lp.run_until(&mut [server.as_mut(), &mut until], &StopSignal::unarmed(), None);
-        client.join().unwrap_or_else(|_| Err(std::io::Error::other("the client panicked")))
+        let stack_counters = lp.stack.counters().iter().filter(|&(_, v)| v != 0).collect();
+        let device_counters = lp.device.device_stats().into_iter().filter(|&(_, v)| v != 0).collect();
+        let figures = client.join().unwrap_or_else(|_| Err(std::io::Error::other("the client panicked")));
+        (figures, stack_counters, device_counters)
     });
-    figures.map(|f| (f, mtu)).map_err(|e| format!("ustack on {}: {e}", setup.device))
+    let client_retransmits = [delta(retransmits, netns::tcp_retransmits()), None];
+    let notes = DeviceNotes { client_retransmits, ustack_counters, device_counters };
+    figures.map(|f| (f, mtu, notes)).map_err(|e| format!("ustack on {}: {e}", setup.device))
+}
+
+fn delta(before: Option<u64>, after: Option<u64>) -> Option<u64> {
+    after?.checked_sub(before?)
 }
 
 /// Ends the event loop once the client is done.
@@ -112,7 +128,7 @@ impl App for Until<'_> {
 
 /// On a fresh thread: the client's namespace; the kernel server in its own,
 /// joined by a veth pair that the server's thread makes.
-fn linux_side(workload: Workload, p: &Params, setup: &DeviceSetup) -> std::io::Result<Figures> {
+fn linux_side(workload: Workload, p: &Params, setup: &DeviceSetup) -> std::io::Result<(Figures, Option<u64>)> {
     netns::enter_private()?;
     netns::tune_client()?;
     let client_ns = netns::thread_id().to_string();
@@ -126,12 +142,13 @@ fn linux_side(workload: Workload, p: &Params, setup: &DeviceSetup) -> std::io::R
         configure(VETH_SERVER, &server_ip)?;
         TcpListener::bind(bind_to)
     })?;
+    let retransmits = netns::tcp_retransmits();
     let figures =
         configure(VETH_CLIENT, &setup.client.to_string()).and_then(|()| linux::client(workload, server.addr, p));
     let stopped = server.stop();
     let figures = figures?;
     stopped?;
-    Ok(figures)
+    Ok((figures, delta(retransmits, netns::tcp_retransmits())))
 }
 
 /// Address, checksum offload off (as on the TAP), link up.

@@ -24,7 +24,7 @@ mod ustack;
 
 pub use device::{run_device, DeviceSetup};
 pub use idle::{run_idle, IdleParams, IdleReport};
-pub use report::{BenchPath, Figures, Report};
+pub use report::{BenchPath, DeviceNotes, Figures, Report};
 
 use std::time::Duration;
 

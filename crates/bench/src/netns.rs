@@ -32,9 +32,25 @@ pub(crate) fn enter_private() -> io::Result<()> {
 /// connections (crr): the whole port range, and TIME-WAIT ports reused after
 /// a second, as Linux does by default only on loopback. Both clients (against
 /// ustack and against Linux) get the same settings.
+/// IPv6 is off on links made from now on: its multicast chatter (router
+/// solicitations, MLD) would only show up as frames ustack drops.
 pub(crate) fn tune_client() -> io::Result<()> {
     sysctl("net/ipv4/ip_local_port_range", "1024 65535")?;
-    sysctl("net/ipv4/tcp_tw_reuse", "1")
+    sysctl("net/ipv4/tcp_tw_reuse", "1")?;
+    // A kernel without IPv6 has no such key, and no chatter either.
+    let _ = sysctl("net/ipv6/conf/default/disable_ipv6", "1");
+    Ok(())
+}
+
+/// Segments TCP has retransmitted in the calling thread's namespace
+/// (`RetransSegs`); `None` if the kernel does not say.
+pub(crate) fn tcp_retransmits() -> Option<u64> {
+    // thread-self, not self: /proc/self/net is the main thread's namespace.
+    let snmp = std::fs::read_to_string("/proc/thread-self/net/snmp").ok()?;
+    let mut tcp = snmp.lines().filter_map(|l| l.strip_prefix("Tcp:"));
+    let (names, values) = (tcp.next()?, tcp.next()?);
+    let at = names.split_whitespace().position(|n| n == "RetransSegs")?;
+    values.split_whitespace().nth(at)?.parse().ok()
 }
 
 /// /proc/sys/net shows the namespace of the thread that opens it.

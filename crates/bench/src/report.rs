@@ -35,7 +35,28 @@ pub enum BenchPath {
     Memory,
     /// ustack on this device (`tap:NAME`) and Linux on a veth pair, each with
     /// the kernel client in a private namespace.
-    Device { device: String },
+    Device { device: String, notes: DeviceNotes },
+}
+
+/// What else a device run saw: a figure earned while packets were lost is
+/// not the same figure.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DeviceNotes {
+    /// Segments the kernel client retransmitted (its namespace's
+    /// `RetransSegs`) on ustack's path and on Linux's.
+    pub client_retransmits: [Option<u64>; 2],
+    /// ustack's counters that are not zero after the run.
+    pub ustack_counters: Vec<(&'static str, u64)>,
+    /// Its device's counters that are not zero after the run.
+    pub device_counters: Vec<(&'static str, u64)>,
+}
+
+impl DeviceNotes {
+    /// The counters that say something was lost or refused.
+    fn losses(&self) -> impl Iterator<Item = &(&'static str, u64)> {
+        let lossy = |(n, _): &&(&str, u64)| ["drop", "full", "error"].iter().any(|w| n.contains(w));
+        self.ustack_counters.iter().chain(&self.device_counters).filter(lossy)
+    }
 }
 
 impl BenchPath {
@@ -43,7 +64,9 @@ impl BenchPath {
     fn names(&self) -> (&str, &'static str) {
         match self {
             BenchPath::Memory => ("memory", "loopback"),
-            BenchPath::Device { device } => (device.split_once(':').map_or(device.as_str(), |(kind, _)| kind), "veth"),
+            BenchPath::Device { device, .. } => {
+                (device.split_once(':').map_or(device.as_str(), |(kind, _)| kind), "veth")
+            }
         }
     }
 }
@@ -92,7 +115,7 @@ impl Report {
         let p = &self.params;
         let path = match &self.path {
             BenchPath::Memory => format!("in-memory link MTU {}; Linux on loopback", p.mtu),
-            BenchPath::Device { device } => format!(
+            BenchPath::Device { device, .. } => format!(
                 "ustack on {device}, Linux on a veth pair, MTU {}, no checksum offload; kernel client for both",
                 p.mtu
             ),
@@ -129,11 +152,25 @@ impl Report {
             ));
         }
         s.push_str(&format!("  ratio ustack/linux: {:.2}x\n", self.ratio()));
+        if let BenchPath::Device { notes, .. } = &self.path {
+            let count = |r: Option<u64>| r.map_or("?".to_string(), |n| n.to_string());
+            let [on_ustack, on_linux] = notes.client_retransmits;
+            s.push_str(&format!(
+                "  kernel client retransmitted {} segments on ustack's path, {} on Linux's\n",
+                count(on_ustack),
+                count(on_linux)
+            ));
+            let losses: Vec<String> = notes.losses().map(|(n, v)| format!("{n} {v}")).collect();
+            if !losses.is_empty() {
+                s.push_str(&format!("  ustack dropped or refused: {}\n", losses.join(", ")));
+            }
+        }
         s
     }
 
     /// One JSON object: `workload`, `path` (memory, tap), `linux_path`
-    /// (loopback, veth), `device` when there is one, `ustack`, `linux`, `ratio`.
+    /// (loopback, veth), `ustack`, `linux`, `ratio`; on a device also
+    /// `device`, `client_retransmits`, `ustack_counters` and `device_counters`.
     pub fn json(&self) -> String {
         let side = |f: &Figures| {
             let mut o = format!(
@@ -161,7 +198,23 @@ impl Report {
         let (path, linux_path) = self.path.names();
         let device = match &self.path {
             BenchPath::Memory => String::new(),
-            BenchPath::Device { device } => format!(",\"device\":{}", json_string(device)),
+            BenchPath::Device { device, notes } => {
+                let count = |r: Option<u64>| r.map_or("null".to_string(), |n| n.to_string());
+                let [on_ustack, on_linux] = notes.client_retransmits;
+                let object = |c: &[(&str, u64)]| {
+                    let fields: Vec<String> = c.iter().map(|(n, v)| format!("\"{n}\":{v}")).collect();
+                    format!("{{{}}}", fields.join(","))
+                };
+                format!(
+                    ",\"device\":{},\"client_retransmits\":{{\"ustack\":{},\"linux\":{}}},\
+                     \"ustack_counters\":{},\"device_counters\":{}",
+                    json_string(device),
+                    count(on_ustack),
+                    count(on_linux),
+                    object(&notes.ustack_counters),
+                    object(&notes.device_counters)
+                )
+            }
         };
         format!(
             "{{\"workload\":\"{}\",\"path\":{},\"linux_path\":\"{linux_path}\"{device},\"mtu\":{},\"message\":{},\

@@ -32,6 +32,13 @@ fn bench_on_a_tap_reports_ustack_and_linux_over_the_device_path() {
         assert_eq!(v["linux_path"], "veth", "{v}");
         assert_eq!(v["device"], format!("tap:{tap}"), "{v}");
         assert!(v["mtu"].as_u64().unwrap() >= 576, "the TAP's MTU: {v}");
+        // What else the run saw: the client's retransmissions on each path,
+        // and ustack's and its TAP's counters (it took in every segment).
+        for path in ["ustack", "linux"] {
+            assert!(v["client_retransmits"][path].is_u64(), "{v}");
+        }
+        assert!(v["ustack_counters"]["tcp_rx"].as_u64().unwrap() > 0, "{v}");
+        assert!(v["device_counters"]["rx_frames"].as_u64().unwrap() > 0, "{v}");
         for side in ["ustack", "linux"] {
             let s = &v[side];
             assert!(s["count"].as_u64().unwrap() > 0, "{workload}/{side}: {v}");
@@ -65,6 +72,7 @@ fn bench_device_table_names_both_paths() {
     let table = out.stdout_str();
     assert!(table.contains(&format!("ustack on {device}")) && table.contains("veth"), "{table}");
     assert!(table.contains("ratio ustack/linux"), "{table}");
+    assert!(table.contains("kernel client retransmitted"), "{table}");
 }
 
 #[test]
