@@ -276,11 +276,14 @@ impl ChunkRing {
 
     /// Gives every page back; the ring is empty.
     pub(crate) fn release(&mut self, pool: &mut BufferPool) {
-        for c in self.pages.iter_mut() {
-            if *c != NO_CHUNK {
-                pool.give(*c);
-                *c = NO_CHUNK;
-            }
+        // Every drained buffer comes here: find the held pages with one
+        // vectorised pass over the array, then visit only those.
+        let mut held = self.pages.iter().enumerate().fold(0u32, |m, (i, &c)| m | u32::from(c != NO_CHUNK) << i);
+        while held != 0 {
+            let page = held.trailing_zeros() as usize;
+            held &= held - 1;
+            pool.give(self.pages[page]);
+            self.pages[page] = NO_CHUNK;
         }
         self.head = 0;
     }
