@@ -174,6 +174,39 @@ impl core::ops::IndexMut<usize> for Slots {
     }
 }
 
+/// The connection table's 4-tuple index, remembering its last hit: a flow
+/// sends segment after segment to one connection, and comparing 12 bytes
+/// costs less than hashing them and probing. Any removal forgets the hit.
+#[derive(Debug)]
+struct Demux {
+    map: KeyedMap<FourTuple, u32>,
+    last: Option<(FourTuple, u32)>,
+}
+
+impl Demux {
+    fn lookup(&mut self, tuple: &FourTuple) -> Option<u32> {
+        if let Some((last, index)) = self.last {
+            if last == *tuple {
+                return Some(index);
+            }
+        }
+        let index = *self.map.get(tuple)?;
+        self.last = Some((*tuple, index));
+        Some(index)
+    }
+    fn contains_key(&self, tuple: &FourTuple) -> bool {
+        self.map.contains_key(tuple)
+    }
+    fn insert(&mut self, tuple: FourTuple, index: u32) {
+        self.last = None;
+        self.map.insert(tuple, index);
+    }
+    fn remove(&mut self, tuple: &FourTuple) {
+        self.last = None;
+        self.map.remove(tuple);
+    }
+}
+
 #[derive(Debug)]
 pub(crate) struct TcpSockets {
     cfg: Arc<TcpConfig>,
@@ -186,7 +219,7 @@ pub(crate) struct TcpSockets {
     /// Generations survive their slot so a stale handle never matches.
     generations: Vec<u32>,
     free: Vec<u32>,
-    by_tuple: KeyedMap<FourTuple, u32>,
+    by_tuple: Demux,
     listeners: KeyedMap<u16, ListenEntry>,
     timers: TimerWheel,
     fired: Vec<u32>,
@@ -227,7 +260,7 @@ impl TcpSockets {
             slots: Slots::default(),
             generations: Vec::new(),
             free: Vec::new(),
-            by_tuple: KeyedMap::with_hasher(KeyedState::new(hash_key)),
+            by_tuple: Demux { map: KeyedMap::with_hasher(KeyedState::new(hash_key)), last: None },
             listeners: KeyedMap::with_hasher(KeyedState::new(hash_key.rotate_left(17))),
             timers: TimerWheel::new(),
             fired: Vec::new(),
@@ -543,7 +576,7 @@ impl Stack {
             remote_port: repr.src_port,
         };
         let Stack { iface, tcp, .. } = self;
-        if let Some(&index) = tcp.by_tuple.get(&tuple) {
+        if let Some(index) = tcp.by_tuple.lookup(&tuple) {
             let slot = tcp.slots[index as usize].as_mut().expect("the table points at live slots");
             let queued_before = slot.conn.recv_queue();
             let outcome = slot.conn.on_segment(now, &seg, repr.payload, &mut tcp.pool);
