@@ -123,14 +123,24 @@ impl TimerWheel {
     /// (disarmed). Harmless to call twice.
     #[inline]
     pub fn expire(&mut self, now: Instant, fired: &mut Vec<u32>) {
+        if !self.idle_until(now) {
+            self.expire_slots(now.total_micros() / 1000, fired);
+        }
+    }
+
+    /// When nothing can fire by `now` (the common case), moves the wheel's
+    /// time there, exactly as `expire` would, and returns true; otherwise
+    /// changes nothing and returns false (call `expire`).
+    #[inline]
+    pub fn idle_until(&mut self, now: Instant) -> bool {
         let target = now.total_micros() / 1000;
         if target < self.due {
-            // Nothing starts by `target`: what the slot search below would
-            // conclude, without it.
+            // Nothing starts by `target`: what the slot search in
+            // `expire_slots` would conclude, without it.
             self.now = self.now.max(target);
-            return;
+            return true;
         }
-        self.expire_slots(target, fired);
+        false
     }
 
     fn expire_slots(&mut self, target: u64, fired: &mut Vec<u32>) {
