@@ -38,8 +38,9 @@ pub struct BenchArgs {
     /// With --device: the kernel client's address on the TAP's side (and on its veth) [default: 10.0.0.1/24].
     #[arg(long, value_name = "A.B.C.D/N", requires = "device")]
     pub host_ip: Option<Ipv4Cidr>,
-    /// Print one JSON object: workload, ustack, linux, ratio (idle: ustack's
-    /// figures at the top level, then smoltcp and linux).
+    /// Print one JSON object: workload, path, linux_path, ustack, linux, ratio (--device adds device,
+    /// client_retransmits, ustack_counters, device_counters; idle: ustack's figures at the top level,
+    /// then smoltcp and linux).
     #[arg(long)]
     pub json: bool,
     /// idle: idle established connections to open (ustack runs any N up to 4,000,000).
