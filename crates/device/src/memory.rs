@@ -417,8 +417,9 @@ impl TxQueue for MemoryTx {
         // The link is not borrowed while the caller's code runs.
         fill(&mut frame);
         let mut shared = self.shared.borrow_mut();
-        let config = shared.config;
-        shared.dirs[self.side].enqueue(&config, frame, sent_at, meta);
+        // Borrow the two fields apart rather than copy the whole config.
+        let Shared { config, dirs, .. } = &mut *shared;
+        dirs[self.side].enqueue(config, frame, sent_at, meta);
         Ok(())
     }
 }
