@@ -490,19 +490,23 @@ impl<'a> TcpRepr<'a> {
         let (opts_len, blocks) = self.options_layout();
         let header_len = TCP_HEADER_LEN + opts_len;
         debug_assert_eq!(packet.buffer.as_ref().len(), header_len + payload_len);
-        packet.set_src_port(self.src_port);
-        packet.set_dst_port(self.dst_port);
-        packet.set_seq_number(self.seq_number);
-        packet.set_ack_number(self.ack_number.unwrap_or_default());
-        packet.set_header_len(header_len);
+        // The fixed header is built in a local array and copied once: the
+        // field setters would each check the buffer's length again.
         let mut flags = self.flags;
         flags.ack = self.ack_number.is_some();
-        packet.set_flags(flags);
-        packet.set_window_len(self.window_len);
-        packet.set_checksum(0);
-        packet.set_urgent_at(0);
+        let mut h = [0u8; TCP_HEADER_LEN];
+        set_u16(&mut h, 0, self.src_port);
+        set_u16(&mut h, 2, self.dst_port);
+        set_u32(&mut h, 4, self.seq_number.0);
+        set_u32(&mut h, 8, self.ack_number.unwrap_or_default().0);
+        h[12] = ((header_len / 4) as u8 & 0x0f) << 4;
+        h[13] = flags.to_byte();
+        set_u16(&mut h, 14, self.window_len);
+        // Checksum (16..18) and urgent pointer (18..20) stay zero.
+        let buf = packet.buffer.as_mut();
+        buf[..TCP_HEADER_LEN].copy_from_slice(&h);
 
-        let b = &mut packet.buffer.as_mut()[TCP_HEADER_LEN..header_len];
+        let b = &mut buf[TCP_HEADER_LEN..header_len];
         let mut at = 0;
         let put = |opt: TcpOption<'_>, b: &mut [u8], at: &mut usize| *at += opt.emit(&mut b[*at..]);
         const NOP: TcpOption<'static> = TcpOption::NoOperation;
