@@ -267,18 +267,27 @@ fn keepalive_probes_then_gives_up() {
 
 #[test]
 fn mss_is_clamped_and_defaults_to_536() {
-    let tiny = socket_syn_received_with(&config(), seg! { seq: REMOTE, flags: SYN, options: Options { mss: Some(1), ..Options::default() } });
+    let tiny = socket_syn_received_with(
+        &config(),
+        seg! { seq: REMOTE, flags: SYN, options: Options { mss: Some(1), ..Options::default() } },
+    );
     assert_eq!(tiny.conn.mss(), 48);
     let none = socket_syn_received_with(&config(), seg! { seq: REMOTE, flags: SYN });
     assert_eq!(none.conn.mss(), 536);
-    let huge = socket_syn_received_with(&config(), seg! { seq: REMOTE, flags: SYN, options: Options { mss: Some(9000), ..Options::default() } });
+    let huge = socket_syn_received_with(
+        &config(),
+        seg! { seq: REMOTE, flags: SYN, options: Options { mss: Some(9000), ..Options::default() } },
+    );
     assert_eq!(huge.conn.mss(), 1460);
 }
 
 #[test]
 fn window_scale_negotiation_and_clamp() {
     let cfg = TcpConfig { window_scaling: true, recv_buffer_size: 1 << 20, ..config() };
-    let s = socket_syn_received_with(&cfg, seg! { seq: REMOTE, flags: SYN, options: Options { window_scale: Some(20), ..Options::default() } });
+    let s = socket_syn_received_with(
+        &cfg,
+        seg! { seq: REMOTE, flags: SYN, options: Options { window_scale: Some(20), ..Options::default() } },
+    );
     assert_eq!(s.conn.window_scales(), (14, 5));
     let s = socket_syn_received_with(&cfg, seg! { seq: REMOTE, flags: SYN });
     assert_eq!(s.conn.window_scales(), (0, 0), "only used if both sides offer it");
@@ -288,7 +297,15 @@ fn window_scale_negotiation_and_clamp() {
 fn syn_ack_offers_only_what_the_peer_offered() {
     let cfg = TcpConfig { window_scaling: true, sack: true, timestamps: true, ..config() };
     let mut s = Sock::new(
-        Connection::accept(tuple(), &seg! { seq: REMOTE, flags: SYN, options: Options { sack_permitted: true, ..Options::default() } }.to_segment(), cfg, SeqNumber(LOCAL), Instant::ZERO).unwrap(),
+        Connection::accept(
+            tuple(),
+            &seg! { seq: REMOTE, flags: SYN, options: Options { sack_permitted: true, ..Options::default() } }
+                .to_segment(),
+            cfg,
+            SeqNumber(LOCAL),
+            Instant::ZERO,
+        )
+        .unwrap(),
         &cfg,
     );
     let synack = s.poll().unwrap();
@@ -357,8 +374,11 @@ fn sack(blocks: &[(u32, u32)]) -> Options {
 }
 
 /// A SACK connection that has sent `n` full-sized segments, none ACKed yet.
+/// RACK-TLP is off: these tests are about what follows an RTO, and a tail
+/// loss probe would come first (`tcp_rack.rs` covers that).
 fn sack_socket_with_flight(n: u32) -> Sock {
-    let mut s = established_with(&sack_config(), Options { sack_permitted: true, ..Options::default() });
+    let cfg = TcpConfig { rack_tlp: false, ..sack_config() };
+    let mut s = established_with(&cfg, Options { sack_permitted: true, ..Options::default() });
     s.write(&vec![9u8; n as usize * 1460]).unwrap();
     for i in 0..n {
         let seg = s.poll().expect("segment");
@@ -376,10 +396,16 @@ fn sack_blocks_report_the_latest_island_first() {
     assert_eq!(a.options.unwrap().sack_blocks, [block(REMOTE + 11, REMOTE + 13), None, None, None]);
     send!(s, seg! { seq: REMOTE + 21, ack: LOCAL + 1, payload: b"cc" });
     let a = s.poll().unwrap();
-    assert_eq!(a.options.unwrap().sack_blocks, [block(REMOTE + 21, REMOTE + 23), block(REMOTE + 11, REMOTE + 13), None, None]);
+    assert_eq!(
+        a.options.unwrap().sack_blocks,
+        [block(REMOTE + 21, REMOTE + 23), block(REMOTE + 11, REMOTE + 13), None, None]
+    );
     send!(s, seg! { seq: REMOTE + 13, ack: LOCAL + 1, payload: b"x" });
     let a = s.poll().unwrap();
-    assert_eq!(a.options.unwrap().sack_blocks, [block(REMOTE + 11, REMOTE + 14), block(REMOTE + 21, REMOTE + 23), None, None]);
+    assert_eq!(
+        a.options.unwrap().sack_blocks,
+        [block(REMOTE + 11, REMOTE + 14), block(REMOTE + 21, REMOTE + 23), None, None]
+    );
     send!(s, seg! { seq: REMOTE + 1, ack: LOCAL + 1, payload: b"0123456789" });
     let a = s.poll().unwrap();
     assert_eq!(a.ack, Some(REMOTE + 14));
@@ -472,18 +498,32 @@ fn listener_handles_syn_ack_and_rst() {
     let mut l = Listener::new(config(), 2, SECRET, false);
     let mut pool = BufferPool::for_config(&config());
     let now = Instant::from_secs(5);
-    assert!(matches!(l.on_segment(now, tuple(), &seg! { seq: 1, flags: RST }.to_segment(), &[], &mut pool), ListenOutcome::Drop(_)));
+    assert!(matches!(
+        l.on_segment(now, tuple(), &seg! { seq: 1, flags: RST }.to_segment(), &[], &mut pool),
+        ListenOutcome::Drop(_)
+    ));
     match l.on_segment(now, tuple(), &seg! { seq: 1, ack: 77 }.to_segment(), &[], &mut pool) {
         ListenOutcome::Reply(rst) => assert_eq!((rst.seq, rst.flags), (SeqNumber(77), RST)),
         other => panic!("{other:?}"),
     }
-    let ListenOutcome::HalfOpen(mut c) = l.on_segment(now, tuple(), &seg! { seq: REMOTE, flags: SYN }.to_segment(), &[], &mut pool) else {
+    let ListenOutcome::HalfOpen(mut c) =
+        l.on_segment(now, tuple(), &seg! { seq: REMOTE, flags: SYN }.to_segment(), &[], &mut pool)
+    else {
         panic!("expected a half-open connection")
     };
     assert_eq!(c.poll_transmit(now, MAX_PAYLOAD, &pool).unwrap().seq, isn(&SECRET, &tuple(), now));
     assert_eq!(l.half_open(), 1);
-    assert!(matches!(l.on_segment(now, tuple(), &seg! { seq: REMOTE, flags: SYN }.to_segment(), &[], &mut pool), ListenOutcome::HalfOpen(_)));
-    assert!(matches!(l.on_segment(now, tuple(), &seg! { seq: REMOTE, flags: SYN }.to_segment(), &[], &mut pool), ListenOutcome::Drop(_)), "SYN queue full");
+    assert!(matches!(
+        l.on_segment(now, tuple(), &seg! { seq: REMOTE, flags: SYN }.to_segment(), &[], &mut pool),
+        ListenOutcome::HalfOpen(_)
+    ));
+    assert!(
+        matches!(
+            l.on_segment(now, tuple(), &seg! { seq: REMOTE, flags: SYN }.to_segment(), &[], &mut pool),
+            ListenOutcome::Drop(_)
+        ),
+        "SYN queue full"
+    );
     l.child_established();
     assert_eq!((l.half_open(), l.accept_queue_len()), (1, 1));
 }
@@ -495,13 +535,21 @@ fn listener_falls_back_to_syn_cookies() {
     let now = Instant::from_secs(5);
     let syn = seg! { seq: REMOTE, flags: SYN, options: Options { mss: Some(1400), ..Options::default() } };
     assert!(matches!(l.on_segment(now, tuple(), &syn.to_segment(), &[], &mut pool), ListenOutcome::HalfOpen(_)));
-    let ListenOutcome::Reply(synack) = l.on_segment(now, tuple(), &syn.to_segment(), &[], &mut pool) else { panic!("expected a cookie") };
+    let ListenOutcome::Reply(synack) = l.on_segment(now, tuple(), &syn.to_segment(), &[], &mut pool) else {
+        panic!("expected a cookie")
+    };
     assert_eq!((synack.flags, synack.ack), (SYN, Some(SeqNumber(REMOTE + 1))));
     let cookie = synack.seq.0;
     // A forged ACK is answered with a RST; the genuine one establishes.
-    assert!(matches!(l.on_segment(now, tuple(), &seg! { seq: REMOTE + 1, ack: cookie + 2 }.to_segment(), &[], &mut pool), ListenOutcome::Reply(_)));
+    assert!(matches!(
+        l.on_segment(now, tuple(), &seg! { seq: REMOTE + 1, ack: cookie + 2 }.to_segment(), &[], &mut pool),
+        ListenOutcome::Reply(_)
+    ));
     let ack = seg! { seq: REMOTE + 1, ack: cookie + 1, payload: b"GET /" };
-    let ListenOutcome::Established(mut c) = l.on_segment(now, tuple(), &ack.to_segment(), &ack.payload, &mut pool) else { panic!("cookie rejected") };
+    let ListenOutcome::Established(mut c) = l.on_segment(now, tuple(), &ack.to_segment(), &ack.payload, &mut pool)
+    else {
+        panic!("cookie rejected")
+    };
     assert_eq!(c.state(), State::Established);
     assert_eq!(c.mss(), 1400);
     let mut buf = [0u8; 8];

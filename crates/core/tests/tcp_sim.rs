@@ -48,6 +48,9 @@ struct Params {
     rate: u64,
     delay: Duration,
     jitter: Duration,
+    /// Frames sent without the propagation delay, overtaking the others
+    /// (netem's `reorder`).
+    reorder_per_mille: u64,
     queue: Duration,
 }
 
@@ -62,6 +65,7 @@ impl Params {
             rate: 12_500_000, // 100 Mbit/s
             delay: Duration::from_millis(10),
             jitter: Duration::from_millis(if loss_per_mille > 0 { 2 } else { 0 }),
+            reorder_per_mille: 0,
             queue: Duration::from_millis(30),
         }
     }
@@ -80,6 +84,9 @@ struct Summary {
     end: Instant,
     retransmits: [u64; 2],
     segments: [u64; 2],
+    rtos: [u64; 2],
+    /// Tail loss probes sent (RFC 8985 §7).
+    probes: [u64; 2],
 }
 
 const MTU_PAYLOAD: usize = 1460;
@@ -172,9 +179,12 @@ fn run(p: Params) -> Summary {
                     } else {
                         Duration::from_micros(rng.next() % p.jitter.as_micros() as u64)
                     };
+                    // (No draw when off, so the other runs' random streams stay as they were.)
+                    let overtakes = p.reorder_per_mille > 0 && rng.chance(p.reorder_per_mille);
+                    let delay = if overtakes { Duration::ZERO } else { p.delay + jitter };
                     order += 1;
                     queue.push(InFlight {
-                        at: done + p.delay + jitter,
+                        at: done + delay,
                         order,
                         to: 1 - side,
                         seg,
@@ -183,7 +193,8 @@ fn run(p: Params) -> Summary {
                 }
             }
         }
-        let done = |c: &Option<Connection>| c.as_ref().is_some_and(|c| matches!(c.state(), State::Closed | State::TimeWait));
+        let done =
+            |c: &Option<Connection>| c.as_ref().is_some_and(|c| matches!(c.state(), State::Closed | State::TimeWait));
         if read == [p.bytes; 2] && eof == [true; 2] && done(&conns[0]) && done(&conns[1]) {
             break;
         }
@@ -218,13 +229,18 @@ fn run(p: Params) -> Summary {
     let stats = conns.each_ref().map(|c| c.as_ref().unwrap().stats());
     if std::env::var_os("TCP_SIM_VERBOSE").is_some() {
         for st in &stats {
-            eprintln!("  rto {} fast {} rexmit {} dupacks {}", st.rto_expirations, st.fast_recoveries, st.retransmits, st.dup_acks_in);
+            eprintln!(
+                "  rto {} fast {} rexmit {} dupacks {}",
+                st.rto_expirations, st.fast_recoveries, st.retransmits, st.dup_acks_in
+            );
         }
     }
     Summary {
         end: now,
         retransmits: [stats[0].retransmits, stats[1].retransmits],
         segments: [stats[0].segments_out, stats[1].segments_out],
+        rtos: stats.map(|s| s.rto_expirations),
+        probes: stats.map(|s| s.loss_probes),
     }
 }
 
@@ -239,7 +255,16 @@ macro_rules! transfer_tests {
             p.cfg.timestamps = $ts;
             p.cfg.congestion = CongestionAlgorithm::$cc;
             let s = run(p);
-            eprintln!("{}: {:?}", stringify!($name), s);
+            // Figures to compare runs by (never asserted: speed is not a test).
+            eprintln!(
+                "{}: {:.3} s simulated (from 1 s), retransmits {:?}, RTOs {:?}, probes {:?}, segments {:?}",
+                stringify!($name),
+                s.end.total_micros() as f64 / 1e6,
+                s.retransmits,
+                s.rtos,
+                s.probes,
+                s.segments
+            );
         }
     )*};
 }
@@ -278,4 +303,31 @@ fn small_buffers_and_window_scaling_off() {
     p.cfg.send_buffer_size = 20_000;
     p.cfg.recv_buffer_size = 9_000;
     run(p);
+}
+
+/// The impairment of the netem tests (`ustack` crate, `support::tcp::NETEM`:
+/// "loss 2% delay 5ms 1ms reorder 5% 50% duplicate 1%" both ways), with
+/// RACK-TLP on and off in the same run. Prints the figures; asserts only
+/// that both transfers complete intact.
+#[test]
+fn netem_like_path_rack_tlp_on_and_off() {
+    for rack_tlp in [false, true] {
+        for seed in 1..=3u64 {
+            let mut p = Params::new(0x4e7e ^ seed, 3 * MIB, 20);
+            p.dup_per_mille = 10;
+            p.delay = Duration::from_millis(5);
+            p.jitter = Duration::from_millis(1);
+            p.reorder_per_mille = 50;
+            p.cfg.rack_tlp = rack_tlp;
+            let s = run(p);
+            eprintln!(
+                "netem-like seed {seed} rack_tlp {rack_tlp}: {:.3} s simulated (from 1 s), retransmits {:?}, RTOs {:?}, \
+                 probes {:?}",
+                s.end.total_micros() as f64 / 1e6,
+                s.retransmits,
+                s.rtos,
+                s.probes
+            );
+        }
+    }
 }

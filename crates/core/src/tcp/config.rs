@@ -94,6 +94,12 @@ pub struct TcpConfig {
     pub initial_cwnd_segments: u32,
     /// Offer and use SACK (RFC 2018, RFC 6675). Default true.
     pub sack: bool,
+    /// RACK-TLP loss detection (RFC 8985) when the peer SACKs: tail loss
+    /// probes (§7) and time-based loss marking (§6). Off, SACK recovery uses
+    /// RFC 6675's DupThresh alone and a lost tail waits for the RTO. Linux's
+    /// `tcp_recovery` and `tcp_early_retrans` turn these on by default.
+    /// Default true.
+    pub rack_tlp: bool,
     /// Offer and use timestamps (RFC 7323 RTTM and PAWS). Default true.
     pub timestamps: bool,
     /// Offer and use window scaling (RFC 7323 §2). Default true.
@@ -139,6 +145,7 @@ impl Default for TcpConfig {
             congestion: CongestionAlgorithm::Cubic,
             initial_cwnd_segments: 10,
             sack: true,
+            rack_tlp: true,
             timestamps: true,
             window_scaling: true,
             max_ooo_ranges: 8,

@@ -14,8 +14,8 @@
 //! Layout: `segment`/`seq` (data types), `state` (the 11 states),
 //! `connection/{input,output,timeout}` (the engine), `send_buffer`,
 //! `recv_buffer` and `reassembly` (bounded storage), `rtt` (RFC 6298),
-//! `recovery` (SACK scoreboard, RFC 6675, RFC 6582), `congestion/` (CUBIC,
-//! NewReno), `timers`, `isn` (SipHash, ISNs, ports, cookies), `listener`.
+//! `recovery` (SACK scoreboard, RFC 6675, RFC 6582), `rack` and `tlp` (RFC
+//! 8985 RACK-TLP), `congestion/` (CUBIC, NewReno), `timers`, `isn` (SipHash, ISNs, ports, cookies), `listener`.
 
 mod config;
 pub mod congestion;
@@ -23,6 +23,7 @@ mod connection;
 mod isn;
 mod listener;
 mod pool;
+mod rack;
 mod reassembly;
 mod recovery;
 mod recv_buffer;
@@ -33,6 +34,7 @@ mod seq;
 mod state;
 mod time_wait;
 mod timers;
+mod tlp;
 
 pub use config::{CongestionAlgorithm, TcpConfig};
 pub use connection::{
@@ -42,7 +44,7 @@ pub use isn::{check_syn_cookie, ephemeral_port, isn, siphash24, syn_cookie};
 pub use listener::{ListenOutcome, Listener, ListenerStats};
 pub use pool::{BufferPool, PoolStats};
 pub use reassembly::MAX_RANGES;
-pub use segment::{reset_for, FourTuple, Flags, Options, SackBlock, Segment};
+pub use segment::{reset_for, Flags, FourTuple, Options, SackBlock, Segment};
 pub use seq::SeqNumber;
 pub use state::State;
 pub use time_wait::{TimeWait, TimeWaitOutcome};
@@ -50,10 +52,12 @@ pub use time_wait::{TimeWait, TimeWaitOutcome};
 // Known gaps, deliberately left out rather than half done:
 // * States are an enum with one `match` arm per state (input.rs), not one
 //   struct per state as in netstack3.
-// * No D-SACK (RFC 2883), RACK-TLP (RFC 8985), PRR (RFC 6937), limited
-//   transmit (RFC 3042), F-RTO/Eifel spurious-RTO detection, or RFC 6675's
-//   rescue retransmission; DupThresh is fixed at 3, so heavy reordering
-//   causes spurious fast retransmits (see the loss5 simulations).
+// * D-SACK (RFC 2883) is only read (TLP, RACK's reordering window); no PRR
+//   (RFC 6937), limited transmit (RFC 3042), F-RTO/Eifel spurious-RTO
+//   detection, or undo of spurious retransmissions. RACK-TLP (RFC 8985)
+//   needs SACK; without it, loss detection is NewReno's DupThresh of 3, and
+//   RFC 6675's rescue retransmission is used only with RACK off. After an
+//   RTO the stack resends go-back-N rather than RACK_mark_losses_on_RTO().
 // * ECN (ECE/CWR are carried but ignored), urgent data, TCP Fast Open,
 //   pacing and HyStart are not implemented.
 // * SYN cookies do not encode window scale, SACK or timestamps.

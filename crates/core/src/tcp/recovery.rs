@@ -1,5 +1,9 @@
 //! Loss recovery: the SACK scoreboard and RFC 6675's conservative recovery
 //! when the peer SACKs, NewReno (RFC 6582) fast retransmit when it does not.
+//! With RACK on (SACK and `TcpConfig::rack_tlp`), RACK (`rack.rs`, RFC 8985
+//! §6) decides what is lost instead of RFC 6675's DupThresh and IsLost():
+//! recovery begins when RACK marks a loss, retransmits what it marked, and
+//! counts in flight what is neither SACKed nor marked.
 //!
 //! The scoreboard is a fixed array of at most [`MAX_RANGES`] SACKed ranges,
 //! so every operation here is O(limit) whatever the peer sends. When it is
@@ -7,9 +11,11 @@
 //! SND.UNA matter most); forgetting a SACKed range only makes us resend data
 //! the peer already has, never lose any.
 
+use super::rack::{AckInfo, RackHistory, SentLog};
 use super::reassembly::MAX_RANGES;
 use super::segment::SackBlock;
 use super::seq::SeqNumber;
+use crate::time::{Duration, Instant};
 
 /// RFC 6675 §2: "DupThresh: The number of duplicate acknowledgments required
 /// to trigger a retransmission. ... set to 3".
@@ -42,6 +48,11 @@ impl Scoreboard {
 
     fn ranges(&self) -> &[(SeqNumber, SeqNumber)] {
         self.ranges.as_deref().map_or(&[], |r| &r[..self.count])
+    }
+
+    /// No SACKed range is held.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.count == 0
     }
 
     pub(crate) fn sacked_bytes(&self) -> usize {
@@ -169,6 +180,11 @@ pub(crate) struct Recovery {
     inflation: usize,
     /// The segment at SND.UNA must be retransmitted now.
     retransmit_first: bool,
+    /// RACK governs loss marking (SACK negotiated and RACK-TLP on).
+    rack: bool,
+    /// RACK's transmit times, boxed while data is outstanding.
+    log: Option<Box<SentLog>>,
+    history: RackHistory,
 }
 
 impl Recovery {
@@ -183,15 +199,77 @@ impl Recovery {
             recover_after_rto: None,
             inflation: 0,
             retransmit_first: false,
+            rack: false,
+            log: None,
+            history: RackHistory::default(),
         }
     }
 
-    pub(crate) fn set_sack(&mut self, sack: bool) {
+    /// SACK was negotiated (or not); `rack` turns RACK on with it.
+    pub(crate) fn set_sack(&mut self, sack: bool, rack: bool) {
         self.sack = sack;
+        self.rack = sack && rack;
+    }
+
+    // ---- RACK (RFC 8985 §6) ----------------------------------------------------
+
+    /// `[start, end)` was sent (or resent) at `now`; SND.UNA is `snd_una`.
+    pub(crate) fn on_sent(&mut self, start: SeqNumber, end: SeqNumber, now: Instant, snd_una: SeqNumber) {
+        if self.rack {
+            self.log.get_or_insert_with(|| Box::new(SentLog::new(snd_una))).on_sent(start, end, now);
+        }
+    }
+
+    /// RFC 8985 §6.2 steps 1-4 for an acceptable ACK.
+    pub(crate) fn rack_on_ack(&mut self, info: &AckInfo) {
+        if let Some(log) = self.log.as_mut() {
+            log.on_ack(info, &mut self.history);
+        }
+    }
+
+    /// RFC 8985 §6.2 step 5: marks losses; returns whether any was newly
+    /// marked and when the RACK reordering timer should look again.
+    pub(crate) fn rack_detect_loss(
+        &mut self,
+        now: Instant,
+        snd_una: SeqNumber,
+        srtt: Option<Duration>,
+        mss: usize,
+    ) -> (bool, Option<Instant>) {
+        let in_recovery = self.in_recovery || self.in_rto_recovery(snd_una);
+        match self.log.as_mut() {
+            Some(log) => log.detect_loss(now, &self.history, in_recovery, srtt, mss),
+            None => (false, None),
+        }
+    }
+
+    /// Some run is marked lost and not yet resent.
+    pub(crate) fn rack_has_lost(&self) -> bool {
+        self.log.as_ref().is_some_and(|log| log.first_lost().is_some())
+    }
+
+    /// RACK marked a loss outside recovery: RFC 6675 §5 (4.1) "RecoveryPoint
+    /// = HighData" and recovery begins; RACK's marks say what to resend.
+    pub(crate) fn enter_rack_recovery(&mut self, snd_max: SeqNumber) {
+        self.in_recovery = true;
+        self.recovery_point = snd_max;
+        self.retransmit_first = false;
+        self.dupacks = 0;
+    }
+
+    /// Nothing is outstanding: the transmit log goes until the next send.
+    pub(crate) fn shrink_log(&mut self) {
+        self.log = None;
     }
 
     pub(crate) fn in_recovery(&self) -> bool {
         self.in_recovery
+    }
+
+    /// Recovering from an RTO: the cumulative ACK has not yet covered what
+    /// was outstanding when the timer fired.
+    pub(crate) fn in_rto_recovery(&self, snd_una: SeqNumber) -> bool {
+        self.recover_after_rto.is_some_and(|r| snd_una.lt(r))
     }
 
     /// Extra window allowed by RFC 6582 inflation.
@@ -213,6 +291,9 @@ impl Recovery {
         // acknowledgment" is the same test).
         if snd_una.ge(self.recovery_point) {
             self.in_recovery = false;
+            if self.rack {
+                self.history.on_recovery_exit();
+            }
             self.inflation = 0;
             self.retransmit_first = false;
             return AckEvent::ExitRecovery;
@@ -241,6 +322,11 @@ impl Recovery {
             return AckEvent::Nothing;
         }
         self.dupacks += 1;
+        if self.rack {
+            // RFC 8985 replaces the DupThresh trigger: RACK marks the losses
+            // (`rack_detect_loss`) and recovery begins from there.
+            return AckEvent::Nothing;
+        }
         let lost = self.sack && self.board.holes(snd_una, mss).next().is_some_and(|h| h.0 == snd_una && h.2);
         // RFC 6675 §5: "(a) If DupAcks >= DupThresh, go to step (4). ... (b) If
         // DupAcks < DupThresh but IsLost (HighACK + 1) returns true".
@@ -275,12 +361,18 @@ impl Recovery {
         self.inflation = 0;
         self.retransmit_first = false;
         self.recover_after_rto = Some(snd_max);
+        if let Some(log) = self.log.as_mut() {
+            log.on_rto();
+        }
     }
 
     /// Octets presumed in the network. In SACK recovery this is RFC 6675's
     /// SetPipe(); otherwise what was sent and not yet acknowledged or SACKed.
     pub(crate) fn pipe(&self, snd_una: SeqNumber, snd_nxt: SeqNumber, mss: usize) -> usize {
         let outstanding = snd_nxt.since(snd_una) as usize;
+        if let (true, true, Some(log)) = (self.in_recovery, self.rack, self.log.as_ref()) {
+            return log.in_flight();
+        }
         if !(self.in_recovery && self.sack) {
             // Only SACKs below SND.NXT: after an RTO rewinds SND.NXT, what lies
             // above it was sent before the timeout and is no longer counted.
@@ -314,14 +406,22 @@ impl Recovery {
         if !(self.in_recovery && self.sack) {
             return None;
         }
+        if self.rack {
+            // What RACK marked lost, lowest first; never a SACKed octet.
+            let (seq, end) = self.log.as_ref()?.first_lost()?;
+            let (start, sacked_from) = self.board.skip_sacked(seq);
+            let end = sacked_from.map_or(end, |s| s.min(end));
+            return start.lt(end).then(|| (start, (end.since(start) as usize).min(mss)));
+        }
         self.first_hole_above_high_rxt(snd_una, mss, true)
     }
 
     /// RFC 6675 NextSeg() rule (3), used when no new data can be sent: "an
     /// unSACKed sequence number S3 that meets the criteria ... (1.a) and (1.b)"
     /// (above HighRxt, below the highest SACKed octet, lost or not).
+    /// Not with RACK, whose reordering timer marks such holes lost in time.
     pub(crate) fn next_rescue(&self, snd_una: SeqNumber, mss: usize) -> Option<(SeqNumber, usize)> {
-        if !(self.in_recovery && self.sack) {
+        if !(self.in_recovery && self.sack) || self.rack {
             return None;
         }
         self.first_hole_above_high_rxt(snd_una, mss, false)
@@ -396,7 +496,7 @@ mod tests {
     fn sack_recovery_resends_only_holes() {
         let mss = 10;
         let mut r = Recovery::new(8);
-        r.set_sack(true);
+        r.set_sack(true, false);
         // Segments [0,10) and [20,30) lost out of [0,60).
         r.board.add((s(10), s(20)), s(0), s(60));
         assert_eq!(r.on_dup_ack(s(0), s(60), mss), AckEvent::Nothing);

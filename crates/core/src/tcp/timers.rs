@@ -15,11 +15,26 @@ pub(crate) enum Timer {
     Keepalive = 3,
     /// TIME-WAIT expiry, or the FIN-WAIT-2 timeout of a closed socket.
     Close = 4,
+    /// RFC 8985 §7.2 tail loss probe timeout (PTO).
+    LossProbe = 5,
+    /// RFC 8985 §6.2 step 5, the RACK reordering timer: when a segment not
+    /// yet old enough to be called lost will be.
+    Reorder = 6,
 }
 
-const COUNT: usize = 5;
-pub(crate) const ALL: [Timer; COUNT] =
-    [Timer::Retransmit, Timer::DelayedAck, Timer::Persist, Timer::Keepalive, Timer::Close];
+const COUNT: usize = 7;
+/// The order in which `handle_timeout` runs expired timers. The probe comes
+/// before the RTO: the PTO never outlasts the RTO (RFC 8985 §7.2), and when
+/// both are due the probe re-arms the RTO instead (§7.3).
+pub(crate) const ALL: [Timer; COUNT] = [
+    Timer::Reorder,
+    Timer::LossProbe,
+    Timer::Retransmit,
+    Timer::DelayedAck,
+    Timer::Persist,
+    Timer::Keepalive,
+    Timer::Close,
+];
 
 /// Deadlines in microseconds; `OFF` marks a stopped timer (half the size of
 /// `Option<Instant>`).

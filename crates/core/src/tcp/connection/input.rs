@@ -1,15 +1,17 @@
 //! Segment arrival: RFC 9293 §3.10.7 "SEGMENT ARRIVES", with RFC 5961's
 //! hardening, RFC 7323's PAWS and RTTM, and RFC 2018/6675 SACK processing.
 
-use super::{bump, Connection, ConnError, DropReason, PeerSyn, SegmentOutcome};
-use crate::tcp::pool::BufferPool;
+use super::{bump, ConnError, Connection, DropReason, PeerSyn, SegmentOutcome};
 use crate::tcp::congestion::CongestionControl;
+use crate::tcp::pool::BufferPool;
+use crate::tcp::rack::AckInfo;
 use crate::tcp::reassembly::Inserted;
 use crate::tcp::recovery::AckEvent;
-use crate::tcp::segment::{reset_for, Segment};
+use crate::tcp::segment::{reset_for, SackBlock, Segment};
 use crate::tcp::seq::SeqNumber;
 use crate::tcp::state::State;
 use crate::tcp::timers::Timer;
+use crate::tcp::tlp::ProbeVerdict;
 use crate::time::{Duration, Instant};
 
 /// RFC 7323 §5.5: "If a connection remains idle for more than 24 days ... the
@@ -155,7 +157,12 @@ impl Connection {
         // repeats the SYN we already took in SYN-SENT. Its SYN lies just left of
         // the window; take the segment for its ACK (as Linux does) instead of
         // answering it with a challenge ACK.
-        if self.state == State::SynReceived && self.active_open && seg.syn() && seg.ack.is_some() && seg.seq + 1 == self.rcv_nxt {
+        if self.state == State::SynReceived
+            && self.active_open
+            && seg.syn()
+            && seg.ack.is_some()
+            && seg.seq + 1 == self.rcv_nxt
+        {
             let rest = Segment { seq: self.rcv_nxt, flags: seg.flags.without(crate::tcp::segment::Flags::SYN), ..*seg };
             return self.on_segment_synchronized(now, &rest, payload, out, pool);
         }
@@ -373,12 +380,23 @@ impl Connection {
         let mss = self.eff_mss;
         let old_una = self.snd_una;
         let new_wnd = u32::from(seg.window) << self.snd_wscale;
+        // RFC 2883 §4: "If the first SACK block's left edge is below the
+        // cumulative acknowledgement, or it is wholly contained in the second
+        // block, it reports a duplicate (D-SACK)".
+        let mut blocks = seg.options.sack_blocks();
+        let dsack = match (blocks.next(), blocks.next()) {
+            (Some(first), second) if first.0.lt(ack) || second.is_some_and(|b| b.0.le(first.0) && first.1.le(b.1)) => {
+                Some(first)
+            }
+            _ => None,
+        };
         // RFC 2018 / RFC 6675: record SACK blocks; bogus ones are ignored.
         let mut sacked_new = false;
         if self.sack {
             for block in seg.options.sack_blocks() {
                 sacked_new |= self.recovery.board.add(block, old_una.max(ack), self.snd_max);
             }
+            self.rack_on_ack(now, seg, ack, dsack);
         }
         if ack.gt(old_una) {
             // "If SND.UNA < SEG.ACK =< SND.NXT, then set SND.UNA <- SEG.ACK. Any
@@ -408,13 +426,19 @@ impl Connection {
             // that acknowledges new data, restart the retransmission timer".
             if self.snd_una.ge(self.snd_nxt) {
                 self.timers.stop(Timer::Retransmit);
+                self.timers.stop(Timer::LossProbe);
                 if self.snd_una.ge(self.snd_max) {
                     // Nothing outstanding: the scoreboard goes until the
-                    // next SACK (an idle connection holds no box).
+                    // next SACK, the transmit log until the next send (an
+                    // idle connection holds no box).
                     self.recovery.board.shrink();
+                    self.recovery.shrink_log();
                 }
             } else {
                 self.timers.set(Timer::Retransmit, now + self.rtt.rto());
+                // RFC 8985 §7.2: restart the PTO "upon receiving an ACK that
+                // cumulatively acknowledges new data".
+                self.arm_loss_probe(now);
             }
         } else if ack == old_una
             && self.snd_nxt.gt(old_una)
@@ -431,9 +455,17 @@ impl Connection {
             if self.recovery.on_dup_ack(old_una, self.snd_max, mss) == AckEvent::EnterRecovery {
                 bump(&mut self.stats.fast_recoveries);
                 self.cc.on_congestion_event(now, flight, mss);
+                // Recovery's reduction covers whatever a probe repaired.
+                self.tlp.end_episode();
                 // Karn: the segment being timed may be retransmitted.
                 self.timed = None;
             }
+        }
+        if ack.ge(old_una) {
+            if self.sack {
+                self.detect_losses(now);
+            }
+            self.on_ack_for_loss_probe(now, seg, ack, old_una, dsack, payload.is_empty());
         }
         // "If SND.UNA =< SEG.ACK =< SND.NXT, the send window should be updated.
         // If (SND.WL1 < SEG.SEQ or (SND.WL1 = SEG.SEQ and SND.WL2 =< SEG.ACK)),
@@ -450,6 +482,50 @@ impl Connection {
             }
         }
         true
+    }
+
+    /// RFC 8985 §6.2 steps 1-4: what this ACK delivered, for RACK.
+    fn rack_on_ack(&mut self, now: Instant, seg: &Segment, ack: SeqNumber, dsack: Option<SackBlock>) {
+        // The SACK blocks other than a D-SACK, lowest first (RACK.fack and
+        // reordering are judged in sequence order).
+        let mut blocks = [(SeqNumber(0), SeqNumber(0)); 4];
+        let mut n = 0;
+        for block in seg.options.sack_blocks().skip(usize::from(dsack.is_some())) {
+            blocks[n] = block;
+            n += 1;
+        }
+        // By distance from the ACK: a total order whatever the peer sent.
+        blocks[..n].sort_unstable_by_key(|b| b.0 .0.wrapping_sub(ack.0));
+        // RFC 7323 TSecr, mapped back onto our clock.
+        let echoed = seg.options.timestamp.filter(|&(_, ecr)| self.timestamps && ecr != 0).and_then(|(_, ecr)| {
+            let elapsed = self.ts_now(now).wrapping_sub(ecr);
+            (elapsed < 1 << 31).then(|| now - Duration::from_millis(u64::from(elapsed)))
+        });
+        let info = AckInfo { now, ack, sacked: &blocks[..n], dsack: dsack.is_some(), echoed, snd_nxt: self.snd_nxt };
+        self.recovery.rack_on_ack(&info);
+    }
+
+    /// RFC 8985 §7.4: did a tail loss probe repair a loss? And §7.2: the PTO
+    /// does not run once segments are SACKed or recovery began.
+    fn on_ack_for_loss_probe(
+        &mut self,
+        now: Instant,
+        seg: &Segment,
+        ack: SeqNumber,
+        old_una: SeqNumber,
+        dsack: Option<SackBlock>,
+        no_payload: bool,
+    ) {
+        let pure_dupack = ack == old_una && no_payload && seg.options.sack_blocks().next().is_none();
+        if self.tlp.on_ack(ack, dsack, pure_dupack) == ProbeVerdict::RepairedLoss {
+            // "(Invoke congestion control to lower cwnd and ssthresh)"
+            bump(&mut self.stats.loss_probe_repairs);
+            let flight = self.snd_max.since(self.snd_una) as usize;
+            self.cc.on_congestion_event(now, flight, self.eff_mss);
+        }
+        if !self.loss_probe_allowed() {
+            self.timers.stop(Timer::LossProbe);
+        }
     }
 
     /// RTT measurement: RFC 7323 §4 RTTM from the echoed timestamp, else
@@ -535,7 +611,14 @@ impl Connection {
         }
     }
 
-    fn receive_data(&mut self, now: Instant, seq: SeqNumber, data: &[u8], out: &mut SegmentOutcome, pool: &mut BufferPool) {
+    fn receive_data(
+        &mut self,
+        now: Instant,
+        seq: SeqNumber,
+        data: &[u8],
+        out: &mut SegmentOutcome,
+        pool: &mut BufferPool,
+    ) {
         self.rcv_mss = self.rcv_mss.max(data.len()).min(usize::from(self.cfg.mss));
         if seq == self.rcv_nxt {
             // "Once in the ESTABLISHED state, it is possible to deliver segment

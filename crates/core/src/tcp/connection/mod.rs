@@ -42,9 +42,8 @@ mod output;
 mod timeout;
 
 use super::config::TcpConfig;
-use super::pool::BufferPool;
-use std::sync::Arc;
 use super::congestion::{CongestionControl, Controller};
+use super::pool::BufferPool;
 use super::reassembly::Reassembly;
 use super::recovery::Recovery;
 use super::recv_buffer::RecvBuffer;
@@ -54,7 +53,9 @@ use super::send_buffer::SendBuffer;
 use super::seq::SeqNumber;
 use super::state::State;
 use super::timers::{Timer, TimerSet};
+use super::tlp::{self, TailLossProbe};
 use crate::time::{Duration, Instant};
+use std::sync::Arc;
 
 /// Why a connection ended abnormally.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -174,6 +175,8 @@ struct Counters {
     challenge_acks_suppressed: u32,
     zero_window_probes: u32,
     keepalive_probes: u32,
+    loss_probes: u32,
+    loss_probe_repairs: u32,
     drops: [u32; 14],
 }
 
@@ -200,6 +203,8 @@ impl Counters {
             challenge_acks_suppressed: self.challenge_acks_suppressed.into(),
             zero_window_probes: self.zero_window_probes.into(),
             keepalive_probes: self.keepalive_probes.into(),
+            loss_probes: self.loss_probes.into(),
+            loss_probe_repairs: self.loss_probe_repairs.into(),
             drops: DropCounters {
                 malformed: d(DropReason::Malformed),
                 closed: d(DropReason::Closed),
@@ -247,6 +252,11 @@ pub struct Stats {
     pub challenge_acks_suppressed: u64,
     pub zero_window_probes: u64,
     pub keepalive_probes: u64,
+    /// Tail loss probes sent (RFC 8985 §7.3).
+    pub loss_probes: u64,
+    /// Losses a tail loss probe repaired, each answered by a congestion
+    /// window reduction (RFC 8985 §7.4).
+    pub loss_probe_repairs: u64,
     pub drops: DropCounters,
 }
 
@@ -321,6 +331,9 @@ pub struct Connection {
     /// last send decision (RFC 7661: only then may cwnd grow).
     cwnd_limited: bool,
     recovery: Recovery,
+    /// RFC 8985 §7: the probe episode, and a probe is owed (the PTO fired).
+    tlp: TailLossProbe,
+    tlp_due: bool,
     rst_due: bool,
 
     // Receive sequence space.
@@ -419,6 +432,8 @@ impl Connection {
             cc: Controller::new(cfg.congestion, mss * cfg.initial_cwnd_segments.max(1) as usize),
             cwnd_limited: false,
             recovery: Recovery::new(cfg.max_sack_ranges),
+            tlp: TailLossProbe::default(),
+            tlp_due: false,
             rst_due: false,
             irs: SeqNumber(0),
             rcv_nxt: SeqNumber(0),
@@ -528,7 +543,7 @@ impl Connection {
             }
         }
         self.sack = self.cfg.sack && peer.sack;
-        self.recovery.set_sack(self.sack);
+        self.recovery.set_sack(self.sack, self.cfg.rack_tlp);
         if let (true, Some(tsval)) = (self.cfg.timestamps, peer.timestamp) {
             self.timestamps = true;
             self.ts_recent = tsval;
@@ -793,6 +808,7 @@ impl Connection {
         self.syn_due = false;
         self.probe_due = false;
         self.keepalive_due = false;
+        self.tlp_due = false;
     }
 
     /// Sequence number of our FIN, once the application queued it.
@@ -859,6 +875,57 @@ impl Connection {
     /// Octets in flight as loss recovery counts them.
     fn flight(&self) -> usize {
         self.recovery.pipe(self.snd_una, self.snd_nxt, self.eff_mss)
+    }
+
+    /// RFC 8985 §7.2: "The sender SHOULD start or restart a loss probe PTO
+    /// timer after transmitting new data (that was not itself a loss probe)
+    /// or upon receiving an ACK that cumulatively acknowledges new data,
+    /// unless it is already in fast recovery, RTO recovery, or segments have
+    /// been SACKed". As in Linux, only with SACK: without it §7.4 cannot tell
+    /// a probe that repaired a loss from a spurious one.
+    fn loss_probe_allowed(&self) -> bool {
+        self.sack
+            && self.cfg.rack_tlp
+            && self.snd_max.gt(self.snd_una)
+            && self.snd_nxt == self.snd_max
+            && !self.recovery.in_recovery()
+            && !self.recovery.in_rto_recovery(self.snd_una)
+            && self.recovery.board.is_empty()
+    }
+
+    /// (Re)starts the PTO when §7.2 allows it, stops it otherwise.
+    fn arm_loss_probe(&mut self, now: Instant) {
+        if !self.loss_probe_allowed() {
+            self.timers.stop(Timer::LossProbe);
+            return;
+        }
+        let rto_at = self.timers.get(Timer::Retransmit).unwrap_or(now + self.rtt.rto());
+        let one_segment = self.snd_max.since(self.snd_una) as usize <= self.eff_mss;
+        self.timers.set(Timer::LossProbe, tlp::probe_deadline(now, self.rtt.srtt(), one_segment, rto_at));
+    }
+
+    /// RFC 8985 §6.2 step 5 RACK_detect_loss_and_arm_timer(): marks losses,
+    /// arms the reordering timer for segments not yet old enough, and starts
+    /// recovery on the first loss of an episode.
+    fn detect_losses(&mut self, now: Instant) {
+        let (marked, again) = self.recovery.rack_detect_loss(now, self.snd_una, self.rtt.srtt(), self.eff_mss);
+        match again {
+            Some(at) => self.timers.set(Timer::Reorder, at),
+            None => self.timers.stop(Timer::Reorder),
+        }
+        // Marks made during RTO recovery start an episode once it is over.
+        let outside = !self.recovery.in_recovery() && !self.recovery.in_rto_recovery(self.snd_una);
+        if outside && (marked || self.recovery.rack_has_lost()) {
+            let flight = self.snd_max.since(self.snd_una) as usize;
+            self.recovery.enter_rack_recovery(self.snd_max);
+            bump(&mut self.stats.fast_recoveries);
+            self.cc.on_congestion_event(now, flight, self.eff_mss);
+            // Karn: the segment being timed may be retransmitted.
+            self.timed = None;
+            // Recovery's reduction covers whatever a probe repaired.
+            self.tlp.end_episode();
+            self.timers.stop(Timer::LossProbe);
+        }
     }
 
     /// Room the congestion window leaves.

@@ -145,14 +145,7 @@ impl Connection {
     /// been rewound by go-back-N; the peer's RCV.NXT can be as far as our
     /// SND.MAX, and an ACK below it would be unacceptable there.
     fn ack_segment(&self, _now: Instant, options: Options) -> Segment {
-        Segment {
-            seq: self.snd_max,
-            ack: Some(self.rcv_nxt),
-            flags: Flags::NONE,
-            window: 0,
-            options,
-            payload_len: 0,
-        }
+        Segment { seq: self.snd_max, ack: Some(self.rcv_nxt), flags: Flags::NONE, window: 0, options, payload_len: 0 }
     }
 
     fn bare_ack(&mut self, now: Instant, max_payload: usize) -> Segment {
@@ -169,6 +162,12 @@ impl Connection {
     /// Retransmissions from loss recovery, then new data (or, after an RTO,
     /// go-back-N resends from SND.NXT), then the FIN, then probes.
     fn next_data(&mut self, now: Instant, mss: usize, options: Options) -> Option<Segment> {
+        if self.tlp_due {
+            self.tlp_due = false;
+            if let Some(seg) = self.loss_probe(now, mss, options) {
+                return Some(seg);
+            }
+        }
         let buf_end = self.buf_seq + self.send_buf.len();
         let cwnd_room = self.cwnd_room();
         // RFC 6675 §5 (C): "If cwnd - pipe >= 1 SMSS the sender SHOULD transmit
@@ -270,6 +269,42 @@ impl Connection {
         Some(self.data_segment(now, start, len, fin, options))
     }
 
+    /// RFC 8985 §7.3 TLP_send_probe(): "If an unsent segment exists AND the
+    /// receive window allows new data to be sent: Transmit the lowest-sequence
+    /// unsent segment of up to SMSS ... Else: Retransmit the highest-sequence
+    /// segment sent so far". The congestion window does not hold it back.
+    fn loss_probe(&mut self, now: Instant, mss: usize, options: Options) -> Option<Segment> {
+        if !self.loss_probe_allowed() {
+            return None;
+        }
+        let buf_end = self.buf_seq + self.send_buf.len();
+        let wnd_end = self.snd_una + self.snd_wnd as usize;
+        let unsent = buf_end.since(self.snd_max).min(wnd_end.since(self.snd_max)) as usize;
+        let fin = self.fin_seq();
+        let (seq, len, with_fin, retransmission) = if unsent > 0 || fin == Some(self.snd_max) {
+            let len = unsent.min(mss);
+            (self.snd_max, len, fin == Some(self.snd_max + len), false)
+        } else {
+            // The highest segment: up to an MSS below SND.MAX (and its FIN).
+            let fin_sent = fin.is_some_and(|f| f.lt(self.snd_max));
+            let data_end = if fin_sent { self.snd_max - 1 } else { self.snd_max };
+            let len = (data_end.since(self.snd_una) as usize).min(mss);
+            (data_end - len, len, fin_sent, true)
+        };
+        if len == 0 && !with_fin {
+            return None;
+        }
+        let seg = self.data_segment(now, seq, len, with_fin, options);
+        // §7.4.1: "TLP.end_seq = SND.NXT".
+        self.tlp.on_probe_sent(seq, self.snd_max, retransmission);
+        bump(&mut self.stats.loss_probes);
+        // §7.3: "After attempting to send a loss probe ... the sender MUST
+        // re-arm the RTO timer, not the PTO timer, if FlightSize is not zero."
+        self.timers.stop(Timer::LossProbe);
+        self.timers.set(Timer::Retransmit, now + self.rtt.rto());
+        Some(seg)
+    }
+
     /// RFC 6675 NextSeg() rule (3), when neither a lost segment nor new data
     /// could go.
     fn rescue(&mut self, now: Instant, mss: usize, options: Options, cwnd_room: usize) -> Option<Segment> {
@@ -316,6 +351,10 @@ impl Connection {
         // a retransmission), if the timer is not running, start it running so
         // that it will expire after RTO seconds".
         self.timers.start(Timer::Retransmit, now + self.rtt.rto());
+        self.recovery.on_sent(seq, end, now, self.snd_una);
+        if !retransmission {
+            self.arm_loss_probe(now);
+        }
         self.stats.bytes_out += len as u64;
         self.emit(Segment { seq, ack: Some(self.rcv_nxt), flags, window: 0, options, payload_len: len })
     }

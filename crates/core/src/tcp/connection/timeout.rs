@@ -26,6 +26,18 @@ impl Connection {
     fn on_timer(&mut self, timer: Timer, now: Instant) {
         match timer {
             Timer::Retransmit => self.on_retransmit_timeout(now),
+            Timer::Reorder => self.detect_losses(now),
+            // RFC 8985 §7.3: the probe goes out from `poll_transmit`; one per
+            // episode ("only sends one TLP per episode").
+            Timer::LossProbe => {
+                self.tlp_due = self.loss_probe_allowed() && self.tlp.may_probe();
+                if self.tlp_due {
+                    // §7.3: "After attempting to send a loss probe ... the
+                    // sender MUST re-arm the RTO timer". Now, so that an RTO
+                    // due at the same instant does not preempt the probe.
+                    self.timers.set(Timer::Retransmit, now + self.rtt.rto());
+                }
+            }
             Timer::DelayedAck => self.ack_now = true,
             Timer::Persist => {
                 self.probe_due = true;
@@ -41,8 +53,7 @@ impl Connection {
     fn on_retransmit_timeout(&mut self, now: Instant) {
         match self.state {
             State::SynSent | State::SynReceived => {
-                let limit =
-                    if self.state == State::SynSent { self.cfg.syn_retries } else { self.cfg.synack_retries };
+                let limit = if self.state == State::SynSent { self.cfg.syn_retries } else { self.cfg.synack_retries };
                 if self.syn_retransmits >= limit {
                     self.enter_closed(Some(ConnError::TimedOut));
                     return;
@@ -70,6 +81,11 @@ impl Connection {
                 // and cwnd to the loss window (the controller decides).
                 self.cc.on_rto(now, flight, mss);
                 self.recovery.on_rto(self.snd_max);
+                // The RTO's own response supersedes a probe episode.
+                self.tlp.end_episode();
+                self.tlp_due = false;
+                self.timers.stop(Timer::LossProbe);
+                self.timers.stop(Timer::Reorder);
                 // RFC 6298 §5.4: "Retransmit the earliest segment that has not
                 // been acknowledged by the TCP receiver." Everything outstanding
                 // is resent from SND.UNA as the window reopens (go-back-N).
