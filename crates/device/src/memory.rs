@@ -190,11 +190,11 @@ impl Direction {
 
     /// Apply faults to a filled frame and queue it.
     pub(crate) fn enqueue(&mut self, config: &LinkConfig, mut frame: Frame, sent_at: Instant, meta: TxMeta) {
-        let off = |p: f64| !(p > 0.0); // as `SplitMix64::chance` reads a rate
-        if off(config.loss)
-            && off(config.corrupt)
-            && off(config.duplicate)
-            && off(config.reorder)
+        let on = |p: f64| p > 0.0; // as `SplitMix64::chance` reads a rate
+        if !on(config.loss)
+            && !on(config.corrupt)
+            && !on(config.duplicate)
+            && !on(config.reorder)
             && config.jitter.is_zero()
         {
             // A perfect link (the benchmarks'): what the general path below
