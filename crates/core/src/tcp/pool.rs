@@ -19,6 +19,18 @@
 //! receive window is clamped to what the pool can still give when it is
 //! advertised, see `Connection::window_to_advertise`.
 
+use super::rack::SentLog;
+use super::seq::SeqNumber;
+use core::cell::RefCell;
+
+/// RACK transmit logs kept for reuse. A request/response connection's
+/// flight drains after every response and its log goes back here, so the
+/// next flight (of this or any connection) takes one without allocating;
+/// an idle connection still holds none. Beyond this many, a drained log is
+/// freed: the cache is bounded by the number of flights in progress at once,
+/// not by the number of connections.
+const MAX_SPARE_LOGS: usize = 256;
+
 /// Chunk number; `NO_CHUNK` marks an empty page of a buffer.
 pub(crate) type ChunkId = u32;
 pub(crate) const NO_CHUNK: ChunkId = u32::MAX;
@@ -44,6 +56,10 @@ pub struct BufferPool {
     chunks: Vec<Box<[u8]>>,
     free: Vec<ChunkId>,
     stats: PoolStats,
+    /// A `RefCell` because logs are taken on the transmit path, which holds
+    /// the pool shared (the payload is copied out of it while a segment is
+    /// built); they are given back with the pool held exclusively.
+    spare_logs: RefCell<Vec<Box<SentLog>>>,
 }
 
 impl core::fmt::Debug for BufferPool {
@@ -72,6 +88,7 @@ impl BufferPool {
             chunks: Vec::new(),
             free: Vec::new(),
             stats: PoolStats::default(),
+            spare_logs: RefCell::new(Vec::new()),
         }
     }
 
@@ -102,6 +119,25 @@ impl BufferPool {
     }
     pub fn stats(&self) -> PoolStats {
         self.stats
+    }
+
+    /// A blank RACK transmit log starting at `base`, reused when one is spare.
+    pub(crate) fn take_log(&self, base: SeqNumber) -> Box<SentLog> {
+        match self.spare_logs.borrow_mut().pop() {
+            Some(mut log) => {
+                log.reset(base);
+                log
+            }
+            None => Box::new(SentLog::new(base)),
+        }
+    }
+
+    /// A drained transmit log, kept for the next flight (up to a bound).
+    pub(crate) fn give_log(&mut self, log: Box<SentLog>) {
+        let spare = self.spare_logs.get_mut();
+        if spare.len() < MAX_SPARE_LOGS {
+            spare.push(log);
+        }
     }
 
     pub(crate) fn take(&mut self) -> Option<ChunkId> {

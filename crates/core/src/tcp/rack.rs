@@ -126,6 +126,11 @@ pub(crate) struct AckInfo<'a> {
 }
 
 impl SentLog {
+    /// Blank again, starting at `base`, as if just made (a reused log).
+    pub(crate) fn reset(&mut self, base: SeqNumber) {
+        *self = SentLog::new(base);
+    }
+
     pub(crate) fn new(base: SeqNumber) -> SentLog {
         let blank = Run { end: base, sent: Instant::ZERO, state: RunState::InFlight, retransmitted: false };
         SentLog {

@@ -11,6 +11,7 @@
 //! SND.UNA matter most); forgetting a SACKed range only makes us resend data
 //! the peer already has, never lose any.
 
+use super::pool::BufferPool;
 use super::rack::{AckInfo, RackHistory, SentLog};
 use super::reassembly::MAX_RANGES;
 use super::segment::SackBlock;
@@ -257,9 +258,20 @@ impl Recovery {
         self.dupacks = 0;
     }
 
-    /// Nothing is outstanding: the transmit log goes until the next send.
-    pub(crate) fn shrink_log(&mut self) {
-        self.log = None;
+    /// Data is about to be sent: take a transmit log from `pool` now, while
+    /// the pool is at hand, rather than allocate one in `on_sent`.
+    pub(crate) fn prepare_log(&mut self, pool: &BufferPool, snd_una: SeqNumber) {
+        if self.rack && self.log.is_none() {
+            self.log = Some(pool.take_log(snd_una));
+        }
+    }
+
+    /// Nothing is outstanding: the transmit log goes back to `pool` until
+    /// the next send.
+    pub(crate) fn shrink_log(&mut self, pool: &mut BufferPool) {
+        if let Some(log) = self.log.take() {
+            pool.give_log(log);
+        }
     }
 
     pub(crate) fn in_recovery(&self) -> bool {

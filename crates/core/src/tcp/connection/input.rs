@@ -432,7 +432,7 @@ impl Connection {
                     // next SACK, the transmit log until the next send (an
                     // idle connection holds no box).
                     self.recovery.board.shrink();
-                    self.recovery.shrink_log();
+                    self.recovery.shrink_log(pool);
                 }
             } else {
                 self.timers.set(Timer::Retransmit, now + self.rtt.rto());

@@ -794,6 +794,7 @@ impl Connection {
         self.reassembly = Reassembly::new(self.cfg.max_ooo_ranges);
         self.recovery.board.clear();
         self.recovery.board.shrink();
+        self.recovery.shrink_log(pool);
     }
 
     // ---- Internal helpers shared by input, output and timeout ---------------

@@ -25,6 +25,9 @@ impl Connection {
     /// what it can still give.
     pub fn poll_transmit(&mut self, now: Instant, max_payload: usize, pool: &BufferPool) -> Option<Segment> {
         self.note_pool(pool);
+        if self.send_buf.len() > 0 || self.fin_queued {
+            self.recovery.prepare_log(pool, self.snd_una);
+        }
         if self.rst_due {
             self.rst_due = false;
             return Some(self.emit(Segment {
