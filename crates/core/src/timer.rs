@@ -7,10 +7,13 @@
 //! answers "what is the next deadline" for the event loop's sleep and "which
 //! keys are due" for `handle_timeout`.
 //!
-//! Layout (as in the Linux and tokio timer wheels): six levels of 64 slots;
-//! a slot at level L spans 64^L ticks of 1 ms, so the wheel reaches 2^36 ms
-//! (over two years; later deadlines are clamped to that horizon and simply
-//! re-armed when they fire early). A timer lives at the level of the highest
+//! Layout (as in the Linux and tokio timer wheels): levels of 64 slots; a
+//! slot at level L spans 64^L ticks of 1 ms. Deadlines reach 2^36 ms ahead
+//! (over two years; later ones are clamped to that horizon and simply
+//! re-armed when they fire early), which six levels cover; a seventh holds
+//! the deadlines whose tick crosses a multiple of 2^36 from now (they differ
+//! from it in bit 36 or above however near they are). A timer lives at the
+//! level of the highest
 //! 6-bit group in which its deadline differs from the wheel's current tick;
 //! when time reaches its slot it cascades to a lower level, until it fires at
 //! level 0. A bitmap per level finds the next occupied slot in one
@@ -18,12 +21,13 @@
 
 use crate::time::Instant;
 
-const LEVELS: usize = 6;
+const LEVELS: usize = 7;
 const SLOT_BITS: u32 = 6;
 const SLOTS: usize = 1 << SLOT_BITS;
 const NIL: u32 = u32::MAX;
-/// The furthest tick the wheel can hold relative to now.
-const HORIZON: u64 = (1 << (SLOT_BITS as usize * LEVELS)) - 1;
+/// The furthest tick the wheel holds relative to now: within it, a deadline
+/// differs from now in bit 36 at most, which the top level takes.
+const HORIZON: u64 = (1 << (SLOT_BITS as usize * (LEVELS - 1))) - 1;
 
 #[derive(Clone, Copy, Debug)]
 struct Node {
@@ -197,7 +201,9 @@ impl TimerWheel {
     fn link(&mut self, key: u32) {
         let tick = self.nodes[key as usize].tick.min(self.now + HORIZON);
         let diff = (tick ^ self.now) | 1;
-        let level = ((63 - diff.leading_zeros()) / SLOT_BITS) as usize;
+        // Crossing a multiple of 2^42 flips bits above the top level too;
+        // within the horizon the top level's slot is still the right one.
+        let level = (((63 - diff.leading_zeros()) / SLOT_BITS) as usize).min(LEVELS - 1);
         let slot = ((tick >> (SLOT_BITS as usize * level)) as usize) & (SLOTS - 1);
         let idx = level * SLOTS + slot;
         let head = self.heads[idx];
@@ -289,16 +295,57 @@ mod tests {
         assert_eq!(fired, [0]);
     }
 
+    #[test]
+    fn deadlines_across_the_top_level_boundaries() {
+        // A timer armed just before a multiple of 2^36 (or 2^42) ticks and
+        // due just after differs from `now` in bit 36 (or 36 to 42).
+        for edge in [1u64 << 36, 1u64 << 42, 3u64 << 42] {
+            let mut w = TimerWheel::new();
+            let mut fired = Vec::new();
+            w.expire(ms(edge - 10), &mut fired);
+            w.set(1, Some(ms(edge + 5)));
+            w.set(2, Some(ms(edge - 3)));
+            assert!(w.poll_timeout().unwrap() <= ms(edge - 3));
+            w.expire(ms(edge - 3), &mut fired);
+            assert_eq!(fired, [2]);
+            w.expire(ms(edge + 4), &mut fired);
+            assert_eq!(fired, [2]);
+            assert!(w.poll_timeout().unwrap() <= ms(edge + 5));
+            w.expire(ms(edge + 5), &mut fired);
+            assert_eq!(fired, [2, 1]);
+            assert!(w.is_empty());
+        }
+    }
+
+    #[test]
+    fn deadlines_past_the_horizon_are_held() {
+        let mut w = TimerWheel::new();
+        let mut fired = Vec::new();
+        w.expire(ms(12_345), &mut fired);
+        let far = ms(12_345 + (1 << 40));
+        w.set(1, Some(far));
+        assert!(w.poll_timeout().unwrap() <= far);
+        w.expire(ms(12_345 + HORIZON - 1), &mut fired);
+        assert!(fired.is_empty());
+        assert_eq!(w.deadline(1), Some(far));
+    }
+
     proptest! {
         /// Against a sorted-map model: every timer fires exactly once, at the
         /// first expire whose time reaches its deadline, and poll_timeout never
         /// reports a time later than the earliest deadline.
         #[test]
-        fn matches_model(ops in prop::collection::vec((0u32..32, 0u64..200_000, any::<bool>(), 0u64..50_000), 1..300)) {
+        fn matches_model(
+            start in prop::sample::select(vec![0u64, (1 << 36) - 2_000_000, (1 << 42) - 2_000_000]),
+            ops in prop::collection::vec((0u32..32, 0u64..200_000, any::<bool>(), 0u64..50_000), 1..300),
+        ) {
+            // Starting near 2^36 or 2^42 ticks, the run crosses the top
+            // level's boundaries.
             let mut w = TimerWheel::new();
             let mut model: BTreeMap<u32, u64> = BTreeMap::new();
-            let mut now = 0u64;
+            let mut now = start;
             let mut fired = Vec::new();
+            w.expire(ms(now), &mut fired);
             for (key, delta, cancel, advance) in ops {
                 if cancel {
                     w.set(key, None);
