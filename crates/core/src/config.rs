@@ -109,6 +109,19 @@ pub struct StackConfig {
     pub udp_tx_bytes: usize,
     /// Echo replies waiting in one ping socket. Default 64.
     pub ping_rx_packets: usize,
+    /// IPv4 datagrams being reassembled at once; a fragment of another
+    /// datagram is dropped while the table is full (`drop_ipv4_reasm_table_full`).
+    /// 0 turns reassembly off. Default 16.
+    pub ipv4_reassembly_max_datagrams: usize,
+    /// Bytes of fragment data held for reassembly, in all (512-byte chunks of
+    /// one arena, allocated with the table on the first fragment). A datagram
+    /// that needs more is abandoned (`drop_ipv4_reasm_memory`). Default 256 KiB.
+    pub ipv4_reassembly_memory: usize,
+    /// How long a datagram may take to arrive, from its first fragment;
+    /// then it is abandoned and, if fragment zero came, answered with ICMP
+    /// time exceeded. Default 30 s, like Linux's `ipfrag_time` (RFC 791
+    /// suggests 15 s as a lower bound).
+    pub ipv4_reassembly_timeout: Duration,
     /// Trust the device's checksum verdicts ([`crate::phy::RxMeta`]). Default true.
     pub use_device_checksums: bool,
     /// Every TCP connection's tunables (buffers, timers, options, congestion
@@ -144,6 +157,9 @@ impl StackConfig {
             udp_tx_packets: 256,
             udp_tx_bytes: 256 * 1024,
             ping_rx_packets: 64,
+            ipv4_reassembly_max_datagrams: 16,
+            ipv4_reassembly_memory: 256 * 1024,
+            ipv4_reassembly_timeout: Duration::from_secs(30),
             use_device_checksums: true,
             tcp: TcpConfig::default(),
             tcp_syn_cookies: true,

@@ -59,8 +59,27 @@ counters! {
     drop_ipv4_other_host,
     /// IPv4 packets from impossible sources (ours, broadcast, multicast, loopback, 0.0.0.0).
     drop_ipv4_martian,
-    /// IPv4 fragments (reassembly is not implemented yet).
-    drop_ipv4_fragment,
+    /// IPv4 fragments received (each goes to reassembly).
+    ipv4_frag_rx,
+    /// Datagrams reassembled from fragments and delivered like unfragmented ones.
+    ipv4_reassembled,
+    /// Fragments dropped as malformed: not the last, yet empty or not a
+    /// multiple of 8 bytes long.
+    drop_ipv4_frag_malformed,
+    /// Fragments dropped as exact duplicates of data held (the datagram carries on).
+    drop_ipv4_frag_duplicate,
+    /// Datagrams abandoned because their time ran out (ICMP time exceeded
+    /// goes back when fragment zero had come).
+    drop_ipv4_reasm_timeout,
+    /// Datagrams abandoned because fragments overlapped (other than an exact
+    /// duplicate) or disagreed about where the datagram ends.
+    drop_ipv4_reasm_overlap,
+    /// Fragments of a new datagram dropped because the reassembly table was full.
+    drop_ipv4_reasm_table_full,
+    /// Datagrams abandoned (or fragments dropped) for reaching past 65,535 bytes.
+    drop_ipv4_reasm_too_big,
+    /// Datagrams abandoned because the reassembly memory was spent.
+    drop_ipv4_reasm_memory,
     /// IPv4 packets for a protocol we do not speak.
     drop_ipv4_unknown_protocol,
     /// ICMP messages received.

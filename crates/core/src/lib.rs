@@ -5,14 +5,16 @@
 //! as a seed at construction, and frames through the [`phy`] traits.
 //!
 //! Layout: [`stack`] holds one interface and dispatches frames; [`neighbor`]
-//! is the ARP cache; [`icmp`], [`udp`] and [`tcp`] are the protocols;
-//! [`queue`] is the bounded packet queue the sockets use; [`counters`] counts
-//! every packet handled and every drop by reason.
+//! is the ARP cache; `ipv4_reassembly` puts IPv4 fragments back together;
+//! [`icmp`], [`udp`] and [`tcp`] are the protocols; [`queue`] is the bounded
+//! packet queue the sockets use; [`counters`] counts every packet handled and
+//! every drop by reason.
 
 pub mod config;
 pub mod counters;
 mod hash;
 pub mod icmp;
+mod ipv4_reassembly;
 pub mod neighbor;
 pub mod phy;
 pub mod queue;

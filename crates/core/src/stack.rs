@@ -12,6 +12,7 @@
 use crate::config::StackConfig;
 use crate::counters::Counters;
 use crate::icmp::{PingSockets, TokenBucket};
+use crate::ipv4_reassembly::Ipv4Reassembly;
 use crate::neighbor::{NeighborCache, NeighborTimer, Resolution};
 use crate::phy::{Device, RxMeta, RxQueue, TxMeta, TxQueue};
 use crate::rand::Rng;
@@ -56,6 +57,7 @@ pub struct Stack {
     pub(crate) udp: UdpSockets,
     pub(crate) ping: PingSockets,
     pub(crate) tcp: TcpSockets,
+    pub(crate) ipv4_reassembly: Ipv4Reassembly,
     pub(crate) rng: Rng,
 }
 
@@ -68,6 +70,7 @@ impl Stack {
         let hash_key = rng.next_u64();
         let tcp_secret = rng.key();
         let tcp = TcpSockets::new(cfg.tcp, cfg.tcp_syn_cookies, cfg.tcp_max_connections, tcp_secret, hash_key ^ 0xaaaa);
+        let ipv4_reassembly = Ipv4Reassembly::new(&cfg, hash_key ^ 0x3333);
         Stack {
             iface: Iface {
                 neighbors: NeighborCache::new(&cfg, hash_key),
@@ -80,6 +83,7 @@ impl Stack {
             udp: UdpSockets::new(hash_key ^ 0x5555),
             ping: PingSockets::default(),
             tcp,
+            ipv4_reassembly,
             rng,
         }
     }
@@ -115,15 +119,18 @@ impl Stack {
 
     /// The earliest time the stack has timer work; `None` when idle.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        match (self.iface.neighbors.poll_timeout(), self.tcp.poll_timeout()) {
+        let earliest = |a: Option<Instant>, b: Option<Instant>| match (a, b) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
-        }
+        };
+        let t = earliest(self.iface.neighbors.poll_timeout(), self.tcp.poll_timeout());
+        earliest(t, self.ipv4_reassembly.poll_timeout())
     }
 
     /// Fire every timer that is due at `now`. Harmless to call early or twice.
     pub fn handle_timeout<T: TxQueue>(&mut self, now: Instant, tx: &mut T) {
         self.handle_tcp_timeouts(now, tx);
+        self.expire_ipv4_fragments(now, tx);
         if !self.iface.neighbors.resolving() {
             return; // the common case: spare the batch set-up below on every poll
         }
@@ -243,23 +250,39 @@ impl Stack {
             self.iface.counters.drop_ipv4_martian += 1;
             return;
         }
-        if ip.more_frags || ip.frag_offset != 0 {
-            self.iface.counters.drop_ipv4_fragment += 1;
-            return;
-        }
         // The datagram without Ethernet padding, for quoting in ICMP errors.
         let datagram = &payload[..usize::from(packet.total_len())];
-        let l4 = packet.payload();
+        if ip.more_frags || ip.frag_offset != 0 {
+            self.receive_ipv4_fragment(now, &ip, datagram, packet.header_len(), broadcast, tx);
+            return;
+        }
+        self.deliver_ipv4(now, &ip, datagram, packet.payload(), broadcast, meta, tx);
+    }
+
+    /// Hand a whole datagram — as received, or reassembled — to its
+    /// protocol. `l4` is the part after the IP header.
+    #[allow(clippy::too_many_arguments)]
+    #[inline]
+    pub(crate) fn deliver_ipv4<T: TxQueue>(
+        &mut self,
+        now: Instant,
+        ip: &Ipv4Repr,
+        datagram: &[u8],
+        l4: &[u8],
+        broadcast: bool,
+        meta: RxMeta,
+        tx: &mut T,
+    ) {
         match ip.protocol {
-            IpProtocol::Icmp => self.receive_icmp(now, &ip, l4, broadcast, meta, tx),
-            IpProtocol::Udp => self.receive_udp(now, &ip, datagram, broadcast, meta, tx),
+            IpProtocol::Icmp => self.receive_icmp(now, ip, l4, broadcast, meta, tx),
+            IpProtocol::Udp => self.receive_udp(now, ip, datagram, broadcast, meta, tx),
             // TCP is unicast only (RFC 9293 §3.9.1.1 leaves no room for broadcast).
             IpProtocol::Tcp if broadcast => self.iface.counters.drop_tcp_other += 1,
-            IpProtocol::Tcp => self.receive_tcp(now, &ip, l4, meta, tx),
+            IpProtocol::Tcp => self.receive_tcp(now, ip, l4, meta, tx),
             _ => {
                 self.iface.counters.drop_ipv4_unknown_protocol += 1;
                 if !broadcast {
-                    self.iface.send_icmp_unreachable(now, &ip, datagram, crate::icmp::Unreachable::Protocol, tx);
+                    self.iface.send_icmp_unreachable(now, ip, datagram, crate::icmp::Unreachable::Protocol, tx);
                 }
             }
         }
