@@ -933,8 +933,6 @@ struct Flow {
     snd_max: u64,
     /// While recovering from an RTO: SND.MAX when the timer fired.
     rto_recovery_point: Option<u64>,
-    /// SND.UNA, if it was retransmitted since the cumulative ACK last moved.
-    retransmitted_una: Option<u64>,
     /// The sender's RCV.NXT: the highest ACK it sent.
     rcv_nxt: u64,
     /// The sender's TSval on its first segment after SND.UNA last moved:
@@ -970,7 +968,6 @@ impl Flow {
         if ack > self.una {
             self.una = ack;
             self.last_advance = s.time;
-            self.retransmitted_una = None;
             self.advance_pending = true;
         }
         if !s.sack.is_empty() {
@@ -1021,12 +1018,8 @@ impl Flow {
             &self.board[..self.board.len().min(12)]
         );
         // A second retransmission of SND.UNA with no ACK advance in between
-        // can only come from the timer too: RFC 6675 recovery retransmits
-        // each hole once (there is no RACK here to re-send a lost one).
-        let again = self.retransmitted_una == Some(start);
-        if start == self.una {
-            self.retransmitted_una = Some(start);
-        }
+        // is not taken for the timer's: RACK (RFC 8985 §6) resends a lost
+        // retransmission within about an RTT, so only the gap tells.
         // The gap on the sender's own clock (its TSval, ms) when it sends
         // timestamps: `ustack up --pcap` stamps a frame sent from a timer
         // with the time of the last frame received (see `Flow::advance_ts`).
@@ -1034,7 +1027,7 @@ impl Flow {
             (Some(now), Some(then)) => now.wrapping_sub(then) as u32 as f64 / 1000.0,
             _ => s.time - self.last_advance,
         };
-        if start == self.una && (again || gap >= RTO_GAP) {
+        if start == self.una && gap >= RTO_GAP {
             r.rto_retransmissions += 1;
             self.board.clear();
             self.rto_recovery_point = Some(self.snd_max);
