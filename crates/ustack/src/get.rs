@@ -117,7 +117,7 @@ fn fetch<D: Device + Waitable>(
     let stop = StopSignal::install();
     let deadline = lp.clock.now() + Duration::from_secs(args.timeout.min(1 << 32));
     let (mut bytes, mut done) = (0u64, 0usize);
-    let mut rest = &urls[..];
+    let mut rest = urls;
     while let Some(first) = rest.first() {
         // One connection for each run of URLs to the same server.
         let n = rest.iter().take_while(|u| u.server == first.server).count();
