@@ -201,7 +201,8 @@ impl TestParams {
             return Err((IE_BLOCK_SIZE, format!("block length {} is over {MAX_TCP_LEN}", p.len)));
         }
         if udp && p.len > MAX_UDP_LEN {
-            // Larger datagrams would be IP fragments, which the stack does not reassemble.
+            // Larger datagrams would be IP fragments: the stack reassembles them but does not
+            // fragment on transmit, so a test in either direction is held to one frame.
             return Err((IE_UDP_BLOCK_SIZE, format!("UDP datagrams of {} bytes: at most {MAX_UDP_LEN}", p.len)));
         }
         Ok(p)
