@@ -4,7 +4,7 @@
 //! on loopback or over a veth, or ustack on a TAP), so the ratio compares
 //! servers and paths, never two clients.
 
-use crate::report::{histogram, Figures};
+use crate::report::{timed_transactions, Figures};
 use crate::{cpu_time, Params, Workload};
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
@@ -162,35 +162,20 @@ fn rr(addr: SocketAddr, p: &Params) -> io::Result<Figures> {
     let mut c = connect(addr, true)?;
     let req = vec![0x11u8; p.message];
     let mut resp = vec![0u8; p.message];
-    let mut h = histogram();
-    let cpu0 = cpu_time();
-    let start = Instant::now();
-    let mut count = 0u64;
-    while start.elapsed() < p.duration {
-        let t = Instant::now();
+    timed_transactions(p.duration, || {
         c.write_all(&req)?;
-        c.read_exact(&mut resp)?;
-        h.saturating_record(t.elapsed().as_nanos() as u64);
-        count += 1;
-    }
-    Ok(Figures { count, elapsed: start.elapsed(), cpu: cpu_time() - cpu0, latency_ns: Some(h) })
+        c.read_exact(&mut resp)
+    })
 }
 
 fn crr(addr: SocketAddr, p: &Params) -> io::Result<Figures> {
     let req = vec![0x22u8; p.message];
     let mut resp = vec![0u8; p.message];
-    let mut h = histogram();
-    let cpu0 = cpu_time();
-    let start = Instant::now();
-    let mut count = 0u64;
-    while start.elapsed() < p.duration {
-        let t = Instant::now();
+    timed_transactions(p.duration, || {
         let mut c = connect(addr, true)?;
         c.write_all(&req)?;
         c.read_exact(&mut resp)?;
-        drop(c);
-        h.saturating_record(t.elapsed().as_nanos() as u64);
-        count += 1;
-    }
-    Ok(Figures { count, elapsed: start.elapsed(), cpu: cpu_time() - cpu0, latency_ns: Some(h) })
+        drop(c); // the client closes first, within the timed transaction
+        Ok(())
+    })
 }

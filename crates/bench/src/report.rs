@@ -245,6 +245,26 @@ fn json_string(s: &str) -> String {
     o
 }
 
+/// Runs `transaction` back to back for `duration`, timing each one: the
+/// count, the latency histogram and the process's CPU time (rr and crr,
+/// for every stack).
+pub(crate) fn timed_transactions<E>(
+    duration: Duration,
+    mut transaction: impl FnMut() -> Result<(), E>,
+) -> Result<Figures, E> {
+    let mut h = histogram();
+    let cpu0 = crate::cpu_time();
+    let start = std::time::Instant::now();
+    let mut count = 0u64;
+    while start.elapsed() < duration {
+        let t = std::time::Instant::now();
+        transaction()?;
+        h.saturating_record(t.elapsed().as_nanos() as u64);
+        count += 1;
+    }
+    Ok(Figures { count, elapsed: start.elapsed(), cpu: crate::cpu_time() - cpu0, latency_ns: Some(h) })
+}
+
 pub(crate) fn histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 60_000_000_000, 3).expect("static bounds are valid")
 }

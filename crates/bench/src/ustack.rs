@@ -1,6 +1,6 @@
 //! ustack: two stacks on the in-memory link, both driven by this thread.
 
-use crate::report::{histogram, Figures};
+use crate::report::{timed_transactions, Figures};
 use crate::{cpu_time, Params, Workload};
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::time::Instant as WallInstant;
@@ -138,33 +138,20 @@ fn read_exact(pair: &mut Pair, client_side: bool, h: TcpHandle, buf: &mut [u8]) 
 fn rr(pair: &mut Pair, c: TcpHandle, s: TcpHandle, p: &Params) -> Result<Figures, String> {
     let req = vec![0x11u8; p.message];
     let mut buf = vec![0u8; p.message];
-    let mut h = histogram();
-    let cpu0 = cpu_time();
-    let start = WallInstant::now();
-    let mut count = 0u64;
-    while start.elapsed() < p.duration {
-        let t = WallInstant::now();
+    timed_transactions(p.duration, || {
         pair.a.tcp_send(c, &req).map_err(|e| format!("{e:?}"))?;
         pair.turn();
         read_exact(pair, false, s, &mut buf)?;
         pair.b.tcp_send(s, &buf).map_err(|e| format!("{e:?}"))?;
         pair.turn();
-        read_exact(pair, true, c, &mut buf)?;
-        h.saturating_record(t.elapsed().as_nanos() as u64);
-        count += 1;
-    }
-    Ok(Figures { count, elapsed: start.elapsed(), cpu: cpu_time() - cpu0, latency_ns: Some(h) })
+        read_exact(pair, true, c, &mut buf)
+    })
 }
 
 fn crr(pair: &mut Pair, p: &Params) -> Result<Figures, String> {
     let req = vec![0x22u8; p.message];
     let mut buf = vec![0u8; p.message];
-    let mut h = histogram();
-    let cpu0 = cpu_time();
-    let start = WallInstant::now();
-    let mut count = 0u64;
-    while start.elapsed() < p.duration {
-        let t = WallInstant::now();
+    timed_transactions(p.duration, || {
         let (c, s) = pair.connect()?;
         pair.a.tcp_send(c, &req).map_err(|e| format!("{e:?}"))?;
         pair.turn();
@@ -176,8 +163,6 @@ fn crr(pair: &mut Pair, p: &Params) -> Result<Figures, String> {
         // when it sees the FIN. Teardown overlaps the next connection.
         pair.a.tcp_close(c);
         pair.b.tcp_close(s);
-        h.saturating_record(t.elapsed().as_nanos() as u64);
-        count += 1;
-    }
-    Ok(Figures { count, elapsed: start.elapsed(), cpu: cpu_time() - cpu0, latency_ns: Some(h) })
+        Ok(())
+    })
 }

@@ -832,24 +832,23 @@ impl Stack {
     /// Close the handle. The connection finishes in the background (FIN,
     /// TIME-WAIT); the handle is invalid from now on.
     pub fn tcp_close(&mut self, h: TcpHandle) {
-        let Some(slot) = self.tcp.slot_mut(h) else { return };
-        if slot.dead {
-            self.tcp.remove(h.index);
-            return;
-        }
-        slot.conn.close();
-        slot.orphan = true;
-        self.tcp.mark_tx(h.index);
+        self.release_handle(h, Connection::close);
     }
 
     /// Reset the connection and release the handle.
     pub fn tcp_abort(&mut self, h: TcpHandle) {
+        self.release_handle(h, Connection::abort);
+    }
+
+    /// The application lets go of `h` after `end` (close or abort): a dead
+    /// connection goes at once, a live one is orphaned to finish on its own.
+    fn release_handle(&mut self, h: TcpHandle, end: fn(&mut Connection)) {
         let Some(slot) = self.tcp.slot_mut(h) else { return };
         if slot.dead {
             self.tcp.remove(h.index);
             return;
         }
-        slot.conn.abort();
+        end(&mut slot.conn);
         slot.orphan = true;
         self.tcp.mark_tx(h.index);
     }

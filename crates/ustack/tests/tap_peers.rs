@@ -188,35 +188,6 @@ fn udp_echo_with_tx_checksum_offload_off() {
     drop(ns);
 }
 
-/// Frames in a classic pcap file, counted by walking its record headers.
-fn pcap_frames(bytes: &[u8]) -> u64 {
-    assert!(bytes.len() >= 24, "pcap file shorter than its header ({} bytes)", bytes.len());
-    let le = match bytes[..4] {
-        [0xd4, 0xc3, 0xb2, 0xa1] | [0x4d, 0x3c, 0xb2, 0xa1] => true,
-        [0xa1, 0xb2, 0xc3, 0xd4] | [0xa1, 0xb2, 0x3c, 0x4d] => false,
-        _ => panic!("not a classic pcap file: magic {:02x?}", &bytes[..4]),
-    };
-    let u32_at = |at: usize| {
-        let b: [u8; 4] = bytes[at..at + 4].try_into().unwrap();
-        if le {
-            u32::from_le_bytes(b)
-        } else {
-            u32::from_be_bytes(b)
-        }
-    };
-    assert_eq!(u32_at(20), 1, "pcap link type should be Ethernet (1)");
-    let mut at = 24;
-    let mut n = 0;
-    while at < bytes.len() {
-        assert!(at + 16 <= bytes.len(), "truncated pcap record header at offset {at}");
-        let incl = u32_at(at + 8) as usize;
-        at += 16 + incl;
-        assert!(at <= bytes.len(), "truncated pcap record (frame {n})");
-        n += 1;
-    }
-    n
-}
-
 #[test]
 fn pcap_holds_every_frame_counted() {
     skip_unless!("ping", "socat", "tcpdump");
@@ -231,7 +202,7 @@ fn pcap_holds_every_frame_counted() {
     assert_eq!(counter(&c, "udp_tx"), echoed, "counters:\n{}", s.stdout);
 
     let bytes = std::fs::read(&pcap.0).unwrap_or_else(|e| panic!("read {}: {e}", pcap.as_str()));
-    let in_file = pcap_frames(&bytes);
+    let in_file = support::pcap_records(&bytes).len() as u64;
     assert_eq!(in_file, counted, "frames in the pcap vs rx_frames + tx_frames; counters:\n{}", s.stdout);
 
     // The same count as tcpdump sees it (one line per frame without -v).
