@@ -9,8 +9,9 @@ if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null; then
   echo "== installing test peers (apt)"
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
-  apt-get install -y -qq --no-install-recommends \
-    iproute2 iputils-ping arping socat tcpdump tshark ethtool procps curl python3 iperf3 nginx coreutils util-linux libcap2-bin tmux >/dev/null
+  # The package lists live in scripts/packages.d/*.txt, one package a line.
+  mapfile -t packages < <(cat scripts/packages.d/*.txt | sed 's/#.*//' | tr -s ' \t' '\n' | sed '/^$/d' | sort -u)
+  apt-get install -y -qq --no-install-recommends "${packages[@]}" >/dev/null
 else
   echo "== not root (or no apt): real-peer tests will report themselves skipped"
 fi
