@@ -120,7 +120,12 @@ counters! {
     drop_neighbor_unreachable,
     /// Packets dropped because no route reaches their destination.
     drop_no_route,
-    /// Packets dropped because they exceed the MTU (fragmentation is not done).
+    /// Datagrams we sent as IPv4 fragments (larger than the MTU).
+    ipv4_fragmented,
+    /// IPv4 fragments we sent.
+    ipv4_frag_tx,
+    /// Packets dropped because they exceed the MTU and cannot be fragmented
+    /// (TCP, which sizes its segments itself, or over 65,535 bytes).
     drop_too_big,
     /// TCP segments received.
     tcp_rx,

@@ -69,7 +69,8 @@ pub enum PingError {
     NotOpen,
     /// The send queue is full; try after the next poll.
     WouldBlock,
-    /// Larger than the MTU allows; at most `max` bytes of data fit.
+    /// Larger than an IPv4 datagram can carry; at most `max` bytes of data
+    /// fit (65,507). Larger than the MTU is fine: it leaves as fragments.
     TooBig { max: usize },
     /// Another ping socket uses this identifier.
     IdentInUse,
@@ -80,7 +81,7 @@ impl core::fmt::Display for PingError {
         match self {
             PingError::NotOpen => f.write_str("ping socket is not open"),
             PingError::WouldBlock => f.write_str("ping send queue is full"),
-            PingError::TooBig { max } => write!(f, "echo data too large: at most {max} bytes fit the MTU"),
+            PingError::TooBig { max } => write!(f, "echo data too large: at most {max} bytes fit an IPv4 datagram"),
             PingError::IdentInUse => f.write_str("another ping socket uses this identifier"),
         }
     }
@@ -183,7 +184,7 @@ impl Stack {
 
     /// Queue an echo request to `dst`; it leaves on the next poll.
     pub fn ping_send(&mut self, h: PingHandle, dst: Ipv4Addr, seq_no: u16, data: &[u8]) -> Result<(), PingError> {
-        let max = self.iface.cfg.mtu - IPV4_HEADER_LEN - ICMP_HEADER_LEN;
+        let max = crate::udp::MAX_IPV4_DATAGRAM - IPV4_HEADER_LEN - ICMP_HEADER_LEN;
         if data.len() > max {
             return Err(PingError::TooBig { max });
         }

@@ -50,6 +50,9 @@ pub(crate) struct Iface {
     pub(crate) ip_ident: u16,
     /// The device completes TCP checksums (from its capabilities, read on every poll).
     pub(crate) tx_csum_offload: bool,
+    /// Where a datagram to be fragmented is written whole before it is cut
+    /// (empty until the first one; then 64 KiB, kept for the stack's life).
+    pub(crate) frag_scratch: Vec<u8>,
 }
 
 pub struct Stack {
@@ -77,6 +80,7 @@ impl Stack {
                 icmp_errors: TokenBucket::new(cfg.icmp_error_rate, cfg.icmp_error_burst),
                 ip_ident: rng.next_u32() as u16,
                 tx_csum_offload: false,
+                frag_scratch: Vec::new(),
                 cfg,
                 counters: Counters::default(),
             },
@@ -329,8 +333,8 @@ impl Iface {
 
     /// As [`Iface::send_ipv4`], but `fill` is told whether the device will
     /// complete the L4 checksum (then it writes only the pseudo-header sum,
-    /// CHECKSUM_PARTIAL style). Packets that must wait for ARP always get a
-    /// full checksum: they leave later, through a path that carries no metadata.
+    /// CHECKSUM_PARTIAL style). A datagram larger than the MTU leaves as
+    /// fragments ([`Iface::send_ipv4_fragments`]).
     pub(crate) fn send_ipv4_offload<T: TxQueue>(
         &mut self,
         now: Instant,
@@ -342,23 +346,108 @@ impl Iface {
     ) -> Result<(), EgressDrop> {
         let ip_len = IPV4_HEADER_LEN + l4_len;
         if ip_len > self.cfg.mtu {
+            return self.send_ipv4_fragments(now, tx, dst, protocol, l4_len, |b| fill(b, false));
+        }
+        let next_hop = self.next_hop(dst)?;
+        let repr = self.ipv4_header(dst, protocol, l4_len);
+        let offload = self.tx_csum_offload;
+        let write_ip = move |b: &mut [u8], partial: bool| {
+            fill(&mut b[IPV4_HEADER_LEN..], partial);
+            repr.emit(&mut Ipv4Packet::new_unchecked(b), ChecksumMode::Verify);
+        };
+        let Some(mac) = self.link_addr(now, tx, next_hop)? else {
+            let hop = next_hop.expect("only a unicast next hop waits for ARP");
+            return self.enqueue_for_neighbor(hop, ip_len, |b| write_ip(b, false));
+        };
+        #[allow(clippy::needless_update)] // TxMeta is growing offload fields
+        let meta = TxMeta { csum_partial: offload, ..Default::default() };
+        if write_frame(&mut self.counters, tx, meta, self.cfg.mac, mac, EtherType::Ipv4, ip_len, |b| write_ip(b, offload)) {
+            Ok(())
+        } else {
+            Err(EgressDrop::TxFull)
+        }
+    }
+
+    /// Send a datagram larger than the MTU as IPv4 fragments (RFC 791 §3.2).
+    /// The L4 part is written once into a scratch buffer owned by the
+    /// interface (allocated on the first fragmented datagram, 64 KiB, kept),
+    /// then each fragment copies its slice into its own frame: nothing is
+    /// allocated per fragment. TCP is never fragmented (it sends DF and sizes
+    /// its segments to the MSS); a datagram that cannot fit even as fragments
+    /// (over 65,535 bytes) is dropped and counted as `drop_too_big`.
+    fn send_ipv4_fragments<T: TxQueue>(
+        &mut self,
+        now: Instant,
+        tx: &mut T,
+        dst: Ipv4Addr,
+        protocol: IpProtocol,
+        l4_len: usize,
+        fill: impl FnOnce(&mut [u8]),
+    ) -> Result<(), EgressDrop> {
+        // RFC 791: every fragment but the last carries a multiple of 8 bytes.
+        let per_fragment = self.cfg.mtu.saturating_sub(IPV4_HEADER_LEN) & !7;
+        if protocol == IpProtocol::Tcp || IPV4_HEADER_LEN + l4_len > usize::from(u16::MAX) || per_fragment == 0 {
             self.counters.drop_too_big += 1;
             return Err(EgressDrop::TooBig);
         }
-        let subnet = self.cfg.ipv4;
-        let next_hop = if dst.is_broadcast() || Some(dst) == subnet.broadcast() {
-            None
-        } else if subnet.contains(dst) {
-            Some(dst)
-        } else if let Some(gw) = self.cfg.gateway {
-            Some(gw)
-        } else {
-            self.counters.drop_no_route += 1;
-            return Err(EgressDrop::NoRoute);
-        };
+        let next_hop = self.next_hop(dst)?;
+        let mac = self.link_addr(now, tx, next_hop)?;
+        let header = Ipv4Repr { dont_frag: false, ..self.ipv4_header(dst, protocol, l4_len) };
+        let mut scratch = core::mem::take(&mut self.frag_scratch);
+        if scratch.len() < l4_len {
+            scratch = vec![0; usize::from(u16::MAX)];
+        }
+        // Fragments leave with full checksums: a device cannot complete a
+        // checksum over a datagram it sees only in pieces.
+        fill(&mut scratch[..l4_len]);
+        let mut result = Ok(());
+        let mut offset = 0;
+        while offset < l4_len {
+            let len = per_fragment.min(l4_len - offset);
+            let repr = Ipv4Repr {
+                payload_len: len,
+                more_frags: offset + len < l4_len,
+                frag_offset: offset as u16,
+                ..header
+            };
+            let data = &scratch[offset..offset + len];
+            let write_ip = |b: &mut [u8]| {
+                b[IPV4_HEADER_LEN..].copy_from_slice(data);
+                repr.emit(&mut Ipv4Packet::new_unchecked(b), ChecksumMode::Verify);
+            };
+            let ip_len = IPV4_HEADER_LEN + len;
+            result = match (mac, next_hop) {
+                (Some(mac), _) => {
+                    let meta = TxMeta::default();
+                    if write_frame(&mut self.counters, tx, meta, self.cfg.mac, mac, EtherType::Ipv4, ip_len, write_ip) {
+                        Ok(())
+                    } else {
+                        Err(EgressDrop::TxFull)
+                    }
+                }
+                (None, Some(hop)) => self.enqueue_for_neighbor(hop, ip_len, write_ip),
+                (None, None) => unreachable!("a broadcast needs no ARP"),
+            };
+            if result.is_err() {
+                // The rest is useless without this fragment: the receiver
+                // would time the datagram out. Stop here (the drop is counted).
+                break;
+            }
+            self.counters.ipv4_frag_tx += 1;
+            offset += len;
+        }
+        self.frag_scratch = scratch;
+        if result.is_ok() {
+            self.counters.ipv4_fragmented += 1;
+        }
+        result
+    }
+
+    /// The header of a datagram we originate, with the next identification.
+    fn ipv4_header(&mut self, dst: Ipv4Addr, protocol: IpProtocol, l4_len: usize) -> Ipv4Repr {
         self.ip_ident = self.ip_ident.wrapping_add(1);
-        let repr = Ipv4Repr {
-            src_addr: subnet.addr,
+        Ipv4Repr {
+            src_addr: self.cfg.ipv4.addr,
             dst_addr: dst,
             protocol,
             payload_len: l4_len,
@@ -368,41 +457,62 @@ impl Iface {
             more_frags: false,
             frag_offset: 0,
             dscp_ecn: 0,
-        };
-        let offload = self.tx_csum_offload;
-        let write_ip = move |b: &mut [u8], partial: bool| {
-            fill(&mut b[IPV4_HEADER_LEN..], partial);
-            repr.emit(&mut Ipv4Packet::new_unchecked(b), ChecksumMode::Verify);
-        };
-        let mac = match next_hop.map(|hop| (hop, self.neighbors.resolve(now, hop))) {
-            None => EthernetAddress::BROADCAST,
-            Some((_, Resolution::Send(mac))) => mac,
-            Some((hop, Resolution::SendAndRefresh(mac))) => {
+        }
+    }
+
+    /// The neighbour a packet to `dst` goes to: `None` for a broadcast.
+    fn next_hop(&mut self, dst: Ipv4Addr) -> Result<Option<Ipv4Addr>, EgressDrop> {
+        let subnet = self.cfg.ipv4;
+        if dst.is_broadcast() || Some(dst) == subnet.broadcast() {
+            Ok(None)
+        } else if subnet.contains(dst) {
+            Ok(Some(dst))
+        } else if let Some(gw) = self.cfg.gateway {
+            Ok(Some(gw))
+        } else {
+            self.counters.drop_no_route += 1;
+            Err(EgressDrop::NoRoute)
+        }
+    }
+
+    /// The link address for `next_hop` (broadcast for `None`), sending ARP as
+    /// the cache asks; `Ok(None)` when the packet must wait for resolution.
+    fn link_addr<T: TxQueue>(
+        &mut self,
+        now: Instant,
+        tx: &mut T,
+        next_hop: Option<Ipv4Addr>,
+    ) -> Result<Option<EthernetAddress>, EgressDrop> {
+        let Some(hop) = next_hop else { return Ok(Some(EthernetAddress::BROADCAST)) };
+        match self.neighbors.resolve(now, hop) {
+            Resolution::Send(mac) => Ok(Some(mac)),
+            Resolution::SendAndRefresh(mac) => {
                 self.send_arp(tx, ArpOperation::Request, mac, EthernetAddress([0; 6]), hop);
-                mac
+                Ok(Some(mac))
             }
-            Some((hop, Resolution::Queue { request })) => {
+            Resolution::Queue { request } => {
                 if request {
                     self.send_arp(tx, ArpOperation::Request, EthernetAddress::BROADCAST, EthernetAddress([0; 6]), hop);
                 }
-                return if self.neighbors.enqueue(hop, ip_len, |b| write_ip(b, false)) {
-                    self.counters.neighbor_pending_queued += 1;
-                    Ok(())
-                } else {
-                    self.counters.drop_neighbor_pending_full += 1;
-                    Err(EgressDrop::PendingFull)
-                };
+                Ok(None)
             }
-            Some((_, Resolution::Full)) => {
+            Resolution::Full => {
                 self.counters.drop_neighbor_incomplete_full += 1;
-                return Err(EgressDrop::IncompleteFull);
+                Err(EgressDrop::IncompleteFull)
             }
-        };
-        let meta = TxMeta { csum_partial: offload };
-        if write_frame(&mut self.counters, tx, meta, self.cfg.mac, mac, EtherType::Ipv4, ip_len, |b| write_ip(b, offload)) {
+        }
+    }
+
+    /// Hold an IP packet of `ip_len` bytes until `hop` resolves. Packets
+    /// that wait always carry full checksums: they leave later, through a
+    /// path that carries no metadata.
+    fn enqueue_for_neighbor(&mut self, hop: Ipv4Addr, ip_len: usize, fill: impl FnOnce(&mut [u8])) -> Result<(), EgressDrop> {
+        if self.neighbors.enqueue(hop, ip_len, fill) {
+            self.counters.neighbor_pending_queued += 1;
             Ok(())
         } else {
-            Err(EgressDrop::TxFull)
+            self.counters.drop_neighbor_pending_full += 1;
+            Err(EgressDrop::PendingFull)
         }
     }
 }

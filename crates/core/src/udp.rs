@@ -14,6 +14,9 @@ use std::collections::VecDeque;
 use std::net::{Ipv4Addr, SocketAddrV4};
 use ustack_wire::{ChecksumMode, IpProtocol, Ipv4Repr, UdpPacket, UdpRepr, IPV4_HEADER_LEN, UDP_HEADER_LEN};
 
+/// The largest IPv4 datagram (total length is a 16-bit field).
+pub(crate) const MAX_IPV4_DATAGRAM: usize = u16::MAX as usize;
+
 /// RFC 6056's suggested ephemeral range (also IANA's dynamic ports).
 const EPHEMERAL: core::ops::RangeInclusive<u16> = 49152..=65535;
 
@@ -36,7 +39,8 @@ pub enum UdpSendError {
     NotBound,
     /// The send queue is full; try after the next poll.
     WouldBlock,
-    /// Larger than the MTU allows (we do not fragment); at most `max` bytes fit.
+    /// Larger than an IPv4 datagram can carry; at most `max` bytes fit
+    /// (65,507). Datagrams larger than the MTU leave as fragments.
     TooBig { max: usize },
 }
 
@@ -56,7 +60,7 @@ impl core::fmt::Display for UdpSendError {
         match self {
             UdpSendError::NotBound => f.write_str("UDP socket is not bound"),
             UdpSendError::WouldBlock => f.write_str("UDP send queue is full"),
-            UdpSendError::TooBig { max } => write!(f, "datagram too large: at most {max} bytes fit the MTU"),
+            UdpSendError::TooBig { max } => write!(f, "datagram too large: at most {max} bytes fit an IPv4 datagram"),
         }
     }
 }
@@ -145,7 +149,7 @@ impl Stack {
 
     /// Queue a datagram to `dst`; it leaves on the next poll.
     pub fn udp_send_to(&mut self, h: UdpHandle, dst: SocketAddrV4, data: &[u8]) -> Result<(), UdpSendError> {
-        let max = self.iface.cfg.mtu - IPV4_HEADER_LEN - UDP_HEADER_LEN;
+        let max = MAX_IPV4_DATAGRAM - IPV4_HEADER_LEN - UDP_HEADER_LEN;
         if data.len() > max {
             return Err(UdpSendError::TooBig { max });
         }

@@ -266,3 +266,87 @@ fn fragment_flood_stays_bounded_and_allocates_nothing() {
     assert_eq!(b.udp_recv_from(sb, &mut buf).map(|(n, _)| n), Some(4000));
     assert!(buf[..4000] == data[..]);
 }
+
+/// IPv4 fragments (MF set or an offset) among captured frames, with the
+/// data length of each.
+fn sent_fragments(frames: &[Vec<u8>]) -> Vec<(u16, bool, usize)> {
+    frames
+        .iter()
+        .filter_map(|f| {
+            let ip = Ipv4Packet::new_checked(&f[ETHERNET_HEADER_LEN..]).ok()?;
+            (ip.more_frags() || ip.frag_offset() != 0).then(|| (ip.frag_offset(), ip.more_frags(), ip.payload().len()))
+        })
+        .collect()
+}
+
+#[test]
+fn datagrams_over_the_mtu_leave_as_fragments_and_come_back_whole() {
+    let mut p = Pair::new();
+    let sa = p.a.udp_bind(0).unwrap();
+    let sb = p.b.udp_bind(7).unwrap();
+    let a_port = p.a.udp_local_port(sa).unwrap();
+    let mut buf = vec![0u8; 65536];
+    // 1,473 bytes is the first size that does not fit 1500; 65,507 the largest.
+    for (i, len) in [1473, 4000, 8000, 65_507].into_iter().enumerate() {
+        let data = payload(len, i as u8);
+        p.a.udp_send_to(sa, SocketAddrV4::new(B_IP, 7), &data).unwrap();
+        p.settle(Duration::from_millis(1));
+        let (n, from) = p.b.udp_recv_from(sb, &mut buf).unwrap_or_else(|| panic!("{len} bytes did not arrive"));
+        assert_eq!((n, from), (len, SocketAddrV4::new(A_IP, a_port)));
+        assert!(buf[..n] == data[..], "{len}-byte datagram differs");
+        p.b.udp_send_to(sb, from, &buf[..n]).unwrap();
+        p.settle(Duration::from_millis(1));
+        let (n, _) = p.a.udp_recv_from(sa, &mut buf).unwrap_or_else(|| panic!("{len}-byte echo did not arrive"));
+        assert!(n == len && buf[..n] == data[..], "{len}-byte echo differs");
+    }
+    let frags = |len: usize| (len + 8).div_ceil(1480) as u64;
+    let want: u64 = [1473, 4000, 8000, 65_507].into_iter().map(frags).sum();
+    for c in [p.a.counters(), p.b.counters()] {
+        assert_eq!((c.ipv4_fragmented, c.ipv4_frag_tx, c.ipv4_reassembled), (4, want, 4), "{c:?}");
+        assert_eq!(c.total_drops(), 0, "{c:?}");
+    }
+    // The largest datagram is refused at the API, with the limit said.
+    let err = p.a.udp_send_to(sa, SocketAddrV4::new(B_IP, 7), &buf[..65_508]).unwrap_err();
+    assert_eq!(err, ustack_core::UdpSendError::TooBig { max: 65_507 });
+
+    // ping -s 4000: the request leaves in fragments, B reassembles it and
+    // answers in fragments too.
+    let h = p.a.ping_open(3).unwrap();
+    let data = payload(4000, 9);
+    p.a.ping_send(h, B_IP, 1, &data).unwrap();
+    p.settle(Duration::from_millis(1));
+    let reply = p.a.ping_recv(h, &mut buf).expect("echo reply to a 4000-byte request");
+    assert_eq!((reply.from, reply.seq_no, reply.len), (B_IP, 1, 4000));
+    assert!(buf[..4000] == data[..]);
+    assert_eq!(p.b.counters().icmp_echo_replies_sent, 1);
+}
+
+#[test]
+fn fragments_are_cut_on_8_byte_boundaries_with_df_clear_and_allocate_nothing() {
+    let (mut b, mut cap) = lone_b(config(B_MAC, B_IP));
+    let sb = b.udp_bind(7).unwrap();
+    let dst = SocketAddrV4::new(A_IP, 5000);
+    let data = payload(4000, 1);
+    b.udp_send_to(sb, dst, &data).unwrap();
+    b.transmit(Instant::ZERO, &mut cap);
+    // 4,008 UDP bytes in 1,480-byte pieces (a multiple of 8).
+    assert_eq!(sent_fragments(&cap.frames), [(0, true, 1480), (1480, true, 1480), (2960, false, 1048)]);
+    for f in &cap.frames {
+        let ip = Ipv4Packet::new_checked(&f[ETHERNET_HEADER_LEN..]).unwrap();
+        assert!(!ip.dont_frag() && ip.verify_checksum() && ip.total_len() as usize <= 1500);
+    }
+    // After the first datagram (which allocates the scratch buffer), sending
+    // large datagrams allocates nothing, however many fragments they make.
+    let mut tx = Discard;
+    let big = payload(65_507, 2);
+    let n = allocations_during(|| {
+        for _ in 0..20 {
+            b.udp_send_to(sb, dst, &big).unwrap();
+            b.transmit(Instant::ZERO, &mut tx);
+        }
+    });
+    assert_eq!(n, 0, "fragmenting allocated");
+    let c = b.counters();
+    assert_eq!((c.ipv4_fragmented, c.ipv4_frag_tx), (21, 3 + 20 * 45), "{c:?}");
+    assert_eq!(c.total_drops(), 0, "{c:?}");
+}

@@ -5,17 +5,22 @@
 //! 10.77.30.2/24 with UDP echo on port 7, the kernel's side 10.77.30.1/24.
 //! The stack reads the TAP's MTU (1500) when it opens it; the test then lowers
 //! the kernel side to 576, so the kernel cuts everything bigger into
-//! fragments of 552 data bytes while the stack's one-frame answers (up to
-//! 1500 bytes) still reach it: a TAP does not police the MTU of frames
-//! written into it. The stack never fragments what it sends, so an answer
-//! over 1500 bytes is dropped and counted (`drop_too_big`).
+//! fragments of 552 data bytes while the stack's answers (up to 1500 bytes a
+//! frame) still reach it: a TAP does not police the MTU of frames written
+//! into it. An answer over 1500 bytes leaves in fragments of 1,480 bytes.
 //!
 //! What it shows: ping's 1,200-byte requests (3 fragments each) all get
 //! their replies with ping's own data check passing; socat's 1,400-byte UDP
 //! datagram comes back byte for byte; a 3,000-byte datagram to a closed port
 //! (6 fragments) is refused with port unreachable, which the kernel turns
-//! into ECONNREFUSED for socat; the capture holds exactly the fragments the
-//! stack counted, and the counters account for every datagram.
+//! into ECONNREFUSED for socat; 3,000-byte pings are answered in fragments;
+//! the capture holds exactly the fragments each side counted, and the
+//! counters account for every datagram.
+//!
+//! The second test is fragmentation on transmit at the kernel's own MTU:
+//! UDP echo through socat of datagrams from 1,473 bytes (one too many for
+//! 1500) to 65,507 (the largest) comes back byte for byte, and `ping -s 4000`
+//! is answered.
 //!
 //! Needs root (skips with a printed reason otherwise). Every tool run and wait
 //! is bounded; the namespace and the ustack process are removed by guards, also
@@ -106,10 +111,11 @@ fn kernel_fragments_are_reassembled_and_answered() {
     let out = ns.exec_stdin(&["socat", "-T", "2", "-t", "1", "-", &format!("UDP:{dst}:9")], &big, SECS(15));
     assert!(out.stderr.contains("Connection refused"), "3000-byte UDP to closed port 9: {out}");
 
-    // 3,000-byte echo requests are reassembled too, but the reply would need
-    // fragmenting, which the stack does not do: dropped and counted.
-    let out = ns.exec(&["ping", "-n", "-c", "3", "-i", "0.05", "-W", "1", "-M", "dont", "-s", "3000", &dst], SECS(20));
-    assert_eq!(ping_summary(&out), (3, 0), "ping -s 3000: {out}");
+    // 3,000-byte echo requests are reassembled too, and the replies leave
+    // in fragments of the stack's own MTU.
+    let out = ns.exec(&["ping", "-n", "-c", "3", "-i", "0.05", "-W", "2", "-M", "dont", "-s", "3000", &dst], SECS(20));
+    assert_eq!(ping_summary(&out), (3, 3), "ping -s 3000: {out}");
+    assert!(!out.stdout_str().contains("wrong data"), "ping saw altered data: {out}");
 
     let s = u.stop(SECS(5));
     assert!(!s.stderr.contains("panicked"), "ustack panicked:\n{}", s.stderr);
@@ -118,8 +124,12 @@ fn kernel_fragments_are_reassembled_and_answered() {
     let expected_frags = pings * fragments_of(1208) + fragments_of(1408) + fragments_of(3008) + 3 * fragments_of(3008);
     assert_eq!(counter(&c, "ipv4_frag_rx"), expected_frags, "counters:\n{}", s.stdout);
     assert_eq!(counter(&c, "ipv4_reassembled"), pings + 1 + 1 + 3, "counters:\n{}", s.stdout);
-    assert_eq!(counter(&c, "icmp_echo_replies_sent"), pings, "counters:\n{}", s.stdout);
-    assert_eq!(counter(&c, "drop_too_big"), 3, "counters:\n{}", s.stdout);
+    assert_eq!(counter(&c, "icmp_echo_replies_sent"), pings + 3, "counters:\n{}", s.stdout);
+    // Each 3,008-byte reply: 1,480 + 1,480 + 48 bytes.
+    let stack_frags = 3 * 3008u64.div_ceil(1480);
+    assert_eq!(counter(&c, "ipv4_fragmented"), 3, "counters:\n{}", s.stdout);
+    assert_eq!(counter(&c, "ipv4_frag_tx"), stack_frags, "counters:\n{}", s.stdout);
+    assert_eq!(counter(&c, "drop_too_big"), 0, "counters:\n{}", s.stdout);
     assert_eq!(counter(&c, "drop_udp_no_socket"), 1, "counters:\n{}", s.stdout);
     assert_eq!(counter(&c, "icmp_errors_sent"), 1, "counters:\n{}", s.stdout);
     for (name, v) in &c {
@@ -129,9 +139,51 @@ fn kernel_fragments_are_reassembled_and_answered() {
             s.stdout
         );
     }
-    // The capture holds exactly the fragments counted, all from the kernel.
+    // The capture holds exactly the fragments counted, each way.
     let bytes = std::fs::read(&pcap.0).unwrap_or_else(|e| panic!("read {}: {e}", pcap.as_str()));
     assert_eq!(fragments_in_pcap(&bytes, [10, 77, SUBNET, 1]), expected_frags, "fragments in {}", pcap.as_str());
-    assert_eq!(fragments_in_pcap(&bytes, [10, 77, SUBNET, 2]), 0, "the stack sent a fragment");
+    assert_eq!(fragments_in_pcap(&bytes, [10, 77, SUBNET, 2]), stack_frags, "the stack's fragments");
+    drop(ns);
+}
+
+#[test]
+fn datagrams_over_the_mtu_are_sent_as_fragments() {
+    skip_unless!("ping", "socat");
+    const SUBNET: u8 = 31;
+    let ns = Netns::new("fragtx");
+    ns.exec_ok(&["sysctl", "-qw", "net.ipv6.conf.default.disable_ipv6=1"], SECS(5));
+    ns.exec_ok(&["sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1"], SECS(5));
+    let opts = UpOpts { tap: support::short_name("uf", SUBNET), subnet: SUBNET, pcap: None, udp_echo: vec![7] };
+    let u = Ustack::start(&ns, opts);
+    let dst = u.opts.stack_ip();
+
+    // One socat per datagram, each read and written whole (-b 65536).
+    let sizes = [1473usize, 4000, 8000, 65_507];
+    for (i, &len) in sizes.iter().enumerate() {
+        let payload = support::pseudo_random(len, 0xf7b0 + i as u64);
+        let out = ns.exec_stdin(
+            &["socat", "-T", "3", "-t", "2", "-b", "65536", "-", &format!("UDP:{dst}:7")],
+            &payload,
+            SECS(15),
+        );
+        assert!(out.success(), "socat UDP echo of {len} bytes: {out}");
+        assert!(out.stdout == payload, "UDP echo of {len} bytes came back as {} bytes", out.stdout.len());
+    }
+
+    let out = ns.exec(&["ping", "-n", "-c", "3", "-i", "0.1", "-W", "2", "-s", "4000", &dst], SECS(20));
+    assert_eq!(ping_summary(&out), (3, 3), "ping -s 4000: {out}");
+    assert!(!out.stdout_str().contains("wrong data"), "ping saw altered data: {out}");
+
+    let s = u.stop(SECS(5));
+    assert!(!s.stderr.contains("panicked"), "ustack panicked:\n{}", s.stderr);
+    assert!(s.status.success(), "ustack exited with {}; stderr:\n{}", s.status, s.stderr);
+    let c = s.counters();
+    // What the stack sent in fragments is what the kernel sent it: the same
+    // sizes, cut at 1,480 data bytes.
+    let frags: u64 = sizes.iter().map(|&n| (n as u64 + 8).div_ceil(1480)).sum::<u64>() + 3 * 4008u64.div_ceil(1480);
+    assert_eq!(counter(&c, "ipv4_fragmented"), sizes.len() as u64 + 3, "counters:\n{}", s.stdout);
+    assert_eq!(counter(&c, "ipv4_frag_tx"), frags, "counters:\n{}", s.stdout);
+    assert_eq!(counter(&c, "ipv4_frag_rx"), frags, "counters:\n{}", s.stdout);
+    assert_eq!(counter(&c, "drop_too_big"), 0, "counters:\n{}", s.stdout);
     drop(ns);
 }

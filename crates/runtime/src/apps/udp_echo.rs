@@ -12,6 +12,8 @@ pub struct UdpEcho {
     pub echoed: u64,
     /// Datagrams not echoed because the send queue was full.
     pub dropped: u64,
+    /// Room for the largest datagram (65,507 bytes), allocated once at bind.
+    buf: Box<[u8]>,
 }
 
 /// Datagrams echoed per turn at most, so one busy port cannot starve the loop.
@@ -20,7 +22,7 @@ const ECHO_BURST: usize = 256;
 impl UdpEcho {
     pub fn bind(stack: &mut Stack, port: u16) -> Result<UdpEcho, BindError> {
         let socket = stack.udp_bind(port)?;
-        Ok(UdpEcho { socket, port: stack.udp_local_port(socket).unwrap_or(port), echoed: 0, dropped: 0 })
+        Ok(UdpEcho { socket, port: stack.udp_local_port(socket).unwrap_or(port), echoed: 0, dropped: 0, buf: vec![0; 65_536].into_boxed_slice() })
     }
 
     /// The port it serves.
@@ -31,9 +33,9 @@ impl UdpEcho {
 
 impl App for UdpEcho {
     fn poll(&mut self, stack: &mut Stack, _now: Instant, _ready: &[TcpHandle]) {
-        let mut buf = [0u8; 2048];
+        let buf = &mut self.buf[..];
         for _ in 0..ECHO_BURST {
-            let Some((len, from)) = stack.udp_recv_from(self.socket, &mut buf) else { break };
+            let Some((len, from)) = stack.udp_recv_from(self.socket, buf) else { break };
             let len = len.min(buf.len());
             match stack.udp_send_to(self.socket, SocketAddrV4::new(*from.ip(), from.port()), &buf[..len]) {
                 Ok(()) => self.echoed += 1,
