@@ -13,6 +13,7 @@ use std::os::fd::{AsRawFd, RawFd};
 use std::os::linux::net::SocketAddrExt;
 use std::os::unix::net::{SocketAddr, UnixListener, UnixStream};
 use std::path::PathBuf;
+use serde_json::{json, Map, Value};
 use ustack_core::Stack;
 
 /// Where a control socket lives.
@@ -54,6 +55,9 @@ impl std::fmt::Display for ControlAddr {
 pub struct ControlSocket {
     listener: UnixListener,
     path: Option<PathBuf>,
+    /// The stack's configuration as its owner reports it (the `config`
+    /// object of every snapshot); fixed for the stack's life.
+    config: Option<Value>,
 }
 
 impl ControlSocket {
@@ -71,19 +75,31 @@ impl ControlSocket {
         };
         let listener = UnixListener::bind_addr(&addr.socket_addr()?)?;
         listener.set_nonblocking(true)?;
-        Ok(ControlSocket { listener, path })
+        Ok(ControlSocket { listener, path, config: None })
+    }
+
+    /// Report `config` (one JSON object, e.g. every tunable by key) as the
+    /// snapshot's `config`.
+    pub fn set_config(&mut self, config: Value) {
+        self.config = Some(config);
     }
 
     pub fn fd(&self) -> RawFd {
         self.listener.as_raw_fd()
     }
 
-    /// Answer every waiting client with `snapshot`. Never blocks the loop:
-    /// a client that does not read is dropped.
-    pub fn serve(&self, snapshot: impl Fn() -> String) {
+    /// Answer every waiting client with `snapshot` (see [`snapshot_json`]).
+    /// Never blocks the loop: a client that does not read is dropped.
+    pub fn serve(&self, snapshot: impl Fn() -> Value) {
         while let Ok((mut client, _)) = self.listener.accept() {
             let _ = client.set_nonblocking(true);
-            let _ = client.write_all(snapshot().as_bytes());
+            let mut snap = snapshot();
+            if let (Some(config), Some(obj)) = (&self.config, snap.as_object_mut()) {
+                obj.insert("config".into(), config.clone());
+            }
+            let mut text = snap.to_string();
+            text.push('\n');
+            let _ = client.write_all(text.as_bytes());
         }
     }
 }
@@ -112,72 +128,53 @@ impl Drop for ControlSocket {
 ///   `listeners`, `states` (connections per RFC 9293 state name, TIME-WAIT
 ///   records included), `time_wait_records`, and `retransmits` (segments
 ///   retransmitted, freed connections included);
-/// - `drops`: every `drop_*` counter by reason (the name without `drop_`).
+/// - `drops`: every `drop_*` counter by reason (the name without `drop_`);
+/// - `config`, when the stack's owner gave one ([`ControlSocket::set_config`]).
 ///
 /// Building it scans the TCP table ([`Stack::tcp_states`]); clients ask
 /// about once a second.
-pub fn snapshot_json(stack: &Stack, device: &str, uptime_us: u64, device_stats: &[(&'static str, u64)]) -> String {
-    use std::fmt::Write as _;
-    let device: String = device.chars().filter(|c| !matches!(c, '"' | '\\') && !c.is_control()).collect();
+pub fn snapshot_json(stack: &Stack, device: &str, uptime_us: u64, device_stats: &[(&'static str, u64)]) -> Value {
     let c = stack.counters();
-    let mut s = String::with_capacity(4096);
-    let _ = write!(s, "{{\"device\":\"{device}\",\"uptime_us\":{uptime_us},\"neighbors\":{},", stack.neighbors().len());
-    s.push_str("\"counters\":");
-    push_object(&mut s, c.iter());
-
-    let _ = write!(
-        s,
-        ",\"interfaces\":[{{\"name\":\"{device}\",\"rx_packets\":{},\"rx_bytes\":{},\"tx_packets\":{},\"tx_bytes\":{},\"device_counters\":",
-        c.rx_frames, c.rx_bytes, c.tx_frames, c.tx_bytes
-    );
-    push_object(&mut s, device_stats.iter().copied());
-    s.push_str("}]");
-
+    let object = |fields: &mut dyn Iterator<Item = (&str, u64)>| -> Value {
+        Value::Object(fields.map(|(name, value)| (name.to_string(), Value::from(value))).collect())
+    };
     let pool = stack.tcp_buffer_pool();
-    let cfg = stack.config();
-    let _ = write!(
-        s,
-        ",\"pools\":{{\"tcp_buffers\":{{\"in_use\":{},\"allocated\":{},\"limit\":{},\"chunk_size\":{},\"exhausted\":{}}},\
-         \"neighbor_pending\":{{\"in_use\":{},\"limit\":{}}}}}",
-        pool.in_use(),
-        pool.allocated_bytes() / pool.chunk_size().max(1),
-        pool.limit(),
-        pool.chunk_size(),
-        pool.stats().exhausted,
-        stack.neighbors().pending_len(),
-        cfg.neighbor_pending_total,
-    );
-
     let tcp = stack.tcp_states();
-    let _ = write!(
-        s,
-        ",\"tcp\":{{\"connections\":{},\"listeners\":{},\"states\":{{",
-        stack.tcp_connections(),
-        tcp.listeners
-    );
-    for (i, (state, _)) in tcp.by_state.iter().enumerate() {
-        if i > 0 {
-            s.push(',');
-        }
-        let _ = write!(s, "\"{state}\":{}", tcp.count(*state));
-    }
-    let _ = write!(s, "}},\"time_wait_records\":{},\"retransmits\":{}}}", tcp.time_wait_records, tcp.retransmits);
-
-    s.push_str(",\"drops\":");
-    push_object(&mut s, c.iter().filter_map(|(n, v)| n.strip_prefix("drop_").map(|n| (n, v))));
-    s.push_str("}\n");
-    s
-}
-
-/// `{"name":value,...}`; names are Rust identifiers, so need no escaping.
-fn push_object<'a>(s: &mut String, fields: impl Iterator<Item = (&'a str, u64)>) {
-    use std::fmt::Write as _;
-    s.push('{');
-    for (i, (name, value)) in fields.enumerate() {
-        if i > 0 {
-            s.push(',');
-        }
-        let _ = write!(s, "\"{name}\":{value}");
-    }
-    s.push('}');
+    let states: Map<String, Value> =
+        tcp.by_state.iter().map(|(state, _)| (state.to_string(), Value::from(tcp.count(*state)))).collect();
+    json!({
+        "device": device,
+        "uptime_us": uptime_us,
+        "neighbors": stack.neighbors().len(),
+        "counters": object(&mut c.iter()),
+        "interfaces": [{
+            "name": device,
+            "rx_packets": c.rx_frames,
+            "rx_bytes": c.rx_bytes,
+            "tx_packets": c.tx_frames,
+            "tx_bytes": c.tx_bytes,
+            "device_counters": object(&mut device_stats.iter().copied()),
+        }],
+        "pools": {
+            "tcp_buffers": {
+                "in_use": pool.in_use(),
+                "allocated": pool.allocated_bytes() / pool.chunk_size().max(1),
+                "limit": pool.limit(),
+                "chunk_size": pool.chunk_size(),
+                "exhausted": pool.stats().exhausted,
+            },
+            "neighbor_pending": {
+                "in_use": stack.neighbors().pending_len(),
+                "limit": stack.config().neighbor_pending_total,
+            },
+        },
+        "tcp": {
+            "connections": stack.tcp_connections(),
+            "listeners": tcp.listeners,
+            "states": states,
+            "time_wait_records": tcp.time_wait_records,
+            "retransmits": tcp.retransmits,
+        },
+        "drops": object(&mut c.iter().filter_map(|(n, v)| n.strip_prefix("drop_").map(|n| (n, v)))),
+    })
 }

@@ -2,6 +2,7 @@
 //! over ustack (two stacks on the in-memory link), in one run, side by side;
 //! with `--device`, ustack on a TAP and Linux on a veth pair.
 
+use crate::config::ConfigArgs;
 use crate::device::DeviceArgs;
 use crate::error::CliError;
 use clap::{Args, ValueEnum};
@@ -55,6 +56,9 @@ pub struct BenchArgs {
     /// idle: ustack only, without the smoltcp and Linux baselines.
     #[arg(long)]
     pub no_baselines: bool,
+    /// With --device: the stack's tunables, as for `ustack up`.
+    #[command(flatten)]
+    pub cfg: ConfigArgs,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -85,6 +89,11 @@ pub fn run(args: BenchArgs) -> Result<(), CliError> {
         BenchWorkload::Rr => Workload::Rr,
         BenchWorkload::Crr => Workload::Crr,
     };
+    if args.device.is_none() && (args.cfg.config.is_some() || !args.cfg.set.is_empty()) {
+        return Err(CliError::Config(
+            "bench: --config and --set configure the stack on --device; the in-memory pair is set by the workload".into(),
+        ));
+    }
     let params = Params { duration: std::time::Duration::from_secs_f64(args.seconds), message: args.message, mtu };
     let report = match &args.device {
         Some(device) => on_device(workload, &params, &args, device)?,
@@ -125,10 +134,11 @@ fn on_device(
         host_ip: Some(client),
         impair: None,
     };
-    // A malformed --device fails before any namespace is made.
+    // A malformed --device or config fails before any namespace is made.
     dev.tap_name()?;
+    let settings = args.cfg.load()?;
     let setup = DeviceSetup { device: device.to_string(), server, client };
-    let open = move || dev.open().map(|o| (o.stack, o.tap)).map_err(|e| e.to_string());
+    let open = move || dev.open(&settings).map(|o| (o.stack, o.tap)).map_err(|e| e.to_string());
     ustack_bench::run_device(workload, params, &setup, open).map_err(CliError::Bench)
 }
 

@@ -1,11 +1,12 @@
 //! Opening the stack on a device, shared by the commands that run one
 //! (`up`, `get`): the device flags, their checks, the TAP and the stack.
 
+use crate::config::Settings;
 use crate::error::CliError;
 use clap::Args;
 use std::net::Ipv4Addr;
 use ustack_core::phy::Device;
-use ustack_core::{Ipv4Cidr, Stack, StackConfig};
+use ustack_core::{Ipv4Cidr, Stack};
 use ustack_device::{LinkConfig, TapDevice};
 use ustack_runtime::os_seed;
 use ustack_wire::EthernetAddress;
@@ -89,8 +90,9 @@ impl DeviceArgs {
         }
     }
 
-    /// Check the flags, open the TAP, and make the stack for it.
-    pub fn open(&self) -> Result<Opened, CliError> {
+    /// Check the flags, open the TAP, and make the stack for it with the
+    /// tunables of `settings` (the config file).
+    pub fn open(&self, settings: &Settings) -> Result<Opened, CliError> {
         let name = self.tap_name()?.to_string();
         let ip = self.ip;
         if ip.broadcast() == Some(ip.addr) || (ip.prefix_len < 31 && ip.addr == network(ip)) {
@@ -107,13 +109,9 @@ impl DeviceArgs {
         if let Some(host) = self.host_ip {
             tap.set_host_addr(host.addr, host.prefix_len)?;
         }
-        let mut cfg = StackConfig::new(mac, ip);
-        cfg.gateway = self.gateway;
-        cfg.mtu = tap.caps().mtu;
-        if let Some(imp) = self.impair {
-            // The fault queues hold frames up to their MTU.
-            cfg.mtu = cfg.mtu.min(imp.link.mtu);
-        }
+        // The fault queues hold frames up to their MTU.
+        let device_mtu = self.impair.map_or(tap.caps().mtu, |imp| tap.caps().mtu.min(imp.link.mtu));
+        let cfg = settings.stack_config(mac, ip, self.gateway, device_mtu)?;
         let stack = Stack::new(cfg, seed);
         Ok(Opened { name, tap, stack, mac })
     }

@@ -30,6 +30,9 @@ pub enum CliError {
     Interrupted { done: usize, total: usize },
     #[error("cannot write {path}: {source}")]
     Output { path: String, source: std::io::Error },
+    /// A bad config file or `--set` (exit status 2, like a bad flag).
+    #[error("{0}")]
+    Config(String),
     #[error("{0}")]
     Demo(String),
     #[error("perf: {0}")]

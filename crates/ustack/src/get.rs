@@ -1,5 +1,6 @@
 //! `ustack get`: an HTTP/1.1 client on the stack, like a minimal curl.
 
+use crate::config::ConfigArgs;
 use crate::device::DeviceArgs;
 use crate::error::CliError;
 use clap::Args;
@@ -23,6 +24,8 @@ pub struct GetArgs {
     pub urls: Vec<String>,
     #[command(flatten)]
     pub dev: DeviceArgs,
+    #[command(flatten)]
+    pub cfg: ConfigArgs,
     /// Write all the bodies, concatenated in URL order, to FILE instead of stdout.
     #[arg(short = 'o', long = "output", value_name = "FILE")]
     pub output: Option<PathBuf>,
@@ -74,6 +77,7 @@ fn parse_url(url: &str) -> Result<Url, CliError> {
 }
 
 pub fn run(args: GetArgs) -> Result<(), CliError> {
+    let settings = args.cfg.load()?;
     let urls = args.urls.iter().map(|u| parse_url(u)).collect::<Result<Vec<_>, _>>()?;
     args.dev.tap_name()?;
     let out: Box<dyn Write> = match &args.output {
@@ -84,7 +88,7 @@ pub fn run(args: GetArgs) -> Result<(), CliError> {
         None => Box::new(std::io::stdout().lock()),
     };
     let mut sink = BufWriter::with_capacity(256 * 1024, out);
-    let opened = args.dev.open()?;
+    let opened = args.dev.open(&settings)?;
     let start = WallInstant::now();
     let bytes = match args.dev.impair {
         None => fetch(EventLoop::new(opened.stack, opened.tap), &args, &urls, &mut sink)?,

@@ -6,6 +6,7 @@ mod error;
 mod get;
 mod perf;
 mod bench;
+mod config;
 mod stats;
 mod top;
 mod up;
@@ -34,6 +35,8 @@ enum Command {
     Top(top::TopArgs),
     /// The same workload over Linux loopback sockets and over ustack, side by side (stream, rr, crr).
     Bench(bench::BenchArgs),
+    /// Print the config file: every tunable with its default (--defaults), or what --config and --set make of them.
+    Config(config::ConfigCmdArgs),
     /// iperf3 on the stack: a server (-s) or client (-c HOST) that interoperates with iperf3 3.12.
     Perf(perf::PerfArgs),
 }
@@ -48,12 +51,18 @@ fn main() -> ExitCode {
         Command::Top(args) => top::run(args),
         Command::Bench(args) => bench::run(args),
         Command::Perf(args) => perf::run(args),
+        Command::Config(args) => config::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("ustack: error: {e}");
-            ExitCode::FAILURE
+            // A bad configuration is a usage error, like a bad flag (clap's 2).
+            if matches!(e, error::CliError::Config(_)) {
+                ExitCode::from(2)
+            } else {
+                ExitCode::FAILURE
+            }
         }
     }
 }

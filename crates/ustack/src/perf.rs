@@ -2,6 +2,7 @@
 //! on the stack, speaking iperf3 3.12's protocol, printing iperf3's
 //! interval lines or (`-J`) iperf3's JSON.
 
+use crate::config::ConfigArgs;
 use crate::device::DeviceArgs;
 use crate::error::CliError;
 use clap::Args;
@@ -73,6 +74,8 @@ pub struct PerfArgs {
     pub pcap: Option<String>,
     #[command(flatten)]
     pub dev: DeviceArgs,
+    #[command(flatten)]
+    pub cfg: ConfigArgs,
 }
 
 /// `10M` → 10 * 1024 * 1024, as iperf3's `unit_atoi` reads byte counts.
@@ -97,9 +100,10 @@ fn parse_unit(s: &str, base: u64) -> Option<u64> {
 }
 
 pub fn run(args: PerfArgs) -> Result<(), CliError> {
+    let settings = args.cfg.load()?;
     args.dev.tap_name()?;
     let params = client_params(&args)?;
-    let opened = args.dev.open()?;
+    let opened = args.dev.open(&settings)?;
     let (stack, tap) = (opened.stack, opened.tap);
     let pcap = |path: &String, source| CliError::Pcap { path: path.clone(), source };
     // As in `up`: faults nearest the wire, the capture nearest the stack.

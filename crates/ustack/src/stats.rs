@@ -14,7 +14,7 @@ pub struct StatsArgs {
     #[arg(long, value_name = "PATH")]
     pub control: Option<std::path::PathBuf>,
     /// Print the snapshot as one JSON object: device, uptime_us, neighbors,
-    /// counters, interfaces, pools, tcp, drops (see `ustack_runtime::control::snapshot_json`).
+    /// counters, interfaces, pools, tcp, drops, config (see `ustack_runtime::control::snapshot_json`).
     #[arg(long)]
     pub json: bool,
 }

@@ -1,5 +1,6 @@
 //! `ustack up`: the stack on a TAP device, in the foreground.
 
+use crate::config::ConfigArgs;
 use crate::device::DeviceArgs;
 use crate::error::CliError;
 use clap::Args;
@@ -13,6 +14,8 @@ use ustack_runtime::{App, ControlAddr, ControlSocket, EventLoop, StopSignal, Wai
 pub struct UpArgs {
     #[command(flatten)]
     pub dev: DeviceArgs,
+    #[command(flatten)]
+    pub cfg: ConfigArgs,
     /// Write every frame in and out to this pcap file.
     #[arg(long, value_name = "FILE")]
     pub pcap: Option<String>,
@@ -50,10 +53,11 @@ struct Services {
 }
 
 pub fn run(args: UpArgs) -> Result<(), CliError> {
+    let settings = args.cfg.load()?;
     args.dev.tap_name()?;
     // Check the web root before touching any device.
     let http_root = args.http_root.as_ref().map(|root| Site::dir(root).map(|_| root)).transpose()?;
-    let opened = args.dev.open()?;
+    let opened = args.dev.open(&settings)?;
     let (name, tap, mut stack, mac) = (opened.name, opened.tap, opened.stack, opened.mac);
     let mut services = Services { udp_echo: Vec::new(), tcp_echo: Vec::new(), tcp_discard: Vec::new(), http: Vec::new() };
     for &port in &args.udp_echo {
@@ -80,8 +84,12 @@ pub fn run(args: UpArgs) -> Result<(), CliError> {
         Some(p) => ControlAddr::Path(p.clone()),
         None => ControlAddr::Device(name.clone()),
     };
-    let control = ControlSocket::bind(&control_addr)
+    let mut control = ControlSocket::bind(&control_addr)
         .map_err(|source| CliError::Control { addr: control_addr.to_string(), source })?;
+    // What the stack runs with, read back from the stack itself.
+    let mut effective = settings;
+    effective.stack = stack.config().clone();
+    control.set_config(effective.to_json());
     let control = (control, format!("tap:{name}"));
     let banner = format!("ustack: up on tap:{name} as {} ({mac}); Ctrl-C stops", args.dev.ip);
     let root = args.http_root.as_ref().map(|r| r.display().to_string()).unwrap_or_default();
