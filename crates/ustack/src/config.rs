@@ -662,6 +662,49 @@ mod tests {
         }
     }
 
+    /// Every field of StackConfig and TcpConfig has its key. The patterns
+    /// are exhaustive: a new field fails to compile here until it is named,
+    /// which is the reminder to give it a line in TUNABLES.
+    #[test]
+    fn every_field_has_a_tunable() {
+        macro_rules! names {
+            ($ty:ident { $($skip:ident),* ; $($field:ident),* $(,)? }) => {{
+                let $ty { $($skip: _,)* $($field: _,)* } = <$ty>::default_for_test();
+                [$(stringify!($field)),*]
+            }};
+        }
+        trait DefaultForTest {
+            fn default_for_test() -> Self;
+        }
+        impl DefaultForTest for StackConfig {
+            fn default_for_test() -> Self {
+                Settings::default().stack
+            }
+        }
+        impl DefaultForTest for ustack_core::tcp::TcpConfig {
+            fn default_for_test() -> Self {
+                Default::default()
+            }
+        }
+        use ustack_core::tcp::TcpConfig;
+        // mac, ipv4 and gateway are flags; tcp is the [tcp] section.
+        let stack = names!(StackConfig { mac, ipv4, gateway, tcp;
+            mtu, ttl, neighbor_cache_size, neighbor_max_incomplete, neighbor_pending_per_entry,
+            neighbor_pending_total, neighbor_reachable_time, neighbor_stale_time, arp_retry_interval,
+            arp_max_retries, icmp_error_rate, icmp_error_burst, udp_rx_packets, udp_rx_bytes, udp_tx_packets,
+            udp_tx_bytes, ping_rx_packets, ipv4_reassembly_max_datagrams, ipv4_reassembly_memory,
+            ipv4_reassembly_timeout, use_device_checksums, tcp_syn_cookies, tcp_max_connections });
+        let tcp = names!(TcpConfig { ;
+            send_buffer_size, recv_buffer_size, buffer_pool_limit, mss, default_peer_mss, min_peer_mss,
+            initial_rto, min_rto, max_rto, delayed_ack, ack_every, time_wait, fin_wait_2_timeout, syn_retries,
+            synack_retries, max_retransmits, keepalive, keepalive_idle, keepalive_interval, keepalive_count,
+            nodelay, congestion, initial_cwnd_segments, sack, rack_tlp, timestamps, window_scaling,
+            max_ooo_ranges, max_sack_ranges, challenge_ack_limit });
+        for key in stack.iter().map(|f| format!("stack.{f}")).chain(tcp.iter().map(|f| format!("tcp.{f}"))) {
+            assert!(find(&key).is_some(), "no tunable {key}: add its line to TUNABLES");
+        }
+    }
+
     #[test]
     fn keys_are_unique_and_in_known_sections() {
         for (i, t) in TUNABLES.iter().enumerate() {
