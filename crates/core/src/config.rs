@@ -91,6 +91,10 @@ pub struct StackConfig {
     /// How long a stale entry is kept (and used while refreshing) before it is
     /// forgotten. Default 60 s.
     pub neighbor_stale_time: Duration,
+    /// An ARP packet that would change a neighbour's hardware address within
+    /// this time of its last confirmation is ignored: the first answer wins
+    /// (Linux's `locktime`). Default 1 s, Linux's.
+    pub neighbor_locktime: Duration,
     /// Interval between ARP requests for one neighbour. Default 1 s.
     pub arp_retry_interval: Duration,
     /// Requests before giving up and dropping what waits. Default 3.
@@ -148,6 +152,7 @@ impl StackConfig {
             neighbor_pending_total: 64,
             neighbor_reachable_time: Duration::from_secs(30),
             neighbor_stale_time: Duration::from_secs(60),
+            neighbor_locktime: Duration::from_secs(1),
             arp_retry_interval: Duration::from_secs(1),
             arp_max_retries: 3,
             icmp_error_rate: 1000,

@@ -49,6 +49,12 @@ counters! {
     arp_replies_sent,
     /// ARP requests we sent.
     arp_requests_sent,
+    /// ARP packets from a sender outside our subnet: never learned (such a
+    /// sender is never a next hop), answered if they ask for us.
+    arp_sender_off_subnet,
+    /// ARP packets that would have changed a neighbour's address within
+    /// `neighbor_locktime` of its last confirmation: ignored, the first answer wins.
+    arp_update_locked,
     /// IPv4 packets received.
     ipv4_rx,
     /// IPv4 packets with a bad version, header length, total length or options.

@@ -11,6 +11,8 @@ use ustack_wire::{checksum, ChecksumMode, Icmpv4Packet, Icmpv4Repr, IpProtocol, 
 const ICMP_HEADER_LEN: usize = 8;
 /// RFC 792: an error quotes the offending IP header and its first 64 bits.
 const ICMP_QUOTE_PAYLOAD: usize = 8;
+/// The echo request type (RFC 792).
+const ECHO_REQUEST: u8 = 8;
 
 /// Destination-unreachable codes we send.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -135,17 +137,23 @@ impl Stack {
         match repr {
             // Like Linux's icmp_echo_ignore_broadcasts=1: a broadcast ping is
             // an amplification vector, not a question.
-            Icmpv4Repr::EchoRequest { .. } if broadcast => self.iface.counters.drop_icmp_ignored += 1,
-            Icmpv4Repr::EchoRequest { .. } => {
-                // The reply is the request with type 0: copy it and patch the
-                // checksum incrementally (RFC 1624) instead of summing again.
+            // An echo request with a non-zero code is still an echo request
+            // (RFC 792 defines none, and Linux's icmp_echo answers whatever the
+            // code), so it parses as `Other` and is answered here too.
+            Icmpv4Repr::EchoRequest { .. } | Icmpv4Repr::Other { msg_type: ECHO_REQUEST, .. } if broadcast => {
+                self.iface.counters.drop_icmp_ignored += 1
+            }
+            Icmpv4Repr::EchoRequest { .. } | Icmpv4Repr::Other { msg_type: ECHO_REQUEST, .. } => {
+                // The reply is the request with type 0 and the code kept (as
+                // Linux does): copy it and patch the checksum incrementally
+                // (RFC 1624) instead of summing again.
                 let message = packet.into_inner();
                 let old = u16::from_be_bytes([message[2], message[3]]);
-                let sum = checksum::update(old, 0x0800, 0x0000);
+                let code = u16::from(message[1]);
+                let sum = checksum::update(old, u16::from(ECHO_REQUEST) << 8 | code, code);
                 let sent = self.iface.send_ipv4(now, tx, ip.src_addr, IpProtocol::Icmp, message.len(), |b| {
                     b.copy_from_slice(message);
                     b[0] = 0;
-                    b[1] = 0;
                     b[2..4].copy_from_slice(&sum.to_be_bytes());
                 });
                 if sent.is_ok() {

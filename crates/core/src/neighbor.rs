@@ -9,6 +9,12 @@
 //! Entries follow a simplified Linux lifecycle: an answer is trusted for
 //! `neighbor_reachable_time`; after that it is still used while a refresh
 //! request goes out; after `neighbor_stale_time` more it is forgotten.
+//!
+//! Address changes follow Linux's `arp_process`: within `neighbor_locktime`
+//! of the last confirmation a different address is ignored (the first
+//! answer wins), and a change learned from anything but a unicast reply (a
+//! request, a gratuitous or broadcast ARP) is used but stale at once, so the
+//! next packet sent to the neighbour asks it again.
 
 use crate::config::StackConfig;
 use crate::hash::{KeyedMap, KeyedState};
@@ -29,6 +35,9 @@ struct Entry {
     next_request: Instant,
     /// Requests sent since the last confirmation.
     requests: u8,
+    /// The address came from a packet that does not assert reachability:
+    /// refresh it on next use, as if its reachable time were over.
+    stale: bool,
     pending: [u16; MAX_PENDING_PER_ENTRY],
     pending_len: u8,
 }
@@ -87,6 +96,7 @@ pub struct NeighborCache {
     reachable_time: Duration,
     stale_time: Duration,
     retry_interval: Duration,
+    locktime: Duration,
     max_requests: u8,
     /// The last neighbour `resolve` found reachable, its address, and a
     /// time before which it certainly still is: every packet of a flow asks
@@ -108,6 +118,7 @@ impl NeighborCache {
             reachable_time: cfg.neighbor_reachable_time,
             stale_time: cfg.neighbor_stale_time,
             retry_interval: cfg.arp_retry_interval,
+            locktime: cfg.neighbor_locktime,
             max_requests: cfg.arp_max_retries.max(1),
             last: None,
         }
@@ -147,7 +158,10 @@ impl NeighborCache {
         if let Some(e) = self.entries.get_mut(&ip) {
             match e.mac {
                 Some(mac) => {
-                    let age = now.saturating_since(e.confirmed_at);
+                    let mut age = now.saturating_since(e.confirmed_at);
+                    if e.stale {
+                        age += self.reachable_time;
+                    }
                     if age < self.reachable_time {
                         // Instant + Duration drops sub-microseconds, so
                         // before `fresh_until` the age is below
@@ -183,6 +197,7 @@ impl NeighborCache {
                 confirmed_at: now,
                 next_request: now + self.retry_interval,
                 requests: 1,
+                stale: false,
                 pending: [0; MAX_PENDING_PER_ENTRY],
                 pending_len: 0,
             },
@@ -237,36 +252,57 @@ impl NeighborCache {
 
     /// Record that `ip` is at `mac` (an ARP packet from it). With `create`
     /// false only an existing entry is updated (RFC 826's merge rule: learn
-    /// from packets addressed to us, refresh from any). Calls `send` with each
-    /// packet that waited for this neighbour, in order.
+    /// from packets addressed to us, refresh from any). `reachable` says the
+    /// packet asserts reachability (a unicast reply, in Linux's terms).
+    /// Calls `send` with each packet that waited for this neighbour, in
+    /// order. Returns false when a change of address was refused because
+    /// the entry was confirmed less than `neighbor_locktime` ago.
     pub fn confirm(
         &mut self,
         now: Instant,
         ip: Ipv4Addr,
         mac: EthernetAddress,
         create: bool,
+        reachable: bool,
         mut send: impl FnMut(EthernetAddress, &[u8]),
-    ) {
+    ) -> bool {
         self.last = None;
+        if let Some(e) = self.entries.get_mut(&ip) {
+            if e.mac.is_some_and(|old| old != mac) {
+                // Linux's arp_process: "If several different ARP replies
+                // follows back-to-back, use the FIRST one."
+                if now.saturating_since(e.confirmed_at) < self.locktime {
+                    return false;
+                }
+                e.mac = Some(mac);
+                e.confirmed_at = now;
+                e.next_request = now;
+                e.requests = 0;
+                e.stale = !reachable;
+                return true;
+            }
+        }
         let e = match self.entries.get_mut(&ip) {
             Some(e) => e,
             None if create => {
                 if self.entries.len() >= self.capacity && !self.evict_one(now) {
-                    return;
+                    return true;
                 }
                 self.entries.entry(ip).or_insert(Entry {
                     mac: None,
                     confirmed_at: now,
                     next_request: now,
                     requests: 0,
+                    stale: false,
                     pending: [0; MAX_PENDING_PER_ENTRY],
                     pending_len: 0,
                 })
             }
-            None => return,
+            None => return true,
         };
         let was_incomplete = e.mac.is_none();
         e.mac = Some(mac);
+        e.stale = false;
         e.confirmed_at = now;
         e.next_request = now;
         e.requests = 0;
@@ -280,6 +316,7 @@ impl NeighborCache {
             send(mac, &self.slots.data[s][..self.slots.len[s]]);
             self.slots.free.push(slot);
         }
+        true
     }
 
     /// The earliest time [`NeighborCache::handle_timeout`] has work.

@@ -187,13 +187,13 @@ impl Stack {
             return;
         }
         match eth.ethertype() {
-            EtherType::Arp => self.receive_arp(now, eth.payload(), tx),
+            EtherType::Arp => self.receive_arp(now, eth.payload(), dst.is_broadcast(), tx),
             EtherType::Ipv4 => self.receive_ipv4(now, eth.payload(), meta, tx),
             _ => self.iface.counters.drop_eth_unknown_type += 1,
         }
     }
 
-    fn receive_arp<T: TxQueue>(&mut self, now: Instant, payload: &[u8], tx: &mut T) {
+    fn receive_arp<T: TxQueue>(&mut self, now: Instant, payload: &[u8], eth_broadcast: bool, tx: &mut T) {
         self.iface.counters.arp_rx += 1;
         let Ok(repr) = ArpPacket::new_checked(payload).and_then(|p| ArpRepr::parse(&p)) else {
             self.iface.counters.drop_arp_malformed += 1;
@@ -207,12 +207,23 @@ impl Stack {
         }
         let for_us = repr.target_protocol_addr == ours;
         // A probe (RFC 5227) has sender 0.0.0.0: answer it, learn nothing.
-        if !sip.is_unspecified() {
+        // A sender outside our subnet is never a next hop: an entry for it
+        // would only be a cache slot an attacker can fill (Linux learns it
+        // as STALE; see docs/conformance-differences.md).
+        if !sip.is_unspecified() && !self.iface.cfg.ipv4.contains(sip) {
+            self.iface.counters.arp_sender_off_subnet += 1;
+        } else if !sip.is_unspecified() {
+            // Linux: "Broadcast replies and request packets do not assert
+            // neighbour reachability."
+            let reachable = repr.operation == ArpOperation::Reply && !eth_broadcast;
             let Iface { neighbors, counters, cfg, .. } = &mut self.iface;
-            neighbors.confirm(now, sip, smac, for_us, |mac, packet| {
+            let accepted = neighbors.confirm(now, sip, smac, for_us, reachable, |mac, packet| {
                 let meta = TxMeta::default();
                 write_frame(counters, tx, meta, cfg.mac, mac, EtherType::Ipv4, packet.len(), |b| b.copy_from_slice(packet));
             });
+            if !accepted {
+                counters.arp_update_locked += 1;
+            }
         }
         if for_us && repr.operation == ArpOperation::Request {
             self.iface.send_arp(tx, ArpOperation::Reply, smac, smac, sip);

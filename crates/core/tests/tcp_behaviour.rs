@@ -343,6 +343,19 @@ fn missing_timestamp_is_dropped_once_negotiated() {
 }
 
 #[test]
+fn syn_without_timestamp_draws_a_challenge_ack_once_negotiated() {
+    // RFC 5961 §4.2 over RFC 7323 §3.2, as Linux does: a SYN is answered even
+    // without a TSopt, so a peer that rebooted learns our state and resets it.
+    let mut s = established_with(&ts_config(), ts(100, 0));
+    let out = send!(s, seg! { seq: REMOTE + 500, flags: SYN });
+    assert_eq!(out.dropped, Some(DropReason::Syn));
+    let ack = s.poll().expect("challenge ACK for the SYN");
+    assert_eq!((ack.seq, ack.ack, ack.flags), (LOCAL + 1, Some(REMOTE + 1), ACK));
+    assert_eq!(s.conn.stats().challenge_acks, 1);
+    assert_eq!(s.state(), State::Established);
+}
+
+#[test]
 fn timestamps_measure_rtt_even_for_retransmissions() {
     let mut s = established_with(&ts_config(), ts(100, 0));
     s.write(b"abc").unwrap();

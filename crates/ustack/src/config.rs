@@ -271,6 +271,8 @@ pub static TUNABLES: &[Tunable] = &[
         "an ARP answer is trusted this long"),
     tunable!("stack.neighbor_stale_time", stack.neighbor_stale_time, time(ms(100), secs(86_400)),
         "then used while refreshing, this long"),
+    tunable!("stack.neighbor_locktime", stack.neighbor_locktime, time(ms(0), secs(3_600)),
+        "a changed address for a neighbour confirmed this recently is ignored (Linux's locktime)"),
     tunable!("stack.arp_retry_interval", stack.arp_retry_interval, time(ms(10), secs(60)),
         "between ARP requests for one neighbour"),
     tunable!("stack.arp_max_retries", stack.arp_max_retries, count(1, 255),
@@ -690,7 +692,7 @@ mod tests {
         // mac, ipv4 and gateway are flags; tcp is the [tcp] section.
         let stack = names!(StackConfig { mac, ipv4, gateway, tcp;
             mtu, ttl, neighbor_cache_size, neighbor_max_incomplete, neighbor_pending_per_entry,
-            neighbor_pending_total, neighbor_reachable_time, neighbor_stale_time, arp_retry_interval,
+            neighbor_pending_total, neighbor_reachable_time, neighbor_stale_time, neighbor_locktime, arp_retry_interval,
             arp_max_retries, icmp_error_rate, icmp_error_burst, udp_rx_packets, udp_rx_bytes, udp_tx_packets,
             udp_tx_bytes, ping_rx_packets, ipv4_reassembly_max_datagrams, ipv4_reassembly_memory,
             ipv4_reassembly_timeout, use_device_checksums, tcp_syn_cookies, tcp_max_connections });

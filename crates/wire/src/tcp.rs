@@ -375,8 +375,10 @@ const MAX_OPTIONS_LEN: usize = TCP_MAX_HEADER_LEN - TCP_HEADER_LEN;
 
 impl<'a> TcpRepr<'a> {
     /// Parses a checked segment: with `ChecksumMode::Verify` a bad checksum is
-    /// `Error::Checksum`; a malformed option list is `Error::Malformed`; unknown
-    /// options are skipped; a later occurrence of an option replaces an earlier one.
+    /// `Error::Checksum`; a header length under 20 is `Error::Malformed`.
+    /// Options are read as Linux reads them: unknown options and known ones
+    /// with a wrong length are skipped, an option length below 2 or past the
+    /// end ends the list; a later occurrence of an option replaces an earlier one.
     pub fn parse<T: AsRef<[u8]> + ?Sized>(
         packet: &TcpPacket<&'a T>,
         src: Ipv4Addr,
@@ -420,8 +422,19 @@ impl<'a> TcpRepr<'a> {
             repr.timestamp = Some((get_u32(opts, 4), get_u32(opts, 8)));
             return Ok(repr);
         }
+        // As Linux's tcp_parse_options: a known option with the wrong length
+        // is skipped, and a length below 2 or past the end stops the parse;
+        // the segment itself is still good (RFC 9293 §3.1: a receiver must be
+        // prepared for any option; dropping would only make us deaf to a
+        // peer whose options are odd).
         while !opts.is_empty() {
-            let (rest, opt) = TcpOption::parse(opts)?;
+            let (rest, opt) = match TcpOption::parse(opts) {
+                Ok(parsed) => parsed,
+                Err(_) => match opts.get(1).map(|&l| usize::from(l)) {
+                    Some(len) if len >= 2 && len <= opts.len() => (&opts[len..], TcpOption::NoOperation),
+                    _ => break,
+                },
+            };
             match opt {
                 TcpOption::EndOfList => break,
                 TcpOption::NoOperation | TcpOption::Unknown { .. } => {}
@@ -658,12 +671,23 @@ mod tests {
     }
 
     #[test]
-    fn bad_option_list_is_malformed() {
+    fn bad_option_list_ends_parsing_like_linux() {
+        let parse = |opts: &[u8]| {
+            let mut b = vec![0u8; 20 + opts.len()];
+            b[12] = ((5 + opts.len() / 4) as u8) << 4;
+            b[20..].copy_from_slice(opts);
+            let p = TcpPacket::new_checked(&b[..]).unwrap();
+            let r = TcpRepr::parse(&p, SRC, DST, ChecksumMode::Ignore).unwrap();
+            (r.max_seg_size, r.window_scale, r.sack_permitted)
+        };
+        // A silly length (0 or 1) or one past the end stops the parse, keeping what came before.
+        assert_eq!(parse(&[2, 0, 0, 0]), (None, None, false));
+        assert_eq!(parse(&[4, 2, 2, 1]), (None, None, true));
+        assert_eq!(parse(&[4, 2, 3, 9, 1, 1, 1, 1]), (None, None, true));
+        // A known option with the wrong length is skipped; parsing goes on.
+        assert_eq!(parse(&[2, 3, 5, 3, 3, 7, 1, 1]), (None, Some(7), false));
+        assert_eq!(parse(&[3, 4, 5, 0, 2, 4, 5, 0xb4]), (Some(1460), None, false));
         let mut b = [0u8; 24];
-        b[12] = 6 << 4;
-        b[20..24].copy_from_slice(&[2, 0, 0, 0]);
-        let p = TcpPacket::new_checked(&b[..]).unwrap();
-        assert_eq!(TcpRepr::parse(&p, SRC, DST, ChecksumMode::Ignore).unwrap_err(), Error::Malformed);
         b[12] = 4 << 4;
         assert_eq!(TcpPacket::new_checked(&b[..]).unwrap_err(), Error::Malformed);
     }

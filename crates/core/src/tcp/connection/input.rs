@@ -172,7 +172,11 @@ impl Connection {
         // bit is not set, then treat the arriving segment as not acceptable:
         // Send an acknowledgment in reply ... and drop the segment."
         let mut tsval = None;
-        if self.timestamps && !seg.rst() {
+        // A SYN is exempt too: RFC 5961 §4.2 answers any SYN in a
+        // synchronized state with a challenge ACK, which is how a peer that
+        // lost its state (and so its timestamps) learns to reset us; Linux
+        // (tcp_validate_incoming) answers it the same way.
+        if self.timestamps && !seg.rst() && !(seg.syn() && seg.options.timestamp.is_none()) {
             let Some((val, _)) = seg.options.timestamp else {
                 // RFC 7323 §3.2: "If a non-<RST> segment is received without a
                 // TSopt, a TCP SHOULD silently drop the segment."
