@@ -178,3 +178,134 @@ pub fn snapshot_json(stack: &Stack, device: &str, uptime_us: u64, device_stats: 
         "drops": object(&mut c.iter().filter_map(|(n, v)| n.strip_prefix("drop_").map(|n| (n, v)))),
     })
 }
+
+/// A snapshot ([`snapshot_json`]) in Prometheus's text exposition format
+/// (0.0.4), for `ustack stats --prometheus` and `ustack up --metrics`:
+///
+/// - every counter of [`ustack_core::Counters`] as `ustack_<name>_total`,
+///   except the drops, which are one family `ustack_drops_total{reason}`;
+/// - each device's own counters as `ustack_device_<name>_total`, and its
+///   fill levels (names ending in `_in_use` or `_size`) as gauges
+///   `ustack_device_<name>`; the label `device` names the device;
+/// - the pools' fill levels as gauges `ustack_pool_<field>{pool}` (in the
+///   pool's unit: chunks for `tcp_buffers`, packets for `neighbor_pending`)
+///   and their refusals as `ustack_pool_exhausted_total{pool}`, the chunk
+///   size as `ustack_pool_chunk_size_bytes{pool}`;
+/// - `ustack_tcp_connections`, `ustack_tcp_listeners`,
+///   `ustack_tcp_time_wait_records`, `ustack_tcp_connections_by_state{state}`,
+///   `ustack_tcp_retransmits_total`; `ustack_neighbors`, `ustack_uptime_seconds`.
+///
+/// Every sample carries `device`; a per-shard label joins it when shards exist.
+pub fn prometheus_text(snap: &Value) -> String {
+    let device = snap["device"].as_str().unwrap_or("");
+    let mut x = Exposition::default();
+    let base = [("device", device)];
+    let num = |v: &Value| v.as_u64().unwrap_or(0);
+    for (name, value) in snap["counters"].as_object().into_iter().flatten() {
+        match name.strip_prefix("drop_") {
+            Some(reason) => x.add(
+                "ustack_drops_total",
+                "counter",
+                "Packets dropped, by reason (ustack_core::Counters drop_*).",
+                &[("device", device), ("reason", reason)],
+                num(value),
+            ),
+            None => x.add(
+                &format!("ustack_{name}_total"),
+                "counter",
+                &format!("The stack's counter {name} (ustack_core::Counters)."),
+                &base,
+                num(value),
+            ),
+        }
+    }
+    for iface in snap["interfaces"].as_array().into_iter().flatten() {
+        let dev = iface["name"].as_str().unwrap_or(device);
+        for (name, value) in iface["device_counters"].as_object().into_iter().flatten() {
+            if name.ends_with("_in_use") || name.ends_with("_size") {
+                let help = format!("The device's fill level {name}.");
+                x.add(&format!("ustack_device_{name}"), "gauge", &help, &[("device", dev)], num(value));
+            } else {
+                let help = format!("The device's own counter {name}.");
+                x.add(&format!("ustack_device_{name}_total"), "counter", &help, &[("device", dev)], num(value));
+            }
+        }
+    }
+    for (pool, fields) in snap["pools"].as_object().into_iter().flatten() {
+        for (field, value) in fields.as_object().into_iter().flatten() {
+            let labels = [("device", device), ("pool", pool.as_str())];
+            if field == "exhausted" {
+                let help = "Requests a pool refused at its limit.";
+                x.add("ustack_pool_exhausted_total", "counter", help, &labels, num(value));
+            } else if field == "chunk_size" {
+                x.add("ustack_pool_chunk_size_bytes", "gauge", "A pool's chunk size.", &labels, num(value));
+            } else {
+                let help = format!("A pool's {field} (tcp_buffers: in chunks; neighbor_pending: in packets).");
+                x.add(&format!("ustack_pool_{field}"), "gauge", &help, &labels, num(value));
+            }
+        }
+    }
+    let tcp = &snap["tcp"];
+    for (field, help) in [
+        ("connections", "TCP connections in the table, TIME-WAIT records included."),
+        ("listeners", "TCP listeners."),
+        ("time_wait_records", "TCP connections in TIME-WAIT (compact records)."),
+    ] {
+        x.add(&format!("ustack_tcp_{field}"), "gauge", help, &base, num(&tcp[field]));
+    }
+    for (state, value) in tcp["states"].as_object().into_iter().flatten() {
+        let help = "TCP connections by RFC 9293 state.";
+        x.add("ustack_tcp_connections_by_state", "gauge", help, &[("device", device), ("state", state)], num(value));
+    }
+    let help = "TCP segments retransmitted, freed connections included.";
+    x.add("ustack_tcp_retransmits_total", "counter", help, &base, num(&tcp["retransmits"]));
+    x.add("ustack_neighbors", "gauge", "Neighbour (ARP) cache entries.", &base, num(&snap["neighbors"]));
+    let uptime = num(&snap["uptime_us"]) as f64 / 1e6;
+    x.add("ustack_uptime_seconds", "gauge", "Seconds since the stack started.", &base, uptime);
+    x.render()
+}
+
+/// Metric families in order of first appearance, each with its samples
+/// together, as the exposition format requires.
+#[derive(Default)]
+struct Exposition {
+    families: Vec<Family>,
+}
+
+struct Family {
+    name: String,
+    kind: &'static str,
+    help: String,
+    samples: Vec<String>,
+}
+
+impl Exposition {
+    fn add(&mut self, name: &str, kind: &'static str, help: &str, labels: &[(&str, &str)], value: impl std::fmt::Display) {
+        let i = match self.families.iter().position(|f| f.name == name) {
+            Some(i) => i,
+            None => {
+                self.families.push(Family { name: name.into(), kind, help: help.into(), samples: Vec::new() });
+                self.families.len() - 1
+            }
+        };
+        let labels: Vec<String> = labels.iter().map(|(k, v)| format!("{k}=\"{}\"", escape_label(v))).collect();
+        self.families[i].samples.push(format!("{name}{{{}}} {value}", labels.join(",")));
+    }
+
+    fn render(&self) -> String {
+        let mut s = String::with_capacity(16 * 1024);
+        for f in &self.families {
+            s.push_str(&format!("# HELP {} {}\n# TYPE {} {}\n", f.name, f.help, f.name, f.kind));
+            for sample in &f.samples {
+                s.push_str(sample);
+                s.push('\n');
+            }
+        }
+        s
+    }
+}
+
+/// A label value as the exposition format quotes it.
+fn escape_label(v: &str) -> String {
+    v.replace('\\', r"\\").replace('"', "\\\"").replace('\n', r"\n")
+}

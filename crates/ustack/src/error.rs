@@ -33,6 +33,8 @@ pub enum CliError {
     /// A bad config file or `--set` (exit status 2, like a bad flag).
     #[error("{0}")]
     Config(String),
+    #[error("cannot serve --metrics on {addr}: {source}")]
+    Metrics { addr: String, source: std::io::Error },
     #[error("{0}")]
     Demo(String),
     #[error("perf: {0}")]

@@ -4,6 +4,7 @@ mod demo;
 mod device;
 mod error;
 mod get;
+mod metrics;
 mod perf;
 mod bench;
 mod config;

@@ -15,8 +15,11 @@ pub struct StatsArgs {
     pub control: Option<std::path::PathBuf>,
     /// Print the snapshot as one JSON object: device, uptime_us, neighbors,
     /// counters, interfaces, pools, tcp, drops, config (see `ustack_runtime::control::snapshot_json`).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "prometheus")]
     pub json: bool,
+    /// Print the snapshot in Prometheus's text exposition format (what `ustack up --metrics` serves).
+    #[arg(long)]
+    pub prometheus: bool,
 }
 
 /// The control socket named by `--control PATH` or `--device tap:NAME`.
@@ -42,6 +45,10 @@ pub fn run(args: StatsArgs) -> Result<(), CliError> {
     let snapshot = read_snapshot(&addr)?;
     if args.json {
         println!("{snapshot}");
+        return Ok(());
+    }
+    if args.prometheus {
+        print!("{}", ustack_runtime::control::prometheus_text(&snapshot));
         return Ok(());
     }
     let uptime = snapshot["uptime_us"].as_u64().unwrap_or(0) as f64 / 1e6;

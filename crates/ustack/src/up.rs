@@ -42,6 +42,9 @@ pub struct UpArgs {
     #[arg(long = "http-port", value_name = "PORT", requires = "http_root",
         value_parser = clap::value_parser!(u16).range(1..))]
     pub http_port: Vec<u16>,
+    /// Serve Prometheus metrics at http://ADDR:PORT/metrics on a kernel socket (e.g. 127.0.0.1:9100).
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub metrics: Option<std::net::SocketAddr>,
 }
 
 /// The services `up` runs, in the order they were set up.
@@ -91,6 +94,10 @@ pub fn run(args: UpArgs) -> Result<(), CliError> {
     effective.stack = stack.config().clone();
     control.set_config(effective.to_json());
     let control = (control, format!("tap:{name}"));
+    if let Some(addr) = args.metrics {
+        let bound = crate::metrics::serve(addr, control_addr.clone())?;
+        eprintln!("ustack: Prometheus metrics at http://{bound}/metrics");
+    }
     let banner = format!("ustack: up on tap:{name} as {} ({mac}); Ctrl-C stops", args.dev.ip);
     let root = args.http_root.as_ref().map(|r| r.display().to_string()).unwrap_or_default();
     // Faults sit nearest the wire, the capture nearest the stack: the pcap
