@@ -21,7 +21,7 @@ use std::net::{SocketAddr, SocketAddrV4, TcpListener};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 use ustack_core::phy::Device;
-use ustack_core::{Instant, Ipv4Cidr, Stack, TcpHandle};
+use ustack_core::{Event, Instant, Ipv4Cidr, Stack};
 use ustack_runtime::apps::{TcpDiscard, TcpEcho, DEFAULT_MAX_CONNECTIONS};
 use ustack_runtime::{App, EventLoop, StopSignal, Waitable};
 
@@ -120,7 +120,7 @@ fn delta(before: Option<u64>, after: Option<u64>) -> Option<u64> {
 struct Until<'a>(&'a AtomicBool);
 
 impl App for Until<'_> {
-    fn poll(&mut self, _: &mut Stack, _: Instant, _: &[TcpHandle]) {}
+    fn poll(&mut self, _: &mut Stack, _: Instant, _: &[Event]) {}
     fn finished(&self) -> bool {
         self.0.load(Ordering::SeqCst)
     }

@@ -2,6 +2,7 @@
 
 use crate::phy::{RxMeta, TxQueue};
 use crate::queue::PacketQueue;
+use crate::readiness::{Event, Interest, Readiness, Socket, Watch};
 use crate::stack::{Iface, Stack};
 use crate::time::Instant;
 use std::net::Ipv4Addr;
@@ -58,7 +59,9 @@ pub struct PingHandle(u16);
 /// An echo reply as a ping socket reports it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct EchoReply {
+    /// Who answered.
     pub from: Ipv4Addr,
+    /// The sequence number of the request answered.
     pub seq_no: u16,
     /// Bytes of echo data (the data itself is copied to the caller's buffer).
     pub len: usize,
@@ -73,7 +76,10 @@ pub enum PingError {
     WouldBlock,
     /// Larger than an IPv4 datagram can carry; at most `max` bytes of data
     /// fit (65,507). Larger than the MTU is fine: it leaves as fragments.
-    TooBig { max: usize },
+    TooBig {
+        /// The most echo data that fits.
+        max: usize,
+    },
     /// Another ping socket uses this identifier.
     IdentInUse,
 }
@@ -96,17 +102,76 @@ struct PingSocket {
     ident: u16,
     rx: PacketQueue<(Ipv4Addr, u16)>,
     tx: PacketQueue<(Ipv4Addr, u16)>,
+    watch: Watch,
+}
+
+impl PingSocket {
+    /// READABLE while replies wait; WRITABLE while the send queue has room.
+    fn readiness(&self) -> Readiness {
+        let mut r = Readiness::EMPTY;
+        if !self.rx.is_empty() {
+            r |= Readiness::READABLE;
+        }
+        if !self.tx.is_full() {
+            r |= Readiness::WRITABLE;
+        }
+        r
+    }
 }
 
 /// Few ping sockets exist, so a short list is the right structure.
 #[derive(Debug, Default)]
 pub(crate) struct PingSockets {
     sockets: Vec<PingSocket>,
+    /// Registered sockets (by identifier) with news for `poll_events`.
+    events: std::collections::VecDeque<u16>,
 }
 
 impl PingSockets {
     fn by_ident(&mut self, ident: u16) -> Option<&mut PingSocket> {
         self.sockets.iter_mut().find(|s| s.ident == ident)
+    }
+
+    fn notify(&mut self, ident: u16, new_data: bool) {
+        let Some(s) = self.sockets.iter_mut().find(|s| s.ident == ident) else { return };
+        if s.watch.notify(s.readiness(), new_data) {
+            self.events.push_back(ident);
+        }
+    }
+
+    /// Register a socket (see [`Stack::register`]); false if it is not open.
+    pub(crate) fn register(&mut self, h: PingHandle, token: u64, interest: Interest) -> bool {
+        let Some(s) = self.by_ident(h.0) else { return false };
+        if s.watch.register(token, interest, s.readiness()) {
+            self.events.push_back(h.0);
+        }
+        true
+    }
+
+    pub(crate) fn deregister(&mut self, h: PingHandle) {
+        if let Some(s) = self.by_ident(h.0) {
+            s.watch.registration = None;
+        }
+    }
+
+    pub(crate) fn has_events(&self) -> bool {
+        !self.events.is_empty()
+    }
+
+    /// Move up to `max` events into `out`.
+    pub(crate) fn poll_events(&mut self, out: &mut Vec<Event>, max: usize, c: &mut crate::counters::Counters) -> usize {
+        let mut n = 0;
+        while n < max {
+            let Some(ident) = self.events.pop_front() else { break };
+            c.poll_visited += 1;
+            let Some(s) = self.by_ident(ident) else { continue };
+            if let Some(event) = s.watch.take(s.readiness(), Socket::Ping(PingHandle(ident))) {
+                out.push(event);
+                n += 1;
+            }
+        }
+        c.poll_events += n as u64;
+        n
     }
 }
 
@@ -165,7 +230,9 @@ impl Stack {
                     Some(s) => s.rx.push((ip.src_addr, seq_no), data).is_ok(),
                     None => false,
                 };
-                if !queued {
+                if queued {
+                    self.ping.notify(ident, true);
+                } else {
                     self.iface.counters.drop_icmp_echo_reply_unwanted += 1;
                 }
             }
@@ -181,7 +248,12 @@ impl Stack {
         }
         let n = self.iface.cfg.ping_rx_packets;
         let bytes = n * self.iface.cfg.mtu;
-        self.ping.sockets.push(PingSocket { ident, rx: PacketQueue::new(n, bytes), tx: PacketQueue::new(n, bytes) });
+        self.ping.sockets.push(PingSocket {
+            ident,
+            rx: PacketQueue::new(n, bytes),
+            tx: PacketQueue::new(n, bytes),
+            watch: Watch::default(),
+        });
         Ok(PingHandle(ident))
     }
 
@@ -197,13 +269,21 @@ impl Stack {
             return Err(PingError::TooBig { max });
         }
         let s = self.ping.by_ident(h.0).ok_or(PingError::NotOpen)?;
-        s.tx.push((dst, seq_no), data).map_err(|_| PingError::WouldBlock)
+        if s.tx.push((dst, seq_no), data).is_err() {
+            s.watch.lower(s.readiness() & !Readiness::WRITABLE);
+            return Err(PingError::WouldBlock);
+        }
+        Ok(())
     }
 
     /// The next echo reply, its data copied into `buf` (truncated to fit).
+    /// Finding none re-arms the READABLE event.
     pub fn ping_recv(&mut self, h: PingHandle, buf: &mut [u8]) -> Option<EchoReply> {
         let s = self.ping.by_ident(h.0)?;
-        let (&(from, seq_no), data) = s.rx.peek()?;
+        let Some((&(from, seq_no), data)) = s.rx.peek() else {
+            s.watch.lower(s.readiness());
+            return None;
+        };
         let n = data.len().min(buf.len());
         buf[..n].copy_from_slice(&data[..n]);
         let reply = EchoReply { from, seq_no, len: data.len() };
@@ -213,6 +293,9 @@ impl Stack {
 
     pub(crate) fn transmit_ping<T: TxQueue>(&mut self, now: Instant, tx: &mut T) {
         for i in 0..self.ping.sockets.len() {
+            if self.ping.sockets[i].tx.is_empty() {
+                continue;
+            }
             // Take the queue out so it and the stack can be borrowed at once.
             let mut queue = core::mem::take(&mut self.ping.sockets[i].tx);
             let ident = self.ping.sockets[i].ident;
@@ -223,7 +306,12 @@ impl Stack {
                 });
                 queue.pop();
             }
-            self.ping.sockets[i].tx = queue;
+            let s = &mut self.ping.sockets[i];
+            s.tx = queue;
+            // The send queue has room again.
+            if s.watch.notify(s.readiness(), false) {
+                self.ping.events.push_back(s.ident);
+            }
         }
     }
 }

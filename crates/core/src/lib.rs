@@ -30,7 +30,7 @@ pub mod udp;
 pub use config::{Ipv4Cidr, StackConfig};
 pub use counters::Counters;
 pub use icmp::{EchoReply, PingError, PingHandle};
-pub use readiness::{Event, Interest, Readiness};
+pub use readiness::{Event, Interest, NoSuchSocket, Readiness, Socket};
 pub use stack::Stack;
 pub use tcp_sockets::{ConnectError, ListenError, TcpHandle};
 pub use time::{Duration, Instant};

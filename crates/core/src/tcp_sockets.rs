@@ -8,9 +8,9 @@
 //!   connections;
 //! - every connection's earliest deadline sits in one [`TimerWheel`], so
 //!   timer work is proportional to the timers that fire;
-//! - connections the application wrote to go on a transmit list, and those
-//!   whose readiness may have changed on a ready list, so neither transmit
-//!   nor the application's poll ever scans the table.
+//! - connections the application wrote to go on a transmit list, and
+//!   registered ones that became ready on a ready list, so neither transmit
+//!   nor `poll_events` ever scans the table.
 //!
 //! A segment is answered in place: after `on_segment`, the connection's
 //! output (its ACK, and data the window now allows) is written straight into
@@ -18,7 +18,7 @@
 
 use crate::hash::{KeyedMap, KeyedState};
 use crate::phy::{RxMeta, TxQueue};
-use crate::readiness::{Event, Interest, Readiness, Registration};
+use crate::readiness::{Event, Interest, Readiness, Socket, Watch};
 use crate::stack::{Iface, Stack};
 use crate::tcp::{
     self, BufferPool, Connection, DropReason, Flags, FourTuple, ListenOutcome, Listener, Options, RecvError, Segment,
@@ -111,18 +111,15 @@ struct Slot {
     /// the demultiplexing table, kept so the application can read why.
     dead: bool,
     on_tx_list: bool,
-    on_ready_list: bool,
-    on_event_list: bool,
-    /// Registered for events with [`Stack::tcp_register`].
-    registration: Option<Registration>,
+    /// Registered for events with [`Stack::register`].
+    watch: Watch,
 }
 
 #[derive(Debug)]
 struct ListenEntry {
     listener: Listener,
     accept_queue: VecDeque<u32>,
-    registration: Option<Registration>,
-    on_ready_list: bool,
+    watch: Watch,
 }
 
 /// Slots in pages of `SLOT_PAGE`: the table grows a page at a time and
@@ -224,8 +221,6 @@ pub(crate) struct TcpSockets {
     timers: TimerWheel,
     fired: Vec<u32>,
     tx_list: VecDeque<u32>,
-    /// Unregistered connections whose readiness may have changed (`tcp_ready`).
-    ready: VecDeque<u32>,
     /// Registered connections with news for `poll_events`.
     events: VecDeque<u32>,
     /// Registered listeners with a new connection to accept.
@@ -265,7 +260,6 @@ impl TcpSockets {
             timers: TimerWheel::new(),
             fired: Vec::new(),
             tx_list: VecDeque::new(),
-            ready: VecDeque::new(),
             events: VecDeque::new(),
             listener_events: VecDeque::new(),
             next_ephemeral: 0,
@@ -327,9 +321,7 @@ impl TcpSockets {
             orphan: false,
             dead: false,
             on_tx_list: false,
-            on_ready_list: false,
-            on_event_list: false,
-            registration: None,
+            watch: Watch::default(),
         });
         self.by_tuple.insert(tuple, index);
         self.live += 1;
@@ -376,40 +368,98 @@ impl TcpSockets {
         self.mark_ready_with(index, false);
     }
 
-    /// Something happened to a connection: queue it for the application if
-    /// that may be news (registered: only if its readiness really changed,
-    /// or `new_data` arrived).
+    /// Something happened to a connection: queue it for `poll_events` if
+    /// it is registered and that is news (a condition became true, or
+    /// `new_data` arrived).
     fn mark_ready_with(&mut self, index: u32, new_data: bool) {
         let Some(s) = self.slots[index as usize].as_mut() else { return };
         if s.orphan || s.child != Child::None {
             return;
         }
-        match s.registration.as_mut() {
-            Some(reg) => {
-                reg.new_data |= new_data;
-                if !s.on_event_list && reg.changed(readiness_of(&s.conn)) {
-                    s.on_event_list = true;
-                    self.events.push_back(index);
-                }
-            }
-            None if !s.on_ready_list => {
-                s.on_ready_list = true;
-                self.ready.push_back(index);
-            }
-            None => {}
+        if s.watch.notify(readiness_of(&s.conn), new_data) {
+            self.events.push_back(index);
         }
     }
 
     fn mark_listener(&mut self, port: u16) {
         if let Some(l) = self.listeners.get_mut(&port) {
-            if let Some(reg) = l.registration.as_mut() {
-                reg.new_data = true;
-                if !l.on_ready_list {
-                    l.on_ready_list = true;
-                    self.listener_events.push_back(port);
-                }
+            if l.watch.notify(Readiness::READABLE, true) {
+                self.listener_events.push_back(port);
             }
         }
+    }
+
+    /// Register a connection or a listener (see [`Stack::register`]).
+    pub(crate) fn register(&mut self, socket: Socket, token: u64, interest: Interest) -> bool {
+        match socket {
+            Socket::Tcp(h) => {
+                let Some(slot) = self.slot_mut(h) else { return false };
+                if slot.watch.register(token, interest, readiness_of(&slot.conn)) {
+                    self.events.push_back(h.index);
+                }
+                true
+            }
+            Socket::Listener(port) => {
+                let Some(l) = self.listeners.get_mut(&port) else { return false };
+                if l.watch.register(token, interest, listener_readiness(l)) {
+                    self.listener_events.push_back(port);
+                }
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Stop reporting a connection or a listener.
+    pub(crate) fn deregister(&mut self, socket: Socket) {
+        match socket {
+            Socket::Tcp(h) => {
+                if let Some(slot) = self.slot_mut(h) {
+                    slot.watch.registration = None;
+                }
+            }
+            Socket::Listener(port) => {
+                if let Some(l) = self.listeners.get_mut(&port) {
+                    l.watch.registration = None;
+                }
+            }
+            _ => {}
+        }
+    }
+
+    pub(crate) fn has_events(&self) -> bool {
+        !self.events.is_empty() || !self.listener_events.is_empty()
+    }
+
+    /// Move up to `max` events of listeners and connections into `out`.
+    pub(crate) fn poll_events(&mut self, out: &mut Vec<Event>, max: usize, c: &mut crate::counters::Counters) -> usize {
+        let mut n = 0;
+        while n < max {
+            let Some(port) = self.listener_events.pop_front() else { break };
+            c.poll_visited += 1;
+            let Some(l) = self.listeners.get_mut(&port) else { continue };
+            let now = listener_readiness(l);
+            if let Some(event) = l.watch.take(now, Socket::Listener(port)) {
+                out.push(event);
+                n += 1;
+            }
+        }
+        while n < max {
+            let Some(index) = self.events.pop_front() else { break };
+            c.poll_visited += 1;
+            let Some(slot) = self.slots[index as usize].as_mut() else { continue };
+            if slot.orphan {
+                slot.watch.queued = false;
+                continue;
+            }
+            let h = TcpHandle { index, generation: slot.generation };
+            if let Some(event) = slot.watch.take(readiness_of(&slot.conn), Socket::Tcp(h)) {
+                out.push(event);
+                n += 1;
+            }
+        }
+        c.poll_events += n as u64;
+        n
     }
 
     /// Bookkeeping after anything happened to a connection: its timer, its
@@ -728,7 +778,7 @@ impl Stack {
         let listener = Listener::new(self.tcp.cfg.clone(), backlog.max(1), self.tcp.secret, self.tcp.syn_cookies);
         self.tcp.listeners.insert(
             port,
-            ListenEntry { listener, accept_queue: VecDeque::new(), registration: None, on_ready_list: false },
+            ListenEntry { listener, accept_queue: VecDeque::new(), watch: Watch::default() },
         );
         Ok(())
     }
@@ -747,15 +797,17 @@ impl Stack {
         }
     }
 
-    /// The next established connection on a listening port.
+    /// The next established connection on a listening port. An empty
+    /// accept queue re-arms the listener's READABLE event.
     pub fn tcp_accept(&mut self, port: u16) -> Option<TcpHandle> {
         let entry = self.tcp.listeners.get_mut(&port)?;
-        let index = entry.accept_queue.pop_front()?;
+        let Some(index) = entry.accept_queue.pop_front() else {
+            entry.watch.lower(Readiness::EMPTY);
+            return None;
+        };
         entry.listener.accepted();
         let slot = self.tcp.slots[index as usize].as_mut()?;
         slot.child = Child::None;
-        // Whatever arrived while it waited is news to the application.
-        self.tcp.mark_ready(index);
         Some(self.tcp.handle(index))
     }
 
@@ -794,28 +846,40 @@ impl Stack {
         Ok(tcp.handle(index))
     }
 
-    /// Queue data to send; returns how much fit in the send buffer.
+    /// Queue data to send; returns how much fit in the send buffer. A full
+    /// buffer re-arms the WRITABLE event.
     pub fn tcp_send(&mut self, h: TcpHandle, data: &[u8]) -> Result<usize, SendError> {
         let tcp = &mut self.tcp;
         let slot = tcp
             .slots
             .get_mut(h.index as usize)
             .and_then(Option::as_mut)
-            .filter(|s| s.generation == h.generation && !s.orphan);
-        let n = slot.ok_or(SendError::Closed(None))?.conn.send(data, &mut tcp.pool)?;
+            .filter(|s| s.generation == h.generation && !s.orphan)
+            .ok_or(SendError::Closed(None))?;
+        let sent = slot.conn.send(data, &mut tcp.pool);
+        if !slot.conn.is_writable() {
+            slot.watch.lower(readiness_of(&slot.conn));
+        }
+        let n = sent?;
         self.tcp.mark_tx(h.index);
         Ok(n)
     }
 
-    /// Read received data; `Ok(0)` is the end of the stream.
+    /// Read received data; `Ok(0)` is the end of the stream. Finding nothing
+    /// to read re-arms the READABLE event.
     pub fn tcp_recv(&mut self, h: TcpHandle, buf: &mut [u8]) -> Result<usize, RecvError> {
         let tcp = &mut self.tcp;
         let slot = tcp
             .slots
             .get_mut(h.index as usize)
             .and_then(Option::as_mut)
-            .filter(|s| s.generation == h.generation && !s.orphan);
-        let n = slot.ok_or(RecvError::Closed)?.conn.recv(buf, &mut tcp.pool)?;
+            .filter(|s| s.generation == h.generation && !s.orphan)
+            .ok_or(RecvError::Closed)?;
+        let read = slot.conn.recv(buf, &mut tcp.pool);
+        if read == Err(RecvError::WouldBlock) {
+            slot.watch.lower(readiness_of(&slot.conn));
+        }
+        let n = read?;
         // Reading opens the window: the engine decides whether that is news.
         self.tcp.mark_tx(h.index);
         Ok(n)
@@ -869,97 +933,6 @@ impl Stack {
             s.conn.set_nodelay(nodelay);
             self.tcp.mark_tx(h.index);
         }
-    }
-
-    /// Move the handles of connections whose readiness may have changed
-    /// since the last call (data, space, end of stream, error, established)
-    /// into `out`. Costs one step per handle returned.
-    pub fn tcp_ready(&mut self, out: &mut Vec<TcpHandle>) {
-        while let Some(index) = self.tcp.ready.pop_front() {
-            if let Some(slot) = self.tcp.slots[index as usize].as_mut() {
-                slot.on_ready_list = false;
-                if !slot.orphan {
-                    out.push(TcpHandle { index, generation: slot.generation });
-                }
-            }
-        }
-    }
-
-    /// Register a connection for [`Stack::poll_events`] under `token`, with
-    /// `interest` (READABLE and/or WRITABLE; READ_CLOSED and ERROR are always
-    /// reported). Re-registering changes the token or interest. If the
-    /// connection is already ready, the next poll reports it.
-    pub fn tcp_register(&mut self, h: TcpHandle, token: u64, interest: Interest) {
-        let Some(slot) = self.tcp.slot_mut(h) else { return };
-        let reported = slot.registration.map_or(Readiness::EMPTY, |r| r.reported);
-        slot.registration = Some(Registration { token, interest, reported, new_data: false });
-        let now = readiness_of(&slot.conn);
-        if !(now & (interest | Readiness::ALWAYS)).is_empty() {
-            // Report the current state once, as epoll does on EPOLL_CTL_ADD.
-            if let Some(r) = slot.registration.as_mut() {
-                r.reported = Readiness::EMPTY;
-            }
-            if !slot.on_event_list {
-                slot.on_event_list = true;
-                self.tcp.events.push_back(h.index);
-            }
-        }
-    }
-
-    /// Register a listening port: an event with READABLE whenever a new
-    /// connection waits in its accept queue.
-    pub fn tcp_register_listener(&mut self, port: u16, token: u64) {
-        let Some(l) = self.tcp.listeners.get_mut(&port) else { return };
-        l.registration = Some(Registration {
-            token,
-            interest: Readiness::READABLE,
-            reported: Readiness::EMPTY,
-            new_data: !l.accept_queue.is_empty(),
-        });
-        if !l.accept_queue.is_empty() && !l.on_ready_list {
-            l.on_ready_list = true;
-            self.tcp.listener_events.push_back(port);
-        }
-    }
-
-    /// Move up to `max` events into `out`: the registered sockets whose
-    /// readiness changed (or that received data) since they were last
-    /// reported. Costs one step per socket with news, however many exist;
-    /// the `poll_visited` and `poll_events` counters show it.
-    pub fn poll_events(&mut self, out: &mut Vec<Event>, max: usize) -> usize {
-        let tcp = &mut self.tcp;
-        let c = &mut self.iface.counters;
-        let mut n = 0;
-        while n < max {
-            let Some(port) = tcp.listener_events.pop_front() else { break };
-            c.poll_visited += 1;
-            let Some(l) = tcp.listeners.get_mut(&port) else { continue };
-            l.on_ready_list = false;
-            let Some(reg) = l.registration.as_mut() else { continue };
-            let waiting = !l.accept_queue.is_empty();
-            reg.new_data = false;
-            if waiting {
-                out.push(Event { token: reg.token, readiness: Readiness::READABLE });
-                c.poll_events += 1;
-                n += 1;
-            }
-        }
-        while n < max {
-            let Some(index) = tcp.events.pop_front() else { break };
-            c.poll_visited += 1;
-            let Some(slot) = tcp.slots[index as usize].as_mut() else { continue };
-            slot.on_event_list = false;
-            if slot.orphan {
-                continue;
-            }
-            let now = readiness_of(&slot.conn);
-            if let Some(event) = slot.registration.as_mut().and_then(|r| r.report(now)) {
-                out.push(event);
-                c.poll_events += 1;
-                n += 1;
-            }
-        }
-        n
     }
 
     /// Connections in the table (half-open, established, closing, TIME-WAIT).
@@ -1050,6 +1023,15 @@ impl TcpStates {
         } else {
             n
         }
+    }
+}
+
+/// A listener's readiness: READABLE while connections wait to be accepted.
+fn listener_readiness(l: &ListenEntry) -> Readiness {
+    if l.accept_queue.is_empty() {
+        Readiness::EMPTY
+    } else {
+        Readiness::READABLE
     }
 }
 

@@ -2,12 +2,15 @@
 //!
 //! Arriving datagrams are demultiplexed by destination port in a hash table
 //! (O(1) per datagram). A socket that queues a datagram to send goes on a
-//! transmit list once, so `transmit` visits only sockets with work.
+//! transmit list once, so `transmit` visits only sockets with work; a
+//! registered socket that becomes ready goes on a ready list, so
+//! `poll_events` visits only sockets with news.
 
 use crate::hash::{KeyedMap, KeyedState};
 use crate::icmp::Unreachable;
 use crate::phy::{RxMeta, TxQueue};
 use crate::queue::PacketQueue;
+use crate::readiness::{Event, Interest, Readiness, Socket, Watch};
 use crate::stack::Stack;
 use crate::time::Instant;
 use std::collections::VecDeque;
@@ -36,12 +39,16 @@ pub enum BindError {
 /// Why a send failed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum UdpSendError {
+    /// The handle is not open.
     NotBound,
     /// The send queue is full; try after the next poll.
     WouldBlock,
     /// Larger than an IPv4 datagram can carry; at most `max` bytes fit
     /// (65,507). Datagrams larger than the MTU leave as fragments.
-    TooBig { max: usize },
+    TooBig {
+        /// The largest datagram that fits.
+        max: usize,
+    },
 }
 
 impl core::fmt::Display for BindError {
@@ -73,6 +80,22 @@ struct UdpSocket {
     rx: PacketQueue<SocketAddrV4>,
     tx: PacketQueue<SocketAddrV4>,
     on_tx_list: bool,
+    watch: Watch,
+}
+
+impl UdpSocket {
+    /// READABLE while datagrams wait; WRITABLE while the send queue has room
+    /// for another datagram.
+    fn readiness(&self) -> Readiness {
+        let mut r = Readiness::EMPTY;
+        if !self.rx.is_empty() {
+            r |= Readiness::READABLE;
+        }
+        if !self.tx.is_full() {
+            r |= Readiness::WRITABLE;
+        }
+        r
+    }
 }
 
 #[derive(Debug)]
@@ -81,11 +104,13 @@ pub(crate) struct UdpSockets {
     free: Vec<u32>,
     by_port: KeyedMap<u16, u32>,
     tx_list: VecDeque<u32>,
+    /// Registered sockets with news for `poll_events`.
+    events: VecDeque<u32>,
 }
 
 impl UdpSockets {
     pub(crate) fn new(hash_key: u64) -> UdpSockets {
-        UdpSockets { slots: Vec::new(), free: Vec::new(), by_port: KeyedMap::with_hasher(KeyedState::new(hash_key)), tx_list: VecDeque::new() }
+        UdpSockets { slots: Vec::new(), free: Vec::new(), by_port: KeyedMap::with_hasher(KeyedState::new(hash_key)), tx_list: VecDeque::new(), events: VecDeque::new() }
     }
 
     fn get_ref(&self, h: UdpHandle) -> Option<&UdpSocket> {
@@ -94,6 +119,49 @@ impl UdpSockets {
 
     fn get(&mut self, h: UdpHandle) -> Option<&mut UdpSocket> {
         self.slots.get_mut(h.0 as usize).and_then(Option::as_mut)
+    }
+
+    fn notify(&mut self, idx: u32, new_data: bool) {
+        if let Some(s) = self.slots[idx as usize].as_mut() {
+            if s.watch.notify(s.readiness(), new_data) {
+                self.events.push_back(idx);
+            }
+        }
+    }
+
+    /// Register a socket (see [`Stack::register`]); false if it is not open.
+    pub(crate) fn register(&mut self, h: UdpHandle, token: u64, interest: Interest) -> bool {
+        let Some(s) = self.get(h) else { return false };
+        if s.watch.register(token, interest, s.readiness()) {
+            self.events.push_back(h.0);
+        }
+        true
+    }
+
+    pub(crate) fn deregister(&mut self, h: UdpHandle) {
+        if let Some(s) = self.get(h) {
+            s.watch.registration = None;
+        }
+    }
+
+    pub(crate) fn has_events(&self) -> bool {
+        !self.events.is_empty()
+    }
+
+    /// Move up to `max` events into `out`.
+    pub(crate) fn poll_events(&mut self, out: &mut Vec<Event>, max: usize, c: &mut crate::counters::Counters) -> usize {
+        let mut n = 0;
+        while n < max {
+            let Some(idx) = self.events.pop_front() else { break };
+            c.poll_visited += 1;
+            let Some(s) = self.slots[idx as usize].as_mut() else { continue };
+            if let Some(event) = s.watch.take(s.readiness(), Socket::Udp(UdpHandle(idx))) {
+                out.push(event);
+                n += 1;
+            }
+        }
+        c.poll_events += n as u64;
+        n
     }
 }
 
@@ -109,6 +177,7 @@ impl Stack {
             rx: PacketQueue::new(self.iface.cfg.udp_rx_packets, self.iface.cfg.udp_rx_bytes),
             tx: PacketQueue::new(self.iface.cfg.udp_tx_packets, self.iface.cfg.udp_tx_bytes),
             on_tx_list: false,
+            watch: Watch::default(),
         };
         let idx = match self.udp.free.pop() {
             Some(i) => {
@@ -154,7 +223,10 @@ impl Stack {
             return Err(UdpSendError::TooBig { max });
         }
         let s = self.udp.get(h).ok_or(UdpSendError::NotBound)?;
-        s.tx.push(dst, data).map_err(|_| UdpSendError::WouldBlock)?;
+        if s.tx.push(dst, data).is_err() {
+            s.watch.lower(s.readiness() & !Readiness::WRITABLE);
+            return Err(UdpSendError::WouldBlock);
+        }
         if !s.on_tx_list {
             s.on_tx_list = true;
             self.udp.tx_list.push_back(h.0);
@@ -172,10 +244,14 @@ impl Stack {
         })
     }
 
-    /// The next datagram, lent to `f` in place (no copy).
+    /// The next datagram, lent to `f` in place (no copy). Finding none
+    /// re-arms the READABLE event.
     pub fn udp_recv_with<R>(&mut self, h: UdpHandle, f: impl FnOnce(&[u8], SocketAddrV4) -> R) -> Option<R> {
         let s = self.udp.get(h)?;
-        let (&from, data) = s.rx.peek()?;
+        let Some((&from, data)) = s.rx.peek() else {
+            s.watch.lower(s.readiness());
+            return None;
+        };
         let r = f(data, from);
         s.rx.pop();
         Some(r)
@@ -224,7 +300,9 @@ impl Stack {
         let s = self.udp.slots[idx as usize].as_mut().expect("port table points at live sockets");
         if s.rx.push(from, packet.payload()).is_err() {
             self.iface.counters.drop_udp_rx_queue_full += 1;
+            return;
         }
+        self.udp.notify(idx, true);
     }
 
     pub(crate) fn transmit_udp<T: TxQueue>(&mut self, now: Instant, tx: &mut T) {
@@ -248,6 +326,8 @@ impl Stack {
             if let Some(s) = self.udp.slots[idx as usize].as_mut() {
                 s.tx = queue;
             }
+            // The send queue has room again.
+            self.udp.notify(idx, false);
         }
     }
 }

@@ -17,16 +17,27 @@ pub use signals::StopSignal;
 use std::os::fd::RawFd;
 use ustack_core::phy::Device;
 use ustack_core::stack::DEFAULT_RX_BURST;
-use ustack_core::{Instant, Stack, TcpHandle};
+use ustack_core::{Event, Instant, Stack};
 
 /// Something that runs on the stack, polled once per loop turn after the
 /// stack has received and before it transmits.
+///
+/// An app registers its sockets ([`Stack::register`]) and works on the
+/// events the loop hands it; between events it sleeps, and
+/// [`App::next_deadline`] says when it next needs a turn anyway.
 pub trait App {
-    /// `ready` holds the TCP connections whose readiness may have changed
-    /// since the last turn. The stack keeps one ready list for all its
-    /// connections, so the loop drains it once and shows it to every app;
-    /// each app picks out the handles it owns.
-    fn poll(&mut self, stack: &mut Stack, now: Instant, ready: &[TcpHandle]);
+    /// `events` holds this turn's readiness events ([`Stack::poll_events`]).
+    /// The stack has one event queue for all its sockets, so the loop drains
+    /// it once and shows it to every app; each app picks out the sockets it
+    /// owns by [`Event::socket`]. Called every turn, with or without events.
+    fn poll(&mut self, stack: &mut Stack, now: Instant, events: &[Event]);
+
+    /// When the app next needs a turn if no event comes first (a timeout, a
+    /// paced send, a report); `None` when only events wake it. A time in the
+    /// past means at once. Asked after every turn.
+    fn next_deadline(&self) -> Option<Instant> {
+        None
+    }
 
     /// True once the app has nothing more to do (a client that got its
     /// answer); servers never finish. Ends [`EventLoop::run_until`].
@@ -35,14 +46,22 @@ pub trait App {
     }
 }
 
-/// One app turn on a stack: drain its TCP ready list into `ready` (reused
-/// between turns, so no allocation in steady state) and poll every app.
-pub fn poll_apps(stack: &mut Stack, now: Instant, apps: &mut [&mut dyn App], ready: &mut Vec<TcpHandle>) {
-    ready.clear();
-    stack.tcp_ready(ready);
+/// The most events one turn takes from the stack; the rest wait a turn.
+pub const MAX_EVENTS: usize = 1024;
+
+/// One app turn on a stack: drain its events into `events` (reused between
+/// turns, so no allocation in steady state) and poll every app.
+pub fn poll_apps(stack: &mut Stack, now: Instant, apps: &mut [&mut dyn App], events: &mut Vec<Event>) {
+    events.clear();
+    stack.poll_events(events, MAX_EVENTS);
     for app in apps.iter_mut() {
-        app.poll(stack, now, ready);
+        app.poll(stack, now, events);
     }
+}
+
+/// The earliest deadline of `apps`.
+pub fn apps_deadline(apps: &[&mut dyn App]) -> Option<Instant> {
+    apps.iter().filter_map(|a| a.next_deadline()).min()
 }
 
 /// Why [`EventLoop::run_until`] returned.
@@ -161,8 +180,8 @@ pub struct EventLoop<D> {
     pub clock: Clock,
     /// Where `ustack stats` reads counters from, with the device name it reports.
     pub control: Option<(ControlSocket, String)>,
-    /// The stack's TCP ready list, drained once per turn for all apps.
-    ready: Vec<TcpHandle>,
+    /// The stack's events, drained once per turn for all apps.
+    events: Vec<Event>,
 }
 
 /// Busy turns between looks at the control socket when the loop never sleeps.
@@ -170,7 +189,7 @@ const CONTROL_EVERY: u32 = 4096;
 
 impl<D: Device + Waitable> EventLoop<D> {
     pub fn new(stack: Stack, device: D) -> EventLoop<D> {
-        EventLoop { stack, device, clock: Clock::new(), control: None, ready: Vec::new() }
+        EventLoop { stack, device, clock: Clock::new(), control: None, events: Vec::new() }
     }
 
     /// One turn: receive a burst, let the apps work, send. Returns the number
@@ -178,7 +197,7 @@ impl<D: Device + Waitable> EventLoop<D> {
     pub fn turn(&mut self, apps: &mut [&mut dyn App]) -> usize {
         let now = self.clock.now();
         let n = self.stack.poll(now, &mut self.device, DEFAULT_RX_BURST);
-        poll_apps(&mut self.stack, now, apps, &mut self.ready);
+        poll_apps(&mut self.stack, now, apps, &mut self.events);
         // Send what the apps queued without waiting for the next frame.
         self.stack.poll(now, &mut self.device, 0);
         n
@@ -210,10 +229,16 @@ impl<D: Device + Waitable> EventLoop<D> {
                 }
                 continue; // more frames are likely waiting
             }
+            if self.stack.has_events() {
+                continue; // what the apps did this turn made sockets ready
+            }
             let now = self.clock.now();
             let wake = earliest(earliest(self.stack.poll_timeout(), deadline), self.device.next_deadline());
-            let sleep_ms =
-                wake.map_or(MAX_SLEEP_MS, |t| t.saturating_since(now).as_millis().min(u128::from(MAX_SLEEP_MS)) as u64);
+            let wake = earliest(wake, apps_deadline(apps));
+            // Rounded up: a sub-millisecond wait sleeps 1 ms rather than spin.
+            let sleep_ms = wake.map_or(MAX_SLEEP_MS, |t| {
+                (t.saturating_since(now).as_micros().div_ceil(1000)).min(u128::from(MAX_SLEEP_MS)) as u64
+            });
             if self.wait(sleep_ms) {
                 self.serve_control();
             }

@@ -6,7 +6,7 @@ use std::io::Write;
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::sync::Arc;
 use ustack_core::tcp::RecvError;
-use ustack_core::{Duration, Instant, Ipv4Cidr, Stack, StackConfig, TcpHandle};
+use ustack_core::{Duration, Event, Instant, Ipv4Cidr, Stack, StackConfig, TcpHandle};
 use ustack_device::{LinkConfig, MemoryLink, MemoryPort};
 use ustack_runtime::apps::{
     HttpClient, HttpClientError, HttpServer, HttpServerConfig, Site, TcpDiscard, TcpEcho, DEFAULT_MAX_CONNECTIONS,
@@ -25,8 +25,8 @@ struct Pair {
     b: Stack,
     pb: MemoryPort,
     now: Instant,
-    ready_a: Vec<TcpHandle>,
-    ready_b: Vec<TcpHandle>,
+    events_a: Vec<Event>,
+    events_b: Vec<Event>,
 }
 
 impl Pair {
@@ -39,8 +39,8 @@ impl Pair {
             b: Stack::new(cfg(2, B_IP), 2),
             pb,
             now: Instant::ZERO,
-            ready_a: Vec::new(),
-            ready_b: Vec::new(),
+            events_a: Vec::new(),
+            events_b: Vec::new(),
         }
     }
 
@@ -48,10 +48,10 @@ impl Pair {
     fn step(&mut self, a_apps: &mut [&mut dyn App], b_apps: &mut [&mut dyn App]) {
         let now = self.now;
         self.a.poll(now, &mut self.pa, 64);
-        poll_apps(&mut self.a, now, a_apps, &mut self.ready_a);
+        poll_apps(&mut self.a, now, a_apps, &mut self.events_a);
         self.a.poll(now, &mut self.pa, 0);
         self.b.poll(now, &mut self.pb, 64);
-        poll_apps(&mut self.b, now, b_apps, &mut self.ready_b);
+        poll_apps(&mut self.b, now, b_apps, &mut self.events_b);
         self.b.poll(now, &mut self.pb, 0);
         let next = [self.pa.next_delivery(), self.pb.next_delivery(), self.a.poll_timeout(), self.b.poll_timeout()]
             .into_iter()
@@ -382,7 +382,7 @@ struct Canned {
 }
 
 impl App for Canned {
-    fn poll(&mut self, stack: &mut Stack, _now: Instant, _ready: &[TcpHandle]) {
+    fn poll(&mut self, stack: &mut Stack, _now: Instant, _events: &[Event]) {
         while let Some(h) = stack.tcp_accept(80) {
             stack.tcp_send(h, self.reply).unwrap();
             stack.tcp_shutdown(h).unwrap();

@@ -11,7 +11,7 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 use std::sync::Arc;
 use std::time::Instant as WallInstant;
 use ustack_core::tcp::RecvError;
-use ustack_core::{Instant, Ipv4Cidr, Stack, StackConfig, TcpHandle};
+use ustack_core::{Event, Instant, Ipv4Cidr, Stack, StackConfig, TcpHandle};
 use ustack_device::{LinkConfig, MemoryLink, MemoryPort};
 use ustack_runtime::apps::{HttpClient, HttpServer, HttpServerConfig, Site, TcpEcho, UdpEcho, DEFAULT_MAX_CONNECTIONS};
 use ustack_runtime::{poll_apps, App, Clock};
@@ -52,8 +52,8 @@ struct Pair {
     tcp_echo: TcpEcho,
     http: HttpServer,
     clock: Clock,
-    ready_a: Vec<TcpHandle>,
-    ready_b: Vec<TcpHandle>,
+    events_a: Vec<Event>,
+    events_b: Vec<Event>,
 }
 
 impl Pair {
@@ -68,7 +68,7 @@ impl Pair {
         let mut site = Site::memory();
         site.insert(OBJECT_PATH, object);
         let http = HttpServer::listen(&mut b, HTTP_PORT, site, HttpServerConfig::default()).map_err(|e| demo(&e))?;
-        Ok(Pair { a, pa, b, pb, echo, tcp_echo, http, clock: Clock::new(), ready_a: Vec::new(), ready_b: Vec::new() })
+        Ok(Pair { a, pa, b, pb, echo, tcp_echo, http, clock: Clock::new(), events_a: Vec::new(), events_b: Vec::new() })
     }
 
     fn turn(&mut self) -> Instant {
@@ -79,10 +79,10 @@ impl Pair {
     fn turn_with(&mut self, a_apps: &mut [&mut dyn App]) -> Instant {
         let now = self.clock.now();
         self.a.poll(now, &mut self.pa, 64);
-        poll_apps(&mut self.a, now, a_apps, &mut self.ready_a);
+        poll_apps(&mut self.a, now, a_apps, &mut self.events_a);
         self.a.poll(now, &mut self.pa, 0);
         self.b.poll(now, &mut self.pb, 64);
-        poll_apps(&mut self.b, now, &mut [&mut self.echo, &mut self.tcp_echo, &mut self.http], &mut self.ready_b);
+        poll_apps(&mut self.b, now, &mut [&mut self.echo, &mut self.tcp_echo, &mut self.http], &mut self.events_b);
         self.b.poll(now, &mut self.pb, 0);
         now
     }

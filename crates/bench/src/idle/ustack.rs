@@ -41,7 +41,6 @@ pub struct UstackIdle {
     idle_ports: usize,
     req: Vec<u8>,
     buf: Vec<u8>,
-    scratch: Vec<TcpHandle>,
 }
 
 /// Listening ports needed for `n` idle connections.
@@ -95,7 +94,6 @@ impl UstackIdle {
                     idle_ports,
                     req: vec![0x11; message],
                     buf: vec![0; message],
-                    scratch: Vec::with_capacity(2 * BATCH),
                 });
             }
         }
@@ -146,12 +144,6 @@ impl UstackIdle {
                     ));
                 }
             }
-            // Readiness news nobody will ask for: drain it so the lists stay short.
-            self.scratch.clear();
-            self.a.tcp_ready(&mut self.scratch);
-            self.scratch.clear();
-            self.b.tcp_ready(&mut self.scratch);
-            self.scratch.clear();
             self.idle += batch;
             left -= batch;
         }

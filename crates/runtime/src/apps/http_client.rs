@@ -16,7 +16,7 @@ use std::fmt;
 use std::io::{self, Write};
 use std::net::SocketAddrV4;
 use ustack_core::tcp::{ConnError, RecvError, SendError};
-use ustack_core::{ConnectError, Instant, Stack, TcpHandle};
+use ustack_core::{ConnectError, Event, Instant, Interest, Socket, Stack, TcpHandle};
 
 /// The receive buffer: the largest response head, and the unit bodies
 /// stream through.
@@ -170,6 +170,7 @@ impl<W: Write> HttpClient<W> {
             .tcp_connect(now, self.server)
             .map_err(|error| HttpClientError::Connect { server: self.server, error })?;
         stack.tcp_set_nodelay(h, true);
+        stack.register(h, super::APP_TOKEN, Interest::READABLE | Interest::WRITABLE).expect("just connected");
         self.handle = Some(h);
         self.connections += 1;
         self.requests.clear();
@@ -439,12 +440,16 @@ impl<W: Write> HttpClient<W> {
 }
 
 impl<W: Write> App for HttpClient<W> {
-    fn poll(&mut self, stack: &mut Stack, now: Instant, _ready: &[TcpHandle]) {
+    fn poll(&mut self, stack: &mut Stack, now: Instant, events: &[Event]) {
         if self.outcome.is_some() {
             return;
         }
-        // One connection: driving it every turn costs O(1), and needs no
-        // bookkeeping of what the ready list said.
+        // Connect on the first turn, then work when the connection has news.
+        if let Some(h) = self.handle {
+            if !events.iter().any(|e| e.socket == Socket::Tcp(h)) {
+                return;
+            }
+        }
         let result = self.drive(stack, now);
         if let Err(e) = result {
             if let Some(h) = self.handle.take() {

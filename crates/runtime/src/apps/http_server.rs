@@ -19,7 +19,7 @@ use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use ustack_core::tcp::{RecvError, SendError};
-use ustack_core::{Instant, ListenError, Stack, TcpHandle};
+use ustack_core::{Event, Instant, ListenError, Stack, TcpHandle};
 
 /// Bytes of a file read from disk at a time for one connection.
 const FILE_CHUNK: usize = 64 * 1024;
@@ -177,11 +177,11 @@ impl HttpServer {
 }
 
 impl App for HttpServer {
-    fn poll(&mut self, stack: &mut Stack, _now: Instant, ready: &[TcpHandle]) {
+    fn poll(&mut self, stack: &mut Stack, _now: Instant, events: &[Event]) {
         let max_head = self.max_request_head;
-        self.server.accept(stack, true, || HttpConn::new(max_head));
+        self.server.accept(stack, events, true, || HttpConn::new(max_head));
         let (site, stats) = (&self.site, &mut self.stats);
-        self.server.drive(stack, ready, |stack, h, c| match c.drive(stack, h, site, stats) {
+        self.server.drive(stack, events, |stack, h, c| match c.drive(stack, h, site, stats) {
             Ok(Next::Wait) => true,
             Ok(Next::Close) => {
                 stack.tcp_close(h);

@@ -3,7 +3,7 @@
 use super::Server;
 use crate::App;
 use ustack_core::tcp::RecvError;
-use ustack_core::{Instant, ListenError, Stack, TcpHandle};
+use ustack_core::{Event, Instant, ListenError, Stack};
 
 /// Reads every connection on a port to its end and throws the bytes away.
 pub struct TcpDiscard {
@@ -38,10 +38,10 @@ impl TcpDiscard {
 }
 
 impl App for TcpDiscard {
-    fn poll(&mut self, stack: &mut Stack, _now: Instant, ready: &[TcpHandle]) {
-        self.server.accept(stack, false, || ());
+    fn poll(&mut self, stack: &mut Stack, _now: Instant, events: &[Event]) {
+        self.server.accept(stack, events, false, || ());
         let (scratch, discarded, failed) = (&mut self.scratch, &mut self.discarded, &mut self.failed);
-        self.server.drive(stack, ready, |stack, h, ()| loop {
+        self.server.drive(stack, events, |stack, h, ()| loop {
             match stack.tcp_recv(h, scratch) {
                 Ok(0) => {
                     stack.tcp_close(h);

@@ -3,7 +3,7 @@
 use super::Server;
 use crate::App;
 use ustack_core::tcp::{RecvError, SendError};
-use ustack_core::{Instant, ListenError, Stack, TcpHandle};
+use ustack_core::{Event, Instant, ListenError, Stack, TcpHandle};
 
 /// Bytes read from a connection at a time, through one scratch buffer shared
 /// by all connections: an idle connection holds no echo buffer at all, so
@@ -60,10 +60,10 @@ impl TcpEcho {
 }
 
 impl App for TcpEcho {
-    fn poll(&mut self, stack: &mut Stack, _now: Instant, ready: &[TcpHandle]) {
-        self.server.accept(stack, true, EchoConn::default);
+    fn poll(&mut self, stack: &mut Stack, _now: Instant, events: &[Event]) {
+        self.server.accept(stack, events, true, EchoConn::default);
         let (scratch, echoed, failed) = (&mut self.scratch, &mut self.echoed, &mut self.failed);
-        self.server.drive(stack, ready, |stack, h, c| match echo(stack, h, c, scratch, echoed) {
+        self.server.drive(stack, events, |stack, h, c| match echo(stack, h, c, scratch, echoed) {
             Ok(true) => true,
             Ok(false) => {
                 stack.tcp_close(h);

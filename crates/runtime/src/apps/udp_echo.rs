@@ -1,8 +1,9 @@
 //! UDP echo (RFC 862): every datagram back to its sender.
 
+use super::APP_TOKEN;
 use crate::App;
 use std::net::SocketAddrV4;
-use ustack_core::{BindError, Instant, Stack, TcpHandle, UdpHandle};
+use ustack_core::{BindError, Event, Instant, Interest, Socket, Stack, UdpHandle};
 
 /// Echoes every UDP datagram back to its sender.
 pub struct UdpEcho {
@@ -14,6 +15,9 @@ pub struct UdpEcho {
     pub dropped: u64,
     /// Room for the largest datagram (65,507 bytes), allocated once at bind.
     buf: Box<[u8]>,
+    /// The last turn stopped at [`ECHO_BURST`] with datagrams left: go on
+    /// next turn, as no new event will say so.
+    more: bool,
 }
 
 /// Datagrams echoed per turn at most, so one busy port cannot starve the loop.
@@ -22,7 +26,15 @@ const ECHO_BURST: usize = 256;
 impl UdpEcho {
     pub fn bind(stack: &mut Stack, port: u16) -> Result<UdpEcho, BindError> {
         let socket = stack.udp_bind(port)?;
-        Ok(UdpEcho { socket, port: stack.udp_local_port(socket).unwrap_or(port), echoed: 0, dropped: 0, buf: vec![0; 65_536].into_boxed_slice() })
+        stack.register(socket, APP_TOKEN, Interest::READABLE).expect("the socket was just bound");
+        Ok(UdpEcho {
+            socket,
+            port: stack.udp_local_port(socket).unwrap_or(port),
+            echoed: 0,
+            dropped: 0,
+            buf: vec![0; 65_536].into_boxed_slice(),
+            more: false,
+        })
     }
 
     /// The port it serves.
@@ -32,15 +44,26 @@ impl UdpEcho {
 }
 
 impl App for UdpEcho {
-    fn poll(&mut self, stack: &mut Stack, _now: Instant, _ready: &[TcpHandle]) {
+    fn poll(&mut self, stack: &mut Stack, _now: Instant, events: &[Event]) {
+        if !self.more && !events.iter().any(|e| e.socket == Socket::Udp(self.socket)) {
+            return;
+        }
         let buf = &mut self.buf[..];
+        self.more = true;
         for _ in 0..ECHO_BURST {
-            let Some((len, from)) = stack.udp_recv_from(self.socket, buf) else { break };
+            let Some((len, from)) = stack.udp_recv_from(self.socket, buf) else {
+                self.more = false;
+                break;
+            };
             let len = len.min(buf.len());
             match stack.udp_send_to(self.socket, SocketAddrV4::new(*from.ip(), from.port()), &buf[..len]) {
                 Ok(()) => self.echoed += 1,
                 Err(_) => self.dropped += 1,
             }
         }
+    }
+
+    fn next_deadline(&self) -> Option<Instant> {
+        self.more.then_some(Instant::ZERO)
     }
 }

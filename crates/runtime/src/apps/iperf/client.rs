@@ -10,7 +10,7 @@ use crate::App;
 use std::collections::VecDeque;
 use std::net::SocketAddrV4;
 use ustack_core::tcp::State;
-use ustack_core::{Instant, Stack, TcpHandle};
+use ustack_core::{Event, Instant, Stack};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Phase {
@@ -58,6 +58,8 @@ pub struct IperfClient {
     peer_cpu: [f64; 3],
     peer_retrans: bool,
     events: VecDeque<PerfEvent>,
+    /// The time of the last turn, which `next_wake` counts from.
+    last_turn: Instant,
     error: Option<String>,
 }
 
@@ -79,6 +81,7 @@ impl IperfClient {
             peer_retrans: false,
             events: VecDeque::new(),
             error: None,
+            last_turn: Instant::ZERO,
         }
     }
 
@@ -360,8 +363,13 @@ impl PerfApp for IperfClient {
     fn next_event(&mut self) -> Option<PerfEvent> {
         self.events.pop_front()
     }
+}
 
-    fn next_wake(&self, now: Instant) -> Option<Instant> {
+impl IperfClient {
+    /// When the client needs a turn even if nothing arrives (UDP pacing,
+    /// interval reports, the hello retry, handshake timeouts, the end of a
+    /// timed test), counted from `now`.
+    pub(crate) fn next_wake(&self, now: Instant) -> Option<Instant> {
         match self.phase {
             Phase::Done => None,
             Phase::Running => {
@@ -382,7 +390,10 @@ impl PerfApp for IperfClient {
 }
 
 impl App for IperfClient {
-    fn poll(&mut self, stack: &mut Stack, now: Instant, _ready: &[TcpHandle]) {
+    // The control connection and at most 128 streams: looking at all of
+    // them each turn is cheap, and simpler than picking out the events.
+    fn poll(&mut self, stack: &mut Stack, now: Instant, _events: &[Event]) {
+        self.last_turn = now;
         if self.phase == Phase::Done {
             return;
         }
@@ -392,6 +403,10 @@ impl App for IperfClient {
         if let Some(c) = self.ctrl.as_mut() {
             c.flush(stack);
         }
+    }
+
+    fn next_deadline(&self) -> Option<Instant> {
+        self.next_wake(self.last_turn)
     }
 
     fn finished(&self) -> bool {

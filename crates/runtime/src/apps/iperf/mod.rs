@@ -13,8 +13,9 @@
 //! Both apps take time as the loop's `now` and randomness (the cookie) as a
 //! seed. The only other things they read from the OS are the wall clock, once
 //! per test (UDP datagrams carry Unix time, as iperf3's do), and the process's
-//! CPU time, which iperf3's results must report. They say when they next need a turn ([`PerfApp::next_wake`]),
-//! and [`run`] drives one of them on an event loop with that in mind.
+//! CPU time, which iperf3's results must report. They say when they next need
+//! a turn ([`App::next_deadline`]), and [`run`] drives one of them on the
+//! event loop, reporting what happens.
 
 mod client;
 mod data;
@@ -29,12 +30,11 @@ pub use json::Json;
 pub use server::IperfServer;
 pub use stream::WallClock;
 
-use crate::{poll_apps, App, EventLoop, RunEnd, StopSignal, Waitable};
+use crate::{App, EventLoop, RunEnd, StopSignal, Waitable};
 use std::net::SocketAddrV4;
 use ustack_core::phy::Device;
-use ustack_core::stack::DEFAULT_RX_BURST;
 use ustack_core::tcp::{RecvError, SendError};
-use ustack_core::{Duration, Instant, Stack, TcpHandle};
+use ustack_core::{Duration, Event, Instant, Stack, TcpHandle};
 
 /// iperf3's port for control and data.
 pub const DEFAULT_PORT: u16 = 5201;
@@ -517,64 +517,43 @@ const INTERVAL: Duration = Duration::from_secs(1);
 
 /// What the command needs from either app besides [`App`].
 pub trait PerfApp: App {
-    /// When the app needs a turn even if nothing arrives (UDP pacing,
-    /// interval reports, handshake timeouts, the end of a timed test).
-    fn next_wake(&self, now: Instant) -> Option<Instant>;
     /// The next thing to tell the person running it.
     fn next_event(&mut self) -> Option<PerfEvent>;
 }
 
 /// Run `app` on the loop until it finishes, `stop` is raised or `deadline`
-/// passes, handing each event to `on_event` as it happens. Unlike
-/// [`EventLoop::run_until`], the sleep also ends at the app's own wake time:
-/// a UDP sender paces itself by the millisecond.
+/// passes, handing each event to `on_event` as it happens. The loop sleeps
+/// until the app's own deadline too ([`App::next_deadline`]): a UDP sender
+/// paces itself by the millisecond.
 pub fn run<D: Device + Waitable, A: PerfApp>(
     lp: &mut EventLoop<D>,
     app: &mut A,
     stop: &StopSignal,
     deadline: Option<Instant>,
-    mut on_event: impl FnMut(PerfEvent),
+    on_event: impl FnMut(PerfEvent),
 ) -> RunEnd {
-    let mut ready = Vec::new();
-    loop {
-        let now = lp.clock.now();
-        let received = lp.stack.poll(now, &mut lp.device, DEFAULT_RX_BURST);
-        poll_apps(&mut lp.stack, now, &mut [&mut *app as &mut dyn App], &mut ready);
-        lp.stack.poll(now, &mut lp.device, 0);
-        while let Some(e) = app.next_event() {
-            on_event(e);
-        }
-        if app.finished() {
-            return RunEnd::Finished;
-        }
-        if stop.raised() {
-            return RunEnd::Stopped;
-        }
-        if deadline.is_some_and(|d| now >= d) {
-            return RunEnd::TimedOut;
-        }
-        if received == DEFAULT_RX_BURST {
-            continue; // more frames are likely waiting
-        }
-        let wakes = [lp.stack.poll_timeout(), app.next_wake(now), lp.device.next_deadline(), deadline];
-        let wake = wakes.into_iter().flatten().min();
-        let sleep_ms = wake
-            .map_or(MAX_SLEEP_MS, |t| (t.saturating_since(now).as_micros().div_ceil(1000) as u64).min(MAX_SLEEP_MS));
-        if sleep_ms > 0 {
-            wait_readable(lp.device.wait_fd(), sleep_ms);
-        }
-    }
+    lp.run_until(&mut [&mut Reporting { app, on_event }], stop, deadline)
 }
 
-/// The longest sleep without looking at the stop flag (signals also end it).
-const MAX_SLEEP_MS: u64 = 200;
+/// An app whose events are handed on after every turn.
+struct Reporting<'a, A, F> {
+    app: &'a mut A,
+    on_event: F,
+}
 
-fn wait_readable(fd: Option<std::os::fd::RawFd>, timeout_ms: u64) {
-    let Some(fd) = fd else {
-        std::thread::sleep(std::time::Duration::from_millis(timeout_ms.min(1)));
-        return;
-    };
-    let mut pfd = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
-    // SAFETY: one valid pollfd; EINTR (a signal) just ends the sleep.
-    unsafe { libc::poll(&mut pfd, 1, timeout_ms as libc::c_int) };
+impl<A: PerfApp, F: FnMut(PerfEvent)> App for Reporting<'_, A, F> {
+    fn poll(&mut self, stack: &mut Stack, now: Instant, events: &[Event]) {
+        self.app.poll(stack, now, events);
+        while let Some(e) = self.app.next_event() {
+            (self.on_event)(e);
+        }
+    }
+
+    fn next_deadline(&self) -> Option<Instant> {
+        self.app.next_deadline()
+    }
+
+    fn finished(&self) -> bool {
+        self.app.finished()
+    }
 }

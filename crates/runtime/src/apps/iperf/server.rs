@@ -10,7 +10,7 @@ use crate::App;
 use std::collections::VecDeque;
 use std::net::SocketAddrV4;
 use ustack_core::tcp::RecvError;
-use ustack_core::{Duration, Instant, ListenError, Stack, TcpHandle, UdpHandle};
+use ustack_core::{Duration, Event, Instant, ListenError, Stack, TcpHandle, UdpHandle};
 
 /// Connections that may be sending their cookie at once; more are reset.
 const MAX_PENDING: usize = 16;
@@ -67,6 +67,8 @@ pub struct IperfServer {
     /// Set once a test finished or failed when serving only one (`-1`).
     one_off: bool,
     served: u64,
+    /// The time of the last turn, which `next_wake` counts from.
+    last_turn: Instant,
 }
 
 impl IperfServer {
@@ -81,6 +83,7 @@ impl IperfServer {
             events: VecDeque::new(),
             one_off,
             served: 0,
+            last_turn: Instant::ZERO,
         })
     }
 
@@ -459,8 +462,12 @@ impl PerfApp for IperfServer {
     fn next_event(&mut self) -> Option<PerfEvent> {
         self.events.pop_front()
     }
+}
 
-    fn next_wake(&self, now: Instant) -> Option<Instant> {
+impl IperfServer {
+    /// When the server needs a turn even if nothing arrives (handshake and
+    /// idle timeouts, UDP pacing, interval reports), counted from `now`.
+    pub(crate) fn next_wake(&self, now: Instant) -> Option<Instant> {
         // Handshake deadlines: cookies still coming, refused clients draining.
         let pending = self.pending.iter().map(|p| p.since).chain(self.denied.iter().map(|&(_, since)| since));
         let handshakes = pending.min().map(|since| since + HANDSHAKE_TIMEOUT);
@@ -476,7 +483,8 @@ impl PerfApp for IperfServer {
 }
 
 impl App for IperfServer {
-    fn poll(&mut self, stack: &mut Stack, now: Instant, _ready: &[TcpHandle]) {
+    fn poll(&mut self, stack: &mut Stack, now: Instant, _events: &[Event]) {
+        self.last_turn = now;
         // One test holds at most 2 x 128 streams and a control connection,
         // and pending cookies are capped: looking at all of them each turn is
         // cheap, and simpler than picking them out of the ready list.
@@ -485,6 +493,10 @@ impl App for IperfServer {
         self.drain_denied(stack, now);
         self.udp_hellos(stack);
         self.drive_test(stack, now);
+    }
+
+    fn next_deadline(&self) -> Option<Instant> {
+        self.next_wake(self.last_turn)
     }
 
     fn finished(&self) -> bool {

@@ -20,7 +20,7 @@ struct Sim {
     server: Stack,
     ps: MemoryPort,
     now: Instant,
-    ready: Vec<TcpHandle>,
+    events: Vec<Event>,
 }
 
 impl Sim {
@@ -39,7 +39,7 @@ impl Sim {
             server: Stack::new(cfg(2, SERVER_IP), 2),
             ps,
             now: Instant::ZERO,
-            ready: Vec::new(),
+            events: Vec::new(),
         }
     }
 
@@ -59,12 +59,11 @@ impl Sim {
     fn step(&mut self, clients: &mut [&mut IperfClient], server: &mut IperfServer, events: &mut Vec<PerfEvent>) {
         let now = self.now;
         self.client.poll(now, &mut self.pc, 64);
-        for c in clients.iter_mut() {
-            crate::poll_apps(&mut self.client, now, &mut [&mut **c], &mut self.ready);
-        }
+        let mut apps: Vec<&mut dyn App> = clients.iter_mut().map(|c| &mut **c as &mut dyn App).collect();
+        crate::poll_apps(&mut self.client, now, &mut apps, &mut self.events);
         self.client.poll(now, &mut self.pc, 0);
         self.server.poll(now, &mut self.ps, 64);
-        crate::poll_apps(&mut self.server, now, &mut [server as &mut dyn App], &mut self.ready);
+        crate::poll_apps(&mut self.server, now, &mut [server as &mut dyn App], &mut self.events);
         self.server.poll(now, &mut self.ps, 0);
         events.extend(std::iter::from_fn(|| server.next_event()));
         let wakes = clients.iter().map(|c| c.next_wake(now)).chain([
@@ -275,7 +274,7 @@ struct Raw {
 }
 
 impl App for Raw {
-    fn poll(&mut self, stack: &mut Stack, now: Instant, _ready: &[TcpHandle]) {
+    fn poll(&mut self, stack: &mut Stack, now: Instant, _events: &[Event]) {
         let h = *self.h.get_or_insert_with(|| stack.tcp_connect(now, server_addr()).unwrap());
         if stack.tcp_state(h) == Some(ustack_core::tcp::State::Established) && !self.bytes.is_empty() {
             let n = stack.tcp_send(h, &self.bytes).unwrap_or(0);
@@ -301,7 +300,7 @@ fn hostile_control_messages_end_the_test_and_the_server_goes_on() {
             }
             let now = sim.now;
             sim.client.poll(now, &mut sim.pc, 64);
-            crate::poll_apps(&mut sim.client, now, &mut [&mut raw], &mut sim.ready);
+            crate::poll_apps(&mut sim.client, now, &mut [&mut raw], &mut sim.events);
             sim.client.poll(now, &mut sim.pc, 0);
             sim.step(&mut [], &mut server, &mut events);
         }
