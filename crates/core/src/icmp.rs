@@ -2,7 +2,7 @@
 
 use crate::phy::{RxMeta, TxQueue};
 use crate::queue::PacketQueue;
-use crate::readiness::{Event, Interest, Readiness, Socket, Watch};
+use crate::readiness::{drain_ready, queue_readiness, Event, Interest, Readiness, Socket, Watch};
 use crate::stack::{Iface, Stack};
 use crate::time::Instant;
 use std::net::Ipv4Addr;
@@ -108,14 +108,7 @@ struct PingSocket {
 impl PingSocket {
     /// READABLE while replies wait; WRITABLE while the send queue has room.
     fn readiness(&self) -> Readiness {
-        let mut r = Readiness::EMPTY;
-        if !self.rx.is_empty() {
-            r |= Readiness::READABLE;
-        }
-        if !self.tx.is_full() {
-            r |= Readiness::WRITABLE;
-        }
-        r
+        queue_readiness(!self.rx.is_empty(), self.tx.is_full())
     }
 }
 
@@ -160,18 +153,11 @@ impl PingSockets {
 
     /// Move up to `max` events into `out`.
     pub(crate) fn poll_events(&mut self, out: &mut Vec<Event>, max: usize, c: &mut crate::counters::Counters) -> usize {
-        let mut n = 0;
-        while n < max {
-            let Some(ident) = self.events.pop_front() else { break };
-            c.poll_visited += 1;
-            let Some(s) = self.by_ident(ident) else { continue };
-            if let Some(event) = s.watch.take(s.readiness(), Socket::Ping(PingHandle(ident))) {
-                out.push(event);
-                n += 1;
-            }
-        }
-        c.poll_events += n as u64;
-        n
+        let sockets = &mut self.sockets;
+        drain_ready(&mut self.events, out, max, c, |ident| {
+            let s = sockets.iter_mut().find(|s| s.ident == ident)?;
+            s.watch.take(s.readiness(), Socket::Ping(PingHandle(ident)))
+        })
     }
 }
 

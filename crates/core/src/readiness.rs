@@ -262,6 +262,41 @@ impl Registration {
     }
 }
 
+/// A datagram socket's readiness from its queues: READABLE while something
+/// waits to be read, WRITABLE while the send queue has room for another.
+pub(crate) fn queue_readiness(rx_waiting: bool, tx_full: bool) -> Readiness {
+    let mut r = Readiness::EMPTY;
+    if rx_waiting {
+        r |= Readiness::READABLE;
+    }
+    if !tx_full {
+        r |= Readiness::WRITABLE;
+    }
+    r
+}
+
+/// Take sockets off a ready list until `max` events are in `out`; `take`
+/// gives a socket's event, if it still has one. Counts every visit and event.
+pub(crate) fn drain_ready<K>(
+    list: &mut std::collections::VecDeque<K>,
+    out: &mut Vec<Event>,
+    max: usize,
+    c: &mut crate::counters::Counters,
+    mut take: impl FnMut(K) -> Option<Event>,
+) -> usize {
+    let mut n = 0;
+    while n < max {
+        let Some(key) = list.pop_front() else { break };
+        c.poll_visited += 1;
+        if let Some(event) = take(key) {
+            out.push(event);
+            n += 1;
+        }
+    }
+    c.poll_events += n as u64;
+    n
+}
+
 /// A socket's place in the readiness machinery: its registration, and
 /// whether it waits on its kind's ready list.
 #[derive(Clone, Copy, Debug, Default)]

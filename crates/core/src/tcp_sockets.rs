@@ -18,7 +18,7 @@
 
 use crate::hash::{KeyedMap, KeyedState};
 use crate::phy::{RxMeta, TxQueue};
-use crate::readiness::{Event, Interest, Readiness, Socket, Watch};
+use crate::readiness::{drain_ready, Event, Interest, Readiness, Socket, Watch};
 use crate::stack::{Iface, Stack};
 use crate::tcp::{
     self, BufferPool, Connection, DropReason, Flags, FourTuple, ListenOutcome, Listener, Options, RecvError, Segment,
@@ -433,33 +433,22 @@ impl TcpSockets {
 
     /// Move up to `max` events of listeners and connections into `out`.
     pub(crate) fn poll_events(&mut self, out: &mut Vec<Event>, max: usize, c: &mut crate::counters::Counters) -> usize {
-        let mut n = 0;
-        while n < max {
-            let Some(port) = self.listener_events.pop_front() else { break };
-            c.poll_visited += 1;
-            let Some(l) = self.listeners.get_mut(&port) else { continue };
+        let listeners = &mut self.listeners;
+        let n = drain_ready(&mut self.listener_events, out, max, c, |port| {
+            let l = listeners.get_mut(&port)?;
             let now = listener_readiness(l);
-            if let Some(event) = l.watch.take(now, Socket::Listener(port)) {
-                out.push(event);
-                n += 1;
-            }
-        }
-        while n < max {
-            let Some(index) = self.events.pop_front() else { break };
-            c.poll_visited += 1;
-            let Some(slot) = self.slots[index as usize].as_mut() else { continue };
+            l.watch.take(now, Socket::Listener(port))
+        });
+        let slots = &mut self.slots;
+        n + drain_ready(&mut self.events, out, max - n, c, |index| {
+            let slot = slots[index as usize].as_mut()?;
             if slot.orphan {
                 slot.watch.queued = false;
-                continue;
+                return None;
             }
             let h = TcpHandle { index, generation: slot.generation };
-            if let Some(event) = slot.watch.take(readiness_of(&slot.conn), Socket::Tcp(h)) {
-                out.push(event);
-                n += 1;
-            }
-        }
-        c.poll_events += n as u64;
-        n
+            slot.watch.take(readiness_of(&slot.conn), Socket::Tcp(h))
+        })
     }
 
     /// Bookkeeping after anything happened to a connection: its timer, its

@@ -10,7 +10,7 @@ use crate::hash::{KeyedMap, KeyedState};
 use crate::icmp::Unreachable;
 use crate::phy::{RxMeta, TxQueue};
 use crate::queue::PacketQueue;
-use crate::readiness::{Event, Interest, Readiness, Socket, Watch};
+use crate::readiness::{drain_ready, queue_readiness, Event, Interest, Readiness, Socket, Watch};
 use crate::stack::Stack;
 use crate::time::Instant;
 use std::collections::VecDeque;
@@ -87,14 +87,7 @@ impl UdpSocket {
     /// READABLE while datagrams wait; WRITABLE while the send queue has room
     /// for another datagram.
     fn readiness(&self) -> Readiness {
-        let mut r = Readiness::EMPTY;
-        if !self.rx.is_empty() {
-            r |= Readiness::READABLE;
-        }
-        if !self.tx.is_full() {
-            r |= Readiness::WRITABLE;
-        }
-        r
+        queue_readiness(!self.rx.is_empty(), self.tx.is_full())
     }
 }
 
@@ -150,18 +143,11 @@ impl UdpSockets {
 
     /// Move up to `max` events into `out`.
     pub(crate) fn poll_events(&mut self, out: &mut Vec<Event>, max: usize, c: &mut crate::counters::Counters) -> usize {
-        let mut n = 0;
-        while n < max {
-            let Some(idx) = self.events.pop_front() else { break };
-            c.poll_visited += 1;
-            let Some(s) = self.slots[idx as usize].as_mut() else { continue };
-            if let Some(event) = s.watch.take(s.readiness(), Socket::Udp(UdpHandle(idx))) {
-                out.push(event);
-                n += 1;
-            }
-        }
-        c.poll_events += n as u64;
-        n
+        let slots = &mut self.slots;
+        drain_ready(&mut self.events, out, max, c, |idx| {
+            let s = slots[idx as usize].as_mut()?;
+            s.watch.take(s.readiness(), Socket::Udp(UdpHandle(idx)))
+        })
     }
 }
 
