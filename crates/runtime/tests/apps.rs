@@ -9,7 +9,8 @@ use ustack_core::tcp::RecvError;
 use ustack_core::{Duration, Event, Instant, Ipv4Cidr, Stack, StackConfig, TcpHandle};
 use ustack_device::{LinkConfig, MemoryLink, MemoryPort};
 use ustack_runtime::apps::{
-    HttpClient, HttpClientError, HttpServer, HttpServerConfig, Site, TcpDiscard, TcpEcho, DEFAULT_MAX_CONNECTIONS,
+    FairnessConfig, HttpClient, HttpClientError, HttpServer, HttpServerConfig, Site, TcpDiscard, TcpEcho,
+    DEFAULT_MAX_CONNECTIONS,
 };
 use ustack_runtime::{poll_apps, App};
 use ustack_wire::EthernetAddress;
@@ -453,7 +454,201 @@ fn server_resets_connections_over_its_bound() {
     for _ in 0..100 {
         p.step(&mut [], &mut [&mut srv]);
     }
+    // The bound holds; the newcomer took the place of the connection that
+    // had waited longest for a request (see the fairness tests below).
     assert_eq!(srv.connections(), 2);
-    let mut buf = [0u8; 8];
-    assert!(matches!(p.a.tcp_recv(third, &mut buf), Err(RecvError::Connection(_))));
+    assert!(is_reset(&mut p, _held[0]) && !is_reset(&mut p, third));
+}
+
+#[test]
+fn http_get_with_a_body_is_served_and_so_is_the_next_request() {
+    let root = TempRoot::new("body");
+    let mut p = Pair::new(LinkConfig::default());
+    let mut srv = server(&mut p, &root);
+    // A Content-Length body, then a chunked one (with an extension and a
+    // trailer), each followed by a pipelined request: all three answered.
+    let two = raw(
+        &mut p,
+        &mut srv,
+        b"GET /sub/a.txt HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello\
+GET /sub/b.txt HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5;x=1\r\nhello\r\n10\r\n0123456789abcdef\r\n0\r\nT: 1\r\n\r\n\
+GET /sub/a.txt HTTP/1.1\r\nHost: x\r\n\r\n",
+        true,
+    );
+    assert_eq!(two.matches("HTTP/1.1 200 OK").count(), 3, "{two}");
+    assert!(two.contains("\r\n\r\nalpha\nHTTP/1.1 200 OK") && two.contains("\r\n\r\nbeta\nHTTP/1.1") && two.ends_with("alpha\n"), "{two}");
+    // A body split over several segments is skipped as it comes.
+    let h = p.connect(80, &mut [&mut srv]);
+    p.a.tcp_send(h, b"GET /sub/a.txt HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n01234").unwrap();
+    for _ in 0..50 {
+        p.step(&mut [], &mut [&mut srv]);
+    }
+    p.a.tcp_send(h, b"56789GET /sub/b.txt HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    p.a.tcp_shutdown(h).unwrap();
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    for _ in 0..10_000 {
+        match p.a.tcp_recv(h, &mut buf) {
+            Ok(0) => break,
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+            Err(_) => p.step(&mut [], &mut [&mut srv]),
+        }
+    }
+    let out = String::from_utf8(out).unwrap();
+    assert_eq!(out.matches("HTTP/1.1 200 OK").count(), 2, "{out}");
+    assert!(out.ends_with("beta\n"), "{out}");
+    // Both framings at once, or a coding other than chunked: 400 and close.
+    for bad in [
+        &b"GET / HTTP/1.1\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"[..],
+        b"GET / HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n",
+        b"GET / HTTP/1.1\r\nContent-Length: 3x\r\n\r\n",
+    ] {
+        let r = raw(&mut p, &mut srv, bad, false);
+        assert!(r.starts_with("HTTP/1.1 400 ") && r.contains("Connection: close"), "{r}");
+    }
+    // A chunked body that turns out malformed: the request before it was
+    // answered, then 400 and close (where the next request starts is lost).
+    let r = raw(&mut p, &mut srv, b"GET / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", false);
+    assert!(r.starts_with("HTTP/1.1 200 OK\r\n") && r.contains("HTTP/1.1 400 ") && r.ends_with("bad request\n"), "{r}");
+    assert_eq!(srv.stats.failed, 0);
+}
+
+#[test]
+fn http_single_ranges_get_206_and_unsatisfiable_ones_416() {
+    let mut p = Pair::new(LinkConfig::default());
+    let data = pattern(1000);
+    let mut site = Site::memory();
+    site.insert("/obj", Arc::from(data.clone()));
+    let mut srv = HttpServer::listen(&mut p.b, 80, site, HttpServerConfig::default()).unwrap();
+    let range = |p: &mut Pair, srv: &mut HttpServer, r: &str| {
+        let req = format!("GET /obj HTTP/1.1\r\nHost: x\r\nRange: {r}\r\nConnection: close\r\n\r\n");
+        let h = p.connect(80, &mut [&mut *srv]);
+        p.a.tcp_send(h, req.as_bytes()).unwrap();
+        let mut out = Vec::new();
+        let mut buf = [0u8; 4096];
+        for _ in 0..10_000 {
+            match p.a.tcp_recv(h, &mut buf) {
+                Ok(0) => break,
+                Ok(n) => out.extend_from_slice(&buf[..n]),
+                Err(_) => p.step(&mut [], &mut [&mut *srv]),
+            }
+        }
+        p.a.tcp_close(h);
+        let split = out.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+        (String::from_utf8(out[..split].to_vec()).unwrap(), out[split..].to_vec())
+    };
+    let (head, body) = range(&mut p, &mut srv, "bytes=10-19");
+    assert!(head.starts_with("HTTP/1.1 206 Partial Content\r\n"), "{head}");
+    assert!(head.contains("Content-Range: bytes 10-19/1000\r\n") && head.contains("Content-Length: 10\r\n"), "{head}");
+    assert_eq!(body, data[10..20]);
+    let (head, body) = range(&mut p, &mut srv, "bytes=990-");
+    assert!(head.contains("Content-Range: bytes 990-999/1000\r\n"), "{head}");
+    assert_eq!(body, data[990..]);
+    let (head, body) = range(&mut p, &mut srv, "bytes=-5");
+    assert!(head.contains("Content-Range: bytes 995-999/1000\r\n"), "{head}");
+    assert_eq!(body, data[995..]);
+    let (head, _) = range(&mut p, &mut srv, "bytes=1000-");
+    assert!(head.starts_with("HTTP/1.1 416 ") && head.contains("Content-Range: bytes */1000\r\n"), "{head}");
+    // Several ranges, or a unit we do not know: the whole body (RFC 9110 allows it).
+    for r in ["bytes=0-1,5-6", "items=0-1", "bytes=5-1"] {
+        let (head, body) = range(&mut p, &mut srv, r);
+        assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{r}: {head}");
+        assert_eq!(body, data, "{r}");
+    }
+    // A file body too.
+    let root = TempRoot::new("range");
+    let mut p = Pair::new(LinkConfig::default());
+    let mut files = server(&mut p, &root);
+    let req = b"GET /sub/a.txt HTTP/1.1\r\nRange: bytes=1-3\r\nConnection: close\r\n\r\n";
+    let r = raw(&mut p, &mut files, req, false);
+    assert!(r.starts_with("HTTP/1.1 206 ") && r.contains("Content-Range: bytes 1-3/6\r\n") && r.ends_with("\r\n\r\nlph"), "{r}");
+}
+
+fn fair_server(p: &mut Pair, max_connections: usize, fairness: FairnessConfig) -> HttpServer {
+    let mut site = Site::memory();
+    site.insert("/x", Arc::from(&b"x\n"[..]));
+    let cfg = HttpServerConfig { max_connections, fairness, ..HttpServerConfig::default() };
+    HttpServer::listen(&mut p.b, 80, site, cfg).unwrap()
+}
+
+fn is_reset(p: &mut Pair, h: TcpHandle) -> bool {
+    let mut buf = [0u8; 64];
+    matches!(p.a.tcp_recv(h, &mut buf), Err(RecvError::Connection(_)))
+}
+
+#[test]
+fn http_slow_request_heads_time_out_and_idle_connections_close() {
+    let mut p = Pair::new(LinkConfig::default());
+    let fairness =
+        FairnessConfig { request_timeout: Duration::from_secs(5), idle_timeout: Duration::from_secs(3), ..Default::default() };
+    let mut srv = fair_server(&mut p, 16, fairness);
+    // A slowloris connection: a header line every second, never the end.
+    let slow = p.connect(80, &mut [&mut srv]);
+    // A keep-alive client: one request, then idle.
+    let idle = p.connect(80, &mut [&mut srv]);
+    p.a.tcp_send(idle, b"GET /x HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    p.a.tcp_send(slow, b"GET /x HTTP/1.1\r\n").unwrap();
+    let start = p.now;
+    for i in 0..8u64 {
+        p.now = p.now.max(start + Duration::from_secs(i));
+        p.a.tcp_send(slow, b"X-a: b\r\n").ok();
+        for _ in 0..20 {
+            p.step(&mut [], &mut [&mut srv]);
+        }
+    }
+    assert!(is_reset(&mut p, slow), "the trickled head ran out of time");
+    assert_eq!(srv.fairness().request_timeouts, 1);
+    assert_eq!(srv.fairness().idle_timeouts, 1, "the idle keep-alive connection was closed");
+    let mut buf = [0u8; 256];
+    let n = p.a.tcp_recv(idle, &mut buf).unwrap();
+    assert!(buf[..n].starts_with(b"HTTP/1.1 200 OK"));
+    assert_eq!(p.a.tcp_recv(idle, &mut buf), Ok(0), "closed gracefully after its response");
+    assert_eq!(srv.connections(), 0);
+}
+
+#[test]
+fn http_full_table_makes_room_by_closing_the_longest_waiting() {
+    let mut p = Pair::new(LinkConfig::default());
+    let mut srv = fair_server(&mut p, 3, FairnessConfig::default());
+    let held: Vec<_> = (0..3)
+        .map(|_| {
+            let h = p.connect(80, &mut [&mut srv]);
+            p.now += Duration::from_millis(100);
+            h
+        })
+        .collect();
+    // A real client arrives while the table is full of connections that
+    // never sent a request: it is served, and the oldest waiter goes.
+    let mut client = HttpClient::new(SocketAddrV4::new(B_IP, 80), vec!["/x".into()], Vec::new());
+    p.run_client(&mut client, &mut [&mut srv]);
+    let (r, body) = client.into_result();
+    r.unwrap().unwrap();
+    assert_eq!(body, b"x\n");
+    assert!(is_reset(&mut p, held[0]), "the longest waiting was evicted");
+    assert!(!is_reset(&mut p, held[1]) && !is_reset(&mut p, held[2]));
+    assert_eq!(srv.fairness().evicted, 1);
+}
+
+#[test]
+fn http_one_source_holds_at_most_its_share() {
+    let mut p = Pair::new(LinkConfig::default());
+    let mut srv = fair_server(&mut p, 16, FairnessConfig { max_per_source: 2, ..Default::default() });
+    let first: Vec<_> = (0..2).map(|_| p.connect(80, &mut [&mut srv])).collect();
+    let third = p.connect(80, &mut [&mut srv]);
+    for _ in 0..50 {
+        p.step(&mut [], &mut [&mut srv]);
+    }
+    assert!(is_reset(&mut p, third));
+    assert!(first.iter().all(|&h| !is_reset(&mut p, h)));
+    assert_eq!(srv.fairness().refused_per_source, 1);
+    // When one of them goes, the source may connect again.
+    p.a.tcp_close(first[0]);
+    for _ in 0..50 {
+        p.step(&mut [], &mut [&mut srv]);
+    }
+    let again = p.connect(80, &mut [&mut srv]);
+    for _ in 0..50 {
+        p.step(&mut [], &mut [&mut srv]);
+    }
+    assert!(!is_reset(&mut p, again));
 }

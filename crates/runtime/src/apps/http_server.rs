@@ -10,12 +10,22 @@
 //!
 //! Files are read with ordinary blocking reads from the loop's thread: fine
 //! for a page cache–warm root, and the reason the chunk is small.
+//!
+//! A request body (`Content-Length` or chunked) is read and thrown away, so
+//! the next request on the connection is found where it starts; a single
+//! `Range: bytes=…` is answered with 206 (416 when it cannot be satisfied),
+//! several ranges with the whole body. Connections follow a [`ConnPolicy`]:
+//! a request head must arrive within `fairness.request_timeout`, an idle
+//! keep-alive connection closes after `fairness.idle_timeout`, one address
+//! holds at most `fairness.max_per_source` connections, and a full table
+//! makes room for a new client by resetting the connection that has waited
+//! longest for its request.
 
-use super::Server;
+use super::{ConnPolicy, FairnessConfig, FairnessStats, Phase, Server};
 use crate::App;
 use std::fmt;
 use std::fs::File;
-use std::io::{Read, Write};
+use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use ustack_core::tcp::{RecvError, SendError};
@@ -28,6 +38,9 @@ const MAX_HEADERS: usize = 64;
 /// Bytes read and thrown away after a final response while waiting for the
 /// peer's FIN, before the connection is reset instead.
 const MAX_DRAIN: usize = 64 * 1024;
+/// Longest chunk-size line (size, extensions) or trailer line of a chunked
+/// body we skip; a longer one is not a body we will wait for.
+const MAX_CHUNK_LINE: usize = 1024;
 
 /// What the server serves.
 pub enum Site {
@@ -84,7 +97,7 @@ impl Site {
             Site::Memory(objects) => {
                 let wanted = if path == "/" { "/index.html" } else { path };
                 let (_, bytes) = objects.iter().find(|(p, _)| p == wanted).ok_or(Status::NotFound)?;
-                Ok((Body::Memory { bytes: bytes.clone(), offset: 0 }, bytes.len() as u64))
+                Ok((Body::Memory { bytes: bytes.clone(), start: 0, offset: 0, end: bytes.len() }, bytes.len() as u64))
             }
             Site::Dir(root) => {
                 let mut full = root.clone();
@@ -126,11 +139,18 @@ pub struct HttpServerConfig {
     /// Largest request head (request line and headers); a longer one is
     /// answered with 431 and the connection closed. Default 8 KiB.
     pub max_request_head: usize,
+    /// Request and idle timeouts, the cap per source address (see
+    /// [`FairnessConfig`] for the defaults).
+    pub fairness: FairnessConfig,
 }
 
 impl Default for HttpServerConfig {
     fn default() -> Self {
-        HttpServerConfig { max_connections: super::DEFAULT_MAX_CONNECTIONS, max_request_head: 8 * 1024 }
+        HttpServerConfig {
+            max_connections: super::DEFAULT_MAX_CONNECTIONS,
+            max_request_head: 8 * 1024,
+            fairness: FairnessConfig::default(),
+        }
     }
 }
 
@@ -159,7 +179,7 @@ pub struct HttpServer {
 impl HttpServer {
     pub fn listen(stack: &mut Stack, port: u16, site: Site, cfg: HttpServerConfig) -> Result<HttpServer, ListenError> {
         Ok(HttpServer {
-            server: Server::listen(stack, port, cfg.max_connections)?,
+            server: Server::listen(stack, port, cfg.max_connections)?.with_policy(cfg.fairness),
             site,
             max_request_head: cfg.max_request_head.max(64),
             stats: HttpStats::default(),
@@ -174,31 +194,47 @@ impl HttpServer {
     pub fn connections(&self) -> usize {
         self.server.conns.len()
     }
+
+    /// Connections accepted so far, and those reset at once (over a bound).
+    pub fn accepted(&self) -> (u64, u64) {
+        (self.server.accepted, self.server.refused)
+    }
+
+    /// What the fairness policy has done: timeouts, evictions, refusals.
+    pub fn fairness(&self) -> FairnessStats {
+        self.server.policy.as_ref().map_or_else(FairnessStats::default, |p: &ConnPolicy| p.stats)
+    }
 }
 
 impl App for HttpServer {
-    fn poll(&mut self, stack: &mut Stack, _now: Instant, events: &[Event]) {
+    fn poll(&mut self, stack: &mut Stack, now: Instant, events: &[Event]) {
         let max_head = self.max_request_head;
-        self.server.accept(stack, events, true, || HttpConn::new(max_head));
+        self.server.accept(stack, now, events, true, || HttpConn::new(max_head));
         let (site, stats) = (&self.site, &mut self.stats);
-        self.server.drive(stack, events, |stack, h, c| match c.drive(stack, h, site, stats) {
-            Ok(Next::Wait) => true,
+        self.server.drive(stack, now, events, |stack, h, c| match c.drive(stack, h, site, stats) {
+            Ok(Next::Wait) => Some(c.phase()),
             Ok(Next::Close) => {
                 stack.tcp_close(h);
-                false
+                None
             }
             Err(()) => {
                 stats.failed += 1;
                 stack.tcp_abort(h);
-                false
+                None
             }
         });
+    }
+
+    fn next_deadline(&self) -> Option<Instant> {
+        self.server.policy.as_ref().and_then(|p| p.next_deadline())
     }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Status {
     Ok,
+    PartialContent,
+    RangeNotSatisfiable,
     BadRequest,
     NotFound,
     MethodNotAllowed,
@@ -209,6 +245,8 @@ impl Status {
     fn line(self) -> (u16, &'static str) {
         match self {
             Status::Ok => (200, "OK"),
+            Status::PartialContent => (206, "Partial Content"),
+            Status::RangeNotSatisfiable => (416, "Range Not Satisfiable"),
             Status::BadRequest => (400, "Bad Request"),
             Status::NotFound => (404, "Not Found"),
             Status::MethodNotAllowed => (405, "Method Not Allowed"),
@@ -219,7 +257,8 @@ impl Status {
     /// The short text body of an error response.
     fn text(self) -> &'static [u8] {
         match self {
-            Status::Ok => b"",
+            Status::Ok | Status::PartialContent => b"",
+            Status::RangeNotSatisfiable => b"range not satisfiable\n",
             Status::BadRequest => b"bad request\n",
             Status::NotFound => b"not found\n",
             Status::MethodNotAllowed => b"only GET and HEAD are served\n",
@@ -231,7 +270,7 @@ impl Status {
 enum Body {
     None,
     Static { bytes: &'static [u8], offset: usize },
-    Memory { bytes: Arc<[u8]>, offset: usize },
+    Memory { bytes: Arc<[u8]>, start: usize, offset: usize, end: usize },
     File { file: File, left: u64 },
 }
 
@@ -241,6 +280,97 @@ enum Next {
     Wait,
     /// Done: close gracefully.
     Close,
+}
+
+/// A request body being read and thrown away.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Skip {
+    None,
+    /// This many bytes of a `Content-Length` body.
+    Bytes(u64),
+    /// A chunk-size line (`line` bytes of it seen so far), then its data.
+    ChunkSize { size: u64, digits: bool, ext: bool, line: usize },
+    /// Chunk data, then its CRLF (`crlf` of the 2 bytes still due).
+    ChunkData { left: u64 },
+    ChunkCrlf { crlf: u8 },
+    /// Trailer lines after the last chunk, up to an empty line (`line`
+    /// bytes of the current one seen).
+    Trailer { line: usize },
+}
+
+impl Skip {
+    /// Consume what of `data` belongs to the body; returns bytes consumed,
+    /// or `Err` for a chunked body that is malformed.
+    fn consume(&mut self, data: &[u8]) -> Result<usize, ()> {
+        let mut i = 0;
+        while i < data.len() {
+            match self {
+                Skip::None => break,
+                Skip::Bytes(left) => {
+                    let n = (*left).min((data.len() - i) as u64);
+                    i += n as usize;
+                    *left -= n;
+                    if *left == 0 {
+                        *self = Skip::None;
+                    }
+                }
+                Skip::ChunkSize { size, digits, ext, line } => {
+                    let b = data[i];
+                    i += 1;
+                    *line += 1;
+                    if *line > MAX_CHUNK_LINE {
+                        return Err(());
+                    }
+                    match b {
+                        b'\n' if *digits => {
+                            *self = if *size == 0 { Skip::Trailer { line: 0 } } else { Skip::ChunkData { left: *size } };
+                        }
+                        b'\n' => return Err(()),
+                        _ if *ext => {}
+                        b';' | b'\r' | b' ' | b'\t' => *ext = true,
+                        _ => {
+                            let d = (b as char).to_digit(16).ok_or(())?;
+                            *size = size.checked_mul(16).and_then(|s| s.checked_add(u64::from(d))).ok_or(())?;
+                            *digits = true;
+                        }
+                    }
+                }
+                Skip::ChunkData { left } => {
+                    let n = (*left).min((data.len() - i) as u64);
+                    i += n as usize;
+                    *left -= n;
+                    if *left == 0 {
+                        *self = Skip::ChunkCrlf { crlf: 2 };
+                    }
+                }
+                Skip::ChunkCrlf { crlf } => {
+                    let b = data[i];
+                    i += 1;
+                    match (b, *crlf) {
+                        (b'\r', 2) => *crlf = 1,
+                        (b'\n', _) => *self = Skip::ChunkSize { size: 0, digits: false, ext: false, line: 0 },
+                        _ => return Err(()),
+                    }
+                }
+                Skip::Trailer { line } => {
+                    let b = data[i];
+                    i += 1;
+                    match b {
+                        b'\n' if *line == 0 => *self = Skip::None,
+                        b'\n' => *line = 0,
+                        b'\r' if *line == 0 => {}
+                        _ => {
+                            *line += 1;
+                            if *line > MAX_CHUNK_LINE {
+                                return Err(());
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        Ok(i)
+    }
 }
 
 struct HttpConn {
@@ -262,6 +392,10 @@ struct HttpConn {
     /// Our FIN is queued; reading only to see the peer's.
     draining: usize,
     closing: bool,
+    /// The body of the last request, still being skipped.
+    skip: Skip,
+    /// Requests answered on this connection.
+    served: u64,
 }
 
 impl HttpConn {
@@ -278,6 +412,23 @@ impl HttpConn {
             close_after: false,
             draining: 0,
             closing: false,
+            skip: Skip::None,
+            served: 0,
+        }
+    }
+
+    /// What the connection waits for, for the fairness policy.
+    fn phase(&self) -> Phase {
+        let served = self.served;
+        if self.closing {
+            // Waiting only for the peer's FIN.
+            Phase::Idle { served: served + 1 }
+        } else if self.head_sent < self.head.len() || !matches!(self.body, Body::None) {
+            Phase::Busy
+        } else if self.request_len > 0 || served == 0 || self.skip != Skip::None {
+            Phase::Request { served }
+        } else {
+            Phase::Idle { served }
         }
     }
 
@@ -334,21 +485,36 @@ impl HttpConn {
     /// Parse one request from the buffer and start its response. False when
     /// the buffer holds no complete request head yet.
     fn next_request(&mut self, site: &Site, stats: &mut HttpStats) -> bool {
+        if self.skip != Skip::None {
+            let Ok(n) = self.skip.consume(&self.request[..self.request_len]) else {
+                // A chunked body we cannot follow: the stream is lost.
+                self.skip = Skip::None;
+                self.request_len = 0;
+                stats.requests += 1;
+                self.start_response(Status::BadRequest, true, None, stats);
+                return true;
+            };
+            self.request.copy_within(n..self.request_len, 0);
+            self.request_len -= n;
+            if self.skip != Skip::None {
+                return false;
+            }
+        }
         let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
         let mut req = httparse::Request::new(&mut headers);
-        let (consumed, status, keep_alive, head_only, found) = match req.parse(&self.request[..self.request_len]) {
+        let (consumed, answer) = match req.parse(&self.request[..self.request_len]) {
             Ok(httparse::Status::Partial) => return false,
-            Err(httparse::Error::TooManyHeaders) => (self.request_len, Status::HeadersTooLarge, false, false, None),
-            Err(_) => (self.request_len, Status::BadRequest, false, false, None),
-            Ok(httparse::Status::Complete(n)) => {
-                let (status, keep_alive, head_only, found) = respond_to(&req, site);
-                (n, status, keep_alive, head_only, found)
-            }
+            Err(httparse::Error::TooManyHeaders) => (self.request_len, Answer::error(Status::HeadersTooLarge)),
+            Err(_) => (self.request_len, Answer::error(Status::BadRequest)),
+            Ok(httparse::Status::Complete(n)) => (n, respond_to(&req, site)),
         };
         self.request.copy_within(consumed..self.request_len, 0);
         self.request_len -= consumed;
+        self.skip = answer.skip;
         stats.requests += 1;
-        self.start_response(status, !keep_alive, found.map(|(body, len, ctype)| (body, len, ctype, head_only)), stats);
+        self.served += 1;
+        let found = answer.found.map(|f| (f, answer.head_only));
+        self.start_response(answer.status, !answer.keep_alive, found, stats);
         true
     }
 
@@ -357,14 +523,18 @@ impl HttpConn {
         &mut self,
         status: Status,
         close: bool,
-        found: Option<(Body, u64, &'static str, bool)>,
+        found: Option<(Found, bool)>,
         stats: &mut HttpStats,
     ) {
         // Errors that leave the request stream in doubt end the connection.
         let close = close || matches!(status, Status::BadRequest | Status::HeadersTooLarge | Status::MethodNotAllowed);
         let (code, reason) = status.line();
+        let mut content_range = None;
         let (body, len, ctype) = match found {
-            Some((body, len, ctype, head_only)) => (if head_only { Body::None } else { body }, len, ctype),
+            Some((f, head_only)) => {
+                content_range = f.range;
+                (if head_only { Body::None } else { f.body }, f.len, f.ctype)
+            }
             None => {
                 let text = status.text();
                 (Body::Static { bytes: text, offset: 0 }, text.len() as u64, "text/plain; charset=utf-8")
@@ -384,6 +554,18 @@ impl HttpConn {
         );
         if status == Status::MethodNotAllowed {
             self.head.extend_from_slice(b"Allow: GET, HEAD\r\n");
+        }
+        match content_range {
+            Some(ContentRange::Part { first, last, total }) => {
+                let _ = write!(self.head, "Content-Range: bytes {first}-{last}/{total}\r\n");
+            }
+            Some(ContentRange::Unsatisfiable { total }) => {
+                let _ = write!(self.head, "Content-Range: bytes */{total}\r\n");
+            }
+            None => {}
+        }
+        if matches!(status, Status::Ok | Status::PartialContent) {
+            self.head.extend_from_slice(b"Accept-Ranges: bytes\r\n");
         }
         self.head.extend_from_slice(if close {
             b"Connection: close\r\n\r\n"
@@ -408,7 +590,7 @@ impl HttpConn {
             let sent = match &mut self.body {
                 Body::None => return Ok(true),
                 Body::Static { bytes, offset } => send_slice(stack, h, bytes, offset)?,
-                Body::Memory { bytes, offset } => send_slice(stack, h, bytes, offset)?,
+                Body::Memory { bytes, offset, end, .. } => send_slice(stack, h, &bytes[..*end], offset)?,
                 Body::File { file, left } => {
                     let chunk = self.chunk.get_or_insert_with(|| vec![0; FILE_CHUNK].into_boxed_slice());
                     if self.chunk_start == self.chunk_end {
@@ -442,8 +624,8 @@ impl HttpConn {
             }
             if let Body::Static { bytes, .. } = &self.body {
                 stats.body_bytes += bytes.len() as u64;
-            } else if let Body::Memory { bytes, .. } = &self.body {
-                stats.body_bytes += bytes.len() as u64;
+            } else if let Body::Memory { start, end, .. } = &self.body {
+                stats.body_bytes += (end - start) as u64;
             }
             self.body = Body::None;
         }
@@ -462,14 +644,44 @@ fn send_slice(stack: &mut Stack, h: TcpHandle, bytes: &[u8], offset: &mut usize)
     Ok(true)
 }
 
-/// The answer to a parsed request: status, keep-alive, HEAD, and the body
-/// with its length and type when found.
-fn respond_to(req: &httparse::Request<'_, '_>, site: &Site) -> (Status, bool, bool, Option<(Body, u64, &'static str)>) {
+/// A found object's body, its length on the wire, type and range.
+struct Found {
+    body: Body,
+    len: u64,
+    ctype: &'static str,
+    range: Option<ContentRange>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum ContentRange {
+    Part { first: u64, last: u64, total: u64 },
+    Unsatisfiable { total: u64 },
+}
+
+/// The answer to a parsed request.
+struct Answer {
+    status: Status,
+    keep_alive: bool,
+    head_only: bool,
+    found: Option<Found>,
+    /// The request's body, to skip before the next request.
+    skip: Skip,
+}
+
+impl Answer {
+    fn error(status: Status) -> Answer {
+        Answer { status, keep_alive: false, head_only: false, found: None, skip: Skip::None }
+    }
+}
+
+fn respond_to(req: &httparse::Request<'_, '_>, site: &Site) -> Answer {
     let version = req.version.unwrap_or(1);
     // HTTP/1.1 keeps the connection by default, HTTP/1.0 closes unless asked
     // (RFC 9112 §9.3).
     let mut keep_alive = version == 1;
-    let mut has_body = false;
+    let mut content_length: Option<u64> = None;
+    let mut chunked = None;
+    let mut range = None;
     for h in req.headers.iter() {
         if h.name.eq_ignore_ascii_case("connection") {
             for token in h.value.split(|&b| b == b',') {
@@ -480,26 +692,134 @@ fn respond_to(req: &httparse::Request<'_, '_>, site: &Site) -> (Status, bool, bo
                     keep_alive = true;
                 }
             }
-        } else if h.name.eq_ignore_ascii_case("transfer-encoding")
-            || (h.name.eq_ignore_ascii_case("content-length") && h.value.trim_ascii() != b"0")
-        {
-            has_body = true;
+        } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
+            // RFC 9112 §6.3: chunked must be the final coding of a request;
+            // anything else leaves the body's end unknown.
+            let last = h.value.rsplit(|&b| b == b',').next().unwrap_or(b"").trim_ascii();
+            chunked = Some(chunked.unwrap_or(true) && last.eq_ignore_ascii_case(b"chunked"));
+        } else if h.name.eq_ignore_ascii_case("content-length") {
+            // RFC 9112 §6.3: an invalid length, or two that differ, is an
+            // unrecoverable error.
+            let n = std::str::from_utf8(h.value.trim_ascii()).ok().filter(|v| v.bytes().all(|b| b.is_ascii_digit()));
+            match (n.and_then(|v| v.parse::<u64>().ok()), content_length) {
+                (Some(n), None) => content_length = Some(n),
+                (Some(n), Some(m)) if n == m => {}
+                _ => return Answer::error(Status::BadRequest),
+            }
+        } else if h.name.eq_ignore_ascii_case("range") {
+            range = Some(h.value);
         }
     }
+    let skip = match (chunked, content_length) {
+        // Both: a smuggling attempt as often as not (RFC 9112 §6.1 lets a
+        // server reject it); neither side can be trusted.
+        (Some(_), Some(_)) | (Some(false), None) => return Answer::error(Status::BadRequest),
+        (Some(true), None) => Skip::ChunkSize { size: 0, digits: false, ext: false, line: 0 },
+        (None, Some(0) | None) => Skip::None,
+        (None, Some(n)) => Skip::Bytes(n),
+    };
     let head_only = match req.method {
         Some("GET") => false,
         Some("HEAD") => true,
-        _ => return (Status::MethodNotAllowed, false, false, None),
+        _ => return Answer::error(Status::MethodNotAllowed),
     };
-    // A GET with a body leaves us unsure where the next request starts.
-    if has_body {
-        return (Status::BadRequest, false, head_only, None);
-    }
     let target = req.path.unwrap_or("");
-    let Some(path) = decode_path(target) else { return (Status::BadRequest, false, head_only, None) };
-    match site.lookup(&path) {
-        Ok((body, len)) => (Status::Ok, keep_alive, head_only, Some((body, len, content_type(&path)))),
-        Err(status) => (status, keep_alive, head_only, None),
+    let Some(path) = decode_path(target) else { return Answer::error(Status::BadRequest) };
+    let (status, found) = match site.lookup(&path) {
+        Ok((body, len)) => {
+            let ctype = content_type(&path);
+            match range.map(|r| parse_range(r, len)) {
+                None | Some(RangeSpec::Ignore) => (Status::Ok, Some(Found { body, len, ctype, range: None })),
+                Some(RangeSpec::Unsatisfiable) => {
+                    (Status::RangeNotSatisfiable, Some(Found::unsatisfiable(len)))
+                }
+                Some(RangeSpec::Part(first, last)) => match body.select(first, last) {
+                    Some(body) => {
+                        let range = Some(ContentRange::Part { first, last, total: len });
+                        (Status::PartialContent, Some(Found { body, len: last - first + 1, ctype, range }))
+                    }
+                    None => (Status::NotFound, None),
+                },
+            }
+        }
+        Err(status) => (status, None),
+    };
+    Answer { status, keep_alive, head_only, found, skip }
+}
+
+impl Found {
+    /// The 416 answer: a short text body and `Content-Range: bytes */len`.
+    fn unsatisfiable(total: u64) -> Found {
+        let text = Status::RangeNotSatisfiable.text();
+        Found {
+            body: Body::Static { bytes: text, offset: 0 },
+            len: text.len() as u64,
+            ctype: "text/plain; charset=utf-8",
+            range: Some(ContentRange::Unsatisfiable { total }),
+        }
+    }
+}
+
+impl Body {
+    /// Only bytes `first..=last` of this body (the range is within it).
+    fn select(self, first: u64, last: u64) -> Option<Body> {
+        match self {
+            Body::Memory { bytes, .. } => {
+                Some(Body::Memory { bytes, start: first as usize, offset: first as usize, end: last as usize + 1 })
+            }
+            Body::File { mut file, .. } => {
+                file.seek(SeekFrom::Start(first)).ok()?;
+                Some(Body::File { file, left: last - first + 1 })
+            }
+            other => Some(other),
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum RangeSpec {
+    /// Serve the whole body: no byte range, several ranges, or a form we do
+    /// not read (RFC 9110 §14.2: a server MAY ignore the Range header).
+    Ignore,
+    /// `first..=last`, within the body.
+    Part(u64, u64),
+    Unsatisfiable,
+}
+
+/// One `bytes=a-b`, `bytes=a-` or `bytes=-n` range of a body of `len` bytes
+/// (RFC 9110 §14.1.2).
+fn parse_range(value: &[u8], len: u64) -> RangeSpec {
+    let Ok(value) = std::str::from_utf8(value) else { return RangeSpec::Ignore };
+    let Some(spec) = value.trim().strip_prefix("bytes=") else { return RangeSpec::Ignore };
+    if spec.contains(',') {
+        return RangeSpec::Ignore;
+    }
+    let Some((a, b)) = spec.trim().split_once('-') else { return RangeSpec::Ignore };
+    let num = |s: &str| -> Option<u64> {
+        let s = s.trim();
+        if s.is_empty() || !s.bytes().all(|c| c.is_ascii_digit()) {
+            return None;
+        }
+        // More digits than a u64 holds: larger than any body.
+        Some(s.parse().unwrap_or(u64::MAX))
+    };
+    match (a.trim().is_empty(), num(a), num(b)) {
+        // bytes=-n: the last n bytes.
+        (true, _, Some(n)) => match n {
+            0 => RangeSpec::Unsatisfiable,
+            _ if len == 0 => RangeSpec::Unsatisfiable,
+            n => RangeSpec::Part(len.saturating_sub(n), len - 1),
+        },
+        (false, Some(first), last) if b.trim().is_empty() || last.is_some() => {
+            if last.is_some_and(|l| l < first) {
+                return RangeSpec::Ignore; // invalid: RFC 9110 says ignore it
+            }
+            if first >= len {
+                return RangeSpec::Unsatisfiable;
+            }
+            RangeSpec::Part(first, last.unwrap_or(u64::MAX).min(len - 1))
+        }
+        _ => RangeSpec::Ignore,
     }
 }
 

@@ -9,6 +9,7 @@
 //! small, fixed state per connection, and each bounds its connection count:
 //! a connection over the bound is reset at once.
 
+mod fairness;
 mod http_client;
 mod http_server;
 pub mod iperf;
@@ -16,6 +17,7 @@ mod tcp_discard;
 mod tcp_echo;
 mod udp_echo;
 
+pub use fairness::{Admission, ConnPolicy, FairnessConfig, FairnessStats, Phase, EXPIRE_PER_POLL};
 pub use http_client::{HttpClient, HttpClientError, HttpResponse};
 pub use http_server::{HttpServer, HttpServerConfig, HttpStats, Site, SiteError};
 pub use tcp_discard::TcpDiscard;
@@ -23,7 +25,7 @@ pub use tcp_echo::TcpEcho;
 pub use udp_echo::UdpEcho;
 
 use std::collections::HashMap;
-use ustack_core::{Event, Interest, ListenError, Socket, Stack, TcpHandle};
+use ustack_core::{Event, Instant, Interest, ListenError, Socket, Stack, TcpHandle};
 
 /// The token the apps register their sockets with: they tell their sockets
 /// apart by [`Event::socket`], leaving tokens to embedders' own use.
@@ -44,6 +46,11 @@ struct Server<T> {
     fresh: Vec<TcpHandle>,
     accepted: u64,
     refused: u64,
+    /// Timeouts, a cap per source and eviction when full; `None`: a plain
+    /// connection limit.
+    policy: Option<ConnPolicy>,
+    /// Handles the policy closed this turn (reused, no allocation).
+    closed: Vec<TcpHandle>,
 }
 
 impl<T> Server<T> {
@@ -58,24 +65,47 @@ impl<T> Server<T> {
             fresh: Vec::new(),
             accepted: 0,
             refused: 0,
+            policy: None,
+            closed: Vec::new(),
         })
     }
 
+    /// Apply `cfg`'s fairness policy to this server's connections.
+    fn with_policy(mut self, cfg: FairnessConfig) -> Server<T> {
+        self.policy = Some(ConnPolicy::new(cfg));
+        self
+    }
+
     /// When `events` say the listener has connections waiting, take them
-    /// all, up to the bound; the rest are reset. Each is registered for
-    /// reading and writing. `nodelay` turns Nagle off for request/response
-    /// protocols, whose last small segment would otherwise wait for the
-    /// peer's delayed ACK.
-    fn accept(&mut self, stack: &mut Stack, events: &[Event], nodelay: bool, mut new: impl FnMut() -> T) {
+    /// all, up to the bound (or the policy's choice); the rest are reset.
+    /// Each is registered for reading and writing. `nodelay` turns Nagle off
+    /// for request/response protocols, whose last small segment would
+    /// otherwise wait for the peer's delayed ACK.
+    fn accept(&mut self, stack: &mut Stack, now: Instant, events: &[Event], nodelay: bool, mut new: impl FnMut() -> T) {
         self.fresh.clear();
         if !events.iter().any(|e| e.socket == Socket::Listener(self.port)) {
             return;
         }
         while let Some(h) = stack.tcp_accept(self.port) {
-            if self.conns.len() >= self.max_connections {
-                stack.tcp_abort(h);
-                self.refused += 1;
-                continue;
+            let full = self.conns.len() >= self.max_connections;
+            match &mut self.policy {
+                Some(policy) => match policy.admit(stack, now, h, full) {
+                    Admission::Refused => {
+                        self.refused += 1;
+                        continue;
+                    }
+                    Admission::Admitted { evicted } => {
+                        if let Some(v) = evicted {
+                            self.conns.remove(&v);
+                        }
+                    }
+                },
+                None if full => {
+                    stack.tcp_abort(h);
+                    self.refused += 1;
+                    continue;
+                }
+                None => {}
             }
             if nodelay {
                 stack.tcp_set_nodelay(h, true);
@@ -87,15 +117,16 @@ impl<T> Server<T> {
         }
     }
 
-    /// Drive the connections this server owns that have events, then the
-    /// fresh ones. `drive` returns false when the connection is finished
-    /// with (the handle was closed or aborted by it); its state is then
-    /// dropped.
+    /// Drive the connections this server owns that have events, then the fresh ones,
+    /// then close those whose wait ran out (with a policy). `drive` returns
+    /// what the connection waits for now, or `None` when it is finished
+    /// with (the handle was closed or aborted by it); its state is then dropped.
     fn drive(
         &mut self,
         stack: &mut Stack,
+        now: Instant,
         events: &[Event],
-        mut drive: impl FnMut(&mut Stack, TcpHandle, &mut T) -> bool,
+        mut drive: impl FnMut(&mut Stack, TcpHandle, &mut T) -> Option<Phase>,
     ) {
         let ready = events.iter().filter_map(|e| match e.socket {
             Socket::Tcp(h) => Some(h),
@@ -103,10 +134,24 @@ impl<T> Server<T> {
         });
         for h in ready.chain(self.fresh.iter().copied()) {
             let Some(state) = self.conns.get_mut(&h) else { continue };
-            if !drive(stack, h, state) {
-                self.conns.remove(&h);
+            match (drive(stack, h, state), &mut self.policy) {
+                (Some(phase), Some(policy)) => policy.update(h, now, phase),
+                (Some(_), None) => {}
+                (None, policy) => {
+                    self.conns.remove(&h);
+                    if let Some(policy) = policy {
+                        policy.forget(h);
+                    }
+                }
             }
         }
         self.fresh.clear();
+        if let Some(policy) = &mut self.policy {
+            let closed = &mut self.closed;
+            policy.expire(stack, now, |h| closed.push(h));
+            for h in self.closed.drain(..) {
+                self.conns.remove(&h);
+            }
+        }
     }
 }

@@ -1,6 +1,6 @@
 //! TCP discard (RFC 863): read and drop, counting bytes.
 
-use super::Server;
+use super::{Phase, Server};
 use crate::App;
 use ustack_core::tcp::RecvError;
 use ustack_core::{Event, Instant, ListenError, Stack};
@@ -38,21 +38,21 @@ impl TcpDiscard {
 }
 
 impl App for TcpDiscard {
-    fn poll(&mut self, stack: &mut Stack, _now: Instant, events: &[Event]) {
-        self.server.accept(stack, events, false, || ());
+    fn poll(&mut self, stack: &mut Stack, now: Instant, events: &[Event]) {
+        self.server.accept(stack, now, events, false, || ());
         let (scratch, discarded, failed) = (&mut self.scratch, &mut self.discarded, &mut self.failed);
-        self.server.drive(stack, events, |stack, h, ()| loop {
+        self.server.drive(stack, now, events, |stack, h, ()| loop {
             match stack.tcp_recv(h, scratch) {
                 Ok(0) => {
                     stack.tcp_close(h);
-                    return false;
+                    return None;
                 }
                 Ok(n) => *discarded += n as u64,
-                Err(RecvError::WouldBlock) => return true,
+                Err(RecvError::WouldBlock) => return Some(Phase::Busy),
                 Err(_) => {
                     *failed += 1;
                     stack.tcp_abort(h);
-                    return false;
+                    return None;
                 }
             }
         });

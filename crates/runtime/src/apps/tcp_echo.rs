@@ -1,6 +1,6 @@
 //! TCP echo (RFC 862): every byte back to the sender, with backpressure.
 
-use super::Server;
+use super::{Phase, Server};
 use crate::App;
 use ustack_core::tcp::{RecvError, SendError};
 use ustack_core::{Event, Instant, ListenError, Stack, TcpHandle};
@@ -60,19 +60,19 @@ impl TcpEcho {
 }
 
 impl App for TcpEcho {
-    fn poll(&mut self, stack: &mut Stack, _now: Instant, events: &[Event]) {
-        self.server.accept(stack, events, true, EchoConn::default);
+    fn poll(&mut self, stack: &mut Stack, now: Instant, events: &[Event]) {
+        self.server.accept(stack, now, events, true, EchoConn::default);
         let (scratch, echoed, failed) = (&mut self.scratch, &mut self.echoed, &mut self.failed);
-        self.server.drive(stack, events, |stack, h, c| match echo(stack, h, c, scratch, echoed) {
-            Ok(true) => true,
+        self.server.drive(stack, now, events, |stack, h, c| match echo(stack, h, c, scratch, echoed) {
+            Ok(true) => Some(Phase::Busy),
             Ok(false) => {
                 stack.tcp_close(h);
-                false
+                None
             }
             Err(()) => {
                 *failed += 1;
                 stack.tcp_abort(h);
-                false
+                None
             }
         });
     }
