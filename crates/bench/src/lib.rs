@@ -66,8 +66,13 @@ impl Default for Params {
 /// Run `workload` on both stacks and report them side by side.
 pub fn run(workload: Workload, params: &Params) -> std::io::Result<Report> {
     let linux = linux::run(workload, params)?;
-    let ustack = ustack::run(workload, params).map_err(std::io::Error::other)?;
-    Ok(Report::new(workload, params, ustack, linux))
+    let ustack = ustack::run(workload, params, true).map_err(std::io::Error::other)?;
+    let mut report = Report::new(workload, params, ustack, linux);
+    if workload == Workload::Stream {
+        // The same stream without the link's TSO, for the difference it makes.
+        report.ustack_no_tso = Some(ustack::run(workload, params, false).map_err(std::io::Error::other)?);
+    }
+    Ok(report)
 }
 
 /// CPU time (user + system) the process has used so far.

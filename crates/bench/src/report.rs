@@ -77,11 +77,14 @@ pub struct Report {
     pub path: BenchPath,
     pub ustack: Figures,
     pub linux: Figures,
+    /// In-memory stream only: ustack again with the link's TSO and
+    /// coalesced receive off (`ustack` has them on).
+    pub ustack_no_tso: Option<Figures>,
 }
 
 impl Report {
     pub(crate) fn new(workload: Workload, params: &Params, ustack: Figures, linux: Figures) -> Report {
-        Report { workload, params: *params, path: BenchPath::Memory, ustack, linux }
+        Report { workload, params: *params, path: BenchPath::Memory, ustack, linux, ustack_no_tso: None }
     }
 
     /// The same figures, measured on `path`.
@@ -114,6 +117,9 @@ impl Report {
         let mut s = String::new();
         let p = &self.params;
         let path = match &self.path {
+            BenchPath::Memory if self.ustack_no_tso.is_some() => {
+                format!("in-memory link MTU {} with TSO/GRO (no-tso: without); Linux on loopback", p.mtu)
+            }
             BenchPath::Memory => format!("in-memory link MTU {}; Linux on loopback", p.mtu),
             BenchPath::Device { device, .. } => format!(
                 "ustack on {device}, Linux on a veth pair, MTU {}, no checksum offload; kernel client for both",
@@ -135,7 +141,8 @@ impl Report {
             "p99.9 µs",
             "CPU ns/op"
         ));
-        for (name, f) in [("ustack", &self.ustack), ("linux", &self.linux)] {
+        let rows = [("ustack", Some(&self.ustack)), ("no-tso", self.ustack_no_tso.as_ref()), ("linux", Some(&self.linux))];
+        for (name, f) in rows.into_iter().filter_map(|(n, f)| Some((n, f?))) {
             let pct = |q| f.percentile_ns(q).map_or("-".to_string(), |v| format!("{:.2}", v as f64 / 1e3));
             let per_op = match self.workload {
                 Workload::Stream => format!("{:.2}/KiB", f.cpu.as_nanos() as f64 / (f.count.max(1) as f64 / 1024.0)),
@@ -152,6 +159,9 @@ impl Report {
             ));
         }
         s.push_str(&format!("  ratio ustack/linux: {:.2}x\n", self.ratio()));
+        if let Some(f) = &self.ustack_no_tso {
+            s.push_str(&format!("  ratio no-tso/linux: {:.2}x\n", f.per_second() / self.linux.per_second().max(1e-9)));
+        }
         if let BenchPath::Device { notes, .. } = &self.path {
             let count = |r: Option<u64>| r.map_or("?".to_string(), |n| n.to_string());
             let [on_ustack, on_linux] = notes.client_retransmits;
@@ -216,9 +226,17 @@ impl Report {
                 )
             }
         };
+        let no_tso = match &self.ustack_no_tso {
+            Some(f) => format!(
+                ",\"ustack_no_tso\":{},\"ratio_no_tso\":{:.4}",
+                side(f),
+                f.per_second() / self.linux.per_second().max(1e-9)
+            ),
+            None => String::new(),
+        };
         format!(
             "{{\"workload\":\"{}\",\"path\":{},\"linux_path\":\"{linux_path}\"{device},\"mtu\":{},\"message\":{},\
-             \"ustack\":{},\"linux\":{},\"ratio\":{:.4}}}",
+             \"ustack\":{},\"linux\":{},\"ratio\":{:.4}{no_tso}}}",
             self.workload.name(),
             json_string(path),
             self.params.mtu,

@@ -13,6 +13,8 @@
 use crate::time::Instant;
 
 /// Offload and size facts a device reports; the core queries, never assumes.
+///
+/// `Default` is a plain 1500-byte Ethernet link with no offload at all.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct DeviceCaps {
     /// Largest IP packet (Ethernet payload) the link carries, normally 1500.
@@ -23,30 +25,91 @@ pub struct DeviceCaps {
     /// The device (or its peer) completes checksums on transmit when asked
     /// through [`TxMeta::csum_partial`].
     pub tx_checksum: bool,
+    /// TCP segmentation offload for IPv4 (virtio's `VIRTIO_NET_F_HOST_TSO4`,
+    /// Linux's `TUNSETOFFLOAD` `TUN_F_TSO4`): the largest IP packet the
+    /// device takes marked [`GsoType::TcpV4`], which it (or its peer) cuts
+    /// into segments of [`TxMeta::gso_size`] payload bytes. 0: no TSO. Only
+    /// used together with `tx_checksum` (a super-segment's checksum is
+    /// always left partial, as virtio requires).
+    pub tso4_max: usize,
+    /// The device may hand over coalesced TCP segments (GRO/LRO, virtio's
+    /// `VIRTIO_NET_F_GUEST_TSO4`) larger than `mtu`, marked in
+    /// [`RxMeta::gso_type`] with the size of the segments they stand for.
+    pub rx_coalesced: bool,
 }
 
 impl Default for DeviceCaps {
     fn default() -> Self {
-        DeviceCaps { mtu: 1500, rx_checksum: false, tx_checksum: false }
+        DeviceCaps { mtu: 1500, rx_checksum: false, tx_checksum: false, tso4_max: 0, rx_coalesced: false }
     }
 }
 
-/// Facts about one received frame.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct RxMeta {
-    /// The device (or kernel peer) vouches for the L3/L4 checksums.
-    pub csum_verified: bool,
-    /// The L4 checksum field holds only the pseudo-header sum
-    /// (CHECKSUM_PARTIAL from a kernel sender on veth/TAP): the payload is
-    /// intact but the field must not be verified as a full checksum.
-    pub csum_partial: bool,
+impl DeviceCaps {
+    /// The largest TCP/IPv4 super-segment the core may hand this device:
+    /// `tso4_max` when it also completes checksums and exceeds the MTU,
+    /// otherwise 0 (segments no larger than the MTU).
+    pub fn tso4_limit(&self) -> usize {
+        if self.tx_checksum && self.tso4_max > self.mtu {
+            self.tso4_max.min(usize::from(u16::MAX))
+        } else {
+            0
+        }
+    }
 }
 
-/// Facts about one frame to transmit.
+/// Which segmentation a frame needs or has had, as virtio-net's `gso_type`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum GsoType {
+    /// A frame no larger than the MTU (`VIRTIO_NET_HDR_GSO_NONE`).
+    #[default]
+    None,
+    /// TCP over IPv4 (`VIRTIO_NET_HDR_GSO_TCPV4`): on transmit, cut into
+    /// segments of `gso_size` payload bytes; on receive, a coalesced segment
+    /// that stands for segments of `gso_size` bytes.
+    TcpV4,
+}
+
+/// Facts about one received frame (the meaning of virtio-net's header).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RxMeta {
+    /// The device (or kernel peer) vouches for the L3/L4 checksums
+    /// (`VIRTIO_NET_HDR_F_DATA_VALID`).
+    pub csum_verified: bool,
+    /// The L4 checksum field holds only the pseudo-header sum
+    /// (CHECKSUM_PARTIAL from a kernel sender on veth/TAP,
+    /// `VIRTIO_NET_HDR_F_NEEDS_CSUM`): the payload is intact but the field
+    /// must not be verified as a full checksum.
+    pub csum_partial: bool,
+    /// With `csum_partial`: where the checksummed part starts, from the start
+    /// of the frame, and where in it the checksum field is (virtio's
+    /// `csum_start` and `csum_offset`).
+    pub csum_start: u16,
+    pub csum_offset: u16,
+    /// A coalesced segment (GRO) and what it was made of; `None` for an
+    /// ordinary frame.
+    pub gso_type: GsoType,
+    /// Payload bytes of each segment a coalesced frame stands for.
+    pub gso_size: u16,
+    /// Bytes of headers (Ethernet, IP, TCP) before the payload.
+    pub hdr_len: u16,
+}
+
+/// Facts about one frame to transmit (the meaning of virtio-net's header).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct TxMeta {
     /// The L4 checksum holds only the pseudo-header sum; the device completes it.
     pub csum_partial: bool,
+    /// With `csum_partial`: where the device starts summing, from the start
+    /// of the frame, and where in that the checksum goes.
+    pub csum_start: u16,
+    pub csum_offset: u16,
+    /// A super-segment for the device to cut ([`DeviceCaps::tso4_max`]);
+    /// `None` for a frame that goes as it is.
+    pub gso_type: GsoType,
+    /// Payload bytes per segment the device cuts (the MSS in use).
+    pub gso_size: u16,
+    /// Bytes of headers (Ethernet, IP, TCP) repeated on every segment.
+    pub hdr_len: u16,
 }
 
 /// The transmit queue is full; the frame was not sent.

@@ -14,7 +14,7 @@ use crate::counters::Counters;
 use crate::icmp::{PingSockets, TokenBucket};
 use crate::ipv4_reassembly::Ipv4Reassembly;
 use crate::neighbor::{NeighborCache, NeighborTimer, Resolution};
-use crate::phy::{Device, RxMeta, RxQueue, TxMeta, TxQueue};
+use crate::phy::{Device, GsoType, RxMeta, RxQueue, TxMeta, TxQueue};
 use crate::rand::Rng;
 use crate::time::Instant;
 use crate::tcp_sockets::TcpSockets;
@@ -50,6 +50,9 @@ pub(crate) struct Iface {
     pub(crate) ip_ident: u16,
     /// The device completes TCP checksums (from its capabilities, read on every poll).
     pub(crate) tx_csum_offload: bool,
+    /// The largest TCP/IPv4 super-segment the device takes (its TSO limit,
+    /// read on every poll); 0 when it takes none.
+    pub(crate) tso_max: usize,
     /// Where a datagram to be fragmented is written whole before it is cut
     /// (empty until the first one; then 64 KiB, kept for the stack's life).
     pub(crate) frag_scratch: Vec<u8>,
@@ -80,6 +83,7 @@ impl Stack {
                 icmp_errors: TokenBucket::new(cfg.icmp_error_rate, cfg.icmp_error_burst),
                 ip_ident: rng.next_u32() as u16,
                 tx_csum_offload: false,
+                tso_max: 0,
                 frag_scratch: Vec::new(),
                 cfg,
                 counters: Counters::default(),
@@ -107,7 +111,9 @@ impl Stack {
     /// Receive up to `budget` frames, then fire timers, transmit and flush.
     /// Returns the number of frames received.
     pub fn poll<D: Device>(&mut self, now: Instant, device: &mut D, budget: usize) -> usize {
-        self.iface.tx_csum_offload = device.caps().tx_checksum;
+        let caps = device.caps();
+        self.iface.tx_csum_offload = caps.tx_checksum;
+        self.iface.tso_max = caps.tso4_limit();
         let (mut rx, mut tx) = device.queues();
         let mut n = 0;
         while n < budget {
@@ -339,13 +345,16 @@ impl Iface {
         l4_len: usize,
         fill: impl FnOnce(&mut [u8]),
     ) -> Result<(), EgressDrop> {
-        self.send_ipv4_offload(now, tx, dst, protocol, l4_len, |b, _| fill(b))
+        self.send_ipv4_offload(now, tx, dst, protocol, l4_len, None, |b, _| fill(b))
     }
 
     /// As [`Iface::send_ipv4`], but `fill` is told whether the device will
     /// complete the L4 checksum (then it writes only the pseudo-header sum,
     /// CHECKSUM_PARTIAL style). A datagram larger than the MTU leaves as
-    /// fragments ([`Iface::send_ipv4_fragments`]).
+    /// fragments ([`Iface::send_ipv4_fragments`]), unless it is a TCP
+    /// super-segment (`gso`: the payload per segment and the TCP header's
+    /// length) within the device's TSO limit: then the device cuts it.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn send_ipv4_offload<T: TxQueue>(
         &mut self,
         now: Instant,
@@ -353,10 +362,17 @@ impl Iface {
         dst: Ipv4Addr,
         protocol: IpProtocol,
         l4_len: usize,
+        gso: Option<(usize, usize)>,
         fill: impl FnOnce(&mut [u8], bool),
     ) -> Result<(), EgressDrop> {
         let ip_len = IPV4_HEADER_LEN + l4_len;
-        if ip_len > self.cfg.mtu {
+        let super_segment = gso.is_some() && ip_len > self.cfg.mtu;
+        if super_segment && (protocol != IpProtocol::Tcp || ip_len > self.tso_max) {
+            // The core sized it for a TSO limit the device no longer offers.
+            self.counters.drop_too_big += 1;
+            return Err(EgressDrop::TooBig);
+        }
+        if ip_len > self.cfg.mtu && !super_segment {
             return self.send_ipv4_fragments(now, tx, dst, protocol, l4_len, |b| fill(b, false));
         }
         let next_hop = self.next_hop(dst)?;
@@ -368,10 +384,26 @@ impl Iface {
         };
         let Some(mac) = self.link_addr(now, tx, next_hop)? else {
             let hop = next_hop.expect("only a unicast next hop waits for ARP");
+            if super_segment {
+                // The queue holds frames of MTU size without metadata; TCP
+                // resends once the neighbour answers.
+                self.counters.drop_neighbor_pending_full += 1;
+                return Err(EgressDrop::PendingFull);
+            }
             return self.enqueue_for_neighbor(hop, ip_len, |b| write_ip(b, false));
         };
-        #[allow(clippy::needless_update)] // TxMeta is growing offload fields
-        let meta = TxMeta { csum_partial: offload, ..Default::default() };
+        let l4_start = (ETHERNET_HEADER_LEN + IPV4_HEADER_LEN) as u16;
+        let mut meta = TxMeta::default();
+        if offload {
+            meta.csum_partial = true;
+            meta.csum_start = l4_start;
+            meta.csum_offset = checksum_field(protocol);
+        }
+        if let Some((size, l4_header)) = gso.filter(|_| super_segment) {
+            meta.gso_type = GsoType::TcpV4;
+            meta.gso_size = size as u16;
+            meta.hdr_len = l4_start + l4_header as u16;
+        }
         if write_frame(&mut self.counters, tx, meta, self.cfg.mac, mac, EtherType::Ipv4, ip_len, |b| write_ip(b, offload)) {
             Ok(())
         } else {
@@ -525,6 +557,15 @@ impl Iface {
             self.counters.drop_neighbor_pending_full += 1;
             Err(EgressDrop::PendingFull)
         }
+    }
+}
+
+/// Where an L4 checksum field sits in its header (virtio's `csum_offset`).
+fn checksum_field(protocol: IpProtocol) -> u16 {
+    match protocol {
+        IpProtocol::Udp => 6,
+        IpProtocol::Icmp => 2,
+        _ => 16, // TCP, the only one the core leaves partial
     }
 }
 

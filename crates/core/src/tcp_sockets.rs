@@ -547,13 +547,16 @@ fn repr_from(seg: &Segment, tuple: &FourTuple) -> TcpRepr<'static> {
 }
 
 impl Iface {
-    /// Send one TCP segment; its payload (if any) is copied in place by `payload`.
+    /// Send one TCP segment; its payload (if any) is copied in place by
+    /// `payload`. `gso_size` is the payload per segment when `seg` may be a
+    /// super-segment for the device to cut.
     fn send_tcp<T: TxQueue>(
         &mut self,
         now: Instant,
         tx: &mut T,
         tuple: &FourTuple,
         seg: &Segment,
+        gso_size: Option<usize>,
         payload: impl FnOnce(&mut [u8]),
     ) -> bool {
         let repr = repr_from(seg, tuple);
@@ -564,7 +567,8 @@ impl Iface {
             self.counters.tcp_rst_sent += 1;
         }
         let l4_len = header_len + seg.payload_len;
-        self.send_ipv4_offload(now, tx, dst, IpProtocol::Tcp, l4_len, |b, partial| {
+        let gso = gso_size.filter(|&size| seg.payload_len > size).map(|size| (size, header_len));
+        self.send_ipv4_offload(now, tx, dst, IpProtocol::Tcp, l4_len, gso, |b, partial| {
             repr.emit_header(&mut TcpPacket::new_unchecked(&mut *b), seg.payload_len);
             payload(&mut b[header_len..]);
             let mut packet = TcpPacket::new_unchecked(&mut *b);
@@ -582,10 +586,13 @@ impl Iface {
     /// Write everything a connection wants to send now.
     fn flush_connection<T: TxQueue>(&mut self, now: Instant, tx: &mut T, conn: &mut Connection, pool: &BufferPool) {
         let max_payload = self.cfg.mtu - IPV4_HEADER_LEN - TCP_HEADER_LEN;
+        let tso_payload = self.tso_max.saturating_sub(IPV4_HEADER_LEN + TCP_HEADER_LEN);
         let tuple = conn.four_tuple();
-        while let Some(seg) = conn.poll_transmit(now, max_payload, pool) {
+        while let Some(seg) = conn.poll_transmit_tso(now, max_payload, tso_payload, pool) {
             let conn = &*conn;
-            self.send_tcp(now, tx, &tuple, &seg, |b| conn.read_payload(&seg, b, pool));
+            // The segment size the connection cut by (see `poll_transmit_tso`).
+            let gso_size = conn.mss().min(max_payload.saturating_sub(seg.options.wire_len()));
+            self.send_tcp(now, tx, &tuple, &seg, Some(gso_size), |b| conn.read_payload(&seg, b, pool));
         }
     }
 }
@@ -624,7 +631,7 @@ impl Stack {
                 count_drop(&mut iface.counters, reason);
             }
             if let Some(rst) = outcome.reply {
-                iface.send_tcp(now, tx, &tuple, &rst, |_| {});
+                iface.send_tcp(now, tx, &tuple, &rst, None, |_| {});
             }
             iface.flush_connection(now, tx, &mut slot.conn, &tcp.pool);
             if outcome.established {
@@ -661,7 +668,7 @@ impl Stack {
                 TimeWaitOutcome::Ack(ack) => {
                     let expires = record.expires();
                     tcp.tw_timers.set(index, Some(expires));
-                    iface.send_tcp(now, tx, &tuple, &ack, |_| {});
+                    iface.send_tcp(now, tx, &tuple, &ack, None, |_| {});
                     return;
                 }
                 // RFC 6191: a newer SYN takes the 4-tuple over.
@@ -673,7 +680,7 @@ impl Stack {
                 match entry.listener.on_segment(now, tuple, &seg, repr.payload, &mut tcp.pool) {
                     ListenOutcome::Drop(reason) => count_drop(&mut iface.counters, reason),
                     ListenOutcome::Reply(reply) => {
-                        iface.send_tcp(now, tx, &tuple, &reply, |_| {});
+                        iface.send_tcp(now, tx, &tuple, &reply, None, |_| {});
                     }
                     ListenOutcome::HalfOpen(mut conn) => {
                         if tcp.live >= tcp.max_connections {
@@ -711,7 +718,7 @@ impl Stack {
         // it is one.
         iface.counters.drop_tcp_no_socket += 1;
         if let Some(rst) = tcp::reset_for(&seg) {
-            iface.send_tcp(now, tx, &tuple, &rst, |_| {});
+            iface.send_tcp(now, tx, &tuple, &rst, None, |_| {});
         }
     }
 

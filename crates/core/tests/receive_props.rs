@@ -67,7 +67,7 @@ proptest! {
         }
         let mut s = stack();
         let mut tx = Capture::default();
-        let meta = RxMeta { csum_verified: trusted, csum_partial: false };
+        let meta = RxMeta { csum_verified: trusted, ..Default::default() };
         s.receive(Instant::ZERO, &f, meta, &mut tx);
         s.transmit(Instant::ZERO, &mut tx);
         check_output(&tx.frames);

@@ -170,7 +170,19 @@ fn idle_connections_cost_at_most_1_kib_and_buffers_go_back_to_the_pool() {
 
 #[test]
 fn bulk_transfer_allocates_nothing_in_steady_state() {
-    let mut p = Pair::new();
+    bulk_transfer_without_allocating(LinkConfig::default());
+}
+
+/// With the link's TSO on, the sender hands out 64 KiB super-segments: the
+/// send path still allocates nothing, per segment or otherwise.
+#[test]
+fn bulk_transfer_with_tso_allocates_nothing_in_steady_state() {
+    let p = bulk_transfer_without_allocating(LinkConfig { checksum_offload: true, tso: true, ..LinkConfig::default() });
+    assert!(p.pa.stats().super_segments > 100, "{:?}", p.pa.stats());
+}
+
+fn bulk_transfer_without_allocating(link: LinkConfig) -> Pair {
+    let mut p = Pair::with_link(link);
     p.b.tcp_listen(80, 16).unwrap();
     let c = p.a.tcp_connect(p.now, SocketAddrV4::new(B_IP, 80)).unwrap();
     p.settle(Duration::from_millis(1));
@@ -207,6 +219,7 @@ fn bulk_transfer_allocates_nothing_in_steady_state() {
     assert_eq!(p.a.tcp_buffer_pool().in_use(), 0);
     assert_eq!(p.b.tcp_buffer_pool().in_use(), 0);
     assert_eq!(p.a.tcp_connection(c).unwrap().stats().retransmits, 0);
+    p
 }
 
 #[test]

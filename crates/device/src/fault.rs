@@ -93,7 +93,7 @@ impl<D: Device> Device for FaultDevice<D> {
     fn caps(&self) -> DeviceCaps {
         let inner = self.inner.caps();
         // Frames are copied through our queues, so offloads do not survive.
-        DeviceCaps { mtu: inner.mtu.min(self.config.mtu), rx_checksum: false, tx_checksum: false }
+        DeviceCaps { mtu: inner.mtu.min(self.config.mtu), ..Default::default() }
     }
 }
 
@@ -117,7 +117,7 @@ impl<R: RxQueue> RxQueue for FaultRx<'_, R> {
             match self.inbound.pool.alloc(frame.len()) {
                 Some(mut copy) => {
                     copy.copy_from_slice(frame);
-                    let tx_meta = TxMeta { csum_partial: meta.csum_partial };
+                    let tx_meta = TxMeta { csum_partial: meta.csum_partial, ..Default::default() };
                     self.inbound.enqueue(self.config, copy, now, tx_meta);
                 }
                 None => self.inbound.stats.dropped_full += 1,

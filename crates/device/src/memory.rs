@@ -44,7 +44,7 @@ use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::rc::Rc;
 
-use ustack_core::phy::{Device, DeviceCaps, RxMeta, RxQueue, TxFull, TxMeta, TxQueue};
+use ustack_core::phy::{Device, DeviceCaps, GsoType, RxMeta, RxQueue, TxFull, TxMeta, TxQueue};
 use ustack_core::time::{Duration, Instant};
 
 use crate::pool::{Frame, FramePool};
@@ -52,6 +52,9 @@ use crate::rng::SplitMix64;
 
 /// Ethernet header without FCS: a frame may be this much longer than the MTU.
 const ETHERNET_HEADER_LEN: usize = 14;
+/// The largest super-segment the link carries with `tso` on: an IPv4
+/// datagram's limit, as virtio's.
+const TSO_MAX: usize = u16::MAX as usize;
 
 /// Shape and faults of a [`MemoryLink`]; the same for both directions.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -87,6 +90,14 @@ pub struct LinkConfig {
     /// fault hit them, in which case they arrive unmarked and the receiver's
     /// own check drops them. Default false, so tests exercise checksums.
     pub checksum_offload: bool,
+    /// Offer TCP segmentation offload and coalesced receive, as virtio-net
+    /// between two VMs does: a sender may hand TCP/IPv4 super-segments of up
+    /// to 64 KiB marked [`GsoType::TcpV4`] ([`DeviceCaps::tso4_max`]); they
+    /// cross whole (faults hit the whole frame) and arrive marked with the
+    /// segment size they stand for ([`RxMeta::gso_type`]). Takes effect only
+    /// with `checksum_offload`, as virtio's TSO needs checksum offload.
+    /// Frame buffers are then 64 KiB each. Default false.
+    pub tso: bool,
 }
 
 impl Default for LinkConfig {
@@ -103,6 +114,7 @@ impl Default for LinkConfig {
             reorder_hold: Duration::from_millis(1),
             preallocate: false,
             checksum_offload: false,
+            tso: false,
         }
     }
 }
@@ -116,7 +128,8 @@ pub struct LinkStats {
     pub delivered: u64,
     /// Dropped because the direction already held `capacity` frames.
     pub dropped_full: u64,
-    /// Dropped because they were longer than `mtu + 14` bytes.
+    /// Dropped because they were longer than `mtu + 14` bytes (or, marked
+    /// for segmentation, than 64 KiB or on a link without `tso`).
     pub dropped_oversize: u64,
     /// Dropped by the `loss` fault.
     pub dropped_loss: u64,
@@ -126,6 +139,8 @@ pub struct LinkStats {
     pub reordered: u64,
     /// Frames with one bit flipped.
     pub corrupted: u64,
+    /// Super-segments accepted (marked for segmentation, `tso` on).
+    pub super_segments: u64,
 }
 
 /// Constructor for a pair of joined [`MemoryPort`]s.
@@ -149,8 +164,9 @@ impl MemoryLink {
 pub(crate) struct InFlight {
     frame: Frame,
     deliver_at: Instant,
-    /// Sent with a partial checksum over an offloading link, and intact.
-    verified: bool,
+    /// What the receiver is told: the checksum is vouched for (sent partial
+    /// over an offloading link, and intact), and a super-segment's shape.
+    meta: RxMeta,
 }
 
 /// Frames travelling from one port to the other (also one direction of a
@@ -170,7 +186,7 @@ impl Direction {
     pub(crate) fn new(config: &LinkConfig, seed: u64) -> Direction {
         // One frame more than the queue holds: the receiver's borrowed frame.
         let frames = config.capacity.saturating_add(1);
-        let pool = FramePool::new(config.mtu.saturating_add(ETHERNET_HEADER_LEN), frames);
+        let pool = FramePool::new(config.max_frame(), frames);
         if config.preallocate {
             pool.prefill(frames);
         }
@@ -203,20 +219,22 @@ impl Direction {
             // else ever reads the generator.
             let deliver_at = (sent_at + config.delay).max(self.last_deliver_at);
             self.last_deliver_at = deliver_at;
-            let verified = config.checksum_offload && meta.csum_partial;
-            self.queue.push_back(InFlight { frame, deliver_at, verified });
+            let meta = config.rx_meta(&meta);
+            self.queue.push_back(InFlight { frame, deliver_at, meta });
             return;
         }
         if self.rng.chance(config.loss) {
             self.stats.dropped_loss += 1;
             return;
         }
-        let mut verified = config.checksum_offload && meta.csum_partial;
+        let mut meta = config.rx_meta(&meta);
         if self.rng.chance(config.corrupt) && !frame.is_empty() {
             let bit = self.rng.below(frame.len() as u64 * 8) as usize;
             frame[bit / 8] ^= 1 << (bit % 8);
             self.stats.corrupted += 1;
-            verified = false;
+            // Unvouched: the receiver's own check (of a checksum left
+            // partial, which cannot pass) drops it.
+            meta.csum_verified = false;
         }
         let jitter = Duration::from_micros(self.rng.below(micros(config.jitter).saturating_add(1)));
         let deliver_at = (sent_at + config.delay + jitter).max(self.last_deliver_at);
@@ -225,12 +243,12 @@ impl Direction {
         let copy = if self.rng.chance(config.duplicate) && self.in_flight() + 1 < config.capacity {
             self.pool.alloc(frame.len()).map(|mut copy| {
                 copy.copy_from_slice(&frame);
-                InFlight { frame: copy, deliver_at, verified }
+                InFlight { frame: copy, deliver_at, meta }
             })
         } else {
             None
         };
-        let original = InFlight { frame, deliver_at, verified };
+        let original = InFlight { frame, deliver_at, meta };
 
         if let Some((mut held, _)) = self.held.take() {
             // This frame overtakes the one held back.
@@ -250,7 +268,7 @@ impl Direction {
     }
 
     /// The next frame visible at `now`, if any.
-    pub(crate) fn dequeue(&mut self, now: Instant) -> Option<(Frame, bool)> {
+    pub(crate) fn dequeue(&mut self, now: Instant) -> Option<(Frame, RxMeta)> {
         if let Some((_, release_at)) = &self.held {
             if now >= *release_at {
                 let (held, _) = self.held.take().expect("checked above");
@@ -262,7 +280,7 @@ impl Direction {
         }
         let next = self.queue.pop_front()?;
         self.stats.delivered += 1;
-        Some((next.frame, next.verified))
+        Some((next.frame, next.meta))
     }
 
     pub(crate) fn next_delivery(&self) -> Option<Instant> {
@@ -270,6 +288,38 @@ impl Direction {
             (Some(head), _) => Some(head.deliver_at),
             (None, Some((_, release_at))) => Some(*release_at),
             (None, None) => None,
+        }
+    }
+}
+
+impl LinkConfig {
+    /// The longest frame the link carries: a super-segment with `tso`.
+    pub(crate) fn max_frame(&self) -> usize {
+        let ip = if self.offers_tso() { self.mtu.max(TSO_MAX) } else { self.mtu };
+        ip.saturating_add(ETHERNET_HEADER_LEN)
+    }
+
+    fn offers_tso(&self) -> bool {
+        self.tso && self.checksum_offload
+    }
+
+    /// Whether a frame of `len` bytes sent with `meta` may cross.
+    fn fits(&self, len: usize, meta: &TxMeta) -> bool {
+        match meta.gso_type {
+            GsoType::None => len <= self.mtu.saturating_add(ETHERNET_HEADER_LEN),
+            GsoType::TcpV4 => self.offers_tso() && meta.csum_partial && len <= self.max_frame(),
+        }
+    }
+
+    /// What the receiving port says about a frame sent with `meta`.
+    fn rx_meta(&self, meta: &TxMeta) -> RxMeta {
+        let verified = self.checksum_offload && meta.csum_partial;
+        RxMeta {
+            csum_verified: verified,
+            gso_type: meta.gso_type,
+            gso_size: meta.gso_size,
+            hdr_len: meta.hdr_len,
+            ..Default::default()
         }
     }
 }
@@ -356,7 +406,13 @@ impl Device for MemoryPort {
 
     fn caps(&self) -> DeviceCaps {
         let c = self.config();
-        DeviceCaps { mtu: c.mtu, rx_checksum: c.checksum_offload, tx_checksum: c.checksum_offload }
+        DeviceCaps {
+            mtu: c.mtu,
+            rx_checksum: c.checksum_offload,
+            tx_checksum: c.checksum_offload,
+            tso4_max: if c.offers_tso() { TSO_MAX } else { 0 },
+            rx_coalesced: c.offers_tso(),
+        }
     }
 }
 
@@ -371,13 +427,13 @@ pub struct MemoryRx {
 impl RxQueue for MemoryRx {
     fn recv(&mut self, now: Instant) -> Option<(&[u8], RxMeta)> {
         self.current = None;
-        let (frame, verified) = {
+        let (frame, meta) = {
             let mut shared = self.shared.borrow_mut();
             shared.advance(self.side, now);
             shared.dirs[1 - self.side].dequeue(now)?
         };
         let frame = self.current.insert(frame);
-        Some((&frame[..], RxMeta { csum_verified: verified, csum_partial: false }))
+        Some((&frame[..], meta))
     }
 }
 
@@ -395,12 +451,16 @@ impl TxQueue for MemoryTx {
         let (mut frame, sent_at) = {
             let mut shared = self.shared.borrow_mut();
             let capacity = shared.config.capacity;
+            let fits = shared.config.fits(len, &meta);
             let sent_at = shared.clocks[self.side];
             let dir = &mut shared.dirs[self.side];
             dir.stats.sent += 1;
-            if len > dir.pool.buf_size() {
+            if !fits {
                 dir.stats.dropped_oversize += 1;
                 return Ok(());
+            }
+            if meta.gso_type != GsoType::None {
+                dir.stats.super_segments += 1;
             }
             if dir.in_flight() >= capacity {
                 dir.stats.dropped_full += 1;
@@ -476,6 +536,39 @@ mod tests {
         tx.send(114, TxMeta::default(), |buf| buf.fill(1)).unwrap();
         assert_eq!(a.stats().dropped_oversize, 1);
         assert_eq!(recv(&mut b, Instant::ZERO).unwrap().len(), 114);
+    }
+
+    #[test]
+    fn super_segments_cross_whole_only_with_tso() {
+        let gso = TxMeta {
+            csum_partial: true,
+            csum_start: 34,
+            csum_offset: 16,
+            gso_type: GsoType::TcpV4,
+            gso_size: 1448,
+            hdr_len: 66,
+        };
+        for (tso, offload) in [(true, true), (true, false), (false, true)] {
+            let config = LinkConfig { tso, checksum_offload: offload, ..LinkConfig::default() };
+            let (mut a, mut b) = MemoryLink::pair(config, 1);
+            assert_eq!(a.caps().tso4_max > 0, tso && offload);
+            assert_eq!(a.caps().rx_coalesced, tso && offload);
+            let (_, tx) = a.queues();
+            tx.send(14 + 65_535, gso, |buf| buf.fill(3)).unwrap();
+            // Marked or not, nothing over the MTU crosses otherwise.
+            tx.send(1515, TxMeta::default(), |_| panic!("oversize")).unwrap();
+            let (rx, _) = b.queues();
+            match rx.recv(Instant::ZERO) {
+                Some((frame, meta)) => {
+                    assert!(tso && offload);
+                    assert_eq!(frame.len(), 14 + 65_535);
+                    assert_eq!((meta.gso_type, meta.gso_size, meta.hdr_len), (GsoType::TcpV4, 1448, 66));
+                    assert!(meta.csum_verified);
+                    assert_eq!((a.stats().super_segments, a.stats().dropped_oversize), (1, 1));
+                }
+                None => assert_eq!((a.stats().super_segments, a.stats().dropped_oversize), (0, 2)),
+            }
+        }
     }
 
     #[test]

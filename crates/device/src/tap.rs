@@ -246,7 +246,7 @@ impl Device for TapDevice {
     }
 
     fn caps(&self) -> DeviceCaps {
-        DeviceCaps { mtu: self.mtu, rx_checksum: false, tx_checksum: false }
+        DeviceCaps { mtu: self.mtu, ..Default::default() }
     }
 }
 

@@ -78,8 +78,15 @@ impl CongestionControl for Controller {
 }
 
 /// Slow start shared by both controllers. RFC 5681 §3.1: "cwnd += min (N,
-/// SMSS)", with RFC 3465's limit L = 2*SMSS so a delayed ACK covering two
-/// segments still doubles the window each round trip.
+/// SMSS)", with RFC 3465's byte counting and its limit L raised from 2*SMSS
+/// to a 64 KiB super-segment's worth: a receiver that coalesces segments
+/// (GRO, LRO, virtio) sends one stretch ACK for up to 44 segments, and
+/// clamping it to two would slow slow start twentyfold. Linux applies no
+/// limit at all (`tcp_slow_start` adds every segment acknowledged).
 pub(crate) fn slow_start_increase(acked: usize, mss: usize) -> usize {
-    acked.min(2 * mss)
+    acked.min(STRETCH_ACK_SEGMENTS * mss)
 }
+
+/// Segments one ACK may stand for in slow start: a 64 KiB super-segment
+/// of 1,460-byte segments, rounded up.
+const STRETCH_ACK_SEGMENTS: usize = 45;

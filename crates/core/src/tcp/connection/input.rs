@@ -651,8 +651,11 @@ impl Connection {
                 // RFC 5681 §4.2: "an ACK SHOULD be generated for at least every
                 // second full-sized segment, and MUST be generated within 500 ms
                 // of the arrival of the first unacknowledged packet."
+                // A coalesced segment (GRO) counts as the segments it
+                // stands for, so it is ACKed as they would have been.
                 if data.len() >= self.rcv_mss {
-                    self.full_segments_unacked += 1;
+                    let segments = (data.len() / self.rcv_mss).min(u32::MAX as usize) as u32;
+                    self.full_segments_unacked = self.full_segments_unacked.saturating_add(segments);
                 }
                 if self.full_segments_unacked >= self.cfg.ack_every {
                     self.ack_now = true;

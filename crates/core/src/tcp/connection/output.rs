@@ -24,6 +24,29 @@ impl Connection {
     /// `pool` is only looked at: the receive window offered is clamped to
     /// what it can still give.
     pub fn poll_transmit(&mut self, now: Instant, max_payload: usize, pool: &BufferPool) -> Option<Segment> {
+        self.poll_transmit_tso(now, max_payload, 0, pool)
+    }
+
+    /// As [`Connection::poll_transmit`], for a device with TCP segmentation
+    /// offload: new data may leave as one super-segment of up to
+    /// `tso_payload` bytes after the IPv4 and fixed TCP headers (the device's
+    /// TSO limit − 40), always a whole number of segments of the size a
+    /// plain send would use (`mss`, which `seg.payload_len` then exceeds), so
+    /// the device cuts exactly the segments we would have sent. Only full
+    /// segments are ever merged: whatever would have gone as one full
+    /// segment is extended while the data, the peer's window and the
+    /// congestion window all allow; Nagle, SWS avoidance, probes and
+    /// retransmissions see single segments as before, and RACK and the SACK
+    /// scoreboard account in sequence ranges, so the segments a
+    /// super-segment stands for are tracked as if sent one by one at once.
+    /// `tso_payload <= max_payload` turns it off.
+    pub fn poll_transmit_tso(
+        &mut self,
+        now: Instant,
+        max_payload: usize,
+        tso_payload: usize,
+        pool: &BufferPool,
+    ) -> Option<Segment> {
         self.note_pool(pool);
         if self.send_buf.len() > 0 || self.fin_queued {
             self.recovery.prepare_log(pool, self.snd_una);
@@ -49,7 +72,7 @@ impl Connection {
             // resend the SYN-ACK instead (it acknowledges the same thing).
             State::SynReceived => (self.syn_due || self.ack_now).then(|| self.send_syn(now, true)),
             State::TimeWait => self.ack_now.then(|| self.bare_ack(now, max_payload)),
-            _ => self.transmit_synchronized(now, max_payload),
+            _ => self.transmit_synchronized(now, max_payload, tso_payload),
         }
     }
 
@@ -109,12 +132,18 @@ impl Connection {
         self.emit(seg)
     }
 
-    fn transmit_synchronized(&mut self, now: Instant, max_payload: usize) -> Option<Segment> {
+    fn transmit_synchronized(&mut self, now: Instant, max_payload: usize, tso_payload: usize) -> Option<Segment> {
         let options = self.data_options(now);
         let room = max_payload.saturating_sub(options.wire_len());
         let mss = self.eff_mss.min(room);
+        // Every segment the device cuts repeats our header and options.
+        let burst = if tso_payload > max_payload && mss > 0 {
+            (tso_payload.saturating_sub(options.wire_len()) / mss).max(1) * mss
+        } else {
+            mss
+        };
         if mss > 0 {
-            if let Some(seg) = self.next_data(now, mss, options) {
+            if let Some(seg) = self.next_data(now, mss, burst, options) {
                 return Some(seg);
             }
         }
@@ -164,7 +193,7 @@ impl Connection {
 
     /// Retransmissions from loss recovery, then new data (or, after an RTO,
     /// go-back-N resends from SND.NXT), then the FIN, then probes.
-    fn next_data(&mut self, now: Instant, mss: usize, options: Options) -> Option<Segment> {
+    fn next_data(&mut self, now: Instant, mss: usize, burst: usize, options: Options) -> Option<Segment> {
         if self.tlp_due {
             self.tlp_due = false;
             if let Some(seg) = self.loss_probe(now, mss, options) {
@@ -265,6 +294,15 @@ impl Connection {
                 return None;
             }
         }
+        let len = if len == mss && burst > mss {
+            // A full segment goes: make it as many full segments as may go
+            // now (TSO). A partial tail is left for the next call, which
+            // judges it by Nagle and SWS avoidance like any small segment.
+            let most = available.min(burst).min(before_sacked).min(wnd_room).min(cwnd_room);
+            most - most % mss
+        } else {
+            len
+        };
         let fin = fin_pending && start + len == self.fin_seq().unwrap_or(start);
         if len == 0 && !fin {
             return self.rescue(now, mss, options, cwnd_room);
@@ -332,6 +370,10 @@ impl Connection {
         let mut flags = if fin { Flags::FIN } else { Flags::NONE };
         if len > 0 && seq + len == buf_end {
             flags |= Flags::PSH;
+        }
+        if len > self.eff_mss {
+            // A super-segment: count the segments it stands for.
+            self.stats.segments_out += (len.div_ceil(self.eff_mss) - 1) as u64;
         }
         if retransmission {
             bump(&mut self.stats.retransmits);
