@@ -162,6 +162,16 @@ fn serve<D: Device + Waitable>(
     }
     for h in &services.http {
         println!("  {:<32} {}", format!("http_{}_requests", h.port()), h.stats.requests);
+        let f = h.fairness();
+        let (_, refused) = h.accepted();
+        for (what, n) in [
+            ("request_timeouts", f.request_timeouts),
+            ("idle_timeouts", f.idle_timeouts),
+            ("evicted", f.evicted),
+            ("refused", refused),
+        ] {
+            println!("  {:<32} {}", format!("http_{}_{what}", h.port()), n);
+        }
     }
     Ok(())
 }
