@@ -55,11 +55,22 @@ pub struct Params {
     pub message: usize,
     /// MTU of the in-memory link (Linux loopback's is 65536).
     pub mtu: usize,
+    /// stream: bytes the application hands over per write (`write(2)` on
+    /// Linux, `tcp_send` on ustack). Default 128 KiB.
+    pub write_size: usize,
+    /// stream: the sender's socket send buffer in bytes (Linux `SO_SNDBUF`,
+    /// which the kernel doubles for its bookkeeping and floors at 4,608;
+    /// ustack `tcp.send_buffer_size`). `None`: each stack's default (Linux
+    /// autotunes, ustack 256 KiB).
+    pub send_buffer: Option<usize>,
 }
+
+/// stream's default write size.
+pub const DEFAULT_WRITE_SIZE: usize = 128 * 1024;
 
 impl Default for Params {
     fn default() -> Self {
-        Params { duration: Duration::from_secs(3), message: 64, mtu: 1500 }
+        Params { duration: Duration::from_secs(3), message: 64, mtu: 1500, write_size: DEFAULT_WRITE_SIZE, send_buffer: None }
     }
 }
 

@@ -140,9 +140,33 @@ fn connect(addr: SocketAddr, nodelay: bool) -> io::Result<TcpStream> {
     Ok(s)
 }
 
+/// `SO_SNDBUF` (which also turns the kernel's send-buffer autotuning off).
+fn set_send_buffer(s: &TcpStream, size: usize) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let v = libc::c_int::try_from(size).unwrap_or(libc::c_int::MAX);
+    // SAFETY: a valid socket and a c_int option value of the size given.
+    let rc = unsafe {
+        libc::setsockopt(
+            s.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_SNDBUF,
+            (&v as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
 fn stream(addr: SocketAddr, p: &Params) -> io::Result<Figures> {
     let mut c = connect(addr, false)?;
-    let chunk = vec![0x5au8; 128 * 1024];
+    if let Some(size) = p.send_buffer {
+        set_send_buffer(&c, size)?;
+    }
+    let chunk = vec![0x5au8; p.write_size.max(1)];
     let mut sent = 0u64;
     let cpu0 = cpu_time();
     let start = Instant::now();

@@ -97,7 +97,8 @@ impl Report {
         self.ustack.per_second() / self.linux.per_second().max(1e-9)
     }
 
-    fn unit(&self) -> &'static str {
+    /// The unit of [`Report::main_figure`].
+    pub fn unit(&self) -> &'static str {
         match self.workload {
             Workload::Stream => "Gbit/s",
             Workload::Rr => "transactions/s",
@@ -105,7 +106,8 @@ impl Report {
         }
     }
 
-    fn main_figure(&self, f: &Figures) -> f64 {
+    /// The workload's headline figure for `f` (Gbit/s for stream, else per second).
+    pub fn main_figure(&self, f: &Figures) -> f64 {
         match self.workload {
             Workload::Stream => f.per_second() * 8.0 / 1e9,
             _ => f.per_second(),
@@ -126,12 +128,12 @@ impl Report {
                 p.mtu
             ),
         };
-        s.push_str(&format!(
-            "{} ({} s per side, {}-byte messages, {path}):\n",
-            self.workload.name(),
-            p.duration.as_secs_f64(),
-            p.message,
-        ));
+        let sizes = match (self.workload, p.send_buffer) {
+            (Workload::Stream, None) => format!("{}-byte writes", p.write_size),
+            (Workload::Stream, Some(b)) => format!("{}-byte writes, {b}-byte send buffer", p.write_size),
+            _ => format!("{}-byte messages", p.message),
+        };
+        s.push_str(&format!("{} ({} s per side, {sizes}, {path}):\n", self.workload.name(), p.duration.as_secs_f64()));
         s.push_str(&format!(
             "  {:<8} {:>16} {:>10} {:>10} {:>10} {:>14}\n",
             "stack",
@@ -236,11 +238,13 @@ impl Report {
         };
         format!(
             "{{\"workload\":\"{}\",\"path\":{},\"linux_path\":\"{linux_path}\"{device},\"mtu\":{},\"message\":{},\
-             \"ustack\":{},\"linux\":{},\"ratio\":{:.4}{no_tso}}}",
+             \"write_size\":{},\"send_buffer\":{},\"ustack\":{},\"linux\":{},\"ratio\":{:.4}{no_tso}}}",
             self.workload.name(),
             json_string(path),
             self.params.mtu,
             self.params.message,
+            self.params.write_size,
+            self.params.send_buffer.map_or("null".to_string(), |b| b.to_string()),
             side(&self.ustack),
             side(&self.linux),
             self.ratio()

@@ -36,6 +36,9 @@ impl Pair {
             if workload != Workload::Stream {
                 c.tcp.nodelay = true;
             }
+            if let Some(size) = p.send_buffer {
+                c.tcp.send_buffer_size = size;
+            }
             if workload == Workload::Crr {
                 // Like Linux's tcp_tw_reuse on loopback: a benchmark that
                 // opens tens of thousands of connections per second from one
@@ -95,14 +98,16 @@ pub(crate) fn run(workload: Workload, p: &Params, tso: bool) -> Result<Figures, 
 }
 
 fn stream(pair: &mut Pair, c: TcpHandle, s: TcpHandle, p: &Params) -> Result<Figures, String> {
-    let chunk = vec![0x5au8; 128 * 1024];
+    let chunk = vec![0x5au8; p.write_size.max(1)];
     let mut buf = vec![0u8; 256 * 1024];
     let cpu0 = cpu_time();
     let start = WallInstant::now();
     let mut received = 0u64;
     let mut idle = 0u64;
     while start.elapsed() < p.duration {
-        let _ = pair.a.tcp_send(c, &chunk);
+        // Write as a blocking writer would, until the send buffer is full
+        // (a short or refused write), then let the stacks run.
+        while pair.a.tcp_send(c, &chunk).is_ok_and(|n| n == chunk.len()) {}
         pair.turn();
         let mut progressed = false;
         while let Ok(n) = pair.b.tcp_recv(s, &mut buf) {

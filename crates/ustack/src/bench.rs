@@ -28,6 +28,19 @@ pub struct BenchArgs {
     /// MTU of the in-memory link (default 1500, Ethernet's; Linux loopback's is 65536).
     #[arg(long)]
     pub mtu: Option<usize>,
+    /// stream: bytes the application writes at a time.
+    #[arg(long, value_name = "BYTES", default_value_t = ustack_bench::DEFAULT_WRITE_SIZE)]
+    pub write_size: usize,
+    /// stream: the sender's socket send buffer (Linux SO_SNDBUF, ustack tcp.send_buffer_size) [default: each stack's own].
+    #[arg(long, value_name = "BYTES")]
+    pub send_buffer: Option<usize>,
+    /// stream: measure both stacks at each point of a sweep instead of once: write-size (64 B to 8 KiB)
+    /// or send-buffer (2 KiB to 1 MiB), on the in-memory link and loopback.
+    #[arg(long, value_enum, value_name = "WHAT")]
+    pub sweep: Option<Sweep>,
+    /// Also draw what is printed as an SVG chart, ustack beside Linux.
+    #[arg(long, value_name = "FILE.svg")]
+    pub plot: Option<std::path::PathBuf>,
     /// Run ustack on this device instead (tap:NAME) against the kernel's TCP as client, and Linux
     /// on a veth pair; each in private network namespaces the bench makes and that vanish with it
     /// (root needed). stream, rr and crr only.
@@ -61,6 +74,39 @@ pub struct BenchArgs {
     pub cfg: ConfigArgs,
 }
 
+/// What `--sweep` varies.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Sweep {
+    /// The application's write size: 64 B to 8 KiB, doubling.
+    WriteSize,
+    /// The sender's socket send buffer: 2 KiB to 1 MiB, doubling.
+    SendBuffer,
+}
+
+impl Sweep {
+    fn points(self) -> Vec<usize> {
+        let (first, last) = match self {
+            Sweep::WriteSize => (64, 8 * 1024),
+            Sweep::SendBuffer => (2 * 1024, 1024 * 1024),
+        };
+        std::iter::successors(Some(first), |&x| (x < last).then_some(x * 2)).collect()
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Sweep::WriteSize => "write_size",
+            Sweep::SendBuffer => "send_buffer",
+        }
+    }
+
+    fn label(self) -> &'static str {
+        match self {
+            Sweep::WriteSize => "application write size (bytes)",
+            Sweep::SendBuffer => "socket send buffer (bytes)",
+        }
+    }
+}
+
 #[derive(Clone, Copy, Debug, ValueEnum)]
 pub enum BenchWorkload {
     Stream,
@@ -84,6 +130,9 @@ pub fn run(args: BenchArgs) -> Result<(), CliError> {
         BenchWorkload::Idle if args.device.is_some() => {
             return Err(CliError::Bench("--device runs stream, rr and crr; idle runs on the in-memory link".into()))
         }
+        BenchWorkload::Idle if args.plot.is_some() || args.sweep.is_some() => {
+            return Err(CliError::Bench("--plot and --sweep draw stream, rr and crr; idle prints its table only".into()))
+        }
         BenchWorkload::Idle => return idle(&args),
         BenchWorkload::Stream => Workload::Stream,
         BenchWorkload::Rr => Workload::Rr,
@@ -94,7 +143,25 @@ pub fn run(args: BenchArgs) -> Result<(), CliError> {
             "bench: --config and --set configure the stack on --device; the in-memory pair is set by the workload".into(),
         ));
     }
-    let params = Params { duration: std::time::Duration::from_secs_f64(args.seconds), message: args.message, mtu };
+    if !(1..=16 * 1024 * 1024).contains(&args.write_size) {
+        return Err(CliError::Bench(format!("--write-size {}: expected 1 to 16 MiB", args.write_size)));
+    }
+    if let Some(b) = args.send_buffer.filter(|b| !(2048..=1 << 30).contains(b)) {
+        return Err(CliError::Bench(format!("--send-buffer {b}: expected 2048 to 1 GiB")));
+    }
+    if args.sweep.is_some() && (!matches!(workload, Workload::Stream) || args.device.is_some()) {
+        return Err(CliError::Bench("--sweep runs stream on the in-memory link and loopback".into()));
+    }
+    let params = Params {
+        duration: std::time::Duration::from_secs_f64(args.seconds),
+        message: args.message,
+        mtu,
+        write_size: args.write_size,
+        send_buffer: args.send_buffer,
+    };
+    if let Some(sweep) = args.sweep {
+        return run_sweep(sweep, &params, &args);
+    }
     let report = match &args.device {
         Some(device) => on_device(workload, &params, &args, device)?,
         None => ustack_bench::run(workload, &params).map_err(|e| CliError::Bench(e.to_string()))?,
@@ -103,6 +170,75 @@ pub fn run(args: BenchArgs) -> Result<(), CliError> {
         println!("{}", report.json());
     } else {
         print!("{}", report.table());
+    }
+    if let Some(path) = &args.plot {
+        let title = format!("{} ({})", report.workload.name(), path_words(&report.path, report.params.mtu));
+        let mut bars = vec![("ustack", report.main_figure(&report.ustack))];
+        if let Some(f) = &report.ustack_no_tso {
+            bars.push(("ustack without TSO", report.main_figure(f)));
+        }
+        bars.push(("Linux", report.main_figure(&report.linux)));
+        crate::plot::bars(path, &title, report.unit(), &bars)?;
+    }
+    Ok(())
+}
+
+fn path_words(path: &ustack_bench::BenchPath, mtu: usize) -> String {
+    match path {
+        ustack_bench::BenchPath::Memory => format!("ustack: in-memory link, MTU {mtu}; Linux: loopback"),
+        ustack_bench::BenchPath::Device { device, .. } => format!("ustack on {device}; Linux on a veth pair"),
+    }
+}
+
+/// stream at every point of `sweep`, both stacks at each, printed (and
+/// plotted) as one curve per stack.
+fn run_sweep(sweep: Sweep, base: &Params, args: &BenchArgs) -> Result<(), CliError> {
+    let mut rows = Vec::new();
+    if !args.json {
+        println!(
+            "stream, sweeping the {} ({} s per side per point, in-memory link MTU {}; Linux on loopback):",
+            sweep.label(),
+            base.duration.as_secs_f64(),
+            base.mtu
+        );
+        println!("  {:>10} {:>16} {:>16} {:>16} {:>8}", sweep.name(), "ustack Gbit/s", "no-tso Gbit/s", "linux Gbit/s", "ratio");
+    }
+    for x in sweep.points() {
+        let params = match sweep {
+            Sweep::WriteSize => Params { write_size: x, ..*base },
+            Sweep::SendBuffer => Params { send_buffer: Some(x), ..*base },
+        };
+        let report = ustack_bench::run(Workload::Stream, &params).map_err(|e| CliError::Bench(format!("{} {x}: {e}", sweep.name())))?;
+        let (u, l) = (report.main_figure(&report.ustack), report.main_figure(&report.linux));
+        if !args.json {
+            let no_tso = report.ustack_no_tso.as_ref().map_or("-".to_string(), |f| format!("{:.2}", report.main_figure(f)));
+            println!("  {x:>10} {u:>16.2} {no_tso:>16} {l:>16.2} {:>7.2}x", report.ratio());
+        }
+        rows.push((x, report));
+    }
+    if args.json {
+        let points: Vec<serde_json::Value> = rows
+            .iter()
+            .map(|(x, r)| {
+                let mut v: serde_json::Value = serde_json::from_str(&r.json()).unwrap_or_default();
+                v["x"] = (*x).into();
+                v
+            })
+            .collect();
+        println!("{}", serde_json::json!({ "workload": "stream", "sweep": sweep.name(), "points": points }));
+    }
+    if let Some(path) = &args.plot {
+        let title = format!("stream goodput against the {} (in-memory link MTU {}; Linux: loopback)", sweep.label(), base.mtu);
+        let curve = |name: &str, pick: &dyn Fn(&ustack_bench::Report) -> Option<f64>| crate::plot::Series {
+            name: name.to_string(),
+            points: rows.iter().filter_map(|(x, r)| pick(r).map(|y| (*x as u64, y))).collect(),
+        };
+        let mut series = vec![curve("ustack", &|r| Some(r.main_figure(&r.ustack)))];
+        if rows.iter().any(|(_, r)| r.ustack_no_tso.is_some()) {
+            series.push(curve("ustack without TSO", &|r| r.ustack_no_tso.as_ref().map(|f| r.main_figure(f))));
+        }
+        series.push(curve("Linux", &|r| Some(r.main_figure(&r.linux))));
+        crate::plot::sweep(path, &title, sweep.label(), "Gbit/s", &series)?;
     }
     Ok(())
 }

@@ -41,6 +41,8 @@ pub enum CliError {
     Perf(String),
     #[error("bench: {0}")]
     Bench(String),
+    #[error("cannot draw {path}: {why}")]
+    Plot { path: String, why: String },
     #[error("cannot open control socket {addr}: {source} (is another ustack already running on this device?)")]
     Control { addr: String, source: std::io::Error },
     #[error("no ustack answers on {addr}: {source} (is `ustack up` running in this network namespace?)")]

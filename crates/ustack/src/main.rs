@@ -6,6 +6,7 @@ mod error;
 mod get;
 mod metrics;
 mod perf;
+mod plot;
 mod bench;
 mod config;
 mod stats;

@@ -98,3 +98,78 @@ fn bench_rejects_bad_flags_in_one_line() {
     assert_eq!(err.lines().count(), 1, "{err}");
     assert!(err.contains("--mtu"), "{err}");
 }
+
+/// `rsvg-convert` (Debian librsvg2-bin), if installed.
+fn rsvg_convert() -> Option<&'static str> {
+    let found = Command::new("rsvg-convert").arg("--version").output().map(|o| o.status.success()).unwrap_or(false);
+    found.then_some("rsvg-convert")
+}
+
+/// Render `svg` to PNG with librsvg: it must succeed and give a PNG.
+fn renders_to_png(svg: &std::path::Path) {
+    let Some(rsvg) = rsvg_convert() else {
+        eprintln!("SKIPPED rendering: rsvg-convert (librsvg2-bin) not installed");
+        return;
+    };
+    let png = svg.with_extension("png");
+    let out = Command::new(rsvg).arg(svg).arg("-o").arg(&png).output().expect("run rsvg-convert");
+    assert!(out.status.success(), "rsvg-convert {}: {}", svg.display(), String::from_utf8_lossy(&out.stderr));
+    let bytes = std::fs::read(&png).expect("the PNG");
+    assert!(bytes.len() > 1000 && bytes.starts_with(b"\x89PNG\r\n\x1a\n"), "{} is not a PNG", png.display());
+}
+
+fn temp_dir(tag: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("ustack-bench-{tag}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+#[test]
+fn bench_stream_sweeps_print_both_stacks_and_plot() {
+    let dir = temp_dir("sweep");
+    let svg = dir.join("write-size.svg");
+    let out = Command::new(env!("CARGO_BIN_EXE_ustack"))
+        .args(["bench", "stream", "--sweep", "write-size", "--seconds", "0.1", "--plot"])
+        .arg(&svg)
+        .output()
+        .expect("run ustack bench");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    // A header, a column line, then one row per write size: 64 B to 8 KiB.
+    let text = String::from_utf8_lossy(&out.stdout);
+    let rows: Vec<Vec<&str>> = text.lines().skip(2).map(|l| l.split_whitespace().collect()).collect();
+    let sizes: Vec<&str> = rows.iter().map(|r| r[0]).collect();
+    assert_eq!(sizes, ["64", "128", "256", "512", "1024", "2048", "4096", "8192"], "{text}");
+    for r in &rows {
+        let (u, no_tso, l): (f64, f64, f64) = (r[1].parse().unwrap(), r[2].parse().unwrap(), r[3].parse().unwrap());
+        assert!(u > 0.0 && no_tso > 0.0 && l > 0.0 && r[4].ends_with('x'), "{text}");
+    }
+    let svg_text = std::fs::read_to_string(&svg).expect("--plot wrote the SVG");
+    assert!(svg_text.contains("<svg") && svg_text.contains("ustack") && svg_text.contains("Linux"), "{svg_text}");
+    renders_to_png(&svg);
+
+    // The send-buffer sweep, as JSON: 2 KiB to 1 MiB, both stacks at each.
+    let v = bench_json_with(&["stream", "--sweep", "send-buffer"]);
+    assert_eq!(v["sweep"], "send_buffer");
+    let points = v["points"].as_array().unwrap();
+    let xs: Vec<u64> = points.iter().map(|p| p["x"].as_u64().unwrap()).collect();
+    assert_eq!(xs, (11..=20).map(|s| 1u64 << s).collect::<Vec<_>>(), "{v}");
+    for p in points {
+        assert_eq!(p["send_buffer"], p["x"], "{v}");
+        assert!(p["ustack"]["per_second"].as_f64().unwrap() > 0.0 && p["linux"]["per_second"].as_f64().unwrap() > 0.0);
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn bench_plot_draws_one_run_as_bars() {
+    let dir = temp_dir("bars");
+    let svg = dir.join("rr.svg");
+    let out = Command::new(env!("CARGO_BIN_EXE_ustack"))
+        .args(["bench", "rr", "--seconds", "0.1", "--plot"])
+        .arg(&svg)
+        .output()
+        .expect("run ustack bench");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    renders_to_png(&svg);
+    let _ = std::fs::remove_dir_all(&dir);
+}
