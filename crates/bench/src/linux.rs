@@ -142,16 +142,20 @@ fn connect(addr: SocketAddr, nodelay: bool) -> io::Result<TcpStream> {
 
 /// `SO_SNDBUF` (which also turns the kernel's send-buffer autotuning off).
 fn set_send_buffer(s: &TcpStream, size: usize) -> io::Result<()> {
-    use std::os::fd::AsRawFd;
-    let v = libc::c_int::try_from(size).unwrap_or(libc::c_int::MAX);
-    // SAFETY: a valid socket and a c_int option value of the size given.
+    set_socket_option(s, libc::SO_SNDBUF, &libc::c_int::try_from(size).unwrap_or(libc::c_int::MAX))
+}
+
+/// `setsockopt(SOL_SOCKET, name, value)` on `s`.
+pub(crate) fn set_socket_option<T>(s: &TcpStream, name: libc::c_int, value: &T) -> io::Result<()> {
+    // SAFETY: the descriptor is open for the lifetime of `s`; the option
+    // value is a `T` of the size given.
     let rc = unsafe {
         libc::setsockopt(
             s.as_raw_fd(),
             libc::SOL_SOCKET,
-            libc::SO_SNDBUF,
-            (&v as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            name,
+            (value as *const T).cast(),
+            std::mem::size_of::<T>() as libc::socklen_t,
         )
     };
     if rc == 0 {

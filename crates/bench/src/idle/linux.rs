@@ -19,7 +19,7 @@ use hdrhistogram::Histogram;
 use std::fs::File;
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddrV4, TcpListener, TcpStream};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{FromRawFd, OwnedFd};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -206,18 +206,8 @@ fn open_pairs(addr: Ipv4Addr, count: usize) -> std::io::Result<Vec<TcpStream>> {
 /// sockets close when it is killed).
 fn abort_on_close(s: &TcpStream) {
     let linger = libc::linger { l_onoff: 1, l_linger: 0 };
-    // SAFETY: the descriptor is open for the lifetime of `s`; the option
-    // value is a `linger` of the size given. A failure only means a
-    // TIME-WAIT socket, so it is ignored.
-    unsafe {
-        libc::setsockopt(
-            s.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_LINGER,
-            (&linger as *const libc::linger).cast(),
-            std::mem::size_of::<libc::linger>() as libc::socklen_t,
-        );
-    }
+    // A failure only means a TIME-WAIT socket, so it is ignored.
+    let _ = crate::linux::set_socket_option(s, libc::SO_LINGER, &linger);
 }
 
 /// Request/response on a fresh loopback connection for `duration`.
