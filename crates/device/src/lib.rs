@@ -21,18 +21,31 @@
 //! * [`pool`] — [`FramePool`], bounded and recycling: a [`Frame`] is an owned
 //!   buffer that goes back to its pool when dropped.
 //!
+//! * [`spec`] — [`DeviceSpec`] parses `KIND:NAME[,key=value…]` and opens an
+//!   [`AnyDevice`]; [`ChainSpec`] adds the capture and fault wrappers and
+//!   builds a [`DeviceChain`]. [`Waitable`] is what an event loop needs from
+//!   a device: a descriptor to sleep on, a deadline, counters, failures.
+//!
 //! Everything here is single-threaded (one device per event loop, as the
 //! runtime runs one loop per core).
 
+mod any;
+mod error;
 pub mod fault;
 pub mod memory;
 pub mod pcap;
 pub mod pool;
 mod rng;
+pub mod spec;
 pub mod tap;
+mod waitable;
 
 pub use fault::{FaultDevice, FaultRx, FaultTx};
 pub use memory::{LinkConfig, LinkStats, MemoryLink, MemoryPort, MemoryRx, MemoryTx};
 pub use pcap::{PcapDevice, PcapReader, PcapRecord, PcapRx, PcapTx, PcapWriter};
 pub use pool::{Frame, FramePool};
-pub use tap::{DeviceError, TapDevice, TapRx, TapStats, TapTx};
+pub use any::{AnyDevice, AnyRx, AnyTx, ChainRx, ChainTx, DeviceChain};
+pub use error::DeviceError;
+pub use spec::{ChainSpec, DeviceKind, DeviceSpec, Options};
+pub use tap::{TapDevice, TapRx, TapStats, TapTx};
+pub use waitable::{earliest, Waitable};

@@ -29,6 +29,7 @@ use std::io;
 use std::net::Ipv4Addr;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 
+pub use crate::error::DeviceError;
 use ustack_core::phy::{Device, DeviceCaps, RxMeta, RxQueue, TxFull, TxMeta, TxQueue};
 use ustack_core::time::Instant;
 
@@ -38,81 +39,6 @@ pub const TX_QUEUE_FRAMES: usize = 32;
 /// Largest frame a TAP can carry: a 65535-byte MTU plus an Ethernet header and
 /// a VLAN tag.
 const MAX_FRAME: usize = 65535 + 14 + 4;
-
-/// Why a TAP could not be opened or configured. Each message says what to do.
-#[derive(Debug)]
-#[non_exhaustive]
-pub enum DeviceError {
-    /// `/dev/net/tun` does not exist or has no driver behind it.
-    TunMissing { source: io::Error },
-    /// The caller lacks `CAP_NET_ADMIN` (or does not own a persistent TAP).
-    PermissionDenied { action: &'static str, source: io::Error },
-    /// The interface name cannot be used.
-    InvalidName { name: String, reason: &'static str },
-    /// The TAP exists and another file descriptor is attached to it.
-    Busy { name: String },
-    /// An interface with that name exists and is not a TAP.
-    NotTap { name: String },
-    /// The interface is not in this thread's network namespace (anymore).
-    NoSuchInterface { name: String },
-    /// An IPv4 prefix length above 32.
-    InvalidPrefix { prefix: u8 },
-    /// Any other system call failure.
-    Io { action: &'static str, source: io::Error },
-}
-
-impl fmt::Display for DeviceError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            DeviceError::TunMissing { source } => write!(
-                f,
-                "cannot open /dev/net/tun ({source}): load the tun module (modprobe tun), \
-                 or in a container pass the device in (--device /dev/net/tun)"
-            ),
-            DeviceError::PermissionDenied { action, source } => write!(
-                f,
-                "{action} needs CAP_NET_ADMIN ({source}): run as root, or grant the \
-                 capability (setcap cap_net_admin+ep on the binary)"
-            ),
-            DeviceError::InvalidName { name, reason } => write!(
-                f,
-                "invalid interface name {name:?}: {reason}; use 1 to 15 bytes without \
-                 '/', ':' or whitespace, e.g. \"ust0\""
-            ),
-            DeviceError::Busy { name } => write!(
-                f,
-                "TAP {name} is busy: another process has it open; stop that process or pick \
-                 another name"
-            ),
-            DeviceError::NotTap { name } => write!(
-                f,
-                "an interface named {name} exists and is not a TAP: pick another name, or \
-                 delete it (ip link del {name}) if it is a leftover"
-            ),
-            DeviceError::NoSuchInterface { name } => write!(
-                f,
-                "interface {name} is not in this network namespace (was it moved with \
-                 `ip link set {name} netns ...`?): configure it inside its namespace, e.g. \
-                 `ip -n <ns> addr add <addr>/<prefix> dev {name}`"
-            ),
-            DeviceError::InvalidPrefix { prefix } => {
-                write!(f, "prefix length /{prefix} is out of range: use 0 to 32")
-            }
-            DeviceError::Io { action, source } => write!(f, "{action} failed: {source}"),
-        }
-    }
-}
-
-impl std::error::Error for DeviceError {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        match self {
-            DeviceError::TunMissing { source }
-            | DeviceError::PermissionDenied { source, .. }
-            | DeviceError::Io { source, .. } => Some(source),
-            _ => None,
-        }
-    }
-}
 
 /// Counters of a [`TapDevice`].
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -189,7 +115,7 @@ impl TapDevice {
         let mtu = usize::try_from(unsafe { ifr.ifr_ifru.ifru_mtu }).unwrap_or(1500);
 
         let raw = fd.as_raw_fd();
-        Ok(TapDevice { rx: TapRx::new(raw), tx: TapTx::new(raw, mtu), name, mtu, fd })
+        Ok(TapDevice { rx: TapRx::new(raw, &name), tx: TapTx::new(raw, mtu, &name), name, mtu, fd })
     }
 
     /// Give the kernel side of the TAP the address `addr/prefix`
@@ -222,6 +148,12 @@ impl TapDevice {
     /// than zero between polls only while the kernel pushes back.
     pub fn tx_queued(&self) -> usize {
         self.tx.queued
+    }
+
+    /// Why the TAP stopped working, if it did: the interface was deleted
+    /// under us (reads and writes then fail with `EBADFD`).
+    pub fn failure(&self) -> Option<&DeviceError> {
+        self.rx.fatal.as_ref().or(self.tx.fatal.as_ref())
     }
 
     /// Counters so far.
@@ -285,11 +217,23 @@ pub struct TapRx {
     fd: RawFd,
     buf: Box<[u8]>,
     stats: TapStats,
+    name: String,
+    /// Set once the interface is gone; the device reports it through `failure`.
+    fatal: Option<DeviceError>,
 }
 
 impl TapRx {
-    fn new(fd: RawFd) -> TapRx {
-        TapRx { fd, buf: vec![0; MAX_FRAME].into_boxed_slice(), stats: TapStats::default() }
+    fn new(fd: RawFd, name: &str) -> TapRx {
+        let buf = vec![0; MAX_FRAME].into_boxed_slice();
+        TapRx { fd, buf, stats: TapStats::default(), name: name.to_owned(), fatal: None }
+    }
+}
+
+/// `EBADFD` is what a TAP's descriptor answers once its interface was
+/// deleted; nothing will ever come through it again.
+fn vanished(fatal: &mut Option<DeviceError>, name: &str, errno: i32) {
+    if errno == libc::EBADFD && fatal.is_none() {
+        *fatal = Some(DeviceError::Vanished { name: name.to_owned(), source: io::Error::from_raw_os_error(errno) });
     }
 }
 
@@ -313,6 +257,7 @@ impl RxQueue for TapRx {
                 e => {
                     self.stats.rx_errors += 1;
                     self.stats.last_errno = e;
+                    vanished(&mut self.fatal, &self.name, e);
                     return None;
                 }
             }
@@ -332,10 +277,12 @@ pub struct TapTx {
     head: usize,
     queued: usize,
     stats: TapStats,
+    name: String,
+    fatal: Option<DeviceError>,
 }
 
 impl TapTx {
-    fn new(fd: RawFd, mtu: usize) -> TapTx {
+    fn new(fd: RawFd, mtu: usize, name: &str) -> TapTx {
         let slot_len = (mtu + 14 + 4).min(MAX_FRAME);
         TapTx {
             fd,
@@ -345,6 +292,8 @@ impl TapTx {
             head: 0,
             queued: 0,
             stats: TapStats::default(),
+            name: name.to_owned(),
+            fatal: None,
         }
     }
 
@@ -370,6 +319,7 @@ impl TapTx {
                         // Ethernet header); retrying would not help.
                         self.stats.tx_dropped += 1;
                         self.stats.last_errno = e;
+                        vanished(&mut self.fatal, &self.name, e);
                     }
                 }
             }

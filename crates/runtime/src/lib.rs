@@ -13,9 +13,10 @@ mod signals;
 pub use clock::{os_seed, Clock};
 pub use control::{ControlAddr, ControlSocket};
 pub use signals::StopSignal;
+pub use ustack_device::Waitable;
 
-use std::os::fd::RawFd;
 use ustack_core::phy::Device;
+use ustack_device::earliest;
 use ustack_core::stack::DEFAULT_RX_BURST;
 use ustack_core::{Event, Instant, Stack};
 
@@ -73,101 +74,9 @@ pub enum RunEnd {
     Stopped,
     /// The deadline passed first.
     TimedOut,
-}
-
-/// A device the loop can sleep on: readable when frames wait.
-pub trait Waitable {
-    /// The descriptor to poll(2) for readability; `None` for in-memory links.
-    fn wait_fd(&self) -> Option<RawFd>;
-    /// When the device itself has work due (frames it holds back), if ever.
-    fn next_deadline(&self) -> Option<Instant> {
-        None
-    }
-    /// The device's own counters by name, for the control socket's snapshot
-    /// (`ustack stats`, `ustack top`); none by default. Called about once a
-    /// second, never on the packet path.
-    fn device_stats(&self) -> Vec<(&'static str, u64)> {
-        Vec::new()
-    }
-}
-
-impl Waitable for ustack_device::TapDevice {
-    fn wait_fd(&self) -> Option<RawFd> {
-        Some(std::os::fd::AsRawFd::as_raw_fd(self))
-    }
-    fn device_stats(&self) -> Vec<(&'static str, u64)> {
-        let s = self.stats();
-        vec![
-            ("rx_frames", s.rx_frames),
-            ("rx_bytes", s.rx_bytes),
-            ("rx_errors", s.rx_errors),
-            ("tx_frames", s.tx_frames),
-            ("tx_bytes", s.tx_bytes),
-            ("tx_full", s.tx_full),
-            ("tx_blocked", s.tx_blocked),
-            ("tx_dropped", s.tx_dropped),
-            ("tx_ring_in_use", self.tx_queued() as u64),
-            ("tx_ring_size", ustack_device::tap::TX_QUEUE_FRAMES as u64),
-        ]
-    }
-}
-
-/// The in-memory link has no descriptor: the loop polls it.
-impl Waitable for ustack_device::MemoryPort {
-    fn wait_fd(&self) -> Option<RawFd> {
-        None
-    }
-}
-
-impl<D: Device + Waitable> Waitable for ustack_device::PcapDevice<D> {
-    fn wait_fd(&self) -> Option<RawFd> {
-        self.inner().wait_fd()
-    }
-    fn next_deadline(&self) -> Option<Instant> {
-        self.inner().next_deadline()
-    }
-    fn device_stats(&self) -> Vec<(&'static str, u64)> {
-        let mut v = self.inner().device_stats();
-        v.push(("pcap_errors", self.capture_errors()));
-        v
-    }
-}
-
-impl<D: Device + Waitable> Waitable for ustack_device::FaultDevice<D> {
-    fn wait_fd(&self) -> Option<RawFd> {
-        self.inner().wait_fd()
-    }
-    fn next_deadline(&self) -> Option<Instant> {
-        earliest(self.next_delivery(), self.inner().next_deadline())
-    }
-    fn device_stats(&self) -> Vec<(&'static str, u64)> {
-        let (i, o) = (self.inbound_stats(), self.outbound_stats());
-        let mut v = self.inner().device_stats();
-        v.extend([
-            ("fault_in_delivered", i.delivered),
-            ("fault_in_dropped_full", i.dropped_full),
-            ("fault_in_dropped_oversize", i.dropped_oversize),
-            ("fault_in_dropped_loss", i.dropped_loss),
-            ("fault_in_duplicated", i.duplicated),
-            ("fault_in_reordered", i.reordered),
-            ("fault_in_corrupted", i.corrupted),
-            ("fault_out_delivered", o.delivered),
-            ("fault_out_dropped_full", o.dropped_full),
-            ("fault_out_dropped_oversize", o.dropped_oversize),
-            ("fault_out_dropped_loss", o.dropped_loss),
-            ("fault_out_duplicated", o.duplicated),
-            ("fault_out_reordered", o.reordered),
-            ("fault_out_corrupted", o.corrupted),
-        ]);
-        v
-    }
-}
-
-fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
-    match (a, b) {
-        (Some(a), Some(b)) => Some(a.min(b)),
-        (a, b) => a.or(b),
-    }
+    /// The device failed for good (its interface was deleted, say);
+    /// [`Waitable::failure`] says why.
+    DeviceFailed,
 }
 
 /// The longest the loop sleeps without looking at the stop flag; signals
@@ -184,6 +93,10 @@ pub struct EventLoop<D> {
     events: Vec<Event>,
 }
 
+/// Frames one turn receives at most before the apps run, so a flood cannot
+/// starve them.
+pub const MAX_RX_PER_TURN: usize = 8 * DEFAULT_RX_BURST;
+
 /// Busy turns between looks at the control socket when the loop never sleeps.
 const CONTROL_EVERY: u32 = 4096;
 
@@ -192,11 +105,24 @@ impl<D: Device + Waitable> EventLoop<D> {
         EventLoop { stack, device, clock: Clock::new(), control: None, events: Vec::new() }
     }
 
-    /// One turn: receive a burst, let the apps work, send. Returns the number
-    /// of frames received.
+    /// One turn: receive what the device holds (bursts until it is empty,
+    /// at most [`MAX_RX_PER_TURN`] frames), let the apps work, send. Returns
+    /// the number of frames received.
+    ///
+    /// Draining before the apps run keeps the kernel's side of the device
+    /// (a TAP's queue, a ring) from overflowing while the apps do slower
+    /// work, so under a flood the drops happen in the stack, where they are
+    /// counted by reason, rather than in the kernel.
     pub fn turn(&mut self, apps: &mut [&mut dyn App]) -> usize {
         let now = self.clock.now();
-        let n = self.stack.poll(now, &mut self.device, DEFAULT_RX_BURST);
+        let mut n = 0;
+        loop {
+            let got = self.stack.poll(now, &mut self.device, DEFAULT_RX_BURST);
+            n += got;
+            if got < DEFAULT_RX_BURST || n >= MAX_RX_PER_TURN {
+                break;
+            }
+        }
         poll_apps(&mut self.stack, now, apps, &mut self.events);
         // Send what the apps queued without waiting for the next frame.
         self.stack.poll(now, &mut self.device, 0);
@@ -222,7 +148,7 @@ impl<D: Device + Waitable> EventLoop<D> {
             if deadline.is_some_and(|d| self.clock.now() >= d) {
                 return RunEnd::TimedOut;
             }
-            if self.turn(apps) == DEFAULT_RX_BURST {
+            if self.turn(apps) >= MAX_RX_PER_TURN {
                 busy_turns += 1;
                 if busy_turns.is_multiple_of(CONTROL_EVERY) {
                     self.serve_control();
@@ -241,6 +167,9 @@ impl<D: Device + Waitable> EventLoop<D> {
             });
             if self.wait(sleep_ms) {
                 self.serve_control();
+            }
+            if self.device.failure().is_some() {
+                return RunEnd::DeviceFailed;
             }
         }
     }

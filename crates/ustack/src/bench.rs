@@ -269,12 +269,13 @@ fn on_device(
         mac: None,
         host_ip: Some(client),
         impair: None,
+        pcap: None,
     };
     // A malformed --device or config fails before any namespace is made.
-    dev.tap_name()?;
+    dev.check()?;
     let settings = args.cfg.load()?;
     let setup = DeviceSetup { device: device.to_string(), server, client };
-    let open = move || dev.open(&settings).map(|o| (o.stack, o.tap)).map_err(|e| e.to_string());
+    let open = move || dev.open(&settings).map(|o| (o.stack, o.device)).map_err(|e| e.to_string());
     ustack_bench::run_device(workload, params, &setup, open).map_err(CliError::Bench)
 }
 

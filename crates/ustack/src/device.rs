@@ -1,20 +1,23 @@
 //! Opening the stack on a device, shared by the commands that run one
-//! (`up`, `get`): the device flags, their checks, the TAP and the stack.
+//! (`up`, `get`, `perf`, `bench`): the device flags, their checks, the device
+//! chain the spec builds (`ustack_device::ChainSpec`), and the stack.
 
 use crate::config::Settings;
 use crate::error::CliError;
 use clap::Args;
 use std::net::Ipv4Addr;
+use std::path::PathBuf;
 use ustack_core::phy::Device;
 use ustack_core::{Ipv4Cidr, Stack};
-use ustack_device::{LinkConfig, TapDevice};
+use ustack_device::{ChainSpec, DeviceChain, DeviceSpec, LinkConfig};
 use ustack_runtime::os_seed;
 use ustack_wire::EthernetAddress;
 
 #[derive(Args, Debug)]
 pub struct DeviceArgs {
-    /// The device to run on: tap:NAME (created if it does not exist).
-    #[arg(long, value_name = "KIND:NAME")]
+    /// The device to run on, as KIND:NAME[,key=value...]. Kinds: tap:NAME (a TAP,
+    /// created if it does not exist).
+    #[arg(long, value_name = "KIND:NAME[,OPTS]")]
     pub device: String,
     /// The stack's address and subnet.
     #[arg(long, value_name = "A.B.C.D/N")]
@@ -32,6 +35,9 @@ pub struct DeviceArgs {
     /// comma-separated loss=2%,reorder=5%,duplicate=1%,corrupt=0.5%,delay=5ms,jitter=1ms,seed=N.
     #[arg(long, value_name = "SPEC", value_parser = parse_impairment)]
     pub impair: Option<Impairment>,
+    /// Write every frame in and out to this pcap file.
+    #[arg(long, value_name = "FILE")]
+    pub pcap: Option<PathBuf>,
 }
 
 /// Faults to apply around the device (`--impair`).
@@ -72,28 +78,25 @@ fn parse_impairment(spec: &str) -> Result<Impairment, String> {
     Ok(imp)
 }
 
-/// A stack on its freshly opened device.
+/// A stack on its freshly opened device chain.
 pub struct Opened {
-    /// The TAP's name.
-    pub name: String,
-    pub tap: TapDevice,
+    /// The device as the user named it, for banners and `stats`.
+    pub label: String,
+    pub device: DeviceChain,
     pub stack: Stack,
     pub mac: EthernetAddress,
 }
 
 impl DeviceArgs {
-    /// The TAP's name, if `--device` is well formed.
-    pub fn tap_name(&self) -> Result<&str, CliError> {
-        match self.device.split_once(':') {
-            Some(("tap", name)) if !name.is_empty() => Ok(name),
-            _ => Err(CliError::DeviceSpec(self.device.clone())),
-        }
+    /// The parsed `--device` (parsed here rather than by clap, so a bad spec
+    /// is one line and not a usage screen).
+    pub fn spec(&self) -> Result<DeviceSpec, CliError> {
+        Ok(self.device.parse()?)
     }
 
-    /// Check the flags, open the TAP, and make the stack for it with the
-    /// tunables of `settings` (the config file).
-    pub fn open(&self, settings: &Settings) -> Result<Opened, CliError> {
-        let name = self.tap_name()?.to_string();
+    /// Check the flags that need no system call (the spec, addresses, their fit).
+    pub fn check(&self) -> Result<(), CliError> {
+        let spec = self.spec()?;
         let ip = self.ip;
         if ip.broadcast() == Some(ip.addr) || (ip.prefix_len < 31 && ip.addr == network(ip)) {
             return Err(CliError::BadAddress(ip.to_string()));
@@ -103,17 +106,34 @@ impl DeviceArgs {
                 return Err(CliError::GatewayOutsideSubnet { gateway, subnet: ip });
             }
         }
+        if self.host_ip.is_some() && spec.kind != ustack_device::DeviceKind::Tap {
+            return Err(CliError::HostIpNeedsTap(spec.to_string()));
+        }
+        Ok(())
+    }
+
+    /// Check the flags, open the device chain, and make the stack for it
+    /// with the tunables of `settings` (the config file).
+    pub fn open(&self, settings: &Settings) -> Result<Opened, CliError> {
+        self.check()?;
         let seed = os_seed();
         let mac = self.mac.unwrap_or_else(|| random_mac(seed));
-        let tap = TapDevice::open(&name)?;
-        if let Some(host) = self.host_ip {
+        let chain = ChainSpec {
+            device: self.spec()?,
+            impair: self.impair.map(|imp| (imp.link, imp.seed)),
+            pcap: self.pcap.clone(),
+        };
+        let device = chain.open()?;
+        if let (Some(host), Some(tap)) = (self.host_ip, device.device().as_tap()) {
             tap.set_host_addr(host.addr, host.prefix_len)?;
         }
-        // The fault queues hold frames up to their MTU.
-        let device_mtu = self.impair.map_or(tap.caps().mtu, |imp| tap.caps().mtu.min(imp.link.mtu));
-        let cfg = settings.stack_config(mac, ip, self.gateway, device_mtu)?;
+        let cfg = settings.stack_config(mac, self.ip, self.gateway, device.caps().mtu)?;
         let stack = Stack::new(cfg, seed);
-        Ok(Opened { name, tap, stack, mac })
+        let label = match device.device().as_tap() {
+            Some(tap) => format!("tap:{}", tap.name()),
+            None => self.spec()?.to_string(),
+        };
+        Ok(Opened { label, device, stack, mac })
     }
 }
 

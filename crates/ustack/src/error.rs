@@ -4,12 +4,12 @@ use thiserror::Error;
 
 #[derive(Debug, Error)]
 pub enum CliError {
-    #[error("bad --device '{0}': expected tap:NAME (for example tap:ust0)")]
-    DeviceSpec(String),
+    #[error("--host-ip gives the kernel's side of a TAP an address; {0} is not a TAP: configure its peer with `ip addr add` instead")]
+    HostIpNeedsTap(String),
+    #[error("{0}")]
+    DeviceFailed(String),
     #[error("{0}")]
     Device(#[from] ustack_device::DeviceError),
-    #[error("cannot write capture file {path}: {source}")]
-    Pcap { path: String, source: std::io::Error },
     #[error("--ip {0}: the stack's address must not be the network or broadcast address")]
     BadAddress(String),
     #[error("--gateway {gateway} is not inside the stack's subnet {subnet}")]

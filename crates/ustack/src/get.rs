@@ -11,7 +11,6 @@ use std::time::Instant as WallInstant;
 use ustack_core::Duration;
 use ustack_runtime::apps::HttpClient;
 use ustack_core::phy::Device;
-use ustack_device::FaultDevice;
 use ustack_runtime::{EventLoop, RunEnd, StopSignal, Waitable};
 
 #[derive(Args, Debug)]
@@ -79,7 +78,7 @@ fn parse_url(url: &str) -> Result<Url, CliError> {
 pub fn run(args: GetArgs) -> Result<(), CliError> {
     let settings = args.cfg.load()?;
     let urls = args.urls.iter().map(|u| parse_url(u)).collect::<Result<Vec<_>, _>>()?;
-    args.dev.tap_name()?;
+    args.dev.check()?;
     let out: Box<dyn Write> = match &args.output {
         Some(path) => Box::new(
             std::fs::File::create(path)
@@ -90,13 +89,7 @@ pub fn run(args: GetArgs) -> Result<(), CliError> {
     let mut sink = BufWriter::with_capacity(256 * 1024, out);
     let opened = args.dev.open(&settings)?;
     let start = WallInstant::now();
-    let bytes = match args.dev.impair {
-        None => fetch(EventLoop::new(opened.stack, opened.tap), &args, &urls, &mut sink)?,
-        Some(imp) => {
-            let dev = FaultDevice::new(opened.tap, imp.link, imp.seed);
-            fetch(EventLoop::new(opened.stack, dev), &args, &urls, &mut sink)?
-        }
-    };
+    let bytes = fetch(EventLoop::new(opened.stack, opened.device), &args, &urls, &mut sink)?;
     sink.flush().map_err(|source| CliError::Output {
         path: args.output.as_ref().map_or("stdout".into(), |p| p.display().to_string()),
         source,
@@ -135,6 +128,7 @@ fn fetch<D: Device + Waitable>(
             (_, Some(Ok(()))) => {}
             (_, Some(Err(e))) => return Err(e.into()),
             (RunEnd::Stopped, None) => return Err(CliError::Interrupted { done: done + answered, total: urls.len() }),
+            (RunEnd::DeviceFailed, None) => return Err(crate::perf::device_failed(&lp)),
             (_, None) => {
                 let u = &rest[answered.min(n - 1)];
                 return Err(CliError::Timeout {

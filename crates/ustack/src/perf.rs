@@ -10,7 +10,6 @@ use serde_json::{json, Value};
 use std::io::Write;
 use std::net::{Ipv4Addr, SocketAddrV4};
 use ustack_core::phy::Device;
-use ustack_device::{FaultDevice, PcapDevice};
 use ustack_runtime::apps::iperf::{self, Interval, PerfEvent, StreamReport, TestParams, TestReport};
 use ustack_runtime::{EventLoop, RunEnd, StopSignal, Waitable};
 
@@ -69,9 +68,6 @@ pub struct PerfArgs {
     /// Give up when the test has not finished after this many seconds (client; default: its length plus 30).
     #[arg(long, value_name = "SECS")]
     pub timeout: Option<u64>,
-    /// Write every frame in and out to this pcap file.
-    #[arg(long, value_name = "FILE")]
-    pub pcap: Option<String>,
     #[command(flatten)]
     pub dev: DeviceArgs,
     #[command(flatten)]
@@ -101,24 +97,11 @@ fn parse_unit(s: &str, base: u64) -> Option<u64> {
 
 pub fn run(args: PerfArgs) -> Result<(), CliError> {
     let settings = args.cfg.load()?;
-    args.dev.tap_name()?;
+    args.dev.check()?;
     let params = client_params(&args)?;
     let opened = args.dev.open(&settings)?;
-    let (stack, tap) = (opened.stack, opened.tap);
-    let pcap = |path: &String, source| CliError::Pcap { path: path.clone(), source };
-    // As in `up`: faults nearest the wire, the capture nearest the stack.
-    match (args.dev.impair, &args.pcap) {
-        (None, None) => perf(EventLoop::new(stack, tap), &args, params),
-        (Some(imp), None) => perf(EventLoop::new(stack, FaultDevice::new(tap, imp.link, imp.seed)), &args, params),
-        (None, Some(path)) => {
-            let dev = PcapDevice::create(tap, path).map_err(|e| pcap(path, e))?;
-            perf(EventLoop::new(stack, dev), &args, params)
-        }
-        (Some(imp), Some(path)) => {
-            let dev = PcapDevice::create(FaultDevice::new(tap, imp.link, imp.seed), path).map_err(|e| pcap(path, e))?;
-            perf(EventLoop::new(stack, dev), &args, params)
-        }
-    }
+    let label = opened.label;
+    perf(EventLoop::new(opened.stack, opened.device), &args, &label, params)
 }
 
 /// The test the client asks for, checked before any device is touched.
@@ -150,7 +133,12 @@ fn client_params(args: &PerfArgs) -> Result<TestParams, CliError> {
     })
 }
 
-fn perf<D: Device + Waitable>(mut lp: EventLoop<D>, args: &PerfArgs, params: TestParams) -> Result<(), CliError> {
+fn perf<D: Device + Waitable>(
+    mut lp: EventLoop<D>,
+    args: &PerfArgs,
+    label: &str,
+    params: TestParams,
+) -> Result<(), CliError> {
     let stop = StopSignal::install();
     // The server's banner comes back after each test, as iperf3's does (not with -1: it exits).
     let banner = (args.client.is_none() && !args.json).then_some(args.port);
@@ -160,18 +148,15 @@ fn perf<D: Device + Waitable>(mut lp: EventLoop<D>, args: &PerfArgs, params: Tes
         None => {
             let mut server = iperf::IperfServer::listen(&mut lp.stack, args.port, args.one_off)
                 .map_err(|source| CliError::Listen { port: args.port, source })?;
-            eprintln!(
-                "ustack: perf server on tap:{} {}:{}; Ctrl-C stops",
-                args.dev.tap_name()?,
-                args.dev.ip.addr,
-                args.port
-            );
+            eprintln!("ustack: perf server on {label} {}:{}; Ctrl-C stops", args.dev.ip.addr, args.port);
             out.banner();
             if args.one_off {
                 out.banner = None;
             }
-            iperf::run(&mut lp, &mut server, &stop, None, |e| out.event(e));
-            Ok(())
+            match iperf::run(&mut lp, &mut server, &stop, None, |e| out.event(e)) {
+                RunEnd::DeviceFailed => Err(device_failed(&lp)),
+                _ => Ok(()),
+            }
         }
         Some(host) => {
             let server = SocketAddrV4::new(host, args.port);
@@ -186,9 +171,15 @@ fn perf<D: Device + Waitable>(mut lp: EventLoop<D>, args: &PerfArgs, params: Tes
                 (RunEnd::TimedOut, None) => {
                     Err(CliError::Perf(format!("the test did not finish within {limit} s (--timeout)")))
                 }
+                (RunEnd::DeviceFailed, None) => Err(device_failed(&lp)),
             }
         }
     }
+}
+
+/// The device's own account of why it stopped working.
+pub fn device_failed<D: Device + Waitable>(lp: &EventLoop<D>) -> CliError {
+    CliError::DeviceFailed(lp.device.failure().map_or_else(|| "the device failed".to_string(), |e| e.to_string()))
 }
 
 /// Prints events as iperf3 does: interval lines as they come and a summary,

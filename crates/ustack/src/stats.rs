@@ -22,16 +22,14 @@ pub struct StatsArgs {
     pub prometheus: bool,
 }
 
-/// The control socket named by `--control PATH` or `--device tap:NAME`.
+/// The control socket named by `--control PATH` or `--device KIND:NAME`.
 pub fn control_addr(device: Option<String>, control: Option<std::path::PathBuf>) -> Result<ControlAddr, CliError> {
     if let Some(p) = control {
         return Ok(ControlAddr::Path(p));
     }
     let dev = device.unwrap_or_default(); // clap requires one of the two
-    match dev.split_once(':') {
-        Some(("tap", name)) if !name.is_empty() => Ok(ControlAddr::Device(name.to_string())),
-        _ => Err(CliError::DeviceSpec(dev)),
-    }
+    let spec: ustack_device::DeviceSpec = dev.parse()?;
+    Ok(ControlAddr::Device(crate::up::control_name(&spec.to_string())))
 }
 
 /// Read and parse one snapshot.

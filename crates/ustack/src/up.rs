@@ -6,9 +6,8 @@ use crate::error::CliError;
 use clap::Args;
 use ustack_core::phy::Device;
 use ustack_core::{Counters, Stack};
-use ustack_device::{FaultDevice, PcapDevice};
 use ustack_runtime::apps::{HttpServer, HttpServerConfig, Site, TcpDiscard, TcpEcho, UdpEcho, DEFAULT_MAX_CONNECTIONS};
-use ustack_runtime::{App, ControlAddr, ControlSocket, EventLoop, StopSignal, Waitable};
+use ustack_runtime::{App, ControlAddr, ControlSocket, EventLoop, RunEnd, StopSignal, Waitable};
 
 #[derive(Args, Debug)]
 pub struct UpArgs {
@@ -16,9 +15,6 @@ pub struct UpArgs {
     pub dev: DeviceArgs,
     #[command(flatten)]
     pub cfg: ConfigArgs,
-    /// Write every frame in and out to this pcap file.
-    #[arg(long, value_name = "FILE")]
-    pub pcap: Option<String>,
     /// Control socket for `ustack stats` (default: the abstract socket @ustack/NAME of this network namespace).
     #[arg(long, value_name = "PATH")]
     pub control: Option<std::path::PathBuf>,
@@ -57,11 +53,11 @@ struct Services {
 
 pub fn run(args: UpArgs) -> Result<(), CliError> {
     let settings = args.cfg.load()?;
-    args.dev.tap_name()?;
+    args.dev.check()?;
     // Check the web root before touching any device.
     let http_root = args.http_root.as_ref().map(|root| Site::dir(root).map(|_| root)).transpose()?;
     let opened = args.dev.open(&settings)?;
-    let (name, tap, mut stack, mac) = (opened.name, opened.tap, opened.stack, opened.mac);
+    let (label, device, mut stack, mac) = (opened.label, opened.device, opened.stack, opened.mac);
     let mut services = Services { udp_echo: Vec::new(), tcp_echo: Vec::new(), tcp_discard: Vec::new(), http: Vec::new() };
     for &port in &args.udp_echo {
         services.udp_echo.push(UdpEcho::bind(&mut stack, port).map_err(|source| CliError::Bind { port, source })?);
@@ -85,7 +81,7 @@ pub fn run(args: UpArgs) -> Result<(), CliError> {
     }
     let control_addr = match &args.control {
         Some(p) => ControlAddr::Path(p.clone()),
-        None => ControlAddr::Device(name.clone()),
+        None => ControlAddr::Device(control_name(&label)),
     };
     let mut control = ControlSocket::bind(&control_addr)
         .map_err(|source| CliError::Control { addr: control_addr.to_string(), source })?;
@@ -93,31 +89,20 @@ pub fn run(args: UpArgs) -> Result<(), CliError> {
     let mut effective = settings;
     effective.stack = stack.config().clone();
     control.set_config(effective.to_json());
-    let control = (control, format!("tap:{name}"));
     if let Some(addr) = args.metrics {
         let bound = crate::metrics::serve(addr, control_addr.clone())?;
         eprintln!("ustack: Prometheus metrics at http://{bound}/metrics");
     }
-    let banner = format!("ustack: up on tap:{name} as {} ({mac}); Ctrl-C stops", args.dev.ip);
+    let banner = format!("ustack: up on {label} as {} ({mac}); Ctrl-C stops", args.dev.ip);
     let root = args.http_root.as_ref().map(|r| r.display().to_string()).unwrap_or_default();
-    // Faults sit nearest the wire, the capture nearest the stack: the pcap
-    // shows what the stack received and sent.
-    match (args.dev.impair, args.pcap) {
-        (None, None) => serve(stack, tap, services, control, &banner, &root),
-        (Some(imp), None) => serve(stack, FaultDevice::new(tap, imp.link, imp.seed), services, control, &banner, &root),
-        (None, Some(path)) => {
-            let dev = PcapDevice::create(tap, &path).map_err(|source| pcap_error(&path, source))?;
-            serve(stack, dev, services, control, &banner, &root)
-        }
-        (Some(imp), Some(path)) => {
-            let dev = PcapDevice::create(FaultDevice::new(tap, imp.link, imp.seed), &path).map_err(|source| pcap_error(&path, source))?;
-            serve(stack, dev, services, control, &banner, &root)
-        }
-    }
+    serve(stack, device, services, (control, label), &banner, &root)
 }
 
-fn pcap_error(path: &str, source: std::io::Error) -> CliError {
-    CliError::Pcap { path: path.to_string(), source }
+/// The name `ustack stats` finds the control socket under: the interface
+/// name alone for a TAP (as before device specs), the spec's name otherwise.
+pub fn control_name(label: &str) -> String {
+    let name = label.split_once(':').map_or(label, |(_, n)| n);
+    name.split(',').next().unwrap_or(name).to_string()
 }
 
 /// Everything is set up when this runs: only now does ustack say it is up.
@@ -151,8 +136,13 @@ fn serve<D: Device + Waitable>(
     apps.extend(tcp_echo.iter_mut().map(|a| a as &mut dyn App));
     apps.extend(tcp_discard.iter_mut().map(|a| a as &mut dyn App));
     apps.extend(http.iter_mut().map(|a| a as &mut dyn App));
-    lp.run(&mut apps, &stop);
+    let end = lp.run_until(&mut apps, &stop, None);
     drop(apps);
+    if end == RunEnd::DeviceFailed {
+        print_counters(lp.stack.counters());
+        let why = lp.device.failure().map_or_else(|| "the device failed".to_string(), |e| e.to_string());
+        return Err(CliError::DeviceFailed(why));
+    }
     print_counters(lp.stack.counters());
     for e in &services.tcp_echo {
         println!("  {:<32} {}", format!("tcp_echo_{}_bytes", e.port()), e.echoed);

@@ -381,6 +381,23 @@ impl Ustack {
         }
     }
 
+    /// Wait up to `limit` for ustack to exit by itself (no signal); panics
+    /// (after a SIGKILL from the guard) if it does not.
+    pub fn wait_exit(mut self, limit: Duration) -> Stopped {
+        let start = Instant::now();
+        let status = loop {
+            match self.child.as_mut().unwrap().try_wait() {
+                Ok(Some(s)) => break s,
+                Ok(None) if start.elapsed() >= limit => {
+                    panic!("ustack did not exit within {limit:?}; stderr:\n{}", self.stderr_now());
+                }
+                Ok(None) => std::thread::sleep(Duration::from_millis(10)),
+                Err(e) => panic!("wait for ustack: {e}"),
+            }
+        };
+        self.finish(status, start)
+    }
+
     /// Send SIGTERM and wait up to `limit` for the exit; panics (after a
     /// SIGKILL from the guard) if it does not exit in time.
     pub fn stop(self, limit: Duration) -> Stopped {
@@ -405,6 +422,10 @@ impl Ustack {
                 Err(e) => panic!("wait for ustack: {e}"),
             }
         };
+        self.finish(status, start)
+    }
+
+    fn finish(&mut self, status: ExitStatus, start: Instant) -> Stopped {
         let elapsed = start.elapsed();
         self.child = None;
         for r in self.readers.drain(..) {

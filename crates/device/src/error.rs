@@ -1,0 +1,103 @@
+//! [`DeviceError`]: why a device could not be opened or keeps failing, as one
+//! line a person can act on. Shared by every device kind.
+
+use std::fmt;
+use std::io;
+
+/// Why a device could not be opened, configured or kept running. Each
+/// message says what is wrong and what to do about it.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum DeviceError {
+    /// `/dev/net/tun` does not exist or has no driver behind it.
+    TunMissing { source: io::Error },
+    /// The caller lacks `CAP_NET_ADMIN` (or does not own a persistent TAP).
+    PermissionDenied { action: &'static str, source: io::Error },
+    /// The interface name cannot be used.
+    InvalidName { name: String, reason: &'static str },
+    /// The TAP exists and another file descriptor is attached to it.
+    Busy { name: String },
+    /// An interface with that name exists and is not a TAP.
+    NotTap { name: String },
+    /// The interface is not in this thread's network namespace (anymore).
+    NoSuchInterface { name: String },
+    /// An IPv4 prefix length above 32.
+    InvalidPrefix { prefix: u8 },
+    /// Any other system call failure.
+    Io { action: &'static str, source: io::Error },
+    /// A `--device` spec that does not parse, or names an option its kind
+    /// does not have.
+    Spec { spec: String, reason: String },
+    /// The interface went away under a running stack (`ip link del`).
+    Vanished { name: String, source: io::Error },
+    /// The capture file (`--pcap`) cannot be written.
+    Capture { path: std::path::PathBuf, source: io::Error },
+    /// The kernel or the driver lacks what the device needs.
+    Unsupported { what: String, hint: &'static str },
+}
+
+impl fmt::Display for DeviceError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DeviceError::TunMissing { source } => write!(
+                f,
+                "cannot open /dev/net/tun ({source}): load the tun module (modprobe tun), \
+                 or in a container pass the device in (--device /dev/net/tun)"
+            ),
+            DeviceError::PermissionDenied { action, source } => write!(
+                f,
+                "{action} needs CAP_NET_ADMIN ({source}): run as root, or grant the \
+                 capability (setcap cap_net_admin+ep on the binary)"
+            ),
+            DeviceError::InvalidName { name, reason } => write!(
+                f,
+                "invalid interface name {name:?}: {reason}; use 1 to 15 bytes without \
+                 '/', ':' or whitespace, e.g. \"ust0\""
+            ),
+            DeviceError::Busy { name } => write!(
+                f,
+                "TAP {name} is busy: another process has it open; stop that process or pick \
+                 another name"
+            ),
+            DeviceError::NotTap { name } => write!(
+                f,
+                "an interface named {name} exists and is not a TAP: pick another name, or \
+                 delete it (ip link del {name}) if it is a leftover"
+            ),
+            DeviceError::NoSuchInterface { name } => write!(
+                f,
+                "interface {name} is not in this network namespace (was it moved with \
+                 `ip link set {name} netns ...`?): configure it inside its namespace, e.g. \
+                 `ip -n <ns> addr add <addr>/<prefix> dev {name}`"
+            ),
+            DeviceError::InvalidPrefix { prefix } => {
+                write!(f, "prefix length /{prefix} is out of range: use 0 to 32")
+            }
+            DeviceError::Io { action, source } => write!(f, "{action} failed: {source}"),
+            DeviceError::Spec { spec, reason } => write!(f, "bad device spec {spec:?}: {reason}"),
+            DeviceError::Vanished { name, source } => write!(
+                f,
+                "interface {name} went away while the stack ran ({source}): was it deleted \
+                 (ip link del {name})? recreate it and start ustack again"
+            ),
+            DeviceError::Unsupported { what, hint } => write!(f, "{what}: {hint}"),
+            DeviceError::Capture { path, source } => {
+                write!(f, "cannot write capture file {}: {source}", path.display())
+            }
+        }
+    }
+}
+
+impl std::error::Error for DeviceError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            DeviceError::TunMissing { source }
+            | DeviceError::PermissionDenied { source, .. }
+            | DeviceError::Io { source, .. }
+            | DeviceError::Vanished { source, .. }
+            | DeviceError::Capture { source, .. } => Some(source),
+            _ => None,
+        }
+    }
+}
+

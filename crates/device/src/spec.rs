@@ -1,0 +1,240 @@
+//! Device specs: `KIND:NAME[,key=value|flag…]`, the one way every command
+//! names a device (`--device tap:ust0`, `--device af_packet:veth0,ring=4096`).
+//!
+//! A spec parses without touching the system; [`DeviceSpec::open`] then opens
+//! the kind it names, and each kind takes its own options through
+//! [`Options`], which refuses any option the kind does not know, so a typo
+//! is an error rather than a silently ignored setting. [`ChainSpec`] adds the
+//! wrappers any device can have (faults, capture) and builds the chain.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::str::FromStr;
+
+use crate::{DeviceChain, DeviceError, FaultDevice, LinkConfig, PcapDevice, TapDevice};
+
+/// The kinds a spec can name, with their options, for `--help` and errors.
+pub const KINDS: &[(&str, &str)] = &[("tap", "tap:NAME (created if missing)")];
+
+/// A device kind.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum DeviceKind {
+    /// A TAP interface (`/dev/net/tun`), created if it does not exist.
+    Tap,
+}
+
+impl DeviceKind {
+    fn parse(s: &str) -> Option<DeviceKind> {
+        match s {
+            "tap" => Some(DeviceKind::Tap),
+            _ => None,
+        }
+    }
+
+    /// How a spec of this kind is written, from [`KINDS`].
+    pub fn form(self) -> &'static str {
+        KINDS.iter().find(|(k, _)| *k == self.as_str()).map_or("", |(_, f)| *f)
+    }
+
+    /// The spelling used in specs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeviceKind::Tap => "tap",
+        }
+    }
+}
+
+/// A parsed `KIND:NAME[,options]`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeviceSpec {
+    /// What kind of device.
+    pub kind: DeviceKind,
+    /// The interface (or socket path) it names.
+    pub name: String,
+    /// `key=value` options in order; a bare word is a flag with an empty value.
+    pub options: Vec<(String, String)>,
+}
+
+impl FromStr for DeviceSpec {
+    type Err = DeviceError;
+
+    fn from_str(s: &str) -> Result<DeviceSpec, DeviceError> {
+        let bad = |reason: String| DeviceError::Spec { spec: s.to_owned(), reason };
+        let kinds = || KINDS.iter().map(|(_, form)| *form).collect::<Vec<_>>().join(", ");
+        let Some((kind, rest)) = s.split_once(':') else {
+            return Err(bad(format!("expected KIND:NAME, one of {}", kinds())));
+        };
+        let kind = DeviceKind::parse(kind).ok_or_else(|| bad(format!("unknown kind '{kind}': use {}", kinds())))?;
+        let mut parts = rest.split(',');
+        let name = parts.next().unwrap_or_default().trim();
+        if name.is_empty() {
+            return Err(bad(format!("no name after '{}:': the form is {}", kind.as_str(), kind.form())));
+        }
+        let mut options = Vec::new();
+        for part in parts.map(str::trim) {
+            if part.is_empty() {
+                return Err(bad("an empty option (two commas in a row?)".into()));
+            }
+            let (key, value) = part.split_once('=').unwrap_or((part, ""));
+            if options.iter().any(|(k, _)| k == key) {
+                return Err(bad(format!("option '{key}' given twice")));
+            }
+            options.push((key.to_owned(), value.to_owned()));
+        }
+        Ok(DeviceSpec { kind, name: name.to_owned(), options })
+    }
+}
+
+impl fmt::Display for DeviceSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.kind.as_str(), self.name)?;
+        for (k, v) in &self.options {
+            if v.is_empty() {
+                write!(f, ",{k}")?;
+            } else {
+                write!(f, ",{k}={v}")?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl DeviceSpec {
+    /// Open the device the spec names, in the calling thread's namespace.
+    pub fn open(&self) -> Result<crate::AnyDevice, DeviceError> {
+        let opts = Options::new(self);
+        match self.kind {
+            DeviceKind::Tap => {
+                opts.finish()?;
+                Ok(crate::AnyDevice::Tap(TapDevice::open(&self.name)?))
+            }
+        }
+    }
+}
+
+/// A kind's view of a spec's options: it takes the ones it knows, and
+/// [`finish`](Options::finish) refuses the rest.
+pub struct Options<'a> {
+    spec: &'a DeviceSpec,
+    taken: Vec<bool>,
+}
+
+impl<'a> Options<'a> {
+    /// Options of `spec`, none taken yet.
+    pub fn new(spec: &'a DeviceSpec) -> Options<'a> {
+        Options { spec, taken: vec![false; spec.options.len()] }
+    }
+
+    /// The value of `key` (empty for a bare flag), if given.
+    pub fn take(&mut self, key: &str) -> Option<&'a str> {
+        let i = self.spec.options.iter().position(|(k, _)| k == key)?;
+        self.taken[i] = true;
+        Some(self.spec.options[i].1.as_str())
+    }
+
+    /// `key=N` as a number in `range`, or `default` when absent.
+    pub fn number(&mut self, key: &str, default: u64, range: std::ops::RangeInclusive<u64>) -> Result<u64, DeviceError> {
+        let Some(v) = self.take(key) else { return Ok(default) };
+        v.parse::<u64>().ok().filter(|n| range.contains(n)).ok_or_else(|| {
+            self.error(format!("{key}={v}: expected a number from {} to {}", range.start(), range.end()))
+        })
+    }
+
+    /// `key=on|off` (or the bare flag `key`, meaning on), `default` when absent.
+    pub fn switch(&mut self, key: &str, default: bool) -> Result<bool, DeviceError> {
+        match self.take(key) {
+            None => Ok(default),
+            Some("" | "on" | "true" | "1") => Ok(true),
+            Some("off" | "false" | "0") => Ok(false),
+            Some(v) => Err(self.error(format!("{key}={v}: expected on or off"))),
+        }
+    }
+
+    /// An error about this spec.
+    pub fn error(&self, reason: String) -> DeviceError {
+        DeviceError::Spec { spec: self.spec.to_string(), reason }
+    }
+
+    /// Refuse options the kind did not take.
+    pub fn finish(self) -> Result<(), DeviceError> {
+        let unknown: Vec<&str> = self
+            .spec
+            .options
+            .iter()
+            .zip(&self.taken)
+            .filter(|(_, taken)| !**taken)
+            .map(|((k, _), _)| k.as_str())
+            .collect();
+        if unknown.is_empty() {
+            return Ok(());
+        }
+        let form = self.spec.kind.form();
+        Err(self.error(format!("{} has no option {}: the form is {form}", self.spec.kind.as_str(), unknown.join(", "))))
+    }
+}
+
+/// A device with the wrappers any device can have: faults nearest the wire,
+/// the capture nearest the stack (so the pcap shows what the stack received
+/// and sent).
+#[derive(Clone, Debug)]
+pub struct ChainSpec {
+    /// The device itself.
+    pub device: DeviceSpec,
+    /// Faults both ways, with their seed (`--impair`).
+    pub impair: Option<(LinkConfig, u64)>,
+    /// Capture every frame to this pcap file (`--pcap`).
+    pub pcap: Option<PathBuf>,
+}
+
+impl ChainSpec {
+    /// Open the device and wrap it.
+    pub fn open(&self) -> Result<DeviceChain, DeviceError> {
+        let dev = self.device.open()?;
+        let capture = |source| DeviceError::Capture { path: self.pcap.clone().unwrap_or_default(), source };
+        Ok(match (self.impair, &self.pcap) {
+            (None, None) => DeviceChain::Plain(dev),
+            (Some((link, seed)), None) => DeviceChain::Fault(FaultDevice::new(dev, link, seed)),
+            (None, Some(path)) => DeviceChain::Pcap(PcapDevice::create(dev, path).map_err(capture)?),
+            (Some((link, seed)), Some(path)) => {
+                DeviceChain::PcapFault(PcapDevice::create(FaultDevice::new(dev, link, seed), path).map_err(capture)?)
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_kind_name_and_options() {
+        let s: DeviceSpec = "tap:ust0".parse().unwrap();
+        assert_eq!((s.kind, s.name.as_str(), s.options.len()), (DeviceKind::Tap, "ust0", 0));
+        let s: DeviceSpec = "tap:ust0,offload=off,copy".parse().unwrap();
+        assert_eq!(s.options, vec![("offload".into(), "off".into()), ("copy".into(), String::new())]);
+        assert_eq!(s.to_string(), "tap:ust0,offload=off,copy");
+    }
+
+    #[test]
+    fn refuses_malformed_specs_with_a_reason() {
+        for bad in ["ust0", "nosuch:x", "tap:", "tap:,x=1", "tap:a,,b", "tap:a,x=1,x=2"] {
+            let err = bad.parse::<DeviceSpec>().unwrap_err();
+            assert!(matches!(err, DeviceError::Spec { .. }), "{bad}: {err}");
+            assert!(err.to_string().contains(bad), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn options_take_known_keys_and_refuse_the_rest() {
+        let s: DeviceSpec = "tap:a,ring=64,offload=off,typo=1".parse().unwrap();
+        let mut o = Options::new(&s);
+        assert_eq!(o.number("ring", 32, 1..=4096).unwrap(), 64);
+        assert!(!o.switch("offload", true).unwrap());
+        assert_eq!(o.number("absent", 7, 1..=8).unwrap(), 7);
+        let err = o.finish().unwrap_err().to_string();
+        assert!(err.contains("typo"), "{err}");
+        let s: DeviceSpec = "tap:a,ring=0".parse().unwrap();
+        assert!(Options::new(&s).number("ring", 32, 1..=4096).unwrap_err().to_string().contains("1 to 4096"));
+    }
+}
