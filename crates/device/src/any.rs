@@ -113,6 +113,8 @@ device_enum! {
     pub enum AnyDevice, AnyRx, AnyTx {
         /// `tap:NAME`
         Tap(TapDevice),
+        /// `af_xdp:IFACE[,options]`
+        AfXdp(crate::AfXdpDevice),
     }
 }
 

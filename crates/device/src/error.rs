@@ -34,6 +34,14 @@ pub enum DeviceError {
     Capture { path: std::path::PathBuf, source: io::Error },
     /// The kernel or the driver lacks what the device needs.
     Unsupported { what: String, hint: &'static str },
+    /// A step needs capabilities beyond `CAP_NET_ADMIN` (`CAP_BPF`, `CAP_NET_RAW`).
+    NeedsCapability { action: &'static str, caps: &'static str, source: io::Error },
+    /// The interface has no receive queue with that number.
+    NoSuchQueue { name: String, queue: u32, count: Option<u32> },
+    /// Another AF_XDP socket is bound to that queue.
+    QueueBusy { name: String, queue: u32 },
+    /// Another XDP program is attached to the interface.
+    XdpBusy { name: String },
 }
 
 impl fmt::Display for DeviceError {
@@ -66,9 +74,9 @@ impl fmt::Display for DeviceError {
             ),
             DeviceError::NoSuchInterface { name } => write!(
                 f,
-                "interface {name} is not in this network namespace (was it moved with \
-                 `ip link set {name} netns ...`?): configure it inside its namespace, e.g. \
-                 `ip -n <ns> addr add <addr>/<prefix> dev {name}`"
+                "interface {name} is not in this network namespace: check the name (ip link \
+                 show); if it lives in (or was moved to) another namespace, run ustack there \
+                 (ip netns exec <ns> ustack ...) or configure it there (ip -n <ns> ...)"
             ),
             DeviceError::InvalidPrefix { prefix } => {
                 write!(f, "prefix length /{prefix} is out of range: use 0 to 32")
@@ -81,6 +89,29 @@ impl fmt::Display for DeviceError {
                  (ip link del {name})? recreate it and start ustack again"
             ),
             DeviceError::Unsupported { what, hint } => write!(f, "{what}: {hint}"),
+            DeviceError::NeedsCapability { action, caps, source } => write!(
+                f,
+                "{action} needs {caps} ({source}): run as root, or grant the capabilities \
+                 (setcap cap_net_admin,cap_net_raw,cap_bpf+ep on the binary)"
+            ),
+            DeviceError::NoSuchQueue { name, queue, count } => match count {
+                Some(n) => write!(
+                    f,
+                    "{name} has no receive queue {queue} (it has {n}: queue=0 to queue={}); see `ethtool -l {name}`",
+                    n.saturating_sub(1)
+                ),
+                None => write!(f, "{name} has no receive queue {queue}: see `ethtool -l {name}` for its queues"),
+            },
+            DeviceError::QueueBusy { name, queue } => write!(
+                f,
+                "queue {queue} of {name} is taken by another AF_XDP socket (another ustack?): stop it, or \
+                 use another queue="
+            ),
+            DeviceError::XdpBusy { name } => write!(
+                f,
+                "{name} already has an XDP program attached (`ip link show {name}` shows it): stop the \
+                 program that owns it, or detach it (ip link set dev {name} xdp off)"
+            ),
             DeviceError::Capture { path, source } => {
                 write!(f, "cannot write capture file {}: {source}", path.display())
             }
@@ -95,6 +126,7 @@ impl std::error::Error for DeviceError {
             | DeviceError::PermissionDenied { source, .. }
             | DeviceError::Io { source, .. }
             | DeviceError::Vanished { source, .. }
+            | DeviceError::NeedsCapability { source, .. }
             | DeviceError::Capture { source, .. } => Some(source),
             _ => None,
         }

@@ -21,6 +21,10 @@
 //! * [`pool`] — [`FramePool`], bounded and recycling: a [`Frame`] is an owned
 //!   buffer that goes back to its pool when dropped.
 //!
+//! * [`af_xdp`] — [`AfXdpDevice`], an AF_XDP socket on one queue of an
+//!   existing interface: a UMEM with fill, completion, RX and TX rings,
+//!   batched ring operations, frames read in place; the XDP program that
+//!   feeds it is loaded and attached (BPF link) by ustack itself.
 //! * [`spec`] — [`DeviceSpec`] parses `KIND:NAME[,key=value…]` and opens an
 //!   [`AnyDevice`]; [`ChainSpec`] adds the capture and fault wrappers and
 //!   builds a [`DeviceChain`]. [`Waitable`] is what an event loop needs from
@@ -29,6 +33,7 @@
 //! Everything here is single-threaded (one device per event loop, as the
 //! runtime runs one loop per core).
 
+pub mod af_xdp;
 mod any;
 mod error;
 pub mod fault;
@@ -44,6 +49,7 @@ pub use fault::{FaultDevice, FaultRx, FaultTx};
 pub use memory::{LinkConfig, LinkStats, MemoryLink, MemoryPort, MemoryRx, MemoryTx};
 pub use pcap::{PcapDevice, PcapReader, PcapRecord, PcapRx, PcapTx, PcapWriter};
 pub use pool::{Frame, FramePool};
+pub use af_xdp::{AfXdpConfig, AfXdpDevice, AfXdpRx, AfXdpStats, AfXdpTx};
 pub use any::{AnyDevice, AnyRx, AnyTx, ChainRx, ChainTx, DeviceChain};
 pub use error::DeviceError;
 pub use spec::{ChainSpec, DeviceKind, DeviceSpec, Options};

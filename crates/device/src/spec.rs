@@ -14,7 +14,7 @@ use std::str::FromStr;
 use crate::{DeviceChain, DeviceError, FaultDevice, LinkConfig, PcapDevice, TapDevice};
 
 /// The kinds a spec can name, with their options, for `--help` and errors.
-pub const KINDS: &[(&str, &str)] = &[("tap", "tap:NAME (created if missing)")];
+pub const KINDS: &[(&str, &str)] = &[("tap", "tap:NAME (created if missing)"), ("af_xdp", crate::af_xdp::SPEC_FORM)];
 
 /// A device kind.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -22,12 +22,15 @@ pub const KINDS: &[(&str, &str)] = &[("tap", "tap:NAME (created if missing)")];
 pub enum DeviceKind {
     /// A TAP interface (`/dev/net/tun`), created if it does not exist.
     Tap,
+    /// An AF_XDP socket on one queue of an existing interface.
+    AfXdp,
 }
 
 impl DeviceKind {
     fn parse(s: &str) -> Option<DeviceKind> {
         match s {
             "tap" => Some(DeviceKind::Tap),
+            "af_xdp" => Some(DeviceKind::AfXdp),
             _ => None,
         }
     }
@@ -41,6 +44,7 @@ impl DeviceKind {
     pub fn as_str(self) -> &'static str {
         match self {
             DeviceKind::Tap => "tap",
+            DeviceKind::AfXdp => "af_xdp",
         }
     }
 }
@@ -103,11 +107,16 @@ impl fmt::Display for DeviceSpec {
 impl DeviceSpec {
     /// Open the device the spec names, in the calling thread's namespace.
     pub fn open(&self) -> Result<crate::AnyDevice, DeviceError> {
-        let opts = Options::new(self);
+        let mut opts = Options::new(self);
         match self.kind {
             DeviceKind::Tap => {
                 opts.finish()?;
                 Ok(crate::AnyDevice::Tap(TapDevice::open(&self.name)?))
+            }
+            DeviceKind::AfXdp => {
+                let config = crate::af_xdp::AfXdpConfig::from_options(&mut opts)?;
+                opts.finish()?;
+                Ok(crate::AnyDevice::AfXdp(crate::AfXdpDevice::open(&self.name, config)?))
             }
         }
     }

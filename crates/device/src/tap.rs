@@ -100,19 +100,7 @@ impl TapDevice {
             });
         }
         let name = name_of(&ifr);
-
-        let sock = control_socket()?;
-        let mut ifr = ifreq_for(&name);
-        if_ioctl(&sock, libc::SIOCGIFFLAGS, &mut ifr, &name, "reading link flags")?;
-        // SAFETY: SIOCGIFFLAGS filled the flags member of the union.
-        let flags = unsafe { ifr.ifr_ifru.ifru_flags };
-        ifr.ifr_ifru.ifru_flags = flags | libc::IFF_UP as c_short;
-        if_ioctl(&sock, libc::SIOCSIFFLAGS, &mut ifr, &name, "bringing the link up")?;
-
-        let mut ifr = ifreq_for(&name);
-        if_ioctl(&sock, libc::SIOCGIFMTU, &mut ifr, &name, "reading the MTU")?;
-        // SAFETY: SIOCGIFMTU filled the mtu member of the union.
-        let mtu = usize::try_from(unsafe { ifr.ifr_ifru.ifru_mtu }).unwrap_or(1500);
+        let mtu = bring_up(&name)?;
 
         let raw = fd.as_raw_fd();
         Ok(TapDevice { rx: TapRx::new(raw, &name), tx: TapTx::new(raw, mtu, &name), name, mtu, fd })
@@ -359,12 +347,31 @@ impl TxQueue for TapTx {
     }
 }
 
+/// Bring interface `name` up (in the calling thread's namespace) and
+/// return its MTU. Shared by the devices that run on an interface.
+pub(crate) fn bring_up(name: &str) -> Result<usize, DeviceError> {
+    let sock = control_socket()?;
+    let mut ifr = ifreq_for(name);
+    if_ioctl(&sock, libc::SIOCGIFFLAGS, &mut ifr, name, "reading link flags")?;
+    // SAFETY: SIOCGIFFLAGS filled the flags member of the union.
+    let flags = unsafe { ifr.ifr_ifru.ifru_flags };
+    if flags & libc::IFF_UP as c_short == 0 {
+        ifr.ifr_ifru.ifru_flags = flags | libc::IFF_UP as c_short;
+        if_ioctl(&sock, libc::SIOCSIFFLAGS, &mut ifr, name, "bringing the link up")?;
+    }
+
+    let mut ifr = ifreq_for(name);
+    if_ioctl(&sock, libc::SIOCGIFMTU, &mut ifr, name, "reading the MTU")?;
+    // SAFETY: SIOCGIFMTU filled the mtu member of the union.
+    Ok(usize::try_from(unsafe { ifr.ifr_ifru.ifru_mtu }).unwrap_or(1500))
+}
+
 fn errno() -> i32 {
     io::Error::last_os_error().raw_os_error().unwrap_or(0)
 }
 
 /// The kernel's `dev_valid_name`, so mistakes get a precise message.
-fn validate_name(name: &str) -> Result<(), DeviceError> {
+pub(crate) fn validate_name(name: &str) -> Result<(), DeviceError> {
     let invalid = |reason| Err(DeviceError::InvalidName { name: name.to_owned(), reason });
     if name.is_empty() {
         return invalid("the name is empty");
@@ -400,7 +407,7 @@ fn open_tun() -> Result<OwnedFd, DeviceError> {
 
 /// An AF_INET datagram socket: the handle for interface ioctls. It acts on
 /// the namespace of the thread that creates it.
-fn control_socket() -> Result<OwnedFd, DeviceError> {
+pub(crate) fn control_socket() -> Result<OwnedFd, DeviceError> {
     // SAFETY: plain arguments.
     let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
     if fd < 0 {
@@ -431,7 +438,7 @@ fn if_ioctl(
 }
 
 /// A zeroed `ifreq` naming `name` (already validated: shorter than IFNAMSIZ).
-fn ifreq_for(name: &str) -> libc::ifreq {
+pub(crate) fn ifreq_for(name: &str) -> libc::ifreq {
     // SAFETY: `ifreq` is plain old data; all zeros is a valid value.
     let mut ifr: libc::ifreq = unsafe { std::mem::zeroed() };
     for (dst, &src) in ifr.ifr_name.iter_mut().zip(name.as_bytes().iter().take(libc::IFNAMSIZ - 1)) {

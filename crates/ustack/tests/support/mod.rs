@@ -10,6 +10,8 @@
 
 /// TCP helpers (tcp_peers.rs, tcp_netem.rs).
 pub mod tcp;
+/// A veth pair between two namespaces (af_xdp.rs).
+pub mod veth;
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
@@ -320,19 +322,9 @@ impl Ustack {
             argv.push(port.to_string());
         }
         let argv_ref: Vec<&str> = argv.iter().map(String::as_str).collect();
-        let mut cmd = ns.command(&argv_ref);
-        cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
-        let mut child = cmd.spawn().unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"));
-        let stdout = Arc::new(Mutex::new(Vec::new()));
-        let stderr = Arc::new(Mutex::new(Vec::new()));
-        let readers = vec![
-            drain(child.stdout.take().unwrap(), stdout.clone()),
-            drain(child.stderr.take().unwrap(), stderr.clone()),
-        ];
-        let mut u = Ustack { child: Some(child), stdout, stderr, readers, opts, ns: ns.name.clone() };
-        let want_echo = u.opts.udp_echo.len();
-        let up_line = format!("ustack: up on tap:{}", u.opts.tap);
-        u.wait_for("the startup line and UDP echo lines", Duration::from_secs(10), |err| {
+        let want_echo = opts.udp_echo.len();
+        let up_line = format!("ustack: up on tap:{}", opts.tap);
+        let u = Ustack::spawn(ns, &argv_ref, opts, "the startup line and UDP echo lines", |err| {
             err.contains(&up_line) && err.matches("UDP echo on port").count() >= want_echo
         });
         // The kernel side: wait for the TAP to be up with its address.
@@ -350,6 +342,23 @@ impl Ustack {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
+        u
+    }
+
+    /// Start the command line `argv` (ustack and its arguments) in `ns` and
+    /// wait (bounded) until its stderr satisfies `ready`.
+    pub fn spawn(ns: &Netns, argv: &[&str], opts: UpOpts, what: &str, ready: impl Fn(&str) -> bool) -> Ustack {
+        let mut cmd = ns.command(argv);
+        cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        let mut child = cmd.spawn().unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"));
+        let stdout = Arc::new(Mutex::new(Vec::new()));
+        let stderr = Arc::new(Mutex::new(Vec::new()));
+        let readers = vec![
+            drain(child.stdout.take().unwrap(), stdout.clone()),
+            drain(child.stderr.take().unwrap(), stderr.clone()),
+        ];
+        let mut u = Ustack { child: Some(child), stdout, stderr, readers, opts, ns: ns.name.clone() };
+        u.wait_for(what, Duration::from_secs(10), ready);
         u
     }
 
