@@ -334,6 +334,11 @@ impl Waitable for AfXdpDevice {
         Some(self.fd.as_raw_fd())
     }
 
+    /// Now, while frames the kernel pushed back wait for another kick.
+    fn next_deadline(&self) -> Option<Instant> {
+        self.tx.retry.then_some(Instant::ZERO)
+    }
+
     fn device_stats(&self) -> Vec<(&'static str, u64)> {
         let s = self.stats();
         // SAFETY: plain old data; zeros are valid.
@@ -557,7 +562,12 @@ pub struct AfXdpTx {
     completion: ConsumerRing<u64>,
     /// UMEM offsets of TX frames not in flight.
     free: Vec<u64>,
+    /// TX frames in all.
+    frames: usize,
     batch: u32,
+    /// The kernel pushed back with frames still on the ring: kick again on
+    /// the next turn rather than after a sleep.
+    retry: bool,
     stats: AfXdpStats,
     name: String,
     fatal: Option<DeviceError>,
@@ -578,8 +588,10 @@ impl AfXdpTx {
             umem,
             ring,
             completion,
+            frames: free.len(),
             free,
             batch,
+            retry: false,
             stats: AfXdpStats::default(),
             name: name.to_owned(),
             fatal: None,
@@ -590,9 +602,9 @@ impl AfXdpTx {
     fn reclaim(&mut self) {
         let mut any = false;
         while let Some(addr) = self.completion.pop() {
-            // The free list has room for every TX frame; the kernel never
-            // completes more than it was given.
-            if self.free.len() < self.free.capacity() {
+            // The kernel never completes more than it was given; a bogus
+            // completion must not grow the list past its frames.
+            if self.free.len() < self.frames {
                 self.free.push(self.umem.frame_of(addr));
             }
             any = true;
@@ -608,39 +620,50 @@ impl AfXdpTx {
         if self.ring.unsubmitted() > 0 {
             self.ring.submit();
         }
+        self.retry = false;
         // Copy mode sends a few dozen frames per kick and answers EAGAIN
         // while more wait; bound the kicks by what one burst can need.
         let mut kicks = self.ring.size() / 16 + 2;
-        while self.ring.in_flight() > 0 && self.ring.needs_wakeup() && kicks > 0 && self.fatal.is_none() {
+        while self.ring.in_flight() > 0 && self.ring.needs_wakeup() && self.fatal.is_none() {
+            if kicks == 0 {
+                self.retry = true;
+                break;
+            }
             kicks -= 1;
             self.stats.tx_kicks += 1;
             // SAFETY: a zero-length send with no buffers: only a kick.
             let r = unsafe { libc::sendto(self.fd, std::ptr::null(), 0, libc::MSG_DONTWAIT, std::ptr::null(), 0) };
             if r >= 0 {
-                continue;
+                // Copy mode: the ring is drained. Zero-copy: the driver is awake.
+                break;
             }
             let e = errno();
             self.stats.last_errno = e;
             match e {
                 libc::EINTR => {}
-                libc::EAGAIN | libc::EBUSY | libc::ENOBUFS => {
+                // More frames than one kick sends, the device's queue full
+                // (EAGAIN), or a frame it dropped (EBUSY): kick on.
+                libc::EAGAIN | libc::EBUSY => {
                     self.stats.tx_kick_busy += 1;
                     self.reclaim();
-                    if e != libc::EAGAIN {
-                        return; // the next flush tries again
-                    }
+                }
+                // Out of socket buffers: the next turn tries again.
+                libc::ENOBUFS => {
+                    self.stats.tx_kick_busy += 1;
+                    self.retry = true;
+                    break;
                 }
                 libc::ENXIO => {
                     // The socket was unbound: its interface is gone.
-                    self.fatal = Some(DeviceError::Vanished {
-                        name: self.name.clone(),
-                        source: io::Error::from_raw_os_error(e),
-                    });
-                    return;
+                    self.fatal =
+                        Some(DeviceError::Vanished { name: self.name.clone(), source: io::Error::from_raw_os_error(e) });
+                    break;
                 }
+                // ENETDOWN (the link is down) and the like: the frames wait
+                // for the next flush.
                 _ => {
                     self.stats.tx_kick_errors += 1;
-                    return;
+                    break;
                 }
             }
         }
