@@ -853,8 +853,10 @@ impl Stack {
             .filter(|s| s.generation == h.generation && !s.orphan)
             .ok_or(SendError::Closed(None))?;
         let sent = slot.conn.send(data, &mut tcp.pool);
-        if !slot.conn.is_writable() {
-            slot.watch.lower(readiness_of(&slot.conn));
+        // Full, or took less than offered (the buffer or the stack's buffer
+        // pool ran out): space coming back is news.
+        if !matches!(sent, Ok(n) if n == data.len()) {
+            slot.watch.lower(readiness_of(&slot.conn) & !Readiness::WRITABLE);
         }
         let n = sent?;
         self.tcp.mark_tx(h.index);
