@@ -32,6 +32,17 @@
 //!
 //! `q`, Esc, Ctrl-C, SIGINT and SIGTERM all quit the same way: the terminal
 //! gets its main screen and its cooked mode back.
+//!
+//! # Per-port and per-shard views
+//!
+//! The snapshot's `interfaces` is one entry per port of the stack; the
+//! interface box shows the port [`View::port`] selects, and Tab / Shift-Tab
+//! step through them (the box's title says `port i/N` once there are
+//! several). A stack with one loop per core will report one snapshot per
+//! shard; the selection then becomes (shard, port) in `View`, the header
+//! names the shard, and the TCP, pools and drops boxes show the selected
+//! shard's figures, summed over all shards on a `total` entry. Nothing of
+//! that is drawn before the snapshot carries shards.
 
 use crate::error::CliError;
 use crate::stats::{control_addr, read_snapshot};
@@ -104,11 +115,23 @@ struct View {
     current: Value,
     previous: Option<Value>,
     error: Option<String>,
+    /// Which entry of the snapshot's `interfaces` the interface box shows.
+    port: usize,
 }
 
 impl View {
     fn new(addr: ControlAddr, interval: Duration, first: Value) -> View {
-        View { addr, interval, current: first, previous: None, error: None }
+        View { addr, interval, current: first, previous: None, error: None, port: 0 }
+    }
+
+    fn ports(&self) -> usize {
+        self.current["interfaces"].as_array().map_or(0, Vec::len)
+    }
+
+    /// Select the next port (or the previous), wrapping.
+    fn select_port(&mut self, forward: bool) {
+        let n = self.ports().max(1);
+        self.port = if forward { (self.port + 1) % n } else { (self.port + n - 1) % n };
     }
 
     fn run(&mut self, terminal: &mut ratatui::DefaultTerminal, stop: &StopSignal) -> Result<(), CliError> {
@@ -133,6 +156,9 @@ impl View {
                                 || (key.code == KeyCode::Char('c') && key.modifiers.contains(KeyModifiers::CONTROL)));
                         if quit {
                             return Ok(());
+                        }
+                        if key.kind != KeyEventKind::Release && matches!(key.code, KeyCode::Tab | KeyCode::BackTab) {
+                            self.select_port(key.code == KeyCode::Tab);
                         }
                     }
                     // Resizes and other keys: redraw now, keep the schedule.
@@ -198,21 +224,27 @@ impl View {
 
     fn draw_interface(&self, f: &mut Frame, area: Rect) {
         let snap = &self.current;
-        let iface = &snap["interfaces"][0];
+        // A port that went away (fewer interfaces than before) shows the first.
+        let port = if self.port < self.ports() { self.port } else { 0 };
+        let iface = &snap["interfaces"][port];
+        let index = port.to_string();
         let name = iface["name"].as_str().or(snap["device"].as_str()).unwrap_or("?");
         let row = |label: &'static str, dir: &str| {
             let (pk, by) = (format!("{dir}_packets"), format!("{dir}_bytes"));
             Row::new([
                 Line::from(label),
-                right(fmt_rate(self.rate(&["interfaces", "0", &pk]))),
-                right(fmt_bytes_rate(self.rate(&["interfaces", "0", &by]))),
+                right(fmt_rate(self.rate(&["interfaces", &index, &pk]))),
+                right(fmt_bytes_rate(self.rate(&["interfaces", &index, &by]))),
                 right(u(iface, &[&pk]).to_string()),
                 right(u(iface, &[&by]).to_string()),
             ])
         };
         let widths =
             [Constraint::Length(6), Constraint::Fill(1), Constraint::Fill(1), Constraint::Fill(1), Constraint::Fill(1)];
-        let block = bordered(format!(" {name} "));
+        let block = match self.ports() {
+            0 | 1 => bordered(format!(" {name} ")),
+            n => bordered(format!(" {name}  port {}/{n}  Tab: next ", port + 1)),
+        };
         let [table_area, device_area] =
             Layout::vertical([Constraint::Length(3), Constraint::Length(1)]).areas(block.inner(area));
         f.render_widget(block, area);
@@ -430,6 +462,101 @@ mod tests {
         for (x, y, cell) in &changed {
             assert!(matches!(y, 0 | 3 | 4), "cell ({x},{y}) = {:?} rewritten", cell.symbol());
         }
+    }
+
+    /// A backend that counts what the terminal is asked to write.
+    struct Counting {
+        inner: TestBackend,
+        cells: usize,
+        clears: usize,
+    }
+
+    impl ratatui::backend::Backend for Counting {
+        type Error = <TestBackend as ratatui::backend::Backend>::Error;
+        fn draw<'a, I>(&mut self, content: I) -> Result<(), Self::Error>
+        where
+            I: Iterator<Item = (u16, u16, &'a ratatui::buffer::Cell)>,
+        {
+            let cells: Vec<_> = content.collect();
+            self.cells += cells.len();
+            self.inner.draw(cells.into_iter())
+        }
+        fn hide_cursor(&mut self) -> Result<(), Self::Error> {
+            self.inner.hide_cursor()
+        }
+        fn show_cursor(&mut self) -> Result<(), Self::Error> {
+            self.inner.show_cursor()
+        }
+        fn get_cursor_position(&mut self) -> Result<ratatui::layout::Position, Self::Error> {
+            self.inner.get_cursor_position()
+        }
+        fn set_cursor_position<P: Into<ratatui::layout::Position>>(&mut self, p: P) -> Result<(), Self::Error> {
+            self.inner.set_cursor_position(p)
+        }
+        fn clear(&mut self) -> Result<(), Self::Error> {
+            self.clears += 1;
+            self.inner.clear()
+        }
+        fn clear_region(&mut self, t: ratatui::backend::ClearType) -> Result<(), Self::Error> {
+            self.clears += 1;
+            self.inner.clear_region(t)
+        }
+        fn size(&self) -> Result<ratatui::layout::Size, Self::Error> {
+            self.inner.size()
+        }
+        fn window_size(&mut self) -> Result<ratatui::backend::WindowSize, Self::Error> {
+            self.inner.window_size()
+        }
+        fn flush(&mut self) -> Result<(), Self::Error> {
+            self.inner.flush()
+        }
+    }
+
+    /// What the real loop does, on one terminal: the first frame writes the
+    /// screen, an unchanged one writes nothing, a tick writes only the cells
+    /// that changed, and no frame clears the screen.
+    #[test]
+    fn one_terminal_writes_only_changes_and_never_clears() {
+        let mut v = View::new(ControlAddr::Device("t0".into()), Duration::from_secs(1), snapshot(1_000_000, 10, 1));
+        v.previous = Some(std::mem::replace(&mut v.current, snapshot(2_000_000, 30, 1)));
+        let mut t = Terminal::new(Counting { inner: TestBackend::new(80, 24), cells: 0, clears: 0 }).unwrap();
+        t.draw(|f| v.draw(f)).unwrap();
+        let first = t.backend().cells;
+        assert!(first > 500, "the first frame wrote {first} cells");
+        t.draw(|f| v.draw(f)).unwrap();
+        assert_eq!(t.backend().cells, first, "an unchanged frame wrote cells");
+        v.previous = Some(std::mem::replace(&mut v.current, snapshot(3_000_000, 60, 1)));
+        t.draw(|f| v.draw(f)).unwrap();
+        let tick = t.backend().cells - first;
+        assert!(tick > 0 && tick < 80 * 3, "a tick wrote {tick} cells");
+        assert_eq!(t.backend().clears, 0, "a frame cleared the screen");
+    }
+
+    /// With two ports in the snapshot, Tab moves the interface box to the
+    /// second one, and the title says which of how many.
+    #[test]
+    fn tab_selects_the_port_shown() {
+        let two = |uptime, rx| {
+            let mut s = snapshot(uptime, rx, 1);
+            let mut second = s["interfaces"][0].clone();
+            second["name"] = "tap:t1".into();
+            second["rx_packets"] = 777_777.into();
+            s["interfaces"].as_array_mut().unwrap().push(second);
+            s
+        };
+        let mut v = View::new(ControlAddr::Device("t0".into()), Duration::from_secs(1), two(1_000_000, 10));
+        let s = screen(&v);
+        assert!(s.contains("tap:t0  port 1/2") && !s.contains("777777"), "{s}");
+        v.select_port(true);
+        let s = screen(&v);
+        assert!(s.contains("tap:t1  port 2/2") && s.contains("777777"), "{s}");
+        v.select_port(true);
+        assert_eq!(v.port, 0);
+        v.select_port(false);
+        assert_eq!(v.port, 1);
+        // One port: no selector in the title.
+        let v = View::new(ControlAddr::Device("t0".into()), Duration::from_secs(1), snapshot(1_000_000, 10, 1));
+        assert!(!screen(&v).contains("port 1/1"));
     }
 
     /// A terminal of any size, however small, gets a clipped screen, not a panic.
