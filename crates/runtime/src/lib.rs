@@ -9,12 +9,15 @@ pub mod apps;
 mod clock;
 pub mod control;
 mod signals;
+mod waker;
 
 pub use clock::{os_seed, Clock};
 pub use control::{ControlAddr, ControlSocket};
 pub use signals::StopSignal;
+pub use waker::Waker;
 pub use ustack_device::Waitable;
 
+use std::os::fd::RawFd;
 use ustack_core::phy::Device;
 use ustack_device::earliest;
 use ustack_core::stack::DEFAULT_RX_BURST;
@@ -79,10 +82,14 @@ pub enum RunEnd {
     DeviceFailed,
 }
 
-/// The longest the loop sleeps without looking at the stop flag; signals
-/// also interrupt the sleep, so this only bounds a missed wakeup.
-const MAX_SLEEP_MS: u64 = 200;
+/// The longest the loop sleeps without looking at the stop flag, unless told
+/// otherwise ([`EventLoop::set_max_sleep`]); signals also interrupt the
+/// sleep, so this only bounds a missed wakeup.
+pub const MAX_SLEEP: std::time::Duration = std::time::Duration::from_millis(200);
 
+/// One stack, one device, one thread: receives, runs the apps, transmits,
+/// and sleeps until the device, a deadline, a descriptor of the embedder's
+/// ([`EventLoop::watch_fd`]) or a [`Waker`] calls.
 pub struct EventLoop<D> {
     pub stack: Stack,
     pub device: D,
@@ -91,6 +98,11 @@ pub struct EventLoop<D> {
     pub control: Option<(ControlSocket, String)>,
     /// The stack's events, drained once per turn for all apps.
     events: Vec<Event>,
+    waker: Option<Waker>,
+    /// The embedder's descriptors that end a sleep when readable.
+    watched: Vec<RawFd>,
+    pollfds: Vec<libc::pollfd>,
+    max_sleep_ms: u64,
 }
 
 /// Frames one turn receives at most before the apps run, so a flood cannot
@@ -102,7 +114,48 @@ const CONTROL_EVERY: u32 = 4096;
 
 impl<D: Device + Waitable> EventLoop<D> {
     pub fn new(stack: Stack, device: D) -> EventLoop<D> {
-        EventLoop { stack, device, clock: Clock::new(), control: None, events: Vec::new() }
+        EventLoop {
+            stack,
+            device,
+            clock: Clock::new(),
+            control: None,
+            events: Vec::new(),
+            waker: None,
+            watched: Vec::new(),
+            pollfds: Vec::new(),
+            max_sleep_ms: MAX_SLEEP.as_millis() as u64,
+        }
+    }
+
+    /// A [`Waker`] for this loop, to wake it from another thread.
+    pub fn waker(&mut self) -> std::io::Result<Waker> {
+        if self.waker.is_none() {
+            self.waker = Some(Waker::new()?);
+        }
+        Ok(self.waker.clone().expect("just made"))
+    }
+
+    /// Also end the loop's sleep when `fd` (the embedder's own: a socket, a
+    /// pipe, a timerfd) is readable, so the apps take a turn. poll(2) is
+    /// level-triggered: the app that owns `fd` must read it until it would
+    /// block, or the loop keeps turning. `fd` must stay open until
+    /// [`EventLoop::unwatch_fd`].
+    pub fn watch_fd(&mut self, fd: RawFd) {
+        if !self.watched.contains(&fd) {
+            self.watched.push(fd);
+        }
+    }
+
+    /// Stop watching `fd`.
+    pub fn unwatch_fd(&mut self, fd: RawFd) {
+        self.watched.retain(|&w| w != fd);
+    }
+
+    /// The longest sleep between looks at the stop flag ([`MAX_SLEEP`] by
+    /// default). A loop whose stop comes through a [`Waker`] can sleep for as
+    /// long as nothing happens.
+    pub fn set_max_sleep(&mut self, max: std::time::Duration) {
+        self.max_sleep_ms = max.as_millis().min(i32::MAX as u128) as u64;
     }
 
     /// One turn: receive what the device holds (bursts until it is empty,
@@ -162,9 +215,9 @@ impl<D: Device + Waitable> EventLoop<D> {
             let wake = earliest(earliest(self.stack.poll_timeout(), deadline), self.device.next_deadline());
             let wake = earliest(wake, apps_deadline(apps));
             // Rounded up: a sub-millisecond wait sleeps 1 ms rather than spin.
-            let sleep_ms = wake.map_or(MAX_SLEEP_MS, |t| {
-                (t.saturating_since(now).as_micros().div_ceil(1000)).min(u128::from(MAX_SLEEP_MS)) as u64
-            });
+            let max = self.max_sleep_ms;
+            let sleep_ms =
+                wake.map_or(max, |t| (t.saturating_since(now).as_micros().div_ceil(1000)).min(u128::from(max)) as u64);
             if self.wait(sleep_ms) {
                 self.serve_control();
             }
@@ -181,21 +234,29 @@ impl<D: Device + Waitable> EventLoop<D> {
         }
     }
 
-    /// Sleep until the device is readable, the timeout passes or a signal
-    /// arrives. Returns true when the control socket has a client.
-    fn wait(&self, timeout_ms: u64) -> bool {
-        let Some(fd) = self.device.wait_fd() else {
-            std::thread::sleep(std::time::Duration::from_millis(timeout_ms.min(1)));
-            return false;
-        };
-        let control_fd = self.control.as_ref().map_or(-1, |(c, _)| c.fd());
-        let mut pfds = [
-            libc::pollfd { fd, events: libc::POLLIN, revents: 0 },
-            // poll(2) ignores entries with a negative fd.
-            libc::pollfd { fd: control_fd, events: libc::POLLIN, revents: 0 },
-        ];
-        // SAFETY: two valid pollfds; EINTR (a signal) just ends the sleep.
-        unsafe { libc::poll(pfds.as_mut_ptr(), 2, timeout_ms as libc::c_int) };
-        pfds[1].revents & libc::POLLIN != 0
+    /// Sleep until the device is readable, the timeout passes, a signal
+    /// arrives, the waker is woken or a watched descriptor is readable.
+    /// Returns true when the control socket has a client.
+    fn wait(&mut self, timeout_ms: u64) -> bool {
+        // A device without a descriptor (the in-memory link) is polled.
+        let timeout_ms = if self.device.wait_fd().is_some() { timeout_ms } else { timeout_ms.min(1) };
+        let entry = |fd: RawFd| libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
+        // poll(2) ignores entries with a negative fd.
+        self.pollfds.clear();
+        self.pollfds.extend([
+            entry(self.device.wait_fd().unwrap_or(-1)),
+            entry(self.control.as_ref().map_or(-1, |(c, _)| c.fd())),
+            entry(self.waker.as_ref().map_or(-1, Waker::fd)),
+        ]);
+        self.pollfds.extend(self.watched.iter().map(|&fd| entry(fd)));
+        // SAFETY: `pollfds` is a valid array of its length; EINTR (a signal)
+        // just ends the sleep.
+        unsafe { libc::poll(self.pollfds.as_mut_ptr(), self.pollfds.len() as libc::nfds_t, timeout_ms as libc::c_int) };
+        if self.pollfds[2].revents & libc::POLLIN != 0 {
+            if let Some(w) = &self.waker {
+                w.drain();
+            }
+        }
+        self.pollfds[1].revents & libc::POLLIN != 0
     }
 }
