@@ -14,7 +14,7 @@ use std::os::fd::RawFd;
 use ustack_core::phy::{Device, DeviceCaps, RxMeta, RxQueue, TxFull, TxMeta, TxQueue};
 use ustack_core::time::Instant;
 
-use crate::{DeviceError, FaultDevice, PcapDevice, TapDevice, Waitable};
+use crate::{AfPacketDevice, DeviceError, FaultDevice, PcapDevice, TapDevice, Waitable};
 
 /// Writes an enum of devices with its queue enums and every trait method of
 /// `Device`, `RxQueue`, `TxQueue` and `Waitable` forwarded to the variant.
@@ -115,6 +115,8 @@ device_enum! {
         Tap(TapDevice),
         /// `af_xdp:IFACE[,options]`
         AfXdp(crate::AfXdpDevice),
+        /// `af_packet:IFACE[,options]`
+        AfPacket(AfPacketDevice),
     }
 }
 

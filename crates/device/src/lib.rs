@@ -7,6 +7,10 @@
 //!   received frame, transmitted frames queued in a small ring and written on
 //!   `flush`. Its fd goes into the runtime's `poll(2)`. Errors
 //!   ([`DeviceError`]) say what is wrong and what to do about it.
+//! * [`af_packet`] — [`AfPacketDevice`], an existing interface through an
+//!   AF_PACKET socket's mmap'd rings: a TPACKET_V3 receive ring whose
+//!   frames are lent in place, a transmit ring kicked once per burst, kernel
+//!   partial checksums passed on as metadata.
 //! * [`memory`] — [`MemoryLink`], two [`MemoryPort`]s joined in one process:
 //!   the link for simulations, tests and benchmarks. Bounded queues, seeded
 //!   fault injection (loss, duplication, reordering, corruption, delay and
@@ -34,6 +38,7 @@
 //! runtime runs one loop per core).
 
 pub mod af_xdp;
+pub mod af_packet;
 mod any;
 mod error;
 pub mod fault;
@@ -43,8 +48,10 @@ pub mod pool;
 mod rng;
 pub mod spec;
 pub mod tap;
+pub mod vnet;
 mod waitable;
 
+pub use af_packet::{AfPacketConfig, AfPacketDevice, AfPacketRx, AfPacketStats, AfPacketTx};
 pub use fault::{FaultDevice, FaultRx, FaultTx};
 pub use memory::{LinkConfig, LinkStats, MemoryLink, MemoryPort, MemoryRx, MemoryTx};
 pub use pcap::{PcapDevice, PcapReader, PcapRecord, PcapRx, PcapTx, PcapWriter};

@@ -1,5 +1,5 @@
 //! Device specs: `KIND:NAME[,key=value|flag…]`, the one way every command
-//! names a device (`--device tap:ust0`, `--device af_packet:veth0,ring=4096`).
+//! names a device (`--device tap:ust0`, `--device af_packet:veth0,blocks=16`).
 //!
 //! A spec parses without touching the system; [`DeviceSpec::open`] then opens
 //! the kind it names, and each kind takes its own options through
@@ -14,7 +14,11 @@ use std::str::FromStr;
 use crate::{DeviceChain, DeviceError, FaultDevice, LinkConfig, PcapDevice, TapDevice};
 
 /// The kinds a spec can name, with their options, for `--help` and errors.
-pub const KINDS: &[(&str, &str)] = &[("tap", "tap:NAME (created if missing)"), ("af_xdp", crate::af_xdp::SPEC_FORM)];
+pub const KINDS: &[(&str, &str)] = &[
+    ("tap", "tap:NAME (created if missing)"),
+    ("af_xdp", crate::af_xdp::SPEC_FORM),
+    ("af_packet", crate::af_packet::SPEC_FORM),
+];
 
 /// A device kind.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -24,6 +28,8 @@ pub enum DeviceKind {
     Tap,
     /// An AF_XDP socket on one queue of an existing interface.
     AfXdp,
+    /// An existing interface through AF_PACKET rings (TPACKET_V3).
+    AfPacket,
 }
 
 impl DeviceKind {
@@ -31,6 +37,7 @@ impl DeviceKind {
         match s {
             "tap" => Some(DeviceKind::Tap),
             "af_xdp" => Some(DeviceKind::AfXdp),
+            "af_packet" => Some(DeviceKind::AfPacket),
             _ => None,
         }
     }
@@ -45,6 +52,7 @@ impl DeviceKind {
         match self {
             DeviceKind::Tap => "tap",
             DeviceKind::AfXdp => "af_xdp",
+            DeviceKind::AfPacket => "af_packet",
         }
     }
 }
@@ -117,6 +125,11 @@ impl DeviceSpec {
                 let config = crate::af_xdp::AfXdpConfig::from_options(&mut opts)?;
                 opts.finish()?;
                 Ok(crate::AnyDevice::AfXdp(crate::AfXdpDevice::open(&self.name, config)?))
+            }
+            DeviceKind::AfPacket => {
+                let config = crate::AfPacketConfig::from_options(&mut opts)?;
+                opts.finish()?;
+                Ok(crate::AnyDevice::AfPacket(crate::AfPacketDevice::open_with(&self.name, config)?))
             }
         }
     }

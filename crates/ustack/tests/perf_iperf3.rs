@@ -14,7 +14,7 @@ use serde_json::Value;
 use std::fs::File;
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
-use support::{run_bounded, Netns, TempPath};
+use support::{end_bytes, json_documents, run_bounded, Netns, TempPath};
 
 const SECS: fn(u64) -> Duration = Duration::from_secs;
 
@@ -83,15 +83,6 @@ impl Drop for Background {
     }
 }
 
-/// The JSON documents in `text`, one after another.
-fn documents(text: &str) -> Vec<Value> {
-    serde_json::Deserializer::from_str(text).into_iter::<Value>().map_while(Result::ok).collect()
-}
-
-fn bytes(doc: &Value, sum: &str) -> u64 {
-    doc["end"][sum]["bytes"].as_u64().unwrap_or_else(|| panic!("no end.{sum}.bytes in {doc}"))
-}
-
 /// The device flags for a stack at 10.55.`subnet`.2 on TAP `tap`.
 fn dev_args(tap: &str, subnet: u8) -> Vec<String> {
     vec![
@@ -149,7 +140,7 @@ fn iperf3_client(ns: &Netns, subnet: u8, extra: &[&str]) -> Value {
 fn server_documents(server: &Background, n: usize) -> Vec<Value> {
     let deadline = Instant::now() + SECS(10);
     loop {
-        let docs = documents(&server.stdout());
+        let docs = json_documents(&server.stdout());
         if docs.len() >= n {
             return docs;
         }
@@ -173,14 +164,14 @@ fn iperf3_client_against_ustack_perf_server() {
             sums.extend(["sum_sent_bidir_reverse", "sum_received_bidir_reverse"]);
         }
         for sum in sums {
-            let (t, o) = (bytes(&theirs, sum), bytes(&ours, sum));
+            let (t, o) = (end_bytes(&theirs, sum), end_bytes(&ours, sum));
             eprintln!("iperf3 {mode:?}: end.{sum}.bytes iperf3 {t}, ustack {o}");
             assert!(t > 0, "iperf3 {mode:?}: no bytes in end.{sum}");
             assert_eq!(t, o, "iperf3 {mode:?}: end.{sum}.bytes differ");
             assert!(ours["end"][sum]["bits_per_second"].as_f64().is_some(), "no bits_per_second in {sum}");
         }
         // The receiving side never counts more than the sending side wrote.
-        assert!(bytes(&theirs, "sum_received") <= bytes(&theirs, "sum_sent"), "{mode:?}");
+        assert!(end_bytes(&theirs, "sum_received") <= end_bytes(&theirs, "sum_sent"), "{mode:?}");
         if mode.contains(&"-u") {
             let streams = theirs["end"]["streams"].as_array().expect("streams");
             assert!(streams.iter().all(|s| s["udp"]["packets"].as_u64().unwrap_or(0) > 0), "UDP packets: {theirs}");
@@ -203,11 +194,11 @@ fn second_client_is_refused_while_a_test_runs() {
     assert!(said.contains("the server is busy running a test"), "iperf3 did not report a busy server: {second}");
     assert!(first.wait_exit(SECS(30)).success(), "the first test failed:\n{}\n{}", first.stdout(), first.stderr());
     let doc: Value = serde_json::from_str(&first.stdout()).expect("first client's JSON");
-    assert!(bytes(&doc, "sum_received") > 0);
+    assert!(end_bytes(&doc, "sum_received") > 0);
     server.wait_stderr("the refusal", SECS(5), |e| e.contains("refused"));
     // Still serving: a third client gets a whole test.
     let third = iperf3_client(&ns, 2, &[]);
-    assert!(bytes(&third, "sum_received") > 0);
+    assert!(end_bytes(&third, "sum_received") > 0);
     let docs = server_documents(&server, 2);
     assert_eq!(docs.len(), 2, "the refused client must not count as a test");
 }
@@ -235,13 +226,13 @@ fn ustack_perf_client_against_iperf3_server() {
         // reads 0): that count, reached us in the results exchange, must match.
         let (theirs_sum, ours_sum) =
             if mode.contains(&"-R") { ("sum_sent", "sum_received") } else { ("sum_received", "sum_sent") };
-        let (o, t) = (bytes(&ours, theirs_sum), bytes(&theirs, theirs_sum));
+        let (o, t) = (end_bytes(&ours, theirs_sum), end_bytes(&theirs, theirs_sum));
         eprintln!("ustack perf -c {mode:?}: end.{theirs_sum}.bytes ustack {o}, iperf3 {t}");
         assert_eq!(o, t, "{mode:?}: end.{theirs_sum}.bytes differ");
-        let own = bytes(&ours, ours_sum);
+        let own = end_bytes(&ours, ours_sum);
         eprintln!("ustack perf -c {mode:?}: end.{ours_sum}.bytes ustack {own} (its own count)");
         assert!(t > 0 && own > 0, "{mode:?}: no bytes moved: {ours}");
-        assert!(bytes(&ours, "sum_received") <= bytes(&ours, "sum_sent"), "{mode:?}: received more than sent");
+        assert!(end_bytes(&ours, "sum_received") <= end_bytes(&ours, "sum_sent"), "{mode:?}: received more than sent");
         for sum in ["sum_sent", "sum_received"] {
             assert!(ours["end"][sum]["bits_per_second"].as_f64().is_some_and(|b| b > 0.0), "{sum}: {ours}");
         }

@@ -16,7 +16,7 @@ mod support;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
-use support::{Netns, Output, Stopped, TempPath, UpOpts, Ustack};
+use support::{assert_no_panic, assert_one_error_line, Netns, Output, Stopped, TempPath, UpOpts, Ustack};
 
 const SECS: fn(u64) -> Duration = Duration::from_secs;
 
@@ -37,14 +37,6 @@ fn setup(tag: &str, idx: u8, pcap: Option<&TempPath>, udp_echo: &[u16]) -> (Netn
     let tap = u.opts.tap.clone();
     ns.exec_ok(&["sysctl", "-qw", &format!("net.ipv6.conf.{tap}.disable_ipv6=1")], SECS(5));
     (ns, u)
-}
-
-/// Stderr must never show a panic or a backtrace hint.
-fn assert_no_panic(stderr: &str) {
-    assert!(
-        !stderr.contains("panicked") && !stderr.contains("RUST_BACKTRACE"),
-        "ustack panicked; stderr:\n{stderr}"
-    );
 }
 
 /// Stop with SIGTERM: must exit 0 within 5 s, print counters, not panic.
@@ -353,18 +345,6 @@ fn up_in_ns(tag: &str, args: &[&str]) -> Output {
     let mut argv = vec![support::ustack_bin(), "up"];
     argv.extend_from_slice(args);
     ns.exec(&argv, SECS(10))
-}
-
-/// Exit 1 and exactly one stderr line `ustack: error: ...` containing each of `needles`.
-fn assert_one_error_line(out: &Output, needles: &[&str]) {
-    assert_eq!(out.code(), Some(1), "{out}");
-    let lines: Vec<&str> = out.stderr.lines().collect();
-    assert_eq!(lines.len(), 1, "expected exactly one stderr line: {out}");
-    assert!(lines[0].starts_with("ustack: error: "), "{out}");
-    for n in needles {
-        assert!(lines[0].contains(n), "error should mention {n:?}: {out}");
-    }
-    assert_no_panic(&out.stderr);
 }
 
 #[test]

@@ -537,3 +537,33 @@ pub fn pcap_records(bytes: &[u8]) -> Vec<(u64, &[u8])> {
     }
     records
 }
+
+/// Stderr must never show a panic or a backtrace hint.
+pub fn assert_no_panic(stderr: &str) {
+    assert!(
+        !stderr.contains("panicked") && !stderr.contains("RUST_BACKTRACE"),
+        "ustack panicked; stderr:\n{stderr}"
+    );
+}
+
+/// Exit 1 and exactly one stderr line `ustack: error: ...` containing each of `needles`.
+pub fn assert_one_error_line(out: &Output, needles: &[&str]) {
+    assert_eq!(out.code(), Some(1), "{out}");
+    let lines: Vec<&str> = out.stderr.lines().collect();
+    assert_eq!(lines.len(), 1, "expected exactly one stderr line: {out}");
+    assert!(lines[0].starts_with("ustack: error: "), "{out}");
+    for n in needles {
+        assert!(lines[0].contains(n), "error should mention {n:?}: {out}");
+    }
+    assert_no_panic(&out.stderr);
+}
+
+/// The JSON documents in `text`, one after another (iperf3 -J output).
+pub fn json_documents(text: &str) -> Vec<serde_json::Value> {
+    serde_json::Deserializer::from_str(text).into_iter::<serde_json::Value>().map_while(Result::ok).collect()
+}
+
+/// `end.SUM.bytes` of an iperf3 JSON result.
+pub fn end_bytes(doc: &serde_json::Value, sum: &str) -> u64 {
+    doc["end"][sum]["bytes"].as_u64().unwrap_or_else(|| panic!("no end.{sum}.bytes in {doc}"))
+}

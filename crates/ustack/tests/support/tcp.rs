@@ -11,7 +11,7 @@ use super::{drain, run_bounded, ustack_bin, KillOnDrop, Netns, Output, Stopped, 
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -166,11 +166,23 @@ impl Bg {
     }
 
     /// SIG`signal`, then wait up to `limit` (SIGKILL after); (stdout, stderr).
-    pub fn stop_both(mut self, signal: &str, limit: Duration) -> (String, String) {
+    pub fn stop_both(self, signal: &str, limit: Duration) -> (String, String) {
+        let (_, out, err) = self.stop_with_status(signal, limit);
+        (out, err)
+    }
+
+    /// SIG`signal`, then wait up to `limit` (SIGKILL after); (exit status
+    /// if it exited in time, stdout, stderr).
+    pub fn stop_with_status(mut self, signal: &str, limit: Duration) -> (Option<ExitStatus>, String, String) {
+        let mut status = None;
         if let Some(mut c) = self.child.take() {
             let _ = Command::new("kill").args([&format!("-{signal}"), &c.id().to_string()]).status();
             let deadline = Instant::now() + limit;
-            while c.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
+            loop {
+                status = c.try_wait().ok().flatten();
+                if status.is_some() || Instant::now() >= deadline {
+                    break;
+                }
                 std::thread::sleep(Duration::from_millis(10));
             }
             drop(KillOnDrop(Some(c)));
@@ -181,7 +193,25 @@ impl Bg {
                 std::thread::sleep(Duration::from_millis(5));
             }
         }
-        (String::from_utf8_lossy(&self.stdout.lock().unwrap()).into_owned(), self.stderr_now())
+        (status, self.stdout_now(), self.stderr_now())
+    }
+
+    pub fn stdout_now(&self) -> String {
+        String::from_utf8_lossy(&self.stdout.lock().unwrap()).into_owned()
+    }
+
+    /// Wait up to `limit` for the process to exit by itself; panics if not.
+    pub fn wait_exit(&mut self, limit: Duration) -> ExitStatus {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(st) = self.child.as_mut().unwrap().try_wait().ok().flatten() {
+                return st;
+            }
+            if Instant::now() >= deadline {
+                panic!("`{}` did not exit within {limit:?}; stderr:\n{}", self.what, self.stderr_now());
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
     }
 }
 
