@@ -40,10 +40,14 @@
 #![warn(missing_docs)]
 
 mod driver;
+#[cfg(feature = "hyper")]
+mod local_exec;
 mod tcp;
 mod udp;
 
 pub use driver::MAX_BURST;
+#[cfg(feature = "hyper")]
+pub use local_exec::LocalExec;
 pub use tcp::{TcpListener, TcpStream};
 pub use udp::UdpSocket;
 
