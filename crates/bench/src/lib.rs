@@ -15,14 +15,17 @@
 //! with both stacks on the calling thread — one core for the whole exchange.
 //! CPU time per transaction comes from getrusage over the whole process.
 
+mod client;
 mod device;
 pub mod idle;
 mod linux;
 mod netns;
+mod p2p;
 mod report;
 mod ustack;
 
 pub use device::{run_device, DeviceSetup};
+pub use p2p::{run_p2p, serve_kernel, P2pSetup};
 pub use idle::{run_idle, IdleParams, IdleReport};
 pub use report::{BenchPath, DeviceNotes, Figures, Report};
 

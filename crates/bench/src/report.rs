@@ -36,6 +36,9 @@ pub enum BenchPath {
     /// ustack on this device (`tap:NAME`) and Linux on a veth pair, each with
     /// the kernel client in a private namespace.
     Device { device: String, notes: DeviceNotes },
+    /// Two processes on the two ends of a veth pair: ustack on this device
+    /// kind at both ends, Linux's kernel sockets at both ends.
+    Processes { device: String },
 }
 
 /// What else a device run saw: a figure earned while packets were lost is
@@ -64,7 +67,7 @@ impl BenchPath {
     fn names(&self) -> (&str, &'static str) {
         match self {
             BenchPath::Memory => ("memory", "loopback"),
-            BenchPath::Device { device, .. } => {
+            BenchPath::Device { device, .. } | BenchPath::Processes { device } => {
                 (device.split_once(':').map_or(device.as_str(), |(kind, _)| kind), "veth")
             }
         }
@@ -125,6 +128,11 @@ impl Report {
             BenchPath::Memory => format!("in-memory link MTU {}; Linux on loopback", p.mtu),
             BenchPath::Device { device, .. } => format!(
                 "ustack on {device}, Linux on a veth pair, MTU {}, no checksum offload; kernel client for both",
+                p.mtu
+            ),
+            BenchPath::Processes { device } => format!(
+                "process to process over a veth pair, MTU {}: ustack on {device} at both ends; Linux sockets at \
+                 both ends, no checksum offload",
                 p.mtu
             ),
         };
@@ -210,6 +218,7 @@ impl Report {
         let (path, linux_path) = self.path.names();
         let device = match &self.path {
             BenchPath::Memory => String::new(),
+            BenchPath::Processes { device } => format!(",\"device\":{},\"processes\":2", json_string(device)),
             BenchPath::Device { device, notes } => {
                 let count = |r: Option<u64>| r.map_or("null".to_string(), |n| n.to_string());
                 let [on_ustack, on_linux] = notes.client_retransmits;

@@ -69,6 +69,9 @@ pub struct BenchArgs {
     /// idle: ustack only, without the smoltcp and Linux baselines.
     #[arg(long)]
     pub no_baselines: bool,
+    /// Serve the Linux side of a process-to-process run on ADDR:PORT (the bench starts it itself).
+    #[arg(long, value_name = "ADDR:PORT", hide = true)]
+    pub kernel_server: Option<std::net::SocketAddrV4>,
     /// With --device: the stack's tunables, as for `ustack up`.
     #[command(flatten)]
     pub cfg: ConfigArgs,
@@ -162,15 +165,22 @@ pub fn run(args: BenchArgs) -> Result<(), CliError> {
     if let Some(sweep) = args.sweep {
         return run_sweep(sweep, &params, &args);
     }
-    let report = match &args.device {
-        Some(device) => on_device(workload, &params, &args, device)?,
-        None => ustack_bench::run(workload, &params).map_err(|e| CliError::Bench(e.to_string()))?,
-    };
-    if args.json {
-        println!("{}", report.json());
-    } else {
-        print!("{}", report.table());
+    if let Some(addr) = args.kernel_server {
+        // The Linux server process of a process-to-process run (hidden).
+        return ustack_bench::serve_kernel(workload, args.message, addr).map_err(CliError::Bench);
     }
+    let reports = match &args.device {
+        Some(device) => on_device(workload, &params, &args, device)?,
+        None => vec![ustack_bench::run(workload, &params).map_err(|e| CliError::Bench(e.to_string()))?],
+    };
+    for report in &reports {
+        if args.json {
+            println!("{}", report.json());
+        } else {
+            print!("{}", report.table());
+        }
+    }
+    let report = &reports[0];
     if let Some(path) = &args.plot {
         let title = format!("{} ({})", report.workload.name(), path_words(&report.path, report.params.mtu));
         let mut bars = vec![("ustack", report.main_figure(&report.ustack))];
@@ -187,6 +197,9 @@ fn path_words(path: &ustack_bench::BenchPath, mtu: usize) -> String {
     match path {
         ustack_bench::BenchPath::Memory => format!("ustack: in-memory link, MTU {mtu}; Linux: loopback"),
         ustack_bench::BenchPath::Device { device, .. } => format!("ustack on {device}; Linux on a veth pair"),
+        ustack_bench::BenchPath::Processes { device } => {
+            format!("two processes: ustack on {device} at both ends; Linux sockets at both ends")
+        }
     }
 }
 
@@ -250,9 +263,17 @@ fn on_device(
     params: &Params,
     args: &BenchArgs,
     device: &str,
-) -> Result<ustack_bench::Report, CliError> {
+) -> Result<Vec<ustack_bench::Report>, CliError> {
     if args.mtu.is_some() {
         return Err(CliError::Bench("--mtu sets the in-memory link's MTU; with --device the TAP's own is used".into()));
+    }
+    let spec: ustack_device::DeviceSpec = device.parse()?;
+    if spec.kind != ustack_device::DeviceKind::Tap {
+        // Devices on one end of a link: the bench makes a veth pair and runs
+        // both ends as separate processes, and the kernel's client too.
+        let bin = std::env::current_exe().map_err(|e| CliError::Bench(format!("cannot find the ustack binary: {e}")))?;
+        let setup = ustack_bench::P2pSetup { device: spec, ustack_bin: bin };
+        return ustack_bench::run_p2p(workload, params, &setup).map_err(CliError::Bench);
     }
     let cidr = |a, b, c, d| Ipv4Cidr::new(Ipv4Addr::new(a, b, c, d), 24).expect("a /24 is valid");
     let server = args.ip.unwrap_or_else(|| cidr(10, 0, 0, 2));
@@ -276,7 +297,7 @@ fn on_device(
     let settings = args.cfg.load()?;
     let setup = DeviceSetup { device: device.to_string(), server, client };
     let open = move || dev.open(&settings).map(|o| (o.stack, o.device)).map_err(|e| e.to_string());
-    ustack_bench::run_device(workload, params, &setup, open).map_err(CliError::Bench)
+    ustack_bench::run_device(workload, params, &setup, open).map(|r| vec![r]).map_err(CliError::Bench)
 }
 
 fn idle(args: &BenchArgs) -> Result<(), CliError> {
