@@ -978,6 +978,22 @@ impl Stack {
     pub fn tcp_listener_stats(&self, port: u16) -> Option<tcp::ListenerStats> {
         self.tcp.listeners.get(&port).map(|e| e.listener.stats())
     }
+
+    /// Counters of every listening port, summed (SYNs, queue overflows, SYN
+    /// cookies sent, accepted and rejected). A port closed since no longer counts.
+    pub fn tcp_listeners_stats(&self) -> tcp::ListenerStats {
+        self.tcp.listeners.values().map(|e| e.listener.stats()).fold(tcp::ListenerStats::default(), |a, b| {
+            tcp::ListenerStats {
+                syns: a.syns + b.syns,
+                syn_queue_overflows: a.syn_queue_overflows + b.syn_queue_overflows,
+                accept_queue_overflows: a.accept_queue_overflows + b.accept_queue_overflows,
+                cookies_sent: a.cookies_sent + b.cookies_sent,
+                cookies_accepted: a.cookies_accepted + b.cookies_accepted,
+                cookies_rejected: a.cookies_rejected + b.cookies_rejected,
+                resets_sent: a.resets_sent + b.resets_sent,
+            }
+        })
+    }
 }
 
 /// What [`Stack::tcp_states`] found in the connection table.

@@ -126,8 +126,11 @@ impl Drop for ControlSocket {
 ///   (packets waiting for ARP: `in_use`, `limit`);
 /// - `tcp`: `connections` (in the table, TIME-WAIT records included),
 ///   `listeners`, `states` (connections per RFC 9293 state name, TIME-WAIT
-///   records included), `time_wait_records`, and `retransmits` (segments
-///   retransmitted, freed connections included);
+///   records included), `time_wait_records`, `retransmits` (segments
+///   retransmitted, freed connections included), and the listeners'
+///   counters summed: `syns`, `syn_queue_overflows`,
+///   `accept_queue_overflows`, and `syn_cookies` (`sent`, `accepted`,
+///   `rejected`);
 /// - `drops`: every `drop_*` counter by reason (the name without `drop_`);
 /// - `config`, when the stack's owner gave one ([`ControlSocket::set_config`]).
 ///
@@ -140,6 +143,7 @@ pub fn snapshot_json(stack: &Stack, device: &str, uptime_us: u64, device_stats: 
     };
     let pool = stack.tcp_buffer_pool();
     let tcp = stack.tcp_states();
+    let listen = stack.tcp_listeners_stats();
     let states: Map<String, Value> =
         tcp.by_state.iter().map(|(state, _)| (state.to_string(), Value::from(tcp.count(*state)))).collect();
     json!({
@@ -174,6 +178,14 @@ pub fn snapshot_json(stack: &Stack, device: &str, uptime_us: u64, device_stats: 
             "states": states,
             "time_wait_records": tcp.time_wait_records,
             "retransmits": tcp.retransmits,
+            "syns": listen.syns,
+            "syn_queue_overflows": listen.syn_queue_overflows,
+            "accept_queue_overflows": listen.accept_queue_overflows,
+            "syn_cookies": {
+                "sent": listen.cookies_sent,
+                "accepted": listen.cookies_accepted,
+                "rejected": listen.cookies_rejected,
+            },
         },
         "drops": object(&mut c.iter().filter_map(|(n, v)| n.strip_prefix("drop_").map(|n| (n, v)))),
     })
@@ -193,7 +205,10 @@ pub fn snapshot_json(stack: &Stack, device: &str, uptime_us: u64, device_stats: 
 ///   size as `ustack_pool_chunk_size_bytes{pool}`;
 /// - `ustack_tcp_connections`, `ustack_tcp_listeners`,
 ///   `ustack_tcp_time_wait_records`, `ustack_tcp_connections_by_state{state}`,
-///   `ustack_tcp_retransmits_total`; `ustack_neighbors`, `ustack_uptime_seconds`.
+///   `ustack_tcp_retransmits_total`, `ustack_tcp_syns_total`,
+///   `ustack_tcp_syn_queue_overflows_total`, `ustack_tcp_accept_queue_overflows_total`,
+///   `ustack_tcp_syn_cookies_total{outcome}` (sent, accepted, rejected);
+///   `ustack_neighbors`, `ustack_uptime_seconds`.
 ///
 /// Every sample carries `device`; a per-shard label joins it when shards exist.
 pub fn prometheus_text(snap: &Value) -> String {
@@ -259,6 +274,18 @@ pub fn prometheus_text(snap: &Value) -> String {
     }
     let help = "TCP segments retransmitted, freed connections included.";
     x.add("ustack_tcp_retransmits_total", "counter", help, &base, num(&tcp["retransmits"]));
+    for (field, help) in [
+        ("syns", "SYNs that reached a listener."),
+        ("syn_queue_overflows", "SYNs that found a listener's SYN queue full."),
+        ("accept_queue_overflows", "Handshakes that found a listener's accept queue full."),
+    ] {
+        x.add(&format!("ustack_tcp_{field}_total"), "counter", help, &base, num(&tcp[field]));
+    }
+    for outcome in ["sent", "accepted", "rejected"] {
+        let help = "SYN cookies sent, and cookie ACKs accepted or rejected.";
+        let labels = [("device", device), ("outcome", outcome)];
+        x.add("ustack_tcp_syn_cookies_total", "counter", help, &labels, num(&tcp["syn_cookies"][outcome]));
+    }
     x.add("ustack_neighbors", "gauge", "Neighbour (ARP) cache entries.", &base, num(&snap["neighbors"]));
     let uptime = num(&snap["uptime_us"]) as f64 / 1e6;
     x.add("ustack_uptime_seconds", "gauge", "Seconds since the stack started.", &base, uptime);

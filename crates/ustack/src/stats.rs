@@ -89,6 +89,15 @@ fn summary(snap: &serde_json::Value) -> Vec<String> {
             pairs(&tcp["states"], true)
         ),
         format!(
+            "listen  syns {}  syn_queue_overflows {}  accept_queue_overflows {}  syn_cookies sent {} accepted {} rejected {}",
+            tcp["syns"],
+            tcp["syn_queue_overflows"],
+            tcp["accept_queue_overflows"],
+            tcp["syn_cookies"]["sent"],
+            tcp["syn_cookies"]["accepted"],
+            tcp["syn_cookies"]["rejected"]
+        ),
+        format!(
             "pools  tcp_buffers {} in use / {} allocated / {} limit ({} B chunks, {} refused)  arp_queue {} / {}",
             buf["in_use"],
             buf["allocated"],
