@@ -23,7 +23,7 @@
 mod support;
 
 use std::time::{Duration, Instant};
-use support::tcp::{precreate_tap, python, quiet_namespace, Bg, TempDir, SECS};
+use support::tcp::{precreate_tap, python, quiet_namespace, stack_pid, Bg, TempDir, SECS};
 use support::{parse_counters, run_bounded, ustack_bin, Netns};
 
 const SUBNET: u8 = 50;
@@ -167,20 +167,6 @@ fn rss_kib(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
-/// The pid of the `ustack up` on `tap` in `ns` (`Bg` keeps its child to itself).
-fn stack_pid(ns: &Netns, tap: &str) -> u32 {
-    let out = std::process::Command::new("ip").args(["netns", "pids", &ns.name]).output().expect("ip netns pids");
-    let want = format!("tap:{tap}");
-    String::from_utf8_lossy(&out.stdout)
-        .split_whitespace()
-        .find(|pid| {
-            std::fs::read(format!("/proc/{pid}/cmdline"))
-                .is_ok_and(|c| c.split(|&b| b == 0).any(|a| a == want.as_bytes()) && c.starts_with(ustack_bin().as_bytes()))
-        })
-        .and_then(|p| p.parse().ok())
-        .unwrap_or_else(|| panic!("no ustack up on {tap} in {}", ns.name))
-}
-
 /// `ustack stats --json` of the stack on `tap`.
 fn stats(ns: &Netns, tap: &str) -> serde_json::Value {
     let dev = format!("tap:{tap}");
@@ -210,6 +196,7 @@ fn syn_flood_with_cookies_leaves_real_clients_served() {
     };
     assert_eq!(curl().0, "200", "before the flood");
     let pid = stack_pid(ns, tap);
+    assert_ne!(pid, 0, "no ustack up on {tap}");
     let rss_before = rss_kib(pid);
 
     let flood_secs = 10;

@@ -39,9 +39,8 @@
 #[macro_use]
 mod support;
 
-use std::process::Command;
 use std::time::{Duration, Instant};
-use support::tcp::{counter, diagnostics, precreate_tap, python, quiet_namespace, stats_json, Bg, SECS};
+use support::tcp::{counter, diagnostics, precreate_tap, python, quiet_namespace, stack_pid, stats_json, Bg, SECS};
 use support::{parse_counters, run_bounded, ustack_bin, Netns};
 
 /// Connections held open at once.
@@ -235,20 +234,4 @@ fn twenty_thousand_linux_clients_held_open_then_echo() {
         tcp_field(&last, &["retransmits"]),
         started.elapsed().as_secs_f64()
     );
-}
-
-/// The pid of the `ustack up` serving `tap` (for its RSS): `Bg` does not
-/// expose its child, so find it by its command line among this namespace's
-/// processes (`ip netns pids`).
-fn stack_pid(ns: &Netns, tap: &str) -> u32 {
-    let out = Command::new("ip").args(["netns", "pids", &ns.name]).output().expect("ip netns pids");
-    let want = format!("tap:{tap}");
-    for pid in String::from_utf8_lossy(&out.stdout).split_whitespace() {
-        let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else { continue };
-        let args: Vec<&[u8]> = cmdline.split(|&b| b == 0).collect();
-        if args.contains(&b"up".as_slice()) && args.contains(&want.as_bytes()) {
-            return pid.parse().unwrap_or(0);
-        }
-    }
-    0
 }

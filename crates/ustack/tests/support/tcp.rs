@@ -1082,3 +1082,19 @@ impl Flow {
         }
     }
 }
+
+/// The pid of the `ustack up` serving `tap` (for its RSS): `Bg` does not
+/// expose its child, so find it by its command line among this namespace's
+/// processes (`ip netns pids`).
+pub fn stack_pid(ns: &Netns, tap: &str) -> u32 {
+    let out = Command::new("ip").args(["netns", "pids", &ns.name]).output().expect("ip netns pids");
+    let want = format!("tap:{tap}");
+    for pid in String::from_utf8_lossy(&out.stdout).split_whitespace() {
+        let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else { continue };
+        let args: Vec<&[u8]> = cmdline.split(|&b| b == 0).collect();
+        if args.contains(&b"up".as_slice()) && args.contains(&want.as_bytes()) {
+            return pid.parse().unwrap_or(0);
+        }
+    }
+    0
+}
