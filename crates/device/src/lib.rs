@@ -51,7 +51,7 @@ pub mod tap;
 pub mod vnet;
 mod waitable;
 
-pub use af_packet::{AfPacketConfig, AfPacketDevice, AfPacketRx, AfPacketStats, AfPacketTx};
+pub use af_packet::{AfPacketConfig, AfPacketDevice, AfPacketRx, AfPacketStats, AfPacketTx, RingVersion};
 pub use fault::{FaultDevice, FaultRx, FaultTx};
 pub use memory::{LinkConfig, LinkStats, MemoryLink, MemoryPort, MemoryRx, MemoryTx};
 pub use pcap::{PcapDevice, PcapReader, PcapRecord, PcapRx, PcapTx, PcapWriter};

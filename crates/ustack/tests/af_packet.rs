@@ -72,9 +72,16 @@ impl Veth {
 
     /// Start `ustack SUBCOMMAND ... DEVICE` on the stack's end; wait for `banner` on stderr.
     fn ustack(&self, args: &[&str], banner: &str) -> Bg {
+        self.ustack_with("", args, banner)
+    }
+
+    /// As `ustack`, with `options` (",key=value...") after the device's name.
+    fn ustack_with(&self, options: &str, args: &[&str], banner: &str) -> Bg {
         let mut argv: Vec<String> = vec![support::ustack_bin().into()];
         argv.extend(args.iter().map(|s| s.to_string()));
-        argv.extend(self.dev_args());
+        let mut dev = self.dev_args();
+        dev[1].push_str(options);
+        argv.extend(dev);
         let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
         let mut b = Bg::spawn(&self.stack, &argv);
         b.wait_ready(banner, SECS(10), |e| e.contains(banner));
@@ -209,8 +216,17 @@ fn wait_documents(b: &Bg, n: usize) -> Vec<Value> {
 fn iperf3_client_against_ustack_perf_server() {
     skip_unless!("iperf3", "ping");
     let v = Veth::new("apiperf", 3, true);
-    let server = v.ustack(&["perf", "-s", "-J"], "perf server on");
-    v.wait_answering(&server);
+    // Both ring layouts (the default, v2, and v3) against the kernel sender.
+    for ring in ["", ",ring=v3"] {
+        // Each stack has a MAC of its own: the kernel must not keep the last one's.
+        v.peer.exec_ok(&["ip", "neigh", "flush", "dev", &v.peer_if], SECS(5));
+        let server = v.ustack_with(ring, &["perf", "-s", "-J"], "perf server on");
+        v.wait_answering(&server);
+        iperf3_both_ways(&v, server);
+    }
+}
+
+fn iperf3_both_ways(v: &Veth, server: Bg) {
     let dst = v.stack_ip();
     for (i, mode) in [&[][..], &["-R"][..]].into_iter().enumerate() {
         let mut argv = vec!["iperf3", "-c", &dst, "-J", "-t", "2"];
@@ -239,7 +255,8 @@ fn ustack_perf_client_to_ustack_perf_server_across_processes() {
     let server = v.ustack(&["perf", "-s", "-J"], "perf server on");
     let dst = v.stack_ip();
     let client_ip = format!("10.88.{}.3/24", v.subnet);
-    let dev = format!("af_packet:{}", v.peer_if);
+    // The client on the other ring layout: both meet on one wire.
+    let dev = format!("af_packet:{},ring=v3", v.peer_if);
     for (i, mode) in [&[][..], &["-R"][..]].into_iter().enumerate() {
         let mut argv = vec![support::ustack_bin(), "perf", "-c", &dst, "-t", "2", "-J", "--device", &dev, "--ip", &client_ip];
         argv.extend_from_slice(mode);
