@@ -83,6 +83,8 @@
 //! assert_eq!(echoed, b"hello");
 //! ```
 
+#![warn(missing_docs)]
+
 use crate::icmp::PingHandle;
 use crate::tcp_sockets::TcpHandle;
 use crate::udp::UdpHandle;

@@ -170,3 +170,32 @@ fn udp_datagrams_both_ways() {
         }
     });
 }
+
+#[test]
+fn short_connections_one_after_another() {
+    run(async {
+        let (a, b) = pair();
+        let listener = TcpListener::bind(&b, 8000).unwrap();
+        spawn_local(async move {
+            loop {
+                let (mut s, _) = listener.accept().await.unwrap();
+                spawn_local(async move {
+                    let mut req = [0u8; 64];
+                    s.read_exact(&mut req).await.unwrap();
+                    s.write_all(&req).await.unwrap();
+                    // Dropped: the server closes first, as HTTP/1.0 does.
+                });
+            }
+        });
+        // More connections than a listener's backlog, each closed by the
+        // server first, one after another.
+        for i in 0..300u64 {
+            let mut c = TcpStream::connect(&a, SocketAddrV4::new(B_IP, 8000)).await.unwrap();
+            let msg = pattern(64, i);
+            c.write_all(&msg).await.unwrap();
+            let mut back = Vec::new();
+            c.read_to_end(&mut back).await.unwrap();
+            assert_eq!(back, msg, "connection {i}");
+        }
+    });
+}

@@ -1,6 +1,8 @@
 //! Waking an event loop from another thread: an eventfd(2) the loop polls
 //! beside its device.
 
+#![warn(missing_docs)]
+
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::Arc;
