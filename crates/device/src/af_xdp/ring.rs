@@ -268,128 +268,170 @@ impl<T: Copy> ConsumerRing<T> {
 unsafe impl<T: Send> Send for ProducerRing<T> {}
 unsafe impl<T: Send> Send for ConsumerRing<T> {}
 
+/// A ring in ordinary memory with the kernel's side played by a test, for
+/// the rings' tests and the queues' (`super::tests`).
 #[cfg(test)]
-mod tests {
+pub(super) mod fake {
     use super::*;
-
-    /// A ring laid out in ordinary memory, with the kernel's side played by
-    /// the test through the same counters. Every access goes through the one
-    /// raw pointer, as the kernel's does.
-    struct FakeMapping {
-        base: *mut u64,
-        words: usize,
-    }
 
     const OFF: RingOffsets = RingOffsets { producer: 0, consumer: 64, flags: 128, desc: 192 };
 
-    impl FakeMapping {
-        fn new(size: u32) -> FakeMapping {
-            let words = 192 / 8 + size as usize;
+    /// The memory of one ring of `size` entries of `T`. Every access goes
+    /// through the one raw pointer, as the kernel's does. The rings made
+    /// from it must be dropped first (declare the `FakeRing` before them).
+    pub struct FakeRing<T> {
+        base: *mut u64,
+        words: usize,
+        size: u32,
+        _entry: PhantomData<T>,
+    }
+
+    impl<T: Copy> FakeRing<T> {
+        pub fn new(size: u32) -> FakeRing<T> {
+            assert!(size.is_power_of_two() && std::mem::align_of::<T>() <= 8);
+            let words = OFF.desc as usize / 8 + (size as usize * std::mem::size_of::<T>()).div_ceil(8);
             let base = Box::into_raw(vec![0u64; words].into_boxed_slice()).cast::<u64>();
-            FakeMapping { base, words }
+            FakeRing { base, words, size, _entry: PhantomData }
         }
-        fn raw(&self, size: u32) -> RawRing<u64> {
-            // SAFETY: the allocation holds the counters and `size` u64 entries at `OFF`.
-            unsafe { RawRing::new(self.base.cast(), OFF, size) }
+
+        fn raw(&self) -> RawRing<T> {
+            // SAFETY: the allocation holds the counters and `size` entries at `OFF`.
+            unsafe { RawRing::new(self.base.cast(), OFF, self.size) }
         }
-        fn word(&self, i: usize) -> *mut u64 {
-            assert!(i < self.words);
-            // SAFETY: inside the allocation.
-            unsafe { self.base.add(i) }
+
+        /// Our side of a ring we produce on.
+        pub fn producer(&self) -> ProducerRing<T> {
+            ProducerRing::from_raw(self.raw())
         }
-        fn counter(&self, at: u64) -> u32 {
-            // SAFETY: an aligned word of the allocation; little or big endian
-            // alike, the counter is the u32 at the word's address.
-            unsafe { self.word(at as usize / 8).cast::<u32>().read() }
+
+        /// Our side of a ring we consume from.
+        pub fn consumer(&self) -> ConsumerRing<T> {
+            ConsumerRing::from_raw(self.raw())
         }
-        fn set_counter(&self, at: u64, v: u32) {
+
+        pub fn counter(&self, at: u64) -> u32 {
+            // SAFETY: an aligned u32 inside the allocation.
+            unsafe { self.base.cast::<u8>().add(at as usize).cast::<u32>().read() }
+        }
+
+        pub fn set_counter(&self, at: u64, v: u32) {
             // SAFETY: as above.
-            unsafe { self.word(at as usize / 8).cast::<u32>().write(v) }
+            unsafe { self.base.cast::<u8>().add(at as usize).cast::<u32>().write(v) }
         }
-        fn entry(&self, i: u32, size: u32) -> u64 {
-            // SAFETY: as above.
-            unsafe { self.word(OFF.desc as usize / 8 + (i & (size - 1)) as usize).read() }
+
+        pub fn entry(&self, i: u32) -> T {
+            // SAFETY: the mask keeps the slot inside the allocation.
+            unsafe { self.raw().slot(i).read() }
         }
-        fn set_entry(&self, i: u32, size: u32, v: u64) {
-            // SAFETY: as above.
-            unsafe { self.word(OFF.desc as usize / 8 + (i & (size - 1)) as usize).write(v) }
+
+        /// The kernel publishes `v` on a ring we consume; `false` when full.
+        pub fn kernel_produce(&self, v: T) -> bool {
+            let (prod, cons) = (self.counter(OFF.producer), self.counter(OFF.consumer));
+            if prod.wrapping_sub(cons) == self.size {
+                return false;
+            }
+            // SAFETY: a slot the consumer has released.
+            unsafe { self.raw().slot(prod).write(v) };
+            self.set_counter(OFF.producer, prod.wrapping_add(1));
+            true
+        }
+
+        /// The kernel takes the next entry of a ring we produce on.
+        pub fn kernel_consume(&self) -> Option<T> {
+            let (prod, cons) = (self.counter(OFF.producer), self.counter(OFF.consumer));
+            if prod == cons {
+                return None;
+            }
+            let v = self.entry(cons);
+            self.set_counter(OFF.consumer, cons.wrapping_add(1));
+            Some(v)
+        }
+
+        pub fn set_need_wakeup(&self, on: bool) {
+            self.set_counter(OFF.flags, if on { libc::XDP_RING_NEED_WAKEUP } else { 0 });
         }
     }
 
-    impl Drop for FakeMapping {
+    impl<T> Drop for FakeRing<T> {
         fn drop(&mut self) {
             // SAFETY: the allocation `new` leaked, with its length.
             drop(unsafe { Box::from_raw(std::ptr::slice_from_raw_parts_mut(self.base, self.words)) });
         }
     }
 
+    pub const PRODUCER: u64 = OFF.producer;
+    pub const CONSUMER: u64 = OFF.consumer;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fake::{FakeRing, CONSUMER, PRODUCER};
+
     #[test]
     fn producer_fills_submits_and_waits_for_the_consumer() {
-        let m = FakeMapping::new(4);
-        let mut ring = ProducerRing::from_raw(m.raw(4));
+        let m = FakeRing::<u64>::new(4);
+        let mut ring = m.producer();
         for v in 10..14 {
             assert!(ring.push(v));
         }
         assert!(!ring.push(99), "a full ring refuses");
-        assert_eq!(m.counter(OFF.producer), 0, "nothing visible before submit");
+        assert_eq!(m.counter(PRODUCER), 0, "nothing visible before submit");
         assert_eq!(ring.unsubmitted(), 4);
         ring.submit();
-        assert_eq!((m.counter(OFF.producer), ring.unsubmitted(), ring.in_flight()), (4, 0, 4));
-        assert_eq!((0..4).map(|i| m.entry(i, 4)).collect::<Vec<_>>(), [10, 11, 12, 13]);
+        assert_eq!((m.counter(PRODUCER), ring.unsubmitted(), ring.in_flight()), (4, 0, 4));
+        assert_eq!((0..4).map(|i| m.entry(i)).collect::<Vec<_>>(), [10, 11, 12, 13]);
         // The "kernel" consumes two; the producer sees room again and wraps.
-        m.set_counter(OFF.consumer, 2);
+        m.set_counter(CONSUMER, 2);
         assert_eq!(ring.free(1), 2);
         assert!(ring.push(14) && ring.push(15) && !ring.push(16));
         ring.submit();
-        assert_eq!((m.entry(4, 4), m.entry(5, 4)), (14, 15));
+        assert_eq!((m.entry(4), m.entry(5)), (14, 15));
     }
 
     #[test]
     fn counters_wrap_around_u32() {
-        let m = FakeMapping::new(4);
-        m.set_counter(OFF.producer, u32::MAX - 1);
-        m.set_counter(OFF.consumer, u32::MAX - 1);
-        let mut ring = ProducerRing::from_raw(m.raw(4));
+        let m = FakeRing::<u64>::new(4);
+        m.set_counter(PRODUCER, u32::MAX - 1);
+        m.set_counter(CONSUMER, u32::MAX - 1);
+        let mut ring = m.producer();
         assert_eq!(ring.free(4), 4);
         for v in 0..4 {
             assert!(ring.push(v));
         }
         ring.submit();
-        assert_eq!(m.counter(OFF.producer), 2);
-        let mut cons = ConsumerRing::<u64>::from_raw(m.raw(4));
+        assert_eq!(m.counter(PRODUCER), 2);
+        let mut cons = m.consumer();
         assert_eq!(cons.ready(), 4);
         assert_eq!((0..4).map(|_| cons.pop().unwrap()).collect::<Vec<_>>(), [0, 1, 2, 3]);
         assert_eq!(cons.pop(), None);
         cons.release();
-        assert_eq!(m.counter(OFF.consumer), 2);
+        assert_eq!(m.counter(CONSUMER), 2);
     }
 
     #[test]
     fn consumer_takes_what_is_published_and_releases_in_one_store() {
-        let m = FakeMapping::new(8);
-        let mut ring = ConsumerRing::from_raw(m.raw(8));
+        let m = FakeRing::<u64>::new(8);
+        let mut ring = m.consumer();
         assert_eq!(ring.pop(), None);
-        // The "kernel" publishes three entries.
-        for (i, v) in [7u64, 8, 9].into_iter().enumerate() {
-            m.set_entry(i as u32, 8, v);
+        for v in [7u64, 8, 9] {
+            assert!(m.kernel_produce(v));
         }
-        m.set_counter(OFF.producer, 3);
         assert_eq!(ring.ready(), 3);
         assert_eq!(ring.pop(), Some(7));
         assert_eq!(ring.pop(), Some(8));
-        assert_eq!(m.counter(OFF.consumer), 0, "not released yet");
+        assert_eq!(m.counter(CONSUMER), 0, "not released yet");
         ring.release();
-        assert_eq!(m.counter(OFF.consumer), 2);
+        assert_eq!(m.counter(CONSUMER), 2);
         assert_eq!(ring.pop(), Some(9));
         assert_eq!(ring.pop(), None);
     }
 
     #[test]
     fn the_wakeup_flag_is_read_from_the_flags_word() {
-        let m = FakeMapping::new(4);
-        let ring = ProducerRing::<u64>::from_raw(m.raw(4));
+        let m = FakeRing::<u64>::new(4);
+        let ring = m.producer();
         assert!(!ring.needs_wakeup());
-        m.set_counter(OFF.flags, libc::XDP_RING_NEED_WAKEUP);
+        m.set_need_wakeup(true);
         assert!(ring.needs_wakeup());
     }
 }
