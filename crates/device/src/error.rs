@@ -109,8 +109,9 @@ impl fmt::Display for DeviceError {
             ),
             DeviceError::XdpBusy { name } => write!(
                 f,
-                "{name} already has an XDP program attached (`ip link show {name}` shows it): stop the \
-                 program that owns it, or detach it (ip link set dev {name} xdp off)"
+                "{name} already has an XDP program attached (`ip link show {name}` shows it; one \
+                 ustack per interface for now): stop the ustack or program that owns it, or detach \
+                 a program attached by a tool (ip link set dev {name} xdp off)"
             ),
             DeviceError::Capture { path, source } => {
                 write!(f, "cannot write capture file {}: {source}", path.display())

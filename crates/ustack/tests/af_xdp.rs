@@ -244,6 +244,20 @@ fn errors_say_what_to_do() {
         assert_one_line(&out.stderr, says);
         assert!(!pair.xdp_attached(), "{device}: XDP program left after a failed start");
     }
+    // One ustack per interface: a second one, on another queue, finds the
+    // first one's program attached.
+    ns.exec_ok(&["ip", "link", "add", "xeq0", "numtxqueues", "2", "numrxqueues", "2", "type", "veth"], SECS(5));
+    let first = Ustack::spawn(
+        ns,
+        &[bin, "up", "--device", "af_xdp:xeq0,queue=0", "--ip", &ip],
+        UpOpts { tap: "xeq0".into(), subnet: pair.subnet, pcap: None, udp_echo: vec![] },
+        "startup line",
+        |e| e.contains("ustack: up on af_xdp:xeq0"),
+    );
+    let out = ns.exec(&[bin, "up", "--device", "af_xdp:xeq0,queue=1", "--ip", &ip], SECS(10));
+    assert_eq!(out.code(), Some(1), "a second ustack on xeq0: {out}");
+    assert_one_line(&out.stderr, "xeq0 already has an XDP program attached");
+    drop(first);
     // Generic XDP works on an interface whose driver has none.
     let u = Ustack::spawn(
         ns,
