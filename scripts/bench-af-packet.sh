@@ -3,7 +3,7 @@
 #   Linux iperf3 <-> iperf3 (veth offloads on: TSO/GRO, partial checksums);
 #   Linux iperf3 -c -> ustack perf -s on af_packet (and -R);
 #   ustack perf -c <-> ustack perf -s, both on af_packet;
-#   with tso=on (the default) and tso=off; then ping RTTs to Linux and to ustack.
+#   with the defaults (ring=v2, tso=on), tso=off and ring=v3; then ping RTTs.
 # Prints Gbit/s, the sender's retransmissions and the CPU time both ends spent
 # per KiB (iperf3's cpu_utilization_percent x seconds / KiB).
 #
@@ -79,9 +79,9 @@ ping_ustack() { # device options
 }
 
 [ -n "${ONLY:-}" ] || linux
-for o in ${OPTS:-"" ",tso=off"}; do
+for o in ${OPTS:-"" ",tso=off" ",ring=v3"}; do
   kernel_client "$o" ""
   kernel_client "$o" "-R"
   ustack_pair "$o"
 done
-for o in ${PING_OPTS:-"" ",ring=v2"}; do ping_ustack "$o"; done
+for o in ${PING_OPTS:-"" ",ring=v3"}; do ping_ustack "$o"; done
