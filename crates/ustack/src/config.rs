@@ -32,6 +32,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 use ustack_core::tcp::CongestionAlgorithm;
 use ustack_core::{Ipv4Cidr, StackConfig};
+use ustack_runtime::apps::HttpServerConfig;
 use ustack_wire::EthernetAddress;
 
 /// Everything the config file can set.
@@ -40,13 +41,16 @@ pub struct Settings {
     /// The stack's tunables. Its `mac`, `ipv4` and `gateway` come from the
     /// command's flags, not from the file; `mtu` 0 means the device's.
     pub stack: StackConfig,
+    /// `ustack up --http-root`'s server. Its `max_connections` comes from
+    /// `--max-connections`, which bounds every service.
+    pub http: HttpServerConfig,
 }
 
 impl Default for Settings {
     fn default() -> Settings {
         let mut stack = StackConfig::new(EthernetAddress::default(), Ipv4Cidr { addr: Ipv4Addr::UNSPECIFIED, prefix_len: 0 });
         stack.mtu = 0;
-        Settings { stack }
+        Settings { stack, http: HttpServerConfig::default() }
     }
 }
 
@@ -252,6 +256,7 @@ const GIB: u64 = 1024 * MIB;
 pub const SECTIONS: &[(&str, &str)] = &[
     ("stack", "The interface, ARP, IPv4, ICMP, UDP and reassembly (ustack_core::StackConfig)."),
     ("tcp", "Every TCP connection (ustack_core::tcp::TcpConfig)."),
+    ("http", "The HTTP server of `ustack up --http-root` (ustack_runtime::apps::HttpServerConfig)."),
 ];
 
 /// Every tunable, grouped by section in [`SECTIONS`] order.
@@ -337,6 +342,14 @@ pub static TUNABLES: &[Tunable] = &[
     tunable!("tcp.max_sack_ranges", stack.tcp.max_sack_ranges, count(1, 32), "SACK scoreboard size"),
     tunable!("tcp.challenge_ack_limit", stack.tcp.challenge_ack_limit, count(0, 100_000),
         "RFC 5961 challenge ACKs per connection per second"),
+    tunable!("http.max_request_head", http.max_request_head, bytes(1024, 1024 * KIB),
+        "largest request line and headers; longer is answered 431"),
+    tunable!("http.request_timeout", http.fairness.request_timeout, time(ms(100), secs(3600)),
+        "a request head must arrive whole within this, from when the connection waits for it"),
+    tunable!("http.idle_timeout", http.fairness.idle_timeout, time(ms(100), secs(3600)),
+        "an idle keep-alive connection is closed after this"),
+    tunable!("http.max_per_source", http.fairness.max_per_source, count(1, 1 << 20),
+        "connections one source address may hold at once; more are reset"),
 ];
 
 /// Relations between tunables that no single range can say.
@@ -664,7 +677,7 @@ mod tests {
         }
     }
 
-    /// Every field of StackConfig and TcpConfig has its key. The patterns
+    /// Every field of StackConfig, TcpConfig and the HTTP server's config has its key. The patterns
     /// are exhaustive: a new field fails to compile here until it is named,
     /// which is the reminder to give it a line in TUNABLES.
     #[test]
@@ -688,7 +701,18 @@ mod tests {
                 Default::default()
             }
         }
+        impl DefaultForTest for HttpServerConfig {
+            fn default_for_test() -> Self {
+                Default::default()
+            }
+        }
+        impl DefaultForTest for ustack_runtime::apps::FairnessConfig {
+            fn default_for_test() -> Self {
+                Default::default()
+            }
+        }
         use ustack_core::tcp::TcpConfig;
+        use ustack_runtime::apps::FairnessConfig;
         // mac, ipv4 and gateway are flags; tcp is the [tcp] section.
         let stack = names!(StackConfig { mac, ipv4, gateway, tcp;
             mtu, ttl, neighbor_cache_size, neighbor_max_incomplete, neighbor_pending_per_entry,
@@ -702,7 +726,11 @@ mod tests {
             synack_retries, max_retransmits, keepalive, keepalive_idle, keepalive_interval, keepalive_count,
             nodelay, congestion, initial_cwnd_segments, sack, rack_tlp, timestamps, window_scaling,
             max_ooo_ranges, max_sack_ranges, challenge_ack_limit });
-        for key in stack.iter().map(|f| format!("stack.{f}")).chain(tcp.iter().map(|f| format!("tcp.{f}"))) {
+        // max_connections is --max-connections; fairness is flattened into [http].
+        let http = names!(HttpServerConfig { max_connections, fairness; max_request_head });
+        let fairness = names!(FairnessConfig { ; request_timeout, idle_timeout, max_per_source });
+        let keys = stack.iter().map(|f| format!("stack.{f}")).chain(tcp.iter().map(|f| format!("tcp.{f}")));
+        for key in keys.chain(http.iter().chain(&fairness).map(|f| format!("http.{f}"))) {
             assert!(find(&key).is_some(), "no tunable {key}: add its line to TUNABLES");
         }
     }

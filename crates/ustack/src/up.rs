@@ -74,7 +74,7 @@ pub fn run(args: UpArgs) -> Result<(), CliError> {
         let ports = if args.http_port.is_empty() { vec![80] } else { args.http_port.clone() };
         for port in ports {
             let site = Site::dir(root)?;
-            let config = HttpServerConfig { max_connections: args.max_connections, ..HttpServerConfig::default() };
+            let config = HttpServerConfig { max_connections: args.max_connections, ..settings.http };
             let app = HttpServer::listen(&mut stack, port, site, config).map_err(|e| listen(port, e))?;
             services.http.push(app);
         }

@@ -20,6 +20,11 @@
 //!   reports NewReno, and after pings from four kernel addresses the tuned
 //!   stack holds at most 2 neighbours while the default one holds 4.
 //!
+//! - `http_timeouts_come_from_the_file` (root): `ustack up --http-root` with
+//!   `[http] request_timeout = "1s"` in its file closes a connection that
+//!   sends no request within 10 s (the default is 20 s), and `stats` reports
+//!   the value.
+//!
 //! Root tests skip themselves otherwise; each uses its own namespace
 //! `ust-cfg*-<pid>` and TAPs, bounded waits, and guards that clean up.
 
@@ -301,4 +306,35 @@ fn changed_tunables_show_in_behaviour_and_stats() {
     assert!(nt.is_some_and(|n| (1..=2).contains(&n)), "tuned stack's neighbours: {nt:?}");
     plain.stop();
     tuned.stop();
+}
+
+/// Connect to `ip`:`port`, send nothing, and report how long the server
+/// took to close the connection (or "open" after `limit` seconds).
+const SILENT_CLIENT: &str = r#"
+import socket, sys, time
+s = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=float(sys.argv[3]))
+t = time.monotonic()
+try:
+    closed = s.recv(1) == b""
+except ConnectionResetError:
+    closed = True
+except socket.timeout:
+    closed = False
+print("closed" if closed else "open", round(time.monotonic() - t, 2))
+"#;
+
+#[test]
+fn http_timeouts_come_from_the_file() {
+    skip_unless!(python());
+    let dir = TempDir::new("cfg-http");
+    std::fs::write(dir.path("index.html"), "hello\n").unwrap();
+    let file = dir.file("http.toml");
+    std::fs::write(&file, "[http]\nrequest_timeout = \"1s\"\n").unwrap();
+    let ns = namespace("cfghttp");
+    let mut up = Up::start(&ns, 5, &["--config", &file, "--http-root", dir.as_str(), "--http-port", "8080"]);
+    assert_eq!(up.stats(&ns)["config"]["http.request_timeout"], "1s");
+    let out = ns.exec(&[python(), "-c", SILENT_CLIENT, &up.ip, "8080", "10"], SECS(30));
+    eprintln!("silent client: {}", out.stdout_str().trim());
+    assert!(out.success() && out.stdout_str().starts_with("closed "), "a silent client was not closed within 10 s: {out}");
+    up.stop();
 }
