@@ -13,28 +13,8 @@ cd "$(dirname "$0")/.."
 B=${USTACK:-target/release/ustack}
 T=${1:-5}
 A=ustbp-a-$$ Z=ustbp-z-$$
-cleanup() { ip netns del "$A" 2>/dev/null || true; ip netns del "$Z" 2>/dev/null || true; }
-trap cleanup EXIT
-
-setup() {
-  cleanup
-  ip netns add "$A"; ip netns add "$Z"
-  ip link add bpa netns "$A" type veth peer name bpz netns "$Z"
-  for e in "$A bpa" "$Z bpz"; do
-    set -- $e
-    ip -n "$1" link set lo up
-    ip netns exec "$1" sysctl -qw "net.ipv6.conf.$2.disable_ipv6=1"
-    ip -n "$1" link set "$2" up
-  done
-}
-
-report() {
-  python3 -c '
-import json, sys
-d = json.load(sys.stdin); e = d["end"]; r = e["sum_received"]; c = e.get("cpu_utilization_percent", {})
-cpu = (c.get("host_total", 0) + c.get("remote_total", 0)) / 100 * r["seconds"]
-print("%5.2f Gbit/s  retr %-5s  CPU %5.0f ns/KiB" % (r["bits_per_second"] / 1e9, e["sum_sent"].get("retransmits", "-"), cpu / (r["bytes"] / 1024) * 1e9))'
-}
+IA=bpa IZ=bpz
+. scripts/bench-veth-lib.sh
 
 linux() {
   setup
