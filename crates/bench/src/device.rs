@@ -5,9 +5,11 @@
 //!   rr and crr, a sink for stream) from the runtime's event loop, and the
 //!   kernel client in the same namespace reaches it through the TAP.
 //! - Linux: a kernel server in a second private namespace, reached by the same
-//!   client through a veth pair with the TAP's MTU and, like the TAP (opened
-//!   without a vnet header), no checksum offload and so no TSO: both paths
-//!   carry MTU-sized frames whose checksums the kernel computes.
+//!   client through a veth pair with the TAP's MTU and the same offloads: by
+//!   default the TAP has checksum offload and TSO/GRO through its vnet header
+//!   and the veth keeps its own (64 KiB segments on both paths); with
+//!   `tap:NAME,offload=off` the veth's checksum offload (and so TSO) is
+//!   turned off too, and both paths carry MTU-sized frames.
 //!
 //! Both clients run in namespaces tuned the same way (`netns::tune_client`).
 //! CPU time is the whole process's, so it covers the client's kernel work and
@@ -39,6 +41,13 @@ pub struct DeviceSetup {
     pub server: Ipv4Cidr,
     /// The kernel client's address: the TAP's kernel side, or its veth end.
     pub client: Ipv4Cidr,
+}
+
+impl DeviceSetup {
+    /// Whether the device runs with its offloads (all but `…,offload=off`).
+    pub fn offload(&self) -> bool {
+        !self.device.split(',').any(|o| o == "offload=off")
+    }
 }
 
 /// Run `workload` over ustack on the device that `open` makes, then over
@@ -133,27 +142,30 @@ fn linux_side(workload: Workload, p: &Params, setup: &DeviceSetup) -> std::io::R
     netns::tune_client()?;
     let client_ns = netns::thread_id().to_string();
     let (server_ip, mtu) = (setup.server.to_string(), p.mtu.to_string());
+    let offload = setup.offload();
     let bind_to = SocketAddrV4::new(setup.server.addr, PORT);
     let server = KernelServer::spawn(workload, p.message, move || {
         netns::enter_private()?;
         #[rustfmt::skip]
         netns::ip(&["link", "add", VETH_SERVER, "mtu", &mtu, "type", "veth",
             "peer", "name", VETH_CLIENT, "mtu", &mtu, "netns", &client_ns])?;
-        configure(VETH_SERVER, &server_ip)?;
+        configure(VETH_SERVER, &server_ip, offload)?;
         TcpListener::bind(bind_to)
     })?;
     let retransmits = netns::tcp_retransmits();
     let figures =
-        configure(VETH_CLIENT, &setup.client.to_string()).and_then(|()| linux::client(workload, server.addr, p));
+        configure(VETH_CLIENT, &setup.client.to_string(), offload).and_then(|()| linux::client(workload, server.addr, p));
     let stopped = server.stop();
     let figures = figures?;
     stopped?;
     Ok((figures, delta(retransmits, netns::tcp_retransmits())))
 }
 
-/// Address, checksum offload off (as on the TAP), link up.
-fn configure(link: &str, cidr: &str) -> std::io::Result<()> {
+/// Address, checksum offload as on the TAP, link up.
+fn configure(link: &str, cidr: &str, offload: bool) -> std::io::Result<()> {
     netns::ip(&["addr", "add", cidr, "dev", link])?;
-    netns::ethtool(&["-K", link, "tx", "off"])?;
+    if !offload {
+        netns::ethtool(&["-K", link, "tx", "off"])?;
+    }
     netns::ip(&["link", "set", link, "up"])
 }

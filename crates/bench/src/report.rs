@@ -127,8 +127,13 @@ impl Report {
             }
             BenchPath::Memory => format!("in-memory link MTU {}; Linux on loopback", p.mtu),
             BenchPath::Device { device, .. } => format!(
-                "ustack on {device}, Linux on a veth pair, MTU {}, no checksum offload; kernel client for both",
-                p.mtu
+                "ustack on {device}, Linux on a veth pair, MTU {}, {}; kernel client for both",
+                p.mtu,
+                if device.split(',').any(|o| o == "offload=off") {
+                    "no checksum offload or TSO"
+                } else {
+                    "checksum offload and TSO/GRO on both"
+                }
             ),
             BenchPath::Processes { device } => format!(
                 "process to process over a veth pair, MTU {}: ustack on {device} at both ends; Linux sockets at \

@@ -60,5 +60,5 @@ pub use af_xdp::{AfXdpConfig, AfXdpDevice, AfXdpRx, AfXdpStats, AfXdpTx};
 pub use any::{AnyDevice, AnyRx, AnyTx, ChainRx, ChainTx, DeviceChain};
 pub use error::DeviceError;
 pub use spec::{ChainSpec, DeviceKind, DeviceSpec, Options};
-pub use tap::{TapDevice, TapRx, TapStats, TapTx};
+pub use tap::{TapConfig, TapDevice, TapRx, TapStats, TapTx};
 pub use waitable::{earliest, Waitable};

@@ -15,7 +15,7 @@ use crate::{DeviceChain, DeviceError, FaultDevice, LinkConfig, PcapDevice, TapDe
 
 /// The kinds a spec can name, with their options, for `--help` and errors.
 pub const KINDS: &[(&str, &str)] = &[
-    ("tap", "tap:NAME (created if missing)"),
+    ("tap", "tap:NAME[,offload=off] (created if missing)"),
     ("af_xdp", crate::af_xdp::SPEC_FORM),
     ("af_packet", crate::af_packet::SPEC_FORM),
 ];
@@ -115,11 +115,21 @@ impl fmt::Display for DeviceSpec {
 impl DeviceSpec {
     /// Open the device the spec names, in the calling thread's namespace.
     pub fn open(&self) -> Result<crate::AnyDevice, DeviceError> {
+        self.open_with(true)
+    }
+
+    /// As [`DeviceSpec::open`]; with `offloads` false a device that could
+    /// move super-segments or partial checksums is opened without them (for
+    /// wrappers that copy frames and carry no metadata).
+    fn open_with(&self, offloads: bool) -> Result<crate::AnyDevice, DeviceError> {
         let mut opts = Options::new(self);
         match self.kind {
             DeviceKind::Tap => {
+                // Checksum and TCP segmentation offload through the
+                // virtio-net header, unless `offload=off`.
+                let offload = opts.switch("offload", true)? && offloads;
                 opts.finish()?;
-                Ok(crate::AnyDevice::Tap(TapDevice::open(&self.name)?))
+                Ok(crate::AnyDevice::Tap(TapDevice::open_with(&self.name, crate::TapConfig { offload })?))
             }
             DeviceKind::AfXdp => {
                 let config = crate::af_xdp::AfXdpConfig::from_options(&mut opts)?;
@@ -212,7 +222,9 @@ pub struct ChainSpec {
 impl ChainSpec {
     /// Open the device and wrap it.
     pub fn open(&self) -> Result<DeviceChain, DeviceError> {
-        let dev = self.device.open()?;
+        // The fault queues copy frames of up to their MTU and carry no
+        // offload metadata: no super-segments or partial checksums through them.
+        let dev = self.device.open_with(self.impair.is_none())?;
         let capture = |source| DeviceError::Capture { path: self.pcap.clone().unwrap_or_default(), source };
         Ok(match (self.impair, &self.pcap) {
             (None, None) => DeviceChain::Plain(dev),

@@ -18,10 +18,17 @@
 //!   calling `fill`, as the trait requires. Frames the kernel rejects are
 //!   dropped and counted. Nothing is allocated per packet.
 //!
-//! Room for `IFF_VNET_HDR`: with it, every read and write starts with a
-//! `virtio_net_hdr`. `recv` would parse it into [`RxMeta`] and `flush` would
-//! write one from the [`TxMeta`] kept next to each queued frame, so the
-//! buffers and the per-slot metadata are already where that code needs them.
+//! * **Offloads** (on unless [`TapConfig::offload`] is false): the TAP is
+//!   opened with `IFF_VNET_HDR`, so every read and write starts with a
+//!   10-byte `virtio_net_hdr`, and `TUNSETOFFLOAD` tells the kernel we take
+//!   partial checksums and TCP/IPv4 super-segments (`TUN_F_CSUM |
+//!   TUN_F_TSO4`). The kernel then hands the stack GRO'd segments of up to
+//!   64 KiB with their checksums left partial, and takes 64 KiB TSO segments
+//!   and partial checksums from it, segmenting and summing only if they
+//!   leave through a device that cannot. `recv` parses the header into
+//!   [`RxMeta`]; `flush` writes one from the [`TxMeta`] kept next to each
+//!   queued frame. [`DeviceCaps`] says so: checksums both ways, `tso4_max`
+//!   65,535, coalesced receive.
 
 use std::ffi::c_short;
 use std::fmt;
@@ -30,7 +37,7 @@ use std::net::Ipv4Addr;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 
 pub use crate::error::DeviceError;
-use ustack_core::phy::{Device, DeviceCaps, RxMeta, RxQueue, TxFull, TxMeta, TxQueue};
+use ustack_core::phy::{Device, DeviceCaps, GsoType, RxMeta, RxQueue, TxFull, TxMeta, TxQueue};
 use ustack_core::time::Instant;
 
 /// Frames `send` can queue before a `flush` must write them.
@@ -39,6 +46,37 @@ pub const TX_QUEUE_FRAMES: usize = 32;
 /// Largest frame a TAP can carry: a 65535-byte MTU plus an Ethernet header and
 /// a VLAN tag.
 const MAX_FRAME: usize = 65535 + 14 + 4;
+
+/// `struct virtio_net_hdr` (without `num_buffers`): flags, gso_type,
+/// hdr_len, gso_size, csum_start, csum_offset; little-endian here (the
+/// kernel's native order on the machines we run on; `TUNSETVNETLE` is not
+/// needed there).
+const VNET_HDR_LEN: usize = 10;
+const VIRTIO_NET_HDR_F_NEEDS_CSUM: u8 = 1;
+const VIRTIO_NET_HDR_F_DATA_VALID: u8 = 2;
+const VIRTIO_NET_HDR_GSO_NONE: u8 = 0;
+const VIRTIO_NET_HDR_GSO_TCPV4: u8 = 1;
+const VIRTIO_NET_HDR_GSO_ECN: u8 = 0x80;
+/// `<linux/if_tun.h>`: `_IOW('T', 208, unsigned int)`, `_IOW('T', 216, int)`.
+const TUNSETOFFLOAD: libc::c_ulong = 0x4004_54d0;
+const TUNSETVNETHDRSZ: libc::c_ulong = 0x4004_54d8;
+const TUN_F_CSUM: libc::c_uint = 0x01;
+const TUN_F_TSO4: libc::c_uint = 0x02;
+
+/// How to open a TAP.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TapConfig {
+    /// Checksum offload and TCP/IPv4 segmentation both ways through the
+    /// virtio-net header (see the module docs). Default true; off, the TAP
+    /// carries only frames of its MTU with complete checksums.
+    pub offload: bool,
+}
+
+impl Default for TapConfig {
+    fn default() -> Self {
+        TapConfig { offload: true }
+    }
+}
 
 /// Counters of a [`TapDevice`].
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -70,6 +108,7 @@ pub struct TapDevice {
     tx: TapTx,
     name: String,
     mtu: usize,
+    offload: bool,
     /// Declared last so it closes after the queues are done with it.
     fd: OwnedFd,
 }
@@ -80,11 +119,17 @@ impl TapDevice {
     /// its MTU. A name with `%d` (e.g. `"ust%d"`) lets the kernel pick a free
     /// number; [`name`](Self::name) tells which.
     pub fn open(name: &str) -> Result<TapDevice, DeviceError> {
+        TapDevice::open_with(name, TapConfig::default())
+    }
+
+    /// As [`TapDevice::open`], with the offloads `config` asks for.
+    pub fn open_with(name: &str, config: TapConfig) -> Result<TapDevice, DeviceError> {
         validate_name(name)?;
         let fd = open_tun()?;
 
         let mut ifr = ifreq_for(name);
-        ifr.ifr_ifru.ifru_flags = (libc::IFF_TAP | libc::IFF_NO_PI) as c_short;
+        let vnet = if config.offload { libc::IFF_VNET_HDR } else { 0 };
+        ifr.ifr_ifru.ifru_flags = (libc::IFF_TAP | libc::IFF_NO_PI | vnet) as c_short;
         // SAFETY: TUNSETIFF reads and writes one `struct ifreq`, which `ifr` is.
         if unsafe { libc::ioctl(fd.as_raw_fd(), libc::TUNSETIFF as _, &mut ifr) } < 0 {
             let err = io::Error::last_os_error();
@@ -100,10 +145,26 @@ impl TapDevice {
             });
         }
         let name = name_of(&ifr);
+        if config.offload {
+            let hdr_len = VNET_HDR_LEN as libc::c_int;
+            // SAFETY: TUNSETVNETHDRSZ reads one int through the pointer.
+            if unsafe { libc::ioctl(fd.as_raw_fd(), TUNSETVNETHDRSZ as _, &hdr_len) } < 0 {
+                let source = io::Error::last_os_error();
+                return Err(DeviceError::Io { action: "TUNSETVNETHDRSZ (the virtio-net header size)", source });
+            }
+            // SAFETY: TUNSETOFFLOAD takes its flags by value.
+            if unsafe { libc::ioctl(fd.as_raw_fd(), TUNSETOFFLOAD as _, TUN_F_CSUM | TUN_F_TSO4) } < 0 {
+                let source = io::Error::last_os_error();
+                return Err(DeviceError::Io { action: "TUNSETOFFLOAD (checksum and TSO4 offload)", source });
+            }
+        }
+
         let mtu = bring_up(&name)?;
 
         let raw = fd.as_raw_fd();
-        Ok(TapDevice { rx: TapRx::new(raw, &name), tx: TapTx::new(raw, mtu, &name), name, mtu, fd })
+        let offload = config.offload;
+        let (rx, tx) = (TapRx::new(raw, &name, offload), TapTx::new(raw, mtu, &name, offload));
+        Ok(TapDevice { rx, tx, name, mtu, offload, fd })
     }
 
     /// Give the kernel side of the TAP the address `addr/prefix`
@@ -130,6 +191,11 @@ impl TapDevice {
     /// The MTU read at open.
     pub fn mtu(&self) -> usize {
         self.mtu
+    }
+
+    /// Whether the TAP was opened with offloads ([`TapConfig::offload`]).
+    pub fn offload(&self) -> bool {
+        self.offload
     }
 
     /// Frames waiting in the transmit ring, of [`TX_QUEUE_FRAMES`]: more
@@ -166,7 +232,16 @@ impl Device for TapDevice {
     }
 
     fn caps(&self) -> DeviceCaps {
-        DeviceCaps { mtu: self.mtu, ..Default::default() }
+        if !self.offload {
+            return DeviceCaps { mtu: self.mtu, ..Default::default() };
+        }
+        DeviceCaps {
+            mtu: self.mtu,
+            rx_checksum: true,
+            tx_checksum: true,
+            tso4_max: usize::from(u16::MAX),
+            rx_coalesced: true,
+        }
     }
 }
 
@@ -203,7 +278,9 @@ impl fmt::Debug for TapDevice {
 pub struct TapRx {
     /// Borrowed from the owning `TapDevice`, which closes it after us.
     fd: RawFd,
+    /// A virtio-net header (when `vnet`) and the frame.
     buf: Box<[u8]>,
+    vnet: bool,
     stats: TapStats,
     name: String,
     /// Set once the interface is gone; the device reports it through `failure`.
@@ -211,9 +288,9 @@ pub struct TapRx {
 }
 
 impl TapRx {
-    fn new(fd: RawFd, name: &str) -> TapRx {
-        let buf = vec![0; MAX_FRAME].into_boxed_slice();
-        TapRx { fd, buf, stats: TapStats::default(), name: name.to_owned(), fatal: None }
+    fn new(fd: RawFd, name: &str, vnet: bool) -> TapRx {
+        let buf = vec![0; VNET_HDR_LEN + MAX_FRAME].into_boxed_slice();
+        TapRx { fd, buf, vnet, stats: TapStats::default(), name: name.to_owned(), fatal: None }
     }
 }
 
@@ -225,6 +302,45 @@ fn vanished(fatal: &mut Option<DeviceError>, name: &str, errno: i32) {
     }
 }
 
+/// What a received virtio-net header says about its frame.
+fn rx_meta(h: &[u8]) -> RxMeta {
+    let u16_at = |i: usize| u16::from_le_bytes([h[i], h[i + 1]]);
+    let gso_type = match h[1] & !VIRTIO_NET_HDR_GSO_ECN {
+        VIRTIO_NET_HDR_GSO_TCPV4 => GsoType::TcpV4,
+        // We offered only TSO4; anything else is handed on as a plain
+        // frame, and the stack judges it by its headers.
+        _ => GsoType::None,
+    };
+    RxMeta {
+        csum_verified: h[0] & VIRTIO_NET_HDR_F_DATA_VALID != 0,
+        csum_partial: h[0] & VIRTIO_NET_HDR_F_NEEDS_CSUM != 0,
+        csum_start: u16_at(6),
+        csum_offset: u16_at(8),
+        gso_type,
+        gso_size: u16_at(4),
+        hdr_len: u16_at(2),
+    }
+}
+
+/// The virtio-net header for a frame sent with `meta`.
+fn tx_header(meta: &TxMeta) -> [u8; VNET_HDR_LEN] {
+    let mut h = [0u8; VNET_HDR_LEN];
+    if meta.csum_partial {
+        h[0] = VIRTIO_NET_HDR_F_NEEDS_CSUM;
+        h[6..8].copy_from_slice(&meta.csum_start.to_le_bytes());
+        h[8..10].copy_from_slice(&meta.csum_offset.to_le_bytes());
+    }
+    h[1] = match meta.gso_type {
+        GsoType::None => VIRTIO_NET_HDR_GSO_NONE,
+        GsoType::TcpV4 => VIRTIO_NET_HDR_GSO_TCPV4,
+    };
+    if meta.gso_type != GsoType::None {
+        h[2..4].copy_from_slice(&meta.hdr_len.to_le_bytes());
+        h[4..6].copy_from_slice(&meta.gso_size.to_le_bytes());
+    }
+    h
+}
+
 impl RxQueue for TapRx {
     fn recv(&mut self, _now: Instant) -> Option<(&[u8], RxMeta)> {
         loop {
@@ -232,9 +348,19 @@ impl RxQueue for TapRx {
             let n = unsafe { libc::read(self.fd, self.buf.as_mut_ptr().cast(), self.buf.len()) };
             if n > 0 {
                 let n = n as usize;
+                if !self.vnet {
+                    self.stats.rx_frames += 1;
+                    self.stats.rx_bytes += n as u64;
+                    return Some((&self.buf[..n], RxMeta::default()));
+                }
+                if n < VNET_HDR_LEN {
+                    self.stats.rx_errors += 1;
+                    continue;
+                }
                 self.stats.rx_frames += 1;
-                self.stats.rx_bytes += n as u64;
-                return Some((&self.buf[..n], RxMeta::default()));
+                self.stats.rx_bytes += (n - VNET_HDR_LEN) as u64;
+                let meta = rx_meta(&self.buf[..VNET_HDR_LEN]);
+                return Some((&self.buf[VNET_HDR_LEN..n], meta));
             }
             if n == 0 {
                 return None;
@@ -257,8 +383,10 @@ impl RxQueue for TapRx {
 pub struct TapTx {
     /// Borrowed from the owning `TapDevice`, which closes it after us.
     fd: RawFd,
-    /// Frame buffers; a slot grows (once) if a frame longer than the MTU comes.
+    /// Frame buffers, each with room for a virtio-net header first (used
+    /// when `vnet`); a slot grows (once) if a frame longer than the MTU comes.
     slots: Box<[Vec<u8>]>,
+    vnet: bool,
     /// Length and metadata of the frame in each slot.
     lens: [usize; TX_QUEUE_FRAMES],
     metas: [TxMeta; TX_QUEUE_FRAMES],
@@ -270,11 +398,12 @@ pub struct TapTx {
 }
 
 impl TapTx {
-    fn new(fd: RawFd, mtu: usize, name: &str) -> TapTx {
-        let slot_len = (mtu + 14 + 4).min(MAX_FRAME);
+    fn new(fd: RawFd, mtu: usize, name: &str, vnet: bool) -> TapTx {
+        let slot_len = VNET_HDR_LEN + (mtu + 14 + 4).min(MAX_FRAME);
         TapTx {
             fd,
             slots: (0..TX_QUEUE_FRAMES).map(|_| vec![0; slot_len]).collect(),
+            vnet,
             lens: [0; TX_QUEUE_FRAMES],
             metas: [TxMeta::default(); TX_QUEUE_FRAMES],
             head: 0,
@@ -288,12 +417,19 @@ impl TapTx {
     /// Write queued frames until the ring is empty or the kernel pushes back.
     fn write_queued(&mut self) {
         while self.queued > 0 {
-            let frame = &self.slots[self.head][..self.lens[self.head]];
+            let len = self.lens[self.head];
+            let slot = &mut self.slots[self.head];
+            let frame = if self.vnet {
+                slot[..VNET_HDR_LEN].copy_from_slice(&tx_header(&self.metas[self.head]));
+                &slot[..VNET_HDR_LEN + len]
+            } else {
+                &slot[VNET_HDR_LEN..VNET_HDR_LEN + len]
+            };
             // SAFETY: writes `frame.len()` bytes from `frame`.
             let n = unsafe { libc::write(self.fd, frame.as_ptr().cast(), frame.len()) };
             if n >= 0 {
                 self.stats.tx_frames += 1;
-                self.stats.tx_bytes += frame.len() as u64;
+                self.stats.tx_bytes += len as u64;
             } else {
                 match errno() {
                     libc::EINTR => continue,
@@ -332,10 +468,10 @@ impl TxQueue for TapTx {
         }
         let slot = (self.head + self.queued) % TX_QUEUE_FRAMES;
         let buf = &mut self.slots[slot];
-        if buf.len() < len {
-            buf.resize(len, 0);
+        if buf.len() < VNET_HDR_LEN + len {
+            buf.resize(VNET_HDR_LEN + len, 0);
         }
-        fill(&mut buf[..len]);
+        fill(&mut buf[VNET_HDR_LEN..VNET_HDR_LEN + len]);
         self.lens[slot] = len;
         self.metas[slot] = meta;
         self.queued += 1;

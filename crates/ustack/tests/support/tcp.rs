@@ -490,6 +490,7 @@ impl Routed {
             gateway: Some(self.gateway()),
             host_ip: None,
             pcap: None,
+            offload: false,
         }
     }
     /// Stop the relay; what it did per direction (its stdout).
@@ -518,6 +519,10 @@ pub struct StackOpts {
     /// A.B.C.D/N for the kernel's side.
     pub host_ip: Option<String>,
     pub pcap: Option<String>,
+    /// Open the TAP with its offloads (TSO/GRO and checksums through the
+    /// virtio-net header); false passes `tap:NAME,offload=off`, for the
+    /// tests that compare segment by segment with offloads off on both sides.
+    pub offload: bool,
 }
 
 impl StackOpts {
@@ -529,13 +534,15 @@ impl StackOpts {
             gateway: None,
             host_ip: Some(format!("10.66.{n}.1/24")),
             pcap: None,
+            offload: false,
         }
     }
     pub fn stack_ip(&self) -> &str {
         self.ip.split('/').next().unwrap()
     }
     fn device_args(&self) -> Vec<String> {
-        let mut v = vec!["--device".into(), format!("tap:{}", self.tap), "--ip".into(), self.ip.clone()];
+        let off = if self.offload { "" } else { ",offload=off" };
+        let mut v = vec!["--device".into(), format!("tap:{}{off}", self.tap), "--ip".into(), self.ip.clone()];
         if let Some(g) = &self.gateway {
             v.extend(["--gateway".into(), g.clone()]);
         }
@@ -600,8 +607,11 @@ pub fn start_tcp_stack(ns: &Netns, opts: &StackOpts, http_root: &str) -> Ustack 
             std::thread::sleep(Duration::from_millis(20));
         }
     }
-    // The stack opened the TAP: the offloads must still be off.
-    offloads_off(ns, &opts.tap);
+    // The stack opened the TAP: unless it was asked for its offloads, the
+    // kernel's must be off.
+    if !opts.offload {
+        offloads_off(ns, &opts.tap);
+    }
     u
 }
 
