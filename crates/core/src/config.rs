@@ -126,6 +126,19 @@ pub struct StackConfig {
     /// time exceeded. Default 30 s, like Linux's `ipfrag_time` (RFC 791
     /// suggests 15 s as a lower bound).
     pub ipv4_reassembly_timeout: Duration,
+    /// Destinations whose path MTU discovery lowered the MTU, at most
+    /// (RFC 1191's cache; a full one forgets the entry expiring first). With
+    /// 0 nothing is remembered, and only the connection the message was
+    /// about shrinks its segments. Default 256.
+    pub pmtu_cache_size: usize,
+    /// How long a lowered path MTU is kept before the link's is tried again
+    /// (RFC 1191 §6.3 suggests 10 minutes). Default 10 min, like Linux's
+    /// `mtu_expires`.
+    pub pmtu_expiry: Duration,
+    /// The floor under any path MTU an ICMP message may report: a forged
+    /// "fragmentation needed" cannot shrink segments below this. Default 552,
+    /// like Linux's `min_pmtu`.
+    pub pmtu_min: usize,
     /// Trust the device's checksum verdicts ([`crate::phy::RxMeta`]). Default true.
     pub use_device_checksums: bool,
     /// Every TCP connection's tunables (buffers, timers, options, congestion
@@ -165,6 +178,9 @@ impl StackConfig {
             ipv4_reassembly_max_datagrams: 16,
             ipv4_reassembly_memory: 256 * 1024,
             ipv4_reassembly_timeout: Duration::from_secs(30),
+            pmtu_cache_size: 256,
+            pmtu_expiry: Duration::from_secs(600),
+            pmtu_min: 552,
             use_device_checksums: true,
             tcp: TcpConfig::default(),
             tcp_syn_cookies: true,

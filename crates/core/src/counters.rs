@@ -96,6 +96,19 @@ counters! {
     drop_icmp_checksum,
     /// ICMP messages of a type we ignore (including echo to broadcast).
     drop_icmp_ignored,
+    /// ICMP "fragmentation needed" messages received (path MTU discovery).
+    icmp_frag_needed_rx,
+    /// Of those: path MTUs lowered (the quote matched a connection's window).
+    pmtu_lowered,
+    /// Of those lowered: the reported MTU was under `pmtu_min`, which was used.
+    pmtu_floor_applied,
+    /// "Fragmentation needed" quoting no connection of ours (or not TCP): ignored.
+    drop_icmp_pmtu_unmatched,
+    /// "Fragmentation needed" whose quoted sequence number is outside
+    /// SND.UNA..SND.NXT (RFC 5927): ignored.
+    drop_icmp_pmtu_bad_seq,
+    /// "Fragmentation needed" that would not lower the path's MTU: ignored.
+    drop_icmp_pmtu_not_lower,
     /// Echo replies we sent.
     icmp_echo_replies_sent,
     /// Echo replies that arrived for no ping socket or a full one.

@@ -6,7 +6,7 @@ use crate::readiness::{drain_ready, queue_readiness, Event, Interest, Readiness,
 use crate::stack::{Iface, Stack};
 use crate::time::Instant;
 use std::net::Ipv4Addr;
-use ustack_wire::{checksum, ChecksumMode, Icmpv4Packet, Icmpv4Repr, IpProtocol, Ipv4Repr, IPV4_HEADER_LEN};
+use ustack_wire::{checksum, ChecksumMode, Icmpv4DstUnreachable, Icmpv4Packet, Icmpv4Repr, IpProtocol, Ipv4Repr, IPV4_HEADER_LEN};
 
 /// The ICMP header bytes before the echo data or the quoted datagram.
 const ICMP_HEADER_LEN: usize = 8;
@@ -222,6 +222,11 @@ impl Stack {
                     self.iface.counters.drop_icmp_echo_reply_unwanted += 1;
                 }
             }
+            Icmpv4Repr::DstUnreachable {
+                reason: Icmpv4DstUnreachable::FragRequired { next_hop_mtu },
+                header,
+                data,
+            } => self.receive_frag_needed(now, next_hop_mtu, &header, data, tx),
             _ => self.iface.counters.drop_icmp_ignored += 1,
         }
     }

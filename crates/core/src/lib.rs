@@ -16,6 +16,7 @@ mod hash;
 pub mod icmp;
 mod ipv4_reassembly;
 pub mod neighbor;
+mod path_mtu;
 pub mod phy;
 pub mod queue;
 pub mod rand;

@@ -56,6 +56,8 @@ pub(crate) struct Iface {
     /// Where a datagram to be fragmented is written whole before it is cut
     /// (empty until the first one; then 64 KiB, kept for the stack's life).
     pub(crate) frag_scratch: Vec<u8>,
+    /// MTUs that path MTU discovery lowered, by destination.
+    pub(crate) path_mtus: crate::path_mtu::PathMtuCache,
 }
 
 pub struct Stack {
@@ -85,6 +87,7 @@ impl Stack {
                 tx_csum_offload: false,
                 tso_max: 0,
                 frag_scratch: Vec::new(),
+                path_mtus: crate::path_mtu::PathMtuCache::new(&cfg, hash_key ^ 0x7777),
                 cfg,
                 counters: Counters::default(),
             },
@@ -366,18 +369,22 @@ impl Iface {
         fill: impl FnOnce(&mut [u8], bool),
     ) -> Result<(), EgressDrop> {
         let ip_len = IPV4_HEADER_LEN + l4_len;
-        let super_segment = gso.is_some() && ip_len > self.cfg.mtu;
+        let mtu = self.path_mtu(now, dst);
+        let super_segment = gso.is_some() && ip_len > mtu;
         if super_segment && (protocol != IpProtocol::Tcp || ip_len > self.tso_max) {
             // The core sized it for a TSO limit the device no longer offers.
             self.counters.drop_too_big += 1;
             return Err(EgressDrop::TooBig);
         }
-        if ip_len > self.cfg.mtu && !super_segment {
-            return self.send_ipv4_fragments(now, tx, dst, protocol, l4_len, |b| fill(b, false));
+        if ip_len > mtu && !super_segment {
+            return self.send_ipv4_fragments(now, tx, dst, protocol, l4_len, mtu, |b| fill(b, false));
         }
         let next_hop = self.next_hop(dst)?;
         let repr = self.ipv4_header(dst, protocol, l4_len);
-        let offload = self.tx_csum_offload;
+        // Only TCP's `fill` writes a partial checksum when told to; the
+        // others always write a full one, and a device asked to complete a
+        // full checksum would spoil it.
+        let offload = self.tx_csum_offload && protocol == IpProtocol::Tcp;
         let write_ip = move |b: &mut [u8], partial: bool| {
             fill(&mut b[IPV4_HEADER_LEN..], partial);
             repr.emit(&mut Ipv4Packet::new_unchecked(b), ChecksumMode::Verify);
@@ -411,13 +418,14 @@ impl Iface {
         }
     }
 
-    /// Send a datagram larger than the MTU as IPv4 fragments (RFC 791 §3.2).
+    /// Send a datagram larger than `mtu` (the path's) as IPv4 fragments (RFC 791 §3.2).
     /// The L4 part is written once into a scratch buffer owned by the
     /// interface (allocated on the first fragmented datagram, 64 KiB, kept),
     /// then each fragment copies its slice into its own frame: nothing is
     /// allocated per fragment. TCP is never fragmented (it sends DF and sizes
     /// its segments to the MSS); a datagram that cannot fit even as fragments
     /// (over 65,535 bytes) is dropped and counted as `drop_too_big`.
+    #[allow(clippy::too_many_arguments)]
     fn send_ipv4_fragments<T: TxQueue>(
         &mut self,
         now: Instant,
@@ -425,10 +433,11 @@ impl Iface {
         dst: Ipv4Addr,
         protocol: IpProtocol,
         l4_len: usize,
+        mtu: usize,
         fill: impl FnOnce(&mut [u8]),
     ) -> Result<(), EgressDrop> {
         // RFC 791: every fragment but the last carries a multiple of 8 bytes.
-        let per_fragment = self.cfg.mtu.saturating_sub(IPV4_HEADER_LEN) & !7;
+        let per_fragment = mtu.saturating_sub(IPV4_HEADER_LEN) & !7;
         if protocol == IpProtocol::Tcp || IPV4_HEADER_LEN + l4_len > usize::from(u16::MAX) || per_fragment == 0 {
             self.counters.drop_too_big += 1;
             return Err(EgressDrop::TooBig);

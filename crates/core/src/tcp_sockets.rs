@@ -585,9 +585,9 @@ impl Iface {
 
     /// Write everything a connection wants to send now.
     fn flush_connection<T: TxQueue>(&mut self, now: Instant, tx: &mut T, conn: &mut Connection, pool: &BufferPool) {
-        let max_payload = self.cfg.mtu - IPV4_HEADER_LEN - TCP_HEADER_LEN;
-        let tso_payload = self.tso_max.saturating_sub(IPV4_HEADER_LEN + TCP_HEADER_LEN);
         let tuple = conn.four_tuple();
+        let max_payload = self.path_mtu(now, tuple.remote_addr) - IPV4_HEADER_LEN - TCP_HEADER_LEN;
+        let tso_payload = self.tso_max.saturating_sub(IPV4_HEADER_LEN + TCP_HEADER_LEN);
         while let Some(seg) = conn.poll_transmit_tso(now, max_payload, tso_payload, pool) {
             let conn = &*conn;
             // The segment size the connection cut by (see `poll_transmit_tso`).
@@ -598,6 +598,36 @@ impl Iface {
 }
 
 impl Stack {
+    /// A believable "fragmentation needed" must quote a segment of a
+    /// connection within its window (see `path_mtu`); if so, and `mtu` is
+    /// below `current`, the connection shrinks its segments and resends.
+    pub(crate) fn tcp_path_mtu<T: TxQueue>(
+        &mut self,
+        now: Instant,
+        tuple: &FourTuple,
+        seq: SeqNumber,
+        current: usize,
+        mtu: usize,
+        tx: &mut T,
+    ) -> crate::path_mtu::PathMtuOutcome {
+        use crate::path_mtu::PathMtuOutcome;
+        let Stack { iface, tcp, .. } = self;
+        let Some(index) = tcp.by_tuple.lookup(tuple) else { return PathMtuOutcome::NoConnection };
+        let slot = tcp.slots[index as usize].as_mut().expect("the table points at live slots");
+        if !slot.conn.icmp_seq_acceptable(seq) {
+            return PathMtuOutcome::BadSequence;
+        }
+        if mtu >= current {
+            return PathMtuOutcome::NotLower;
+        }
+        slot.conn.on_path_mtu(mtu - IPV4_HEADER_LEN - TCP_HEADER_LEN);
+        // Record the new MTU before the resend reads it.
+        iface.path_mtus_lower(now, tuple.remote_addr, mtu);
+        iface.flush_connection(now, tx, &mut slot.conn, &tcp.pool);
+        tcp.settle(index);
+        PathMtuOutcome::Lowered
+    }
+
     pub(crate) fn receive_tcp<T: TxQueue>(&mut self, now: Instant, ip: &Ipv4Repr, l4: &[u8], meta: RxMeta, tx: &mut T) {
         let c = &mut self.iface.counters;
         c.tcp_rx += 1;

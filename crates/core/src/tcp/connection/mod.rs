@@ -39,6 +39,7 @@
 
 mod input;
 mod output;
+mod path_mtu;
 mod timeout;
 
 use super::config::TcpConfig;
