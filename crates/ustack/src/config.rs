@@ -297,6 +297,12 @@ pub static TUNABLES: &[Tunable] = &[
         "fragment data held for reassembly, in all (allocated on the first fragment)"),
     tunable!("stack.ipv4_reassembly_timeout", stack.ipv4_reassembly_timeout, time(secs(1), secs(120)),
         "a datagram's time to arrive from its first fragment"),
+    tunable!("stack.pmtu_cache_size", stack.pmtu_cache_size, count(0, 1 << 20),
+        "destinations whose path MTU was lowered, at most (0: none remembered)"),
+    tunable!("stack.pmtu_expiry", stack.pmtu_expiry, time(secs(1), secs(86_400)),
+        "a lowered path MTU is kept this long, then the link's is tried again"),
+    tunable!("stack.pmtu_min", stack.pmtu_min, count(68, 65535),
+        "floor under any path MTU an ICMP message may report"),
     tunable!("stack.use_device_checksums", stack.use_device_checksums, BOOL, "trust the device's checksum verdicts"),
     tunable!("stack.tcp_syn_cookies", stack.tcp_syn_cookies, BOOL,
         "answer SYNs with cookies when a listener's SYN queue is full"),
@@ -719,7 +725,8 @@ mod tests {
             neighbor_pending_total, neighbor_reachable_time, neighbor_stale_time, neighbor_locktime, arp_retry_interval,
             arp_max_retries, icmp_error_rate, icmp_error_burst, udp_rx_packets, udp_rx_bytes, udp_tx_packets,
             udp_tx_bytes, ping_rx_packets, ipv4_reassembly_max_datagrams, ipv4_reassembly_memory,
-            ipv4_reassembly_timeout, use_device_checksums, tcp_syn_cookies, tcp_max_connections });
+            ipv4_reassembly_timeout, pmtu_cache_size, pmtu_expiry, pmtu_min, use_device_checksums, tcp_syn_cookies,
+            tcp_max_connections });
         let tcp = names!(TcpConfig { ;
             send_buffer_size, recv_buffer_size, buffer_pool_limit, mss, default_peer_mss, min_peer_mss,
             initial_rto, min_rto, max_rto, delayed_ack, ack_every, time_wait, fin_wait_2_timeout, syn_retries,
