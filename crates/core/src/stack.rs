@@ -143,6 +143,7 @@ impl Stack {
     /// Fire every timer that is due at `now`. Harmless to call early or twice.
     pub fn handle_timeout<T: TxQueue>(&mut self, now: Instant, tx: &mut T) {
         self.handle_tcp_timeouts(now, tx);
+        self.tcp.trim_pool(now);
         self.expire_ipv4_fragments(now, tx);
         if !self.iface.neighbors.resolving() {
             return; // the common case: spare the batch set-up below on every poll

@@ -209,6 +209,8 @@ pub(crate) struct TcpSockets {
     cfg: Arc<TcpConfig>,
     /// Every connection's send and receive bytes (see `tcp::BufferPool`).
     pool: BufferPool,
+    /// When the pool next has storage to give back.
+    pool_trim_due: Option<Instant>,
     secret: [u8; 16],
     syn_cookies: bool,
     max_connections: usize,
@@ -248,6 +250,7 @@ impl TcpSockets {
     ) -> TcpSockets {
         TcpSockets {
             pool: BufferPool::for_config(&cfg),
+            pool_trim_due: None,
             cfg: Arc::new(cfg),
             secret,
             syn_cookies,
@@ -273,10 +276,20 @@ impl TcpSockets {
     }
 
     pub(crate) fn poll_timeout(&self) -> Option<Instant> {
-        match (self.timers.poll_timeout(), self.tw_timers.poll_timeout()) {
+        let t = match (self.timers.poll_timeout(), self.tw_timers.poll_timeout()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        match (t, self.pool_trim_due) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         }
+    }
+
+    /// Give spare buffer storage back after a load (bounded work; see
+    /// `BufferPool::trim`), and remember when to go on.
+    pub(crate) fn trim_pool(&mut self, now: Instant) {
+        self.pool_trim_due = self.pool.trim(now);
     }
 
     /// Replaces a connection in TIME-WAIT by its compact record.

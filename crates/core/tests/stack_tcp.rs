@@ -197,3 +197,54 @@ fn closed_port_answers_rst_and_connect_is_refused() {
     let mut buf = [0u8; 4];
     assert!(p.a.tcp_recv(c, &mut buf).is_err());
 }
+
+#[test]
+fn buffer_pool_gives_memory_back_after_a_load() {
+    let mut p = Pair::new();
+    // Several connections at once, each with a full send buffer in flight,
+    // take the pool well above its 1 MiB floor.
+    let pairs: Vec<_> = (0..16).map(|i| connect(&mut p, 8000 + i)).collect();
+    let chunk = vec![0x5a; 256 * 1024];
+    for &(client, _) in &pairs {
+        let mut queued = 0;
+        while let Ok(n) = p.a.tcp_send(client, &chunk[queued..]) {
+            if n == 0 {
+                break;
+            }
+            queued += n;
+        }
+    }
+    let floor = p.a.config().tcp.buffer_pool_floor;
+    let peak = p.a.tcp_buffer_pool().allocated_bytes();
+    assert!(peak > 2 * floor, "the load should exceed the floor: {peak} B");
+    // Drain everything, then let the stacks idle: within a few trim
+    // periods the storage goes back to the floor, a bounded batch per poll.
+    let mut buf = vec![0u8; 65536];
+    for _ in 0..20_000 {
+        for &(_, server) in &pairs {
+            while let Ok(n) = p.b.tcp_recv(server, &mut buf) {
+                if n == 0 {
+                    break;
+                }
+            }
+        }
+        step(&mut p);
+        if p.a.tcp_buffer_pool().in_use() == 0 {
+            break;
+        }
+    }
+    assert_eq!(p.a.tcp_buffer_pool().in_use(), 0);
+    let start = p.now;
+    while p.now < start + Duration::from_secs(5) {
+        p.now += Duration::from_millis(100);
+        p.turn();
+    }
+    let after = p.a.tcp_buffer_pool().allocated_bytes();
+    assert!(after <= floor, "pool storage {after} B after the load (peak {peak} B, floor {floor} B)");
+    assert!(p.a.poll_timeout().is_none_or(|t| t > p.now), "nothing left to trim at once");
+    // A new load takes chunks again (their storage is allocated anew).
+    let (client, _) = pairs[0];
+    let before = p.a.tcp_buffer_pool().allocated_bytes();
+    assert_eq!(p.a.tcp_send(client, &chunk), Ok(chunk.len()));
+    assert!(p.a.tcp_buffer_pool().allocated_bytes() >= before.max(chunk.len()));
+}

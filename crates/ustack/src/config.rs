@@ -314,6 +314,8 @@ pub static TUNABLES: &[Tunable] = &[
         "most unread bytes per connection; bounds the advertised window"),
     tunable!("tcp.buffer_pool_limit", stack.tcp.buffer_pool_limit, bytes(64 * KIB, 1024 * GIB),
         "the per-stack pool all send and receive buffers borrow from"),
+    tunable!("tcp.buffer_pool_floor", stack.tcp.buffer_pool_floor, bytes(0, 1024 * GIB),
+        "chunk storage the buffer pool keeps when idle; spare chunks above it are freed after a load"),
     tunable!("tcp.mss", stack.tcp.mss, count(88, 65495), "MSS we advertise and send (at most the MTU less 40)"),
     tunable!("tcp.default_peer_mss", stack.tcp.default_peer_mss, count(88, 65495),
         "peer MSS assumed without the option (RFC 9293: 536)"),
@@ -728,7 +730,7 @@ mod tests {
             ipv4_reassembly_timeout, pmtu_cache_size, pmtu_expiry, pmtu_min, use_device_checksums, tcp_syn_cookies,
             tcp_max_connections });
         let tcp = names!(TcpConfig { ;
-            send_buffer_size, recv_buffer_size, buffer_pool_limit, mss, default_peer_mss, min_peer_mss,
+            send_buffer_size, recv_buffer_size, buffer_pool_limit, buffer_pool_floor, mss, default_peer_mss, min_peer_mss,
             initial_rto, min_rto, max_rto, delayed_ack, ack_every, time_wait, fin_wait_2_timeout, syn_retries,
             synack_retries, max_retransmits, keepalive, keepalive_idle, keepalive_interval, keepalive_count,
             nodelay, congestion, initial_cwnd_segments, sack, rack_tlp, timestamps, window_scaling,

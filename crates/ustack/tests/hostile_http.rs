@@ -244,3 +244,42 @@ fn syn_flood_with_cookies_leaves_real_clients_served() {
     // Flat: the flood holds no state (cookies), so memory does not follow it.
     assert!(rss_after <= rss_before * 2 + 4096, "RSS grew under the flood: {rss_before} → {rss_after} KiB");
 }
+
+/// Memory comes back: 1 MiB downloads with `wrk -c 100` for 10 s take the
+/// TCP buffer pool far above its floor; within 5 s of the end the stack's
+/// RSS is back within twice its idle baseline.
+#[test]
+fn rss_returns_near_baseline_after_wrk_downloads() {
+    skip_unless!("curl", "ethtool", "wrk");
+    let site = Site::new("wrkrss", SUBNET + 2, &[]);
+    let (ns, tap) = (&site.ns, &site.tap);
+    let big: Vec<u8> = (0..1 << 20).map(|i: u32| (i.wrapping_mul(2_654_435_761) >> 24) as u8).collect();
+    std::fs::write(site._root.path("big.bin"), &big).unwrap();
+    let url = format!("http://{}/big.bin", site.stack_ip);
+    let first = run_bounded(ns.command(&["curl", "-s", "-o", "/dev/null", "-w", "%{http_code} %{size_download}", &url]), None, SECS(20));
+    assert_eq!(first.stdout_str(), "200 1048576", "{first}");
+    let pid = stack_pid(ns, tap);
+    assert_ne!(pid, 0, "no ustack up on {tap}");
+    std::thread::sleep(SECS(2));
+    let baseline = rss_kib(pid);
+    let wrk = run_bounded(ns.command(&["wrk", "-t", "2", "-c", "100", "-d", "10s", "--timeout", "5s", &url]), None, SECS(40));
+    assert!(wrk.success(), "wrk: {wrk}");
+    let loaded = rss_kib(pid);
+    let peak_pool = stats(ns, tap)["pools"]["tcp_buffers"]["allocated"].as_u64().unwrap_or(0);
+    let deadline = Instant::now() + SECS(5);
+    let mut now_rss = loaded;
+    while Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(250));
+        now_rss = rss_kib(pid);
+        if now_rss <= 2 * baseline {
+            break;
+        }
+    }
+    let pool_after = stats(ns, tap)["pools"]["tcp_buffers"]["allocated"].as_u64().unwrap_or(0);
+    eprintln!(
+        "wrk: {}\nRSS baseline {baseline} KiB, after wrk {loaded} KiB, 5 s later {now_rss} KiB; pool chunks {peak_pool} → {pool_after}",
+        wrk.stdout_str().lines().filter(|l| l.contains("Requests/sec") || l.contains("requests in") || l.contains("errors")).collect::<Vec<_>>().join(" | ")
+    );
+    assert!(loaded > baseline, "the load never grew the stack ({baseline} → {loaded} KiB)");
+    assert!(now_rss <= 2 * baseline, "RSS {now_rss} KiB 5 s after the load, baseline {baseline} KiB (peak {loaded} KiB)");
+}

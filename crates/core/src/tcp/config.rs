@@ -30,6 +30,11 @@ pub struct TcpConfig {
     /// bytes that find no room are dropped (the peer retransmits). Idle
     /// connections hold nothing. Default 1 GiB.
     pub buffer_pool_limit: usize,
+    /// Bytes of chunk storage the pool keeps when idle. Above it, spare
+    /// chunks are freed once a load has passed (a second below their recent
+    /// peak; see `tcp::pool`), so memory goes back after a burst.
+    /// Default 1 MiB.
+    pub buffer_pool_floor: usize,
     /// The MSS we advertise and the largest payload we send: our MTU less 40
     /// bytes of IPv4 and TCP header. Default 1460 (Ethernet).
     pub mss: u16,
@@ -124,6 +129,7 @@ impl Default for TcpConfig {
             send_buffer_size: 256 * 1024,
             recv_buffer_size: 256 * 1024,
             buffer_pool_limit: 1 << 30,
+            buffer_pool_floor: 1 << 20,
             mss: 1460,
             default_peer_mss: 536,
             min_peer_mss: 48,

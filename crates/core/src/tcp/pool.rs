@@ -18,9 +18,17 @@
 //! store (counted as `DropReason::NoBuffer`; the peer retransmits). The
 //! receive window is clamped to what the pool can still give when it is
 //! advertised, see `Connection::window_to_advertise`.
+//!
+//! Memory goes back after a load: [`BufferPool::trim`], called on every
+//! stack poll, frees the storage of spare chunks beyond the larger of the
+//! configured floor and the most chunks in use during the last
+//! [`TRIM_PERIOD`] (the hysteresis: a load that comes back within a period
+//! finds its chunks), at most [`TRIM_BATCH`] per call. A freed chunk keeps
+//! its number; its storage is allocated again when it is next taken.
 
 use super::rack::SentLog;
 use super::seq::SeqNumber;
+use crate::time::{Duration, Instant};
 use core::cell::RefCell;
 
 /// RACK transmit logs kept for reuse. A request/response connection's
@@ -30,6 +38,12 @@ use core::cell::RefCell;
 /// freed: the cache is bounded by the number of flights in progress at once,
 /// not by the number of connections.
 const MAX_SPARE_LOGS: usize = 256;
+
+/// How long the pool remembers its peak use before it gives spare storage
+/// back.
+pub const TRIM_PERIOD: Duration = Duration::from_secs(1);
+/// Chunks whose storage one [`BufferPool::trim`] call frees at most.
+pub const TRIM_BATCH: usize = 256;
 
 /// Chunk number; `NO_CHUNK` marks an empty page of a buffer.
 pub(crate) type ChunkId = u32;
@@ -53,8 +67,18 @@ pub struct BufferPool {
     /// shift and a mask, not a division, on every read and write.
     chunk_shift: u32,
     limit: usize,
+    /// Chunk storage by number; empty (no allocation) for the numbers in `bare`.
     chunks: Vec<Box<[u8]>>,
+    /// Spare chunks with storage.
     free: Vec<ChunkId>,
+    /// Spare chunk numbers whose storage was given back.
+    bare: Vec<ChunkId>,
+    /// Chunks whose storage the pool keeps however idle it is.
+    floor: usize,
+    /// The most chunks in use since the current trim period began.
+    peak: usize,
+    /// When the next trim may free storage.
+    trim_at: Instant,
     stats: PoolStats,
     /// A `RefCell` because logs are taken on the transmit path, which holds
     /// the pool shared (the payload is copied out of it while a segment is
@@ -90,6 +114,10 @@ impl BufferPool {
             limit,
             chunks: Vec::new(),
             free: Vec::new(),
+            bare: Vec::new(),
+            floor: 0,
+            peak: 0,
+            trim_at: Instant::ZERO,
             stats: PoolStats::default(),
             spare_logs: RefCell::new(Vec::new()),
         }
@@ -98,7 +126,14 @@ impl BufferPool {
     /// The pool for connections configured with `cfg`
     /// ([`super::TcpConfig::buffer_chunk_size`], `buffer_pool_limit`).
     pub fn for_config(cfg: &super::TcpConfig) -> BufferPool {
-        BufferPool::new(cfg.buffer_chunk_size(), cfg.buffer_pool_limit)
+        let mut pool = BufferPool::new(cfg.buffer_chunk_size(), cfg.buffer_pool_limit);
+        pool.set_floor(cfg.buffer_pool_floor);
+        pool
+    }
+
+    /// Keep storage for `bytes` (whole chunks) however idle the pool is.
+    pub fn set_floor(&mut self, bytes: usize) {
+        self.floor = (bytes / self.chunk_size).min(self.limit);
     }
 
     pub fn chunk_size(&self) -> usize {
@@ -110,7 +145,7 @@ impl BufferPool {
     }
     /// Chunks held by buffers now.
     pub fn in_use(&self) -> usize {
-        self.chunks.len() - self.free.len()
+        self.chunks.len() - self.free.len() - self.bare.len()
     }
     /// Chunks that can still be taken.
     pub fn available(&self) -> usize {
@@ -118,7 +153,37 @@ impl BufferPool {
     }
     /// Chunk storage allocated so far (in use or free), in bytes.
     pub fn allocated_bytes(&self) -> usize {
-        self.chunks.len() * self.chunk_size
+        (self.chunks.len() - self.bare.len()) * self.chunk_size
+    }
+
+    /// Give back the storage of spare chunks beyond the floor and the
+    /// recent peak, at most [`TRIM_BATCH`]; see the module docs. Returns
+    /// when it next has work (`None`: nothing to give back).
+    pub fn trim(&mut self, now: Instant) -> Option<Instant> {
+        self.peak = self.peak.max(self.in_use());
+        if self.free.is_empty() {
+            return None;
+        }
+        if now < self.trim_at {
+            return Some(self.trim_at);
+        }
+        let keep = self.floor.max(self.peak);
+        let stored = self.chunks.len() - self.bare.len();
+        let mut n = stored.saturating_sub(keep).min(self.free.len()).min(TRIM_BATCH);
+        let batch_full = n == TRIM_BATCH;
+        while n > 0 {
+            let Some(id) = self.free.pop() else { break };
+            self.chunks[id as usize] = Box::default();
+            self.bare.push(id);
+            n -= 1;
+        }
+        if batch_full && self.chunks.len() - self.bare.len() > keep && !self.free.is_empty() {
+            // More to give back: the next poll goes on, within this period.
+            return Some(now);
+        }
+        self.peak = self.in_use();
+        self.trim_at = now + TRIM_PERIOD;
+        (self.chunks.len() - self.bare.len() > self.floor && !self.free.is_empty()).then_some(self.trim_at)
     }
     pub fn stats(&self) -> PoolStats {
         self.stats
@@ -145,6 +210,11 @@ impl BufferPool {
 
     pub(crate) fn take(&mut self) -> Option<ChunkId> {
         if let Some(id) = self.free.pop() {
+            self.stats.taken += 1;
+            return Some(id);
+        }
+        if let Some(id) = self.bare.pop() {
+            self.chunks[id as usize] = vec![0u8; self.chunk_size].into_boxed_slice();
             self.stats.taken += 1;
             return Some(id);
         }
