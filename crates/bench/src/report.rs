@@ -126,6 +126,9 @@ impl Report {
                 format!("in-memory link MTU {} with TSO/GRO (no-tso: without); Linux on loopback", p.mtu)
             }
             BenchPath::Memory => format!("in-memory link MTU {}; Linux on loopback", p.mtu),
+            BenchPath::Device { device, .. } if device.contains("(veth") => {
+                format!("ustack on {device} as the server, Linux on a veth pair, MTU {}; kernel client for both", p.mtu)
+            }
             BenchPath::Device { device, .. } => format!(
                 "ustack on {device}, Linux on a veth pair, MTU {}, {}; kernel client for both",
                 p.mtu,
@@ -137,7 +140,7 @@ impl Report {
             ),
             BenchPath::Processes { device } => format!(
                 "process to process over a veth pair, MTU {}: ustack on {device} at both ends; Linux sockets at \
-                 both ends, no checksum offload",
+                 both ends",
                 p.mtu
             ),
         };

@@ -69,6 +69,10 @@ pub struct BenchArgs {
     /// idle: ustack only, without the smoltcp and Linux baselines.
     #[arg(long)]
     pub no_baselines: bool,
+    /// With --device af_packet:/af_xdp:, keep the kernel's checksum and TSO offloads on the veth ends
+    /// for both stacks (default: off, each side's software sums MTU-sized frames).
+    #[arg(long, requires = "device")]
+    pub veth_offloads: bool,
     /// Serve the Linux side of a process-to-process run on ADDR:PORT (the bench starts it itself).
     #[arg(long, value_name = "ADDR:PORT", hide = true)]
     pub kernel_server: Option<std::net::SocketAddrV4>,
@@ -272,7 +276,7 @@ fn on_device(
         // Devices on one end of a link: the bench makes a veth pair and runs
         // both ends as separate processes, and the kernel's client too.
         let bin = std::env::current_exe().map_err(|e| CliError::Bench(format!("cannot find the ustack binary: {e}")))?;
-        let setup = ustack_bench::P2pSetup { device: spec, ustack_bin: bin };
+        let setup = ustack_bench::P2pSetup { device: spec, ustack_bin: bin, offloads: args.veth_offloads };
         return ustack_bench::run_p2p(workload, params, &setup).map_err(CliError::Bench);
     }
     let cidr = |a, b, c, d| Ipv4Cidr::new(Ipv4Addr::new(a, b, c, d), 24).expect("a /24 is valid");

@@ -15,8 +15,9 @@ use ustack_wire::EthernetAddress;
 
 #[derive(Args, Debug)]
 pub struct DeviceArgs {
-    /// The device to run on, as KIND:NAME[,key=value...]. Kinds: tap:NAME (a TAP,
-    /// created if it does not exist).
+    /// The device to run on, as KIND:NAME[,key=value|flag...]: tap:NAME (a TAP, created if
+    /// missing), af_packet:IFACE[,blocks=N,block_size=B,block_timeout=MS,tx_frames=N,burst=N,
+    /// tso=on|off,promisc=on|off,fanout=ID], af_xdp:IFACE[,queue=N][,mode=drv|skb][,copy|zerocopy].
     #[arg(long, value_name = "KIND:NAME[,OPTS]")]
     pub device: String,
     /// The stack's address and subnet.

@@ -95,3 +95,35 @@ fn bench_device_rejects_bad_flags_in_one_line() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("--device"));
 }
+
+/// Link devices: the bench makes a veth pair and runs each end as its own
+/// process, ustack↔ustack beside Linux↔Linux, then the kernel's client
+/// against ustack's server: two JSON objects, one a line.
+#[test]
+fn bench_on_link_devices_runs_process_to_process() {
+    skip_unless!("ethtool");
+    let ns = Netns::new("bp2p");
+    for (workload, device) in [("rr", "af_xdp:x"), ("crr", "af_xdp:x"), ("stream", "af_packet:x,tso=off")] {
+        let argv = [ustack_bin(), "bench", workload, "--device", device, "--seconds", "0.3", "--json"];
+        let out = ns.exec(&argv, LIMIT);
+        assert!(out.success(), "{workload} on {device}: {out}");
+        let reports: Vec<serde_json::Value> = out
+            .stdout_str()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}\n{out}")))
+            .collect();
+        assert_eq!(reports.len(), 2, "process to process, then kernel client: {out}");
+        assert_eq!(reports[0]["processes"], 2, "{}", reports[0]);
+        let kind = device.split(':').next().unwrap();
+        for v in &reports {
+            assert_eq!(v["workload"], workload, "{v}");
+            assert_eq!(v["path"], kind, "{v}");
+            for side in ["ustack", "linux"] {
+                assert!(v[side]["count"].as_u64().unwrap() > 0, "{workload}/{side}: {v}");
+                assert!(v[side]["cpu_ns_per_op"].as_f64().unwrap() > 0.0, "{workload}/{side}: {v}");
+            }
+        }
+    }
+    let links = ns.exec_ok(&["ip", "-o", "link"], Duration::from_secs(5)).stdout_str();
+    assert!(!links.contains("upc0") && !links.contains("ups0"), "the bench's veth ends vanish with it: {links}");
+}
