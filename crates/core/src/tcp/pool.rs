@@ -161,7 +161,9 @@ impl BufferPool {
     /// when it next has work (`None`: nothing to give back).
     pub fn trim(&mut self, now: Instant) -> Option<Instant> {
         self.peak = self.peak.max(self.in_use());
-        if self.free.is_empty() {
+        // Nothing spare, or nothing above the floor: no work, and no wake-up
+        // (an idle stack must not tick once a period).
+        if self.free.is_empty() || self.chunks.len() - self.bare.len() <= self.floor {
             return None;
         }
         if now < self.trim_at {
