@@ -4,6 +4,7 @@
 //! stack resolve a neighbour, answer pings, echo UDP, serve a download over
 //! HTTP and take a burst of short TCP connections, with figures.
 
+use crate::config::{ConfigArgs, Settings};
 use crate::error::CliError;
 use clap::Args;
 use std::io::Write;
@@ -11,9 +12,9 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 use std::sync::Arc;
 use std::time::Instant as WallInstant;
 use ustack_core::tcp::RecvError;
-use ustack_core::{Event, Instant, Ipv4Cidr, Stack, StackConfig, TcpHandle};
+use ustack_core::{Event, Instant, Ipv4Cidr, Stack, TcpHandle};
 use ustack_device::{LinkConfig, MemoryLink, MemoryPort};
-use ustack_runtime::apps::{HttpClient, HttpServer, HttpServerConfig, Site, TcpEcho, UdpEcho, DEFAULT_MAX_CONNECTIONS};
+use ustack_runtime::apps::{HttpClient, HttpServer, Site, TcpEcho, UdpEcho, DEFAULT_MAX_CONNECTIONS};
 use ustack_runtime::{poll_apps, App, Clock};
 use ustack_wire::EthernetAddress;
 
@@ -31,6 +32,9 @@ pub struct DemoArgs {
     /// Short TCP connections to open, each one 64-byte request and reply (0 skips them).
     #[arg(long, default_value_t = 2000, value_parser = clap::value_parser!(u32).range(0..=16000))]
     pub connections: u32,
+    /// Both stacks' tunables and stack B's HTTP server's, as for `ustack up`.
+    #[command(flatten)]
+    pub cfg: ConfigArgs,
 }
 
 const A_IP: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 1);
@@ -57,17 +61,21 @@ struct Pair {
 }
 
 impl Pair {
-    fn new(object: Arc<[u8]>) -> Result<Pair, CliError> {
-        let (pa, pb) = MemoryLink::pair(LinkConfig::default(), 1);
-        let cfg = |mac: [u8; 6], ip| StackConfig::new(EthernetAddress(mac), Ipv4Cidr::new(ip, 24).expect("/24 is valid"));
-        let a = Stack::new(cfg([2, 0, 0, 0, 0, 1], A_IP), 11);
-        let mut b = Stack::new(cfg([2, 0, 0, 0, 0, 2], B_IP), 22);
+    fn new(object: Arc<[u8]>, settings: &Settings) -> Result<Pair, CliError> {
+        let link = LinkConfig::default();
+        let (pa, pb) = MemoryLink::pair(link, 1);
+        let cfg = |mac: [u8; 6], ip| {
+            let cidr = Ipv4Cidr::new(ip, 24).expect("/24 is valid");
+            settings.stack_config(EthernetAddress(mac), cidr, None, link.mtu)
+        };
+        let a = Stack::new(cfg([2, 0, 0, 0, 0, 1], A_IP)?, 11);
+        let mut b = Stack::new(cfg([2, 0, 0, 0, 0, 2], B_IP)?, 22);
         let demo = |e: &dyn std::fmt::Display| CliError::Demo(e.to_string());
         let echo = UdpEcho::bind(&mut b, ECHO_PORT).map_err(|e| demo(&e))?;
         let tcp_echo = TcpEcho::listen(&mut b, ECHO_PORT, DEFAULT_MAX_CONNECTIONS).map_err(|e| demo(&e))?;
         let mut site = Site::memory();
         site.insert(OBJECT_PATH, object);
-        let http = HttpServer::listen(&mut b, HTTP_PORT, site, HttpServerConfig::default()).map_err(|e| demo(&e))?;
+        let http = HttpServer::listen(&mut b, HTTP_PORT, site, settings.http).map_err(|e| demo(&e))?;
         Ok(Pair { a, pa, b, pb, echo, tcp_echo, http, clock: Clock::new(), events_a: Vec::new(), events_b: Vec::new() })
     }
 
@@ -89,9 +97,10 @@ impl Pair {
 }
 
 pub fn run(args: DemoArgs) -> Result<(), CliError> {
+    let settings = args.cfg.load()?;
     let object_len = args.http_mib as usize * (1 << 20);
     let object: Arc<[u8]> = (0..object_len as u64).map(byte_at).collect();
-    let mut net = Pair::new(object)?;
+    let mut net = Pair::new(object, &settings)?;
     println!("ustack demo: stack A {A_IP} and stack B {B_IP} on an in-memory Ethernet link\n");
     arp_and_ping(&mut net, args.pings)?;
     for size in [64usize, 1400] {

@@ -6,7 +6,7 @@
 //!   <the defaults>` prints the defaults again, byte for byte.
 //! - `bad_config_is_one_line_and_exit_2`: each kind of bad file (unknown
 //!   key, unknown section, wrong type, out of range, bad TOML, missing file)
-//!   and bad `--set`, on `up`, `get` and `perf`: exit status 2, one line
+//!   and bad `--set`, on `up`, `get`, `perf` and `demo`: exit status 2, one line
 //!   naming the key, the value and what is allowed, before any device opens
 //!   (no privileges needed: the TAP is never touched).
 //! - `defaults_file_behaves_as_no_file` (root): two stacks in one namespace,
@@ -79,6 +79,12 @@ fn defaults_file_reads_back_as_the_defaults() {
     let keys = text.lines().filter(|l| !l.starts_with('#') && l.contains(" = ")).count();
     let comments = text.lines().zip(text.lines().skip(1)).filter(|(a, b)| a.starts_with("# ") && b.contains(" = ")).count();
     assert!(keys >= 50 && comments == keys, "{keys} keys, {comments} commented:\n{text}");
+    // The demo's two stacks run with the file and a --set.
+    let out = ustack(&[
+        "demo", "--pings", "10", "--datagrams", "10", "--http-mib", "1", "--connections", "10",
+        "--config", &file, "--set", "tcp.congestion=newreno",
+    ]);
+    assert!(out.success(), "demo with the defaults file: {out}");
     // --set lands in the printed file.
     let out = ustack(&["config", "--config", &file, "--set", "tcp.congestion=newreno", "--set", "tcp.min_rto=5ms"]);
     assert!(out.success(), "{out}");
@@ -126,7 +132,8 @@ fn bad_config_is_one_line_and_exit_2() {
             vec!["tcp.min_rto = \"2s\"", "tcp.max_rto = \"1s\""],
         ),
     ];
-    let commands: [&[&str]; 3] = [
+    let commands: [&[&str]; 4] = [
+        &["demo", "--pings", "1", "--datagrams", "1", "--http-mib", "0", "--connections", "0"],
         &["up", "--device", "tap:cfgbad0", "--ip", "10.9.9.2/24"],
         &["get", "http://10.9.9.1/", "--device", "tap:cfgbad0", "--ip", "10.9.9.2/24"],
         &["perf", "-s", "--device", "tap:cfgbad0", "--ip", "10.9.9.2/24"],
