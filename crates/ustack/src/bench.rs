@@ -271,7 +271,7 @@ fn on_device(
     if args.mtu.is_some() {
         return Err(CliError::Bench("--mtu sets the in-memory link's MTU; with --device the TAP's own is used".into()));
     }
-    let spec: ustack_device::DeviceSpec = device.parse()?;
+    let spec: ustack_device::DeviceSpec = device.parse().map_err(CliError::DeviceSpec)?;
     if spec.kind != ustack_device::DeviceKind::Tap {
         // Devices on one end of a link: the bench makes a veth pair and runs
         // both ends as separate processes, and the kernel's client too.

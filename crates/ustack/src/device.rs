@@ -92,7 +92,7 @@ impl DeviceArgs {
     /// The parsed `--device` (parsed here rather than by clap, so a bad spec
     /// is one line and not a usage screen).
     pub fn spec(&self) -> Result<DeviceSpec, CliError> {
-        Ok(self.device.parse()?)
+        self.device.parse().map_err(CliError::DeviceSpec)
     }
 
     /// Check the flags that need no system call (the spec, addresses, their fit).

@@ -4,6 +4,8 @@ use thiserror::Error;
 
 #[derive(Debug, Error)]
 pub enum CliError {
+    #[error("--device: {0}")]
+    DeviceSpec(ustack_device::DeviceError),
     #[error("--host-ip gives the kernel's side of a TAP an address; {0} is not a TAP: configure its peer with `ip addr add` instead")]
     HostIpNeedsTap(String),
     #[error("{0}")]

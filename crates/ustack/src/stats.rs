@@ -28,7 +28,7 @@ pub fn control_addr(device: Option<String>, control: Option<std::path::PathBuf>)
         return Ok(ControlAddr::Path(p));
     }
     let dev = device.unwrap_or_default(); // clap requires one of the two
-    let spec: ustack_device::DeviceSpec = dev.parse()?;
+    let spec: ustack_device::DeviceSpec = dev.parse().map_err(CliError::DeviceSpec)?;
     Ok(ControlAddr::Device(crate::up::control_name(&spec.to_string())))
 }
 
