@@ -280,8 +280,15 @@ impl AfPacketDevice {
     }
 
     /// Open `ifname` with the rings `config` describes.
-    pub fn open_with(ifname: &str, config: AfPacketConfig) -> Result<AfPacketDevice, DeviceError> {
+    pub fn open_with(ifname: &str, mut config: AfPacketConfig) -> Result<AfPacketDevice, DeviceError> {
         let name = ifname.to_owned();
+        // Super-segments only where the interface itself takes them: with
+        // TSO off (e.g. `ethtool -K IF tx off` on a veth), a super-segment
+        // from a packet socket stalls the connection rather than being cut
+        // in software (seen on this kernel), so we cut them ourselves then.
+        if config.tso && interface_tso(ifname) == Some(false) {
+            config.tso = false;
+        }
         let cname = CString::new(ifname).map_err(|_| DeviceError::InvalidName { name: name.clone(), reason: "the name contains NUL" })?;
         if ifname.is_empty() || ifname.len() >= libc::IFNAMSIZ {
             return Err(DeviceError::InvalidName { name, reason: "the name is empty or longer than 15 bytes" });
@@ -854,6 +861,35 @@ impl TxQueue for AfPacketTx {
     fn flush(&mut self) {
         self.kick();
     }
+}
+
+/// Whether `ifname` has TCP segmentation offload on (`ETHTOOL_GTSO`);
+/// `None` when the kernel will not say.
+fn interface_tso(ifname: &str) -> Option<bool> {
+    const ETHTOOL_GTSO: u32 = 0x1e;
+    #[repr(C)]
+    struct EthtoolValue {
+        cmd: u32,
+        data: u32,
+    }
+    let mut value = EthtoolValue { cmd: ETHTOOL_GTSO, data: 0 };
+    // SAFETY: plain arguments; the socket is closed by OwnedFd.
+    let raw = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if raw < 0 {
+        return None;
+    }
+    // SAFETY: `raw` is a descriptor we own from here on.
+    let sock = unsafe { OwnedFd::from_raw_fd(raw) };
+    // SAFETY: a zeroed ifreq is valid; the name fits (checked by the caller's
+    // IFNAMSIZ test) and ifr_data points at `value`, which outlives the call.
+    let mut ifr: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (dst, src) in ifr.ifr_name.iter_mut().zip(ifname.bytes().take(libc::IFNAMSIZ - 1)) {
+        *dst = src as libc::c_char;
+    }
+    ifr.ifr_ifru.ifru_data = (&mut value as *mut EthtoolValue).cast();
+    // SAFETY: SIOCETHTOOL reads the command from and writes the answer to `value`.
+    let r = unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCETHTOOL as _, &mut ifr) };
+    (r == 0).then_some(value.data != 0)
 }
 
 fn setsockopt_raw(fd: &OwnedFd, level: libc::c_int, opt: libc::c_int, value: libc::c_int) -> io::Result<()> {
