@@ -31,6 +31,14 @@ const ATTACK_CONNECTIONS: usize = 1120;
 const ATTACK_SOURCES: u8 = 20;
 const ATTACK_SECS: u64 = 35;
 
+/// The attacks load both cores (1,120 slow connections, a SYN flood, wrk):
+/// run one at a time, so that no test's timing is another's attack.
+static ONE_ATTACK_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn one_attack_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    ONE_ATTACK_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 fn script(name: &str) -> String {
     format!("{}/tests/scripts/{name}", env!("CARGO_MANIFEST_DIR"))
 }
@@ -74,6 +82,7 @@ impl Site {
 
 #[test]
 fn slowloris_does_not_lock_out_real_clients() {
+    let _serial = one_attack_at_a_time();
     skip_unless!("curl", "ethtool");
     if let Some(r) = support::skip_reason_with(&[python()]) {
         eprintln!("SKIPPED: {r}");
@@ -183,6 +192,7 @@ fn stats(ns: &Netns, tap: &str) -> serde_json::Value {
 /// RSS must stay flat, and `ustack stats` must show the cookies.
 #[test]
 fn syn_flood_with_cookies_leaves_real_clients_served() {
+    let _serial = one_attack_at_a_time();
     skip_unless!("curl", "ethtool", "hping3", "timeout");
     let site = Site::new("synflood", SUBNET + 1, &["--gateway", "10.23.51.1"]);
     let (ns, tap) = (&site.ns, &site.tap);
@@ -250,6 +260,7 @@ fn syn_flood_with_cookies_leaves_real_clients_served() {
 /// RSS is back within twice its idle baseline.
 #[test]
 fn rss_returns_near_baseline_after_wrk_downloads() {
+    let _serial = one_attack_at_a_time();
     skip_unless!("curl", "ethtool", "wrk");
     let site = Site::new("wrkrss", SUBNET + 2, &[]);
     let (ns, tap) = (&site.ns, &site.tap);
