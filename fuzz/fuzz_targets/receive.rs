@@ -89,7 +89,7 @@ fuzz_target!(|data: &[u8]| {
             f[34..].copy_from_slice(&bytes[..ip.payload_len]);
             ip.emit(&mut Ipv4Packet::new_unchecked(&mut f[14..]), ChecksumMode::Verify);
             // Trust the L4 checksum so the fuzzer explores what lies behind it.
-            stack.receive(now, f, RxMeta { csum_verified: true, csum_partial: false }, &mut tx);
+            stack.receive(now, f, RxMeta { csum_verified: true, csum_partial: false, ..RxMeta::default() }, &mut tx);
         }
         // Play the application: accept, read, answer, and close now and then.
         while let Some(h) = stack.tcp_accept(80) {
