@@ -96,7 +96,7 @@ fn side(
     let client_ns = netns::thread_id().to_string();
     let (tx, rx) = mpsc::channel::<Result<u32, String>>();
     let (stop_tx, stop_rx) = mpsc::channel::<()>();
-    let server_spec = spec_on(&setup.device, SERVER_IF);
+    let server_spec = spec_on(&setup.device, SERVER_IF).to_string();
     let bin = setup.ustack_bin.clone();
     let (mtu, message, offloads) = (p.mtu, p.message, setup.offloads);
     let server = thread::spawn(move || -> Result<u64, String> {
@@ -147,8 +147,8 @@ fn side(
 }
 
 /// The user's spec with the bench's interface name in it.
-fn spec_on(spec: &DeviceSpec, name: &str) -> String {
-    DeviceSpec { name: name.to_owned(), ..spec.clone() }.to_string()
+fn spec_on(spec: &DeviceSpec, name: &str) -> DeviceSpec {
+    DeviceSpec { name: name.to_owned(), ..spec.clone() }
 }
 
 /// Kernel IPv6 off (no ND/MLD chatter to count), checksum offload (and so
@@ -211,8 +211,7 @@ fn spawn_server(bin: &PathBuf, workload: Workload, message: usize, spec: &str, u
 
 /// ustack on the client's veth end, driven by the runtime's event loop.
 fn ustack_client(workload: Workload, p: &Params, spec: &DeviceSpec) -> Result<Figures, String> {
-    let spec: DeviceSpec = spec_on(spec, CLIENT_IF).parse().map_err(|e: ustack_device::DeviceError| e.to_string())?;
-    let device = spec.open().map_err(|e| e.to_string())?;
+    let device = spec_on(spec, CLIENT_IF).open().map_err(|e| e.to_string())?;
     let mut cfg = StackConfig::new(EthernetAddress([2, 0, 0, 0, 0, 1]), Ipv4Cidr::new(CLIENT_IP, 24).expect("valid"));
     cfg.mtu = ustack_core::phy::Device::caps(&device).mtu;
     if workload == Workload::Crr {
