@@ -10,38 +10,111 @@ use std::io;
 #[non_exhaustive]
 pub enum DeviceError {
     /// `/dev/net/tun` does not exist or has no driver behind it.
-    TunMissing { source: io::Error },
+    TunMissing {
+        /// The `open` failure.
+        source: io::Error,
+    },
     /// The caller lacks `CAP_NET_ADMIN` (or does not own a persistent TAP).
-    PermissionDenied { action: &'static str, source: io::Error },
+    PermissionDenied {
+        /// What was refused, e.g. "creating a TAP".
+        action: &'static str,
+        /// The `EPERM`/`EACCES` from the kernel.
+        source: io::Error,
+    },
     /// The interface name cannot be used.
-    InvalidName { name: String, reason: &'static str },
+    InvalidName {
+        /// The name as given.
+        name: String,
+        /// Why it is refused (too long, a forbidden character, …).
+        reason: &'static str,
+    },
     /// The TAP exists and another file descriptor is attached to it.
-    Busy { name: String },
+    Busy {
+        /// The interface name.
+        name: String,
+    },
     /// An interface with that name exists and is not a TAP.
-    NotTap { name: String },
+    NotTap {
+        /// The interface name.
+        name: String,
+    },
     /// The interface is not in this thread's network namespace (anymore).
-    NoSuchInterface { name: String },
+    NoSuchInterface {
+        /// The interface name.
+        name: String,
+    },
     /// An IPv4 prefix length above 32.
-    InvalidPrefix { prefix: u8 },
+    InvalidPrefix {
+        /// The prefix length as given.
+        prefix: u8,
+    },
     /// Any other system call failure.
-    Io { action: &'static str, source: io::Error },
+    Io {
+        /// The step that failed, e.g. "mapping the AF_PACKET rings".
+        action: &'static str,
+        /// The system call's error.
+        source: io::Error,
+    },
     /// A `--device` spec that does not parse, or names an option its kind
     /// does not have.
-    Spec { spec: String, reason: String },
+    Spec {
+        /// The spec as given.
+        spec: String,
+        /// What is wrong with it and what is accepted instead.
+        reason: String,
+    },
     /// The interface went away under a running stack (`ip link del`).
-    Vanished { name: String, source: io::Error },
+    Vanished {
+        /// The interface name.
+        name: String,
+        /// The read or write failure that showed it (`ENODEV`, `EBADFD`, …).
+        source: io::Error,
+    },
     /// The capture file (`--pcap`) cannot be written.
-    Capture { path: std::path::PathBuf, source: io::Error },
+    Capture {
+        /// The capture file's path.
+        path: std::path::PathBuf,
+        /// The create or write failure.
+        source: io::Error,
+    },
     /// The kernel or the driver lacks what the device needs.
-    Unsupported { what: String, hint: &'static str },
+    Unsupported {
+        /// What is missing, with the kernel's error, e.g. "this kernel has no
+        /// AF_XDP sockets (…)".
+        what: String,
+        /// What to do instead (another mode, a kernel version, …).
+        hint: &'static str,
+    },
     /// A step needs capabilities beyond `CAP_NET_ADMIN` (`CAP_BPF`, `CAP_NET_RAW`).
-    NeedsCapability { action: &'static str, caps: &'static str, source: io::Error },
+    NeedsCapability {
+        /// What was refused, e.g. "loading the XDP program".
+        action: &'static str,
+        /// The capabilities it needs, as named by `setcap`.
+        caps: &'static str,
+        /// The `EPERM` from the kernel.
+        source: io::Error,
+    },
     /// The interface has no receive queue with that number.
-    NoSuchQueue { name: String, queue: u32, count: Option<u32> },
+    NoSuchQueue {
+        /// The interface name.
+        name: String,
+        /// The queue asked for.
+        queue: u32,
+        /// How many receive queues the interface has, where the kernel says.
+        count: Option<u32>,
+    },
     /// Another AF_XDP socket is bound to that queue.
-    QueueBusy { name: String, queue: u32 },
+    QueueBusy {
+        /// The interface name.
+        name: String,
+        /// The queue asked for.
+        queue: u32,
+    },
     /// Another XDP program is attached to the interface.
-    XdpBusy { name: String },
+    XdpBusy {
+        /// The interface name.
+        name: String,
+    },
 }
 
 impl fmt::Display for DeviceError {

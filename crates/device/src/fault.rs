@@ -48,6 +48,7 @@ impl<D: Device> FaultDevice<D> {
         }
     }
 
+    /// The wrapped device, e.g. to read its own statistics.
     pub fn inner(&self) -> &D {
         &self.inner
     }

@@ -37,6 +37,8 @@
 //! Everything here is single-threaded (one device per event loop, as the
 //! runtime runs one loop per core).
 
+#![deny(missing_docs)]
+
 pub mod af_xdp;
 pub mod af_packet;
 mod any;
