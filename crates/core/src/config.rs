@@ -11,7 +11,9 @@ use ustack_wire::EthernetAddress;
 /// An IPv4 address with its prefix length, e.g. `10.0.0.2/24`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Ipv4Cidr {
+    /// The address itself (the host's own address when it configures an interface).
     pub addr: Ipv4Addr,
+    /// Leading bits that name the subnet, 0 to 32 ([`Ipv4Cidr::new`] checks).
     pub prefix_len: u8,
 }
 
@@ -20,10 +22,12 @@ impl Ipv4Cidr {
     pub fn new(addr: Ipv4Addr, prefix_len: u8) -> Option<Ipv4Cidr> {
         (prefix_len <= 32).then_some(Ipv4Cidr { addr, prefix_len })
     }
+    /// The subnet mask, e.g. 255.255.255.0 for /24 (0.0.0.0 for /0).
     pub fn netmask(&self) -> Ipv4Addr {
         let bits = if self.prefix_len == 0 { 0 } else { u32::MAX << (32 - u32::from(self.prefix_len)) };
         Ipv4Addr::from(bits)
     }
+    /// Whether `ip` is on this subnet (on-link, reached without a gateway).
     pub fn contains(&self, ip: Ipv4Addr) -> bool {
         let mask = u32::from(self.netmask());
         u32::from(ip) & mask == u32::from(self.addr) & mask

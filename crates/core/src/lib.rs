@@ -10,6 +10,8 @@
 //! packet queue the sockets use; [`counters`] counts every packet handled and
 //! every drop by reason.
 
+#![deny(missing_docs)]
+
 pub mod config;
 pub mod counters;
 mod hash;

@@ -50,7 +50,12 @@ pub enum Resolution {
     /// Send to this MAC now, and also send a refresh request for it.
     SendAndRefresh(EthernetAddress),
     /// Unresolved: queue the packet; send a request if `request` is set.
-    Queue { request: bool },
+    Queue {
+        /// Send an ARP request now: set for the first packet to an address
+        /// not in the cache; retries come from the timer
+        /// ([`NeighborTimer::Request`]).
+        request: bool,
+    },
     /// Too many unresolved neighbours: drop the packet.
     Full,
 }
@@ -61,7 +66,10 @@ pub enum NeighborTimer {
     /// Send another request for this address.
     Request(Ipv4Addr),
     /// Give up: the packets that waited were released and dropped.
-    Unreachable { dropped: usize },
+    Unreachable {
+        /// How many waiting packets were dropped.
+        dropped: usize,
+    },
 }
 
 /// Packets waiting for resolution: fixed slots, allocated once.
@@ -83,6 +91,8 @@ impl PendingSlots {
     }
 }
 
+/// The neighbour cache of one interface: IPv4 address to MAC, with the
+/// packets that wait for an answer. Bounded as the module says.
 #[derive(Debug)]
 pub struct NeighborCache {
     entries: KeyedMap<Ipv4Addr, Entry>,
@@ -106,6 +116,9 @@ pub struct NeighborCache {
 }
 
 impl NeighborCache {
+    /// An empty cache sized and timed by `cfg`; every slot for waiting packets
+    /// is allocated here. `hash_key` keys the table's hash against collision
+    /// floods (the stack derives it from its seed).
     pub fn new(cfg: &StackConfig, hash_key: u64) -> NeighborCache {
         let capacity = cfg.neighbor_cache_size.max(1);
         NeighborCache {
@@ -129,6 +142,7 @@ impl NeighborCache {
         self.entries.len()
     }
 
+    /// Whether the cache holds no entry at all.
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
     }

@@ -84,6 +84,7 @@ pub struct RxMeta {
     /// of the frame, and where in it the checksum field is (virtio's
     /// `csum_start` and `csum_offset`).
     pub csum_start: u16,
+    /// With `csum_partial`: where the checksum field is, from `csum_start`.
     pub csum_offset: u16,
     /// A coalesced segment (GRO) and what it was made of; `None` for an
     /// ordinary frame.
@@ -102,6 +103,7 @@ pub struct TxMeta {
     /// With `csum_partial`: where the device starts summing, from the start
     /// of the frame, and where in that the checksum goes.
     pub csum_start: u16,
+    /// With `csum_partial`: where the checksum field is, from `csum_start`.
     pub csum_offset: u16,
     /// A super-segment for the device to cut ([`DeviceCaps::tso4_max`]);
     /// `None` for a frame that goes as it is.
@@ -140,14 +142,19 @@ pub trait TxQueue {
 /// fault injection, tracing) can hold its inner device's queues by borrow,
 /// with no `unsafe`.
 pub trait Device {
+    /// The receive queue, lent for one poll.
     type Rx<'a>: RxQueue
     where
         Self: 'a;
+    /// The transmit queue, lent for one poll.
     type Tx<'a>: TxQueue
     where
         Self: 'a;
     /// Both queues at once, so a reply can be written while the request is borrowed.
     fn queues(&mut self) -> (Self::Rx<'_>, Self::Tx<'_>);
+    /// What the link offers: MTU, checksum and segmentation offloads. The
+    /// stack reads it once per poll, so a device may change it (a link's MTU
+    /// changing) between polls.
     fn caps(&self) -> DeviceCaps;
 }
 

@@ -18,6 +18,8 @@ struct Entry<M> {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct QueueFull;
 
+/// A FIFO of packets, each with its metadata `M` (e.g. the UDP source
+/// endpoint), capped in packets and in bytes.
 #[derive(Debug)]
 pub struct PacketQueue<M> {
     storage: Box<[u8]>,
@@ -34,6 +36,8 @@ pub struct PacketQueue<M> {
 }
 
 impl<M: Copy> PacketQueue<M> {
+    /// An empty queue holding at most `max_packets` packets and `max_bytes`
+    /// payload bytes; the `max_bytes` of storage are allocated here, once.
     pub fn new(max_packets: usize, max_bytes: usize) -> PacketQueue<M> {
         PacketQueue {
             storage: vec![0; max_bytes].into_boxed_slice(),
@@ -45,14 +49,18 @@ impl<M: Copy> PacketQueue<M> {
         }
     }
 
+    /// Packets queued.
     pub fn len(&self) -> usize {
         self.entries.len()
     }
 
+    /// Whether no packet is queued.
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
     }
 
+    /// Whether the packet cap is reached: the next push fails whatever its
+    /// size (one may also fail earlier, when the bytes do not fit).
     pub fn is_full(&self) -> bool {
         self.entries.len() >= self.max_packets
     }

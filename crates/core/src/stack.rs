@@ -60,6 +60,12 @@ pub(crate) struct Iface {
     pub(crate) path_mtus: crate::path_mtu::PathMtuCache,
 }
 
+/// The whole protocol engine for one interface: its address and neighbour
+/// cache, IPv4 (with reassembly), ICMP, and the UDP, ping and TCP sockets.
+///
+/// Sans-IO: it makes no system call; the caller hands it the time and a
+/// [`Device`] on every call (see the module's call order). One stack runs on
+/// one thread; run several (one per core) for more.
 pub struct Stack {
     pub(crate) iface: Iface,
     pub(crate) udp: UdpSockets,
@@ -99,14 +105,18 @@ impl Stack {
         }
     }
 
+    /// The configuration the stack was built with.
     pub fn config(&self) -> &StackConfig {
         &self.iface.cfg
     }
 
+    /// The stack's counters: packets in and out per protocol, and every drop by
+    /// its reason.
     pub fn counters(&self) -> &Counters {
         &self.iface.counters
     }
 
+    /// The neighbour (ARP) cache, for inspection.
     pub fn neighbors(&self) -> &NeighborCache {
         &self.iface.neighbors
     }

@@ -15,23 +15,29 @@ pub struct Instant {
 }
 
 impl Instant {
+    /// The epoch itself.
     pub const ZERO: Instant = Instant { micros: 0 };
     /// Far enough in the future to mean "never", small enough that adding a
     /// timeout to it cannot overflow.
     pub const NEVER: Instant = Instant { micros: u64::MAX / 2 };
 
+    /// The instant `micros` microseconds after the epoch.
     pub const fn from_micros(micros: u64) -> Instant {
         Instant { micros }
     }
+    /// The instant `millis` milliseconds after the epoch (saturating).
     pub const fn from_millis(millis: u64) -> Instant {
         Instant { micros: millis.saturating_mul(1000) }
     }
+    /// The instant `secs` seconds after the epoch (saturating).
     pub const fn from_secs(secs: u64) -> Instant {
         Instant { micros: secs.saturating_mul(1_000_000) }
     }
+    /// Microseconds since the epoch.
     pub const fn total_micros(self) -> u64 {
         self.micros
     }
+    /// Whole milliseconds since the epoch (rounded down).
     pub const fn total_millis(self) -> u64 {
         self.micros / 1000
     }

@@ -41,6 +41,7 @@ struct Node {
 
 const UNARMED: Node = Node { tick: 0, slot: NIL, prev: NIL, next: NIL };
 
+/// The wheel: one deadline per key (a socket's dense index), 1 ms ticks.
 #[derive(Debug)]
 pub struct TimerWheel {
     nodes: Vec<Node>,
@@ -68,6 +69,7 @@ fn to_tick(t: Instant) -> u64 {
 }
 
 impl TimerWheel {
+    /// An empty wheel; its node table grows with the highest key armed.
     pub fn new() -> TimerWheel {
         TimerWheel {
             nodes: Vec::new(),
@@ -84,6 +86,7 @@ impl TimerWheel {
         self.armed
     }
 
+    /// Whether no timer is armed.
     pub fn is_empty(&self) -> bool {
         self.armed == 0
     }

@@ -35,15 +35,27 @@ pub enum ListenOutcome {
 /// Listener counters.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ListenerStats {
+    /// SYNs that reached the listener.
     pub syns: u64,
+    /// SYNs that found the half-open (SYN) queue full at the backlog: dropped,
+    /// or answered with a SYN cookie when cookies are on.
     pub syn_queue_overflows: u64,
+    /// SYNs and valid cookie ACKs dropped because the accept queue was full.
     pub accept_queue_overflows: u64,
+    /// SYN-ACKs carrying a SYN cookie (no state kept).
     pub cookies_sent: u64,
+    /// ACKs whose cookie checked out, each making an established connection.
     pub cookies_accepted: u64,
+    /// ACKs with no valid cookie while cookies are on (answered with a RST).
     pub cookies_rejected: u64,
+    /// ACK-bearing segments answered with a RST (RFC 9293: "any acknowledgment
+    /// is bad if it arrives on a connection still in the LISTEN state").
     pub resets_sent: u64,
 }
 
+/// A listening port: its backlog, counts of its half-open and queued
+/// children, and the SYN-cookie secret. The connections themselves live in
+/// the stack's table.
 #[derive(Debug)]
 pub struct Listener {
     cfg: Arc<TcpConfig>,
@@ -71,12 +83,15 @@ impl Listener {
         }
     }
 
+    /// Children in SYN-RECEIVED (at most the backlog).
     pub fn half_open(&self) -> usize {
         self.half_open
     }
+    /// Established children the application has not accepted yet.
     pub fn accept_queue_len(&self) -> usize {
         self.accept_queue
     }
+    /// The listener's counters.
     pub fn stats(&self) -> ListenerStats {
         self.stats
     }

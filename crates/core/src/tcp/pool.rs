@@ -136,6 +136,7 @@ impl BufferPool {
         self.floor = (bytes / self.chunk_size).min(self.limit);
     }
 
+    /// Bytes in one chunk.
     pub fn chunk_size(&self) -> usize {
         self.chunk_size
     }
@@ -157,7 +158,7 @@ impl BufferPool {
     }
 
     /// Give back the storage of spare chunks beyond the floor and the
-    /// recent peak, at most [`TRIM_BATCH`]; see the module docs. Returns
+    /// recent peak, at most `TRIM_BATCH` (256); see the module docs. Returns
     /// when it next has work (`None`: nothing to give back).
     pub fn trim(&mut self, now: Instant) -> Option<Instant> {
         self.peak = self.peak.max(self.in_use());
@@ -187,6 +188,7 @@ impl BufferPool {
         self.trim_at = now + TRIM_PERIOD;
         (self.chunks.len() - self.bare.len() > self.floor && !self.free.is_empty()).then_some(self.trim_at)
     }
+    /// The pool's counters.
     pub fn stats(&self) -> PoolStats {
         self.stats
     }

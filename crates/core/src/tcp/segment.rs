@@ -14,9 +14,13 @@ use std::net::Ipv4Addr;
 /// Local and remote endpoint of one connection.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct FourTuple {
+    /// This stack's address.
     pub local_addr: Ipv4Addr,
+    /// This stack's port.
     pub local_port: u16,
+    /// The peer's address.
     pub remote_addr: Ipv4Addr,
+    /// The peer's port.
     pub remote_port: u16,
 }
 
@@ -27,12 +31,19 @@ pub struct FourTuple {
 pub struct Flags(u8);
 
 impl Flags {
+    /// No flag set.
     pub const NONE: Flags = Flags(0);
+    /// FIN: the sender has no more data.
     pub const FIN: Flags = Flags(0x01);
+    /// SYN: synchronize sequence numbers (opens a connection).
     pub const SYN: Flags = Flags(0x02);
+    /// RST: reset the connection.
     pub const RST: Flags = Flags(0x04);
+    /// PSH: push the data to the application.
     pub const PSH: Flags = Flags(0x08);
+    /// ECE: ECN echo (RFC 3168).
     pub const ECE: Flags = Flags(0x40);
+    /// CWR: congestion window reduced (RFC 3168).
     pub const CWR: Flags = Flags(0x80);
 
     /// Bits as in the TCP header's flag octet; ACK (0x10) and URG (0x20) are
@@ -40,21 +51,27 @@ impl Flags {
     pub const fn from_bits(bits: u8) -> Flags {
         Flags(bits & !0x30)
     }
+    /// The bits as in the header's flag octet (never ACK or URG).
     pub const fn bits(self) -> u8 {
         self.0
     }
+    /// Whether every flag of `other` is set.
     pub const fn contains(self, other: Flags) -> bool {
         self.0 & other.0 == other.0
     }
+    /// Whether SYN is set.
     pub const fn syn(self) -> bool {
         self.contains(Flags::SYN)
     }
+    /// Whether FIN is set.
     pub const fn fin(self) -> bool {
         self.contains(Flags::FIN)
     }
+    /// Whether RST is set.
     pub const fn rst(self) -> bool {
         self.contains(Flags::RST)
     }
+    /// Whether PSH is set.
     pub const fn psh(self) -> bool {
         self.contains(Flags::PSH)
     }
@@ -160,24 +177,30 @@ impl Options {
 /// A TCP segment as the engine sees it. The payload travels beside it.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Segment {
+    /// The sequence number of the first octet (of the SYN, when set).
     pub seq: SeqNumber,
     /// The acknowledgement number; `Some` exactly when the ACK bit is set.
     pub ack: Option<SeqNumber>,
+    /// The flags other than ACK (see `ack`).
     pub flags: Flags,
     /// The window field as on the wire, before scaling.
     pub window: u16,
+    /// The options the engine reads and writes (MSS, window scale, SACK, timestamps).
     pub options: Options,
     /// Length of the payload that accompanies this segment.
     pub payload_len: usize,
 }
 
 impl Segment {
+    /// Whether SYN is set.
     pub fn syn(&self) -> bool {
         self.flags.syn()
     }
+    /// Whether FIN is set.
     pub fn fin(&self) -> bool {
         self.flags.fin()
     }
+    /// Whether RST is set.
     pub fn rst(&self) -> bool {
         self.flags.rst()
     }

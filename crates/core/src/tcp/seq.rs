@@ -33,15 +33,19 @@ impl SeqNumber {
             0
         }
     }
+    /// `self < other` modulo 2^32 (RFC 1982).
     pub fn lt(self, other: SeqNumber) -> bool {
         self.diff(other) < 0
     }
+    /// `self <= other` modulo 2^32.
     pub fn le(self, other: SeqNumber) -> bool {
         self.diff(other) <= 0
     }
+    /// `self > other` modulo 2^32.
     pub fn gt(self, other: SeqNumber) -> bool {
         self.diff(other) > 0
     }
+    /// `self >= other` modulo 2^32.
     pub fn ge(self, other: SeqNumber) -> bool {
         self.diff(other) >= 0
     }

@@ -54,6 +54,7 @@ pub enum TimeWaitOutcome {
 }
 
 impl TimeWait {
+    /// The closed connection's local and remote endpoints.
     pub fn four_tuple(&self) -> FourTuple {
         self.tuple
     }
@@ -61,9 +62,11 @@ impl TimeWait {
     pub fn expires(&self) -> Instant {
         self.expires
     }
+    /// Our next sequence number: one past our FIN.
     pub fn snd_nxt(&self) -> SeqNumber {
         self.snd_nxt
     }
+    /// The next sequence number expected from the peer: one past its FIN.
     pub fn rcv_nxt(&self) -> SeqNumber {
         self.rcv_nxt
     }

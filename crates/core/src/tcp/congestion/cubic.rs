@@ -10,6 +10,8 @@ const BETA: f64 = 0.7;
 /// RFC 9438 §4.3: "α_cubic = 3 * (1 - β_cubic) / (1 + β_cubic)".
 const ALPHA: f64 = 3.0 * (1.0 - BETA) / (1.0 + BETA);
 
+/// The CUBIC controller (RFC 9438): never grows slower than Reno would
+/// (its W_est estimate), with fast convergence.
 #[derive(Clone, Debug)]
 pub struct Cubic {
     cwnd: usize,
@@ -25,6 +27,7 @@ pub struct Cubic {
 }
 
 impl Cubic {
+    /// A controller in slow start with a window of `initial_cwnd` bytes.
     pub fn new(initial_cwnd: usize) -> Cubic {
         Cubic { cwnd: initial_cwnd, ssthresh: usize::MAX, w_max: 0.0, epoch: None, w_est: 0.0, carry: 0.0 }
     }

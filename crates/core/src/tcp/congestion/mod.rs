@@ -32,11 +32,15 @@ pub trait CongestionControl {
 /// The controllers this crate ships, dispatched without a heap allocation.
 #[derive(Clone, Debug)]
 pub enum Controller {
+    /// CUBIC (RFC 9438).
     Cubic(Cubic),
+    /// NewReno (RFC 5681).
     NewReno(NewReno),
 }
 
 impl Controller {
+    /// The controller `algorithm` names, in slow start with a window of
+    /// `initial_cwnd` bytes.
     pub fn new(algorithm: CongestionAlgorithm, initial_cwnd: usize) -> Controller {
         match algorithm {
             CongestionAlgorithm::Cubic => Controller::Cubic(Cubic::new(initial_cwnd)),

@@ -4,6 +4,7 @@
 use super::{slow_start_increase, CongestionControl};
 use crate::time::{Duration, Instant};
 
+/// The NewReno controller (RFC 5681 window growth, halving on loss).
 #[derive(Clone, Debug)]
 pub struct NewReno {
     cwnd: usize,
@@ -13,6 +14,7 @@ pub struct NewReno {
 }
 
 impl NewReno {
+    /// A controller in slow start with a window of `initial_cwnd` bytes.
     pub fn new(initial_cwnd: usize) -> NewReno {
         NewReno { cwnd: initial_cwnd, ssthresh: usize::MAX, bytes_acked: 0 }
     }

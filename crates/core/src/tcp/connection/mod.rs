@@ -141,19 +141,36 @@ pub enum DropReason {
 /// Per-reason drop counters.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct DropCounters {
+    /// [`DropReason::Malformed`]: the payload's length differs from the segment's.
     pub malformed: u64,
+    /// [`DropReason::Closed`]: the connection had no state left (CLOSED).
     pub closed: u64,
+    /// [`DropReason::OutOfWindow`]: not in the receive window.
     pub out_of_window: u64,
+    /// [`DropReason::Paws`]: an old timestamp (RFC 7323 PAWS).
     pub paws: u64,
+    /// [`DropReason::MissingTimestamp`]: no timestamp where they were negotiated.
     pub missing_timestamp: u64,
+    /// [`DropReason::Rst`]: a RST not exactly at RCV.NXT or without an acceptable ACK.
     pub rst: u64,
+    /// [`DropReason::Syn`]: a SYN on a synchronized connection (answered by a
+    /// challenge ACK).
     pub syn: u64,
+    /// [`DropReason::NoAck`]: no ACK bit where one is required.
     pub no_ack: u64,
+    /// [`DropReason::BadAck`]: acknowledges data never sent, or too old.
     pub bad_ack: u64,
+    /// [`DropReason::NotSyn`]: SYN-SENT received neither SYN nor RST.
     pub not_syn: u64,
+    /// [`DropReason::DataAfterClose`]: data after the application closed; the
+    /// connection was reset.
     pub data_after_close: u64,
+    /// [`DropReason::ReassemblyFull`]: an out-of-order segment beyond the island limit.
     pub reassembly_full: u64,
+    /// [`DropReason::NoBuffer`]: the buffer pool had no chunk for the text.
     pub no_buffer: u64,
+    /// [`DropReason::Ignored`]: a segment the state ignores (a retransmitted SYN
+    /// in SYN-RECEIVED, …).
     pub ignored: u64,
 }
 
@@ -234,7 +251,10 @@ fn bump(c: &mut u32) {
 /// Counters and gauges of one connection.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Stats {
+    /// Segments that reached this connection, dropped ones included.
     pub segments_in: u64,
+    /// Segments sent, retransmissions included; a super-segment counts as the
+    /// segments the device cuts it into.
     pub segments_out: u64,
     /// Payload bytes delivered in order to the receive buffer.
     pub bytes_in: u64,
@@ -244,20 +264,30 @@ pub struct Stats {
     pub bytes_acked: u64,
     /// Segments retransmitted (RTO, fast retransmit, SACK recovery, SYNs).
     pub retransmits: u64,
+    /// Payload bytes in those retransmissions.
     pub bytes_retransmitted: u64,
+    /// Retransmission timeouts (RFC 6298), SYN timeouts included.
     pub rto_expirations: u64,
     /// Loss-recovery episodes entered by duplicate ACKs or SACK.
     pub fast_recoveries: u64,
+    /// Duplicate ACKs received (RFC 5681 §2, or RFC 6675: one with new SACK
+    /// information).
     pub dup_acks_in: u64,
+    /// Challenge ACKs sent (RFC 5961) for suspicious RSTs, SYNs and ACKs.
     pub challenge_acks: u64,
+    /// Challenge ACKs not sent because this second's quota
+    /// (`challenge_ack_limit`) was spent (RFC 5961 §7).
     pub challenge_acks_suppressed: u64,
+    /// Probes sent into the peer's zero window (RFC 9293 §3.8.6.1).
     pub zero_window_probes: u64,
+    /// Keep-alive probes sent on an idle connection (RFC 9293 §3.8.4).
     pub keepalive_probes: u64,
     /// Tail loss probes sent (RFC 8985 §7.3).
     pub loss_probes: u64,
     /// Losses a tail loss probe repaired, each answered by a congestion
     /// window reduction (RFC 8985 §7.4).
     pub loss_probe_repairs: u64,
+    /// Segments dropped, by reason.
     pub drops: DropCounters,
 }
 
@@ -564,9 +594,11 @@ impl Connection {
 
     // ---- Getters ----------------------------------------------------------
 
+    /// Local and remote address and port.
     pub fn four_tuple(&self) -> FourTuple {
         self.tuple
     }
+    /// The RFC 9293 state.
     pub fn state(&self) -> State {
         self.state
     }
@@ -599,6 +631,7 @@ impl Connection {
     pub fn send_queue(&self) -> usize {
         self.send_buf.len()
     }
+    /// Whether Nagle's algorithm is off (small segments go at once).
     pub fn nodelay(&self) -> bool {
         self.nodelay
     }
@@ -614,6 +647,7 @@ impl Connection {
     pub fn cwnd(&self) -> usize {
         self.cc.cwnd() + self.recovery.inflation()
     }
+    /// The slow-start threshold in bytes (`usize::MAX` before the first loss).
     pub fn ssthresh(&self) -> usize {
         self.cc.ssthresh()
     }
@@ -629,12 +663,16 @@ impl Connection {
     pub fn sack_enabled(&self) -> bool {
         self.sack
     }
+    /// Whether both ends agreed on timestamps (RFC 7323) in the handshake.
     pub fn timestamps_enabled(&self) -> bool {
         self.timestamps
     }
+    /// The window scale shifts in effect (RFC 7323): (the peer's, for windows
+    /// it advertises; ours, for windows we advertise). Both 0 without scaling.
     pub fn window_scales(&self) -> (u8, u8) {
         (self.snd_wscale, self.rcv_wscale)
     }
+    /// The connection's counters.
     pub fn stats(&self) -> Stats {
         self.stats.stats()
     }
