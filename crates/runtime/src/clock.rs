@@ -9,9 +9,11 @@ pub struct Clock {
 }
 
 impl Clock {
+    /// A clock that reads zero now.
     pub fn new() -> Clock {
         Clock { start: std::time::Instant::now() }
     }
+    /// Time since [`Clock::new`], in the core's microseconds.
     pub fn now(&self) -> Instant {
         Instant::from_micros(self.start.elapsed().as_micros() as u64)
     }

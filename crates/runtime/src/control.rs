@@ -52,6 +52,9 @@ impl std::fmt::Display for ControlAddr {
     }
 }
 
+/// The listening side of a control socket: the event loop answers each
+/// connection with one snapshot of the stack's counters. A socket file it
+/// created is removed when it is dropped.
 pub struct ControlSocket {
     listener: UnixListener,
     path: Option<PathBuf>,
@@ -61,6 +64,9 @@ pub struct ControlSocket {
 }
 
 impl ControlSocket {
+    /// Listen at `addr` (non-blocking). A socket file left by a dead stack is
+    /// replaced; one a live stack answers on is not (the bind fails with
+    /// `AddrInUse`).
     pub fn bind(addr: &ControlAddr) -> io::Result<ControlSocket> {
         let path = match addr {
             ControlAddr::Path(p) => {
@@ -84,6 +90,7 @@ impl ControlSocket {
         self.config = Some(config);
     }
 
+    /// The listening descriptor, for the loop's poll(2) set.
     pub fn fd(&self) -> RawFd {
         self.listener.as_raw_fd()
     }

@@ -5,6 +5,8 @@
 //! [`EventLoop`] owns one [`Stack`] and one device and runs on one thread;
 //! later, shards run one loop per core.
 
+#![deny(missing_docs)]
+
 pub mod apps;
 mod clock;
 pub mod control;
@@ -91,8 +93,11 @@ pub const MAX_SLEEP: std::time::Duration = std::time::Duration::from_millis(200)
 /// and sleeps until the device, a deadline, a descriptor of the embedder's
 /// ([`EventLoop::watch_fd`]) or a [`Waker`] calls.
 pub struct EventLoop<D> {
+    /// The stack the loop drives; apps reach it through [`App::poll`].
     pub stack: Stack,
+    /// The device that carries the stack's frames.
     pub device: D,
+    /// The monotonic clock that gives the stack its `now`.
     pub clock: Clock,
     /// Where `ustack stats` reads counters from, with the device name it reports.
     pub control: Option<(ControlSocket, String)>,
@@ -113,6 +118,8 @@ pub const MAX_RX_PER_TURN: usize = 8 * DEFAULT_RX_BURST;
 const CONTROL_EVERY: u32 = 4096;
 
 impl<D: Device + Waitable> EventLoop<D> {
+    /// A loop for `stack` over `device`, with no control socket, no watched
+    /// descriptor and the default [`MAX_SLEEP`].
     pub fn new(stack: Stack, device: D) -> EventLoop<D> {
         EventLoop {
             stack,

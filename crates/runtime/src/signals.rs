@@ -37,6 +37,7 @@ impl StopSignal {
         StopSignal(())
     }
 
+    /// Whether SIGINT or SIGTERM has arrived since the handlers were installed.
     pub fn raised(&self) -> bool {
         STOP.load(Ordering::SeqCst)
     }

@@ -61,9 +61,15 @@ pub enum Phase {
     Busy,
     /// Waiting for a request; `served` counts the requests answered so
     /// far, so a new request starts a new deadline.
-    Request { served: u64 },
+    Request {
+        /// Requests answered on the connection so far.
+        served: u64,
+    },
     /// Idle between requests, nothing buffered.
-    Idle { served: u64 },
+    Idle {
+        /// Requests answered on the connection so far.
+        served: u64,
+    },
 }
 
 /// What the policy did, for stats.
@@ -86,7 +92,10 @@ pub struct FairnessStats {
 pub enum Admission {
     /// Keep it; if `evicted` is set, that connection was reset to make room
     /// (the app drops its state).
-    Admitted { evicted: Option<TcpHandle> },
+    Admitted {
+        /// The connection reset to make room, if one was.
+        evicted: Option<TcpHandle>,
+    },
     /// Reset it (the policy has done so).
     Refused,
 }
@@ -108,10 +117,12 @@ pub struct ConnPolicy {
     waiting: BTreeMap<(Instant, u64), TcpHandle>,
     per_source: HashMap<Ipv4Addr, usize>,
     seq: u64,
+    /// What the policy has done so far.
     pub stats: FairnessStats,
 }
 
 impl ConnPolicy {
+    /// A policy with no connection yet; `max_per_source` below 1 counts as 1.
     pub fn new(cfg: FairnessConfig) -> ConnPolicy {
         ConnPolicy {
             cfg: FairnessConfig { max_per_source: cfg.max_per_source.max(1), ..cfg },
@@ -123,6 +134,7 @@ impl ConnPolicy {
         }
     }
 
+    /// The tunables in force.
     pub fn config(&self) -> &FairnessConfig {
         &self.cfg
     }
@@ -132,6 +144,7 @@ impl ConnPolicy {
         self.conns.len()
     }
 
+    /// Whether the policy tracks no connection.
     pub fn is_empty(&self) -> bool {
         self.conns.is_empty()
     }

@@ -29,19 +29,56 @@ const MAX_HEADERS: usize = 64;
 /// One answered request.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct HttpResponse {
+    /// The URL requested, e.g. `http://10.0.0.2:8080/big.bin`.
     pub url: String,
+    /// The final status code (2xx; anything else is an [`HttpClientError::Status`]).
     pub status: u16,
+    /// Body bytes written to the sink.
     pub body_bytes: u64,
 }
 
 /// Why the client gave up. Each says which server or URL.
 #[derive(Debug)]
 pub enum HttpClientError {
-    Connect { server: SocketAddrV4, error: ConnectError },
-    Connection { server: SocketAddrV4, error: Option<ConnError> },
-    Status { url: String, status: u16, reason: String },
-    EarlyClose { url: String, body_bytes: u64 },
-    Malformed { url: String, why: &'static str },
+    /// The stack refused to open the connection (no local port, no room).
+    Connect {
+        /// The server asked for.
+        server: SocketAddrV4,
+        /// The stack's reason.
+        error: ConnectError,
+    },
+    /// The connection failed: refused, reset, timed out.
+    Connection {
+        /// The server asked for.
+        server: SocketAddrV4,
+        /// How it failed; `None` when the connection was already gone from
+        /// the stack.
+        error: Option<ConnError>,
+    },
+    /// A final status other than 2xx.
+    Status {
+        /// The URL requested.
+        url: String,
+        /// The status code.
+        status: u16,
+        /// The reason phrase, as sent.
+        reason: String,
+    },
+    /// The server closed the connection in the middle of a response.
+    EarlyClose {
+        /// The URL requested.
+        url: String,
+        /// Body bytes received before the close.
+        body_bytes: u64,
+    },
+    /// The response breaks HTTP/1.1 framing or exceeds a bound.
+    Malformed {
+        /// The URL requested.
+        url: String,
+        /// What is wrong, e.g. "bad Content-Length".
+        why: &'static str,
+    },
+    /// Writing a body to the sink failed.
     Sink(io::Error),
 }
 
@@ -106,6 +143,7 @@ pub struct HttpClient<W: Write> {
     current_body: u64,
     /// Responses completed on the current connection.
     answered_here: usize,
+    /// The responses completed so far, in request order.
     pub responses: Vec<HttpResponse>,
     /// Connections opened (1 unless the server closed between responses).
     pub connections: u32,

@@ -53,7 +53,9 @@ pub enum Site {
 /// Why a site root cannot be served.
 #[derive(Debug)]
 pub struct SiteError {
+    /// The directory as given.
     pub root: PathBuf,
+    /// What is wrong with it (missing, not a directory, unreadable).
     pub why: String,
 }
 
@@ -157,6 +159,7 @@ impl Default for HttpServerConfig {
 /// What the server has done.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct HttpStats {
+    /// Request heads parsed, whatever their answer.
     pub requests: u64,
     /// Responses with a 2xx status.
     pub ok: u64,
@@ -173,10 +176,13 @@ pub struct HttpServer {
     server: Server<HttpConn>,
     site: Site,
     max_request_head: usize,
+    /// What the server has done so far.
     pub stats: HttpStats,
 }
 
 impl HttpServer {
+    /// Listen on `port` of `stack` and serve `site` under `cfg`'s limits.
+    /// Fails as [`Stack::tcp_listen`] does (the port is taken, no room).
     pub fn listen(stack: &mut Stack, port: u16, site: Site, cfg: HttpServerConfig) -> Result<HttpServer, ListenError> {
         Ok(HttpServer {
             server: Server::listen(stack, port, cfg.max_connections)?.with_policy(cfg.fairness),
@@ -186,6 +192,7 @@ impl HttpServer {
         })
     }
 
+    /// The port it listens on.
     pub fn port(&self) -> u16 {
         self.server.port
     }

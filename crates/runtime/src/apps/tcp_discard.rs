@@ -27,6 +27,7 @@ impl TcpDiscard {
         })
     }
 
+    /// The port it listens on.
     pub fn port(&self) -> u16 {
         self.server.port
     }

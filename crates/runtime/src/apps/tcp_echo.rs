@@ -44,6 +44,7 @@ impl TcpEcho {
         })
     }
 
+    /// The port it listens on.
     pub fn port(&self) -> u16 {
         self.server.port
     }

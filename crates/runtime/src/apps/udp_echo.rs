@@ -24,6 +24,8 @@ pub struct UdpEcho {
 const ECHO_BURST: usize = 256;
 
 impl UdpEcho {
+    /// Bind `port` on `stack` and echo what arrives there; fails when the port
+    /// is taken.
     pub fn bind(stack: &mut Stack, port: u16) -> Result<UdpEcho, BindError> {
         let socket = stack.udp_bind(port)?;
         stack.register(socket, APP_TOKEN, Interest::READABLE).expect("the socket was just bound");

@@ -7,11 +7,17 @@ use std::fmt::Write as _;
 /// A parsed JSON value. Objects keep their members in order.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Json {
+    /// `null`.
     Null,
+    /// `true` or `false`.
     Bool(bool),
+    /// A number (iperf3's integers fit an `f64` exactly up to 2^53).
     Num(f64),
+    /// A string, unescaped.
     Str(String),
+    /// An array.
     Arr(Vec<Json>),
+    /// An object's members in document order.
     Obj(Vec<(String, Json)>),
 }
 
@@ -38,6 +44,7 @@ impl Json {
         }
     }
 
+    /// The value of a number.
     pub fn as_f64(&self) -> Option<f64> {
         match self {
             Json::Num(n) => Some(*n),
@@ -60,6 +67,7 @@ impl Json {
         }
     }
 
+    /// The elements of an array.
     pub fn as_array(&self) -> Option<&[Json]> {
         match self {
             Json::Arr(a) => Some(a),
@@ -67,6 +75,7 @@ impl Json {
         }
     }
 
+    /// The text of a string.
     pub fn as_str(&self) -> Option<&str> {
         match self {
             Json::Str(s) => Some(s),

@@ -45,17 +45,29 @@ pub const CLIENT_VERSION: &str = "3.12";
 
 /// iperf3's state bytes (iperf_api.h), sent as one signed byte.
 pub mod state {
+    /// Server to client: start the test (the client sets up its timers).
     pub const TEST_START: i8 = 1;
+    /// Server to client: data flows now.
     pub const TEST_RUNNING: i8 = 2;
+    /// Client to server: the client's sending time or byte count is over.
     pub const TEST_END: i8 = 4;
+    /// Server to client: send the test parameters (JSON).
     pub const PARAM_EXCHANGE: i8 = 9;
+    /// Server to client: open the data streams.
     pub const CREATE_STREAMS: i8 = 10;
+    /// Server to client: the server is stopping (a signal), the test ends.
     pub const SERVER_TERMINATE: i8 = 11;
+    /// Client to server: the client is stopping (a signal), the test ends.
     pub const CLIENT_TERMINATE: i8 = 12;
+    /// Server to client: exchange results (each side sends its JSON).
     pub const EXCHANGE_RESULTS: i8 = 13;
+    /// Server to client: print the results; the server is done.
     pub const DISPLAY_RESULTS: i8 = 14;
+    /// Client to server: the client is done too.
     pub const IPERF_DONE: i8 = 16;
+    /// Server to client: refused (a test is already running, or a bad cookie).
     pub const ACCESS_DENIED: i8 = -1;
+    /// Server to client: the test failed; two 32-bit error codes follow.
     pub const SERVER_ERROR: i8 = -2;
 }
 
@@ -63,13 +75,17 @@ pub mod state {
 /// host order. Every iperf3 we meet runs on a little-endian host, so we send
 /// little-endian and accept either order.
 pub const UDP_CONNECT_MSG: u32 = 0x3637_3839;
+/// The server's answer to [`UDP_CONNECT_MSG`].
 pub const UDP_CONNECT_REPLY: u32 = 0x3938_3736;
 /// iperf3 before 3.1 answered with this instead.
 const LEGACY_UDP_CONNECT_REPLY: u32 = 987_654_321;
 
-/// iperf3's error codes (iperf_api.h) that a SERVER_ERROR carries.
+/// iperf3 error codes (iperf_api.h) that a SERVER_ERROR carries: "Number
+/// of parallel streams too large".
 pub const IE_NUM_STREAMS: i32 = 6;
+/// "Block size too large" (TCP).
 pub const IE_BLOCK_SIZE: i32 = 7;
+/// "Block size too large" (UDP: the datagram does not fit the MTU).
 pub const IE_UDP_BLOCK_SIZE: i32 = 20;
 /// "Unable to receive parameters from client".
 pub const IE_RECV_PARAMS: i32 = 114;
@@ -92,6 +108,7 @@ pub const DEFAULT_UDP_RATE: u64 = 1024 * 1024;
 /// What a test does: the parameters the client sends after PARAM_EXCHANGE.
 #[derive(Clone, Debug, PartialEq)]
 pub struct TestParams {
+    /// UDP streams (`-u`) rather than TCP.
     pub udp: bool,
     /// Seconds omitted at the start (accepted, reported; we count from 0).
     pub omit: u32,
@@ -101,16 +118,21 @@ pub struct TestParams {
     pub bytes: u64,
     /// Blocks to send (`-k`), 0 for none.
     pub blocks: u64,
+    /// Streams in each direction (`-P`), at least 1.
     pub parallel: u32,
     /// Block (TCP write) or datagram (UDP) length.
     pub len: usize,
+    /// The server sends and the client receives (`-R`).
     pub reverse: bool,
+    /// Both sides send, each on its own streams (`--bidir`).
     pub bidir: bool,
     /// Target bits per second per stream (`-b`), 0 for unlimited (UDP always has one).
     pub bandwidth: u64,
     /// 64-bit UDP sequence numbers.
     pub udp64: bool,
+    /// TCP_NODELAY on the data streams (`-N`).
     pub nodelay: bool,
+    /// The client's iperf3 version, as it announces it ("" when it does not).
     pub client_version: String,
 }
 
@@ -239,10 +261,13 @@ impl TestParams {
 /// One stream's end-of-test figures, ours and (once results are exchanged) the peer's.
 #[derive(Clone, Debug, Default)]
 pub struct StreamReport {
+    /// The stream id (1, 3, 4, 5, … as iperf3 numbers them).
     pub id: u32,
     /// We sent on this stream.
     pub sender: bool,
+    /// Our end of the stream (`None` until it connected).
     pub local: Option<SocketAddrV4>,
+    /// The peer's end of the stream.
     pub remote: Option<SocketAddrV4>,
     /// Bytes we sent or received during the test.
     pub bytes: u64,
@@ -251,6 +276,7 @@ pub struct StreamReport {
     pub packets: u64,
     /// UDP: datagrams missing by sequence number (receiver), as iperf3 counts them.
     pub lost: u64,
+    /// UDP: datagrams that arrived after a higher sequence number (receiver).
     pub out_of_order: u64,
     /// UDP receive jitter, seconds (RFC 1889 estimator as iperf3 computes it).
     pub jitter: f64,
@@ -265,18 +291,26 @@ pub struct StreamReport {
 /// A stream as the peer's results JSON describes it.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct PeerStream {
+    /// Bytes the peer sent or received on the stream.
     pub bytes: u64,
+    /// UDP datagrams the peer sent, or as receiver the highest sequence number it saw.
     pub packets: u64,
+    /// UDP datagrams the peer's receiver counted lost.
     pub errors: u64,
+    /// UDP receive jitter the peer measured, seconds.
     pub jitter: f64,
+    /// TCP retransmissions the peer's sender counted (`None` where it counts none).
     pub retransmits: Option<u64>,
+    /// The peer's `end_time`: seconds its stream ran.
     pub end: Option<f64>,
 }
 
 /// Bytes per stream over one reporting interval.
 #[derive(Clone, Debug)]
 pub struct Interval {
+    /// Seconds from the test's start to the interval's start.
     pub start: f64,
+    /// Seconds from the test's start to the interval's end.
     pub end: f64,
     /// (stream id, sender, bytes, packets) in stream order.
     pub streams: Vec<(u32, bool, u64, u64)>,
@@ -285,13 +319,17 @@ pub struct Interval {
 /// A finished test, as one side saw it.
 #[derive(Clone, Debug)]
 pub struct TestReport {
+    /// The parameters the test ran with.
     pub params: TestParams,
+    /// The test's cookie (36 characters, the NUL left off).
     pub cookie: String,
     /// The other side's control-connection address.
     pub peer: Option<SocketAddrV4>,
+    /// Our end of the control connection.
     pub local: Option<SocketAddrV4>,
     /// Seconds from TEST_RUNNING to the end of data.
     pub duration: f64,
+    /// Every stream of the test, in id order.
     pub streams: Vec<StreamReport>,
     /// The peer's `cpu_util_total/user/system`.
     pub peer_cpu: [f64; 3],
@@ -313,11 +351,16 @@ impl TestReport {
 pub enum PerfEvent {
     /// A client connected and the streams are up; data flows now.
     Started {
+        /// The other side's control-connection address.
         peer: Option<SocketAddrV4>,
+        /// The parameters the test runs with.
         params: TestParams,
+        /// The streams, each with its endpoints, in id order.
         streams: Vec<StreamReport>,
     },
+    /// The figures of one reporting interval.
     Interval(Interval),
+    /// A test ended with results exchanged.
     Finished(TestReport),
     /// A connection was turned away with ACCESS_DENIED (busy, or a bad cookie).
     Refused(Option<SocketAddrV4>),

@@ -87,6 +87,7 @@ impl IperfServer {
         })
     }
 
+    /// The port it listens on (control and data).
     pub fn port(&self) -> u16 {
         self.port
     }

@@ -25,6 +25,7 @@ pub(super) enum Transport {
 pub struct WallClock {
     /// Microseconds since the Unix epoch at `at`.
     pub unix_micros: u64,
+    /// The loop's time at which `unix_micros` was read.
     pub at: Instant,
 }
 
