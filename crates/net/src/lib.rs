@@ -37,7 +37,7 @@
 //! # }
 //! ```
 
-#![warn(missing_docs)]
+#![deny(missing_docs)]
 
 mod driver;
 #[cfg(feature = "hyper")]

@@ -92,7 +92,7 @@
 //! `ustack-device` (devices), `ustack-runtime` (the event loop and apps),
 //! `ustack-net` (async sockets).
 
-#![warn(missing_docs)]
+#![deny(missing_docs)]
 
 pub use ustack_core::tcp::{self, ConnError, RecvError, SendError};
 pub use ustack_core::{

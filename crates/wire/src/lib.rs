@@ -30,7 +30,7 @@
 //! one call (it is a library module; it has nothing to do with a Cargo build script).
 
 #![forbid(unsafe_code)]
-#![warn(missing_docs)]
+#![deny(missing_docs)]
 
 use core::fmt;
 
