@@ -121,7 +121,9 @@ impl Drop for ControlSocket {
 
 /// The stack's state as one JSON object, for `ustack stats` and `ustack top`:
 ///
-/// - `device` (name), `uptime_us`, `neighbors` (neighbour cache entries);
+/// - `device` (name), `uptime_us`, `neighbors` (neighbour cache entries),
+///   `path_mtu_entries` (destinations whose path MTU discovery lowered,
+///   bounded by `stack.pmtu_cache_size`);
 /// - `counters`: every [`ustack_core::Counters`] field by name;
 /// - `interfaces`: one object per device: `name`, the stack's `rx_packets`,
 ///   `rx_bytes`, `tx_packets`, `tx_bytes`, and `device_counters`, the
@@ -157,6 +159,7 @@ pub fn snapshot_json(stack: &Stack, device: &str, uptime_us: u64, device_stats: 
         "device": device,
         "uptime_us": uptime_us,
         "neighbors": stack.neighbors().len(),
+        "path_mtu_entries": stack.path_mtu_entries(),
         "counters": object(&mut c.iter()),
         "interfaces": [{
             "name": device,
@@ -215,7 +218,7 @@ pub fn snapshot_json(stack: &Stack, device: &str, uptime_us: u64, device_stats: 
 ///   `ustack_tcp_retransmits_total`, `ustack_tcp_syns_total`,
 ///   `ustack_tcp_syn_queue_overflows_total`, `ustack_tcp_accept_queue_overflows_total`,
 ///   `ustack_tcp_syn_cookies_total{outcome}` (sent, accepted, rejected);
-///   `ustack_neighbors`, `ustack_uptime_seconds`.
+///   `ustack_neighbors`, `ustack_path_mtu_entries`, `ustack_uptime_seconds`.
 ///
 /// Every sample carries `device`; a per-shard label joins it when shards exist.
 pub fn prometheus_text(snap: &Value) -> String {
@@ -294,6 +297,8 @@ pub fn prometheus_text(snap: &Value) -> String {
         x.add("ustack_tcp_syn_cookies_total", "counter", help, &labels, num(&tcp["syn_cookies"][outcome]));
     }
     x.add("ustack_neighbors", "gauge", "Neighbour (ARP) cache entries.", &base, num(&snap["neighbors"]));
+    let help = "Destinations in the path MTU cache.";
+    x.add("ustack_path_mtu_entries", "gauge", help, &base, num(&snap["path_mtu_entries"]));
     let uptime = num(&snap["uptime_us"]) as f64 / 1e6;
     x.add("ustack_uptime_seconds", "gauge", "Seconds since the stack started.", &base, uptime);
     x.render()

@@ -132,6 +132,7 @@ fn metrics_parse_with_promtool_and_equal_stats_json() {
     want.insert(format!("ustack_tcp_connections{{{d}}}"), 0);
     want.insert(format!("ustack_tcp_retransmits_total{{{d}}}"), after["tcp"]["retransmits"].as_u64().unwrap());
     want.insert(format!("ustack_neighbors{{{d}}}"), after["neighbors"].as_u64().unwrap());
+    want.insert(format!("ustack_path_mtu_entries{{{d}}}"), after["path_mtu_entries"].as_u64().unwrap());
     for (series, value) in &want {
         assert_eq!(got.get(series).copied(), Some(*value as f64), "{series}\n--- /metrics ---\n{text}");
     }
