@@ -6,11 +6,12 @@ use super::{
     apply_peer_results, results_json, state, Control, PerfApp, PerfEvent, StreamReport, TestParams, TestReport,
     COOKIE_LEN, HANDSHAKE_TIMEOUT, LEGACY_UDP_CONNECT_REPLY, UDP_CONNECT_MSG, UDP_CONNECT_REPLY,
 };
+use crate::apps::APP_TOKEN;
 use crate::App;
 use std::collections::VecDeque;
 use std::net::SocketAddrV4;
 use ustack_core::tcp::State;
-use ustack_core::{Event, Instant, Stack};
+use ustack_core::{Event, Instant, Interest, Socket, Stack};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Phase {
@@ -119,7 +120,7 @@ impl IperfClient {
                     .tcp_connect(now, self.server)
                     .map_err(|e| format!("cannot connect to {}: {e:?}", self.server))?;
                 stack.tcp_set_nodelay(h, true);
-                self.ctrl = Some(Control::new(h));
+                self.ctrl = Some(Control::new(stack, h));
                 self.since = now;
                 return Ok(());
             };
@@ -170,7 +171,7 @@ impl IperfClient {
                     // The server starts once it has every stream: a last UDP
                     // stream whose answer was lost is open all the same.
                     if let Some(o) = self.opening.take_if(|o| o.hello_at.is_some() && self.to_open == 0) {
-                        d.streams.push(o.stream);
+                        d.add_stream(stack, o.stream);
                     }
                     if self.to_open > 0 || self.opening.is_some() {
                         return Err("the server started the test before all streams were open".into());
@@ -226,6 +227,8 @@ impl IperfClient {
                 (s, phase) => return Err(format!("unexpected state {s} from the server during {phase:?}")),
             }
         }
+        // CREATE_STREAMS may have come just now: the first stream starts at once.
+        self.open_streams(stack, now)?;
         if self.phase == Phase::Running {
             let d = self.data.as_mut().expect("running");
             if let Some(iv) = d.drive(stack, now) {
@@ -278,7 +281,20 @@ impl IperfClient {
     /// Open the data streams one after another: connect, then the cookie
     /// (TCP) or the hello and its answer (UDP).
     fn open_streams(&mut self, stack: &mut Stack, now: Instant) -> Result<(), String> {
-        let Some(d) = self.data.as_mut() else { return Ok(()) };
+        // Each new stream is looked at once at once (a UDP hello goes out),
+        // then on its events and the hello's retry time.
+        for _ in 0..2 {
+            if !self.open_next(stack, now)? {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// One step of `open_streams`: the stream being opened, and, once it is
+    /// open, the next one started. Returns whether a stream was started.
+    fn open_next(&mut self, stack: &mut Stack, now: Instant) -> Result<bool, String> {
+        let Some(d) = self.data.as_mut() else { return Ok(false) };
         if let Some(o) = self.opening.as_mut() {
             let done = match o.stream.transport {
                 Transport::Tcp(h) => match stack.tcp_state(h) {
@@ -304,13 +320,13 @@ impl IperfClient {
                 }
             };
             if !done {
-                return Ok(());
+                return Ok(false);
             }
             let o = self.opening.take().expect("checked");
-            d.streams.push(o.stream);
+            d.add_stream(stack, o.stream);
         }
         if self.to_open == 0 {
-            return Ok(());
+            return Ok(false);
         }
         let n = d.streams.len();
         // In --bidir iperf3 opens its sending streams first.
@@ -321,10 +337,14 @@ impl IperfClient {
         let id = Stream::id_for(n);
         let stream = if d.params.udp {
             let socket = stack.udp_bind(0).map_err(|e| format!("cannot bind a UDP socket: {e:?}"))?;
+            // The server's answer to the hello comes as an event.
+            let _ = stack.register(socket, APP_TOKEN, Interest::READABLE);
             let local = stack.udp_local_port(socket).map(|p| SocketAddrV4::new(stack.config().ipv4.addr, p));
             Stream::new(id, sender, Transport::Udp { socket, peer: self.server }, local, Some(self.server))
         } else {
             let h = stack.tcp_connect(now, self.server).map_err(|e| format!("cannot open a data stream: {e:?}"))?;
+            // Established (writable) or failed comes as an event.
+            let _ = stack.register(h, APP_TOKEN, Interest::WRITABLE);
             let local = stack.tcp_connection(h).map(|c| {
                 let t = c.four_tuple();
                 SocketAddrV4::new(t.local_addr, t.local_port)
@@ -333,7 +353,7 @@ impl IperfClient {
         };
         self.to_open -= 1;
         self.opening = Some(Opening { stream, sent: 0, hello_at: None });
-        Ok(())
+        Ok(true)
     }
 }
 
@@ -383,19 +403,53 @@ impl IperfClient {
                     .flatten();
                 [d.next_wake(now), end].into_iter().flatten().min()
             }
-            _ if self.opening.is_some() => Some(now + HELLO_RETRY),
-            _ => Some(self.since + HANDSHAKE_TIMEOUT),
+            // The first turn connects.
+            Phase::Connecting if self.ctrl.is_none() => Some(Instant::ZERO),
+            _ => {
+                let handshake = self.since + HANDSHAKE_TIMEOUT;
+                // A UDP stream's hello goes again until the server answers.
+                let hello = self.opening.as_ref().and_then(|o| match o.stream.transport {
+                    Transport::Udp { .. } => Some(o.hello_at.map_or(now, |t| t + HELLO_RETRY)),
+                    Transport::Tcp(_) => None,
+                });
+                Some(hello.map_or(handshake, |h| h.min(handshake)))
+            }
         }
     }
 }
 
+impl IperfClient {
+    /// Whether an event names one of the client's sockets: the control
+    /// connection, the stream being opened, or a data stream (noted in the
+    /// data plane, which then looks at those streams alone).
+    fn sort_events(&mut self, events: &[Event]) -> bool {
+        let ctrl = self.ctrl.as_ref().map(|c| Socket::Tcp(c.h));
+        let opening = self.opening.as_ref().map(|o| o.stream.socket());
+        let mut news = false;
+        for ev in events {
+            if Some(ev.socket) == ctrl || Some(ev.socket) == opening {
+                news = true;
+            } else if let Some(d) = self.data.as_mut() {
+                news |= d.note(ev.socket);
+            }
+        }
+        news
+    }
+}
+
 impl App for IperfClient {
-    // The control connection and at most 128 streams: looking at all of
-    // them each turn is cheap, and simpler than picking out the events.
-    fn poll(&mut self, stack: &mut Stack, now: Instant, _events: &[Event]) {
+    fn poll(&mut self, stack: &mut Stack, now: Instant, events: &[Event]) {
+        // A deadline that passed: the first connect, a timeout, a paced send,
+        // an interval, the end of the test.
+        let due = self.next_wake(self.last_turn).is_some_and(|t| now >= t);
         self.last_turn = now;
         if self.phase == Phase::Done {
             return;
+        }
+        let news = self.sort_events(events);
+        let more = self.ctrl.as_ref().is_some_and(|c| c.more);
+        if !(news || due || more) {
+            return; // nothing of ours happened
         }
         if let Err(why) = self.step(stack, now) {
             self.fail(stack, why);

@@ -1,17 +1,34 @@
 //! The data phase of a test, the same on both sides: the streams, the
 //! sending (paced for UDP, bounded by `-n`/`-k`), the receiving, and the
 //! per-second intervals.
+//!
+//! Driven by readiness: every stream's socket is registered, the app hands
+//! each event to [`DataPlane::note`], and [`DataPlane::drive`] then reads
+//! and writes only the streams that had one. Time does the rest: a paced
+//! sender's next tick and the next interval are [`DataPlane::next_wake`].
 
 use super::stream::{paced_bytes, Flow, Stream, Transport, WallClock};
 use super::{cpu_times, cpu_util, secs_between, Interval, StreamReport, TestParams, INTERVAL};
-use ustack_core::{Duration, Instant, Stack, UdpHandle};
+use crate::apps::APP_TOKEN;
+use std::collections::HashMap;
+use ustack_core::{Duration, Instant, Interest, Socket, Stack, UdpHandle};
 
 /// A paced sender (UDP, or TCP with `-b`) wakes at least this often to keep its pace smooth.
 const PACE_TICK: Duration = Duration::from_millis(1);
 
 pub(super) struct DataPlane {
     pub params: TestParams,
+    /// In the order they were opened (ids 1, 3, 4, …); add with [`DataPlane::add_stream`].
     pub streams: Vec<Stream>,
+    /// The stream each socket carries (a UDP socket the server's streams
+    /// share: the first of them), to find the stream an event names.
+    by_socket: HashMap<Socket, usize>,
+    /// Streams an event named since the last `drive`, each once (`Stream::marked`).
+    ready: Vec<usize>,
+    /// UDP sockets an event named since the last `drive`.
+    ready_udp: Vec<UdpHandle>,
+    /// A paced sender's next tick: the paced senders all send then.
+    pace_at: Instant,
     /// When TEST_RUNNING was sent or seen; counting starts here.
     pub start: Option<Instant>,
     /// When the data phase ended (TEST_END).
@@ -40,6 +57,10 @@ impl DataPlane {
         DataPlane {
             params,
             streams: Vec::new(),
+            by_socket: HashMap::new(),
+            ready: Vec::new(),
+            ready_udp: Vec::new(),
+            pace_at: Instant::ZERO,
             start: None,
             end: None,
             counted_from: Instant::ZERO,
@@ -59,10 +80,59 @@ impl DataPlane {
         self.start.is_some() && self.end.is_none()
     }
 
+    /// Take `stream` into the test: its socket is registered for reading
+    /// and writing (a UDP socket the streams share, again: that changes
+    /// nothing), and the first `drive` looks at it, whatever was reported
+    /// before.
+    pub fn add_stream(&mut self, stack: &mut Stack, stream: Stream) {
+        let socket = stream.socket();
+        // The stream's socket is open: it was just connected, accepted or bound.
+        let _ = stack.register(socket, APP_TOKEN, Interest::READABLE | Interest::WRITABLE);
+        let i = self.streams.len();
+        self.by_socket.entry(socket).or_insert(i);
+        self.streams.push(stream);
+        self.mark(i);
+        if let Socket::Udp(u) = socket {
+            self.mark_udp(u);
+        }
+    }
+
+    /// An event named `socket`: if it is one of the test's, the next `drive`
+    /// looks at its stream. Returns whether it is.
+    pub fn note(&mut self, socket: Socket) -> bool {
+        let Some(&i) = self.by_socket.get(&socket) else { return false };
+        match socket {
+            Socket::Udp(u) => self.mark_udp(u),
+            _ => self.mark(i),
+        }
+        true
+    }
+
+    fn mark(&mut self, i: usize) {
+        let s = &mut self.streams[i];
+        if !s.marked {
+            s.marked = true;
+            self.ready.push(i);
+        }
+    }
+
+    fn mark_udp(&mut self, u: UdpHandle) {
+        // One socket on the server, one per stream (at most 256) on the client.
+        if !self.ready_udp.contains(&u) {
+            self.ready_udp.push(u);
+        }
+    }
+
     /// TEST_RUNNING: counting starts now.
     pub fn begin(&mut self, now: Instant) {
         self.start = Some(now);
         self.last_activity = now;
+        self.pace_at = now;
+        // Writability reported before the test ran was not acted on: every
+        // sender starts now.
+        for i in 0..self.streams.len() {
+            self.mark(i);
+        }
         let omit = u64::from(self.params.omit);
         self.omit_until = (omit > 0).then(|| now + Duration::from_secs(omit));
         self.restart_counts(now);
@@ -89,14 +159,19 @@ impl DataPlane {
         self.params.byte_bound().map_or(u64::MAX, |b| b.saturating_sub(self.sent_total))
     }
 
-    /// Receive on every stream (counting only while running), then send
-    /// while running. Returns the interval that closed this turn, if any.
+    /// Receive on the streams events named (counting only while running),
+    /// then, while running, send on those and, at a paced sender's tick, on
+    /// every paced one. Returns the interval that closed this turn, if any.
     pub fn drive(&mut self, stack: &mut Stack, now: Instant) -> Option<Interval> {
         let moved = self.sent_total + self.received_total;
-        self.receive(stack, now);
+        self.receive(stack, now, false);
         if self.running() {
             self.send(stack, now);
         }
+        for &i in &self.ready {
+            self.streams[i].marked = false;
+        }
+        self.ready.clear();
         if self.sent_total + self.received_total != moved {
             self.last_activity = now;
         }
@@ -115,25 +190,31 @@ impl DataPlane {
         now.saturating_since(self.last_activity)
     }
 
-    fn receive(&mut self, stack: &mut Stack, now: Instant) {
+    /// Read the TCP receivers and drain the UDP sockets that events named
+    /// (`all`: every one, at the end of the test).
+    fn receive(&mut self, stack: &mut Stack, now: Instant, all: bool) {
         let running = self.running();
-        for s in self.streams.iter_mut().filter(|s| !s.sender && !s.ended && s.tcp().is_some()) {
+        let n = if all { self.streams.len() } else { self.ready.len() };
+        for k in 0..n {
+            let s = &mut self.streams[if all { k } else { self.ready[k] }];
+            if s.sender || s.ended || s.tcp().is_none() {
+                continue;
+            }
             let before = s.bytes;
             if s.recv_tcp(stack, &mut self.scratch, running) == Flow::Ended && s.end == 0.0 {
                 s.end = self.start.map_or(0.0, |st| secs_between(st, now));
             }
             self.received_total += s.bytes - before;
         }
-        // UDP: drain each socket the streams use (the server shares one).
-        let mut sockets: Vec<UdpHandle> = Vec::new();
-        for s in &self.streams {
-            if let Transport::Udp { socket, .. } = s.transport {
-                if !sockets.contains(&socket) {
-                    sockets.push(socket);
+        // UDP: drain each socket that had news (the server's streams share one).
+        if all {
+            for i in 0..self.streams.len() {
+                if let Transport::Udp { socket, .. } = self.streams[i].transport {
+                    self.mark_udp(socket);
                 }
             }
         }
-        for sock in sockets {
+        while let Some(sock) = self.ready_udp.pop() {
             self.drain_udp(stack, sock, now, running, self.params.udp64);
         }
     }
@@ -142,7 +223,15 @@ impl DataPlane {
         // Paced from where counting began, as the counts restart after `-O`.
         let start = self.counted_from;
         let wall = self.wall;
-        for i in 0..self.streams.len() {
+        let paced = self.params.udp || self.params.bandwidth > 0;
+        let tick = paced && now >= self.pace_at;
+        if tick {
+            self.pace_at = now + PACE_TICK;
+        }
+        // At a tick every (paced) sender; between ticks the ones events named.
+        let n = if tick { self.streams.len() } else { self.ready.len() };
+        for k in 0..n {
+            let i = if tick { k } else { self.ready[k] };
             let budget = self.budget();
             let s = &mut self.streams[i];
             if !s.sender || s.ended || budget == 0 {
@@ -204,7 +293,7 @@ impl DataPlane {
     pub fn finish(&mut self, stack: &mut Stack, now: Instant) -> Option<Interval> {
         // What already arrived was sent during the test: count it.
         if self.running() {
-            self.receive(stack, now);
+            self.receive(stack, now, true);
         }
         self.start?;
         self.end = Some(now);
@@ -242,8 +331,10 @@ impl DataPlane {
         }
         let interval = (self.interval_start + INTERVAL).min(self.omit_until.unwrap_or(Instant::NEVER));
         let paced = self.params.udp || self.params.bandwidth > 0;
-        let pacing = paced && self.streams.iter().any(|s| s.sender && !s.ended);
-        Some(if pacing { interval.min(now + PACE_TICK) } else { interval })
+        let pacing = paced && self.budget() > 0 && self.streams.iter().any(|s| s.sender && !s.ended);
+        // Streams an event named wait for a turn at once.
+        let ready = (!self.ready.is_empty() || !self.ready_udp.is_empty()).then_some(now);
+        [Some(interval), pacing.then_some(self.pace_at), ready].into_iter().flatten().min()
     }
 
     pub fn release(&mut self, stack: &mut Stack) {

@@ -13,9 +13,16 @@
 //! Both apps take time as the loop's `now` and randomness (the cookie) as a
 //! seed. The only other things they read from the OS are the wall clock, once
 //! per test (UDP datagrams carry Unix time, as iperf3's do), and the process's
-//! CPU time, which iperf3's results must report. They say when they next need
-//! a turn ([`App::next_deadline`]), and [`run`] drives one of them on the
-//! event loop, reporting what happens.
+//! CPU time, which iperf3's results must report.
+//!
+//! Both are driven by readiness, like every app: each registers every
+//! socket it opens ([`Stack::register`]), works only when an event names
+//! one of its sockets or one of its deadlines passes, and then reads and
+//! writes only the data streams that had events. They say when they next
+//! need a turn ([`App::next_deadline`]: a handshake timeout, a UDP hello's
+//! retry, a paced sender's next millisecond, the next interval, the end of
+//! the test), so one event loop serves them beside other apps; [`run`]
+//! drives one of them on it, reporting what happens.
 
 mod client;
 mod data;
@@ -30,11 +37,12 @@ pub use json::Json;
 pub use server::IperfServer;
 pub use stream::WallClock;
 
+use crate::apps::APP_TOKEN;
 use crate::{App, EventLoop, RunEnd, StopSignal, Waitable};
 use std::net::SocketAddrV4;
 use ustack_core::phy::Device;
 use ustack_core::tcp::{RecvError, SendError};
-use ustack_core::{Duration, Event, Instant, Stack, TcpHandle};
+use ustack_core::{Duration, Event, Instant, Interest, Stack, TcpHandle};
 
 /// iperf3's port for control and data.
 pub const DEFAULT_PORT: u16 = 5201;
@@ -405,17 +413,28 @@ struct Control {
     tx: Vec<u8>,
     /// The peer closed its side or the connection failed.
     eof: bool,
+    /// The last pump stopped at the `rx` bound with bytes possibly left in
+    /// the stack: no event will say so, so the app pumps again next turn.
+    more: bool,
 }
 
 impl Control {
-    fn new(h: TcpHandle) -> Control {
-        Control { h, rx: Vec::new(), tx: Vec::new(), eof: false }
+    /// The control connection `h` (just connected or accepted), registered
+    /// for reading and for room to write.
+    fn new(stack: &mut Stack, h: TcpHandle) -> Control {
+        let _ = stack.register(h, APP_TOKEN, Interest::READABLE | Interest::WRITABLE);
+        Control { h, rx: Vec::new(), tx: Vec::new(), eof: false, more: false }
     }
 
     /// Read what arrived and send what is queued.
     fn pump(&mut self, stack: &mut Stack) {
         let mut buf = [0u8; 4096];
-        while self.rx.len() < MAX_JSON + 4 {
+        self.more = false;
+        loop {
+            if self.rx.len() >= MAX_JSON + 4 {
+                self.more = true;
+                break;
+            }
             match stack.tcp_recv(self.h, &mut buf) {
                 Ok(0) => {
                     self.eof = true;

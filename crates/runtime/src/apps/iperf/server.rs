@@ -6,11 +6,12 @@ use super::{
     apply_peer_results, results_json, state, Control, PerfApp, PerfEvent, TestParams, TestReport, COOKIE_LEN,
     HANDSHAKE_TIMEOUT, LEGACY_UDP_CONNECT_REPLY, UDP_CONNECT_MSG, UDP_CONNECT_REPLY,
 };
+use crate::apps::APP_TOKEN;
 use crate::App;
 use std::collections::VecDeque;
 use std::net::SocketAddrV4;
 use ustack_core::tcp::RecvError;
-use ustack_core::{Duration, Event, Instant, ListenError, Stack, TcpHandle, UdpHandle};
+use ustack_core::{Duration, Event, Instant, Interest, ListenError, Socket, Stack, TcpHandle, UdpHandle};
 
 /// Connections that may be sending their cookie at once; more are reset.
 const MAX_PENDING: usize = 16;
@@ -75,6 +76,7 @@ impl IperfServer {
     /// Listen on `port` (TCP; UDP is bound per UDP test).
     pub fn listen(stack: &mut Stack, port: u16, one_off: bool) -> Result<IperfServer, ListenError> {
         stack.tcp_listen(port, MAX_PENDING)?;
+        stack.register(Socket::Listener(port), APP_TOKEN, Interest::READABLE).expect("the listener was just opened");
         Ok(IperfServer {
             port,
             pending: Vec::new(),
@@ -110,6 +112,8 @@ impl IperfServer {
     /// byte before the client reads it.
     fn deny(&mut self, stack: &mut Stack, now: Instant, h: TcpHandle) {
         let peer = remote_of(stack, h);
+        // Its cookie and its close come as events.
+        let _ = stack.register(h, APP_TOKEN, Interest::READABLE);
         let _ = stack.tcp_send(h, &[state::ACCESS_DENIED as u8]);
         let _ = stack.tcp_shutdown(h);
         if self.denied.len() >= MAX_PENDING {
@@ -139,7 +143,10 @@ impl IperfServer {
         });
     }
 
-    fn accept(&mut self, stack: &mut Stack, now: Instant) {
+    /// Take the connections waiting on the listener. Returns whether one
+    /// became pending (its cookie may have come with it).
+    fn accept(&mut self, stack: &mut Stack, now: Instant) -> bool {
+        let mut pending = false;
         while let Some(h) = stack.tcp_accept(self.port) {
             let creating = self
                 .test
@@ -150,9 +157,12 @@ impl IperfServer {
             } else if self.pending.len() >= MAX_PENDING {
                 stack.tcp_abort(h);
             } else {
+                let _ = stack.register(h, APP_TOKEN, Interest::READABLE);
                 self.pending.push(Pending { h, cookie: [0; COOKIE_LEN], got: 0, since: now });
+                pending = true;
             }
         }
+        pending
     }
 
     /// Read cookies; a complete one starts a test or joins the one being set up.
@@ -186,7 +196,7 @@ impl IperfServer {
     fn cookie_complete(&mut self, stack: &mut Stack, now: Instant, p: Pending) {
         match &mut self.test {
             None => {
-                let mut ctrl = Control::new(p.h);
+                let mut ctrl = Control::new(stack, p.h);
                 // Control messages are small and each waits for an answer: no Nagle.
                 stack.tcp_set_nodelay(p.h, true);
                 ctrl.send_state(stack, state::PARAM_EXCHANGE);
@@ -218,7 +228,7 @@ impl IperfServer {
                 }
                 let sender = server_sends(&d.params, n);
                 let (local, remote) = (local_of(stack, p.h), remote_of(stack, p.h));
-                d.streams.push(Stream::new(Stream::id_for(n), sender, Transport::Tcp(p.h), local, remote));
+                d.add_stream(stack, Stream::new(Stream::id_for(n), sender, Transport::Tcp(p.h), local, remote));
             }
             Some(_) => self.deny(stack, now, p.h),
         }
@@ -247,7 +257,7 @@ impl IperfServer {
                 let n = d.streams.len();
                 let sender = server_sends(&d.params, n);
                 let transport = Transport::Udp { socket: sock, peer: from };
-                d.streams.push(Stream::new(Stream::id_for(n), sender, transport, local, Some(from)));
+                d.add_stream(stack, Stream::new(Stream::id_for(n), sender, transport, local, Some(from)));
             }
             // iperf3 writes the reply in host order; its hosts are little-endian.
             let _ = stack.udp_send_to(sock, from, &UDP_CONNECT_REPLY.to_le_bytes());
@@ -326,7 +336,11 @@ fn step(t: &mut Test, stack: &mut Stack, now: Instant, port: u16) -> Step {
                     };
                     if params.udp {
                         match stack.udp_bind(port) {
-                            Ok(u) => t.udp = Some(u),
+                            Ok(u) => {
+                                // The streams' hellos come as events.
+                                let _ = stack.register(u, APP_TOKEN, Interest::READABLE);
+                                t.udp = Some(u);
+                            }
                             Err(e) => return Step::Failed(format!("cannot bind UDP port {port}: {e:?}")),
                         }
                     }
@@ -483,17 +497,76 @@ impl IperfServer {
     }
 }
 
+impl IperfServer {
+    /// Sort this turn's events: which of the server's sockets have news.
+    /// The test's data streams are noted in its data plane, which then
+    /// looks at those alone; pending and refused connections (16 of each at
+    /// most) are looked at together when one of them has news.
+    fn sort_events(&mut self, events: &[Event]) -> News {
+        let mut news = News::default();
+        for ev in events {
+            let socket = ev.socket;
+            if let Some(t) = self.test.as_mut() {
+                if socket == Socket::Tcp(t.ctrl.h) {
+                    news.test = true;
+                    continue;
+                }
+                let udp = t.udp.is_some_and(|u| socket == Socket::Udp(u));
+                news.udp |= udp;
+                if t.data.as_mut().is_some_and(|d| d.note(socket)) || udp {
+                    news.test = true;
+                    continue;
+                }
+            }
+            match socket {
+                Socket::Listener(port) if port == self.port => news.listener = true,
+                Socket::Tcp(h) if self.pending.iter().any(|p| p.h == h) => news.pending = true,
+                Socket::Tcp(h) if self.denied.iter().any(|&(d, _)| d == h) => news.denied = true,
+                _ => {}
+            }
+        }
+        news
+    }
+}
+
+/// Which of the server's sockets had events this turn.
+#[derive(Clone, Copy, Debug, Default)]
+struct News {
+    listener: bool,
+    pending: bool,
+    denied: bool,
+    /// The control connection, a data stream, or the UDP socket.
+    test: bool,
+    /// The test's UDP socket (hellos while the streams are created).
+    udp: bool,
+}
+
 impl App for IperfServer {
-    fn poll(&mut self, stack: &mut Stack, now: Instant, _events: &[Event]) {
+    fn poll(&mut self, stack: &mut Stack, now: Instant, events: &[Event]) {
+        // A deadline that passed: handshake timeouts, a paced send, an interval.
+        let due = self.next_wake(self.last_turn).is_some_and(|t| now >= t);
         self.last_turn = now;
-        // One test holds at most 2 x 128 streams and a control connection,
-        // and pending cookies are capped: looking at all of them each turn is
-        // cheap, and simpler than picking them out of the ready list.
-        self.accept(stack, now);
-        self.read_cookies(stack, now);
-        self.drain_denied(stack, now);
-        self.udp_hellos(stack);
-        self.drive_test(stack, now);
+        let mut news = self.sort_events(events);
+        let more = self.test.as_ref().is_some_and(|t| t.ctrl.more);
+        if !(due || more || news.listener || news.pending || news.denied || news.test) {
+            return; // nothing of ours happened
+        }
+        if news.listener {
+            news.pending |= self.accept(stack, now);
+        }
+        let had_test = self.test.is_some();
+        if news.pending || due {
+            self.read_cookies(stack, now);
+        }
+        if news.denied || due {
+            self.drain_denied(stack, now);
+        }
+        if news.udp {
+            self.udp_hellos(stack);
+        }
+        if self.test.is_some() && (news.test || news.pending || due || more || !had_test) {
+            self.drive_test(stack, now);
+        }
     }
 
     fn next_deadline(&self) -> Option<Instant> {

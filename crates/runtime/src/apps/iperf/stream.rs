@@ -4,7 +4,7 @@
 use super::{StreamReport, TestParams, MAX_UDP_LEN};
 use std::net::SocketAddrV4;
 use ustack_core::tcp::{RecvError, SendError};
-use ustack_core::{Instant, Stack, TcpHandle, UdpHandle, UdpSendError};
+use ustack_core::{Instant, Socket, Stack, TcpHandle, UdpHandle, UdpSendError};
 
 /// How a stream's bytes travel.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -89,6 +89,8 @@ pub(super) struct Stream {
     /// The handle was given back to the stack (it may be reused: never touch it again).
     released: bool,
     pub end: f64,
+    /// On the data plane's ready list (an event named its socket).
+    pub marked: bool,
 }
 
 impl Stream {
@@ -121,6 +123,7 @@ impl Stream {
             ended: false,
             released: false,
             end: 0.0,
+            marked: false,
         }
     }
 
@@ -138,6 +141,14 @@ impl Stream {
     pub fn restart_counts(&mut self) {
         (self.bytes, self.packets, self.interval_bytes, self.interval_packets) = (0, 0, 0, 0);
         (self.seq_base, self.lost_base, self.out_of_order_base) = (self.last_seq, self.lost, self.out_of_order);
+    }
+
+    /// The socket the stream's data travels on, as events name it.
+    pub fn socket(&self) -> Socket {
+        match self.transport {
+            Transport::Tcp(h) => Socket::Tcp(h),
+            Transport::Udp { socket, .. } => Socket::Udp(socket),
+        }
     }
 
     pub fn tcp(&self) -> Option<TcpHandle> {

@@ -3,6 +3,11 @@
 //! bounded by a step count. The real-iperf3 tests live in
 //! crates/ustack/tests/perf_iperf3.rs; these pin the protocol logic without
 //! privileges.
+//!
+//! The apps get a turn only when their stack has readiness events or one of
+//! their deadlines passed ([`turn_apps`]), so every test here also checks
+//! that they register each socket they use and name every deadline: an app
+//! that looked at its sockets each turn instead would stall.
 
 use super::*;
 use std::net::Ipv4Addr;
@@ -60,14 +65,16 @@ impl Sim {
         let now = self.now;
         self.client.poll(now, &mut self.pc, 64);
         let mut apps: Vec<&mut dyn App> = clients.iter_mut().map(|c| &mut **c as &mut dyn App).collect();
-        crate::poll_apps(&mut self.client, now, &mut apps, &mut self.events);
+        turn_apps(&mut self.client, now, &mut apps, &mut self.events);
         self.client.poll(now, &mut self.pc, 0);
         self.server.poll(now, &mut self.ps, 64);
-        crate::poll_apps(&mut self.server, now, &mut [server as &mut dyn App], &mut self.events);
+        turn_apps(&mut self.server, now, &mut [server as &mut dyn App], &mut self.events);
         self.server.poll(now, &mut self.ps, 0);
         events.extend(std::iter::from_fn(|| server.next_event()));
-        let wakes = clients.iter().map(|c| c.next_wake(now)).chain([
-            server.next_wake(now),
+        let wakes = clients.iter().map(|c| c.next_deadline()).chain([
+            server.next_deadline(),
+            // What the apps did made sockets ready: another turn now.
+            (self.client.has_events() || self.server.has_events()).then_some(now),
             self.pc.next_delivery(),
             self.ps.next_delivery(),
             self.client.poll_timeout(),
@@ -76,6 +83,20 @@ impl Sim {
         if let Some(t) = wakes.flatten().min() {
             self.now = self.now.max(t);
         }
+    }
+}
+
+/// One app turn, given only when `stack` has readiness events or an app's
+/// deadline ([`App::next_deadline`]) has passed.
+fn turn_apps(stack: &mut Stack, now: Instant, apps: &mut [&mut dyn App], events: &mut Vec<Event>) {
+    events.clear();
+    stack.poll_events(events, crate::MAX_EVENTS);
+    let due = crate::apps_deadline(apps).is_some_and(|t| now >= t);
+    if events.is_empty() && !due {
+        return;
+    }
+    for app in apps.iter_mut() {
+        app.poll(stack, now, events);
     }
 }
 
@@ -111,7 +132,7 @@ fn test_with_loss(params: TestParams, loss: f64) -> (TestReport, TestReport) {
     let mut server = IperfServer::listen(&mut sim.server, DEFAULT_PORT, false).unwrap();
     let mut client = IperfClient::new(server_addr(), params, 42);
     let events = sim.run(&mut [&mut client], &mut server);
-    assert_eq!(client.error(), None);
+    assert_eq!(client.error(), None, "server: {events:?}");
     (client_report(&mut client), server_report(events))
 }
 
