@@ -158,7 +158,9 @@ counters! {
     drop_tcp_malformed,
     /// TCP segments whose checksum is wrong.
     drop_tcp_checksum,
-    /// TCP segments for no connection and no listener (answered with RST).
+    /// TCP segments for no connection and no listener (answered with RST
+    /// unless they are one), RSTs reaching a listener, and segments for a
+    /// connection that has ended while its application still holds it.
     drop_tcp_no_socket,
     /// TCP segments outside the receive window, or failing PAWS.
     drop_tcp_out_of_window,

@@ -1116,6 +1116,9 @@ fn count_drop(c: &mut crate::counters::Counters, reason: DropReason) {
         DropReason::Rst | DropReason::Syn | DropReason::BadAck => c.drop_tcp_rfc5961 += 1,
         DropReason::ReassemblyFull => c.drop_tcp_reassembly_full += 1,
         DropReason::NoBuffer => c.drop_tcp_no_buffer += 1,
+        // A segment for a connection that has ended (still held by its
+        // application) or a RST at a listener: nothing is there for it.
+        DropReason::Closed => c.drop_tcp_no_socket += 1,
         _ => c.drop_tcp_other += 1,
     }
 }

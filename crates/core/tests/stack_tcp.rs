@@ -248,3 +248,53 @@ fn buffer_pool_gives_memory_back_after_a_load() {
     assert_eq!(p.a.tcp_send(client, &chunk), Ok(chunk.len()));
     assert!(p.a.tcp_buffer_pool().allocated_bytes() >= before.max(chunk.len()));
 }
+
+/// A RST for a connection that is already gone lands on the listener: no
+/// connection is there to attack, so it is counted as a segment for no
+/// socket, never as an RFC 5961 refusal ("peer misbehaved"). Linux sends
+/// such second RSTs routinely (one per segment of ours that reaches its
+/// closed socket), and `wrk` runs counted them as `drop_tcp_rfc5961`.
+#[test]
+fn rst_for_a_gone_connection_at_a_listener_counts_as_no_socket() {
+    let mut p = Pair::new();
+    p.b.tcp_listen(80, 4).unwrap();
+    let e = ustack_wire::EthernetRepr {
+        src_addr: A_MAC,
+        dst_addr: B_MAC,
+        ethertype: ustack_wire::EtherType::Ipv4,
+        vlan_id: None,
+    };
+    let ip = ustack_wire::Ipv4Repr {
+        src_addr: A_IP,
+        dst_addr: B_IP,
+        protocol: ustack_wire::IpProtocol::Tcp,
+        payload_len: 0,
+        ttl: 64,
+        ident: 1,
+        dont_frag: true,
+        more_frags: false,
+        frag_offset: 0,
+        dscp_ecn: 0,
+    };
+    let tcp = ustack_wire::TcpRepr {
+        src_port: 40000,
+        dst_port: 80,
+        seq_number: ustack_wire::TcpSeqNumber(12345),
+        ack_number: None,
+        flags: ustack_wire::TcpFlags::from_byte(0x04),
+        window_len: 0,
+        max_seg_size: None,
+        window_scale: None,
+        sack_permitted: false,
+        sack_ranges: [None; 4],
+        timestamp: None,
+        payload: &[],
+    };
+    let mut f = vec![0u8; ustack_wire::build::tcp_frame_len(&e, &tcp)];
+    ustack_wire::build::tcp_frame(&mut f, &e, &ip, &tcp).unwrap();
+    let mut cap = Capture::default();
+    p.b.receive(p.now, &f, ustack_core::phy::RxMeta::default(), &mut cap);
+    assert!(cap.frames.is_empty(), "a RST is never answered");
+    let c = p.b.counters();
+    assert_eq!((c.drop_tcp_no_socket, c.drop_tcp_rfc5961), (1, 0), "{c:?}");
+}

@@ -488,3 +488,40 @@ fn reset_for_closed_port() {
     let rst = reset_for(&syn).unwrap();
     assert_eq!((rst.seq, rst.ack, rst.flags), (SeqNumber(0), Some(SeqNumber(10)), RST));
 }
+
+// ---- A RST at the peer's FIN (Linux's tcp_reset_check) -------------------
+
+/// Data reaching a Linux socket that was closed (its FIN sent, our ACK of
+/// that FIN not yet in) draws a RST whose sequence number is the ACK field
+/// of that data: the FIN's own, RCV.NXT - 1 here. `wrk` closing its
+/// connections at the end of a run produced exactly this (and our LAST-ACK
+/// counted it out of window, then resent its FIN into more RSTs). Linux
+/// accepts it in CLOSE-WAIT, LAST-ACK and CLOSING; so do we.
+#[test]
+fn rst_at_the_peers_fin_closes_last_ack_and_close_wait() {
+    let mut s = socket_last_ack();
+    let out = send!(s, seg! { seq: REMOTE + 1, flags: RST });
+    assert!(out.reset && out.closed, "{:?}", *out);
+    assert_eq!(out.dropped, None);
+    assert_eq!(s.conn.error(), None);
+
+    let mut s = socket_close_wait();
+    let out = send!(s, seg! { seq: REMOTE + 1, flags: RST });
+    assert!(out.reset && out.closed);
+    assert_eq!(s.conn.error(), Some(ConnError::Reset));
+}
+
+/// Only there: one further left is out of window, and before the peer's FIN
+/// (ESTABLISHED) RCV.NXT - 1 is just out of window as before.
+#[test]
+fn rst_left_of_the_peers_fin_is_still_refused() {
+    let mut s = socket_last_ack();
+    let out = send!(s, seg! { seq: REMOTE, flags: RST });
+    assert_eq!(out.dropped, Some(DropReason::OutOfWindow));
+    assert_eq!(s.state(), State::LastAck);
+
+    let mut s = socket_established();
+    let out = send!(s, seg! { seq: REMOTE, flags: RST });
+    assert_eq!(out.dropped, Some(DropReason::OutOfWindow));
+    assert_eq!(s.state(), State::Established);
+}

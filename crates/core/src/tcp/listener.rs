@@ -122,8 +122,10 @@ impl Listener {
     ) -> ListenOutcome {
         // "First, check for a RST: An incoming RST segment could not be valid
         // ... An incoming RST should be ignored."
+        // No connection is there to reset, so this is no RFC 5961 matter:
+        // typically a peer's second RST for a connection the first one ended.
         if seg.rst() {
-            return ListenOutcome::Drop(DropReason::Rst);
+            return ListenOutcome::Drop(DropReason::Closed);
         }
         // "Second, check for an ACK: Any acknowledgment is bad if it arrives on
         // a connection still in the LISTEN state. An acceptable reset segment

@@ -214,6 +214,22 @@ impl Connection {
         // allowance should be made to accept valid ACKs, URGs, and RSTs." A
         // segment at RCV.NXT is processed for its ACK; its text is trimmed away.
         let zero_window_allowance = wnd == 0 && seg.seq == self.rcv_nxt;
+        // A RST at the peer's FIN (RCV.NXT - 1) once that FIN is in: what
+        // Linux sends when data reaches a socket it has closed before our ACK
+        // of its FIN did (the RST takes its sequence number from the ACK
+        // field of that data, the FIN's own). Linux accepts it in these three
+        // states (tcp_reset_check); without this, the connection lingers in
+        // LAST-ACK resending its FIN into RSTs.
+        let rst_at_fin = seg.rst()
+            && self.fin_received
+            && seg.seq + 1 == self.rcv_nxt
+            && matches!(self.state, State::CloseWait | State::LastAck | State::Closing);
+        if rst_at_fin {
+            out.reset = true;
+            let error = if self.state == State::CloseWait { Some(ConnError::Reset) } else { None };
+            self.enter_closed(error);
+            return;
+        }
         if !acceptable && !zero_window_allowance {
             // "If an incoming segment is not acceptable, an acknowledgment should
             // be sent in reply (unless the RST bit is set, if so drop the segment
