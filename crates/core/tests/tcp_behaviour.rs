@@ -542,6 +542,24 @@ fn listener_handles_syn_ack_and_rst() {
 }
 
 #[test]
+fn listener_drops_syn_fin() {
+    // Linux discards SYN|FIN in LISTEN; the conformance harness checks that
+    // ustack does the same (tcp_synfin_to_listen).
+    let mut l = Listener::new(config(), 2, SECRET, false);
+    let mut pool = BufferPool::for_config(&config());
+    let now = Instant::from_secs(5);
+    assert!(matches!(
+        l.on_segment(now, tuple(), &seg! { seq: REMOTE, flags: SYN | FIN }.to_segment(), &[], &mut pool),
+        ListenOutcome::Drop(_)
+    ));
+    assert_eq!(l.half_open(), 0);
+    assert!(matches!(
+        l.on_segment(now, tuple(), &seg! { seq: REMOTE, flags: SYN }.to_segment(), &[], &mut pool),
+        ListenOutcome::HalfOpen(_)
+    ));
+}
+
+#[test]
 fn listener_falls_back_to_syn_cookies() {
     let mut l = Listener::new(config(), 1, SECRET, true);
     let mut pool = BufferPool::for_config(&config());

@@ -161,6 +161,12 @@ impl Listener {
             // "Fourth, other data or control: ... drop the segment, and return."
             return ListenOutcome::Drop(DropReason::NotSyn);
         }
+        // SYN|FIN is no way to open a connection, only a scanner's probe (it
+        // passes filters that look for a lone SYN): drop it, as Linux does
+        // (tcp_rcv_state_process, LISTEN: "if (th->fin) goto discard").
+        if seg.fin() {
+            return ListenOutcome::Drop(DropReason::Ignored);
+        }
         self.stats.syns += 1;
         if self.accept_queue >= self.backlog {
             // Like Linux: with a full accept queue even cookies cannot help.

@@ -1,0 +1,638 @@
+//! The case language and its interpreter. A case is data: a list of steps,
+//! each "send this" or "expect this within T" or "expect nothing within T".
+//! Sequence and acknowledgment numbers are written relative to the
+//! connection the case opened (`Ours(d)` is the tester's SND.NXT plus d,
+//! `Theirs(d)` the tester's RCV.NXT, the device's next sequence number,
+//! plus d), so one script runs unchanged against any stack: ISNs, IP IDs
+//! and timestamp values differ, the relations between them must not.
+
+use super::net::PacketSocket;
+use super::wire::{self, Ip4, Mac, Pkt, TcpOut, ACK, FIN, L4, RST, SYN};
+use std::time::{Duration, Instant};
+
+/// How long an expected reply may take (generous: CI machines are loaded).
+pub const EXPECT_WITHIN: Duration = Duration::from_millis(2_000);
+/// How long the device must stay silent for "nothing".
+pub const NOTHING_WITHIN: Duration = Duration::from_millis(500);
+
+/// The wire both backends share: the tester's and the device's addresses
+/// and the ports the device serves.
+pub struct Env<'a> {
+    pub sock: &'a PacketSocket,
+    pub my_mac: Mac,
+    pub my_ip: Ip4,
+    pub dut_mac: Mac,
+    pub dut_ip: Ip4,
+    /// A port with a listener (a discard service).
+    pub listen_port: u16,
+    /// A port nothing listens on.
+    pub closed_port: u16,
+}
+
+/// One conformance case.
+pub struct Case {
+    /// Unique, stable: the known-differences list refers to it.
+    pub name: &'static str,
+    /// What is checked and which RFC (or Linux behaviour) says so.
+    pub why: &'static str,
+    pub steps: Vec<Step>,
+}
+
+pub enum Step {
+    /// SYN with Linux's options (MSS, SACK permitted, timestamps, window
+    /// scale) to the listener, expect the SYN-ACK, send the ACK: ESTABLISHED.
+    Handshake,
+    Tcp(Seg),
+    Icmp(IcmpOut),
+    Udp(UdpOut),
+    Arp(ArpOut),
+    /// The next frame from the device for this case must match, within
+    /// `EXPECT_WITHIN`.
+    Expect(Want),
+    /// No frame from the device for this case within `NOTHING_WITHIN`.
+    Nothing,
+    /// Unless the device's FIN already came (with an earlier ACK), expect it
+    /// now: a FIN|ACK at RCV.NXT acknowledging SND.NXT.
+    AwaitFin,
+}
+
+/// Which port a segment goes to.
+#[derive(Clone, Copy)]
+pub enum Port {
+    Listen,
+    Closed,
+}
+
+/// A sequence number to send.
+#[derive(Clone, Copy)]
+pub enum Seq {
+    /// The tester's SND.NXT + d.
+    Ours(i64),
+    /// The device's next sequence number (tester's RCV.NXT) + d.
+    Theirs(i64),
+    Abs(u32),
+}
+
+/// TCP options to send.
+#[derive(Clone)]
+pub enum Opts {
+    /// A timestamp option when the connection negotiated timestamps.
+    Auto,
+    /// Linux's SYN options: MSS 1460, SACK permitted, timestamps, NOP, WS 7.
+    Syn,
+    None,
+    /// These bytes (padded with EOL to a multiple of four).
+    Raw(Vec<u8>),
+    /// A timestamp option whose TSval is older than any sent before (PAWS).
+    OldTs,
+}
+
+/// A TCP segment to send; start from a template below and change fields
+/// with struct-update syntax.
+#[derive(Clone)]
+pub struct Seg {
+    pub to: Port,
+    pub flags: u8,
+    pub seq: Seq,
+    /// The acknowledgment number (sent as is; only meaningful with ACK).
+    pub ack: Seq,
+    pub win: u16,
+    pub opts: Opts,
+    pub len: usize,
+    /// Advance SND.NXT by the sequence space this segment uses.
+    pub advance: bool,
+}
+
+/// SYN to the listener with Linux's options.
+pub fn syn() -> Seg {
+    Seg {
+        to: Port::Listen,
+        flags: SYN,
+        seq: Seq::Ours(0),
+        ack: Seq::Abs(0),
+        win: 64_240,
+        opts: Opts::Syn,
+        len: 0,
+        advance: true,
+    }
+}
+
+/// A bare ACK at SND.NXT acknowledging RCV.NXT.
+pub fn ack() -> Seg {
+    Seg { flags: ACK, ack: Seq::Theirs(0), opts: Opts::Auto, advance: false, ..syn() }
+}
+
+/// `n` bytes of data (PSH, ACK) at SND.NXT.
+pub fn data(n: usize) -> Seg {
+    Seg { flags: ACK | wire::PSH, len: n, advance: true, ..ack() }
+}
+
+/// RST (no ACK) at SND.NXT.
+pub fn rst() -> Seg {
+    Seg { flags: RST, ack: Seq::Abs(0), ..ack() }
+}
+
+/// An ICMP message to send.
+#[derive(Clone)]
+pub struct IcmpOut {
+    pub ty: u8,
+    pub code: u8,
+    /// IP options on the datagram.
+    pub ip_opts: Vec<u8>,
+    pub payload: usize,
+    /// Send to the subnet's broadcast address instead of the device's.
+    pub broadcast: bool,
+    /// Corrupt the ICMP checksum.
+    pub bad_checksum: bool,
+}
+
+/// An echo request with 56 bytes of data, like `ping`.
+pub fn echo() -> IcmpOut {
+    IcmpOut { ty: 8, code: 0, ip_opts: vec![], payload: 56, broadcast: false, bad_checksum: false }
+}
+
+#[derive(Clone)]
+pub struct UdpOut {
+    pub to: Port,
+    pub len: usize,
+}
+
+/// An ARP packet to send (Ethernet broadcast).
+#[derive(Clone)]
+pub struct ArpOut {
+    pub op: u16,
+    /// Sender protocol address; `None`: the tester's.
+    pub spa: Option<Ip4>,
+    /// Target protocol address; `None`: the device's.
+    pub tpa: Option<Ip4>,
+}
+
+/// A check on a sequence or acknowledgment number.
+#[derive(Clone, Copy, Debug)]
+pub enum Check {
+    Any,
+    Ours(i64),
+    Theirs(i64),
+    Abs(u32),
+}
+
+/// What an expected frame must be.
+pub enum Want {
+    Tcp(WantTcp),
+    Icmp(WantIcmp),
+    Arp(WantArp),
+}
+
+/// An expected TCP segment: flags in `set` present, in `clear` absent, the
+/// others (PSH, URG, ECE, CWR) free.
+#[derive(Clone)]
+pub struct WantTcp {
+    pub set: u8,
+    pub clear: u8,
+    pub seq: Check,
+    pub ack: Check,
+    /// Payload length; `None`: any.
+    pub len: Option<usize>,
+    /// Option kinds that must be present.
+    pub has: Vec<u8>,
+    /// Option kinds that must be absent.
+    pub lacks: Vec<u8>,
+    /// TSecr must echo the last TSval the tester sent.
+    pub echo_ts: bool,
+}
+
+/// RST|ACK answering a segment without ACK: seq 0, ack = what it used.
+pub fn want_rst_ack() -> WantTcp {
+    WantTcp {
+        set: RST | ACK,
+        clear: SYN | FIN,
+        seq: Check::Abs(0),
+        ack: Check::Ours(0),
+        len: Some(0),
+        has: vec![],
+        lacks: vec![],
+        echo_ts: false,
+    }
+}
+
+/// RST (no ACK) answering a segment with ACK: seq = its ack.
+pub fn want_rst() -> WantTcp {
+    WantTcp { set: RST, clear: SYN | FIN | ACK, seq: Check::Theirs(0), ack: Check::Any, ..want_rst_ack() }
+}
+
+/// A pure ACK at their SND.NXT acknowledging the tester's SND.NXT (also
+/// the shape of a challenge ACK and of a duplicate ACK).
+pub fn want_ack() -> WantTcp {
+    WantTcp { set: ACK, clear: SYN | FIN | RST, seq: Check::Theirs(0), ack: Check::Ours(0), ..want_rst_ack() }
+}
+
+/// SYN-ACK acknowledging the SYN.
+pub fn want_syn_ack() -> WantTcp {
+    WantTcp { set: SYN | ACK, clear: FIN | RST, seq: Check::Any, ..want_ack() }
+}
+
+pub struct WantIcmp {
+    pub ty: u8,
+    pub code: u8,
+    /// Echo reply: identifier, sequence number and data of the last request.
+    pub echo: bool,
+    /// Error: quotes the last datagram's IP header and first 8 bytes.
+    pub quote: bool,
+    /// IP options on the reply: `Some(true)` present, `Some(false)` absent.
+    pub ip_opts: Option<bool>,
+}
+
+pub fn want_echo_reply() -> WantIcmp {
+    WantIcmp { ty: 0, code: 0, echo: true, quote: false, ip_opts: Some(false) }
+}
+
+/// An ARP reply from the device to the last request's sender.
+pub struct WantArp;
+
+/// Interprets one case against one device.
+pub struct Run<'a> {
+    env: &'a Env<'a>,
+    sport: u16,
+    snd_nxt: u32,
+    rcv_nxt: Option<u32>,
+    /// The device's FIN was received.
+    their_fin: bool,
+    ts_on: bool,
+    my_ts: u32,
+    my_ts_first: u32,
+    their_ts_val: u32,
+    ip_id: u16,
+    last_echo: Option<([u8; 4], Vec<u8>)>,
+    last_dgram: Vec<u8>,
+    last_arp: Option<ArpOut>,
+    /// What the device sent, step by step, for the report.
+    pub trace: Vec<String>,
+}
+
+impl<'a> Run<'a> {
+    /// `n`: the case's index (it picks the source port and ISN).
+    pub fn new(env: &'a Env<'a>, n: usize) -> Run<'a> {
+        let n = n as u32;
+        Run {
+            env,
+            sport: 40_000 + n as u16,
+            snd_nxt: 0x1000_0000u32.wrapping_mul(n + 1).wrapping_add(12_345),
+            rcv_nxt: None,
+            their_fin: false,
+            ts_on: false,
+            my_ts: 100_000 + n * 1000,
+            my_ts_first: 100_000 + n * 1000,
+            their_ts_val: 0,
+            ip_id: n as u16 * 100,
+            last_echo: None,
+            last_dgram: vec![],
+            last_arp: None,
+            trace: vec![],
+        }
+    }
+
+    /// Run every step; `Err` names the first step that failed and why.
+    pub fn run(&mut self, case: &Case) -> Result<(), String> {
+        self.env.sock.drain();
+        for (i, step) in case.steps.iter().enumerate() {
+            self.step(step).map_err(|e| format!("step {}: {e}", i + 1))?;
+        }
+        Ok(())
+    }
+
+    fn step(&mut self, step: &Step) -> Result<(), String> {
+        match step {
+            Step::Handshake => {
+                self.send_tcp(&syn());
+                self.expect(&Want::Tcp(WantTcp { has: vec![2, 4, 8, 3], ..want_syn_ack() }))
+                    .map_err(|e| format!("handshake: {e}"))?;
+                self.send_tcp(&ack());
+                Ok(())
+            }
+            Step::Tcp(s) => {
+                self.send_tcp(s);
+                Ok(())
+            }
+            Step::Icmp(m) => {
+                self.send_icmp(m);
+                Ok(())
+            }
+            Step::Udp(u) => {
+                self.send_udp(u);
+                Ok(())
+            }
+            Step::Arp(a) => {
+                self.send_arp(a);
+                Ok(())
+            }
+            Step::Expect(w) => self.expect(w),
+            Step::AwaitFin if self.their_fin => Ok(()),
+            Step::AwaitFin => self.expect(&Want::Tcp(WantTcp { set: FIN | ACK, clear: SYN | RST, ..want_ack() })),
+            Step::Nothing => match self.next_frame(NOTHING_WITHIN) {
+                None => {
+                    self.trace.push("-".into());
+                    Ok(())
+                }
+                Some(p) => {
+                    let d = self.describe(&p);
+                    self.trace.push(d.clone());
+                    Err(format!("expected nothing, got {d}"))
+                }
+            },
+        }
+    }
+
+    fn seq(&self, s: Seq) -> u32 {
+        match s {
+            Seq::Ours(d) => self.snd_nxt.wrapping_add(d as u32),
+            Seq::Theirs(d) => self.rcv_nxt.unwrap_or(0).wrapping_add(d as u32),
+            Seq::Abs(v) => v,
+        }
+    }
+
+    fn ts_opt(&self, tsval: u32) -> Vec<u8> {
+        let mut o = vec![1, 1, 8, 10];
+        o.extend_from_slice(&tsval.to_be_bytes());
+        o.extend_from_slice(&self.their_ts().to_be_bytes());
+        o
+    }
+
+    fn their_ts(&self) -> u32 {
+        self.their_ts_val
+    }
+
+    fn send_ip(&mut self, dst: Ip4, proto: u8, ip_opts: &[u8], payload: &[u8]) {
+        self.ip_id = self.ip_id.wrapping_add(1);
+        let ip = wire::ipv4(self.env.my_ip, dst, proto, self.ip_id, ip_opts, payload);
+        self.last_dgram = ip.clone();
+        let dst_mac = if dst == self.env.dut_ip { self.env.dut_mac } else { [0xff; 6] };
+        self.env.sock.send(&wire::ethernet(dst_mac, self.env.my_mac, wire::ETH_IPV4, &ip));
+    }
+
+    fn send_tcp(&mut self, s: &Seg) {
+        self.my_ts = self.my_ts.wrapping_add(1);
+        let opts = match &s.opts {
+            Opts::Auto if self.ts_on => self.ts_opt(self.my_ts),
+            Opts::Auto | Opts::None => vec![],
+            Opts::Syn => {
+                let mut o = vec![2, 4, 0x05, 0xb4, 4, 2, 8, 10];
+                o.extend_from_slice(&self.my_ts.to_be_bytes());
+                o.extend_from_slice(&[0, 0, 0, 0, 1, 3, 3, 7]);
+                o
+            }
+            Opts::Raw(b) => b.clone(),
+            Opts::OldTs => self.ts_opt(self.my_ts_first.wrapping_sub(1_000)),
+        };
+        let payload = vec![b'x'; s.len];
+        let t = TcpOut {
+            sport: self.sport,
+            dport: match s.to {
+                Port::Listen => self.env.listen_port,
+                Port::Closed => self.env.closed_port,
+            },
+            seq: self.seq(s.seq),
+            ack: self.seq(s.ack),
+            flags: s.flags,
+            win: s.win,
+            options: &opts,
+            payload: &payload,
+        };
+        let seg = wire::tcp(self.env.my_ip, self.env.dut_ip, &t);
+        if s.advance {
+            let used = s.len as u32 + u32::from(s.flags & SYN != 0) + u32::from(s.flags & FIN != 0);
+            self.snd_nxt = t.seq.wrapping_add(used);
+        }
+        self.send_ip(self.env.dut_ip, wire::PROTO_TCP, &[], &seg);
+    }
+
+    fn send_icmp(&mut self, m: &IcmpOut) {
+        let rest = [0x12, 0x34, 0, 1];
+        let data: Vec<u8> = (0..m.payload).map(|i| i as u8).collect();
+        self.last_echo = Some((rest, data.clone()));
+        let mut msg = wire::icmp(m.ty, m.code, rest, &data);
+        if m.bad_checksum {
+            msg[2] ^= 0x55;
+        }
+        let dst = if m.broadcast {
+            let d = self.env.dut_ip;
+            [d[0], d[1], d[2], 255]
+        } else {
+            self.env.dut_ip
+        };
+        self.send_ip(dst, wire::PROTO_ICMP, &m.ip_opts, &msg);
+    }
+
+    fn send_udp(&mut self, u: &UdpOut) {
+        let port = match u.to {
+            Port::Listen => self.env.listen_port,
+            Port::Closed => self.env.closed_port,
+        };
+        let d = wire::udp(self.env.my_ip, self.env.dut_ip, self.sport, port, &vec![b'u'; u.len]);
+        self.send_ip(self.env.dut_ip, wire::PROTO_UDP, &[], &d);
+    }
+
+    fn send_arp(&mut self, a: &ArpOut) {
+        let spa = a.spa.unwrap_or(self.env.my_ip);
+        let tpa = a.tpa.unwrap_or(self.env.dut_ip);
+        let p = wire::arp(a.op, self.env.my_mac, spa, [0; 6], tpa);
+        self.last_arp = Some(ArpOut { spa: Some(spa), tpa: Some(tpa), ..a.clone() });
+        self.env.sock.send(&wire::ethernet([0xff; 6], self.env.my_mac, wire::ETH_ARP, &p));
+    }
+
+    /// The next frame from the device that belongs to this case, answering
+    /// the device's ARP requests for the tester on the way.
+    fn next_frame(&mut self, within: Duration) -> Option<Pkt> {
+        let deadline = Instant::now() + within;
+        loop {
+            let f = self.env.sock.recv_until(deadline)?;
+            let p = wire::parse(&f);
+            match &p {
+                Pkt::Arp(a) if a.op == 1 && a.tpa == self.env.my_ip => {
+                    let r = wire::arp(2, self.env.my_mac, self.env.my_ip, a.sha, a.spa);
+                    self.env.sock.send(&wire::ethernet(a.sha, self.env.my_mac, wire::ETH_ARP, &r));
+                }
+                Pkt::Arp(_) => return Some(p),
+                Pkt::Ip(ip) if ip.src != self.env.dut_ip => {}
+                Pkt::Ip(ip) => match &ip.l4 {
+                    L4::Tcp(t) if t.dport != self.sport => {}
+                    L4::Tcp(_) | L4::Icmp(_) | L4::Udp { .. } => return Some(p),
+                    L4::Other => {}
+                },
+                Pkt::Other => {}
+            }
+        }
+    }
+
+    fn rel(&self, v: u32, against: Option<u32>, tag: &str) -> String {
+        match against {
+            Some(b) => {
+                let d = v.wrapping_sub(b) as i32;
+                if d == 0 {
+                    tag.to_owned()
+                } else {
+                    format!("{tag}{d:+}")
+                }
+            }
+            None => v.to_string(),
+        }
+    }
+
+    /// A short description of a frame, numbers relative to the connection.
+    fn describe(&self, p: &Pkt) -> String {
+        match p {
+            Pkt::Arp(a) => format!("arp op {} {}->{}", a.op, ip_str(a.spa), ip_str(a.tpa)),
+            Pkt::Other => "other".into(),
+            Pkt::Ip(ip) => {
+                let bad = if ip.csum_ok { "" } else { " BAD-IP-CSUM" };
+                let opts = if ip.options.is_empty() { String::new() } else { format!(" ipopts={}B", ip.options.len()) };
+                match &ip.l4 {
+                    L4::Tcp(t) => {
+                        let names: Vec<String> = t.options.iter().map(|(k, _)| wire::option_name(*k)).collect();
+                        let seq = match self.rcv_nxt {
+                            _ if t.flags & SYN != 0 => "isn".to_owned(),
+                            None => t.seq.to_string(),
+                            r => self.rel(t.seq, r, "T"),
+                        };
+                        let ack = if t.flags & ACK != 0 {
+                            self.rel(t.ack, Some(self.snd_nxt), " ack=S")
+                        } else {
+                            String::new()
+                        };
+                        format!(
+                            "{} seq={seq}{ack} len={}{}{}{}{}",
+                            wire::flag_str(t.flags),
+                            t.payload_len,
+                            if names.is_empty() { String::new() } else { format!(" <{}>", names.join(",")) },
+                            if t.csum_ok { "" } else { " BAD-CSUM" },
+                            bad,
+                            opts,
+                        )
+                    }
+                    L4::Icmp(m) => {
+                        format!("icmp {}/{}{}{}{}", m.ty, m.code, if m.csum_ok { "" } else { " BAD-CSUM" }, bad, opts)
+                    }
+                    L4::Udp { dport, payload, .. } => format!("udp to {dport} len={}{bad}", payload.len()),
+                    L4::Other => format!("ip proto {}", ip.proto),
+                }
+            }
+        }
+    }
+
+    fn check(&self, c: Check, v: u32) -> bool {
+        match c {
+            Check::Any => true,
+            Check::Abs(x) => v == x,
+            Check::Ours(d) => v == self.snd_nxt.wrapping_add(d as u32),
+            Check::Theirs(d) => self.rcv_nxt.is_some_and(|r| v == r.wrapping_add(d as u32)),
+        }
+    }
+
+    fn expect(&mut self, w: &Want) -> Result<(), String> {
+        let Some(p) = self.next_frame(EXPECT_WITHIN) else {
+            self.trace.push("-".into());
+            return Err(format!("expected {}, got nothing within {:?}", want_str(w), EXPECT_WITHIN));
+        };
+        let d = self.describe(&p);
+        self.trace.push(d.clone());
+        let mismatch = |why: &str| Err(format!("expected {} ({why}), got {d}", want_str(w)));
+        match (w, &p) {
+            (Want::Tcp(w), Pkt::Ip(ip)) => {
+                let L4::Tcp(t) = &ip.l4 else { return mismatch("not TCP") };
+                if !ip.csum_ok || !t.csum_ok {
+                    return mismatch("bad checksum");
+                }
+                if t.flags & w.set != w.set || t.flags & w.clear != 0 {
+                    return mismatch("flags");
+                }
+                if t.flags & SYN == 0 && !self.check(w.seq, t.seq) {
+                    return mismatch("seq");
+                }
+                if !self.check(w.ack, t.ack) {
+                    return mismatch("ack");
+                }
+                if w.len.is_some_and(|l| l != t.payload_len) {
+                    return mismatch("length");
+                }
+                if let Some(k) = w.has.iter().find(|k| t.option(**k).is_none()) {
+                    return mismatch(&format!("no {} option", wire::option_name(*k)));
+                }
+                if let Some(k) = w.lacks.iter().find(|k| t.option(**k).is_some()) {
+                    return mismatch(&format!("unexpected {} option", wire::option_name(*k)));
+                }
+                if w.echo_ts && t.timestamps().map(|(_, ecr)| ecr) != Some(self.my_ts) {
+                    return mismatch("TSecr is not the last TSval sent");
+                }
+                // Follow the device's sequence space.
+                if t.flags & SYN != 0 {
+                    self.rcv_nxt = Some(t.seq.wrapping_add(1));
+                    self.ts_on = t.timestamps().is_some();
+                } else if self.rcv_nxt == Some(t.seq) {
+                    self.their_fin |= t.flags & FIN != 0;
+                    let used = t.payload_len as u32 + u32::from(t.flags & FIN != 0);
+                    self.rcv_nxt = Some(t.seq.wrapping_add(used));
+                }
+                if let Some((val, _)) = t.timestamps() {
+                    self.their_ts_val = val;
+                }
+                Ok(())
+            }
+            (Want::Icmp(w), Pkt::Ip(ip)) => {
+                let L4::Icmp(m) = &ip.l4 else { return mismatch("not ICMP") };
+                if !ip.csum_ok || !m.csum_ok {
+                    return mismatch("bad checksum");
+                }
+                if (m.ty, m.code) != (w.ty, w.code) {
+                    return mismatch("type/code");
+                }
+                if w.echo && self.last_echo.as_ref() != Some(&(m.rest, m.data.clone())) {
+                    return mismatch("identifier, sequence or data differ from the request");
+                }
+                if w.quote {
+                    let n = (usize::from(self.last_dgram[0] & 0x0f) * 4 + 8).min(self.last_dgram.len());
+                    if m.data.len() < n || m.data[..n] != self.last_dgram[..n] {
+                        return mismatch("does not quote the datagram's header and first 8 bytes");
+                    }
+                }
+                if w.ip_opts.is_some_and(|want| want == ip.options.is_empty()) {
+                    return mismatch("IP options");
+                }
+                Ok(())
+            }
+            (Want::Arp(_), Pkt::Arp(a)) => {
+                let req = self.last_arp.clone().expect("a WantArp step follows an Arp step");
+                let ok = a.op == 2
+                    && a.spa == req.tpa.unwrap()
+                    && a.sha == a.src_mac
+                    && a.tpa == req.spa.unwrap()
+                    && a.tha == self.env.my_mac;
+                if ok {
+                    Ok(())
+                } else {
+                    mismatch("fields")
+                }
+            }
+            _ => mismatch("kind"),
+        }
+    }
+}
+
+fn ip_str(a: Ip4) -> String {
+    format!("{}.{}.{}.{}", a[0], a[1], a[2], a[3])
+}
+
+fn want_str(w: &Want) -> String {
+    match w {
+        Want::Tcp(t) => {
+            let mut s = wire::flag_str(t.set);
+            if !matches!(t.seq, Check::Any) {
+                s.push_str(&format!(" seq={:?}", t.seq));
+            }
+            if !matches!(t.ack, Check::Any) {
+                s.push_str(&format!(" ack={:?}", t.ack));
+            }
+            s
+        }
+        Want::Icmp(m) => format!("icmp {}/{}", m.ty, m.code),
+        Want::Arp(_) => "arp reply".into(),
+    }
+}
