@@ -162,8 +162,13 @@ counters! {
     /// unless they are one), RSTs reaching a listener, and segments for a
     /// connection that has ended while its application still holds it.
     drop_tcp_no_socket,
-    /// TCP segments outside the receive window, or failing PAWS.
+    /// TCP segments beyond the receive window, RSTs outside it, or segments
+    /// failing PAWS or lacking negotiated timestamps.
     drop_tcp_out_of_window,
+    /// TCP segments wholly left of the receive window: bytes (or an ACK)
+    /// already received, as an honest peer's spurious retransmission or a
+    /// duplicated frame brings them; each is answered with an ACK.
+    drop_tcp_duplicate,
     /// RSTs, SYNs and ACKs refused by RFC 5961's checks (blind-attack defence).
     drop_tcp_rfc5961,
     /// Out-of-order segments beyond the reassembly limit.

@@ -1119,6 +1119,7 @@ fn count_drop(c: &mut crate::counters::Counters, reason: DropReason) {
         // A segment for a connection that has ended (still held by its
         // application) or a RST at a listener: nothing is there for it.
         DropReason::Closed => c.drop_tcp_no_socket += 1,
+        DropReason::Duplicate => c.drop_tcp_duplicate += 1,
         _ => c.drop_tcp_other += 1,
     }
 }

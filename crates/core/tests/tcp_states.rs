@@ -525,3 +525,22 @@ fn rst_left_of_the_peers_fin_is_still_refused() {
     assert_eq!(out.dropped, Some(DropReason::OutOfWindow));
     assert_eq!(s.state(), State::Established);
 }
+
+/// A retransmission of bytes already received (the peer's timer beat our
+/// ACK, or the network duplicated a frame) is old news from an honest peer:
+/// answered with an ACK and counted as a duplicate, apart from segments
+/// beyond the window, which an honest peer never sends.
+#[test]
+fn data_wholly_left_of_the_window_is_a_duplicate_beyond_it_out_of_window() {
+    let mut s = socket_established();
+    send!(s, seg! { seq: REMOTE + 1, ack: LOCAL + 1, payload: b"hello" });
+    let _ = s.poll();
+    let out = send!(s, seg! { seq: REMOTE + 1, ack: LOCAL + 1, payload: b"hello" });
+    assert_eq!(out.dropped, Some(DropReason::Duplicate));
+    recv!(s, seg! { seq: LOCAL + 1, ack: REMOTE + 6 });
+    let out = send!(s, seg! { seq: REMOTE + 6 + WINDOW + 10, ack: LOCAL + 1, payload: b"far" });
+    assert_eq!(out.dropped, Some(DropReason::OutOfWindow));
+    // A RST left of the window stays out of window (RFC 5961 §3.2).
+    let out = send!(s, seg! { seq: REMOTE + 1, flags: RST });
+    assert_eq!(out.dropped, Some(DropReason::OutOfWindow));
+}

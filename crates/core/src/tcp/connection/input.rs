@@ -240,7 +240,12 @@ impl Connection {
                     self.timers.set(Timer::Close, now + self.cfg.time_wait);
                 }
             }
-            out.dropped = Some(DropReason::OutOfWindow);
+            // Sequence space already received, within the last window we
+            // could have offered, is an honest peer's old news (counted
+            // apart from segments beyond the window, and from RSTs).
+            let old = if seg_len == 0 { seg.seq.lt(self.rcv_nxt) } else { seg.end().le(self.rcv_nxt) };
+            let wholly_left = old && !seg.seq.lt(self.rcv_nxt - self.cfg.recv_buffer_size.max(65535));
+            out.dropped = Some(if wholly_left && !seg.rst() { DropReason::Duplicate } else { DropReason::OutOfWindow });
             return;
         }
         self.last_rx = now;

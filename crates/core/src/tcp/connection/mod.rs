@@ -136,6 +136,10 @@ pub enum DropReason {
     /// The segment arrived in a state that ignores it (e.g. a retransmitted
     /// SYN in SYN-RECEIVED, which we answer by resending our SYN-ACK).
     Ignored,
+    /// Wholly left of the window: sequence space we have already received
+    /// (a retransmission that crossed our ACK, a duplicate, an old ACK).
+    /// Honest peers send these; each is answered with an ACK.
+    Duplicate,
 }
 
 /// Per-reason drop counters.
@@ -145,7 +149,7 @@ pub struct DropCounters {
     pub malformed: u64,
     /// [`DropReason::Closed`]: the connection had no state left (CLOSED).
     pub closed: u64,
-    /// [`DropReason::OutOfWindow`]: not in the receive window.
+    /// [`DropReason::OutOfWindow`] and [`DropReason::Duplicate`]: not in the receive window.
     pub out_of_window: u64,
     /// [`DropReason::Paws`]: an old timestamp (RFC 7323 PAWS).
     pub paws: u64,
@@ -200,6 +204,9 @@ struct Counters {
 
 impl Counters {
     fn count_drop(&mut self, reason: DropReason) {
+        // Per connection, duplicates count with the out-of-window drops (the
+        // stack's counters tell them apart); it keeps the state compact.
+        let reason = if reason == DropReason::Duplicate { DropReason::OutOfWindow } else { reason };
         let c = &mut self.drops[reason as usize];
         *c = c.saturating_add(1);
     }
