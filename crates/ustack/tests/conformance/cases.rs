@@ -3,7 +3,7 @@
 //! case is listed in docs/conformance-differences.md with the reason.
 
 use super::script::*;
-use super::wire::{ACK, FIN, PSH, RST, SYN};
+use super::wire::{ACK, FIN, PSH, RST, SYN, URG};
 
 use Step::{Expect, Handshake, Nothing};
 
@@ -80,6 +80,46 @@ pub fn all() -> Vec<Case> {
             why: "Linux drops SYN|FIN in LISTEN (no connection from a scanner's probe)",
             steps: vec![tcp(Seg { flags: SYN | FIN, ..syn() }), Nothing],
         },
+        Case {
+            name: "tcp_xmas_closed_port",
+            why: "RFC 9293 3.10.7.1: FIN|PSH|URG without ACK to a closed port gets RST|ACK acknowledging the FIN",
+            steps: vec![tcp(Seg { to: Port::Closed, flags: FIN | PSH | URG, ack: Seq::Abs(0), ..data(0) }), want(want_rst_ack())],
+        },
+        Case {
+            name: "tcp_syn_data_closed_port",
+            why: "RFC 9293 3.10.7.1: a SYN with data to a closed port gets RST|ACK acknowledging SYN and data",
+            steps: vec![tcp(Seg { to: Port::Closed, len: 20, ..syn() }), want(want_rst_ack())],
+        },
+        Case {
+            name: "tcp_synack_to_listen",
+            why: "RFC 9293 3.10.7.2: a SYN|ACK in LISTEN is an ACK: RST with seq = SEG.ACK",
+            steps: vec![tcp(Seg { flags: SYN | ACK, ack: Seq::Abs(99), ..syn() }), want(WantTcp { seq: Check::Abs(99), ..want_rst() })],
+        },
+        Case {
+            name: "tcp_null_to_listen",
+            why: "RFC 9293 3.10.7.2: a segment with no flags in LISTEN is dropped",
+            steps: vec![tcp(Seg { flags: 0, ack: Seq::Abs(0), ..data(0) }), Nothing],
+        },
+        Case {
+            name: "tcp_syn_bad_checksum",
+            why: "RFC 9293 3.1: a segment with a bad checksum is discarded",
+            steps: vec![tcp(Seg { fault: Fault::BadChecksum, ..syn() }), Nothing],
+        },
+        Case {
+            name: "tcp_syn_short_data_offset",
+            why: "RFC 9293 3.1: a data offset below 5 words is malformed: discarded",
+            steps: vec![tcp(Seg { opts: Opts::None, fault: Fault::ShortDataOffset, ..syn() }), Nothing],
+        },
+        Case {
+            name: "tcp_syn_to_broadcast",
+            why: "RFC 1122 4.2.3.10: a SYN to a broadcast address is discarded",
+            steps: vec![tcp(Seg { fault: Fault::Broadcast, ..syn() }), Nothing],
+        },
+        Case {
+            name: "tcp_syn_fragmented",
+            why: "RFC 791: a SYN in two IP fragments is reassembled and answered",
+            steps: vec![tcp(Seg { fault: Fault::Fragmented, len: 40, ..syn() }), want(WantTcp { ack: Check::Ours(-40), ..want_syn_ack() })],
+        },
         // ------------------------------------------------ option parsing
         Case {
             name: "tcp_opt_unknown_kind",
@@ -114,7 +154,91 @@ pub fn all() -> Vec<Case> {
             why: "Linux: an option running past the header ends parsing; the SYN is answered",
             steps: vec![syn_with(&[2, 4, 0x05, 0xb4, 1, 1, 4, 9]), want(WantTcp { lacks: vec![4], ..want_syn_ack() })],
         },
+        Case {
+            name: "tcp_opt_ws_too_large",
+            why: "RFC 7323 2.3: a shift above 14 is used as 14; the SYN is answered with window scale",
+            steps: vec![syn_with(&[2, 4, 0x05, 0xb4, 1, 3, 3, 15]), want(WantTcp { has: vec![3], ..want_syn_ack() })],
+        },
+        Case {
+            name: "tcp_opt_mss_zero",
+            why: "Linux ignores an MSS of 0 and answers the SYN",
+            steps: vec![syn_with(&[2, 4, 0, 0]), want(WantTcp { has: vec![2], ..want_syn_ack() })],
+        },
+        Case {
+            name: "tcp_opt_ts_bad_length",
+            why: "Linux: a timestamp option whose length is not 10 is ignored: the SYN-ACK carries no timestamps",
+            steps: vec![syn_with(&[2, 4, 0x05, 0xb4, 8, 6, 0, 0, 0, 1]), want(WantTcp { lacks: vec![8], ..want_syn_ack() })],
+        },
+        Case {
+            name: "tcp_opt_sackok_bad_length",
+            why: "Linux: SACK permitted with a length other than 2 is ignored: the SYN-ACK does not offer SACK",
+            steps: vec![syn_with(&[2, 4, 0x05, 0xb4, 4, 3, 0, 1]), want(WantTcp { lacks: vec![4], ..want_syn_ack() })],
+        },
+        Case {
+            name: "tcp_opt_all_nops",
+            why: "RFC 9293 3.1: 40 bytes of NOP are a valid (empty) option list",
+            steps: vec![syn_with(&[1; 40]), want(WantTcp { lacks: vec![3, 4, 8], ..want_syn_ack() })],
+        },
+        // ------------------------------------------------ SYN-RECEIVED
+        Case {
+            name: "tcp_synrecv_rst_exact",
+            why: "RFC 9293 3.10.7.4: a RST at RCV.NXT in SYN-RECEIVED (passive open) ends the connection: a later ACK gets RST",
+            steps: vec![tcp(syn()), want(want_syn_ack()), tcp(rst()), Nothing, tcp(ack()), want(want_rst())],
+        },
+        Case {
+            name: "tcp_synrecv_ack_with_data",
+            why: "RFC 9293 3.10.7.4: an ACK with data completes the handshake and the data is acknowledged",
+            steps: vec![tcp(syn()), want(want_syn_ack()), tcp(data(20)), want(want_ack())],
+        },
         // ------------------------------------------------ ESTABLISHED
+        Case {
+            name: "tcp_est_syn_out_of_window",
+            why: "RFC 5961 4.2: a SYN in a synchronized state gets a challenge ACK whatever its sequence number",
+            steps: vec![Handshake, tcp(Seg { seq: Seq::Ours(1 << 30), opts: Opts::Auto, advance: false, ..syn() }), want(want_ack())],
+        },
+        Case {
+            name: "tcp_est_rst_ack_in_window",
+            why: "RFC 5961 3.2: RST|ACK inside the window but not at RCV.NXT gets a challenge ACK",
+            steps: vec![Handshake, tcp(Seg { flags: RST | ACK, seq: Seq::Ours(1000), ack: Seq::Theirs(0), ..rst() }), want(want_ack())],
+        },
+        Case {
+            name: "tcp_est_rst_old_timestamp",
+            why: "RFC 7323 5.3 / Linux: PAWS does not apply to RST: a RST at RCV.NXT with an old TSval still resets",
+            steps: vec![Handshake, tcp(Seg { opts: Opts::OldTs, ..rst() }), Nothing, tcp(data(10)), want(want_rst())],
+        },
+        Case {
+            name: "tcp_est_data_bad_checksum",
+            why: "RFC 9293 3.1: data with a bad checksum is discarded silently (and not acknowledged)",
+            steps: vec![Handshake, tcp(Seg { fault: Fault::BadChecksum, advance: false, ..data(10) }), Nothing],
+        },
+        Case {
+            name: "tcp_est_keepalive_probe",
+            why: "RFC 1122 4.2.3.6: a keep-alive probe (SEG.SEQ = RCV.NXT-1, no data) gets an ACK",
+            steps: vec![Handshake, tcp(Seg { seq: Seq::Ours(-1), ..ack() }), want(want_ack())],
+        },
+        Case {
+            name: "tcp_est_fin_with_data",
+            why: "RFC 9293 3.10.7.4: data and FIN in one segment are both acknowledged",
+            steps: vec![
+                Handshake,
+                tcp(Seg { flags: FIN | PSH | ACK, ..data(30) }),
+                want(WantTcp { set: ACK, clear: SYN | RST, ..want_ack() }),
+            ],
+        },
+        Case {
+            name: "tcp_est_fin_out_of_order",
+            why: "RFC 9293 3.10.7.4: a FIN beyond a hole is not acknowledged: a duplicate ACK (with SACK) says RCV.NXT",
+            steps: vec![
+                Handshake,
+                tcp(Seg { flags: FIN | PSH | ACK, seq: Seq::Ours(10), advance: false, ..data(10) }),
+                want(WantTcp { has: vec![5], ..want_ack() }),
+            ],
+        },
+        Case {
+            name: "tcp_est_fin_out_of_window",
+            why: "RFC 9293 3.10.7.4: a FIN outside the window is unacceptable: ACK, drop",
+            steps: vec![Handshake, tcp(Seg { flags: FIN | ACK, seq: Seq::Ours(1 << 28), advance: false, ..data(0) }), want(want_ack())],
+        },
         Case {
             name: "tcp_est_data_acked",
             why: "RFC 9293 3.10.7.4: in-order data is acknowledged; RFC 7323 3.2: the ACK echoes its TSval",
@@ -265,7 +389,7 @@ pub fn all() -> Vec<Case> {
         Case {
             name: "icmp_echo_bad_checksum",
             why: "RFC 1122 3.2.2: an ICMP message with a bad checksum is discarded",
-            steps: vec![Step::Icmp(IcmpOut { bad_checksum: true, ..echo() }), Nothing],
+            steps: vec![Step::Icmp(IcmpOut { fault: Fault::BadChecksum, ..echo() }), Nothing],
         },
         Case {
             name: "icmp_timestamp_request",
@@ -276,9 +400,57 @@ pub fn all() -> Vec<Case> {
             ],
         },
         Case {
+            name: "icmp_echo_large",
+            why: "RFC 1122 3.2.2.6: an echo of 1472 data bytes (a full 1500-byte datagram) is answered whole",
+            steps: vec![Step::Icmp(IcmpOut { payload: 1472, ..echo() }), Expect(Want::Icmp(want_echo_reply()))],
+        },
+        Case {
+            name: "icmp_echo_fragmented",
+            why: "RFC 791 / RFC 1122 3.3.2: an echo request in two fragments is reassembled and answered",
+            steps: vec![Step::Icmp(IcmpOut { fault: Fault::Fragmented, ..echo() }), Expect(Want::Icmp(want_echo_reply()))],
+        },
+        Case {
+            name: "ip_bad_header_checksum",
+            why: "RFC 1122 3.2.1.2: a datagram with a bad header checksum is discarded silently",
+            steps: vec![Step::Icmp(IcmpOut { fault: Fault::BadIpChecksum, ..echo() }), Nothing],
+        },
+        Case {
+            name: "ip_total_length_past_frame",
+            why: "RFC 791: a total length beyond the frame means a truncated datagram: discarded",
+            steps: vec![Step::Icmp(IcmpOut { fault: Fault::LongTotalLength, ..echo() }), Nothing],
+        },
+        Case {
+            name: "icmp_unsolicited_echo_reply",
+            why: "RFC 792: an echo reply nobody asked for is discarded",
+            steps: vec![Step::Icmp(IcmpOut { ty: 0, ..echo() }), Nothing],
+        },
+        Case {
+            name: "icmp_unsolicited_unreachable",
+            why: "RFC 1122 3.2.2: an ICMP error about nothing we sent is discarded, never answered",
+            steps: vec![Step::Icmp(IcmpOut { ty: 3, code: 3, ..echo() }), Nothing],
+        },
+        Case {
+            name: "udp_closed_port_bad_checksum",
+            why: "RFC 1122 4.1.3.4: a UDP datagram with a bad checksum is discarded silently (no port unreachable)",
+            steps: vec![Step::Udp(UdpOut { to: Port::Closed, len: 20, fault: Fault::BadChecksum }), Nothing],
+        },
+        Case {
+            name: "udp_closed_port_zero_checksum",
+            why: "RFC 768: checksum 0 means none; the datagram counts and gets port unreachable",
+            steps: vec![
+                Step::Udp(UdpOut { to: Port::Closed, len: 20, fault: Fault::ZeroChecksum }),
+                Expect(Want::Icmp(WantIcmp { ty: 3, code: 3, echo: false, quote: true, ip_opts: None })),
+            ],
+        },
+        Case {
+            name: "udp_broadcast_closed_port",
+            why: "RFC 1122 3.2.2: no ICMP error about a datagram sent to a broadcast address",
+            steps: vec![Step::Udp(UdpOut { to: Port::Closed, len: 20, fault: Fault::Broadcast }), Nothing],
+        },
+        Case {
             name: "icmp_echo_broadcast",
             why: "RFC 1122 3.2.2.6 allows silence; Linux ignores broadcast echo (icmp_echo_ignore_broadcasts)",
-            steps: vec![Step::Icmp(IcmpOut { broadcast: true, ..echo() }), Nothing],
+            steps: vec![Step::Icmp(IcmpOut { fault: Fault::Broadcast, ..echo() }), Nothing],
         },
         Case {
             name: "icmp_unknown_type",
@@ -289,7 +461,7 @@ pub fn all() -> Vec<Case> {
             name: "udp_closed_port_unreachable",
             why: "RFC 1122 4.1.3.1 / 3.2.2.1: UDP to a closed port gets port unreachable quoting the IP header and 8 bytes",
             steps: vec![
-                Step::Udp(UdpOut { to: Port::Closed, len: 20 }),
+                Step::Udp(UdpOut { to: Port::Closed, len: 20, fault: Fault::None }),
                 Expect(Want::Icmp(WantIcmp { ty: 3, code: 3, echo: false, quote: true, ip_opts: None })),
             ],
         },
@@ -308,6 +480,21 @@ pub fn all() -> Vec<Case> {
             name: "arp_unsolicited_reply",
             why: "RFC 826: a reply is never answered",
             steps: vec![Step::Arp(ArpOut { op: 2, spa: Some([10, 96, 0, 9]), tpa: None }), Nothing],
+        },
+        Case {
+            name: "arp_probe_for_us",
+            why: "RFC 5227 2.1.1: a probe (sender 0.0.0.0) for our address is answered, so the prober sees the conflict",
+            steps: vec![Step::Arp(ArpOut { op: 1, spa: Some([0, 0, 0, 0]), tpa: None }), Expect(Want::Arp(WantArp))],
+        },
+        Case {
+            name: "arp_gratuitous_request",
+            why: "RFC 5227 / RFC 826: a gratuitous ARP (sender = target = its own address) is not answered",
+            steps: vec![Step::Arp(ArpOut { op: 1, spa: Some([10, 96, 0, 9]), tpa: Some([10, 96, 0, 9]) }), Nothing],
+        },
+        Case {
+            name: "arp_unknown_operation",
+            why: "RFC 826: an operation other than request or reply is discarded",
+            steps: vec![Step::Arp(ArpOut { op: 3, spa: None, tpa: None }), Nothing],
         },
         Case {
             name: "arp_request_off_subnet_sender",

@@ -101,6 +101,28 @@ pub struct Seg {
     pub len: usize,
     /// Advance SND.NXT by the sequence space this segment uses.
     pub advance: bool,
+    /// Something wrong with it on purpose.
+    pub fault: Fault,
+}
+
+/// A deliberate defect in a sent datagram.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    None,
+    /// The transport (TCP, UDP, ICMP) checksum is wrong.
+    BadChecksum,
+    /// The IPv4 header checksum is wrong.
+    BadIpChecksum,
+    /// The IPv4 total length claims 100 bytes more than the frame holds.
+    LongTotalLength,
+    /// TCP data offset below 5 words.
+    ShortDataOffset,
+    /// UDP checksum 0 (none, allowed over IPv4).
+    ZeroChecksum,
+    /// Sent to the subnet's broadcast address.
+    Broadcast,
+    /// Sent as two IP fragments (the first with 32 bytes of payload).
+    Fragmented,
 }
 
 /// SYN to the listener with Linux's options.
@@ -114,6 +136,7 @@ pub fn syn() -> Seg {
         opts: Opts::Syn,
         len: 0,
         advance: true,
+        fault: Fault::None,
     }
 }
 
@@ -140,21 +163,19 @@ pub struct IcmpOut {
     /// IP options on the datagram.
     pub ip_opts: Vec<u8>,
     pub payload: usize,
-    /// Send to the subnet's broadcast address instead of the device's.
-    pub broadcast: bool,
-    /// Corrupt the ICMP checksum.
-    pub bad_checksum: bool,
+    pub fault: Fault,
 }
 
 /// An echo request with 56 bytes of data, like `ping`.
 pub fn echo() -> IcmpOut {
-    IcmpOut { ty: 8, code: 0, ip_opts: vec![], payload: 56, broadcast: false, bad_checksum: false }
+    IcmpOut { ty: 8, code: 0, ip_opts: vec![], payload: 56, fault: Fault::None }
 }
 
 #[derive(Clone)]
 pub struct UdpOut {
     pub to: Port,
     pub len: usize,
+    pub fault: Fault,
 }
 
 /// An ARP packet to send (Ethernet broadcast).
@@ -361,11 +382,47 @@ impl<'a> Run<'a> {
         self.their_ts_val
     }
 
-    fn send_ip(&mut self, dst: Ip4, proto: u8, ip_opts: &[u8], payload: &[u8]) {
+    /// The address a datagram with `fault` goes to.
+    fn dst(&self, fault: Fault) -> Ip4 {
+        let d = self.env.dut_ip;
+        if fault == Fault::Broadcast {
+            [d[0], d[1], d[2], 255]
+        } else {
+            d
+        }
+    }
+
+    fn send_ip(&mut self, dst: Ip4, proto: u8, ip_opts: &[u8], payload: &[u8], fault: Fault) {
         self.ip_id = self.ip_id.wrapping_add(1);
-        let ip = wire::ipv4(self.env.my_ip, dst, proto, self.ip_id, ip_opts, payload);
+        let mut ip = wire::ipv4(self.env.my_ip, dst, proto, self.ip_id, ip_opts, payload);
         self.last_dgram = ip.clone();
         let dst_mac = if dst == self.env.dut_ip { self.env.dut_mac } else { [0xff; 6] };
+        let hlen = usize::from(ip[0] & 0x0f) * 4;
+        match fault {
+            Fault::BadIpChecksum => ip[10] ^= 0x55,
+            Fault::LongTotalLength => {
+                let total = u16::from_be_bytes([ip[2], ip[3]]) + 100;
+                ip[2..4].copy_from_slice(&total.to_be_bytes());
+                wire::ipv4_fix_checksum(&mut ip);
+            }
+            Fault::Fragmented => {
+                // Two fragments: 32 bytes at offset 0 (MF), the rest at 32.
+                let mut first = ip[..hlen + 32].to_vec();
+                first[2..4].copy_from_slice(&((hlen + 32) as u16).to_be_bytes());
+                first[6..8].copy_from_slice(&0x2000u16.to_be_bytes());
+                wire::ipv4_fix_checksum(&mut first);
+                let mut second = ip[..hlen].to_vec();
+                second.extend_from_slice(&ip[hlen + 32..]);
+                let total = second.len() as u16;
+                second[2..4].copy_from_slice(&total.to_be_bytes());
+                second[6..8].copy_from_slice(&4u16.to_be_bytes());
+                wire::ipv4_fix_checksum(&mut second);
+                self.env.sock.send(&wire::ethernet(dst_mac, self.env.my_mac, wire::ETH_IPV4, &first));
+                self.env.sock.send(&wire::ethernet(dst_mac, self.env.my_mac, wire::ETH_IPV4, &second));
+                return;
+            }
+            _ => {}
+        }
         self.env.sock.send(&wire::ethernet(dst_mac, self.env.my_mac, wire::ETH_IPV4, &ip));
     }
 
@@ -397,12 +454,23 @@ impl<'a> Run<'a> {
             options: &opts,
             payload: &payload,
         };
-        let seg = wire::tcp(self.env.my_ip, self.env.dut_ip, &t);
+        let dst = self.dst(s.fault);
+        let mut seg = wire::tcp(self.env.my_ip, dst, &t);
+        match s.fault {
+            Fault::BadChecksum => seg[16] ^= 0x55,
+            Fault::ShortDataOffset => {
+                seg[12] = 4 << 4;
+                seg[16..18].copy_from_slice(&[0, 0]);
+                let c = wire::transport_checksum(self.env.my_ip, dst, wire::PROTO_TCP, &seg);
+                seg[16..18].copy_from_slice(&c.to_be_bytes());
+            }
+            _ => {}
+        }
         if s.advance {
             let used = s.len as u32 + u32::from(s.flags & SYN != 0) + u32::from(s.flags & FIN != 0);
             self.snd_nxt = t.seq.wrapping_add(used);
         }
-        self.send_ip(self.env.dut_ip, wire::PROTO_TCP, &[], &seg);
+        self.send_ip(dst, wire::PROTO_TCP, &[], &seg, s.fault);
     }
 
     fn send_icmp(&mut self, m: &IcmpOut) {
@@ -410,16 +478,10 @@ impl<'a> Run<'a> {
         let data: Vec<u8> = (0..m.payload).map(|i| i as u8).collect();
         self.last_echo = Some((rest, data.clone()));
         let mut msg = wire::icmp(m.ty, m.code, rest, &data);
-        if m.bad_checksum {
+        if m.fault == Fault::BadChecksum {
             msg[2] ^= 0x55;
         }
-        let dst = if m.broadcast {
-            let d = self.env.dut_ip;
-            [d[0], d[1], d[2], 255]
-        } else {
-            self.env.dut_ip
-        };
-        self.send_ip(dst, wire::PROTO_ICMP, &m.ip_opts, &msg);
+        self.send_ip(self.dst(m.fault), wire::PROTO_ICMP, &m.ip_opts, &msg, m.fault);
     }
 
     fn send_udp(&mut self, u: &UdpOut) {
@@ -427,8 +489,14 @@ impl<'a> Run<'a> {
             Port::Listen => self.env.listen_port,
             Port::Closed => self.env.closed_port,
         };
-        let d = wire::udp(self.env.my_ip, self.env.dut_ip, self.sport, port, &vec![b'u'; u.len]);
-        self.send_ip(self.env.dut_ip, wire::PROTO_UDP, &[], &d);
+        let dst = self.dst(u.fault);
+        let mut d = wire::udp(self.env.my_ip, dst, self.sport, port, &vec![b'u'; u.len]);
+        match u.fault {
+            Fault::BadChecksum => d[6] ^= 0x55,
+            Fault::ZeroChecksum => d[6..8].copy_from_slice(&[0, 0]),
+            _ => {}
+        }
+        self.send_ip(dst, wire::PROTO_UDP, &[], &d, u.fault);
     }
 
     fn send_arp(&mut self, a: &ArpOut) {

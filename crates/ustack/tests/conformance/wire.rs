@@ -15,6 +15,7 @@ pub const SYN: u8 = 0x02;
 pub const RST: u8 = 0x04;
 pub const PSH: u8 = 0x08;
 pub const ACK: u8 = 0x10;
+pub const URG: u8 = 0x20;
 
 pub type Mac = [u8; 6];
 pub type Ip4 = [u8; 4];
@@ -98,6 +99,19 @@ pub struct TcpOut<'a> {
     /// Raw option bytes, padded with EOL to a multiple of four.
     pub options: &'a [u8],
     pub payload: &'a [u8],
+}
+
+/// Recompute an IPv4 header's checksum after editing it.
+pub fn ipv4_fix_checksum(ip: &mut [u8]) {
+    let hlen = usize::from(ip[0] & 0x0f) * 4;
+    ip[10..12].copy_from_slice(&[0, 0]);
+    let c = checksum(&[&ip[..hlen]], 0);
+    ip[10..12].copy_from_slice(&c.to_be_bytes());
+}
+
+/// The TCP or UDP checksum of `segment` (its checksum field zero).
+pub fn transport_checksum(src: Ip4, dst: Ip4, proto: u8, segment: &[u8]) -> u16 {
+    checksum(&[segment], pseudo(src, dst, proto, segment.len()))
 }
 
 /// A TCP segment with its checksum over the pseudo-header.
