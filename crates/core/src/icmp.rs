@@ -207,6 +207,9 @@ impl Stack {
                     b[0] = 0;
                     b[2..4].copy_from_slice(&sum.to_be_bytes());
                 });
+                // Answered: the request is used even if the reply could not
+                // leave (that loss has an egress counter of its own).
+                self.iface.counters.rx_consumed += 1;
                 if sent.is_ok() {
                     self.iface.counters.icmp_echo_replies_sent += 1;
                 }
@@ -217,6 +220,7 @@ impl Stack {
                     None => false,
                 };
                 if queued {
+                    self.iface.counters.rx_consumed += 1;
                     self.ping.notify(ident, true);
                 } else {
                     self.iface.counters.drop_icmp_echo_reply_unwanted += 1;

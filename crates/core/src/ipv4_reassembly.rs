@@ -243,8 +243,12 @@ impl Ipv4Reassembly {
             }
         }
         let d = &self.slots[slot as usize];
-        let (Some(total), Some(first)) = (d.total, d.first) else { return Outcome::Pending };
+        let (Some(total), Some(first)) = (d.total, d.first) else {
+            counters.rx_consumed += 1; // held for reassembly
+            return Outcome::Pending;
+        };
         if d.received < total {
+            counters.rx_consumed += 1;
             return Outcome::Pending;
         }
         let header_len = d.header_len;
@@ -262,6 +266,9 @@ impl Ipv4Reassembly {
         packet.set_frag(false, false, 0);
         packet.fill_checksum();
         self.release(slot);
+        // The last fragment is used up in the datagram, which counts as a
+        // frame of its own from here (`ipv4_reassembled`).
+        counters.rx_consumed += 1;
         counters.ipv4_reassembled += 1;
         let header = Ipv4Repr { payload_len: total, dont_frag: false, more_frags: false, frag_offset: 0, ..first };
         Outcome::Complete { len, header_len, header }

@@ -135,6 +135,7 @@ impl Stack {
             PathMtuOutcome::BadSequence => self.iface.counters.drop_icmp_pmtu_bad_seq += 1,
             PathMtuOutcome::NotLower => self.iface.counters.drop_icmp_pmtu_not_lower += 1,
             PathMtuOutcome::Lowered => {
+                self.iface.counters.rx_consumed += 1;
                 self.iface.counters.pmtu_lowered += 1;
                 if reported < mtu {
                     self.iface.counters.pmtu_floor_applied += 1;

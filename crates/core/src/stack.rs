@@ -225,6 +225,9 @@ impl Stack {
             self.iface.counters.drop_arp_bogus_sender += 1;
             return;
         }
+        // From here on the packet is used (learned, answered or deliberately
+        // left unlearned); nothing below drops it.
+        self.iface.counters.rx_consumed += 1;
         let for_us = repr.target_protocol_addr == ours;
         // A probe (RFC 5227) has sender 0.0.0.0: answer it, learn nothing.
         // A sender outside our subnet is never a next hop: an entry for it

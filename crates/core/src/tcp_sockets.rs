@@ -670,8 +670,9 @@ impl Stack {
             let queued_before = slot.conn.recv_queue();
             let outcome = slot.conn.on_segment(now, &seg, repr.payload, &mut tcp.pool);
             let new_data = slot.conn.recv_queue() > queued_before;
-            if let Some(reason) = outcome.dropped {
-                count_drop(&mut iface.counters, reason);
+            match outcome.dropped {
+                Some(reason) => count_drop(&mut iface.counters, reason),
+                None => iface.counters.rx_consumed += 1,
             }
             if let Some(rst) = outcome.reply {
                 iface.send_tcp(now, tx, &tuple, &rst, None, |_| {});
@@ -709,6 +710,8 @@ impl Stack {
                     return;
                 }
                 TimeWaitOutcome::Ack(ack) => {
+                    // Answered (a retransmitted FIN, an old SYN or duplicate).
+                    iface.counters.rx_consumed += 1;
                     let expires = record.expires();
                     tcp.tw_timers.set(index, Some(expires));
                     iface.send_tcp(now, tx, &tuple, &ack, None, |_| {});
@@ -723,6 +726,7 @@ impl Stack {
                 match entry.listener.on_segment(now, tuple, &seg, repr.payload, &mut tcp.pool) {
                     ListenOutcome::Drop(reason) => count_drop(&mut iface.counters, reason),
                     ListenOutcome::Reply(reply) => {
+                        iface.counters.rx_consumed += 1;
                         iface.send_tcp(now, tx, &tuple, &reply, None, |_| {});
                     }
                     ListenOutcome::HalfOpen(mut conn) => {
@@ -731,6 +735,7 @@ impl Stack {
                             iface.counters.drop_tcp_table_full += 1;
                             return;
                         }
+                        iface.counters.rx_consumed += 1;
                         iface.flush_connection(now, tx, &mut conn, &tcp.pool);
                         let port = tuple.local_port;
                         let index = tcp.insert(conn, Child::HalfOpen(port));
@@ -743,6 +748,7 @@ impl Stack {
                             iface.counters.drop_tcp_table_full += 1;
                             return;
                         }
+                        iface.counters.rx_consumed += 1;
                         iface.counters.tcp_established += 1;
                         iface.flush_connection(now, tx, &mut conn, &tcp.pool);
                         let port = tuple.local_port;

@@ -288,6 +288,7 @@ impl Stack {
             self.iface.counters.drop_udp_rx_queue_full += 1;
             return;
         }
+        self.iface.counters.rx_consumed += 1;
         self.udp.notify(idx, true);
     }
 

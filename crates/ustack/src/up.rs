@@ -144,6 +144,12 @@ fn serve<D: Device + Waitable>(
         return Err(CliError::DeviceFailed(why));
     }
     print_counters(lp.stack.counters());
+    for e in &services.udp_echo {
+        println!("  {:<32} {}", format!("udp_echo_{}_datagrams", e.port()), e.echoed);
+        // Replies the socket's send queue had no room for: lost here, not
+        // in the stack, so no stack counter saw them.
+        println!("  {:<32} {}", format!("udp_echo_{}_dropped", e.port()), e.dropped);
+    }
     for e in &services.tcp_echo {
         println!("  {:<32} {}", format!("tcp_echo_{}_bytes", e.port()), e.echoed);
     }
