@@ -6,7 +6,7 @@ mod common;
 use common::*;
 use std::net::SocketAddrV4;
 use ustack_core::tcp::State;
-use ustack_core::{Duration, TcpHandle};
+use ustack_core::{Duration, Stack, TcpHandle};
 use ustack_device::LinkConfig;
 
 /// Advance virtual time to the next event (frame delivery or timer), bounded.
@@ -156,6 +156,67 @@ fn tso_link_delivers_every_byte_at_0_1_5_percent_loss() {
             assert!(caught > 0, "loss {loss}: corruption was injected and must be caught by checksums");
         } else {
             assert_eq!(ca.total_drops() + cb.total_drops(), 0, "{ca:?}\n{cb:?}");
+        }
+    }
+}
+
+/// A sender whose send buffer holds under three segments (2 and 4 KiB),
+/// with the link's TSO and coalesced receive on and off: each buffer-full
+/// leaves as one super-segment or two segments plus a short tail, and the
+/// receiver must ACK it at once, as Linux does ("more than one full frame"),
+/// not after its 40 ms delayed-ACK timer. 256 KiB then take well under one
+/// timer per buffer-full of virtual time (with TSO they took 40 ms each when
+/// a coalesced 2 × 1,448 bytes counted as one segment of `rcv_mss` 1,460).
+/// The application writes and reads whenever it can before time moves on,
+/// as an event loop's would after each poll.
+#[test]
+fn small_send_buffers_are_acked_without_the_delayed_ack_timer() {
+    for tso in [true, false] {
+        for buffer in [2048usize, 4096] {
+            let link = LinkConfig { checksum_offload: tso, tso, delay: Duration::from_millis(1), ..LinkConfig::default() };
+            let mut p = Pair::with_link(link);
+            let mut cfg = config(A_MAC, A_IP);
+            cfg.tcp.send_buffer_size = buffer;
+            p.a = Stack::new(cfg, 1);
+            let (c, s) = connect(&mut p, 80);
+            let total = 256 * 1024u64;
+            let start = p.now;
+            let (mut sent, mut received) = (0u64, 0u64);
+            let mut buf = vec![0u8; 16384];
+            let mut turns = 0u64;
+            while received < total {
+                let mut moved = false;
+                while sent < total {
+                    let n = (total - sent).min(buf.len() as u64) as usize;
+                    for (i, b) in buf[..n].iter_mut().enumerate() {
+                        *b = byte_at(sent + i as u64);
+                    }
+                    match p.a.tcp_send(c, &buf[..n]) {
+                        Ok(0) | Err(_) => break,
+                        Ok(k) => (sent, moved) = (sent + k as u64, true),
+                    }
+                }
+                while let Ok(n @ 1..) = p.b.tcp_recv(s, &mut buf) {
+                    for (i, &b) in buf[..n].iter().enumerate() {
+                        assert_eq!(b, byte_at(received + i as u64), "byte {} corrupted", received + i as u64);
+                    }
+                    (received, moved) = (received + n as u64, true);
+                }
+                if moved {
+                    p.turn(); // the writes and the freed window leave now
+                } else {
+                    step(&mut p);
+                }
+                turns += 1;
+                assert!(turns < 1_000_000, "tso {tso}, {buffer}-byte buffer: stalled at {received} of {total}");
+            }
+            let elapsed = p.now - start;
+            let timers = Duration::from_millis(40) * (total / buffer as u64) as u32;
+            assert!(
+                elapsed < timers / 4,
+                "tso {tso}, {buffer}-byte send buffer: {total} bytes took {elapsed:?} of virtual time \
+                 (one delayed-ACK timer per buffer-full would be {timers:?})"
+            );
         }
     }
 }

@@ -61,7 +61,8 @@ pub struct TcpConfig {
     pub delayed_ack: Duration,
     /// ACK at least every this many full-sized segments. RFC 5681 §4.2:
     /// "an ACK SHOULD be generated for at least every second full-sized
-    /// segment". Default 2.
+    /// segment". Counted in bytes, as Linux does: an ACK leaves once more
+    /// than `ack_every - 1` full segments' worth waits. Default 2.
     pub ack_every: u32,
     /// TIME-WAIT duration, 2*MSL. Linux: 60 s (`TCP_TIMEWAIT_LEN`).
     /// Default 60 s.

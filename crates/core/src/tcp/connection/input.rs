@@ -672,13 +672,17 @@ impl Connection {
                 // RFC 5681 §4.2: "an ACK SHOULD be generated for at least every
                 // second full-sized segment, and MUST be generated within 500 ms
                 // of the arrival of the first unacknowledged packet."
-                // A coalesced segment (GRO) counts as the segments it
-                // stands for, so it is ACKed as they would have been.
-                if data.len() >= self.rcv_mss {
-                    let segments = (data.len() / self.rcv_mss).min(u32::MAX as usize) as u32;
-                    self.full_segments_unacked = self.full_segments_unacked.saturating_add(segments);
-                }
-                if self.full_segments_unacked >= self.cfg.ack_every {
+                // Counted in bytes, as Linux does ("more than one full frame
+                // received", `__tcp_ack_snd_check`): a coalesced segment (GRO)
+                // is ACKed as the segments it stands for were, even when the
+                // peer's segments are a little smaller than `rcv_mss` (its
+                // options), and a full segment followed by a short one (the
+                // tail of a burst) is ACKed now, not after the delayed-ACK
+                // timer that a Linux sender's tail loss probe would beat with
+                // a needless retransmission.
+                self.bytes_unacked = self.bytes_unacked.saturating_add(data.len());
+                let ack_after = self.cfg.ack_every.saturating_sub(1) as usize * self.rcv_mss;
+                if self.bytes_unacked > ack_after {
                     self.ack_now = true;
                 } else {
                     self.timers.start(Timer::DelayedAck, now + self.cfg.delayed_ack);

@@ -393,7 +393,8 @@ pub struct Connection {
     /// Largest segment payload seen from the peer (for "full-sized").
     rcv_mss: usize,
     ack_now: bool,
-    full_segments_unacked: u32,
+    /// In-order payload received since our last ACK.
+    bytes_unacked: usize,
 
     // Negotiated options.
     window_scaling: bool,
@@ -485,7 +486,7 @@ impl Connection {
             read_closed: false,
             rcv_mss: 1,
             ack_now: false,
-            full_segments_unacked: 0,
+            bytes_unacked: 0,
             window_scaling: false,
             sack: false,
             timestamps: false,

@@ -426,7 +426,7 @@ impl Connection {
             self.rcv_adv = self.rcv_adv.max(self.rcv_nxt + (field << self.rcv_wscale));
             self.last_ack_sent = self.rcv_nxt;
             self.ack_now = false;
-            self.full_segments_unacked = 0;
+            self.bytes_unacked = 0;
             self.timers.stop(Timer::DelayedAck);
         }
         seg
