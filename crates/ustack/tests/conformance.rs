@@ -34,7 +34,7 @@ mod wire;
 
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
-use support::tcp::Bg;
+use support::tcp::{Bg, TempDir};
 use support::Netns;
 
 const SECS: fn(u64) -> Duration = Duration::from_secs;
@@ -43,6 +43,7 @@ const DUT_IP: wire::Ip4 = [10, 96, 0, 2];
 const DUT_CIDR: &str = "10.96.0.2/24";
 const LISTEN_PORT: u16 = 9;
 const CLOSED_PORT: u16 = 1999;
+const HTTP_PORT: u16 = 80;
 
 /// Which stack answers on the device's end.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -124,15 +125,34 @@ fn run_all(dut: Dut, n: u8) -> Result<Vec<Outcome>, String> {
     // The device: keep its guard alive for the whole run.
     let mut _linux = None;
     let mut _ustack = None;
+    let root = TempDir::new(&format!("{tag}-root"));
+    std::fs::write(root.path("index.html"), "hello\n").unwrap();
     match dut {
         Dut::Linux => {
             w.dut.exec_ok(&["ip", "addr", "add", DUT_CIDR, "dev", &w.dut_if], SECS(5));
-            _linux = Some(net::Discard::start(&w.dut.name, format!("10.96.0.2:{LISTEN_PORT}").parse().unwrap()));
+            _linux = Some((
+                net::Discard::start(&w.dut.name, format!("10.96.0.2:{LISTEN_PORT}").parse().unwrap()),
+                net::Responder::start(&w.dut.name, format!("10.96.0.2:{HTTP_PORT}").parse().unwrap()),
+            ));
         }
         Dut::Ustack => {
             let device = format!("af_packet:{}", w.dut_if);
             let port = LISTEN_PORT.to_string();
-            let argv = [support::ustack_bin(), "up", "--device", &device, "--ip", DUT_CIDR, "--tcp-discard", &port];
+            let http = HTTP_PORT.to_string();
+            let argv = [
+                support::ustack_bin(),
+                "up",
+                "--device",
+                &device,
+                "--ip",
+                DUT_CIDR,
+                "--tcp-discard",
+                &port,
+                "--http-root",
+                root.as_str(),
+                "--http-port",
+                &http,
+            ];
             let mut b = Bg::spawn(&w.dut, &argv);
             b.wait_ready("up", SECS(10), |e| e.contains("ustack: up on"));
             _ustack = Some(b);
@@ -149,6 +169,7 @@ fn run_all(dut: Dut, n: u8) -> Result<Vec<Outcome>, String> {
         dut_ip: DUT_IP,
         listen_port: LISTEN_PORT,
         closed_port: CLOSED_PORT,
+        http_port: HTTP_PORT,
     };
     let mut outcomes = Vec::new();
     for (i, case) in cases::all().iter().enumerate() {

@@ -359,6 +359,71 @@ pub fn all() -> Vec<Case> {
             why: "RFC 9293 3.10.7.4: in SYN-RECEIVED an unacceptable ACK gets RST with seq = SEG.ACK",
             steps: vec![tcp(syn()), want(want_syn_ack()), tcp(Seg { ack: Seq::Theirs(1000), ..ack() }), want(WantTcp { seq: Check::Theirs(1000), ..want_rst() })],
         },
+        // ------------------------------------------------ active close
+        Case {
+            name: "tcp_closing",
+            why: "RFC 9293 3.10.7.4: a FIN in FIN-WAIT-1 (simultaneous close) is acknowledged (CLOSING); the ACK of the device's FIN then ends in TIME-WAIT, where a retransmitted FIN is acknowledged",
+            steps: vec![
+                Step::HttpGet,
+                Step::ReadToFinAckData,
+                tcp(Seg { flags: FIN | ACK, ack: Seq::Theirs(-1), ..data(0) }),
+                want(want_ack()),
+                tcp(ack()),
+                tcp(Seg { flags: FIN | ACK, seq: Seq::Ours(-1), advance: false, ..data(0) }),
+                want(want_ack()),
+            ],
+        },
+        Case {
+            name: "tcp_fin_wait_2_data",
+            why: "RFC 9293 3.10.7.4: FIN-WAIT-2 still receives: data after the device's half-close is acknowledged (the server reads to the peer's FIN)",
+            steps: vec![Step::HttpGet, Step::ReadToFin, tcp(data(10)), want(want_ack())],
+        },
+        Case {
+            name: "tcp_fin_wait_2_rst",
+            why: "RFC 5961 3.2: a RST at RCV.NXT in FIN-WAIT-2 ends the connection silently; a later segment gets RST",
+            steps: vec![Step::HttpGet, Step::ReadToFin, tcp(rst()), Nothing, tcp(data(10)), want(want_rst())],
+        },
+        Case {
+            name: "tcp_fin_wait_2_fin",
+            why: "RFC 9293 3.10.7.4: the peer's FIN in FIN-WAIT-2 is acknowledged (TIME-WAIT)",
+            steps: vec![Step::HttpGet, Step::ReadToFin, tcp(Seg { flags: FIN | ACK, ..data(0) }), want(want_ack())],
+        },
+        Case {
+            name: "tcp_time_wait_fin_again",
+            why: "RFC 9293 3.10.7.4 TIME-WAIT: a retransmitted FIN is acknowledged again",
+            steps: vec![
+                Step::HttpGet,
+                Step::ReadToFin,
+                tcp(Seg { flags: FIN | ACK, ..data(0) }),
+                want(want_ack()),
+                tcp(Seg { flags: FIN | ACK, seq: Seq::Ours(-1), advance: false, ..data(0) }),
+                want(want_ack()),
+            ],
+        },
+        Case {
+            name: "tcp_time_wait_data",
+            why: "RFC 9293 3.10.7.4 TIME-WAIT: any other segment is acknowledged (nothing can be new)",
+            steps: vec![
+                Step::HttpGet,
+                Step::ReadToFin,
+                tcp(Seg { flags: FIN | ACK, ..data(0) }),
+                want(want_ack()),
+                tcp(Seg { advance: false, ..data(10) }),
+                want(want_ack()),
+            ],
+        },
+        Case {
+            name: "tcp_time_wait_syn_new",
+            why: "RFC 6191 / RFC 1122 4.2.2.13: a SYN above RCV.NXT with a newer timestamp reopens a connection in TIME-WAIT (SYN-ACK)",
+            steps: vec![
+                Step::HttpGet,
+                Step::ReadToFin,
+                tcp(Seg { flags: FIN | ACK, ..data(0) }),
+                want(want_ack()),
+                tcp(Seg { seq: Seq::Ours(100_000), ..syn() }),
+                want(want_syn_ack()),
+            ],
+        },
         // ------------------------------------------------ ICMP
         Case {
             name: "icmp_echo",

@@ -3,7 +3,7 @@
 //! service, like `ustack up --tcp-discard`).
 
 use std::fs::File;
-use std::io::Read;
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -181,6 +181,68 @@ impl Discard {
 }
 
 impl Drop for Discard {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// The Linux side's counterpart of ustack's HTTP server (`--http-root`) for
+/// an HTTP/1.0 request: reads the request to its blank line, answers a small
+/// response, then closes as ustack's server does: shuts down its sending
+/// side (FIN: the device closes first) and reads to the peer's FIN before it
+/// closes the socket.
+pub struct Responder {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Responder {
+    pub fn start(ns: &str, addr: SocketAddr) -> Responder {
+        let listener = in_netns(ns, move || TcpListener::bind(addr).unwrap_or_else(|e| panic!("bind {addr}: {e}")));
+        listener.set_nonblocking(true).unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let mut conns = Vec::new();
+            while !flag.load(Ordering::Relaxed) {
+                let Ok((mut s, _)) = listener.accept() else {
+                    std::thread::sleep(Duration::from_millis(5));
+                    continue;
+                };
+                let flag = flag.clone();
+                conns.push(std::thread::spawn(move || {
+                    s.set_nonblocking(false).unwrap();
+                    s.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
+                    let mut req = Vec::new();
+                    let mut buf = [0u8; 1024];
+                    let mut answered = false;
+                    while !flag.load(Ordering::Relaxed) {
+                        match s.read(&mut buf) {
+                            Ok(0) => break,
+                            Ok(n) => req.extend_from_slice(&buf[..n]),
+                            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
+                            Err(_) => break,
+                        }
+                        if !answered && req.windows(4).any(|w| w == b"\r\n\r\n") {
+                            answered = true;
+                            let _ = s.write_all(b"HTTP/1.0 200 OK\r\nContent-Length: 6\r\nConnection: close\r\n\r\nhello\n");
+                            let _ = s.shutdown(std::net::Shutdown::Write);
+                        }
+                    }
+                }));
+            }
+            for c in conns {
+                let _ = c.join();
+            }
+        });
+        Responder { stop, thread: Some(thread) }
+    }
+}
+
+impl Drop for Responder {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
         if let Some(t) = self.thread.take() {

@@ -27,6 +27,8 @@ pub struct Env<'a> {
     pub listen_port: u16,
     /// A port nothing listens on.
     pub closed_port: u16,
+    /// An HTTP/1.0 server that answers one request and closes.
+    pub http_port: u16,
 }
 
 /// One conformance case.
@@ -54,11 +56,23 @@ pub enum Step {
     /// Unless the device's FIN already came (with an earlier ACK), expect it
     /// now: a FIN|ACK at RCV.NXT acknowledging SND.NXT.
     AwaitFin,
+    /// Connect to the HTTP port (handshake as `Handshake`), send
+    /// `GET / HTTP/1.0`; from here on segments to `Port::Listen` go to the
+    /// HTTP port.
+    HttpGet,
+    /// Take the device's in-order segments up to and including its FIN,
+    /// then acknowledge them all with one ACK: the device is in FIN-WAIT-2.
+    ReadToFin,
+    /// As `ReadToFin`, but acknowledge only the data, not the FIN: the
+    /// device stays in FIN-WAIT-1.
+    ReadToFinAckData,
 }
 
 /// Which port a segment goes to.
 #[derive(Clone, Copy)]
 pub enum Port {
+    /// The case's connection port: the discard listener, or the HTTP
+    /// server after `HttpGet`.
     Listen,
     Closed,
 }
@@ -103,6 +117,8 @@ pub struct Seg {
     pub advance: bool,
     /// Something wrong with it on purpose.
     pub fault: Fault,
+    /// The payload, when not `len` filler bytes.
+    pub text: &'static [u8],
 }
 
 /// A deliberate defect in a sent datagram.
@@ -137,6 +153,7 @@ pub fn syn() -> Seg {
         len: 0,
         advance: true,
         fault: Fault::None,
+        text: b"",
     }
 }
 
@@ -278,6 +295,8 @@ pub struct Run<'a> {
     rcv_nxt: Option<u32>,
     /// The device's FIN was received.
     their_fin: bool,
+    /// `Port::Listen` means the HTTP port (after `HttpGet`).
+    http: bool,
     ts_on: bool,
     my_ts: u32,
     my_ts_first: u32,
@@ -300,6 +319,7 @@ impl<'a> Run<'a> {
             snd_nxt: 0x1000_0000u32.wrapping_mul(n + 1).wrapping_add(12_345),
             rcv_nxt: None,
             their_fin: false,
+            http: false,
             ts_on: false,
             my_ts: 100_000 + n * 1000,
             my_ts_first: 100_000 + n * 1000,
@@ -347,6 +367,14 @@ impl<'a> Run<'a> {
                 Ok(())
             }
             Step::Expect(w) => self.expect(w),
+            Step::HttpGet => {
+                self.http = true;
+                self.step(&Step::Handshake)?;
+                self.send_tcp(&Seg { text: b"GET / HTTP/1.0\r\n\r\n", ..data(0) });
+                Ok(())
+            }
+            Step::ReadToFin => self.read_to_fin(true),
+            Step::ReadToFinAckData => self.read_to_fin(false),
             Step::AwaitFin if self.their_fin => Ok(()),
             Step::AwaitFin => self.expect(&Want::Tcp(WantTcp { set: FIN | ACK, clear: SYN | RST, ..want_ack() })),
             Step::Nothing => match self.next_frame(NOTHING_WITHIN) {
@@ -361,6 +389,39 @@ impl<'a> Run<'a> {
                 }
             },
         }
+    }
+
+    fn read_to_fin(&mut self, ack_fin: bool) -> Result<(), String> {
+        let mut bytes = 0;
+        for _ in 0..100 {
+            let Some(p) = self.next_frame(EXPECT_WITHIN) else {
+                self.trace.push(format!("read {bytes}B, no FIN"));
+                return Err(format!("read {bytes} bytes, then nothing within {EXPECT_WITHIN:?}; expected the device's FIN"));
+            };
+            let t = match &p {
+                Pkt::Ip(ip) => match &ip.l4 {
+                    L4::Tcp(t) if t.flags & (ACK | RST | SYN) == ACK => t.clone(),
+                    _ => return Err(format!("expected the device's data and FIN, got {}", self.describe(&p))),
+                },
+                _ => return Err(format!("expected the device's data and FIN, got {}", self.describe(&p))),
+            };
+            if self.rcv_nxt != Some(t.seq) {
+                continue; // a retransmission
+            }
+            bytes += t.payload_len;
+            let fin = t.flags & FIN != 0;
+            self.rcv_nxt = Some(t.seq.wrapping_add(t.payload_len as u32 + u32::from(fin)));
+            if let Some((val, _)) = t.timestamps() {
+                self.their_ts_val = val;
+            }
+            if fin {
+                self.their_fin = true;
+                self.trace.push(format!("{bytes}B+FIN"));
+                self.send_tcp(&Seg { ack: Seq::Theirs(if ack_fin { 0 } else { -1 }), ..ack() });
+                return Ok(());
+            }
+        }
+        Err("more than 100 segments without a FIN".into())
     }
 
     fn seq(&self, s: Seq) -> u32 {
@@ -440,10 +501,11 @@ impl<'a> Run<'a> {
             Opts::Raw(b) => b.clone(),
             Opts::OldTs => self.ts_opt(self.my_ts_first.wrapping_sub(1_000)),
         };
-        let payload = vec![b'x'; s.len];
+        let payload = if s.text.is_empty() { vec![b'x'; s.len] } else { s.text.to_vec() };
         let t = TcpOut {
             sport: self.sport,
             dport: match s.to {
+                Port::Listen if self.http => self.env.http_port,
                 Port::Listen => self.env.listen_port,
                 Port::Closed => self.env.closed_port,
             },
@@ -467,7 +529,7 @@ impl<'a> Run<'a> {
             _ => {}
         }
         if s.advance {
-            let used = s.len as u32 + u32::from(s.flags & SYN != 0) + u32::from(s.flags & FIN != 0);
+            let used = payload.len() as u32 + u32::from(s.flags & SYN != 0) + u32::from(s.flags & FIN != 0);
             self.snd_nxt = t.seq.wrapping_add(used);
         }
         self.send_ip(dst, wire::PROTO_TCP, &[], &seg, s.fault);
