@@ -1,0 +1,93 @@
+//! The BSD socket calls over ustack, for C programs (`libustack_capi.so`
+//! with `include/ustack.h`) and for the LD_PRELOAD library (`crates/preload`)
+//! that gives unmodified programs ustack sockets.
+//!
+//! # How the stack runs inside a foreign process
+//!
+//! One stack, one device, one process. [`start`] opens the device from a spec
+//! (`tap:NAME`, `af_packet:IFACE`, `af_xdp:IFACE`, the same
+//! [`ustack_device::DeviceSpec`] every `ustack` command takes), builds the
+//! [`Stack`](ustack_core::Stack) and starts one **stack thread**. The stack,
+//! the device and the socket table live behind one mutex:
+//!
+//! - the stack thread locks it, receives what the device holds, fires due
+//!   timers, transmits, hands each readiness event to its socket (below),
+//!   unlocks, and sleeps in `ppoll` on the device's descriptor and a waker
+//!   eventfd until the stack's next deadline;
+//! - an application thread's socket call locks it, works on the socket
+//!   (`tcp_send`, `udp_recv_from`, …), transmits what the call queued at once
+//!   (`Stack::poll` with a zero receive budget, so a request leaves without a
+//!   thread switch), and wakes the stack thread only when the call made the
+//!   stack's next deadline earlier than the one it sleeps towards.
+//!
+//! No queue sits between the threads, so there is nothing to size or to
+//! overflow; a call never waits for the stack thread, only for the lock.
+//!
+//! # Descriptors: one kernel eventfd per ustack socket
+//!
+//! `socket()` creates an eventfd and returns **its number** as the socket's
+//! descriptor, so a ustack socket holds a real kernel descriptor: no number
+//! can clash with a file, a pipe or a kernel socket, `close` frees it like any
+//! other, and the kernel's limits apply. A table of flags indexed by
+//! descriptor ([`is_ustack`], lock-free) says which numbers are ours.
+//!
+//! The eventfd is the socket's **doorbell**: the stack registers every socket
+//! ([`Stack::register`](ustack_core::Stack::register), token = descriptor) and
+//! the stack thread writes 1 to its eventfd for every readiness event
+//! (edge-triggered: data arrived, room to write returned, connection
+//! established, end of stream, error). A thread that must wait:
+//!
+//! 1. under the lock, empties the doorbell and asks the socket for its real
+//!    readiness (a failed call re-arms the stack's edge for what it lacked);
+//! 2. if it must wait, sleeps in the kernel on the eventfd (POLLIN) together
+//!    with any kernel descriptors, then goes to 1.
+//!
+//! Every change after step 1 rings the doorbell, so no wakeup is lost and
+//! nothing spins: blocking calls, [`poll`](wait::poll), `select` and
+//! [`epoll`](wait::epoll_wait) over any mix of kernel and ustack descriptors
+//! sleep in the kernel. Readiness reported to the caller is always computed
+//! from the socket, never read from the eventfd, so a stale ring costs a
+//! recheck, not a wrong answer. For epoll the eventfd is added to the
+//! caller's real epoll set (`EPOLLIN|EPOLLET`, data tagged [`EPOLL_TAG`]); the
+//! caller's events and data for it are kept here and reported with
+//! `EPOLLET`/`EPOLLONESHOT` semantics.
+//!
+//! # Errors
+//!
+//! Every call returns `-1` and sets `errno` to the value Linux gives in the
+//! same case: `EAGAIN` for a call that would block on a non-blocking socket,
+//! `EINPROGRESS` for a non-blocking connect, `ECONNREFUSED`/`ECONNRESET`/
+//! `ETIMEDOUT` from the connection's error (once, then end of stream or
+//! `EPIPE`, as Linux), `EPIPE` (with `SIGPIPE` unless `MSG_NOSIGNAL`) for a
+//! send after shutdown, `EADDRINUSE`, `EADDRNOTAVAIL` (an address that is not
+//! the stack's), `ENOTCONN`, `EISCONN`, `EALREADY`, `EDESTADDRREQ`,
+//! `EMSGSIZE`, `EAFNOSUPPORT`/`EPROTONOSUPPORT`/`ESOCKTNOSUPPORT` for what is
+//! not IPv4 TCP or UDP, `ENOPROTOOPT` for an option not handled, `EBADF` for
+//! a descriptor that is not a ustack socket, `ENETDOWN` before [`start`].
+//! Anything unsupported also prints one warning line per kind on stderr.
+//!
+//! # Limits of this slice
+//!
+//! - **fork**: the stack thread does not exist in a child; a child's calls on
+//!   inherited ustack descriptors fail with `EBADF` (it may open its own
+//!   sockets only if it starts its own stack, on its own device).
+//! - **exec**: the new program inherits plain eventfds (unless
+//!   `SOCK_CLOEXEC`), not sockets.
+//! - **dup/dup2** of a ustack descriptor is refused (`EOPNOTSUPP`).
+//! - One local address (the stack's); loopback addresses are not served.
+//! - `bind` before `connect` does not choose the local port (the stack picks
+//!   an RFC 6056 ephemeral port).
+//! - Several threads waiting on the *same* socket may wake each other late
+//!   (one thread empties the doorbell the other sleeps on).
+
+#![warn(missing_docs)]
+
+mod errno;
+pub mod ffi;
+mod socket;
+mod sys;
+pub mod wait;
+
+pub use errno::Errno;
+pub use socket::*;
+pub use sys::{is_ustack, start, started, StartConfig, EPOLL_TAG};

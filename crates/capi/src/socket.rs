@@ -1,0 +1,746 @@
+//! The socket calls, in Rust types: each returns what the C call returns
+//! on success, or the `errno` Linux gives.
+
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::os::fd::RawFd;
+
+use ustack_core::tcp::{ConnError, RecvError, SendError, State};
+use ustack_core::{ConnectError, ListenError, Socket, UdpSendError};
+
+use crate::errno::{unsupported, Errno, EAGAIN, EBADF, EINVAL, ENOTCONN};
+use crate::sys::{self, drain, lock, raw_poll, set_ustack, Inner, Kind, Sock};
+
+fn e(v: i32) -> Errno {
+    Errno(v)
+}
+
+/// Which protocol a new socket speaks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Proto {
+    /// SOCK_STREAM.
+    Tcp,
+    /// SOCK_DGRAM.
+    Udp,
+}
+
+/// `socket(AF_INET, type, protocol)`'s checks: the protocol, or the errno
+/// Linux gives. `type` may carry SOCK_NONBLOCK and SOCK_CLOEXEC.
+pub fn classify(domain: i32, ty: i32, protocol: i32) -> Result<Proto, Errno> {
+    if domain != libc::AF_INET {
+        return Err(e(libc::EAFNOSUPPORT));
+    }
+    match (ty & !(libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC), protocol) {
+        (libc::SOCK_STREAM, 0 | libc::IPPROTO_TCP) => Ok(Proto::Tcp),
+        (libc::SOCK_DGRAM, 0 | libc::IPPROTO_UDP) => Ok(Proto::Udp),
+        (libc::SOCK_STREAM | libc::SOCK_DGRAM, _) => Err(e(libc::EPROTONOSUPPORT)),
+        _ => Err(e(libc::ESOCKTNOSUPPORT)),
+    }
+}
+
+/// Open a socket; its descriptor is a fresh eventfd (see the crate docs).
+pub fn socket(domain: i32, ty: i32, protocol: i32) -> Result<RawFd, Errno> {
+    let proto = classify(domain, ty, protocol)?;
+    let mut g = lock()?;
+    let fd = sys::new_eventfd(ty & libc::SOCK_CLOEXEC != 0)?;
+    let kind = match proto {
+        Proto::Tcp => Kind::TcpFresh,
+        Proto::Udp => Kind::Udp { h: None },
+    };
+    g.socks.insert(fd, Sock::new(kind, ty & libc::SOCK_NONBLOCK != 0));
+    set_ustack(fd, true);
+    Ok(fd)
+}
+
+/// Whether `a` is an address this stack may use locally: any, or its own.
+fn check_local(g: &Inner, a: &SocketAddrV4) -> Result<(), Errno> {
+    if a.ip().is_unspecified() || *a.ip() == g.stack.config().ipv4.addr {
+        Ok(())
+    } else {
+        Err(e(libc::EADDRNOTAVAIL))
+    }
+}
+
+/// `bind`.
+pub fn bind(fd: RawFd, addr: SocketAddrV4) -> Result<(), Errno> {
+    let mut g = lock()?;
+    check_local(&g, &addr)?;
+    let port = addr.port();
+    let taken = port != 0
+        && g.socks.iter().any(|(&other, s)| {
+            other != fd
+                && matches!((&s.kind, s.bound), (Kind::TcpListen { port: p, .. }, _) if *p == port)
+                || matches!((&s.kind, s.bound), (Kind::TcpFresh, Some(b)) if other != fd && b.port() == port && !(s.opts.reuseport))
+        });
+    let s = g.sock(fd)?;
+    if s.bound.is_some() {
+        return Err(EINVAL);
+    }
+    match s.kind {
+        Kind::TcpFresh => {
+            if taken {
+                return Err(e(libc::EADDRINUSE));
+            }
+            s.bound = Some(addr);
+            Ok(())
+        }
+        Kind::Udp { h: None } => {
+            let h = g.stack.udp_bind(port).map_err(|_| e(libc::EADDRINUSE))?;
+            let s = g.sock(fd)?;
+            s.kind = Kind::Udp { h: Some(h) };
+            s.bound = Some(addr);
+            g.register(Socket::Udp(h), fd);
+            Ok(())
+        }
+        _ => Err(EINVAL),
+    }
+}
+
+/// `listen`.
+pub fn listen(fd: RawFd, backlog: i32) -> Result<(), Errno> {
+    let mut g = lock()?;
+    let s = g.sock(fd)?;
+    match s.kind {
+        Kind::TcpListen { .. } => return Ok(()),
+        Kind::TcpFresh => {}
+        Kind::TcpConn { .. } => return Err(EINVAL),
+        Kind::Udp { .. } => return Err(e(libc::EOPNOTSUPP)),
+    }
+    let backlog = backlog.clamp(1, 4096) as usize;
+    let wanted = s.bound.map_or(0, |b| b.port());
+    let port = if wanted != 0 {
+        g.stack.tcp_listen(wanted, backlog).map_err(|err| match err {
+            ListenError::AddrInUse(_) => e(libc::EADDRINUSE),
+            ListenError::InvalidPort => EINVAL,
+        })?;
+        wanted
+    } else {
+        // Port 0: an ephemeral port, as Linux's autobind.
+        let start = 32768 + (g.now().total_micros() % 28000) as u16;
+        (0..28232u16)
+            .map(|i| 32768 + (start - 32768 + i) % 28232)
+            .find(|&p| g.stack.tcp_listen(p, backlog).is_ok())
+            .ok_or(e(libc::EADDRINUSE))?
+    };
+    let s = g.sock(fd)?;
+    s.kind = Kind::TcpListen { port, pending: Default::default() };
+    let ip = s.bound.map_or(Ipv4Addr::UNSPECIFIED, |b| *b.ip());
+    s.bound = Some(SocketAddrV4::new(ip, port));
+    g.register(Socket::Listener(port), fd);
+    Ok(())
+}
+
+/// Run `op` under the lock; while it answers EAGAIN on a blocking socket,
+/// sleep on the socket's doorbell and try again.
+fn blocking<T>(fd: RawFd, dontwait: bool, mut op: impl FnMut(&mut Inner) -> Result<T, Errno>) -> Result<T, Errno> {
+    loop {
+        {
+            let mut g = lock()?;
+            let nonblock = g.sock(fd)?.nonblock || dontwait;
+            drain(fd);
+            let r = op(&mut g);
+            g.after_call();
+            match r {
+                Err(err) if err == EAGAIN && !nonblock => {}
+                r => return r,
+            }
+        }
+        let mut p = [libc::pollfd { fd, events: libc::POLLIN, revents: 0 }];
+        if raw_poll(&mut p, -1) < 0 && sys::last_errno() == libc::EINTR {
+            return Err(e(libc::EINTR));
+        }
+    }
+}
+
+fn conn_errno(c: ConnError) -> Errno {
+    e(match c {
+        ConnError::Refused => libc::ECONNREFUSED,
+        ConnError::Reset => libc::ECONNRESET,
+        ConnError::TimedOut => libc::ETIMEDOUT,
+        ConnError::Aborted => libc::ECONNABORTED,
+    })
+}
+
+/// `accept4`: the new descriptor and the peer's address. `flags` may hold
+/// SOCK_NONBLOCK and SOCK_CLOEXEC.
+pub fn accept4(fd: RawFd, flags: i32) -> Result<(RawFd, SocketAddrV4), Errno> {
+    if flags & !(libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC) != 0 {
+        return Err(EINVAL);
+    }
+    blocking(fd, false, |g| {
+        let s = g.sock(fd)?;
+        let Kind::TcpListen { port, pending } = &mut s.kind else { return Err(EINVAL) };
+        let port = *port;
+        let nodelay = s.opts.nodelay;
+        let h = match pending.pop_front() {
+            Some(h) => h,
+            None => g.stack.tcp_accept(port).ok_or(EAGAIN)?,
+        };
+        let nfd = match sys::new_eventfd(flags & libc::SOCK_CLOEXEC != 0) {
+            Ok(nfd) => nfd,
+            Err(err) => {
+                g.stack.tcp_abort(h);
+                return Err(err);
+            }
+        };
+        let t = g.stack.tcp_connection(h).map(|c| c.four_tuple());
+        let mut sock = Sock::new(Kind::TcpConn { h }, flags & libc::SOCK_NONBLOCK != 0);
+        sock.opts.nodelay = nodelay;
+        if nodelay {
+            g.stack.tcp_set_nodelay(h, true);
+        }
+        let peer = t.map_or(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0), |t| SocketAddrV4::new(t.remote_addr, t.remote_port));
+        sock.peer = Some(peer);
+        g.socks.insert(nfd, sock);
+        g.register(Socket::Tcp(h), nfd);
+        set_ustack(nfd, true);
+        Ok((nfd, peer))
+    })
+}
+
+/// Where a connect stands: `Ok` once established, EAGAIN while the
+/// handshake runs, the connection's errno if it failed.
+fn connect_status(g: &mut Inner, fd: RawFd) -> Result<(), Errno> {
+    let s = g.sock(fd)?;
+    let Kind::TcpConn { h } = s.kind else { return Err(EBADF) };
+    let Some(c) = g.stack.tcp_connection(h) else { return Err(e(libc::ECONNREFUSED)) };
+    if let Some(err) = c.error() {
+        g.sock(fd)?.err_reported = true;
+        return Err(conn_errno(err));
+    }
+    match c.state() {
+        State::SynSent => Err(EAGAIN),
+        State::Closed => Err(e(libc::ECONNREFUSED)),
+        _ => Ok(()),
+    }
+}
+
+/// `connect`.
+pub fn connect(fd: RawFd, addr: SocketAddrV4) -> Result<(), Errno> {
+    {
+        let mut g = lock()?;
+        let s = g.sock(fd)?;
+        match s.kind {
+            Kind::Udp { h } => {
+                if addr.ip().is_unspecified() && addr.port() == 0 {
+                    s.peer = None; // AF_UNSPEC-like: dissolve the association
+                    return Ok(());
+                }
+                s.peer = Some(addr);
+                if h.is_none() {
+                    let h = g.stack.udp_bind(0).map_err(|_| e(libc::EAGAIN))?;
+                    g.sock(fd)?.kind = Kind::Udp { h: Some(h) };
+                    g.register(Socket::Udp(h), fd);
+                }
+                return Ok(());
+            }
+            Kind::TcpListen { .. } => return Err(EINVAL),
+            Kind::TcpConn { h } => {
+                let nonblock = s.nonblock;
+                let state = g.stack.tcp_state(h);
+                return match state {
+                    Some(State::SynSent) if nonblock => Err(e(libc::EALREADY)),
+                    Some(State::SynSent) => {
+                        drop(g);
+                        blocking(fd, false, |g| connect_status(g, fd))
+                    }
+                    _ => match connect_status(&mut g, fd) {
+                        Ok(()) => Err(e(libc::EISCONN)),
+                        Err(err) => Err(err),
+                    },
+                };
+            }
+            Kind::TcpFresh => {}
+        }
+        if addr.port() == 0 {
+            return Err(e(libc::ECONNREFUSED));
+        }
+        if addr.ip().is_loopback() {
+            return Err(unsupported("connecting to a loopback address", e(libc::ENETUNREACH)));
+        }
+        let now = g.now();
+        let h = g.stack.tcp_connect(now, addr).map_err(|err| match err {
+            ConnectError::NoFreePort => e(libc::EADDRNOTAVAIL),
+            ConnectError::TableFull => e(libc::EAGAIN),
+            ConnectError::InvalidAddress => e(libc::ENETUNREACH),
+        })?;
+        let s = g.sock(fd)?;
+        s.kind = Kind::TcpConn { h };
+        s.peer = Some(addr);
+        let (nodelay, nonblock) = (s.opts.nodelay, s.nonblock);
+        if nodelay {
+            g.stack.tcp_set_nodelay(h, true);
+        }
+        g.register(Socket::Tcp(h), fd);
+        g.after_call();
+        if nonblock {
+            return Err(e(libc::EINPROGRESS));
+        }
+    }
+    blocking(fd, false, |g| connect_status(g, fd))
+}
+
+/// Flags of `send`/`recv` this library honours; others are refused.
+const SEND_FLAGS: i32 = libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL | libc::MSG_MORE;
+const RECV_FLAGS: i32 = libc::MSG_DONTWAIT | libc::MSG_PEEK | libc::MSG_TRUNC | libc::MSG_WAITALL;
+
+fn epipe(flags: i32) -> Errno {
+    if flags & libc::MSG_NOSIGNAL == 0 {
+        // SAFETY: raising a signal in our own thread, as the kernel would.
+        unsafe { libc::raise(libc::SIGPIPE) };
+    }
+    e(libc::EPIPE)
+}
+
+/// `sendto` (and `send`, `write`: `dst` None). Returns bytes sent.
+pub fn sendto(fd: RawFd, data: &[u8], flags: i32, dst: Option<SocketAddrV4>) -> Result<usize, Errno> {
+    if flags & !SEND_FLAGS != 0 {
+        return Err(unsupported("a send flag other than MSG_DONTWAIT, MSG_NOSIGNAL, MSG_MORE", e(libc::EOPNOTSUPP)));
+    }
+    let dontwait = flags & libc::MSG_DONTWAIT != 0;
+    let mut done = 0usize;
+    loop {
+        let r = blocking(fd, dontwait, |g| send_some(g, fd, &data[done..], flags, dst));
+        match r {
+            Ok(n) => {
+                done += n;
+                let stream = matches!(lock()?.sock(fd)?.kind, Kind::TcpConn { .. });
+                // A blocking stream send returns when everything is queued.
+                if !stream || done == data.len() || dontwait || lock()?.sock(fd)?.nonblock {
+                    return Ok(done);
+                }
+            }
+            Err(err) if done > 0 && err != EAGAIN => return Ok(done),
+            Err(err) => return Err(err),
+        }
+    }
+}
+
+fn send_some(g: &mut Inner, fd: RawFd, data: &[u8], flags: i32, dst: Option<SocketAddrV4>) -> Result<usize, Errno> {
+    let s = g.sock(fd)?;
+    match s.kind {
+        Kind::TcpFresh | Kind::TcpListen { .. } => Err(ENOTCONN),
+        Kind::TcpConn { h } => {
+            if s.shut_wr {
+                return Err(epipe(flags));
+            }
+            let reported = s.err_reported;
+            match g.stack.tcp_state(h) {
+                Some(State::SynSent) => return Err(EAGAIN),
+                None => return Err(epipe(flags)),
+                _ => {}
+            }
+            if data.is_empty() {
+                return Ok(0);
+            }
+            match g.stack.tcp_send(h, data) {
+                Ok(0) | Err(SendError::Full) => Err(EAGAIN),
+                Ok(n) => Ok(n),
+                Err(SendError::Closing) | Err(SendError::Closed(None)) => Err(epipe(flags)),
+                Err(SendError::Closed(Some(c))) if !reported => {
+                    g.sock(fd)?.err_reported = true;
+                    Err(conn_errno(c))
+                }
+                Err(SendError::Closed(Some(_))) => Err(epipe(flags)),
+            }
+        }
+        Kind::Udp { h } => {
+            let to = dst.or(s.peer).ok_or(e(libc::EDESTADDRREQ))?;
+            if to.ip().is_broadcast() && !s.opts.broadcast {
+                return Err(e(libc::EACCES));
+            }
+            let h = match h {
+                Some(h) => h,
+                None => {
+                    let h = g.stack.udp_bind(0).map_err(|_| e(libc::EAGAIN))?;
+                    g.sock(fd)?.kind = Kind::Udp { h: Some(h) };
+                    g.register(Socket::Udp(h), fd);
+                    h
+                }
+            };
+            match g.stack.udp_send_to(h, to, data) {
+                Ok(()) => Ok(data.len()),
+                Err(UdpSendError::WouldBlock) => Err(EAGAIN),
+                Err(UdpSendError::TooBig { .. }) => Err(e(libc::EMSGSIZE)),
+                Err(UdpSendError::NotBound) => Err(EBADF),
+            }
+        }
+    }
+}
+
+/// `recvfrom` (and `recv`, `read`): bytes received (for UDP with MSG_TRUNC,
+/// the datagram's length) and the sender.
+pub fn recvfrom(fd: RawFd, buf: &mut [u8], flags: i32) -> Result<(usize, Option<SocketAddrV4>), Errno> {
+    if flags & !RECV_FLAGS != 0 {
+        return Err(unsupported("a receive flag other than MSG_DONTWAIT, MSG_PEEK, MSG_TRUNC, MSG_WAITALL", e(libc::EOPNOTSUPP)));
+    }
+    let dontwait = flags & libc::MSG_DONTWAIT != 0;
+    let mut done = 0usize;
+    loop {
+        let r = blocking(fd, dontwait, |g| recv_some(g, fd, &mut buf[done..], flags));
+        match r {
+            Ok((n, from)) => {
+                done += n;
+                let waitall = flags & libc::MSG_WAITALL != 0 && flags & libc::MSG_PEEK == 0;
+                let stream = from.is_none();
+                if !(waitall && stream) || n == 0 || done == buf.len() {
+                    return Ok((if stream { done } else { n }, from));
+                }
+            }
+            Err(err) if done > 0 => {
+                let _ = err;
+                return Ok((done, None));
+            }
+            Err(err) => return Err(err),
+        }
+    }
+}
+
+fn recv_some(g: &mut Inner, fd: RawFd, buf: &mut [u8], flags: i32) -> Result<(usize, Option<SocketAddrV4>), Errno> {
+    let peek = flags & libc::MSG_PEEK != 0;
+    let s = g.sock(fd)?;
+    match s.kind {
+        Kind::TcpFresh | Kind::TcpListen { .. } => Err(ENOTCONN),
+        Kind::TcpConn { h } => {
+            if s.shut_rd {
+                return Ok((0, None));
+            }
+            if !s.peeked_bytes.is_empty() && !buf.is_empty() {
+                let n = buf.len().min(s.peeked_bytes.len());
+                for (i, b) in s.peeked_bytes.iter().take(n).enumerate() {
+                    buf[i] = *b;
+                }
+                if !peek {
+                    s.peeked_bytes.drain(..n);
+                }
+                return Ok((n, None));
+            }
+            let reported = s.err_reported;
+            let r = g.stack.tcp_recv(h, buf);
+            match r {
+                Ok(n) => {
+                    if peek {
+                        g.sock(fd)?.peeked_bytes.extend(&buf[..n]);
+                    }
+                    Ok((n, None))
+                }
+                Err(RecvError::WouldBlock) => Err(EAGAIN),
+                Err(RecvError::Closed) => Ok((0, None)),
+                Err(RecvError::Connection(c)) if !reported => {
+                    g.sock(fd)?.err_reported = true;
+                    Err(conn_errno(c))
+                }
+                Err(RecvError::Connection(_)) => Ok((0, None)),
+            }
+        }
+        Kind::Udp { h } => {
+            let Some(h) = h else { return Err(EAGAIN) };
+            let peer = s.peer;
+            let trunc = flags & libc::MSG_TRUNC != 0;
+            if let Some((data, from)) = s.peeked.take() {
+                let n = data.len().min(buf.len());
+                buf[..n].copy_from_slice(&data[..n]);
+                let len = if trunc { data.len() } else { n };
+                if peek {
+                    s.peeked = Some((data, from));
+                }
+                return Ok((len, Some(from)));
+            }
+            loop {
+                let got = g.stack.udp_recv_with(h, |data, from| (data.to_vec(), from));
+                let Some((data, from)) = got else { return Err(EAGAIN) };
+                if peer.is_some_and(|p| p != from) {
+                    continue; // a connected UDP socket hears only its peer
+                }
+                let n = data.len().min(buf.len());
+                buf[..n].copy_from_slice(&data[..n]);
+                let len = if trunc { data.len() } else { n };
+                if peek {
+                    g.sock(fd)?.peeked = Some((data, from));
+                }
+                return Ok((len, Some(from)));
+            }
+        }
+    }
+}
+
+/// `shutdown`.
+pub fn shutdown(fd: RawFd, how: i32) -> Result<(), Errno> {
+    let mut g = lock()?;
+    let s = g.sock(fd)?;
+    let Kind::TcpConn { h } = s.kind else {
+        return Err(ENOTCONN);
+    };
+    let (rd, wr) = match how {
+        libc::SHUT_RD => (true, false),
+        libc::SHUT_WR => (false, true),
+        libc::SHUT_RDWR => (true, true),
+        _ => return Err(EINVAL),
+    };
+    s.shut_rd |= rd;
+    if wr && !s.shut_wr {
+        s.shut_wr = true;
+        let _ = g.stack.tcp_shutdown(h);
+    }
+    if rd {
+        // Wake anyone blocked in a read: it now returns end of stream.
+        sys::ring(fd);
+    }
+    g.after_call();
+    Ok(())
+}
+
+/// `close` of a ustack socket.
+pub fn close(fd: RawFd) -> Result<(), Errno> {
+    let mut g = lock()?;
+    let s = g.socks.remove(&fd).ok_or(EBADF)?;
+    set_ustack(fd, false);
+    match s.kind {
+        Kind::TcpFresh => {}
+        Kind::TcpListen { port, pending } => {
+            for h in pending {
+                g.stack.tcp_abort(h);
+            }
+            g.stack.tcp_unlisten(port);
+        }
+        Kind::TcpConn { h } => {
+            if s.opts.linger == Some(0) {
+                g.stack.tcp_abort(h);
+            } else {
+                g.stack.tcp_close(h);
+            }
+        }
+        Kind::Udp { h } => {
+            if let Some(h) = h {
+                g.stack.udp_close(h);
+            }
+        }
+    }
+    for members in g.epolls.values_mut() {
+        members.remove(&fd);
+    }
+    g.after_call();
+    sys::raw_close(fd);
+    Ok(())
+}
+
+/// The socket's own address (`getsockname`).
+pub fn getsockname(fd: RawFd) -> Result<SocketAddrV4, Errno> {
+    let mut g = lock()?;
+    let own = g.stack.config().ipv4.addr;
+    let s = g.sock(fd)?;
+    Ok(match &s.kind {
+        Kind::TcpConn { h } => {
+            let h = *h;
+            match g.stack.tcp_connection(h) {
+                Some(c) => SocketAddrV4::new(c.four_tuple().local_addr, c.four_tuple().local_port),
+                None => SocketAddrV4::new(own, 0),
+            }
+        }
+        Kind::Udp { h: Some(h) } => {
+            let ip = if s.peer.is_some() { own } else { s.bound.map_or(Ipv4Addr::UNSPECIFIED, |b| *b.ip()) };
+            let h = *h;
+            SocketAddrV4::new(ip, g.stack.udp_local_port(h).unwrap_or(0))
+        }
+        _ => s.bound.unwrap_or(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0)),
+    })
+}
+
+/// The peer's address (`getpeername`).
+pub fn getpeername(fd: RawFd) -> Result<SocketAddrV4, Errno> {
+    let mut g = lock()?;
+    let s = g.sock(fd)?;
+    if let Kind::TcpConn { h } = s.kind {
+        if g.stack.tcp_state(h).is_none_or(|st| !st.is_synchronized()) {
+            return Err(ENOTCONN);
+        }
+    }
+    g.sock(fd)?.peer.ok_or(ENOTCONN)
+}
+
+/// `fcntl(F_GETFL)`: O_RDWR, with O_NONBLOCK when set.
+pub fn get_flags(fd: RawFd) -> Result<i32, Errno> {
+    let mut g = lock()?;
+    Ok(libc::O_RDWR | if g.sock(fd)?.nonblock { libc::O_NONBLOCK } else { 0 })
+}
+
+/// `fcntl(F_SETFL)` / `ioctl(FIONBIO)`: only O_NONBLOCK matters.
+pub fn set_nonblocking(fd: RawFd, on: bool) -> Result<(), Errno> {
+    let mut g = lock()?;
+    g.sock(fd)?.nonblock = on;
+    Ok(())
+}
+
+/// `ioctl(FIONREAD)`: bytes a read would return now (TCP), or the size of
+/// the next datagram (UDP, 0 when none).
+pub fn bytes_readable(fd: RawFd) -> Result<usize, Errno> {
+    let mut g = lock()?;
+    let s = g.sock(fd)?;
+    match &s.kind {
+        Kind::TcpConn { h } => {
+            let (h, extra) = (*h, s.peeked_bytes.len());
+            Ok(extra + g.stack.tcp_connection(h).map_or(0, |c| c.recv_queue()))
+        }
+        Kind::Udp { h: Some(h) } => {
+            if let Some((d, _)) = &s.peeked {
+                return Ok(d.len());
+            }
+            let h = *h;
+            match g.stack.udp_recv_with(h, |d, from| (d.to_vec(), from)) {
+                Some((d, from)) => {
+                    let n = d.len();
+                    g.sock(fd)?.peeked = Some((d, from));
+                    Ok(n)
+                }
+                None => Ok(0),
+            }
+        }
+        _ => Ok(0),
+    }
+}
+
+/// A socket option's value, as an int (every option handled here is one,
+/// but SO_LINGER, which is two).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OptVal {
+    /// An `int` option.
+    Int(i32),
+    /// `struct linger { l_onoff, l_linger }`.
+    Linger(i32, i32),
+}
+
+/// `setsockopt` for the options programs commonly set.
+pub fn setsockopt(fd: RawFd, level: i32, name: i32, val: OptVal) -> Result<(), Errno> {
+    let mut g = lock()?;
+    let s = g.sock(fd)?;
+    let int = match val {
+        OptVal::Int(v) => v,
+        OptVal::Linger(on, secs) => {
+            if (level, name) != (libc::SOL_SOCKET, libc::SO_LINGER) {
+                return Err(EINVAL);
+            }
+            s.opts.linger = (on != 0).then_some(secs);
+            return Ok(());
+        }
+    };
+    match (level, name) {
+        (libc::SOL_SOCKET, libc::SO_REUSEADDR) => s.opts.reuseaddr = int != 0,
+        (libc::SOL_SOCKET, libc::SO_REUSEPORT) => s.opts.reuseport = int != 0,
+        (libc::SOL_SOCKET, libc::SO_KEEPALIVE) => s.opts.keepalive = int != 0,
+        (libc::SOL_SOCKET, libc::SO_BROADCAST) => s.opts.broadcast = int != 0,
+        (libc::SOL_SOCKET, libc::SO_RCVBUF) => s.opts.rcvbuf = int,
+        (libc::SOL_SOCKET, libc::SO_SNDBUF) => s.opts.sndbuf = int,
+        (libc::SOL_SOCKET, libc::SO_RCVLOWAT | libc::SO_SNDLOWAT | libc::SO_PRIORITY | libc::SO_OOBINLINE) => {}
+        (libc::IPPROTO_TCP, libc::TCP_NODELAY) => {
+            s.opts.nodelay = int != 0;
+            if let Kind::TcpConn { h } = s.kind {
+                g.stack.tcp_set_nodelay(h, int != 0);
+            }
+        }
+        (
+            libc::IPPROTO_TCP,
+            libc::TCP_KEEPIDLE | libc::TCP_KEEPINTVL | libc::TCP_KEEPCNT | libc::TCP_QUICKACK | libc::TCP_DEFER_ACCEPT
+            | libc::TCP_FASTOPEN | libc::TCP_CORK,
+        ) => {}
+        (libc::IPPROTO_IP, libc::IP_TOS | libc::IP_TTL | libc::IP_RECVERR | libc::IP_MTU_DISCOVER) => {}
+        _ => return Err(unsupported("a socket option other than the common SOL_SOCKET/TCP/IP ones", e(libc::ENOPROTOOPT))),
+    }
+    Ok(())
+}
+
+/// `getsockopt`.
+pub fn getsockopt(fd: RawFd, level: i32, name: i32) -> Result<OptVal, Errno> {
+    let mut g = lock()?;
+    let s = g.sock(fd)?;
+    let b = |v: bool| OptVal::Int(i32::from(v));
+    let o = s.opts;
+    Ok(match (level, name) {
+        (libc::SOL_SOCKET, libc::SO_ERROR) => {
+            let mut err = 0;
+            if let Kind::TcpConn { h } = s.kind {
+                if !s.err_reported {
+                    if let Some(c) = g.stack.tcp_connection(h).and_then(|c| c.error()) {
+                        err = conn_errno(c).0;
+                        g.sock(fd)?.err_reported = true;
+                    }
+                }
+            }
+            OptVal::Int(err)
+        }
+        (libc::SOL_SOCKET, libc::SO_TYPE) => {
+            OptVal::Int(if matches!(s.kind, Kind::Udp { .. }) { libc::SOCK_DGRAM } else { libc::SOCK_STREAM })
+        }
+        (libc::SOL_SOCKET, libc::SO_DOMAIN) => OptVal::Int(libc::AF_INET),
+        (libc::SOL_SOCKET, libc::SO_PROTOCOL) => {
+            OptVal::Int(if matches!(s.kind, Kind::Udp { .. }) { libc::IPPROTO_UDP } else { libc::IPPROTO_TCP })
+        }
+        (libc::SOL_SOCKET, libc::SO_ACCEPTCONN) => b(matches!(s.kind, Kind::TcpListen { .. })),
+        (libc::SOL_SOCKET, libc::SO_REUSEADDR) => b(o.reuseaddr),
+        (libc::SOL_SOCKET, libc::SO_REUSEPORT) => b(o.reuseport),
+        (libc::SOL_SOCKET, libc::SO_KEEPALIVE) => b(o.keepalive),
+        (libc::SOL_SOCKET, libc::SO_BROADCAST) => b(o.broadcast),
+        (libc::SOL_SOCKET, libc::SO_LINGER) => OptVal::Linger(i32::from(o.linger.is_some()), o.linger.unwrap_or(0)),
+        (libc::SOL_SOCKET, libc::SO_RCVBUF) => {
+            OptVal::Int(if o.rcvbuf > 0 { o.rcvbuf } else { g.stack.config().tcp.recv_buffer_size as i32 })
+        }
+        (libc::SOL_SOCKET, libc::SO_SNDBUF) => {
+            OptVal::Int(if o.sndbuf > 0 { o.sndbuf } else { g.stack.config().tcp.send_buffer_size as i32 })
+        }
+        (libc::IPPROTO_TCP, libc::TCP_NODELAY) => b(o.nodelay),
+        (libc::IPPROTO_TCP, libc::TCP_MAXSEG) => {
+            let mss = match s.kind {
+                Kind::TcpConn { h } => g.stack.tcp_connection(h).map(|c| c.mss()),
+                _ => None,
+            };
+            OptVal::Int(mss.unwrap_or(usize::from(g.stack.config().tcp.mss)) as i32)
+        }
+        _ => return Err(unsupported("getsockopt of an option other than the common SOL_SOCKET/TCP ones", e(libc::ENOPROTOOPT))),
+    })
+}
+
+/// poll(2) bits of a socket now. With `want_out`, a socket that cannot take
+/// data re-arms the stack's WRITABLE edge, so its return rings the doorbell.
+pub(crate) fn poll_bits(g: &mut Inner, fd: RawFd, want_out: bool) -> i16 {
+    let (pin, pout, phup, perr, prdhup) = (libc::POLLIN, libc::POLLOUT, libc::POLLHUP, libc::POLLERR, libc::POLLRDHUP);
+    let Some(s) = g.socks.get_mut(&fd) else { return libc::POLLNVAL };
+    match &mut s.kind {
+        Kind::TcpFresh => pout | phup,
+        Kind::TcpListen { port, pending } => {
+            if pending.is_empty() {
+                if let Some(h) = g.stack.tcp_accept(*port) {
+                    pending.push_back(h);
+                }
+            }
+            if pending.is_empty() { 0 } else { pin }
+        }
+        Kind::TcpConn { h } => {
+            let h = *h;
+            let (shut_rd, peeked, reported) = (s.shut_rd, !s.peeked_bytes.is_empty(), s.err_reported);
+            let Some(c) = g.stack.tcp_connection(h) else { return pin | phup };
+            let mut bits = 0;
+            if c.is_readable() || shut_rd || peeked {
+                bits |= pin;
+            }
+            let state = c.state();
+            if state.is_synchronized() && c.is_writable() {
+                bits |= pout;
+            }
+            if matches!(state, State::CloseWait | State::LastAck | State::Closing | State::TimeWait | State::Closed) {
+                bits |= prdhup | pin;
+            }
+            if c.error().is_some() {
+                bits |= pin | pout | phup | if reported { 0 } else { perr };
+            } else if state == State::Closed {
+                bits |= phup;
+            }
+            if want_out && bits & pout == 0 && state.is_synchronized() && c.error().is_none() {
+                // Re-arm WRITABLE: the probe finds the buffer full (and takes nothing).
+                let _ = g.stack.tcp_send(h, &[0]);
+            }
+            bits
+        }
+        Kind::Udp { h } => {
+            let readable = s.peeked.is_some() || h.is_some_and(|h| g.stack.udp_rx_queued(h) > 0);
+            pout | if readable { pin } else { 0 }
+        }
+    }
+}

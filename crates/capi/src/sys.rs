@@ -1,0 +1,420 @@
+//! The process's one stack: its thread, its lock, the descriptor flags and
+//! the raw system calls the library makes for itself (never through symbols
+//! an LD_PRELOAD library may have replaced).
+
+use std::collections::{HashMap, VecDeque};
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::os::fd::RawFd;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, MutexGuard, OnceLock};
+
+use ustack_core::phy::Device;
+use ustack_core::stack::DEFAULT_RX_BURST;
+use ustack_core::{Event, Instant, Interest, Ipv4Cidr, Socket, Stack, StackConfig, TcpHandle, UdpHandle};
+use ustack_device::{earliest, ChainSpec, DeviceChain, DeviceSpec, Waitable};
+use ustack_runtime::{os_seed, Clock};
+use ustack_wire::EthernetAddress;
+
+use crate::errno::{Errno, EBADF};
+
+/// Descriptors at or above this are never ustack sockets (`socket` fails
+/// with `EMFILE` if the kernel hands out such a number for the eventfd).
+pub const MAX_FDS: usize = 65536;
+
+/// The high bits of the `epoll_data` under which a ustack socket's eventfd
+/// sits in a real epoll set (the low 32 bits are its descriptor). No
+/// user-space pointer has these bits set.
+pub const EPOLL_TAG: u64 = 0xffff_5553_0000_0000;
+
+static USTACK_FD: [AtomicBool; MAX_FDS] = [const { AtomicBool::new(false) }; MAX_FDS];
+static EPOLL_FD: [AtomicBool; MAX_FDS] = [const { AtomicBool::new(false) }; MAX_FDS];
+
+/// Whether `fd` is a ustack socket of this process. Lock-free: the
+/// LD_PRELOAD library asks it on every `read`, `write` and `close`.
+pub fn is_ustack(fd: RawFd) -> bool {
+    usize::try_from(fd).ok().and_then(|i| USTACK_FD.get(i)).is_some_and(|f| f.load(Ordering::Acquire))
+}
+
+pub(crate) fn set_ustack(fd: RawFd, on: bool) {
+    if let Some(f) = usize::try_from(fd).ok().and_then(|i| USTACK_FD.get(i)) {
+        f.store(on, Ordering::Release);
+    }
+}
+
+/// Whether `epfd` is an epoll set holding ustack sockets.
+pub fn is_ustack_epoll(epfd: RawFd) -> bool {
+    usize::try_from(epfd).ok().and_then(|i| EPOLL_FD.get(i)).is_some_and(|f| f.load(Ordering::Acquire))
+}
+
+pub(crate) fn set_ustack_epoll(epfd: RawFd, on: bool) {
+    if let Some(f) = usize::try_from(epfd).ok().and_then(|i| EPOLL_FD.get(i)) {
+        f.store(on, Ordering::Release);
+    }
+}
+
+// ---- raw system calls -------------------------------------------------
+
+pub(crate) fn raw_write(fd: RawFd, buf: &[u8]) -> isize {
+    // SAFETY: writes from a valid buffer of its length.
+    unsafe { libc::syscall(libc::SYS_write, fd, buf.as_ptr(), buf.len()) as isize }
+}
+
+pub(crate) fn raw_close(fd: RawFd) {
+    // SAFETY: closes a descriptor this library created.
+    unsafe { libc::syscall(libc::SYS_close, fd) };
+}
+
+pub(crate) fn new_eventfd(cloexec: bool) -> Result<RawFd, Errno> {
+    let flags = libc::EFD_NONBLOCK | if cloexec { libc::EFD_CLOEXEC } else { 0 };
+    // SAFETY: eventfd2 takes an initial value and flags.
+    let fd = unsafe { libc::syscall(libc::SYS_eventfd2, 0, flags) } as RawFd;
+    if fd < 0 {
+        return Err(Errno(last_errno()));
+    }
+    if fd as usize >= MAX_FDS {
+        raw_close(fd);
+        return Err(Errno(libc::EMFILE));
+    }
+    Ok(fd)
+}
+
+pub(crate) fn last_errno() -> i32 {
+    // SAFETY: the calling thread's errno slot.
+    unsafe { *libc::__errno_location() }
+}
+
+/// Ring a socket's doorbell (or the stack thread's waker).
+pub(crate) fn ring(fd: RawFd) {
+    raw_write(fd, &1u64.to_ne_bytes());
+}
+
+/// Empty a doorbell (it is non-blocking: an empty one answers EAGAIN).
+pub(crate) fn drain(fd: RawFd) {
+    let mut buf = [0u8; 8];
+    // SAFETY: reads at most 8 bytes into a valid buffer.
+    unsafe { libc::syscall(libc::SYS_read, fd, buf.as_mut_ptr(), 8) };
+}
+
+/// ppoll(2) without a signal mask; `timeout_ms < 0` waits forever. Returns
+/// the raw result (-1 with errno on EINTR).
+pub(crate) fn raw_poll(fds: &mut [libc::pollfd], timeout_ms: i64) -> i32 {
+    let ts = (timeout_ms >= 0).then(|| libc::timespec {
+        tv_sec: (timeout_ms / 1000) as libc::time_t,
+        tv_nsec: ((timeout_ms % 1000) * 1_000_000) as libc::c_long,
+    });
+    let tsp = ts.as_ref().map_or(std::ptr::null(), |t| t as *const libc::timespec);
+    // SAFETY: `fds` is valid for its length; the timespec outlives the call.
+    unsafe { libc::syscall(libc::SYS_ppoll, fds.as_mut_ptr(), fds.len(), tsp, std::ptr::null::<u8>(), 0) as i32 }
+}
+
+// ---- the socket table -----------------------------------------------------
+
+/// What a ustack socket is.
+#[derive(Debug)]
+pub(crate) enum Kind {
+    /// A TCP socket before `listen` or `connect`.
+    TcpFresh,
+    /// A listening TCP socket; connections taken from the stack before
+    /// `accept` asked (to learn readiness) wait in `pending`.
+    TcpListen { port: u16, pending: VecDeque<TcpHandle> },
+    /// A connecting, connected or accepted TCP socket.
+    TcpConn { h: TcpHandle },
+    /// A UDP socket, bound once it has a port.
+    Udp { h: Option<UdpHandle> },
+}
+
+/// One ustack socket; its descriptor is its eventfd.
+#[derive(Debug)]
+pub(crate) struct Sock {
+    pub kind: Kind,
+    pub nonblock: bool,
+    /// `bind`'s address (TCP before listen; UDP's port is in its handle).
+    pub bound: Option<SocketAddrV4>,
+    /// `connect`'s address (UDP: the default destination and receive filter).
+    pub peer: Option<SocketAddrV4>,
+    /// The connection's error was returned once (by a call or SO_ERROR).
+    pub err_reported: bool,
+    pub shut_rd: bool,
+    pub shut_wr: bool,
+    /// A datagram taken by `MSG_PEEK`, returned by the next receive.
+    pub peeked: Option<(Vec<u8>, SocketAddrV4)>,
+    /// Bytes taken by `MSG_PEEK` on TCP, returned before the stream's.
+    pub peeked_bytes: VecDeque<u8>,
+    /// Readiness events seen (the doorbell's count), for EPOLLET.
+    pub generation: u64,
+    pub opts: Opts,
+}
+
+/// Options kept for `getsockopt` (and applied where the stack has them).
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Opts {
+    pub reuseaddr: bool,
+    pub reuseport: bool,
+    pub keepalive: bool,
+    pub nodelay: bool,
+    pub broadcast: bool,
+    pub rcvbuf: i32,
+    pub sndbuf: i32,
+    /// SO_LINGER: `Some(0)` resets on close.
+    pub linger: Option<i32>,
+}
+
+impl Sock {
+    pub fn new(kind: Kind, nonblock: bool) -> Sock {
+        Sock {
+            kind,
+            nonblock,
+            bound: None,
+            peer: None,
+            err_reported: false,
+            shut_rd: false,
+            shut_wr: false,
+            peeked: None,
+            peeked_bytes: VecDeque::new(),
+            generation: 0,
+            opts: Opts::default(),
+        }
+    }
+
+    /// The stack's socket behind this one, as registered.
+    pub fn core_socket(&self) -> Option<Socket> {
+        match &self.kind {
+            Kind::TcpFresh => None,
+            Kind::TcpListen { port, .. } => Some(Socket::Listener(*port)),
+            Kind::TcpConn { h } => Some(Socket::Tcp(*h)),
+            Kind::Udp { h } => h.map(Socket::Udp),
+        }
+    }
+}
+
+/// One epoll registration of a ustack socket.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct EpollEntry {
+    pub events: u32,
+    pub data: u64,
+    /// The socket's generation when last reported (EPOLLET).
+    pub seen: u64,
+    /// EPOLLONESHOT fired: silent until EPOLL_CTL_MOD.
+    pub disabled: bool,
+}
+
+/// Everything behind the lock.
+pub(crate) struct Inner {
+    pub stack: Stack,
+    pub device: SendDevice,
+    pub clock: Clock,
+    pub socks: HashMap<RawFd, Sock>,
+    /// epoll descriptor → its ustack members.
+    pub epolls: HashMap<RawFd, HashMap<RawFd, EpollEntry>>,
+    events: Vec<Event>,
+    /// When the stack thread will next wake by itself.
+    planned: Option<Instant>,
+    waker: RawFd,
+}
+
+/// The device chain, moved to the stack thread and used under the lock.
+pub(crate) struct SendDevice(pub DeviceChain);
+
+// SAFETY: the device (descriptors and mmap'd rings owned by this process) is
+// only touched with the global lock held, by one thread at a time.
+unsafe impl Send for SendDevice {}
+
+impl Inner {
+    pub fn now(&self) -> Instant {
+        self.clock.now()
+    }
+
+    pub fn sock(&mut self, fd: RawFd) -> Result<&mut Sock, Errno> {
+        self.socks.get_mut(&fd).ok_or(EBADF)
+    }
+
+    /// Hand this turn's readiness events to their sockets' doorbells.
+    fn dispatch_events(&mut self) {
+        loop {
+            self.events.clear();
+            if self.stack.poll_events(&mut self.events, 1024) == 0 {
+                return;
+            }
+            for ev in &self.events {
+                let fd = ev.token as RawFd;
+                if let Some(s) = self.socks.get_mut(&fd) {
+                    if s.core_socket() == Some(ev.socket) {
+                        s.generation += 1;
+                        ring(fd);
+                    }
+                }
+            }
+        }
+    }
+
+    /// After a call: send what it queued, ring the doorbells it caused, and
+    /// wake the stack thread if the stack's next deadline moved earlier.
+    pub fn after_call(&mut self) {
+        let now = self.clock.now();
+        self.stack.poll(now, &mut self.device.0, 0);
+        self.dispatch_events();
+        let due = earliest(self.stack.poll_timeout(), self.device.0.next_deadline());
+        if due.is_some_and(|d| self.planned.is_none_or(|p| d < p)) {
+            self.planned = due;
+            ring(self.waker);
+        }
+    }
+
+    /// Register a new socket of the stack under descriptor `fd`.
+    pub fn register(&mut self, socket: Socket, fd: RawFd) {
+        // The socket was just made: it exists, so this cannot fail.
+        let _ = self.stack.register(socket, fd as u64, Interest::READABLE | Interest::WRITABLE);
+    }
+}
+
+struct Global {
+    inner: Mutex<Inner>,
+    pid: u32,
+}
+
+static GLOBAL: OnceLock<Global> = OnceLock::new();
+
+/// The lock, for a call in the process that started the stack.
+pub(crate) fn lock() -> Result<MutexGuard<'static, Inner>, Errno> {
+    let g = GLOBAL.get().ok_or(Errno(libc::ENETDOWN))?;
+    if g.pid != std::process::id() {
+        // A forked child: the stack thread is the parent's.
+        return Err(EBADF);
+    }
+    Ok(g.inner.lock().unwrap_or_else(|p| p.into_inner()))
+}
+
+/// Whether [`start`] has run in this process.
+pub fn started() -> bool {
+    GLOBAL.get().is_some()
+}
+
+/// How to start the stack.
+#[derive(Clone, Debug)]
+pub struct StartConfig {
+    /// The device spec: `tap:NAME`, `af_packet:IFACE[,…]`, `af_xdp:IFACE[,…]`.
+    pub device: String,
+    /// The stack's address and prefix, `A.B.C.D/N`.
+    pub ip: String,
+    /// The default gateway, if any.
+    pub gateway: Option<String>,
+    /// For `tap:` only: give the kernel's side of the TAP this `A.B.C.D/N`.
+    pub host_ip: Option<String>,
+}
+
+/// Parse `A.B.C.D/N`.
+pub fn parse_cidr(s: &str) -> Option<Ipv4Cidr> {
+    let (a, p) = s.split_once('/')?;
+    Ipv4Cidr::new(a.parse().ok()?, p.parse().ok()?)
+}
+
+impl StartConfig {
+    /// Check every setting without touching the system; the error is one
+    /// line naming the setting and what is allowed.
+    pub fn check(&self) -> Result<(DeviceSpec, Ipv4Cidr, Option<Ipv4Addr>, Option<Ipv4Cidr>), String> {
+        let spec: DeviceSpec = self.device.parse().map_err(|e| format!("device '{}': {e}", self.device))?;
+        let ip = parse_cidr(&self.ip)
+            .ok_or_else(|| format!("IP address '{}' is not A.B.C.D/N (the stack's address and prefix)", self.ip))?;
+        let gateway = match &self.gateway {
+            None => None,
+            Some(g) => {
+                let g: Ipv4Addr = g.parse().map_err(|_| format!("gateway '{g}' is not an IPv4 address A.B.C.D"))?;
+                if !ip.contains(g) {
+                    return Err(format!("gateway {g} is outside the stack's subnet {}/{}", ip.addr, ip.prefix_len));
+                }
+                Some(g)
+            }
+        };
+        let host = match &self.host_ip {
+            None => None,
+            Some(h) => Some(parse_cidr(h).ok_or_else(|| format!("host IP '{h}' is not A.B.C.D/N"))?),
+        };
+        Ok((spec, ip, gateway, host))
+    }
+}
+
+/// Open the device, build the stack and start its thread. Fails (one line)
+/// on a bad setting, a device that cannot be opened, or a second start.
+pub fn start(cfg: &StartConfig) -> Result<(), String> {
+    let (spec, ip, gateway, host) = cfg.check()?;
+    if GLOBAL.get().is_some() {
+        return Err("the stack is already started in this process".into());
+    }
+    let device = ChainSpec { device: spec, impair: None, pcap: None }.open().map_err(|e| e.to_string())?;
+    if let (Some(host), Some(tap)) = (host, device.device().as_tap()) {
+        tap.set_host_addr(host.addr, host.prefix_len).map_err(|e| e.to_string())?;
+    }
+    let seed = os_seed();
+    let b = seed.to_le_bytes();
+    let mac = EthernetAddress([0x02, b[1], b[2], b[3], b[4], b[5]]);
+    let mut sc = StackConfig::new(mac, ip);
+    sc.gateway = gateway;
+    sc.mtu = device.caps().mtu;
+    sc.tcp.mss = sc.tcp.mss.min(sc.mtu.saturating_sub(40) as u16);
+    let stack = Stack::new(sc, seed);
+    let waker = new_eventfd(true).map_err(|e| format!("cannot create an eventfd: errno {}", e.0))?;
+    let inner = Inner {
+        stack,
+        device: SendDevice(device),
+        clock: Clock::new(),
+        socks: HashMap::new(),
+        epolls: HashMap::new(),
+        events: Vec::new(),
+        planned: None,
+        waker,
+    };
+    let global = Global { inner: Mutex::new(inner), pid: std::process::id() };
+    GLOBAL.set(global).map_err(|_| "the stack is already started in this process".to_string())?;
+    std::thread::Builder::new()
+        .name("ustack".into())
+        .spawn(move || stack_thread(waker))
+        .map_err(|e| format!("cannot start the stack thread: {e}"))?;
+    Ok(())
+}
+
+/// The longest the stack thread sleeps without a deadline (it is woken for
+/// everything else; this only bounds a missed wakeup).
+const MAX_SLEEP_MS: i64 = 1000;
+
+fn stack_thread(waker: RawFd) {
+    let Some(g) = GLOBAL.get() else { return };
+    loop {
+        let (wait_fd, sleep_ms) = {
+            let mut inner = g.inner.lock().unwrap_or_else(|p| p.into_inner());
+            let inner = &mut *inner;
+            let now = inner.clock.now();
+            let mut got = 0;
+            loop {
+                let n = inner.stack.poll(now, &mut inner.device.0, DEFAULT_RX_BURST);
+                got += n;
+                if n < DEFAULT_RX_BURST || got >= 8 * DEFAULT_RX_BURST {
+                    break;
+                }
+            }
+            inner.stack.poll(now, &mut inner.device.0, 0);
+            inner.dispatch_events();
+            if got >= 8 * DEFAULT_RX_BURST {
+                continue; // more frames are likely waiting
+            }
+            if inner.device.0.failure().is_some() {
+                let msg = format!("ustack: the device failed: {:?}; ustack sockets stop working\n", inner.device.0.failure());
+                raw_write(2, msg.as_bytes());
+                return;
+            }
+            let wake = earliest(inner.stack.poll_timeout(), inner.device.0.next_deadline());
+            inner.planned = wake;
+            let ms = wake.map_or(MAX_SLEEP_MS, |t| {
+                (t.saturating_since(now).as_micros().div_ceil(1000) as i64).min(MAX_SLEEP_MS)
+            });
+            (inner.device.0.wait_fd().unwrap_or(-1), if inner.device.0.wait_fd().is_some() { ms } else { ms.min(1) })
+        };
+        let mut fds = [
+            libc::pollfd { fd: wait_fd, events: libc::POLLIN, revents: 0 },
+            libc::pollfd { fd: waker, events: libc::POLLIN, revents: 0 },
+        ];
+        raw_poll(&mut fds, sleep_ms);
+        if fds[1].revents != 0 {
+            drain(waker);
+        }
+    }
+}

@@ -1,0 +1,302 @@
+//! Waiting on any mix of kernel and ustack descriptors: `poll`, `select`
+//! (through `poll`) and epoll, all sleeping in the kernel on the sockets'
+//! doorbells (see the crate docs).
+//!
+//! Kernel descriptors go to the kernel calls unchanged (by raw system
+//! call); a set with no ustack descriptor costs one flag lookup each.
+
+use std::os::fd::RawFd;
+use std::time::{Duration, Instant};
+
+use crate::errno::{Errno, EBADF, EFAULT, EINVAL};
+use crate::socket::poll_bits;
+use crate::sys::{self, drain, is_ustack, is_ustack_epoll, lock, raw_poll, set_ustack_epoll, EpollEntry, EPOLL_TAG};
+
+/// Milliseconds left until `deadline` (`None`: forever, as -1).
+fn remaining(deadline: Option<Instant>) -> i64 {
+    deadline.map_or(-1, |d| d.saturating_duration_since(Instant::now()).as_micros().div_ceil(1000).min(i32::MAX as u128) as i64)
+}
+
+fn deadline_of(timeout_ms: i64) -> Option<Instant> {
+    (timeout_ms >= 0).then(|| Instant::now() + Duration::from_millis(timeout_ms as u64))
+}
+
+/// poll(2) over any mix of descriptors; `timeout_ms < 0` waits forever.
+/// Returns how many entries have events.
+pub fn poll(fds: &mut [libc::pollfd], timeout_ms: i64) -> Result<usize, Errno> {
+    let ours: Vec<usize> = (0..fds.len()).filter(|&i| is_ustack(fds[i].fd)).collect();
+    if ours.is_empty() {
+        let n = raw_poll(fds, timeout_ms);
+        return if n < 0 { Err(Errno(sys::last_errno())) } else { Ok(n as usize) };
+    }
+    let deadline = deadline_of(timeout_ms);
+    let mut kernel: Vec<libc::pollfd> = fds.to_vec();
+    for &i in &ours {
+        kernel[i].events = libc::POLLIN; // the doorbell
+    }
+    let always = libc::POLLHUP | libc::POLLERR | libc::POLLNVAL;
+    loop {
+        // Under the lock: empty the doorbells, then read the sockets, so any
+        // change from here on rings again.
+        let mut ready = 0;
+        let mut bits = vec![0i16; fds.len()];
+        {
+            let mut g = lock()?;
+            for &i in &ours {
+                drain(fds[i].fd);
+                let want = fds[i].events | always;
+                bits[i] = poll_bits(&mut g, fds[i].fd, fds[i].events & libc::POLLOUT != 0) & want;
+                if bits[i] != 0 {
+                    ready += 1;
+                }
+            }
+            g.after_call();
+        }
+        let t = if ready > 0 { 0 } else { remaining(deadline) };
+        for k in kernel.iter_mut() {
+            k.revents = 0;
+        }
+        let n = raw_poll(&mut kernel, t);
+        if n < 0 {
+            return Err(Errno(sys::last_errno()));
+        }
+        let mut total = 0;
+        for (i, f) in fds.iter_mut().enumerate() {
+            f.revents = if is_ustack(f.fd) && ours.contains(&i) { bits[i] } else { kernel[i].revents };
+            if f.revents != 0 {
+                total += 1;
+            }
+        }
+        let woke = ours.iter().any(|&i| kernel[i].revents != 0);
+        if total > 0 || t == 0 && !woke || deadline.is_some_and(|d| Instant::now() >= d) {
+            return Ok(total);
+        }
+    }
+}
+
+/// select(2) through [`poll`]: the sets are updated in place, the count of
+/// bits set is returned.
+///
+/// # Safety
+/// Each set pointer is null or points to an `fd_set` covering `nfds`.
+pub unsafe fn select(
+    nfds: i32,
+    rd: *mut libc::fd_set,
+    wr: *mut libc::fd_set,
+    ex: *mut libc::fd_set,
+    timeout_ms: i64,
+) -> Result<usize, Errno> {
+    if !(0..=libc::FD_SETSIZE as i32).contains(&nfds) {
+        return Err(EINVAL);
+    }
+    let isset = |set: *mut libc::fd_set, fd: i32| !set.is_null() && libc::FD_ISSET(fd, set);
+    let mut pfds = Vec::new();
+    for fd in 0..nfds {
+        let mut events = 0;
+        if isset(rd, fd) {
+            events |= libc::POLLIN;
+        }
+        if isset(wr, fd) {
+            events |= libc::POLLOUT;
+        }
+        if isset(ex, fd) {
+            events |= libc::POLLPRI;
+        }
+        if events != 0 {
+            pfds.push(libc::pollfd { fd, events, revents: 0 });
+        }
+    }
+    poll(&mut pfds, timeout_ms)?;
+    if pfds.iter().any(|p| p.revents & libc::POLLNVAL != 0) {
+        return Err(EBADF);
+    }
+    for set in [rd, wr, ex] {
+        if !set.is_null() {
+            libc::FD_ZERO(set);
+        }
+    }
+    let mut n = 0;
+    for p in &pfds {
+        let r = p.revents;
+        let mut mark = |set: *mut libc::fd_set, asked: i16, hit: i16| {
+            if !set.is_null() && p.events & asked != 0 && r & hit != 0 {
+                libc::FD_SET(p.fd, set);
+                n += 1;
+            }
+        };
+        mark(rd, libc::POLLIN, libc::POLLIN | libc::POLLHUP | libc::POLLERR);
+        mark(wr, libc::POLLOUT, libc::POLLOUT | libc::POLLERR);
+        mark(ex, libc::POLLPRI, libc::POLLPRI);
+    }
+    Ok(n)
+}
+
+fn raw_epoll_ctl(epfd: RawFd, op: i32, fd: RawFd, ev: Option<libc::epoll_event>) -> Result<(), Errno> {
+    let mut ev = ev;
+    let p = ev.as_mut().map_or(std::ptr::null_mut(), |e| e as *mut libc::epoll_event);
+    // SAFETY: the event (or null) is valid for the call.
+    let r = unsafe { libc::syscall(libc::SYS_epoll_ctl, epfd, op, fd, p) };
+    if r < 0 {
+        Err(Errno(sys::last_errno()))
+    } else {
+        Ok(())
+    }
+}
+
+/// epoll_ctl(2). A ustack socket joins the real set as its doorbell; its
+/// events and data are kept here. Kernel descriptors go to the kernel.
+///
+/// # Safety
+/// `ev` is null or valid.
+pub unsafe fn epoll_ctl(epfd: RawFd, op: i32, fd: RawFd, ev: *mut libc::epoll_event) -> Result<(), Errno> {
+    if !is_ustack(fd) {
+        let e = if ev.is_null() { None } else { Some(*ev) };
+        return raw_epoll_ctl(epfd, op, fd, e);
+    }
+    let mut g = lock()?;
+    g.sock(fd)?;
+    let entry = |ev: *mut libc::epoll_event| -> Result<EpollEntry, Errno> {
+        if ev.is_null() {
+            return Err(EFAULT);
+        }
+        let ev = *ev;
+        Ok(EpollEntry { events: ev.events, data: ev.u64, seen: u64::MAX, disabled: false })
+    };
+    match op {
+        libc::EPOLL_CTL_ADD => {
+            let e = entry(ev)?;
+            if g.epolls.get(&epfd).is_some_and(|m| m.contains_key(&fd)) {
+                return Err(Errno(libc::EEXIST));
+            }
+            let bell = libc::epoll_event { events: (libc::EPOLLIN | libc::EPOLLET) as u32, u64: EPOLL_TAG | fd as u64 };
+            raw_epoll_ctl(epfd, libc::EPOLL_CTL_ADD, fd, Some(bell))?;
+            g.epolls.entry(epfd).or_default().insert(fd, e);
+            set_ustack_epoll(epfd, true);
+            // The socket may be ready now: make the next wait look.
+            sys::ring(fd);
+        }
+        libc::EPOLL_CTL_MOD => {
+            let e = entry(ev)?;
+            let slot = g.epolls.get_mut(&epfd).and_then(|m| m.get_mut(&fd)).ok_or(Errno(libc::ENOENT))?;
+            *slot = e;
+            sys::ring(fd);
+        }
+        libc::EPOLL_CTL_DEL => {
+            g.epolls.get_mut(&epfd).and_then(|m| m.remove(&fd)).ok_or(Errno(libc::ENOENT))?;
+            raw_epoll_ctl(epfd, libc::EPOLL_CTL_DEL, fd, None)?;
+        }
+        _ => return Err(EINVAL),
+    }
+    Ok(())
+}
+
+/// Forget an epoll set's ustack members (it is being closed).
+pub fn epoll_forget(epfd: RawFd) {
+    if is_ustack_epoll(epfd) {
+        set_ustack_epoll(epfd, false);
+        if let Ok(mut g) = lock() {
+            g.epolls.remove(&epfd);
+        }
+    }
+}
+
+fn to_epoll(bits: i16) -> u32 {
+    let mut e = 0;
+    for (p, q) in [
+        (libc::POLLIN, libc::EPOLLIN),
+        (libc::POLLOUT, libc::EPOLLOUT),
+        (libc::POLLHUP, libc::EPOLLHUP),
+        (libc::POLLERR, libc::EPOLLERR),
+        (libc::POLLRDHUP, libc::EPOLLRDHUP),
+        (libc::POLLPRI, libc::EPOLLPRI),
+    ] {
+        if bits & p != 0 {
+            e |= q as u32;
+        }
+    }
+    e
+}
+
+/// The ustack members of `epfd` with events, written to `out`.
+fn ustack_ready(epfd: RawFd, out: &mut [libc::epoll_event]) -> Result<usize, Errno> {
+    let mut g = lock()?;
+    let g = &mut *g;
+    let Some(members) = g.epolls.get(&epfd) else { return Ok(0) };
+    let fds: Vec<RawFd> = members.keys().copied().collect();
+    let mut n = 0;
+    for fd in fds {
+        if n == out.len() {
+            break;
+        }
+        let Some(e) = g.epolls.get(&epfd).and_then(|m| m.get(&fd)).copied() else { continue };
+        let generation = g.socks.get(&fd).map_or(0, |s| s.generation);
+        let et = e.events & libc::EPOLLET as u32 != 0;
+        if e.disabled || (et && e.seen == generation) {
+            continue;
+        }
+        let want = e.events | (libc::EPOLLHUP | libc::EPOLLERR) as u32;
+        let got = to_epoll(poll_bits(g, fd, e.events & libc::EPOLLOUT as u32 != 0)) & want;
+        // The probe above may have changed the generation; take it after.
+        let generation = g.socks.get(&fd).map_or(0, |s| s.generation);
+        let slot = g.epolls.get_mut(&epfd).and_then(|m| m.get_mut(&fd)).expect("member seen above");
+        slot.seen = generation;
+        if got == 0 {
+            continue;
+        }
+        if e.events & libc::EPOLLONESHOT as u32 != 0 {
+            slot.disabled = true;
+        }
+        out[n] = libc::epoll_event { events: got, u64: e.data };
+        n += 1;
+    }
+    g.after_call();
+    Ok(n)
+}
+
+/// epoll_wait(2) over a set holding any mix of descriptors.
+pub fn epoll_wait(epfd: RawFd, out: &mut [libc::epoll_event], timeout_ms: i64) -> Result<usize, Errno> {
+    if out.is_empty() {
+        return Err(EINVAL);
+    }
+    let raw_wait = |buf: &mut [libc::epoll_event], t: i64| -> Result<usize, Errno> {
+        // SAFETY: `buf` is valid for its length.
+        let r = unsafe {
+            libc::syscall(libc::SYS_epoll_pwait, epfd, buf.as_mut_ptr(), buf.len() as i32, t as i32, std::ptr::null::<u8>(), 8)
+        };
+        if r < 0 {
+            Err(Errno(sys::last_errno()))
+        } else {
+            Ok(r as usize)
+        }
+    };
+    if !is_ustack_epoll(epfd) {
+        return raw_wait(out, timeout_ms);
+    }
+    let deadline = deadline_of(timeout_ms);
+    let mut scratch = vec![libc::epoll_event { events: 0, u64: 0 }; out.len()];
+    loop {
+        let mut n = ustack_ready(epfd, out)?;
+        if n == out.len() {
+            return Ok(n);
+        }
+        let t = if n > 0 { 0 } else { remaining(deadline) };
+        let k = raw_wait(&mut scratch[..out.len() - n], t)?;
+        let mut woke = false;
+        for ev in &scratch[..k] {
+            let data = ev.u64;
+            if data & 0xffff_ffff_0000_0000 == EPOLL_TAG {
+                woke = true;
+            } else {
+                out[n] = *ev;
+                n += 1;
+            }
+        }
+        if n > 0 || (t == 0 && !woke) || deadline.is_some_and(|d| Instant::now() >= d) {
+            if n == 0 && woke {
+                // Doorbells rang at the deadline: one last look.
+                return ustack_ready(epfd, out);
+            }
+            return Ok(n);
+        }
+    }
+}
