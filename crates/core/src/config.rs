@@ -8,63 +8,9 @@ use crate::time::Duration;
 use std::net::Ipv4Addr;
 use ustack_wire::EthernetAddress;
 
-/// An IPv4 address with its prefix length, e.g. `10.0.0.2/24`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct Ipv4Cidr {
-    /// The address itself (the host's own address when it configures an interface).
-    pub addr: Ipv4Addr,
-    /// Leading bits that name the subnet, 0 to 32 ([`Ipv4Cidr::new`] checks).
-    pub prefix_len: u8,
-}
-
-impl Ipv4Cidr {
-    /// `None` when the prefix is longer than 32.
-    pub fn new(addr: Ipv4Addr, prefix_len: u8) -> Option<Ipv4Cidr> {
-        (prefix_len <= 32).then_some(Ipv4Cidr { addr, prefix_len })
-    }
-    /// The subnet mask, e.g. 255.255.255.0 for /24 (0.0.0.0 for /0).
-    pub fn netmask(&self) -> Ipv4Addr {
-        let bits = if self.prefix_len == 0 { 0 } else { u32::MAX << (32 - u32::from(self.prefix_len)) };
-        Ipv4Addr::from(bits)
-    }
-    /// Whether `ip` is on this subnet (on-link, reached without a gateway).
-    pub fn contains(&self, ip: Ipv4Addr) -> bool {
-        let mask = u32::from(self.netmask());
-        u32::from(ip) & mask == u32::from(self.addr) & mask
-    }
-    /// The subnet's directed broadcast address (none for /31 and /32).
-    pub fn broadcast(&self) -> Option<Ipv4Addr> {
-        (self.prefix_len < 31).then(|| Ipv4Addr::from(u32::from(self.addr) | !u32::from(self.netmask())))
-    }
-}
-
-impl core::fmt::Display for Ipv4Cidr {
-    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        write!(f, "{}/{}", self.addr, self.prefix_len)
-    }
-}
-
-/// Why a string is not an `A.B.C.D/N` address.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct CidrParseError;
-
-impl core::fmt::Display for CidrParseError {
-    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        f.write_str("expected an IPv4 address with prefix length, like 10.0.0.2/24")
-    }
-}
-
-impl std::error::Error for CidrParseError {}
-
-impl core::str::FromStr for Ipv4Cidr {
-    type Err = CidrParseError;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let (addr, len) = s.split_once('/').ok_or(CidrParseError)?;
-        let addr = addr.parse().map_err(|_| CidrParseError)?;
-        let len = len.parse().map_err(|_| CidrParseError)?;
-        Ipv4Cidr::new(addr, len).ok_or(CidrParseError)
-    }
-}
+// The subnet types live in the wire crate beside their IPv6 and dual-stack
+// counterparts; the core's public paths stay.
+pub use ustack_wire::{CidrParseError, Ipv4Cidr};
 
 /// Everything a stack needs to know about its interface and its limits.
 #[derive(Clone, Debug)]

@@ -1,10 +1,11 @@
 //! The Internet checksum (RFC 1071) and its incremental update (RFC 1624).
 //!
 //! A checksum is computed as `finish(combine(pseudo_header_v4(..), sum(bytes)))`
-//! and verified by checking that `fold` of the sum over the bytes *including* the
-//! checksum field is `0xffff`.
+//! (or [`pseudo_header_v6`] under IPv6) and verified by checking that `fold` of
+//! the sum over the bytes *including* the checksum field is `0xffff`. TCP and
+//! UDP take either address family through [`PseudoHeader`].
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 /// One's-complement sum of `data` read as big-endian 16-bit words (an odd trailing
 /// byte is padded with zero).
@@ -73,6 +74,50 @@ pub fn pseudo_header_v4(src: Ipv4Addr, dst: Ipv4Addr, protocol: u8, length: u32)
         + (length & 0xffff)
 }
 
+/// Accumulator of the IPv6 pseudo header (RFC 8200 §8.1) for TCP, UDP and
+/// ICMPv6: both addresses, the upper-layer packet length as 32 bits and the
+/// upper-layer protocol (the last Next Header, not an extension header's).
+pub fn pseudo_header_v6(src: Ipv6Addr, dst: Ipv6Addr, next_header: u8, length: u32) -> u32 {
+    // Each `sum` is at most 0xffff, so the additions cannot overflow.
+    sum(&src.octets()) + sum(&dst.octets()) + u32::from(next_header) + (length >> 16) + (length & 0xffff)
+}
+
+mod sealed {
+    pub trait Sealed {}
+    impl Sealed for std::net::Ipv4Addr {}
+    impl Sealed for std::net::Ipv6Addr {}
+}
+
+/// An address family whose pseudo header covers the TCP and UDP checksums:
+/// [`Ipv4Addr`] or [`Ipv6Addr`] (sealed). The TCP and UDP views and reprs are
+/// generic over it, so one code path serves both families and the IPv4
+/// instance compiles to what it was before.
+pub trait PseudoHeader: Copy + sealed::Sealed {
+    /// Whether a zero UDP checksum means "not computed" (IPv4, RFC 768) rather
+    /// than an invalid datagram (IPv6, RFC 8200 §8.1: "IPv6 receivers must
+    /// discard UDP packets containing a zero checksum").
+    const UDP_ZERO_CHECKSUM_MEANS_NONE: bool;
+    /// The pseudo header's accumulator for `protocol` and an upper-layer
+    /// `length`.
+    fn pseudo_header(src: Self, dst: Self, protocol: u8, length: u32) -> u32;
+}
+
+impl PseudoHeader for Ipv4Addr {
+    const UDP_ZERO_CHECKSUM_MEANS_NONE: bool = true;
+    #[inline]
+    fn pseudo_header(src: Self, dst: Self, protocol: u8, length: u32) -> u32 {
+        pseudo_header_v4(src, dst, protocol, length)
+    }
+}
+
+impl PseudoHeader for Ipv6Addr {
+    const UDP_ZERO_CHECKSUM_MEANS_NONE: bool = false;
+    #[inline]
+    fn pseudo_header(src: Self, dst: Self, protocol: u8, length: u32) -> u32 {
+        pseudo_header_v6(src, dst, protocol, length)
+    }
+}
+
 /// Incrementally updates a checksum after a 16-bit word changed from `old_word` to
 /// `new_word` (RFC 1624, eqn. 3: `HC' = ~(~HC + ~m + m')`).
 #[inline]
@@ -128,6 +173,20 @@ mod tests {
     fn all_ones_long_input_does_not_overflow() {
         let data = [0xffu8; 4096];
         assert_eq!(fold(sum(&data)), 0xffff);
+    }
+
+    #[test]
+    fn pseudo_header_v6_is_the_sum_of_its_bytes() {
+        // RFC 8200 §8.1's layout written out: src, dst, 32-bit length,
+        // three zero bytes, next header.
+        let src: Ipv6Addr = "fe80::1".parse().unwrap();
+        let dst: Ipv6Addr = "ff02::1:ff00:2".parse().unwrap();
+        let mut bytes = Vec::new();
+        bytes.extend_from_slice(&src.octets());
+        bytes.extend_from_slice(&dst.octets());
+        bytes.extend_from_slice(&70_000u32.to_be_bytes());
+        bytes.extend_from_slice(&[0, 0, 0, 58]);
+        assert_eq!(fold(pseudo_header_v6(src, dst, 58, 70_000)), fold(sum(&bytes)));
     }
 
     #[test]

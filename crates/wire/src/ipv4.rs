@@ -11,15 +11,29 @@ use crate::{ChecksumMode, Error, Result};
 /// Length of an IPv4 header without options.
 pub const IPV4_HEADER_LEN: usize = 20;
 
-/// The IPv4 protocol field.
+/// The IPv4 protocol field, which is also IPv6's Next Header (one IANA
+/// number space): upper-layer protocols and IPv6 extension headers.
+/// `Unknown` holds only numbers without a variant of their own.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum IpProtocol {
+    /// 0: IPv6 hop-by-hop options (RFC 8200 §4.3).
+    HopByHop,
     /// 1
     Icmp,
     /// 6
     Tcp,
     /// 17
     Udp,
+    /// 43: IPv6 routing header (RFC 8200 §4.4).
+    Ipv6Route,
+    /// 44: IPv6 fragment header (RFC 8200 §4.5).
+    Ipv6Frag,
+    /// 58: ICMPv6 (RFC 4443).
+    Icmpv6,
+    /// 59: no next header (RFC 8200 §4.7).
+    Ipv6NoNxt,
+    /// 60: IPv6 destination options (RFC 8200 §4.6).
+    Ipv6Opts,
     /// Any other value.
     Unknown(u8),
 }
@@ -27,9 +41,15 @@ pub enum IpProtocol {
 impl From<u8> for IpProtocol {
     fn from(v: u8) -> Self {
         match v {
+            0 => IpProtocol::HopByHop,
             1 => IpProtocol::Icmp,
             6 => IpProtocol::Tcp,
             17 => IpProtocol::Udp,
+            43 => IpProtocol::Ipv6Route,
+            44 => IpProtocol::Ipv6Frag,
+            58 => IpProtocol::Icmpv6,
+            59 => IpProtocol::Ipv6NoNxt,
+            60 => IpProtocol::Ipv6Opts,
             other => IpProtocol::Unknown(other),
         }
     }
@@ -38,9 +58,15 @@ impl From<u8> for IpProtocol {
 impl From<IpProtocol> for u8 {
     fn from(p: IpProtocol) -> u8 {
         match p {
+            IpProtocol::HopByHop => 0,
             IpProtocol::Icmp => 1,
             IpProtocol::Tcp => 6,
             IpProtocol::Udp => 17,
+            IpProtocol::Ipv6Route => 43,
+            IpProtocol::Ipv6Frag => 44,
+            IpProtocol::Icmpv6 => 58,
+            IpProtocol::Ipv6NoNxt => 59,
+            IpProtocol::Ipv6Opts => 60,
             IpProtocol::Unknown(v) => v,
         }
     }

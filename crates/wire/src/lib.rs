@@ -1,5 +1,7 @@
 //! Wire formats: zero-copy views and checked representations of Ethernet II
-//! (with 802.1Q tags), ARP, IPv4, ICMPv4, UDP and TCP.
+//! (with 802.1Q tags), ARP, IPv4, ICMPv4, UDP and TCP; IPv6 with its extension
+//! headers, ICMPv6, neighbour discovery and MLDv2; subnets and addresses of
+//! both IP versions.
 //!
 //! # Shape
 //!
@@ -25,8 +27,9 @@
 //!
 //! # Modules
 //!
-//! [`checksum`] holds the Internet checksum (RFC 1071) and its incremental update
-//! (RFC 1624). [`build`] writes whole Ethernet + IPv4 + {ICMP, UDP, TCP} frames in
+//! [`checksum`] holds the Internet checksum (RFC 1071), its incremental update
+//! (RFC 1624) and both pseudo headers (TCP and UDP take either address family
+//! through [`checksum::PseudoHeader`]). [`build`] writes whole Ethernet + IPv4 + {ICMP, UDP, TCP} frames in
 //! one call (it is a library module; it has nothing to do with a Cargo build script).
 
 #![forbid(unsafe_code)]
@@ -40,7 +43,13 @@ pub mod checksum;
 mod arp;
 mod ethernet;
 mod icmpv4;
+mod icmpv6;
+mod ip;
 mod ipv4;
+mod ipv6;
+mod ipv6ext;
+mod mld;
+mod ndisc;
 mod tcp;
 mod udp;
 
@@ -49,7 +58,21 @@ pub use ethernet::{EtherType, EthernetAddress, EthernetFrame, EthernetRepr, ETHE
 pub use icmpv4::{
     Icmpv4DstUnreachable, Icmpv4Packet, Icmpv4Repr, Icmpv4TimeExceeded, ICMPV4_ERROR_DATA_LEN, ICMPV4_HEADER_LEN,
 };
+pub use icmpv6::{
+    Icmpv6DstUnreachable, Icmpv6Packet, Icmpv6ParamProblem, Icmpv6Repr, Icmpv6TimeExceeded, ICMPV6_HEADER_LEN,
+};
+pub use ip::{
+    eui64_interface_id, ipv6_from_prefix_and_mac, ipv6_link_local, ipv6_solicited_node, CidrParseError, IpCidr,
+    Ipv4Cidr, Ipv6Cidr, IPV6_ALL_MLDV2_ROUTERS, IPV6_ALL_NODES, IPV6_ALL_ROUTERS,
+};
 pub use ipv4::{IpProtocol, Ipv4Packet, Ipv4Repr, IPV4_HEADER_LEN};
+pub use ipv6::{Ipv6Packet, Ipv6Repr, IPV6_HEADER_LEN, IPV6_MIN_MTU};
+pub use ipv6ext::{
+    Ipv6ExtChain, Ipv6ExtError, Ipv6ExtLimits, Ipv6FragmentRepr, Ipv6Option, Ipv6OptionAction, Ipv6Options,
+    Ipv6OptionsRepr, Ipv6RoutingRepr, IPV6_FRAGMENT_HEADER_LEN, IPV6_ROUTER_ALERT_MLD, IPV6_ROUTING_TYPE0,
+};
+pub use mld::{MldAddressRecordRepr, MldRecordType, MldRecords, MldRepr};
+pub use ndisc::{NdiscNeighborFlags, NdiscPrefixInfo, NdiscPrefixes, NdiscRepr};
 pub use tcp::{TcpFlags, TcpOption, TcpPacket, TcpRepr, TcpSeqNumber, TCP_HEADER_LEN, TCP_MAX_HEADER_LEN};
 pub use udp::{UdpPacket, UdpRepr, UDP_HEADER_LEN};
 
@@ -125,5 +148,15 @@ pub(crate) mod bytes {
     #[inline]
     pub fn set_ipv4(b: &mut [u8], at: usize, a: std::net::Ipv4Addr) {
         b[at..at + 4].copy_from_slice(&a.octets());
+    }
+    #[inline]
+    pub fn get_ipv6(b: &[u8], at: usize) -> std::net::Ipv6Addr {
+        let mut w = [0u8; 16];
+        w.copy_from_slice(&b[at..at + 16]);
+        std::net::Ipv6Addr::from(w)
+    }
+    #[inline]
+    pub fn set_ipv6(b: &mut [u8], at: usize, a: std::net::Ipv6Addr) {
+        b[at..at + 16].copy_from_slice(&a.octets());
     }
 }

@@ -5,10 +5,9 @@
 use core::cmp::Ordering;
 use core::fmt;
 use core::ops;
-use std::net::Ipv4Addr;
 
 use crate::bytes::{get_u16, get_u32, set_u16, set_u32};
-use crate::checksum;
+use crate::checksum::{self, PseudoHeader};
 use crate::{ChecksumMode, Error, Result};
 
 mod option;
@@ -265,14 +264,14 @@ impl<T: AsRef<[u8]>> TcpPacket<T> {
         self.buffer.as_ref().get(self.header_len()..).unwrap_or(&[])
     }
     /// Whether the checksum over pseudo header and the whole buffer verifies.
-    pub fn verify_checksum(&self, src: Ipv4Addr, dst: Ipv4Addr) -> bool {
+    pub fn verify_checksum<A: PseudoHeader>(&self, src: A, dst: A) -> bool {
         checksum::fold(segment_sum(self.buffer.as_ref(), src, dst)) == 0xffff
     }
 }
 
-fn segment_sum(b: &[u8], src: Ipv4Addr, dst: Ipv4Addr) -> u32 {
+fn segment_sum<A: PseudoHeader>(b: &[u8], src: A, dst: A) -> u32 {
     let len = u32::try_from(b.len()).unwrap_or(u32::MAX);
-    checksum::combine(checksum::pseudo_header_v4(src, dst, PROTO_TCP, len), checksum::sum(b))
+    checksum::combine(A::pseudo_header(src, dst, PROTO_TCP, len), checksum::sum(b))
 }
 
 impl<'a, T: AsRef<[u8]> + ?Sized> TcpPacket<&'a T> {
@@ -331,7 +330,7 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> TcpPacket<T> {
         self.buffer.as_mut().get_mut(hl..).unwrap_or(&mut [])
     }
     /// Computes and writes the checksum over pseudo header and the whole buffer.
-    pub fn fill_checksum(&mut self, src: Ipv4Addr, dst: Ipv4Addr) {
+    pub fn fill_checksum<A: PseudoHeader>(&mut self, src: A, dst: A) {
         self.set_checksum(0);
         let c = checksum::finish(segment_sum(self.buffer.as_ref(), src, dst));
         self.set_checksum(c);
@@ -379,10 +378,10 @@ impl<'a> TcpRepr<'a> {
     /// Options are read as Linux reads them: unknown options and known ones
     /// with a wrong length are skipped, an option length below 2 or past the
     /// end ends the list; a later occurrence of an option replaces an earlier one.
-    pub fn parse<T: AsRef<[u8]> + ?Sized>(
+    pub fn parse<T: AsRef<[u8]> + ?Sized, A: PseudoHeader>(
         packet: &TcpPacket<&'a T>,
-        src: Ipv4Addr,
-        dst: Ipv4Addr,
+        src: A,
+        dst: A,
         checksum: ChecksumMode,
     ) -> Result<Self> {
         let b: &'a [u8] = packet.buffer.as_ref();
@@ -562,11 +561,11 @@ impl<'a> TcpRepr<'a> {
     /// Writes header and payload; with `ChecksumMode::Verify` computes the
     /// checksum, with `Ignore` leaves it zero. The buffer must be exactly
     /// `buffer_len()` long (debug builds assert; panics if shorter).
-    pub fn emit<T: AsRef<[u8]> + AsMut<[u8]>>(
+    pub fn emit<T: AsRef<[u8]> + AsMut<[u8]>, A: PseudoHeader>(
         &self,
         packet: &mut TcpPacket<T>,
-        src: Ipv4Addr,
-        dst: Ipv4Addr,
+        src: A,
+        dst: A,
         checksum: ChecksumMode,
     ) {
         self.emit_header(packet, self.payload.len());
@@ -581,6 +580,7 @@ impl<'a> TcpRepr<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::net::Ipv4Addr;
 
     const SRC: Ipv4Addr = Ipv4Addr::new(192, 168, 1, 1);
     const DST: Ipv4Addr = Ipv4Addr::new(192, 168, 1, 2);

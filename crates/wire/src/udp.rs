@@ -2,10 +2,8 @@
 //!
 //! After [`UdpPacket::new_checked`] returns `Ok`, no accessor panics.
 
-use std::net::Ipv4Addr;
-
 use crate::bytes::{get_u16, set_u16};
-use crate::checksum;
+use crate::checksum::{self, PseudoHeader};
 use crate::{ChecksumMode, Error, Result};
 
 /// Length of the UDP header.
@@ -13,7 +11,7 @@ pub const UDP_HEADER_LEN: usize = 8;
 
 const PROTO_UDP: u8 = 17;
 
-/// A zero-copy view of a UDP datagram (the IPv4 payload).
+/// A zero-copy view of a UDP datagram (the IP payload).
 ///
 /// After [`new_checked`](Self::new_checked) returns `Ok`, no accessor panics.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -72,13 +70,14 @@ impl<T: AsRef<[u8]>> UdpPacket<T> {
     pub fn payload(&self) -> &[u8] {
         self.datagram().get(UDP_HEADER_LEN..).unwrap_or(&[])
     }
-    /// Whether the checksum verifies; a zero checksum means "none" and passes.
-    pub fn verify_checksum(&self, src: Ipv4Addr, dst: Ipv4Addr) -> bool {
+    /// Whether the checksum verifies. A zero checksum means "none" and passes
+    /// over IPv4 (RFC 768); over IPv6 it fails (RFC 8200 §8.1).
+    pub fn verify_checksum<A: PseudoHeader>(&self, src: A, dst: A) -> bool {
         if self.checksum() == 0 {
-            return true;
+            return A::UDP_ZERO_CHECKSUM_MEANS_NONE;
         }
         let d = self.datagram();
-        let pseudo = checksum::pseudo_header_v4(src, dst, PROTO_UDP, d.len() as u32);
+        let pseudo = A::pseudo_header(src, dst, PROTO_UDP, d.len() as u32);
         checksum::fold(checksum::combine(pseudo, checksum::sum(d))) == 0xffff
     }
 }
@@ -117,10 +116,10 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> UdpPacket<T> {
         b.get_mut(UDP_HEADER_LEN..end).unwrap_or(&mut [])
     }
     /// Computes and writes the checksum; a computed 0 is sent as 0xffff (RFC 768).
-    pub fn fill_checksum(&mut self, src: Ipv4Addr, dst: Ipv4Addr) {
+    pub fn fill_checksum<A: PseudoHeader>(&mut self, src: A, dst: A) {
         self.set_checksum(0);
         let d = self.datagram();
-        let pseudo = checksum::pseudo_header_v4(src, dst, PROTO_UDP, d.len() as u32);
+        let pseudo = A::pseudo_header(src, dst, PROTO_UDP, d.len() as u32);
         let c = checksum::finish(checksum::combine(pseudo, checksum::sum(d)));
         self.set_checksum(if c == 0 { 0xffff } else { c });
     }
@@ -137,11 +136,11 @@ pub struct UdpRepr {
 
 impl UdpRepr {
     /// Parses a checked datagram; with `ChecksumMode::Verify` a bad (non-zero)
-    /// checksum is `Error::Checksum`.
-    pub fn parse<T: AsRef<[u8]> + ?Sized>(
+    /// checksum is `Error::Checksum` (over IPv6 a zero checksum is one too).
+    pub fn parse<T: AsRef<[u8]> + ?Sized, A: PseudoHeader>(
         packet: &UdpPacket<&T>,
-        src: Ipv4Addr,
-        dst: Ipv4Addr,
+        src: A,
+        dst: A,
         checksum: ChecksumMode,
     ) -> Result<Self> {
         if packet.buffer.as_ref().len() < UDP_HEADER_LEN {
@@ -162,11 +161,11 @@ impl UdpRepr {
     /// in place, then (with `ChecksumMode::Verify`) computes the checksum; with
     /// `Ignore` it is left zero. Panics if the buffer is shorter than
     /// `8 + payload_len`.
-    pub fn emit<T: AsRef<[u8]> + AsMut<[u8]>>(
+    pub fn emit<T: AsRef<[u8]> + AsMut<[u8]>, A: PseudoHeader>(
         &self,
         packet: &mut UdpPacket<T>,
-        src: Ipv4Addr,
-        dst: Ipv4Addr,
+        src: A,
+        dst: A,
         payload_len: usize,
         fill_payload: impl FnOnce(&mut [u8]),
         checksum: ChecksumMode,
@@ -187,6 +186,7 @@ impl UdpRepr {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::net::{Ipv4Addr, Ipv6Addr};
 
     #[test]
     fn zero_checksum_is_sent_as_ffff_and_zero_passes() {
@@ -204,6 +204,22 @@ mod tests {
         b[6] = 0;
         b[7] = 0;
         assert!(UdpPacket::new_checked(&b[..]).unwrap().verify_checksum(src, dst));
+    }
+
+    #[test]
+    fn zero_checksum_fails_over_ipv6() {
+        let (src, dst) = (Ipv6Addr::LOCALHOST, Ipv6Addr::LOCALHOST);
+        let mut b = [0u8; 10];
+        let repr = UdpRepr { src_port: 1, dst_port: 2 };
+        repr.emit(&mut UdpPacket::new_unchecked(&mut b[..]), src, dst, 2, |p| p.fill(7), ChecksumMode::Verify);
+        let p = UdpPacket::new_checked(&b[..]).unwrap();
+        assert!(p.verify_checksum(src, dst));
+        assert!(!p.verify_checksum(src, Ipv6Addr::UNSPECIFIED));
+        b[6] = 0;
+        b[7] = 0;
+        let p = UdpPacket::new_checked(&b[..]).unwrap();
+        assert!(!p.verify_checksum(src, dst));
+        assert_eq!(UdpRepr::parse(&p, src, dst, ChecksumMode::Verify).unwrap_err(), Error::Checksum);
     }
 
     #[test]

@@ -5,7 +5,7 @@ mod common;
 
 use common::*;
 use etherparse::{
-    IpHeaders, IpNumber, Ipv4Dscp, Ipv4Ecn, Ipv4Header, NetHeaders, PacketBuilder, PacketHeaders, TcpOptionElement,
+    IpDscp, IpEcn, IpHeaders, IpNumber, Ipv4Header, NetHeaders, PacketBuilder, PacketHeaders, TcpOptionElement,
     TransportHeader, VlanId,
 };
 use proptest::prelude::*;
@@ -14,8 +14,8 @@ use ustack_wire::*;
 
 fn ep_ipv4(r: &Ipv4Repr) -> Ipv4Header {
     Ipv4Header {
-        dscp: Ipv4Dscp::try_new(r.dscp_ecn >> 2).unwrap(),
-        ecn: Ipv4Ecn::try_new(r.dscp_ecn & 3).unwrap(),
+        dscp: IpDscp::try_new(r.dscp_ecn >> 2).unwrap(),
+        ecn: IpEcn::try_new(r.dscp_ecn & 3).unwrap(),
         identification: r.ident,
         dont_fragment: r.dont_frag,
         more_fragments: false,

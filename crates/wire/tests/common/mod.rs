@@ -5,6 +5,9 @@ use proptest::prelude::*;
 use std::net::Ipv4Addr;
 use ustack_wire::*;
 
+pub mod ipv6_check;
+pub mod v6;
+
 pub fn mac() -> impl Strategy<Value = EthernetAddress> {
     any::<[u8; 6]>().prop_map(EthernetAddress)
 }
