@@ -29,7 +29,7 @@ static WARNED: Mutex<Vec<&'static str>> = Mutex::new(Vec::new());
 
 /// Print `ustack: <what> is not supported (<errno>)` on stderr the first
 /// time `what` happens in this process.
-pub(crate) fn unsupported(what: &'static str, e: Errno) -> Errno {
+pub fn unsupported(what: &'static str, e: Errno) -> Errno {
     let mut warned = WARNED.lock().unwrap_or_else(|p| p.into_inner());
     if !warned.contains(&what) {
         warned.push(what);

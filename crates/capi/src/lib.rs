@@ -66,6 +66,14 @@
 //! a descriptor that is not a ustack socket, `ENETDOWN` before [`start`].
 //! Anything unsupported also prints one warning line per kind on stderr.
 //!
+//! # Exit
+//!
+//! The stack lives in the process, so what a program wrote but the peer has
+//! not acknowledged would die with it. At exit (a `.fini_array` entry) the
+//! library closes every open socket, gracefully as the kernel does, and
+//! waits at most [`sys::EXIT_LINGER`] (5 s) until no TCP connection has data
+//! or a FIN unacknowledged. `_exit` and signals skip this.
+//!
 //! # Limits of this slice
 //!
 //! - **fork**: the stack thread does not exist in a child; a child's calls on
@@ -85,9 +93,9 @@
 mod errno;
 pub mod ffi;
 mod socket;
-mod sys;
+pub mod sys;
 pub mod wait;
 
-pub use errno::Errno;
+pub use errno::{unsupported, Errno};
 pub use socket::*;
-pub use sys::{is_ustack, start, started, StartConfig, EPOLL_TAG};
+pub use sys::{is_ustack, is_ustack_epoll, start, started, StartConfig, EPOLL_TAG};

@@ -269,20 +269,76 @@ impl Inner {
 
 struct Global {
     inner: Mutex<Inner>,
-    pid: u32,
 }
 
 static GLOBAL: OnceLock<Global> = OnceLock::new();
 
+/// Set in a forked child (pthread_atfork): the stack thread is the parent's.
+static FORKED: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn forked_child() {
+    FORKED.store(true, Ordering::Release);
+}
+
 /// The lock, for a call in the process that started the stack.
 pub(crate) fn lock() -> Result<MutexGuard<'static, Inner>, Errno> {
     let g = GLOBAL.get().ok_or(Errno(libc::ENETDOWN))?;
-    if g.pid != std::process::id() {
-        // A forked child: the stack thread is the parent's.
-        return Err(EBADF);
+    if FORKED.load(Ordering::Acquire) {
+        return Err(unsupported_fork());
     }
     Ok(g.inner.lock().unwrap_or_else(|p| p.into_inner()))
 }
+
+fn unsupported_fork() -> Errno {
+    crate::errno::unsupported("using a ustack socket in a forked child", EBADF)
+}
+
+/// The most a process's exit waits for its TCP connections to deliver what
+/// was written to them (the kernel would go on sending after the process
+/// is gone; here the stack goes with it).
+pub const EXIT_LINGER: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// At exit: close every socket still open (gracefully, as the kernel does
+/// when a process ends) and wait, at most [`EXIT_LINGER`], until every TCP
+/// connection has delivered its data and its FIN has been acknowledged.
+pub fn finish_at_exit() {
+    if GLOBAL.get().is_none() || FORKED.load(Ordering::Acquire) {
+        return;
+    }
+    let fds: Vec<RawFd> = match lock() {
+        Ok(g) => g.socks.keys().copied().collect(),
+        Err(_) => return,
+    };
+    for fd in fds {
+        let _ = crate::socket::close(fd);
+    }
+    let deadline = std::time::Instant::now() + EXIT_LINGER;
+    while std::time::Instant::now() < deadline {
+        {
+            let Ok(mut g) = lock() else { return };
+            let st = g.stack.tcp_states();
+            use ustack_core::tcp::State::*;
+            let busy: usize = [SynSent, SynReceived, Established, CloseWait, FinWait1, Closing, LastAck]
+                .iter()
+                .map(|&s| st.count(s))
+                .sum();
+            if busy == 0 {
+                return;
+            }
+            g.after_call();
+        }
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+}
+
+#[used]
+#[link_section = ".fini_array"]
+static FINI: extern "C" fn() = {
+    extern "C" fn fini() {
+        finish_at_exit();
+    }
+    fini
+};
 
 /// Whether [`start`] has run in this process.
 pub fn started() -> bool {
@@ -363,8 +419,10 @@ pub fn start(cfg: &StartConfig) -> Result<(), String> {
         planned: None,
         waker,
     };
-    let global = Global { inner: Mutex::new(inner), pid: std::process::id() };
+    let global = Global { inner: Mutex::new(inner) };
     GLOBAL.set(global).map_err(|_| "the stack is already started in this process".to_string())?;
+    // SAFETY: registers a handler that only stores to an atomic.
+    unsafe { libc::pthread_atfork(None, None, Some(forked_child)) };
     std::thread::Builder::new()
         .name("ustack".into())
         .spawn(move || stack_thread(waker))

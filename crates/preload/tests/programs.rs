@@ -1,0 +1,197 @@
+//! Debian's unmodified binaries under `libustack_preload.so`, on a TAP in a
+//! namespace, against kernel peers: socat as a TCP and a UDP echo server,
+//! curl downloading from a kernel HTTP server, `iperf3 -s` serving kernel
+//! `iperf3 -c` (plain, `-R`, `-P 4`). Each test has its own namespace, TAP
+//! and subnet, bounds every process, and cleans up on drop.
+
+#[path = "../../capi/tests/support/mod.rs"]
+mod support;
+
+use std::time::{Duration, Instant};
+use support::{Bg, Netns};
+
+const SECS: fn(u64) -> Duration = Duration::from_secs;
+
+/// A namespace with the preload settings for one TAP.
+struct Site {
+    ns: Netns,
+    tap: String,
+    stack_ip: String,
+    host_ip: String,
+    lib: String,
+}
+
+impl Site {
+    fn new(tag: &str, idx: u8) -> Site {
+        let lib = support::cdylib("ustack-preload", "ustack_preload").to_string_lossy().into_owned();
+        let subnet = 10 + idx * 20 + (std::process::id() % 20) as u8;
+        Site {
+            ns: Netns::new(tag),
+            tap: support::short_name("up", idx),
+            stack_ip: format!("10.81.{subnet}.2"),
+            host_ip: format!("10.81.{subnet}.1"),
+            lib,
+        }
+    }
+
+    /// `argv` under the library (only that program gets LD_PRELOAD).
+    fn preloaded(&self, argv: &[&str]) -> Vec<String> {
+        let mut v: Vec<String> = vec![
+            "env".into(),
+            format!("LD_PRELOAD={}", self.lib),
+            format!("USTACK_DEVICE=tap:{}", self.tap),
+            format!("USTACK_IP={}/24", self.stack_ip),
+            format!("USTACK_HOST_IP={}/24", self.host_ip),
+        ];
+        v.extend(argv.iter().map(|s| s.to_string()));
+        v
+    }
+
+    fn spawn_preloaded(&self, argv: &[&str]) -> Bg {
+        let v = self.preloaded(argv);
+        let v: Vec<&str> = v.iter().map(String::as_str).collect();
+        self.ns.spawn(&v, &[])
+    }
+
+    /// Wait until the program under the library brought its TAP up with
+    /// the host address (the stack starts at its first socket).
+    fn wait_tap(&self, server: &mut Bg) {
+        let deadline = Instant::now() + SECS(20);
+        loop {
+            let out = self.ns.run(&["ip", "-4", "addr", "show", "dev", &self.tap], SECS(5));
+            if out.is_ok_and(|o| o.stdout_str().contains(&format!("inet {}/24", self.host_ip))) {
+                // The program listens right after its stack starts.
+                std::thread::sleep(Duration::from_millis(300));
+                return;
+            }
+            assert!(Instant::now() < deadline, "TAP {} never came up: {}\n{}", self.tap, server.stdout(), server.stderr());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+#[test]
+fn socat_tcp_echo_under_the_library_serves_a_kernel_client() {
+    skip_unless!("socat");
+    let site = Site::new("ptcp", 0);
+    let mut server = site.spawn_preloaded(&["socat", "-T", "20", "TCP4-LISTEN:7000,reuseaddr", "PIPE"]);
+    site.wait_tap(&mut server);
+    let data = support::pseudo_random(1 << 20, 7);
+    let client = support::run_bounded(
+        site.ns.command(&["socat", "-t", "10", "-T", "20", "-", &format!("TCP:{}:7000", site.stack_ip)]),
+        Some(&data),
+        SECS(40),
+    );
+    let out = server.finish(SECS(15));
+    assert!(client.ok(), "kernel client: {client}\nserver: {out}");
+    assert!(client.stdout == data, "echo differs: {} bytes sent, {} back\nserver: {out}", data.len(), client.stdout.len());
+    assert!(out.ok(), "socat under the library: {out}");
+}
+
+#[test]
+fn socat_udp_echo_under_the_library_serves_a_kernel_client() {
+    skip_unless!("socat");
+    let site = Site::new("pudp", 1);
+    let mut server = site.spawn_preloaded(&["socat", "-T", "5", "UDP4-LISTEN:7001", "PIPE"]);
+    site.wait_tap(&mut server);
+    let lines = b"one datagram\nanother datagram\n".to_vec();
+    // Each line is one datagram each way; -t waits for the echoes.
+    let client = support::run_bounded(
+        site.ns.command(&["socat", "-t", "3", "-", &format!("UDP:{}:7001", site.stack_ip)]),
+        Some(&lines),
+        SECS(20),
+    );
+    let out = server.finish(SECS(15));
+    assert!(client.ok(), "kernel client: {client}\nserver: {out}");
+    assert_eq!(client.stdout_str(), String::from_utf8_lossy(&lines), "server: {out}");
+    assert!(!out.stderr.contains("panicked"), "{out}");
+}
+
+#[test]
+fn curl_under_the_library_downloads_from_a_kernel_http_server() {
+    skip_unless!("curl", "python3");
+    let site = Site::new("pcurl", 2);
+    let dir = support::TempDir::new("pcurl");
+    let body = support::pseudo_random(4 << 20, 9);
+    std::fs::write(dir.path("blob"), &body).unwrap();
+    let root = dir.0.to_string_lossy().into_owned();
+    let mut http = site.ns.spawn(&["timeout", "60", "python3", "-m", "http.server", "8080", "--directory", &root], &[]);
+    assert!(http.wait_for("Serving HTTP", SECS(15)), "http.server: {}", http.stderr());
+    let got = dir.path("got");
+    let got_s = got.to_string_lossy().into_owned();
+    let url = format!("http://{}:8080/blob", site.host_ip);
+    // The TAP (and so the route) appears when curl opens its socket:
+    // a refused first try is retried.
+    let argv = site.preloaded(&[
+        "curl", "-sS", "--fail", "--max-time", "30", "--retry", "5", "--retry-connrefused", "--retry-delay", "1", "-o",
+        &got_s, &url,
+    ]);
+    let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
+    let out = support::run_bounded(site.ns.command(&argv), None, SECS(60));
+    assert!(out.ok(), "curl under the library: {out}\nhttp.server: {}", http.stderr());
+    let downloaded = std::fs::read(&got).unwrap();
+    assert!(downloaded == body, "download differs: {} of {} bytes", downloaded.len(), body.len());
+    assert!(http.stderr().contains("\"GET /blob HTTP/1.1\" 200"), "{}", http.stderr());
+}
+
+fn iperf3_json(text: &str) -> serde_json::Value {
+    serde_json::from_str(text).unwrap_or_else(|e| panic!("iperf3 -J output is not JSON ({e}): {text}"))
+}
+
+#[test]
+fn iperf3_server_under_the_library_serves_kernel_clients() {
+    skip_unless!("iperf3");
+    let site = Site::new("piperf", 3);
+    for extra in [&[][..], &["-R"], &["-P", "4"]] {
+        let mut server = site.spawn_preloaded(&["iperf3", "-s", "-4", "-1"]);
+        site.wait_tap(&mut server);
+        let mut argv = vec!["iperf3", "-c", site.stack_ip.as_str(), "-t", "2", "-J", "--connect-timeout", "5000"];
+        argv.extend(extra);
+        let client = support::run_bounded(site.ns.command(&argv), None, SECS(30));
+        let out = server.finish(SECS(15));
+        let doc = iperf3_json(&client.stdout_str());
+        assert!(doc.get("error").is_none(), "iperf3 -c {extra:?}: {}\nserver: {out}", doc["error"]);
+        assert!(client.ok(), "iperf3 -c {extra:?}: {client}\nserver: {out}");
+        let sent = doc["end"]["sum_sent"]["bytes"].as_u64().unwrap_or(0);
+        let received = doc["end"]["sum_received"]["bytes"].as_u64().unwrap_or(0);
+        assert!(sent > 0 && received > 0, "{extra:?}: sent {sent}, received {received}\nserver: {out}");
+        assert!(out.ok(), "iperf3 -s under the library {extra:?}: {out}");
+        let streams = doc["end"]["streams"].as_array().map_or(0, Vec::len);
+        let want = if extra.contains(&"-P") { 4 } else { 1 };
+        assert_eq!(streams, want, "{extra:?}: {streams} streams");
+        eprintln!(
+            "iperf3 -s under the library, kernel client {extra:?}: {:.2} Gbit/s",
+            doc["end"]["sum_received"]["bits_per_second"].as_f64().unwrap_or(0.0) / 1e9
+        );
+    }
+}
+
+#[test]
+fn bad_settings_are_one_line_and_exit_2_and_no_device_passes_through() {
+    let lib = support::cdylib("ustack-preload", "ustack_preload").to_string_lossy().into_owned();
+    let run = |env: &[(&str, &str)], argv: &[&str]| {
+        let mut c = std::process::Command::new(argv[0]);
+        c.args(&argv[1..]).env("LD_PRELOAD", &lib).env_remove("USTACK_DEVICE");
+        for (k, v) in env {
+            c.env(k, v);
+        }
+        support::run_bounded(c, None, SECS(10))
+    };
+    for (env, needle) in [
+        (&[("USTACK_DEVICE", "tap:x"), ("USTACK_IP", "bad")][..], "USTACK_IP"),
+        (&[("USTACK_DEVICE", "nosuch:x"), ("USTACK_IP", "10.0.0.2/24")][..], "USTACK_DEVICE"),
+        (&[("USTACK_DEVICE", "tap:x")][..], "USTACK_IP"),
+        (&[("USTACK_DEVICE", "tap:x"), ("USTACK_IP", "10.0.0.2/24"), ("USTACK_GATEWAY", "10.9.9.9")][..], "USTACK_GATEWAY"),
+        (&[("USTACK_DEVICE", "tap:x"), ("USTACK_IP", "10.0.0.2/24"), ("USTACK_CORES", "4")][..], "USTACK_CORES"),
+    ] {
+        let out = run(env, &["/bin/echo", "main ran"]);
+        assert_eq!(out.status.and_then(|s| s.code()), Some(2), "{env:?}: {out}");
+        assert!(out.stdout.is_empty(), "{env:?}: main must not run: {out}");
+        let lines: Vec<&str> = out.stderr.lines().collect();
+        assert_eq!(lines.len(), 1, "{env:?}: {out}");
+        assert!(lines[0].starts_with("ustack: ") && lines[0].contains(needle), "{env:?}: {out}");
+    }
+    // Without USTACK_DEVICE everything goes to libc: files, pipes, sockets.
+    let out = run(&[], &["sh", "-c", "echo passthrough | cat"]);
+    assert!(out.ok() && out.stdout_str() == "passthrough\n", "{out}");
+}
