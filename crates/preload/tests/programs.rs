@@ -195,3 +195,23 @@ fn bad_settings_are_one_line_and_exit_2_and_no_device_passes_through() {
     let out = run(&[], &["sh", "-c", "echo passthrough | cat"]);
     assert!(out.ok() && out.stdout_str() == "passthrough\n", "{out}");
 }
+
+#[test]
+fn one_epoll_set_mixes_a_pipe_a_unix_socket_a_file_and_ustack_sockets() {
+    skip_unless!("cc", "socat");
+    let site = Site::new("pmix", 4);
+    let tmp = support::TempDir::new("pmix");
+    let exe = tmp.path("mixed_epoll");
+    let src = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/mixed_epoll.c");
+    let cc = std::process::Command::new("cc").args(["-std=gnu11", "-Wall", "-Werror", "-O1", src, "-o"]).arg(&exe).output().unwrap();
+    assert!(cc.status.success(), "cc: {}", String::from_utf8_lossy(&cc.stderr));
+    // Kernel echo servers for the program's ustack sockets.
+    let _tcp = site.ns.spawn(&["socat", "-T", "20", "TCP4-LISTEN:7000,reuseaddr", "PIPE"], &[]);
+    let _udp = site.ns.spawn(&["socat", "-T", "20", "UDP4-LISTEN:7001", "PIPE"], &[]);
+    std::thread::sleep(Duration::from_millis(200));
+    let exe = exe.to_string_lossy().into_owned();
+    let argv = site.preloaded(&[&exe, &site.host_ip, "7000", "7001"]);
+    let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
+    let out = support::run_bounded(site.ns.command(&argv), None, SECS(40));
+    assert!(out.ok() && out.stdout_str().contains("mixed epoll ok"), "{out}");
+}
