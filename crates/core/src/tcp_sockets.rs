@@ -702,6 +702,7 @@ impl Stack {
             tcp.settle(index);
             return;
         }
+        let mut reopened = None;
         if let Some(&index) = tcp.tw_by_tuple.get(&tuple) {
             let record = tcp.time_wait[index as usize].as_mut().expect("the table points at live records");
             match record.on_segment(now, &seg, tcp.cfg.time_wait) {
@@ -718,12 +719,19 @@ impl Stack {
                     return;
                 }
                 // RFC 6191: a newer SYN takes the 4-tuple over.
-                TimeWaitOutcome::Reopen => tcp.remove_time_wait(index),
+                TimeWaitOutcome::Reopen => {
+                    reopened = Some(record.snd_nxt);
+                    tcp.remove_time_wait(index);
+                }
             }
         }
         if let Some(entry) = tcp.listeners.get_mut(&tuple.local_port) {
             if tuple.local_addr == iface.cfg.ipv4.addr {
-                match entry.listener.on_segment(now, tuple, &seg, repr.payload, &mut tcp.pool) {
+                let outcome = match reopened {
+                    Some(old) => entry.listener.on_reopening_syn(now, tuple, &seg, repr.payload, &mut tcp.pool, old),
+                    None => entry.listener.on_segment(now, tuple, &seg, repr.payload, &mut tcp.pool),
+                };
+                match outcome {
                     ListenOutcome::Drop(reason) => count_drop(&mut iface.counters, reason),
                     ListenOutcome::Reply(reply) => {
                         iface.counters.rx_consumed += 1;

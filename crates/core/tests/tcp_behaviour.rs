@@ -560,6 +560,28 @@ fn listener_drops_syn_fin() {
 }
 
 #[test]
+fn listener_reopening_syn_starts_above_the_old_connection() {
+    // RFC 6191 / Linux: a SYN that took over a TIME-WAIT 4-tuple gets a
+    // connection whose ISS is the old SND.NXT + 65537, above anything the old
+    // one sent (the conformance harness checks it: tcp_time_wait_syn_new).
+    let mut l = Listener::new(config(), 2, SECRET, false);
+    let mut pool = BufferPool::for_config(&config());
+    let now = Instant::from_secs(5);
+    let old = SeqNumber(u32::MAX - 10); // the gap wraps
+    let syn = seg! { seq: REMOTE, flags: SYN }.to_segment();
+    let ListenOutcome::HalfOpen(mut c) = l.on_reopening_syn(now, tuple(), &syn, &[], &mut pool, old) else {
+        panic!("expected a half-open connection")
+    };
+    let synack = c.poll_transmit(now, MAX_PAYLOAD, &pool).unwrap();
+    assert_eq!(synack.seq, SeqNumber(old.0.wrapping_add(65_537)));
+    // A plain SYN still draws its ISN from the RFC 6528 function.
+    let ListenOutcome::HalfOpen(mut c) = l.on_segment(now, tuple(), &syn, &[], &mut pool) else {
+        panic!("expected a half-open connection")
+    };
+    assert_eq!(c.poll_transmit(now, MAX_PAYLOAD, &pool).unwrap().seq, isn(&SECRET, &tuple(), now));
+}
+
+#[test]
 fn listener_falls_back_to_syn_cookies() {
     let mut l = Listener::new(config(), 1, SECRET, true);
     let mut pool = BufferPool::for_config(&config());

@@ -14,7 +14,12 @@ use std::sync::Arc;
 use super::connection::{Connection, DropReason};
 use super::isn::{check_syn_cookie, isn, syn_cookie};
 use super::segment::{reset_for, Flags, FourTuple, Options, Segment};
+use super::seq::SeqNumber;
 use crate::time::Instant;
+
+/// How far above the old connection's SND.NXT a connection reopened from
+/// TIME-WAIT starts (Linux's `tcp_timewait_state_process`: 65535 + 2).
+const REOPEN_ISS_GAP: usize = 65_537;
 
 /// What to do with a segment that reached a listening port.
 #[derive(Debug)]
@@ -120,6 +125,35 @@ impl Listener {
         payload: &[u8],
         pool: &mut BufferPool,
     ) -> ListenOutcome {
+        self.segment(now, tuple, seg, payload, pool, None)
+    }
+
+    /// As [`Listener::on_segment`], for a SYN that took over the 4-tuple of
+    /// a connection in TIME-WAIT (RFC 6191) whose SND.NXT was `old_snd_nxt`.
+    /// The new connection's ISS lies above everything the old one sent, as
+    /// Linux does (`tw_snd_nxt + 65537`), so that the peer can never take a
+    /// late duplicate of the old connection for new data.
+    pub fn on_reopening_syn(
+        &mut self,
+        now: Instant,
+        tuple: FourTuple,
+        seg: &Segment,
+        payload: &[u8],
+        pool: &mut BufferPool,
+        old_snd_nxt: SeqNumber,
+    ) -> ListenOutcome {
+        self.segment(now, tuple, seg, payload, pool, Some(old_snd_nxt))
+    }
+
+    fn segment(
+        &mut self,
+        now: Instant,
+        tuple: FourTuple,
+        seg: &Segment,
+        payload: &[u8],
+        pool: &mut BufferPool,
+        reopened: Option<SeqNumber>,
+    ) -> ListenOutcome {
         // "First, check for a RST: An incoming RST segment could not be valid
         // ... An incoming RST should be ignored."
         // No connection is there to reset, so this is no RFC 5961 matter:
@@ -190,7 +224,7 @@ impl Listener {
                 payload_len: 0,
             });
         }
-        let iss = isn(&self.secret, &tuple, now);
+        let iss = reopened.map_or_else(|| isn(&self.secret, &tuple, now), |old| old + REOPEN_ISS_GAP);
         match Connection::accept(tuple, seg, self.cfg.clone(), iss, now) {
             Ok(conn) => {
                 self.half_open += 1;

@@ -414,14 +414,14 @@ pub fn all() -> Vec<Case> {
         },
         Case {
             name: "tcp_time_wait_syn_new",
-            why: "RFC 6191 / RFC 1122 4.2.2.13: a SYN above RCV.NXT with a newer timestamp reopens a connection in TIME-WAIT (SYN-ACK)",
+            why: "RFC 6191 / RFC 1122 4.2.2.13: a SYN above RCV.NXT with a newer timestamp reopens a connection in TIME-WAIT: SYN-ACK, its ISN above the old connection's sequence space (Linux: old SND.NXT + 65537)",
             steps: vec![
                 Step::HttpGet,
                 Step::ReadToFin,
                 tcp(Seg { flags: FIN | ACK, ..data(0) }),
                 want(want_ack()),
                 tcp(Seg { seq: Seq::Ours(100_000), ..syn() }),
-                want(want_syn_ack()),
+                want(WantTcp { seq: Check::AfterTheirs, ..want_syn_ack() }),
             ],
         },
         // ------------------------------------------------ ICMP
