@@ -69,7 +69,17 @@ struct Shared {
     /// Raised by socket calls that left work for the stack (data to send, a
     /// window to open, a FIN): the driver polls at its next turn.
     kick: Notify,
+    /// The stack's time zero: [`epoch`], the same for every `Net`.
     start: tokio::time::Instant,
+}
+
+/// Time zero of every `Net`'s stack in the process: stacks joined by the
+/// in-memory link stamp frames with their own time, so they must agree on
+/// it (with a zero each, a frame from the older stack was not yet due at
+/// the younger one, by the milliseconds between their creations).
+fn epoch() -> tokio::time::Instant {
+    static EPOCH: std::sync::OnceLock<tokio::time::Instant> = std::sync::OnceLock::new();
+    *EPOCH.get_or_init(tokio::time::Instant::now)
 }
 
 struct State {
@@ -102,7 +112,7 @@ impl Net {
             shared: Rc::new(Shared {
                 state: RefCell::new(State { stack, slots: Vec::new(), free: Vec::new(), events: Vec::new() }),
                 kick: Notify::new(),
-                start: tokio::time::Instant::now(),
+                start: epoch(),
             }),
         }
     }
@@ -113,7 +123,7 @@ impl Net {
         f(&mut self.state().stack)
     }
 
-    /// The stack's clock: time since this `Net` was made.
+    /// The stack's clock: time since the first `Net` of the process was made.
     pub fn now(&self) -> Instant {
         Instant::from_micros(self.shared.start.elapsed().as_micros() as u64)
     }

@@ -206,7 +206,22 @@ impl Drop for TcpStream {
 
 impl AsyncRead for TcpStream {
     fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
-        let n = ready!(self.read_into(cx, buf.initialize_unfilled()))?;
+        if buf.remaining() == 0 {
+            return Poll::Ready(Ok(()));
+        }
+        // Initialize only what the stack holds for us, not the whole buffer:
+        // hyper hands over a fresh uninitialized one of 8 KiB or more on
+        // every read, and zeroing it all cost more than the read.
+        let ready_bytes = self.net.with_stack(|s| s.tcp_connection(self.handle).map_or(0, |c| c.recv_queue()));
+        if ready_bytes == 0 {
+            // Nothing to copy: this learns the end of the stream, an error,
+            // or that it would block (which re-arms the event).
+            let mut probe = [0u8; 1];
+            let n = ready!(self.read_into(cx, &mut probe))?;
+            buf.put_slice(&probe[..n]);
+            return Poll::Ready(Ok(()));
+        }
+        let n = ready!(self.read_into(cx, buf.initialize_unfilled_to(ready_bytes.min(buf.remaining()))))?;
         buf.advance(n);
         Poll::Ready(Ok(()))
     }

@@ -5,8 +5,10 @@
 //! with a new connection per request (`Connection: close`; a fixed 10,000
 //! connections, fewer than the 16,384 ephemeral ports, so no client reuses
 //! a 4-tuple the server still holds in TIME-WAIT), reported as a ratio.
+//! One untimed request first resolves the server's address on ustack.
 //!
-//! `cargo bench -p ustack --bench hyper [-- SECONDS CONNECTIONS]`
+//! `cargo bench -p ustack --bench hyper [-- SECONDS CLIENTS] [ustack|kernel]`
+//! (naming one side runs only that side, for a profiler).
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty, Full};
@@ -37,6 +39,17 @@ async fn serve_one<S: AsyncRead + AsyncWrite + Unpin + 'static>(io: S) {
 /// Connections opened per request, in all, when not keeping alive.
 const CONNECTIONS: u64 = 10_000;
 
+/// One request on a connection of its own, untimed: it resolves the
+/// server's address (ARP, on ustack) before the clients start together, so
+/// no SYN waits behind the resolution and a 1 s retransmission.
+async fn warm_up<S: AsyncRead + AsyncWrite + Unpin + 'static>(io: S) {
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io)).await.expect("handshake");
+    spawn_local(conn);
+    let req = Request::get("/").header("host", "bench").header("connection", "close");
+    let resp = sender.send_request(req.body(Empty::<Bytes>::new()).unwrap()).await.expect("request");
+    resp.into_body().collect().await.expect("body");
+}
+
 /// Requests/s answered to `clients` tasks, each opening connections with
 /// `connect`, for `secs`; without keep-alive, one request per connection
 /// and [`CONNECTIONS`] connections at most.
@@ -46,6 +59,7 @@ where
     F: Fn() -> Fut + Clone + 'static,
     Fut: Future<Output = S> + 'static,
 {
+    warm_up(connect().await).await;
     let done = Rc::new(Cell::new(0u64));
     let end = Instant::now() + Duration::from_secs_f64(secs);
     let tasks: Vec<_> = (0..clients)
@@ -94,7 +108,9 @@ fn ustack_rate(clients: usize, secs: f64, keep_alive: bool) -> f64 {
             Stack::new(cfg, u64::from(last))
         };
         let (a, b) = (Net::new(stack(1)), Net::new(stack(2)));
-        let (pa, pb) = MemoryLink::pair(LinkConfig { capacity: 4096, ..LinkConfig::default() }, 1);
+        // Checksum offload, as the kernel's loopback has: neither side sums.
+        let link = LinkConfig { capacity: 4096, checksum_offload: true, ..LinkConfig::default() };
+        let (pa, pb) = MemoryLink::pair(link, 1);
         spawn_local(Net::drive_pair(a.clone(), pa, b.clone(), pb));
         let listener = TcpListener::bind(&b, PORT).unwrap();
         spawn_local(async move {
@@ -141,10 +157,12 @@ fn main() {
     let nums: Vec<f64> = std::env::args().skip(1).filter_map(|a| a.parse().ok()).collect();
     let secs = nums.first().copied().unwrap_or(2.0);
     let clients = nums.get(1).copied().unwrap_or(16.0) as usize;
+    let only = |side: &str| std::env::args().any(|a| a == side);
+    let (kernel_side, ustack_side) = (!only("ustack"), !only("kernel"));
     println!("hyper 1.x, 1 KiB responses, {clients} client tasks, {secs} s each, one current-thread tokio runtime");
     for (what, keep_alive) in [("keep-alive", true), ("connection per request", false)] {
-        let kernel = kernel_rate(clients, secs, keep_alive);
-        let ours = ustack_rate(clients, secs, keep_alive);
+        let kernel = if kernel_side { kernel_rate(clients, secs, keep_alive) } else { f64::NAN };
+        let ours = if ustack_side { ustack_rate(clients, secs, keep_alive) } else { f64::NAN };
         println!(
             "{what:>24}: ustack (in-memory link) {ours:>9.0} req/s, kernel (loopback) {kernel:>9.0} req/s, ratio {:.2}x",
             ours / kernel
