@@ -406,6 +406,7 @@ pub unsafe extern "C" fn ustack_getsockopt(
         let bytes: Vec<u8> = match so::getsockopt(fd, level, name)? {
             OptVal::Int(v) => v.to_ne_bytes().to_vec(),
             OptVal::Linger(a, b) => [a.to_ne_bytes(), b.to_ne_bytes()].concat(),
+            OptVal::Bytes(b) => b,
         };
         let n = (*len as usize).min(bytes.len());
         std::ptr::copy_nonoverlapping(bytes.as_ptr(), val as *mut u8, n);

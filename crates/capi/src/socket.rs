@@ -65,11 +65,19 @@ pub fn bind(fd: RawFd, addr: SocketAddrV4) -> Result<(), Errno> {
     let mut g = lock()?;
     check_local(&g, &addr)?;
     let port = addr.port();
-    let taken = port != 0
+    let me = g.sock(fd)?;
+    let (is_tcp, reuse) = (matches!(me.kind, Kind::TcpFresh), me.opts.reuseaddr || me.opts.reuseport);
+    // TCP ports are ours to check (the stack knows only listeners); UDP's
+    // are the stack's.
+    let taken = is_tcp
+        && port != 0
         && g.socks.iter().any(|(&other, s)| {
             other != fd
-                && matches!((&s.kind, s.bound), (Kind::TcpListen { port: p, .. }, _) if *p == port)
-                || matches!((&s.kind, s.bound), (Kind::TcpFresh, Some(b)) if other != fd && b.port() == port && !(s.opts.reuseport))
+                && match (&s.kind, s.bound) {
+                    (Kind::TcpListen { port: p, .. }, _) => *p == port,
+                    (Kind::TcpFresh, Some(b)) => b.port() == port && !(reuse && (s.opts.reuseaddr || s.opts.reuseport)),
+                    _ => false,
+                }
         });
     let s = g.sock(fd)?;
     if s.bound.is_some() {
@@ -84,11 +92,33 @@ pub fn bind(fd: RawFd, addr: SocketAddrV4) -> Result<(), Errno> {
             Ok(())
         }
         Kind::Udp { h: None } => {
-            let h = g.stack.udp_bind(port).map_err(|_| e(libc::EADDRINUSE))?;
+            let reuse = s.opts.reuseaddr || s.opts.reuseport;
+            let shared = (port != 0).then(|| g.udp_members.get(&port).and_then(|m| m.first().copied())).flatten();
+            let h = match shared {
+                // Linux lets a port be shared when every socket on it set SO_REUSEADDR.
+                Some(first) => {
+                    let all_reuse = g.udp_members[&port]
+                        .iter()
+                        .all(|m| g.socks.get(m).is_some_and(|o| o.opts.reuseaddr || o.opts.reuseport));
+                    if !(reuse && all_reuse) {
+                        return Err(e(libc::EADDRINUSE));
+                    }
+                    match g.socks.get(&first).map(|o| &o.kind) {
+                        Some(Kind::Udp { h: Some(h) }) => *h,
+                        _ => return Err(e(libc::EADDRINUSE)),
+                    }
+                }
+                None => {
+                    let h = g.stack.udp_bind(port).map_err(|_| e(libc::EADDRINUSE))?;
+                    g.register(Socket::Udp(h), fd);
+                    h
+                }
+            };
+            let port = g.stack.udp_local_port(h).unwrap_or(port);
+            g.udp_members.entry(port).or_default().push(fd);
             let s = g.sock(fd)?;
             s.kind = Kind::Udp { h: Some(h) };
             s.bound = Some(addr);
-            g.register(Socket::Udp(h), fd);
             Ok(())
         }
         _ => Err(EINVAL),
@@ -227,9 +257,7 @@ pub fn connect(fd: RawFd, addr: SocketAddrV4) -> Result<(), Errno> {
                 }
                 s.peer = Some(addr);
                 if h.is_none() {
-                    let h = g.stack.udp_bind(0).map_err(|_| e(libc::EAGAIN))?;
-                    g.sock(fd)?.kind = Kind::Udp { h: Some(h) };
-                    g.register(Socket::Udp(h), fd);
+                    udp_autobind(&mut g, fd)?;
                 }
                 return Ok(());
             }
@@ -350,12 +378,7 @@ fn send_some(g: &mut Inner, fd: RawFd, data: &[u8], flags: i32, dst: Option<Sock
             }
             let h = match h {
                 Some(h) => h,
-                None => {
-                    let h = g.stack.udp_bind(0).map_err(|_| e(libc::EAGAIN))?;
-                    g.sock(fd)?.kind = Kind::Udp { h: Some(h) };
-                    g.register(Socket::Udp(h), fd);
-                    h
-                }
+                None => udp_autobind(g, fd)?,
             };
             match g.stack.udp_send_to(h, to, data) {
                 Ok(()) => Ok(data.len()),
@@ -434,31 +457,77 @@ fn recv_some(g: &mut Inner, fd: RawFd, buf: &mut [u8], flags: i32) -> Result<(us
         }
         Kind::Udp { h } => {
             let Some(h) = h else { return Err(EAGAIN) };
-            let peer = s.peer;
-            let trunc = flags & libc::MSG_TRUNC != 0;
-            if let Some((data, from)) = s.peeked.take() {
+            let (peer, trunc) = (s.peer, flags & libc::MSG_TRUNC != 0);
+            udp_distribute(g, fd, h);
+            let s = g.sock(fd)?;
+            let mut copy = |data: &[u8], from: SocketAddrV4| {
                 let n = data.len().min(buf.len());
                 buf[..n].copy_from_slice(&data[..n]);
-                let len = if trunc { data.len() } else { n };
-                if peek {
-                    s.peeked = Some((data, from));
+                (if trunc { data.len() } else { n }, Some(from))
+            };
+            if let Some((data, from)) = s.inbox.front() {
+                let r = copy(data, *from);
+                if !peek {
+                    let (data, _) = s.inbox.pop_front().expect("front exists");
+                    s.inbox_bytes -= data.len();
                 }
-                return Ok((len, Some(from)));
+                return Ok(r);
             }
             loop {
-                let got = g.stack.udp_recv_with(h, |data, from| (data.to_vec(), from));
-                let Some((data, from)) = got else { return Err(EAGAIN) };
+                let got = if peek {
+                    g.stack.udp_recv_with(h, |data, from| (data.to_vec(), from)).map(|(d, f)| (copy(&d, f), Some((d, f))))
+                } else {
+                    g.stack.udp_recv_with(h, |data, from| (copy(data, from), None))
+                };
+                let Some((r, kept)) = got else { return Err(EAGAIN) };
+                let from = r.1.expect("UDP has a sender");
                 if peer.is_some_and(|p| p != from) {
                     continue; // a connected UDP socket hears only its peer
                 }
-                let n = data.len().min(buf.len());
-                buf[..n].copy_from_slice(&data[..n]);
-                let len = if trunc { data.len() } else { n };
-                if peek {
-                    g.sock(fd)?.peeked = Some((data, from));
+                if let Some((d, f)) = kept {
+                    let s = g.sock(fd)?;
+                    s.inbox_bytes += d.len();
+                    s.inbox.push_back((d, f));
                 }
-                return Ok((len, Some(from)));
+                return Ok(r);
             }
+        }
+    }
+}
+
+/// Bind a UDP socket to an ephemeral port (sendto or connect before bind).
+fn udp_autobind(g: &mut Inner, fd: RawFd) -> Result<ustack_core::UdpHandle, Errno> {
+    let h = g.stack.udp_bind(0).map_err(|_| e(libc::EAGAIN))?;
+    let port = g.stack.udp_local_port(h).unwrap_or(0);
+    g.udp_members.entry(port).or_default().push(fd);
+    g.sock(fd)?.kind = Kind::Udp { h: Some(h) };
+    g.register(Socket::Udp(h), fd);
+    Ok(h)
+}
+
+/// On a port several sockets share, move what the stack received to the
+/// inboxes of the sockets it belongs to: the one connected to the sender,
+/// else one not connected (Linux's choice too); ring each.
+fn udp_distribute(g: &mut Inner, fd: RawFd, h: ustack_core::UdpHandle) {
+    let port = g.stack.udp_local_port(h).unwrap_or(0);
+    let Some(members) = g.udp_members.get(&port).filter(|m| m.len() > 1).cloned() else { return };
+    let limit = g.stack.config().udp_rx_bytes;
+    while let Some((data, from)) = g.stack.udp_recv_with(h, |d, f| (d.to_vec(), f)) {
+        let socks = &g.socks;
+        let owner = members
+            .iter()
+            .copied()
+            .find(|m| socks.get(m).is_some_and(|s| s.peer == Some(from)))
+            .or_else(|| members.iter().copied().find(|m| socks.get(m).is_some_and(|s| s.peer.is_none())));
+        let Some(owner) = owner else { continue }; // connected elsewhere: dropped, as by Linux
+        let Some(s) = g.socks.get_mut(&owner) else { continue };
+        if s.inbox_bytes + data.len() > limit {
+            continue; // that socket's queue is full: dropped, as by Linux
+        }
+        s.inbox_bytes += data.len();
+        s.inbox.push_back((data, from));
+        if owner != fd {
+            crate::sys::ring(owner);
         }
     }
 }
@@ -509,11 +578,20 @@ pub fn close(fd: RawFd) -> Result<(), Errno> {
                 g.stack.tcp_close(h);
             }
         }
-        Kind::Udp { h } => {
-            if let Some(h) = h {
-                g.stack.udp_close(h);
+        Kind::Udp { h: Some(h) } => {
+            let port = g.stack.udp_local_port(h).unwrap_or(0);
+            let members = g.udp_members.entry(port).or_default();
+            members.retain(|&m| m != fd);
+            match members.first().copied() {
+                None => {
+                    g.udp_members.remove(&port);
+                    g.stack.udp_close(h);
+                }
+                // The port lives on: its events go to a remaining member.
+                Some(next) => g.register(Socket::Udp(h), next),
             }
         }
+        Kind::Udp { h: None } => {}
     }
     for members in g.epolls.values_mut() {
         members.remove(&fd);
@@ -581,14 +659,17 @@ pub fn bytes_readable(fd: RawFd) -> Result<usize, Errno> {
             Ok(extra + g.stack.tcp_connection(h).map_or(0, |c| c.recv_queue()))
         }
         Kind::Udp { h: Some(h) } => {
-            if let Some((d, _)) = &s.peeked {
+            let h = *h;
+            udp_distribute(&mut g, fd, h);
+            if let Some((d, _)) = g.sock(fd)?.inbox.front() {
                 return Ok(d.len());
             }
-            let h = *h;
             match g.stack.udp_recv_with(h, |d, from| (d.to_vec(), from)) {
                 Some((d, from)) => {
                     let n = d.len();
-                    g.sock(fd)?.peeked = Some((d, from));
+                    let s = g.sock(fd)?;
+                    s.inbox_bytes += n;
+                    s.inbox.push_back((d, from));
                     Ok(n)
                 }
                 None => Ok(0),
@@ -600,12 +681,14 @@ pub fn bytes_readable(fd: RawFd) -> Result<usize, Errno> {
 
 /// A socket option's value, as an int (every option handled here is one,
 /// but SO_LINGER, which is two).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum OptVal {
     /// An `int` option.
     Int(i32),
     /// `struct linger { l_onoff, l_linger }`.
     Linger(i32, i32),
+    /// Bytes: `TCP_INFO`'s `struct tcp_info`, `TCP_CONGESTION`'s name.
+    Bytes(Vec<u8>),
 }
 
 /// `setsockopt` for the options programs commonly set.
@@ -614,6 +697,7 @@ pub fn setsockopt(fd: RawFd, level: i32, name: i32, val: OptVal) -> Result<(), E
     let s = g.sock(fd)?;
     let int = match val {
         OptVal::Int(v) => v,
+        OptVal::Bytes(_) => return Err(unsupported("setsockopt with a value that is not an int", e(libc::ENOPROTOOPT))),
         OptVal::Linger(on, secs) => {
             if (level, name) != (libc::SOL_SOCKET, libc::SO_LINGER) {
                 return Err(EINVAL);
@@ -686,6 +770,15 @@ pub fn getsockopt(fd: RawFd, level: i32, name: i32) -> Result<OptVal, Errno> {
             OptVal::Int(if o.sndbuf > 0 { o.sndbuf } else { g.stack.config().tcp.send_buffer_size as i32 })
         }
         (libc::IPPROTO_TCP, libc::TCP_NODELAY) => b(o.nodelay),
+        (libc::IPPROTO_TCP, libc::TCP_CONGESTION) => {
+            // Linux's names for the two algorithms the stack has.
+            let name = match g.stack.config().tcp.congestion {
+                ustack_core::tcp::CongestionAlgorithm::Cubic => "cubic",
+                ustack_core::tcp::CongestionAlgorithm::NewReno => "reno",
+            };
+            OptVal::Bytes(name.as_bytes().to_vec())
+        }
+        (libc::IPPROTO_TCP, libc::TCP_INFO) => OptVal::Bytes(tcp_info(&mut g, fd)?),
         (libc::IPPROTO_TCP, libc::TCP_MAXSEG) => {
             let mss = match s.kind {
                 Kind::TcpConn { h } => g.stack.tcp_connection(h).map(|c| c.mss()),
@@ -695,6 +788,61 @@ pub fn getsockopt(fd: RawFd, level: i32, name: i32) -> Result<OptVal, Errno> {
         }
         _ => return Err(unsupported("getsockopt of an option other than the common SOL_SOCKET/TCP ones", e(libc::ENOPROTOOPT))),
     })
+}
+
+/// `struct tcp_info` with what the connection knows (the rest zero).
+fn tcp_info(g: &mut Inner, fd: RawFd) -> Result<Vec<u8>, Errno> {
+    // SAFETY: tcp_info is plain integers; all-zero is a valid value.
+    let mut t: libc::tcp_info = unsafe { std::mem::zeroed() };
+    let s = g.sock(fd)?;
+    let conn = match s.kind {
+        Kind::TcpConn { h } => g.stack.tcp_connection(h),
+        Kind::TcpListen { .. } => {
+            t.tcpi_state = 10;
+            None
+        }
+        _ => {
+            t.tcpi_state = 7;
+            None
+        }
+    };
+    if let Some(c) = conn {
+        // Linux's numbering of the states (include/net/tcp_states.h).
+        t.tcpi_state = match c.state() {
+            State::Established => 1,
+            State::SynSent => 2,
+            State::SynReceived => 3,
+            State::FinWait1 => 4,
+            State::FinWait2 => 5,
+            State::TimeWait => 6,
+            State::Closed => 7,
+            State::CloseWait => 8,
+            State::LastAck => 9,
+            State::Listen => 10,
+            State::Closing => 11,
+        };
+        let mss = c.mss().max(1);
+        let st = c.stats();
+        t.tcpi_rto = c.rto().as_micros() as u32;
+        t.tcpi_snd_mss = mss as u32;
+        t.tcpi_rcv_mss = mss as u32;
+        t.tcpi_advmss = mss as u32;
+        t.tcpi_pmtu = (mss + 40) as u32;
+        t.tcpi_rtt = c.srtt().map_or(0, |d| d.as_micros() as u32);
+        t.tcpi_snd_cwnd = (c.cwnd() / mss) as u32;
+        t.tcpi_snd_ssthresh = (c.ssthresh() / mss).min(u32::MAX as usize) as u32;
+        t.tcpi_total_retrans = st.retransmits as u32;
+        t.tcpi_bytes_acked = st.bytes_acked;
+        t.tcpi_bytes_received = st.bytes_in;
+        t.tcpi_segs_out = st.segments_out as u32;
+        t.tcpi_segs_in = st.segments_in as u32;
+        t.tcpi_notsent_bytes = c.send_queue() as u32;
+    }
+    // SAFETY: reading the bytes of a plain struct.
+    let bytes = unsafe {
+        std::slice::from_raw_parts(&t as *const libc::tcp_info as *const u8, std::mem::size_of::<libc::tcp_info>())
+    };
+    Ok(bytes.to_vec())
 }
 
 /// poll(2) bits of a socket now. With `want_out`, a socket that cannot take
@@ -739,7 +887,11 @@ pub(crate) fn poll_bits(g: &mut Inner, fd: RawFd, want_out: bool) -> i16 {
             bits
         }
         Kind::Udp { h } => {
-            let readable = s.peeked.is_some() || h.is_some_and(|h| g.stack.udp_rx_queued(h) > 0);
+            let Some(h) = *h else { return pout };
+            udp_distribute(g, fd, h);
+            let shared = g.udp_members.get(&g.stack.udp_local_port(h).unwrap_or(0)).is_some_and(|m| m.len() > 1);
+            let Some(s) = g.socks.get(&fd) else { return libc::POLLNVAL };
+            let readable = !s.inbox.is_empty() || (!shared && g.stack.udp_rx_queued(h) > 0);
             pout | if readable { pin } else { 0 }
         }
     }

@@ -136,8 +136,11 @@ pub(crate) struct Sock {
     pub err_reported: bool,
     pub shut_rd: bool,
     pub shut_wr: bool,
-    /// A datagram taken by `MSG_PEEK`, returned by the next receive.
-    pub peeked: Option<(Vec<u8>, SocketAddrV4)>,
+    /// Datagrams already taken from the stack for this socket: one taken by
+    /// `MSG_PEEK`, or those of a port several sockets share (below).
+    pub inbox: VecDeque<(Vec<u8>, SocketAddrV4)>,
+    /// Bytes in `inbox`, bounded by the stack's `udp_rx_bytes`.
+    pub inbox_bytes: usize,
     /// Bytes taken by `MSG_PEEK` on TCP, returned before the stream's.
     pub peeked_bytes: VecDeque<u8>,
     /// Readiness events seen (the doorbell's count), for EPOLLET.
@@ -169,7 +172,8 @@ impl Sock {
             err_reported: false,
             shut_rd: false,
             shut_wr: false,
-            peeked: None,
+            inbox: VecDeque::new(),
+            inbox_bytes: 0,
             peeked_bytes: VecDeque::new(),
             generation: 0,
             opts: Opts::default(),
@@ -206,6 +210,10 @@ pub(crate) struct Inner {
     pub socks: HashMap<RawFd, Sock>,
     /// epoll descriptor → its ustack members.
     pub epolls: HashMap<RawFd, HashMap<RawFd, EpollEntry>>,
+    /// UDP port → the sockets bound to it. The stack has one socket per
+    /// port; sockets sharing it (SO_REUSEADDR, e.g. a connected one beside
+    /// a fresh listener, as iperf3 does) get their datagrams by peer here.
+    pub udp_members: HashMap<u16, Vec<RawFd>>,
     events: Vec<Event>,
     /// When the stack thread will next wake by itself.
     planned: Option<Instant>,
@@ -237,10 +245,22 @@ impl Inner {
             }
             for ev in &self.events {
                 let fd = ev.token as RawFd;
-                if let Some(s) = self.socks.get_mut(&fd) {
-                    if s.core_socket() == Some(ev.socket) {
-                        s.generation += 1;
-                        ring(fd);
+                let Some(s) = self.socks.get_mut(&fd) else { continue };
+                if s.core_socket() != Some(ev.socket) {
+                    continue;
+                }
+                s.generation += 1;
+                ring(fd);
+                // A shared UDP port: every member may have news.
+                if let Socket::Udp(h) = ev.socket {
+                    let port = self.stack.udp_local_port(h).unwrap_or(0);
+                    for &m in self.udp_members.get(&port).into_iter().flatten() {
+                        if m != fd {
+                            if let Some(ms) = self.socks.get_mut(&m) {
+                                ms.generation += 1;
+                            }
+                            ring(m);
+                        }
                     }
                 }
             }
@@ -415,6 +435,7 @@ pub fn start(cfg: &StartConfig) -> Result<(), String> {
         clock: Clock::new(),
         socks: HashMap::new(),
         epolls: HashMap::new(),
+        udp_members: HashMap::new(),
         events: Vec::new(),
         planned: None,
         waker,
