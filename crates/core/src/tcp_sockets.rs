@@ -29,9 +29,7 @@ use crate::timer::TimerWheel;
 use std::collections::VecDeque;
 use std::net::SocketAddrV4;
 use std::sync::Arc;
-use ustack_wire::{
-    checksum, ChecksumMode, IpProtocol, Ipv4Repr, TcpFlags, TcpPacket, TcpRepr, TcpSeqNumber, IPV4_HEADER_LEN,
-};
+use ustack_wire::{checksum, ChecksumMode, IpProtocol, Ipv4Repr, TcpPacket, TcpRepr, IPV4_HEADER_LEN};
 
 /// RFC 6056's suggested ephemeral range (also IANA's dynamic ports).
 const EPHEMERAL: core::ops::RangeInclusive<u16> = 49152..=65535;
@@ -507,16 +505,15 @@ impl TcpSockets {
 }
 
 fn segment_from(repr: &TcpRepr<'_>) -> Segment {
-    // `Flags` keeps the header's bit positions; `from_bits` drops ACK and URG.
-    let flags = Flags::from_bits(repr.flags.to_byte());
     let mut sack_blocks = [None; 4];
     for (out, block) in sack_blocks.iter_mut().zip(repr.sack_ranges.iter()) {
         *out = block.map(|(l, r)| (SeqNumber(l), SeqNumber(r)));
     }
     Segment {
-        seq: SeqNumber(repr.seq_number.0),
-        ack: repr.ack_number.map(|a| SeqNumber(a.0)),
-        flags,
+        seq: repr.seq_number,
+        ack: repr.ack_number,
+        // ACK is said by `ack`; urgent data is not supported.
+        flags: repr.flags.without(Flags::ACK | Flags::URG),
         window: repr.window_len,
         options: Options {
             mss: repr.max_seg_size,
@@ -537,18 +534,10 @@ fn repr_from(seg: &Segment, tuple: &FourTuple) -> TcpRepr<'static> {
     TcpRepr {
         src_port: tuple.local_port,
         dst_port: tuple.remote_port,
-        seq_number: TcpSeqNumber(seg.seq.0),
-        ack_number: seg.ack.map(|a| TcpSeqNumber(a.0)),
-        flags: TcpFlags {
-            fin: seg.flags.fin(),
-            syn: seg.flags.syn(),
-            rst: seg.flags.rst(),
-            psh: seg.flags.psh(),
-            ack: seg.ack.is_some(),
-            urg: false,
-            ece: seg.flags.contains(Flags::ECE),
-            cwr: seg.flags.contains(Flags::CWR),
-        },
+        seq_number: seg.seq,
+        ack_number: seg.ack,
+        // `emit_header` sets ACK from `ack_number`.
+        flags: seg.flags,
         window_len: seg.window,
         max_seg_size: seg.options.mss,
         window_scale: seg.options.window_scale,

@@ -168,7 +168,7 @@ fn syns_with_malformed_option_lengths_are_answered() {
         let all: Vec<_> = out.into_iter().chain(cap.frames).collect();
         assert_eq!(all.len(), 1, "case {i} {opts:?}: one SYN-ACK");
         let t = TcpPacket::new_checked(&all[0][34..]).unwrap();
-        assert!(t.flags().syn && t.flags().ack, "case {i}: SYN-ACK");
+        assert!(t.flags().syn() && t.flags().ack(), "case {i}: SYN-ACK");
     }
     assert_eq!(s.counters().drop_tcp_malformed, 0);
 }

@@ -2,7 +2,6 @@
 //!
 //! After [`TcpPacket::new_checked`] returns `Ok`, no accessor panics.
 
-use core::cmp::Ordering;
 use core::fmt;
 use core::ops;
 
@@ -20,34 +19,99 @@ pub const TCP_MAX_HEADER_LEN: usize = 60;
 
 const PROTO_TCP: u8 = 6;
 
-/// A TCP sequence number, compared with RFC 1982 serial-number arithmetic.
+/// A TCP sequence (or acknowledgement) number: the one type the wire format
+/// and the TCP engine share.
 ///
-/// `a < b` iff `b.0.wrapping_sub(a.0)`, read as an `i32`, is positive. Two numbers
-/// exactly 2³¹ apart are unordered (`partial_cmp` is `None`), which is why this is
-/// `PartialOrd` and not `Ord`.
-#[derive(Clone, Copy, Default, PartialEq, Eq, Hash)]
+/// RFC 9293 §3.4: "It is essential to remember that the actual sequence number
+/// space is finite, though very large ... all arithmetic dealing with sequence
+/// numbers must be performed modulo 2**32." Comparisons follow RFC 1982 serial
+/// number arithmetic: `a < b` when `b - a`, taken as a signed 32-bit value, is
+/// positive. Two numbers exactly 2^31 apart are "undefined" in RFC 1982; here
+/// both `a.lt(b)` and `b.lt(a)` are then true. Nothing here panics.
+///
+/// It deliberately does not implement `PartialOrd`: the relation is not
+/// transitive across the whole space, so the explicit `lt`/`le`/`gt`/`ge`
+/// methods make every comparison visible as a modular one.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub struct TcpSeqNumber(pub u32);
 
 impl TcpSeqNumber {
-    /// The later of the two (`self` when unordered).
-    pub fn max(self, other: Self) -> Self {
-        if other > self {
-            other
+    /// `self - other` as a signed distance.
+    #[inline]
+    pub fn diff(self, other: TcpSeqNumber) -> i32 {
+        self.0.wrapping_sub(other.0) as i32
+    }
+    /// The number of octets from `earlier` up to `self`, or 0 when `self` is
+    /// not after `earlier`.
+    #[inline]
+    pub fn since(self, earlier: TcpSeqNumber) -> u32 {
+        let d = self.diff(earlier);
+        if d > 0 {
+            d as u32
         } else {
-            self
+            0
         }
     }
-    /// The earlier of the two (`self` when unordered).
-    pub fn min(self, other: Self) -> Self {
-        if other < self {
-            other
-        } else {
+    /// `self < other` modulo 2^32 (RFC 1982).
+    #[inline]
+    pub fn lt(self, other: TcpSeqNumber) -> bool {
+        self.diff(other) < 0
+    }
+    /// `self <= other` modulo 2^32.
+    #[inline]
+    pub fn le(self, other: TcpSeqNumber) -> bool {
+        self.diff(other) <= 0
+    }
+    /// `self > other` modulo 2^32.
+    #[inline]
+    pub fn gt(self, other: TcpSeqNumber) -> bool {
+        self.diff(other) > 0
+    }
+    /// `self >= other` modulo 2^32.
+    #[inline]
+    pub fn ge(self, other: TcpSeqNumber) -> bool {
+        self.diff(other) >= 0
+    }
+    /// The later of the two.
+    #[inline]
+    pub fn max(self, other: TcpSeqNumber) -> TcpSeqNumber {
+        if self.ge(other) {
             self
+        } else {
+            other
         }
     }
-    /// Signed distance from `earlier` to `self`: `self.0.wrapping_sub(earlier.0) as i32`.
-    pub fn signed_distance(self, earlier: Self) -> i32 {
-        self.0.wrapping_sub(earlier.0) as i32
+    /// The earlier of the two.
+    #[inline]
+    pub fn min(self, other: TcpSeqNumber) -> TcpSeqNumber {
+        if self.le(other) {
+            self
+        } else {
+            other
+        }
+    }
+    /// `start =< self < end`, RFC 9293's notation for "in the window".
+    #[inline]
+    pub fn in_window(self, start: TcpSeqNumber, end: TcpSeqNumber) -> bool {
+        self.ge(start) && self.lt(end)
+    }
+}
+
+impl ops::Add<usize> for TcpSeqNumber {
+    type Output = TcpSeqNumber;
+    /// Wrapping addition; lengths above 2^32 wrap, which no window allows.
+    #[inline]
+    fn add(self, n: usize) -> TcpSeqNumber {
+        TcpSeqNumber(self.0.wrapping_add(n as u32))
+    }
+}
+
+impl ops::Sub<usize> for TcpSeqNumber {
+    type Output = TcpSeqNumber;
+    /// Wrapping subtraction.
+    #[inline]
+    fn sub(self, n: usize) -> TcpSeqNumber {
+        TcpSeqNumber(self.0.wrapping_sub(n as u32))
     }
 }
 
@@ -63,94 +127,140 @@ impl fmt::Display for TcpSeqNumber {
     }
 }
 
-impl ops::Add<usize> for TcpSeqNumber {
-    type Output = TcpSeqNumber;
-    /// Wrapping addition modulo 2³² (the `usize` is reduced modulo 2³² first).
-    fn add(self, rhs: usize) -> TcpSeqNumber {
-        TcpSeqNumber(self.0.wrapping_add(rhs as u32))
-    }
-}
-
-impl ops::AddAssign<usize> for TcpSeqNumber {
-    fn add_assign(&mut self, rhs: usize) {
-        *self = *self + rhs;
-    }
-}
-
-impl ops::Sub<usize> for TcpSeqNumber {
-    type Output = TcpSeqNumber;
-    /// Wrapping subtraction modulo 2³².
-    fn sub(self, rhs: usize) -> TcpSeqNumber {
-        TcpSeqNumber(self.0.wrapping_sub(rhs as u32))
-    }
-}
-
-impl ops::Sub for TcpSeqNumber {
-    type Output = usize;
-    /// How far `self` lies after `rhs`: the wrapping distance read as an `i32`
-    /// ([`signed_distance`](TcpSeqNumber::signed_distance)), clamped to 0 when
-    /// `self` is not after `rhs`. Never panics.
-    fn sub(self, rhs: TcpSeqNumber) -> usize {
-        usize::try_from(self.signed_distance(rhs)).unwrap_or(0)
-    }
-}
-
-impl PartialOrd for TcpSeqNumber {
-    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
-        match self.signed_distance(*other) {
-            0 => Some(Ordering::Equal),
-            i32::MIN => None,
-            d if d < 0 => Some(Ordering::Less),
-            _ => Some(Ordering::Greater),
-        }
-    }
-}
-
-/// The TCP control bits, one `bool` each (byte 13 of the header).
-#[derive(Clone, Copy, Default, Debug, PartialEq, Eq, Hash)]
-pub struct TcpFlags {
-    /// No more data from sender.
-    pub fin: bool,
-    /// Synchronize sequence numbers.
-    pub syn: bool,
-    /// Reset the connection.
-    pub rst: bool,
-    /// Push function.
-    pub psh: bool,
-    /// Acknowledgment field is significant.
-    pub ack: bool,
-    /// Urgent pointer field is significant.
-    pub urg: bool,
-    /// ECN-Echo (RFC 3168).
-    pub ece: bool,
-    /// Congestion window reduced (RFC 3168).
-    pub cwr: bool,
-}
+/// The TCP control bits as in byte 13 of the header: the one flags type the
+/// wire format and the TCP engine share.
+///
+/// The engine keeps ACK out of its segments' flags (an acknowledgement number
+/// being present says it); [`TcpRepr::emit_header`] sets the bit from
+/// `ack_number`. URG is parsed but never sent: urgent data is not supported
+/// (RFC 9293 keeps it only for legacy applications; RFC 6093 advises new ones
+/// not to use it).
+#[derive(Clone, Copy, PartialEq, Eq, Default, Hash)]
+pub struct TcpFlags(u8);
 
 impl TcpFlags {
+    /// No flag set.
+    pub const NONE: TcpFlags = TcpFlags(0);
+    /// FIN: the sender has no more data.
+    pub const FIN: TcpFlags = TcpFlags(0x01);
+    /// SYN: synchronize sequence numbers (opens a connection).
+    pub const SYN: TcpFlags = TcpFlags(0x02);
+    /// RST: reset the connection.
+    pub const RST: TcpFlags = TcpFlags(0x04);
+    /// PSH: push the data to the application.
+    pub const PSH: TcpFlags = TcpFlags(0x08);
+    /// ACK: the acknowledgement field is significant.
+    pub const ACK: TcpFlags = TcpFlags(0x10);
+    /// URG: the urgent pointer is significant.
+    pub const URG: TcpFlags = TcpFlags(0x20);
+    /// ECE: ECN echo (RFC 3168).
+    pub const ECE: TcpFlags = TcpFlags(0x40);
+    /// CWR: congestion window reduced (RFC 3168).
+    pub const CWR: TcpFlags = TcpFlags(0x80);
+
     /// Decodes header byte 13.
-    pub fn from_byte(b: u8) -> Self {
-        TcpFlags {
-            fin: b & 0x01 != 0,
-            syn: b & 0x02 != 0,
-            rst: b & 0x04 != 0,
-            psh: b & 0x08 != 0,
-            ack: b & 0x10 != 0,
-            urg: b & 0x20 != 0,
-            ece: b & 0x40 != 0,
-            cwr: b & 0x80 != 0,
-        }
+    #[inline]
+    pub const fn from_byte(b: u8) -> Self {
+        TcpFlags(b)
     }
     /// Encodes header byte 13.
-    pub fn to_byte(self) -> u8 {
-        u8::from(self.fin)
-            | u8::from(self.syn) << 1
-            | u8::from(self.rst) << 2
-            | u8::from(self.psh) << 3
-            | u8::from(self.ack) << 4
-            | u8::from(self.urg) << 5
-            | u8::from(self.ece) << 6
-            | u8::from(self.cwr) << 7
+    #[inline]
+    pub const fn to_byte(self) -> u8 {
+        self.0
+    }
+    /// Whether every flag of `other` is set.
+    #[inline]
+    pub const fn contains(self, other: TcpFlags) -> bool {
+        self.0 & other.0 == other.0
+    }
+    /// These flags without those in `other`.
+    #[inline]
+    pub const fn without(self, other: TcpFlags) -> TcpFlags {
+        TcpFlags(self.0 & !other.0)
+    }
+    /// Whether FIN is set.
+    #[inline]
+    pub const fn fin(self) -> bool {
+        self.contains(TcpFlags::FIN)
+    }
+    /// Whether SYN is set.
+    #[inline]
+    pub const fn syn(self) -> bool {
+        self.contains(TcpFlags::SYN)
+    }
+    /// Whether RST is set.
+    #[inline]
+    pub const fn rst(self) -> bool {
+        self.contains(TcpFlags::RST)
+    }
+    /// Whether PSH is set.
+    #[inline]
+    pub const fn psh(self) -> bool {
+        self.contains(TcpFlags::PSH)
+    }
+    /// Whether ACK is set.
+    #[inline]
+    pub const fn ack(self) -> bool {
+        self.contains(TcpFlags::ACK)
+    }
+    /// Whether URG is set.
+    #[inline]
+    pub const fn urg(self) -> bool {
+        self.contains(TcpFlags::URG)
+    }
+    /// Whether ECE is set.
+    #[inline]
+    pub const fn ece(self) -> bool {
+        self.contains(TcpFlags::ECE)
+    }
+    /// Whether CWR is set.
+    #[inline]
+    pub const fn cwr(self) -> bool {
+        self.contains(TcpFlags::CWR)
+    }
+}
+
+impl ops::BitOr for TcpFlags {
+    type Output = TcpFlags;
+    #[inline]
+    fn bitor(self, rhs: TcpFlags) -> TcpFlags {
+        TcpFlags(self.0 | rhs.0)
+    }
+}
+
+impl ops::BitOrAssign for TcpFlags {
+    #[inline]
+    fn bitor_assign(&mut self, rhs: TcpFlags) {
+        self.0 |= rhs.0;
+    }
+}
+
+impl fmt::Debug for TcpFlags {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let names = [
+            (TcpFlags::SYN, "SYN"),
+            (TcpFlags::FIN, "FIN"),
+            (TcpFlags::RST, "RST"),
+            (TcpFlags::PSH, "PSH"),
+            (TcpFlags::ACK, "ACK"),
+            (TcpFlags::URG, "URG"),
+            (TcpFlags::ECE, "ECE"),
+            (TcpFlags::CWR, "CWR"),
+        ];
+        let mut first = true;
+        for (flag, name) in names {
+            if self.contains(flag) {
+                if !first {
+                    f.write_str("|")?;
+                }
+                f.write_str(name)?;
+                first = false;
+            }
+        }
+        if first {
+            f.write_str("-")?;
+        }
+        Ok(())
     }
 }
 
@@ -213,35 +323,35 @@ impl<T: AsRef<[u8]>> TcpPacket<T> {
     }
     /// FIN bit.
     pub fn fin(&self) -> bool {
-        self.flags().fin
+        self.flags().fin()
     }
     /// SYN bit.
     pub fn syn(&self) -> bool {
-        self.flags().syn
+        self.flags().syn()
     }
     /// RST bit.
     pub fn rst(&self) -> bool {
-        self.flags().rst
+        self.flags().rst()
     }
     /// PSH bit.
     pub fn psh(&self) -> bool {
-        self.flags().psh
+        self.flags().psh()
     }
     /// ACK bit.
     pub fn ack(&self) -> bool {
-        self.flags().ack
+        self.flags().ack()
     }
     /// URG bit.
     pub fn urg(&self) -> bool {
-        self.flags().urg
+        self.flags().urg()
     }
     /// ECE bit.
     pub fn ece(&self) -> bool {
-        self.flags().ece
+        self.flags().ece()
     }
     /// CWR bit.
     pub fn cwr(&self) -> bool {
-        self.flags().cwr
+        self.flags().cwr()
     }
     /// Window field (unscaled).
     pub fn window_len(&self) -> u16 {
@@ -348,8 +458,8 @@ pub struct TcpRepr<'a> {
     pub seq_number: TcpSeqNumber,
     /// Acknowledgment number; `Some` iff the ACK flag is set.
     pub ack_number: Option<TcpSeqNumber>,
-    /// Control bits. On parse `flags.ack == ack_number.is_some()`; on emit
-    /// `flags.ack` is ignored and `ack_number` decides.
+    /// Control bits. On parse `flags.ack() == ack_number.is_some()`; on emit
+    /// the ACK bit is ignored and `ack_number` decides.
     pub flags: TcpFlags,
     /// Window field as sent (unscaled).
     pub window_len: u16,
@@ -403,7 +513,7 @@ impl<'a> TcpRepr<'a> {
             src_port: packet.src_port(),
             dst_port: packet.dst_port(),
             seq_number: packet.seq_number(),
-            ack_number: flags.ack.then(|| packet.ack_number()),
+            ack_number: flags.ack().then(|| packet.ack_number()),
             flags,
             window_len: packet.window_len(),
             max_seg_size: None,
@@ -489,7 +599,7 @@ impl<'a> TcpRepr<'a> {
 
     /// Sequence space the segment occupies: payload plus one each for SYN and FIN.
     pub fn segment_len(&self) -> usize {
-        self.payload.len() + usize::from(self.flags.syn) + usize::from(self.flags.fin)
+        self.payload.len() + usize::from(self.flags.syn()) + usize::from(self.flags.fin())
     }
 
     /// Writes the header (with options, checksum zero) for a payload of
@@ -504,8 +614,10 @@ impl<'a> TcpRepr<'a> {
         debug_assert_eq!(packet.buffer.as_ref().len(), header_len + payload_len);
         // The fixed header is built in a local array and copied once: the
         // field setters would each check the buffer's length again.
-        let mut flags = self.flags;
-        flags.ack = self.ack_number.is_some();
+        let flags = match self.ack_number {
+            Some(_) => self.flags | TcpFlags::ACK,
+            None => self.flags.without(TcpFlags::ACK),
+        };
         let mut h = [0u8; TCP_HEADER_LEN];
         set_u16(&mut h, 0, self.src_port);
         set_u16(&mut h, 2, self.dst_port);
@@ -591,7 +703,7 @@ mod tests {
             dst_port: 80,
             seq_number: TcpSeqNumber(0xffff_fff0),
             ack_number: None,
-            flags: TcpFlags { syn: true, ..TcpFlags::default() },
+            flags: TcpFlags::SYN,
             window_len: 65535,
             max_seg_size: Some(1460),
             window_scale: Some(7),
@@ -604,15 +716,22 @@ mod tests {
 
     #[test]
     fn seq_arithmetic() {
-        let a = TcpSeqNumber(u32::MAX - 1);
+        use TcpSeqNumber as S;
+        let a = S(u32::MAX - 1);
         let b = a + 4;
-        assert_eq!(b, TcpSeqNumber(2));
-        assert!(a < b);
-        assert_eq!(b - a, 4);
-        assert_eq!(a - b, 0);
+        assert_eq!(b, S(2));
+        assert!(a.lt(b) && b.gt(a) && a.le(a) && a.ge(a));
+        assert_eq!(b.since(a), 4);
+        assert_eq!(a.since(b), 0);
+        assert_eq!(b - 4, a);
         assert_eq!(a.max(b), b);
         assert_eq!(a.min(b), a);
-        assert_eq!(TcpSeqNumber(0).partial_cmp(&TcpSeqNumber(1 << 31)), None);
+        assert!(S(5).in_window(S(u32::MAX - 1), S(6)));
+        assert!(!S(6).in_window(S(u32::MAX - 1), S(6)));
+        // Exactly 2^31 apart: each is "less" than the other, and nothing panics.
+        let (x, y) = (S(0), S(1 << 31));
+        assert!(x.lt(y) && y.lt(x));
+        let _ = (x.since(y), y.since(x), x.max(y), x.min(y));
     }
 
     #[test]
@@ -653,7 +772,7 @@ mod tests {
     #[test]
     fn emit_header_then_payload_in_place() {
         let mut repr = syn();
-        repr.flags = TcpFlags { psh: true, ..TcpFlags::default() };
+        repr.flags = TcpFlags::PSH;
         repr.ack_number = Some(TcpSeqNumber(9));
         repr.max_seg_size = None;
         repr.window_scale = None;
@@ -666,7 +785,7 @@ mod tests {
         let p = TcpPacket::new_checked(&b[..]).unwrap();
         let parsed = TcpRepr::parse(&p, SRC, DST, ChecksumMode::Verify).unwrap();
         assert_eq!(parsed.payload, data);
-        assert!(parsed.flags.ack && parsed.flags.psh);
+        assert!(parsed.flags.ack() && parsed.flags.psh());
         assert_eq!(parsed.ack_number, Some(TcpSeqNumber(9)));
     }
 

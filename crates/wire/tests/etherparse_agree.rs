@@ -83,7 +83,7 @@ fn assert_tcp_agrees(ours: &TcpRepr<'_>, theirs: &etherparse::TcpHeader) {
     assert_eq!(ours.ack_number.map(|a| a.0), theirs.ack.then_some(theirs.acknowledgment_number));
     let f = ours.flags;
     assert_eq!(
-        (f.fin, f.syn, f.rst, f.psh, f.ack, f.urg, f.ece, f.cwr),
+        (f.fin(), f.syn(), f.rst(), f.psh(), f.ack(), f.urg(), f.ece(), f.cwr()),
         (theirs.fin, theirs.syn, theirs.rst, theirs.psh, theirs.ack, theirs.urg, theirs.ece, theirs.cwr)
     );
     assert_eq!(ours.window_len, theirs.window_size);
@@ -159,12 +159,12 @@ proptest! {
             .ip(IpHeaders::Ipv4(ep_ipv4(&i), Default::default()))
             .tcp(c.src_port, c.dst_port, c.seq, c.window);
         let f = TcpFlags::from_byte(c.flags);
-        if f.fin { b = b.fin(); }
-        if f.syn { b = b.syn(); }
-        if f.rst { b = b.rst(); }
-        if f.psh { b = b.psh(); }
-        if f.ece { b = b.ece(); }
-        if f.cwr { b = b.cwr(); }
+        if f.fin() { b = b.fin(); }
+        if f.syn() { b = b.syn(); }
+        if f.rst() { b = b.rst(); }
+        if f.psh() { b = b.psh(); }
+        if f.ece() { b = b.ece(); }
+        if f.cwr() { b = b.cwr(); }
         if let Some(a) = c.ack { b = b.ack(a); }
         let b = b.options(&ep_tcp_options(&c)).unwrap();
         let mut buf = Vec::new();

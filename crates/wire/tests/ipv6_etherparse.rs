@@ -360,7 +360,7 @@ proptest! {
         let r = TcpRepr::parse(&tcp, ours.src_addr, ours.dst_addr, ChecksumMode::Verify).unwrap();
         prop_assert_eq!((r.src_port, r.dst_port, r.seq_number.0, r.window_len), (ports.0, ports.1, seq, window));
         prop_assert_eq!(r.ack_number.map(|a| a.0), ack);
-        prop_assert_eq!(r.flags.syn, syn);
+        prop_assert_eq!(r.flags.syn(), syn);
         prop_assert_eq!(r.payload, &payload[..]);
     }
 

@@ -183,10 +183,11 @@ proptest! {
     fn seq_number_order_is_antisymmetric(a in any::<u32>(), d in 1u32..(1 << 31)) {
         let x = TcpSeqNumber(a);
         let y = x + d as usize;
-        prop_assert!(x < y);
-        prop_assert!(y > x);
-        prop_assert_eq!(y - x, d as usize);
-        prop_assert_eq!(x - y, 0);
+        prop_assert!(x.lt(y) && x.le(y) && !x.gt(y));
+        prop_assert!(y.gt(x) && y.ge(x) && !y.lt(x));
+        prop_assert_eq!(y.since(x), d);
+        prop_assert_eq!(x.since(y), 0);
+        prop_assert!(x.in_window(x, y) && !y.in_window(x, y));
         prop_assert_eq!(x.max(y), y);
         prop_assert_eq!(x.min(y), x);
     }

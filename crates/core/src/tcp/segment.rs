@@ -1,4 +1,5 @@
-//! The engine's view of a TCP segment, independent of any wire parser.
+//! The engine's view of a TCP segment: the wire crate's sequence-number and
+//! flags types, the engine's own options and payload length.
 //!
 //! The stack parses the header with the wire crate into a [`Segment`] and
 //! passes the payload alongside as `&[u8]`; on transmit it writes a
@@ -7,8 +8,6 @@
 //! checksums are the stack's business; the [`FourTuple`] names the connection.
 
 use super::seq::SeqNumber;
-use core::fmt;
-use core::ops::{BitOr, BitOrAssign};
 use std::net::Ipv4Addr;
 
 /// Local and remote endpoint of one connection.
@@ -24,102 +23,12 @@ pub struct FourTuple {
     pub remote_port: u16,
 }
 
-/// Control bits other than ACK, which is implied by `Segment::ack.is_some()`.
-/// URG is not represented: urgent data is not supported (RFC 9293 keeps it
-/// only for legacy applications; RFC 6093 advises new ones not to use it).
-#[derive(Clone, Copy, PartialEq, Eq, Default, Hash)]
-pub struct Flags(u8);
-
-impl Flags {
-    /// No flag set.
-    pub const NONE: Flags = Flags(0);
-    /// FIN: the sender has no more data.
-    pub const FIN: Flags = Flags(0x01);
-    /// SYN: synchronize sequence numbers (opens a connection).
-    pub const SYN: Flags = Flags(0x02);
-    /// RST: reset the connection.
-    pub const RST: Flags = Flags(0x04);
-    /// PSH: push the data to the application.
-    pub const PSH: Flags = Flags(0x08);
-    /// ECE: ECN echo (RFC 3168).
-    pub const ECE: Flags = Flags(0x40);
-    /// CWR: congestion window reduced (RFC 3168).
-    pub const CWR: Flags = Flags(0x80);
-
-    /// Bits as in the TCP header's flag octet; ACK (0x10) and URG (0x20) are
-    /// ignored here.
-    pub const fn from_bits(bits: u8) -> Flags {
-        Flags(bits & !0x30)
-    }
-    /// The bits as in the header's flag octet (never ACK or URG).
-    pub const fn bits(self) -> u8 {
-        self.0
-    }
-    /// Whether every flag of `other` is set.
-    pub const fn contains(self, other: Flags) -> bool {
-        self.0 & other.0 == other.0
-    }
-    /// Whether SYN is set.
-    pub const fn syn(self) -> bool {
-        self.contains(Flags::SYN)
-    }
-    /// Whether FIN is set.
-    pub const fn fin(self) -> bool {
-        self.contains(Flags::FIN)
-    }
-    /// Whether RST is set.
-    pub const fn rst(self) -> bool {
-        self.contains(Flags::RST)
-    }
-    /// Whether PSH is set.
-    pub const fn psh(self) -> bool {
-        self.contains(Flags::PSH)
-    }
-    /// These flags without those in `other`.
-    pub const fn without(self, other: Flags) -> Flags {
-        Flags(self.0 & !other.0)
-    }
-}
-
-impl BitOr for Flags {
-    type Output = Flags;
-    fn bitor(self, rhs: Flags) -> Flags {
-        Flags(self.0 | rhs.0)
-    }
-}
-
-impl BitOrAssign for Flags {
-    fn bitor_assign(&mut self, rhs: Flags) {
-        self.0 |= rhs.0;
-    }
-}
-
-impl fmt::Debug for Flags {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let names = [
-            (Flags::SYN, "SYN"),
-            (Flags::FIN, "FIN"),
-            (Flags::RST, "RST"),
-            (Flags::PSH, "PSH"),
-            (Flags::ECE, "ECE"),
-            (Flags::CWR, "CWR"),
-        ];
-        let mut first = true;
-        for (flag, name) in names {
-            if self.contains(flag) {
-                if !first {
-                    f.write_str("|")?;
-                }
-                f.write_str(name)?;
-                first = false;
-            }
-        }
-        if first {
-            f.write_str("-")?;
-        }
-        Ok(())
-    }
-}
+/// Control bits, the wire crate's [`TcpFlags`](ustack_wire::TcpFlags): one
+/// type for header and engine. A [`Segment`] never carries ACK (its `ack`
+/// field being `Some` says it) nor URG (urgent data is not supported: RFC
+/// 9293 keeps it only for legacy applications; RFC 6093 advises new ones not
+/// to use it).
+pub use ustack_wire::TcpFlags as Flags;
 
 /// One SACK block: `[left, right)` in sequence space (RFC 2018 §3: "Left Edge
 /// of Block ... the first sequence number of this block; Right Edge ... the
@@ -235,12 +144,7 @@ pub fn reset_for(seg: &Segment) -> Option<Segment> {
     }
     Some(match seg.ack {
         Some(ack) => Segment { seq: ack, flags: Flags::RST, ..Segment::default() },
-        None => Segment {
-            seq: SeqNumber(0),
-            ack: Some(seg.end()),
-            flags: Flags::RST,
-            ..Segment::default()
-        },
+        None => Segment { seq: SeqNumber(0), ack: Some(seg.end()), flags: Flags::RST, ..Segment::default() },
     })
 }
 

@@ -65,8 +65,8 @@ impl TcpCase {
         for (slot, r) in sack_ranges.iter_mut().zip(&self.sack) {
             *slot = Some(*r);
         }
-        let mut flags = TcpFlags::from_byte(self.flags);
-        flags.ack = self.ack.is_some();
+        let flags = TcpFlags::from_byte(self.flags).without(TcpFlags::ACK);
+        let flags = if self.ack.is_some() { flags | TcpFlags::ACK } else { flags };
         TcpRepr {
             src_port: self.src_port,
             dst_port: self.dst_port,
