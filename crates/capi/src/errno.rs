@@ -33,7 +33,7 @@ pub fn unsupported(what: &'static str, e: Errno) -> Errno {
     let mut warned = WARNED.lock().unwrap_or_else(|p| p.into_inner());
     if !warned.contains(&what) {
         warned.push(what);
-        let msg = format!("ustack: {what} is not supported on ustack sockets (errno {})\n", e.0);
+        let msg = format!("ustack: not supported on ustack sockets: {what} (errno {})\n", e.0);
         crate::sys::raw_write(2, msg.as_bytes());
     }
     e

@@ -76,9 +76,13 @@
 //!
 //! # Limits of this slice
 //!
-//! - **fork**: the stack thread does not exist in a child; a child's calls on
-//!   inherited ustack descriptors fail with `EBADF` (it may open its own
-//!   sockets only if it starts its own stack, on its own device).
+//! - **fork**: by default the stack stays with the parent and a child's
+//!   calls on inherited ustack descriptors fail with `EBADF` (closing them
+//!   works). With [`StartConfig::follow_fork`] the first fork hands the
+//!   stack to the child instead: a `pthread_atfork` handler holds the lock
+//!   across the fork, the child starts a stack thread on its copy (the
+//!   device's descriptors are inherited), and the parent's thread ends.
+//!   That is nginx's master with one worker; a second worker has no stack.
 //! - **exec**: the new program inherits plain eventfds (unless
 //!   `SOCK_CLOEXEC`), not sockets.
 //! - **dup/dup2** of a ustack descriptor is refused (`EOPNOTSUPP`).

@@ -560,6 +560,13 @@ pub fn shutdown(fd: RawFd, how: i32) -> Result<(), Errno> {
 
 /// `close` of a ustack socket.
 pub fn close(fd: RawFd) -> Result<(), Errno> {
+    if !sys::owns_stack() {
+        // A forked process closing its copy: the descriptor goes, the
+        // connection (which lives in the other process) stays.
+        sys::set_ustack(fd, false);
+        sys::raw_close(fd);
+        return Ok(());
+    }
     let mut g = lock()?;
     let s = g.socks.remove(&fd).ok_or(EBADF)?;
     set_ustack(fd, false);

@@ -293,14 +293,55 @@ struct Global {
 
 static GLOBAL: OnceLock<Global> = OnceLock::new();
 
-/// Set in a forked child (pthread_atfork): the stack thread is the parent's.
+/// This process has no stack of its own: it is a forked child (the stack
+/// stayed with the parent), or a parent whose stack followed its child.
 static FORKED: AtomicBool = AtomicBool::new(false);
+/// [`StartConfig::follow_fork`]: the stack moves to the first forked child.
+static FOLLOW_FORK: AtomicBool = AtomicBool::new(false);
 
-extern "C" fn forked_child() {
-    FORKED.store(true, Ordering::Release);
+thread_local! {
+    /// The lock, held across a fork by the forking thread so the child's
+    /// copy of the stack is consistent.
+    static FORK_GUARD: std::cell::RefCell<Option<MutexGuard<'static, Inner>>> = const { std::cell::RefCell::new(None) };
 }
 
-/// The lock, for a call in the process that started the stack.
+extern "C" fn fork_prepare() {
+    if FOLLOW_FORK.load(Ordering::Acquire) && !FORKED.load(Ordering::Acquire) {
+        if let Some(g) = GLOBAL.get() {
+            let guard = g.inner.lock().unwrap_or_else(|p| p.into_inner());
+            FORK_GUARD.with(|f| *f.borrow_mut() = Some(guard));
+        }
+    }
+}
+
+extern "C" fn fork_parent() {
+    let guard = FORK_GUARD.with(|f| f.borrow_mut().take());
+    if guard.is_some() {
+        // The stack is the child's now: this process's thread ends at its
+        // next turn and its calls fail.
+        FORKED.store(true, Ordering::Release);
+        if let Some(g) = guard.as_ref() {
+            ring(g.waker);
+        }
+    }
+}
+
+extern "C" fn fork_child() {
+    let guard = FORK_GUARD.with(|f| f.borrow_mut().take());
+    match guard {
+        Some(g) => {
+            // Our copy of the stack, its device and its sockets: drive them.
+            let waker = g.waker;
+            drop(g);
+            if std::thread::Builder::new().name("ustack".into()).spawn(move || stack_thread(waker)).is_err() {
+                FORKED.store(true, Ordering::Release);
+            }
+        }
+        None => FORKED.store(true, Ordering::Release),
+    }
+}
+
+/// The lock, for a call in the process that owns the stack.
 pub(crate) fn lock() -> Result<MutexGuard<'static, Inner>, Errno> {
     let g = GLOBAL.get().ok_or(Errno(libc::ENETDOWN))?;
     if FORKED.load(Ordering::Acquire) {
@@ -309,8 +350,14 @@ pub(crate) fn lock() -> Result<MutexGuard<'static, Inner>, Errno> {
     Ok(g.inner.lock().unwrap_or_else(|p| p.into_inner()))
 }
 
+/// Whether this process has a stack it may use (false in a forked child,
+/// or a parent whose stack followed its child).
+pub(crate) fn owns_stack() -> bool {
+    GLOBAL.get().is_some() && !FORKED.load(Ordering::Acquire)
+}
+
 fn unsupported_fork() -> Errno {
-    crate::errno::unsupported("using a ustack socket in a forked child", EBADF)
+    crate::errno::unsupported("a call in a process without the stack (a forked child, or a parent whose stack followed its child: USTACK_FORK)", EBADF)
 }
 
 /// The most a process's exit waits for its TCP connections to deliver what
@@ -376,6 +423,11 @@ pub struct StartConfig {
     pub gateway: Option<String>,
     /// For `tap:` only: give the kernel's side of the TAP this `A.B.C.D/N`.
     pub host_ip: Option<String>,
+    /// At the first `fork`, the stack (device, sockets, connections) moves to
+    /// the child and this process's ustack sockets stop working: for servers
+    /// whose master forks one worker (nginx). Without it, the child's calls
+    /// on inherited ustack sockets fail and the parent keeps its stack.
+    pub follow_fork: bool,
 }
 
 /// Parse `A.B.C.D/N`.
@@ -443,7 +495,10 @@ pub fn start(cfg: &StartConfig) -> Result<(), String> {
     let global = Global { inner: Mutex::new(inner) };
     GLOBAL.set(global).map_err(|_| "the stack is already started in this process".to_string())?;
     // SAFETY: registers a handler that only stores to an atomic.
-    unsafe { libc::pthread_atfork(None, None, Some(forked_child)) };
+    FOLLOW_FORK.store(cfg.follow_fork, Ordering::Release);
+    // SAFETY: registers handlers that take the lock (prepare), then release
+    // it and set flags or start a thread (parent, child).
+    unsafe { libc::pthread_atfork(Some(fork_prepare), Some(fork_parent), Some(fork_child)) };
     std::thread::Builder::new()
         .name("ustack".into())
         .spawn(move || stack_thread(waker))
@@ -460,6 +515,9 @@ fn stack_thread(waker: RawFd) {
     loop {
         let (wait_fd, sleep_ms) = {
             let mut inner = g.inner.lock().unwrap_or_else(|p| p.into_inner());
+            if FORKED.load(Ordering::Acquire) {
+                return; // the stack followed a forked child
+            }
             let inner = &mut *inner;
             let now = inner.clock.now();
             let mut got = 0;

@@ -22,6 +22,7 @@
 //! | `USTACK_IP` | the stack's `A.B.C.D/N` (required with `USTACK_DEVICE`) |
 //! | `USTACK_GATEWAY` | default gateway `A.B.C.D` (optional) |
 //! | `USTACK_HOST_IP` | `tap:` only: give the kernel's side of the TAP `A.B.C.D/N` |
+//! | `USTACK_FORK` | `stay` (default): a forked child's calls on inherited ustack sockets fail, the parent keeps the stack; `follow`: at the first fork the stack moves to the child (nginx's master forking one worker) |
 //!
 //! A bad setting is one line on stderr (`ustack: …`) and exit status 2
 //! before `main` runs. The stack (and its device) starts at the program's
@@ -97,7 +98,16 @@ extern "C" fn init() {
     if var("USTACK_BUSY_POLL").is_some_and(|v| v != "0") {
         fail("USTACK_BUSY_POLL: busy polling is not supported yet; unset it (waits sleep in the kernel)", 2);
     }
-    let cfg = capi::StartConfig { device, ip, gateway: var("USTACK_GATEWAY"), host_ip: var("USTACK_HOST_IP") };
+    let follow_fork = match var("USTACK_FORK").as_deref() {
+        None | Some("stay") => false,
+        Some("follow") => true,
+        Some(other) => fail(
+            &format!("USTACK_FORK={other}: use 'stay' (the stack stays with the parent) or 'follow' (it moves to the first forked child)"),
+            2,
+        ),
+    };
+    let cfg =
+        capi::StartConfig { device, ip, gateway: var("USTACK_GATEWAY"), host_ip: var("USTACK_HOST_IP"), follow_fork };
     if let Err(e) = cfg.check() {
         let which = if e.starts_with("device") {
             "USTACK_DEVICE"

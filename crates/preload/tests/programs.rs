@@ -296,18 +296,28 @@ fn one_epoll_set_mixes_a_pipe_a_unix_socket_a_file_and_ustack_sockets() {
 #[test]
 fn nginx_single_process_under_the_library_serves_curl_and_wrk() {
     skip_unless!("nginx", "curl", "wrk");
-    let site = Site::new("pngx", 7);
-    let dir = support::TempDir::new("pngx");
+    nginx_serves_curl_and_wrk(Site::new("pngx", 7), false);
+}
+
+#[test]
+fn nginx_master_and_one_worker_under_the_library_serve_curl_and_wrk() {
+    skip_unless!("nginx", "curl", "wrk");
+    nginx_serves_curl_and_wrk(Site::new("pngw", 8), true);
+}
+
+/// nginx under the library: one process (`master_process off`), or a
+/// master that forks one worker, the stack following it (`USTACK_FORK=follow`).
+fn nginx_serves_curl_and_wrk(site: Site, master: bool) {
+    let dir = support::TempDir::new(if master { "pngw" } else { "pngx" });
     let html = dir.path("html");
     std::fs::create_dir_all(&html).unwrap();
     let body = support::pseudo_random(64 << 20, 11);
     std::fs::write(html.join("big"), &body).unwrap();
     std::fs::write(html.join("small"), b"hello from nginx on ustack\n").unwrap();
     let d = dir.0.to_string_lossy().into_owned();
-    // nginx's workers are forked children, which this library does not
-    // follow (see the README): one process serves, as `master_process off`.
+    let master_process = if master { "on" } else { "off" };
     let conf = format!(
-        "daemon off;\nmaster_process off;\nworker_processes 1;\nerror_log {d}/error.log info;\npid {d}/nginx.pid;\n\
+        "daemon off;\nmaster_process {master_process};\nworker_processes 1;\nerror_log {d}/error.log info;\npid {d}/nginx.pid;\n\
          events {{ worker_connections 1024; }}\n\
          http {{\n  access_log {d}/access.log;\n  sendfile on;\n  client_body_temp_path {d}/body;\n  proxy_temp_path {d}/proxy;\n\
          fastcgi_temp_path {d}/fcgi;\n  uwsgi_temp_path {d}/uwsgi;\n  scgi_temp_path {d}/scgi;\n\
@@ -315,7 +325,8 @@ fn nginx_single_process_under_the_library_serves_curl_and_wrk() {
     );
     std::fs::write(dir.path("nginx.conf"), conf).unwrap();
     let conf = dir.path("nginx.conf").to_string_lossy().into_owned();
-    let mut server = site.spawn_preloaded(&["timeout", "60", "nginx", "-c", &conf, "-p", &d]);
+    let fork = if master { "USTACK_FORK=follow" } else { "USTACK_FORK=stay" };
+    let mut server = site.spawn_preloaded(&[fork, "timeout", "60", "nginx", "-c", &conf, "-p", &d]);
     site.wait_tap(&mut server);
     let got = dir.path("got").to_string_lossy().into_owned();
     let url = format!("http://{}:8081/big", site.stack_ip);
@@ -336,8 +347,22 @@ fn nginx_single_process_under_the_library_serves_curl_and_wrk() {
         .find_map(|l| l.trim().split_once(" requests in ").and_then(|(n, _)| n.trim().parse().ok()))
         .unwrap_or_else(|| panic!("no request count in wrk's output: {text}"));
     assert!(requests > 0, "{text}");
-    assert!(!text.contains("Socket errors") && !text.contains("Non-2xx"), "wrk saw errors: {text}");
-    eprintln!("nginx under the library: wrk -c 100, {requests} requests in 2 s without errors");
+    let statuses = |log: &str| {
+        let mut tally = std::collections::BTreeMap::new();
+        for l in log.lines() {
+            *tally.entry(l.split('"').nth(2).and_then(|r| r.split_whitespace().next()).unwrap_or("?").to_string()).or_insert(0) += 1;
+        }
+        tally
+    };
+    let access = std::fs::read_to_string(dir.path("access.log")).unwrap_or_default();
+    let errors = std::fs::read_to_string(dir.path("error.log")).unwrap_or_default();
+    let errors: Vec<&str> = errors.lines().filter(|l| !l.contains("[info]") && !l.contains("[notice]")).collect();
+    assert!(
+        !text.contains("Socket errors") && !text.contains("Non-2xx"),
+        "wrk saw errors: {text}\nnginx's statuses: {:?}\nerror log: {errors:#?}",
+        statuses(&access)
+    );
+    eprintln!("nginx (master {master_process}) under the library: wrk -c 100, {requests} requests in 2 s without errors");
     let log = std::fs::read_to_string(dir.path("error.log")).unwrap_or_default();
     assert!(!log.contains("[alert]") && !log.contains("[crit]") && !log.contains("[emerg]"), "{log}");
 }
