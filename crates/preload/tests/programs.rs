@@ -366,3 +366,33 @@ fn nginx_serves_curl_and_wrk(site: Site, master: bool) {
     let log = std::fs::read_to_string(dir.path("error.log")).unwrap_or_default();
     assert!(!log.contains("[alert]") && !log.contains("[crit]") && !log.contains("[emerg]"), "{log}");
 }
+
+#[test]
+fn redis_server_under_the_library_serves_redis_benchmark() {
+    skip_unless!("redis-server", "redis-benchmark");
+    let site = Site::new("predis", 9);
+    let dir = support::TempDir::new("predis");
+    let d = dir.0.to_string_lossy().into_owned();
+    let mut server = site.spawn_preloaded(&[
+        "timeout", "90", "redis-server", "--bind", "0.0.0.0", "--port", "6379", "--save", "", "--appendonly", "no",
+        "--protected-mode", "no", "--dir", &d,
+    ]);
+    site.wait_tap(&mut server);
+    // Bounded: three commands, 20,000 requests each, 50 connections.
+    let bench = site
+        .ns
+        .run(&["redis-benchmark", "-h", &site.stack_ip, "-q", "-n", "20000", "-t", "ping,set,get"], SECS(120))
+        .unwrap_or_else(|o| panic!("redis-benchmark: {o}\nredis: {}", server.stdout()));
+    let text = bench.stdout_str();
+    // `-q` ends each test with "NAME: N requests per second, p50=…".
+    let done: Vec<&str> = text.split(['\r', '\n']).filter(|l| l.contains("requests per second")).collect();
+    assert_eq!(done.len(), 4, "PING_INLINE, PING_MBULK, SET, GET: {text}");
+    let check = site.ns.run(&["redis-cli", "-h", &site.stack_ip, "dbsize"], SECS(10));
+    if let Ok(out) = check {
+        assert_eq!(out.stdout_str().trim(), "1", "SET wrote one key (key:__rand_int__)");
+    }
+    assert!(!server.stderr().contains("panicked"), "{}", server.stderr());
+    for l in done {
+        eprintln!("redis-server under the library: {}", l.trim());
+    }
+}
