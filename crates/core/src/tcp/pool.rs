@@ -152,6 +152,19 @@ impl BufferPool {
     pub fn available(&self) -> usize {
         self.limit - self.in_use()
     }
+    /// Chunks that data waiting to be sent may not take: an eighth of the
+    /// pool (at least one chunk), kept for receiving. Without it, two peers
+    /// whose pools fill with queued sends both advertise a zero window and
+    /// neither can ever send again (the sequence fuzzer found that with
+    /// small pools; the same holds for a full pool shared by many
+    /// connections).
+    pub fn send_reserve(&self) -> usize {
+        if self.limit >= 2 {
+            (self.limit / 8).max(1)
+        } else {
+            0
+        }
+    }
     /// Chunk storage allocated so far (in use or free), in bytes.
     pub fn allocated_bytes(&self) -> usize {
         (self.chunks.len() - self.bare.len()) * self.chunk_size
@@ -297,9 +310,10 @@ impl ChunkRing {
     }
 
     /// Writes `data` at `offset` (which, with `data`, must lie within the
-    /// capacity), taking pages as needed. Returns how many leading bytes were
-    /// written: fewer than `data.len()` only when the pool ran dry.
-    pub(crate) fn write(&mut self, offset: usize, data: &[u8], pool: &mut BufferPool) -> usize {
+    /// capacity), taking pages as needed but leaving `keep` chunks in the
+    /// pool. Returns how many leading bytes were written: fewer than
+    /// `data.len()` only when the pool ran dry (down to `keep`).
+    pub(crate) fn write(&mut self, offset: usize, data: &[u8], pool: &mut BufferPool, keep: usize) -> usize {
         let (cs, shift) = (pool.chunk_size(), pool.chunk_shift);
         let mut done = 0;
         while done < data.len() {
@@ -311,6 +325,10 @@ impl ChunkRing {
             let within = pos & (cs - 1);
             let n = (data.len() - done).min(cs - within).min(self.capacity() - pos);
             if self.pages[page] == NO_CHUNK {
+                if pool.available() <= keep {
+                    pool.stats.exhausted += 1;
+                    break;
+                }
                 match pool.take() {
                     Some(c) => self.pages[page] = c,
                     None => break,
@@ -387,6 +405,22 @@ impl ChunkRing {
         overlaps(ls, le.min(cap)) || (le > cap && overlaps(0, le - cap))
     }
 
+    /// Gives back every page holding none of the `live` bytes from offset 0
+    /// (bytes written beyond them are forgotten).
+    pub(crate) fn trim(&mut self, live: usize, pool: &mut BufferPool) {
+        if live == 0 {
+            self.release(pool);
+            return;
+        }
+        let cs = pool.chunk_size();
+        for page in 0..PAGES {
+            if self.pages[page] != NO_CHUNK && !self.page_live(page, live, cs) {
+                pool.give(self.pages[page]);
+                self.pages[page] = NO_CHUNK;
+            }
+        }
+    }
+
     /// Gives every page back; the ring is empty.
     pub(crate) fn release(&mut self, pool: &mut BufferPool) {
         // Every drained buffer comes here: find the held pages with one
@@ -410,7 +444,7 @@ mod tests {
     fn pages_come_and_go_with_the_bytes() {
         let mut pool = BufferPool::new(1024, 64 * 1024);
         let mut r = ChunkRing::new(4096);
-        assert_eq!(r.write(0, &[1u8; 1500], &mut pool), 1500);
+        assert_eq!(r.write(0, &[1u8; 1500], &mut pool, 0), 1500);
         assert_eq!(pool.in_use(), 2);
         // Bytes 1000..1500 stay live: both pages stay.
         r.advance(1000, 500, &mut pool);
@@ -431,9 +465,9 @@ mod tests {
         let mut pool = BufferPool::new(1024, 64 * 1024);
         let mut r = ChunkRing::new(3000);
         let data: Vec<u8> = (0..2500u32).map(|i| i as u8).collect();
-        assert_eq!(r.write(0, &data, &mut pool), 2500);
+        assert_eq!(r.write(0, &data, &mut pool, 0), 2500);
         r.advance(2000, 500, &mut pool);
-        assert_eq!(r.write(500, &data[..2000], &mut pool), 2000);
+        assert_eq!(r.write(500, &data[..2000], &mut pool, 0), 2000);
         let mut out = vec![0u8; 2500];
         r.read(0, &mut out, &pool);
         assert_eq!(&out[..500], &data[2000..2500]);
@@ -446,7 +480,7 @@ mod tests {
     fn a_dry_pool_writes_less() {
         let mut pool = BufferPool::new(1024, 2048);
         let mut r = ChunkRing::new(8192);
-        assert_eq!(r.write(0, &[7u8; 4000], &mut pool), 2048);
+        assert_eq!(r.write(0, &[7u8; 4000], &mut pool, 0), 2048);
         assert_eq!(pool.available(), 0);
         assert_eq!(pool.stats().exhausted, 1);
         r.release(&mut pool);

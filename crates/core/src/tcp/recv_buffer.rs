@@ -56,7 +56,7 @@ impl RecvBuffer {
             return 0;
         }
         let n = data.len().min(free - offset);
-        let n = self.ring.write(self.readable() + offset, &data[..n], pool);
+        let n = self.ring.write(self.readable() + offset, &data[..n], pool, 0);
         if n > 0 {
             self.extent = self.extent.max((self.readable() + offset + n) as u32);
         }
@@ -81,6 +81,13 @@ impl RecvBuffer {
         self.extent -= n as u32;
         self.ring.advance(n, self.extent as usize, pool);
         n
+    }
+
+    /// Forgets every byte written beyond the readable ones (out-of-order
+    /// islands) and gives back the chunks only they held.
+    pub(crate) fn drop_out_of_order(&mut self, pool: &mut BufferPool) {
+        self.ring.trim(self.readable(), pool);
+        self.extent = self.len;
     }
 
     pub(crate) fn release(&mut self, pool: &mut BufferPool) {
@@ -111,6 +118,23 @@ mod tests {
         assert_eq!(b.read(&mut out, &mut pool), 8);
         assert_eq!(&out, b"efghijkl");
         assert_eq!(pool.in_use(), 0);
+    }
+
+    #[test]
+    fn dropping_out_of_order_bytes_gives_their_chunks_back() {
+        let mut pool = BufferPool::new(1024, 2 * 1024);
+        let mut b = RecvBuffer::new(8192);
+        assert_eq!(b.write_at(3000, b"island", &mut pool), 6);
+        assert_eq!(b.write_at(0, &[1u8; 1500], &mut pool), 1024, "the island holds the other chunk");
+        // Nothing was committed: every chunk goes back, and the write that
+        // found no room is made again.
+        b.drop_out_of_order(&mut pool);
+        assert_eq!(pool.in_use(), 0, "the island's chunk is back");
+        assert_eq!(b.write_at(0, &[1u8; 1500], &mut pool), 1500);
+        b.commit(1500);
+        assert_eq!(b.write_at(100, b"island", &mut pool), 6);
+        b.drop_out_of_order(&mut pool);
+        assert_eq!(pool.in_use(), 2, "committed bytes keep their chunks");
     }
 
     #[test]

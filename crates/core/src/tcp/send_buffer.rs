@@ -39,7 +39,8 @@ impl SendBuffer {
         if n == 0 {
             return 0;
         }
-        let n = self.ring.write(self.len(), &data[..n], pool);
+        let keep = pool.send_reserve();
+        let n = self.ring.write(self.len(), &data[..n], pool, keep);
         self.len += n as u32;
         n
     }
@@ -76,6 +77,14 @@ impl SendBuffer {
 mod tests {
     use super::SendBuffer;
     use crate::tcp::pool::BufferPool;
+
+    #[test]
+    fn sends_leave_an_eighth_of_the_pool_for_receiving() {
+        let mut pool = BufferPool::new(1024, 8 * 1024);
+        let mut b = SendBuffer::new(64 * 1024);
+        assert_eq!(b.push(&[1u8; 16 * 1024], &mut pool), 7 * 1024);
+        assert_eq!(pool.available(), 1, "one chunk kept for receive buffers");
+    }
 
     #[test]
     fn wraps_around() {

@@ -5,7 +5,7 @@ use super::{bump, ConnError, Connection, DropReason, PeerSyn, SegmentOutcome};
 use crate::tcp::congestion::CongestionControl;
 use crate::tcp::pool::BufferPool;
 use crate::tcp::rack::AckInfo;
-use crate::tcp::reassembly::Inserted;
+use crate::tcp::reassembly::{Inserted, Reassembly};
 use crate::tcp::recovery::AckEvent;
 use crate::tcp::segment::{reset_for, SackBlock, Segment};
 use crate::tcp::seq::SeqNumber;
@@ -649,7 +649,20 @@ impl Connection {
             // "Once in the ESTABLISHED state, it is possible to deliver segment
             // data to user RECEIVE buffers ... RCV.NXT is advanced over the data
             // accepted".
-            let n = self.recv_buf.write_at(0, data, pool);
+            let mut n = self.recv_buf.write_at(0, data, pool);
+            if n < data.len() && !self.reassembly.is_empty() {
+                // The pool ran dry while out-of-order islands hold chunks:
+                // renege on them (RFC 2018 §8 lets a receiver discard data
+                // it only SACKed; the sender keeps it until it is
+                // cumulatively acknowledged) so the bytes at RCV.NXT fit.
+                // Otherwise islands can hold the last chunks while the
+                // segment that would join them never finds room, and the
+                // connection stalls for good (the sequence fuzzer found it).
+                self.recv_buf.drop_out_of_order(pool);
+                self.reassembly = Reassembly::new(self.cfg.max_ooo_ranges);
+                self.ooo_fin = None;
+                n = self.recv_buf.write_at(0, data, pool);
+            }
             if n < data.len() {
                 // The pool ran dry: keep what fit, the peer resends the rest.
                 out.dropped = Some(DropReason::NoBuffer);
