@@ -48,6 +48,7 @@ pub mod memory;
 pub mod pcap;
 pub mod pool;
 mod rng;
+mod soft_offload;
 pub mod spec;
 pub mod tap;
 pub mod vnet;

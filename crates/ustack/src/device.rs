@@ -17,7 +17,7 @@ use ustack_wire::EthernetAddress;
 pub struct DeviceArgs {
     /// The device to run on, as KIND:NAME[,key=value|flag...]: tap:NAME (a TAP, created if
     /// missing), af_packet:IFACE[,blocks=N,block_size=B,block_timeout=MS,tx_frames=N,burst=N,
-    /// tso=on|off,promisc=on|off,fanout=ID], af_xdp:IFACE[,queue=N][,mode=drv|skb][,copy|zerocopy].
+    /// tso=on|off,promisc=on|off,fanout=ID], af_xdp:IFACE[,queue=N][,mode=drv|skb][,copy|zerocopy][,gso=on|off][,gro=on|off].
     #[arg(long, value_name = "KIND:NAME[,OPTS]")]
     pub device: String,
     /// The stack's address and subnet.
