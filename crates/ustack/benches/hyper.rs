@@ -1,11 +1,13 @@
 //! hyper on ustack against hyper on tokio's kernel sockets, in one run:
 //! client and server in one process, on one current-thread tokio runtime,
 //! over ustack's in-memory link versus over the kernel's loopback.
-//! Requests/s for 1 KiB responses, with keep-alive (for a fixed time) and
-//! with a new connection per request (`Connection: close`; a fixed 10,000
-//! connections, fewer than the 16,384 ephemeral ports, so no client reuses
-//! a 4-tuple the server still holds in TIME-WAIT), reported as a ratio.
-//! One untimed request first resolves the server's address on ustack.
+//! Requests/s for 1 KiB responses, with keep-alive and with a new
+//! connection per request (`Connection: close`), each for a fixed time,
+//! reported as a ratio. Without keep-alive the time is spent in rounds of
+//! at most 10,000 connections, each against a fresh server (a new pair of
+//! stacks; a new listening port on the kernel), so no client reuses a
+//! 4-tuple a server still holds in TIME-WAIT (ustack has 16,384 ephemeral
+//! ports). One untimed request first resolves the server's address on ustack.
 //!
 //! `cargo bench -p ustack --bench hyper [-- SECONDS CLIENTS] [ustack|kernel]`
 //! (naming one side runs only that side, for a profiler).
@@ -36,7 +38,7 @@ async fn serve_one<S: AsyncRead + AsyncWrite + Unpin + 'static>(io: S) {
     let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(io), service).await;
 }
 
-/// Connections opened per request, in all, when not keeping alive.
+/// Connections one round opens at most, when not keeping alive.
 const CONNECTIONS: u64 = 10_000;
 
 /// One request on a connection of its own, untimed: it resolves the
@@ -50,10 +52,10 @@ async fn warm_up<S: AsyncRead + AsyncWrite + Unpin + 'static>(io: S) {
     resp.into_body().collect().await.expect("body");
 }
 
-/// Requests/s answered to `clients` tasks, each opening connections with
-/// `connect`, for `secs`; without keep-alive, one request per connection
-/// and [`CONNECTIONS`] connections at most.
-async fn load<S, F, Fut>(connect: F, clients: usize, secs: f64, keep_alive: bool) -> f64
+/// Requests answered to `clients` tasks, each opening connections with
+/// `connect`, for `secs`, and the seconds they took; without keep-alive,
+/// one request per connection and [`CONNECTIONS`] connections at most.
+async fn load<S, F, Fut>(connect: F, clients: usize, secs: f64, keep_alive: bool) -> (u64, f64)
 where
     S: AsyncRead + AsyncWrite + Unpin + 'static,
     F: Fn() -> Fut + Clone + 'static,
@@ -91,7 +93,18 @@ where
     for t in tasks {
         t.await.unwrap();
     }
-    done.get() as f64 / start.elapsed().as_secs_f64()
+    (done.get(), start.elapsed().as_secs_f64())
+}
+
+/// Requests/s over `secs`, spent in rounds (`round` gets the seconds left).
+async fn rounds<F: FnMut(f64) -> Fut, Fut: Future<Output = (u64, f64)>>(secs: f64, mut round: F) -> f64 {
+    let (mut done, mut spent) = (0, 0.0);
+    while spent < secs {
+        let (n, took) = round(secs - spent).await;
+        done += n;
+        spent += took;
+    }
+    done as f64 / spent
 }
 
 fn run<F: Future>(f: F) -> F::Output {
@@ -100,56 +113,66 @@ fn run<F: Future>(f: F) -> F::Output {
 }
 
 fn ustack_rate(clients: usize, secs: f64, keep_alive: bool) -> f64 {
-    run(async {
-        let stack = |last: u8| {
-            let ip = Ipv4Cidr::new([10, 0, 0, last].into(), 24).unwrap();
-            let mut cfg = StackConfig::new(EthernetAddress([2, 0, 0, 0, 0, last]), ip);
-            cfg.mtu = 1500;
-            Stack::new(cfg, u64::from(last))
-        };
-        let (a, b) = (Net::new(stack(1)), Net::new(stack(2)));
-        // Checksum offload, as the kernel's loopback has: neither side sums.
-        let link = LinkConfig { capacity: 4096, checksum_offload: true, ..LinkConfig::default() };
-        let (pa, pb) = MemoryLink::pair(link, 1);
-        spawn_local(Net::drive_pair(a.clone(), pa, b.clone(), pb));
-        let listener = TcpListener::bind(&b, PORT).unwrap();
-        spawn_local(async move {
-            loop {
-                let (s, _) = listener.accept().await.unwrap();
-                s.set_nodelay(true).unwrap();
-                spawn_local(serve_one(s));
-            }
-        });
-        let connect = move || {
-            let a = a.clone();
-            async move {
-                let s = TcpStream::connect(&a, SocketAddrV4::new([10, 0, 0, 2].into(), PORT)).await.unwrap();
-                s.set_nodelay(true).unwrap();
-                s
-            }
-        };
-        load(connect, clients, secs, keep_alive).await
-    })
+    run(rounds(secs, |left| ustack_round(clients, left, keep_alive)))
+}
+
+/// One round on a fresh pair of stacks.
+async fn ustack_round(clients: usize, secs: f64, keep_alive: bool) -> (u64, f64) {
+    let stack = |last: u8| {
+        let ip = Ipv4Cidr::new([10, 0, 0, last].into(), 24).unwrap();
+        let mut cfg = StackConfig::new(EthernetAddress([2, 0, 0, 0, 0, last]), ip);
+        cfg.mtu = 1500;
+        Stack::new(cfg, u64::from(last))
+    };
+    let (a, b) = (Net::new(stack(1)), Net::new(stack(2)));
+    // Checksum offload, as the kernel's loopback has: neither side sums.
+    let link = LinkConfig { capacity: 4096, checksum_offload: true, ..LinkConfig::default() };
+    let (pa, pb) = MemoryLink::pair(link, 1);
+    let driver = spawn_local(Net::drive_pair(a.clone(), pa, b.clone(), pb));
+    let listener = TcpListener::bind(&b, PORT).unwrap();
+    let server = spawn_local(async move {
+        loop {
+            let (s, _) = listener.accept().await.unwrap();
+            s.set_nodelay(true).unwrap();
+            spawn_local(serve_one(s));
+        }
+    });
+    let connect = move || {
+        let a = a.clone();
+        async move {
+            let s = TcpStream::connect(&a, SocketAddrV4::new([10, 0, 0, 2].into(), PORT)).await.unwrap();
+            s.set_nodelay(true).unwrap();
+            s
+        }
+    };
+    let r = load(connect, clients, secs, keep_alive).await;
+    (driver.abort(), server.abort());
+    r
 }
 
 fn kernel_rate(clients: usize, secs: f64, keep_alive: bool) -> f64 {
-    run(async {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        spawn_local(async move {
-            loop {
-                let (s, _) = listener.accept().await.unwrap();
-                s.set_nodelay(true).unwrap();
-                spawn_local(serve_one(s));
-            }
-        });
-        let connect = move || async move {
-            let s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    run(rounds(secs, |left| kernel_round(clients, left, keep_alive)))
+}
+
+/// One round against a fresh listener.
+async fn kernel_round(clients: usize, secs: f64, keep_alive: bool) -> (u64, f64) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = spawn_local(async move {
+        loop {
+            let (s, _) = listener.accept().await.unwrap();
             s.set_nodelay(true).unwrap();
-            s
-        };
-        load(connect, clients, secs, keep_alive).await
-    })
+            spawn_local(serve_one(s));
+        }
+    });
+    let connect = move || async move {
+        let s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        s.set_nodelay(true).unwrap();
+        s
+    };
+    let r = load(connect, clients, secs, keep_alive).await;
+    server.abort();
+    r
 }
 
 fn main() {
