@@ -121,6 +121,9 @@ counters! {
     drop_ipv4_other_host,
     /// IPv4 packets from impossible sources (ours, broadcast, multicast, loopback, 0.0.0.0).
     drop_ipv4_martian,
+    /// IPv4 datagrams with a source-route option (LSRR or SSRR), dropped as
+    /// Linux does by default (`accept_source_route=0`).
+    drop_ipv4_source_route,
     /// IPv4 fragments received (each goes to reassembly).
     ipv4_frag_rx,
     /// Datagrams reassembled from fragments and delivered like unfragmented ones.

@@ -288,6 +288,13 @@ impl Stack {
             self.iface.counters.drop_ipv4_martian += 1;
             return;
         }
+        // RFC 7126 §4.3-4.4: source routing steers a datagram around filters
+        // and lets a spoofer get the replies; Linux drops it by default
+        // (accept_source_route=0), whoever it is for, and so do we.
+        if has_source_route(packet.options()) {
+            self.iface.counters.drop_ipv4_source_route += 1;
+            return;
+        }
         // The datagram without Ethernet padding, for quoting in ICMP errors.
         let datagram = &payload[..usize::from(packet.total_len())];
         if ip.more_frags || ip.frag_offset != 0 {
@@ -326,6 +333,26 @@ impl Stack {
         }
     }
 
+}
+
+/// Whether IPv4 `options` (already checked well-formed by the parser)
+/// hold Loose (131) or Strict (137) Source and Record Route.
+fn has_source_route(mut options: &[u8]) -> bool {
+    while let [kind, rest @ ..] = options {
+        match kind {
+            0 => return false,
+            1 => options = rest,
+            131 | 137 => return true,
+            _ => {
+                let len = rest.first().map_or(0, |&l| usize::from(l));
+                if len < 2 || len > options.len() {
+                    return false;
+                }
+                options = &options[len..];
+            }
+        }
+    }
+    false
 }
 
 impl Iface {

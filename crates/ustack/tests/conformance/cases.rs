@@ -359,6 +359,53 @@ pub fn all() -> Vec<Case> {
             why: "RFC 9293 3.10.7.4: in SYN-RECEIVED an unacceptable ACK gets RST with seq = SEG.ACK",
             steps: vec![tcp(syn()), want(want_syn_ack()), tcp(Seg { ack: Seq::Theirs(1000), ..ack() }), want(WantTcp { seq: Check::Theirs(1000), ..want_rst() })],
         },
+        Case {
+            name: "tcp_est_challenge_ack_rate_limited",
+            why: "RFC 5961 7: challenge ACKs are throttled; Linux sends at most one per connection per 500 ms (tcp_invalid_ratelimit), so the second in-window RST right after the first gets nothing",
+            steps: vec![
+                Handshake,
+                tcp(Seg { seq: Seq::Ours(1000), ..rst() }),
+                want(want_ack()),
+                tcp(Seg { seq: Seq::Ours(2000), ..rst() }),
+                Nothing,
+            ],
+        },
+        Case {
+            name: "tcp_est_dup_ack_rate_limited",
+            why: "Linux throttles the ACKs it sends for out-of-window segments without data (one per 500 ms per connection, against ACK loops): the second gets nothing",
+            steps: vec![
+                Handshake,
+                tcp(Seg { seq: Seq::Ours(1 << 28), ..ack() }),
+                want(want_ack()),
+                tcp(Seg { seq: Seq::Ours(1 << 28), ..ack() }),
+                Nothing,
+            ],
+        },
+        Case {
+            name: "tcp_est_data_dup_ack_not_limited",
+            why: "Linux does not throttle the ACKs for out-of-window data (data is no ACK loop): each gets its ACK",
+            steps: vec![
+                Handshake,
+                tcp(Seg { seq: Seq::Ours(1 << 28), advance: false, ..data(10) }),
+                want(want_ack()),
+                tcp(Seg { seq: Seq::Ours(1 << 28), advance: false, ..data(10) }),
+                want(want_ack()),
+            ],
+        },
+        Case {
+            name: "tcp_est_bogus_sack",
+            why: "RFC 2018: SACK blocks for data never sent are ignored; a pure ACK carrying them gets no answer",
+            steps: vec![
+                Handshake,
+                tcp(Seg { opts: Opts::Raw(vec![1, 1, 5, 10, 0x7f, 0, 0, 0, 0x7f, 0, 0x10, 0]), ..ack() }),
+                Nothing,
+            ],
+        },
+        Case {
+            name: "tcp_synrst_to_listen",
+            why: "RFC 9293 3.10.7.2: in LISTEN the RST check comes first: SYN|RST is ignored",
+            steps: vec![tcp(Seg { flags: SYN | RST, ..syn() }), Nothing],
+        },
         // ------------------------------------------------ active close
         Case {
             name: "tcp_closing",
@@ -450,6 +497,24 @@ pub fn all() -> Vec<Case> {
                 Step::Icmp(IcmpOut { ip_opts: vec![7, 1, 0, 0], ..echo() }),
                 Expect(Want::Icmp(WantIcmp { ty: 12, code: 0, echo: false, quote: true, ip_opts: None })),
             ],
+        },
+        Case {
+            name: "ip_nop_options_echo",
+            why: "RFC 791: NOP options are valid; the echo is answered (Linux copies only RR/TS/source-route options into the reply)",
+            steps: vec![Step::Icmp(IcmpOut { ip_opts: vec![1, 1, 1, 1], ..echo() }), Expect(Want::Icmp(want_echo_reply()))],
+        },
+        Case {
+            name: "ip_source_route_echo",
+            why: "RFC 7126 / Linux accept_source_route=0: a datagram with loose source routing is dropped",
+            steps: vec![
+                Step::Icmp(IcmpOut { ip_opts: vec![1, 131, 7, 4, 10, 96, 0, 2], ..echo() }),
+                Nothing,
+            ],
+        },
+        Case {
+            name: "ip_ttl_zero_echo",
+            why: "RFC 1122 3.2.1.7: TTL matters only to forwarding; a datagram for us with TTL 0 is delivered and answered",
+            steps: vec![Step::Icmp(IcmpOut { fault: Fault::TtlZero, ..echo() }), Expect(Want::Icmp(want_echo_reply()))],
         },
         Case {
             name: "icmp_echo_bad_checksum",

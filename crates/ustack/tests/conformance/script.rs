@@ -139,6 +139,8 @@ pub enum Fault {
     Broadcast,
     /// Sent as two IP fragments (the first with 32 bytes of payload).
     Fragmented,
+    /// IPv4 TTL 0.
+    TtlZero,
 }
 
 /// SYN to the listener with Linux's options.
@@ -471,6 +473,10 @@ impl<'a> Run<'a> {
         let hlen = usize::from(ip[0] & 0x0f) * 4;
         match fault {
             Fault::BadIpChecksum => ip[10] ^= 0x55,
+            Fault::TtlZero => {
+                ip[8] = 0;
+                wire::ipv4_fix_checksum(&mut ip);
+            }
             Fault::LongTotalLength => {
                 let total = u16::from_be_bytes([ip[2], ip[3]]) + 100;
                 ip[2..4].copy_from_slice(&total.to_be_bytes());
