@@ -284,7 +284,7 @@ impl Model {
         let mut sack_ranges = [None; 4];
         for r in &mut sack_ranges {
             if u.arbitrary()? {
-                *r = Some((jitter(u, ack)?, jitter(u, ack)?));
+                *r = Some((TcpSeqNumber(jitter(u, ack)?), TcpSeqNumber(jitter(u, ack)?)));
             }
         }
         let tcp = TcpRepr {

@@ -505,10 +505,6 @@ impl TcpSockets {
 }
 
 fn segment_from(repr: &TcpRepr<'_>) -> Segment {
-    let mut sack_blocks = [None; 4];
-    for (out, block) in sack_blocks.iter_mut().zip(repr.sack_ranges.iter()) {
-        *out = block.map(|(l, r)| (SeqNumber(l), SeqNumber(r)));
-    }
     Segment {
         seq: repr.seq_number,
         ack: repr.ack_number,
@@ -519,7 +515,7 @@ fn segment_from(repr: &TcpRepr<'_>) -> Segment {
             mss: repr.max_seg_size,
             window_scale: repr.window_scale,
             sack_permitted: repr.sack_permitted,
-            sack_blocks,
+            sack_blocks: repr.sack_ranges,
             timestamp: repr.timestamp,
         },
         payload_len: repr.payload.len(),
@@ -527,10 +523,6 @@ fn segment_from(repr: &TcpRepr<'_>) -> Segment {
 }
 
 fn repr_from(seg: &Segment, tuple: &FourTuple) -> TcpRepr<'static> {
-    let mut sack_ranges = [None; 4];
-    for (out, block) in sack_ranges.iter_mut().zip(seg.options.sack_blocks.iter()) {
-        *out = block.map(|(l, r)| (l.0, r.0));
-    }
     TcpRepr {
         src_port: tuple.local_port,
         dst_port: tuple.remote_port,
@@ -542,7 +534,7 @@ fn repr_from(seg: &Segment, tuple: &FourTuple) -> TcpRepr<'static> {
         max_seg_size: seg.options.mss,
         window_scale: seg.options.window_scale,
         sack_permitted: seg.options.sack_permitted,
-        sack_ranges,
+        sack_ranges: seg.options.sack_blocks,
         timestamp: seg.options.timestamp,
         payload: &[],
     }

@@ -470,7 +470,7 @@ pub struct TcpRepr<'a> {
     /// SACK-permitted option.
     pub sack_permitted: bool,
     /// SACK blocks, filled from the front.
-    pub sack_ranges: [Option<(u32, u32)>; 4],
+    pub sack_ranges: [Option<(TcpSeqNumber, TcpSeqNumber)>; 4],
     /// Timestamps option `(tsval, tsecr)`.
     pub timestamp: Option<(u32, u32)>,
     /// Payload.
@@ -748,14 +748,15 @@ mod tests {
     #[test]
     fn too_many_sack_blocks_are_dropped() {
         let mut repr = syn();
-        repr.sack_ranges = [Some((1, 2)), Some((3, 4)), Some((5, 6)), Some((7, 8))];
+        let block = |l: u32| Some((TcpSeqNumber(l), TcpSeqNumber(l + 1)));
+        repr.sack_ranges = [block(1), block(3), block(5), block(7)];
         // 4 + 4 + 12 = 20 bytes before SACK; 20 + 4 + 8n ≤ 40 → n = 2.
         assert_eq!(repr.header_len(), 60);
         let mut b = [0u8; 60];
         repr.emit(&mut TcpPacket::new_unchecked(&mut b[..]), SRC, DST, ChecksumMode::Verify);
         let p = TcpPacket::new_checked(&b[..]).unwrap();
         let parsed = TcpRepr::parse(&p, SRC, DST, ChecksumMode::Verify).unwrap();
-        assert_eq!(parsed.sack_ranges, [Some((1, 2)), Some((3, 4)), None, None]);
+        assert_eq!(parsed.sack_ranges, [block(1), block(3), None, None]);
     }
 
     #[test]

@@ -160,7 +160,7 @@ proptest! {
                              sack in proptest::collection::vec(any::<(u32, u32)>(), 0..=4)) {
         let mut ranges = [None; 4];
         for (s, r) in ranges.iter_mut().zip(&sack) {
-            *s = Some(*r);
+            *s = Some((TcpSeqNumber(r.0), TcpSeqNumber(r.1)));
         }
         let opts = [
             TcpOption::MaxSegmentSize(mss),

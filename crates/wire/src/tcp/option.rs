@@ -1,7 +1,7 @@
 //! TCP options (RFC 9293 §3.1, RFC 7323, RFC 2018).
 
 use crate::bytes::{get_u16, get_u32, set_u16, set_u32};
-use crate::{Error, Result};
+use crate::{Error, Result, TcpSeqNumber};
 
 const KIND_EOL: u8 = 0;
 pub(super) const KIND_NOP: u8 = 1;
@@ -25,7 +25,7 @@ pub enum TcpOption<'a> {
     /// SACK permitted (kind 4).
     SackPermitted,
     /// SACK blocks (kind 5): up to 4 `(left, right)` edges, filled from the front.
-    SackRange([Option<(u32, u32)>; 4]),
+    SackRange([Option<(TcpSeqNumber, TcpSeqNumber)>; 4]),
     /// Timestamps (kind 8).
     Timestamp {
         /// Sender's timestamp value.
@@ -70,7 +70,7 @@ impl<'a> TcpOption<'a> {
             (KIND_SACK, _) if data.len() % 8 == 0 && data.len() <= 32 => {
                 let mut blocks = [None; 4];
                 for (slot, edge) in blocks.iter_mut().zip(data.chunks_exact(8)) {
-                    *slot = Some((get_u32(edge, 0), get_u32(edge, 4)));
+                    *slot = Some((TcpSeqNumber(get_u32(edge, 0)), TcpSeqNumber(get_u32(edge, 4))));
                 }
                 TcpOption::SackRange(blocks)
             }
@@ -114,8 +114,8 @@ impl<'a> TcpOption<'a> {
             TcpOption::SackRange(blocks) => {
                 kind[0] = KIND_SACK;
                 for (i, (l, r)) in blocks.iter().flatten().enumerate() {
-                    set_u32(data, 1 + 8 * i, *l);
-                    set_u32(data, 5 + 8 * i, *r);
+                    set_u32(data, 1 + 8 * i, l.0);
+                    set_u32(data, 5 + 8 * i, r.0);
                 }
             }
             TcpOption::Timestamp { tsval, tsecr } => {
@@ -161,7 +161,12 @@ mod tests {
             TcpOption::MaxSegmentSize(536),
             TcpOption::WindowScale(7),
             TcpOption::SackPermitted,
-            TcpOption::SackRange([Some((1, 2)), Some((3, 4)), None, None]),
+            TcpOption::SackRange([
+                Some((TcpSeqNumber(1), TcpSeqNumber(2))),
+                Some((TcpSeqNumber(3), TcpSeqNumber(4))),
+                None,
+                None,
+            ]),
             TcpOption::Timestamp { tsval: 5, tsecr: 6 },
             TcpOption::Unknown { kind: 30, data: &[1, 2, 3] },
             TcpOption::EndOfList,

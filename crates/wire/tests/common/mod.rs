@@ -63,7 +63,7 @@ impl TcpCase {
     pub fn repr(&self) -> TcpRepr<'_> {
         let mut sack_ranges = [None; 4];
         for (slot, r) in sack_ranges.iter_mut().zip(&self.sack) {
-            *slot = Some(*r);
+            *slot = Some((TcpSeqNumber(r.0), TcpSeqNumber(r.1)));
         }
         let flags = TcpFlags::from_byte(self.flags).without(TcpFlags::ACK);
         let flags = if self.ack.is_some() { flags | TcpFlags::ACK } else { flags };
