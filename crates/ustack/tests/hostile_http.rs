@@ -30,6 +30,9 @@ const SUBNET: u8 = 50;
 const ATTACK_CONNECTIONS: usize = 1120;
 const ATTACK_SOURCES: u8 = 20;
 const ATTACK_SECS: u64 = 35;
+const _: () = assert!(ATTACK_SECS >= 30, "the issue's slowloris lasts at least 30 s");
+/// Real clients fetching at once during the SYN flood.
+const CLIENT_LOOPS: usize = 6;
 
 /// The attacks load both cores (1,120 slow connections, a SYN flood, wrk):
 /// run one at a time, so that no test's timing is another's attack.
@@ -159,7 +162,10 @@ fn slowloris_does_not_lock_out_real_clients() {
     );
     // The attack really filled the table: the attacker held more than it
     // has room for, and the server had to make room.
-    assert!(result["held_max"].as_u64().unwrap_or(0) >= 1000, "the attack never filled the table: {result}");
+    // The issue's bar: at least 1,100 slow connections held at once (the
+    // attacker's view: the server's table has room for 1,024, so it was
+    // evicting) for at least 30 s (ATTACK_SECS, checked at compile time).
+    assert!(result["held_max"].as_u64().unwrap_or(0) >= 1100, "the attack never held 1,100 connections: {result}");
     assert!(get("http_80_evicted") > 0, "the table never filled: {stdout}");
     assert!(total >= 50, "too few client requests to judge ({total})");
     assert!(ok * 100 >= total * 99, "only {ok} of {total} real requests served within 1 s: {slow:?}");
@@ -186,8 +192,8 @@ fn stats(ns: &Netns, tap: &str) -> serde_json::Value {
 
 /// SYN flood: `hping3 --flood --rand-source` at the HTTP port for 10 s, the
 /// stack with a gateway so it answers every SYN (with a cookie once the
-/// listener's SYN queue is full), while `curl` fetches the page again and
-/// again from the host's address. Every real request must succeed (at least
+/// listener's SYN queue is full), while six `curl` loops fetch the page
+/// again and again from the host's address (100 requests at least). Every real request must succeed (at least
 /// 99% of them without a SYN retransmission: connect within 1 s), the stack's
 /// RSS must stay flat, and `ustack stats` must show the cookies.
 #[test]
@@ -211,50 +217,82 @@ fn syn_flood_with_cookies_leaves_real_clients_served() {
     assert_eq!(curl().0, "200", "before the flood");
     let pid = stack_pid(ns, tap);
     assert_ne!(pid, 0, "no ustack up on {tap}");
+    // The stack ahead of everything else on the machine, as an operator
+    // runs a dataplane. Where the remaining losses were: not in the stack
+    // (it drains the device before the apps run, and a cookie is one
+    // SipHash; a profile shows it mostly in the TAP's read and write) but in
+    // the kernel's TAP queue, while the stack was off the CPU: hping3, six
+    // curl loops and the kernel share these two cores, and any of them
+    // holding the stack off for a quarter of a second (10,000 queued frames
+    // at 40,000 a second) dropped frames there (`tx_dropped` on the TAP:
+    // 2,098 to 15,889 frames and 1-3% of real SYNs in runs at equal
+    // priority; 0 in every run since).
+    let mut renice = std::process::Command::new("renice");
+    renice.args(["-n", "-10", "-p", &pid.to_string()]);
+    let renice = run_bounded(renice, None, SECS(5));
+    assert!(renice.success(), "renice: {renice}");
     let rss_before = rss_kib(pid);
 
     let flood_secs = 10;
     let target = site.stack_ip.clone();
-    let flood = ns.command(&["timeout", "-s", "INT", &flood_secs.to_string(), "hping3", "--flood", "--rand-source", "-S", "-p", "80", &target]);
+    let flood = ns.command(&[
+        "timeout", "-s", "INT", &flood_secs.to_string(), "hping3", "--flood", "--rand-source", "-S", "-p", "80", &target,
+    ]);
     let flooder = std::thread::spawn(move || run_bounded(flood, None, SECS(flood_secs + 10)));
     std::thread::sleep(Duration::from_secs(1));
+    // Several clients at once, so that enough requests are made for 99% to
+    // mean something (a miss is one request in a hundred or more).
+    let results: Vec<(String, f64)> = std::thread::scope(|s| {
+        let loops: Vec<_> = (0..CLIENT_LOOPS)
+            .map(|_| {
+                s.spawn(|| {
+                    let mut got = Vec::new();
+                    let end = Instant::now() + SECS(flood_secs - 2);
+                    while Instant::now() < end {
+                        got.push(curl());
+                        std::thread::sleep(Duration::from_millis(20));
+                    }
+                    got
+                })
+            })
+            .collect();
+        loops.into_iter().flat_map(|l| l.join().expect("client loop")).collect()
+    });
     let (mut total, mut ok, mut misses) = (0u32, 0u32, Vec::new());
-    let end = Instant::now() + SECS(flood_secs - 2);
-    while Instant::now() < end {
-        let (code, connect) = curl();
+    for (code, connect) in results {
         total += 1;
         if code == "200" && connect < 1.0 {
             ok += 1;
         } else {
             misses.push(format!("{code} connect {connect:.3}s"));
         }
-        std::thread::sleep(Duration::from_millis(50));
     }
     let rss_during = rss_kib(pid);
     let flood_out = flooder.join().expect("flood thread");
     let snap = stats(ns, tap);
     let tcp = &snap["tcp"];
     let rss_after = rss_kib(pid);
+    // Frames the kernel dropped in front of the TAP (its queue full while
+    // the stack was not reading): where real SYNs would be lost.
+    let kernel_drops = ns.exec(&["cat", &format!("/sys/class/net/{tap}/statistics/tx_dropped")], SECS(5)).stdout_str();
     eprintln!(
         "SYN flood: hping3 {}; curl {ok}/{total} connected within 1 s (misses {misses:?}); syns {} cookies {}; \
-         RSS {rss_before} → {rss_during} → {rss_after} KiB; device {}",
+         RSS {rss_before} → {rss_during} → {rss_after} KiB; kernel TAP drops {}; device {}",
         flood_out.stderr.lines().filter(|l| l.contains("packets")).collect::<Vec<_>>().join(" "),
         tcp["syns"],
         tcp["syn_cookies"],
+        kernel_drops.trim(),
         snap["interfaces"][0]["device_counters"]
     );
     let sent = tcp["syn_cookies"]["sent"].as_u64().unwrap_or(0);
     assert!(sent > 0, "the flood never overflowed the SYN queue: {tcp}");
     assert!(tcp["syns"].as_u64().unwrap_or(0) > sent, "{tcp}");
-    assert!(total >= 20, "too few client requests to judge ({total})");
-    // Every real request is served. The issue's bar is 99% without a SYN
-    // retransmission; on this TAP the kernel still drops a few percent of
-    // the flood's frames (and so of the clients' SYNs) before the stack
-    // reads them, until the event loop drains the device ahead of other
-    // work. Until then the share is printed above, not asserted.
+    assert!(total >= 100, "too few client requests to judge ({total})");
+    // Every real request is served, and at least 99% without a SYN
+    // retransmission (connect within 1 s).
     let served = total as usize - misses.iter().filter(|m| !m.starts_with("200")).count();
     assert_eq!(served, total as usize, "real requests failed under the flood: {misses:?}");
-    assert!(ok * 100 >= total * 90, "only {ok} of {total} real connections made without a SYN retransmission: {misses:?}");
+    assert!(ok * 100 >= total * 99, "only {ok} of {total} real connections made without a SYN retransmission: {misses:?}");
     // Flat: the flood holds no state (cookies), so memory does not follow it.
     assert!(rss_after <= rss_before * 2 + 4096, "RSS grew under the flood: {rss_before} → {rss_after} KiB");
 }
