@@ -322,14 +322,29 @@ impl Iface {
         code: Unreachable,
         tx: &mut T,
     ) {
+        self.send_icmp_error(now, ip.src_addr, datagram, [3, code as u8], [0; 4], tx);
+    }
+
+    /// Send ICMP error `kind` (type, code) with the 4 bytes `rest` (a
+    /// parameter problem's pointer, ...) to `to`, quoting `datagram`'s
+    /// header and first 8 bytes; rate-limited with the other errors.
+    pub(crate) fn send_icmp_error<T: TxQueue>(
+        &mut self,
+        now: Instant,
+        to: Ipv4Addr,
+        datagram: &[u8],
+        kind: [u8; 2],
+        rest: [u8; 4],
+        tx: &mut T,
+    ) {
         if !self.icmp_errors.take(now) {
             self.counters.icmp_errors_rate_limited += 1;
             return;
         }
         let header_len = usize::from(datagram.first().map_or(5, |b| b & 0x0f)) * 4;
         let quote = &datagram[..datagram.len().min(header_len + ICMP_QUOTE_PAYLOAD).max(IPV4_HEADER_LEN.min(datagram.len()))];
-        let sent = self.send_ipv4(now, tx, ip.src_addr, IpProtocol::Icmp, ICMP_HEADER_LEN + quote.len(), |b| {
-            b[..ICMP_HEADER_LEN].copy_from_slice(&[3, code as u8, 0, 0, 0, 0, 0, 0]);
+        let sent = self.send_ipv4(now, tx, to, IpProtocol::Icmp, ICMP_HEADER_LEN + quote.len(), |b| {
+            b[..ICMP_HEADER_LEN].copy_from_slice(&[kind[0], kind[1], 0, 0, rest[0], rest[1], rest[2], rest[3]]);
             b[ICMP_HEADER_LEN..].copy_from_slice(quote);
             let sum = checksum::finish(checksum::sum(b));
             b[2..4].copy_from_slice(&sum.to_be_bytes());

@@ -259,6 +259,7 @@ impl Stack {
         self.iface.counters.ipv4_rx += 1;
         let Ok(packet) = Ipv4Packet::new_checked(payload) else {
             self.iface.counters.drop_ipv4_malformed += 1;
+            self.answer_option_problem(now, payload, tx);
             return;
         };
         let trusted = meta.csum_verified && self.iface.cfg.use_device_checksums;
@@ -277,14 +278,7 @@ impl Stack {
             self.iface.counters.drop_ipv4_other_host += 1;
             return;
         }
-        let src = ip.src_addr;
-        if src == ours
-            || src.is_broadcast()
-            || src.is_multicast()
-            || src.is_loopback()
-            || src.is_unspecified()
-            || Some(src) == subnet_bcast
-        {
+        if self.martian(ip.src_addr) {
             self.iface.counters.drop_ipv4_martian += 1;
             return;
         }
@@ -302,6 +296,42 @@ impl Stack {
             return;
         }
         self.deliver_ipv4(now, &ip, datagram, packet.payload(), broadcast, meta, tx);
+    }
+
+    /// A source no datagram can come from: ours, broadcast, multicast,
+    /// loopback, 0.0.0.0, the subnet's broadcast.
+    fn martian(&self, src: Ipv4Addr) -> bool {
+        src == self.iface.cfg.ipv4.addr
+            || src.is_broadcast()
+            || src.is_multicast()
+            || src.is_loopback()
+            || src.is_unspecified()
+            || Some(src) == self.iface.cfg.ipv4.broadcast()
+    }
+
+    /// RFC 1122 §3.2.2.5: a datagram for us whose only fault is a malformed
+    /// IP option (its header otherwise sound, its checksum right) gets a
+    /// parameter problem pointing at the option, as Linux sends; never about
+    /// a broadcast, a martian source, a later fragment or an ICMP error.
+    fn answer_option_problem<T: TxQueue>(&mut self, now: Instant, payload: &[u8], tx: &mut T) {
+        let p = Ipv4Packet::new_unchecked(payload);
+        if payload.len() < IPV4_HEADER_LEN || p.version() != 4 || p.header_len() < IPV4_HEADER_LEN {
+            return;
+        }
+        let (header_len, total) = (p.header_len(), usize::from(p.total_len()));
+        if header_len > payload.len() || total < header_len || total > payload.len() || !p.verify_checksum() {
+            return;
+        }
+        let Some(pointer) = p.option_problem() else { return };
+        let src = p.src_addr();
+        if p.dst_addr() != self.iface.cfg.ipv4.addr || self.martian(src) || p.frag_offset() != 0 {
+            return;
+        }
+        let icmp_error = |t: &u8| matches!(t, 3 | 4 | 5 | 11 | 12);
+        if p.protocol() == IpProtocol::Icmp && payload.get(header_len).is_none_or(icmp_error) {
+            return;
+        }
+        self.iface.send_icmp_error(now, src, &payload[..total], [12, 0], [pointer as u8, 0, 0, 0], tx);
     }
 
     /// Hand a whole datagram — as received, or reassembled — to its

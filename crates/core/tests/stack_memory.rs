@@ -226,6 +226,35 @@ fn source_routed_datagrams_are_dropped() {
 }
 
 #[test]
+fn malformed_ip_options_get_a_parameter_problem() {
+    // RFC 1122 3.2.2.5, as Linux answers (the conformance case
+    // ip_bad_option_length checks the two agree on the wire).
+    let mut b = Stack::new(config(B_MAC, B_IP), 2);
+    let mut tx = Capture::default();
+    b.receive(Instant::ZERO, &arp_request_frame(), RxMeta::default(), &mut tx); // B learns A
+    tx.frames.clear();
+    let bad = with_ip_options(&udp_frame_to_b(A_IP, 7, b"x"), &[1, 7, 1, 0]);
+    b.receive(Instant::ZERO, &bad, RxMeta::default(), &mut tx);
+    let c = b.counters();
+    assert_eq!((c.drop_ipv4_malformed, c.icmp_errors_sent, c.unaccounted_frames()), (1, 1, 0));
+    let [reply] = &tx.frames[..] else { panic!("one ICMP error, got {} frames", tx.frames.len()) };
+    let icmp = &reply[34..];
+    assert_eq!(&icmp[..2], &[12, 0], "parameter problem");
+    assert_eq!(icmp[4], 21, "the pointer names the option (IP header offset 21)");
+    assert_eq!(&icmp[8..8 + 24 + 8], &bad[14..14 + 24 + 8], "quotes the header and 8 bytes");
+    // Not about a broadcast, nor with a bad header checksum.
+    let mut to_bcast = udp_frame_to_b(A_IP, 7, b"x");
+    to_bcast[30..34].copy_from_slice(&[255, 255, 255, 255]);
+    let bcast = with_ip_options(&to_bcast, &[1, 7, 1, 0]);
+    let mut bad_sum = bad.clone();
+    bad_sum[24] ^= 0xff;
+    for f in [bcast, bad_sum] {
+        b.receive(Instant::ZERO, &f, RxMeta::default(), &mut tx);
+    }
+    assert_eq!((b.counters().drop_ipv4_malformed, b.counters().icmp_errors_sent), (3, 1));
+}
+
+#[test]
 fn martians_and_other_hosts_are_dropped() {
     let mut b = Stack::new(config(B_MAC, B_IP), 2);
     let _s = b.udp_bind(7).unwrap();

@@ -189,6 +189,12 @@ impl<T: AsRef<[u8]>> Ipv4Packet<T> {
     pub fn options(&self) -> &[u8] {
         self.buffer.as_ref().get(IPV4_HEADER_LEN..self.header_len()).unwrap_or(&[])
     }
+    /// Where the first malformed option starts, counted from the start of
+    /// the header (the pointer of an ICMP parameter problem), or `None`
+    /// when the options are well formed (see [`new_checked`](Self::new_checked)).
+    pub fn option_problem(&self) -> Option<usize> {
+        option_problem(self.options()).map(|at| IPV4_HEADER_LEN + at)
+    }
     /// Whether the header checksum verifies.
     pub fn verify_checksum(&self) -> bool {
         let header = self.buffer.as_ref().get(..self.header_len()).unwrap_or(&[]);
@@ -207,21 +213,28 @@ fn payload_range(b: &[u8], header_len: usize, total_len: u16) -> &[u8] {
 
 /// Walks the option list: EOL ends it, NOP is one byte, every other option has a
 /// length byte ≥ 2 that stays within the header.
-fn check_options(mut opts: &[u8]) -> Result<()> {
-    while let [kind, rest @ ..] = opts {
+fn check_options(opts: &[u8]) -> Result<()> {
+    option_problem(opts).map_or(Ok(()), |_| Err(Error::Malformed))
+}
+
+/// The offset in `opts` of the first option that breaks [`check_options`]'s
+/// rules, if any.
+fn option_problem(opts: &[u8]) -> Option<usize> {
+    let mut at = 0;
+    while let Some(&kind) = opts.get(at) {
         match kind {
-            0 => return Ok(()),
-            1 => opts = rest,
+            0 => return None,
+            1 => at += 1,
             _ => {
-                let len = usize::from(*rest.first().ok_or(Error::Malformed)?);
-                if len < 2 || len > opts.len() {
-                    return Err(Error::Malformed);
+                let len = opts.get(at + 1).map_or(0, |&l| usize::from(l));
+                if len < 2 || len > opts.len() - at {
+                    return Some(at);
                 }
-                opts = &opts[len..];
+                at += len;
             }
         }
     }
-    Ok(())
+    None
 }
 
 impl<'a, T: AsRef<[u8]> + ?Sized> Ipv4Packet<&'a T> {
@@ -418,6 +431,20 @@ mod tests {
         let p = Ipv4Packet::new_checked(&b[..]).unwrap();
         assert_eq!(p.payload().len(), 4);
         assert!(p.verify_checksum());
+    }
+
+    #[test]
+    fn option_problems_are_located() {
+        let mut b = [0u8; 28];
+        b[0] = 0x47; // IHL 7: two words of options at 20..28
+        b[2..4].copy_from_slice(&28u16.to_be_bytes());
+        b[20..28].copy_from_slice(&[1, 1, 7, 1, 0, 0, 0, 0]); // NOP, NOP, option 7 with length 1
+        assert_eq!(Ipv4Packet::new_unchecked(&b[..]).option_problem(), Some(22));
+        assert!(Ipv4Packet::new_checked(&b[..]).is_err());
+        b[20..28].copy_from_slice(&[1, 7, 3, 4, 0, 0, 0, 0]); // NOP, option 7 (3 bytes), EOL
+        assert_eq!(Ipv4Packet::new_unchecked(&b[..]).option_problem(), None);
+        b[20..28].copy_from_slice(&[1, 1, 1, 1, 1, 1, 1, 68]); // a kind without its length byte
+        assert_eq!(Ipv4Packet::new_unchecked(&b[..]).option_problem(), Some(27));
     }
 
     #[test]

@@ -492,10 +492,10 @@ pub fn all() -> Vec<Case> {
         },
         Case {
             name: "ip_bad_option_length",
-            why: "RFC 1122 3.2.2.5: a datagram with a malformed IP option (length 1) gets parameter problem; Linux sends it",
+            why: "RFC 1122 3.2.2.5: a datagram with a malformed IP option (length 1) gets parameter problem pointing at the option (offset 20)",
             steps: vec![
                 Step::Icmp(IcmpOut { ip_opts: vec![7, 1, 0, 0], ..echo() }),
-                Expect(Want::Icmp(WantIcmp { ty: 12, code: 0, echo: false, quote: true, ip_opts: None })),
+                Expect(Want::Icmp(WantIcmp { ty: 12, code: 0, echo: false, quote: true, ip_opts: None, rest: Some([20, 0, 0, 0]) })),
             ],
         },
         Case {
@@ -526,7 +526,7 @@ pub fn all() -> Vec<Case> {
             why: "RFC 792 timestamp request (type 13): Linux answers with a timestamp reply",
             steps: vec![
                 Step::Icmp(IcmpOut { ty: 13, payload: 12, ..echo() }),
-                Expect(Want::Icmp(WantIcmp { ty: 14, code: 0, echo: false, quote: false, ip_opts: None })),
+                Expect(Want::Icmp(WantIcmp { ty: 14, code: 0, echo: false, quote: false, ip_opts: None, rest: None })),
             ],
         },
         Case {
@@ -569,7 +569,7 @@ pub fn all() -> Vec<Case> {
             why: "RFC 768: checksum 0 means none; the datagram counts and gets port unreachable",
             steps: vec![
                 Step::Udp(UdpOut { to: Port::Closed, len: 20, fault: Fault::ZeroChecksum }),
-                Expect(Want::Icmp(WantIcmp { ty: 3, code: 3, echo: false, quote: true, ip_opts: None })),
+                Expect(Want::Icmp(WantIcmp { ty: 3, code: 3, echo: false, quote: true, ip_opts: None, rest: None })),
             ],
         },
         Case {
@@ -592,7 +592,7 @@ pub fn all() -> Vec<Case> {
             why: "RFC 1122 4.1.3.1 / 3.2.2.1: UDP to a closed port gets port unreachable quoting the IP header and 8 bytes",
             steps: vec![
                 Step::Udp(UdpOut { to: Port::Closed, len: 20, fault: Fault::None }),
-                Expect(Want::Icmp(WantIcmp { ty: 3, code: 3, echo: false, quote: true, ip_opts: None })),
+                Expect(Want::Icmp(WantIcmp { ty: 3, code: 3, echo: false, quote: true, ip_opts: None, rest: None })),
             ],
         },
         // ------------------------------------------------ ARP

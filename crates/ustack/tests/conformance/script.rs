@@ -283,10 +283,12 @@ pub struct WantIcmp {
     pub quote: bool,
     /// IP options on the reply: `Some(true)` present, `Some(false)` absent.
     pub ip_opts: Option<bool>,
+    /// The four bytes after the checksum (a parameter problem's pointer).
+    pub rest: Option<[u8; 4]>,
 }
 
 pub fn want_echo_reply() -> WantIcmp {
-    WantIcmp { ty: 0, code: 0, echo: true, quote: false, ip_opts: Some(false) }
+    WantIcmp { ty: 0, code: 0, echo: true, quote: false, ip_opts: Some(false), rest: None }
 }
 
 /// An ARP reply from the device to the last request's sender.
@@ -761,6 +763,9 @@ impl<'a> Run<'a> {
                     if m.data.len() < n || m.data[..n] != self.last_dgram[..n] {
                         return mismatch("does not quote the datagram's header and first 8 bytes");
                     }
+                }
+                if w.rest.is_some_and(|r| r != m.rest) {
+                    return mismatch("pointer (bytes 4-7)");
                 }
                 if w.ip_opts.is_some_and(|want| want == ip.options.is_empty()) {
                     return mismatch("IP options");
