@@ -874,7 +874,8 @@ impl Stack {
         .ok_or(ConnectError::NoFreePort)?;
         let tuple = FourTuple { local_addr, local_port, remote_addr, remote_port };
         let iss = tcp::isn(&tcp.secret, &tuple, now);
-        let conn = Connection::connect(tuple, tcp.cfg.clone(), iss, now);
+        let mut conn = Connection::connect(tuple, tcp.cfg.clone(), iss, now);
+        conn.set_ts_offset(tcp::ts_offset(&tcp.secret, local_addr, remote_addr));
         let index = tcp.insert(conn, Child::None);
         tcp.mark_tx(index);
         Ok(tcp.handle(index))

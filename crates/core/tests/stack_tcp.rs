@@ -359,3 +359,30 @@ fn rst_for_a_gone_connection_at_a_listener_counts_as_no_socket() {
     let c = p.b.counters();
     assert_eq!((c.drop_tcp_no_socket, c.drop_tcp_rfc5961), (1, 0), "{c:?}");
 }
+
+/// Every connection between two hosts stamps from one timestamp clock
+/// (offset keyed by the address pair, as Linux's `secure_tcp_ts_off`), so
+/// a later connection's SYN always carries a later TSval than an earlier
+/// one: a peer holding the earlier 4-tuple in TIME-WAIT takes the new SYN
+/// (RFC 6191) instead of refusing it by PAWS, as a fresh random offset per
+/// connection made it do about half the time.
+#[test]
+fn connections_between_two_hosts_share_one_timestamp_clock() {
+    let mut p = Pair::new();
+    connect(&mut p, 80); // resolves the neighbours
+    let mut syn_tsval = |p: &mut Pair, port: u16| {
+        p.a.tcp_connect(p.now, SocketAddrV4::new(B_IP, port)).unwrap();
+        let mut cap = Capture::default();
+        p.a.transmit(p.now, &mut cap);
+        let f = cap.frames.last().expect("a SYN");
+        let ip = ustack_wire::Ipv4Packet::new_checked(&f[14..]).unwrap();
+        let tcp = ustack_wire::TcpPacket::new_checked(ip.payload()).unwrap();
+        let repr = ustack_wire::TcpRepr::parse(&tcp, A_IP, B_IP, ustack_wire::ChecksumMode::Ignore).unwrap();
+        assert!(repr.flags.syn());
+        repr.timestamp.expect("timestamps are on by default").0
+    };
+    let first = syn_tsval(&mut p, 81);
+    p.now += Duration::from_millis(1234);
+    let second = syn_tsval(&mut p, 82);
+    assert_eq!(second.wrapping_sub(first), 1234, "one clock for both connections");
+}

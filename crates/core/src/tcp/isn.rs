@@ -78,6 +78,23 @@ pub fn isn(secret: &[u8; 16], four_tuple: &FourTuple, now: Instant) -> SeqNumber
     SeqNumber(m.wrapping_add(f))
 }
 
+/// The offset added to the millisecond clock for the TCP timestamps of every
+/// connection between `local` and `remote` (RFC 7323 §5.4 suggests a random
+/// offset per connection to hide the clock). Keyed by the address pair only,
+/// like Linux's `secure_tcp_ts_off`: connections between two hosts share
+/// one timestamp clock, so a new connection's SYN always carries a later
+/// TSval than the last segment of an earlier one on the same ports, and a
+/// peer still holding that one in TIME-WAIT takes the SYN (RFC 6191) instead
+/// of refusing it by PAWS, which a fresh random offset made it do about
+/// half the time.
+pub fn ts_offset(secret: &[u8; 16], local: std::net::Ipv4Addr, remote: std::net::Ipv4Addr) -> u32 {
+    let mut b = [0u8; 10];
+    b[0..2].copy_from_slice(b"ts");
+    b[2..6].copy_from_slice(&local.octets());
+    b[6..10].copy_from_slice(&remote.octets());
+    siphash24(secret, &b) as u32
+}
+
 /// Chooses an ephemeral local port for a connection to `remote_addr:remote_port`,
 /// or `None` when every port in `range` is taken.
 ///

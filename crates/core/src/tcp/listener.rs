@@ -12,7 +12,7 @@ use super::config::TcpConfig;
 use super::pool::BufferPool;
 use std::sync::Arc;
 use super::connection::{Connection, DropReason};
-use super::isn::{check_syn_cookie, isn, syn_cookie};
+use super::isn::{check_syn_cookie, isn, syn_cookie, ts_offset};
 use super::segment::{reset_for, Flags, FourTuple, Options, Segment};
 use super::seq::SeqNumber;
 use crate::time::Instant;
@@ -226,7 +226,8 @@ impl Listener {
         }
         let iss = reopened.map_or_else(|| isn(&self.secret, &tuple, now), |old| old + REOPEN_ISS_GAP);
         match Connection::accept(tuple, seg, self.cfg.clone(), iss, now) {
-            Ok(conn) => {
+            Ok(mut conn) => {
+                conn.set_ts_offset(ts_offset(&self.secret, tuple.local_addr, tuple.remote_addr));
                 self.half_open += 1;
                 ListenOutcome::HalfOpen(conn)
             }

@@ -40,7 +40,7 @@ pub use config::{CongestionAlgorithm, TcpConfig};
 pub use connection::{
     AcceptError, ConnError, Connection, DropCounters, DropReason, RecvError, SegmentOutcome, SendError, Stats,
 };
-pub use isn::{check_syn_cookie, ephemeral_port, isn, siphash24, syn_cookie};
+pub use isn::{check_syn_cookie, ephemeral_port, isn, siphash24, syn_cookie, ts_offset};
 pub use listener::{ListenOutcome, Listener, ListenerStats};
 pub use pool::{BufferPool, PoolStats};
 pub use reassembly::MAX_RANGES;

@@ -494,7 +494,8 @@ impl Connection {
             ts_recent_at: now,
             last_ack_sent: SeqNumber(0),
             // RFC 7323 §5.4 suggests a random per-connection offset; the ISS
-            // is exactly that (keyed hash of the 4-tuple).
+            // is one (keyed hash of the 4-tuple). The stack replaces it with
+            // one per address pair (`set_ts_offset`, `super::ts_offset`).
             ts_offset: iss.0.rotate_left(13),
             challenge_window: now,
             challenge_count: 0,
@@ -708,6 +709,12 @@ impl Connection {
     }
 
     // ---- Application calls -------------------------------------------------
+
+    /// The offset of this connection's TCP timestamp clock (see
+    /// [`super::ts_offset`]); set before the first `poll_transmit`.
+    pub fn set_ts_offset(&mut self, offset: u32) {
+        self.ts_offset = offset;
+    }
 
     /// TCP_NODELAY: turn Nagle's algorithm off (true) or on.
     pub fn set_nodelay(&mut self, nodelay: bool) {
