@@ -84,7 +84,11 @@ pub(crate) fn complete_checksum(frame: &mut [u8], meta: &TxMeta) -> bool {
     if !meta.csum_partial || field + 2 > frame.len() || start > frame.len() {
         return false;
     }
-    let c = checksum::finish(checksum::sum(&frame[start..]));
+    let mut c = checksum::finish(checksum::sum(&frame[start..]));
+    let udp4 = frame.len() > ETH + 9 && frame[12..14] == [0x08, 0x00] && frame[ETH + 9] == 17;
+    if c == 0 && udp4 {
+        c = 0xffff; // RFC 768: a computed zero is sent as all ones
+    }
     frame[field..field + 2].copy_from_slice(&c.to_be_bytes());
     true
 }
@@ -525,6 +529,26 @@ pub(crate) mod tests {
         f[t + 16..t + 18].copy_from_slice(&checksum::fold(pseudo).to_be_bytes());
         let meta = TxMeta { csum_partial: true, csum_start: t as u16, csum_offset: 16, ..Default::default() };
         assert!(complete_checksum(f, &meta));
+    }
+
+    /// A UDP checksum that computes to zero goes out as 0xffff (zero means
+    /// "no checksum" in UDP); TCP has no such rule.
+    #[test]
+    fn a_udp_checksum_of_zero_is_sent_as_all_ones() {
+        let (mut f, _) = super_segment(0, 100, ACK);
+        f.truncate(ETH + 20 + 8 + 10);
+        f[ETH + 9] = 17;
+        let u = ETH + 20;
+        f[u + 4..u + 6].copy_from_slice(&18u16.to_be_bytes());
+        f[u + 8..u + 18].fill(0);
+        let pseudo = checksum::pseudo_header_v4(SRC.into(), DST.into(), 17, 18);
+        f[u + 6..u + 8].copy_from_slice(&checksum::fold(pseudo).to_be_bytes());
+        // Two payload bytes chosen so that the sum folds to 0xffff.
+        let w = !checksum::fold(checksum::sum(&f[u..]));
+        f[u + 8..u + 10].copy_from_slice(&w.to_be_bytes());
+        let meta = TxMeta { csum_partial: true, csum_start: u as u16, csum_offset: 6, ..Default::default() };
+        assert!(complete_checksum(&mut f, &meta));
+        assert_eq!(be16(&f, u + 6), 0xffff);
     }
 
     #[test]
