@@ -396,3 +396,20 @@ fn redis_server_under_the_library_serves_redis_benchmark() {
         eprintln!("redis-server under the library: {}", l.trim());
     }
 }
+
+#[test]
+fn python_threads_share_ustack_sockets() {
+    skip_unless!("python3", "socat");
+    let site = Site::new("pthr", 10);
+    // Kernel echo servers: TCP (one process per connection) and UDP.
+    let _tcp = site.ns.spawn(&["socat", "-T", "30", "TCP4-LISTEN:7000,reuseaddr,fork", "PIPE"], &[]);
+    let _udp = site.ns.spawn(&["socat", "-T", "30", "UDP4-RECVFROM:7001,fork", "PIPE"], &[]);
+    std::thread::sleep(Duration::from_millis(200));
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/threads.py");
+    // Debian's interpreter, not a wrapper script in front of it.
+    let python = if std::path::Path::new("/usr/bin/python3").exists() { "/usr/bin/python3" } else { "python3" };
+    let argv = site.preloaded(&[python, script, &site.host_ip, "7000", "7001"]);
+    let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
+    let out = support::run_bounded(site.ns.command(&argv), None, SECS(60));
+    assert!(out.ok() && out.stdout_str().contains("threads ok"), "{out}");
+}

@@ -1,0 +1,84 @@
+# Under libustack_preload.so: several threads on ustack sockets at once.
+#   threads.py PEER_IP TCP_ECHO_PORT UDP_ECHO_PORT
+# 1. one thread blocks in recv on a TCP connection while another sends on it;
+# 2. a recv blocked in one thread ends when another shuts the socket down;
+# 3. four threads each run their own TCP connection (a sender thread beside
+#    a receiving one, 200 KB echoed) and one a UDP exchange, all at once.
+import socket, sys, threading, time
+
+peer, tport, uport = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+
+def connect():
+    for _ in range(50):
+        try:
+            return socket.create_connection((peer, tport), timeout=10)
+        except ConnectionRefusedError:
+            time.sleep(0.1)
+    raise SystemExit("connect refused 50 times")
+
+def recv_exactly(s, n):
+    out = b""
+    while len(out) < n:
+        chunk = s.recv(n - len(out))
+        if not chunk:
+            break
+        out += chunk
+    return out
+
+# 1. blocking recv in one thread, send from another
+s = connect()
+s.settimeout(None)  # truly blocking: recv sleeps on the socket's doorbell
+got = []
+t = threading.Thread(target=lambda: got.append(recv_exactly(s, 5)))
+t.start()
+time.sleep(0.3)
+s.sendall(b"hello")
+t.join(10)
+assert not t.is_alive() and got == [b"hello"], got
+print("blocked recv woken by another thread's send", flush=True)
+
+# 2. a recv blocked in one thread ends when another thread shuts the socket down
+got = []
+t = threading.Thread(target=lambda: got.append(s.recv(10)))
+t.start()
+time.sleep(0.3)
+s.shutdown(socket.SHUT_RD)
+t.join(10)
+assert not t.is_alive() and got == [b""], got
+s.close()
+print("blocked recv ended by shutdown from another thread", flush=True)
+
+# 3. five threads at once
+errors = []
+def tcp_worker(i):
+    try:
+        c = connect()
+        data = bytes([i]) * 200_000
+        sender = threading.Thread(target=c.sendall, args=(data,))
+        sender.start()
+        back = recv_exactly(c, len(data))
+        sender.join(10)
+        assert back == data, (i, len(back))
+        c.close()
+    except Exception as e:  # reported below
+        errors.append(repr(e))
+
+def udp_worker():
+    try:
+        u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        u.settimeout(10)
+        for k in range(20):
+            u.sendto(b"dgram %d" % k, (peer, uport))
+            d, _ = u.recvfrom(100)
+            assert d == b"dgram %d" % k, d
+        u.close()
+    except Exception as e:
+        errors.append(repr(e))
+
+ts = [threading.Thread(target=tcp_worker, args=(i,)) for i in range(4)] + [threading.Thread(target=udp_worker)]
+for t in ts:
+    t.start()
+for t in ts:
+    t.join(30)
+assert not errors and not any(t.is_alive() for t in ts), errors
+print("threads ok", flush=True)
