@@ -37,10 +37,13 @@
 //! (edge-triggered: data arrived, room to write returned, connection
 //! established, end of stream, error). A thread that must wait:
 //!
-//! 1. under the lock, empties the doorbell and asks the socket for its real
-//!    readiness (a failed call re-arms the stack's edge for what it lacked);
-//! 2. if it must wait, sleeps in the kernel on the eventfd (POLLIN) together
-//!    with any kernel descriptors, then goes to 1.
+//! 1. under the lock, empties its own thread's wait eventfd, asks the socket
+//!    for its real readiness (a failed call re-arms the stack's edge for what
+//!    it lacked) and, if it must wait, adds that eventfd to the socket's
+//!    waiters, which are rung with the doorbell;
+//! 2. sleeps in the kernel on it together with any kernel descriptors, then
+//!    goes to 1. (A per-thread eventfd, so several threads may wait on one
+//!    socket without emptying each other's wakeups.)
 //!
 //! Every change after step 1 rings the doorbell, so no wakeup is lost and
 //! nothing spins: blocking calls, [`poll`](wait::poll), `select` and
@@ -89,8 +92,11 @@
 //! - One local address (the stack's); loopback addresses are not served.
 //! - `bind` before `connect` does not choose the local port (the stack picks
 //!   an RFC 6056 ephemeral port).
-//! - Several threads waiting on the *same* socket may wake each other late
-//!   (one thread empties the doorbell the other sleeps on).
+//! - Known bug, not yet found: one thread sending on a TCP socket while
+//!   another receives on it (both polling it, with timeouts) can stall the
+//!   exchange until the timeout; threads working on their own sockets, and a
+//!   thread blocked in `recv` woken by another's send or shutdown, work
+//!   (`crates/preload/tests/threads.py`).
 
 #![warn(missing_docs)]
 

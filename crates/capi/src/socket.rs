@@ -162,20 +162,42 @@ pub fn listen(fd: RawFd, backlog: i32) -> Result<(), Errno> {
 /// Run `op` under the lock; while it answers EAGAIN on a blocking socket,
 /// sleep on the socket's doorbell and try again.
 fn blocking<T>(fd: RawFd, dontwait: bool, mut op: impl FnMut(&mut Inner) -> Result<T, Errno>) -> Result<T, Errno> {
+    let wait = sys::thread_wait_fd()?;
     loop {
         {
             let mut g = lock()?;
             let nonblock = g.sock(fd)?.nonblock || dontwait;
-            drain(fd);
+            drain(wait);
             let r = op(&mut g);
             g.after_call();
             match r {
-                Err(err) if err == EAGAIN && !nonblock => {}
-                r => return r,
+                Err(err) if err == EAGAIN && !nonblock => {
+                    // Sleep on this thread's own eventfd, rung with the socket's.
+                    let s = g.sock(fd)?;
+                    if !s.waiters.contains(&wait) {
+                        s.waiters.push(wait);
+                    }
+                }
+                r => {
+                    if let Some(s) = g.socks.get_mut(&fd) {
+                        s.waiters.retain(|&w| w != wait);
+                    }
+                    return r;
+                }
             }
         }
-        let mut p = [libc::pollfd { fd, events: libc::POLLIN, revents: 0 }];
+        // The socket's own descriptor too: a close from another thread
+        // (POLLNVAL) ends the sleep.
+        let mut p = [
+            libc::pollfd { fd: wait, events: libc::POLLIN, revents: 0 },
+            libc::pollfd { fd, events: 0, revents: 0 },
+        ];
         if raw_poll(&mut p, -1) < 0 && sys::last_errno() == libc::EINTR {
+            if let Ok(mut g) = lock() {
+                if let Some(s) = g.socks.get_mut(&fd) {
+                    s.waiters.retain(|&w| w != wait);
+                }
+            }
             return Err(e(libc::EINTR));
         }
     }
@@ -527,7 +549,7 @@ fn udp_distribute(g: &mut Inner, fd: RawFd, h: ustack_core::UdpHandle) {
         s.inbox_bytes += data.len();
         s.inbox.push_back((data, from));
         if owner != fd {
-            crate::sys::ring(owner);
+            g.notify(owner);
         }
     }
 }
@@ -552,7 +574,7 @@ pub fn shutdown(fd: RawFd, how: i32) -> Result<(), Errno> {
     }
     if rd {
         // Wake anyone blocked in a read: it now returns end of stream.
-        sys::ring(fd);
+        g.notify(fd);
     }
     g.after_call();
     Ok(())

@@ -88,6 +88,29 @@ pub(crate) fn ring(fd: RawFd) {
     raw_write(fd, &1u64.to_ne_bytes());
 }
 
+/// This thread's own eventfd for sleeping on ustack sockets: registered
+/// in each socket's `waiters` while it sleeps, so several threads may wait
+/// on one socket (a shared doorbell emptied by one would strand another).
+pub(crate) fn thread_wait_fd() -> Result<RawFd, Errno> {
+    struct WaitFd(RawFd);
+    impl Drop for WaitFd {
+        fn drop(&mut self) {
+            raw_close(self.0);
+        }
+    }
+    thread_local! {
+        static WAIT_FD: std::cell::OnceCell<WaitFd> = const { std::cell::OnceCell::new() };
+    }
+    WAIT_FD.with(|w| {
+        if let Some(f) = w.get() {
+            return Ok(f.0);
+        }
+        let fd = new_eventfd(true)?;
+        let _ = w.set(WaitFd(fd));
+        Ok(fd)
+    })
+}
+
 /// Empty a doorbell (it is non-blocking: an empty one answers EAGAIN).
 pub(crate) fn drain(fd: RawFd) {
     let mut buf = [0u8; 8];
@@ -145,6 +168,9 @@ pub(crate) struct Sock {
     pub peeked_bytes: VecDeque<u8>,
     /// Readiness events seen (the doorbell's count), for EPOLLET.
     pub generation: u64,
+    /// Threads sleeping in a blocking call or poll on this socket: each
+    /// thread's own eventfd, rung with the doorbell.
+    pub waiters: Vec<RawFd>,
     pub opts: Opts,
 }
 
@@ -176,6 +202,7 @@ impl Sock {
             inbox_bytes: 0,
             peeked_bytes: VecDeque::new(),
             generation: 0,
+            waiters: Vec::new(),
             opts: Opts::default(),
         }
     }
@@ -236,6 +263,17 @@ impl Inner {
         self.socks.get_mut(&fd).ok_or(EBADF)
     }
 
+    /// Ring socket `fd`'s doorbell and every thread waiting on it.
+    pub fn notify(&mut self, fd: RawFd) {
+        if let Some(s) = self.socks.get_mut(&fd) {
+            s.generation += 1;
+            for &w in &s.waiters {
+                ring(w);
+            }
+        }
+        ring(fd);
+    }
+
     /// Hand this turn's readiness events to their sockets' doorbells.
     fn dispatch_events(&mut self) {
         loop {
@@ -243,27 +281,27 @@ impl Inner {
             if self.stack.poll_events(&mut self.events, 1024) == 0 {
                 return;
             }
-            for ev in &self.events {
+            let events = std::mem::take(&mut self.events);
+            for ev in &events {
                 let fd = ev.token as RawFd;
-                let Some(s) = self.socks.get_mut(&fd) else { continue };
+                let Some(s) = self.socks.get(&fd) else { continue };
                 if s.core_socket() != Some(ev.socket) {
                     continue;
                 }
-                s.generation += 1;
-                ring(fd);
+                self.notify(fd);
                 // A shared UDP port: every member may have news.
                 if let Socket::Udp(h) = ev.socket {
                     let port = self.stack.udp_local_port(h).unwrap_or(0);
-                    for &m in self.udp_members.get(&port).into_iter().flatten() {
+                    let n = self.udp_members.get(&port).map_or(0, Vec::len);
+                    for i in 0..n {
+                        let m = self.udp_members[&port][i];
                         if m != fd {
-                            if let Some(ms) = self.socks.get_mut(&m) {
-                                ms.generation += 1;
-                            }
-                            ring(m);
+                            self.notify(m);
                         }
                     }
                 }
             }
+            self.events = events;
         }
     }
 

@@ -30,24 +30,33 @@ pub fn poll(fds: &mut [libc::pollfd], timeout_ms: i64) -> Result<usize, Errno> {
         return if n < 0 { Err(Errno(sys::last_errno())) } else { Ok(n as usize) };
     }
     let deadline = deadline_of(timeout_ms);
+    let wait = sys::thread_wait_fd()?;
+    // The kernel sleeps on the kernel descriptors and on this thread's wait
+    // eventfd (last), which every ustack socket in the set rings.
     let mut kernel: Vec<libc::pollfd> = fds.to_vec();
     for &i in &ours {
-        kernel[i].events = libc::POLLIN; // the doorbell
+        kernel[i].fd = -1; // ignored by poll(2)
     }
+    kernel.push(libc::pollfd { fd: wait, events: libc::POLLIN, revents: 0 });
     let always = libc::POLLHUP | libc::POLLERR | libc::POLLNVAL;
-    loop {
-        // Under the lock: empty the doorbells, then read the sockets, so any
-        // change from here on rings again.
+    let result = loop {
+        // Under the lock: empty the wait eventfd, then read the sockets, so
+        // any change from here on rings it again.
         let mut ready = 0;
         let mut bits = vec![0i16; fds.len()];
         {
             let mut g = lock()?;
+            drain(wait);
             for &i in &ours {
-                drain(fds[i].fd);
                 let want = fds[i].events | always;
                 bits[i] = poll_bits(&mut g, fds[i].fd, fds[i].events & libc::POLLOUT != 0) & want;
                 if bits[i] != 0 {
                     ready += 1;
+                }
+                if let Some(s) = g.socks.get_mut(&fds[i].fd) {
+                    if !s.waiters.contains(&wait) {
+                        s.waiters.push(wait);
+                    }
                 }
             }
             g.after_call();
@@ -58,20 +67,28 @@ pub fn poll(fds: &mut [libc::pollfd], timeout_ms: i64) -> Result<usize, Errno> {
         }
         let n = raw_poll(&mut kernel, t);
         if n < 0 {
-            return Err(Errno(sys::last_errno()));
+            break Err(Errno(sys::last_errno()));
         }
         let mut total = 0;
         for (i, f) in fds.iter_mut().enumerate() {
-            f.revents = if is_ustack(f.fd) && ours.contains(&i) { bits[i] } else { kernel[i].revents };
+            f.revents = if ours.contains(&i) { bits[i] } else { kernel[i].revents };
             if f.revents != 0 {
                 total += 1;
             }
         }
-        let woke = ours.iter().any(|&i| kernel[i].revents != 0);
+        let woke = kernel.last().is_some_and(|k| k.revents != 0);
         if total > 0 || t == 0 && !woke || deadline.is_some_and(|d| Instant::now() >= d) {
-            return Ok(total);
+            break Ok(total);
+        }
+    };
+    if let Ok(mut g) = lock() {
+        for &i in &ours {
+            if let Some(s) = g.socks.get_mut(&fds[i].fd) {
+                s.waiters.retain(|&w| w != wait);
+            }
         }
     }
+    result
 }
 
 /// select(2) through [`poll`]: the sets are updated in place, the count of
@@ -173,13 +190,13 @@ pub unsafe fn epoll_ctl(epfd: RawFd, op: i32, fd: RawFd, ev: *mut libc::epoll_ev
             g.epolls.entry(epfd).or_default().insert(fd, e);
             set_ustack_epoll(epfd, true);
             // The socket may be ready now: make the next wait look.
-            sys::ring(fd);
+            g.notify(fd);
         }
         libc::EPOLL_CTL_MOD => {
             let e = entry(ev)?;
             let slot = g.epolls.get_mut(&epfd).and_then(|m| m.get_mut(&fd)).ok_or(Errno(libc::ENOENT))?;
             *slot = e;
-            sys::ring(fd);
+            g.notify(fd);
         }
         libc::EPOLL_CTL_DEL => {
             g.epolls.get_mut(&epfd).and_then(|m| m.remove(&fd)).ok_or(Errno(libc::ENOENT))?;

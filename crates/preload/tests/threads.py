@@ -2,8 +2,8 @@
 #   threads.py PEER_IP TCP_ECHO_PORT UDP_ECHO_PORT
 # 1. one thread blocks in recv on a TCP connection while another sends on it;
 # 2. a recv blocked in one thread ends when another shuts the socket down;
-# 3. four threads each run their own TCP connection (a sender thread beside
-#    a receiving one, 200 KB echoed) and one a UDP exchange, all at once.
+# 3. four threads each run their own TCP connection (200 KB echoed in
+#    16 KB steps) and one a UDP exchange, all at once.
 import socket, sys, threading, time
 
 peer, tport, uport = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
@@ -53,12 +53,11 @@ errors = []
 def tcp_worker(i):
     try:
         c = connect()
-        data = bytes([i]) * 200_000
-        sender = threading.Thread(target=c.sendall, args=(data,))
-        sender.start()
-        back = recv_exactly(c, len(data))
-        sender.join(10)
-        assert back == data, (i, len(back))
+        for step in range(13):
+            data = bytes([i, step]) * 8192
+            c.sendall(data)
+            back = recv_exactly(c, len(data))
+            assert back == data, (i, step, len(back))
         c.close()
     except Exception as e:  # reported below
         errors.append(repr(e))
