@@ -361,7 +361,9 @@ impl<'a> Icmpv6Repr<'a> {
                 let (header, data) = parse_quoted(data)?;
                 Icmpv6Repr::DstUnreachable { reason: code.into(), header, data }
             }
-            PACKET_TOO_BIG if code == 0 => {
+            // "Code: Set to 0 by the originator and ignored by the receiver"
+            // (RFC 4443 §3.2): path MTU discovery must not miss a PTB.
+            PACKET_TOO_BIG => {
                 let (header, data) = parse_quoted(data)?;
                 Icmpv6Repr::PacketTooBig { mtu: packet.mtu(), header, data }
             }
@@ -483,6 +485,11 @@ mod tests {
         assert_eq!(Icmpv6Repr::parse(&p, SRC, DST, ChecksumMode::Verify).unwrap(), repr);
         // Another destination: the pseudo header differs, the checksum fails.
         assert_eq!(Icmpv6Repr::parse(&p, SRC, SRC, ChecksumMode::Verify).unwrap_err(), Error::Checksum);
+        // A receiver ignores the code of a Packet Too Big.
+        b[1] = 9;
+        Icmpv6Packet::new_unchecked(&mut b[..]).fill_checksum(SRC, DST);
+        let p = Icmpv6Packet::new_checked(&b[..]).unwrap();
+        assert_eq!(Icmpv6Repr::parse(&p, SRC, DST, ChecksumMode::Verify).unwrap(), repr);
     }
 
     #[test]
