@@ -25,7 +25,7 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 use ustack_core::phy::{Device, TxMeta, TxQueue};
 use ustack_core::{Duration, Stack};
 use ustack_device::LinkConfig;
-use ustack_wire::{EthernetAddress, Ipv4Packet, ETHERNET_HEADER_LEN};
+use ustack_wire::{Ipv4Packet, ETHERNET_HEADER_LEN};
 
 fn check(s: &Stack, who: &str) {
     let c = s.counters();
