@@ -36,6 +36,10 @@ IA=pla$$ IZ=plz$$
 NET=10.89.$(($$ % 200 + 20))
 KA=$NET.2 KZ=$NET.1 # the kernels' addresses
 LA=$NET.12 LZ=$NET.13 # the stacks' addresses
+# setup(): namespaces A and Z, veth IA <-> IZ up, kernel IPv6 off; its trap
+# deletes the namespaces until ours below replaces it.
+. scripts/bench-veth-lib.sh
+setup
 TMP=$(mktemp -d /tmp/ustpl.XXXXXX)
 HZ=$(getconf CLK_TCK)
 SERVER=
@@ -58,14 +62,6 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-ip netns add "$A"; ip netns add "$Z"
-ip link add "$IA" netns "$A" type veth peer name "$IZ" netns "$Z"
-for e in "$A $IA" "$Z $IZ"; do
-  set -- $e
-  ip -n "$1" link set lo up
-  ip netns exec "$1" sysctl -qw "net.ipv6.conf.$2.disable_ipv6=1"
-  ip -n "$1" link set "$2" up
-done
 ip -n "$A" addr add "$KA/24" dev "$IA"
 ip -n "$Z" addr add "$KZ/24" dev "$IZ"
 
