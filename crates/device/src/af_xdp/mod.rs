@@ -6,7 +6,12 @@
 //!   `rx_ring` frames cycle between the fill ring, the kernel and the RX
 //!   ring; the others between a free list, the TX ring and the completion
 //!   ring. Each ring is as large as its share of frames, so no ring can
-//!   overflow and no frame can be lost between them.
+//!   overflow and no frame can be lost between them — except the fill ring,
+//!   which is twice that: the kernel publishes how far it has consumed the
+//!   fill ring lazily (when its cached view runs dry), so a frame can come
+//!   back on the RX ring while its old fill slot still reads as occupied.
+//!   At most every receive frame can be in that state at once, so twice the
+//!   frames never reads as full.
 //! * **Receive**: `recv` takes up to `batch` descriptors from the RX ring at
 //!   once (one release store), lends each frame to the stack in place, in
 //!   the UMEM, and puts it back on the fill ring on the next `recv`, when the
@@ -256,12 +261,14 @@ impl AfXdpDevice {
         let fd = xdp_socket()?;
         let raw = fd.as_raw_fd();
         let frames = config.rx_ring + config.tx_ring;
+        // Twice the receive frames: see the module docs (lazy consumer).
+        let fill_size = 2 * config.rx_ring;
         let umem_len = frames as usize * config.frame_size as usize;
         let umem =
             Mmap::anonymous(umem_len).map_err(|source| DeviceError::Io { action: "mapping the UMEM", source })?;
         register_umem(raw, &umem, config.frame_size)?;
         for (opt, size) in [
-            (libc::XDP_UMEM_FILL_RING, config.rx_ring),
+            (libc::XDP_UMEM_FILL_RING, fill_size),
             (libc::XDP_UMEM_COMPLETION_RING, config.tx_ring),
             (libc::XDP_RX_RING, config.rx_ring),
             (libc::XDP_TX_RING, config.tx_ring),
@@ -274,7 +281,7 @@ impl AfXdpDevice {
             Mmap::ring(raw, len, pgoff).map_err(|source| DeviceError::Io { action: "mapping an AF_XDP ring", source })
         };
         let desc = size_of::<libc::xdp_desc>();
-        let fill_map = map_ring(off.fr.desc as usize + config.rx_ring as usize * 8, libc::XDP_UMEM_PGOFF_FILL_RING)?;
+        let fill_map = map_ring(off.fr.desc as usize + fill_size as usize * 8, libc::XDP_UMEM_PGOFF_FILL_RING)?;
         let comp_map =
             map_ring(off.cr.desc as usize + config.tx_ring as usize * 8, libc::XDP_UMEM_PGOFF_COMPLETION_RING)?;
         let rx_map = map_ring(off.rx.desc as usize + config.rx_ring as usize * desc, libc::XDP_PGOFF_RX_RING as u64)?;
@@ -283,7 +290,7 @@ impl AfXdpDevice {
         // XDP_MMAP_OFFSETS said, and each ring keeps its mapping alive.
         let (fill, comp, rx_ring, tx_ring) = unsafe {
             (
-                ProducerRing::<u64>::in_mapping(fill_map, off.fr.into(), config.rx_ring),
+                ProducerRing::<u64>::in_mapping(fill_map, off.fr.into(), fill_size),
                 ConsumerRing::<u64>::in_mapping(comp_map, off.cr.into(), config.tx_ring),
                 ConsumerRing::<libc::xdp_desc>::in_mapping(rx_map, off.rx.into(), config.rx_ring),
                 ProducerRing::<libc::xdp_desc>::in_mapping(tx_map, off.tx.into(), config.tx_ring),
@@ -603,7 +610,8 @@ impl AfXdpRx {
 impl RxQueue for AfXdpRx {
     fn recv(&mut self, now: Instant) -> Option<(&[u8], RxMeta)> {
         if let Some(addr) = self.lent.take() {
-            // Cannot fail: the fill ring has a slot for every receive frame.
+            // Cannot fail: the fill ring has two slots for every receive
+            // frame (one may still read as occupied; see the module docs).
             let pushed = self.fill.push(self.umem.frame_of(addr));
             debug_assert!(pushed, "fill ring full");
         }
