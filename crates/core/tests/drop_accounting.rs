@@ -122,12 +122,12 @@ fn hostile_mix(i: u16) -> Vec<Vec<u8>> {
     // an overlapping part of another datagram, and a lone head that never
     // completes (it times out).
     let big = udp(7, &[i as u8; 64]);
-    out.extend(fragments(&big, 40, 100 + i));
-    out.push(fragments(&big, 40, 100 + i)[0].clone());
-    let other = fragments(&udp(7, &[1u8; 64]), 40, 2000 + i);
+    out.extend(fragment(&big, 40, 100 + i));
+    out.push(fragment(&big, 40, 100 + i)[0].clone());
+    let other = fragment(&udp(7, &[1u8; 64]), 40, 2000 + i);
     out.push(other[0].clone());
     out.push(shifted(&other[1], 8));
-    out.push(fragments(&udp(7, &[2u8; 64]), 40, 4000 + i)[0].clone());
+    out.push(fragment(&udp(7, &[2u8; 64]), 40, 4000 + i)[0].clone());
     out
 }
 
@@ -163,27 +163,6 @@ fn tcp_frame(sport: u16, dport: u16, flags: u8) -> Vec<u8> {
     let mut f = vec![0u8; ustack_wire::build::tcp_frame_len(&e, &tcp)];
     ustack_wire::build::tcp_frame(&mut f, &e, &ip, &tcp).unwrap();
     f
-}
-
-/// The IPv4 datagram in `frame` cut into fragments of `max` data bytes.
-fn fragments(frame: &[u8], max: usize, ident: u16) -> Vec<Vec<u8>> {
-    let ip = Ipv4Packet::new_checked(&frame[ETHERNET_HEADER_LEN..]).unwrap();
-    let head = ETHERNET_HEADER_LEN + ip.header_len();
-    let data = ip.payload();
-    (0..data.len())
-        .step_by(max)
-        .map(|offset| {
-            let n = max.min(data.len() - offset);
-            let mut f = frame[..head].to_vec();
-            f.extend_from_slice(&data[offset..offset + n]);
-            let mut p = Ipv4Packet::new_unchecked(&mut f[ETHERNET_HEADER_LEN..]);
-            p.set_total_len((head - ETHERNET_HEADER_LEN + n) as u16);
-            p.set_ident(ident);
-            p.set_frag(false, offset + n < data.len(), offset as u16);
-            p.fill_checksum();
-            f
-        })
-        .collect()
 }
 
 /// A fragment moved `by` bytes left, so it overlaps its neighbour with

@@ -20,30 +20,6 @@ use ustack_wire::{
 
 const TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Cut the IPv4 datagram in an Ethernet frame into fragments carrying at
-/// most `max` bytes of data each (a multiple of 8), as a router would: same
-/// header, identification `ident`, DF clear.
-fn fragment(frame: &[u8], max: usize, ident: u16) -> Vec<Vec<u8>> {
-    assert_eq!(max % 8, 0);
-    let ip = Ipv4Packet::new_checked(&frame[ETHERNET_HEADER_LEN..]).unwrap();
-    let head = ETHERNET_HEADER_LEN + ip.header_len();
-    let data = ip.payload();
-    (0..data.len())
-        .step_by(max)
-        .map(|offset| {
-            let n = max.min(data.len() - offset);
-            let mut f = frame[..head].to_vec();
-            f.extend_from_slice(&data[offset..offset + n]);
-            let mut p = Ipv4Packet::new_unchecked(&mut f[ETHERNET_HEADER_LEN..]);
-            p.set_total_len((head - ETHERNET_HEADER_LEN + n) as u16);
-            p.set_ident(ident);
-            p.set_frag(false, offset + n < data.len(), offset as u16);
-            p.fill_checksum();
-            f
-        })
-        .collect()
-}
-
 /// Put frames on the link from A's port, as if A had sent them.
 fn inject(p: &mut Pair, frames: &[Vec<u8>]) {
     let (_, tx) = p.pa.queues();

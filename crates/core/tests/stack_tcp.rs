@@ -370,7 +370,7 @@ fn rst_for_a_gone_connection_at_a_listener_counts_as_no_socket() {
 fn connections_between_two_hosts_share_one_timestamp_clock() {
     let mut p = Pair::new();
     connect(&mut p, 80); // resolves the neighbours
-    let mut syn_tsval = |p: &mut Pair, port: u16| {
+    let syn_tsval = |p: &mut Pair, port: u16| {
         p.a.tcp_connect(p.now, SocketAddrV4::new(B_IP, port)).unwrap();
         let mut cap = Capture::default();
         p.a.transmit(p.now, &mut cap);

@@ -131,3 +131,27 @@ pub fn arp_request_frame() -> Vec<u8> {
     repr.emit(&mut ustack_wire::ArpPacket::new_unchecked(&mut f[14..]));
     f
 }
+
+/// Cut the IPv4 datagram in an Ethernet frame into fragments carrying at
+/// most `max` bytes of data each (a multiple of 8), as a router would: same
+/// header, identification `ident`, DF clear.
+pub fn fragment(frame: &[u8], max: usize, ident: u16) -> Vec<Vec<u8>> {
+    assert_eq!(max % 8, 0);
+    let ip = ustack_wire::Ipv4Packet::new_checked(&frame[ustack_wire::ETHERNET_HEADER_LEN..]).unwrap();
+    let head = ustack_wire::ETHERNET_HEADER_LEN + ip.header_len();
+    let data = ip.payload();
+    (0..data.len())
+        .step_by(max)
+        .map(|offset| {
+            let n = max.min(data.len() - offset);
+            let mut f = frame[..head].to_vec();
+            f.extend_from_slice(&data[offset..offset + n]);
+            let mut p = ustack_wire::Ipv4Packet::new_unchecked(&mut f[ustack_wire::ETHERNET_HEADER_LEN..]);
+            p.set_total_len((head - ustack_wire::ETHERNET_HEADER_LEN + n) as u16);
+            p.set_ident(ident);
+            p.set_frag(false, offset + n < data.len(), offset as u16);
+            p.fill_checksum();
+            f
+        })
+        .collect()
+}
