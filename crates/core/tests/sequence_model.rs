@@ -58,6 +58,12 @@ fn conn_pair_findings() -> Vec<(&'static str, &'static [u8])> {
         // the receiver reneges on its islands, RFC 2018 §8).
         ("islands held the last chunk", &[8, 38, 104, 27, 141, 141, 141, 141, 141, 141, 141, 141, 141, 233, 11, 255, 255, 3, 187, 0, 0, 0, 48, 0, 20, 250, 255, 250, 255, 255, 72, 72, 96, 96, 96, 96, 96, 255, 72, 72, 96, 96, 96, 96, 96, 16, 16, 16, 255, 146, 146, 255, 127, 120, 255, 146, 146, 250, 146, 255, 127]),
         ("pools full of sends deadlocked", &[122, 157, 10, 255, 61, 10, 0, 127, 0, 138, 0, 78, 0, 0, 4, 0, 16, 63, 0, 0, 0, 0, 0, 251, 1, 0, 0, 1, 251, 251, 251, 255, 255, 55, 10, 255, 33, 156]),
+        // B's data went unacknowledged through 15 timeouts; in the drain A's
+        // acknowledgement rode on a go-back-N retransmission B already held,
+        // which B dropped whole (as Linux does), and B's next timeout was past
+        // its limit. Not a stack bug: the drain now allows an end at its
+        // retransmission limit to time out (Connection::timeouts_in_row).
+        ("ack on a dropped retransmission, retries at their limit", &[0, 255, 255, 12, 10, 255, 98, 21, 0, 0, 0, 0, 0, 0, 0, 0, 174, 174, 54, 54, 136, 136, 136, 54, 54, 54, 3, 0, 0, 0, 0, 0, 0, 0, 15, 15, 182, 112, 54, 54, 43, 47, 80, 54, 10, 248, 10, 163, 163, 163, 176, 122, 122, 122, 163, 163, 163, 163, 163, 163, 163, 163, 163, 163, 163, 163, 163, 163, 163, 163, 163, 55, 163, 163, 163, 163, 163, 163, 163, 163, 163, 255, 122, 123, 176]),
     ]
 }
 

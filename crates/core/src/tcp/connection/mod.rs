@@ -619,6 +619,17 @@ impl Connection {
     pub fn error(&self) -> Option<ConnError> {
         self.error
     }
+    /// Retransmission timeouts in a row without an acknowledgement of
+    /// anything new (SYN or SYN-ACK retries during the handshake), as Linux
+    /// reports `tcpi_retransmits`. The connection fails with
+    /// [`ConnError::TimedOut`] on the timeout after its limit
+    /// ([`TcpConfig::max_retransmits`], `syn_retries`, `synack_retries`).
+    pub fn timeouts_in_row(&self) -> u32 {
+        match self.state {
+            State::SynSent | State::SynReceived => self.syn_retransmits,
+            _ => self.rto_in_row,
+        }
+    }
     /// `recv` would return data, end-of-stream or an error.
     pub fn is_readable(&self) -> bool {
         self.recv_buf.readable() > 0 || self.fin_received || self.error.is_some()
