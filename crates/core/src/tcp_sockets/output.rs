@@ -1,0 +1,126 @@
+//! Segments out: one segment into the device's queue, everything a
+//! connection wants to send, the timers that fire and the transmit list.
+
+use super::TCP_HEADER_LEN;
+use crate::phy::TxQueue;
+use crate::stack::{Iface, Stack};
+use crate::tcp::{BufferPool, Connection, FourTuple, Segment};
+use crate::time::Instant;
+use ustack_wire::{checksum, IpProtocol, TcpPacket, TcpRepr, IPV4_HEADER_LEN};
+
+fn repr_from(seg: &Segment, tuple: &FourTuple) -> TcpRepr<'static> {
+    TcpRepr {
+        src_port: tuple.local_port,
+        dst_port: tuple.remote_port,
+        seq_number: seg.seq,
+        ack_number: seg.ack,
+        // `emit_header` sets ACK from `ack_number`.
+        flags: seg.flags,
+        window_len: seg.window,
+        max_seg_size: seg.options.mss,
+        window_scale: seg.options.window_scale,
+        sack_permitted: seg.options.sack_permitted,
+        sack_ranges: seg.options.sack_blocks,
+        timestamp: seg.options.timestamp,
+        payload: &[],
+    }
+}
+
+impl Iface {
+    /// Send one TCP segment; its payload (if any) is copied in place by
+    /// `payload`. `gso_size` is the payload per segment when `seg` may be a
+    /// super-segment for the device to cut.
+    pub(super) fn send_tcp<T: TxQueue>(
+        &mut self,
+        now: Instant,
+        tx: &mut T,
+        tuple: &FourTuple,
+        seg: &Segment,
+        gso_size: Option<usize>,
+        payload: impl FnOnce(&mut [u8]),
+    ) -> bool {
+        let repr = repr_from(seg, tuple);
+        let header_len = repr.header_len();
+        let (src, dst) = (tuple.local_addr, tuple.remote_addr);
+        self.counters.tcp_tx += 1;
+        if seg.flags.rst() {
+            self.counters.tcp_rst_sent += 1;
+        }
+        let l4_len = header_len + seg.payload_len;
+        let gso = gso_size.filter(|&size| seg.payload_len > size).map(|size| (size, header_len));
+        self.send_ipv4_offload(now, tx, dst, IpProtocol::Tcp, l4_len, gso, |b, partial| {
+            repr.emit_header(&mut TcpPacket::new_unchecked(&mut *b), seg.payload_len);
+            payload(&mut b[header_len..]);
+            let mut packet = TcpPacket::new_unchecked(&mut *b);
+            if partial {
+                // The device sums the segment; we give it the pseudo header.
+                let pseudo = checksum::fold(checksum::pseudo_header_v4(src, dst, 6, l4_len as u32));
+                packet.set_checksum(pseudo);
+            } else {
+                packet.fill_checksum(src, dst);
+            }
+        })
+        .is_ok()
+    }
+
+    /// Write everything a connection wants to send now.
+    pub(super) fn flush_connection<T: TxQueue>(
+        &mut self,
+        now: Instant,
+        tx: &mut T,
+        conn: &mut Connection,
+        pool: &BufferPool,
+    ) {
+        let tuple = conn.four_tuple();
+        let max_payload = self.path_mtu(now, tuple.remote_addr) - IPV4_HEADER_LEN - TCP_HEADER_LEN;
+        let tso_payload = self.tso_max.saturating_sub(IPV4_HEADER_LEN + TCP_HEADER_LEN);
+        while let Some(seg) = conn.poll_transmit_tso(now, max_payload, tso_payload, pool) {
+            let conn = &*conn;
+            // The segment size the connection cut by (see `poll_transmit_tso`).
+            let gso_size = conn.mss().min(max_payload.saturating_sub(seg.options.wire_len()));
+            self.send_tcp(now, tx, &tuple, &seg, Some(gso_size), |b| conn.read_payload(&seg, b, pool));
+        }
+    }
+}
+
+impl Stack {
+    pub(crate) fn handle_tcp_timeouts<T: TxQueue>(&mut self, now: Instant, tx: &mut T) {
+        let Stack { iface, tcp, .. } = self;
+        // Most polls have no timer due: leave before borrowing `fired`
+        // (`&`, not `&&`: both wheels move their time to `now`).
+        if tcp.tw_timers.idle_until(now) & tcp.timers.idle_until(now) {
+            return;
+        }
+        let mut fired = core::mem::take(&mut tcp.fired);
+        fired.clear();
+        tcp.tw_timers.expire(now, &mut fired);
+        for &index in &fired {
+            match tcp.time_wait[index as usize].map(|tw| tw.expires()) {
+                // "When the time-wait timeout expires, ... delete the TCB".
+                Some(at) if at <= now => tcp.remove_time_wait(index),
+                Some(at) => tcp.tw_timers.set(index, Some(at)),
+                None => {}
+            }
+        }
+        fired.clear();
+        tcp.timers.expire(now, &mut fired);
+        for &index in &fired {
+            let Some(slot) = tcp.slots[index as usize].as_mut() else { continue };
+            slot.conn.handle_timeout(now);
+            iface.flush_connection(now, tx, &mut slot.conn, &tcp.pool);
+            tcp.mark_ready(index);
+            tcp.settle(index);
+        }
+        tcp.fired = fired;
+    }
+
+    pub(crate) fn transmit_tcp<T: TxQueue>(&mut self, now: Instant, tx: &mut T) {
+        let Stack { iface, tcp, .. } = self;
+        while let Some(index) = tcp.tx_list.pop_front() {
+            let Some(slot) = tcp.slots[index as usize].as_mut() else { continue };
+            slot.on_tx_list = false;
+            iface.flush_connection(now, tx, &mut slot.conn, &tcp.pool);
+            tcp.settle(index);
+        }
+    }
+}
