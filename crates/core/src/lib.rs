@@ -23,6 +23,7 @@ pub mod phy;
 pub mod queue;
 pub mod rand;
 pub mod readiness;
+pub mod rss;
 pub mod stack;
 pub mod tcp;
 mod tcp_sockets;
