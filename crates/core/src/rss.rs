@@ -164,6 +164,67 @@ impl Toeplitz {
     }
 }
 
+/// Which shard of several a stack is, and the hash that assigns flows to
+/// shards: with it set ([`Stack::set_shard`]), `tcp_connect` picks only
+/// ephemeral ports whose flow hashes back to this shard, so the replies to
+/// an active open arrive on the shard that opened it (RFC 6056's port
+/// choice, with one more test on each candidate port).
+#[derive(Clone, Debug)]
+pub struct ShardHome {
+    toeplitz: Toeplitz,
+    shard: usize,
+    shards: usize,
+}
+
+impl ShardHome {
+    /// Shard `shard` of `shards` (at least 1), steering by `toeplitz`.
+    pub fn new(toeplitz: Toeplitz, shard: usize, shards: usize) -> ShardHome {
+        let shards = shards.max(1);
+        ShardHome { toeplitz, shard: shard % shards, shards }
+    }
+
+    /// This shard's index.
+    pub fn shard(&self) -> usize {
+        self.shard
+    }
+
+    /// How many shards there are.
+    pub fn shards(&self) -> usize {
+        self.shards
+    }
+
+    /// The hash the shards steer by.
+    pub fn toeplitz(&self) -> &Toeplitz {
+        &self.toeplitz
+    }
+
+    /// The shard whose queue receives a frame from `remote` to `local`.
+    #[inline]
+    pub fn shard_of(&self, local: Ipv4Addr, local_port: u16, remote: Ipv4Addr, remote_port: u16) -> usize {
+        queue_of(self.toeplitz.hash_v4(remote, local, remote_port, local_port), self.shards)
+    }
+
+    /// Whether the flow from `remote` to `local` is steered to this shard.
+    #[inline]
+    pub fn is_home(&self, local: Ipv4Addr, local_port: u16, remote: Ipv4Addr, remote_port: u16) -> bool {
+        self.shard_of(local, local_port, remote, remote_port) == self.shard
+    }
+}
+
+impl crate::Stack {
+    /// Make this stack shard `home.shard()` of several sharing one address:
+    /// its active opens then use only ports that the shards' hash steers
+    /// back to it. `None` (the default) lets any free port be used.
+    pub fn set_shard(&mut self, home: Option<ShardHome>) {
+        self.shard = home;
+    }
+
+    /// The shard this stack is, if it is one.
+    pub fn shard(&self) -> Option<&ShardHome> {
+        self.shard.as_ref()
+    }
+}
+
 /// The 32 key bits starting at bit `bit` (bits past the key's end are zero).
 fn key_window(key: &[u8; KEY_LEN], bit: usize) -> u32 {
     let mut w = 0u32;

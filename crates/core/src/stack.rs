@@ -73,6 +73,8 @@ pub struct Stack {
     pub(crate) tcp: TcpSockets,
     pub(crate) ipv4_reassembly: Ipv4Reassembly,
     pub(crate) rng: Rng,
+    /// The shard this stack is, when it is one of several ([`Stack::set_shard`]).
+    pub(crate) shard: Option<crate::rss::ShardHome>,
 }
 
 impl Stack {
@@ -102,6 +104,7 @@ impl Stack {
             tcp,
             ipv4_reassembly,
             rng,
+            shard: None,
         }
     }
 

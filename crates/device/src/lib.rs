@@ -17,6 +17,11 @@
 //!   jitter) in virtual time, and no allocation per frame. Time reaches it
 //!   through `recv(now)` and [`MemoryPort::set_now`]; a simulation jumps to
 //!   [`MemoryPort::next_delivery`].
+//! * [`multiqueue`] — [`MultiQueueLink`]: one peer port and N queue
+//!   ports, the peer's frames steered to a queue by the RSS Toeplitz hash
+//!   of their flow (ARP copied to every queue), for sharded stacks.
+//! * [`sim`] — [`sim::ShardSim`], the simulation kit: N shard stacks on a
+//!   multi-queue link and a peer stack, in virtual time, one thread.
 //! * [`pcap`] — [`PcapDevice`] wraps any device and records every frame it
 //!   receives and transmits to a classic pcap file, stamped with the core's
 //!   `now`; [`PcapWriter`] and [`PcapReader`] are usable on their own.
@@ -45,9 +50,11 @@ mod any;
 mod error;
 pub mod fault;
 pub mod memory;
+pub mod multiqueue;
 pub mod pcap;
 pub mod pool;
 mod rng;
+pub mod sim;
 mod soft_offload;
 pub mod spec;
 pub mod tap;
@@ -57,6 +64,7 @@ mod waitable;
 pub use af_packet::{AfPacketConfig, AfPacketDevice, AfPacketRx, AfPacketStats, AfPacketTx, RingVersion};
 pub use fault::{FaultDevice, FaultRx, FaultTx};
 pub use memory::{LinkConfig, LinkStats, MemoryLink, MemoryPort, MemoryRx, MemoryTx};
+pub use multiqueue::{MultiQueueLink, PeerPort, QueuePort, SteeringStats};
 pub use pcap::{PcapDevice, PcapReader, PcapRecord, PcapRx, PcapTx, PcapWriter};
 pub use pool::{Frame, FramePool};
 pub use af_xdp::{AfXdpConfig, AfXdpDevice, AfXdpRx, AfXdpStats, AfXdpTx};

@@ -304,7 +304,7 @@ impl LinkConfig {
     }
 
     /// Whether a frame of `len` bytes sent with `meta` may cross.
-    fn fits(&self, len: usize, meta: &TxMeta) -> bool {
+    pub(crate) fn fits(&self, len: usize, meta: &TxMeta) -> bool {
         match meta.gso_type {
             GsoType::None => len <= self.mtu.saturating_add(ETHERNET_HEADER_LEN),
             GsoType::TcpV4 => self.offers_tso() && meta.csum_partial && len <= self.max_frame(),

@@ -113,6 +113,7 @@ impl Stack {
             return Err(ConnectError::TableFull);
         }
         let local_addr = self.iface.cfg.ipv4.addr;
+        let home = self.shard.as_ref();
         let tcp = &mut self.tcp;
         let (by_tuple, listeners, tw) = (&tcp.by_tuple, &tcp.listeners, &tcp.tw_by_tuple);
         let local_port = tcp::ephemeral_port(
@@ -124,7 +125,10 @@ impl Stack {
             &mut tcp.next_ephemeral,
             |p| {
                 let t = FourTuple { local_addr, local_port: p, remote_addr, remote_port };
-                !listeners.contains_key(&p) && !by_tuple.contains_key(&t) && !tw.contains_key(&t)
+                !listeners.contains_key(&p)
+                    && !by_tuple.contains_key(&t)
+                    && !tw.contains_key(&t)
+                    && home.is_none_or(|h| h.is_home(local_addr, p, remote_addr, remote_port))
             },
         )
         .ok_or(ConnectError::NoFreePort)?;
