@@ -10,14 +10,14 @@
 //! the whole then has an outcome of its own. So, between calls:
 //!
 //! ```text
-//! rx_frames + ipv4_reassembled == rx_consumed + rx_drops()
+//! rx_frames + ipv4_reassembled + ipv6_reassembled == rx_consumed + rx_drops()
 //! ```
 //!
 //! where `rx_drops()` sums every `drop_` counter except
 //! [`NOT_PER_RECEIVED_FRAME`]: the egress drops (packets the stack
 //! originated and could not send: `drop_tx_full`, `drop_no_route`,
 //! `drop_too_big`, the neighbour-queue drops) and `drop_ipv4_reasm_timeout`
-//! (datagrams whose held fragments time out). [`Counters::unaccounted_frames`]
+//! and `drop_ipv6_reasm_timeout` (datagrams whose held fragments time out). [`Counters::unaccounted_frames`]
 //! is the difference; the fuzzers and `tests/drop_accounting.rs` hold it at
 //! zero. A segment that is partly used (a TCP segment whose ACK is taken but
 //! whose text finds no buffer) counts once, as its drop.
@@ -25,7 +25,7 @@
 /// Drop counters that do not count received frames: packets the stack
 /// itself originated and could not send, and datagrams abandoned in
 /// reassembly whose fragments were already counted as held (consumed).
-pub const NOT_PER_RECEIVED_FRAME: [&str; 7] = [
+pub const NOT_PER_RECEIVED_FRAME: [&str; 8] = [
     "drop_tx_full",
     "drop_neighbor_pending_full",
     "drop_neighbor_incomplete_full",
@@ -33,6 +33,7 @@ pub const NOT_PER_RECEIVED_FRAME: [&str; 7] = [
     "drop_no_route",
     "drop_too_big",
     "drop_ipv4_reasm_timeout",
+    "drop_ipv6_reasm_timeout",
 ];
 
 macro_rules! counters {
@@ -62,11 +63,12 @@ macro_rules! counters {
                     .sum()
             }
             /// Received frames with no outcome counted: `rx_frames +
-            /// ipv4_reassembled - rx_consumed - rx_drops()`. Zero whenever
+            /// ipv4_reassembled + ipv6_reassembled - rx_consumed - rx_drops()`. Zero whenever
             /// the stack is between calls (see the module docs); anything
             /// else is a path that lost a frame silently, or counted it twice.
             pub fn unaccounted_frames(&self) -> i64 {
-                (self.rx_frames + self.ipv4_reassembled) as i64 - (self.rx_consumed + self.rx_drops()) as i64
+                (self.rx_frames + self.ipv4_reassembled + self.ipv6_reassembled) as i64
+                    - (self.rx_consumed + self.rx_drops()) as i64
             }
         }
     };
@@ -176,6 +178,109 @@ counters! {
     icmp_errors_sent,
     /// ICMP errors we did not send because of the rate limit.
     icmp_errors_rate_limited,
+    // IPv6 (crates/core/src/ipv6): one block, kept together.
+    /// IPv6 packets received.
+    ipv6_rx,
+    /// IPv6 packets with a bad header or a payload length past the frame.
+    drop_ipv6_malformed,
+    /// IPv6 packets addressed to someone else (we do not forward).
+    drop_ipv6_other_host,
+    /// IPv6 packets from impossible sources (multicast, loopback, ours,
+    /// unspecified outside neighbour discovery and MLD).
+    drop_ipv6_martian,
+    /// Extension header chains that run past the packet or hold a malformed
+    /// option, or a hop-by-hop header that is not first.
+    drop_ipv6_ext_malformed,
+    /// Extension header chains over the bounds (headers, bytes, options).
+    drop_ipv6_ext_limit,
+    /// Packets with an unrecognised option whose action bits say discard.
+    drop_ipv6_ext_unknown_option,
+    /// Packets with a routing header whose segments are not all visited
+    /// (type 0 included, RFC 5095): a host forwards nothing.
+    drop_ipv6_routing_header,
+    /// Packets whose upper layer we do not speak (or No Next Header).
+    drop_ipv6_unknown_next_header,
+    /// IPv6 fragments received (atomic ones included).
+    ipv6_frag_rx,
+    /// Atomic fragments (RFC 6946) delivered without reassembly.
+    ipv6_atomic_frag_rx,
+    /// Datagrams reassembled from fragments and delivered like unfragmented ones.
+    ipv6_reassembled,
+    /// Fragments dropped as malformed: not the last, yet not a multiple of 8
+    /// bytes; a fragment inside a reassembled datagram; an unfragmentable
+    /// part too long to keep.
+    drop_ipv6_frag_malformed,
+    /// First fragments without the whole header chain (RFC 7112).
+    drop_ipv6_frag_incomplete_chain,
+    /// Fragments dropped as exact duplicates of data held (the datagram carries on).
+    drop_ipv6_frag_duplicate,
+    /// Datagrams abandoned because their time ran out (ICMPv6 time exceeded
+    /// goes back when the first fragment had come).
+    drop_ipv6_reasm_timeout,
+    /// Datagrams abandoned because fragments overlapped (RFC 5722) or
+    /// disagreed about where the datagram ends.
+    drop_ipv6_reasm_overlap,
+    /// Fragments of a new datagram dropped because the reassembly table was full.
+    drop_ipv6_reasm_table_full,
+    /// Datagrams abandoned (or fragments dropped) for reaching past 65,535 bytes.
+    drop_ipv6_reasm_too_big,
+    /// Datagrams abandoned because the reassembly memory was spent, or for
+    /// arriving in more pieces than one datagram may be held in.
+    drop_ipv6_reasm_memory,
+    /// IPv6 fragments we sent (packets larger than the path MTU).
+    ipv6_frag_tx,
+    /// ICMPv6 messages received.
+    icmpv6_rx,
+    /// ICMPv6 messages that are malformed.
+    drop_icmpv6_malformed,
+    /// ICMPv6 messages whose checksum is wrong.
+    drop_icmpv6_checksum,
+    /// ICMPv6 messages of a type we ignore (redirects, router solicitations,
+    /// unknown informational types).
+    drop_icmpv6_ignored,
+    /// ICMPv6 echo replies we sent.
+    icmpv6_echo_replies_sent,
+    /// ICMPv6 errors we sent.
+    icmpv6_errors_sent,
+    /// ICMPv6 errors we did not send because of the rate limit.
+    icmpv6_errors_rate_limited,
+    /// ICMPv6 Packet Too Big messages received.
+    icmpv6_ptb_rx,
+    /// Of those: path MTUs lowered (never under 1280).
+    pmtu6_lowered,
+    /// Packet Too Big not quoting a packet of ours, or not lowering the MTU: ignored.
+    drop_icmpv6_ptb_ignored,
+    /// Neighbour discovery messages failing RFC 4861's validity checks (hop
+    /// limit not 255, multicast target, unspecified source with a link-layer
+    /// option, router advertisement from a non-link-local source, ...).
+    drop_ndp_invalid,
+    /// Neighbour solicitations for an address that is not ours.
+    drop_ndp_not_our_target,
+    /// Neighbour advertisements for an address with no cache entry (RFC
+    /// 4861 §7.2.5: silently discarded).
+    drop_ndp_unsolicited_na,
+    /// Neighbour solicitations we answered.
+    ndp_na_sent,
+    /// Neighbour solicitations we sent (resolution, probes, DAD).
+    ndp_ns_sent,
+    /// Router solicitations we sent.
+    ndp_rs_sent,
+    /// Router advertisements processed.
+    ndp_ra_rx,
+    /// Default routers not learned because the list was full.
+    ndp_router_list_full,
+    /// Prefixes not learned because the list was full.
+    ndp_prefix_list_full,
+    /// SLAAC addresses not formed because the address table was full.
+    ndp_address_table_full,
+    /// Addresses given up because duplicate address detection found them in use.
+    ndp_dad_failed,
+    /// Neighbour entries evicted to make room for new ones.
+    ndp_neighbor_evicted,
+    /// MLDv2 reports we sent.
+    mld_reports_sent,
+    /// MLD queries and reports received (answered or ignored).
+    mld_rx,
     /// UDP datagrams received.
     udp_rx,
     /// UDP datagrams that are malformed.

@@ -6,6 +6,7 @@
 //!
 //! Layout: [`stack`] holds one interface and dispatches frames; [`neighbor`]
 //! is the ARP cache; `ipv4_reassembly` puts IPv4 fragments back together;
+//! [`ipv6`] is IPv6's network layer (reassembly, ICMPv6, NDP, SLAAC, MLD);
 //! [`icmp`], [`udp`] and [`tcp`] are the protocols; [`queue`] is the bounded
 //! packet queue the sockets use; [`counters`] counts every packet handled and
 //! every drop by reason.
@@ -17,6 +18,7 @@ pub mod counters;
 mod hash;
 pub mod icmp;
 mod ipv4_reassembly;
+pub mod ipv6;
 pub mod neighbor;
 mod path_mtu;
 pub mod phy;

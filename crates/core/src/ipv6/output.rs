@@ -1,0 +1,250 @@
+//! Sending: source address selection, next-hop determination (RFC 4861
+//! §5.2), neighbour resolution, and fragmentation (RFC 8200 §4.5) of
+//! packets larger than the path MTU.
+
+use super::addrs::AddressTable;
+use super::Ipv6Layer;
+use crate::counters::Counters;
+use crate::neighbor::Resolution;
+use crate::phy::{TxMeta, TxQueue};
+use crate::stack::write_frame;
+use crate::time::Instant;
+use std::net::Ipv6Addr;
+use ustack_wire::{
+    EtherType, EthernetAddress, IpProtocol, Ipv6FragmentRepr, Ipv6Packet, Ipv6Repr, IPV6_FRAGMENT_HEADER_LEN,
+    IPV6_HEADER_LEN,
+};
+
+/// Why [`Ipv6Layer::send`] did not send (each is counted too).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Ipv6SendError {
+    /// No route: off-link and no default router (`drop_no_route`).
+    NoRoute,
+    /// Too many neighbours being resolved (`drop_neighbor_incomplete_full`).
+    IncompleteFull,
+    /// The resolution queue is full (`drop_neighbor_pending_full`).
+    PendingFull,
+    /// The device's transmit queue is full (`drop_tx_full`).
+    TxFull,
+    /// Over 65,535 bytes of payload (`drop_too_big`).
+    TooBig,
+}
+
+impl core::fmt::Display for Ipv6SendError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(match self {
+            Ipv6SendError::NoRoute => "no route to the IPv6 destination (no default router)",
+            Ipv6SendError::IncompleteFull => "too many IPv6 neighbours being resolved",
+            Ipv6SendError::PendingFull => "IPv6 neighbour resolution queue full",
+            Ipv6SendError::TxFull => "device transmit queue full",
+            Ipv6SendError::TooBig => "IPv6 payload over 65,535 bytes",
+        })
+    }
+}
+
+impl std::error::Error for Ipv6SendError {}
+
+/// Where a packet goes on the link.
+#[derive(Clone, Copy, Debug)]
+enum Link {
+    Mac(EthernetAddress),
+    /// Wait for this neighbour to resolve.
+    Wait(Ipv6Addr),
+}
+
+/// Whether `a` is link-local unicast (`fe80::/10`).
+pub(crate) fn is_link_local(a: Ipv6Addr) -> bool {
+    a.segments()[0] & 0xffc0 == 0xfe80
+}
+
+/// RFC 6724, as much as a host with one interface needs: a link-local
+/// source for link-local and link-scoped multicast destinations; otherwise
+/// a preferred global address, one on the destination's prefix first, then
+/// a deprecated one, then the link-local address.
+pub(crate) fn pick_source(addrs: &AddressTable, dst: Ipv6Addr) -> Option<Ipv6Addr> {
+    use super::AddrState::{Deprecated, Preferred};
+    let link_scope = is_link_local(dst) || (dst.is_multicast() && dst.segments()[0] & 0x000f <= 2);
+    let usable = || addrs.iter().filter(|a| a.is_usable());
+    let link_local = usable().find(|a| is_link_local(a.cidr.addr)).map(|a| a.cidr.addr);
+    if link_scope {
+        return link_local;
+    }
+    let global = |state| usable().filter(move |a| a.state == state && !is_link_local(a.cidr.addr));
+    global(Preferred)
+        .find(|a| a.cidr.contains(dst))
+        .or_else(|| global(Preferred).next())
+        .or_else(|| global(Deprecated).next())
+        .map(|a| a.cidr.addr)
+        .or(link_local)
+}
+
+impl Ipv6Layer {
+    /// The source address for a packet to `dst` (RFC 6724, simplified);
+    /// `None` while every address is tentative.
+    pub fn select_source(&self, dst: Ipv6Addr) -> Option<Ipv6Addr> {
+        pick_source(&self.addrs, dst)
+    }
+
+    /// Send an upper-layer message of `payload_len` bytes, written by
+    /// `fill`, from `src` to `dst` with the layer's hop limit. A packet
+    /// larger than the path MTU leaves as fragments; one whose neighbour is
+    /// unresolved waits in the neighbour cache. `fill` writes the whole
+    /// payload (checksum included: the pseudo header uses `src` and `dst`).
+    #[allow(clippy::too_many_arguments)]
+    pub fn send<T: TxQueue>(
+        &mut self,
+        now: Instant,
+        counters: &mut Counters,
+        tx: &mut T,
+        src: Ipv6Addr,
+        dst: Ipv6Addr,
+        next_header: IpProtocol,
+        payload_len: usize,
+        fill: impl FnOnce(&mut [u8]),
+    ) -> Result<(), Ipv6SendError> {
+        let hop_limit = self.hop_limit;
+        self.send_with(
+            now,
+            counters,
+            tx,
+            Ipv6Repr {
+                src_addr: src,
+                dst_addr: dst,
+                next_header,
+                payload_len,
+                hop_limit,
+                traffic_class: 0,
+                flow_label: 0,
+            },
+            fill,
+        )
+    }
+
+    /// [`Ipv6Layer::send`] with the whole header given (neighbour discovery
+    /// sends with hop limit 255, MLD with 1).
+    pub(crate) fn send_with<T: TxQueue>(
+        &mut self,
+        now: Instant,
+        counters: &mut Counters,
+        tx: &mut T,
+        ip: Ipv6Repr,
+        fill: impl FnOnce(&mut [u8]),
+    ) -> Result<(), Ipv6SendError> {
+        if ip.payload_len > usize::from(u16::MAX) {
+            counters.drop_too_big += 1;
+            return Err(Ipv6SendError::TooBig);
+        }
+        let link = self.link_for(now, counters, tx, ip.dst_addr)?;
+        let mtu = self.path_mtu(now, ip.dst_addr);
+        let len = IPV6_HEADER_LEN + ip.payload_len;
+        if len <= mtu {
+            return self.emit(counters, tx, link, len, |b| {
+                ip.emit(&mut Ipv6Packet::new_unchecked(&mut b[..IPV6_HEADER_LEN]));
+                fill(&mut b[IPV6_HEADER_LEN..]);
+            });
+        }
+        // RFC 8200 §4.5: fragments of the largest multiple of 8 that fits.
+        if self.scratch.is_empty() {
+            self.scratch = vec![0; usize::from(u16::MAX)];
+        }
+        let mut scratch = core::mem::take(&mut self.scratch);
+        fill(&mut scratch[..ip.payload_len]);
+        let per = (mtu - IPV6_HEADER_LEN - IPV6_FRAGMENT_HEADER_LEN) & !7;
+        self.frag_ident = self.frag_ident.wrapping_add(1);
+        let ident = self.frag_ident;
+        let mut result = Ok(());
+        let mut offset = 0;
+        while offset < ip.payload_len && result.is_ok() {
+            let n = per.min(ip.payload_len - offset);
+            let frag = Ipv6FragmentRepr {
+                next_header: ip.next_header,
+                frag_offset: offset as u16,
+                more_frags: offset + n < ip.payload_len,
+                ident,
+            };
+            let header =
+                Ipv6Repr { next_header: IpProtocol::Ipv6Frag, payload_len: IPV6_FRAGMENT_HEADER_LEN + n, ..ip };
+            let data = &scratch[offset..offset + n];
+            result = self.emit(counters, tx, link, IPV6_HEADER_LEN + IPV6_FRAGMENT_HEADER_LEN + n, |b| {
+                header.emit(&mut Ipv6Packet::new_unchecked(&mut b[..IPV6_HEADER_LEN]));
+                frag.emit(&mut b[IPV6_HEADER_LEN..]);
+                b[IPV6_HEADER_LEN + IPV6_FRAGMENT_HEADER_LEN..].copy_from_slice(data);
+            });
+            if result.is_ok() {
+                counters.ipv6_frag_tx += 1;
+            }
+            offset += n;
+        }
+        self.scratch = scratch;
+        result
+    }
+
+    /// The neighbour a packet to `dst` goes to (RFC 4861 §5.2): itself when
+    /// on-link (link-local, or on one of our prefixes), else a default router,
+    /// one not known unreachable first.
+    fn next_hop(&self, now: Instant, dst: Ipv6Addr) -> Option<Ipv6Addr> {
+        if is_link_local(dst) || self.addrs.on_link(dst) || self.prefixes.contains(dst) {
+            return Some(dst);
+        }
+        let resolving =
+            |r: Ipv6Addr| matches!(self.neighbors.get(now, r), None | Some((super::ndp::NudState::Incomplete, _)));
+        self.routers.iter().find(|&r| !resolving(r)).or_else(|| self.routers.iter().next())
+    }
+
+    fn link_for<T: TxQueue>(
+        &mut self,
+        now: Instant,
+        counters: &mut Counters,
+        tx: &mut T,
+        dst: Ipv6Addr,
+    ) -> Result<Link, Ipv6SendError> {
+        if dst.is_multicast() {
+            return Ok(Link::Mac(EthernetAddress::from_ipv6_multicast(dst)));
+        }
+        let Some(hop) = self.next_hop(now, dst) else {
+            counters.drop_no_route += 1;
+            return Err(Ipv6SendError::NoRoute);
+        };
+        match self.neighbors.resolve(now, hop) {
+            Resolution::Send(mac) | Resolution::SendAndRefresh(mac) => Ok(Link::Mac(mac)),
+            Resolution::Queue { request } => {
+                if request {
+                    self.send_solicit(now, counters, tx, hop, None);
+                }
+                Ok(Link::Wait(hop))
+            }
+            Resolution::Full => {
+                counters.drop_neighbor_incomplete_full += 1;
+                Err(Ipv6SendError::IncompleteFull)
+            }
+        }
+    }
+
+    fn emit<T: TxQueue>(
+        &mut self,
+        counters: &mut Counters,
+        tx: &mut T,
+        link: Link,
+        len: usize,
+        fill: impl FnOnce(&mut [u8]),
+    ) -> Result<(), Ipv6SendError> {
+        match link {
+            Link::Mac(mac) => {
+                if write_frame(counters, tx, TxMeta::default(), self.cfg.mac, mac, EtherType::Ipv6, len, fill) {
+                    Ok(())
+                } else {
+                    Err(Ipv6SendError::TxFull)
+                }
+            }
+            Link::Wait(hop) => {
+                if self.neighbors.enqueue(hop, len, fill) {
+                    counters.neighbor_pending_queued += 1;
+                    Ok(())
+                } else {
+                    counters.drop_neighbor_pending_full += 1;
+                    Err(Ipv6SendError::PendingFull)
+                }
+            }
+        }
+    }
+}
