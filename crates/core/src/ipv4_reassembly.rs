@@ -427,7 +427,7 @@ fn set_blocks(bits: &mut [u64], from: usize, to: usize) {
 
 /// Visit the arena pieces behind data bytes `[offset, offset + len)`:
 /// `f(arena_range, data_range)`.
-fn for_each_piece(
+pub(crate) fn for_each_piece(
     chunks: &[u32],
     offset: usize,
     len: usize,
@@ -448,7 +448,7 @@ fn copy_in(arena: &mut [u8], chunks: &[u32], offset: usize, data: &[u8]) {
     for_each_piece(chunks, offset, data.len(), |a, d| arena[a].copy_from_slice(&data[d]));
 }
 
-fn same_bytes(arena: &[u8], chunks: &[u32], offset: usize, data: &[u8]) -> bool {
+pub(crate) fn same_bytes(arena: &[u8], chunks: &[u32], offset: usize, data: &[u8]) -> bool {
     let mut same = true;
     for_each_piece(chunks, offset, data.len(), |a, d| same &= arena[a] == data[d]);
     same

@@ -6,9 +6,10 @@
 //!   a fragment of a new datagram while the table is full is dropped
 //!   (`drop_ipv6_reasm_table_full`). Nothing is evicted, so a flood cannot
 //!   push out a datagram that is nearly complete.
-//! - **Bytes held**: fragment data is copied into [`CHUNK`]-byte chunks of one
-//!   arena of [`Ipv6Config::reassembly_memory`] bytes; a datagram that needs a
-//!   chunk when none is free is abandoned (`drop_ipv6_reasm_memory`).
+//! - **Bytes held**: fragment data is copied into 512-byte chunks of one
+//!   arena of [`Ipv6Config::reassembly_memory`] bytes (IPv4 reassembly's
+//!   chunk size and arena helpers); a datagram that needs a chunk when none
+//!   is free is abandoned (`drop_ipv6_reasm_memory`).
 //! - **Pieces**: one datagram is held in at most [`MAX_PIECES`] fragments (a
 //!   64 KiB datagram over a 1280-byte path takes 54); a tiny-fragment flood
 //!   that needs more abandons its datagram (`drop_ipv6_reasm_memory`), so the
@@ -36,6 +37,7 @@
 use super::Ipv6Config;
 use crate::counters::Counters;
 use crate::hash::{KeyedMap, KeyedState};
+use crate::ipv4_reassembly::{for_each_piece, same_bytes, CHUNK};
 use crate::time::{Duration, Instant};
 use std::net::Ipv6Addr;
 use ustack_wire::{Ipv6FragmentRepr, Ipv6Packet, IPV6_FRAGMENT_HEADER_LEN, IPV6_HEADER_LEN};
@@ -46,8 +48,6 @@ const MAX_PAYLOAD: usize = u16::MAX as usize;
 /// are dropped (`drop_ipv6_frag_malformed`). Hop-by-hop, a routing header
 /// and destination options fit many times over.
 pub(crate) const MAX_UNFRAGMENTABLE: usize = IPV6_HEADER_LEN + 256;
-/// Fragment data is held in chunks of this many bytes from the shared arena.
-pub(crate) const CHUNK: usize = 512;
 const CHUNKS_PER_DATAGRAM: usize = MAX_PAYLOAD.div_ceil(CHUNK);
 /// Fragments one datagram may be held in.
 pub(crate) const MAX_PIECES: usize = 64;
@@ -406,31 +406,6 @@ impl Ipv6Reassembly {
             self.release(slot as u32);
         }
     }
-}
-
-/// Visit the arena pieces behind data bytes `[offset, offset + len)`:
-/// `f(arena_range, data_range)`, the data range relative to `offset`.
-fn for_each_piece(
-    chunks: &[u32],
-    offset: usize,
-    len: usize,
-    mut f: impl FnMut(core::ops::Range<usize>, core::ops::Range<usize>),
-) {
-    let mut pos = offset;
-    let end = offset + len;
-    while pos < end {
-        let within = pos % CHUNK;
-        let n = (CHUNK - within).min(end - pos);
-        let base = chunks[pos / CHUNK] as usize * CHUNK + within;
-        f(base..base + n, pos - offset..pos - offset + n);
-        pos += n;
-    }
-}
-
-fn same_bytes(arena: &[u8], chunks: &[u32], offset: usize, data: &[u8]) -> bool {
-    let mut same = true;
-    for_each_piece(chunks, offset, data.len(), |a, d| same &= arena[a] == data[d]);
-    same
 }
 
 #[cfg(test)]
