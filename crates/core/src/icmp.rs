@@ -1,9 +1,11 @@
 //! ICMPv4: echo replies, ping sockets, and rate-limited error messages.
 
-use crate::phy::{RxMeta, TxQueue};
+use crate::phy::TxQueue;
 use crate::queue::PacketQueue;
 use crate::readiness::{drain_ready, queue_readiness, Event, Interest, Readiness, Socket, Watch};
-use crate::stack::{Iface, Stack};
+use crate::counters::Counters;
+use crate::ip::{Iface, Ipv4Delivery};
+use crate::stack::Stack;
 use crate::time::Instant;
 use std::net::Ipv4Addr;
 use ustack_wire::{checksum, ChecksumMode, Icmpv4DstUnreachable, Icmpv4Packet, Icmpv4Repr, IpProtocol, Ipv4Repr, IPV4_HEADER_LEN};
@@ -161,29 +163,40 @@ impl PingSockets {
     }
 }
 
-impl Stack {
-    pub(crate) fn receive_icmp<T: TxQueue>(
+/// What the IP layer's ICMP input hands up.
+pub(crate) enum IcmpInput<'a> {
+    /// Answered, dropped or ignored here, and counted.
+    Done,
+    /// An echo reply, for the ping socket with `ident`.
+    EchoReply { ident: u16, seq_no: u16, data: &'a [u8] },
+    /// Destination unreachable, "fragmentation needed and DF set", quoting
+    /// `header` and the first bytes of its payload.
+    FragNeeded { next_hop_mtu: u16, header: Ipv4Repr, data: &'a [u8] },
+}
+
+impl Iface {
+    /// An ICMP message for us: echo requests are answered here, what the
+    /// sockets and path MTU discovery need is handed up.
+    pub(crate) fn receive_icmp<'a, T: TxQueue>(
         &mut self,
         now: Instant,
-        ip: &Ipv4Repr,
-        l4: &[u8],
-        broadcast: bool,
-        meta: RxMeta,
+        d: &Ipv4Delivery<'a>,
         tx: &mut T,
-    ) {
-        self.iface.counters.icmp_rx += 1;
+    ) -> IcmpInput<'a> {
+        let (ip, l4, broadcast, meta) = (&d.ip, d.l4, d.broadcast, d.meta);
+        self.counters.icmp_rx += 1;
         let Ok(packet) = Icmpv4Packet::new_checked(l4) else {
-            self.iface.counters.drop_icmp_malformed += 1;
-            return;
+            self.counters.drop_icmp_malformed += 1;
+            return IcmpInput::Done;
         };
-        let trusted = meta.csum_verified && self.iface.cfg.use_device_checksums;
+        let trusted = meta.csum_verified && self.cfg.use_device_checksums;
         if !trusted && !packet.verify_checksum() {
-            self.iface.counters.drop_icmp_checksum += 1;
-            return;
+            self.counters.drop_icmp_checksum += 1;
+            return IcmpInput::Done;
         }
         let Ok(repr) = Icmpv4Repr::parse(&packet, ChecksumMode::Ignore) else {
-            self.iface.counters.drop_icmp_malformed += 1;
-            return;
+            self.counters.drop_icmp_malformed += 1;
+            return IcmpInput::Done;
         };
         match repr {
             // Like Linux's icmp_echo_ignore_broadcasts=1: a broadcast ping is
@@ -192,7 +205,7 @@ impl Stack {
             // (RFC 792 defines none, and Linux's icmp_echo answers whatever the
             // code), so it parses as `Other` and is answered here too.
             Icmpv4Repr::EchoRequest { .. } | Icmpv4Repr::Other { msg_type: ECHO_REQUEST, .. } if broadcast => {
-                self.iface.counters.drop_icmp_ignored += 1
+                self.counters.drop_icmp_ignored += 1;
             }
             Icmpv4Repr::EchoRequest { .. } | Icmpv4Repr::Other { msg_type: ECHO_REQUEST, .. } => {
                 // The reply is the request with type 0 and the code kept (as
@@ -202,40 +215,47 @@ impl Stack {
                 let old = u16::from_be_bytes([message[2], message[3]]);
                 let code = u16::from(message[1]);
                 let sum = checksum::update(old, u16::from(ECHO_REQUEST) << 8 | code, code);
-                let sent = self.iface.send_ipv4(now, tx, ip.src_addr, IpProtocol::Icmp, message.len(), |b| {
+                let sent = self.send_ipv4(now, tx, ip.src_addr, IpProtocol::Icmp, message.len(), |b| {
                     b.copy_from_slice(message);
                     b[0] = 0;
                     b[2..4].copy_from_slice(&sum.to_be_bytes());
                 });
                 // Answered: the request is used even if the reply could not
                 // leave (that loss has an egress counter of its own).
-                self.iface.counters.rx_consumed += 1;
+                self.counters.rx_consumed += 1;
                 if sent.is_ok() {
-                    self.iface.counters.icmp_echo_replies_sent += 1;
+                    self.counters.icmp_echo_replies_sent += 1;
                 }
             }
-            Icmpv4Repr::EchoReply { ident, seq_no, data } => {
-                let queued = match self.ping.by_ident(ident) {
-                    Some(s) => s.rx.push((ip.src_addr, seq_no), data).is_ok(),
-                    None => false,
-                };
-                if queued {
-                    self.iface.counters.rx_consumed += 1;
-                    self.ping.notify(ident, true);
-                } else {
-                    self.iface.counters.drop_icmp_echo_reply_unwanted += 1;
-                }
-            }
+            Icmpv4Repr::EchoReply { ident, seq_no, data } => return IcmpInput::EchoReply { ident, seq_no, data },
             Icmpv4Repr::DstUnreachable {
                 reason: Icmpv4DstUnreachable::FragRequired { next_hop_mtu },
                 header,
                 data,
-            } => self.receive_frag_needed(now, next_hop_mtu, &header, data, tx),
-            _ => self.iface.counters.drop_icmp_ignored += 1,
+            } => return IcmpInput::FragNeeded { next_hop_mtu, header, data },
+            _ => self.counters.drop_icmp_ignored += 1,
+        }
+        IcmpInput::Done
+    }
+}
+
+impl PingSockets {
+    /// An echo reply to the socket with `ident`, or counted as unwanted.
+    pub(crate) fn receive_reply(&mut self, c: &mut Counters, from: Ipv4Addr, ident: u16, seq_no: u16, data: &[u8]) {
+        let queued = match self.by_ident(ident) {
+            Some(s) => s.rx.push((from, seq_no), data).is_ok(),
+            None => false,
+        };
+        if queued {
+            c.rx_consumed += 1;
+            self.notify(ident, true);
+        } else {
+            c.drop_icmp_echo_reply_unwanted += 1;
         }
     }
+}
 
-
+impl Stack {
     /// Open a ping socket sending and receiving echoes with identifier `ident`.
     pub fn ping_open(&mut self, ident: u16) -> Result<PingHandle, PingError> {
         if self.ping.by_ident(ident).is_some() {
@@ -285,27 +305,38 @@ impl Stack {
         s.rx.pop();
         Some(reply)
     }
+}
 
-    pub(crate) fn transmit_ping<T: TxQueue>(&mut self, now: Instant, tx: &mut T) {
-        for i in 0..self.ping.sockets.len() {
-            if self.ping.sockets[i].tx.is_empty() {
+impl PingSockets {
+    /// Send the echo requests the sockets queued, through `iface`.
+    #[inline]
+    pub(crate) fn transmit<T: TxQueue>(&mut self, iface: &mut Iface, now: Instant, tx: &mut T) {
+        // Most stacks have no ping socket: stay out of the loop's set-up.
+        if !self.sockets.is_empty() {
+            self.transmit_queued(iface, now, tx);
+        }
+    }
+
+    fn transmit_queued<T: TxQueue>(&mut self, iface: &mut Iface, now: Instant, tx: &mut T) {
+        for i in 0..self.sockets.len() {
+            if self.sockets[i].tx.is_empty() {
                 continue;
             }
             // Take the queue out so it and the stack can be borrowed at once.
-            let mut queue = core::mem::take(&mut self.ping.sockets[i].tx);
-            let ident = self.ping.sockets[i].ident;
+            let mut queue = core::mem::take(&mut self.sockets[i].tx);
+            let ident = self.sockets[i].ident;
             while let Some((&(dst, seq_no), data)) = queue.peek() {
-                let _ = self.iface.send_ipv4(now, tx, dst, IpProtocol::Icmp, ICMP_HEADER_LEN + data.len(), |b| {
+                let _ = iface.send_ipv4(now, tx, dst, IpProtocol::Icmp, ICMP_HEADER_LEN + data.len(), |b| {
                     let repr = Icmpv4Repr::EchoRequest { ident, seq_no, data };
                     repr.emit(&mut Icmpv4Packet::new_unchecked(b), ChecksumMode::Verify);
                 });
                 queue.pop();
             }
-            let s = &mut self.ping.sockets[i];
+            let s = &mut self.sockets[i];
             s.tx = queue;
             // The send queue has room again.
             if s.watch.notify(s.readiness(), false) {
-                self.ping.events.push_back(s.ident);
+                self.events.push_back(s.ident);
             }
         }
     }

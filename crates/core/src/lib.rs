@@ -4,10 +4,13 @@
 //! number by itself: time comes in as [`time::Instant`] arguments, randomness
 //! as a seed at construction, and frames through the [`phy`] traits.
 //!
-//! Layout: [`stack`] holds one interface and dispatches frames; [`neighbor`]
-//! is the ARP cache; `ipv4_reassembly` puts IPv4 fragments back together;
-//! [`ipv6`] is IPv6's network layer (reassembly, ICMPv6, NDP, SLAAC, MLD);
-//! [`icmp`], [`udp`] and [`tcp`] are the protocols; [`queue`] is the bounded
+//! Layout, bottom up: `ip` is the IP layer of one interface (Ethernet, ARP
+//! with the [`neighbor`] cache, IPv4 input and output, reassembly, the ICMP
+//! the network layer answers); [`ipv6`] is IPv6's network layer (reassembly,
+//! ICMPv6, NDP, SLAAC, MLD); [`icmp`] (ping sockets), [`udp`] and [`tcp`]
+//! are the protocols above it; [`stack`] owns them all, hands what the IP
+//! layer delivers to the protocol tables and gives them the IP layer as
+//! their output; [`queue`] is the bounded
 //! packet queue the sockets use; [`counters`] counts every packet handled and
 //! every drop by reason.
 
@@ -17,7 +20,9 @@ pub mod config;
 pub mod counters;
 mod hash;
 pub mod icmp;
-mod ipv4_reassembly;
+mod ip;
+// IPv6's reassembly shares the IPv4 arena helpers under their old path.
+use ip::ipv4_reassembly;
 pub mod ipv6;
 pub mod neighbor;
 mod path_mtu;

@@ -60,6 +60,35 @@ pub enum Resolution {
     Full,
 }
 
+/// Next-hop resolution as the IP output path needs it: the ARP cache
+/// ([`NeighborCache`]) implements it for IPv4, the NDP cache for IPv6, so
+/// one egress path serves both (`ip::resolve_next_hop`).
+pub trait NeighborResolver {
+    /// The protocol address of a neighbour (`Ipv4Addr`, `Ipv6Addr`).
+    type Addr: Copy;
+    /// How to reach `next_hop` now; may create an unresolved entry.
+    fn resolve(&mut self, now: Instant, next_hop: Self::Addr) -> Resolution;
+    /// Hold a packet of `len` bytes, written by `fill`, until `next_hop`
+    /// resolves; false (the caller counts the drop) when there is no room.
+    fn enqueue(&mut self, next_hop: Self::Addr, len: usize, fill: impl FnOnce(&mut [u8])) -> bool;
+    /// When the resolver next has timer work (retries, expiry).
+    fn poll_timeout(&self) -> Option<Instant>;
+}
+
+impl NeighborResolver for NeighborCache {
+    type Addr = Ipv4Addr;
+    #[inline]
+    fn resolve(&mut self, now: Instant, next_hop: Ipv4Addr) -> Resolution {
+        NeighborCache::resolve(self, now, next_hop)
+    }
+    fn enqueue(&mut self, next_hop: Ipv4Addr, len: usize, fill: impl FnOnce(&mut [u8])) -> bool {
+        NeighborCache::enqueue(self, next_hop, len, fill)
+    }
+    fn poll_timeout(&self) -> Option<Instant> {
+        NeighborCache::poll_timeout(self)
+    }
+}
+
 /// What a timeout asks for, for one neighbour.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum NeighborTimer {

@@ -16,7 +16,8 @@
 use crate::config::StackConfig;
 use crate::hash::{KeyedMap, KeyedState};
 use crate::phy::TxQueue;
-use crate::stack::{Iface, Stack};
+use crate::ip::Iface;
+use crate::stack::Stack;
 use crate::tcp::{FourTuple, SeqNumber};
 use crate::time::{Duration, Instant};
 use std::net::Ipv4Addr;
@@ -130,7 +131,7 @@ impl Stack {
             m => m,
         };
         let mtu = reported.max(self.iface.cfg.pmtu_min);
-        match self.tcp_path_mtu(now, &tuple, seq, current, mtu, tx) {
+        match self.tcp.path_mtu(&mut self.iface, now, &tuple, seq, current, mtu, tx) {
             PathMtuOutcome::NoConnection => self.iface.counters.drop_icmp_pmtu_unmatched += 1,
             PathMtuOutcome::BadSequence => self.iface.counters.drop_icmp_pmtu_bad_seq += 1,
             PathMtuOutcome::NotLower => self.iface.counters.drop_icmp_pmtu_not_lower += 1,

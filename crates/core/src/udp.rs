@@ -8,14 +8,15 @@
 
 use crate::hash::{KeyedMap, KeyedState};
 use crate::icmp::Unreachable;
-use crate::phy::{RxMeta, TxQueue};
+use crate::phy::TxQueue;
 use crate::queue::PacketQueue;
 use crate::readiness::{drain_ready, queue_readiness, Event, Interest, Readiness, Socket, Watch};
+use crate::ip::{Iface, Ipv4Delivery};
 use crate::stack::Stack;
 use crate::time::Instant;
 use std::collections::VecDeque;
 use std::net::{Ipv4Addr, SocketAddrV4};
-use ustack_wire::{ChecksumMode, IpProtocol, Ipv4Repr, UdpPacket, UdpRepr, IPV4_HEADER_LEN, UDP_HEADER_LEN};
+use ustack_wire::{ChecksumMode, IpProtocol, UdpPacket, UdpRepr, IPV4_HEADER_LEN, UDP_HEADER_LEN};
 
 /// The largest IPv4 datagram (total length is a 16-bit field).
 pub(crate) const MAX_IPV4_DATAGRAM: usize = u16::MAX as usize;
@@ -247,74 +248,80 @@ impl Stack {
     pub fn udp_rx_queued(&self, h: UdpHandle) -> usize {
         self.udp.get_ref(h).map_or(0, |s| s.rx.len())
     }
+}
 
-    pub(crate) fn receive_udp<T: TxQueue>(
-        &mut self,
-        now: Instant,
-        ip: &Ipv4Repr,
-        datagram: &[u8],
-        broadcast: bool,
-        meta: RxMeta,
-        tx: &mut T,
-    ) {
-        self.iface.counters.udp_rx += 1;
+impl UdpSockets {
+    /// A UDP datagram for us, to its socket's queue; a port nobody bound
+    /// gets port unreachable (never a broadcast).
+    pub(crate) fn receive<T: TxQueue>(&mut self, iface: &mut Iface, now: Instant, d: &Ipv4Delivery<'_>, tx: &mut T) {
+        let (ip, datagram, broadcast, meta) = (&d.ip, d.datagram, d.broadcast, d.meta);
+        iface.counters.udp_rx += 1;
         // `datagram` is trimmed to the IPv4 total length, so this is the UDP part.
         let l4 = &datagram[datagram.len() - ip.payload_len..];
         let Ok(packet) = UdpPacket::new_checked(l4) else {
-            self.iface.counters.drop_udp_malformed += 1;
+            iface.counters.drop_udp_malformed += 1;
             return;
         };
         // A kernel peer on TAP/veth may leave only the pseudo-header sum
         // (CHECKSUM_PARTIAL); the device tells us, and then the data is intact.
-        let trusted = (meta.csum_verified || meta.csum_partial) && self.iface.cfg.use_device_checksums;
+        let trusted = (meta.csum_verified || meta.csum_partial) && iface.cfg.use_device_checksums;
         if !trusted && !packet.verify_checksum(ip.src_addr, ip.dst_addr) {
-            self.iface.counters.drop_udp_checksum += 1;
+            iface.counters.drop_udp_checksum += 1;
             return;
         }
         let Ok(repr) = UdpRepr::parse(&packet, ip.src_addr, ip.dst_addr, ChecksumMode::Ignore) else {
-            self.iface.counters.drop_udp_malformed += 1;
+            iface.counters.drop_udp_malformed += 1;
             return;
         };
-        let Some(&idx) = self.udp.by_port.get(&repr.dst_port) else {
-            self.iface.counters.drop_udp_no_socket += 1;
+        let Some(&idx) = self.by_port.get(&repr.dst_port) else {
+            iface.counters.drop_udp_no_socket += 1;
             if !broadcast {
-                self.iface.send_icmp_unreachable(now, ip, datagram, Unreachable::Port, tx);
+                iface.send_icmp_unreachable(now, ip, datagram, Unreachable::Port, tx);
             }
             return;
         };
         let from = SocketAddrV4::new(ip.src_addr, repr.src_port);
-        let s = self.udp.slots[idx as usize].as_mut().expect("port table points at live sockets");
+        let s = self.slots[idx as usize].as_mut().expect("port table points at live sockets");
         if s.rx.push(from, packet.payload()).is_err() {
-            self.iface.counters.drop_udp_rx_queue_full += 1;
+            iface.counters.drop_udp_rx_queue_full += 1;
             return;
         }
-        self.iface.counters.rx_consumed += 1;
-        self.udp.notify(idx, true);
+        iface.counters.rx_consumed += 1;
+        self.notify(idx, true);
     }
 
-    pub(crate) fn transmit_udp<T: TxQueue>(&mut self, now: Instant, tx: &mut T) {
-        let src: Ipv4Addr = self.iface.cfg.ipv4.addr;
-        while let Some(idx) = self.udp.tx_list.pop_front() {
-            let Some(s) = self.udp.slots[idx as usize].as_mut() else { continue };
+    /// Send the datagrams the sockets queued, through `iface`.
+    #[inline]
+    pub(crate) fn transmit<T: TxQueue>(&mut self, iface: &mut Iface, now: Instant, tx: &mut T) {
+        // Most polls have nothing queued: stay out of the loop's set-up.
+        if !self.tx_list.is_empty() {
+            self.transmit_queued(iface, now, tx);
+        }
+    }
+
+    fn transmit_queued<T: TxQueue>(&mut self, iface: &mut Iface, now: Instant, tx: &mut T) {
+        let src: Ipv4Addr = iface.cfg.ipv4.addr;
+        while let Some(idx) = self.tx_list.pop_front() {
+            let Some(s) = self.slots[idx as usize].as_mut() else { continue };
             s.on_tx_list = false;
             let port = s.port;
             let mut queue = core::mem::take(&mut s.tx);
             while let Some((&dst, data)) = queue.peek() {
                 let repr = UdpRepr { src_port: port, dst_port: dst.port() };
-                let sent = self.iface.send_ipv4(now, tx, *dst.ip(), IpProtocol::Udp, UDP_HEADER_LEN + data.len(), |b| {
+                let sent = iface.send_ipv4(now, tx, *dst.ip(), IpProtocol::Udp, UDP_HEADER_LEN + data.len(), |b| {
                     let payload_len = data.len();
                     repr.emit(&mut UdpPacket::new_unchecked(b), src, *dst.ip(), payload_len, |p| p.copy_from_slice(data), ChecksumMode::Verify);
                 });
                 if sent.is_ok() {
-                    self.iface.counters.udp_tx += 1;
+                    iface.counters.udp_tx += 1;
                 }
                 queue.pop();
             }
-            if let Some(s) = self.udp.slots[idx as usize].as_mut() {
+            if let Some(s) = self.slots[idx as usize].as_mut() {
                 s.tx = queue;
             }
             // The send queue has room again.
-            self.udp.notify(idx, false);
+            self.notify(idx, false);
         }
     }
 }

@@ -3,10 +3,11 @@
 //! connection.
 
 use super::stats::count_drop;
+use super::TcpSockets;
 use super::{Child, TCP_HEADER_LEN};
 use crate::hash::{KeyedMap, KeyedState};
+use crate::ip::Iface;
 use crate::phy::{RxMeta, TxQueue};
-use crate::stack::Stack;
 use crate::tcp::{self, Flags, FourTuple, ListenOutcome, Options, Segment, SeqNumber, TimeWaitOutcome};
 use crate::time::Instant;
 use ustack_wire::{ChecksumMode, Ipv4Repr, TcpPacket, TcpRepr, IPV4_HEADER_LEN};
@@ -65,12 +66,14 @@ fn segment_from(repr: &TcpRepr<'_>) -> Segment {
     }
 }
 
-impl Stack {
+impl TcpSockets {
     /// A believable "fragmentation needed" must quote a segment of a
     /// connection within its window (see `path_mtu`); if so, and `mtu` is
     /// below `current`, the connection shrinks its segments and resends.
-    pub(crate) fn tcp_path_mtu<T: TxQueue>(
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn path_mtu<T: TxQueue>(
         &mut self,
+        iface: &mut Iface,
         now: Instant,
         tuple: &FourTuple,
         seq: SeqNumber,
@@ -79,7 +82,7 @@ impl Stack {
         tx: &mut T,
     ) -> crate::path_mtu::PathMtuOutcome {
         use crate::path_mtu::PathMtuOutcome;
-        let Stack { iface, tcp, .. } = self;
+        let tcp = self;
         let Some(index) = tcp.by_tuple.lookup(tuple) else { return PathMtuOutcome::NoConnection };
         let slot = tcp.slots[index as usize].as_mut().expect("the table points at live slots");
         if !slot.conn.icmp_seq_acceptable(seq) {
@@ -96,14 +99,24 @@ impl Stack {
         PathMtuOutcome::Lowered
     }
 
-    pub(crate) fn receive_tcp<T: TxQueue>(&mut self, now: Instant, ip: &Ipv4Repr, l4: &[u8], meta: RxMeta, tx: &mut T) {
-        let c = &mut self.iface.counters;
+    /// A TCP segment for us, to its connection, TIME-WAIT record or
+    /// listener; a segment for none of them gets a RST.
+    pub(crate) fn receive<T: TxQueue>(
+        &mut self,
+        iface: &mut Iface,
+        now: Instant,
+        ip: &Ipv4Repr,
+        l4: &[u8],
+        meta: RxMeta,
+        tx: &mut T,
+    ) {
+        let c = &mut iface.counters;
         c.tcp_rx += 1;
         let Ok(packet) = TcpPacket::new_checked(l4) else {
             c.drop_tcp_malformed += 1;
             return;
         };
-        let trusted = (meta.csum_verified || meta.csum_partial) && self.iface.cfg.use_device_checksums;
+        let trusted = (meta.csum_verified || meta.csum_partial) && iface.cfg.use_device_checksums;
         if !trusted && !packet.verify_checksum(ip.src_addr, ip.dst_addr) {
             c.drop_tcp_checksum += 1;
             return;
@@ -119,7 +132,7 @@ impl Stack {
             remote_addr: ip.src_addr,
             remote_port: repr.src_port,
         };
-        let Stack { iface, tcp, .. } = self;
+        let tcp = self;
         if let Some(index) = tcp.by_tuple.lookup(&tuple) {
             let slot = tcp.slots[index as usize].as_mut().expect("the table points at live slots");
             let queued_before = slot.conn.recv_queue();

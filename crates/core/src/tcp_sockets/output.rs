@@ -1,9 +1,10 @@
 //! Segments out: one segment into the device's queue, everything a
 //! connection wants to send, the timers that fire and the transmit list.
 
+use super::TcpSockets;
 use super::TCP_HEADER_LEN;
+use crate::ip::Iface;
 use crate::phy::TxQueue;
-use crate::stack::{Iface, Stack};
 use crate::tcp::{BufferPool, Connection, FourTuple, Segment};
 use crate::time::Instant;
 use ustack_wire::{checksum, IpProtocol, TcpPacket, TcpRepr, IPV4_HEADER_LEN};
@@ -83,9 +84,10 @@ impl Iface {
     }
 }
 
-impl Stack {
-    pub(crate) fn handle_tcp_timeouts<T: TxQueue>(&mut self, now: Instant, tx: &mut T) {
-        let Stack { iface, tcp, .. } = self;
+impl TcpSockets {
+    /// Fire the connections' and TIME-WAIT records' due timers.
+    pub(crate) fn handle_timeouts<T: TxQueue>(&mut self, iface: &mut Iface, now: Instant, tx: &mut T) {
+        let tcp = self;
         // Most polls have no timer due: leave before borrowing `fired`
         // (`&`, not `&&`: both wheels move their time to `now`).
         if tcp.tw_timers.idle_until(now) & tcp.timers.idle_until(now) {
@@ -114,8 +116,9 @@ impl Stack {
         tcp.fired = fired;
     }
 
-    pub(crate) fn transmit_tcp<T: TxQueue>(&mut self, now: Instant, tx: &mut T) {
-        let Stack { iface, tcp, .. } = self;
+    /// Send what the connections on the transmit list have queued.
+    pub(crate) fn transmit<T: TxQueue>(&mut self, iface: &mut Iface, now: Instant, tx: &mut T) {
+        let tcp = self;
         while let Some(index) = tcp.tx_list.pop_front() {
             let Some(slot) = tcp.slots[index as usize].as_mut() else { continue };
             slot.on_tx_list = false;

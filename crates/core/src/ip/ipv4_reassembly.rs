@@ -40,11 +40,11 @@
 //! ICMP, UDP and TCP exactly as an unfragmented one; its L4 checksum is always
 //! verified in software, since a device's verdict was about single frames.
 
+use super::{Iface, Input};
 use crate::config::StackConfig;
 use crate::counters::Counters;
 use crate::hash::{KeyedMap, KeyedState};
-use crate::phy::{RxMeta, TxQueue};
-use crate::stack::{Iface, Stack};
+use crate::phy::TxQueue;
 use crate::time::{Duration, Instant};
 use std::net::Ipv4Addr;
 use ustack_wire::{
@@ -161,6 +161,24 @@ impl Ipv4Reassembly {
             slots: Vec::new(),
             free_slots: Vec::new(),
             by_key: KeyedMap::with_hasher(KeyedState::new(hash_key)),
+            arena: Vec::new(),
+            free_chunks: Vec::new(),
+            assembled: Vec::new(),
+            next_deadline: None,
+        }
+    }
+
+    /// A table holding nothing, standing in for this one while its expiry
+    /// borrows the interface around it; allocates nothing.
+    fn placeholder() -> Ipv4Reassembly {
+        Ipv4Reassembly {
+            max_datagrams: 0,
+            memory: 0,
+            timeout: Duration::ZERO,
+            hash_key: 0,
+            slots: Vec::new(),
+            free_slots: Vec::new(),
+            by_key: KeyedMap::with_hasher(KeyedState::new(0)),
             arena: Vec::new(),
             free_chunks: Vec::new(),
             assembled: Vec::new(),
@@ -459,9 +477,10 @@ fn copy_out(arena: &[u8], chunks: &[u32], out: &mut [u8]) {
     for_each_piece(chunks, 0, out.len(), |a, d| out[d].copy_from_slice(&arena[a]));
 }
 
-impl Stack {
-    /// A fragment for us: hold it, and deliver the datagram it completes.
-    /// `datagram` is the fragment trimmed to its total length.
+impl Iface {
+    /// A fragment for us: hold it, and hand up the datagram it completes
+    /// (in the buffer [`Iface::take_reassembled`] lends). `datagram` is the
+    /// fragment trimmed to its total length.
     pub(crate) fn receive_ipv4_fragment<T: TxQueue>(
         &mut self,
         now: Instant,
@@ -470,16 +489,16 @@ impl Stack {
         header_len: usize,
         broadcast: bool,
         tx: &mut T,
-    ) {
+    ) -> Input<'static> {
         // A fragment that comes after its datagram's deadline must not revive it.
         self.expire_ipv4_fragments(now, tx);
         let (header, data) = datagram.split_at(header_len);
-        let outcome = self.ipv4_reassembly.insert(now, ip, header, data, &mut self.iface.counters);
-        let Outcome::Complete { len, header_len, header: repr } = outcome else { return };
-        let buffer = self.ipv4_reassembly.take_assembled();
-        let whole = &buffer[..len];
-        self.deliver_ipv4(now, &repr, whole, &whole[header_len..], broadcast, RxMeta::default(), tx);
-        self.ipv4_reassembly.restore_assembled(buffer);
+        match self.ipv4_reassembly.insert(now, ip, header, data, &mut self.counters) {
+            Outcome::Complete { len, header_len, header: ip } => {
+                Input::Ipv4Reassembled { ip, len, header_len, broadcast }
+            }
+            _ => Input::Done,
+        }
     }
 
     /// Abandon the datagrams whose time is up, with ICMP time exceeded for
@@ -489,19 +508,14 @@ impl Stack {
         if self.ipv4_reassembly.poll_timeout().is_none_or(|t| t > now) {
             return;
         }
-        let Stack { ipv4_reassembly, iface, .. } = self;
-        ipv4_reassembly.expire(now, |first| {
-            iface.counters.drop_ipv4_reasm_timeout += 1;
+        let mut reassembly = core::mem::replace(&mut self.ipv4_reassembly, Ipv4Reassembly::placeholder());
+        reassembly.expire(now, |first| {
+            self.counters.drop_ipv4_reasm_timeout += 1;
             if let Some((header, data)) = first {
-                iface.send_reassembly_time_exceeded(now, header, data, tx);
+                self.send_reassembly_time_exceeded(now, header, data, tx);
             }
         });
-    }
-
-    /// Datagrams in reassembly now, and the bytes of fragment data they hold
-    /// (at most [`StackConfig::ipv4_reassembly_memory`]).
-    pub fn ipv4_reassembly_held(&self) -> (usize, usize) {
-        (self.ipv4_reassembly.datagrams(), self.ipv4_reassembly.bytes_held())
+        self.ipv4_reassembly = reassembly;
     }
 }
 
