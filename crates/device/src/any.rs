@@ -117,6 +117,8 @@ device_enum! {
         AfXdp(crate::AfXdpDevice),
         /// `af_packet:IFACE[,options]`
         AfPacket(AfPacketDevice),
+        /// `vhost-user:PATH[,options]`
+        VhostUser(crate::VhostUserDevice),
     }
 }
 

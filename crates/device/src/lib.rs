@@ -34,6 +34,9 @@
 //!   existing interface: a UMEM with fill, completion, RX and TX rings,
 //!   batched ring operations, frames read in place; the XDP program that
 //!   feeds it is loaded and attached (BPF link) by ustack itself.
+//! * [`vhost_user`] — [`VhostUserDevice`], a vhost-user backend port (the
+//!   device side of virtio-net, like DPDK's `net_vhost`): a frontend's
+//!   virtqueues in its shared memory, read and written in place.
 //! * [`spec`] — [`DeviceSpec`] parses `KIND:NAME[,key=value…]` and opens an
 //!   [`AnyDevice`]; [`ChainSpec`] adds the capture and fault wrappers and
 //!   builds a [`DeviceChain`]. [`Waitable`] is what an event loop needs from
@@ -58,6 +61,7 @@ pub mod sim;
 mod soft_offload;
 pub mod spec;
 pub mod tap;
+pub mod vhost_user;
 pub mod vnet;
 mod waitable;
 
@@ -72,4 +76,5 @@ pub use any::{AnyDevice, AnyRx, AnyTx, ChainRx, ChainTx, DeviceChain};
 pub use error::DeviceError;
 pub use spec::{ChainSpec, DeviceKind, DeviceSpec, Options};
 pub use tap::{TapConfig, TapDevice, TapRx, TapStats, TapTx};
+pub use vhost_user::{VhostUserConfig, VhostUserDevice, VhostUserRx, VhostUserTx};
 pub use waitable::{earliest, Waitable};

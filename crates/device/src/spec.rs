@@ -18,6 +18,7 @@ pub const KINDS: &[(&str, &str)] = &[
     ("tap", "tap:NAME[,offload=off] (created if missing)"),
     ("af_xdp", crate::af_xdp::SPEC_FORM),
     ("af_packet", crate::af_packet::SPEC_FORM),
+    ("vhost-user", crate::vhost_user::SPEC_FORM),
 ];
 
 /// A device kind.
@@ -30,6 +31,8 @@ pub enum DeviceKind {
     AfXdp,
     /// An existing interface through AF_PACKET rings (TPACKET_V3).
     AfPacket,
+    /// A vhost-user backend port on a Unix socket (the device side of virtio-net).
+    VhostUser,
 }
 
 impl DeviceKind {
@@ -38,6 +41,7 @@ impl DeviceKind {
             "tap" => Some(DeviceKind::Tap),
             "af_xdp" => Some(DeviceKind::AfXdp),
             "af_packet" => Some(DeviceKind::AfPacket),
+            "vhost-user" => Some(DeviceKind::VhostUser),
             _ => None,
         }
     }
@@ -53,6 +57,7 @@ impl DeviceKind {
             DeviceKind::Tap => "tap",
             DeviceKind::AfXdp => "af_xdp",
             DeviceKind::AfPacket => "af_packet",
+            DeviceKind::VhostUser => "vhost-user",
         }
     }
 }
@@ -140,6 +145,12 @@ impl DeviceSpec {
                 let config = crate::AfPacketConfig::from_options(&mut opts)?;
                 opts.finish()?;
                 Ok(crate::AnyDevice::AfPacket(crate::AfPacketDevice::open_with(&self.name, config)?))
+            }
+            DeviceKind::VhostUser => {
+                let config = crate::VhostUserConfig::from_options(&mut opts)?;
+                opts.finish()?;
+                let path = std::path::Path::new(&self.name);
+                Ok(crate::AnyDevice::VhostUser(crate::VhostUserDevice::open(path, config)?))
             }
         }
     }

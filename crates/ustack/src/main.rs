@@ -10,6 +10,7 @@ mod plot;
 mod bench;
 mod config;
 mod stats;
+mod switch;
 mod top;
 mod up;
 
@@ -41,6 +42,8 @@ enum Command {
     Config(config::ConfigCmdArgs),
     /// iperf3 on the stack: a server (-s) or client (-c HOST) that interoperates with iperf3 3.12.
     Perf(perf::PerfArgs),
+    /// An L2 switch between ports (vhost-user ports mostly): MAC learning, flooding, per-port counters; --reflect sends every frame back.
+    Switch(switch::SwitchArgs),
 }
 
 fn main() -> ExitCode {
@@ -55,6 +58,7 @@ fn main() -> ExitCode {
         Command::Bench(args) => bench::run(args),
         Command::Perf(args) => perf::run(args),
         Command::Config(args) => config::run(args),
+        Command::Switch(args) => switch::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -49,6 +49,10 @@ pub fn run(args: StatsArgs) -> Result<(), CliError> {
         print!("{}", ustack_runtime::control::prometheus_text(&snapshot));
         return Ok(());
     }
+    if snapshot["switch"] == true {
+        crate::switch::stats_lines(&snapshot).iter().for_each(|l| println!("{l}"));
+        return Ok(());
+    }
     let uptime = snapshot["uptime_us"].as_u64().unwrap_or(0) as f64 / 1e6;
     println!("{}  up {uptime:.1} s  neighbours {}", snapshot["device"].as_str().unwrap_or("?"), snapshot["neighbors"]);
     if let Some(counters) = snapshot["counters"].as_object() {

@@ -1,0 +1,683 @@
+//! A vhost-user backend port, the device side of virtio-net (what DPDK's
+//! `net_vhost` is): `vhost-user:PATH[,queues=N][,client]`.
+//!
+//! ustack listens on the Unix socket `PATH` (or, with `client`, connects to
+//! it and retries every half second until a frontend listens there). A
+//! frontend — QEMU for a guest, DPDK's `virtio_user`, ustack's own
+//! `virtio-user:` — shares its memory (one file descriptor per region, mapped
+//! here with `vm-memory`), and lays out its virtqueues in it; ustack then
+//! reads the frames the guest transmits from each transmit ring and writes
+//! frames into the buffers the guest posts on each receive ring, with no
+//! system call per frame.
+//!
+//! * **Protocol**: the `vhost` crate's `BackendReqHandler` parses each
+//!   message and calls [`control::Control`], which keeps the configuration;
+//!   after each message the device rebuilds the rings it changed
+//!   (`virtio-queue`). Features offered: `VERSION_1`, `MRG_RXBUF`,
+//!   `EVENT_IDX`, `CSUM`, `GUEST_CSUM`, `MQ` (with `queues` > 1) and the
+//!   `PROTOCOL_FEATURES` of vhost-user (`MQ`, `REPLY_ACK`). The rust-vmm
+//!   `vhost-user-backend` crate is not used: it runs its own epoll threads
+//!   per queue, while a ustack device is polled by the event loop that owns
+//!   it; `vhost` + `virtio-queue` + `vm-memory` are the parts that fit.
+//! * **Waiting**: [`Waitable::wait_fd`] is an epoll descriptor holding the
+//!   socket (listening or connected), each transmit ring's kick eventfd and
+//!   the reconnection timer; `queues()` services what it reports (control
+//!   messages, kicks) once per poll with one `epoll_wait(0)`.
+//! * **Receive** (guest → ustack): a transmit ring's chain is checked and
+//!   copied into one buffer; the virtio-net header becomes [`RxMeta`]
+//!   (`vnet.rs`), so a guest's partial checksums pass as metadata. Queue
+//!   pairs are read round-robin; the pair of the latest frame is where
+//!   `send` answers, so a reflector answers on the queue it was asked on.
+//! * **Transmit** (ustack → guest): the frame is written into the receive
+//!   ring's buffers (several with `MRG_RXBUF`). Nothing is queued: when the
+//!   guest has not posted enough buffers the frame is dropped and counted
+//!   (`tx_no_buffers`), so a stalled guest holds nothing of ours.
+//! * **Hostile frontends**: every descriptor is checked against the memory
+//!   table (address and length), chains are bounded by the ring size, and a
+//!   refused chain is handed back empty and counted by reason
+//!   (`rx_bad_address`, `rx_bad_chain`, …); a ring whose available index
+//!   jumps past its size is stopped (`rings_broken`); a memory table past
+//!   the end of its file, a ring outside the memory, or a malformed message
+//!   is refused (`refused`, `protocol_errors`). A frontend that goes away
+//!   (or breaks the protocol) is forgotten and the next one is served.
+
+mod control;
+mod ring;
+
+use std::cell::Cell;
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::fs::FileTypeExt;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use ustack_core::phy::{Device, DeviceCaps, RxMeta, RxQueue, TxFull, TxMeta, TxQueue};
+use ustack_core::time::Instant;
+use vhost::vhost_user::{BackendReqHandler, Error as VuError};
+
+use crate::spec::Options;
+use crate::{DeviceError, Waitable};
+use control::{feature, Control};
+use ring::{ChainError, Memory, Vring};
+
+/// How a `vhost-user` spec is written.
+pub const SPEC_FORM: &str = "vhost-user:PATH[,queues=N][,client]";
+
+/// Largest frame taken from or given to a guest (a 64 KiB super-segment
+/// and its headers), plus the virtio-net header.
+const MAX_FRAME: usize = 65_535 + 14 + 4 + 12;
+/// Chains refused in one `recv` before it gives the loop back.
+const MAX_BAD_PER_RECV: usize = 64;
+/// Control messages handled per poll (the rest wait for the next).
+const MAX_MESSAGES_PER_POLL: usize = 64;
+
+const TAG_LISTENER: u64 = 1 << 40;
+const TAG_CONN: u64 = 2 << 40;
+const TAG_TIMER: u64 = 3 << 40;
+const TAG_KICK: u64 = 4 << 40;
+
+/// Options of a vhost-user port.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct VhostUserConfig {
+    /// Queue pairs offered (`queues=N`, 1 to 16; `MQ` when above 1).
+    pub queues: u16,
+    /// Connect to the socket (the frontend listens) instead of listening.
+    pub client: bool,
+}
+
+impl Default for VhostUserConfig {
+    fn default() -> Self {
+        VhostUserConfig { queues: 1, client: false }
+    }
+}
+
+impl VhostUserConfig {
+    /// The options of a `vhost-user:` spec.
+    pub fn from_options(opts: &mut Options<'_>) -> Result<VhostUserConfig, DeviceError> {
+        let queues = opts.number("queues", 1, 1..=16)? as u16;
+        let client = opts.switch("client", false)?;
+        Ok(VhostUserConfig { queues, client })
+    }
+}
+
+/// Counters of the receive side (frames the guest sent).
+#[derive(Clone, Copy, Debug, Default)]
+struct RxStats {
+    frames: u64,
+    bytes: u64,
+    bad_address: u64,
+    bad_chain: u64,
+    bad_direction: u64,
+    too_long: u64,
+    bad_header: u64,
+    rings_broken: u64,
+}
+
+/// Counters of the transmit side (frames for the guest).
+#[derive(Clone, Copy, Debug, Default)]
+struct TxStats {
+    frames: u64,
+    bytes: u64,
+    no_buffers: u64,
+    no_ring: u64,
+    bad_address: u64,
+    bad_chain: u64,
+    bad_direction: u64,
+    too_long: u64,
+}
+
+fn count(e: ChainError, addr: &mut u64, chain: &mut u64, dir: &mut u64, long: &mut u64) {
+    match e {
+        ChainError::BadAddress => *addr += 1,
+        ChainError::BadChain => *chain += 1,
+        ChainError::BadDirection => *dir += 1,
+        ChainError::TooLong => *long += 1,
+    }
+}
+
+struct RxSide {
+    mem: Memory,
+    /// Transmit ring of each queue pair (odd virtqueues).
+    rings: Vec<Option<Vring>>,
+    buf: Box<[u8]>,
+    hdr_len: usize,
+    next: usize,
+    stats: RxStats,
+}
+
+struct TxSide {
+    mem: Memory,
+    /// Receive ring of each queue pair (even virtqueues).
+    rings: Vec<Option<Vring>>,
+    scratch: Box<[u8]>,
+    hdr_len: usize,
+    mrg: bool,
+    stats: TxStats,
+}
+
+/// A vhost-user backend port. Implements [`Device`]; sleep on its
+/// [`Waitable::wait_fd`].
+pub struct VhostUserDevice {
+    path: PathBuf,
+    config: VhostUserConfig,
+    listener: Option<UnixListener>,
+    conn: Option<BackendReqHandler<Mutex<Control>>>,
+    control: Arc<Mutex<Control>>,
+    epoll: OwnedFd,
+    timer: OwnedFd,
+    kicks: Vec<RawFd>,
+    rx: RxSide,
+    tx: TxSide,
+    /// Queue pair of the latest frame received: where `send` answers.
+    cur: Cell<usize>,
+    guest_csum: bool,
+    connects: u64,
+    disconnects: u64,
+    protocol_errors: u64,
+}
+
+fn io_err(action: &'static str) -> impl FnOnce(io::Error) -> DeviceError {
+    move |source| DeviceError::Io { action, source }
+}
+
+fn cvt(r: libc::c_int, action: &'static str) -> Result<libc::c_int, DeviceError> {
+    if r < 0 {
+        Err(DeviceError::Io { action, source: io::Error::last_os_error() })
+    } else {
+        Ok(r)
+    }
+}
+
+impl VhostUserDevice {
+    /// Listen on (or with `config.client`, connect to) the socket at `path`.
+    /// A listening port opens at once, before any frontend connects; a
+    /// stale socket file at `path` is replaced.
+    pub fn open(path: &Path, config: VhostUserConfig) -> Result<VhostUserDevice, DeviceError> {
+        // SAFETY: plain system calls creating new descriptors we own.
+        let epoll = unsafe { OwnedFd::from_raw_fd(cvt(libc::epoll_create1(libc::EPOLL_CLOEXEC), "epoll_create1")?) };
+        let timer = unsafe {
+            OwnedFd::from_raw_fd(cvt(
+                libc::timerfd_create(libc::CLOCK_MONOTONIC, libc::TFD_CLOEXEC | libc::TFD_NONBLOCK),
+                "timerfd_create",
+            )?)
+        };
+        let pairs = usize::from(config.queues);
+        let mut dev = VhostUserDevice {
+            path: path.to_owned(),
+            config,
+            listener: None,
+            conn: None,
+            control: Arc::new(Mutex::new(Control::new(config.queues))),
+            epoll,
+            timer,
+            kicks: Vec::new(),
+            rx: RxSide {
+                mem: None,
+                rings: (0..pairs).map(|_| None).collect(),
+                buf: vec![0u8; MAX_FRAME].into_boxed_slice(),
+                hdr_len: 12,
+                next: 0,
+                stats: RxStats::default(),
+            },
+            tx: TxSide {
+                mem: None,
+                rings: (0..pairs).map(|_| None).collect(),
+                scratch: vec![0u8; MAX_FRAME].into_boxed_slice(),
+                hdr_len: 12,
+                mrg: false,
+                stats: TxStats::default(),
+            },
+            cur: Cell::new(0),
+            guest_csum: false,
+            connects: 0,
+            disconnects: 0,
+            protocol_errors: 0,
+        };
+        dev.epoll_add(dev.timer.as_raw_fd(), TAG_TIMER)?;
+        if config.client {
+            if !dev.connect() {
+                dev.arm_timer(500);
+            }
+        } else {
+            if let Ok(meta) = std::fs::symlink_metadata(path) {
+                if !meta.file_type().is_socket() {
+                    return Err(DeviceError::Io {
+                        action: "creating the vhost-user socket (a file that is not a socket is in the way)",
+                        source: io::Error::from(io::ErrorKind::AlreadyExists),
+                    });
+                }
+                let _ = std::fs::remove_file(path);
+            }
+            let listener = UnixListener::bind(path).map_err(io_err("binding the vhost-user socket"))?;
+            listener.set_nonblocking(true).map_err(io_err("setting the vhost-user socket non-blocking"))?;
+            dev.epoll_add(listener.as_raw_fd(), TAG_LISTENER)?;
+            dev.listener = Some(listener);
+        }
+        Ok(dev)
+    }
+
+    /// The socket path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Whether a frontend is connected now.
+    pub fn connected(&self) -> bool {
+        self.conn.is_some()
+    }
+
+    /// Queue pairs with both rings running.
+    pub fn active_queue_pairs(&self) -> usize {
+        self.rx.rings.iter().zip(&self.tx.rings).filter(|(a, b)| a.is_some() && b.is_some()).count()
+    }
+
+    /// Queue pairs offered.
+    pub fn queue_pairs(&self) -> usize {
+        usize::from(self.config.queues)
+    }
+
+    fn epoll_add(&self, fd: RawFd, tag: u64) -> Result<(), DeviceError> {
+        let mut ev = libc::epoll_event { events: libc::EPOLLIN as u32, u64: tag };
+        // SAFETY: epoll_ctl reads one epoll_event.
+        cvt(unsafe { libc::epoll_ctl(self.epoll.as_raw_fd(), libc::EPOLL_CTL_ADD, fd, &mut ev) }, "epoll_ctl")
+            .map(|_| ())
+    }
+
+    fn epoll_del(&self, fd: RawFd) {
+        // SAFETY: EPOLL_CTL_DEL ignores the event pointer.
+        unsafe { libc::epoll_ctl(self.epoll.as_raw_fd(), libc::EPOLL_CTL_DEL, fd, std::ptr::null_mut()) };
+    }
+
+    fn arm_timer(&self, ms: i64) {
+        let spec = libc::itimerspec {
+            it_interval: libc::timespec { tv_sec: 0, tv_nsec: 0 },
+            it_value: libc::timespec { tv_sec: ms / 1000, tv_nsec: (ms % 1000) * 1_000_000 },
+        };
+        // SAFETY: timerfd_settime reads one itimerspec.
+        unsafe { libc::timerfd_settime(self.timer.as_raw_fd(), 0, &spec, std::ptr::null_mut()) };
+    }
+
+    fn connect(&mut self) -> bool {
+        match UnixStream::connect(&self.path) {
+            Ok(s) => {
+                self.attach(s);
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
+    fn attach(&mut self, stream: UnixStream) {
+        // Messages are read whole (blocking) once poll says the socket is readable.
+        let _ = stream.set_nonblocking(false);
+        self.control.lock().unwrap_or_else(|e| e.into_inner()).reset();
+        let conn = BackendReqHandler::from_stream(stream, Arc::clone(&self.control));
+        if self.epoll_add(conn.as_raw_fd(), TAG_CONN).is_err() {
+            return;
+        }
+        if let Some(l) = &self.listener {
+            self.epoll_del(l.as_raw_fd());
+        }
+        self.conn = Some(conn);
+        self.connects += 1;
+        self.reload();
+    }
+
+    fn detach(&mut self) {
+        let Some(conn) = self.conn.take() else { return };
+        self.epoll_del(conn.as_raw_fd());
+        drop(conn);
+        self.disconnects += 1;
+        self.control.lock().unwrap_or_else(|e| e.into_inner()).reset();
+        self.reload();
+        if let Some(l) = &self.listener {
+            let _ = self.epoll_add(l.as_raw_fd(), TAG_LISTENER);
+        } else {
+            self.arm_timer(500);
+        }
+    }
+
+    /// Rebuild the data path from the control state after it changed.
+    fn reload(&mut self) {
+        let mut ctl = self.control.lock().unwrap_or_else(|e| e.into_inner());
+        ctl.dirty = false;
+        for fd in self.kicks.drain(..) {
+            // SAFETY: as in epoll_del (the fd may be closed already; EBADF is fine).
+            unsafe { libc::epoll_ctl(self.epoll.as_raw_fd(), libc::EPOLL_CTL_DEL, fd, std::ptr::null_mut()) };
+        }
+        let hdr_len = ctl.hdr_len();
+        self.rx.hdr_len = hdr_len;
+        self.tx.hdr_len = hdr_len;
+        self.tx.mrg = ctl.acked & feature::MRG_RXBUF != 0;
+        self.guest_csum = ctl.acked & feature::GUEST_CSUM != 0;
+        self.rx.mem = ctl.mem.clone();
+        self.tx.mem = ctl.mem.clone();
+        for pair in 0..usize::from(self.config.queues) {
+            for (index, slot) in [(2 * pair, &mut self.tx.rings[pair]), (2 * pair + 1, &mut self.rx.rings[pair])] {
+                *slot = match Vring::load(&ctl, index) {
+                    Ok(v) => v,
+                    Err(why) => {
+                        ctl.refused += 1;
+                        ctl.last_refusal = Some(why);
+                        None
+                    }
+                };
+            }
+            // Kicks matter on the rings we read (the guest's transmit rings).
+            if self.rx.rings[pair].is_some() {
+                if let Some(kick) = &ctl.vrings[2 * pair + 1].kick {
+                    self.kicks.push(kick.as_raw_fd());
+                }
+            }
+        }
+        drop(ctl);
+        for i in 0..self.kicks.len() {
+            let fd = self.kicks[i];
+            let _ = self.epoll_add(fd, TAG_KICK | fd as u64);
+        }
+    }
+
+    /// Handle what the epoll set reports: a connection, control messages,
+    /// kicks, the reconnection timer. One `epoll_wait(0)`.
+    fn service(&mut self) {
+        let mut evs = [libc::epoll_event { events: 0, u64: 0 }; 16];
+        // SAFETY: epoll_wait writes at most 16 events into `evs`.
+        let n = unsafe { libc::epoll_wait(self.epoll.as_raw_fd(), evs.as_mut_ptr(), 16, 0) };
+        for ev in evs.iter().take(n.max(0) as usize) {
+            let tag = ev.u64;
+            match tag & !0xff_ffff_ffff {
+                TAG_LISTENER => {
+                    if let Some(Ok((s, _))) = self.listener.as_ref().map(|l| l.accept()) {
+                        if self.conn.is_none() {
+                            self.attach(s);
+                        }
+                    }
+                }
+                TAG_CONN => self.messages(),
+                TAG_TIMER => {
+                    let mut b = [0u8; 8];
+                    // SAFETY: reads 8 bytes into `b` from our non-blocking timerfd.
+                    unsafe { libc::read(self.timer.as_raw_fd(), b.as_mut_ptr().cast(), 8) };
+                    if self.conn.is_none() && self.config.client && !self.connect() {
+                        self.arm_timer(500);
+                    }
+                }
+                _ => {
+                    let fd = (tag & 0xff_ffff_ffff) as RawFd;
+                    if self.kicks.contains(&fd) {
+                        let mut b = [0u8; 8];
+                        // SAFETY: reads 8 bytes from an eventfd epoll found readable.
+                        unsafe { libc::read(fd, b.as_mut_ptr().cast(), 8) };
+                    }
+                }
+            }
+        }
+    }
+
+    fn messages(&mut self) {
+        for _ in 0..MAX_MESSAGES_PER_POLL {
+            let Some(conn) = self.conn.as_mut() else { return };
+            let fd = conn.as_raw_fd();
+            {
+                // GET_VRING_BASE answers where the data path is.
+                let mut ctl = self.control.lock().unwrap_or_else(|e| e.into_inner());
+                for (pair, (t, r)) in self.tx.rings.iter().zip(&self.rx.rings).enumerate() {
+                    if let Some(t) = t {
+                        ctl.vrings[2 * pair].next_avail = virtio_queue::QueueT::next_avail(&t.queue);
+                    }
+                    if let Some(r) = r {
+                        ctl.vrings[2 * pair + 1].next_avail = virtio_queue::QueueT::next_avail(&r.queue);
+                    }
+                }
+            }
+            match conn.handle_request() {
+                Ok(()) => {}
+                Err(
+                    VuError::InvalidParam
+                    | VuError::InvalidOperation(_)
+                    | VuError::InactiveFeature(_)
+                    | VuError::InactiveOperation(_),
+                ) => {
+                    // Refused with a negative acknowledgement; the stream is intact.
+                    self.protocol_errors += 1;
+                }
+                Err(VuError::Disconnected | VuError::PartialMessage | VuError::SocketBroken(_)) => {
+                    self.detach();
+                    return;
+                }
+                Err(_) => {
+                    self.protocol_errors += 1;
+                    self.detach();
+                    return;
+                }
+            }
+            if self.control.lock().unwrap_or_else(|e| e.into_inner()).dirty {
+                self.reload();
+            }
+            let mut pfd = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
+            // SAFETY: poll reads and writes one pollfd.
+            if unsafe { libc::poll(&mut pfd, 1, 0) } <= 0 {
+                return;
+            }
+        }
+    }
+}
+
+impl Device for VhostUserDevice {
+    type Rx<'a> = VhostUserRx<'a>;
+    type Tx<'a> = VhostUserTx<'a>;
+
+    fn queues(&mut self) -> (VhostUserRx<'_>, VhostUserTx<'_>) {
+        self.service();
+        let guest_csum = self.guest_csum;
+        (VhostUserRx { side: &mut self.rx, cur: &self.cur }, VhostUserTx { side: &mut self.tx, cur: &self.cur, guest_csum })
+    }
+
+    fn caps(&self) -> DeviceCaps {
+        DeviceCaps { tx_checksum: self.guest_csum, ..Default::default() }
+    }
+}
+
+/// Receive queue of a [`VhostUserDevice`]: the guest's transmit rings.
+pub struct VhostUserRx<'a> {
+    side: &'a mut RxSide,
+    cur: &'a Cell<usize>,
+}
+
+/// Transmit queue of a [`VhostUserDevice`]: the guest's receive rings.
+pub struct VhostUserTx<'a> {
+    side: &'a mut TxSide,
+    cur: &'a Cell<usize>,
+    guest_csum: bool,
+}
+
+impl RxSide {
+    /// The next good frame's ring and length; bad chains are counted on the way.
+    fn next_frame(&mut self) -> Option<(usize, usize, RxMeta)> {
+        let mem = self.mem.clone()?;
+        let n = self.rings.len();
+        let mut bad = 0;
+        let mut rearmed = false;
+        loop {
+            let mut all_empty = true;
+            for i in 0..n {
+                let k = (self.next + i) % n;
+                let Some(ring) = self.rings[k].as_mut() else { continue };
+                match ring.pop(&mem, &mut self.buf) {
+                    Ok(Some(len)) => {
+                        self.next = k;
+                        let hdr_len = self.hdr_len;
+                        let meta = (len >= hdr_len + 14)
+                            .then(|| {
+                                let h: &[u8; 10] = self.buf[..10].try_into().ok()?;
+                                crate::vnet::rx_meta(h)
+                            })
+                            .flatten();
+                        let Some(meta) = meta else {
+                            self.stats.bad_header += 1;
+                            all_empty = false;
+                            continue;
+                        };
+                        self.stats.frames += 1;
+                        self.stats.bytes += (len - hdr_len) as u64;
+                        return Some((k, len, meta));
+                    }
+                    Ok(None) => {
+                        if ring.broken(&mem) {
+                            self.stats.rings_broken += 1;
+                            self.rings[k] = None;
+                        }
+                    }
+                    Err(e) => {
+                        let s = &mut self.stats;
+                        count(e, &mut s.bad_address, &mut s.bad_chain, &mut s.bad_direction, &mut s.too_long);
+                        bad += 1;
+                        all_empty = false;
+                        if bad >= MAX_BAD_PER_RECV {
+                            return None;
+                        }
+                    }
+                }
+            }
+            if all_empty {
+                if rearmed {
+                    return None;
+                }
+                // Ask for a kick before sleeping; look once more in case
+                // frames came in between.
+                rearmed = true;
+                let mut more = false;
+                for ring in self.rings.iter_mut().flatten() {
+                    more |= ring.arm(&mem);
+                }
+                if !more {
+                    return None;
+                }
+            }
+        }
+    }
+}
+
+impl RxQueue for VhostUserRx<'_> {
+    fn recv(&mut self, _now: Instant) -> Option<(&[u8], RxMeta)> {
+        let (k, len, meta) = self.side.next_frame()?;
+        self.cur.set(k);
+        Some((&self.side.buf[self.side.hdr_len..len], meta))
+    }
+}
+
+impl Drop for VhostUserRx<'_> {
+    fn drop(&mut self) {
+        // Hand the transmitted buffers back (one eventfd write at most per ring).
+        if let Some(mem) = self.side.mem.as_deref() {
+            for ring in self.side.rings.iter_mut().flatten() {
+                ring.notify(mem);
+            }
+        }
+    }
+}
+
+impl TxQueue for VhostUserTx<'_> {
+    fn send<F: FnOnce(&mut [u8])>(&mut self, len: usize, meta: TxMeta, fill: F) -> Result<(), TxFull> {
+        let side = &mut *self.side;
+        let Some(mem) = side.mem.as_deref() else {
+            side.stats.no_ring += 1;
+            return Err(TxFull);
+        };
+        let n = side.rings.len();
+        let cur = self.cur.get() % n.max(1);
+        let Some(k) = (0..n).map(|i| (cur + i) % n).find(|&k| side.rings[k].is_some()) else {
+            side.stats.no_ring += 1;
+            return Err(TxFull);
+        };
+        if len + side.hdr_len > side.scratch.len() {
+            side.stats.too_long += 1;
+            return Ok(());
+        }
+        let ring = side.rings[k].as_mut().expect("found above");
+        if !ring.has_avail(mem) {
+            // The guest has not refilled its ring: refuse before `fill`, as
+            // the trait asks, and count it. Nothing is queued.
+            side.stats.no_buffers += 1;
+            return Err(TxFull);
+        }
+        let frame = &mut side.scratch[..len];
+        fill(frame);
+        let mut meta = meta;
+        if meta.csum_partial && !self.guest_csum {
+            // The guest did not take GUEST_CSUM: finish the checksum here.
+            crate::soft_offload::complete_checksum(frame, &meta);
+            meta.csum_partial = false;
+        }
+        let mut hdr = [0u8; 12];
+        hdr[..10].copy_from_slice(&crate::vnet::tx_header(&meta, 0));
+        match ring.push(mem, &hdr[..side.hdr_len], &side.scratch[..len], side.mrg) {
+            Ok(true) => {
+                side.stats.frames += 1;
+                side.stats.bytes += len as u64;
+            }
+            // Checked above; a frame longer than the buffers posted can still miss.
+            Ok(false) => side.stats.no_buffers += 1,
+            Err(e) => {
+                let s = &mut side.stats;
+                count(e, &mut s.bad_address, &mut s.bad_chain, &mut s.bad_direction, &mut s.too_long);
+            }
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) {
+        if let Some(mem) = self.side.mem.as_deref() {
+            for ring in self.side.rings.iter_mut().flatten() {
+                ring.notify(mem);
+            }
+        }
+    }
+}
+
+impl Waitable for VhostUserDevice {
+    fn wait_fd(&self) -> Option<RawFd> {
+        Some(self.epoll.as_raw_fd())
+    }
+
+    fn device_stats(&self) -> Vec<(&'static str, u64)> {
+        let (r, t) = (self.rx.stats, self.tx.stats);
+        let (refused, _) = {
+            let ctl = self.control.lock().unwrap_or_else(|e| e.into_inner());
+            (ctl.refused, ctl.last_refusal)
+        };
+        vec![
+            ("connected", u64::from(self.conn.is_some())),
+            ("connects", self.connects),
+            ("disconnects", self.disconnects),
+            ("queue_pairs_active", self.active_queue_pairs() as u64),
+            ("rx_frames", r.frames),
+            ("rx_bytes", r.bytes),
+            ("rx_bad_address", r.bad_address),
+            ("rx_bad_chain", r.bad_chain),
+            ("rx_bad_direction", r.bad_direction),
+            ("rx_too_long", r.too_long),
+            ("rx_bad_header", r.bad_header),
+            ("rings_broken", r.rings_broken),
+            ("tx_frames", t.frames),
+            ("tx_bytes", t.bytes),
+            ("tx_no_buffers", t.no_buffers),
+            ("tx_no_ring", t.no_ring),
+            ("tx_bad_address", t.bad_address),
+            ("tx_bad_chain", t.bad_chain),
+            ("tx_bad_direction", t.bad_direction),
+            ("tx_too_long", t.too_long),
+            ("refused", refused),
+            ("protocol_errors", self.protocol_errors),
+        ]
+    }
+}
+
+impl Drop for VhostUserDevice {
+    fn drop(&mut self) {
+        if self.listener.is_some() {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
