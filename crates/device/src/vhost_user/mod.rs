@@ -101,15 +101,32 @@ impl VhostUserConfig {
     }
 }
 
+/// Descriptor chains refused, by reason (one set per direction).
+#[derive(Clone, Copy, Debug, Default)]
+struct Refused {
+    bad_address: u64,
+    bad_chain: u64,
+    bad_direction: u64,
+    too_long: u64,
+}
+
+impl Refused {
+    fn count(&mut self, e: ChainError) {
+        match e {
+            ChainError::BadAddress => self.bad_address += 1,
+            ChainError::BadChain => self.bad_chain += 1,
+            ChainError::BadDirection => self.bad_direction += 1,
+            ChainError::TooLong => self.too_long += 1,
+        }
+    }
+}
+
 /// Counters of the receive side (frames the guest sent).
 #[derive(Clone, Copy, Debug, Default)]
 struct RxStats {
     frames: u64,
     bytes: u64,
-    bad_address: u64,
-    bad_chain: u64,
-    bad_direction: u64,
-    too_long: u64,
+    refused: Refused,
     bad_header: u64,
     rings_broken: u64,
 }
@@ -121,19 +138,7 @@ struct TxStats {
     bytes: u64,
     no_buffers: u64,
     no_ring: u64,
-    bad_address: u64,
-    bad_chain: u64,
-    bad_direction: u64,
-    too_long: u64,
-}
-
-fn count(e: ChainError, addr: &mut u64, chain: &mut u64, dir: &mut u64, long: &mut u64) {
-    match e {
-        ChainError::BadAddress => *addr += 1,
-        ChainError::BadChain => *chain += 1,
-        ChainError::BadDirection => *dir += 1,
-        ChainError::TooLong => *long += 1,
-    }
+    refused: Refused,
 }
 
 struct RxSide {
@@ -530,8 +535,7 @@ impl RxSide {
                         }
                     }
                     Err(e) => {
-                        let s = &mut self.stats;
-                        count(e, &mut s.bad_address, &mut s.bad_chain, &mut s.bad_direction, &mut s.too_long);
+                        self.stats.refused.count(e);
                         bad += 1;
                         all_empty = false;
                         if bad >= MAX_BAD_PER_RECV {
@@ -592,7 +596,7 @@ impl TxQueue for VhostUserTx<'_> {
             return Err(TxFull);
         };
         if len + side.hdr_len > side.scratch.len() {
-            side.stats.too_long += 1;
+            side.stats.refused.too_long += 1;
             return Ok(());
         }
         let ring = side.rings[k].as_mut().expect("found above");
@@ -619,10 +623,7 @@ impl TxQueue for VhostUserTx<'_> {
             }
             // Checked above; a frame longer than the buffers posted can still miss.
             Ok(false) => side.stats.no_buffers += 1,
-            Err(e) => {
-                let s = &mut side.stats;
-                count(e, &mut s.bad_address, &mut s.bad_chain, &mut s.bad_direction, &mut s.too_long);
-            }
+            Err(e) => side.stats.refused.count(e),
         }
         Ok(())
     }
@@ -654,20 +655,20 @@ impl Waitable for VhostUserDevice {
             ("queue_pairs_active", self.active_queue_pairs() as u64),
             ("rx_frames", r.frames),
             ("rx_bytes", r.bytes),
-            ("rx_bad_address", r.bad_address),
-            ("rx_bad_chain", r.bad_chain),
-            ("rx_bad_direction", r.bad_direction),
-            ("rx_too_long", r.too_long),
+            ("rx_bad_address", r.refused.bad_address),
+            ("rx_bad_chain", r.refused.bad_chain),
+            ("rx_bad_direction", r.refused.bad_direction),
+            ("rx_too_long", r.refused.too_long),
             ("rx_bad_header", r.bad_header),
             ("rings_broken", r.rings_broken),
             ("tx_frames", t.frames),
             ("tx_bytes", t.bytes),
             ("tx_no_buffers", t.no_buffers),
             ("tx_no_ring", t.no_ring),
-            ("tx_bad_address", t.bad_address),
-            ("tx_bad_chain", t.bad_chain),
-            ("tx_bad_direction", t.bad_direction),
-            ("tx_too_long", t.too_long),
+            ("tx_bad_address", t.refused.bad_address),
+            ("tx_bad_chain", t.refused.bad_chain),
+            ("tx_bad_direction", t.refused.bad_direction),
+            ("tx_too_long", t.refused.too_long),
             ("refused", refused),
             ("protocol_errors", self.protocol_errors),
         ]
