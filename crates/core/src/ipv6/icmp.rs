@@ -170,13 +170,13 @@ impl Ipv6Layer {
         data: &[u8],
         tx: &mut T,
     ) {
-        let src = if ip.dst_addr.is_multicast() { self.select_source(ip.src_addr) } else { Some(ip.dst_addr) };
-        let Some(src) = src else {
-            counters.drop_no_route += 1;
-            return;
-        };
         // Used either way: answered, or its reply counted as an egress drop.
         counters.rx_consumed += 1;
+        let src = if ip.dst_addr.is_multicast() { self.select_source(ip.src_addr) } else { Some(ip.dst_addr) };
+        let Some(src) = src else {
+            counters.drop_no_route += 1; // every address still tentative
+            return;
+        };
         let reply = Icmpv6Repr::EchoReply { ident, seq_no, data };
         let dst = ip.src_addr;
         let sent = self.send(now, counters, tx, src, dst, IpProtocol::Icmpv6, reply.buffer_len(), |b| {

@@ -653,3 +653,56 @@ fn martians_and_strangers_are_dropped() {
     h.recv(&sum);
     assert_eq!(h.c.drop_icmpv6_checksum, 1);
 }
+
+mod props {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        /// Any cut into fragments, in any order, with duplicates, gives back
+        /// the datagram (once more if duplicates complete it again, as a
+        /// duplicated datagram would); every fragment has its outcome counted.
+        #[test]
+        fn any_fragment_order_reassembles_the_same_datagram(
+            len in 1usize..6000,
+            per8 in 1usize..200,
+            seed in any::<u64>(),
+            dups in 0usize..4,
+        ) {
+            let mut h = Host::ready();
+            let data: Vec<u8> = (0..len).map(|i| (i as u64 ^ seed) as u8).collect();
+            let udp = ipv6(peer(), ours(), IpProtocol::Udp, 64, &data);
+            // Within the 64 pieces one datagram may be held in.
+            let per = (per8 * 8).max(len.div_ceil(reassembly::MAX_PIECES).next_multiple_of(8));
+            let mut frags = fragments(&udp, per, seed as u32);
+            let mut rng = crate::rand::Rng::new(seed);
+            for i in (1..frags.len()).rev() {
+                frags.swap(i, (rng.next_u64() % (i as u64 + 1)) as usize);
+            }
+            for _ in 0..dups {
+                let i = (rng.next_u64() % frags.len() as u64) as usize;
+                let dup = frags[i].clone();
+                frags.insert(i, dup);
+            }
+            let mut delivered = 0;
+            for f in &frags {
+                if let Ipv6Input::Deliver(d) = h.recv(f) {
+                    delivered += 1;
+                    let whole = if d.reassembled {
+                        let buf = h.ip6.take_reassembled();
+                        let v = buf[d.payload.clone()].to_vec();
+                        h.ip6.restore_reassembled(buf);
+                        v
+                    } else {
+                        f[d.payload.clone()].to_vec()
+                    };
+                    prop_assert_eq!(&whole, &data);
+                }
+            }
+            prop_assert!(delivered >= 1);
+            prop_assert_eq!(h.c.drop_ipv6_reasm_overlap, 0);
+        }
+    }
+}
