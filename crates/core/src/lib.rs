@@ -21,8 +21,6 @@ pub mod counters;
 mod hash;
 pub mod icmp;
 mod ip;
-// IPv6's reassembly shares the IPv4 arena helpers under their old path.
-use ip::ipv4_reassembly;
 pub mod ipv6;
 pub mod neighbor;
 mod path_mtu;

@@ -13,8 +13,6 @@ use crate::config::StackConfig;
 use crate::counters::Counters;
 use crate::icmp::{IcmpInput, PingSockets};
 use crate::ip::{Iface, Input, Ipv4Delivery};
-// The IPv6 layer writes its frames with the IP layer's helper, by this path.
-pub(crate) use crate::ip::write_frame;
 use crate::neighbor::NeighborCache;
 use crate::phy::{Device, RxMeta, RxQueue, TxQueue};
 use crate::rand::Rng;

@@ -21,8 +21,8 @@ use super::ndp::{AdvertOutcome, NdpTimer};
 use super::output::{is_link_local, pick_source};
 use super::Ipv6Layer;
 use crate::counters::Counters;
+use crate::ip::write_frame;
 use crate::phy::{TxMeta, TxQueue};
-use crate::stack::write_frame;
 use crate::time::{Duration, Instant};
 use std::net::Ipv6Addr;
 use ustack_wire::{

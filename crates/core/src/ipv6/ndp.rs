@@ -20,7 +20,7 @@
 
 use super::Ipv6Config;
 use crate::hash::{KeyedMap, KeyedState};
-use crate::neighbor::{Resolution, MAX_PENDING_PER_ENTRY};
+use crate::neighbor::{NeighborResolver, Resolution, MAX_PENDING_PER_ENTRY};
 use crate::time::{Duration, Instant};
 use std::net::Ipv6Addr;
 use ustack_wire::{EthernetAddress, NdiscNeighborFlags};
@@ -462,6 +462,20 @@ impl NdpCache {
             out(NdpTimer::Solicit { target: ip, unicast });
             i += 1;
         }
+    }
+}
+
+/// The IP layer's view of a neighbour cache, shared with ARP.
+impl NeighborResolver for NdpCache {
+    type Addr = Ipv6Addr;
+    fn resolve(&mut self, now: Instant, next_hop: Ipv6Addr) -> Resolution {
+        NdpCache::resolve(self, now, next_hop)
+    }
+    fn enqueue(&mut self, next_hop: Ipv6Addr, len: usize, fill: impl FnOnce(&mut [u8])) -> bool {
+        NdpCache::enqueue(self, next_hop, len, fill)
+    }
+    fn poll_timeout(&self) -> Option<Instant> {
+        NdpCache::poll_timeout(self)
     }
 }
 

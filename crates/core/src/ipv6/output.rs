@@ -5,9 +5,8 @@
 use super::addrs::AddressTable;
 use super::Ipv6Layer;
 use crate::counters::Counters;
-use crate::neighbor::Resolution;
+use crate::ip::{enqueue_for_neighbor, resolve_next_hop, write_frame, EgressDrop};
 use crate::phy::{TxMeta, TxQueue};
-use crate::stack::write_frame;
 use crate::time::Instant;
 use std::net::Ipv6Addr;
 use ustack_wire::{
@@ -43,6 +42,18 @@ impl core::fmt::Display for Ipv6SendError {
 }
 
 impl std::error::Error for Ipv6SendError {}
+
+impl From<EgressDrop> for Ipv6SendError {
+    fn from(e: EgressDrop) -> Self {
+        match e {
+            EgressDrop::NoRoute => Ipv6SendError::NoRoute,
+            EgressDrop::TooBig => Ipv6SendError::TooBig,
+            EgressDrop::TxFull => Ipv6SendError::TxFull,
+            EgressDrop::PendingFull => Ipv6SendError::PendingFull,
+            EgressDrop::IncompleteFull => Ipv6SendError::IncompleteFull,
+        }
+    }
+}
 
 /// Where a packet goes on the link.
 #[derive(Clone, Copy, Debug)]
@@ -205,19 +216,11 @@ impl Ipv6Layer {
             counters.drop_no_route += 1;
             return Err(Ipv6SendError::NoRoute);
         };
-        match self.neighbors.resolve(now, hop) {
-            Resolution::Send(mac) | Resolution::SendAndRefresh(mac) => Ok(Link::Mac(mac)),
-            Resolution::Queue { request } => {
-                if request {
-                    self.send_solicit(now, counters, tx, hop, None);
-                }
-                Ok(Link::Wait(hop))
-            }
-            Resolution::Full => {
-                counters.drop_neighbor_incomplete_full += 1;
-                Err(Ipv6SendError::IncompleteFull)
-            }
+        let next = resolve_next_hop(&mut self.neighbors, counters, now, hop)?;
+        if let (None, Some(_)) = (next.mac, next.solicit) {
+            self.send_solicit(now, counters, tx, hop, None);
         }
+        Ok(next.mac.map_or(Link::Wait(hop), Link::Mac))
     }
 
     fn emit<T: TxQueue>(
@@ -236,15 +239,7 @@ impl Ipv6Layer {
                     Err(Ipv6SendError::TxFull)
                 }
             }
-            Link::Wait(hop) => {
-                if self.neighbors.enqueue(hop, len, fill) {
-                    counters.neighbor_pending_queued += 1;
-                    Ok(())
-                } else {
-                    counters.drop_neighbor_pending_full += 1;
-                    Err(Ipv6SendError::PendingFull)
-                }
-            }
+            Link::Wait(hop) => Ok(enqueue_for_neighbor(&mut self.neighbors, counters, hop, len, fill)?),
         }
     }
 }

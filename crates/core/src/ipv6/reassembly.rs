@@ -37,7 +37,7 @@
 use super::Ipv6Config;
 use crate::counters::Counters;
 use crate::hash::{KeyedMap, KeyedState};
-use crate::ipv4_reassembly::{for_each_piece, same_bytes, CHUNK};
+use crate::ip::ipv4_reassembly::{for_each_piece, same_bytes, CHUNK};
 use crate::time::{Duration, Instant};
 use std::net::Ipv6Addr;
 use ustack_wire::{Ipv6FragmentRepr, Ipv6Packet, IPV6_FRAGMENT_HEADER_LEN, IPV6_HEADER_LEN};
