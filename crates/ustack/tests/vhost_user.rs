@@ -224,3 +224,359 @@ fn testpmd_frames_of_every_size_come_back_from_the_reflector() {
     pmd.cmd("quit");
     sw.assert_running();
 }
+
+/// A minimal vhost-user frontend written here, byte by byte, so a test can
+/// send what no real driver would: one queue pair of 16-entry split rings
+/// in a memfd it shares, VERSION_1 only, no protocol features.
+mod frontend {
+    use std::io::{Read, Write};
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+    use std::os::unix::net::UnixStream;
+    use std::sync::atomic::{fence, Ordering};
+
+    pub const RING: u16 = 16;
+    /// Guest physical address of the shared memory.
+    pub const GPA: u64 = 0x10_0000;
+    pub const MEM: usize = 1 << 20;
+    /// Ring layout in the memory (offsets): queue 0 (receive), queue 1 (transmit).
+    const DESC: [usize; 2] = [0x0000, 0x4000];
+    const AVAIL: [usize; 2] = [0x1000, 0x5000];
+    const USED: [usize; 2] = [0x2000, 0x6000];
+    /// Receive buffers (2 KiB each) and transmit buffers.
+    pub const RX_BUFS: usize = 0x1_0000;
+    pub const TX_BUFS: usize = 0x2_0000;
+    pub const F_NEXT: u16 = 1;
+    pub const F_WRITE: u16 = 2;
+    const VERSION_1: u64 = 1 << 32;
+
+    pub struct Frontend {
+        sock: UnixStream,
+        memfd: OwnedFd,
+        mem: *mut u8,
+        kick: OwnedFd,
+        _call: [OwnedFd; 2],
+        /// Next avail index per queue.
+        avail: [u16; 2],
+        /// Next descriptor to hand out on the transmit queue.
+        next_desc: u16,
+    }
+
+    fn eventfd() -> OwnedFd {
+        // SAFETY: creates a new descriptor we own.
+        unsafe { OwnedFd::from_raw_fd(libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK)) }
+    }
+
+    impl Frontend {
+        pub fn connect(path: &str) -> Frontend {
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+            let sock = loop {
+                match UnixStream::connect(path) {
+                    Ok(s) => break s,
+                    Err(e) if std::time::Instant::now() < deadline => {
+                        let _ = e;
+                        std::thread::sleep(std::time::Duration::from_millis(50));
+                    }
+                    Err(e) => panic!("connect {path}: {e}"),
+                }
+            };
+            sock.set_read_timeout(Some(std::time::Duration::from_secs(10))).unwrap();
+            // SAFETY: memfd_create, ftruncate and mmap on a descriptor we own.
+            let (memfd, mem) = unsafe {
+                let fd = libc::memfd_create(c"ustack-test-vhost".as_ptr(), libc::MFD_CLOEXEC);
+                assert!(fd >= 0, "memfd_create");
+                assert_eq!(libc::ftruncate(fd, MEM as i64), 0, "ftruncate");
+                let p = libc::mmap(std::ptr::null_mut(), MEM, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_SHARED, fd, 0);
+                assert_ne!(p, libc::MAP_FAILED, "mmap");
+                (OwnedFd::from_raw_fd(fd), p as *mut u8)
+            };
+            Frontend { sock, memfd, mem, kick: eventfd(), _call: [eventfd(), eventfd()], avail: [0; 2], next_desc: 0 }
+        }
+
+        fn send(&mut self, req: u32, body: &[u8], fd: Option<RawFd>) {
+            let mut msg = Vec::with_capacity(12 + body.len());
+            msg.extend_from_slice(&req.to_le_bytes());
+            msg.extend_from_slice(&1u32.to_le_bytes()); // version 1
+            msg.extend_from_slice(&(body.len() as u32).to_le_bytes());
+            msg.extend_from_slice(body);
+            let Some(fd) = fd else {
+                self.sock.write_all(&msg).expect("send vhost-user message");
+                return;
+            };
+            // One message with the descriptor attached (SCM_RIGHTS).
+            let mut iov = libc::iovec { iov_base: msg.as_mut_ptr().cast(), iov_len: msg.len() };
+            let mut cbuf = [0u64; 8];
+            // SAFETY: a msghdr over our buffers; CMSG_* compute within `cbuf`.
+            unsafe {
+                let space = libc::CMSG_SPACE(std::mem::size_of::<RawFd>() as u32) as usize;
+                let mut mh: libc::msghdr = std::mem::zeroed();
+                mh.msg_iov = &mut iov;
+                mh.msg_iovlen = 1;
+                mh.msg_control = cbuf.as_mut_ptr().cast();
+                mh.msg_controllen = space;
+                let c = libc::CMSG_FIRSTHDR(&mh);
+                (*c).cmsg_level = libc::SOL_SOCKET;
+                (*c).cmsg_type = libc::SCM_RIGHTS;
+                (*c).cmsg_len = libc::CMSG_LEN(std::mem::size_of::<RawFd>() as u32) as usize;
+                std::ptr::write_unaligned(libc::CMSG_DATA(c).cast::<RawFd>(), fd);
+                let n = libc::sendmsg(self.sock.as_raw_fd(), &mh, 0);
+                assert_eq!(n, msg.len() as isize, "sendmsg: {}", std::io::Error::last_os_error());
+            }
+        }
+
+        fn get_u64(&mut self, req: u32) -> u64 {
+            self.send(req, &[], None);
+            let mut reply = [0u8; 20];
+            self.sock.read_exact(&mut reply).expect("vhost-user reply");
+            u64::from_le_bytes(reply[12..20].try_into().unwrap())
+        }
+
+        fn vring_state(&mut self, req: u32, index: u32, num: u32) {
+            let mut b = index.to_le_bytes().to_vec();
+            b.extend_from_slice(&num.to_le_bytes());
+            self.send(req, &b, None);
+        }
+
+        /// The memory table message for one region of `size` bytes.
+        pub fn set_mem_table(&mut self, size: u64) {
+            let mut b = Vec::new();
+            b.extend_from_slice(&1u32.to_le_bytes());
+            b.extend_from_slice(&0u32.to_le_bytes());
+            for v in [GPA, size, self.mem as u64, 0] {
+                b.extend_from_slice(&v.to_le_bytes());
+            }
+            let fd = self.memfd.as_raw_fd();
+            self.send(5, &b, Some(fd));
+        }
+
+        /// Negotiate, share the memory, and start both rings with every
+        /// receive buffer posted.
+        pub fn setup(&mut self) {
+            let offered = self.get_u64(1);
+            assert!(offered & VERSION_1 != 0, "backend offers no VERSION_1: {offered:#x}");
+            self.send(2, &VERSION_1.to_le_bytes(), None);
+            self.send(3, &[], None);
+            self.set_mem_table(MEM as u64);
+            for q in 0..2usize {
+                self.vring_state(8, q as u32, u32::from(RING));
+                let mut b = (q as u32).to_le_bytes().to_vec();
+                b.extend_from_slice(&0u32.to_le_bytes());
+                for off in [DESC[q], USED[q], AVAIL[q]] {
+                    b.extend_from_slice(&(self.mem as u64 + off as u64).to_le_bytes());
+                }
+                b.extend_from_slice(&0u64.to_le_bytes());
+                self.send(9, &b, None);
+                self.vring_state(10, q as u32, 0);
+                let call = self._call[q].as_raw_fd();
+                self.send(13, &(q as u64).to_le_bytes(), Some(call));
+            }
+            // Receive buffers: 2 KiB each, write-only, all posted.
+            for i in 0..RING {
+                self.set_desc(0, i, GPA + (RX_BUFS + 2048 * usize::from(i)) as u64, 2048, F_WRITE, 0);
+                self.post(0, i);
+            }
+            let kick = self.kick.as_raw_fd();
+            self.send(12, &0u64.to_le_bytes(), Some(kick));
+            self.send(12, &1u64.to_le_bytes(), Some(kick));
+        }
+
+        fn write<T: Copy>(&self, off: usize, v: T) {
+            assert!(off + std::mem::size_of::<T>() <= MEM);
+            // SAFETY: inside our mapping (checked).
+            unsafe { std::ptr::write_volatile(self.mem.add(off).cast::<T>(), v) }
+        }
+
+        fn read<T: Copy>(&self, off: usize) -> T {
+            assert!(off + std::mem::size_of::<T>() <= MEM);
+            // SAFETY: inside our mapping (checked).
+            unsafe { std::ptr::read_volatile(self.mem.add(off).cast::<T>()) }
+        }
+
+        pub fn write_bytes(&self, off: usize, bytes: &[u8]) {
+            for (i, b) in bytes.iter().enumerate() {
+                self.write(off + i, *b);
+            }
+        }
+
+        pub fn read_bytes(&self, off: usize, len: usize) -> Vec<u8> {
+            (0..len).map(|i| self.read(off + i)).collect()
+        }
+
+        /// Descriptor `i` of queue `q`.
+        pub fn set_desc(&self, q: usize, i: u16, addr: u64, len: u32, flags: u16, next: u16) {
+            let at = DESC[q] + 16 * usize::from(i);
+            self.write(at, addr.to_le());
+            self.write(at + 8, len.to_le());
+            self.write(at + 12, flags.to_le());
+            self.write(at + 14, next.to_le());
+        }
+
+        /// Put `head` on queue `q`'s available ring (any value, even one
+        /// past the table) and publish it.
+        pub fn post(&mut self, q: usize, head: u16) {
+            let slot = usize::from(self.avail[q] % RING);
+            self.write(AVAIL[q] + 4 + 2 * slot, head.to_le());
+            self.avail[q] = self.avail[q].wrapping_add(1);
+            fence(Ordering::Release);
+            self.write(AVAIL[q] + 2, self.avail[q].to_le());
+        }
+
+        /// Publish an available index of our choosing (a hostile jump).
+        pub fn set_avail_idx(&mut self, q: usize, idx: u16) {
+            self.avail[q] = idx;
+            fence(Ordering::Release);
+            self.write(AVAIL[q] + 2, idx.to_le());
+        }
+
+        pub fn kick(&self) {
+            // SAFETY: writes 8 bytes to our eventfd.
+            unsafe { libc::write(self.kick.as_raw_fd(), 1u64.to_ne_bytes().as_ptr().cast(), 8) };
+        }
+
+        pub fn used_idx(&self, q: usize) -> u16 {
+            fence(Ordering::Acquire);
+            u16::from_le(self.read(USED[q] + 2))
+        }
+
+        /// Used element `n` of queue `q`: (id, len).
+        pub fn used(&self, q: usize, n: u16) -> (u32, u32) {
+            let at = USED[q] + 4 + 8 * usize::from(n % RING);
+            (u32::from_le(self.read(at)), u32::from_le(self.read(at + 4)))
+        }
+
+        /// A fresh transmit descriptor index (wrapping over the table).
+        pub fn take_desc(&mut self) -> u16 {
+            let i = self.next_desc;
+            self.next_desc = (self.next_desc + 1) % RING;
+            i
+        }
+    }
+
+    impl Drop for Frontend {
+        fn drop(&mut self) {
+            // SAFETY: unmaps our own mapping.
+            unsafe { libc::munmap(self.mem.cast(), MEM) };
+        }
+    }
+}
+
+/// An Ethernet frame of `len` bytes from `src` to `dst`, payload from `seed`.
+fn eth_frame(dst: [u8; 6], src: [u8; 6], len: usize, seed: u8) -> Vec<u8> {
+    let mut f = Vec::with_capacity(len);
+    f.extend_from_slice(&dst);
+    f.extend_from_slice(&src);
+    f.extend_from_slice(&[0x88, 0xb5]); // local experimental EtherType
+    f.extend((0..len - 14).map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed)));
+    f
+}
+
+/// Send one good frame through the transmit ring and wait (bounded) for it
+/// to come back reflected on the receive ring; returns the frame received.
+fn reflect_one(fe: &mut frontend::Frontend, seed: u8) -> Vec<u8> {
+    use frontend::*;
+    let frame = eth_frame([2, 0, 0, 0, 0, 0xbb], [2, 0, 0, 0, 0, 0xaa], 100, seed);
+    let d = fe.take_desc();
+    let buf = TX_BUFS + 256 * usize::from(d);
+    fe.write_bytes(buf, &[0u8; 12]);
+    fe.write_bytes(buf + 12, &frame);
+    fe.set_desc(1, d, GPA + buf as u64, 12 + frame.len() as u32, 0, 0);
+    let before = fe.used_idx(0);
+    fe.post(1, d);
+    fe.kick();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while fe.used_idx(0) == before {
+        assert!(Instant::now() < deadline, "frame {seed} was not reflected within 10 s");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let (id, len) = fe.used(0, before);
+    assert_eq!(len as usize, 12 + frame.len(), "reflected length");
+    let back = fe.read_bytes(RX_BUFS + 2048 * id as usize + 12, frame.len());
+    // Repost the receive buffer.
+    fe.post(0, id as u16);
+    back
+}
+
+#[test]
+fn garbage_descriptors_are_refused_counted_and_the_switch_keeps_serving() {
+    // Our own frontend: needs no DPDK, no root, no network.
+    use frontend::*;
+    let (sock, control) = (Tmp::new("garbage.sock"), Tmp::new("garbage.ctl"));
+    let mut sw = switch(&[format!("vhost-user:{}", sock.s())], &control, &["--reflect"]);
+    let mut fe = Frontend::connect(sock.s());
+    fe.setup();
+
+    // A good frame first: it comes back with its MACs swapped.
+    let back = reflect_one(&mut fe, 1);
+    let sent = eth_frame([2, 0, 0, 0, 0, 0xbb], [2, 0, 0, 0, 0, 0xaa], 100, 1);
+    assert_eq!(&back[0..6], &sent[6..12], "destination is the sender");
+    assert_eq!(&back[6..12], &sent[0..6], "source is the old destination");
+    assert_eq!(&back[12..], &sent[12..], "payload intact");
+
+    // Garbage, each in its own chain on the transmit ring:
+    let d = fe.take_desc(); // an address nowhere in the shared memory
+    fe.set_desc(1, d, 0xdead_0000_0000, 100, 0, 0);
+    fe.post(1, d);
+    let d = fe.take_desc(); // a length past the end of the region
+    fe.set_desc(1, d, GPA + MEM as u64 - 10, 100, 0, 0);
+    fe.post(1, d);
+    let (a, b) = (fe.take_desc(), fe.take_desc()); // a loop: a -> b -> a -> ...
+    fe.set_desc(1, a, GPA + TX_BUFS as u64, 20, F_NEXT, b);
+    fe.set_desc(1, b, GPA + TX_BUFS as u64, 20, F_NEXT, a);
+    fe.post(1, a);
+    let d = fe.take_desc(); // `next` past the descriptor table
+    fe.set_desc(1, d, GPA + TX_BUFS as u64, 20, F_NEXT, 999);
+    fe.post(1, d);
+    let d = fe.take_desc(); // a write-only descriptor in a transmit chain
+    fe.set_desc(1, d, GPA + TX_BUFS as u64, 100, F_WRITE, 0);
+    fe.post(1, d);
+    fe.post(1, 999); // a head index past the table
+    fe.kick();
+    // The switch still serves: the next good frame comes back.
+    let back = reflect_one(&mut fe, 2);
+    assert_eq!(&back[12..], &eth_frame([0; 6], [0; 6], 100, 2)[12..]);
+
+    let snap = switch_stats(&control);
+    let dev = &snap["ports"][0]["device_counters"];
+    assert_eq!(dev["rx_bad_address"], 2, "out-of-range address and length: {snap}");
+    assert_eq!(dev["rx_bad_chain"], 3, "loop, next past the table, head past the table: {snap}");
+    assert_eq!(dev["rx_bad_direction"], 1, "write-only in a transmit chain: {snap}");
+    assert_eq!(dev["rx_frames"], 2, "{snap}");
+    assert_eq!(snap["ports"][0]["tx_frames"], 2, "{snap}");
+
+    // An available index that jumps past the ring: that ring is stopped and counted.
+    let idx = fe.used_idx(1).wrapping_add(1000);
+    fe.set_avail_idx(1, idx);
+    fe.kick();
+    wait_counter(&control, "rings_broken", 1);
+
+    // A memory table past the end of its file is refused (mapping it would
+    // fault on first touch); then the frontend goes away.
+    fe.set_mem_table(4 * MEM as u64);
+    wait_counter(&control, "refused", 1);
+    drop(fe);
+    sw.assert_running();
+
+    // A new frontend on the same port is served from scratch.
+    let mut fe = Frontend::connect(sock.s());
+    fe.setup();
+    let back = reflect_one(&mut fe, 3);
+    assert_eq!(&back[12..], &eth_frame([0; 6], [0; 6], 100, 3)[12..]);
+    let snap = switch_stats(&control);
+    let dev = &snap["ports"][0]["device_counters"];
+    assert_eq!((dev["connects"].as_u64(), dev["disconnects"].as_u64()), (Some(2), Some(1)), "{snap}");
+    sw.assert_running();
+}
+
+/// Wait (bounded) until the first port's device counter `key` reaches `want`.
+fn wait_counter(control: &Tmp, key: &str, want: u64) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let snap = switch_stats(control);
+        let v = snap["ports"][0]["device_counters"][key].as_u64().unwrap_or(0);
+        if v >= want {
+            assert_eq!(v, want, "{key}: {snap}");
+            return;
+        }
+        assert!(Instant::now() < deadline, "{key} stayed {v}, want {want}: {snap}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
