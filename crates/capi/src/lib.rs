@@ -92,11 +92,12 @@
 //! - One local address (the stack's); loopback addresses are not served.
 //! - `bind` before `connect` does not choose the local port (the stack picks
 //!   an RFC 6056 ephemeral port).
-//! - Known bug, not yet found: one thread sending on a TCP socket while
-//!   another receives on it (both polling it, with timeouts) can stall the
-//!   exchange until the timeout; threads working on their own sockets, and a
-//!   thread blocked in `recv` woken by another's send or shutdown, work
-//!   (`crates/preload/tests/threads.py`).
+//! - Threads: any thread may call anything, on any socket; one thread may
+//!   send on a TCP socket while another receives on it
+//!   (`crates/preload/tests/duplex.py`). That once stalled: not a lost
+//!   wakeup, but the stack's ACKs after a zero-window probe carried a
+//!   sequence number past the peer's zero window, so Linux dropped them and
+//!   the window updates in them (fixed in the core's `ack_segment`).
 
 #![warn(missing_docs)]
 

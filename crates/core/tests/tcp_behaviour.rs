@@ -188,6 +188,27 @@ fn zero_window_probe_with_backoff() {
 }
 
 #[test]
+fn acks_after_a_refused_probe_stay_inside_the_peers_zero_window() {
+    // The probe byte the peer refused is past its window: an ACK at SND.MAX
+    // (one beyond it) is unacceptable to a zero-window receiver, which
+    // accepts only SEG.SEQ = RCV.NXT (RFC 9293 §3.10.7.4) and would drop the
+    // window update in it. Both ends then wait for each other (two threads
+    // sending and receiving on one socket under the LD_PRELOAD library hit
+    // it against a Linux echo server whose buffers were full).
+    let mut s = socket_established();
+    send!(s, seg! { seq: REMOTE + 1, ack: LOCAL + 1, window: 0 });
+    s.write(b"hello").unwrap();
+    recv_nothing!(s);
+    recv!(s, time = 200, seg! { seq: LOCAL + 1, ack: REMOTE + 1, payload: b"h" });
+    // Refused: the peer's window is still zero at LOCAL + 1.
+    send!(s, time = 201, seg! { seq: REMOTE + 1, ack: LOCAL + 1, window: 0, payload: b"data" });
+    recv!(s, time = 300, seg! { seq: LOCAL + 1, ack: REMOTE + 5 });
+    // Once the window opens, the probe byte counts again.
+    send!(s, time = 320, seg! { seq: REMOTE + 5, ack: LOCAL + 2, window: 1000 });
+    recv!(s, seg! { seq: LOCAL + 2, ack: REMOTE + 5, flags: PSH, payload: b"ello" });
+}
+
+#[test]
 fn receiver_window_shrinks_with_unread_data_and_reopens_with_an_update() {
     let cfg = TcpConfig { recv_buffer_size: 4000, ..config() };
     let mut s = socket_syn_received_with(&cfg, seg! { seq: REMOTE, flags: SYN });
