@@ -8,12 +8,12 @@ use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, MutexGuard, OnceLock};
 
-use ustack_core::phy::Device;
+use ustack_core::phy::{Device, TxMeta, TxQueue};
 use ustack_core::stack::DEFAULT_RX_BURST;
 use ustack_core::{Event, Instant, Interest, Ipv4Cidr, Socket, Stack, StackConfig, TcpHandle, UdpHandle};
 use ustack_device::{earliest, ChainSpec, DeviceChain, DeviceSpec, Waitable};
 use ustack_runtime::{os_seed, Clock};
-use ustack_wire::EthernetAddress;
+use ustack_wire::{ArpOperation, ArpPacket, ArpRepr, EtherType, EthernetAddress, EthernetRepr, ETHERNET_HEADER_LEN};
 
 use crate::errno::{Errno, EBADF};
 
@@ -245,6 +245,8 @@ pub(crate) struct Inner {
     /// When the stack thread will next wake by itself.
     planned: Option<Instant>,
     waker: RawFd,
+    /// Gratuitous ARPs still to send, and when the next is due.
+    announce: (u8, Instant),
 }
 
 /// The device chain, moved to the stack thread and used under the lock.
@@ -316,6 +318,21 @@ impl Inner {
             self.planned = due;
             ring(self.waker);
         }
+    }
+
+    /// Send the gratuitous ARPs that are due (see [`ANNOUNCEMENTS`]); the
+    /// time of the next one, if any is left.
+    fn announce(&mut self, now: Instant) -> Option<Instant> {
+        let (left, due) = self.announce;
+        if left == 0 {
+            return None;
+        }
+        if now < due {
+            return Some(due);
+        }
+        send_gratuitous_arp(&mut self.device.0, self.stack.config().mac, self.stack.config().ipv4.addr);
+        self.announce = (left - 1, now + ANNOUNCE_INTERVAL);
+        (left > 1).then_some(now + ANNOUNCE_INTERVAL)
     }
 
     /// Register a new socket of the stack under descriptor `fd`.
@@ -529,6 +546,7 @@ pub fn start(cfg: &StartConfig) -> Result<(), String> {
         events: Vec::new(),
         planned: None,
         waker,
+        announce: (ANNOUNCEMENTS, Instant::ZERO),
     };
     let global = Global { inner: Mutex::new(inner) };
     GLOBAL.set(global).map_err(|_| "the stack is already started in this process".to_string())?;
@@ -542,6 +560,37 @@ pub fn start(cfg: &StartConfig) -> Result<(), String> {
         .spawn(move || stack_thread(waker))
         .map_err(|e| format!("cannot start the stack thread: {e}"))?;
     Ok(())
+}
+
+/// Gratuitous ARPs a starting stack sends. Each process's stack takes a
+/// fresh random MAC, so a peer that talked to the previous program on this
+/// address holds a stale entry for up to a minute; an announcement (an ARP
+/// request for our own address, RFC 5227 §3) makes Linux replace it. Linux
+/// ignores a change within `locktime` (1 s) of the entry's last
+/// confirmation, hence a few, [`ANNOUNCE_INTERVAL`] apart (as `arping -U
+/// -c 3` or keepalived do).
+pub const ANNOUNCEMENTS: u8 = 3;
+/// Time between two gratuitous ARPs.
+pub const ANNOUNCE_INTERVAL: ustack_core::Duration = ustack_core::Duration::from_millis(1000);
+
+/// One gratuitous ARP: a broadcast request whose sender and target address
+/// are both ours.
+fn send_gratuitous_arp(device: &mut DeviceChain, mac: EthernetAddress, ip: Ipv4Addr) {
+    let repr = ArpRepr {
+        operation: ArpOperation::Request,
+        source_hardware_addr: mac,
+        source_protocol_addr: ip,
+        target_hardware_addr: EthernetAddress([0; 6]),
+        target_protocol_addr: ip,
+    };
+    let eth = EthernetRepr { src_addr: mac, dst_addr: EthernetAddress::BROADCAST, ethertype: EtherType::Arp, vlan_id: None };
+    let (_, mut tx) = device.queues();
+    // A full transmit ring drops it; the next announcement follows.
+    let _ = tx.send(ETHERNET_HEADER_LEN + repr.buffer_len(), TxMeta::default(), |b| {
+        repr.emit(&mut ArpPacket::new_unchecked(&mut b[ETHERNET_HEADER_LEN..]));
+        eth.emit(&mut ustack_wire::EthernetFrame::new_unchecked(b));
+    });
+    tx.flush();
 }
 
 /// The longest the stack thread sleeps without a deadline (it is woken for
@@ -576,7 +625,8 @@ fn stack_thread(waker: RawFd) {
                 raw_write(2, msg.as_bytes());
                 return;
             }
-            let wake = earliest(inner.stack.poll_timeout(), inner.device.0.next_deadline());
+            let next_announce = inner.announce(now);
+            let wake = earliest(earliest(inner.stack.poll_timeout(), inner.device.0.next_deadline()), next_announce);
             inner.planned = wake;
             let ms = wake.map_or(MAX_SLEEP_MS, |t| {
                 (t.saturating_since(now).as_micros().div_ceil(1000) as i64).min(MAX_SLEEP_MS)
