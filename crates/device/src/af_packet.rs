@@ -88,6 +88,11 @@ pub struct AfPacketConfig {
     /// Join fan-out group `ID` (hash by flow) to share the interface with
     /// other sockets in the group (`fanout`, default none).
     pub fanout: Option<u16>,
+    /// With `fanout`: steer the group by ustack's Toeplitz hash with this
+    /// key over this many sockets (`PACKET_FANOUT_CBPF`, see
+    /// `crate::steer_bpf`) instead of the kernel's flow hash. Set by the
+    /// sharded runtime, not by a spec option. Default none.
+    pub fanout_steer: Option<(u32, [u8; ustack_core::rss::KEY_LEN])>,
     /// The receive ring's layout (`ring=v2|v3`, default v2): see [`RingVersion`].
     pub ring: RingVersion,
 }
@@ -123,6 +128,7 @@ impl Default for AfPacketConfig {
             tso: true,
             promisc: true,
             fanout: None,
+            fanout_steer: None,
             ring: RingVersion::V2,
         }
     }
@@ -153,6 +159,7 @@ impl AfPacketConfig {
                 Some("v3") => RingVersion::V3,
                 Some(v) => return Err(opts.error(format!("ring={v}: expected v3 or v2"))),
             },
+            fanout_steer: None,
         })
     }
 }
@@ -425,7 +432,11 @@ impl AfPacketDevice {
                 return Err(DeviceError::Io { action: "putting the interface in promiscuous mode", source });
             }
         }
-        if let Some(id) = config.fanout {
+        if let (Some(id), Some((queues, key))) = (config.fanout, config.fanout_steer) {
+            let t = ustack_core::rss::Toeplitz::new(&key);
+            crate::steer_bpf::join_fanout(&fd, id, &t, queues)
+                .map_err(|source| DeviceError::Io { action: "joining the fan-out group (steered by ustack's hash)", source })?;
+        } else if let Some(id) = config.fanout {
             let arg = libc::c_int::from(id) | ((libc::PACKET_FANOUT_HASH as libc::c_int) << 16);
             setsockopt(&fd, libc::PACKET_FANOUT, arg, "joining the fan-out group")?;
         }
@@ -1010,6 +1021,7 @@ mod tests {
             promisc: false,
             fanout: Some(7),
             ring: RingVersion::V3,
+            ..AfPacketConfig::default()
         };
         assert_eq!(c, want);
     }

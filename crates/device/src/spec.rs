@@ -120,13 +120,14 @@ impl fmt::Display for DeviceSpec {
 impl DeviceSpec {
     /// Open the device the spec names, in the calling thread's namespace.
     pub fn open(&self) -> Result<crate::AnyDevice, DeviceError> {
-        self.open_with(true)
+        self.open_with(true, None)
     }
 
     /// As [`DeviceSpec::open`]; with `offloads` false a device that could
     /// move super-segments or partial checksums is opened without them (for
-    /// wrappers that copy frames and carry no metadata).
-    fn open_with(&self, offloads: bool) -> Result<crate::AnyDevice, DeviceError> {
+    /// wrappers that copy frames and carry no metadata); with `shard`, the
+    /// queue of that shard.
+    fn open_with(&self, offloads: bool, shard: Option<&ShardQueue>) -> Result<crate::AnyDevice, DeviceError> {
         let mut opts = Options::new(self);
         match self.kind {
             DeviceKind::Tap => {
@@ -134,16 +135,28 @@ impl DeviceSpec {
                 // virtio-net header, unless `offload=off`.
                 let offload = opts.switch("offload", true)? && offloads;
                 opts.finish()?;
-                Ok(crate::AnyDevice::Tap(TapDevice::open_with(&self.name, crate::TapConfig { offload })?))
+                let config = crate::TapConfig { offload, multi_queue: shard.is_some() };
+                let tap = TapDevice::open_with(&self.name, config)?;
+                if let Some(q) = shard.filter(|q| q.index == 0) {
+                    crate::steer_bpf::steer_tap(&tap, q)?;
+                }
+                Ok(crate::AnyDevice::Tap(tap))
             }
             DeviceKind::AfXdp => {
                 let config = crate::af_xdp::AfXdpConfig::from_options(&mut opts)?;
                 opts.finish()?;
+                if shard.is_some_and(|q| q.count > 1) {
+                    let reason = "af_xdp runs one queue per process for now: use tap or af_packet with --cores";
+                    return Err(DeviceError::Spec { spec: self.to_string(), reason: reason.into() });
+                }
                 Ok(crate::AnyDevice::AfXdp(crate::AfXdpDevice::open(&self.name, config)?))
             }
             DeviceKind::AfPacket => {
-                let config = crate::AfPacketConfig::from_options(&mut opts)?;
+                let mut config = crate::AfPacketConfig::from_options(&mut opts)?;
                 opts.finish()?;
+                if let Some(q) = shard {
+                    crate::steer_bpf::shard_fanout(&mut config, q);
+                }
                 Ok(crate::AnyDevice::AfPacket(crate::AfPacketDevice::open_with(&self.name, config)?))
             }
             DeviceKind::VhostUser => {
@@ -177,7 +190,12 @@ impl<'a> Options<'a> {
     }
 
     /// `key=N` as a number in `range`, or `default` when absent.
-    pub fn number(&mut self, key: &str, default: u64, range: std::ops::RangeInclusive<u64>) -> Result<u64, DeviceError> {
+    pub fn number(
+        &mut self,
+        key: &str,
+        default: u64,
+        range: std::ops::RangeInclusive<u64>,
+    ) -> Result<u64, DeviceError> {
         let Some(v) = self.take(key) else { return Ok(default) };
         v.parse::<u64>().ok().filter(|n| range.contains(n)).ok_or_else(|| {
             self.error(format!("{key}={v}: expected a number from {} to {}", range.start(), range.end()))
@@ -217,6 +235,20 @@ impl<'a> Options<'a> {
     }
 }
 
+/// Which queue of a device one shard of a sharded stack opens: shard
+/// `index` of `count`, flows steered by the Toeplitz hash with `key`. A TAP
+/// is opened multi-queue (the first shard installs the steering program),
+/// AF_PACKET joins a fan-out group steered by the same hash.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ShardQueue {
+    /// This shard.
+    pub index: usize,
+    /// How many shards.
+    pub count: usize,
+    /// The RSS key.
+    pub key: [u8; ustack_core::rss::KEY_LEN],
+}
+
 /// A device with the wrappers any device can have: faults nearest the wire,
 /// the capture nearest the stack (so the pcap shows what the stack received
 /// and sent).
@@ -233,11 +265,26 @@ pub struct ChainSpec {
 impl ChainSpec {
     /// Open the device and wrap it.
     pub fn open(&self) -> Result<DeviceChain, DeviceError> {
+        self.open_queue(None)
+    }
+
+    /// Open the device's queue for one shard of several (see
+    /// [`ShardQueue`]) and wrap it; with several shards, each captures to
+    /// the pcap file named with `.N` added for shard `N`.
+    pub fn open_queue(&self, shard: Option<&ShardQueue>) -> Result<DeviceChain, DeviceError> {
         // The fault queues copy frames of up to their MTU and carry no
         // offload metadata: no super-segments or partial checksums through them.
-        let dev = self.device.open_with(self.impair.is_none())?;
-        let capture = |source| DeviceError::Capture { path: self.pcap.clone().unwrap_or_default(), source };
-        Ok(match (self.impair, &self.pcap) {
+        let dev = self.device.open_with(self.impair.is_none(), shard)?;
+        let pcap = match (shard, &self.pcap) {
+            (Some(q), Some(p)) if q.count > 1 => {
+                let mut name = p.clone().into_os_string();
+                name.push(format!(".{}", q.index));
+                Some(PathBuf::from(name))
+            }
+            (_, p) => p.clone(),
+        };
+        let capture = |source| DeviceError::Capture { path: pcap.clone().unwrap_or_default(), source };
+        Ok(match (self.impair, &pcap) {
             (None, None) => DeviceChain::Plain(dev),
             (Some((link, seed)), None) => DeviceChain::Fault(FaultDevice::new(dev, link, seed)),
             (None, Some(path)) => DeviceChain::Pcap(PcapDevice::create(dev, path).map_err(capture)?),

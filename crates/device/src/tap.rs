@@ -70,11 +70,16 @@ pub struct TapConfig {
     /// virtio-net header (see the module docs). Default true; off, the TAP
     /// carries only frames of its MTU with complete checksums.
     pub offload: bool,
+    /// Open one queue of a multi-queue TAP (`IFF_MULTI_QUEUE`): each open
+    /// of the same name adds a queue, numbered in the order of opening, and
+    /// the kernel spreads the frames it sends over them by flow (see
+    /// `crate::steer_bpf` for steering by ustack's hash). Default false.
+    pub multi_queue: bool,
 }
 
 impl Default for TapConfig {
     fn default() -> Self {
-        TapConfig { offload: true }
+        TapConfig { offload: true, multi_queue: false }
     }
 }
 
@@ -129,7 +134,8 @@ impl TapDevice {
 
         let mut ifr = ifreq_for(name);
         let vnet = if config.offload { libc::IFF_VNET_HDR } else { 0 };
-        ifr.ifr_ifru.ifru_flags = (libc::IFF_TAP | libc::IFF_NO_PI | vnet) as c_short;
+        let multi = if config.multi_queue { libc::IFF_MULTI_QUEUE } else { 0 };
+        ifr.ifr_ifru.ifru_flags = (libc::IFF_TAP | libc::IFF_NO_PI | vnet | multi) as c_short;
         // SAFETY: TUNSETIFF reads and writes one `struct ifreq`, which `ifr` is.
         if unsafe { libc::ioctl(fd.as_raw_fd(), libc::TUNSETIFF as _, &mut ifr) } < 0 {
             let err = io::Error::last_os_error();

@@ -3,13 +3,14 @@
 //!
 //! This is where the sans-IO core meets the operating system. One
 //! [`EventLoop`] owns one [`Stack`] and one device and runs on one thread;
-//! later, shards run one loop per core.
+//! [`shard`] runs one loop per core, each with its own stack.
 
 #![deny(missing_docs)]
 
 pub mod apps;
 mod clock;
 pub mod control;
+pub mod shard;
 mod signals;
 mod waker;
 

@@ -9,7 +9,7 @@ use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use ustack_core::phy::Device;
 use ustack_core::{Ipv4Cidr, Stack};
-use ustack_device::{ChainSpec, DeviceChain, DeviceSpec, LinkConfig};
+use ustack_device::{ChainSpec, DeviceChain, DeviceSpec, LinkConfig, ShardQueue};
 use ustack_runtime::os_seed;
 use ustack_wire::EthernetAddress;
 
@@ -119,14 +119,34 @@ impl DeviceArgs {
         self.check()?;
         let seed = os_seed();
         let mac = self.mac.unwrap_or_else(|| random_mac(seed));
+        self.open_queue(settings, mac, seed, None)
+    }
+
+    /// The stack's MAC: `--mac`, or a random one from `seed`.
+    pub fn mac_or_random(&self, seed: u64) -> EthernetAddress {
+        self.mac.unwrap_or_else(|| random_mac(seed))
+    }
+
+    /// As [`DeviceArgs::open`] with the MAC and seed given, on shard `q`'s
+    /// queue of the device when there are shards (every shard has the same
+    /// MAC; the first gives the TAP's host side its address).
+    pub fn open_queue(
+        &self,
+        settings: &Settings,
+        mac: EthernetAddress,
+        seed: u64,
+        q: Option<&ShardQueue>,
+    ) -> Result<Opened, CliError> {
         let chain = ChainSpec {
             device: self.spec()?,
             impair: self.impair.map(|imp| (imp.link, imp.seed)),
             pcap: self.pcap.clone(),
         };
-        let device = chain.open()?;
+        let device = chain.open_queue(q)?;
         if let (Some(host), Some(tap)) = (self.host_ip, device.device().as_tap()) {
-            tap.set_host_addr(host.addr, host.prefix_len)?;
+            if q.is_none_or(|q| q.index == 0) {
+                tap.set_host_addr(host.addr, host.prefix_len)?;
+            }
         }
         let cfg = settings.stack_config(mac, self.ip, self.gateway, device.caps().mtu)?;
         let stack = Stack::new(cfg, seed);

@@ -9,6 +9,7 @@ mod perf;
 mod plot;
 mod bench;
 mod config;
+mod shards;
 mod stats;
 mod switch;
 mod top;

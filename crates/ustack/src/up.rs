@@ -41,10 +41,12 @@ pub struct UpArgs {
     /// Serve Prometheus metrics at http://ADDR:PORT/metrics on a kernel socket (e.g. 127.0.0.1:9100).
     #[arg(long, value_name = "ADDR:PORT")]
     pub metrics: Option<std::net::SocketAddr>,
+    #[command(flatten)]
+    pub cores: crate::shards::CoresArgs,
 }
 
 /// The services `up` runs, in the order they were set up.
-struct Services {
+pub(crate) struct Services {
     udp_echo: Vec<UdpEcho>,
     tcp_echo: Vec<TcpEcho>,
     tcp_discard: Vec<TcpDiscard>,
@@ -55,34 +57,14 @@ pub fn run(args: UpArgs) -> Result<(), CliError> {
     let settings = args.cfg.load()?;
     args.dev.check()?;
     // Check the web root before touching any device.
-    let http_root = args.http_root.as_ref().map(|root| Site::dir(root).map(|_| root)).transpose()?;
+    args.http_root.as_ref().map(Site::dir).transpose()?;
+    if args.cores.sharded() {
+        return crate::shards::up(&args, &settings);
+    }
     let opened = args.dev.open(&settings)?;
     let (label, device, mut stack, mac) = (opened.label, opened.device, opened.stack, opened.mac);
-    let mut services = Services { udp_echo: Vec::new(), tcp_echo: Vec::new(), tcp_discard: Vec::new(), http: Vec::new() };
-    for &port in &args.udp_echo {
-        services.udp_echo.push(UdpEcho::bind(&mut stack, port).map_err(|source| CliError::Bind { port, source })?);
-    }
-    let listen = |port, source| CliError::Listen { port, source };
-    for &port in &args.tcp_echo {
-        services.tcp_echo.push(TcpEcho::listen(&mut stack, port, args.max_connections).map_err(|e| listen(port, e))?);
-    }
-    for &port in &args.tcp_discard {
-        let app = TcpDiscard::listen(&mut stack, port, args.max_connections).map_err(|e| listen(port, e))?;
-        services.tcp_discard.push(app);
-    }
-    if let Some(root) = http_root {
-        let ports = if args.http_port.is_empty() { vec![80] } else { args.http_port.clone() };
-        for port in ports {
-            let site = Site::dir(root)?;
-            let config = HttpServerConfig { max_connections: args.max_connections, ..settings.http };
-            let app = HttpServer::listen(&mut stack, port, site, config).map_err(|e| listen(port, e))?;
-            services.http.push(app);
-        }
-    }
-    let control_addr = match &args.control {
-        Some(p) => ControlAddr::Path(p.clone()),
-        None => ControlAddr::Device(control_name(&label)),
-    };
+    let services = Services::start(&mut stack, &args, &settings)?;
+    let control_addr = control_addr(&args, &label);
     let mut control = ControlSocket::bind(&control_addr)
         .map_err(|source| CliError::Control { addr: control_addr.to_string(), source })?;
     // What the stack runs with, read back from the stack itself.
@@ -96,6 +78,117 @@ pub fn run(args: UpArgs) -> Result<(), CliError> {
     let banner = format!("ustack: up on {label} as {} ({mac}); Ctrl-C stops", args.dev.ip);
     let root = args.http_root.as_ref().map(|r| r.display().to_string()).unwrap_or_default();
     serve(stack, device, services, (control, label), &banner, &root)
+}
+
+/// Where `ustack stats` finds this stack.
+pub(crate) fn control_addr(args: &UpArgs, label: &str) -> ControlAddr {
+    match &args.control {
+        Some(p) => ControlAddr::Path(p.clone()),
+        None => ControlAddr::Device(control_name(label)),
+    }
+}
+
+impl Services {
+    /// Bind and listen for every service `args` asks for, on `stack`.
+    pub(crate) fn start(
+        stack: &mut Stack,
+        args: &UpArgs,
+        settings: &crate::config::Settings,
+    ) -> Result<Services, CliError> {
+        let http_root = args.http_root.as_ref();
+        let mut services =
+            Services { udp_echo: Vec::new(), tcp_echo: Vec::new(), tcp_discard: Vec::new(), http: Vec::new() };
+        Self::listen_all(stack, args, settings, http_root, &mut services)?;
+        Ok(services)
+    }
+
+    /// The services as the event loop polls them.
+    pub(crate) fn apps(&mut self) -> Vec<&mut dyn App> {
+        let Services { udp_echo, tcp_echo, tcp_discard, http } = self;
+        let mut apps: Vec<&mut dyn App> = Vec::new();
+        apps.extend(udp_echo.iter_mut().map(|a| a as &mut dyn App));
+        apps.extend(tcp_echo.iter_mut().map(|a| a as &mut dyn App));
+        apps.extend(tcp_discard.iter_mut().map(|a| a as &mut dyn App));
+        apps.extend(http.iter_mut().map(|a| a as &mut dyn App));
+        apps
+    }
+
+    /// What the services did, one `name value` line each.
+    pub(crate) fn report(&self) -> Vec<(String, u64)> {
+        let mut lines = Vec::new();
+        for e in &self.udp_echo {
+            lines.push((format!("udp_echo_{}_datagrams", e.port()), e.echoed));
+            // Replies the socket's send queue had no room for: lost here, not
+            // in the stack, so no stack counter saw them.
+            lines.push((format!("udp_echo_{}_dropped", e.port()), e.dropped));
+        }
+        for e in &self.tcp_echo {
+            lines.push((format!("tcp_echo_{}_bytes", e.port()), e.echoed));
+        }
+        for d in &self.tcp_discard {
+            lines.push((format!("tcp_discard_{}_bytes", d.port()), d.discarded));
+        }
+        for h in &self.http {
+            lines.push((format!("http_{}_requests", h.port()), h.stats.requests));
+            let f = h.fairness();
+            let (_, refused) = h.accepted();
+            for (what, n) in [
+                ("request_timeouts", f.request_timeouts),
+                ("idle_timeouts", f.idle_timeouts),
+                ("evicted", f.evicted),
+                ("refused", refused),
+            ] {
+                lines.push((format!("http_{}_{what}", h.port()), n));
+            }
+        }
+        lines
+    }
+
+    /// The banner lines naming each service.
+    pub(crate) fn describe(&self, http_root: &str) {
+        for e in &self.udp_echo {
+            eprintln!("ustack: UDP echo on port {}", e.port());
+        }
+        for e in &self.tcp_echo {
+            eprintln!("ustack: TCP echo on port {}", e.port());
+        }
+        for d in &self.tcp_discard {
+            eprintln!("ustack: TCP discard on port {}", d.port());
+        }
+        for h in &self.http {
+            eprintln!("ustack: HTTP on port {} serving {http_root}", h.port());
+        }
+    }
+
+    fn listen_all(
+        stack: &mut Stack,
+        args: &UpArgs,
+        settings: &crate::config::Settings,
+        http_root: Option<&std::path::PathBuf>,
+        services: &mut Services,
+    ) -> Result<(), CliError> {
+        for &port in &args.udp_echo {
+            services.udp_echo.push(UdpEcho::bind(stack, port).map_err(|source| CliError::Bind { port, source })?);
+        }
+        let listen = |port, source| CliError::Listen { port, source };
+        for &port in &args.tcp_echo {
+            services.tcp_echo.push(TcpEcho::listen(stack, port, args.max_connections).map_err(|e| listen(port, e))?);
+        }
+        for &port in &args.tcp_discard {
+            let app = TcpDiscard::listen(stack, port, args.max_connections).map_err(|e| listen(port, e))?;
+            services.tcp_discard.push(app);
+        }
+        if let Some(root) = http_root {
+            let ports = if args.http_port.is_empty() { vec![80] } else { args.http_port.clone() };
+            for port in ports {
+                let site = Site::dir(root)?;
+                let config = HttpServerConfig { max_connections: args.max_connections, ..settings.http };
+                let app = HttpServer::listen(stack, port, site, config).map_err(|e| listen(port, e))?;
+                services.http.push(app);
+            }
+        }
+        Ok(())
+    }
 }
 
 /// The name `ustack stats` finds the control socket under: the interface
@@ -115,27 +208,11 @@ fn serve<D: Device + Waitable>(
     http_root: &str,
 ) -> Result<(), CliError> {
     eprintln!("{banner}");
-    for e in &services.udp_echo {
-        eprintln!("ustack: UDP echo on port {}", e.port());
-    }
-    for e in &services.tcp_echo {
-        eprintln!("ustack: TCP echo on port {}", e.port());
-    }
-    for d in &services.tcp_discard {
-        eprintln!("ustack: TCP discard on port {}", d.port());
-    }
-    for h in &services.http {
-        eprintln!("ustack: HTTP on port {} serving {http_root}", h.port());
-    }
+    services.describe(http_root);
     let stop = StopSignal::install();
     let mut lp = EventLoop::new(stack, device);
     lp.control = Some(control);
-    let Services { udp_echo, tcp_echo, tcp_discard, http } = &mut services;
-    let mut apps: Vec<&mut dyn App> = Vec::new();
-    apps.extend(udp_echo.iter_mut().map(|a| a as &mut dyn App));
-    apps.extend(tcp_echo.iter_mut().map(|a| a as &mut dyn App));
-    apps.extend(tcp_discard.iter_mut().map(|a| a as &mut dyn App));
-    apps.extend(http.iter_mut().map(|a| a as &mut dyn App));
+    let mut apps = services.apps();
     let end = lp.run_until(&mut apps, &stop, None);
     drop(apps);
     if end == RunEnd::DeviceFailed {
@@ -144,30 +221,8 @@ fn serve<D: Device + Waitable>(
         return Err(CliError::DeviceFailed(why));
     }
     print_counters(lp.stack.counters());
-    for e in &services.udp_echo {
-        println!("  {:<32} {}", format!("udp_echo_{}_datagrams", e.port()), e.echoed);
-        // Replies the socket's send queue had no room for: lost here, not
-        // in the stack, so no stack counter saw them.
-        println!("  {:<32} {}", format!("udp_echo_{}_dropped", e.port()), e.dropped);
-    }
-    for e in &services.tcp_echo {
-        println!("  {:<32} {}", format!("tcp_echo_{}_bytes", e.port()), e.echoed);
-    }
-    for d in &services.tcp_discard {
-        println!("  {:<32} {}", format!("tcp_discard_{}_bytes", d.port()), d.discarded);
-    }
-    for h in &services.http {
-        println!("  {:<32} {}", format!("http_{}_requests", h.port()), h.stats.requests);
-        let f = h.fairness();
-        let (_, refused) = h.accepted();
-        for (what, n) in [
-            ("request_timeouts", f.request_timeouts),
-            ("idle_timeouts", f.idle_timeouts),
-            ("evicted", f.evicted),
-            ("refused", refused),
-        ] {
-            println!("  {:<32} {}", format!("http_{}_{what}", h.port()), n);
-        }
+    for (name, n) in services.report() {
+        println!("  {name:<32} {n}");
     }
     Ok(())
 }

@@ -67,15 +67,15 @@ impl XdpMode {
 /// One eBPF instruction (`struct bpf_insn`).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct Insn {
+pub(crate) struct Insn {
     code: u8,
     /// dst_reg in the low nibble, src_reg in the high one (little endian).
     regs: u8,
-    off: i16,
+    pub(crate) off: i16,
     imm: i32,
 }
 
-const fn insn(code: u8, dst: u8, src: u8, off: i16, imm: i32) -> Insn {
+pub(crate) const fn insn(code: u8, dst: u8, src: u8, off: i16, imm: i32) -> Insn {
     Insn { code, regs: if cfg!(target_endian = "little") { dst | (src << 4) } else { (dst << 4) | src }, off, imm }
 }
 
@@ -249,15 +249,20 @@ impl XdpProgram {
 }
 
 fn load(map_fd: i32) -> Result<OwnedFd, BpfError> {
-    let insns = program(map_fd);
+    load_insns(BPF_PROG_TYPE_XDP, BPF_XDP, "ustack_xsk", &program(map_fd))
+}
+
+/// Load `insns` as a program of `prog_type` named `name`; a refusal by the
+/// verifier carries its last line.
+pub(crate) fn load_insns(prog_type: u32, attach_type: u32, name: &str, insns: &[Insn]) -> Result<OwnedFd, BpfError> {
     let license = c"Dual MIT/GPL";
     let mut attr = ProgLoadAttr {
-        prog_type: BPF_PROG_TYPE_XDP,
+        prog_type,
         insn_cnt: insns.len() as u32,
         insns: insns.as_ptr() as u64,
         license: license.as_ptr() as u64,
-        prog_name: name16("ustack_xsk"),
-        expected_attach_type: BPF_XDP,
+        prog_name: name16(name),
+        expected_attach_type: attach_type,
         ..Default::default()
     };
     match bpf(BPF_PROG_LOAD, &mut attr) {

@@ -45,7 +45,7 @@
 //!   `ENXIO` of a kick) and [`Waitable::failure`] reports
 //!   [`DeviceError::Vanished`].
 
-mod bpf;
+pub(crate) mod bpf;
 mod ring;
 mod socket;
 
