@@ -93,9 +93,9 @@ impl Model {
         cfg.keepalive_interval = Duration::from_secs(1);
         cfg.max_ooo_ranges = usize::from(u.int_in_range(1u8..=8)?);
         let a = FourTuple {
-            local_addr: Ipv4Addr::new(10, 0, 0, 1),
+            local_addr: Ipv4Addr::new(10, 0, 0, 1).into(),
             local_port: 40000,
-            remote_addr: Ipv4Addr::new(10, 0, 0, 2),
+            remote_addr: Ipv4Addr::new(10, 0, 0, 2).into(),
             remote_port: 80,
         };
         let b = FourTuple { local_addr: a.remote_addr, local_port: 80, remote_addr: a.local_addr, remote_port: 40000 };

@@ -240,7 +240,7 @@ pub fn accept4(fd: RawFd, flags: i32) -> Result<(RawFd, SocketAddrV4), Errno> {
         if nodelay {
             g.stack.tcp_set_nodelay(h, true);
         }
-        let peer = t.map_or(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0), |t| SocketAddrV4::new(t.remote_addr, t.remote_port));
+        let peer = t.map_or(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0), |t| v4(t.remote_addr, t.remote_port));
         sock.peer = Some(peer);
         g.socks.insert(nfd, sock);
         g.register(Socket::Tcp(h), nfd);
@@ -639,7 +639,7 @@ pub fn getsockname(fd: RawFd) -> Result<SocketAddrV4, Errno> {
         Kind::TcpConn { h } => {
             let h = *h;
             match g.stack.tcp_connection(h) {
-                Some(c) => SocketAddrV4::new(c.four_tuple().local_addr, c.four_tuple().local_port),
+                Some(c) => v4(c.four_tuple().local_addr, c.four_tuple().local_port),
                 None => SocketAddrV4::new(own, 0),
             }
         }
@@ -923,5 +923,14 @@ pub(crate) fn poll_bits(g: &mut Inner, fd: RawFd, want_out: bool) -> i16 {
             let readable = !s.inbox.is_empty() || (!shared && g.stack.udp_rx_queued(h) > 0);
             pout | if readable { pin } else { 0 }
         }
+    }
+}
+
+/// An AF_INET socket address for a connection's address (0.0.0.0 for an
+/// IPv6 one, which this AF_INET API cannot name).
+fn v4(addr: std::net::IpAddr, port: u16) -> SocketAddrV4 {
+    match addr {
+        std::net::IpAddr::V4(a) => SocketAddrV4::new(a, port),
+        std::net::IpAddr::V6(_) => SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0),
     }
 }

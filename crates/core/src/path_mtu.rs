@@ -116,13 +116,13 @@ impl Stack {
             return;
         }
         let tuple = FourTuple {
-            local_addr: header.src_addr,
+            local_addr: header.src_addr.into(),
             local_port: u16::from_be_bytes([quoted[0], quoted[1]]),
-            remote_addr: header.dst_addr,
+            remote_addr: header.dst_addr.into(),
             remote_port: u16::from_be_bytes([quoted[2], quoted[3]]),
         };
         let seq = SeqNumber(u32::from_be_bytes([quoted[4], quoted[5], quoted[6], quoted[7]]));
-        let current = self.iface.path_mtu(now, tuple.remote_addr);
+        let current = self.iface.path_mtu(now, header.dst_addr);
         // RFC 1191 §5: a router that predates it says 0; take the plateau
         // below the datagram it quotes.
         let quoted_len = header.payload_len + ustack_wire::IPV4_HEADER_LEN;

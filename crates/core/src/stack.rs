@@ -156,7 +156,10 @@ impl Stack {
             IpProtocol::Udp => self.udp.receive(iface, now, d, tx),
             // TCP is unicast only (RFC 9293 §3.9.1.1 leaves no room for broadcast).
             IpProtocol::Tcp if d.broadcast => iface.counters.drop_tcp_other += 1,
-            IpProtocol::Tcp => self.tcp.receive(iface, now, &d.ip, d.l4, d.meta, tx),
+            IpProtocol::Tcp => {
+                let (src, dst) = (d.ip.src_addr.into(), d.ip.dst_addr.into());
+                self.tcp.receive(iface, now, src, dst, d.l4, d.meta, tx)
+            }
             _ => iface.unknown_protocol(now, d, tx),
         }
     }

@@ -191,9 +191,9 @@ macro_rules! recv_nothing {
 
 pub fn tuple() -> FourTuple {
     FourTuple {
-        local_addr: Ipv4Addr::new(192, 168, 1, 1),
+        local_addr: Ipv4Addr::new(192, 168, 1, 1).into(),
         local_port: 80,
-        remote_addr: Ipv4Addr::new(192, 168, 1, 2),
+        remote_addr: Ipv4Addr::new(192, 168, 1, 2).into(),
         remote_port: 49500,
     }
 }

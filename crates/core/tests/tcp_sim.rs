@@ -120,7 +120,7 @@ fn tuple(side: usize) -> FourTuple {
     let a = (Ipv4Addr::new(10, 0, 0, 1), 40000);
     let b = (Ipv4Addr::new(10, 0, 0, 2), 80);
     let (l, r) = if side == 0 { (a, b) } else { (b, a) };
-    FourTuple { local_addr: l.0, local_port: l.1, remote_addr: r.0, remote_port: r.1 }
+    FourTuple { local_addr: l.0.into(), local_port: l.1, remote_addr: r.0.into(), remote_port: r.1 }
 }
 
 fn run(p: Params) -> Summary {

@@ -122,13 +122,13 @@ impl TcpStream {
     /// The peer's address.
     pub fn peer_addr(&self) -> io::Result<SocketAddr> {
         let t = self.four_tuple()?;
-        Ok(SocketAddr::V4(SocketAddrV4::new(t.remote_addr, t.remote_port)))
+        Ok(SocketAddr::new(t.remote_addr, t.remote_port))
     }
 
     /// The local address.
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
         let t = self.four_tuple()?;
-        Ok(SocketAddr::V4(SocketAddrV4::new(t.local_addr, t.local_port)))
+        Ok(SocketAddr::new(t.local_addr, t.local_port))
     }
 
     fn four_tuple(&self) -> io::Result<ustack_core::tcp::FourTuple> {

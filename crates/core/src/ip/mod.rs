@@ -23,7 +23,11 @@ use crate::neighbor::{NeighborCache, NeighborResolver, Resolution};
 use crate::phy::{DeviceCaps, RxMeta, TxMeta, TxQueue};
 use crate::time::Instant;
 use ipv4_reassembly::Ipv4Reassembly;
-use ustack_wire::{EtherType, EthernetAddress, EthernetFrame, EthernetRepr, IpProtocol, Ipv4Repr, ETHERNET_HEADER_LEN};
+use std::net::IpAddr;
+use ustack_wire::{
+    EtherType, EthernetAddress, EthernetFrame, EthernetRepr, IpProtocol, Ipv4Repr, ETHERNET_HEADER_LEN,
+    IPV4_HEADER_LEN, IPV6_HEADER_LEN,
+};
 
 /// Why the stack could not send a packet it originated.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -150,6 +154,25 @@ impl Iface {
                 self.counters.drop_eth_unknown_type += 1;
                 Input::Done
             }
+        }
+    }
+
+    /// Whether `addr` is one of ours (a unicast address a connection can use).
+    #[inline]
+    pub(crate) fn is_local(&self, addr: IpAddr) -> bool {
+        match addr {
+            IpAddr::V4(a) => a == self.cfg.ipv4.addr,
+            IpAddr::V6(_) => false,
+        }
+    }
+
+    /// The largest IP packet to send towards `dst` now, and the length of
+    /// the IP header it leaves with.
+    #[inline]
+    pub(crate) fn path_mtu_to(&self, now: Instant, dst: IpAddr) -> (usize, usize) {
+        match dst {
+            IpAddr::V4(a) => (self.path_mtu(now, a), IPV4_HEADER_LEN),
+            IpAddr::V6(_) => (self.cfg.mtu, IPV6_HEADER_LEN),
         }
     }
 

@@ -7,6 +7,7 @@
 use super::segment::FourTuple;
 use super::seq::SeqNumber;
 use crate::time::Instant;
+use std::net::IpAddr;
 
 /// SipHash-2-4 (Aumasson & Bernstein, 2012) of `data` under a 128-bit key.
 pub fn siphash24(key: &[u8; 16], data: &[u8]) -> u64 {
@@ -58,13 +59,41 @@ fn sip_round(v: &mut [u64; 4]) {
     v[2] = v[2].rotate_left(32);
 }
 
-fn tuple_bytes(t: &FourTuple) -> [u8; 12] {
-    let mut b = [0u8; 12];
-    b[0..4].copy_from_slice(&t.local_addr.octets());
-    b[4..6].copy_from_slice(&t.local_port.to_be_bytes());
-    b[6..10].copy_from_slice(&t.remote_addr.octets());
-    b[10..12].copy_from_slice(&t.remote_port.to_be_bytes());
-    b
+/// The longest input any hash below takes: an IPv6 4-tuple (36 bytes) and 8 more.
+const MAX_INPUT: usize = 44;
+
+/// Bytes to hash, built on the stack: IPv4 addresses as their 4 octets (so an
+/// IPv4 connection's ISN, port and cookie are what they were before the
+/// tuple learned IPv6), IPv6 addresses as their 16.
+struct HashInput {
+    buf: [u8; MAX_INPUT],
+    len: usize,
+}
+
+impl HashInput {
+    fn new() -> HashInput {
+        HashInput { buf: [0; MAX_INPUT], len: 0 }
+    }
+    #[inline]
+    fn push(&mut self, bytes: &[u8]) -> &mut HashInput {
+        self.buf[self.len..self.len + bytes.len()].copy_from_slice(bytes);
+        self.len += bytes.len();
+        self
+    }
+    #[inline]
+    fn addr(&mut self, a: IpAddr) -> &mut HashInput {
+        match a {
+            IpAddr::V4(a) => self.push(&a.octets()),
+            IpAddr::V6(a) => self.push(&a.octets()),
+        }
+    }
+    #[inline]
+    fn tuple(&mut self, t: &FourTuple) -> &mut HashInput {
+        self.addr(t.local_addr).push(&t.local_port.to_be_bytes()).addr(t.remote_addr).push(&t.remote_port.to_be_bytes())
+    }
+    fn hash(&self, secret: &[u8; 16]) -> u64 {
+        siphash24(secret, &self.buf[..self.len])
+    }
 }
 
 /// The initial send sequence number for `four_tuple` at `now`.
@@ -74,7 +103,7 @@ fn tuple_bytes(t: &FourTuple) -> [u8; 12] {
 /// function (PRF) of the connection-id."
 pub fn isn(secret: &[u8; 16], four_tuple: &FourTuple, now: Instant) -> SeqNumber {
     let m = (now.total_micros() / 4) as u32;
-    let f = siphash24(secret, &tuple_bytes(four_tuple)) as u32;
+    let f = HashInput::new().tuple(four_tuple).hash(secret) as u32;
     SeqNumber(m.wrapping_add(f))
 }
 
@@ -87,12 +116,8 @@ pub fn isn(secret: &[u8; 16], four_tuple: &FourTuple, now: Instant) -> SeqNumber
 /// peer still holding that one in TIME-WAIT takes the SYN (RFC 6191) instead
 /// of refusing it by PAWS, which a fresh random offset made it do about
 /// half the time.
-pub fn ts_offset(secret: &[u8; 16], local: std::net::Ipv4Addr, remote: std::net::Ipv4Addr) -> u32 {
-    let mut b = [0u8; 10];
-    b[0..2].copy_from_slice(b"ts");
-    b[2..6].copy_from_slice(&local.octets());
-    b[6..10].copy_from_slice(&remote.octets());
-    siphash24(secret, &b) as u32
+pub fn ts_offset(secret: &[u8; 16], local: IpAddr, remote: IpAddr) -> u32 {
+    HashInput::new().push(b"ts").addr(local).addr(remote).hash(secret) as u32
 }
 
 /// Chooses an ephemeral local port for a connection to `remote_addr:remote_port`,
@@ -106,8 +131,8 @@ pub fn ts_offset(secret: &[u8; 16], local: std::net::Ipv4Addr, remote: std::net:
 /// used for this destination (the 4-tuple is not in use).
 pub fn ephemeral_port(
     secret: &[u8; 16],
-    local_addr: std::net::Ipv4Addr,
-    remote_addr: std::net::Ipv4Addr,
+    local_addr: IpAddr,
+    remote_addr: IpAddr,
     remote_port: u16,
     range: core::ops::RangeInclusive<u16>,
     next_ephemeral: &mut u32,
@@ -118,11 +143,8 @@ pub fn ephemeral_port(
         return None;
     }
     let num = max - min + 1;
-    let mut input = [0u8; 10];
-    input[0..4].copy_from_slice(&local_addr.octets());
-    input[4..8].copy_from_slice(&remote_addr.octets());
-    input[8..10].copy_from_slice(&remote_port.to_be_bytes());
-    let offset = siphash24(secret, &input) as u32;
+    let offset =
+        HashInput::new().addr(local_addr).addr(remote_addr).push(&remote_port.to_be_bytes()).hash(secret) as u32;
     for _ in 0..num {
         let port = min + offset.wrapping_add(*next_ephemeral) % num;
         *next_ephemeral = next_ephemeral.wrapping_add(1);
@@ -142,11 +164,8 @@ const COOKIE_MSS: [u16; 8] = [216, 536, 1024, 1220, 1300, 1400, 1440, 1460];
 const COOKIE_TICK_MICROS: u64 = 64_000_000;
 
 fn cookie_hash(secret: &[u8; 16], t: &FourTuple, peer_isn: SeqNumber, tick: u32) -> u32 {
-    let mut input = [0u8; 20];
-    input[..12].copy_from_slice(&tuple_bytes(t));
-    input[12..16].copy_from_slice(&peer_isn.0.to_be_bytes());
-    input[16..20].copy_from_slice(&tick.to_be_bytes());
-    (siphash24(secret, &input) as u32) & 0x00ff_ffff
+    let hash = HashInput::new().tuple(t).push(&peer_isn.0.to_be_bytes()).push(&tick.to_be_bytes()).hash(secret);
+    (hash as u32) & 0x00ff_ffff
 }
 
 /// A SYN cookie: our ISS for a SYN we keep no state for.
@@ -164,7 +183,13 @@ pub fn syn_cookie(secret: &[u8; 16], t: &FourTuple, peer_isn: SeqNumber, peer_ms
 /// Checks the cookie echoed in a handshake-completing ACK (`ack - 1`) for the
 /// peer's ISN (`seq - 1`); returns the encoded MSS when it is genuine and at
 /// most one clock tick old.
-pub fn check_syn_cookie(secret: &[u8; 16], t: &FourTuple, peer_isn: SeqNumber, cookie: SeqNumber, now: Instant) -> Option<u16> {
+pub fn check_syn_cookie(
+    secret: &[u8; 16],
+    t: &FourTuple,
+    peer_isn: SeqNumber,
+    cookie: SeqNumber,
+    now: Instant,
+) -> Option<u16> {
     let now_tick = (now.total_micros() / COOKIE_TICK_MICROS) as u32;
     let tick_bits = cookie.0 >> 27;
     let mss_index = ((cookie.0 >> 24) & 7) as usize;
@@ -193,9 +218,9 @@ mod tests {
 
     fn tuple() -> FourTuple {
         FourTuple {
-            local_addr: Ipv4Addr::new(10, 0, 0, 1),
+            local_addr: Ipv4Addr::new(10, 0, 0, 1).into(),
             local_port: 80,
-            remote_addr: Ipv4Addr::new(10, 0, 0, 2),
+            remote_addr: Ipv4Addr::new(10, 0, 0, 2).into(),
             remote_port: 40000,
         }
     }
@@ -213,7 +238,8 @@ mod tests {
     fn ephemeral_ports_skip_busy_ones() {
         let mut next = 0;
         let t = tuple();
-        let first = ephemeral_port(&key(), t.local_addr, t.remote_addr, 80, 49152..=65535, &mut next, |_| true).unwrap();
+        let first =
+            ephemeral_port(&key(), t.local_addr, t.remote_addr, 80, 49152..=65535, &mut next, |_| true).unwrap();
         let second =
             ephemeral_port(&key(), t.local_addr, t.remote_addr, 80, 49152..=65535, &mut next, |p| p != first).unwrap();
         assert_ne!(first, second);
@@ -225,8 +251,14 @@ mod tests {
         let now = Instant::from_secs(1000);
         let c = syn_cookie(&key(), &tuple(), SeqNumber(5), 1460, now);
         assert_eq!(check_syn_cookie(&key(), &tuple(), SeqNumber(5), c, now), Some(1460));
-        assert_eq!(check_syn_cookie(&key(), &tuple(), SeqNumber(5), c, now + crate::time::Duration::from_secs(64)), Some(1460));
-        assert_eq!(check_syn_cookie(&key(), &tuple(), SeqNumber(5), c, now + crate::time::Duration::from_secs(200)), None);
+        assert_eq!(
+            check_syn_cookie(&key(), &tuple(), SeqNumber(5), c, now + crate::time::Duration::from_secs(64)),
+            Some(1460)
+        );
+        assert_eq!(
+            check_syn_cookie(&key(), &tuple(), SeqNumber(5), c, now + crate::time::Duration::from_secs(200)),
+            None
+        );
         assert_eq!(check_syn_cookie(&key(), &tuple(), SeqNumber(6), c, now), None);
         let small = syn_cookie(&key(), &tuple(), SeqNumber(5), 600, now);
         assert_eq!(check_syn_cookie(&key(), &tuple(), SeqNumber(5), small, now), Some(536));

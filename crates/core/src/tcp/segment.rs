@@ -8,17 +8,18 @@
 //! checksums are the stack's business; the [`FourTuple`] names the connection.
 
 use super::seq::SeqNumber;
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 
-/// Local and remote endpoint of one connection.
+/// Local and remote endpoint of one connection, of either IP version (both
+/// addresses are of the same one).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct FourTuple {
     /// This stack's address.
-    pub local_addr: Ipv4Addr,
+    pub local_addr: IpAddr,
     /// This stack's port.
     pub local_port: u16,
     /// The peer's address.
-    pub remote_addr: Ipv4Addr,
+    pub remote_addr: IpAddr,
     /// The peer's port.
     pub remote_port: u16,
 }

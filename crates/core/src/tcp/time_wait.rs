@@ -142,9 +142,9 @@ mod tests {
     fn record(timestamps: bool) -> TimeWait {
         TimeWait {
             tuple: FourTuple {
-                local_addr: Ipv4Addr::new(10, 0, 0, 1),
+                local_addr: Ipv4Addr::new(10, 0, 0, 1).into(),
                 local_port: 80,
-                remote_addr: Ipv4Addr::new(10, 0, 0, 2),
+                remote_addr: Ipv4Addr::new(10, 0, 0, 2).into(),
                 remote_port: 5000,
             },
             snd_nxt: SeqNumber(1002),

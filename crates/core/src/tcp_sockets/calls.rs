@@ -8,7 +8,7 @@ use crate::stack::Stack;
 use crate::tcp::{self, Connection, FourTuple, Listener, RecvError, SendError, State};
 use crate::time::Instant;
 use std::collections::VecDeque;
-use std::net::SocketAddrV4;
+use std::net::{IpAddr, SocketAddr};
 
 /// RFC 6056's suggested ephemeral range (also IANA's dynamic ports).
 const EPHEMERAL: core::ops::RangeInclusive<u16> = 49152..=65535;
@@ -103,16 +103,24 @@ impl Stack {
 
     /// Open a connection to `remote` from a random ephemeral port (RFC 6056).
     /// The SYN leaves on the next poll.
-    pub fn tcp_connect(&mut self, now: Instant, remote: SocketAddrV4) -> Result<TcpHandle, ConnectError> {
-        let (remote_addr, remote_port) = (*remote.ip(), remote.port());
-        if remote_port == 0 || remote_addr.is_broadcast() || remote_addr.is_multicast() || remote_addr.is_unspecified()
-        {
+    pub fn tcp_connect(&mut self, now: Instant, remote: impl Into<SocketAddr>) -> Result<TcpHandle, ConnectError> {
+        let remote = remote.into();
+        let (remote_addr, remote_port) = (remote.ip(), remote.port());
+        let unicast = match remote_addr {
+            IpAddr::V4(a) => !(a.is_broadcast() || a.is_multicast() || a.is_unspecified()),
+            IpAddr::V6(a) => !(a.is_multicast() || a.is_unspecified()),
+        };
+        if remote_port == 0 || !unicast {
             return Err(ConnectError::InvalidAddress);
         }
         if self.tcp.live >= self.tcp.max_connections {
             return Err(ConnectError::TableFull);
         }
-        let local_addr = self.iface.cfg.ipv4.addr;
+        let local_addr = match remote_addr {
+            IpAddr::V4(_) => IpAddr::V4(self.iface.cfg.ipv4.addr),
+            // No IPv6 address to send from yet.
+            IpAddr::V6(_) => return Err(ConnectError::InvalidAddress),
+        };
         let home = self.shard.as_ref();
         let tcp = &mut self.tcp;
         let (by_tuple, listeners, tw) = (&tcp.by_tuple, &tcp.listeners, &tcp.tw_by_tuple);
@@ -128,7 +136,10 @@ impl Stack {
                 !listeners.contains_key(&p)
                     && !by_tuple.contains_key(&t)
                     && !tw.contains_key(&t)
-                    && home.is_none_or(|h| h.is_home(local_addr, p, remote_addr, remote_port))
+                    && home.is_none_or(|h| match (local_addr, remote_addr) {
+                        (IpAddr::V4(l), IpAddr::V4(r)) => h.is_home(l, p, r, remote_port),
+                        _ => true,
+                    })
             },
         )
         .ok_or(ConnectError::NoFreePort)?;

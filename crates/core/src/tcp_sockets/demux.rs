@@ -10,7 +10,8 @@ use crate::ip::Iface;
 use crate::phy::{RxMeta, TxQueue};
 use crate::tcp::{self, Flags, FourTuple, ListenOutcome, Options, Segment, SeqNumber, TimeWaitOutcome};
 use crate::time::Instant;
-use ustack_wire::{ChecksumMode, Ipv4Repr, TcpPacket, TcpRepr, IPV4_HEADER_LEN};
+use std::net::{IpAddr, Ipv4Addr};
+use ustack_wire::{ChecksumMode, TcpPacket, TcpRepr, IPV4_HEADER_LEN};
 
 /// The connection table's 4-tuple index, remembering its last hit: a flow
 /// sends segment after segment to one connection, and comparing 12 bytes
@@ -45,6 +46,16 @@ impl Demux {
     pub(super) fn remove(&mut self, tuple: &FourTuple) {
         self.last = None;
         self.map.remove(tuple);
+    }
+}
+
+/// The segment's checksum over the pseudo header of its IP version.
+#[inline]
+fn verify_checksum(packet: &TcpPacket<&[u8]>, src: IpAddr, dst: IpAddr) -> bool {
+    match (src, dst) {
+        (IpAddr::V4(s), IpAddr::V4(d)) => packet.verify_checksum(s, d),
+        (IpAddr::V6(s), IpAddr::V6(d)) => packet.verify_checksum(s, d),
+        _ => false,
     }
 }
 
@@ -93,7 +104,9 @@ impl TcpSockets {
         }
         slot.conn.on_path_mtu(mtu - IPV4_HEADER_LEN - TCP_HEADER_LEN);
         // Record the new MTU before the resend reads it.
-        iface.path_mtus_lower(now, tuple.remote_addr, mtu);
+        if let IpAddr::V4(remote) = tuple.remote_addr {
+            iface.path_mtus_lower(now, remote, mtu);
+        }
         iface.flush_connection(now, tx, &mut slot.conn, &tcp.pool);
         tcp.settle(index);
         PathMtuOutcome::Lowered
@@ -105,7 +118,8 @@ impl TcpSockets {
         &mut self,
         iface: &mut Iface,
         now: Instant,
-        ip: &Ipv4Repr,
+        src: IpAddr,
+        dst: IpAddr,
         l4: &[u8],
         meta: RxMeta,
         tx: &mut T,
@@ -117,21 +131,19 @@ impl TcpSockets {
             return;
         };
         let trusted = (meta.csum_verified || meta.csum_partial) && iface.cfg.use_device_checksums;
-        if !trusted && !packet.verify_checksum(ip.src_addr, ip.dst_addr) {
+        if !trusted && !verify_checksum(&packet, src, dst) {
             c.drop_tcp_checksum += 1;
             return;
         }
-        let Ok(repr) = TcpRepr::parse(&packet, ip.src_addr, ip.dst_addr, ChecksumMode::Ignore) else {
+        // The checksum is settled above; the parser needs no addresses.
+        let unused = Ipv4Addr::UNSPECIFIED;
+        let Ok(repr) = TcpRepr::parse(&packet, unused, unused, ChecksumMode::Ignore) else {
             c.drop_tcp_malformed += 1;
             return;
         };
         let seg = segment_from(&repr);
-        let tuple = FourTuple {
-            local_addr: ip.dst_addr,
-            local_port: repr.dst_port,
-            remote_addr: ip.src_addr,
-            remote_port: repr.src_port,
-        };
+        let tuple =
+            FourTuple { local_addr: dst, local_port: repr.dst_port, remote_addr: src, remote_port: repr.src_port };
         let tcp = self;
         if let Some(index) = tcp.by_tuple.lookup(&tuple) {
             let slot = tcp.slots[index as usize].as_mut().expect("the table points at live slots");
@@ -194,7 +206,7 @@ impl TcpSockets {
             }
         }
         if let Some(entry) = tcp.listeners.get_mut(&tuple.local_port) {
-            if tuple.local_addr == iface.cfg.ipv4.addr {
+            if iface.is_local(tuple.local_addr) {
                 let outcome = match reopened {
                     Some(old) => entry.listener.on_reopening_syn(now, tuple, &seg, repr.payload, &mut tcp.pool, old),
                     None => entry.listener.on_segment(now, tuple, &seg, repr.payload, &mut tcp.pool),

@@ -7,7 +7,8 @@ use crate::ip::Iface;
 use crate::phy::TxQueue;
 use crate::tcp::{BufferPool, Connection, FourTuple, Segment};
 use crate::time::Instant;
-use ustack_wire::{checksum, IpProtocol, TcpPacket, TcpRepr, IPV4_HEADER_LEN};
+use std::net::IpAddr;
+use ustack_wire::{checksum, IpProtocol, TcpPacket, TcpRepr};
 
 fn repr_from(seg: &Segment, tuple: &FourTuple) -> TcpRepr<'static> {
     TcpRepr {
@@ -42,7 +43,11 @@ impl Iface {
     ) -> bool {
         let repr = repr_from(seg, tuple);
         let header_len = repr.header_len();
-        let (src, dst) = (tuple.local_addr, tuple.remote_addr);
+        let (IpAddr::V4(src), IpAddr::V4(dst)) = (tuple.local_addr, tuple.remote_addr) else {
+            // No IPv6 output yet: no route there.
+            self.counters.drop_no_route += 1;
+            return false;
+        };
         self.counters.tcp_tx += 1;
         if seg.flags.rst() {
             self.counters.tcp_rst_sent += 1;
@@ -73,8 +78,9 @@ impl Iface {
         pool: &BufferPool,
     ) {
         let tuple = conn.four_tuple();
-        let max_payload = self.path_mtu(now, tuple.remote_addr) - IPV4_HEADER_LEN - TCP_HEADER_LEN;
-        let tso_payload = self.tso_max.saturating_sub(IPV4_HEADER_LEN + TCP_HEADER_LEN);
+        let (mtu, ip_header_len) = self.path_mtu_to(now, tuple.remote_addr);
+        let max_payload = mtu - ip_header_len - TCP_HEADER_LEN;
+        let tso_payload = self.tso_max.saturating_sub(ip_header_len + TCP_HEADER_LEN);
         while let Some(seg) = conn.poll_transmit_tso(now, max_payload, tso_payload, pool) {
             let conn = &*conn;
             // The segment size the connection cut by (see `poll_transmit_tso`).

@@ -19,7 +19,7 @@
 //! idle keep-alive connection is closed after `idle_timeout`.
 
 use std::collections::{BTreeMap, HashMap};
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 use ustack_core::{Duration, Instant, Stack, TcpHandle};
 
 /// Connections closed for their deadline in one poll at most; the rest wait
@@ -102,7 +102,7 @@ pub enum Admission {
 
 #[derive(Clone, Copy, Debug)]
 struct Tracked {
-    source: Ipv4Addr,
+    source: IpAddr,
     phase: Phase,
     /// Its key in `waiting`, unless busy.
     deadline: Option<(Instant, u64)>,
@@ -115,7 +115,7 @@ pub struct ConnPolicy {
     conns: HashMap<TcpHandle, Tracked>,
     /// Waiting connections by deadline (ties broken by arrival order).
     waiting: BTreeMap<(Instant, u64), TcpHandle>,
-    per_source: HashMap<Ipv4Addr, usize>,
+    per_source: HashMap<IpAddr, usize>,
     seq: u64,
     /// What the policy has done so far.
     pub stats: FairnessStats,

@@ -345,9 +345,12 @@ impl IperfClient {
             let h = stack.tcp_connect(now, self.server).map_err(|e| format!("cannot open a data stream: {e:?}"))?;
             // Established (writable) or failed comes as an event.
             let _ = stack.register(h, APP_TOKEN, Interest::WRITABLE);
-            let local = stack.tcp_connection(h).map(|c| {
+            let local = stack.tcp_connection(h).and_then(|c| {
                 let t = c.four_tuple();
-                SocketAddrV4::new(t.local_addr, t.local_port)
+                match t.local_addr {
+                    std::net::IpAddr::V4(a) => Some(SocketAddrV4::new(a, t.local_port)),
+                    std::net::IpAddr::V6(_) => None,
+                }
             });
             Stream::new(id, sender, Transport::Tcp(h), local, Some(self.server))
         };

@@ -460,17 +460,21 @@ fn is_hello(data: &[u8]) -> bool {
 }
 
 fn local_of(stack: &Stack, h: TcpHandle) -> Option<SocketAddrV4> {
-    stack.tcp_connection(h).map(|c| {
-        let t = c.four_tuple();
-        SocketAddrV4::new(t.local_addr, t.local_port)
-    })
+    let t = stack.tcp_connection(h)?.four_tuple();
+    v4(t.local_addr, t.local_port)
 }
 
 fn remote_of(stack: &Stack, h: TcpHandle) -> Option<SocketAddrV4> {
-    stack.tcp_connection(h).map(|c| {
-        let t = c.four_tuple();
-        SocketAddrV4::new(t.remote_addr, t.remote_port)
-    })
+    let t = stack.tcp_connection(h)?.four_tuple();
+    v4(t.remote_addr, t.remote_port)
+}
+
+/// The IPv4 socket address the reports name (the iperf apps speak IPv4).
+fn v4(addr: std::net::IpAddr, port: u16) -> Option<SocketAddrV4> {
+    match addr {
+        std::net::IpAddr::V4(a) => Some(SocketAddrV4::new(a, port)),
+        std::net::IpAddr::V6(_) => None,
+    }
 }
 
 impl PerfApp for IperfServer {
