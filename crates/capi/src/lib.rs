@@ -85,7 +85,11 @@
 //!   stack to the child instead: a `pthread_atfork` handler holds the lock
 //!   across the fork, the child starts a stack thread on its copy (the
 //!   device's descriptors are inherited), and the parent's thread ends.
-//!   That is nginx's master with one worker; a second worker has no stack.
+//!   That is nginx's master with one worker. With
+//!   [`StartConfig::shard_fork`] (`af_packet:` only) every forked child
+//!   builds a stack of its own in a fan-out group instead, with the
+//!   parent's listeners: nginx's `worker_processes N` (see the `shard`
+//!   module).
 //! - **exec**: the new program inherits plain eventfds (unless
 //!   `SOCK_CLOEXEC`), not sockets.
 //! - **dup/dup2** of a ustack descriptor is refused (`EOPNOTSUPP`).
@@ -102,6 +106,7 @@
 #![warn(missing_docs)]
 
 mod errno;
+mod shard;
 pub mod ffi;
 mod socket;
 pub mod sys;
@@ -109,4 +114,4 @@ pub mod wait;
 
 pub use errno::{unsupported, Errno};
 pub use socket::*;
-pub use sys::{is_ustack, is_ustack_epoll, start, started, StartConfig, EPOLL_TAG};
+pub use sys::{is_ustack, is_ustack_epoll, opening_device, start, started, StartConfig, EPOLL_TAG};

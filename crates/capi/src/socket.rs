@@ -153,6 +153,7 @@ pub fn listen(fd: RawFd, backlog: i32) -> Result<(), Errno> {
     };
     let s = g.sock(fd)?;
     s.kind = Kind::TcpListen { port, pending: Default::default() };
+    s.backlog = backlog;
     let ip = s.bound.map_or(Ipv4Addr::UNSPECIFIED, |b| *b.ip());
     s.bound = Some(SocketAddrV4::new(ip, port));
     g.register(Socket::Listener(port), fd);
@@ -590,7 +591,16 @@ pub fn close(fd: RawFd) -> Result<(), Errno> {
         return Ok(());
     }
     let mut g = lock()?;
-    let s = g.socks.remove(&fd).ok_or(EBADF)?;
+    let Some(s) = g.socks.remove(&fd) else {
+        if sys::is_ustack(fd) {
+            // A forked shard's copy of its parent's connection: only the
+            // descriptor is ours.
+            set_ustack(fd, false);
+            sys::raw_close(fd);
+            return Ok(());
+        }
+        return Err(EBADF);
+    };
     set_ustack(fd, false);
     match s.kind {
         Kind::TcpFresh => {}

@@ -11,7 +11,7 @@ use std::sync::{Mutex, MutexGuard, OnceLock};
 use ustack_core::phy::{Device, TxMeta, TxQueue};
 use ustack_core::stack::DEFAULT_RX_BURST;
 use ustack_core::{Event, Instant, Interest, Ipv4Cidr, Socket, Stack, StackConfig, TcpHandle, UdpHandle};
-use ustack_device::{earliest, ChainSpec, DeviceChain, DeviceSpec, Waitable};
+use ustack_device::{earliest, ChainSpec, DeviceChain, DeviceKind, DeviceSpec, Waitable};
 use ustack_runtime::{os_seed, Clock};
 use ustack_wire::{ArpOperation, ArpPacket, ArpRepr, EtherType, EthernetAddress, EthernetRepr, ETHERNET_HEADER_LEN};
 
@@ -92,15 +92,6 @@ pub(crate) fn ring(fd: RawFd) {
 /// in each socket's `waiters` while it sleeps, so several threads may wait
 /// on one socket (a shared doorbell emptied by one would strand another).
 pub(crate) fn thread_wait_fd() -> Result<RawFd, Errno> {
-    struct WaitFd(RawFd);
-    impl Drop for WaitFd {
-        fn drop(&mut self) {
-            raw_close(self.0);
-        }
-    }
-    thread_local! {
-        static WAIT_FD: std::cell::OnceCell<WaitFd> = const { std::cell::OnceCell::new() };
-    }
     WAIT_FD.with(|w| {
         if let Some(f) = w.get() {
             return Ok(f.0);
@@ -109,6 +100,18 @@ pub(crate) fn thread_wait_fd() -> Result<RawFd, Errno> {
         let _ = w.set(WaitFd(fd));
         Ok(fd)
     })
+}
+
+struct WaitFd(RawFd);
+
+impl Drop for WaitFd {
+    fn drop(&mut self) {
+        raw_close(self.0);
+    }
+}
+
+thread_local! {
+    static WAIT_FD: std::cell::OnceCell<WaitFd> = const { std::cell::OnceCell::new() };
 }
 
 /// Empty a doorbell (it is non-blocking: an empty one answers EAGAIN).
@@ -171,6 +174,8 @@ pub(crate) struct Sock {
     /// Threads sleeping in a blocking call or poll on this socket: each
     /// thread's own eventfd, rung with the doorbell.
     pub waiters: Vec<RawFd>,
+    /// `listen`'s backlog (to listen again in a forked shard).
+    pub backlog: usize,
     pub opts: Opts,
 }
 
@@ -203,6 +208,7 @@ impl Sock {
             peeked_bytes: VecDeque::new(),
             generation: 0,
             waiters: Vec::new(),
+            backlog: 0,
             opts: Opts::default(),
         }
     }
@@ -232,7 +238,10 @@ pub(crate) struct EpollEntry {
 /// Everything behind the lock.
 pub(crate) struct Inner {
     pub stack: Stack,
+    /// `None` in a process whose stack went to its children (shard mode).
     pub device: SendDevice,
+    /// Every ARP frame of the interface, for a shard (see [`crate::shard`]).
+    pub(crate) arp: Option<crate::shard::ArpSide>,
     pub clock: Clock,
     pub socks: HashMap<RawFd, Sock>,
     /// epoll descriptor → its ustack members.
@@ -250,7 +259,7 @@ pub(crate) struct Inner {
 }
 
 /// The device chain, moved to the stack thread and used under the lock.
-pub(crate) struct SendDevice(pub DeviceChain);
+pub(crate) struct SendDevice(pub Option<DeviceChain>);
 
 // SAFETY: the device (descriptors and mmap'd rings owned by this process) is
 // only touched with the global lock held, by one thread at a time.
@@ -311,9 +320,11 @@ impl Inner {
     /// wake the stack thread if the stack's next deadline moved earlier.
     pub fn after_call(&mut self) {
         let now = self.clock.now();
-        self.stack.poll(now, &mut self.device.0, 0);
+        let Some(device) = self.device.0.as_mut() else { return };
+        self.stack.poll(now, device, 0);
+        let device_due = device.next_deadline();
         self.dispatch_events();
-        let due = earliest(self.stack.poll_timeout(), self.device.0.next_deadline());
+        let due = earliest(self.stack.poll_timeout(), device_due);
         if due.is_some_and(|d| self.planned.is_none_or(|p| d < p)) {
             self.planned = due;
             ring(self.waker);
@@ -330,7 +341,9 @@ impl Inner {
         if now < due {
             return Some(due);
         }
-        send_gratuitous_arp(&mut self.device.0, self.stack.config().mac, self.stack.config().ipv4.addr);
+        if let Some(device) = self.device.0.as_mut() {
+            send_gratuitous_arp(device, self.stack.config().mac, self.stack.config().ipv4.addr);
+        }
         self.announce = (left - 1, now + ANNOUNCE_INTERVAL);
         (left > 1).then_some(now + ANNOUNCE_INTERVAL)
     }
@@ -353,6 +366,14 @@ static GLOBAL: OnceLock<Global> = OnceLock::new();
 static FORKED: AtomicBool = AtomicBool::new(false);
 /// [`StartConfig::follow_fork`]: the stack moves to the first forked child.
 static FOLLOW_FORK: AtomicBool = AtomicBool::new(false);
+/// [`StartConfig::shard_fork`]: how every forked child opens its own device.
+static SHARD: OnceLock<ShardPlan> = OnceLock::new();
+
+/// What a forked shard opens (see [`crate::shard`]).
+struct ShardPlan {
+    /// The parent's device spec with `fanout=ID` added.
+    spec: DeviceSpec,
+}
 
 thread_local! {
     /// The lock, held across a fork by the forking thread so the child's
@@ -361,7 +382,8 @@ thread_local! {
 }
 
 extern "C" fn fork_prepare() {
-    if FOLLOW_FORK.load(Ordering::Acquire) && !FORKED.load(Ordering::Acquire) {
+    let follow = FOLLOW_FORK.load(Ordering::Acquire) && !FORKED.load(Ordering::Acquire);
+    if follow || SHARD.get().is_some() {
         if let Some(g) = GLOBAL.get() {
             let guard = g.inner.lock().unwrap_or_else(|p| p.into_inner());
             FORK_GUARD.with(|f| *f.borrow_mut() = Some(guard));
@@ -371,21 +393,35 @@ extern "C" fn fork_prepare() {
 
 extern "C" fn fork_parent() {
     let guard = FORK_GUARD.with(|f| f.borrow_mut().take());
-    if guard.is_some() {
-        // The stack is the child's now: this process's thread ends at its
-        // next turn and its calls fail.
-        FORKED.store(true, Ordering::Release);
-        if let Some(g) = guard.as_ref() {
-            ring(g.waker);
+    if let Some(mut g) = guard {
+        if SHARD.get().is_some() {
+            // The children share the interface through the fan-out group;
+            // a socket of ours outside it would take a copy of everything.
+            g.device.0 = None;
+            g.arp = None;
         }
+        // The stack is the child's (or each child has its own) now: this
+        // process's thread ends at its next turn and its calls fail.
+        FORKED.store(true, Ordering::Release);
+        ring(g.waker);
     }
 }
 
 extern "C" fn fork_child() {
     let guard = FORK_GUARD.with(|f| f.borrow_mut().take());
     match guard {
-        Some(g) => {
-            // Our copy of the stack, its device and its sockets: drive them.
+        Some(mut g) => {
+            if let Some(plan) = SHARD.get() {
+                if let Err(e) = become_shard(&mut g, plan) {
+                    raw_write(2, format!("ustack: this forked process has no stack: {e}\n").as_bytes());
+                    g.device.0 = None;
+                    FORKED.store(true, Ordering::Release);
+                    return;
+                }
+                FORKED.store(false, Ordering::Release);
+            }
+            // Our copy of the stack, its device and its sockets (or, as a
+            // shard, our own): drive them.
             let waker = g.waker;
             drop(g);
             if std::thread::Builder::new().name("ustack".into()).spawn(move || stack_thread(waker)).is_err() {
@@ -394,6 +430,100 @@ extern "C" fn fork_child() {
         }
         None => FORKED.store(true, Ordering::Release),
     }
+}
+
+thread_local! {
+    static OPENING_DEVICE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Whether this thread is opening a device for a forked shard: the
+/// sockets that takes (an ioctl socket for the interface's offloads) are
+/// the kernel's, not ustack's (the LD_PRELOAD library asks).
+pub fn opening_device() -> bool {
+    OPENING_DEVICE.with(|o| o.get())
+}
+
+/// In a forked child, shard mode: a stack of our own on our own socket in
+/// the fan-out group, with the parent's listeners and UDP ports opened
+/// again under the same descriptors (see [`crate::shard`]).
+fn become_shard(g: &mut Inner, plan: &ShardPlan) -> Result<(), String> {
+    // The inherited device and ARP socket are the parent's (or closed):
+    // drop our references to them.
+    g.device.0 = None;
+    g.arp = None;
+    OPENING_DEVICE.with(|o| o.set(true));
+    let device = ChainSpec { device: plan.spec.clone(), impair: None, pcap: None }.open().map_err(|e| e.to_string());
+    OPENING_DEVICE.with(|o| o.set(false));
+    let device = device?;
+    let arp = crate::shard::ArpSide::open(&plan.spec.name)
+        .map_err(|e| format!("cannot open an ARP packet socket on {}: {e}", plan.spec.name))?;
+    let mut stack = Stack::new(g.stack.config().clone(), os_seed());
+    // UDP ports, looked up in the parent's stack before it goes.
+    let mut udp: Vec<(u16, Vec<RawFd>)> = Vec::new();
+    for (&port, members) in &g.udp_members {
+        udp.push((port, members.clone()));
+    }
+    let fds: Vec<RawFd> = g.socks.keys().copied().collect();
+    let mut listeners = Vec::new();
+    for fd in fds {
+        let Some(s) = g.socks.get_mut(&fd) else { continue };
+        s.waiters.clear();
+        match &mut s.kind {
+            Kind::TcpFresh | Kind::Udp { .. } => {}
+            Kind::TcpListen { port, pending } => {
+                pending.clear();
+                if stack.tcp_listen(*port, s.backlog.max(1)).is_ok() {
+                    listeners.push((*port, fd));
+                } else {
+                    g.socks.remove(&fd);
+                }
+            }
+            // The parent's connection: not ours (calls answer EBADF, close works).
+            Kind::TcpConn { .. } => {
+                g.socks.remove(&fd);
+            }
+        }
+        crate::shard::renew_eventfd(fd);
+    }
+    g.udp_members.clear();
+    for (port, members) in udp {
+        match stack.udp_bind(port) {
+            Ok(h) => {
+                for &m in &members {
+                    if let Some(s) = g.socks.get_mut(&m) {
+                        s.kind = Kind::Udp { h: Some(h) };
+                    }
+                }
+                let _ = stack.register(Socket::Udp(h), members[0] as u64, Interest::READABLE | Interest::WRITABLE);
+                g.udp_members.insert(port, members);
+            }
+            Err(_) => {
+                for m in members {
+                    g.socks.remove(&m);
+                }
+            }
+        }
+    }
+    let socks = &g.socks;
+    for members in g.epolls.values_mut() {
+        members.retain(|fd, _| socks.contains_key(fd));
+    }
+    g.stack = stack;
+    for (port, fd) in listeners {
+        g.register(Socket::Listener(port), fd);
+    }
+    g.device.0 = Some(device);
+    g.arp = Some(arp);
+    g.events.clear();
+    g.planned = None;
+    g.announce = (ANNOUNCEMENTS, Instant::ZERO);
+    crate::shard::renew_eventfd(g.waker);
+    WAIT_FD.with(|w| {
+        if let Some(f) = w.get() {
+            crate::shard::renew_eventfd(f.0);
+        }
+    });
+    Ok(())
 }
 
 /// The lock, for a call in the process that owns the stack.
@@ -483,6 +613,11 @@ pub struct StartConfig {
     /// whose master forks one worker (nginx). Without it, the child's calls
     /// on inherited ustack sockets fail and the parent keeps its stack.
     pub follow_fork: bool,
+    /// Every forked child gets a stack of its own, on its own socket in an
+    /// `af_packet:` fan-out group, with the parent's listeners (see
+    /// [`crate::shard`]); the parent's stack stops at its first fork. For
+    /// servers whose master forks several workers (nginx).
+    pub shard_fork: bool,
 }
 
 /// Parse `A.B.C.D/N`.
@@ -512,6 +647,18 @@ impl StartConfig {
             None => None,
             Some(h) => Some(parse_cidr(h).ok_or_else(|| format!("host IP '{h}' is not A.B.C.D/N"))?),
         };
+        if self.shard_fork && self.follow_fork {
+            return Err("fork: choose one of following the first child and a stack per child".into());
+        }
+        if self.shard_fork && spec.kind != DeviceKind::AfPacket {
+            return Err(format!(
+                "fork: a stack per forked process needs an af_packet: device (the processes share it through a fan-out group), not {}:",
+                spec.kind.as_str()
+            ));
+        }
+        if self.shard_fork && spec.options.iter().any(|(k, _)| k == "fanout") {
+            return Err("fork: a stack per forked process chooses the fan-out group itself: drop fanout= from the device".into());
+        }
         Ok((spec, ip, gateway, host))
     }
 }
@@ -523,6 +670,7 @@ pub fn start(cfg: &StartConfig) -> Result<(), String> {
     if GLOBAL.get().is_some() {
         return Err("the stack is already started in this process".into());
     }
+    let shard_spec = cfg.shard_fork.then(|| spec.clone());
     let device = ChainSpec { device: spec, impair: None, pcap: None }.open().map_err(|e| e.to_string())?;
     if let (Some(host), Some(tap)) = (host, device.device().as_tap()) {
         tap.set_host_addr(host.addr, host.prefix_len).map_err(|e| e.to_string())?;
@@ -538,7 +686,8 @@ pub fn start(cfg: &StartConfig) -> Result<(), String> {
     let waker = new_eventfd(true).map_err(|e| format!("cannot create an eventfd: errno {}", e.0))?;
     let inner = Inner {
         stack,
-        device: SendDevice(device),
+        device: SendDevice(Some(device)),
+        arp: None,
         clock: Clock::new(),
         socks: HashMap::new(),
         epolls: HashMap::new(),
@@ -552,6 +701,12 @@ pub fn start(cfg: &StartConfig) -> Result<(), String> {
     GLOBAL.set(global).map_err(|_| "the stack is already started in this process".to_string())?;
     // SAFETY: registers a handler that only stores to an atomic.
     FOLLOW_FORK.store(cfg.follow_fork, Ordering::Release);
+    if let Some(mut spec) = shard_spec {
+        // SAFETY: getpid has no preconditions.
+        let group = (unsafe { libc::getpid() } as u32 & 0xffff) as u16;
+        spec.options.push(("fanout".into(), group.to_string()));
+        let _ = SHARD.set(ShardPlan { spec });
+    }
     // SAFETY: registers handlers that take the lock (prepare), then release
     // it and set flags or start a thread (parent, child).
     unsafe { libc::pthread_atfork(Some(fork_prepare), Some(fork_parent), Some(fork_child)) };
@@ -600,42 +755,49 @@ const MAX_SLEEP_MS: i64 = 1000;
 fn stack_thread(waker: RawFd) {
     let Some(g) = GLOBAL.get() else { return };
     loop {
-        let (wait_fd, sleep_ms) = {
+        let (wait_fd, arp_fd, sleep_ms) = {
             let mut inner = g.inner.lock().unwrap_or_else(|p| p.into_inner());
             if FORKED.load(Ordering::Acquire) {
                 return; // the stack followed a forked child
             }
             let inner = &mut *inner;
+            let Some(device) = inner.device.0.as_mut() else { return };
             let now = inner.clock.now();
             let mut got = 0;
-            loop {
-                let n = inner.stack.poll(now, &mut inner.device.0, DEFAULT_RX_BURST);
-                got += n;
-                if n < DEFAULT_RX_BURST || got >= 8 * DEFAULT_RX_BURST {
-                    break;
+            {
+                let mut dev = crate::shard::WithArp { dev: &mut *device, arp: inner.arp.as_mut() };
+                loop {
+                    let n = inner.stack.poll(now, &mut dev, DEFAULT_RX_BURST);
+                    got += n;
+                    if n < DEFAULT_RX_BURST || got >= 8 * DEFAULT_RX_BURST {
+                        break;
+                    }
                 }
             }
-            inner.stack.poll(now, &mut inner.device.0, 0);
+            inner.stack.poll(now, &mut *device, 0);
+            if let Some(e) = device.failure() {
+                let msg = format!("ustack: the device failed: {e:?}; ustack sockets stop working\n");
+                raw_write(2, msg.as_bytes());
+                return;
+            }
+            let (device_due, wait_fd) = (device.next_deadline(), device.wait_fd());
             inner.dispatch_events();
             if got >= 8 * DEFAULT_RX_BURST {
                 continue; // more frames are likely waiting
             }
-            if inner.device.0.failure().is_some() {
-                let msg = format!("ustack: the device failed: {:?}; ustack sockets stop working\n", inner.device.0.failure());
-                raw_write(2, msg.as_bytes());
-                return;
-            }
             let next_announce = inner.announce(now);
-            let wake = earliest(earliest(inner.stack.poll_timeout(), inner.device.0.next_deadline()), next_announce);
+            let wake = earliest(earliest(inner.stack.poll_timeout(), device_due), next_announce);
             inner.planned = wake;
             let ms = wake.map_or(MAX_SLEEP_MS, |t| {
                 (t.saturating_since(now).as_micros().div_ceil(1000) as i64).min(MAX_SLEEP_MS)
             });
-            (inner.device.0.wait_fd().unwrap_or(-1), if inner.device.0.wait_fd().is_some() { ms } else { ms.min(1) })
+            let arp_fd = inner.arp.as_ref().map_or(-1, crate::shard::ArpSide::wait_fd);
+            (wait_fd.unwrap_or(-1), arp_fd, if wait_fd.is_some() { ms } else { ms.min(1) })
         };
         let mut fds = [
             libc::pollfd { fd: wait_fd, events: libc::POLLIN, revents: 0 },
             libc::pollfd { fd: waker, events: libc::POLLIN, revents: 0 },
+            libc::pollfd { fd: arp_fd, events: libc::POLLIN, revents: 0 },
         ];
         raw_poll(&mut fds, sleep_ms);
         if fds[1].revents != 0 {

@@ -22,7 +22,7 @@
 //! | `USTACK_IP` | the stack's `A.B.C.D/N` (required with `USTACK_DEVICE`) |
 //! | `USTACK_GATEWAY` | default gateway `A.B.C.D` (optional) |
 //! | `USTACK_HOST_IP` | `tap:` only: give the kernel's side of the TAP `A.B.C.D/N` |
-//! | `USTACK_FORK` | `stay` (default): a forked child's calls on inherited ustack sockets fail, the parent keeps the stack; `follow`: at the first fork the stack moves to the child (nginx's master forking one worker) |
+//! | `USTACK_FORK` | `stay` (default): a forked child's calls on inherited ustack sockets fail, the parent keeps the stack; `follow`: at the first fork the stack moves to the child (nginx's master forking one worker); `shard` (`af_packet:` only): every forked child gets a stack of its own in a fan-out group, with the parent's listeners (nginx's `worker_processes N`, see `ustack_capi`'s `shard` module) |
 //!
 //! A bad setting is one line on stderr (`ustack: …`) and exit status 2
 //! before `main` runs. The stack (and its device) starts at the program's
@@ -98,16 +98,25 @@ extern "C" fn init() {
     if var("USTACK_BUSY_POLL").is_some_and(|v| v != "0") {
         fail("USTACK_BUSY_POLL: busy polling is not supported yet; unset it (waits sleep in the kernel)", 2);
     }
-    let follow_fork = match var("USTACK_FORK").as_deref() {
-        None | Some("stay") => false,
-        Some("follow") => true,
+    let (follow_fork, shard_fork) = match var("USTACK_FORK").as_deref() {
+        None | Some("stay") => (false, false),
+        Some("follow") => (true, false),
+        Some("shard") => (false, true),
         Some(other) => fail(
-            &format!("USTACK_FORK={other}: use 'stay' (the stack stays with the parent) or 'follow' (it moves to the first forked child)"),
+            &format!(
+                "USTACK_FORK={other}: use 'stay' (the stack stays with the parent), 'follow' (it moves to the first forked child) or 'shard' (each forked child gets its own stack)"
+            ),
             2,
         ),
     };
-    let cfg =
-        capi::StartConfig { device, ip, gateway: var("USTACK_GATEWAY"), host_ip: var("USTACK_HOST_IP"), follow_fork };
+    let cfg = capi::StartConfig {
+        device,
+        ip,
+        gateway: var("USTACK_GATEWAY"),
+        host_ip: var("USTACK_HOST_IP"),
+        follow_fork,
+        shard_fork,
+    };
     if let Err(e) = cfg.check() {
         let which = if e.starts_with("device") {
             "USTACK_DEVICE"
@@ -115,6 +124,8 @@ extern "C" fn init() {
             "USTACK_GATEWAY"
         } else if e.starts_with("host") {
             "USTACK_HOST_IP"
+        } else if e.starts_with("fork") {
+            "USTACK_FORK"
         } else {
             "USTACK_IP"
         };
@@ -163,7 +174,11 @@ fn err(e: Errno) -> c_int {
 
 #[no_mangle]
 pub unsafe extern "C" fn socket(domain: c_int, ty: c_int, protocol: c_int) -> c_int {
-    if ACTIVE.load(Ordering::Acquire) && !STARTING.with(|s| s.get()) && capi::classify(domain, ty, protocol).is_ok() {
+    if ACTIVE.load(Ordering::Acquire)
+        && !STARTING.with(|s| s.get())
+        && !capi::opening_device()
+        && capi::classify(domain, ty, protocol).is_ok()
+    {
         ensure_started();
         return ffi::ustack_socket(domain, ty, protocol);
     }

@@ -302,6 +302,9 @@ fn bad_settings_are_one_line_and_exit_2_and_no_device_passes_through() {
         (&[("USTACK_DEVICE", "tap:x")][..], "USTACK_IP"),
         (&[("USTACK_DEVICE", "tap:x"), ("USTACK_IP", "10.0.0.2/24"), ("USTACK_GATEWAY", "10.9.9.9")][..], "USTACK_GATEWAY"),
         (&[("USTACK_DEVICE", "tap:x"), ("USTACK_IP", "10.0.0.2/24"), ("USTACK_CORES", "4")][..], "USTACK_CORES"),
+        (&[("USTACK_DEVICE", "tap:x"), ("USTACK_IP", "10.0.0.2/24"), ("USTACK_FORK", "shard")][..], "USTACK_FORK"),
+        (&[("USTACK_DEVICE", "af_packet:x,fanout=3"), ("USTACK_IP", "10.0.0.2/24"), ("USTACK_FORK", "shard")][..], "USTACK_FORK"),
+        (&[("USTACK_DEVICE", "tap:x"), ("USTACK_IP", "10.0.0.2/24"), ("USTACK_FORK", "both")][..], "USTACK_FORK"),
     ] {
         let out = run(env, &["/bin/echo", "main ran"]);
         assert_eq!(out.status.and_then(|s| s.code()), Some(2), "{env:?}: {out}");
@@ -338,50 +341,92 @@ fn one_epoll_set_mixes_a_pipe_a_unix_socket_a_file_and_ustack_sockets() {
 #[test]
 fn nginx_single_process_under_the_library_serves_curl_and_wrk() {
     skip_unless!("nginx", "curl", "wrk");
-    nginx_serves_curl_and_wrk(Site::new("pngx", 7), false);
+    let site = Site::new("pngx", 7);
+    let spawn = |conf: &str, d: &str| site.spawn_preloaded(&["USTACK_FORK=stay", "timeout", "60", "nginx", "-c", conf, "-p", d]);
+    nginx_serves_curl_and_wrk("pngx", 0, &site.ns, &site.stack_ip, spawn, |s| site.wait_tap(s));
 }
 
 #[test]
 fn nginx_master_and_one_worker_under_the_library_serve_curl_and_wrk() {
     skip_unless!("nginx", "curl", "wrk");
-    nginx_serves_curl_and_wrk(Site::new("pngw", 8), true);
+    let site = Site::new("pngw", 8);
+    let spawn = |conf: &str, d: &str| site.spawn_preloaded(&["USTACK_FORK=follow", "timeout", "60", "nginx", "-c", conf, "-p", d]);
+    nginx_serves_curl_and_wrk("pngw", 1, &site.ns, &site.stack_ip, spawn, |s| site.wait_tap(s));
 }
 
-/// nginx under the library: one process (`master_process off`), or a
-/// master that forks one worker, the stack following it (`USTACK_FORK=follow`).
-fn nginx_serves_curl_and_wrk(site: Site, master: bool) {
-    let dir = support::TempDir::new(if master { "pngw" } else { "pngx" });
+#[test]
+fn nginx_master_and_two_workers_each_with_its_own_stack_serve_curl_and_wrk() {
+    skip_unless!("nginx", "curl", "wrk");
+    // USTACK_FORK=shard: each worker a stack of its own in the veth's
+    // af_packet fan-out group; the kernel's curl and wrk in the other
+    // namespace.
+    let v = Veth::new("pn2a", "pn2b", 13, 85);
+    v.kernel_ip("1");
+    let spawn = |conf: &str, d: &str| {
+        let mut argv = v.env(&v.va, "2");
+        argv.extend(["USTACK_FORK=shard", "timeout", "60", "nginx", "-c", conf, "-p", d].map(String::from));
+        let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
+        v.a.spawn(&argv, &[])
+    };
+    let stack_ip = format!("{}.2", v.net);
+    nginx_serves_curl_and_wrk("pn2", 2, &v.b, &stack_ip, spawn, |_| {});
+}
+
+/// nginx under the library, started by `spawn(conf, dir)`: `workers` 0
+/// runs one process (`master_process off`), else a master forking that
+/// many workers. `ready` waits for the stack to be up; the kernel's curl
+/// (64 MiB, byte-equal) and `wrk -c 100` (no error) run in `client`; with
+/// several workers, each must have served some of wrk's requests.
+fn nginx_serves_curl_and_wrk(
+    tag: &str,
+    workers: u8,
+    client: &Netns,
+    stack_ip: &str,
+    spawn: impl FnOnce(&str, &str) -> Bg,
+    ready: impl FnOnce(&mut Bg),
+) {
+    let dir = support::TempDir::new(tag);
     let html = dir.path("html");
     std::fs::create_dir_all(&html).unwrap();
     let body = support::pseudo_random(64 << 20, 11);
     std::fs::write(html.join("big"), &body).unwrap();
     std::fs::write(html.join("small"), b"hello from nginx on ustack\n").unwrap();
     let d = dir.0.to_string_lossy().into_owned();
-    let master_process = if master { "on" } else { "off" };
+    let master_process = if workers > 0 { "on" } else { "off" };
     let conf = format!(
-        "daemon off;\nmaster_process {master_process};\nworker_processes 1;\nerror_log {d}/error.log info;\npid {d}/nginx.pid;\n\
+        "daemon off;\nmaster_process {master_process};\nworker_processes {};\nerror_log {d}/error.log info;\npid {d}/nginx.pid;\n\
          events {{ worker_connections 1024; }}\n\
-         http {{\n  access_log {d}/access.log;\n  sendfile on;\n  client_body_temp_path {d}/body;\n  proxy_temp_path {d}/proxy;\n\
+         http {{\n  log_format withpid '$remote_addr - - [$time_local] \"$request\" $status $body_bytes_sent pid=$pid';\n\
+         access_log {d}/access.log withpid;\n  sendfile on;\n  client_body_temp_path {d}/body;\n  proxy_temp_path {d}/proxy;\n\
          fastcgi_temp_path {d}/fcgi;\n  uwsgi_temp_path {d}/uwsgi;\n  scgi_temp_path {d}/scgi;\n\
-         server {{\n    listen 8081;\n    root {d}/html;\n  }}\n}}\n"
+         server {{\n    listen 8081;\n    root {d}/html;\n  }}\n}}\n",
+        workers.max(1)
     );
     std::fs::write(dir.path("nginx.conf"), conf).unwrap();
     let conf = dir.path("nginx.conf").to_string_lossy().into_owned();
-    let fork = if master { "USTACK_FORK=follow" } else { "USTACK_FORK=stay" };
-    let mut server = site.spawn_preloaded(&[fork, "timeout", "60", "nginx", "-c", &conf, "-p", &d]);
-    site.wait_tap(&mut server);
+    let mut server = spawn(&conf, &d);
+    ready(&mut server);
+    if workers > 1 {
+        // Every worker built its stack when it was forked; give them a moment.
+        let deadline = Instant::now() + SECS(20);
+        while std::fs::read_to_string(dir.path("error.log")).unwrap_or_default().matches("start worker process ").count() < workers as usize {
+            assert!(Instant::now() < deadline, "nginx did not start {workers} workers: {}", server.stderr());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let site_ns = client;
     let got = dir.path("got").to_string_lossy().into_owned();
-    let url = format!("http://{}:8081/big", site.stack_ip);
-    let curl = site
-        .ns
+    let url = format!("http://{stack_ip}:8081/big");
+    let curl = site_ns
         .run(&["curl", "-sS", "--fail", "--max-time", "60", "--retry", "5", "--retry-connrefused", "--retry-delay", "1", "-o", &got, &url], SECS(70))
         .unwrap_or_else(|o| panic!("curl from nginx under the library: {o}\nnginx: {}", server.stderr()));
     drop(curl);
     let downloaded = std::fs::read(&got).unwrap();
     assert!(downloaded == body, "64 MiB differs: got {} bytes", downloaded.len());
 
-    let url = format!("http://{}:8081/small", site.stack_ip);
-    let wrk = site.ns.run(&["wrk", "-t", "2", "-c", "100", "-d", "2", "--timeout", "5", &url], SECS(30));
+    let url = format!("http://{stack_ip}:8081/small");
+    let wrk = site_ns.run(&["wrk", "-t", "2", "-c", "100", "-d", "2", "--timeout", "5", &url], SECS(30));
     let wrk = wrk.unwrap_or_else(|o| panic!("wrk: {o}\nnginx: {}", server.stderr()));
     let text = wrk.stdout_str();
     let requests: u64 = text
@@ -404,7 +449,11 @@ fn nginx_serves_curl_and_wrk(site: Site, master: bool) {
         "wrk saw errors: {text}\nnginx's statuses: {:?}\nerror log: {errors:#?}",
         statuses(&access)
     );
-    eprintln!("nginx (master {master_process}) under the library: wrk -c 100, {requests} requests in 2 s without errors");
+    let pids: std::collections::BTreeSet<&str> = access.lines().filter_map(|l| l.rsplit_once("pid=").map(|(_, p)| p)).collect();
+    if workers > 1 {
+        assert_eq!(pids.len(), workers as usize, "each worker serves a share of the connections: {pids:?}");
+    }
+    eprintln!("nginx ({workers} workers) under the library: wrk -c 100, {requests} requests in 2 s without errors, served by {pids:?}");
     let log = std::fs::read_to_string(dir.path("error.log")).unwrap_or_default();
     assert!(!log.contains("[alert]") && !log.contains("[crit]") && !log.contains("[emerg]"), "{log}");
 }
