@@ -31,6 +31,10 @@ pub struct GetArgs {
     /// Give up when everything has not arrived after this many seconds.
     #[arg(long, value_name = "SECS", default_value_t = 60)]
     pub timeout: u64,
+    /// With shards, the URLs are shared out in order: shard k fetches the k-th contiguous share over
+    /// its own connections, whose ports hash back to it.
+    #[command(flatten)]
+    pub cores: crate::shards::CoresArgs,
 }
 
 /// A URL split into what the client needs.
@@ -87,9 +91,14 @@ pub fn run(args: GetArgs) -> Result<(), CliError> {
         None => Box::new(std::io::stdout().lock()),
     };
     let mut sink = BufWriter::with_capacity(256 * 1024, out);
-    let opened = args.dev.open(&settings)?;
     let start = WallInstant::now();
-    let bytes = fetch(EventLoop::new(opened.stack, opened.device), &args, &urls, &mut sink)?;
+    let bytes = if args.cores.sharded() {
+        let pairs: Vec<(SocketAddrV4, String)> = urls.iter().map(|u| (u.server, u.path.clone())).collect();
+        crate::shards::get(&args, &settings, &pairs, &mut sink)?
+    } else {
+        let opened = args.dev.open(&settings)?;
+        fetch(EventLoop::new(opened.stack, opened.device), &args, &urls, &mut sink)?
+    };
     sink.flush().map_err(|source| CliError::Output {
         path: args.output.as_ref().map_or("stdout".into(), |p| p.display().to_string()),
         source,

@@ -167,3 +167,147 @@ pub fn up(args: &UpArgs, settings: &Settings) -> Result<(), CliError> {
     print_shards(&ends, &cores);
     failure(&ends).map_or(Ok(()), Err)
 }
+
+/// One shard's share of `ustack get --cores N`: its runs of URLs, fetched
+/// in order from its own stack, bodies kept for the main thread to write
+/// in URL order.
+struct ShardGet {
+    runs: std::collections::VecDeque<(std::net::SocketAddrV4, Vec<String>)>,
+    current: Option<ustack_runtime::apps::HttpClient<Vec<u8>>>,
+    body: Vec<u8>,
+    urls_done: usize,
+    error: Option<String>,
+    deadline: ustack_core::Instant,
+}
+
+impl App for ShardGet {
+    fn poll(&mut self, stack: &mut Stack, now: ustack_core::Instant, events: &[ustack_core::Event]) {
+        if self.finished() {
+            return;
+        }
+        if now >= self.deadline {
+            self.error = Some(format!("gave up (--timeout) with {} of this shard's URLs done", self.urls_done));
+            return;
+        }
+        if self.current.is_none() {
+            let Some((server, paths)) = self.runs.pop_front() else { return };
+            let body = std::mem::take(&mut self.body);
+            self.current = Some(ustack_runtime::apps::HttpClient::new(server, paths, body));
+        }
+        let client = self.current.as_mut().expect("just set");
+        client.poll(stack, now, events);
+        if client.finished() {
+            let client = self.current.take().expect("checked");
+            let answered = client.responses.len();
+            let (outcome, body) = client.into_result();
+            self.body = body;
+            self.urls_done += answered;
+            if let Some(Err(e)) = outcome {
+                self.error = Some(e.to_string());
+            } else if !self.runs.is_empty() {
+                // The next run connects on the next turn.
+                self.poll(stack, now, &[]);
+            }
+        }
+    }
+
+    fn next_deadline(&self) -> Option<ustack_core::Instant> {
+        Some(self.deadline)
+    }
+
+    fn finished(&self) -> bool {
+        self.error.is_some() || (self.current.is_none() && self.runs.is_empty())
+    }
+}
+
+/// The URLs of shard `k` of `n`: a contiguous share, in order, as runs of
+/// consecutive URLs to one server (one connection each).
+pub fn get_share(
+    urls: &[(std::net::SocketAddrV4, String)],
+    k: usize,
+    n: usize,
+) -> Vec<(std::net::SocketAddrV4, Vec<String>)> {
+    let share = &urls[k * urls.len() / n..(k + 1) * urls.len() / n];
+    let mut runs: Vec<(std::net::SocketAddrV4, Vec<String>)> = Vec::new();
+    for (server, path) in share {
+        match runs.last_mut() {
+            Some((s, paths)) if s == server => paths.push(path.clone()),
+            _ => runs.push((*server, vec![path.clone()])),
+        }
+    }
+    runs
+}
+
+struct GetShards<'a> {
+    args: &'a crate::get::GetArgs,
+    settings: &'a Settings,
+    mac: EthernetAddress,
+    urls: &'a [(std::net::SocketAddrV4, String)],
+}
+
+impl ShardSetup for GetShards<'_> {
+    type Device = DeviceChain;
+    type Apps = ShardGet;
+    type Summary = (Vec<u8>, usize, Option<String>);
+
+    fn open(&self, env: &ShardEnv) -> Result<(Stack, DeviceChain, ShardGet), String> {
+        let opened = open_shard(&self.args.dev, self.settings, self.mac, env)?;
+        let timeout = ustack_core::Duration::from_secs(self.args.timeout.min(1 << 32));
+        let app = ShardGet {
+            runs: get_share(self.urls, env.index, env.count).into(),
+            current: None,
+            body: Vec::new(),
+            urls_done: 0,
+            error: None,
+            // The shard's loop clock starts when it does, at about this time.
+            deadline: ustack_core::Instant::ZERO + timeout,
+        };
+        Ok((opened.stack, opened.device, app))
+    }
+
+    fn apps<'a>(&self, apps: &'a mut ShardGet) -> Vec<&'a mut dyn App> {
+        vec![apps]
+    }
+
+    fn finish(&self, _env: &ShardEnv, _stack: &Stack, apps: ShardGet) -> Self::Summary {
+        (apps.body, apps.urls_done, apps.error)
+    }
+}
+
+/// `ustack get --cores N`: the URLs shared out in order, shard `k` taking
+/// the `k`-th contiguous share over its own connections (active opens that
+/// stay home), the bodies written in URL order. Returns the body bytes.
+pub fn get(
+    args: &crate::get::GetArgs,
+    settings: &Settings,
+    urls: &[(std::net::SocketAddrV4, String)],
+    sink: &mut impl std::io::Write,
+) -> Result<u64, CliError> {
+    let cores = args.cores.assign();
+    let mac = args.dev.mac_or_random(os_seed());
+    let stop = StopSignal::install();
+    let setup = GetShards { args, settings, mac, urls };
+    let ends = run_shards(&setup, &cores, &Toeplitz::default(), None, &stop).map_err(CliError::DeviceFailed)?;
+    if let Some(e) = failure(&ends) {
+        return Err(e);
+    }
+    let mut bytes = 0;
+    for end in &ends {
+        if let Some(e) = &end.summary.2 {
+            return Err(CliError::Url(e.clone()));
+        }
+    }
+    let done: usize = ends.iter().map(|e| e.summary.1).sum();
+    if done < urls.len() {
+        return Err(CliError::Interrupted { done, total: urls.len() });
+    }
+    for end in &ends {
+        sink.write_all(&end.summary.0).map_err(|source| CliError::Output { path: "the output".into(), source })?;
+        bytes += end.summary.0.len() as u64;
+    }
+    for (k, end) in ends.iter().enumerate() {
+        let pairs: Vec<String> = end.handoffs.iter().map(|(n, v)| format!("{n} {v}")).collect();
+        eprintln!("ustack: shard {k} (core {}): {} URLs, {}", cores[k], end.summary.1, pairs.join(", "));
+    }
+    Ok(bytes)
+}

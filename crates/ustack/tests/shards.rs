@@ -156,3 +156,45 @@ fn two_shards_on_a_veth_through_af_packet_fanout_serve_twenty_thousand_clients()
     clients_and_shards(&pair.peer_ns, &pair.stack_ns, &dev, &mut stack, client, server);
     stack.stop("INT", SECS(10));
 }
+
+/// Active opens: `ustack get --cores 2` shares eight URLs out over both
+/// shards; each shard's connections pick ports that hash back to it, so
+/// the kernel's replies (steered by the same hash) need no handoff, and the
+/// bodies come out whole and in URL order.
+#[test]
+fn active_opens_from_both_shards_stay_home() {
+    if let Some(r) = support::skip_reason_with(&[python(), "ss"]) {
+        eprintln!("SKIPPED: {r}");
+        return;
+    }
+    let ns = Netns::new("shget");
+    ns.exec_ok(&["sysctl", "-qw", "net.ipv6.conf.default.disable_ipv6=1"], SECS(5));
+    let tap = support::short_name("shg", 1);
+    // A persistent multi-queue TAP with the server's address, so the
+    // server can listen before the stack comes.
+    ns.exec_ok(&["ip", "tuntap", "add", "dev", &tap, "mode", "tap", "multi_queue"], SECS(5));
+    ns.exec_ok(&["ip", "addr", "add", "10.23.2.1/24", "dev", &tap], SECS(5));
+    ns.exec_ok(&["ip", "link", "set", &tap, "up"], SECS(5));
+    let dir = support::tcp::TempDir::new("shget");
+    let mut want = Vec::new();
+    let mut urls = Vec::new();
+    for i in 1..=8u32 {
+        let body: Vec<u8> = (0..i * 20_000).map(|j| (j.wrapping_mul(2654435761) >> (i % 24)) as u8).collect();
+        std::fs::write(dir.path(&format!("f{i}")), &body).unwrap();
+        want.extend(body);
+        urls.push(format!("http://10.23.2.1:8080/f{i}"));
+    }
+    let _server = support::tcp::http_server(&ns, "10.23.2.1", 8080, dir.as_str());
+    let dev = format!("tap:{tap}");
+    let mut argv = vec![ustack_bin(), "get", "--device", &dev, "--ip", "10.23.2.2/24", "--cores", "2", "--timeout", "30"];
+    argv.extend(urls.iter().map(String::as_str));
+    let out = ns.exec(&argv, SECS(60));
+    assert!(out.success(), "ustack get --cores 2: {out}");
+    assert!(out.stdout == want, "bodies differ: {} bytes, want {}", out.stdout.len(), want.len());
+    let err = out.stderr.clone();
+    for k in 0..SHARDS {
+        let line = err.lines().find(|l| l.starts_with(&format!("ustack: shard {k} "))).unwrap_or_else(|| panic!("{err}"));
+        assert!(line.contains(": 4 URLs,") && line.contains("shard_handoffs 0,"), "{line}");
+        assert!(line.contains("shard_handoff_drops 0,"), "{line}");
+    }
+}

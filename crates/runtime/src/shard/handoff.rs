@@ -153,9 +153,15 @@ impl Endpoint {
                 }
                 true
             }
-            Err(TrySendError::Full(h) | TrySendError::Disconnected(h)) => {
+            Err(TrySendError::Full(h)) => {
                 self.spare.push(h.buf);
                 bump(&self.counters().handoff_drops);
+                false
+            }
+            // The owner has stopped (the shards are ending): nothing is
+            // lost that anyone waits for.
+            Err(TrySendError::Disconnected(h)) => {
+                self.spare.push(h.buf);
                 false
             }
         }
