@@ -119,6 +119,8 @@ device_enum! {
         AfPacket(AfPacketDevice),
         /// `vhost-user:PATH[,options]`
         VhostUser(crate::VhostUserDevice),
+        /// `virtio-user:PATH[,options]`
+        VirtioUser(crate::VirtioUserDevice),
     }
 }
 

@@ -37,6 +37,8 @@
 //! * [`vhost_user`] — [`VhostUserDevice`], a vhost-user backend port (the
 //!   device side of virtio-net, like DPDK's `net_vhost`): a frontend's
 //!   virtqueues in its shared memory, read and written in place.
+//! * [`virtio_user`] — [`VirtioUserDevice`], the driver side (like DPDK's
+//!   `virtio_user`): a stack on a vhost-user backend, memory shared by memfd.
 //! * [`spec`] — [`DeviceSpec`] parses `KIND:NAME[,key=value…]` and opens an
 //!   [`AnyDevice`]; [`ChainSpec`] adds the capture and fault wrappers and
 //!   builds a [`DeviceChain`]. [`Waitable`] is what an event loop needs from
@@ -63,6 +65,7 @@ pub mod spec;
 pub mod steer_bpf;
 pub mod tap;
 pub mod vhost_user;
+pub mod virtio_user;
 pub mod vnet;
 mod waitable;
 
@@ -78,4 +81,5 @@ pub use error::DeviceError;
 pub use spec::{ChainSpec, DeviceKind, DeviceSpec, Options, ShardQueue};
 pub use tap::{TapConfig, TapDevice, TapRx, TapStats, TapTx};
 pub use vhost_user::{VhostUserConfig, VhostUserDevice, VhostUserRx, VhostUserTx};
+pub use virtio_user::{VirtioUserConfig, VirtioUserDevice, VirtioUserRx, VirtioUserTx};
 pub use waitable::{earliest, Waitable};

@@ -19,6 +19,7 @@ pub const KINDS: &[(&str, &str)] = &[
     ("af_xdp", crate::af_xdp::SPEC_FORM),
     ("af_packet", crate::af_packet::SPEC_FORM),
     ("vhost-user", crate::vhost_user::SPEC_FORM),
+    ("virtio-user", crate::virtio_user::SPEC_FORM),
 ];
 
 /// A device kind.
@@ -33,6 +34,8 @@ pub enum DeviceKind {
     AfPacket,
     /// A vhost-user backend port on a Unix socket (the device side of virtio-net).
     VhostUser,
+    /// A virtio-user frontend on a vhost-user backend's socket (the driver side).
+    VirtioUser,
 }
 
 impl DeviceKind {
@@ -42,6 +45,7 @@ impl DeviceKind {
             "af_xdp" => Some(DeviceKind::AfXdp),
             "af_packet" => Some(DeviceKind::AfPacket),
             "vhost-user" => Some(DeviceKind::VhostUser),
+            "virtio-user" => Some(DeviceKind::VirtioUser),
             _ => None,
         }
     }
@@ -58,6 +62,7 @@ impl DeviceKind {
             DeviceKind::AfXdp => "af_xdp",
             DeviceKind::AfPacket => "af_packet",
             DeviceKind::VhostUser => "vhost-user",
+            DeviceKind::VirtioUser => "virtio-user",
         }
     }
 }
@@ -164,6 +169,12 @@ impl DeviceSpec {
                 opts.finish()?;
                 let path = std::path::Path::new(&self.name);
                 Ok(crate::AnyDevice::VhostUser(crate::VhostUserDevice::open(path, config)?))
+            }
+            DeviceKind::VirtioUser => {
+                let config = crate::VirtioUserConfig::from_options(&mut opts)?;
+                opts.finish()?;
+                let path = std::path::Path::new(&self.name);
+                Ok(crate::AnyDevice::VirtioUser(crate::VirtioUserDevice::open(path, config)?))
             }
         }
     }

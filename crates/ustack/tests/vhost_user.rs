@@ -29,7 +29,11 @@ const ROUNDS: usize = 4;
 struct Proc {
     what: String,
     child: Child,
+    /// Everything it printed, both streams as they came.
     out: Arc<Mutex<String>>,
+    /// Its standard output alone.
+    stdout: Arc<Mutex<String>>,
+    readers: Vec<std::thread::JoinHandle<()>>,
 }
 
 impl Proc {
@@ -37,21 +41,27 @@ impl Proc {
         cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
         let mut child = cmd.spawn().unwrap_or_else(|e| panic!("spawn {what}: {e}"));
         let out = Arc::new(Mutex::new(String::new()));
-        for pipe in [
-            Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
-            Box::new(child.stderr.take().unwrap()),
+        let stdout = Arc::new(Mutex::new(String::new()));
+        let mut readers = Vec::new();
+        for (pipe, only) in [
+            (Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>, Some(Arc::clone(&stdout))),
+            (Box::new(child.stderr.take().unwrap()), None),
         ] {
             let out = Arc::clone(&out);
             // Raw reads, not lines: testpmd's prompt ends no line.
-            std::thread::spawn(move || {
+            readers.push(std::thread::spawn(move || {
                 let mut pipe = pipe;
                 let mut buf = [0u8; 4096];
                 while let Ok(n @ 1..) = pipe.read(&mut buf) {
-                    out.lock().unwrap().push_str(&String::from_utf8_lossy(&buf[..n]));
+                    let text = String::from_utf8_lossy(&buf[..n]);
+                    out.lock().unwrap().push_str(&text);
+                    if let Some(o) = &only {
+                        o.lock().unwrap().push_str(&text);
+                    }
                 }
-            });
+            }));
         }
-        Proc { what: what.into(), child, out }
+        Proc { what: what.into(), child, out, stdout, readers }
     }
 
     fn output(&self) -> String {
@@ -579,4 +589,92 @@ fn wait_counter(control: &Tmp, key: &str, want: u64) {
         assert!(Instant::now() < deadline, "{key} stayed {v}, want {want}: {snap}");
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// `ustack CMD ARGS… --device virtio-user:SOCK --ip IP/24` in the background.
+fn stack(what: &str, sock: &Tmp, ip: &str, args: &[&str]) -> Proc {
+    let mut cmd = Command::new(support::ustack_bin());
+    cmd.args(args).args(["--device", &format!("virtio-user:{}", sock.s()), "--ip", &format!("{ip}/24")]);
+    Proc::spawn(what, &mut cmd)
+}
+
+/// Wait (bounded) for a process to exit successfully; its standard output.
+fn wait_exit(p: &mut Proc, limit: Duration) -> String {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Ok(Some(st)) = p.child.try_wait() {
+            // The pipes close with the process: read them to the end (bounded).
+            let until = Instant::now() + Duration::from_secs(5);
+            while !p.readers.iter().all(|r| r.is_finished()) && Instant::now() < until {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            assert!(st.success(), "{} failed ({st}):\n{}", p.what, p.output());
+            return p.stdout.lock().unwrap().clone();
+        }
+        assert!(Instant::now() < deadline, "{} still running after {limit:?}:\n{}", p.what, p.output());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn two_stacks_on_virtio_user_through_the_switch() {
+    // Two ustack processes, each a virtio-user driver on a port of one
+    // switch: no kernel between them, no privileges needed.
+    use support::tcp::{sha256_file, write_random_file, TempDir};
+    let (a, b, control) = (Tmp::new("two-a.sock"), Tmp::new("two-b.sock"), Tmp::new("two.ctl"));
+    let mut sw = switch(&[format!("vhost-user:{}", a.s()), format!("vhost-user:{}", b.s())], &control, &[]);
+    let secs = Duration::from_secs;
+
+    // iperf: both sides count the same bytes.
+    let mut server = stack("ustack perf -s", &a, "10.66.0.1", &["perf", "-s", "-1", "-J"]);
+    server.wait_for(secs(20), "perf server banner", |o| o.contains("perf server on"));
+    let mut client = stack("ustack perf -c", &b, "10.66.0.2", &["perf", "-c", "10.66.0.1", "-n", "16777216", "-J", "--timeout", "60"]);
+    let c_out = wait_exit(&mut client, secs(90));
+    let s_out = wait_exit(&mut server, secs(30));
+    let doc = |out: &str| support::json_documents(out).into_iter().next().unwrap_or_else(|| panic!("no JSON in:\n{out}"));
+    let (c, s) = (doc(&c_out), doc(&s_out));
+    let sent = support::end_bytes(&c, "sum_sent");
+    assert!(sent >= 16 << 20, "client sent {sent} bytes");
+    assert_eq!(support::end_bytes(&c, "sum_received"), sent, "client's view of what arrived");
+    assert_eq!(support::end_bytes(&s, "sum_received"), sent, "server's count");
+
+    // HTTP: 64 MiB from one stack to the other, hashes equal.
+    let dir = TempDir::new(&format!("vu-two-{}", std::process::id()));
+    write_random_file(&dir.path("big"), 64 << 20, 11);
+    let want = sha256_file(&dir.path("big"));
+    let mut web = stack("ustack up", &a, "10.66.0.1", &["up", "--http-root", dir.as_str(), "--control", &dir.file("up.ctl")]);
+    web.wait_for(secs(20), "HTTP banner", |o| o.contains("HTTP on port"));
+    let get = |n: u32| {
+        let out = dir.file(&format!("got{n}"));
+        let args = ["get", "http://10.66.0.1/big", "-o", &out, "--timeout", "60"];
+        (stack(&format!("ustack get #{n}"), &b, "10.66.0.2", &args), out)
+    };
+    let (mut g, out) = get(1);
+    wait_exit(&mut g, secs(90));
+    assert_eq!(sha256_file(std::path::Path::new(&out)), want, "64 MiB over the switch");
+
+    // Kill one stack mid-transfer and start another on its port: the
+    // switch takes the new frontend and the server keeps serving.
+    let (mut g, _) = get(2);
+    std::thread::sleep(Duration::from_millis(300));
+    let _ = g.child.kill();
+    let _ = g.child.wait();
+    drop(g);
+    sw.assert_running();
+    web.assert_running();
+    let (mut g, out) = get(3);
+    wait_exit(&mut g, secs(90));
+    assert_eq!(sha256_file(std::path::Path::new(&out)), want, "64 MiB after the restart");
+
+    let snap = switch_stats(&control);
+    let dev_b = &snap["ports"][1]["device_counters"];
+    assert_eq!(dev_b["connects"], 4, "perf, get, the killed get, get again on port b: {snap}");
+    assert_eq!(dev_b["disconnects"], 4, "every one of them has gone: {snap}");
+    for port in 0..2 {
+        let dev = &snap["ports"][port]["device_counters"];
+        for bad in ["rx_bad_address", "rx_bad_chain", "rx_bad_direction", "refused", "protocol_errors"] {
+            assert_eq!(dev[bad], 0, "port {port} {bad}: {snap}");
+        }
+    }
+    sw.assert_running();
 }
