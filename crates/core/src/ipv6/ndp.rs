@@ -49,13 +49,24 @@ struct Entry {
     /// Solicitations sent in this state.
     probes: u8,
     is_router: bool,
+    /// Where the entry sits in `NdpCache::timed`, if it does.
+    timed_at: Option<u32>,
     pending: [u16; MAX_PENDING_PER_ENTRY],
     pending_len: u8,
 }
 
 impl Entry {
     fn new(state: NudState, mac: Option<EthernetAddress>, timer: Instant) -> Entry {
-        Entry { mac, state, timer, probes: 0, is_router: false, pending: [0; MAX_PENDING_PER_ENTRY], pending_len: 0 }
+        Entry {
+            mac,
+            state,
+            timer,
+            probes: 0,
+            is_router: false,
+            timed_at: None,
+            pending: [0; MAX_PENDING_PER_ENTRY],
+            pending_len: 0,
+        }
     }
 }
 
@@ -109,7 +120,8 @@ struct Slots {
 pub struct NdpCache {
     entries: KeyedMap<Ipv6Addr, Entry>,
     /// Entries in INCOMPLETE, DELAY or PROBE: those with a timer. Bounded by
-    /// the capacity, scanned only when a timer is due.
+    /// the capacity, scanned only when a timer is due; each entry knows its
+    /// place, so joining and leaving cost O(1).
     timed: Vec<Ipv6Addr>,
     slots: Slots,
     capacity: usize,
@@ -201,13 +213,27 @@ impl NdpCache {
     }
 
     fn set_timed(&mut self, ip: Ipv6Addr, timed: bool) {
-        let at = self.timed.iter().position(|&x| x == ip);
-        match (at, timed) {
-            (None, true) => self.timed.push(ip),
+        let Some(e) = self.entries.get_mut(&ip) else { return };
+        match (e.timed_at, timed) {
+            (None, true) => {
+                e.timed_at = Some(self.timed.len() as u32);
+                self.timed.push(ip);
+            }
             (Some(i), false) => {
-                self.timed.swap_remove(i);
+                e.timed_at = None;
+                self.untime_at(i as usize);
             }
             _ => {}
+        }
+    }
+
+    /// Take the `i`th address out of `timed` (its entry already knows).
+    fn untime_at(&mut self, i: usize) {
+        self.timed.swap_remove(i);
+        if let Some(&moved) = self.timed.get(i) {
+            if let Some(m) = self.entries.get_mut(&moved) {
+                m.timed_at = Some(i as u32);
+            }
         }
     }
 
@@ -236,7 +262,7 @@ impl NdpCache {
         e.probes = 1;
         self.entries.insert(ip, e);
         self.incomplete += 1;
-        self.timed.push(ip);
+        self.set_timed(ip, true);
         Resolution::Queue { request: true }
     }
 
@@ -246,13 +272,16 @@ impl NdpCache {
         if self.entries.len() < self.capacity {
             return true;
         }
+        // The first entry not confirmed lately and not a router will do
+        // (a flood fills the table with those, so the scan stops at once);
+        // else any resolved one.
         let mut victim = None;
         for (ip, e) in self.entries.iter() {
             if e.state == NudState::Incomplete {
                 continue;
             }
             victim = Some(*ip);
-            if e.state == NudState::Stale && !e.is_router {
+            if e.state != NudState::Reachable && !e.is_router {
                 break;
             }
         }
@@ -263,11 +292,11 @@ impl NdpCache {
     }
 
     fn remove(&mut self, ip: Ipv6Addr) -> Option<Entry> {
+        self.set_timed(ip, false);
         let e = self.entries.remove(&ip)?;
         if e.state == NudState::Incomplete {
             self.incomplete -= 1;
         }
-        self.set_timed(ip, false);
         for &slot in &e.pending[..usize::from(e.pending_len)] {
             self.slots.free.push(slot);
         }
@@ -430,7 +459,7 @@ impl NdpCache {
         while i < self.timed.len() {
             let ip = self.timed[i];
             let Some(e) = self.entries.get_mut(&ip) else {
-                self.timed.swap_remove(i);
+                self.untime_at(i); // cannot happen: removal leaves `timed` too
                 continue;
             };
             if now < e.timer {
@@ -446,7 +475,8 @@ impl NdpCache {
                 }
                 NudState::Probe => (self.max_unicast_solicit, e.mac),
                 NudState::Reachable | NudState::Stale => {
-                    self.timed.swap_remove(i);
+                    e.timed_at = None;
+                    self.untime_at(i);
                     continue;
                 }
             };
@@ -567,6 +597,11 @@ mod tests {
         }
         assert_eq!((c.len(), c.incomplete_len()), (4, 2));
         assert_eq!(c.take_evicted(), 98);
+        // Every entry with a timer is in `timed` once, and knows where.
+        assert_eq!(c.timed.len(), 2);
+        for (i, ip) in c.timed.iter().enumerate() {
+            assert_eq!(c.entries[ip].timed_at, Some(i as u32));
+        }
         assert_eq!(c.pending_len(), 4);
     }
 
