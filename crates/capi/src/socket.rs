@@ -312,7 +312,7 @@ pub fn connect(fd: RawFd, addr: SocketAddrV4) -> Result<(), Errno> {
         let h = g.stack.tcp_connect(now, addr).map_err(|err| match err {
             ConnectError::NoFreePort => e(libc::EADDRNOTAVAIL),
             ConnectError::TableFull => e(libc::EAGAIN),
-            ConnectError::InvalidAddress => e(libc::ENETUNREACH),
+            ConnectError::InvalidAddress | ConnectError::NoSourceAddress => e(libc::ENETUNREACH),
         })?;
         let s = g.sock(fd)?;
         s.kind = Kind::TcpConn { h };

@@ -12,13 +12,15 @@
 use crate::config::StackConfig;
 use crate::counters::Counters;
 use crate::icmp::{IcmpInput, PingSockets};
-use crate::ip::{Iface, Input, Ipv4Delivery};
+use crate::ip::{upper_layer, Iface, Input, Ipv4Delivery};
+use crate::ipv6::{Ipv6Config, Ipv6Delivery, Ipv6Input, Ipv6Layer};
 use crate::neighbor::NeighborCache;
 use crate::phy::{Device, RxMeta, RxQueue, TxQueue};
 use crate::rand::Rng;
 use crate::tcp_sockets::TcpSockets;
 use crate::time::Instant;
 use crate::udp::UdpSockets;
+use std::net::IpAddr;
 use ustack_wire::IpProtocol;
 
 /// Frames `poll` takes from the device before it turns to timers and
@@ -126,6 +128,17 @@ impl Stack {
         match self.iface.receive(now, frame, meta, tx) {
             Input::Done => {}
             Input::Ipv4(d) => self.deliver_ipv4(now, &d, tx),
+            Input::Ipv6 { packet, link_multicast, meta } => {
+                let Ipv6Input::Deliver(d) = self.iface.receive_ipv6(now, packet, link_multicast, tx) else { return };
+                if d.reassembled {
+                    let buffer = self.iface.take_reassembled_v6();
+                    // The device's checksum verdict was about single frames.
+                    self.deliver_ipv6(now, &d, upper_layer(&d, &buffer), RxMeta::default(), tx);
+                    self.iface.restore_reassembled_v6(buffer);
+                } else {
+                    self.deliver_ipv6(now, &d, upper_layer(&d, packet), meta, tx);
+                }
+            }
             Input::Ipv4Reassembled { ip, len, header_len, broadcast } => {
                 let buffer = self.iface.take_reassembled();
                 let datagram = &buffer[..len];
@@ -162,6 +175,42 @@ impl Stack {
             }
             _ => iface.unknown_protocol(now, d, tx),
         }
+    }
+
+    /// Hand an IPv6 packet's upper-layer message `l4` to its protocol.
+    fn deliver_ipv6<T: TxQueue>(&mut self, now: Instant, d: &Ipv6Delivery, l4: &[u8], meta: RxMeta, tx: &mut T) {
+        let iface = &mut self.iface;
+        let (src, dst) = (IpAddr::V6(d.src), IpAddr::V6(d.dst));
+        match d.protocol {
+            // TCP is unicast only.
+            IpProtocol::Tcp if d.multicast => iface.counters.drop_tcp_other += 1,
+            IpProtocol::Tcp => self.tcp.receive(iface, now, src, dst, l4, meta, tx),
+            // UDP sockets take IPv4 datagrams only so far.
+            IpProtocol::Udp => iface.counters.drop_udp_no_socket += 1,
+            // Echo replies and errors other than Packet Too Big: no ICMPv6
+            // sockets yet.
+            IpProtocol::Icmpv6 => iface.counters.drop_icmpv6_ignored += 1,
+            _ => iface.counters.drop_ipv6_unknown_next_header += 1,
+        }
+    }
+
+    /// Start IPv6 on the interface at `now` (the link-local address and the
+    /// static ones in `cfg` begin duplicate address detection; router
+    /// solicitation and MLD reports follow). The MAC is the stack's; the
+    /// stable-identifier secret and the layer's randomness come from the
+    /// stack's seed.
+    pub fn enable_ipv6(&mut self, cfg: Ipv6Config, now: Instant) {
+        let mut cfg = Ipv6Config { mac: self.iface.cfg.mac, mtu: self.iface.cfg.mtu, ..cfg };
+        if cfg.secret == [0; 16] {
+            cfg.secret = self.rng.key();
+        }
+        self.iface.flow_key = self.rng.key();
+        self.iface.ipv6 = Some(Ipv6Layer::new(cfg, self.rng.next_u64(), now));
+    }
+
+    /// The IPv6 layer (addresses, neighbours, routers), once enabled.
+    pub fn ipv6(&self) -> Option<&Ipv6Layer> {
+        self.iface.ipv6()
     }
 
     /// Datagrams in reassembly now, and the bytes of fragment data they hold

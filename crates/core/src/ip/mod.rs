@@ -13,12 +13,15 @@
 mod arp;
 mod ipv4;
 pub(crate) mod ipv4_reassembly;
+mod ipv6;
 
 pub(crate) use ipv4::Ipv4Delivery;
+pub(crate) use ipv6::upper_layer;
 
 use crate::config::StackConfig;
 use crate::counters::Counters;
 use crate::icmp::TokenBucket;
+use crate::ipv6::Ipv6Layer;
 use crate::neighbor::{NeighborCache, NeighborResolver, Resolution};
 use crate::phy::{DeviceCaps, RxMeta, TxMeta, TxQueue};
 use crate::time::Instant;
@@ -55,6 +58,10 @@ pub(crate) enum Input<'a> {
         header_len: usize,
         broadcast: bool,
     },
+    /// An IPv6 packet (the Ethernet payload), for [`Iface::receive_ipv6`];
+    /// `link_multicast`: sent to a group or broadcast MAC. (A second step,
+    /// so the IPv4 path does not carry IPv6's delivery in its value.)
+    Ipv6 { packet: &'a [u8], link_multicast: bool, meta: RxMeta },
 }
 
 /// The interface: our addresses, the neighbour cache, reassembly and the
@@ -77,6 +84,10 @@ pub(crate) struct Iface {
     /// MTUs that path MTU discovery lowered, by destination.
     pub(crate) path_mtus: crate::path_mtu::PathMtuCache,
     pub(crate) ipv4_reassembly: Ipv4Reassembly,
+    /// IPv6, once [`crate::Stack::enable_ipv6`] started it.
+    pub(crate) ipv6: Option<Ipv6Layer>,
+    /// The key of the per-connection IPv6 flow labels.
+    pub(crate) flow_key: [u8; 16],
 }
 
 impl Iface {
@@ -92,6 +103,8 @@ impl Iface {
             frag_scratch: Vec::new(),
             path_mtus: crate::path_mtu::PathMtuCache::new(&cfg, hash_key ^ 0x7777),
             ipv4_reassembly: Ipv4Reassembly::new(&cfg, hash_key ^ 0x3333),
+            ipv6: None,
+            flow_key: [0; 16],
             cfg,
             counters: Counters::default(),
         }
@@ -106,16 +119,21 @@ impl Iface {
 
     /// The earliest time the IP layer has timer work.
     pub(crate) fn poll_timeout(&self) -> Option<Instant> {
-        match (self.neighbors.poll_timeout(), self.ipv4_reassembly.poll_timeout()) {
+        let earliest = |a: Option<Instant>, b: Option<Instant>| match (a, b) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
-        }
+        };
+        let v4 = earliest(self.neighbors.poll_timeout(), self.ipv4_reassembly.poll_timeout());
+        earliest(v4, self.ipv6.as_ref().and_then(Ipv6Layer::poll_timeout))
     }
 
     /// Fire the IP layer's due timers: reassembly deadlines, ARP retries.
     pub(crate) fn handle_timeout<T: TxQueue>(&mut self, now: Instant, tx: &mut T) {
         self.expire_ipv4_fragments(now, tx);
         self.handle_arp_timeout(now, tx);
+        if let Some(layer) = self.ipv6.as_mut() {
+            layer.handle_timeout(now, &mut self.counters, tx);
+        }
     }
 
     /// Handle one received frame: what the IP layer does not use itself
@@ -135,7 +153,8 @@ impl Iface {
             return Input::Done;
         };
         let dst = eth.dst_addr();
-        if dst != self.cfg.mac && !dst.is_broadcast() {
+        let ours = dst == self.cfg.mac;
+        if !ours && !dst.is_broadcast() && !self.ipv6.as_ref().is_some_and(|l| l.accepts_mac(dst)) {
             self.counters.drop_eth_other_host += 1;
             return Input::Done;
         }
@@ -150,6 +169,7 @@ impl Iface {
                 Input::Done
             }
             EtherType::Ipv4 => self.receive_ipv4(now, eth.into_payload(), meta, tx),
+            EtherType::Ipv6 => Input::Ipv6 { packet: eth.into_payload(), link_multicast: !ours, meta },
             _ => {
                 self.counters.drop_eth_unknown_type += 1;
                 Input::Done
@@ -162,7 +182,7 @@ impl Iface {
     pub(crate) fn is_local(&self, addr: IpAddr) -> bool {
         match addr {
             IpAddr::V4(a) => a == self.cfg.ipv4.addr,
-            IpAddr::V6(_) => false,
+            IpAddr::V6(a) => !a.is_multicast() && self.ipv6.as_ref().is_some_and(|l| l.accepts(a)),
         }
     }
 
@@ -172,7 +192,7 @@ impl Iface {
     pub(crate) fn path_mtu_to(&self, now: Instant, dst: IpAddr) -> (usize, usize) {
         match dst {
             IpAddr::V4(a) => (self.path_mtu(now, a), IPV4_HEADER_LEN),
-            IpAddr::V6(_) => (self.cfg.mtu, IPV6_HEADER_LEN),
+            IpAddr::V6(a) => (self.ipv6.as_ref().map_or(self.cfg.mtu, |l| l.path_mtu(now, a)), IPV6_HEADER_LEN),
         }
     }
 

@@ -213,14 +213,15 @@ impl Listener {
                 return ListenOutcome::Drop(DropReason::Ignored);
             }
             self.stats.cookies_sent += 1;
-            let peer_mss = seg.options.mss.unwrap_or(self.cfg.default_peer_mss).min(self.cfg.mss);
+            let mss = tuple.advertised_mss(self.cfg.mss);
+            let peer_mss = seg.options.mss.unwrap_or(self.cfg.default_peer_mss).min(mss);
             let cookie = syn_cookie(&self.secret, &tuple, seg.seq, peer_mss, now);
             return ListenOutcome::Reply(Segment {
                 seq: cookie,
                 ack: Some(seg.seq + 1),
                 flags: Flags::SYN,
                 window: self.cfg.recv_buffer_size.min(65535) as u16,
-                options: Options { mss: Some(self.cfg.mss), ..Options::default() },
+                options: Options { mss: Some(mss), ..Options::default() },
                 payload_len: 0,
             });
         }

@@ -24,6 +24,18 @@ pub struct FourTuple {
     pub remote_port: u16,
 }
 
+impl FourTuple {
+    /// The MSS to advertise on this connection: `mss` (sized for IPv4's
+    /// 20-byte header) less the 20 more an IPv6 header takes (RFC 8200 §5:
+    /// MTU minus 60), so a peer's segments fit the same MTU.
+    pub fn advertised_mss(&self, mss: u16) -> u16 {
+        match self.local_addr {
+            IpAddr::V4(_) => mss,
+            IpAddr::V6(_) => mss.saturating_sub(20),
+        }
+    }
+}
+
 /// Control bits, the wire crate's [`TcpFlags`](ustack_wire::TcpFlags): one
 /// type for header and engine. A [`Segment`] never carries ACK (its `ack`
 /// field being `Some` says it) nor URG (urgent data is not supported: RFC

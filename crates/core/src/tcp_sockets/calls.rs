@@ -31,6 +31,9 @@ pub enum ConnectError {
     TableFull,
     /// Port 0, or an address that is not unicast.
     InvalidAddress,
+    /// No address of that IP version to connect from (IPv6 not enabled, or
+    /// its addresses still tentative).
+    NoSourceAddress,
 }
 
 impl core::fmt::Display for ListenError {
@@ -50,6 +53,9 @@ impl core::fmt::Display for ConnectError {
             ConnectError::NoFreePort => f.write_str("no free ephemeral TCP port towards that destination"),
             ConnectError::TableFull => f.write_str("the TCP connection table is full (tcp_max_connections)"),
             ConnectError::InvalidAddress => f.write_str("cannot connect to port 0 or a non-unicast address"),
+            ConnectError::NoSourceAddress => {
+                f.write_str("no usable address of that IP version to connect from (give one with --ip6)")
+            }
         }
     }
 }
@@ -118,8 +124,7 @@ impl Stack {
         }
         let local_addr = match remote_addr {
             IpAddr::V4(_) => IpAddr::V4(self.iface.cfg.ipv4.addr),
-            // No IPv6 address to send from yet.
-            IpAddr::V6(_) => return Err(ConnectError::InvalidAddress),
+            IpAddr::V6(dst) => IpAddr::V6(self.iface.ipv6_source(dst).ok_or(ConnectError::NoSourceAddress)?),
         };
         let home = self.shard.as_ref();
         let tcp = &mut self.tcp;

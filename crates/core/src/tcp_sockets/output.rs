@@ -7,7 +7,7 @@ use crate::ip::Iface;
 use crate::phy::TxQueue;
 use crate::tcp::{BufferPool, Connection, FourTuple, Segment};
 use crate::time::Instant;
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv6Addr};
 use ustack_wire::{checksum, IpProtocol, TcpPacket, TcpRepr};
 
 fn repr_from(seg: &Segment, tuple: &FourTuple) -> TcpRepr<'static> {
@@ -43,16 +43,21 @@ impl Iface {
     ) -> bool {
         let repr = repr_from(seg, tuple);
         let header_len = repr.header_len();
-        let (IpAddr::V4(src), IpAddr::V4(dst)) = (tuple.local_addr, tuple.remote_addr) else {
-            // No IPv6 output yet: no route there.
-            self.counters.drop_no_route += 1;
-            return false;
-        };
         self.counters.tcp_tx += 1;
         if seg.flags.rst() {
             self.counters.tcp_rst_sent += 1;
         }
         let l4_len = header_len + seg.payload_len;
+        let (src, dst) = match (tuple.local_addr, tuple.remote_addr) {
+            (IpAddr::V4(src), IpAddr::V4(dst)) => (src, dst),
+            (IpAddr::V6(src), IpAddr::V6(dst)) => {
+                return self.send_tcp_v6(now, tx, tuple, src, dst, &repr, seg.payload_len, payload);
+            }
+            _ => {
+                self.counters.drop_no_route += 1;
+                return false;
+            }
+        };
         let gso = gso_size.filter(|&size| seg.payload_len > size).map(|size| (size, header_len));
         self.send_ipv4_offload(now, tx, dst, IpProtocol::Tcp, l4_len, gso, |b, partial| {
             repr.emit_header(&mut TcpPacket::new_unchecked(&mut *b), seg.payload_len);
@@ -69,6 +74,32 @@ impl Iface {
         .is_ok()
     }
 
+    /// [`Iface::send_tcp`] over IPv6, out of line so the IPv4 path stays as
+    /// small as it was. IPv6 segments leave whole, with full checksums: the
+    /// device is offered no IPv6 offload.
+    #[inline(never)]
+    #[allow(clippy::too_many_arguments)]
+    fn send_tcp_v6<T: TxQueue>(
+        &mut self,
+        now: Instant,
+        tx: &mut T,
+        tuple: &FourTuple,
+        src: Ipv6Addr,
+        dst: Ipv6Addr,
+        repr: &TcpRepr<'_>,
+        payload_len: usize,
+        payload: impl FnOnce(&mut [u8]),
+    ) -> bool {
+        let header_len = repr.header_len();
+        let flow_label = self.flow_label(tuple);
+        self.send_ipv6(now, tx, src, dst, IpProtocol::Tcp, flow_label, header_len + payload_len, |b| {
+            repr.emit_header(&mut TcpPacket::new_unchecked(&mut *b), payload_len);
+            payload(&mut b[header_len..]);
+            TcpPacket::new_unchecked(&mut *b).fill_checksum(src, dst);
+        })
+        .is_ok()
+    }
+
     /// Write everything a connection wants to send now.
     pub(super) fn flush_connection<T: TxQueue>(
         &mut self,
@@ -80,7 +111,9 @@ impl Iface {
         let tuple = conn.four_tuple();
         let (mtu, ip_header_len) = self.path_mtu_to(now, tuple.remote_addr);
         let max_payload = mtu - ip_header_len - TCP_HEADER_LEN;
-        let tso_payload = self.tso_max.saturating_sub(ip_header_len + TCP_HEADER_LEN);
+        // TSO is offered for IPv4 only (`tso4_limit`).
+        let tso_max = if tuple.remote_addr.is_ipv4() { self.tso_max } else { 0 };
+        let tso_payload = tso_max.saturating_sub(ip_header_len + TCP_HEADER_LEN);
         while let Some(seg) = conn.poll_transmit_tso(now, max_payload, tso_payload, pool) {
             let conn = &*conn;
             // The segment size the connection cut by (see `poll_transmit_tso`).

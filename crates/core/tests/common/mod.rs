@@ -31,7 +31,13 @@ impl Pair {
 
     pub fn with_link(link: LinkConfig) -> Pair {
         let (pa, pb) = MemoryLink::pair(link, 42);
-        Pair { a: Stack::new(config(A_MAC, A_IP), 1), pa, b: Stack::new(config(B_MAC, B_IP), 2), pb, now: Instant::ZERO }
+        Pair {
+            a: Stack::new(config(A_MAC, A_IP), 1),
+            pa,
+            b: Stack::new(config(B_MAC, B_IP), 2),
+            pb,
+            now: Instant::ZERO,
+        }
     }
 
     /// Poll both stacks once at the current time.
@@ -125,7 +131,8 @@ pub fn arp_request_frame() -> Vec<u8> {
         target_hardware_addr: EthernetAddress([0; 6]),
         target_protocol_addr: B_IP,
     };
-    let e = ustack_wire::EthernetRepr { ethertype: ustack_wire::EtherType::Arp, ..eth(A_MAC, EthernetAddress::BROADCAST) };
+    let e =
+        ustack_wire::EthernetRepr { ethertype: ustack_wire::EtherType::Arp, ..eth(A_MAC, EthernetAddress::BROADCAST) };
     let mut f = vec![0u8; 14 + repr.buffer_len()];
     e.emit(&mut ustack_wire::EthernetFrame::new_unchecked(&mut f[..]));
     repr.emit(&mut ustack_wire::ArpPacket::new_unchecked(&mut f[14..]));

@@ -94,7 +94,7 @@ impl Connection {
             bump(&mut self.stats.retransmits);
         }
         let cfg = &self.cfg;
-        let mut options = Options { mss: Some(cfg.mss), ..Options::default() };
+        let mut options = Options { mss: Some(self.tuple.advertised_mss(cfg.mss)), ..Options::default() };
         if with_ack {
             // Only what the peer offered (RFC 7323 §2.2, §3.2; RFC 2018 §2).
             if self.window_scaling {

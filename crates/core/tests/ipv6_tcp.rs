@@ -1,0 +1,170 @@
+//! TCP over IPv6 between two whole stacks on the in-memory link: address
+//! resolution by NDP, the handshake with IPv6's MSS, data both ways checked
+//! byte for byte, one flow label per connection, and IPv4 beside it on the
+//! same listener (dual stack).
+
+mod common;
+
+use common::*;
+use std::net::{Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
+use ustack_core::ipv6::Ipv6Config;
+use ustack_core::tcp::State;
+use ustack_core::{Duration, Instant, Stack, TcpHandle};
+use ustack_wire::{EthernetFrame, Ipv6Cidr, Ipv6Packet, Ipv6Repr, TcpPacket};
+
+const A6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1);
+const B6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 2);
+
+fn enable(s: &mut Stack, addr: Ipv6Addr) {
+    let mut cfg = Ipv6Config::new(s.config().mac);
+    cfg.addresses.push(Ipv6Cidr { addr, prefix_len: 64 });
+    s.enable_ipv6(cfg, Instant::ZERO);
+}
+
+fn step(p: &mut Pair) {
+    p.turn();
+    let next = [p.pa.next_delivery(), p.pb.next_delivery(), p.a.poll_timeout(), p.b.poll_timeout()]
+        .into_iter()
+        .flatten()
+        .min();
+    if let Some(t) = next {
+        if t > p.now {
+            p.now = t;
+        }
+    }
+}
+
+/// Two stacks with IPv6, past duplicate address detection.
+fn pair6() -> Pair {
+    let mut p = Pair::new();
+    enable(&mut p.a, A6);
+    enable(&mut p.b, B6);
+    let until = p.now + Duration::from_secs(3);
+    let mut turns = 0;
+    while p.now < until && turns < 10_000 {
+        step(&mut p);
+        turns += 1;
+    }
+    p
+}
+
+fn connect(p: &mut Pair, to: SocketAddr) -> (TcpHandle, TcpHandle) {
+    let client = p.a.tcp_connect(p.now, to).expect("connect");
+    for _ in 0..2000 {
+        step(p);
+        if let Some(server) = p.b.tcp_accept(to.port()) {
+            for _ in 0..10 {
+                step(p);
+            }
+            assert_eq!(p.a.tcp_state(client), Some(State::Established));
+            return (client, server);
+        }
+    }
+    panic!("no connection to {to}");
+}
+
+fn byte_at(offset: u64) -> u8 {
+    let mut z = offset.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    z ^= z >> 29;
+    (z.wrapping_mul(0xBF58_476D_1CE4_E5B9) >> 56) as u8
+}
+
+/// `total` bytes from `src` on one stack to `dst` on the other, each checked.
+fn transfer(p: &mut Pair, a_to_b: bool, src: TcpHandle, dst: TcpHandle, total: u64) {
+    let (mut sent, mut received) = (0u64, 0u64);
+    let mut buf = vec![0u8; 16384];
+    for _ in 0..200_000 {
+        if received == total {
+            return;
+        }
+        let (s, r) = if a_to_b { (&mut p.a, &mut p.b) } else { (&mut p.b, &mut p.a) };
+        while sent < total {
+            let n = (total - sent).min(4096) as usize;
+            let chunk: Vec<u8> = (0..n as u64).map(|i| byte_at(sent + i)).collect();
+            match s.tcp_send(src, &chunk) {
+                Ok(0) | Err(_) => break,
+                Ok(k) => sent += k as u64,
+            }
+        }
+        while let Ok(n) = r.tcp_recv(dst, &mut buf) {
+            if n == 0 {
+                break;
+            }
+            for (i, &b) in buf[..n].iter().enumerate() {
+                assert_eq!(b, byte_at(received + i as u64), "byte {} differs", received + i as u64);
+            }
+            received += n as u64;
+        }
+        step(p);
+    }
+    panic!("transfer stalled at {received} of {total}");
+}
+
+#[test]
+fn tcp_over_ipv6_moves_data_both_ways() {
+    let mut p = pair6();
+    p.b.tcp_listen(8080, 16).unwrap();
+    let (client, server) = connect(&mut p, SocketAddrV6::new(B6, 8080, 0, 0).into());
+    let t = p.a.tcp_connection(client).unwrap().four_tuple();
+    assert_eq!((t.local_addr, t.remote_addr), (A6.into(), B6.into()));
+    transfer(&mut p, true, client, server, 300_000);
+    transfer(&mut p, false, server, client, 300_000);
+    assert!(p.a.ipv6().unwrap().neighbors().len() >= 1, "B resolved by NDP");
+}
+
+#[test]
+fn one_listener_takes_both_versions() {
+    let mut p = pair6();
+    p.b.tcp_listen(80, 16).unwrap();
+    let (c6, s6) = connect(&mut p, SocketAddrV6::new(B6, 80, 0, 0).into());
+    let (c4, s4) = connect(&mut p, SocketAddrV4::new(B_IP, 80).into());
+    transfer(&mut p, true, c6, s6, 20_000);
+    transfer(&mut p, true, c4, s4, 20_000);
+    assert!(p.b.tcp_connection(s6).unwrap().four_tuple().remote_addr.is_ipv6());
+    assert!(p.b.tcp_connection(s4).unwrap().four_tuple().remote_addr.is_ipv4());
+}
+
+#[test]
+fn segments_carry_ipv6_mss_and_one_flow_label_per_connection() {
+    let mut p = pair6();
+    p.b.tcp_listen(80, 16).unwrap();
+    let (c1, _) = connect(&mut p, SocketAddrV6::new(B6, 80, 0, 0).into());
+    let (c2, _) = connect(&mut p, SocketAddrV6::new(B6, 80, 0, 0).into());
+    // Capture what A sends for each connection.
+    let mut labels = Vec::new();
+    for c in [c1, c2] {
+        p.a.tcp_send(c, b"hello").unwrap();
+        let mut keep = Capture::default();
+        p.a.transmit(p.now, &mut keep);
+        let mut seen = Vec::new();
+        for f in &keep.frames {
+            let eth = EthernetFrame::new_checked(&f[..]).unwrap();
+            let ip = Ipv6Repr::parse(&Ipv6Packet::new_checked(eth.payload()).unwrap()).unwrap();
+            let tcp = TcpPacket::new_checked(&eth.payload()[40..]).unwrap();
+            assert!(tcp.verify_checksum(ip.src_addr, ip.dst_addr));
+            seen.push(ip.flow_label);
+        }
+        assert!(!seen.is_empty());
+        assert!(seen.iter().all(|&l| l == seen[0] && l != 0 && l < 1 << 20), "{seen:?}");
+        labels.push(seen[0]);
+    }
+    assert_ne!(labels[0], labels[1], "each connection has its own label");
+    // The SYN of a new connection advertises 1500 - 60.
+    let _c3 = p.a.tcp_connect(p.now, SocketAddrV6::new(B6, 80, 0, 0)).unwrap();
+    let mut keep = Capture::default();
+    p.a.transmit(p.now, &mut keep);
+    let syn = keep.frames.iter().find_map(|f| {
+        let eth = EthernetFrame::new_checked(&f[..]).ok()?;
+        let tcp = TcpPacket::new_checked(&eth.payload()[40..]).ok()?;
+        let repr = ustack_wire::TcpRepr::parse(&tcp, A6, B6, ustack_wire::ChecksumMode::Verify).ok()?;
+        repr.flags.syn().then_some(repr.max_seg_size)
+    });
+    assert_eq!(syn, Some(Some(1440)));
+}
+
+#[test]
+fn connect_without_ipv6_says_so() {
+    let mut p = Pair::new();
+    let e = p.a.tcp_connect(p.now, SocketAddrV6::new(B6, 80, 0, 0)).unwrap_err();
+    assert_eq!(e, ustack_core::ConnectError::NoSourceAddress);
+}
