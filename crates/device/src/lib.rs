@@ -80,6 +80,6 @@ pub use any::{AnyDevice, AnyRx, AnyTx, ChainRx, ChainTx, DeviceChain};
 pub use error::DeviceError;
 pub use spec::{ChainSpec, DeviceKind, DeviceSpec, Options, ShardQueue};
 pub use tap::{TapConfig, TapDevice, TapRx, TapStats, TapTx};
-pub use vhost_user::{VhostUserConfig, VhostUserDevice, VhostUserRx, VhostUserTx};
+pub use vhost_user::{VhostUserConfig, VhostUserControl, VhostUserDevice, VhostUserQueues, VhostUserRx, VhostUserTx};
 pub use virtio_user::{VirtioUserConfig, VirtioUserDevice, VirtioUserRx, VirtioUserTx};
 pub use waitable::{earliest, Waitable};

@@ -41,6 +41,8 @@ pub enum CliError {
     Demo(String),
     #[error("perf: {0}")]
     Perf(String),
+    #[error("switch: {0}")]
+    Switch(String),
     #[error("bench: {0}")]
     Bench(String),
     #[error("cannot draw {path}: {why}")]

@@ -14,17 +14,25 @@
 //! from with its MAC addresses swapped: the reflector of the classic
 //! vhost-user measurement.
 //!
-//! Workers: every port is served by one thread here (the worker reads each
-//! port's queues round-robin, so a vhost-user port's queue pairs share it).
+//! Workers: by default one thread serves every port (a vhost-user port's
+//! queue pairs round-robin). With `--queues N` every port is a vhost-user
+//! port of N queue pairs and worker thread k serves queue pair k of every
+//! port (frames arriving on queue k leave on queue k), while the main
+//! thread serves the ports' sockets (the vhost-user protocol), the control
+//! socket and the MAC table's aging. The MAC table is shared: each worker
+//! reads it under one read lock per round and learns new addresses under
+//! the write lock after the round.
 
 use crate::error::CliError;
 use clap::Args;
 use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::os::fd::RawFd;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Mutex, RwLock};
 use std::time::{Duration, Instant as StdInstant};
 use ustack_core::phy::{Device, RxQueue, TxMeta, TxQueue};
-use ustack_device::{AnyDevice, DeviceSpec, Waitable};
+use ustack_device::{DeviceKind, DeviceSpec, VhostUserConfig, VhostUserControl, VhostUserDevice, Waitable};
 use ustack_runtime::{Clock, ControlAddr, ControlSocket, StopSignal};
 
 #[derive(Args, Debug)]
@@ -46,6 +54,10 @@ pub struct SwitchArgs {
     /// Control socket for `ustack stats` (default: the abstract socket @ustack/switch of this network namespace).
     #[arg(long, value_name = "PATH")]
     pub control: Option<std::path::PathBuf>,
+    /// Worker threads, one per queue pair: every port must then be vhost-user with queues=N (set for it when absent).
+    #[arg(long, value_name = "N", default_value_t = 1,
+        value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=16))]
+    pub queues: usize,
     /// Stop after this many seconds (default: run until SIGINT or SIGTERM).
     #[arg(long, value_name = "SECS")]
     pub time: Option<f64>,
@@ -68,18 +80,38 @@ struct PortCounters {
     runts: u64,
 }
 
-struct Port {
-    spec: String,
-    dev: AnyDevice,
+impl PortCounters {
+    fn add(&mut self, o: &PortCounters) {
+        self.rx_frames += o.rx_frames;
+        self.rx_bytes += o.rx_bytes;
+        self.tx_frames += o.tx_frames;
+        self.tx_bytes += o.tx_bytes;
+        self.tx_dropped += o.tx_dropped;
+        self.flooded += o.flooded;
+        self.filtered += o.filtered;
+        self.runts += o.runts;
+    }
+}
+
+struct Port<D> {
+    dev: D,
     c: PortCounters,
     tx_checksum: bool,
 }
 
-/// The learning table: MAC → (port, last seen), bounded.
+/// One learnt address: its port and when it was last seen (µs since start),
+/// updated under the table's read lock.
+struct MacEntry {
+    port: AtomicUsize,
+    seen: AtomicU64,
+}
+
+/// The learning table: MAC → (port, last seen), bounded, shared by the
+/// workers behind a read-write lock.
 struct MacTable {
-    map: HashMap<[u8; 6], (usize, StdInstant)>,
+    map: HashMap<[u8; 6], MacEntry>,
     limit: usize,
-    age: Duration,
+    age_us: u64,
     learned: u64,
     moved: u64,
     aged: u64,
@@ -87,17 +119,29 @@ struct MacTable {
 }
 
 impl MacTable {
-    fn learn(&mut self, mac: [u8; 6], port: usize, now: StdInstant) {
+    /// Refresh a known address under the read lock; `false` when it must
+    /// be (re)learnt under the write lock.
+    fn touch(&self, mac: &[u8; 6], port: usize, now_us: u64) -> bool {
         if mac[0] & 1 != 0 {
-            return; // a group address is never a source
+            return true; // a group address is never a source
         }
-        if let Some(e) = self.map.get_mut(&mac) {
-            if e.0 != port {
+        match self.map.get(mac) {
+            Some(e) if e.port.load(Ordering::Relaxed) == port => {
+                e.seen.store(now_us, Ordering::Relaxed);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    fn learn(&mut self, mac: [u8; 6], port: usize, now_us: u64) {
+        if let Some(e) = self.map.get(&mac) {
+            if e.port.swap(port, Ordering::Relaxed) != port {
                 self.moved += 1;
             }
-            *e = (port, now);
+            e.seen.store(now_us, Ordering::Relaxed);
         } else if self.map.len() < self.limit {
-            self.map.insert(mac, (port, now));
+            self.map.insert(mac, MacEntry { port: AtomicUsize::new(port), seen: AtomicU64::new(now_us) });
             self.learned += 1;
         } else {
             self.full += 1;
@@ -105,15 +149,22 @@ impl MacTable {
     }
 
     fn lookup(&self, mac: &[u8; 6]) -> Option<usize> {
-        self.map.get(mac).map(|e| e.0)
+        self.map.get(mac).map(|e| e.port.load(Ordering::Relaxed))
     }
 
-    fn sweep(&mut self, now: StdInstant) {
-        let age = self.age;
+    fn sweep(&mut self, now_us: u64) {
+        let age = self.age_us;
         let before = self.map.len();
-        self.map.retain(|_, e| now.duration_since(e.1) < age);
+        self.map.retain(|_, e| now_us.saturating_sub(e.seen.load(Ordering::Relaxed)) < age);
         self.aged += (before - self.map.len()) as u64;
     }
+}
+
+/// What a worker last reported of its ports: counters, device counters.
+#[derive(Default)]
+struct Report {
+    counters: Vec<PortCounters>,
+    devices: Vec<Vec<(&'static str, u64)>>,
 }
 
 /// Frames taken from one port's receive queue per round, so one busy port
@@ -121,8 +172,25 @@ impl MacTable {
 const BURST: usize = 256;
 
 pub fn run(args: SwitchArgs) -> Result<(), CliError> {
-    let specs: Vec<DeviceSpec> =
+    let mut specs: Vec<DeviceSpec> =
         args.ports.iter().map(|p| p.parse().map_err(CliError::DeviceSpec)).collect::<Result<_, _>>()?;
+    if args.queues > 1 {
+        for spec in &mut specs {
+            if spec.kind != DeviceKind::VhostUser {
+                return Err(CliError::Switch(format!(
+                    "--queues {}: every port must be vhost-user (one worker serves queue pair k of every port); {spec} is not",
+                    args.queues
+                )));
+            }
+            match spec.options.iter().find(|(k, _)| k == "queues") {
+                Some((_, v)) if v.parse::<usize>().ok() != Some(args.queues) => {
+                    return Err(CliError::Switch(format!("--queues {}: {spec} has queues={v}", args.queues)));
+                }
+                Some(_) => {}
+                None => spec.options.push(("queues".into(), args.queues.to_string())),
+            }
+        }
+    }
     // The control socket first: a second switch started by mistake stops
     // here, before it takes over the first one's port sockets.
     let control_addr = match &args.control {
@@ -131,52 +199,163 @@ pub fn run(args: SwitchArgs) -> Result<(), CliError> {
     };
     let control = ControlSocket::bind(&control_addr)
         .map_err(|source| CliError::Control { addr: control_addr.to_string(), source })?;
-    let mut ports = Vec::with_capacity(specs.len());
-    for spec in &specs {
-        let dev = spec.open()?;
-        ports.push(Port { spec: spec.to_string(), dev, c: PortCounters::default(), tx_checksum: false });
-    }
-    let mut table = MacTable {
+    let names: Vec<String> = specs.iter().map(|s| s.to_string()).collect();
+    let table = RwLock::new(MacTable {
         map: HashMap::with_capacity(args.mac_table.min(65_536)),
         limit: args.mac_table,
-        age: Duration::from_secs(args.mac_age),
+        age_us: args.mac_age * 1_000_000,
         learned: 0,
         moved: 0,
         aged: 0,
         full: 0,
-    };
-    let mode = if args.reflect { "reflecting" } else { "switching" };
-    let names: Vec<&str> = ports.iter().map(|p| p.spec.as_str()).collect();
-    eprintln!("ustack: switch {mode} between {} port(s): {}; Ctrl-C stops", ports.len(), names.join(" "));
-
+    });
     let stop = StopSignal::install();
-    let clock = Clock::new();
     let started = StdInstant::now();
     let deadline = args.time.map(|s| started + Duration::from_secs_f64(s.max(0.0)));
-    let mut last_sweep = started;
-    let mut fds: Vec<libc::pollfd> = Vec::with_capacity(ports.len() + 1);
-    loop {
-        if stop.raised() || deadline.is_some_and(|d| StdInstant::now() >= d) {
-            break;
+    let mode = if args.reflect { "reflecting" } else { "switching" };
+    let workers = if args.queues > 1 { format!(", {} workers", args.queues) } else { String::new() };
+    let banner = format!("ustack: switch {mode} between {} port(s){workers}: {}; Ctrl-C stops", specs.len(), names.join(" "));
+
+    if args.queues == 1 {
+        let mut ports = Vec::with_capacity(specs.len());
+        for spec in &specs {
+            ports.push(Port { dev: spec.open()?, c: PortCounters::default(), tx_checksum: false });
         }
-        let moved = round(&mut ports, &mut table, args.reflect, clock.now());
-        let now = StdInstant::now();
-        if now.duration_since(last_sweep) >= Duration::from_secs(1) {
-            table.sweep(now);
-            last_sweep = now;
+        eprintln!("{banner}");
+        let clock = Clock::new();
+        let mut last_sweep = started;
+        let mut fds: Vec<libc::pollfd> = Vec::with_capacity(ports.len() + 1);
+        let mut pending = Vec::new();
+        while !(stop.raised() || deadline.is_some_and(|d| StdInstant::now() >= d)) {
+            let moved = round(&mut ports, &table, &mut pending, args.reflect, clock.now(), started);
+            if last_sweep.elapsed() >= Duration::from_secs(1) {
+                table.write().unwrap_or_else(|e| e.into_inner()).sweep(micros(started));
+                last_sweep = StdInstant::now();
+            }
+            let views = || ports.iter().map(|p| (p.c, p.dev.device_stats())).collect::<Vec<_>>();
+            let total = || [ports.iter().map(|p| p.c.rx_frames).sum::<u64>()];
+            control.serve(|| snapshot(&names, &views(), &total(), &table, started));
+            if moved == 0 {
+                // Nothing came in: sleep until a port or the control socket wakes us.
+                fds.clear();
+                fds.extend(ports.iter().filter_map(|p| p.dev.wait_fd()).map(pollfd));
+                fds.push(pollfd(control.fd()));
+                // SAFETY: poll reads and writes `fds.len()` pollfds.
+                unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, 100) };
+            }
         }
-        control.serve(|| snapshot(&ports, &table, started));
-        if moved == 0 {
-            // Nothing came in: sleep until a port or the control socket wakes us.
+        let views: Vec<_> = ports.iter().map(|p| (p.c, p.dev.device_stats())).collect();
+        print_counters(&names, &views, &table);
+        return Ok(());
+    }
+
+    // One worker per queue pair; the ports' sockets served here.
+    let mut controls: Vec<VhostUserControl> = Vec::with_capacity(specs.len());
+    let mut per_worker: Vec<Vec<Port<ustack_device::VhostUserQueues>>> = (0..args.queues).map(|_| Vec::new()).collect();
+    for spec in &specs {
+        let mut opts = ustack_device::Options::new(spec);
+        let config = VhostUserConfig::from_options(&mut opts)?;
+        opts.finish()?;
+        let (control, queues) = VhostUserDevice::open(std::path::Path::new(&spec.name), config)?.split()?;
+        controls.push(control);
+        for (k, q) in queues.into_iter().enumerate() {
+            per_worker[k].push(Port { dev: q, c: PortCounters::default(), tx_checksum: false });
+        }
+    }
+    eprintln!("{banner}");
+    let done = AtomicBool::new(false);
+    let reports: Vec<Mutex<Report>> = (0..args.queues).map(|_| Mutex::new(Report::default())).collect();
+    std::thread::scope(|scope| {
+        for (k, mut ports) in per_worker.into_iter().enumerate() {
+            let (table, done, report, reflect) = (&table, &done, &reports[k], args.reflect);
+            std::thread::Builder::new()
+                .name(format!("switch-q{k}"))
+                .spawn_scoped(scope, move || worker(&mut ports, table, done, report, reflect, started))
+                .expect("spawn a switch worker");
+        }
+        let mut last_sweep = started;
+        let mut fds: Vec<libc::pollfd> = Vec::with_capacity(controls.len() + 1);
+        while !(stop.raised() || deadline.is_some_and(|d| StdInstant::now() >= d)) {
             fds.clear();
-            fds.extend(ports.iter().filter_map(|p| p.dev.wait_fd()).map(pollfd));
+            fds.extend(controls.iter().map(|c| pollfd(c.wait_fd())));
             fds.push(pollfd(control.fd()));
             // SAFETY: poll reads and writes `fds.len()` pollfds.
             unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, 100) };
+            for c in &mut controls {
+                c.service();
+            }
+            if last_sweep.elapsed() >= Duration::from_secs(1) {
+                table.write().unwrap_or_else(|e| e.into_inner()).sweep(micros(started));
+                last_sweep = StdInstant::now();
+            }
+            let per_worker = || -> Vec<u64> {
+                let sum = |r: &Mutex<Report>| r.lock().unwrap_or_else(|e| e.into_inner()).counters.iter().map(|c| c.rx_frames).sum();
+                reports.iter().map(sum).collect()
+            };
+            control.serve(|| snapshot(&names, &merged(&reports, &controls), &per_worker(), &table, started));
+        }
+        done.store(true, Ordering::Relaxed);
+    });
+    print_counters(&names, &merged(&reports, &controls), &table);
+    Ok(())
+}
+
+fn micros(started: StdInstant) -> u64 {
+    started.elapsed().as_micros() as u64
+}
+
+/// A worker: queue pair k of every port, until `done`.
+fn worker<D: Device + Waitable>(
+    ports: &mut [Port<D>],
+    table: &RwLock<MacTable>,
+    done: &AtomicBool,
+    report: &Mutex<Report>,
+    reflect: bool,
+    started: StdInstant,
+) {
+    let clock = Clock::new();
+    let mut pending = Vec::new();
+    let mut fds: Vec<libc::pollfd> = Vec::with_capacity(ports.len());
+    let mut last_report = StdInstant::now();
+    loop {
+        let stopping = done.load(Ordering::Relaxed);
+        let moved = round(ports, table, &mut pending, reflect, clock.now(), started);
+        if stopping || last_report.elapsed() >= Duration::from_millis(100) {
+            let mut r = report.lock().unwrap_or_else(|e| e.into_inner());
+            r.counters = ports.iter().map(|p| p.c).collect();
+            r.devices = ports.iter().map(|p| p.dev.device_stats()).collect();
+            last_report = StdInstant::now();
+        }
+        if stopping {
+            return;
+        }
+        if moved == 0 {
+            fds.clear();
+            fds.extend(ports.iter().filter_map(|p| p.dev.wait_fd()).map(pollfd));
+            // SAFETY: poll reads and writes `fds.len()` pollfds.
+            unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, 50) };
         }
     }
-    print_counters(&ports, &table);
-    Ok(())
+}
+
+/// Each port's counters summed over the workers, with its control side's.
+fn merged(reports: &[Mutex<Report>], controls: &[VhostUserControl]) -> Vec<(PortCounters, Vec<(&'static str, u64)>)> {
+    let mut out: Vec<(PortCounters, Vec<(&'static str, u64)>)> =
+        controls.iter().map(|c| (PortCounters::default(), c.stats())).collect();
+    for r in reports {
+        let r = r.lock().unwrap_or_else(|e| e.into_inner());
+        for (i, (c, dev)) in r.counters.iter().zip(&r.devices).enumerate() {
+            let Some((sum, stats)) = out.get_mut(i) else { continue };
+            sum.add(c);
+            for &(k, v) in dev {
+                match stats.iter_mut().find(|(name, _)| *name == k) {
+                    Some(e) => e.1 += v,
+                    None => stats.push((k, v)),
+                }
+            }
+        }
+    }
+    out
 }
 
 fn pollfd(fd: RawFd) -> libc::pollfd {
@@ -184,8 +363,15 @@ fn pollfd(fd: RawFd) -> libc::pollfd {
 }
 
 /// One round over every port: read up to [`BURST`] frames from each and
-/// forward them; flush every port. Frames moved.
-fn round(ports: &mut [Port], table: &mut MacTable, reflect: bool, now: ustack_core::Instant) -> usize {
+/// forward them; flush every port; learn what was new. Frames moved.
+fn round<D: Device>(
+    ports: &mut [Port<D>],
+    table: &RwLock<MacTable>,
+    pending: &mut Vec<([u8; 6], usize)>,
+    reflect: bool,
+    now: ustack_core::Instant,
+    started: StdInstant,
+) -> usize {
     for p in ports.iter_mut() {
         p.tx_checksum = p.dev.caps().tx_checksum;
     }
@@ -199,46 +385,51 @@ fn round(ports: &mut [Port], table: &mut MacTable, reflect: bool, now: ustack_co
         txs.push(tx);
         counters.push(&mut p.c);
     }
-    let seen = StdInstant::now();
+    let now_us = micros(started);
     let mut moved = 0;
-    for i in 0..rxs.len() {
-        for _ in 0..BURST {
-            let Some((frame, meta)) = rxs[i].recv(now) else { break };
-            moved += 1;
-            counters[i].rx_frames += 1;
-            counters[i].rx_bytes += frame.len() as u64;
-            if frame.len() < 14 {
-                counters[i].runts += 1;
-                continue;
-            }
-            let txmeta = TxMeta {
-                csum_partial: meta.csum_partial,
-                csum_start: meta.csum_start,
-                csum_offset: meta.csum_offset,
-                gso_type: meta.gso_type,
-                gso_size: meta.gso_size,
-                hdr_len: meta.hdr_len,
-                ..Default::default()
-            };
-            if reflect {
-                let sent = send(&mut txs[i], frame, txmeta, caps[i], true);
-                count_tx(counters[i], sent, frame.len());
-                continue;
-            }
-            let dst: [u8; 6] = frame[0..6].try_into().expect("14 bytes checked");
-            let src: [u8; 6] = frame[6..12].try_into().expect("14 bytes checked");
-            table.learn(src, i, seen);
-            match (dst[0] & 1 == 0).then(|| table.lookup(&dst)).flatten() {
-                Some(j) if j == i => counters[i].filtered += 1,
-                Some(j) => {
-                    let sent = send(&mut txs[j], frame, txmeta, caps[j], false);
-                    count_tx(counters[j], sent, frame.len());
+    {
+        let table = table.read().unwrap_or_else(|e| e.into_inner());
+        for i in 0..rxs.len() {
+            for _ in 0..BURST {
+                let Some((frame, meta)) = rxs[i].recv(now) else { break };
+                moved += 1;
+                counters[i].rx_frames += 1;
+                counters[i].rx_bytes += frame.len() as u64;
+                if frame.len() < 14 {
+                    counters[i].runts += 1;
+                    continue;
                 }
-                None => {
-                    counters[i].flooded += 1;
-                    for j in (0..txs.len()).filter(|&j| j != i) {
+                let txmeta = TxMeta {
+                    csum_partial: meta.csum_partial,
+                    csum_start: meta.csum_start,
+                    csum_offset: meta.csum_offset,
+                    gso_type: meta.gso_type,
+                    gso_size: meta.gso_size,
+                    hdr_len: meta.hdr_len,
+                    ..Default::default()
+                };
+                if reflect {
+                    let sent = send(&mut txs[i], frame, txmeta, caps[i], true);
+                    count_tx(counters[i], sent, frame.len());
+                    continue;
+                }
+                let dst: [u8; 6] = frame[0..6].try_into().expect("14 bytes checked");
+                let src: [u8; 6] = frame[6..12].try_into().expect("14 bytes checked");
+                if !table.touch(&src, i, now_us) && pending.len() < 4 * BURST {
+                    pending.push((src, i));
+                }
+                match (dst[0] & 1 == 0).then(|| table.lookup(&dst)).flatten() {
+                    Some(j) if j == i => counters[i].filtered += 1,
+                    Some(j) if j < txs.len() => {
                         let sent = send(&mut txs[j], frame, txmeta, caps[j], false);
                         count_tx(counters[j], sent, frame.len());
+                    }
+                    _ => {
+                        counters[i].flooded += 1;
+                        for j in (0..txs.len()).filter(|&j| j != i) {
+                            let sent = send(&mut txs[j], frame, txmeta, caps[j], false);
+                            count_tx(counters[j], sent, frame.len());
+                        }
                     }
                 }
             }
@@ -246,6 +437,12 @@ fn round(ports: &mut [Port], table: &mut MacTable, reflect: bool, now: ustack_co
     }
     for tx in txs.iter_mut() {
         tx.flush();
+    }
+    if !pending.is_empty() {
+        let mut table = table.write().unwrap_or_else(|e| e.into_inner());
+        for (mac, port) in pending.drain(..) {
+            table.learn(mac, port, now_us);
+        }
     }
     moved
 }
@@ -281,12 +478,12 @@ fn send<T: TxQueue>(tx: &mut T, frame: &[u8], mut meta: TxMeta, tx_checksum: boo
     .is_ok()
 }
 
-fn port_json(p: &Port) -> Value {
-    let c = p.c;
-    let dev: serde_json::Map<String, Value> =
-        p.dev.device_stats().into_iter().map(|(k, v)| (k.to_string(), Value::from(v))).collect();
+type PortView = (PortCounters, Vec<(&'static str, u64)>);
+
+fn port_json(name: &str, (c, dev): &PortView) -> Value {
+    let dev: serde_json::Map<String, Value> = dev.iter().map(|(k, v)| (k.to_string(), Value::from(*v))).collect();
     json!({
-        "port": p.spec,
+        "port": name,
         "rx_frames": c.rx_frames,
         "rx_bytes": c.rx_bytes,
         "tx_frames": c.tx_frames,
@@ -300,43 +497,38 @@ fn port_json(p: &Port) -> Value {
 }
 
 /// The switch's state for `ustack stats --json`: `switch` true, `ports`
-/// (each port's counters and its device's), `mac_table`.
-fn snapshot(ports: &[Port], table: &MacTable, started: StdInstant) -> Value {
+/// (each port's counters and its device's), `workers` (frames each worker
+/// thread took in), `mac_table`.
+fn snapshot(names: &[String], views: &[PortView], workers: &[u64], table: &RwLock<MacTable>, started: StdInstant) -> Value {
+    let t = table.read().unwrap_or_else(|e| e.into_inner());
     json!({
         "device": "switch",
         "switch": true,
-        "uptime_us": started.elapsed().as_micros() as u64,
-        "ports": ports.iter().map(port_json).collect::<Vec<_>>(),
+        "uptime_us": micros(started),
+        "workers": workers.iter().map(|n| json!({ "rx_frames": n })).collect::<Vec<_>>(),
+        "ports": names.iter().zip(views).map(|(n, v)| port_json(n, v)).collect::<Vec<_>>(),
         "mac_table": {
-            "entries": table.map.len(),
-            "limit": table.limit,
-            "learned": table.learned,
-            "moved": table.moved,
-            "aged": table.aged,
-            "full": table.full,
+            "entries": t.map.len(),
+            "limit": t.limit,
+            "learned": t.learned,
+            "moved": t.moved,
+            "aged": t.aged,
+            "full": t.full,
         },
     })
 }
 
-fn print_counters(ports: &[Port], table: &MacTable) {
-    for (i, p) in ports.iter().enumerate() {
-        let c = p.c;
+fn print_counters(names: &[String], views: &[PortView], table: &RwLock<MacTable>) {
+    for (i, (name, (c, dev))) in names.iter().zip(views).enumerate() {
         println!(
-            "port {i} {}: rx_frames {} rx_bytes {} tx_frames {} tx_bytes {} tx_dropped {} flooded {} filtered {} runts {}",
-            p.spec, c.rx_frames, c.rx_bytes, c.tx_frames, c.tx_bytes, c.tx_dropped, c.flooded, c.filtered, c.runts
+            "port {i} {name}: rx_frames {} rx_bytes {} tx_frames {} tx_bytes {} tx_dropped {} flooded {} filtered {} runts {}",
+            c.rx_frames, c.rx_bytes, c.tx_frames, c.tx_bytes, c.tx_dropped, c.flooded, c.filtered, c.runts
         );
-        let dev: Vec<String> =
-            p.dev.device_stats().into_iter().filter(|(_, v)| *v != 0).map(|(k, v)| format!("{k} {v}")).collect();
+        let dev: Vec<String> = dev.iter().filter(|(_, v)| *v != 0).map(|(k, v)| format!("{k} {v}")).collect();
         println!("  device: {}", dev.join(" "));
     }
-    println!(
-        "mac_table: entries {} learned {} moved {} aged {} full {}",
-        table.map.len(),
-        table.learned,
-        table.moved,
-        table.aged,
-        table.full
-    );
+    let t = table.read().unwrap_or_else(|e| e.into_inner());
+    println!("mac_table: entries {} learned {} moved {} aged {} full {}", t.map.len(), t.learned, t.moved, t.aged, t.full);
 }
 
 /// The per-port lines `ustack stats` prints for a switch's snapshot.
@@ -363,4 +555,36 @@ pub fn stats_lines(snap: &Value) -> Vec<String> {
         t["entries"], t["limit"], t["learned"], t["moved"], t["aged"], t["full"]
     ));
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn table(limit: usize) -> MacTable {
+        MacTable { map: HashMap::new(), limit, age_us: 1_000, learned: 0, moved: 0, aged: 0, full: 0 }
+    }
+
+    #[test]
+    fn mac_table_is_bounded_ages_and_follows_moves() {
+        let mut t = table(2);
+        let (a, b, c) = ([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2], [2, 0, 0, 0, 0, 3]);
+        t.learn(a, 0, 0);
+        t.learn(b, 1, 0);
+        t.learn(c, 0, 0); // full: not learnt, counted
+        assert_eq!((t.map.len(), t.learned, t.full), (2, 2, 1));
+        assert_eq!((t.lookup(&a), t.lookup(&b), t.lookup(&c)), (Some(0), Some(1), None));
+        assert!(t.touch(&a, 0, 900), "known on the same port: refreshed under the read lock");
+        assert!(!t.touch(&b, 0, 900), "seen on another port: must be relearnt");
+        t.learn(b, 0, 900);
+        assert_eq!((t.lookup(&b), t.moved), (Some(0), 1));
+        assert!(t.touch(&[0xff; 6], 3, 900), "a group source is never learnt");
+        t.learn(c, 1, 950); // still full
+        t.sweep(1_500); // nothing older than 1 ms yet
+        assert_eq!(t.map.len(), 2);
+        t.sweep(1_950);
+        assert_eq!((t.map.len(), t.aged), (0, 2));
+        t.learn(c, 1, 2_000);
+        assert_eq!(t.lookup(&c), Some(1));
+    }
 }

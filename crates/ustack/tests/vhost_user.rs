@@ -145,12 +145,13 @@ struct Testpmd {
 }
 
 impl Testpmd {
-    fn start(sock: &str, prefix: &str, mac: &str) -> Testpmd {
-        let vdev = format!("net_virtio_user0,mac={mac},path={sock},queues=1");
+    fn start(sock: &str, prefix: &str, mac: &str, queues: usize) -> Testpmd {
+        let vdev = format!("net_virtio_user0,mac={mac},path={sock},queues={queues}");
+        let (rxq, txq) = (format!("--rxq={queues}"), format!("--txq={queues}"));
         // testpmd prints with stdio: unbuffered, so each answer arrives when asked.
         let mut cmd = Command::new("stdbuf");
         cmd.args(["-o0", "dpdk-testpmd"]).args(["-l", "0-1", "--no-huge", "-m", "512", "--no-pci", "--file-prefix", prefix, "--vdev", &vdev])
-            .args(["--", "--no-numa", "--total-num-mbufs=16384", "--forward-mode=rxonly", "-i"])
+            .args(["--", "--no-numa", "--total-num-mbufs=16384", "--forward-mode=rxonly", &rxq, &txq, "-i"])
             .stdin(Stdio::piped());
         let mut proc = Proc::spawn("dpdk-testpmd", &mut cmd);
         let stdin = proc.child.stdin.take().unwrap();
@@ -185,16 +186,33 @@ impl Testpmd {
 #[test]
 fn testpmd_frames_of_every_size_come_back_from_the_reflector() {
     skip_unless!("dpdk-testpmd");
-    let (sock, control) = (Tmp::new("reflect.sock"), Tmp::new("reflect.ctl"));
-    let mut sw = switch(&[format!("vhost-user:{}", sock.s())], &control, &["--reflect"]);
-    let prefix = format!("ustack-vu-reflect-{}", std::process::id());
-    let mut pmd = Testpmd::start(sock.s(), &prefix, "02:00:00:00:00:01");
+    reflect_every_size(1, &SIZES);
+}
+
+#[test]
+fn testpmd_on_two_queues_is_reflected_by_two_workers() {
+    skip_unless!("dpdk-testpmd");
+    reflect_every_size(2, &[64, 1518]);
+}
+
+/// testpmd with `queues` queue pairs against `ustack switch --reflect
+/// --queues N`: every frame of every size in `sizes` comes back, counted on
+/// both sides, and each worker took its share.
+fn reflect_every_size(queues: usize, sizes: &[usize]) {
+    let tag = format!("reflect{queues}");
+    let (sock, control) = (Tmp::new(&format!("{tag}.sock")), Tmp::new(&format!("{tag}.ctl")));
+    let q = queues.to_string();
+    let mut sw = switch(&[format!("vhost-user:{}", sock.s())], &control, &["--reflect", "--queues", &q]);
+    let prefix = format!("ustack-vu-{tag}-{}", std::process::id());
+    let mut pmd = Testpmd::start(sock.s(), &prefix, "02:00:00:00:00:01", queues);
+    // txonly's bursts go out on every queue: BURSTS × 32 frames per queue.
+    let per_round = (BURSTS * 32 * queues) as u64;
 
     let (mut rx0, mut tx0, mut rxb0, mut txb0) = pmd.port_stats();
     assert_eq!((rx0, tx0), (0, 0), "testpmd counted frames before the test");
     let snap = switch_stats(&control);
     let (mut sw_rx0, mut sw_tx0) = (port_counter(&snap, 0, "rx_frames"), port_counter(&snap, 0, "tx_frames"));
-    for size in SIZES {
+    for &size in sizes {
         pmd.cmd(&format!("set txpkts {size}"));
         for _ in 0..ROUNDS {
             pmd.cmd(&format!("start tx_first {BURSTS}"));
@@ -213,11 +231,19 @@ fn testpmd_frames_of_every_size_come_back_from_the_reflector() {
             pmd.cmd("stop");
         };
         let sent = tx - tx0;
-        assert_eq!(sent, (ROUNDS * BURSTS * 32) as u64, "{size} B: testpmd sent {sent} frames");
+        assert_eq!(sent, ROUNDS as u64 * per_round, "{size} B: testpmd sent {sent} frames");
         assert_eq!(rx - rx0, sent, "{size} B: {sent} frames sent, {} came back", rx - rx0);
         assert_eq!(txb - txb0, sent * size as u64, "{size} B: bytes sent");
         assert_eq!(rxb - rxb0, txb - txb0, "{size} B: bytes back");
-        let snap = switch_stats(&control);
+        // The switch's workers report about every 100 ms.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let snap = loop {
+            let snap = switch_stats(&control);
+            if port_counter(&snap, 0, "tx_frames") - sw_tx0 >= sent || Instant::now() >= deadline {
+                break snap;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
         let (sw_rx, sw_tx) = (port_counter(&snap, 0, "rx_frames"), port_counter(&snap, 0, "tx_frames"));
         assert_eq!(sw_rx - sw_rx0, sent, "{size} B: the switch's rx_frames");
         assert_eq!(sw_tx - sw_tx0, sent, "{size} B: the switch's tx_frames");
@@ -227,9 +253,16 @@ fn testpmd_frames_of_every_size_come_back_from_the_reflector() {
     let snap = switch_stats(&control);
     let dev = &snap["ports"][0]["device_counters"];
     assert_eq!(dev["connected"], 1, "{snap}");
-    assert_eq!(dev["rx_frames"], (SIZES.len() * ROUNDS * BURSTS * 32) as u64, "{snap}");
+    assert_eq!(dev["queue_pairs_active"], queues as u64, "{snap}");
+    assert_eq!(dev["rx_frames"], sizes.len() as u64 * ROUNDS as u64 * per_round, "{snap}");
     for bad in ["rx_bad_address", "rx_bad_chain", "rx_bad_direction", "rx_too_long", "tx_no_buffers", "refused"] {
         assert_eq!(dev[bad], 0, "{bad}: {snap}");
+    }
+    let workers = snap["workers"].as_array().expect("workers");
+    assert_eq!(workers.len(), queues, "{snap}");
+    for (k, w) in workers.iter().enumerate() {
+        let n = w["rx_frames"].as_u64().unwrap();
+        assert_eq!(n, sizes.len() as u64 * ROUNDS as u64 * (BURSTS * 32) as u64, "worker {k} took its queue's frames: {snap}");
     }
     pmd.cmd("quit");
     sw.assert_running();

@@ -50,6 +50,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::FileTypeExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use ustack_core::phy::{Device, DeviceCaps, RxMeta, RxQueue, TxFull, TxMeta, TxQueue};
@@ -76,6 +77,8 @@ const TAG_LISTENER: u64 = 1 << 40;
 const TAG_CONN: u64 = 2 << 40;
 const TAG_TIMER: u64 = 3 << 40;
 const TAG_KICK: u64 = 4 << 40;
+const TAG_WAKE: u64 = 5 << 40;
+const TAG_QUEUES: u64 = 6 << 40;
 
 /// Options of a vhost-user port.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -161,25 +164,66 @@ struct TxSide {
     stats: TxStats,
 }
 
-/// A vhost-user backend port. Implements [`Device`]; sleep on its
-/// [`Waitable::wait_fd`].
-pub struct VhostUserDevice {
+/// What the control side shares with the data path (which may run in
+/// other threads, one per queue pair).
+struct Shared {
+    /// Bumped after every change the data path must apply.
+    generation: AtomicU64,
+    /// Each ring's position as the data path last left it: `LIVE |
+    /// next_avail` while it runs the ring, 0 otherwise (GET_VRING_BASE).
+    positions: Vec<AtomicU32>,
+}
+
+const LIVE: u32 = 1 << 16;
+
+/// The control side of a vhost-user port: the socket, the protocol
+/// messages, reconnection. Serve it ([`VhostUserControl::service`]) when
+/// its [`wait_fd`](VhostUserControl::wait_fd) is readable; the data path
+/// ([`VhostUserQueues`]) picks up what changed at its next poll.
+pub struct VhostUserControl {
     path: PathBuf,
     config: VhostUserConfig,
     listener: Option<UnixListener>,
     conn: Option<BackendReqHandler<Mutex<Control>>>,
     control: Arc<Mutex<Control>>,
+    shared: Arc<Shared>,
     epoll: OwnedFd,
     timer: OwnedFd,
-    kicks: Vec<RawFd>,
-    rx: RxSide,
-    tx: TxSide,
-    /// Queue pair of the latest frame received: where `send` answers.
-    cur: Cell<usize>,
-    guest_csum: bool,
+    /// Wake eventfds of the data paths (duplicates, so a write never
+    /// reaches a reused descriptor).
+    wakes: Vec<OwnedFd>,
     connects: u64,
     disconnects: u64,
     protocol_errors: u64,
+}
+
+/// The data path of one or more queue pairs of a vhost-user port.
+/// Implements [`Device`]; sleep on its [`Waitable::wait_fd`] (its rings'
+/// kick eventfds and a wake-up from the control side).
+pub struct VhostUserQueues {
+    control: Arc<Mutex<Control>>,
+    shared: Arc<Shared>,
+    /// The first queue pair this handle serves.
+    first: usize,
+    epoll: OwnedFd,
+    wake: OwnedFd,
+    kicks: Vec<RawFd>,
+    seen: u64,
+    rx: RxSide,
+    tx: TxSide,
+    /// Queue pair (of this handle) of the latest frame received: where
+    /// `send` answers.
+    cur: Cell<usize>,
+    guest_csum: bool,
+}
+
+/// A vhost-user backend port: its control side and the data path of every
+/// queue pair, in one thread. Implements [`Device`]; sleep on its
+/// [`Waitable::wait_fd`]. [`VhostUserDevice::split`] gives one data path
+/// per queue pair for one thread each.
+pub struct VhostUserDevice {
+    control: VhostUserControl,
+    queues: VhostUserQueues,
 }
 
 fn io_err(action: &'static str) -> impl FnOnce(io::Error) -> DeviceError {
@@ -194,55 +238,64 @@ fn cvt(r: libc::c_int, action: &'static str) -> Result<libc::c_int, DeviceError>
     }
 }
 
-impl VhostUserDevice {
+fn new_epoll() -> Result<OwnedFd, DeviceError> {
+    // SAFETY: creates a new descriptor we own.
+    Ok(unsafe { OwnedFd::from_raw_fd(cvt(libc::epoll_create1(libc::EPOLL_CLOEXEC), "epoll_create1")?) })
+}
+
+fn epoll_add(epoll: &OwnedFd, fd: RawFd, tag: u64) -> Result<(), DeviceError> {
+    let mut ev = libc::epoll_event { events: libc::EPOLLIN as u32, u64: tag };
+    // SAFETY: epoll_ctl reads one epoll_event.
+    cvt(unsafe { libc::epoll_ctl(epoll.as_raw_fd(), libc::EPOLL_CTL_ADD, fd, &mut ev) }, "epoll_ctl").map(|_| ())
+}
+
+fn epoll_del(epoll: &OwnedFd, fd: RawFd) {
+    // SAFETY: EPOLL_CTL_DEL ignores the event pointer (the fd may be closed already; EBADF is fine).
+    unsafe { libc::epoll_ctl(epoll.as_raw_fd(), libc::EPOLL_CTL_DEL, fd, std::ptr::null_mut()) };
+}
+
+/// Read (and so clear) an eventfd or timerfd epoll found readable.
+fn drain(fd: RawFd) {
+    let mut b = [0u8; 8];
+    // SAFETY: reads 8 bytes into `b`.
+    unsafe { libc::read(fd, b.as_mut_ptr().cast(), 8) };
+}
+
+impl VhostUserControl {
     /// Listen on (or with `config.client`, connect to) the socket at `path`.
     /// A listening port opens at once, before any frontend connects; a
     /// stale socket file at `path` is replaced.
-    pub fn open(path: &Path, config: VhostUserConfig) -> Result<VhostUserDevice, DeviceError> {
-        // SAFETY: plain system calls creating new descriptors we own.
-        let epoll = unsafe { OwnedFd::from_raw_fd(cvt(libc::epoll_create1(libc::EPOLL_CLOEXEC), "epoll_create1")?) };
+    pub fn open(path: &Path, config: VhostUserConfig) -> Result<VhostUserControl, DeviceError> {
+        let epoll = new_epoll()?;
+        // SAFETY: creates a new descriptor we own.
         let timer = unsafe {
             OwnedFd::from_raw_fd(cvt(
                 libc::timerfd_create(libc::CLOCK_MONOTONIC, libc::TFD_CLOEXEC | libc::TFD_NONBLOCK),
                 "timerfd_create",
             )?)
         };
-        let pairs = usize::from(config.queues);
-        let mut dev = VhostUserDevice {
+        let rings = usize::from(config.queues) * 2;
+        let mut c = VhostUserControl {
             path: path.to_owned(),
             config,
             listener: None,
             conn: None,
             control: Arc::new(Mutex::new(Control::new(config.queues))),
+            shared: Arc::new(Shared {
+                generation: AtomicU64::new(1),
+                positions: (0..rings).map(|_| AtomicU32::new(0)).collect(),
+            }),
             epoll,
             timer,
-            kicks: Vec::new(),
-            rx: RxSide {
-                mem: None,
-                rings: (0..pairs).map(|_| None).collect(),
-                buf: vec![0u8; MAX_FRAME].into_boxed_slice(),
-                hdr_len: 12,
-                next: 0,
-                stats: RxStats::default(),
-            },
-            tx: TxSide {
-                mem: None,
-                rings: (0..pairs).map(|_| None).collect(),
-                scratch: vec![0u8; MAX_FRAME].into_boxed_slice(),
-                hdr_len: 12,
-                mrg: false,
-                stats: TxStats::default(),
-            },
-            cur: Cell::new(0),
-            guest_csum: false,
+            wakes: Vec::new(),
             connects: 0,
             disconnects: 0,
             protocol_errors: 0,
         };
-        dev.epoll_add(dev.timer.as_raw_fd(), TAG_TIMER)?;
+        epoll_add(&c.epoll, c.timer.as_raw_fd(), TAG_TIMER)?;
         if config.client {
-            if !dev.connect() {
-                dev.arm_timer(500);
+            if !c.connect() {
+                c.arm_timer(500);
             }
         } else {
             if let Ok(meta) = std::fs::symlink_metadata(path) {
@@ -256,10 +309,53 @@ impl VhostUserDevice {
             }
             let listener = UnixListener::bind(path).map_err(io_err("binding the vhost-user socket"))?;
             listener.set_nonblocking(true).map_err(io_err("setting the vhost-user socket non-blocking"))?;
-            dev.epoll_add(listener.as_raw_fd(), TAG_LISTENER)?;
-            dev.listener = Some(listener);
+            epoll_add(&c.epoll, listener.as_raw_fd(), TAG_LISTENER)?;
+            c.listener = Some(listener);
         }
-        Ok(dev)
+        Ok(c)
+    }
+
+    /// The data path of queue pairs `pairs` (for one thread). The control
+    /// side wakes it when the frontend changes its rings.
+    pub fn queues(&mut self, pairs: std::ops::Range<usize>) -> Result<VhostUserQueues, DeviceError> {
+        assert!(pairs.end <= usize::from(self.config.queues) && !pairs.is_empty(), "queue pairs {pairs:?}");
+        let epoll = new_epoll()?;
+        // SAFETY: creates a new descriptor we own.
+        let wake = unsafe {
+            OwnedFd::from_raw_fd(cvt(libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK), "eventfd")?)
+        };
+        epoll_add(&epoll, wake.as_raw_fd(), TAG_WAKE)?;
+        self.wakes.push(wake.try_clone().map_err(io_err("dup"))?);
+        let n = pairs.len();
+        let mut q = VhostUserQueues {
+            control: Arc::clone(&self.control),
+            shared: Arc::clone(&self.shared),
+            first: pairs.start,
+            epoll,
+            wake,
+            kicks: Vec::new(),
+            seen: 0,
+            rx: RxSide {
+                mem: None,
+                rings: (0..n).map(|_| None).collect(),
+                buf: vec![0u8; MAX_FRAME].into_boxed_slice(),
+                hdr_len: 12,
+                next: 0,
+                stats: RxStats::default(),
+            },
+            tx: TxSide {
+                mem: None,
+                rings: (0..n).map(|_| None).collect(),
+                scratch: vec![0u8; MAX_FRAME].into_boxed_slice(),
+                hdr_len: 12,
+                mrg: false,
+                stats: TxStats::default(),
+            },
+            cur: Cell::new(0),
+            guest_csum: false,
+        };
+        q.refresh();
+        Ok(q)
     }
 
     /// The socket path.
@@ -272,26 +368,26 @@ impl VhostUserDevice {
         self.conn.is_some()
     }
 
-    /// Queue pairs with both rings running.
-    pub fn active_queue_pairs(&self) -> usize {
-        self.rx.rings.iter().zip(&self.tx.rings).filter(|(a, b)| a.is_some() && b.is_some()).count()
-    }
-
     /// Queue pairs offered.
     pub fn queue_pairs(&self) -> usize {
         usize::from(self.config.queues)
     }
 
-    fn epoll_add(&self, fd: RawFd, tag: u64) -> Result<(), DeviceError> {
-        let mut ev = libc::epoll_event { events: libc::EPOLLIN as u32, u64: tag };
-        // SAFETY: epoll_ctl reads one epoll_event.
-        cvt(unsafe { libc::epoll_ctl(self.epoll.as_raw_fd(), libc::EPOLL_CTL_ADD, fd, &mut ev) }, "epoll_ctl")
-            .map(|_| ())
+    /// The descriptor to poll: readable when there is something to serve.
+    pub fn wait_fd(&self) -> RawFd {
+        self.epoll.as_raw_fd()
     }
 
-    fn epoll_del(&self, fd: RawFd) {
-        // SAFETY: EPOLL_CTL_DEL ignores the event pointer.
-        unsafe { libc::epoll_ctl(self.epoll.as_raw_fd(), libc::EPOLL_CTL_DEL, fd, std::ptr::null_mut()) };
+    /// The control side's counters.
+    pub fn stats(&self) -> Vec<(&'static str, u64)> {
+        let refused = self.control.lock().unwrap_or_else(|e| e.into_inner()).refused;
+        vec![
+            ("connected", u64::from(self.conn.is_some())),
+            ("connects", self.connects),
+            ("disconnects", self.disconnects),
+            ("refused", refused),
+            ("protocol_errors", self.protocol_errors),
+        ]
     }
 
     fn arm_timer(&self, ms: i64) {
@@ -318,80 +414,49 @@ impl VhostUserDevice {
         let _ = stream.set_nonblocking(false);
         self.control.lock().unwrap_or_else(|e| e.into_inner()).reset();
         let conn = BackendReqHandler::from_stream(stream, Arc::clone(&self.control));
-        if self.epoll_add(conn.as_raw_fd(), TAG_CONN).is_err() {
+        if epoll_add(&self.epoll, conn.as_raw_fd(), TAG_CONN).is_err() {
             return;
         }
         if let Some(l) = &self.listener {
-            self.epoll_del(l.as_raw_fd());
+            epoll_del(&self.epoll, l.as_raw_fd());
         }
         self.conn = Some(conn);
         self.connects += 1;
-        self.reload();
+        self.changed();
     }
 
     fn detach(&mut self) {
         let Some(conn) = self.conn.take() else { return };
-        self.epoll_del(conn.as_raw_fd());
+        epoll_del(&self.epoll, conn.as_raw_fd());
         drop(conn);
         self.disconnects += 1;
         self.control.lock().unwrap_or_else(|e| e.into_inner()).reset();
-        self.reload();
+        self.changed();
         if let Some(l) = &self.listener {
-            let _ = self.epoll_add(l.as_raw_fd(), TAG_LISTENER);
+            let _ = epoll_add(&self.epoll, l.as_raw_fd(), TAG_LISTENER);
         } else {
             self.arm_timer(500);
         }
     }
 
-    /// Rebuild the data path from the control state after it changed.
-    fn reload(&mut self) {
-        let mut ctl = self.control.lock().unwrap_or_else(|e| e.into_inner());
-        ctl.dirty = false;
-        for fd in self.kicks.drain(..) {
-            // SAFETY: as in epoll_del (the fd may be closed already; EBADF is fine).
-            unsafe { libc::epoll_ctl(self.epoll.as_raw_fd(), libc::EPOLL_CTL_DEL, fd, std::ptr::null_mut()) };
-        }
-        let hdr_len = ctl.hdr_len();
-        self.rx.hdr_len = hdr_len;
-        self.tx.hdr_len = hdr_len;
-        self.tx.mrg = ctl.acked & feature::MRG_RXBUF != 0;
-        self.guest_csum = ctl.acked & feature::GUEST_CSUM != 0;
-        self.rx.mem = ctl.mem.clone();
-        self.tx.mem = ctl.mem.clone();
-        for pair in 0..usize::from(self.config.queues) {
-            for (index, slot) in [(2 * pair, &mut self.tx.rings[pair]), (2 * pair + 1, &mut self.rx.rings[pair])] {
-                *slot = match Vring::load(&ctl, index) {
-                    Ok(v) => v,
-                    Err(why) => {
-                        ctl.refused += 1;
-                        ctl.last_refusal = Some(why);
-                        None
-                    }
-                };
-            }
-            // Kicks matter on the rings we read (the guest's transmit rings).
-            if self.rx.rings[pair].is_some() {
-                if let Some(kick) = &ctl.vrings[2 * pair + 1].kick {
-                    self.kicks.push(kick.as_raw_fd());
-                }
-            }
-        }
-        drop(ctl);
-        for i in 0..self.kicks.len() {
-            let fd = self.kicks[i];
-            let _ = self.epoll_add(fd, TAG_KICK | fd as u64);
+    /// Tell the data paths to reload their rings.
+    fn changed(&mut self) {
+        self.control.lock().unwrap_or_else(|e| e.into_inner()).dirty = false;
+        self.shared.generation.fetch_add(1, Ordering::Release);
+        for w in &self.wakes {
+            // SAFETY: writes 8 bytes to an eventfd we hold.
+            unsafe { libc::write(w.as_raw_fd(), 1u64.to_ne_bytes().as_ptr().cast(), 8) };
         }
     }
 
     /// Handle what the epoll set reports: a connection, control messages,
-    /// kicks, the reconnection timer. One `epoll_wait(0)`.
-    fn service(&mut self) {
-        let mut evs = [libc::epoll_event { events: 0, u64: 0 }; 16];
-        // SAFETY: epoll_wait writes at most 16 events into `evs`.
-        let n = unsafe { libc::epoll_wait(self.epoll.as_raw_fd(), evs.as_mut_ptr(), 16, 0) };
+    /// the reconnection timer. One `epoll_wait(0)`.
+    pub fn service(&mut self) {
+        let mut evs = [libc::epoll_event { events: 0, u64: 0 }; 8];
+        // SAFETY: epoll_wait writes at most 8 events into `evs`.
+        let n = unsafe { libc::epoll_wait(self.epoll.as_raw_fd(), evs.as_mut_ptr(), 8, 0) };
         for ev in evs.iter().take(n.max(0) as usize) {
-            let tag = ev.u64;
-            match tag & !0xff_ffff_ffff {
+            match ev.u64 {
                 TAG_LISTENER => {
                     if let Some(Ok((s, _))) = self.listener.as_ref().map(|l| l.accept()) {
                         if self.conn.is_none() {
@@ -401,21 +466,12 @@ impl VhostUserDevice {
                 }
                 TAG_CONN => self.messages(),
                 TAG_TIMER => {
-                    let mut b = [0u8; 8];
-                    // SAFETY: reads 8 bytes into `b` from our non-blocking timerfd.
-                    unsafe { libc::read(self.timer.as_raw_fd(), b.as_mut_ptr().cast(), 8) };
+                    drain(self.timer.as_raw_fd());
                     if self.conn.is_none() && self.config.client && !self.connect() {
                         self.arm_timer(500);
                     }
                 }
-                _ => {
-                    let fd = (tag & 0xff_ffff_ffff) as RawFd;
-                    if self.kicks.contains(&fd) {
-                        let mut b = [0u8; 8];
-                        // SAFETY: reads 8 bytes from an eventfd epoll found readable.
-                        unsafe { libc::read(fd, b.as_mut_ptr().cast(), 8) };
-                    }
-                }
+                _ => {} // the data path's own descriptors (nested): served there
             }
         }
     }
@@ -427,12 +483,10 @@ impl VhostUserDevice {
             {
                 // GET_VRING_BASE answers where the data path is.
                 let mut ctl = self.control.lock().unwrap_or_else(|e| e.into_inner());
-                for (pair, (t, r)) in self.tx.rings.iter().zip(&self.rx.rings).enumerate() {
-                    if let Some(t) = t {
-                        ctl.vrings[2 * pair].next_avail = virtio_queue::QueueT::next_avail(&t.queue);
-                    }
-                    if let Some(r) = r {
-                        ctl.vrings[2 * pair + 1].next_avail = virtio_queue::QueueT::next_avail(&r.queue);
+                for (v, p) in ctl.vrings.iter_mut().zip(&self.shared.positions) {
+                    let p = p.load(Ordering::Acquire);
+                    if p & LIVE != 0 {
+                        v.next_avail = p as u16;
                     }
                 }
             }
@@ -458,7 +512,7 @@ impl VhostUserDevice {
                 }
             }
             if self.control.lock().unwrap_or_else(|e| e.into_inner()).dirty {
-                self.reload();
+                self.changed();
             }
             let mut pfd = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
             // SAFETY: poll reads and writes one pollfd.
@@ -469,14 +523,124 @@ impl VhostUserDevice {
     }
 }
 
-impl Device for VhostUserDevice {
+impl Drop for VhostUserControl {
+    fn drop(&mut self) {
+        if self.listener.is_some() {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
+
+impl VhostUserQueues {
+    /// Queue pairs of this handle with both rings running.
+    pub fn active_queue_pairs(&self) -> usize {
+        self.rx.rings.iter().zip(&self.tx.rings).filter(|(a, b)| a.is_some() && b.is_some()).count()
+    }
+
+    /// Clear the kicks and wake-ups epoll reports, and apply what the
+    /// control side changed. One `epoll_wait(0)`.
+    fn service(&mut self) {
+        let mut evs = [libc::epoll_event { events: 0, u64: 0 }; 8];
+        // SAFETY: epoll_wait writes at most 8 events into `evs`.
+        let n = unsafe { libc::epoll_wait(self.epoll.as_raw_fd(), evs.as_mut_ptr(), 8, 0) };
+        for ev in evs.iter().take(n.max(0) as usize) {
+            if ev.u64 == TAG_WAKE {
+                drain(self.wake.as_raw_fd());
+            } else {
+                let fd = (ev.u64 & 0xff_ffff_ffff) as RawFd;
+                if self.kicks.contains(&fd) {
+                    drain(fd);
+                }
+            }
+        }
+        self.refresh();
+    }
+
+    /// Rebuild the rings from the control state if it changed.
+    fn refresh(&mut self) {
+        let generation = self.shared.generation.load(Ordering::Acquire);
+        if generation == self.seen {
+            return;
+        }
+        self.seen = generation;
+        let mut ctl = self.control.lock().unwrap_or_else(|e| e.into_inner());
+        for fd in self.kicks.drain(..) {
+            epoll_del(&self.epoll, fd);
+        }
+        let hdr_len = ctl.hdr_len();
+        self.rx.hdr_len = hdr_len;
+        self.tx.hdr_len = hdr_len;
+        self.tx.mrg = ctl.acked & feature::MRG_RXBUF != 0;
+        self.guest_csum = ctl.acked & feature::GUEST_CSUM != 0;
+        self.rx.mem = ctl.mem.clone();
+        self.tx.mem = ctl.mem.clone();
+        for i in 0..self.rx.rings.len() {
+            let pair = self.first + i;
+            for (index, slot) in [(2 * pair, &mut self.tx.rings[i]), (2 * pair + 1, &mut self.rx.rings[i])] {
+                *slot = match Vring::load(&ctl, index) {
+                    Ok(v) => v,
+                    Err(why) => {
+                        ctl.refused += 1;
+                        ctl.last_refusal = Some(why);
+                        None
+                    }
+                };
+                let pos = slot.as_ref().map_or(0, |v| LIVE | u32::from(virtio_queue::QueueT::next_avail(&v.queue)));
+                self.shared.positions[index].store(pos, Ordering::Release);
+            }
+            // Kicks matter on the rings we read (the guest's transmit rings).
+            if self.rx.rings[i].is_some() {
+                if let Some(kick) = &ctl.vrings[2 * pair + 1].kick {
+                    self.kicks.push(kick.as_raw_fd());
+                }
+            }
+        }
+        drop(ctl);
+        for &fd in &self.kicks {
+            let _ = epoll_add(&self.epoll, fd, TAG_KICK | fd as u64);
+        }
+    }
+
+    fn device_queues(&mut self) -> (VhostUserRx<'_>, VhostUserTx<'_>) {
+        self.service();
+        let guest_csum = self.guest_csum;
+        let (shared, first) = (&*self.shared, self.first);
+        (
+            VhostUserRx { side: &mut self.rx, cur: &self.cur, shared, first },
+            VhostUserTx { side: &mut self.tx, cur: &self.cur, guest_csum, shared, first },
+        )
+    }
+
+    fn queue_stats(&self) -> Vec<(&'static str, u64)> {
+        let (r, t) = (self.rx.stats, self.tx.stats);
+        vec![
+            ("queue_pairs_active", self.active_queue_pairs() as u64),
+            ("rx_frames", r.frames),
+            ("rx_bytes", r.bytes),
+            ("rx_bad_address", r.refused.bad_address),
+            ("rx_bad_chain", r.refused.bad_chain),
+            ("rx_bad_direction", r.refused.bad_direction),
+            ("rx_too_long", r.refused.too_long),
+            ("rx_bad_header", r.bad_header),
+            ("rings_broken", r.rings_broken),
+            ("tx_frames", t.frames),
+            ("tx_bytes", t.bytes),
+            ("tx_no_buffers", t.no_buffers),
+            ("tx_no_ring", t.no_ring),
+            ("tx_bad_address", t.refused.bad_address),
+            ("tx_bad_chain", t.refused.bad_chain),
+            ("tx_bad_direction", t.refused.bad_direction),
+            ("tx_too_long", t.refused.too_long),
+        ]
+    }
+}
+
+impl Device for VhostUserQueues {
     type Rx<'a> = VhostUserRx<'a>;
     type Tx<'a> = VhostUserTx<'a>;
 
     fn queues(&mut self) -> (VhostUserRx<'_>, VhostUserTx<'_>) {
-        self.service();
-        let guest_csum = self.guest_csum;
-        (VhostUserRx { side: &mut self.rx, cur: &self.cur }, VhostUserTx { side: &mut self.tx, cur: &self.cur, guest_csum })
+        self.device_queues()
     }
 
     fn caps(&self) -> DeviceCaps {
@@ -484,10 +648,79 @@ impl Device for VhostUserDevice {
     }
 }
 
+impl Waitable for VhostUserQueues {
+    fn wait_fd(&self) -> Option<RawFd> {
+        Some(self.epoll.as_raw_fd())
+    }
+
+    fn device_stats(&self) -> Vec<(&'static str, u64)> {
+        self.queue_stats()
+    }
+}
+
+impl VhostUserDevice {
+    /// Listen on (or with `config.client`, connect to) the socket at `path`.
+    /// A listening port opens at once, before any frontend connects; a
+    /// stale socket file at `path` is replaced.
+    pub fn open(path: &Path, config: VhostUserConfig) -> Result<VhostUserDevice, DeviceError> {
+        let mut control = VhostUserControl::open(path, config)?;
+        let queues = control.queues(0..usize::from(config.queues))?;
+        // One descriptor to sleep on: the data path's epoll inside the control's.
+        epoll_add(&control.epoll, queues.epoll.as_raw_fd(), TAG_QUEUES)?;
+        Ok(VhostUserDevice { control, queues })
+    }
+
+    /// The control side and one data path per queue pair, for one thread each.
+    pub fn split(self) -> Result<(VhostUserControl, Vec<VhostUserQueues>), DeviceError> {
+        let VhostUserDevice { mut control, queues } = self;
+        epoll_del(&control.epoll, queues.epoll.as_raw_fd());
+        drop(queues);
+        control.wakes.clear();
+        let per_pair = (0..control.queue_pairs()).map(|p| control.queues(p..p + 1)).collect::<Result<Vec<_>, _>>()?;
+        Ok((control, per_pair))
+    }
+
+    /// The socket path.
+    pub fn path(&self) -> &Path {
+        self.control.path()
+    }
+
+    /// Whether a frontend is connected now.
+    pub fn connected(&self) -> bool {
+        self.control.connected()
+    }
+
+    /// Queue pairs with both rings running.
+    pub fn active_queue_pairs(&self) -> usize {
+        self.queues.active_queue_pairs()
+    }
+
+    /// Queue pairs offered.
+    pub fn queue_pairs(&self) -> usize {
+        self.control.queue_pairs()
+    }
+}
+
+impl Device for VhostUserDevice {
+    type Rx<'a> = VhostUserRx<'a>;
+    type Tx<'a> = VhostUserTx<'a>;
+
+    fn queues(&mut self) -> (VhostUserRx<'_>, VhostUserTx<'_>) {
+        self.control.service();
+        self.queues.device_queues()
+    }
+
+    fn caps(&self) -> DeviceCaps {
+        self.queues.caps()
+    }
+}
+
 /// Receive queue of a [`VhostUserDevice`]: the guest's transmit rings.
 pub struct VhostUserRx<'a> {
     side: &'a mut RxSide,
     cur: &'a Cell<usize>,
+    shared: &'a Shared,
+    first: usize,
 }
 
 /// Transmit queue of a [`VhostUserDevice`]: the guest's receive rings.
@@ -495,6 +728,8 @@ pub struct VhostUserTx<'a> {
     side: &'a mut TxSide,
     cur: &'a Cell<usize>,
     guest_csum: bool,
+    shared: &'a Shared,
+    first: usize,
 }
 
 impl RxSide {
@@ -579,6 +814,17 @@ impl Drop for VhostUserRx<'_> {
                 ring.notify(mem);
             }
         }
+        publish_positions(self.shared, &self.side.rings, self.first, 1);
+    }
+}
+
+/// Where each running ring is, for GET_VRING_BASE (one store per ring).
+fn publish_positions(shared: &Shared, rings: &[Option<Vring>], first: usize, parity: usize) {
+    for (i, ring) in rings.iter().enumerate() {
+        if let Some(r) = ring {
+            let pos = LIVE | u32::from(virtio_queue::QueueT::next_avail(&r.queue));
+            shared.positions[2 * (first + i) + parity].store(pos, Ordering::Release);
+        }
     }
 }
 
@@ -634,51 +880,18 @@ impl TxQueue for VhostUserTx<'_> {
                 ring.notify(mem);
             }
         }
+        publish_positions(self.shared, &self.side.rings, self.first, 0);
     }
 }
 
 impl Waitable for VhostUserDevice {
     fn wait_fd(&self) -> Option<RawFd> {
-        Some(self.epoll.as_raw_fd())
+        Some(self.control.wait_fd())
     }
 
     fn device_stats(&self) -> Vec<(&'static str, u64)> {
-        let (r, t) = (self.rx.stats, self.tx.stats);
-        let (refused, _) = {
-            let ctl = self.control.lock().unwrap_or_else(|e| e.into_inner());
-            (ctl.refused, ctl.last_refusal)
-        };
-        vec![
-            ("connected", u64::from(self.conn.is_some())),
-            ("connects", self.connects),
-            ("disconnects", self.disconnects),
-            ("queue_pairs_active", self.active_queue_pairs() as u64),
-            ("rx_frames", r.frames),
-            ("rx_bytes", r.bytes),
-            ("rx_bad_address", r.refused.bad_address),
-            ("rx_bad_chain", r.refused.bad_chain),
-            ("rx_bad_direction", r.refused.bad_direction),
-            ("rx_too_long", r.refused.too_long),
-            ("rx_bad_header", r.bad_header),
-            ("rings_broken", r.rings_broken),
-            ("tx_frames", t.frames),
-            ("tx_bytes", t.bytes),
-            ("tx_no_buffers", t.no_buffers),
-            ("tx_no_ring", t.no_ring),
-            ("tx_bad_address", t.refused.bad_address),
-            ("tx_bad_chain", t.refused.bad_chain),
-            ("tx_bad_direction", t.refused.bad_direction),
-            ("tx_too_long", t.refused.too_long),
-            ("refused", refused),
-            ("protocol_errors", self.protocol_errors),
-        ]
-    }
-}
-
-impl Drop for VhostUserDevice {
-    fn drop(&mut self) {
-        if self.listener.is_some() {
-            let _ = std::fs::remove_file(&self.path);
-        }
+        let mut v = self.control.stats();
+        v.extend(self.queues.queue_stats());
+        v
     }
 }
