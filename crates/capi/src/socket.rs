@@ -632,8 +632,8 @@ pub fn close(fd: RawFd) -> Result<(), Errno> {
         }
         Kind::Udp { h: None } => {}
     }
-    for members in g.epolls.values_mut() {
-        members.remove(&fd);
+    for set in g.epolls.values_mut() {
+        set.members.remove(&fd);
     }
     g.after_call();
     sys::raw_close(fd);

@@ -169,8 +169,10 @@ pub(crate) struct Sock {
     pub inbox_bytes: usize,
     /// Bytes taken by `MSG_PEEK` on TCP, returned before the stream's.
     pub peeked_bytes: VecDeque<u8>,
-    /// Readiness events seen (the doorbell's count), for EPOLLET.
+    /// Readiness events seen (the doorbell's count).
     pub generation: u64,
+    /// The epoll sets this socket is a member of (may name closed ones).
+    pub epolls: Vec<RawFd>,
     /// Threads sleeping in a blocking call or poll on this socket: each
     /// thread's own eventfd, rung with the doorbell.
     pub waiters: Vec<RawFd>,
@@ -207,6 +209,7 @@ impl Sock {
             inbox_bytes: 0,
             peeked_bytes: VecDeque::new(),
             generation: 0,
+            epolls: Vec::new(),
             waiters: Vec::new(),
             backlog: 0,
             opts: Opts::default(),
@@ -229,10 +232,36 @@ impl Sock {
 pub(crate) struct EpollEntry {
     pub events: u32,
     pub data: u64,
-    /// The socket's generation when last reported (EPOLLET).
-    pub seen: u64,
+    /// On its set's ready list.
+    pub queued: bool,
     /// EPOLLONESHOT fired: silent until EPOLL_CTL_MOD.
     pub disabled: bool,
+}
+
+/// The ustack members of one epoll set, as Linux's epoll keeps them: a
+/// ready list of the members that had an event (and of level-triggered
+/// members reported last time), so a wait looks at those only, and a count
+/// of threads sleeping on the set, so a doorbell is rung only when one is.
+#[derive(Debug, Default)]
+pub(crate) struct EpollSet {
+    pub members: HashMap<RawFd, EpollEntry>,
+    pub ready: Vec<RawFd>,
+    /// Threads in `epoll_wait` sleeping in the kernel on this set.
+    pub sleepers: u32,
+    /// A doorbell of this set was rung since its sleepers went to sleep.
+    pub rung: bool,
+}
+
+impl EpollSet {
+    /// Put `fd` on the ready list (once).
+    pub fn queue(&mut self, fd: RawFd) {
+        if let Some(e) = self.members.get_mut(&fd) {
+            if !e.queued {
+                e.queued = true;
+                self.ready.push(fd);
+            }
+        }
+    }
 }
 
 /// Everything behind the lock.
@@ -245,7 +274,7 @@ pub(crate) struct Inner {
     pub clock: Clock,
     pub socks: HashMap<RawFd, Sock>,
     /// epoll descriptor → its ustack members.
-    pub epolls: HashMap<RawFd, HashMap<RawFd, EpollEntry>>,
+    pub epolls: HashMap<RawFd, EpollSet>,
     /// UDP port → the sockets bound to it. The stack has one socket per
     /// port; sockets sharing it (SO_REUSEADDR, e.g. a connected one beside
     /// a fresh listener, as iperf3 does) get their datagrams by peer here.
@@ -274,15 +303,34 @@ impl Inner {
         self.socks.get_mut(&fd).ok_or(EBADF)
     }
 
-    /// Ring socket `fd`'s doorbell and every thread waiting on it.
+    /// Socket `fd` has news: wake every thread waiting on it (its own
+    /// eventfd each), queue it on its epoll sets' ready lists, and ring its
+    /// doorbell if a thread sleeps on one of them and none was rung yet (a
+    /// thread that is not sleeping finds the ready list at its next wait,
+    /// so most events under load cost no system call).
     pub fn notify(&mut self, fd: RawFd) {
-        if let Some(s) = self.socks.get_mut(&fd) {
-            s.generation += 1;
-            for &w in &s.waiters {
-                ring(w);
-            }
+        let Some(s) = self.socks.get_mut(&fd) else { return };
+        s.generation += 1;
+        for &w in &s.waiters {
+            ring(w);
         }
-        ring(fd);
+        let mut bell = false;
+        let epolls = &mut self.epolls;
+        s.epolls.retain(|ep| {
+            let Some(set) = epolls.get_mut(ep) else { return false };
+            if !set.members.contains_key(&fd) {
+                return false;
+            }
+            set.queue(fd);
+            if set.sleepers > 0 && !set.rung {
+                set.rung = true;
+                bell = true;
+            }
+            true
+        });
+        if bell {
+            ring(fd);
+        }
     }
 
     /// Hand this turn's readiness events to their sockets' doorbells.
@@ -319,9 +367,16 @@ impl Inner {
     /// After a call: send what it queued, ring the doorbells it caused, and
     /// wake the stack thread if the stack's next deadline moved earlier.
     pub fn after_call(&mut self) {
+        self.after_call_receiving(0);
+    }
+
+    /// [`Inner::after_call`], first taking up to `budget` received frames:
+    /// a thread about to wait takes what arrived while it worked, so its
+    /// events are on the ready lists without a turn of the stack thread.
+    pub fn after_call_receiving(&mut self, budget: usize) {
         let now = self.clock.now();
         let Some(device) = self.device.0.as_mut() else { return };
-        self.stack.poll(now, device, 0);
+        self.stack.poll(now, device, budget);
         let device_due = device.next_deadline();
         self.dispatch_events();
         let due = earliest(self.stack.poll_timeout(), device_due);
@@ -505,8 +560,9 @@ fn become_shard(g: &mut Inner, plan: &ShardPlan) -> Result<(), String> {
         }
     }
     let socks = &g.socks;
-    for members in g.epolls.values_mut() {
-        members.retain(|fd, _| socks.contains_key(fd));
+    for set in g.epolls.values_mut() {
+        set.members.retain(|fd, _| socks.contains_key(fd));
+        set.sleepers = 0;
     }
     g.stack = stack;
     for (port, fd) in listeners {

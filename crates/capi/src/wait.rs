@@ -8,9 +8,11 @@
 use std::os::fd::RawFd;
 use std::time::{Duration, Instant};
 
+use ustack_core::stack::DEFAULT_RX_BURST;
+
 use crate::errno::{Errno, EBADF, EFAULT, EINVAL};
 use crate::socket::poll_bits;
-use crate::sys::{self, drain, is_ustack, is_ustack_epoll, lock, raw_poll, set_ustack_epoll, EpollEntry, EPOLL_TAG};
+use crate::sys::{self, drain, is_ustack, is_ustack_epoll, lock, raw_poll, set_ustack_epoll, EpollEntry, Inner, EPOLL_TAG};
 
 /// Milliseconds left until `deadline` (`None`: forever, as -1).
 fn remaining(deadline: Option<Instant>) -> i64 {
@@ -177,29 +179,34 @@ pub unsafe fn epoll_ctl(epfd: RawFd, op: i32, fd: RawFd, ev: *mut libc::epoll_ev
             return Err(EFAULT);
         }
         let ev = *ev;
-        Ok(EpollEntry { events: ev.events, data: ev.u64, seen: u64::MAX, disabled: false })
+        Ok(EpollEntry { events: ev.events, data: ev.u64, queued: false, disabled: false })
     };
     match op {
         libc::EPOLL_CTL_ADD => {
             let e = entry(ev)?;
-            if g.epolls.get(&epfd).is_some_and(|m| m.contains_key(&fd)) {
+            if g.epolls.get(&epfd).is_some_and(|m| m.members.contains_key(&fd)) {
                 return Err(Errno(libc::EEXIST));
             }
             let bell = libc::epoll_event { events: (libc::EPOLLIN | libc::EPOLLET) as u32, u64: EPOLL_TAG | fd as u64 };
             raw_epoll_ctl(epfd, libc::EPOLL_CTL_ADD, fd, Some(bell))?;
-            g.epolls.entry(epfd).or_default().insert(fd, e);
+            g.epolls.entry(epfd).or_default().members.insert(fd, e);
+            let s = g.sock(fd)?;
+            if !s.epolls.contains(&epfd) {
+                s.epolls.push(epfd);
+            }
             set_ustack_epoll(epfd, true);
             // The socket may be ready now: make the next wait look.
             g.notify(fd);
         }
         libc::EPOLL_CTL_MOD => {
             let e = entry(ev)?;
-            let slot = g.epolls.get_mut(&epfd).and_then(|m| m.get_mut(&fd)).ok_or(Errno(libc::ENOENT))?;
-            *slot = e;
+            let slot = g.epolls.get_mut(&epfd).and_then(|m| m.members.get_mut(&fd)).ok_or(Errno(libc::ENOENT))?;
+            *slot = EpollEntry { queued: slot.queued, ..e };
             g.notify(fd);
         }
         libc::EPOLL_CTL_DEL => {
-            g.epolls.get_mut(&epfd).and_then(|m| m.remove(&fd)).ok_or(Errno(libc::ENOENT))?;
+            g.epolls.get_mut(&epfd).and_then(|m| m.members.remove(&fd)).ok_or(Errno(libc::ENOENT))?;
+            g.sock(fd)?.epolls.retain(|&ep| ep != epfd);
             raw_epoll_ctl(epfd, libc::EPOLL_CTL_DEL, fd, None)?;
         }
         _ => return Err(EINVAL),
@@ -234,39 +241,79 @@ fn to_epoll(bits: i16) -> u32 {
     e
 }
 
-/// The ustack members of `epfd` with events, written to `out`.
-fn ustack_ready(epfd: RawFd, out: &mut [libc::epoll_event]) -> Result<usize, Errno> {
-    let mut g = lock()?;
-    let g = &mut *g;
-    let Some(members) = g.epolls.get(&epfd) else { return Ok(0) };
-    let fds: Vec<RawFd> = members.keys().copied().collect();
+/// The ustack members of `epfd` with events, written to `out`: those on
+/// the set's ready list (see [`sys::EpollSet`]). A level-triggered member
+/// with events goes back on the list for the next wait, as in Linux.
+fn ustack_ready(g: &mut Inner, epfd: RawFd, out: &mut [libc::epoll_event]) -> usize {
+    let Some(set) = g.epolls.get_mut(&epfd) else { return 0 };
+    let mut ready = std::mem::take(&mut set.ready);
+    let mut again = Vec::new();
     let mut n = 0;
-    for fd in fds {
-        if n == out.len() {
-            break;
-        }
-        let Some(e) = g.epolls.get(&epfd).and_then(|m| m.get(&fd)).copied() else { continue };
-        let generation = g.socks.get(&fd).map_or(0, |s| s.generation);
-        let et = e.events & libc::EPOLLET as u32 != 0;
-        if e.disabled || (et && e.seen == generation) {
+    let mut i = 0;
+    while i < ready.len() && n < out.len() {
+        let fd = ready[i];
+        i += 1;
+        let Some(e) = g.epolls.get_mut(&epfd).and_then(|m| m.members.get_mut(&fd)) else { continue };
+        e.queued = false;
+        let e = *e;
+        if e.disabled {
             continue;
         }
         let want = e.events | (libc::EPOLLHUP | libc::EPOLLERR) as u32;
         let got = to_epoll(poll_bits(g, fd, e.events & libc::EPOLLOUT as u32 != 0)) & want;
-        // The probe above may have changed the generation; take it after.
-        let generation = g.socks.get(&fd).map_or(0, |s| s.generation);
-        let slot = g.epolls.get_mut(&epfd).and_then(|m| m.get_mut(&fd)).expect("member seen above");
-        slot.seen = generation;
         if got == 0 {
             continue;
         }
+        let Some(slot) = g.epolls.get_mut(&epfd).and_then(|m| m.members.get_mut(&fd)) else { continue };
         if e.events & libc::EPOLLONESHOT as u32 != 0 {
             slot.disabled = true;
+        } else if e.events & libc::EPOLLET as u32 == 0 && !slot.queued {
+            slot.queued = true;
+            again.push(fd);
         }
         out[n] = libc::epoll_event { events: got, u64: e.data };
         n += 1;
     }
+    // What `out` had no room for waits for the next call, before what
+    // arrived meanwhile.
+    ready.drain(..i);
+    if let Some(set) = g.epolls.get_mut(&epfd) {
+        ready.append(&mut set.ready);
+        ready.append(&mut again);
+        set.ready = ready;
+    }
+    n
+}
+
+/// Under the lock: the set's ready members into `out`; with `sleep`, when
+/// there are none, count this thread as sleeping on the set (so the next
+/// event rings a doorbell). Returns how many were written.
+fn look_or_sleep(epfd: RawFd, out: &mut [libc::epoll_event], slept: bool, sleep: bool) -> Result<usize, Errno> {
+    let mut g = lock()?;
+    let g = &mut *g;
+    if slept {
+        if let Some(set) = g.epolls.get_mut(&epfd) {
+            // Any sleeper left is woken by the next event.
+            set.sleepers = set.sleepers.saturating_sub(1);
+            set.rung = false;
+        }
+    }
+    g.after_call_receiving(DEFAULT_RX_BURST);
+    let n = ustack_ready(g, epfd, out);
     g.after_call();
+    if n == 0 && sleep {
+        if let Some(set) = g.epolls.get_mut(&epfd) {
+            if set.ready.is_empty() {
+                if set.sleepers == 0 {
+                    set.rung = false;
+                }
+                set.sleepers += 1;
+                return Ok(0);
+            }
+            // Events arrived during the call: look again, without sleeping.
+            return Ok(ustack_ready(g, epfd, out));
+        }
+    }
     Ok(n)
 }
 
@@ -291,13 +338,25 @@ pub fn epoll_wait(epfd: RawFd, out: &mut [libc::epoll_event], timeout_ms: i64) -
     }
     let deadline = deadline_of(timeout_ms);
     let mut scratch = vec![libc::epoll_event { events: 0, u64: 0 }; out.len()];
+    let mut slept = false;
     loop {
-        let mut n = ustack_ready(epfd, out)?;
+        let sleep = remaining(deadline) != 0;
+        let mut n = look_or_sleep(epfd, out, slept, sleep)?;
+        slept = n == 0 && sleep;
         if n == out.len() {
             return Ok(n);
         }
         let t = if n > 0 { 0 } else { remaining(deadline) };
-        let k = raw_wait(&mut scratch[..out.len() - n], t)?;
+        let k = raw_wait(&mut scratch[..out.len() - n], t);
+        let k = match k {
+            Ok(k) => k,
+            Err(e) => {
+                if slept {
+                    look_or_sleep(epfd, &mut [], true, false)?;
+                }
+                return Err(e);
+            }
+        };
         let mut woke = false;
         for ev in &scratch[..k] {
             let data = ev.u64;
@@ -309,9 +368,13 @@ pub fn epoll_wait(epfd: RawFd, out: &mut [libc::epoll_event], timeout_ms: i64) -
             }
         }
         if n > 0 || (t == 0 && !woke) || deadline.is_some_and(|d| Instant::now() >= d) {
-            if n == 0 && woke {
-                // Doorbells rang at the deadline: one last look.
-                return ustack_ready(epfd, out);
+            if n == 0 {
+                // Doorbells rang at the deadline: one last look (and this
+                // thread no longer sleeps on the set).
+                return look_or_sleep(epfd, out, slept, false);
+            }
+            if slept {
+                look_or_sleep(epfd, &mut [], true, false)?;
             }
             return Ok(n);
         }
