@@ -16,6 +16,7 @@
 //! CPU time per transaction comes from getrusage over the whole process.
 
 mod client;
+mod cores;
 mod device;
 pub mod idle;
 mod linux;
@@ -24,6 +25,7 @@ mod p2p;
 mod report;
 mod ustack;
 
+pub use cores::{cores_json, cores_table, run_cores, CoresPoint};
 pub use device::{run_device, DeviceSetup};
 pub use p2p::{run_p2p, serve_kernel, P2pSetup};
 pub use idle::{run_idle, IdleParams, IdleReport};

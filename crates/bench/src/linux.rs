@@ -57,7 +57,7 @@ impl KernelServer {
                     return Ok(());
                 }
             };
-            serve(&listener, workload, message, &server_stop)
+            serve(&listener, workload, message, &server_stop, false)
         });
         match rx.recv() {
             Ok(Ok(addr)) => Ok(KernelServer { addr, stop, thread }),
@@ -67,6 +67,23 @@ impl KernelServer {
             }
             Err(_) => Err(join(thread).err().unwrap_or_else(|| io::Error::other("the server thread ended early"))),
         }
+    }
+
+    /// A server on `listener` (made already, e.g. one of several sharing a
+    /// port with `SO_REUSEPORT`). rr's and stream's connections each get a
+    /// thread of their own, as several may come to one listener at once;
+    /// crr's short ones are served in turn.
+    pub(crate) fn spawn_concurrent(
+        workload: Workload,
+        message: usize,
+        listener: TcpListener,
+    ) -> io::Result<KernelServer> {
+        let addr = listener.local_addr()?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let server_stop = Arc::clone(&stop);
+        let spread = workload != Workload::Crr;
+        let thread = thread::spawn(move || serve(&listener, workload, message, &server_stop, spread));
+        Ok(KernelServer { addr, stop, thread })
     }
 
     /// Stop accepting and wait for the thread (at most a poll interval, or
@@ -84,7 +101,13 @@ fn join(thread: thread::JoinHandle<io::Result<()>>) -> io::Result<()> {
 /// How often a waiting server looks at its stop flag.
 const STOP_POLL_MS: libc::c_int = 50;
 
-fn serve(listener: &TcpListener, workload: Workload, message: usize, stop: &AtomicBool) -> io::Result<()> {
+fn serve(
+    listener: &TcpListener,
+    workload: Workload,
+    message: usize,
+    stop: &AtomicBool,
+    spread: bool,
+) -> io::Result<()> {
     // Non-blocking, so that stopping needs no wake-up connection (which a
     // broken path could not deliver).
     listener.set_nonblocking(true)?;
@@ -96,6 +119,12 @@ fn serve(listener: &TcpListener, workload: Workload, message: usize, stop: &Atom
         match listener.accept() {
             // A connection that fails ends; the server goes on to the next,
             // as a real one would.
+            Ok((s, _)) if spread => {
+                thread::spawn(move || {
+                    let mut buf = vec![0u8; message.max(1)];
+                    let _ = s.set_nonblocking(false).and_then(|()| handle(s, workload, &mut buf));
+                });
+            }
             Ok((s, _)) => {
                 let _ = s.set_nonblocking(false).and_then(|()| handle(s, workload, &mut buf));
             }

@@ -4,6 +4,7 @@ use crate::report::{timed_transactions, Figures};
 use crate::{cpu_time, Params, Workload};
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::time::Instant as WallInstant;
+use ustack_core::rss::{ShardHome, Toeplitz};
 use ustack_core::{Duration, Instant, Ipv4Cidr, Stack, StackConfig, TcpHandle};
 use ustack_device::{LinkConfig, MemoryLink, MemoryPort};
 use ustack_wire::EthernetAddress;
@@ -23,7 +24,7 @@ struct Pair {
 }
 
 impl Pair {
-    fn new(workload: Workload, p: &Params, tso: bool) -> Pair {
+    fn new(workload: Workload, p: &Params, tso: bool, shard: Option<(usize, usize)>) -> Pair {
         // Checksum offload, as loopback has: Linux does not sum loopback
         // traffic either. TSO and coalesced receive when `tso`, as virtio
         // between two VMs (loopback needs none: its MTU is 64 KiB).
@@ -47,13 +48,16 @@ impl Pair {
             }
             c
         };
-        Pair {
-            a: Stack::new(cfg(1, A_IP), 1),
-            pa,
-            b: Stack::new(cfg(2, B_IP), 2),
-            pb,
-            start: WallInstant::now(),
+        let mut a = Stack::new(cfg(1, A_IP), 1);
+        let mut b = Stack::new(cfg(2, B_IP), 2);
+        if let Some((k, n)) = shard {
+            // The client's flows all hash to shard k, so a multi-queue link
+            // steering by that hash would deliver them all to this shard.
+            let home = ShardHome::new(Toeplitz::default(), k, n);
+            a.set_shard(Some(home.clone()));
+            b.set_shard(Some(home));
         }
+        Pair { a, pa, b, pb, start: WallInstant::now() }
     }
 
     fn now(&self) -> Instant {
@@ -82,7 +86,18 @@ impl Pair {
 /// `workload` on two stacks over the in-memory link, with the link's TSO
 /// and coalesced receive on or off.
 pub(crate) fn run(workload: Workload, p: &Params, tso: bool) -> Result<Figures, String> {
-    let mut pair = Pair::new(workload, p, tso);
+    run_shard(workload, p, tso, None)
+}
+
+/// As [`run`], the two stacks being shard `k` of `n` and a client whose
+/// flows all hash to it.
+pub(crate) fn run_shard(
+    workload: Workload,
+    p: &Params,
+    tso: bool,
+    shard: Option<(usize, usize)>,
+) -> Result<Figures, String> {
+    let mut pair = Pair::new(workload, p, tso, shard);
     pair.b.tcp_listen(PORT, 1024).map_err(|e| e.to_string())?;
     // Resolve neighbours before measuring.
     let (c, s) = pair.connect()?;

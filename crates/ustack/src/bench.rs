@@ -79,6 +79,13 @@ pub struct BenchArgs {
     /// With --device: the stack's tunables, as for `ustack up`.
     #[command(flatten)]
     pub cfg: ConfigArgs,
+    /// Run stream, rr or crr on each of these core counts (e.g. 1,2): ustack as N shards on the
+    /// in-memory link (each core a shard and the client whose flows hash to it), beside Linux with N
+    /// SO_REUSEPORT server threads and N clients on loopback; prints each count's ratio and each side's
+    /// scaling from the first count.
+    #[arg(long, value_name = "N,N,...", value_delimiter = ',',
+        value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=1024))]
+    pub cores: Vec<usize>,
 }
 
 /// What `--sweep` varies.
@@ -138,7 +145,9 @@ pub fn run(args: BenchArgs) -> Result<(), CliError> {
             return Err(CliError::Bench("--device runs stream, rr and crr; idle runs on the in-memory link".into()))
         }
         BenchWorkload::Idle if args.plot.is_some() || args.sweep.is_some() => {
-            return Err(CliError::Bench("--plot and --sweep draw stream, rr and crr; idle prints its table only".into()))
+            return Err(CliError::Bench(
+                "--plot and --sweep draw stream, rr and crr; idle prints its table only".into(),
+            ))
         }
         BenchWorkload::Idle => return idle(&args),
         BenchWorkload::Stream => Workload::Stream,
@@ -147,7 +156,8 @@ pub fn run(args: BenchArgs) -> Result<(), CliError> {
     };
     if args.device.is_none() && (args.cfg.config.is_some() || !args.cfg.set.is_empty()) {
         return Err(CliError::Config(
-            "bench: --config and --set configure the stack on --device; the in-memory pair is set by the workload".into(),
+            "bench: --config and --set configure the stack on --device; the in-memory pair is set by the workload"
+                .into(),
         ));
     }
     if !(1..=16 * 1024 * 1024).contains(&args.write_size) {
@@ -168,6 +178,21 @@ pub fn run(args: BenchArgs) -> Result<(), CliError> {
     };
     if let Some(sweep) = args.sweep {
         return run_sweep(sweep, &params, &args);
+    }
+    if !args.cores.is_empty() {
+        if args.device.is_some() || args.plot.is_some() {
+            return Err(CliError::Bench(
+                "--cores runs on the in-memory link and loopback, without --device or --plot".into(),
+            ));
+        }
+        let points =
+            ustack_bench::run_cores(workload, &params, &args.cores).map_err(|e| CliError::Bench(e.to_string()))?;
+        if args.json {
+            println!("{}", ustack_bench::cores_json(workload, &points));
+        } else {
+            print!("{}", ustack_bench::cores_table(workload, &points));
+        }
+        return Ok(());
     }
     if let Some(addr) = args.kernel_server {
         // The Linux server process of a process-to-process run (hidden).
@@ -218,17 +243,26 @@ fn run_sweep(sweep: Sweep, base: &Params, args: &BenchArgs) -> Result<(), CliErr
             base.duration.as_secs_f64(),
             base.mtu
         );
-        println!("  {:>10} {:>16} {:>16} {:>16} {:>8}", sweep.name(), "ustack Gbit/s", "no-tso Gbit/s", "linux Gbit/s", "ratio");
+        println!(
+            "  {:>10} {:>16} {:>16} {:>16} {:>8}",
+            sweep.name(),
+            "ustack Gbit/s",
+            "no-tso Gbit/s",
+            "linux Gbit/s",
+            "ratio"
+        );
     }
     for x in sweep.points() {
         let params = match sweep {
             Sweep::WriteSize => Params { write_size: x, ..*base },
             Sweep::SendBuffer => Params { send_buffer: Some(x), ..*base },
         };
-        let report = ustack_bench::run(Workload::Stream, &params).map_err(|e| CliError::Bench(format!("{} {x}: {e}", sweep.name())))?;
+        let report = ustack_bench::run(Workload::Stream, &params)
+            .map_err(|e| CliError::Bench(format!("{} {x}: {e}", sweep.name())))?;
         let (u, l) = (report.main_figure(&report.ustack), report.main_figure(&report.linux));
         if !args.json {
-            let no_tso = report.ustack_no_tso.as_ref().map_or("-".to_string(), |f| format!("{:.2}", report.main_figure(f)));
+            let no_tso =
+                report.ustack_no_tso.as_ref().map_or("-".to_string(), |f| format!("{:.2}", report.main_figure(f)));
             println!("  {x:>10} {u:>16.2} {no_tso:>16} {l:>16.2} {:>7.2}x", report.ratio());
         }
         rows.push((x, report));
@@ -245,7 +279,8 @@ fn run_sweep(sweep: Sweep, base: &Params, args: &BenchArgs) -> Result<(), CliErr
         println!("{}", serde_json::json!({ "workload": "stream", "sweep": sweep.name(), "points": points }));
     }
     if let Some(path) = &args.plot {
-        let title = format!("stream goodput against the {} (in-memory link MTU {}; Linux: loopback)", sweep.label(), base.mtu);
+        let title =
+            format!("stream goodput against the {} (in-memory link MTU {}; Linux: loopback)", sweep.label(), base.mtu);
         let curve = |name: &str, pick: &dyn Fn(&ustack_bench::Report) -> Option<f64>| crate::plot::Series {
             name: name.to_string(),
             points: rows.iter().filter_map(|(x, r)| pick(r).map(|y| (*x as u64, y))).collect(),
@@ -275,7 +310,8 @@ fn on_device(
     if spec.kind != ustack_device::DeviceKind::Tap {
         // Devices on one end of a link: the bench makes a veth pair and runs
         // both ends as separate processes, and the kernel's client too.
-        let bin = std::env::current_exe().map_err(|e| CliError::Bench(format!("cannot find the ustack binary: {e}")))?;
+        let bin =
+            std::env::current_exe().map_err(|e| CliError::Bench(format!("cannot find the ustack binary: {e}")))?;
         let setup = ustack_bench::P2pSetup { device: spec, ustack_bin: bin, offloads: args.veth_offloads };
         return ustack_bench::run_p2p(workload, params, &setup).map_err(CliError::Bench);
     }

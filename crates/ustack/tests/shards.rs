@@ -97,7 +97,7 @@ fn clients_and_shards(
 
     // Shards publish their snapshots four times a second: wait until the
     // total shows every connection.
-    let deadline = Instant::now() + SECS(10);
+    let deadline = Instant::now() + SECS(20);
     let snap = loop {
         let snap = snapshot(stack_ns, dev);
         if snap["counters"]["tcp_established"].as_u64() == Some(CLIENTS as u64) || Instant::now() > deadline {
@@ -111,7 +111,12 @@ fn clients_and_shards(
     for (k, s) in shards.iter().enumerate() {
         let c = &s["counters"];
         assert_eq!(s["shard"].as_u64(), Some(k as u64));
-        assert_eq!(c["tcp_established"].as_u64(), Some(expected[k]), "shard {k}: {c}");
+        assert_eq!(
+            c["tcp_established"].as_u64(),
+            Some(expected[k]),
+            "shard {k} (the total: {}, by hash: {expected:?}): {c}",
+            snap["counters"]["tcp_established"]
+        );
         assert_eq!(c["tcp_rst_sent"].as_u64(), Some(0), "shard {k}");
         assert_eq!(c["drop_tcp_no_socket"].as_u64(), Some(0), "shard {k}");
         let d = &s["interfaces"][0]["device_counters"];
@@ -197,4 +202,33 @@ fn active_opens_from_both_shards_stay_home() {
         assert!(line.contains(": 4 URLs,") && line.contains("shard_handoffs 0,"), "{line}");
         assert!(line.contains("shard_handoff_drops 0,"), "{line}");
     }
+}
+
+/// `ustack bench --cores 1,2` measures both stacks at each count and
+/// reports the ratio and each side's scaling (figures are not asserted:
+/// speed is for benchmarks, not tests).
+#[test]
+fn bench_reports_each_core_count_beside_linux() {
+    for workload in ["crr", "rr"] {
+        let out = std::process::Command::new(ustack_bin())
+            .args(["bench", workload, "--cores", "1,2", "--seconds", "0.2", "--json"])
+            .output()
+            .expect("ustack bench runs");
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
+        assert_eq!(v["workload"], workload);
+        let points = v["points"].as_array().expect("points");
+        assert_eq!(points.iter().map(|p| p["cores"].as_u64()).collect::<Vec<_>>(), [Some(1), Some(2)]);
+        for p in points {
+            for key in ["ustack", "linux", "ratio", "ustack_scaling", "linux_scaling"] {
+                assert!(p[key].as_f64().is_some_and(|x| x > 0.0), "{key} in {p}");
+            }
+        }
+        assert_eq!(points[0]["ustack_scaling"].as_f64(), Some(1.0));
+    }
+    let out = std::process::Command::new(ustack_bin())
+        .args(["bench", "crr", "--cores", "0"])
+        .output()
+        .expect("ustack bench runs");
+    assert_eq!(out.status.code(), Some(2), "--cores 0 is refused as a bad flag");
 }
