@@ -58,14 +58,15 @@ fn combine(parts: Vec<Figures>, cpu: std::time::Duration) -> Figures {
 }
 
 fn ustack_side(workload: Workload, p: &Params, n: usize) -> Result<Figures, String> {
-    let cores = available_cores();
+    let cores = ustack_runtime::shard::available_cores();
     let cpu0 = cpu_time();
     let parts: Vec<Result<Figures, String>> = std::thread::scope(|s| {
         let threads: Vec<_> = (0..n)
             .map(|k| {
                 let core = cores[k % cores.len()];
                 s.spawn(move || {
-                    pin(core);
+                    // Unpinned if the core is refused: the figure still counts.
+                    let _ = ustack_runtime::shard::pin(core);
                     crate::ustack::run_shard(workload, p, true, Some((k, n)))
                 })
             })
@@ -126,29 +127,6 @@ fn reuseport_listener(addr: Option<SocketAddr>) -> io::Result<TcpListener> {
         check(libc::bind(fd, (&sin as *const libc::sockaddr_in).cast(), len))?;
         check(libc::listen(fd, 1024))?;
         Ok(listener)
-    }
-}
-
-/// The CPUs this process may use.
-fn available_cores() -> Vec<usize> {
-    // SAFETY: a zeroed cpu_set_t is a valid empty set.
-    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
-    let ok = unsafe { libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) } == 0;
-    let cores: Vec<usize> =
-        (0..libc::CPU_SETSIZE as usize).filter(|&c| ok && unsafe { libc::CPU_ISSET(c, &set) }).collect();
-    if cores.is_empty() {
-        vec![0]
-    } else {
-        cores
-    }
-}
-
-fn pin(core: usize) {
-    // SAFETY: as above; a failure leaves the thread unpinned.
-    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
-    unsafe {
-        libc::CPU_SET(core, &mut set);
-        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
     }
 }
 

@@ -90,7 +90,7 @@ impl Cores {
 }
 
 /// Pin the calling thread to `core`.
-fn pin(core: usize) -> std::io::Result<()> {
+pub fn pin(core: usize) -> std::io::Result<()> {
     // SAFETY: as in `available_cores`.
     let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
     unsafe { libc::CPU_SET(core, &mut set) };
