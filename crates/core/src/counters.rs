@@ -259,14 +259,14 @@ counters! {
     /// Neighbour advertisements for an address with no cache entry (RFC
     /// 4861 §7.2.5: silently discarded).
     drop_ndp_unsolicited_na,
-    /// Neighbour solicitations we answered.
-    ndp_na_sent,
+    /// Neighbour advertisements we sent (answers to solicitations).
+    ndp_advertisements_sent,
     /// Neighbour solicitations we sent (resolution, probes, DAD).
-    ndp_ns_sent,
+    ndp_solicitations_sent,
     /// Router solicitations we sent.
-    ndp_rs_sent,
+    ndp_router_solicitations_sent,
     /// Router advertisements processed.
-    ndp_ra_rx,
+    ndp_router_advertisements_rx,
     /// Default routers not learned because the list was full.
     ndp_router_list_full,
     /// Prefixes not learned because the list was full.

@@ -101,7 +101,7 @@ fn solicit<T: TxQueue>(
     };
     let ns = Icmpv6Repr::Ndisc(NdiscRepr::NeighborSolicit { target_addr: target, lladdr: Some(our_mac) });
     if write_icmp(counters, tx, our_mac, dst_mac, src, dst, ND_HOP_LIMIT, &ns) {
-        counters.ndp_ns_sent += 1;
+        counters.ndp_solicitations_sent += 1;
     }
 }
 
@@ -198,7 +198,7 @@ impl Ipv6Layer {
             na.emit(&mut Icmpv6Packet::new_unchecked(b), target, dst, ChecksumMode::Verify)
         });
         if sent.is_ok() {
-            counters.ndp_na_sent += 1;
+            counters.ndp_advertisements_sent += 1;
         }
     }
 
@@ -269,7 +269,7 @@ impl Ipv6Layer {
             return;
         }
         counters.rx_consumed += 1;
-        counters.ndp_ra_rx += 1;
+        counters.ndp_router_advertisements_rx += 1;
         let router = ip.src_addr;
         if hop_limit != 0 {
             self.hop_limit = hop_limit;
@@ -437,7 +437,7 @@ impl Ipv6Layer {
                     let ns = Icmpv6Repr::Ndisc(NdiscRepr::NeighborSolicit { target_addr: a.cidr.addr, lladdr: None });
                     let mac = EthernetAddress::from_ipv6_multicast(group);
                     if write_icmp(counters, tx, self.cfg.mac, mac, Ipv6Addr::UNSPECIFIED, group, ND_HOP_LIMIT, &ns) {
-                        counters.ndp_ns_sent += 1;
+                        counters.ndp_solicitations_sent += 1;
                     }
                 }
                 AddrState::Preferred if a.preferred_until <= now => entry.state = AddrState::Deprecated,
@@ -476,7 +476,7 @@ impl Ipv6Layer {
         let rs = Icmpv6Repr::Ndisc(NdiscRepr::RouterSolicit { lladdr });
         let mac = EthernetAddress::from_ipv6_multicast(IPV6_ALL_ROUTERS);
         if write_icmp(counters, tx, self.cfg.mac, mac, src, IPV6_ALL_ROUTERS, ND_HOP_LIMIT, &rs) {
-            counters.ndp_rs_sent += 1;
+            counters.ndp_router_solicitations_sent += 1;
         }
         self.schedule.rs_sent += 1;
         self.schedule.rs_next = (self.schedule.rs_sent < self.cfg.router_solicitations)

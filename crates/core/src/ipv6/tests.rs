@@ -177,7 +177,7 @@ fn solicitation_is_answered_and_teaches_the_solicitor() {
     assert_eq!(na, NdiscRepr::NeighborAdvert { flags, target_addr: ours(), lladdr: Some(OUR_MAC) });
     // Learned STALE, then DELAY as the advertisement went to it (RFC 4861 §7.3.3).
     assert_eq!(h.ip6.neighbors().get(h.now, peer()), Some((ndp::NudState::Delay, Some(PEER_MAC))));
-    assert_eq!((h.c.ndp_na_sent, h.c.rx_consumed), (1, 1));
+    assert_eq!((h.c.ndp_advertisements_sent, h.c.rx_consumed), (1, 1));
 }
 
 #[test]
@@ -494,7 +494,7 @@ fn slaac_from_a_router_advertisement_with_dad_and_a_default_route() {
     assert_eq!(h.ip6.select_source(router), Some(ll));
     let p = [prefix("2001:db8:1::")];
     h.recv(&icmp(router, ustack_wire::IPV6_ALL_NODES, 255, &ra(1800, &p)));
-    assert_eq!(h.c.ndp_ra_rx, 1);
+    assert_eq!(h.c.ndp_router_advertisements_rx, 1);
     assert_eq!(h.ip6.default_routers().collect::<Vec<_>>(), vec![router]);
     assert_eq!(h.ip6.prefixes().collect::<Vec<_>>(), vec!["2001:db8:1::/64".parse().unwrap()]);
     assert_eq!(h.ip6.hop_limit(), 60);
