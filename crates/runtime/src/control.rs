@@ -141,6 +141,11 @@ impl Drop for ControlSocket {
 ///   `accept_queue_overflows`, and `syn_cookies` (`sent`, `accepted`,
 ///   `rejected`);
 /// - `drops`: every `drop_*` counter by reason (the name without `drop_`);
+/// - `ipv6`, when the stack speaks it: `addresses` (`address`, `state`,
+///   `origin`), `neighbors`, `neighbors_incomplete`, `neighbor_pending`,
+///   `default_routers`, `prefixes`, `reassembly_datagrams`,
+///   `reassembly_bytes`, `path_mtu_entries`, and the configured `limits`
+///   each is bounded by;
 /// - `config`, when the stack's owner gave one ([`ControlSocket::set_config`]).
 ///
 /// Building it scans the TCP table ([`Stack::tcp_states`]); clients ask
@@ -198,6 +203,38 @@ pub fn snapshot_json(stack: &Stack, device: &str, uptime_us: u64, device_stats: 
             },
         },
         "drops": object(&mut c.iter().filter_map(|(n, v)| n.strip_prefix("drop_").map(|n| (n, v)))),
+        "ipv6": stack.ipv6().map(ipv6_json),
+    })
+}
+
+/// The `ipv6` object of [`snapshot_json`].
+fn ipv6_json(l: &ustack_core::ipv6::Ipv6Layer) -> Value {
+    let cfg = l.config();
+    let addresses: Vec<Value> = l
+        .addresses()
+        .map(|a| json!({ "address": a.cidr.to_string(), "state": format!("{:?}", a.state), "origin": format!("{:?}", a.origin) }))
+        .collect();
+    let (datagrams, bytes) = l.reassembly_held();
+    json!({
+        "addresses": addresses,
+        "neighbors": l.neighbors().len(),
+        "neighbors_incomplete": l.neighbors().incomplete_len(),
+        "neighbor_pending": l.neighbors().pending_len(),
+        "default_routers": l.default_routers().map(|r| r.to_string()).collect::<Vec<_>>(),
+        "prefixes": l.prefixes().map(|p| p.to_string()).collect::<Vec<_>>(),
+        "reassembly_datagrams": datagrams,
+        "reassembly_bytes": bytes,
+        "path_mtu_entries": l.path_mtu_entries(),
+        "limits": {
+            "neighbors": cfg.neighbor_cache_size,
+            "neighbors_incomplete": cfg.neighbor_max_incomplete,
+            "neighbor_pending": cfg.neighbor_pending_total,
+            "default_routers": cfg.max_routers,
+            "prefixes": cfg.max_prefixes,
+            "addresses": cfg.max_addresses,
+            "reassembly_datagrams": cfg.reassembly_max_datagrams,
+            "reassembly_bytes": cfg.reassembly_memory,
+        },
     })
 }
 

@@ -329,6 +329,7 @@ fn on_device(
         gateway: None,
         mac: None,
         host_ip: Some(client),
+        ip6: Vec::new(),
         impair: None,
         pcap: None,
     };

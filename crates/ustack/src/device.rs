@@ -8,10 +8,11 @@ use clap::Args;
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use ustack_core::phy::Device;
+use ustack_core::ipv6::Ipv6Config;
 use ustack_core::{Ipv4Cidr, Stack};
 use ustack_device::{ChainSpec, DeviceChain, DeviceSpec, LinkConfig, ShardQueue};
 use ustack_runtime::os_seed;
-use ustack_wire::EthernetAddress;
+use ustack_wire::{EthernetAddress, Ipv6Cidr};
 
 #[derive(Args, Debug)]
 pub struct DeviceArgs {
@@ -32,6 +33,10 @@ pub struct DeviceArgs {
     /// Give this address to the kernel's side of the TAP, so the host can reach the stack at once.
     #[arg(long, value_name = "A.B.C.D/N")]
     pub host_ip: Option<Ipv4Cidr>,
+    /// Speak IPv6 too: a static address (repeatable), or `auto` for SLAAC from
+    /// router advertisements. The link-local address comes either way.
+    #[arg(long, value_name = "ADDR/N|auto", value_parser = parse_ip6)]
+    pub ip6: Vec<Ip6Arg>,
     /// Impair the device both ways, for tests where the kernel has no netem:
     /// comma-separated loss=2%,reorder=5%,duplicate=1%,corrupt=0.5%,delay=5ms,jitter=1ms,seed=N.
     #[arg(long, value_name = "SPEC", value_parser = parse_impairment)]
@@ -39,6 +44,27 @@ pub struct DeviceArgs {
     /// Write every frame in and out to this pcap file.
     #[arg(long, value_name = "FILE")]
     pub pcap: Option<PathBuf>,
+}
+
+/// One `--ip6`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Ip6Arg {
+    /// `auto`: addresses from advertised prefixes (SLAAC, RFC 4862).
+    Auto,
+    /// A static address and its on-link prefix.
+    Static(Ipv6Cidr),
+}
+
+fn parse_ip6(s: &str) -> Result<Ip6Arg, String> {
+    if s == "auto" {
+        return Ok(Ip6Arg::Auto);
+    }
+    let cidr: Ipv6Cidr =
+        s.parse().map_err(|_| format!("'{s}' is not an IPv6 address with a prefix length, like 2001:db8::2/64, nor 'auto'"))?;
+    if cidr.addr.is_multicast() || cidr.addr.is_unspecified() || cidr.addr.is_loopback() {
+        return Err(format!("'{s}' cannot be an interface's address: give a unicast address, like 2001:db8::2/64"));
+    }
+    Ok(Ip6Arg::Static(cidr))
 }
 
 /// Faults to apply around the device (`--impair`).
@@ -149,7 +175,16 @@ impl DeviceArgs {
             }
         }
         let cfg = settings.stack_config(mac, self.ip, self.gateway, device.caps().mtu)?;
-        let stack = Stack::new(cfg, seed);
+        let mut stack = Stack::new(cfg, seed);
+        if !self.ip6.is_empty() {
+            let mut v6 = Ipv6Config::new(mac);
+            v6.autoconf = self.ip6.contains(&Ip6Arg::Auto);
+            v6.addresses = self.ip6.iter().filter_map(|a| if let Ip6Arg::Static(c) = a { Some(*c) } else { None }).collect();
+            // RFC 7217's secret is the stack's to draw: addresses are stable
+            // while it runs, not across restarts. The runtime's clock starts
+            // with the event loop, at zero.
+            stack.enable_ipv6(v6, ustack_core::Instant::ZERO);
+        }
         let label = match device.device().as_tap() {
             Some(tap) => format!("tap:{}", tap.name()),
             None => self.spec()?.to_string(),
