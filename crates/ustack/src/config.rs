@@ -30,6 +30,7 @@ use std::fmt::Write as _;
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::time::Duration;
+use ustack_core::ipv6::Ipv6Config;
 use ustack_core::tcp::CongestionAlgorithm;
 use ustack_core::{Ipv4Cidr, StackConfig};
 use ustack_runtime::apps::HttpServerConfig;
@@ -44,13 +45,16 @@ pub struct Settings {
     /// `ustack up --http-root`'s server. Its `max_connections` comes from
     /// `--max-connections`, which bounds every service.
     pub http: HttpServerConfig,
+    /// IPv6's bounds and timers, used when `--ip6` is given. Its `mac`,
+    /// `addresses`, `autoconf`, `secret` and `mtu` come from the command.
+    pub ipv6: Ipv6Config,
 }
 
 impl Default for Settings {
     fn default() -> Settings {
         let mut stack = StackConfig::new(EthernetAddress::default(), Ipv4Cidr { addr: Ipv4Addr::UNSPECIFIED, prefix_len: 0 });
         stack.mtu = 0;
-        Settings { stack, http: HttpServerConfig::default() }
+        Settings { stack, http: HttpServerConfig::default(), ipv6: Ipv6Config::new(EthernetAddress::default()) }
     }
 }
 
@@ -257,6 +261,7 @@ pub const SECTIONS: &[(&str, &str)] = &[
     ("stack", "The interface, ARP, IPv4, ICMP, UDP and reassembly (ustack_core::StackConfig)."),
     ("tcp", "Every TCP connection (ustack_core::tcp::TcpConfig)."),
     ("http", "The HTTP server of `ustack up --http-root` (ustack_runtime::apps::HttpServerConfig)."),
+    ("ipv6", "IPv6 with `--ip6`: neighbour discovery, SLAAC, reassembly (ustack_core::ipv6::Ipv6Config)."),
 ];
 
 /// Every tunable, grouped by section in [`SECTIONS`] order.
@@ -358,6 +363,34 @@ pub static TUNABLES: &[Tunable] = &[
         "an idle keep-alive connection is closed after this"),
     tunable!("http.max_per_source", http.fairness.max_per_source, count(1, 1 << 20),
         "connections one source address may hold at once; more are reset"),
+    tunable!("ipv6.hop_limit", ipv6.hop_limit, count(1, 255), "hop limit of the packets we originate, until a router says otherwise"),
+    tunable!("ipv6.neighbor_cache_size", ipv6.neighbor_cache_size, count(1, 1 << 20),
+        "neighbour cache entries of any state; a full cache evicts a stale one"),
+    tunable!("ipv6.neighbor_max_incomplete", ipv6.neighbor_max_incomplete, count(1, 1 << 20),
+        "neighbours being resolved at once"),
+    tunable!("ipv6.neighbor_pending_per_entry", ipv6.neighbor_pending_per_entry, count(1, 8),
+        "packets waiting per unresolved neighbour"),
+    tunable!("ipv6.neighbor_pending_total", ipv6.neighbor_pending_total, count(1, 4096),
+        "packets waiting for resolution, in all"),
+    tunable!("ipv6.reachable_time", ipv6.reachable_time, time(ms(100), secs(3600)),
+        "how long a confirmation holds (RFC 4861 BaseReachableTime), until a router advertises another"),
+    tunable!("ipv6.retrans_timer", ipv6.retrans_timer, time(ms(10), secs(60)), "between neighbour solicitations"),
+    tunable!("ipv6.dad_transmits", ipv6.dad_transmits, count(0, 10),
+        "duplicate address detection probes before an address is used (0: none)"),
+    tunable!("ipv6.max_routers", ipv6.max_routers, count(1, 1024), "default routers remembered"),
+    tunable!("ipv6.max_prefixes", ipv6.max_prefixes, count(1, 1024), "on-link prefixes remembered"),
+    tunable!("ipv6.max_addresses", ipv6.max_addresses, count(2, 1024),
+        "addresses of the interface, link-local and static included"),
+    tunable!("ipv6.reassembly_max_datagrams", ipv6.reassembly_max_datagrams, count(0, 4096),
+        "IPv6 datagrams in reassembly at once (0: reassembly off)"),
+    tunable!("ipv6.reassembly_memory", ipv6.reassembly_memory, bytes(512, GIB),
+        "IPv6 fragment data held for reassembly, in all"),
+    tunable!("ipv6.reassembly_timeout", ipv6.reassembly_timeout, time(secs(1), secs(120)),
+        "an IPv6 datagram's time to arrive from its first fragment (RFC 8200: 60 s)"),
+    tunable!("ipv6.icmp_error_rate", ipv6.icmp_error_rate, count(0, 1_000_000), "ICMPv6 errors per second, sustained"),
+    tunable!("ipv6.icmp_error_burst", ipv6.icmp_error_burst, count(0, 1_000_000), "ICMPv6 errors back to back"),
+    tunable!("ipv6.pmtu_cache_size", ipv6.pmtu_cache_size, count(0, 1 << 20),
+        "IPv6 destinations whose path MTU was lowered, at most"),
 ];
 
 /// Relations between tunables that no single range can say.

@@ -177,7 +177,7 @@ impl DeviceArgs {
         let cfg = settings.stack_config(mac, self.ip, self.gateway, device.caps().mtu)?;
         let mut stack = Stack::new(cfg, seed);
         if !self.ip6.is_empty() {
-            let mut v6 = Ipv6Config::new(mac);
+            let mut v6 = Ipv6Config { mac, ..settings.ipv6.clone() };
             v6.autoconf = self.ip6.contains(&Ip6Arg::Auto);
             v6.addresses = self.ip6.iter().filter_map(|a| if let Ip6Arg::Static(c) = a { Some(*c) } else { None }).collect();
             // RFC 7217's secret is the stack's to draw: addresses are stable

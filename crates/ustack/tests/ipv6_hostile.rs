@@ -14,7 +14,7 @@
 //!   chains of 20 headers, routing headers of type 0, overlapping and tiny
 //!   fragments, 3,000 neighbour solicitations from random sources and 300
 //!   router advertisements from random routers with random prefixes
-//!   (`--ip6 auto`). The stack still answers ping and ping -6; its tables
+//!   (`--ip6 auto`, `--set ipv6.neighbor_cache_size=512`). The stack still answers ping and ping -6; its tables
 //!   stand at their bounds (`ustack stats --json`'s `ipv6` object); each
 //!   hostile kind moved its own drop counter; and every frame received has
 //!   exactly one outcome counted.
@@ -61,8 +61,8 @@ struct Setup {
 }
 
 impl Setup {
-    /// `ip6`: the `--ip6` values.
-    fn new(tag: &str, subnet: u8, ip6: &[&str]) -> Setup {
+    /// `ip6`: the `--ip6` values; `extra`: more `ustack up` arguments.
+    fn new(tag: &str, subnet: u8, ip6: &[&str], extra: &[&str]) -> Setup {
         let ns = Netns::new(tag);
         let tap = support::short_name("u6", subnet);
         let opts = UpOpts { tap: tap.clone(), subnet, pcap: None, udp_echo: vec![] };
@@ -72,6 +72,7 @@ impl Setup {
         for a in ip6 {
             argv.extend(["--ip6", *a]);
         }
+        argv.extend_from_slice(extra);
         let up_line = format!("ustack: up on tap:{tap}");
         let u = Ustack::spawn(&ns, &argv, opts, "the startup line", |err| err.contains(&up_line));
         if let Err(out) = support::wait_tap_up(&ns, &tap, &host, SECS(5)) {
@@ -143,7 +144,7 @@ fn scapy_present() -> bool {
 #[test]
 fn kernel_pings_and_resolves_the_stack_over_ipv6() {
     skip_unless!("ping", "ndisc6");
-    let s = Setup::new("ip6k", 61, &["2001:db8:61::2/64"]);
+    let s = Setup::new("ip6k", 61, &["2001:db8:61::2/64"], &[]);
     let dst = s.stack6();
     let out = s.ping(&["-6", "-c", "200", "-i", "0.01", "-W", "2", &dst], SECS(30));
     assert_eq!(ping_summary(&out), (200, 200), "ping -6 200 echoes: {out}");
@@ -182,7 +183,7 @@ fn hostile_ipv6_leaves_the_stack_up_bounded_and_counted() {
         scapy_present(),
         "python3 with scapy is needed: apt-get install python3-scapy (scripts/packages.d/ipv6.txt)"
     );
-    let s = Setup::new("ip6h", 62, &["2001:db8:62::2/64", "auto"]);
+    let s = Setup::new("ip6h", 62, &["2001:db8:62::2/64", "auto"], &["--set", "ipv6.neighbor_cache_size=512"]);
     let dst = s.stack6();
     let (ns_count, ra_count) = (3000, 300);
     let out = s.ns.exec(
@@ -220,6 +221,7 @@ fn hostile_ipv6_leaves_the_stack_up_bounded_and_counted() {
     let limit = |k: &str| v6["limits"][k].as_u64().unwrap();
     let count = |k: &str| v6[k].as_array().map_or_else(|| v6[k].as_u64().unwrap(), |a| a.len() as u64);
     // Every table at (not past) its bound.
+    assert_eq!(limit("neighbors"), 512, "ipv6.neighbor_cache_size from --set");
     assert_eq!(count("neighbors"), limit("neighbors"), "3,000 solicitors fill the cache to its bound: {v6}");
     assert_eq!(count("default_routers"), limit("default_routers"), "{v6}");
     assert_eq!(count("prefixes"), limit("prefixes"), "{v6}");
@@ -256,7 +258,7 @@ fn slaac_from_a_crafted_router_advertisement() {
         scapy_present(),
         "python3 with scapy is needed: apt-get install python3-scapy (scripts/packages.d/ipv6.txt)"
     );
-    let s = Setup::new("ip6s", 63, &["auto"]);
+    let s = Setup::new("ip6s", 63, &["auto"], &[]);
     let prefix = "2001:db8:63::";
     let out = s.ns.exec(
         &[
