@@ -540,7 +540,10 @@ pub fn pcap_records(bytes: &[u8]) -> Vec<(u64, &[u8])> {
 
 /// Stderr must never show a panic or a backtrace hint.
 pub fn assert_no_panic(stderr: &str) {
-    assert!(!stderr.contains("panicked") && !stderr.contains("RUST_BACKTRACE"), "ustack panicked; stderr:\n{stderr}");
+    assert!(
+        !stderr.contains("panicked") && !stderr.contains("RUST_BACKTRACE"),
+        "ustack panicked; stderr:\n{stderr}"
+    );
 }
 
 /// Exit 1 and exactly one stderr line `ustack: error: ...` containing each of `needles`.
