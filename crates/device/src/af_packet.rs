@@ -56,7 +56,7 @@ use crate::{DeviceError, Options, Waitable};
 
 /// The options of `af_packet:IFACE[,options]`, for `--help` and errors.
 pub const SPEC_FORM: &str = "af_packet:IFACE[,blocks=N][,block_size=BYTES][,block_timeout=MS]\
-[,tx_frames=N][,burst=N][,tso=on|off][,promisc=on|off][,fanout=ID][,ring=v2|v3]";
+[,tx_frames=N][,burst=N][,tso=on|off][,promisc=on|off][,fanout=ID][,ring=v2|v3][,steer=ustack|kernel]";
 
 /// Ring sizes and behaviour of an [`AfPacketDevice`]; each is a spec option
 /// of the same name.

@@ -158,9 +158,20 @@ impl DeviceSpec {
             }
             DeviceKind::AfPacket => {
                 let mut config = crate::AfPacketConfig::from_options(&mut opts)?;
+                // With shards: fan-out steered by ustack's hash (the
+                // default), or by the kernel's own flow hash (`steer=kernel`:
+                // frames that land on the wrong shard are handed over).
+                let ours = match opts.take("steer") {
+                    None | Some("ustack") => true,
+                    Some("kernel") => false,
+                    Some(v) => return Err(opts.error(format!("steer={v}: expected ustack or kernel"))),
+                };
                 opts.finish()?;
                 if let Some(q) = shard {
                     crate::steer_bpf::shard_fanout(&mut config, q);
+                    if !ours {
+                        config.fanout_steer = None;
+                    }
                 }
                 Ok(crate::AnyDevice::AfPacket(crate::AfPacketDevice::open_with(&self.name, config)?))
             }

@@ -232,3 +232,60 @@ fn bench_reports_each_core_count_beside_linux() {
         .expect("ustack bench runs");
     assert_eq!(out.status.code(), Some(2), "--cores 0 is refused as a bad flag");
 }
+
+/// Where the device does not steer by ustack's hash (AF_PACKET fan-out by
+/// the kernel's own flow hash, `steer=kernel`), frames that land on the
+/// wrong shard cross once to their owner: every connection still echoes
+/// and is established on the shard its hash names, the crossings are
+/// counted, none is dropped.
+#[test]
+fn frames_on_the_wrong_shard_are_handed_to_their_owner() {
+    skip_unless!("ethtool");
+    if let Some(r) = support::skip_reason_with(&[python()]) {
+        eprintln!("SKIPPED: {r}");
+        return;
+    }
+    let pair = VethPair::new("shk", 62, Peer::Kernel);
+    let dev = format!("af_packet:{},steer=kernel", pair.stack_if);
+    let ip = format!("{}/24", pair.stack_ip());
+    let stack = start(&pair.stack_ns, &dev, &ip, &[]);
+    let (client, server): (Ipv4Addr, Ipv4Addr) = (pair.peer_ip().parse().unwrap(), pair.stack_ip().parse().unwrap());
+    let n = 2_000;
+    let out = run_bounded(
+        pair.peer_ns.command(&[python(), script(), &server.to_string(), "7", &n.to_string(), "100", "60"]),
+        None,
+        SECS(90),
+    );
+    let result: serde_json::Value = out
+        .stdout_str()
+        .lines()
+        .find_map(|l| l.strip_prefix("RESULT "))
+        .and_then(|j| serde_json::from_str(j).ok())
+        .unwrap_or_else(|| panic!("no RESULT from the clients: {out}\n{}", stack.stderr_now()));
+    assert_eq!((result["ok"].as_u64(), result["bad"].as_u64()), (Some(n as u64), Some(0)), "{}", result["errors"]);
+    let home = ShardHome::new(Toeplitz::default(), 0, SHARDS);
+    let mut expected = [0u64; SHARDS];
+    for p in result["ports"].as_array().expect("ports") {
+        expected[home.shard_of(server, PORT, client, p.as_u64().unwrap() as u16)] += 1;
+    }
+    let dev_name = format!("af_packet:{}", pair.stack_if);
+    let deadline = Instant::now() + SECS(20);
+    let snap = loop {
+        let snap = snapshot(&pair.stack_ns, &dev_name);
+        if snap["counters"]["tcp_established"].as_u64() == Some(n as u64) || Instant::now() > deadline {
+            break snap;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    for (k, s) in snap["shards"].as_array().expect("shards").iter().enumerate() {
+        let c = &s["counters"];
+        assert_eq!(c["tcp_established"].as_u64(), Some(expected[k]), "shard {k}: {c}");
+        assert_eq!((c["tcp_rst_sent"].as_u64(), c["drop_tcp_no_socket"].as_u64()), (Some(0), Some(0)), "shard {k}");
+    }
+    // The kernel's hash is not ours: about half the frames crossed.
+    let sharding = &snap["sharding"];
+    eprintln!("sharding: {sharding}");
+    assert!(sharding["handoffs"].as_u64().unwrap_or(0) > n as u64, "{sharding}");
+    assert_eq!(sharding["handoff_drops"].as_u64(), Some(0), "{sharding}");
+    stack.stop("INT", SECS(10));
+}
