@@ -172,7 +172,7 @@ fn kernel_pings_and_resolves_the_stack_over_ipv6() {
     assert!(counter(&st, "ipv6_reassembled") >= 10, "the 4,000-byte requests were reassembled: {st}");
     assert!(counter(&st, "ipv6_frag_tx") >= 30, "the 4,000-byte replies left in fragments: {st}");
     assert!(counter(&st, "icmpv6_echo_replies_sent") >= 233);
-    assert!(counter(&st, "ndp_na_sent") >= 1);
+    assert!(counter(&st, "ndp_advertisements_sent") >= 1);
     s.stop();
 }
 
@@ -216,7 +216,7 @@ fn hostile_ipv6_leaves_the_stack_up_bounded_and_counted() {
     let out = s.ping(&["-c", "3", "-i", "0.1", "-W", "2", "10.77.62.2"], SECS(10));
     assert_eq!(ping_summary(&out), (3, 3), "ping after the flood: {out}");
 
-    let st = s.stats_until(SECS(5), |st| counter(st, "ndp_ra_rx") >= ra_count);
+    let st = s.stats_until(SECS(5), |st| counter(st, "ndp_router_advertisements_rx") >= ra_count);
     let v6 = &st["ipv6"];
     let limit = |k: &str| v6["limits"][k].as_u64().unwrap();
     let count = |k: &str| v6[k].as_array().map_or_else(|| v6[k].as_u64().unwrap(), |a| a.len() as u64);
@@ -289,7 +289,7 @@ fn slaac_from_a_crafted_router_advertisement() {
     assert_ne!(addr, format!("{prefix}ff:fe00:6602"), "RFC 7217 identifiers are not the MAC's EUI-64");
     assert_eq!(st["ipv6"]["default_routers"], serde_json::json!(["fe80::1"]));
     assert_eq!(st["ipv6"]["prefixes"], serde_json::json!([format!("{prefix}/64")]));
-    assert!(counter(&st, "ndp_ra_rx") >= 1 && counter(&st, "ndp_ns_sent") >= 1, "RA taken, DAD probed: {st}");
+    assert!(counter(&st, "ndp_router_advertisements_rx") >= 1 && counter(&st, "ndp_solicitations_sent") >= 1, "RA taken, DAD probed: {st}");
     let out = s.ping(&["-6", "-c", "5", "-i", "0.1", "-W", "2", &addr], SECS(10));
     assert_eq!(ping_summary(&out), (5, 5), "ping -6 the SLAAC address {addr}: {out}");
     s.stop();
