@@ -5,12 +5,12 @@ use crate::device::DeviceArgs;
 use crate::error::CliError;
 use clap::Args;
 use std::io::{BufWriter, Write};
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::{IpAddr, SocketAddr, SocketAddrV4};
 use std::path::PathBuf;
 use std::time::Instant as WallInstant;
+use ustack_core::phy::Device;
 use ustack_core::Duration;
 use ustack_runtime::apps::HttpClient;
-use ustack_core::phy::Device;
 use ustack_runtime::{EventLoop, RunEnd, StopSignal, Waitable};
 
 #[derive(Args, Debug)]
@@ -40,7 +40,7 @@ pub struct GetArgs {
 /// A URL split into what the client needs.
 #[derive(Clone, Debug, PartialEq, Eq)]
 struct Url {
-    server: SocketAddrV4,
+    server: SocketAddr,
     path: String,
 }
 
@@ -49,7 +49,7 @@ fn parse_url(url: &str) -> Result<Url, CliError> {
     let rest = match url.split_once("://") {
         Some((scheme, rest)) if scheme.eq_ignore_ascii_case("http") => rest,
         Some((scheme, _)) => return Err(bad(&format!("{scheme} is not supported, only http://"))),
-        None => return Err(bad("expected http://A.B.C.D[:PORT]/PATH")),
+        None => return Err(bad("expected http://A.B.C.D[:PORT]/PATH or http://[IPV6][:PORT]/PATH")),
     };
     let rest = rest.split('#').next().unwrap_or("");
     let split = rest.find(['/', '?']).unwrap_or(rest.len());
@@ -61,22 +61,33 @@ fn parse_url(url: &str) -> Result<Url, CliError> {
     if authority.contains('@') {
         return Err(bad("user names and passwords are not supported"));
     }
-    let (host, port) = match authority.rsplit_once(':') {
-        Some((host, port)) => {
-            let port = port.parse::<u16>().ok().filter(|&p| p != 0).ok_or_else(|| bad(&format!("bad port '{port}'")))?;
-            (host, port)
+    // An IPv6 address comes in brackets (RFC 3986 §3.2.2), the port after them.
+    let (host, port) = match authority.strip_prefix('[') {
+        Some(bracketed) => {
+            let (host, after) = bracketed.split_once(']').ok_or_else(|| bad("no ']' after the IPv6 address"))?;
+            match after {
+                "" => (host, None),
+                _ => (host, Some(after.strip_prefix(':').ok_or_else(|| bad("expected ':PORT' after ']'"))?)),
+            }
         }
-        None => (authority, 80),
+        None => match authority.rsplit_once(':') {
+            Some((host, port)) => (host, Some(port)),
+            None => (authority, None),
+        },
+    };
+    let port = match port {
+        Some(port) => port.parse::<u16>().ok().filter(|&p| p != 0).ok_or_else(|| bad(&format!("bad port '{port}'")))?,
+        None => 80,
     };
     if host.is_empty() {
         return Err(bad("no server address"));
     }
-    let ip: Ipv4Addr = host.parse().map_err(|_| {
+    let ip: IpAddr = host.parse().ok().filter(|ip: &IpAddr| ip.is_ipv6() == authority.starts_with('[')).ok_or_else(|| {
         CliError::Url(format!(
-            "'{host}' in '{url}' is not an IPv4 address: ustack get does no DNS lookups, give the server's address"
+            "'{host}' in '{url}' is not an IPv4 address or a bracketed IPv6 one: ustack get does no DNS lookups, give the server's address"
         ))
     })?;
-    Ok(Url { server: SocketAddrV4::new(ip, port), path })
+    Ok(Url { server: SocketAddr::new(ip, port), path })
 }
 
 pub fn run(args: GetArgs) -> Result<(), CliError> {
@@ -93,7 +104,14 @@ pub fn run(args: GetArgs) -> Result<(), CliError> {
     let mut sink = BufWriter::with_capacity(256 * 1024, out);
     let start = WallInstant::now();
     let bytes = if args.cores.sharded() {
-        let pairs: Vec<(SocketAddrV4, String)> = urls.iter().map(|u| (u.server, u.path.clone())).collect();
+        let v4 = |u: &Url| match u.server {
+            SocketAddr::V4(a) => Ok((a, u.path.clone())),
+            SocketAddr::V6(_) => Err(CliError::Url(format!(
+                "http://{}{}: --cores fetches over IPv4 only; drop --cores for an IPv6 server",
+                u.server, u.path
+            ))),
+        };
+        let pairs: Vec<(SocketAddrV4, String)> = urls.iter().map(v4).collect::<Result<_, _>>()?;
         crate::shards::get(&args, &settings, &pairs, &mut sink)?
     } else {
         let opened = args.dev.open(&settings)?;
@@ -122,6 +140,15 @@ fn fetch<D: Device + Waitable>(
 ) -> Result<u64, CliError> {
     let stop = StopSignal::install();
     let deadline = lp.clock.now() + Duration::from_secs(args.timeout.min(1 << 32));
+    // An IPv6 source address is usable once duplicate address detection
+    // ends (about a second after start): wait for it, within the timeout.
+    if let Some(dst) = urls.iter().find_map(|u| match u.server.ip() {
+        IpAddr::V6(a) => Some(a),
+        IpAddr::V4(_) => None,
+    }) {
+        let mut wait = AwaitSource { dst, ready: false, next: None };
+        lp.run_until(&mut [&mut wait], &stop, Some(deadline));
+    }
     let (mut bytes, mut done) = (0u64, 0usize);
     let mut rest = urls;
     while let Some(first) = rest.first() {
@@ -154,6 +181,26 @@ fn fetch<D: Device + Waitable>(
     Ok(bytes)
 }
 
+/// Finishes once the stack has an IPv6 address to reach `dst` from.
+struct AwaitSource {
+    dst: std::net::Ipv6Addr,
+    ready: bool,
+    next: Option<ustack_core::Instant>,
+}
+
+impl ustack_runtime::App for AwaitSource {
+    fn poll(&mut self, stack: &mut ustack_core::Stack, now: ustack_core::Instant, _events: &[ustack_core::Event]) {
+        self.ready = stack.ipv6().is_some_and(|l| l.select_source(self.dst).is_some());
+        self.next = Some(now + Duration::from_millis(20));
+    }
+    fn next_deadline(&self) -> Option<ustack_core::Instant> {
+        self.next
+    }
+    fn finished(&self) -> bool {
+        self.ready
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -173,5 +220,13 @@ mod tests {
         assert!(parse_url("http://10.0.0.2:0/").is_err());
         assert!(parse_url("http://10.0.0.2:99999/").is_err());
         assert!(parse_url("http:///x").is_err());
+        let u = parse_url("http://[2001:db8::2]/f").unwrap();
+        assert_eq!(u.server, "[2001:db8::2]:80".parse().unwrap());
+        assert_eq!(u.path, "/f");
+        assert_eq!(parse_url("http://[2001:db8::2]:8080").unwrap().server, "[2001:db8::2]:8080".parse().unwrap());
+        assert!(parse_url("http://2001:db8::2/").is_err());
+        assert!(parse_url("http://[10.0.0.2]/").is_err());
+        assert!(parse_url("http://[2001:db8::2/").is_err());
+        assert!(parse_url("http://[2001:db8::2]x/").is_err());
     }
 }

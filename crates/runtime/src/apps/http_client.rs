@@ -14,7 +14,7 @@
 use crate::App;
 use std::fmt;
 use std::io::{self, Write};
-use std::net::SocketAddrV4;
+use std::net::SocketAddr;
 use ustack_core::tcp::{ConnError, RecvError, SendError};
 use ustack_core::{ConnectError, Event, Instant, Interest, Socket, Stack, TcpHandle};
 
@@ -43,14 +43,14 @@ pub enum HttpClientError {
     /// The stack refused to open the connection (no local port, no room).
     Connect {
         /// The server asked for.
-        server: SocketAddrV4,
+        server: SocketAddr,
         /// The stack's reason.
         error: ConnectError,
     },
     /// The connection failed: refused, reset, timed out.
     Connection {
         /// The server asked for.
-        server: SocketAddrV4,
+        server: SocketAddr,
         /// How it failed; `None` when the connection was already gone from
         /// the stack.
         error: Option<ConnError>,
@@ -121,7 +121,7 @@ enum Phase {
 
 /// GETs `paths` from `server`, writing the bodies in order to `sink`.
 pub struct HttpClient<W: Write> {
-    server: SocketAddrV4,
+    server: SocketAddr,
     host: String,
     paths: Vec<String>,
     sink: W,
@@ -153,9 +153,14 @@ pub struct HttpClient<W: Write> {
 impl<W: Write> HttpClient<W> {
     /// A client for `paths` (each starting with '/'); it connects on its
     /// first poll.
-    pub fn new(server: SocketAddrV4, paths: Vec<String>, sink: W) -> HttpClient<W> {
-        let host =
-            if server.port() == 80 { server.ip().to_string() } else { format!("{}:{}", server.ip(), server.port()) };
+    pub fn new(server: impl Into<SocketAddr>, paths: Vec<String>, sink: W) -> HttpClient<W> {
+        let server = server.into();
+        // RFC 9110 §7.2: an IPv6 host is bracketed (RFC 3986 IP-literal).
+        let host = match (server, server.port()) {
+            (SocketAddr::V4(a), 80) => a.ip().to_string(),
+            (SocketAddr::V6(a), 80) => format!("[{}]", a.ip()),
+            _ => server.to_string(),
+        };
         let outcome = if paths.is_empty() { Some(Ok(())) } else { None };
         HttpClient {
             server,

@@ -1,0 +1,213 @@
+//! TCP of the `ustack` binary over IPv6 against the Linux kernel on a TAP:
+//! `curl -6` of 64 MiB from the stack's HTTP server, `ustack get` of 64 MiB
+//! from a kernel IPv6 HTTP server (python's http.server), each body checked
+//! by SHA-256, and `iperf3 -6` against `ustack perf -s` (byte counts equal both sides).
+//!
+//! Topology per test: namespace `ust-<tag>-<pid>`; a TAP `t6<N>p<pid>` made
+//! by the test (offloads off) with kernel IPv6 on it, the kernel's side
+//! `fd00:67:N::1/64` (no DAD); the stack is `fd00:67:N::2/64` (`--ip6`, with
+//! its own duplicate address detection) and 10.67.N.2/24. Neighbour
+//! discovery runs between the kernel and the stack both ways.
+//!
+//! (`ping -6`, neighbour discovery and hostile IPv6 are `ipv6_hostile.rs`'s.)
+//!
+//! Needs root, ping, curl, python3, iperf3, ethtool and sha256sum (skips with a
+//! printed reason otherwise). Every process and wait is bounded; the
+//! namespace, processes and temp files are removed by guards, also when a
+//! test fails.
+
+#[macro_use]
+mod support;
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+use support::tcp::*;
+use support::{assert_no_panic, end_bytes, json_documents, Netns, Stopped, UpOpts, Ustack};
+
+const SECS: fn(u64) -> Duration = Duration::from_secs;
+const MIB: usize = 1 << 20;
+const TRANSFER_LIMIT: Duration = Duration::from_secs(300);
+
+struct Link6 {
+    ns: Netns,
+    tap: String,
+    n: u8,
+}
+
+impl Link6 {
+    /// A namespace and a TAP with kernel IPv6 on, offloads off, the kernel's
+    /// address on it.
+    fn new(tag: &str, n: u8) -> Link6 {
+        let ns = Netns::new(tag);
+        let tap = support::short_name("t6", n);
+        ns.exec_ok(&["ip", "tuntap", "add", "dev", &tap, "mode", "tap"], SECS(5));
+        ns.exec_ok(&["sysctl", "-qw", &format!("net.ipv6.conf.{tap}.disable_ipv6=0")], SECS(5));
+        offloads_off(&ns, &tap);
+        ns.exec_ok(&["ip", "-6", "addr", "add", &format!("fd00:67:{n}::1/64"), "dev", &tap, "nodad"], SECS(5));
+        ns.exec_ok(&["ip", "link", "set", &tap, "up"], SECS(5));
+        Link6 { ns, tap, n }
+    }
+    fn stack6(&self) -> String {
+        format!("fd00:67:{}::2", self.n)
+    }
+    fn host6(&self) -> String {
+        format!("fd00:67:{}::1", self.n)
+    }
+    fn device_args(&self) -> Vec<String> {
+        vec![
+            "--device".into(),
+            format!("tap:{},offload=off", self.tap),
+            "--ip".into(),
+            format!("10.67.{}.2/24", self.n),
+            "--ip6".into(),
+            format!("{}/64", self.stack6()),
+        ]
+    }
+
+    /// `ustack up` with IPv6 and HTTP on 8080 serving `http_root` (if
+    /// given), started and answering `ping -6` (its address past DAD).
+    fn start(&self, http_root: Option<&str>) -> Ustack {
+        let mut argv: Vec<String> = vec![support::ustack_bin().into(), "up".into()];
+        argv.extend(self.device_args());
+        if let Some(root) = http_root {
+            argv.extend(["--http-root".into(), root.into(), "--http-port".into(), HTTP_PORT.to_string()]);
+        }
+        let argv_ref: Vec<&str> = argv.iter().map(String::as_str).collect();
+        let up = UpOpts { tap: self.tap.clone(), subnet: self.n, pcap: None, udp_echo: vec![] };
+        let up_line = format!("ustack: up on tap:{}", self.tap);
+        let u = Ustack::spawn(&self.ns, &argv_ref, up, "the startup line", |err| err.contains(&up_line));
+        self.wait_ping6(|| u.stderr_now());
+        u
+    }
+
+    /// Duplicate address detection takes about a second: wait (bounded)
+    /// for the stack's first echo reply.
+    fn wait_ping6(&self, stderr: impl Fn() -> String) {
+        let deadline = Instant::now() + SECS(15);
+        loop {
+            let out = self.ns.exec(&["ping", "-6", "-n", "-c", "1", "-W", "1", &self.stack6()], SECS(5));
+            if out.success() {
+                return;
+            }
+            assert!(Instant::now() < deadline, "no echo reply from {} within 15 s: {out}\n{}", self.stack6(), stderr());
+        }
+    }
+}
+
+fn stop_ok(u: Ustack) -> (Stopped, BTreeMap<String, u64>) {
+    let s = u.stop(SECS(5));
+    assert_no_panic(&s.stderr);
+    assert!(s.status.success(), "ustack exited with {} after SIGTERM; stderr:\n{}", s.status, s.stderr);
+    let c = s.counters();
+    (s, c)
+}
+
+#[test]
+fn curl6_downloads_64_mib_from_the_stack() {
+    skip_unless!("curl", "ping", "ethtool", "sha256sum");
+    let dir = TempDir::new("curl6");
+    std::fs::create_dir_all(dir.path("www")).unwrap();
+    let big = dir.path("www").join("big.bin");
+    write_random_file(&big, 64 * MIB, 0x6464_0006);
+    let want = sha256_file(&big);
+    let link = Link6::new("curl6", 2);
+    let u = link.start(Some(&dir.file("www")));
+    let url = format!("http://[{}]:{HTTP_PORT}/big.bin", link.stack6());
+    let max = (TRANSFER_LIMIT.as_secs() - 5).to_string();
+    let got = dir.file("got.bin");
+    let out = link.ns.exec(
+        &[
+            "curl",
+            "-6",
+            "-g",
+            "-sS",
+            "--fail",
+            "--max-time",
+            &max,
+            "-o",
+            &got,
+            "-w",
+            "%{http_code} %{size_download}\n",
+            &url,
+        ],
+        TRANSFER_LIMIT,
+    );
+    assert!(out.success(), "curl -6 {url}: {out}\n{}", u.stderr_now());
+    assert_eq!(file_len(&dir.path("got.bin")), (64 * MIB) as u64, "{out}");
+    assert_eq!(sha256_file(&dir.path("got.bin")), want, "64 MiB body over IPv6 differs from the file served");
+    let (s, c) = stop_ok(u);
+    for name in ["drop_tcp_checksum", "drop_tcp_malformed", "drop_tcp_table_full"] {
+        assert_eq!(c.get(name).copied().unwrap_or(0), 0, "{name}; counters:\n{}", s.stdout);
+    }
+    assert!(c.get("tcp_established").copied().unwrap_or(0) >= 1, "counters:\n{}", s.stdout);
+}
+
+#[test]
+fn ustack_get_downloads_64_mib_from_a_kernel_ipv6_server() {
+    skip_unless!("ethtool", "sha256sum", "ss");
+    let dir = TempDir::new("get6");
+    let www = dir.path("www");
+    std::fs::create_dir_all(&www).unwrap();
+    write_random_file(&www.join("big.bin"), 64 * MIB, 0x6464_0007);
+    let want = sha256_file(&www.join("big.bin"));
+    let link = Link6::new("get6", 3);
+    // python's http.server on the kernel's IPv6 address (`http_server`
+    // looks for an IPv4-style "ADDR:PORT" in ss).
+    let host6 = link.host6();
+    let server = Bg::spawn(
+        &link.ns,
+        &[
+            python(),
+            "-m",
+            "http.server",
+            "--bind",
+            &host6,
+            "--directory",
+            www.to_str().unwrap(),
+            "-p",
+            "HTTP/1.1",
+            "8000",
+        ],
+    );
+    wait_listening(&link.ns, 8000, SECS(15));
+    let mut argv: Vec<String> = vec![support::ustack_bin().into(), "get".into()];
+    argv.push(format!("http://[{}]:8000/big.bin", link.host6()));
+    argv.extend(link.device_args());
+    argv.extend(["-o".into(), dir.file("got.bin"), "--timeout".into(), "240".into()]);
+    let argv_ref: Vec<&str> = argv.iter().map(String::as_str).collect();
+    let out = support::run_bounded(link.ns.command(&argv_ref), None, TRANSFER_LIMIT);
+    assert_no_panic(&out.stderr);
+    assert!(out.success(), "ustack get over IPv6: {out}\nserver: {}", server.stderr_now());
+    assert_eq!(file_len(&dir.path("got.bin")), (64 * MIB) as u64, "{out}");
+    assert_eq!(sha256_file(&dir.path("got.bin")), want, "64 MiB fetched over IPv6 differs from the file served");
+    drop(server);
+}
+
+#[test]
+fn iperf3_6_against_ustack_perf_server() {
+    skip_unless!("iperf3", "ping", "ethtool");
+    let link = Link6::new("perf6", 4);
+    let mut argv: Vec<String> = vec![support::ustack_bin().into(), "perf".into(), "-s".into(), "-J".into()];
+    argv.extend(link.device_args());
+    let argv_ref: Vec<&str> = argv.iter().map(String::as_str).collect();
+    let mut server = Bg::spawn(&link.ns, &argv_ref);
+    server.wait_ready("serving", SECS(10), |e| e.contains("perf server on"));
+    link.wait_ping6(|| server.stderr_now());
+    let out = link.ns.exec(&["iperf3", "-6", "-c", &link.stack6(), "-J", "-t", "2"], SECS(40));
+    let theirs: serde_json::Value =
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("iperf3 -6: not JSON ({e}): {out}"));
+    assert!(out.success() && theirs.get("error").is_none(), "iperf3 -6 failed: {out}\n{}", server.stderr_now());
+    let deadline = Instant::now() + SECS(10);
+    let ours = loop {
+        if let Some(doc) = json_documents(&server.stdout_now()).into_iter().next() {
+            break doc;
+        }
+        assert!(Instant::now() < deadline, "ustack perf printed no result:\n{}", server.stderr_now());
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    for sum in ["sum_sent", "sum_received"] {
+        let (t, o) = (end_bytes(&theirs, sum), end_bytes(&ours, sum));
+        assert!(t > 0, "iperf3 -6: no bytes in end.{sum}");
+        assert_eq!(t, o, "iperf3 -6: end.{sum}.bytes differ (iperf3 {t}, ustack {o})");
+    }
+}
