@@ -116,6 +116,8 @@ fuzz_target!(|data: &[u8]| {
                 continue_app(&mut stack, &mut accepted, &mut buf, op);
                 stack.handle_timeout(now, &mut tx);
                 stack.transmit(now, &mut tx);
+                let c = stack.counters();
+                assert_eq!(c.unaccounted_frames(), 0, "a frame without exactly one outcome: {c:?}");
                 continue;
             }
             let ip = Ipv4Repr {
