@@ -127,6 +127,9 @@ pub enum BenchWorkload {
     Rr,
     Crr,
     Idle,
+    /// dpdk-testpmd (virtio-user, flowgen) against `ustack switch --reflect` and DPDK's
+    /// net_vhost + macswap: Mpps per frame size and queue count, with the ratio.
+    Reflect,
 }
 
 pub fn run(args: BenchArgs) -> Result<(), CliError> {
@@ -150,6 +153,7 @@ pub fn run(args: BenchArgs) -> Result<(), CliError> {
             ))
         }
         BenchWorkload::Idle => return idle(&args),
+        BenchWorkload::Reflect => return crate::bench_reflect::run(args.seconds, args.json),
         BenchWorkload::Stream => Workload::Stream,
         BenchWorkload::Rr => Workload::Rr,
         BenchWorkload::Crr => Workload::Crr,

@@ -18,7 +18,9 @@ use ustack_wire::{EthernetAddress, Ipv6Cidr};
 pub struct DeviceArgs {
     /// The device to run on, as KIND:NAME[,key=value|flag...]: tap:NAME (a TAP, created if
     /// missing), af_packet:IFACE[,blocks=N,block_size=B,block_timeout=MS,tx_frames=N,burst=N,
-    /// tso=on|off,promisc=on|off,fanout=ID], af_xdp:IFACE[,queue=N][,mode=drv|skb][,copy|zerocopy][,gso=on|off][,gro=on|off].
+    /// tso=on|off,promisc=on|off,fanout=ID], af_xdp:IFACE[,queue=N][,mode=drv|skb][,copy|zerocopy][,gso=on|off][,gro=on|off],
+    /// vhost-user:PATH[,queues=N][,client] (a vhost-user backend port), virtio-user:PATH[,ring=N] (a virtio-net
+    /// driver on a vhost-user backend such as `ustack switch`).
     #[arg(long, value_name = "KIND:NAME[,OPTS]")]
     pub device: String,
     /// The stack's address and subnet.

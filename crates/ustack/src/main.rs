@@ -8,6 +8,7 @@ mod metrics;
 mod perf;
 mod plot;
 mod bench;
+mod bench_reflect;
 mod config;
 mod shards;
 mod stats;

@@ -1,0 +1,203 @@
+//! `ustack bench reflect`: the classic vhost-user measurement. One
+//! generator — `dpdk-testpmd` as a virtio-user guest, `flowgen` at full
+//! speed — against two reflectors in turn on the same socket: `ustack
+//! switch --reflect` and DPDK's own (`net_vhost` + testpmd `macswap`), at
+//! 64 to 1518 bytes on one and two queue pairs. Each cell is the frames per
+//! second the generator got back, measured over `--seconds` after a
+//! second of warm-up, and the ratio ustack / DPDK. Needs `dpdk-testpmd`
+//! (package `dpdk-dev`) and runs without hugepages or a NIC.
+
+use crate::error::CliError;
+use serde_json::json;
+use std::io::{Read, Write};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+const SIZES: [usize; 6] = [64, 128, 256, 512, 1024, 1518];
+const QUEUES: [usize; 2] = [1, 2];
+
+/// A child process, killed on drop, its output collected.
+struct Proc {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    out: Arc<Mutex<String>>,
+}
+
+impl Proc {
+    fn spawn(cmd: &mut Command, what: &str) -> Result<Proc, CliError> {
+        cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        let mut child = cmd.spawn().map_err(|e| CliError::Bench(format!("reflect: cannot run {what}: {e}")))?;
+        let out = Arc::new(Mutex::new(String::new()));
+        for pipe in [
+            Box::new(child.stdout.take().expect("piped")) as Box<dyn Read + Send>,
+            Box::new(child.stderr.take().expect("piped")),
+        ] {
+            let out = Arc::clone(&out);
+            std::thread::spawn(move || {
+                let mut pipe = pipe;
+                let mut buf = [0u8; 4096];
+                while let Ok(n @ 1..) = pipe.read(&mut buf) {
+                    out.lock().unwrap_or_else(|e| e.into_inner()).push_str(&String::from_utf8_lossy(&buf[..n]));
+                }
+            });
+        }
+        let stdin = child.stdin.take();
+        Ok(Proc { child, stdin, out })
+    }
+
+    fn output(&self) -> String {
+        self.out.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    fn wait_for(&mut self, what: &str, limit: Duration, pred: impl Fn(&str) -> bool) -> Result<(), CliError> {
+        let deadline = Instant::now() + limit;
+        while !pred(&self.output()) {
+            if let Ok(Some(st)) = self.child.try_wait() {
+                return Err(CliError::Bench(format!("reflect: {what} exited ({st}):\n{}", self.output())));
+            }
+            if Instant::now() >= deadline {
+                return Err(CliError::Bench(format!("reflect: no {what} within {limit:?}:\n{}", self.output())));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(())
+    }
+
+    fn cmd(&mut self, line: &str) {
+        if let Some(s) = &mut self.stdin {
+            let _ = writeln!(s, "{line}");
+        }
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Reflector {
+    Ustack,
+    Dpdk,
+}
+
+/// The generator's received frames so far (its `show port stats` RX-packets).
+fn rx_packets(gen: &mut Proc, blocks: &mut usize) -> Result<u64, CliError> {
+    gen.cmd("show port stats all");
+    *blocks += 1;
+    let n = *blocks;
+    let marker = "NIC statistics for port 0";
+    gen.wait_for("port statistics", Duration::from_secs(20), |o| o.split(marker).nth(n).is_some_and(|b| b.contains("Tx-bps")))?;
+    let out = gen.output();
+    let block = out.split(marker).nth(n).unwrap_or_default();
+    let at = block.find("RX-packets:").ok_or_else(|| CliError::Bench("reflect: no RX-packets in testpmd's statistics".into()))?;
+    block[at + 11..]
+        .split_whitespace()
+        .next()
+        .and_then(|v| v.parse().ok())
+        .ok_or_else(|| CliError::Bench("reflect: unreadable RX-packets in testpmd's statistics".into()))
+}
+
+/// Frames per second reflected back to the generator.
+fn measure(which: Reflector, queues: usize, size: usize, seconds: f64, cell: usize) -> Result<f64, CliError> {
+    let pid = std::process::id();
+    let sock = std::env::temp_dir().join(format!("ustack-bench-reflect-{pid}-{cell}.sock"));
+    let ctl = std::env::temp_dir().join(format!("ustack-bench-reflect-{pid}-{cell}.ctl"));
+    let _ = std::fs::remove_file(&sock);
+    let sock_s = sock.display().to_string();
+    let q = queues.to_string();
+    let (rxq, txq) = (format!("--rxq={queues}"), format!("--txq={queues}"));
+    let eal = |prefix: &str| -> Vec<String> {
+        ["-l", "0-1", "--no-huge", "-m", "512", "--no-pci", "--file-prefix", prefix].iter().map(|s| s.to_string()).collect()
+    };
+    let _reflector = match which {
+        Reflector::Ustack => {
+            let exe = std::env::current_exe().map_err(|e| CliError::Bench(format!("reflect: {e}")))?;
+            let mut cmd = Command::new(exe);
+            cmd.args(["switch", "--reflect", "--queues", &q, "--port", &format!("vhost-user:{sock_s}")])
+                .args(["--control", &ctl.display().to_string()]);
+            let mut p = Proc::spawn(&mut cmd, "ustack switch")?;
+            p.wait_for("switch banner", Duration::from_secs(20), |o| o.contains("ustack: switch"))?;
+            p
+        }
+        Reflector::Dpdk => {
+            // Its forwarding lcore on CPU 0, the generator's on CPU 1: on a
+            // two-core machine the two busy-polling loops must not share one.
+            let mut cmd = Command::new("dpdk-testpmd");
+            cmd.args(eal(&format!("ustack-bench-vhost-{pid}-{cell}")))
+                .args(["--main-lcore", "1"])
+                .args(["--vdev", &format!("net_vhost0,iface={sock_s},queues={queues}")])
+                .args(["--", "--no-numa", "--total-num-mbufs=16384", &rxq, &txq, "--forward-mode=macswap", "-a"]);
+            let mut p = Proc::spawn(&mut cmd, "dpdk-testpmd (net_vhost)")?;
+            p.wait_for("vhost socket", Duration::from_secs(30), |_| sock.exists())?;
+            p
+        }
+    };
+    let mut cmd = Command::new("stdbuf");
+    cmd.args(["-o0", "dpdk-testpmd"])
+        .args(eal(&format!("ustack-bench-gen-{pid}-{cell}")))
+        .args(["--vdev", &format!("net_virtio_user0,mac=02:00:00:00:00:01,path={sock_s},queues={queues}")])
+        .args(["--", "--no-numa", "--total-num-mbufs=16384", &rxq, &txq, "--forward-mode=flowgen"])
+        .args([&format!("--txpkts={size}"), "-i"]);
+    let mut gen = Proc::spawn(&mut cmd, "dpdk-testpmd (generator)")?;
+    gen.wait_for("testpmd prompt", Duration::from_secs(60), |o| o.contains("testpmd>"))?;
+    let mut blocks = 0;
+    gen.cmd("start");
+    std::thread::sleep(Duration::from_secs(1));
+    let r0 = rx_packets(&mut gen, &mut blocks)?;
+    let t0 = Instant::now();
+    std::thread::sleep(Duration::from_secs_f64(seconds));
+    let r1 = rx_packets(&mut gen, &mut blocks)?;
+    let secs = t0.elapsed().as_secs_f64();
+    gen.cmd("stop");
+    gen.cmd("quit");
+    drop(gen);
+    let _ = std::fs::remove_file(&sock);
+    let _ = std::fs::remove_file(&ctl);
+    Ok(r1.saturating_sub(r0) as f64 / secs)
+}
+
+/// Run the table and print it (or one JSON object with every cell).
+pub fn run(seconds: f64, json_out: bool) -> Result<(), CliError> {
+    let found = Command::new("sh").args(["-c", "command -v dpdk-testpmd"]).stdout(Stdio::null()).status();
+    if !found.is_ok_and(|s| s.success()) {
+        return Err(CliError::Bench("reflect needs dpdk-testpmd: apt-get install dpdk-dev".into()));
+    }
+    let mut cells = Vec::new();
+    if !json_out {
+        println!("reflect: testpmd flowgen (virtio-user) -> reflector -> back, {seconds} s per cell, Mpps received by the generator");
+        println!("{:>6} {:>6} {:>12} {:>12} {:>8} {:>12} {:>12}", "size", "queues", "ustack Mpps", "DPDK Mpps", "ratio", "ustack Gb/s", "DPDK Gb/s");
+    }
+    let mut cell = 0;
+    for queues in QUEUES {
+        for size in SIZES {
+            cell += 1;
+            let u = measure(Reflector::Ustack, queues, size, seconds, cell)?;
+            cell += 1;
+            let d = measure(Reflector::Dpdk, queues, size, seconds, cell)?;
+            let ratio = if d > 0.0 { u / d } else { f64::NAN };
+            let gbps = |pps: f64| pps * size as f64 * 8.0 / 1e9;
+            if !json_out {
+                println!(
+                    "{size:>6} {queues:>6} {:>12.3} {:>12.3} {ratio:>7.2}x {:>12.2} {:>12.2}",
+                    u / 1e6,
+                    d / 1e6,
+                    gbps(u),
+                    gbps(d)
+                );
+            }
+            cells.push(json!({
+                "size": size, "queues": queues,
+                "ustack_pps": u, "dpdk_pps": d, "ratio": ratio,
+                "ustack_gbps": gbps(u), "dpdk_gbps": gbps(d),
+            }));
+        }
+    }
+    if json_out {
+        println!("{}", json!({ "workload": "reflect", "seconds": seconds, "cells": cells }));
+    }
+    Ok(())
+}
