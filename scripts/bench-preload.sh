@@ -76,9 +76,9 @@ L_Z="$K_Z env LD_PRELOAD=$LIB USTACK_DEVICE=af_packet:$IZ USTACK_IP=$LZ/24"
 cpu() { sed 's/.*) //' "/proc/$SERVER/stat" | awk -v hz="$HZ" '{ printf "%.2f", ($12 + $13) / hz }'; }
 start_server() { # name, runner..., program...
   local name=$1; shift
-  # Each stack picks a fresh random MAC and announces nothing: forget the
-  # previous server's MAC for the same address, or the kernel's first
-  # connections go to a stack that is gone.
+  # Each stack picks a fresh random MAC (and announces it with gratuitous
+  # ARPs); forget the previous server's MAC for the same address anyway, so
+  # no run depends on when the announcement lands.
   ip -n "$Z" neigh flush dev "$IZ"; ip -n "$A" neigh flush dev "$IA"
   "$@" >"$TMP/$name.log" 2>&1 &
   SERVER=$!

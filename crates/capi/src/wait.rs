@@ -254,6 +254,11 @@ fn ustack_ready(g: &mut Inner, epfd: RawFd, out: &mut [libc::epoll_event]) -> us
         let fd = ready[i];
         i += 1;
         let Some(e) = g.epolls.get_mut(&epfd).and_then(|m| m.members.get_mut(&fd)) else { continue };
+        if !e.queued {
+            // A second entry for one member (its descriptor was closed and
+            // reused while queued): it was looked at already.
+            continue;
+        }
         e.queued = false;
         let e = *e;
         if e.disabled {
@@ -267,8 +272,7 @@ fn ustack_ready(g: &mut Inner, epfd: RawFd, out: &mut [libc::epoll_event]) -> us
         let Some(slot) = g.epolls.get_mut(&epfd).and_then(|m| m.members.get_mut(&fd)) else { continue };
         if e.events & libc::EPOLLONESHOT as u32 != 0 {
             slot.disabled = true;
-        } else if e.events & libc::EPOLLET as u32 == 0 && !slot.queued {
-            slot.queued = true;
+        } else if e.events & libc::EPOLLET as u32 == 0 {
             again.push(fd);
         }
         out[n] = libc::epoll_event { events: got, u64: e.data };
@@ -279,8 +283,12 @@ fn ustack_ready(g: &mut Inner, epfd: RawFd, out: &mut [libc::epoll_event]) -> us
     ready.drain(..i);
     if let Some(set) = g.epolls.get_mut(&epfd) {
         ready.append(&mut set.ready);
-        ready.append(&mut again);
         set.ready = ready;
+        // Level-triggered members reported: looked at again next time
+        // (after the call, so none is reported twice in one).
+        for fd in again {
+            set.queue(fd);
+        }
     }
     n
 }

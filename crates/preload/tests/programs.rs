@@ -573,3 +573,34 @@ fn a_new_stack_announces_its_mac_so_a_kernel_peer_drops_the_old_one() {
     let second_mac = neigh().expect("an entry for the second stack");
     assert_ne!(first_mac, second_mac, "each stack has its own MAC");
 }
+
+#[test]
+fn iperf3_server_under_the_library_on_af_xdp_serves_a_kernel_client() {
+    skip_unless!("iperf3", "ethtool");
+    // USTACK_DEVICE=af_xdp: the library's stack on an AF_XDP socket (generic
+    // XDP on a veth), the kernel's iperf3 -c in the other namespace. XDP
+    // carries no checksum metadata: the kernel sender completes its
+    // checksums (tx off).
+    let v = Veth::new("pxa", "pxb", 14, 86);
+    v.kernel_ip("1");
+    v.b.run(&["ethtool", "-K", &v.vb, "tx", "off"], SECS(5)).expect("ethtool");
+    let stack_ip = format!("{}.2", v.net);
+    for extra in [&[][..], &["-R"]] {
+        let mut argv = v.env(&v.va, "2");
+        argv[2] = format!("USTACK_DEVICE=af_xdp:{},mode=skb", v.va);
+        argv.extend(["iperf3", "-s", "-4", "-1", "--forceflush"].map(String::from));
+        let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
+        let mut server = v.a.spawn(&argv, &[]);
+        assert!(server.wait_for("Server listening", SECS(20)), "{extra:?}: {}\n{}", server.stdout(), server.stderr());
+        let mut cargv = vec!["iperf3", "-c", stack_ip.as_str(), "-t", "2", "-J", "--connect-timeout", "5000"];
+        cargv.extend(extra);
+        let client = support::run_bounded(v.b.command(&cargv), None, SECS(30));
+        let out = server.finish(SECS(15));
+        assert!(client.ok(), "iperf3 -c {extra:?} against af_xdp: {client}\nserver: {out}");
+        let doc = iperf3_json(&client.stdout_str());
+        let received = doc["end"]["sum_received"]["bytes"].as_u64().unwrap_or(0);
+        assert!(received > 0, "{extra:?}: {}", doc["end"]);
+        assert!(out.ok(), "iperf3 -s on af_xdp under the library {extra:?}: {out}");
+        eprintln!("iperf3 -s under the library on af_xdp {extra:?}: {received} bytes received");
+    }
+}
