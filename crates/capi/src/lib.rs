@@ -52,8 +52,13 @@
 //! from the socket, never read from the eventfd, so a stale ring costs a
 //! recheck, not a wrong answer. For epoll the eventfd is added to the
 //! caller's real epoll set (`EPOLLIN|EPOLLET`, data tagged [`EPOLL_TAG`]); the
-//! caller's events and data for it are kept here and reported with
-//! `EPOLLET`/`EPOLLONESHOT` semantics.
+//! caller's events and data for it are kept here, in a set with a ready list
+//! as Linux's epoll keeps one (`EpollSet`: members with news, and
+//! level-triggered members reported last time), and reported with
+//! `EPOLLET`/`EPOLLONESHOT` semantics. An event queues the socket on its
+//! sets' ready lists and writes the eventfd only when a thread sleeps on one
+//! of them (once per sleep): a thread that is busy finds the list at its
+//! next wait, so under load most events cost no system call.
 //!
 //! # Errors
 //!
