@@ -114,6 +114,7 @@ impl TcpSockets {
 
     /// A TCP segment for us, to its connection, TIME-WAIT record or
     /// listener; a segment for none of them gets a RST.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn receive<T: TxQueue>(
         &mut self,
         iface: &mut Iface,
