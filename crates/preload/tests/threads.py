@@ -80,4 +80,29 @@ for t in ts:
 for t in ts:
     t.join(30)
 assert not errors and not any(t.is_alive() for t in ts), errors
+
+# 4. level-triggered epoll over a descriptor number closed and reused while
+#    its socket was still on the set's ready list: one event per poll.
+import select
+ep = select.epoll()
+for k in range(5):
+    c = connect()
+    ep.register(c.fileno(), select.EPOLLIN)
+    c.sendall(b"x")
+    got = [fd for fd, _ in ep.poll(10)]
+    assert got == [c.fileno()], got
+    c.close()  # unread: it was reported, level-triggered, and stays ready
+    d = connect()
+    ep.register(d.fileno(), select.EPOLLIN)
+    d.sendall(b"y")
+    time.sleep(0.2)  # the echo arrives before the poll looks
+    got = []
+    deadline = time.monotonic() + 10
+    while not got and time.monotonic() < deadline:
+        got = [fd for fd, _ in ep.poll(1)]
+    assert got == [d.fileno()], ("one event per member and poll", k, got)
+    assert d.recv(10, socket.MSG_DONTWAIT) == b"y"
+    ep.unregister(d.fileno())
+    d.close()
+ep.close()
 print("threads ok", flush=True)
