@@ -71,7 +71,10 @@ fn drive_clients(stack: &mut Stack, clients: &mut Vec<Client>) -> usize {
 }
 
 fn passive_opens(shards: usize, total: usize) {
-    let link = LinkConfig { capacity: 4096, ..LinkConfig::default() };
+    passive_opens_on(shards, total, LinkConfig { capacity: 4096, ..LinkConfig::default() });
+}
+
+fn passive_opens_on(shards: usize, total: usize, link: LinkConfig) {
     let mut sim = ShardSim::new(shards, link, Toeplitz::default(), |c| c.tcp.time_wait = ustack_core::Duration::from_millis(50));
     for s in &mut sim.shards {
         s.tcp_listen(PORT, 1024).unwrap();
@@ -104,7 +107,10 @@ fn passive_opens(shards: usize, total: usize) {
     assert!(accepted.iter().all(|&n| n > total / shards / 2), "{accepted:?}");
     for (k, s) in sim.shards.iter().enumerate() {
         let c = s.counters();
-        assert_eq!((c.drop_tcp_no_socket, c.tcp_rst_sent), (0, 0), "shard {k}");
+        if link.loss == 0.0 && link.duplicate == 0.0 && link.reorder == 0.0 {
+            // (With faults a late duplicate may meet a closed connection.)
+            assert_eq!((c.drop_tcp_no_socket, c.tcp_rst_sent), (0, 0), "shard {k}");
+        }
         assert_eq!(c.tcp_established, accepted[k] as u64, "shard {k}");
     }
     let steering = sim.peer_port.steering();
@@ -116,6 +122,22 @@ fn passive_opens(shards: usize, total: usize) {
 fn passive_opens_are_handled_wholly_on_their_shard() {
     passive_opens(2, 600);
     passive_opens(4, 600);
+}
+
+#[test]
+fn shards_survive_a_faulty_link() {
+    // Loss, duplication, reordering and delay on every queue and back:
+    // retransmissions find the same shard, every byte still arrives.
+    let link = LinkConfig {
+        capacity: 4096,
+        loss: 0.02,
+        duplicate: 0.01,
+        reorder: 0.02,
+        delay: ustack_core::Duration::from_micros(200),
+        jitter: ustack_core::Duration::from_micros(100),
+        ..LinkConfig::default()
+    };
+    passive_opens_on(2, 200, link);
 }
 
 #[test]
