@@ -63,6 +63,12 @@ fn conn_pair_findings() -> Vec<(&'static str, &'static [u8])> {
         // which B dropped whole (as Linux does), and B's next timeout was past
         // its limit. Not a stack bug: the drain now allows an end at its
         // retransmission limit to time out (Connection::timeouts_in_row).
+        // Both ends' windows shrank under pool pressure below data the other
+        // end already held; each sent its bare ACKs at the shrunk right edge,
+        // below the other's RCV.NXT, so each dropped the other's ACK and
+        // answered it with another, forever (fixed: the right edge only for
+        // a zero window).
+        ("bare ACKs below RCV.NXT answered each other forever", &[89, 206, 28, 170, 89, 255, 89, 126, 191, 255, 255, 58, 255, 0, 227, 91, 89, 255, 89, 221, 221, 221, 221, 126, 0, 0, 241, 0, 0, 0, 0, 0, 0, 0, 0, 255, 223, 39, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 0, 216, 225, 0, 157]),
         ("ack on a dropped retransmission, retries at their limit", &[0, 255, 255, 12, 10, 255, 98, 21, 0, 0, 0, 0, 0, 0, 0, 0, 174, 174, 54, 54, 136, 136, 136, 54, 54, 54, 3, 0, 0, 0, 0, 0, 0, 0, 15, 15, 182, 112, 54, 54, 43, 47, 80, 54, 10, 248, 10, 163, 163, 163, 176, 122, 122, 122, 163, 163, 163, 163, 163, 163, 163, 163, 163, 163, 163, 163, 163, 163, 163, 163, 163, 55, 163, 163, 163, 163, 163, 163, 163, 163, 163, 255, 122, 123, 176]),
     ]
 }

@@ -175,16 +175,20 @@ impl Connection {
 
     /// RFC 9293's "<SEQ=SND.NXT><ACK=RCV.NXT><CTL=ACK>". Our SND.NXT may have
     /// been rewound by go-back-N; the peer's RCV.NXT can be as far as our
-    /// SND.MAX, and an ACK below it would be unacceptable there. But never
-    /// past the right edge of the peer's window (Linux's
-    /// `tcp_acceptable_seq`): after a zero-window probe SND.MAX is one past
-    /// a byte the peer refused, and a zero-window receiver accepts only
-    /// SEG.SEQ = RCV.NXT (§3.10.7.4), so an ACK at SND.MAX would be dropped
-    /// with the window update it carries, and both ends could wait forever.
+    /// SND.MAX, and an ACK below it would be unacceptable there. But when
+    /// the peer's window is zero, at SND.UNA (Linux's `tcp_acceptable_seq`
+    /// picks the window's right edge): after a zero-window probe SND.MAX is
+    /// one past a byte the peer refused, and a zero-window receiver accepts
+    /// only SEG.SEQ = RCV.NXT (§3.10.7.4), so an ACK at SND.MAX would be
+    /// dropped with the window update it carries, and both ends could wait
+    /// forever. Only then: a peer that shrank a non-zero window (ours do,
+    /// under pool pressure) may already hold everything up to SND.MAX, and
+    /// an ACK at the shrunk right edge would be below its RCV.NXT; two
+    /// stacks doing that to each other answered each other's dropped ACKs
+    /// forever (tcp_sequence fuzz target).
     fn ack_segment(&self, _now: Instant, options: Options) -> Segment {
-        let wnd_end = self.snd_una + self.snd_wnd as usize;
         // (Once our SYN is acknowledged: before that SND.WND means nothing.)
-        let seq = if self.snd_una != self.iss && self.snd_max.gt(wnd_end) { wnd_end } else { self.snd_max };
+        let seq = if self.snd_una != self.iss && self.snd_wnd == 0 { self.snd_una } else { self.snd_max };
         Segment { seq, ack: Some(self.rcv_nxt), flags: Flags::NONE, window: 0, options, payload_len: 0 }
     }
 
