@@ -175,20 +175,22 @@ impl Connection {
 
     /// RFC 9293's "<SEQ=SND.NXT><ACK=RCV.NXT><CTL=ACK>". Our SND.NXT may have
     /// been rewound by go-back-N; the peer's RCV.NXT can be as far as our
-    /// SND.MAX, and an ACK below it would be unacceptable there. But when
-    /// the peer's window is zero, at SND.UNA (Linux's `tcp_acceptable_seq`
-    /// picks the window's right edge): after a zero-window probe SND.MAX is
-    /// one past a byte the peer refused, and a zero-window receiver accepts
-    /// only SEG.SEQ = RCV.NXT (§3.10.7.4), so an ACK at SND.MAX would be
-    /// dropped with the window update it carries, and both ends could wait
-    /// forever. Only then: a peer that shrank a non-zero window (ours do,
-    /// under pool pressure) may already hold everything up to SND.MAX, and
-    /// an ACK at the shrunk right edge would be below its RCV.NXT; two
-    /// stacks doing that to each other answered each other's dropped ACKs
-    /// forever (tcp_sequence fuzz target).
+    /// SND.MAX, and an ACK below it would be unacceptable there. One
+    /// exception: right after a zero-window probe (SND.MAX one past SND.NXT,
+    /// the peer's window zero) the peer most likely refused the probe byte,
+    /// and a zero-window receiver accepts only SEG.SEQ = RCV.NXT
+    /// (§3.10.7.4): an ACK at SND.MAX would be dropped with the window
+    /// update it carries and both ends could wait forever (the preload
+    /// library's duplex stall against Linux). Linux's `tcp_acceptable_seq`
+    /// uses the window's right edge whenever SND.NXT is past it; we cannot:
+    /// our receivers shrink their windows under pool pressure, so a peer may
+    /// hold everything up to SND.MAX with its advertised window ending far
+    /// below, and two stacks sending ACKs below each other's RCV.NXT dropped
+    /// and answered each other's ACKs forever (tcp_sequence fuzz target).
     fn ack_segment(&self, _now: Instant, options: Options) -> Segment {
         // (Once our SYN is acknowledged: before that SND.WND means nothing.)
-        let seq = if self.snd_una != self.iss && self.snd_wnd == 0 { self.snd_una } else { self.snd_max };
+        let after_probe = self.snd_una != self.iss && self.snd_wnd == 0 && self.snd_max == self.snd_nxt + 1;
+        let seq = if after_probe { self.snd_nxt } else { self.snd_max };
         Segment { seq, ack: Some(self.rcv_nxt), flags: Flags::NONE, window: 0, options, payload_len: 0 }
     }
 
