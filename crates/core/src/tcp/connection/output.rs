@@ -225,7 +225,9 @@ impl Connection {
                 let len = len.min(buf_end.since(seq) as usize);
                 let fin = self.fin_seq() == Some(seq + len) && self.snd_max.gt(seq + len);
                 if len > 0 || fin {
-                    self.recovery.on_retransmitted(seq + len);
+                    // The FIN counts: HighRxt must pass it, or a FIN-only
+                    // resend would be chosen again at once, forever.
+                    self.recovery.on_retransmitted(seq + len + usize::from(fin));
                     return Some(self.data_segment(now, seq, len, fin, options));
                 }
             }
