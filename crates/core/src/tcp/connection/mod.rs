@@ -357,6 +357,9 @@ pub struct Connection {
     /// Consecutive RTO expiries without progress.
     rto_in_row: u32,
     probe_due: bool,
+    /// The next bare ACK after a zero-window probe goes at SND.MAX (they
+    /// alternate with SND.NXT; see `output::bare_ack`).
+    probe_ack_at_max: bool,
     persist_backoff: u32,
     keepalive: bool,
     keepalive_due: bool,
@@ -462,6 +465,7 @@ impl Connection {
             syn_retransmits: 0,
             rto_in_row: 0,
             probe_due: false,
+            probe_ack_at_max: false,
             persist_backoff: 0,
             keepalive: cfg.keepalive,
             keepalive_due: false,

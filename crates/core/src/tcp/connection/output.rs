@@ -201,7 +201,18 @@ impl Connection {
             let last = options.sack_blocks().count() - 1;
             options.sack_blocks[last] = None;
         }
-        let seg = self.ack_segment(now, options);
+        let mut seg = self.ack_segment(now, options);
+        if seg.seq != self.snd_max {
+            // After a probe the peer's RCV.NXT is SND.NXT (probe refused) or
+            // SND.MAX (accepted), and an ACK at the wrong one is dropped and
+            // answered. Alternating makes one of any two acceptable, so two
+            // ends that both probed cannot answer each other's dropped ACKs
+            // forever (tcp_sequence fuzz target).
+            if self.probe_ack_at_max {
+                seg.seq = self.snd_max;
+            }
+            self.probe_ack_at_max = !self.probe_ack_at_max;
+        }
         self.emit(seg)
     }
 
@@ -266,6 +277,7 @@ impl Connection {
             self.probe_due = false;
             if available > 0 && len == 0 {
                 bump(&mut self.stats.zero_window_probes);
+                self.probe_ack_at_max = false;
                 let seg = self.data_segment(now, start, 1, false, options);
                 self.snd_nxt = start;
                 self.timers.stop(Timer::Retransmit);
