@@ -1,6 +1,6 @@
 //! Debian's unmodified binaries under `libustack_preload.so`, on a TAP in a
 //! namespace, against kernel peers: socat as a TCP and a UDP echo server,
-//! curl downloading from a kernel HTTP server, `iperf3 -s` serving kernel
+//! curl downloading 64 MiB from kernel nginx, `iperf3 -s` serving kernel
 //! `iperf3 -c` (plain, `-R`, `-P 4`). Each test has its own namespace, TAP
 //! and subnet, bounds every process, and cleans up on drop.
 
@@ -108,30 +108,58 @@ fn socat_udp_echo_under_the_library_serves_a_kernel_client() {
 }
 
 #[test]
-fn curl_under_the_library_downloads_from_a_kernel_http_server() {
-    skip_unless!("curl", "python3");
+fn curl_under_the_library_downloads_64_mib_from_kernel_nginx() {
+    skip_unless!("curl", "nginx", "sha256sum");
     let site = Site::new("pcurl", 2);
     let dir = support::TempDir::new("pcurl");
-    let body = support::pseudo_random(4 << 20, 9);
-    std::fs::write(dir.path("blob"), &body).unwrap();
-    let root = dir.0.to_string_lossy().into_owned();
-    let mut http = site.ns.spawn(&["timeout", "60", "python3", "-m", "http.server", "8080", "--directory", &root], &[]);
-    assert!(http.wait_for("Serving HTTP", SECS(15)), "http.server: {}", http.stderr());
+    let html = dir.path("html");
+    std::fs::create_dir_all(&html).unwrap();
+    let body = support::pseudo_random(64 << 20, 9);
+    std::fs::write(html.join("blob"), &body).unwrap();
+    let d = dir.0.to_string_lossy().into_owned();
+    // Debian's nginx on the kernel stack, one process, everything it
+    // writes in the temp dir.
+    let conf = format!(
+        "daemon off;\nmaster_process off;\nerror_log {d}/error.log info;\npid {d}/nginx.pid;\n\
+         events {{ worker_connections 64; }}\n\
+         http {{\n  access_log {d}/access.log;\n  sendfile on;\n  client_body_temp_path {d}/body;\n  proxy_temp_path {d}/proxy;\n\
+         fastcgi_temp_path {d}/fcgi;\n  uwsgi_temp_path {d}/uwsgi;\n  scgi_temp_path {d}/scgi;\n\
+         server {{\n    listen 8080;\n    root {d}/html;\n  }}\n}}\n"
+    );
+    std::fs::write(dir.path("nginx.conf"), conf).unwrap();
+    let conf = dir.path("nginx.conf").to_string_lossy().into_owned();
+    let nginx = site.ns.spawn(&["timeout", "90", "nginx", "-c", &conf, "-p", &d], &[]);
+    let deadline = Instant::now() + SECS(15);
+    while !dir.path("nginx.pid").exists() {
+        assert!(Instant::now() < deadline, "kernel nginx did not start: {}", nginx.stderr());
+        std::thread::sleep(Duration::from_millis(50));
+    }
     let got = dir.path("got");
     let got_s = got.to_string_lossy().into_owned();
     let url = format!("http://{}:8080/blob", site.host_ip);
     // The TAP (and so the route) appears when curl opens its socket:
     // a refused first try is retried.
     let argv = site.preloaded(&[
-        "curl", "-sS", "--fail", "--max-time", "30", "--retry", "5", "--retry-connrefused", "--retry-delay", "1", "-o",
+        "curl", "-sS", "--fail", "--max-time", "60", "--retry", "5", "--retry-connrefused", "--retry-delay", "1", "-o",
         &got_s, &url,
     ]);
     let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
-    let out = support::run_bounded(site.ns.command(&argv), None, SECS(60));
-    assert!(out.ok(), "curl under the library: {out}\nhttp.server: {}", http.stderr());
-    let downloaded = std::fs::read(&got).unwrap();
-    assert!(downloaded == body, "download differs: {} of {} bytes", downloaded.len(), body.len());
-    assert!(http.stderr().contains("\"GET /blob HTTP/1.1\" 200"), "{}", http.stderr());
+    let out = support::run_bounded(site.ns.command(&argv), None, SECS(90));
+    let errors = std::fs::read_to_string(dir.path("error.log")).unwrap_or_default();
+    assert!(out.ok(), "curl under the library: {out}\nnginx: {}\n{errors}", nginx.stderr());
+    let sha256 = |path: &std::path::Path| {
+        let mut c = std::process::Command::new("sha256sum");
+        c.arg(path);
+        let out = support::run_bounded(c, None, SECS(30));
+        assert!(out.ok(), "sha256sum: {out}");
+        out.stdout_str().split_whitespace().next().unwrap_or_default().to_string()
+    };
+    let (sent, received) = (sha256(&html.join("blob")), sha256(&got));
+    let len = std::fs::metadata(&got).map_or(0, |m| m.len());
+    assert_eq!(received, sent, "SHA-256 of the download ({len} of {} bytes) differs", body.len());
+    let access = std::fs::read_to_string(dir.path("access.log")).unwrap_or_default();
+    assert!(access.contains(&format!("\"GET /blob HTTP/1.1\" 200 {}", body.len())), "nginx's log: {access}");
+    eprintln!("curl under the library: 64 MiB from kernel nginx, SHA-256 {received}");
 }
 
 fn iperf3_json(text: &str) -> serde_json::Value {
