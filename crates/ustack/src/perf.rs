@@ -11,7 +11,7 @@ use std::io::Write;
 use std::net::{Ipv4Addr, SocketAddrV4};
 use ustack_core::phy::Device;
 use ustack_runtime::apps::iperf::{self, Interval, PerfEvent, StreamReport, TestParams, TestReport};
-use ustack_runtime::{EventLoop, RunEnd, StopSignal, Waitable};
+use ustack_runtime::{App, EventLoop, RunEnd, StopSignal, Waitable};
 
 #[derive(Args, Debug)]
 #[command(group(clap::ArgGroup::new("role").required(true).args(["server", "client"])))]
@@ -72,6 +72,10 @@ pub struct PerfArgs {
     pub dev: DeviceArgs,
     #[command(flatten)]
     pub cfg: ConfigArgs,
+    /// With shards (client, TCP, timed tests): the control connection stays on shard 0 and data stream
+    /// n opens on shard n mod N, from a port that hashes back to it.
+    #[command(flatten)]
+    pub cores: crate::shards::CoresArgs,
 }
 
 /// `10M` → 10 * 1024 * 1024, as iperf3's `unit_atoi` reads byte counts.
@@ -99,6 +103,9 @@ pub fn run(args: PerfArgs) -> Result<(), CliError> {
     let settings = args.cfg.load()?;
     args.dev.check()?;
     let params = client_params(&args)?;
+    if args.cores.sharded() {
+        return sharded_client(&args, &settings, params);
+    }
     let opened = args.dev.open(&settings)?;
     let label = opened.label;
     perf(EventLoop::new(opened.stack, opened.device), &args, &label, params)
@@ -174,6 +181,162 @@ fn perf<D: Device + Waitable>(
                 (RunEnd::DeviceFailed, None) => Err(device_failed(&lp)),
             }
         }
+    }
+}
+
+/// What `--cores` does not do yet, as the error that says so.
+fn sharded_unsupported(args: &PerfArgs) -> Option<&'static str> {
+    if args.client.is_none() {
+        Some("--cores runs the client only: drop --cores for -s")
+    } else if args.udp {
+        Some("--cores spreads TCP streams only: drop --cores for -u")
+    } else if args.bytes.is_some() || args.blocks.is_some() {
+        Some("--cores runs timed tests only: use -t instead of -n or -k")
+    } else {
+        None
+    }
+}
+
+/// Shard 0's app: the client, its events printed as they come, given up at `deadline`.
+struct ShardClient {
+    client: iperf::IperfClient,
+    out: Printer,
+    deadline: ustack_core::Instant,
+    shared: std::sync::Arc<iperf::StreamShards>,
+    timed_out: bool,
+}
+
+impl App for ShardClient {
+    fn poll(&mut self, stack: &mut ustack_core::Stack, now: ustack_core::Instant, events: &[ustack_core::Event]) {
+        if self.finished() {
+            return;
+        }
+        if now >= self.deadline {
+            self.timed_out = true;
+            self.shared.release();
+            return;
+        }
+        self.client.poll(stack, now, events);
+        while let Some(e) = iperf::PerfApp::next_event(&mut self.client) {
+            self.out.event(e);
+        }
+    }
+
+    fn next_deadline(&self) -> Option<ustack_core::Instant> {
+        Some(self.client.next_deadline().map_or(self.deadline, |t| t.min(self.deadline)))
+    }
+
+    fn finished(&self) -> bool {
+        self.timed_out || self.client.finished()
+    }
+}
+
+/// A shard's apps: the client on shard 0, its streams on the others.
+enum PerfShard {
+    Client(Box<ShardClient>),
+    Streams(Box<iperf::IperfStreams>),
+}
+
+struct PerfShards<'a> {
+    args: &'a PerfArgs,
+    settings: &'a crate::config::Settings,
+    mac: ustack_wire::EthernetAddress,
+    params: TestParams,
+    shared: std::sync::Arc<iperf::StreamShards>,
+    limit: u64,
+}
+
+impl ustack_runtime::shard::ShardSetup for PerfShards<'_> {
+    type Device = ustack_device::DeviceChain;
+    type Apps = PerfShard;
+    /// (streams opened on the shard, the client's error: shard 0 only).
+    type Summary = (usize, Option<CliError>);
+
+    fn open(
+        &self,
+        env: &ustack_runtime::shard::ShardEnv,
+    ) -> Result<(ustack_core::Stack, ustack_device::DeviceChain, PerfShard), String> {
+        let opened = crate::shards::open_shard(&self.args.dev, self.settings, self.mac, env)?;
+        let app = if env.index == 0 {
+            let server = SocketAddrV4::new(self.args.client.expect("checked"), self.args.port);
+            let seed = ustack_runtime::os_seed();
+            let client = iperf::IperfClient::sharded(server, self.params.clone(), seed, self.shared.clone());
+            let out =
+                Printer { json: self.args.json, client: true, banner: None, intervals: Vec::new(), start: Value::Null };
+            // The shard's loop clock starts when it does, at about this time.
+            let deadline = ustack_core::Instant::ZERO + ustack_core::Duration::from_secs(self.limit.min(1 << 32));
+            PerfShard::Client(Box::new(ShardClient {
+                client,
+                out,
+                deadline,
+                shared: self.shared.clone(),
+                timed_out: false,
+            }))
+        } else {
+            PerfShard::Streams(Box::new(iperf::IperfStreams::new(self.shared.clone(), env.index)))
+        };
+        Ok((opened.stack, opened.device, app))
+    }
+
+    fn apps<'a>(&self, apps: &'a mut PerfShard) -> Vec<&'a mut dyn App> {
+        match apps {
+            PerfShard::Client(c) => vec![c.as_mut()],
+            PerfShard::Streams(s) => vec![s.as_mut()],
+        }
+    }
+
+    fn finish(
+        &self,
+        _env: &ustack_runtime::shard::ShardEnv,
+        _stack: &ustack_core::Stack,
+        apps: PerfShard,
+    ) -> Self::Summary {
+        match apps {
+            PerfShard::Client(c) => {
+                let error = match (c.client.error(), c.timed_out, c.client.finished()) {
+                    (Some(e), _, _) => Some(CliError::Perf(e.to_string())),
+                    (None, true, _) => {
+                        Some(CliError::Perf(format!("the test did not finish within {} s (--timeout)", self.limit)))
+                    }
+                    (None, false, true) => None,
+                    (None, false, false) => Some(CliError::Perf("interrupted".into())),
+                };
+                (c.client.streams_opened(), error)
+            }
+            PerfShard::Streams(s) => (s.streams_opened(), None),
+        }
+    }
+}
+
+/// `ustack perf -c HOST --cores N`: one test whose data streams are spread
+/// over N shards, each opened from a port that hashes back to its shard.
+fn sharded_client(args: &PerfArgs, settings: &crate::config::Settings, params: TestParams) -> Result<(), CliError> {
+    if let Some(why) = sharded_unsupported(args) {
+        return Err(CliError::Perf(why.into()));
+    }
+    let cores = args.cores.assign();
+    let limit = args.timeout.unwrap_or(u64::from(params.time) + u64::from(params.omit) + 30);
+    let setup = PerfShards {
+        args,
+        settings,
+        mac: args.dev.mac_or_random(ustack_runtime::os_seed()),
+        params,
+        shared: iperf::StreamShards::new(cores.len()),
+        limit,
+    };
+    let stop = StopSignal::install();
+    let ends = ustack_runtime::shard::run_shards(&setup, &cores, &ustack_core::rss::Toeplitz::default(), None, &stop)
+        .map_err(CliError::DeviceFailed)?;
+    if let Some(e) = crate::shards::failure(&ends) {
+        return Err(e);
+    }
+    for (k, end) in ends.iter().enumerate() {
+        let pairs: Vec<String> = end.handoffs.iter().map(|(n, v)| format!("{n} {v}")).collect();
+        eprintln!("ustack: shard {k} (core {}): {} streams, {}", cores[k], end.summary.0, pairs.join(", "));
+    }
+    match ends.into_iter().next().and_then(|e| e.summary.1) {
+        Some(e) => Err(e),
+        None => Ok(()),
     }
 }
 

@@ -175,11 +175,7 @@ fn active_opens_from_both_shards_stay_home() {
     let ns = Netns::new("shget");
     ns.exec_ok(&["sysctl", "-qw", "net.ipv6.conf.default.disable_ipv6=1"], SECS(5));
     let tap = support::short_name("shg", 1);
-    // A persistent multi-queue TAP with the server's address, so the
-    // server can listen before the stack comes.
-    ns.exec_ok(&["ip", "tuntap", "add", "dev", &tap, "mode", "tap", "multi_queue"], SECS(5));
-    ns.exec_ok(&["ip", "addr", "add", "10.23.2.1/24", "dev", &tap], SECS(5));
-    ns.exec_ok(&["ip", "link", "set", &tap, "up"], SECS(5));
+    multi_queue_tap(&ns, &tap, "10.23.2.1/24");
     let dir = support::tcp::TempDir::new("shget");
     let mut want = Vec::new();
     let mut urls = Vec::new();
@@ -202,6 +198,77 @@ fn active_opens_from_both_shards_stay_home() {
         assert!(line.contains(": 4 URLs,") && line.contains("shard_handoffs 0,"), "{line}");
         assert!(line.contains("shard_handoff_drops 0,"), "{line}");
     }
+}
+
+/// A persistent multi-queue TAP in `ns` with the kernel's address `addr`,
+/// so a server there can listen before the stack comes.
+fn multi_queue_tap(ns: &Netns, tap: &str, addr: &str) {
+    ns.exec_ok(&["ip", "tuntap", "add", "dev", tap, "mode", "tap", "multi_queue"], SECS(5));
+    ns.exec_ok(&["ip", "addr", "add", addr, "dev", tap], SECS(5));
+    ns.exec_ok(&["ip", "link", "set", tap, "up"], SECS(5));
+}
+
+/// Active opens from `ustack perf -c -P 8 --cores 2` against the kernel's
+/// `iperf3 -s`: the control connection on shard 0, data stream n on shard
+/// n mod 2, each from a port whose hash names the shard that opened it, so
+/// the TAP (steered by ustack's hash) brings every reply home and nothing
+/// is handed over. Byte counts agree on both sides, stream by stream.
+#[test]
+fn perf_client_streams_open_on_both_shards_and_stay_home() {
+    if let Some(r) = support::skip_reason_with(&["iperf3"]) {
+        eprintln!("SKIPPED: {r}");
+        return;
+    }
+    let ns = Netns::new("shperf");
+    ns.exec_ok(&["sysctl", "-qw", "net.ipv6.conf.default.disable_ipv6=1"], SECS(5));
+    let tap = support::short_name("shp", 1);
+    multi_queue_tap(&ns, &tap, "10.23.3.1/24");
+    let mut server = Bg::spawn(&ns, &["iperf3", "-s", "-1", "-J", "-B", "10.23.3.1", "-p", "5201"]);
+    support::tcp::wait_listening(&ns, 5201, SECS(10));
+    let dev = format!("tap:{tap}");
+    let argv = [ustack_bin(), "perf", "-c", "10.23.3.1", "-P", "8", "-t", "3", "-J", "--cores", "2"];
+    let mut argv = argv.to_vec();
+    argv.extend(["--device", &dev, "--ip", "10.23.3.2/24", "--timeout", "40"]);
+    let out = ns.exec(&argv, SECS(60));
+    assert!(out.success(), "ustack perf -c -P 8 --cores 2: {out}\n{}", server.stderr_now());
+    server.wait_exit(SECS(10));
+    let theirs = support::json_documents(&server.stdout_now()).into_iter().next().expect("iperf3's JSON");
+    let ours = support::json_documents(&out.stdout_str()).into_iter().next().expect("ustack's JSON");
+
+    // Each shard opened 4 streams and handed nothing over.
+    let err = out.stderr.clone();
+    for k in 0..SHARDS {
+        let line = err.lines().find(|l| l.starts_with(&format!("ustack: shard {k} "))).unwrap_or_else(|| panic!("{err}"));
+        assert!(line.contains(": 4 streams,"), "{line}");
+        assert!(line.contains("shard_handoffs 0,") && line.contains("shard_handoff_drops 0,"), "{line}");
+    }
+    // The server saw 8 streams; by their ports, 4 were opened on each shard.
+    let home = ShardHome::new(Toeplitz::default(), 0, SHARDS);
+    let (client, server_ip) = (Ipv4Addr::new(10, 23, 3, 2), Ipv4Addr::new(10, 23, 3, 1));
+    let connected = theirs["start"]["connected"].as_array().expect("start.connected");
+    assert_eq!(connected.len(), 8, "{}", theirs["start"]);
+    let mut per_shard = [0usize; SHARDS];
+    for c in connected {
+        let port = c["remote_port"].as_u64().expect("remote_port") as u16;
+        per_shard[home.shard_of(client, port, server_ip, 5201)] += 1;
+    }
+    assert_eq!(per_shard, [4, 4], "{connected:?}");
+
+    // Byte counts: what the server received, as it counted and as it told
+    // the client, in total and stream by stream (in the order opened);
+    // iperf3's server leaves the sender's counts out of its own JSON.
+    let (o, t) = (support::end_bytes(&ours, "sum_received"), support::end_bytes(&theirs, "sum_received"));
+    eprintln!("end.sum_received.bytes: ustack {o}, iperf3 {t}; ustack sent {}", support::end_bytes(&ours, "sum_sent"));
+    assert_eq!(o, t, "end.sum_received.bytes differ");
+    assert!(o > 0 && o <= support::end_bytes(&ours, "sum_sent"), "{}", ours["end"]);
+    let received = |doc: &serde_json::Value| -> Vec<u64> {
+        let streams = doc["end"]["streams"].as_array().expect("end.streams");
+        streams.iter().map(|s| s["receiver"]["bytes"].as_u64().unwrap_or(0)).collect()
+    };
+    let ours_received = received(&ours);
+    assert_eq!(ours_received.len(), 8);
+    assert!(ours_received.iter().all(|&b| b > 0), "{ours_received:?}");
+    assert_eq!(ours_received, received(&theirs), "per-stream counts differ");
 }
 
 /// `ustack bench --cores 1,2` measures both stacks at each count and

@@ -1,15 +1,17 @@
 //! The iperf3 client: runs one test against an `iperf3 -s`, as `iperf3 -c` does.
 
 use super::data::DataPlane;
-use super::stream::{Stream, Transport, WallClock};
+use super::spread::{RemoteStream, StreamShards, SHARD_POLL};
+use super::stream::{tcp_local, Stream, Transport, WallClock};
 use super::{
-    apply_peer_results, results_json, state, Control, PerfApp, PerfEvent, StreamReport, TestParams, TestReport,
-    COOKIE_LEN, HANDSHAKE_TIMEOUT, LEGACY_UDP_CONNECT_REPLY, UDP_CONNECT_MSG, UDP_CONNECT_REPLY,
+    apply_peer_results, results_json, state, Control, Interval, PerfApp, PerfEvent, StreamReport, TestParams,
+    TestReport, COOKIE_LEN, HANDSHAKE_TIMEOUT, LEGACY_UDP_CONNECT_REPLY, UDP_CONNECT_MSG, UDP_CONNECT_REPLY,
 };
 use crate::apps::APP_TOKEN;
 use crate::App;
 use std::collections::VecDeque;
 use std::net::SocketAddrV4;
+use std::sync::Arc;
 use ustack_core::tcp::State;
 use ustack_core::{Event, Instant, Interest, Socket, Stack};
 
@@ -42,6 +44,16 @@ struct Opening {
 /// How long a UDP stream waits for the server's answer before saying hello again.
 const HELLO_RETRY: ustack_core::Duration = ustack_core::Duration::from_millis(100);
 
+/// A test spread over shards: the streams other shards open.
+struct Spread {
+    shared: Arc<StreamShards>,
+    /// The stream asked of another shard and not yet open: its id.
+    pending: Option<u32>,
+    /// Streams open on other shards, in opening order, with the bytes they
+    /// had counted at the last interval.
+    remote: Vec<(RemoteStream, u64)>,
+}
+
 /// `iperf3 -c` on the stack.
 pub struct IperfClient {
     server: SocketAddrV4,
@@ -62,6 +74,9 @@ pub struct IperfClient {
     /// The time of the last turn, which `next_wake` counts from.
     last_turn: Instant,
     error: Option<String>,
+    /// The server asked for results; ours go once every shard has reported.
+    exchange_due: bool,
+    spread: Option<Spread>,
 }
 
 impl IperfClient {
@@ -83,7 +98,23 @@ impl IperfClient {
             events: VecDeque::new(),
             error: None,
             last_turn: Instant::ZERO,
+            exchange_due: false,
+            spread: None,
         }
+    }
+
+    /// A client whose data streams are spread over the shards `shared`
+    /// plans (this client on shard 0, an [`super::IperfStreams`] on each of
+    /// the others): stream `n` opens on shard `n % shards`. TCP only.
+    pub fn sharded(server: SocketAddrV4, params: TestParams, seed: u64, shared: Arc<StreamShards>) -> IperfClient {
+        let mut c = IperfClient::new(server, params, seed);
+        c.spread = Some(Spread { shared, pending: None, remote: Vec::new() });
+        c
+    }
+
+    /// How many data streams this client opened on its own stack.
+    pub fn streams_opened(&self) -> usize {
+        self.data.as_ref().map_or(0, |d| d.streams.len())
     }
 
     /// Why the test failed, if it did.
@@ -111,6 +142,65 @@ impl IperfClient {
             c.flush(stack);
             stack.tcp_close(c.h);
         }
+        if let Some(sp) = &self.spread {
+            sp.shared.release();
+        }
+    }
+
+    /// Every stream's report as far as this shard knows it, in id order:
+    /// its own, and the other shards' streams with their endpoints.
+    fn stream_reports(&self, stack: &Stack) -> Vec<StreamReport> {
+        let mut all = self.data.as_ref().map_or_else(Vec::new, |d| d.reports(stack));
+        if let Some(sp) = &self.spread {
+            all.extend(sp.remote.iter().map(|(r, _)| StreamReport {
+                id: r.id,
+                sender: r.sender,
+                local: r.local,
+                remote: Some(self.server),
+                ..StreamReport::default()
+            }));
+        }
+        all.sort_by_key(|r| r.id);
+        all
+    }
+
+    /// Add the other shards' streams to an interval: what each counted since the last.
+    fn with_remote(&mut self, mut iv: Interval) -> Interval {
+        if let Some(sp) = self.spread.as_mut() {
+            let plan = sp.shared.lock();
+            for (r, last) in &mut sp.remote {
+                let now = plan.opened.iter().find(|o| o.id == r.id).map_or(*last, |o| o.bytes);
+                iv.streams.push((r.id, r.sender, now.saturating_sub(*last), 0));
+                *last = now;
+            }
+            iv.streams.sort_by_key(|s| s.0);
+        }
+        iv
+    }
+
+    /// Send our results once the server asked for them and every shard has
+    /// handed in its streams' reports.
+    fn try_exchange(&mut self, stack: &mut Stack) -> Result<(), String> {
+        if !self.exchange_due {
+            return Ok(());
+        }
+        if let Some(sp) = &self.spread {
+            let mut plan = sp.shared.lock();
+            if !StreamShards::all_reported(&plan) {
+                return Ok(());
+            }
+            for r in plan.reports.iter_mut().skip(1) {
+                self.reports.extend(r.take().unwrap_or_default());
+            }
+            self.reports.sort_by_key(|r| r.id);
+        }
+        self.exchange_due = false;
+        let d = self.data.as_ref().expect("running");
+        let ours = results_json(&self.reports, d.params.udp, d.cpu(), d.duration());
+        let ctrl = self.ctrl.as_mut().expect("connected");
+        ctrl.send_json(stack, &ours);
+        self.phase = Phase::Results;
+        Ok(())
     }
 
     fn step(&mut self, stack: &mut Stack, now: Instant) -> Result<(), String> {
@@ -142,7 +232,13 @@ impl IperfClient {
         }
         let Some(ctrl) = self.ctrl.as_mut() else { return Ok(()) };
         ctrl.pump(stack);
+        if let Some(sp) = &self.spread {
+            if let Some(why) = sp.shared.lock().failed.clone() {
+                return Err(why);
+            }
+        }
         self.open_streams(stack, now)?;
+        self.try_exchange(stack)?;
         loop {
             let ctrl = self.ctrl.as_mut().expect("connected");
             if self.phase == Phase::Results {
@@ -161,6 +257,9 @@ impl IperfClient {
                 (state::PARAM_EXCHANGE, Phase::Setup) => ctrl.send_json(stack, &self.params.to_json()),
                 (state::CREATE_STREAMS, Phase::Setup) => {
                     self.data = Some(DataPlane::new(self.params.clone(), WallClock::now(now)));
+                    if let Some(sp) = &self.spread {
+                        sp.shared.lock().params = Some((self.params.clone(), self.cookie, self.server));
+                    }
                     let (up, down) = self.params.client_streams();
                     self.to_open = (up + down) as usize;
                     self.since = now;
@@ -173,28 +272,28 @@ impl IperfClient {
                     if let Some(o) = self.opening.take_if(|o| o.hello_at.is_some() && self.to_open == 0) {
                         d.add_stream(stack, o.stream);
                     }
-                    if self.to_open > 0 || self.opening.is_some() {
+                    let pending = self.spread.as_ref().is_some_and(|sp| sp.pending.is_some());
+                    if self.to_open > 0 || self.opening.is_some() || pending {
                         return Err("the server started the test before all streams were open".into());
                     }
                     d.begin(now);
+                    if let Some(sp) = &self.spread {
+                        sp.shared.lock().began = true;
+                    }
                     self.phase = Phase::Running;
-                    let ev = PerfEvent::Started {
-                        peer: Some(self.server),
-                        params: d.params.clone(),
-                        streams: d.reports(stack),
-                    };
+                    let params = d.params.clone();
+                    let ev =
+                        PerfEvent::Started { peer: Some(self.server), params, streams: self.stream_reports(stack) };
                     self.events.push_back(ev);
                 }
-                (state::EXCHANGE_RESULTS, Phase::Running | Phase::Ending) => {
+                (state::EXCHANGE_RESULTS, Phase::Running | Phase::Ending) if !self.exchange_due => {
                     if self.phase == Phase::Running {
                         self.end_data(stack, now);
+                        self.phase = Phase::Ending;
                     }
-                    let d = self.data.as_ref().expect("running");
-                    let ours = results_json(&self.reports, d.params.udp, d.cpu(), d.duration());
-                    let ctrl = self.ctrl.as_mut().expect("connected");
-                    ctrl.send_json(stack, &ours);
-                    self.phase = Phase::Results;
+                    self.exchange_due = true;
                     self.since = now;
+                    self.try_exchange(stack)?;
                 }
                 (state::DISPLAY_RESULTS, Phase::Display) => {
                     ctrl.send_state(stack, state::IPERF_DONE);
@@ -232,6 +331,7 @@ impl IperfClient {
         if self.phase == Phase::Running {
             let d = self.data.as_mut().expect("running");
             if let Some(iv) = d.drive(stack, now) {
+                let iv = self.with_remote(iv);
                 self.events.push_back(PerfEvent::Interval(iv));
             }
             if self.test_over(now) {
@@ -272,10 +372,15 @@ impl IperfClient {
 
     fn end_data(&mut self, stack: &mut Stack, now: Instant) {
         let d = self.data.as_mut().expect("running");
-        if let Some(iv) = d.finish(stack, now) {
+        let last = d.finish(stack, now);
+        self.reports = d.reports(stack);
+        if let Some(sp) = &self.spread {
+            sp.shared.lock().ended = true;
+        }
+        if let Some(iv) = last {
+            let iv = self.with_remote(iv);
             self.events.push_back(PerfEvent::Interval(iv));
         }
-        self.reports = d.reports(stack);
     }
 
     /// Open the data streams one after another: connect, then the cookie
@@ -294,7 +399,22 @@ impl IperfClient {
     /// One step of `open_streams`: the stream being opened, and, once it is
     /// open, the next one started. Returns whether a stream was started.
     fn open_next(&mut self, stack: &mut Stack, now: Instant) -> Result<bool, String> {
-        let Some(d) = self.data.as_mut() else { return Ok(false) };
+        if self.data.is_none() {
+            return Ok(false);
+        }
+        if let Some(sp) = self.spread.as_mut() {
+            if let Some(id) = sp.pending {
+                let plan = sp.shared.lock();
+                match plan.opened.iter().find(|r| r.id == id) {
+                    Some(r) => {
+                        sp.remote.push((*r, 0));
+                        sp.pending = None;
+                    }
+                    None => return Ok(false),
+                }
+            }
+        }
+        let d = self.data.as_mut().expect("checked");
         if let Some(o) = self.opening.as_mut() {
             let done = match o.stream.transport {
                 Transport::Tcp(h) => match stack.tcp_state(h) {
@@ -328,13 +448,22 @@ impl IperfClient {
         if self.to_open == 0 {
             return Ok(false);
         }
-        let n = d.streams.len();
+        let n = d.streams.len() + self.spread.as_ref().map_or(0, |sp| sp.remote.len());
         // In --bidir iperf3 opens its sending streams first.
         let sender = match (d.params.bidir, d.params.reverse) {
             (true, _) => n < d.params.parallel as usize,
             (false, reverse) => !reverse,
         };
         let id = Stream::id_for(n);
+        if let Some(sp) = self.spread.as_mut() {
+            let shard = sp.shared.shard_of_stream(n);
+            if shard != 0 {
+                sp.shared.lock().asked[shard].push_back((id, sender));
+                sp.pending = Some(id);
+                self.to_open -= 1;
+                return Ok(true);
+            }
+        }
         let stream = if d.params.udp {
             let socket = stack.udp_bind(0).map_err(|e| format!("cannot bind a UDP socket: {e:?}"))?;
             // The server's answer to the hello comes as an event.
@@ -345,13 +474,7 @@ impl IperfClient {
             let h = stack.tcp_connect(now, self.server).map_err(|e| format!("cannot open a data stream: {e:?}"))?;
             // Established (writable) or failed comes as an event.
             let _ = stack.register(h, APP_TOKEN, Interest::WRITABLE);
-            let local = stack.tcp_connection(h).and_then(|c| {
-                let t = c.four_tuple();
-                match t.local_addr {
-                    std::net::IpAddr::V4(a) => Some(SocketAddrV4::new(a, t.local_port)),
-                    std::net::IpAddr::V6(_) => None,
-                }
-            });
+            let local = tcp_local(stack, h);
             Stream::new(id, sender, Transport::Tcp(h), local, Some(self.server))
         };
         self.to_open -= 1;
@@ -415,7 +538,10 @@ impl IperfClient {
                     Transport::Udp { .. } => Some(o.hello_at.map_or(now, |t| t + HELLO_RETRY)),
                     Transport::Tcp(_) => None,
                 });
-                Some(hello.map_or(handshake, |h| h.min(handshake)))
+                // Another shard's stream being opened, or its reports awaited.
+                let waiting = self.exchange_due || self.spread.as_ref().is_some_and(|sp| sp.pending.is_some());
+                let shards = waiting.then(|| now + SHARD_POLL);
+                [Some(handshake), hello, shards].into_iter().flatten().min()
             }
         }
     }

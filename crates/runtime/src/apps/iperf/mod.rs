@@ -28,6 +28,7 @@ mod client;
 mod data;
 mod json;
 mod server;
+mod spread;
 mod stream;
 #[cfg(test)]
 mod tests;
@@ -35,6 +36,7 @@ mod tests;
 pub use client::IperfClient;
 pub use json::Json;
 pub use server::IperfServer;
+pub use spread::{IperfStreams, StreamShards};
 pub use stream::WallClock;
 
 use crate::apps::APP_TOKEN;

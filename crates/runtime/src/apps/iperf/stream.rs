@@ -48,6 +48,15 @@ pub(super) fn paced_bytes(rate: u64, start: Instant, now: Instant) -> u64 {
     u64::try_from(u128::from(rate) * elapsed / 8_000_000).unwrap_or(u64::MAX)
 }
 
+/// Our end of TCP connection `h`, when it is IPv4.
+pub(super) fn tcp_local(stack: &Stack, h: TcpHandle) -> Option<SocketAddrV4> {
+    let t = stack.tcp_connection(h)?.four_tuple();
+    match t.local_addr {
+        std::net::IpAddr::V4(a) => Some(SocketAddrV4::new(a, t.local_port)),
+        std::net::IpAddr::V6(_) => None,
+    }
+}
+
 /// What a stream was told to stop by.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum Flow {
