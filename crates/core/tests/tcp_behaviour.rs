@@ -208,6 +208,64 @@ fn acks_after_a_refused_probe_stay_inside_the_peers_zero_window() {
     recv!(s, seg! { seq: LOCAL + 2, ack: REMOTE + 5, flags: PSH, payload: b"ello" });
 }
 
+/// A FIN takes a sequence number, so it waits for room in the peer's window
+/// as data does (Linux's tcp_snd_wnd_test counts it too). Sent one past the
+/// edge, it was refused, and every ACK after it carried a sequence number the
+/// peer found out of window: a peer in SYN-RECEIVED answered each with its
+/// SYN-ACK, and ours answered that, forever (tcp_sequence fuzz target).
+#[test]
+fn fin_waits_for_room_in_the_peers_window() {
+    let mut s = socket_established();
+    send!(s, seg! { seq: REMOTE + 1, ack: LOCAL + 1, window: 5 });
+    s.write(b"hello").unwrap();
+    s.conn.shutdown_write().unwrap();
+    recv!(s, seg! { seq: LOCAL + 1, ack: REMOTE + 1, flags: PSH, payload: b"hello" });
+    recv_nothing!(s);
+    // The data is acknowledged but the window stays shut: nothing is in
+    // flight to bring an update, so the persist timer asks for one with a
+    // bare ACK below SND.UNA, which the peer must answer.
+    send!(s, time = 10, seg! { seq: REMOTE + 1, ack: LOCAL + 6, window: 0 });
+    recv_nothing!(s);
+    recv_nothing!(s, time = 209);
+    recv!(s, time = 210, seg! { seq: LOCAL + 5, ack: REMOTE + 1 });
+    assert_eq!(s.conn.stats().zero_window_probes, 1);
+    // Room: the FIN goes.
+    send!(s, time = 220, seg! { seq: REMOTE + 1, ack: LOCAL + 6, window: 100 });
+    recv!(s, seg! { seq: LOCAL + 6, ack: REMOTE + 1, flags: FIN });
+    send!(s, time = 230, seg! { seq: REMOTE + 1, ack: LOCAL + 7, window: 100 });
+    assert_eq!(s.state(), State::FinWait2);
+}
+
+/// "If an incoming segment is not acceptable, an acknowledgment should be
+/// sent in reply": for a pure ACK or a SYN, at most once per
+/// `invalid_ack_interval` (500 ms), as Linux's tcp_oow_rate_limited. Two
+/// ends that each find the other's ACKs unacceptable would otherwise answer
+/// each other at wire speed forever. Data is always answered.
+#[test]
+fn replies_to_out_of_window_pure_acks_are_rate_limited() {
+    let mut s = socket_established();
+    let far = REMOTE + 100_000;
+    send!(s, seg! { seq: far, ack: LOCAL + 1 });
+    recv!(s, seg! { seq: LOCAL + 1, ack: REMOTE + 1 });
+    send!(s, time = 100, seg! { seq: far, ack: LOCAL + 1 });
+    recv_nothing!(s);
+    send!(s, time = 200, seg! { seq: far, ack: LOCAL + 1, payload: b"x" });
+    recv!(s, seg! { seq: LOCAL + 1, ack: REMOTE + 1 });
+    send!(s, time = 499, seg! { seq: far, ack: LOCAL + 1 });
+    recv_nothing!(s);
+    send!(s, time = 500, seg! { seq: far, ack: LOCAL + 1 });
+    recv!(s, seg! { seq: LOCAL + 1, ack: REMOTE + 1 });
+    assert_eq!(s.conn.stats().invalid_acks_suppressed, 2);
+    // Zero turns the limit off.
+    let cfg = TcpConfig { invalid_ack_interval: Duration::ZERO, ..config() };
+    let mut s = socket_syn_received_with(&cfg, seg! { seq: REMOTE, flags: SYN });
+    send!(s, seg! { seq: REMOTE + 1, ack: LOCAL + 1 });
+    for _ in 0..3 {
+        send!(s, seg! { seq: far, ack: LOCAL + 1 });
+        recv!(s, seg! { seq: LOCAL + 1, ack: REMOTE + 1 });
+    }
+}
+
 #[test]
 fn receiver_window_shrinks_with_unread_data_and_reopens_with_an_update() {
     let cfg = TcpConfig { recv_buffer_size: 4000, ..config() };

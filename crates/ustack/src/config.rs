@@ -355,6 +355,8 @@ pub static TUNABLES: &[Tunable] = &[
     tunable!("tcp.max_sack_ranges", stack.tcp.max_sack_ranges, count(1, 32), "SACK scoreboard size"),
     tunable!("tcp.challenge_ack_limit", stack.tcp.challenge_ack_limit, count(0, 100_000),
         "RFC 5961 challenge ACKs per connection per second"),
+    tunable!("tcp.invalid_ack_interval", stack.tcp.invalid_ack_interval, time(ms(0), secs(10)),
+        "least time between replies to out-of-window ACKs and SYNs (breaks ACK loops; 0: off)"),
     tunable!("http.max_request_head", http.max_request_head, bytes(1024, 1024 * KIB),
         "largest request line and headers; longer is answered 431"),
     tunable!("http.request_timeout", http.fairness.request_timeout, time(ms(100), secs(3600)),
@@ -767,7 +769,7 @@ mod tests {
             initial_rto, min_rto, max_rto, delayed_ack, ack_every, time_wait, fin_wait_2_timeout, syn_retries,
             synack_retries, max_retransmits, keepalive, keepalive_idle, keepalive_interval, keepalive_count,
             nodelay, congestion, initial_cwnd_segments, sack, rack_tlp, timestamps, window_scaling,
-            max_ooo_ranges, max_sack_ranges, challenge_ack_limit });
+            max_ooo_ranges, max_sack_ranges, challenge_ack_limit, invalid_ack_interval });
         // max_connections is --max-connections; fairness is flattened into [http].
         let http = names!(HttpServerConfig { max_connections, fairness; max_request_head });
         let fairness = names!(FairnessConfig { ; request_timeout, idle_timeout, max_per_source });

@@ -122,6 +122,14 @@ pub struct TcpConfig {
     /// are suppressed. Linux has a per-host limit of 1000/s; ours is per
     /// connection so one victim cannot exhaust it for all. Default 10.
     pub challenge_ack_limit: u32,
+    /// Least time between two ACKs sent in reply to out-of-window (or PAWS-
+    /// rejected) pure ACKs and SYNs; the ones between are suppressed and
+    /// counted. Two ends that each find the other's ACKs unacceptable would
+    /// otherwise answer each other at wire speed, forever (an "ACK loop",
+    /// RFC 9293 §3.10.7.4 taken literally); Linux's `tcp_invalid_ratelimit`
+    /// does the same, with the same default. Segments with data or a FIN are
+    /// always answered. Zero turns the limit off. Default 500 ms.
+    pub invalid_ack_interval: Duration,
 }
 
 impl Default for TcpConfig {
@@ -158,6 +166,7 @@ impl Default for TcpConfig {
             max_ooo_ranges: 8,
             max_sack_ranges: 8,
             challenge_ack_limit: 10,
+            invalid_ack_interval: Duration::from_millis(500),
         }
     }
 }

@@ -132,7 +132,8 @@ mod size_tests {
     /// (the scale test measures the whole cost, tables and buffers included).
     /// The 4-tuple holds addresses of either IP version (`IpAddr`, 17 bytes
     /// each): 38 bytes where IPv4-only addresses took 12, so the slot and
-    /// the TIME-WAIT record are 32 and 24 bytes larger than they were.
+    /// the TIME-WAIT record are 32 and 24 bytes larger than they were. The
+    /// out-of-window ACK limit (its next instant and counter) added 16.
     #[test]
     fn connection_state_is_compact() {
         use core::mem::size_of;
@@ -140,7 +141,7 @@ mod size_tests {
         let slot = size_of::<Option<super::super::Slot>>();
         let tw = size_of::<Option<crate::tcp::TimeWait>>();
         eprintln!("Connection {conn} B, slot {slot} B, TIME-WAIT record {tw} B");
-        assert!(slot <= 832, "slot {slot} B");
+        assert!(slot <= 848, "slot {slot} B");
         assert!(tw <= 72, "TIME-WAIT record {tw} B");
     }
 }

@@ -185,7 +185,7 @@ impl Connection {
             };
             let recent_valid = now.saturating_since(self.ts_recent_at) < PAWS_IDLE;
             if recent_valid && (val.wrapping_sub(self.ts_recent) as i32) < 0 {
-                self.ack_now = true;
+                self.ack_unacceptable(now, seg);
                 out.dropped = Some(DropReason::Paws);
                 return;
             }
@@ -235,7 +235,7 @@ impl Connection {
             // be sent in reply (unless the RST bit is set, if so drop the segment
             // and return)". In TIME-WAIT a retransmitted FIN also restarts 2MSL.
             if !seg.rst() {
-                self.ack_now = true;
+                self.ack_unacceptable(now, seg);
                 if self.state == State::TimeWait && seg.fin() {
                     self.timers.set(Timer::Close, now + self.cfg.time_wait);
                 }
@@ -747,6 +747,25 @@ impl Connection {
         self.state = State::TimeWait;
         self.timers.stop_all();
         self.timers.set(Timer::Close, now + self.cfg.time_wait);
+    }
+
+    /// "If an incoming segment is not acceptable, an acknowledgment should be
+    /// sent in reply": queued, except that a pure ACK or a SYN is answered at
+    /// most once per `invalid_ack_interval` (as Linux's
+    /// `tcp_oow_rate_limited`). Two ends that each find the other's ACKs
+    /// unacceptable (a window that shrank, a FIN past the window) would
+    /// otherwise answer each other forever; a segment with data or a FIN is
+    /// not part of such a loop and is always answered.
+    fn ack_unacceptable(&mut self, now: Instant, seg: &Segment) {
+        let loop_prone = seg.syn() || (seg.payload_len == 0 && !seg.fin());
+        if loop_prone && now < self.invalid_ack_from {
+            bump(&mut self.stats.invalid_acks_suppressed);
+            return;
+        }
+        if loop_prone {
+            self.invalid_ack_from = now + self.cfg.invalid_ack_interval;
+        }
+        self.ack_now = true;
     }
 
     /// Queues a challenge ACK (RFC 5961 §3.2, §4.2, §5.2) unless this

@@ -195,6 +195,7 @@ struct Counters {
     dup_acks_in: u32,
     challenge_acks: u32,
     challenge_acks_suppressed: u32,
+    invalid_acks_suppressed: u32,
     zero_window_probes: u32,
     keepalive_probes: u32,
     loss_probes: u32,
@@ -226,6 +227,7 @@ impl Counters {
             dup_acks_in: self.dup_acks_in.into(),
             challenge_acks: self.challenge_acks.into(),
             challenge_acks_suppressed: self.challenge_acks_suppressed.into(),
+            invalid_acks_suppressed: self.invalid_acks_suppressed.into(),
             zero_window_probes: self.zero_window_probes.into(),
             keepalive_probes: self.keepalive_probes.into(),
             loss_probes: self.loss_probes.into(),
@@ -285,6 +287,9 @@ pub struct Stats {
     /// Challenge ACKs not sent because this second's quota
     /// (`challenge_ack_limit`) was spent (RFC 5961 §7).
     pub challenge_acks_suppressed: u64,
+    /// Replies to out-of-window pure ACKs and SYNs not sent because one went
+    /// less than `invalid_ack_interval` ago (what breaks ACK loops).
+    pub invalid_acks_suppressed: u64,
     /// Probes sent into the peer's zero window (RFC 9293 §3.8.6.1).
     pub zero_window_probes: u64,
     /// Keep-alive probes sent on an idle connection (RFC 9293 §3.8.4).
@@ -410,6 +415,9 @@ pub struct Connection {
 
     challenge_window: Instant,
     challenge_count: u32,
+    /// From when an out-of-window pure ACK or SYN may be answered again
+    /// (`TcpConfig::invalid_ack_interval` after the last such answer).
+    invalid_ack_from: Instant,
     last_rx: Instant,
     timers: TimerSet,
     stats: Counters,
@@ -503,6 +511,7 @@ impl Connection {
             ts_offset: iss.0.rotate_left(13),
             challenge_window: now,
             challenge_count: 0,
+            invalid_ack_from: now,
             last_rx: now,
             timers: TimerSet::new(),
             stats: Counters::default(),

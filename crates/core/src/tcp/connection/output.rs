@@ -288,6 +288,16 @@ impl Connection {
             if len > 0 {
                 return Some(self.data_segment(now, start, len, false, options));
             }
+            if available == 0 && fin_pending && !self.fin_may_go(start) {
+                // Only the FIN waits, for room in a window it may not enter.
+                // Ask for the window as Linux's tcp_write_wakeup does: a bare
+                // ACK one below SND.UNA, which the peer must answer.
+                bump(&mut self.stats.zero_window_probes);
+                let mut seg = self.ack_segment(now, options);
+                seg.seq = self.snd_una - 1;
+                self.arm_persist(now);
+                return Some(self.emit(seg));
+            }
         }
 
         if len < want {
@@ -331,8 +341,14 @@ impl Connection {
         } else {
             len
         };
-        let fin = fin_pending && start + len == self.fin_seq().unwrap_or(start);
+        let fin_next = fin_pending && start + len == self.fin_seq().unwrap_or(start);
+        let fin = fin_next && self.fin_may_go(start + len);
         if len == 0 && !fin {
+            if fin_next && !in_flight {
+                // Only the FIN is left and the window has no room for it:
+                // no ACK is coming to open it, so the persist timer asks.
+                self.arm_persist(now);
+            }
             return self.rescue(now, mss, options, cwnd_room);
         }
         Some(self.data_segment(now, start, len, fin, options))
@@ -350,9 +366,10 @@ impl Connection {
         let wnd_end = self.snd_una + self.snd_wnd as usize;
         let unsent = buf_end.since(self.snd_max).min(wnd_end.since(self.snd_max)) as usize;
         let fin = self.fin_seq();
-        let (seq, len, with_fin, retransmission) = if unsent > 0 || fin == Some(self.snd_max) {
+        let new_fin = |at: SeqNumber| fin == Some(at) && self.fin_may_go(at);
+        let (seq, len, with_fin, retransmission) = if unsent > 0 || new_fin(self.snd_max) {
             let len = unsent.min(mss);
-            (self.snd_max, len, fin == Some(self.snd_max + len), false)
+            (self.snd_max, len, new_fin(self.snd_max + len), false)
         } else {
             // The highest segment: up to an MSS below SND.MAX (and its FIN).
             let fin_sent = fin.is_some_and(|f| f.lt(self.snd_max));
@@ -387,6 +404,16 @@ impl Connection {
         }
         self.recovery.on_retransmitted(seq + len);
         Some(self.data_segment(now, seq, len, false, options))
+    }
+
+    /// Whether our FIN may go at sequence number `at`: it takes a sequence
+    /// number, so a first transmission must fit inside the peer's window
+    /// (Linux's tcp_snd_wnd_test counts it too). Sent past the window, it is
+    /// refused, and every ACK we send after it carries a sequence number the
+    /// peer finds out of window. A retransmission goes as before: the
+    /// window it was sent into may have shrunk since.
+    fn fin_may_go(&self, at: SeqNumber) -> bool {
+        at.lt(self.snd_max) || at.lt(self.snd_una + self.snd_wnd as usize)
     }
 
     /// A segment carrying `[seq, seq + len)` of the send buffer (and our FIN
