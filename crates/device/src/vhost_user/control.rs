@@ -155,6 +155,21 @@ impl Control {
         }
     }
 
+    /// SET_VRING_ENABLE taken before the features are set (see
+    /// `take_early_vring_enable`); refused like any other bad request.
+    pub fn early_vring_enable(&mut self, index: u32, num: u32) {
+        match num {
+            0 | 1 => {
+                if let Ok(v) = self.vring(index) {
+                    v.enabled = num == 1;
+                }
+            }
+            _ => {
+                let _: VuResult<()> = self.refuse("SET_VRING_ENABLE with a value other than 0 or 1");
+            }
+        }
+    }
+
     fn map_regions(&mut self, ctx: &[VhostUserMemoryRegion], files: Vec<File>) -> Result<(), &'static str> {
         if ctx.len() > MAX_REGIONS || ctx.len() != files.len() {
             return Err("memory table: region count and descriptors disagree");

@@ -490,7 +490,12 @@ impl VhostUserControl {
                     }
                 }
             }
-            match conn.handle_request() {
+            let handled = match take_early_vring_enable(fd, &self.control) {
+                Early::NotIt => conn.handle_request(),
+                Early::Taken => Ok(()),
+                Early::Broken => Err(VuError::PartialMessage),
+            };
+            match handled {
                 Ok(()) => {}
                 Err(
                     VuError::InvalidParam
@@ -521,6 +526,44 @@ impl VhostUserControl {
             }
         }
     }
+}
+
+/// SET_VRING_ENABLE before SET_FEATURES has acknowledged
+/// `PROTOCOL_FEATURES`: QEMU sends it so when its vhost-user netdev starts
+/// (and DPDK's `net_vhost` takes it), while the `vhost` crate refuses it
+/// there, which would leave the rings disabled and the guest unserved.
+/// If the next message is that one, read it off the socket and apply it;
+/// no reply is due (REPLY_ACK needs the acknowledged feature too).
+fn take_early_vring_enable(fd: RawFd, control: &Mutex<Control>) -> Early {
+    const SET_VRING_ENABLE: u32 = 18;
+    let mut msg = [0u8; 20];
+    // SAFETY: recv writes at most 12 bytes into `msg`.
+    let n = unsafe { libc::recv(fd, msg.as_mut_ptr().cast(), 12, libc::MSG_PEEK | libc::MSG_DONTWAIT) };
+    let word = |m: &[u8], i: usize| u32::from_le_bytes(m[i..i + 4].try_into().expect("4 bytes"));
+    if n != 12 || word(&msg, 0) != SET_VRING_ENABLE || word(&msg, 8) != 8 {
+        return Early::NotIt;
+    }
+    let mut ctl = control.lock().unwrap_or_else(|e| e.into_inner());
+    if ctl.acked & feature::PROTOCOL_FEATURES != 0 {
+        return Early::NotIt; // the crate's handler takes it
+    }
+    // SAFETY: recv writes at most 20 bytes into `msg`.
+    let n = unsafe { libc::recv(fd, msg.as_mut_ptr().cast(), 20, libc::MSG_WAITALL) };
+    if n != 20 {
+        return Early::Broken;
+    }
+    ctl.early_vring_enable(word(&msg, 12), word(&msg, 16));
+    Early::Taken
+}
+
+/// What [`take_early_vring_enable`] found.
+enum Early {
+    /// Another message (or a later SET_VRING_ENABLE): the crate handles it.
+    NotIt,
+    /// An early SET_VRING_ENABLE, applied.
+    Taken,
+    /// A SET_VRING_ENABLE cut short: the stream is broken.
+    Broken,
 }
 
 impl Drop for VhostUserControl {
