@@ -19,5 +19,14 @@ fi
 echo "== cargo test (workspace)"
 cargo test --workspace --all-targets --locked
 
+# The dpdk: device kind is a feature build (against libdpdk-dev): its test
+# file again with the feature, rebuilding only the crates above the device.
+if pkg-config --exists libdpdk 2>/dev/null; then
+  echo "== cargo test: dpdk: on DPDK's net_tap (--features dpdk)"
+  cargo test --locked -p ustack --features dpdk --test dpdk
+else
+  echo "== DPDK not installed (libdpdk-dev): the dpdk feature build is skipped"
+fi
+
 echo "== fuzz: build the receive-path target and run it briefly"
 bash scripts/fuzz.sh "${FUZZ_SECONDS:-30}"

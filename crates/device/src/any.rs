@@ -121,6 +121,8 @@ device_enum! {
         VhostUser(crate::VhostUserDevice),
         /// `virtio-user:PATH[,options]`
         VirtioUser(crate::VirtioUserDevice),
+        /// `dpdk:DEVICE[,options]` (a type with no values without the `dpdk` feature)
+        Dpdk(crate::dpdk::DpdkDevice),
     }
 }
 

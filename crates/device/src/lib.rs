@@ -39,6 +39,8 @@
 //!   virtqueues in its shared memory, read and written in place.
 //! * [`virtio_user`] — [`VirtioUserDevice`], the driver side (like DPDK's
 //!   `virtio_user`): a stack on a vhost-user backend, memory shared by memfd.
+//! * [`dpdk`] — the `dpdk:` kind, a DPDK port (crate `ustack-dpdk`, built
+//!   with the `dpdk` feature; without it the kind says how to rebuild).
 //! * [`spec`] — [`DeviceSpec`] parses `KIND:NAME[,key=value…]` and opens an
 //!   [`AnyDevice`]; [`ChainSpec`] adds the capture and fault wrappers and
 //!   builds a [`DeviceChain`]. [`Waitable`] is what an event loop needs from
@@ -52,6 +54,7 @@
 pub mod af_xdp;
 pub mod af_packet;
 mod any;
+pub mod dpdk;
 mod error;
 pub mod fault;
 pub mod memory;

@@ -20,6 +20,7 @@ pub const KINDS: &[(&str, &str)] = &[
     ("af_packet", crate::af_packet::SPEC_FORM),
     ("vhost-user", crate::vhost_user::SPEC_FORM),
     ("virtio-user", crate::virtio_user::SPEC_FORM),
+    ("dpdk", crate::dpdk::SPEC_FORM),
 ];
 
 /// A device kind.
@@ -36,6 +37,8 @@ pub enum DeviceKind {
     VhostUser,
     /// A virtio-user frontend on a vhost-user backend's socket (the driver side).
     VirtioUser,
+    /// A DPDK port (virtual device or PCI address), with the `dpdk` feature.
+    Dpdk,
 }
 
 impl DeviceKind {
@@ -46,6 +49,7 @@ impl DeviceKind {
             "af_packet" => Some(DeviceKind::AfPacket),
             "vhost-user" => Some(DeviceKind::VhostUser),
             "virtio-user" => Some(DeviceKind::VirtioUser),
+            "dpdk" => Some(DeviceKind::Dpdk),
             _ => None,
         }
     }
@@ -63,6 +67,7 @@ impl DeviceKind {
             DeviceKind::AfPacket => "af_packet",
             DeviceKind::VhostUser => "vhost-user",
             DeviceKind::VirtioUser => "virtio-user",
+            DeviceKind::Dpdk => "dpdk",
         }
     }
 }
@@ -187,6 +192,11 @@ impl DeviceSpec {
                 let path = std::path::Path::new(&self.name);
                 Ok(crate::AnyDevice::VirtioUser(crate::VirtioUserDevice::open(path, config)?))
             }
+            DeviceKind::Dpdk => {
+                let dev = crate::dpdk::open(&mut opts, &self.name, shard)?;
+                opts.finish()?;
+                Ok(dev)
+            }
         }
     }
 }
@@ -209,6 +219,14 @@ impl<'a> Options<'a> {
         let i = self.spec.options.iter().position(|(k, _)| k == key)?;
         self.taken[i] = true;
         Some(self.spec.options[i].1.as_str())
+    }
+
+    /// Every option not taken yet, in order, now taken (for a kind that
+    /// passes unknown options on, like `dpdk:` to its driver).
+    pub fn take_rest(&mut self) -> Vec<(String, String)> {
+        let rest = self.spec.options.iter().zip(&self.taken).filter(|(_, t)| !**t).map(|(o, _)| o.clone()).collect();
+        self.taken.iter_mut().for_each(|t| *t = true);
+        rest
     }
 
     /// `key=N` as a number in `range`, or `default` when absent.
