@@ -8,7 +8,7 @@
 //!   found by key in a keyed hash table. A fragment of a new datagram when the
 //!   table is full is dropped (`drop_ipv4_reasm_table_full`); nothing is
 //!   evicted, so a flood cannot push out a datagram that is nearly complete.
-//! - **Bytes held**: fragment data is copied into chunks of [`CHUNK`] bytes
+//! - **Bytes held**: fragment data is copied into chunks of [`reassembly::CHUNK`] bytes
 //!   taken from one arena of [`StackConfig::ipv4_reassembly_memory`] bytes. A
 //!   datagram that needs a chunk when none is free is abandoned
 //!   (`drop_ipv4_reasm_memory`), which returns its chunks to the others.
@@ -40,10 +40,10 @@
 //! ICMP, UDP and TCP exactly as an unfragmented one; its L4 checksum is always
 //! verified in software, since a device's verdict was about single frames.
 
+use super::reassembly::{self, Abandon, Table};
 use super::{Iface, Input};
 use crate::config::StackConfig;
 use crate::counters::Counters;
-use crate::hash::{KeyedMap, KeyedState};
 use crate::phy::TxQueue;
 use crate::time::{Duration, Instant};
 use std::net::Ipv4Addr;
@@ -54,19 +54,11 @@ use ustack_wire::{
 
 /// The largest IPv4 datagram, header included (the total length field's range).
 const MAX_DATAGRAM: usize = u16::MAX as usize;
-/// The most data a datagram can carry (with a header of 20 bytes).
-const MAX_DATA: usize = MAX_DATAGRAM - IPV4_HEADER_LEN;
 /// The longest IPv4 header (IHL 15).
 const MAX_HEADER: usize = 60;
-/// Fragment data is held in chunks of this many bytes from the shared arena:
-/// small enough that a 576-byte fragment wastes little, large enough that the
-/// per-datagram chunk map stays small.
-pub(crate) const CHUNK: usize = 512;
-const CHUNKS_PER_DATAGRAM: usize = MAX_DATA.div_ceil(CHUNK);
 /// RFC 791's fragment block bit table: one bit per 8-byte block of data.
 const BLOCK: usize = 8;
-const BITMAP_WORDS: usize = MAX_DATA.div_ceil(BLOCK).div_ceil(64);
-const NO_CHUNK: u32 = u32::MAX;
+const BITMAP_WORDS: usize = (MAX_DATAGRAM - IPV4_HEADER_LEN).div_ceil(BLOCK).div_ceil(64);
 
 /// RFC 791's buffer identifier.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -77,43 +69,32 @@ struct Key {
     ident: u16,
 }
 
-/// One datagram being reassembled.
-struct Datagram {
-    live: bool,
-    key: Key,
-    deadline: Instant,
-    /// Data bytes held; fragments never overlap, so this is the sum of their lengths.
-    received: usize,
-    /// The data length, known once the last fragment (MF = 0) has arrived.
-    total: Option<usize>,
-    /// The furthest end of data seen, to catch a last fragment that ends too early.
-    max_end: usize,
+impl Default for Key {
+    fn default() -> Key {
+        Key { src: Ipv4Addr::UNSPECIFIED, dst: Ipv4Addr::UNSPECIFIED, protocol: 0, ident: 0 }
+    }
+}
+
+/// What IPv4 keeps of a datagram beside its data.
+struct Meta {
     /// Fragment zero's header as parsed; `None` until it arrives.
     first: Option<Ipv4Repr>,
     /// Fragment zero's header bytes, options included.
     header: [u8; MAX_HEADER],
     header_len: usize,
-    /// Arena chunk holding data bytes `[i * CHUNK, (i + 1) * CHUNK)`, or `NO_CHUNK`.
-    chunks: [u32; CHUNKS_PER_DATAGRAM],
     /// Which 8-byte blocks have arrived.
     blocks: [u64; BITMAP_WORDS],
 }
 
-impl Datagram {
-    fn empty() -> Datagram {
-        Datagram {
-            live: false,
-            key: Key { src: Ipv4Addr::UNSPECIFIED, dst: Ipv4Addr::UNSPECIFIED, protocol: 0, ident: 0 },
-            deadline: Instant::ZERO,
-            received: 0,
-            total: None,
-            max_end: 0,
-            first: None,
-            header: [0; MAX_HEADER],
-            header_len: 0,
-            chunks: [NO_CHUNK; CHUNKS_PER_DATAGRAM],
-            blocks: [0; BITMAP_WORDS],
-        }
+impl Default for Meta {
+    fn default() -> Meta {
+        Meta { first: None, header: [0; MAX_HEADER], header_len: 0, blocks: [0; BITMAP_WORDS] }
+    }
+}
+
+impl reassembly::Meta for Meta {
+    fn head(&self) -> &[u8] {
+        &self.header[..self.header_len]
     }
 }
 
@@ -127,92 +108,37 @@ pub(crate) enum Outcome {
     Complete { len: usize, header_len: usize, header: Ipv4Repr },
 }
 
-/// Why a datagram was abandoned.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Abandon {
-    Overlap,
-    Memory,
-}
-
-/// Datagrams in reassembly, with their bounded memory.
+/// IPv4 datagrams in reassembly, with their bounded memory.
 pub(crate) struct Ipv4Reassembly {
-    max_datagrams: usize,
-    memory: usize,
-    timeout: Duration,
-    hash_key: u64,
-    /// Everything below is empty until the first fragment arrives.
-    slots: Vec<Datagram>,
-    free_slots: Vec<u32>,
-    by_key: KeyedMap<Key, u32>,
-    arena: Vec<u8>,
-    free_chunks: Vec<u32>,
-    assembled: Vec<u8>,
-    /// The earliest deadline among live datagrams.
-    next_deadline: Option<Instant>,
+    table: Table<Key, Meta>,
 }
 
 impl Ipv4Reassembly {
     pub(crate) fn new(cfg: &StackConfig, hash_key: u64) -> Ipv4Reassembly {
-        Ipv4Reassembly {
-            max_datagrams: cfg.ipv4_reassembly_max_datagrams.min(u32::MAX as usize),
-            memory: cfg.ipv4_reassembly_memory,
-            timeout: cfg.ipv4_reassembly_timeout,
-            hash_key,
-            slots: Vec::new(),
-            free_slots: Vec::new(),
-            by_key: KeyedMap::with_hasher(KeyedState::new(hash_key)),
-            arena: Vec::new(),
-            free_chunks: Vec::new(),
-            assembled: Vec::new(),
-            next_deadline: None,
-        }
+        let (n, memory, timeout) =
+            (cfg.ipv4_reassembly_max_datagrams, cfg.ipv4_reassembly_memory, cfg.ipv4_reassembly_timeout);
+        Ipv4Reassembly { table: Table::new(n, memory, timeout, hash_key, MAX_DATAGRAM) }
     }
 
     /// A table holding nothing, standing in for this one while its expiry
     /// borrows the interface around it; allocates nothing.
     fn placeholder() -> Ipv4Reassembly {
-        Ipv4Reassembly {
-            max_datagrams: 0,
-            memory: 0,
-            timeout: Duration::ZERO,
-            hash_key: 0,
-            slots: Vec::new(),
-            free_slots: Vec::new(),
-            by_key: KeyedMap::with_hasher(KeyedState::new(0)),
-            arena: Vec::new(),
-            free_chunks: Vec::new(),
-            assembled: Vec::new(),
-            next_deadline: None,
-        }
-    }
-
-    /// The one allocation of this module, on the first fragment.
-    fn allocate(&mut self) {
-        let n = self.max_datagrams;
-        let chunks = (self.memory / CHUNK).min(NO_CHUNK as usize);
-        self.slots = (0..n).map(|_| Datagram::empty()).collect();
-        self.free_slots = (0..n as u32).rev().collect();
-        // Twice the room needed (and two more), so that a table churned by
-        // inserts and removals is always cleaned in place, never regrown.
-        self.by_key = KeyedMap::with_capacity_and_hasher(2 * n + 2, KeyedState::new(self.hash_key));
-        self.arena = vec![0; chunks * CHUNK];
-        self.free_chunks = (0..chunks as u32).rev().collect();
-        self.assembled = vec![0; MAX_DATAGRAM];
+        Ipv4Reassembly { table: Table::new(0, 0, Duration::ZERO, 0, 0) }
     }
 
     /// Datagrams in progress.
     pub(crate) fn datagrams(&self) -> usize {
-        self.slots.len() - self.free_slots.len()
+        self.table.datagrams()
     }
 
     /// Arena bytes holding fragment data now (never above the memory limit).
     pub(crate) fn bytes_held(&self) -> usize {
-        self.arena.len() - self.free_chunks.len() * CHUNK
+        self.table.bytes_held()
     }
 
     /// When [`Ipv4Reassembly::expire`] next has work; `None` when no datagram waits.
     pub(crate) fn poll_timeout(&self) -> Option<Instant> {
-        self.next_deadline
+        self.table.poll_timeout()
     }
 
     /// Take in one fragment: `ip` is its parsed header, `header` its header
@@ -235,13 +161,13 @@ impl Ipv4Reassembly {
         }
         let key = Key { src: ip.src_addr, dst: ip.dst_addr, protocol: ip.protocol.into(), ident: ip.ident };
         if header.len() + end > MAX_DATAGRAM {
-            if let Some(&slot) = self.by_key.get(&key) {
-                self.release(slot);
+            if let Some(slot) = self.table.find(&key) {
+                self.table.release(slot);
             }
             counters.drop_ipv4_reasm_too_big += 1;
             return Outcome::Pending;
         }
-        let Some(slot) = self.find_or_create(now, key) else {
+        let Some(slot) = self.table.find_or_create(now, key) else {
             counters.drop_ipv4_reasm_table_full += 1;
             return Outcome::Pending;
         };
@@ -252,7 +178,7 @@ impl Ipv4Reassembly {
                 return Outcome::Pending;
             }
             Err(why) => {
-                self.release(slot);
+                self.table.release(slot);
                 match why {
                     Abandon::Overlap => counters.drop_ipv4_reasm_overlap += 1,
                     Abandon::Memory => counters.drop_ipv4_reasm_memory += 1,
@@ -260,30 +186,24 @@ impl Ipv4Reassembly {
                 return Outcome::Pending;
             }
         }
-        let d = &self.slots[slot as usize];
-        let (Some(total), Some(first)) = (d.total, d.first) else {
+        if !self.table.complete(slot) {
             counters.rx_consumed += 1; // held for reassembly
             return Outcome::Pending;
-        };
-        if d.received < total {
-            counters.rx_consumed += 1;
-            return Outcome::Pending;
         }
-        let header_len = d.header_len;
-        let len = header_len + total;
-        if len > MAX_DATAGRAM {
+        let d = self.table.datagram(slot);
+        let (total, header_len) = (d.received, d.meta.header_len);
+        let first = d.meta.first.expect("a head means fragment zero came");
+        if header_len + total > MAX_DATAGRAM {
             // Fragment zero's options made the whole too long.
-            self.release(slot);
+            self.table.release(slot);
             counters.drop_ipv4_reasm_too_big += 1;
             return Outcome::Pending;
         }
-        self.assembled[..header_len].copy_from_slice(&d.header[..header_len]);
-        copy_out(&self.arena, &d.chunks, &mut self.assembled[header_len..len]);
-        let mut packet = Ipv4Packet::new_unchecked(&mut self.assembled[..len]);
+        let (assembled, len) = self.table.assemble(slot);
+        let mut packet = Ipv4Packet::new_unchecked(assembled);
         packet.set_total_len(len as u16);
         packet.set_frag(false, false, 0);
         packet.fill_checksum();
-        self.release(slot);
         // The last fragment is used up in the datagram, which counts as a
         // frame of its own from here (`ipv4_reassembled`).
         counters.rx_consumed += 1;
@@ -296,128 +216,52 @@ impl Ipv4Reassembly {
     /// stack can be borrowed while the datagram is delivered; give it back
     /// with [`Ipv4Reassembly::restore_assembled`].
     pub(crate) fn take_assembled(&mut self) -> Vec<u8> {
-        core::mem::take(&mut self.assembled)
+        self.table.take_assembled()
     }
 
     pub(crate) fn restore_assembled(&mut self, buffer: Vec<u8>) {
-        self.assembled = buffer;
-    }
-
-    fn find_or_create(&mut self, now: Instant, key: Key) -> Option<u32> {
-        if let Some(&slot) = self.by_key.get(&key) {
-            return Some(slot);
-        }
-        if self.slots.is_empty() && self.max_datagrams > 0 {
-            self.allocate();
-        }
-        let slot = self.free_slots.pop()?;
-        let deadline = now + self.timeout;
-        let d = &mut self.slots[slot as usize];
-        d.live = true;
-        d.key = key;
-        d.deadline = deadline;
-        d.received = 0;
-        d.total = None;
-        d.max_end = 0;
-        d.first = None;
-        d.header_len = 0;
-        d.blocks.fill(0);
-        self.by_key.insert(key, slot);
-        self.next_deadline = Some(self.next_deadline.map_or(deadline, |t| t.min(deadline)));
-        Some(slot)
+        self.table.restore_assembled(buffer);
     }
 
     /// Add a fragment's data to its datagram: `Ok(true)` when it was new,
     /// `Ok(false)` for an exact duplicate, `Err` when the datagram must go.
     fn add(&mut self, slot: u32, ip: &Ipv4Repr, header: &[u8], data: &[u8]) -> Result<bool, Abandon> {
-        let d = &mut self.slots[slot as usize];
         let offset = usize::from(ip.frag_offset);
         let end = offset + data.len();
-        if !ip.more_frags {
-            // Linux's rule too: a second, different end, or data already
-            // beyond this end, means the fragments contradict each other.
-            if d.total.is_some_and(|t| t != end) || d.max_end > end {
-                return Err(Abandon::Overlap);
-            }
-            d.total = Some(end);
-        } else if d.total.is_some_and(|t| end > t) {
-            return Err(Abandon::Overlap);
-        }
+        self.table.check_end(slot, end, !ip.more_frags)?;
+        let d = self.table.datagram(slot);
         let (first_block, end_block) = (offset / BLOCK, end.div_ceil(BLOCK));
-        let present = count_blocks(&d.blocks, first_block, end_block);
+        let present = count_blocks(&d.meta.blocks, first_block, end_block);
         if present == end_block - first_block && !data.is_empty() {
-            return if same_bytes(&self.arena, &d.chunks, offset, data) { Ok(false) } else { Err(Abandon::Overlap) };
+            return if d.same_bytes(self.table.arena(), offset, data) { Ok(false) } else { Err(Abandon::Overlap) };
         }
         if present != 0 {
             return Err(Abandon::Overlap);
         }
-        if !data.is_empty() {
-            let chunk_range = offset / CHUNK..=(end - 1) / CHUNK;
-            let needed = d.chunks[chunk_range.clone()].iter().filter(|&&c| c == NO_CHUNK).count();
-            if needed > self.free_chunks.len() {
-                return Err(Abandon::Memory);
-            }
-            for c in &mut d.chunks[chunk_range] {
-                if *c == NO_CHUNK {
-                    *c = self.free_chunks.pop().expect("counted above");
-                }
-            }
-            copy_in(&mut self.arena, &d.chunks, offset, data);
-        }
-        set_blocks(&mut d.blocks, first_block, end_block);
-        d.received += data.len();
-        d.max_end = d.max_end.max(end);
+        self.table.store(slot, offset, data)?;
+        let meta = &mut self.table.datagram_mut(slot).meta;
+        set_blocks(&mut meta.blocks, first_block, end_block);
         if offset == 0 {
-            d.header[..header.len()].copy_from_slice(header);
-            d.header_len = header.len();
-            d.first = Some(*ip);
+            meta.header[..header.len()].copy_from_slice(header);
+            meta.header_len = header.len();
+            meta.first = Some(*ip);
         }
         Ok(true)
-    }
-
-    /// Forget a datagram and return its chunks.
-    fn release(&mut self, slot: u32) {
-        let d = &mut self.slots[slot as usize];
-        if !d.live {
-            return;
-        }
-        d.live = false;
-        for c in &mut d.chunks {
-            if *c != NO_CHUNK {
-                self.free_chunks.push(*c);
-                *c = NO_CHUNK;
-            }
-        }
-        self.by_key.remove(&d.key);
-        self.free_slots.push(slot);
-        if self.next_deadline == Some(d.deadline) {
-            self.next_deadline = self.slots.iter().filter(|d| d.live).map(|d| d.deadline).min();
-        }
     }
 
     /// Abandon every datagram whose time is up at `now`. `expired` hears of
     /// each: with fragment zero's header and up to 8 bytes of its data when
     /// fragment zero arrived (for ICMP time exceeded), `None` otherwise.
     pub(crate) fn expire(&mut self, now: Instant, mut expired: impl FnMut(Option<(&Ipv4Repr, &[u8])>)) {
-        if self.next_deadline.is_none_or(|t| t > now) {
-            return;
-        }
-        for slot in 0..self.slots.len() {
-            let d = &self.slots[slot];
-            if !d.live || d.deadline > now {
-                continue;
+        self.table.expire(now, |d, arena| match d.meta.first {
+            Some(first) => {
+                let mut quote = [0u8; ICMPV4_ERROR_DATA_LEN];
+                let n = d.max_end.min(ICMPV4_ERROR_DATA_LEN);
+                d.copy_data(arena, 0, &mut quote[..n]);
+                expired(Some((&first, &quote[..n])));
             }
-            let mut quote = [0u8; ICMPV4_ERROR_DATA_LEN];
-            let n = d.max_end.min(ICMPV4_ERROR_DATA_LEN);
-            match d.first {
-                Some(first) => {
-                    copy_out(&self.arena, &d.chunks, &mut quote[..n]);
-                    expired(Some((&first, &quote[..n])));
-                }
-                None => expired(None),
-            }
-            self.release(slot as u32);
-        }
+            None => expired(None),
+        });
     }
 }
 
@@ -441,40 +285,6 @@ fn count_blocks(bits: &[u64], from: usize, to: usize) -> usize {
 
 fn set_blocks(bits: &mut [u64], from: usize, to: usize) {
     for_each_word(from, to, |w, mask| bits[w] |= mask);
-}
-
-/// Visit the arena pieces behind data bytes `[offset, offset + len)`:
-/// `f(arena_range, data_range)`.
-pub(crate) fn for_each_piece(
-    chunks: &[u32],
-    offset: usize,
-    len: usize,
-    mut f: impl FnMut(core::ops::Range<usize>, core::ops::Range<usize>),
-) {
-    let mut pos = offset;
-    let end = offset + len;
-    while pos < end {
-        let within = pos % CHUNK;
-        let n = (CHUNK - within).min(end - pos);
-        let base = chunks[pos / CHUNK] as usize * CHUNK + within;
-        f(base..base + n, pos - offset..pos - offset + n);
-        pos += n;
-    }
-}
-
-fn copy_in(arena: &mut [u8], chunks: &[u32], offset: usize, data: &[u8]) {
-    for_each_piece(chunks, offset, data.len(), |a, d| arena[a].copy_from_slice(&data[d]));
-}
-
-pub(crate) fn same_bytes(arena: &[u8], chunks: &[u32], offset: usize, data: &[u8]) -> bool {
-    let mut same = true;
-    for_each_piece(chunks, offset, data.len(), |a, d| same &= arena[a] == data[d]);
-    same
-}
-
-/// The data from offset 0, as much as `out` holds (all of it must be present).
-fn copy_out(arena: &[u8], chunks: &[u32], out: &mut [u8]) {
-    for_each_piece(chunks, 0, out.len(), |a, d| out[d].copy_from_slice(&arena[a]));
 }
 
 impl Iface {
@@ -549,6 +359,7 @@ impl Iface {
 
 #[cfg(test)]
 mod tests {
+    use super::super::reassembly::CHUNK;
     use super::*;
     use crate::config::Ipv4Cidr;
     use proptest::prelude::*;
@@ -558,6 +369,8 @@ mod tests {
     const DST: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 2);
     const T0: Instant = Instant::from_secs(100);
     const TIMEOUT: Duration = Duration::from_secs(30);
+    /// The most data a datagram can carry (with a header of 20 bytes).
+    const MAX_DATA: usize = MAX_DATAGRAM - IPV4_HEADER_LEN;
 
     fn table_with(max_datagrams: usize, memory: usize) -> Ipv4Reassembly {
         let mut c = StackConfig::new(EthernetAddress([2, 0, 0, 0, 0, 2]), Ipv4Cidr::new(DST, 24).unwrap());
@@ -604,7 +417,7 @@ mod tests {
     fn assert_whole(r: &Ipv4Reassembly, o: Outcome, ident: u16, data: &[u8]) {
         let Outcome::Complete { len, header_len, header } = o else { panic!("not complete: {o:?}") };
         assert_eq!((header_len, header.payload_len, header.ident, header.more_frags), (20, data.len(), ident, false));
-        let p = Ipv4Packet::new_checked(&r.assembled[..len]).expect("a valid datagram");
+        let p = Ipv4Packet::new_checked(&r.table.assembled()[..len]).expect("a valid datagram");
         assert!(p.verify_checksum());
         assert_eq!((p.ident(), p.more_frags(), p.frag_offset()), (ident, false, 0));
         assert_eq!(usize::from(p.total_len()), len);
@@ -809,7 +622,7 @@ mod tests {
         let o = offer(&mut r, &mut c, 1, &data[..2000], 1480, 520);
         let Outcome::Complete { len, header_len, .. } = o else { panic!("{o:?}") };
         assert_eq!((len, header_len), (2060, 60));
-        let p = Ipv4Packet::new_checked(&r.assembled[..len]).unwrap();
+        let p = Ipv4Packet::new_checked(&r.table.assembled()[..len]).unwrap();
         assert_eq!((p.header_len(), p.options()[0], p.payload() == &data[..2000]), (60, 1, true));
         // 60 + 65,515 bytes is too long, though every fragment fitted.
         ip.ident = 2;
@@ -904,15 +717,15 @@ mod tests {
                 let data = vec![fill; len];
                 let (ip, h) = frag_header(ident, offset, len, more);
                 if let Outcome::Complete { len, .. } = r.insert(now, &ip, &h, &data, &mut c) {
-                    let p = Ipv4Packet::new_checked(&r.assembled[..len]).unwrap();
+                    let p = Ipv4Packet::new_checked(&r.table.assembled()[..len]).unwrap();
                     prop_assert_eq!(usize::from(p.total_len()), len);
                     prop_assert!(p.verify_checksum());
                 }
                 prop_assert!(r.bytes_held() <= memory);
                 prop_assert!(r.datagrams() <= 3);
-                let live = r.slots.iter().filter(|d| d.live).count();
+                let live = r.datagrams();
                 prop_assert_eq!(live, r.datagrams());
-                prop_assert_eq!(r.poll_timeout(), r.slots.iter().filter(|d| d.live).map(|d| d.deadline).min());
+                prop_assert_eq!(r.poll_timeout(), r.table.earliest_live_deadline());
             }
             let left = r.datagrams() as u64;
             r.expire(Instant::NEVER, |_| expired += 1);

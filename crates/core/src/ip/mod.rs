@@ -13,6 +13,7 @@
 mod arp;
 mod ipv4;
 pub(crate) mod ipv4_reassembly;
+pub(crate) mod reassembly;
 mod ipv6;
 
 pub(crate) use ipv4::Ipv4Delivery;

@@ -7,9 +7,9 @@
 //!   (`drop_ipv6_reasm_table_full`). Nothing is evicted, so a flood cannot
 //!   push out a datagram that is nearly complete.
 //! - **Bytes held**: fragment data is copied into 512-byte chunks of one
-//!   arena of [`Ipv6Config::reassembly_memory`] bytes (IPv4 reassembly's
-//!   chunk size and arena helpers); a datagram that needs a chunk when none
-//!   is free is abandoned (`drop_ipv6_reasm_memory`).
+//!   arena of [`Ipv6Config::reassembly_memory`] bytes (in the table both
+//!   versions share, [`crate::ip::reassembly`]); a datagram that needs a
+//!   chunk when none is free is abandoned (`drop_ipv6_reasm_memory`).
 //! - **Pieces**: one datagram is held in at most [`MAX_PIECES`] fragments (a
 //!   64 KiB datagram over a 1280-byte path takes 54); a tiny-fragment flood
 //!   that needs more abandons its datagram (`drop_ipv6_reasm_memory`), so the
@@ -36,9 +36,8 @@
 
 use super::Ipv6Config;
 use crate::counters::Counters;
-use crate::hash::{KeyedMap, KeyedState};
-use crate::ip::ipv4_reassembly::{for_each_piece, same_bytes, CHUNK};
-use crate::time::{Duration, Instant};
+use crate::ip::reassembly::{self, Abandon, Table};
+use crate::time::Instant;
 use std::net::Ipv6Addr;
 use ustack_wire::{Ipv6FragmentRepr, Ipv6Packet, IPV6_FRAGMENT_HEADER_LEN, IPV6_HEADER_LEN};
 
@@ -48,10 +47,8 @@ const MAX_PAYLOAD: usize = u16::MAX as usize;
 /// are dropped (`drop_ipv6_frag_malformed`). Hop-by-hop, a routing header
 /// and destination options fit many times over.
 pub(crate) const MAX_UNFRAGMENTABLE: usize = IPV6_HEADER_LEN + 256;
-const CHUNKS_PER_DATAGRAM: usize = MAX_PAYLOAD.div_ceil(CHUNK);
 /// Fragments one datagram may be held in.
 pub(crate) const MAX_PIECES: usize = 64;
-const NO_CHUNK: u32 = u32::MAX;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 struct Key {
@@ -60,17 +57,14 @@ struct Key {
     ident: u32,
 }
 
-/// One datagram being reassembled.
-struct Datagram {
-    live: bool,
-    key: Key,
-    deadline: Instant,
-    /// Data bytes held (the sum of the pieces' lengths: they never overlap).
-    received: usize,
-    /// The data length, known once the last fragment (M = 0) has come.
-    total: Option<usize>,
-    /// The furthest end of data seen.
-    max_end: usize,
+impl Default for Key {
+    fn default() -> Key {
+        Key { src: Ipv6Addr::UNSPECIFIED, dst: Ipv6Addr::UNSPECIFIED, ident: 0 }
+    }
+}
+
+/// What IPv6 keeps of a datagram beside its data.
+struct Meta {
     /// The pieces held, `[start, end)` of the data; unordered.
     pieces: [(u32, u32); MAX_PIECES],
     n_pieces: usize,
@@ -82,26 +76,24 @@ struct Datagram {
     /// is, and what the fragment header's own Next Header said.
     named_at: usize,
     next_header: u8,
-    chunks: [u32; CHUNKS_PER_DATAGRAM],
 }
 
-impl Datagram {
-    fn empty() -> Datagram {
-        Datagram {
-            live: false,
-            key: Key { src: Ipv6Addr::UNSPECIFIED, dst: Ipv6Addr::UNSPECIFIED, ident: 0 },
-            deadline: Instant::ZERO,
-            received: 0,
-            total: None,
-            max_end: 0,
+impl Default for Meta {
+    fn default() -> Meta {
+        Meta {
             pieces: [(0, 0); MAX_PIECES],
             n_pieces: 0,
             first: [0; MAX_UNFRAGMENTABLE],
             first_len: 0,
             named_at: 0,
             next_header: 0,
-            chunks: [NO_CHUNK; CHUNKS_PER_DATAGRAM],
         }
+    }
+}
+
+impl reassembly::Meta for Meta {
+    fn head(&self) -> &[u8] {
+        &self.first[..self.first_len]
     }
 }
 
@@ -134,68 +126,30 @@ pub(crate) enum Outcome {
     Complete { len: usize },
 }
 
-enum Abandon {
-    Overlap,
-    Memory,
-}
-
-/// Datagrams in reassembly, with their bounded memory.
+/// IPv6 datagrams in reassembly, with their bounded memory.
 pub(crate) struct Ipv6Reassembly {
-    max_datagrams: usize,
-    memory: usize,
-    timeout: Duration,
-    hash_key: u64,
-    slots: Vec<Datagram>,
-    free_slots: Vec<u32>,
-    by_key: KeyedMap<Key, u32>,
-    arena: Vec<u8>,
-    free_chunks: Vec<u32>,
-    assembled: Vec<u8>,
-    next_deadline: Option<Instant>,
+    table: Table<Key, Meta>,
 }
 
 impl Ipv6Reassembly {
     pub(crate) fn new(cfg: &Ipv6Config, hash_key: u64) -> Ipv6Reassembly {
-        Ipv6Reassembly {
-            max_datagrams: cfg.reassembly_max_datagrams.min(u32::MAX as usize),
-            memory: cfg.reassembly_memory,
-            timeout: cfg.reassembly_timeout,
-            hash_key,
-            slots: Vec::new(),
-            free_slots: Vec::new(),
-            by_key: KeyedMap::with_hasher(KeyedState::new(hash_key)),
-            arena: Vec::new(),
-            free_chunks: Vec::new(),
-            assembled: Vec::new(),
-            next_deadline: None,
-        }
-    }
-
-    /// The one allocation of this module, on the first fragment.
-    fn allocate(&mut self) {
-        let n = self.max_datagrams;
-        let chunks = (self.memory / CHUNK).min(NO_CHUNK as usize);
-        self.slots = (0..n).map(|_| Datagram::empty()).collect();
-        self.free_slots = (0..n as u32).rev().collect();
-        self.by_key = KeyedMap::with_capacity_and_hasher(2 * n + 2, KeyedState::new(self.hash_key));
-        self.arena = vec![0; chunks * CHUNK];
-        self.free_chunks = (0..chunks as u32).rev().collect();
-        self.assembled = vec![0; MAX_UNFRAGMENTABLE + MAX_PAYLOAD];
+        let (n, memory, timeout) = (cfg.reassembly_max_datagrams, cfg.reassembly_memory, cfg.reassembly_timeout);
+        Ipv6Reassembly { table: Table::new(n, memory, timeout, hash_key, MAX_UNFRAGMENTABLE + MAX_PAYLOAD) }
     }
 
     /// Datagrams in progress.
     pub(crate) fn datagrams(&self) -> usize {
-        self.slots.len() - self.free_slots.len()
+        self.table.datagrams()
     }
 
     /// Arena bytes holding fragment data now (never above the memory limit).
     pub(crate) fn bytes_held(&self) -> usize {
-        self.arena.len() - self.free_chunks.len() * CHUNK
+        self.table.bytes_held()
     }
 
     /// When [`Ipv6Reassembly::expire`] next has work.
     pub(crate) fn poll_timeout(&self) -> Option<Instant> {
-        self.next_deadline
+        self.table.poll_timeout()
     }
 
     /// Take in one fragment (already checked: a non-last fragment's data is
@@ -204,8 +158,8 @@ impl Ipv6Reassembly {
         let key = Key { src: f.src, dst: f.dst, ident: f.ident };
         let end = f.offset + f.data.len();
         if end > MAX_PAYLOAD {
-            if let Some(&slot) = self.by_key.get(&key) {
-                self.release(slot);
+            if let Some(slot) = self.table.find(&key) {
+                self.table.release(slot);
             }
             counters.drop_ipv6_reasm_too_big += 1;
             return Outcome::Pending;
@@ -214,7 +168,7 @@ impl Ipv6Reassembly {
             counters.drop_ipv6_frag_malformed += 1;
             return Outcome::Pending;
         }
-        let Some(slot) = self.find_or_create(now, key) else {
+        let Some(slot) = self.table.find_or_create(now, key) else {
             counters.drop_ipv6_reasm_table_full += 1;
             return Outcome::Pending;
         };
@@ -225,7 +179,7 @@ impl Ipv6Reassembly {
                 return Outcome::Pending;
             }
             Err(why) => {
-                self.release(slot);
+                self.table.release(slot);
                 match why {
                     Abandon::Overlap => counters.drop_ipv6_reasm_overlap += 1,
                     Abandon::Memory => counters.drop_ipv6_reasm_memory += 1,
@@ -233,29 +187,22 @@ impl Ipv6Reassembly {
                 return Outcome::Pending;
             }
         }
-        let d = &self.slots[slot as usize];
-        let complete = d.first_len != 0 && d.total.is_some_and(|t| d.received == t);
-        if !complete {
+        if !self.table.complete(slot) {
             counters.rx_consumed += 1; // held for reassembly
             return Outcome::Pending;
         }
-        let total = d.received;
-        let first_len = d.first_len;
-        let payload_len = first_len - IPV6_HEADER_LEN + total;
+        let d = self.table.datagram(slot);
+        let payload_len = d.meta.first_len - IPV6_HEADER_LEN + d.received;
         if payload_len > MAX_PAYLOAD {
             // The unfragmentable part made the whole too long (RFC 8200 §4.5).
-            self.release(slot);
+            self.table.release(slot);
             counters.drop_ipv6_reasm_too_big += 1;
             return Outcome::Pending;
         }
-        let len = first_len + total;
-        self.assembled[..first_len].copy_from_slice(&d.first[..first_len]);
-        for_each_piece(&d.chunks, 0, total, |a, o| {
-            self.assembled[first_len + o.start..first_len + o.end].copy_from_slice(&self.arena[a])
-        });
-        self.assembled[d.named_at] = d.next_header;
-        Ipv6Packet::new_unchecked(&mut self.assembled[..len]).set_payload_len(payload_len as u16);
-        self.release(slot);
+        let (named_at, next_header) = (d.meta.named_at, d.meta.next_header);
+        let (assembled, len) = self.table.assemble(slot);
+        assembled[named_at] = next_header;
+        Ipv6Packet::new_unchecked(assembled).set_payload_len(payload_len as u16);
         // The last fragment is used up in the datagram, which counts as a
         // frame of its own from here (`ipv6_reassembled`).
         counters.rx_consumed += 1;
@@ -266,106 +213,45 @@ impl Ipv6Reassembly {
     /// The buffer a complete datagram was assembled in, lent out while it is
     /// delivered; give it back with [`Ipv6Reassembly::restore_assembled`].
     pub(crate) fn take_assembled(&mut self) -> Vec<u8> {
-        core::mem::take(&mut self.assembled)
+        self.table.take_assembled()
     }
 
     pub(crate) fn restore_assembled(&mut self, buffer: Vec<u8>) {
-        self.assembled = buffer;
-    }
-
-    fn find_or_create(&mut self, now: Instant, key: Key) -> Option<u32> {
-        if let Some(&slot) = self.by_key.get(&key) {
-            return Some(slot);
-        }
-        if self.slots.is_empty() && self.max_datagrams > 0 {
-            self.allocate();
-        }
-        let slot = self.free_slots.pop()?;
-        let deadline = now + self.timeout;
-        let d = &mut self.slots[slot as usize];
-        d.live = true;
-        d.key = key;
-        d.deadline = deadline;
-        d.received = 0;
-        d.total = None;
-        d.max_end = 0;
-        d.n_pieces = 0;
-        d.first_len = 0;
-        self.by_key.insert(key, slot);
-        self.next_deadline = Some(self.next_deadline.map_or(deadline, |t| t.min(deadline)));
-        Some(slot)
+        self.table.restore_assembled(buffer);
     }
 
     /// `Ok(true)`: new data held; `Ok(false)`: an exact duplicate;
     /// `Err`: the datagram must go.
     fn add(&mut self, slot: u32, f: &Fragment<'_>) -> Result<bool, Abandon> {
-        let d = &mut self.slots[slot as usize];
         let (start, end) = (f.offset, f.offset + f.data.len());
-        if !f.more {
-            if d.total.is_some_and(|t| t != end) || d.max_end > end {
-                return Err(Abandon::Overlap);
-            }
-            d.total = Some(end);
-        } else if d.total.is_some_and(|t| end > t) {
-            return Err(Abandon::Overlap);
-        }
-        for &(s, e) in &d.pieces[..d.n_pieces] {
+        self.table.check_end(slot, end, !f.more)?;
+        let d = self.table.datagram(slot);
+        for &(s, e) in &d.meta.pieces[..d.meta.n_pieces] {
             let (s, e) = (s as usize, e as usize);
             if s < end && start < e {
-                if (s, e) == (start, end) && same_bytes(&self.arena, &d.chunks, start, f.data) {
+                if (s, e) == (start, end) && d.same_bytes(self.table.arena(), start, f.data) {
                     return Ok(false);
                 }
                 return Err(Abandon::Overlap);
             }
         }
-        if !f.data.is_empty() {
-            if d.n_pieces == MAX_PIECES {
-                return Err(Abandon::Memory);
-            }
-            let range = start / CHUNK..=(end - 1) / CHUNK;
-            let needed = d.chunks[range.clone()].iter().filter(|&&c| c == NO_CHUNK).count();
-            if needed > self.free_chunks.len() {
-                return Err(Abandon::Memory);
-            }
-            for c in &mut d.chunks[range] {
-                if *c == NO_CHUNK {
-                    *c = self.free_chunks.pop().expect("counted above");
-                }
-            }
-            let arena = &mut self.arena;
-            for_each_piece(&d.chunks, start, f.data.len(), |a, o| arena[a].copy_from_slice(&f.data[o]));
-            d.pieces[d.n_pieces] = (start as u32, end as u32);
-            d.n_pieces += 1;
+        if !f.data.is_empty() && d.meta.n_pieces == MAX_PIECES {
+            return Err(Abandon::Memory);
         }
-        d.received += f.data.len();
-        d.max_end = d.max_end.max(end);
+        self.table.store(slot, start, f.data)?;
+        let meta = &mut self.table.datagram_mut(slot).meta;
+        if !f.data.is_empty() {
+            meta.pieces[meta.n_pieces] = (start as u32, end as u32);
+            meta.n_pieces += 1;
+        }
         if start == 0 {
             let n = f.unfragmentable.len();
-            d.first[..n].copy_from_slice(f.unfragmentable);
-            d.first_len = n;
-            d.named_at = f.named_at;
-            d.next_header = f.next_header;
+            meta.first[..n].copy_from_slice(f.unfragmentable);
+            meta.first_len = n;
+            meta.named_at = f.named_at;
+            meta.next_header = f.next_header;
         }
         Ok(true)
-    }
-
-    fn release(&mut self, slot: u32) {
-        let d = &mut self.slots[slot as usize];
-        if !d.live {
-            return;
-        }
-        d.live = false;
-        for c in &mut d.chunks {
-            if *c != NO_CHUNK {
-                self.free_chunks.push(*c);
-                *c = NO_CHUNK;
-            }
-        }
-        self.by_key.remove(&d.key);
-        self.free_slots.push(slot);
-        if self.next_deadline == Some(d.deadline) {
-            self.next_deadline = self.slots.iter().filter(|d| d.live).map(|d| d.deadline).min();
-        }
     }
 
     /// Abandon every datagram whose time is up at `now`; `expired` hears of
@@ -374,43 +260,30 @@ impl Ipv6Reassembly {
     /// `quote.len()` bytes written to `quote`) when it had come, for ICMPv6
     /// time exceeded.
     pub(crate) fn expire(&mut self, now: Instant, quote: &mut [u8], mut expired: impl FnMut(Option<&[u8]>)) {
-        if self.next_deadline.is_none_or(|t| t > now) {
-            return;
-        }
-        for slot in 0..self.slots.len() {
-            let d = &self.slots[slot];
-            if !d.live || d.deadline > now {
-                continue;
+        self.table.expire(now, |d, arena| {
+            let m = &d.meta;
+            if m.first_len == 0 || quote.len() < m.first_len + IPV6_FRAGMENT_HEADER_LEN {
+                return expired(None);
             }
-            if d.first_len == 0 || quote.len() < d.first_len + IPV6_FRAGMENT_HEADER_LEN {
-                expired(None);
-            } else {
-                let head = d.first_len;
-                quote[..head].copy_from_slice(&d.first[..head]);
-                let frag = Ipv6FragmentRepr {
-                    next_header: d.next_header.into(),
-                    frag_offset: 0,
-                    more_frags: true,
-                    ident: d.key.ident,
-                };
-                frag.emit(&mut quote[head..]);
-                let head = head + IPV6_FRAGMENT_HEADER_LEN;
-                // The first fragment's data: the piece at offset 0.
-                let first_piece = d.pieces[..d.n_pieces].iter().find(|&&(s, _)| s == 0).map_or(0, |&(_, e)| e as usize);
-                let n = first_piece.min(quote.len() - head);
-                for_each_piece(&d.chunks, 0, n, |a, o| {
-                    quote[head + o.start..head + o.end].copy_from_slice(&self.arena[a])
-                });
-                expired(Some(&quote[..head + n]));
-            }
-            self.release(slot as u32);
-        }
+            let head = m.first_len;
+            quote[..head].copy_from_slice(&m.first[..head]);
+            let frag =
+                Ipv6FragmentRepr { next_header: m.next_header.into(), frag_offset: 0, more_frags: true, ident: d.key.ident };
+            frag.emit(&mut quote[head..]);
+            let head = head + IPV6_FRAGMENT_HEADER_LEN;
+            // The first fragment's data: the piece at offset 0.
+            let first_piece = m.pieces[..m.n_pieces].iter().find(|&&(s, _)| s == 0).map_or(0, |&(_, e)| e as usize);
+            let n = first_piece.min(quote.len() - head);
+            d.copy_data(arena, 0, &mut quote[head..head + n]);
+            expired(Some(&quote[..head + n]));
+        });
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ip::reassembly::CHUNK;
     use crate::time::Instant;
     use ustack_wire::EthernetAddress;
 
