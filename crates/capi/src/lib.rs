@@ -58,7 +58,10 @@
 //! `EPOLLET`/`EPOLLONESHOT` semantics. An event queues the socket on its
 //! sets' ready lists and writes the eventfd only when a thread sleeps on one
 //! of them (once per sleep): a thread that is busy finds the list at its
-//! next wait, so under load most events cost no system call.
+//! next wait, so under load most events cost no system call. A set that is
+//! watched from outside (inside another epoll set, or polled) also gets a
+//! bell of its own, readable while a ustack member is ready, so the kernel
+//! reports the set to whoever watches it (see [`wait`]).
 //!
 //! # Errors
 //!

@@ -5,7 +5,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::os::fd::RawFd;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard, OnceLock};
 
 use ustack_core::phy::{Device, TxMeta, TxQueue};
@@ -28,6 +28,11 @@ pub const EPOLL_TAG: u64 = 0xffff_5553_0000_0000;
 
 static USTACK_FD: [AtomicBool; MAX_FDS] = [const { AtomicBool::new(false) }; MAX_FDS];
 static EPOLL_FD: [AtomicBool; MAX_FDS] = [const { AtomicBool::new(false) }; MAX_FDS];
+static WATCHED_FD: [AtomicBool; MAX_FDS] = [const { AtomicBool::new(false) }; MAX_FDS];
+
+/// How many epoll sets have a bell of their own ([`EpollSet::bell`]): while
+/// none has, a wait on kernel descriptors costs one load of this.
+pub(crate) static BELLS: AtomicUsize = AtomicUsize::new(0);
 
 /// Whether `fd` is a ustack socket of this process. Lock-free: the
 /// LD_PRELOAD library asks it on every `read`, `write` and `close`.
@@ -49,6 +54,21 @@ pub fn is_ustack_epoll(epfd: RawFd) -> bool {
 pub(crate) fn set_ustack_epoll(epfd: RawFd, on: bool) {
     if let Some(f) = usize::try_from(epfd).ok().and_then(|i| EPOLL_FD.get(i)) {
         f.store(on, Ordering::Release);
+    }
+}
+
+/// Whether `fd` is an epoll set that is itself watched: a member of another
+/// epoll set, or polled with poll/select: it then has a bell of its own
+/// (see the nested sets in [`crate::wait`]).
+pub fn is_watched_epoll(fd: RawFd) -> bool {
+    usize::try_from(fd).ok().and_then(|i| WATCHED_FD.get(i)).is_some_and(|f| f.load(Ordering::Acquire))
+}
+
+pub(crate) fn set_watched_epoll(fd: RawFd, on: bool) {
+    if let Some(f) = usize::try_from(fd).ok().and_then(|i| WATCHED_FD.get(i)) {
+        if f.load(Ordering::Relaxed) != on {
+            f.store(on, Ordering::Release);
+        }
     }
 }
 
@@ -250,6 +270,13 @@ pub(crate) struct EpollSet {
     pub sleepers: u32,
     /// A doorbell of this set was rung since its sleepers went to sleep.
     pub rung: bool,
+    /// For a set inside another epoll set (or polled): an eventfd of ours in
+    /// the set's kernel set, level-triggered, readable exactly while a
+    /// ustack member is ready (`raised`), so the kernel reports the set
+    /// readable to whoever watches it. The sockets' own doorbells cannot
+    /// do that: they ring only for a thread sleeping on this set.
+    pub bell: Option<RawFd>,
+    pub raised: bool,
 }
 
 impl EpollSet {
@@ -260,6 +287,22 @@ impl EpollSet {
                 e.queued = true;
                 self.ready.push(fd);
             }
+        }
+    }
+
+    /// Make the bell readable (the set has a ready ustack member).
+    pub fn raise(&mut self) {
+        if let (Some(b), false) = (self.bell, self.raised) {
+            ring(b);
+            self.raised = true;
+        }
+    }
+
+    /// Make the bell unreadable (no ustack member is ready).
+    pub fn lower(&mut self) {
+        if let (Some(b), true) = (self.bell, self.raised) {
+            drain(b);
+            self.raised = false;
         }
     }
 }
@@ -330,6 +373,24 @@ impl Inner {
         });
         if bell {
             ring(fd);
+        }
+        if BELLS.load(Ordering::Relaxed) > 0 {
+            // Sets that are watched from outside: raise each one's bell if
+            // this socket now has an event its entry there asks for.
+            let Some(s) = self.socks.get(&fd) else { return };
+            let sets: Vec<RawFd> = s.epolls.clone();
+            for ep in sets {
+                let Some(set) = self.epolls.get(&ep) else { continue };
+                let Some(&e) = set.members.get(&fd) else { continue };
+                if set.bell.is_none() || set.raised || e.disabled {
+                    continue;
+                }
+                if crate::wait::member_ready(self, fd, e.events) {
+                    if let Some(set) = self.epolls.get_mut(&ep) {
+                        set.raise();
+                    }
+                }
+            }
         }
     }
 

@@ -12,7 +12,11 @@ use ustack_core::stack::DEFAULT_RX_BURST;
 
 use crate::errno::{Errno, EBADF, EFAULT, EINVAL};
 use crate::socket::poll_bits;
-use crate::sys::{self, drain, is_ustack, is_ustack_epoll, lock, raw_poll, set_ustack_epoll, EpollEntry, Inner, EPOLL_TAG};
+use crate::sys::{
+    self, drain, is_ustack, is_ustack_epoll, is_watched_epoll, lock, raw_poll, set_ustack_epoll, set_watched_epoll, EpollEntry,
+    Inner, BELLS, EPOLL_TAG,
+};
+use std::sync::atomic::Ordering;
 
 /// Milliseconds left until `deadline` (`None`: forever, as -1).
 fn remaining(deadline: Option<Instant>) -> i64 {
@@ -26,6 +30,10 @@ fn deadline_of(timeout_ms: i64) -> Option<Instant> {
 /// poll(2) over any mix of descriptors; `timeout_ms < 0` waits forever.
 /// Returns how many entries have events.
 pub fn poll(fds: &mut [libc::pollfd], timeout_ms: i64) -> Result<usize, Errno> {
+    for p in fds.iter() {
+        polled(p.fd);
+    }
+    before_kernel_wait();
     let ours: Vec<usize> = (0..fds.len()).filter(|&i| is_ustack(fds[i].fd)).collect();
     if ours.is_empty() {
         let n = raw_poll(fds, timeout_ms);
@@ -170,7 +178,11 @@ fn raw_epoll_ctl(epfd: RawFd, op: i32, fd: RawFd, ev: Option<libc::epoll_event>)
 pub unsafe fn epoll_ctl(epfd: RawFd, op: i32, fd: RawFd, ev: *mut libc::epoll_event) -> Result<(), Errno> {
     if !is_ustack(fd) {
         let e = if ev.is_null() { None } else { Some(*ev) };
-        return raw_epoll_ctl(epfd, op, fd, e);
+        raw_epoll_ctl(epfd, op, fd, e)?;
+        if op == libc::EPOLL_CTL_ADD {
+            watched_by_epoll(fd);
+        }
+        return Ok(());
     }
     let mut g = lock()?;
     g.sock(fd)?;
@@ -195,6 +207,9 @@ pub unsafe fn epoll_ctl(epfd: RawFd, op: i32, fd: RawFd, ev: *mut libc::epoll_ev
                 s.epolls.push(epfd);
             }
             set_ustack_epoll(epfd, true);
+            if is_watched_epoll(epfd) {
+                ensure_bell(&mut g, epfd)?;
+            }
             // The socket may be ready now: make the next wait look.
             g.notify(fd);
         }
@@ -216,10 +231,123 @@ pub unsafe fn epoll_ctl(epfd: RawFd, op: i32, fd: RawFd, ev: *mut libc::epoll_ev
 
 /// Forget an epoll set's ustack members (it is being closed).
 pub fn epoll_forget(epfd: RawFd) {
+    set_watched_epoll(epfd, false);
     if is_ustack_epoll(epfd) {
         set_ustack_epoll(epfd, false);
         if let Ok(mut g) = lock() {
-            g.epolls.remove(&epfd);
+            if let Some(bell) = g.epolls.remove(&epfd).and_then(|set| set.bell) {
+                sys::raw_close(bell);
+                BELLS.fetch_sub(1, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+// ---- epoll sets inside epoll sets (and polled epoll sets) -------------
+//
+// The kernel reports an epoll set readable while its own ready list holds a
+// member with events. A ustack socket's doorbell rings only for a thread
+// sleeping on its set, so a set watched from outside (a member of another
+// epoll set, or in a poll/select) gets a bell of its own (`EpollSet::bell`)
+// in its kernel set: raised when a member gets an event it asks for, and
+// checked against the members' real readiness before every wait on kernel
+// descriptors (lowered when none is ready), so a set whose data was read
+// meanwhile is not reported.
+
+/// Whether ustack socket `fd` has an event that an epoll entry asking for
+/// `events` reports.
+pub(crate) fn member_ready(g: &mut Inner, fd: RawFd, events: u32) -> bool {
+    let want = events | (libc::EPOLLHUP | libc::EPOLLERR) as u32;
+    to_epoll(poll_bits(g, fd, events & libc::EPOLLOUT as u32 != 0)) & want != 0
+}
+
+/// Whether a wait on `epfd` now would report a ustack member: one on its
+/// ready list with an event its entry asks for.
+fn set_ready(g: &mut Inner, epfd: RawFd) -> bool {
+    let Some(set) = g.epolls.get(&epfd) else { return false };
+    let candidates: Vec<(RawFd, u32)> = set
+        .ready
+        .iter()
+        .filter_map(|fd| set.members.get(fd).filter(|e| e.queued && !e.disabled).map(|e| (*fd, e.events)))
+        .collect();
+    candidates.into_iter().any(|(fd, events)| member_ready(g, fd, events))
+}
+
+/// Raise or lower `epfd`'s bell to match its members' readiness.
+fn check_bell(g: &mut Inner, epfd: RawFd) {
+    let ready = set_ready(g, epfd);
+    if let Some(set) = g.epolls.get_mut(&epfd) {
+        if ready {
+            set.raise();
+        } else {
+            set.lower();
+        }
+    }
+}
+
+/// Give the set `epfd` (which holds ustack sockets and is watched) its
+/// bell, in the state its members' readiness asks for.
+fn ensure_bell(g: &mut Inner, epfd: RawFd) -> Result<(), Errno> {
+    let Some(set) = g.epolls.get_mut(&epfd) else { return Ok(()) };
+    if set.bell.is_none() {
+        let bell = sys::new_eventfd(true)?;
+        let ev = libc::epoll_event { events: libc::EPOLLIN as u32, u64: EPOLL_TAG | bell as u64 };
+        if let Err(e) = raw_epoll_ctl(epfd, libc::EPOLL_CTL_ADD, bell, Some(ev)) {
+            sys::raw_close(bell);
+            return Err(e);
+        }
+        set.bell = Some(bell);
+        set.raised = false;
+        BELLS.fetch_add(1, Ordering::Relaxed);
+    }
+    check_bell(g, epfd);
+    Ok(())
+}
+
+/// Mark `fd` watched and, if it holds ustack sockets, give it its bell.
+fn watch(fd: RawFd) {
+    set_watched_epoll(fd, true);
+    if is_ustack_epoll(fd) {
+        if let Ok(mut g) = lock() {
+            // Without a descriptor for the bell, the set still works for
+            // threads waiting on it directly.
+            let _ = ensure_bell(&mut g, fd);
+        }
+    }
+}
+
+/// Kernel descriptor `fd` joined an epoll set: if it is an epoll set
+/// itself (one holding ustack sockets, or any epoll instance, which may
+/// get some later), it is watched from now on.
+pub fn watched_by_epoll(fd: RawFd) {
+    if is_watched_epoll(fd) {
+        return;
+    }
+    let is_epoll = is_ustack_epoll(fd)
+        || std::fs::read_link(format!("/proc/self/fd/{fd}")).is_ok_and(|l| l.as_os_str() == "anon_inode:[eventpoll]");
+    if is_epoll {
+        watch(fd);
+    }
+}
+
+/// `fd` is in a poll or select: an epoll set holding ustack sockets is
+/// watched from now on.
+pub fn polled(fd: RawFd) {
+    if is_ustack_epoll(fd) && !is_watched_epoll(fd) {
+        watch(fd);
+    }
+}
+
+/// Before a wait in the kernel that may include a watched set: bring every
+/// bell to its members' readiness (one atomic load while no set has one).
+pub fn before_kernel_wait() {
+    if BELLS.load(Ordering::Relaxed) == 0 {
+        return;
+    }
+    if let Ok(mut g) = lock() {
+        let sets: Vec<RawFd> = g.epolls.iter().filter(|(_, s)| s.bell.is_some()).map(|(&ep, _)| ep).collect();
+        for ep in sets {
+            check_bell(&mut g, ep);
         }
     }
 }
@@ -312,6 +440,8 @@ fn look_or_sleep(epfd: RawFd, out: &mut [libc::epoll_event], slept: bool, sleep:
     if n == 0 && sleep {
         if let Some(set) = g.epolls.get_mut(&epfd) {
             if set.ready.is_empty() {
+                // Nothing ready: a raised bell would end the sleep at once.
+                set.lower();
                 if set.sleepers == 0 {
                     set.rung = false;
                 }
@@ -327,6 +457,19 @@ fn look_or_sleep(epfd: RawFd, out: &mut [libc::epoll_event], slept: bool, sleep:
 
 /// epoll_wait(2) over a set holding any mix of descriptors.
 pub fn epoll_wait(epfd: RawFd, out: &mut [libc::epoll_event], timeout_ms: i64) -> Result<usize, Errno> {
+    before_kernel_wait();
+    let r = epoll_wait_any(epfd, out, timeout_ms);
+    if is_watched_epoll(epfd) && is_ustack_epoll(epfd) {
+        // What is left ready (a level-triggered member not read to the end)
+        // keeps the set readable for whoever watches it.
+        if let Ok(mut g) = lock() {
+            check_bell(&mut g, epfd);
+        }
+    }
+    r
+}
+
+fn epoll_wait_any(epfd: RawFd, out: &mut [libc::epoll_event], timeout_ms: i64) -> Result<usize, Errno> {
     if out.is_empty() {
         return Err(EINVAL);
     }

@@ -562,8 +562,22 @@ unsafe fn dup3_any(old: c_int, new: c_int, flags: Option<c_int>) -> c_int {
 
 // ---- waiting --------------------------------------------------------------------
 
+/// Whether `fds` holds a ustack socket. On the way, epoll sets holding
+/// ustack sockets are marked polled, and when the kernel alone will wait,
+/// their bells are brought up to date (see `capi::wait::before_kernel_wait`).
 fn has_ustack(fds: &[pollfd]) -> bool {
-    capi::started() && fds.iter().any(|p| is_ustack(p.fd))
+    if !capi::started() {
+        return false;
+    }
+    let mut ours = false;
+    for p in fds {
+        ours |= is_ustack(p.fd);
+        capi::wait::polled(p.fd);
+    }
+    if !ours {
+        capi::wait::before_kernel_wait();
+    }
+    ours
 }
 
 unsafe fn fds_of<'a>(fds: *mut pollfd, n: nfds_t) -> &'a mut [pollfd] {
@@ -620,8 +634,17 @@ unsafe fn sets_have_ustack(nfds: c_int, sets: [*mut libc::fd_set; 3]) -> bool {
     if !capi::started() {
         return false;
     }
-    (0..nfds.clamp(0, libc::FD_SETSIZE as c_int))
-        .any(|fd| is_ustack(fd) && sets.iter().any(|s| !s.is_null() && libc::FD_ISSET(fd, *s)))
+    let mut ours = false;
+    for fd in 0..nfds.clamp(0, libc::FD_SETSIZE as c_int) {
+        if sets.iter().any(|s| !s.is_null() && libc::FD_ISSET(fd, *s)) {
+            ours |= is_ustack(fd);
+            capi::wait::polled(fd);
+        }
+    }
+    if !ours {
+        capi::wait::before_kernel_wait();
+    }
+    ours
 }
 
 unsafe fn select_ustack(nfds: c_int, rd: *mut libc::fd_set, wr: *mut libc::fd_set, ex: *mut libc::fd_set, ms: c_int) -> c_int {
@@ -685,7 +708,12 @@ pub unsafe extern "C" fn epoll_ctl(epfd: c_int, op: c_int, fd: c_int, ev: *mut l
     if is_ustack(fd) {
         return ffi::ustack_epoll_ctl(epfd, op, fd, ev);
     }
-    real!("epoll_ctl", unsafe extern "C" fn(c_int, c_int, c_int, *mut libc::epoll_event) -> c_int)(epfd, op, fd, ev)
+    let r = real!("epoll_ctl", unsafe extern "C" fn(c_int, c_int, c_int, *mut libc::epoll_event) -> c_int)(epfd, op, fd, ev);
+    if r == 0 && op == libc::EPOLL_CTL_ADD && ACTIVE.load(Ordering::Relaxed) {
+        // An epoll set inside another one is watched (it may hold ustack sockets).
+        capi::wait::watched_by_epoll(fd);
+    }
+    r
 }
 
 #[no_mangle]
@@ -693,6 +721,7 @@ pub unsafe extern "C" fn epoll_wait(epfd: c_int, ev: *mut libc::epoll_event, max
     if capi::is_ustack_epoll(epfd) {
         return ffi::ustack_epoll_wait(epfd, ev, max, timeout);
     }
+    capi::wait::before_kernel_wait();
     real!("epoll_wait", unsafe extern "C" fn(c_int, *mut libc::epoll_event, c_int, c_int) -> c_int)(epfd, ev, max, timeout)
 }
 
@@ -710,6 +739,7 @@ pub unsafe extern "C" fn epoll_pwait(
         }
         return ffi::ustack_epoll_wait(epfd, ev, max, timeout);
     }
+    capi::wait::before_kernel_wait();
     real!("epoll_pwait", unsafe extern "C" fn(c_int, *mut libc::epoll_event, c_int, c_int, *const libc::sigset_t) -> c_int)(
         epfd, ev, max, timeout, mask,
     )

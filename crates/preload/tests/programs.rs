@@ -349,11 +349,24 @@ fn bad_settings_are_one_line_and_exit_2_and_no_device_passes_through() {
 #[test]
 fn one_epoll_set_mixes_a_pipe_a_unix_socket_a_file_and_ustack_sockets() {
     skip_unless!("cc", "socat");
-    let site = Site::new("pmix", 4);
-    let tmp = support::TempDir::new("pmix");
-    let exe = tmp.path("mixed_epoll");
-    let src = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/mixed_epoll.c");
-    let cc = std::process::Command::new("cc").args(["-std=gnu11", "-Wall", "-Werror", "-O1", src, "-o"]).arg(&exe).output().unwrap();
+    c_program_against_kernel_echo_servers("pmix", 4, "mixed_epoll", "mixed epoll ok");
+}
+
+#[test]
+fn an_epoll_set_inside_an_epoll_set_wakes_for_ustack_sockets() {
+    skip_unless!("cc", "socat");
+    c_program_against_kernel_echo_servers("pnest", 6, "nested_epoll", "nested epoll ok");
+}
+
+/// Compile `tests/{name}.c` and run it under the library on a TAP site
+/// against kernel TCP (7000) and UDP (7001) echo servers; it must print
+/// `ok_line`.
+fn c_program_against_kernel_echo_servers(tag: &str, idx: u8, name: &str, ok_line: &str) {
+    let site = Site::new(tag, idx);
+    let tmp = support::TempDir::new(tag);
+    let exe = tmp.path(name);
+    let src = format!("{}/tests/{name}.c", env!("CARGO_MANIFEST_DIR"));
+    let cc = std::process::Command::new("cc").args(["-std=gnu11", "-Wall", "-Werror", "-O1", &src, "-o"]).arg(&exe).output().unwrap();
     assert!(cc.status.success(), "cc: {}", String::from_utf8_lossy(&cc.stderr));
     // Kernel echo servers for the program's ustack sockets.
     let _tcp = site.ns.spawn(&["socat", "-T", "20", "TCP4-LISTEN:7000,reuseaddr", "PIPE"], &[]);
@@ -363,7 +376,7 @@ fn one_epoll_set_mixes_a_pipe_a_unix_socket_a_file_and_ustack_sockets() {
     let argv = site.preloaded(&[&exe, &site.host_ip, "7000", "7001"]);
     let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
     let out = support::run_bounded(site.ns.command(&argv), None, SECS(40));
-    assert!(out.ok() && out.stdout_str().contains("mixed epoll ok"), "{out}");
+    assert!(out.ok() && out.stdout_str().contains(ok_line), "{out}");
 }
 
 #[test]
