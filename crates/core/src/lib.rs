@@ -41,6 +41,6 @@ pub use counters::Counters;
 pub use icmp::{EchoReply, PingError, PingHandle};
 pub use readiness::{Event, Interest, NoSuchSocket, Readiness, Socket};
 pub use stack::Stack;
-pub use tcp_sockets::{ConnectError, ListenError, TcpHandle};
+pub use tcp_sockets::{ConnectError, ListenError, MoveError, MovedConnection, TcpHandle};
 pub use time::{Duration, Instant};
 pub use udp::{BindError, UdpHandle, UdpSendError};

@@ -188,3 +188,214 @@ fn one_shard_is_a_plain_pair() {
     }));
     assert_eq!(sim.peer_port.steering().steered, [sim.peer_port.stats_to(0).delivered - sim.peer_port.steering().broadcast]);
 }
+
+/// Byte `offset` of the stream `seed` names (SplitMix64 over 8-byte words):
+/// every connection and direction has its own, so a byte from the wrong
+/// place or the wrong connection is caught.
+fn stream_byte(seed: u64, offset: u64) -> u8 {
+    let mut z = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ (offset / 8).wrapping_add(0x6a09_e667_f3bc_c908);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^= z >> 31;
+    (z >> ((offset % 8) * 8)) as u8
+}
+
+/// One side of a connection that sends its stream and checks the other's.
+struct Flow {
+    h: TcpHandle,
+    /// The seeds of what this side sends and what it must receive.
+    tx_seed: u64,
+    rx_seed: u64,
+    sent: u64,
+    got: u64,
+    eof: bool,
+}
+
+impl Flow {
+    /// Send and receive what the stack takes and holds now; panics on a
+    /// byte out of place. Closes its side once all is sent.
+    fn pump(&mut self, stack: &mut Stack, len: u64, buf: &mut [u8]) {
+        while self.sent < len {
+            let n = buf.len().min((len - self.sent) as usize);
+            for (i, b) in buf[..n].iter_mut().enumerate() {
+                *b = stream_byte(self.tx_seed, self.sent + i as u64);
+            }
+            match stack.tcp_send(self.h, &buf[..n]) {
+                Ok(0) | Err(_) => break,
+                Ok(k) => {
+                    self.sent += k as u64;
+                    if self.sent == len {
+                        stack.tcp_shutdown(self.h).unwrap();
+                    }
+                }
+            }
+        }
+        while let Ok(n) = stack.tcp_recv(self.h, buf) {
+            if n == 0 {
+                self.eof = true;
+                break;
+            }
+            for (i, &b) in buf[..n].iter().enumerate() {
+                let at = self.got + i as u64;
+                assert_eq!(b, stream_byte(self.rx_seed, at), "stream {} byte {at}", self.rx_seed);
+            }
+            self.got += n as u64;
+        }
+    }
+
+    fn done(&self, len: u64) -> bool {
+        self.sent == len && self.got == len && self.eof
+    }
+}
+
+/// Connections moved between shards in the middle of a transfer, both ways
+/// at once, over a link that loses, duplicates and reorders: every byte
+/// arrives in place on both sides, nothing is reset, and frames the link
+/// still steers to the old shard are handed to the new one.
+#[test]
+fn connections_moved_between_shards_mid_transfer_keep_every_byte() {
+    const CONNS: usize = 16;
+    const LEN: u64 = 2 * 1024 * 1024;
+    const DATA_PORT: u16 = 9;
+    let link = LinkConfig {
+        capacity: 4096,
+        loss: 0.005,
+        duplicate: 0.005,
+        reorder: 0.01,
+        delay: ustack_core::Duration::from_micros(200),
+        ..LinkConfig::default()
+    };
+    let mut sim =
+        ShardSim::new(2, link, Toeplitz::default(), |c| c.tcp.time_wait = ustack_core::Duration::from_millis(50));
+    for s in &mut sim.shards {
+        s.tcp_listen(DATA_PORT, 64).unwrap();
+    }
+    let mut peers: Vec<Flow> = (0..CONNS)
+        .map(|_| {
+            let h = sim.peer.tcp_connect(sim.now, SocketAddrV4::new(SHARD_IP, DATA_PORT)).unwrap();
+            let port = u64::from(sim.peer.tcp_connection(h).unwrap().four_tuple().local_port);
+            Flow { h, tx_seed: port << 1, rx_seed: port << 1 | 1, sent: 0, got: 0, eof: false }
+        })
+        .collect();
+    // The shards' ends, with the shard each is on now.
+    let mut ends: Vec<(usize, Flow)> = Vec::new();
+    let mut moves = vec![0u32; CONNS];
+    let mut buf = vec![0u8; 16 * 1024];
+    let ok = sim.run_until(TURNS, |sim| {
+        for k in 0..2 {
+            while let Some(h) = sim.shards[k].tcp_accept(DATA_PORT) {
+                let port = u64::from(sim.shards[k].tcp_connection(h).unwrap().four_tuple().remote_port);
+                ends.push((k, Flow { h, tx_seed: port << 1 | 1, rx_seed: port << 1, sent: 0, got: 0, eof: false }));
+            }
+        }
+        for f in &mut peers {
+            f.pump(&mut sim.peer, LEN, &mut buf);
+        }
+        for (k, f) in &mut ends {
+            f.pump(&mut sim.shards[*k], LEN, &mut buf);
+        }
+        // Each connection moves to the other shard each time its transfer
+        // passes another eighth (of what it received; at most once a turn),
+        // data in flight both ways.
+        for (i, (k, f)) in ends.iter_mut().enumerate() {
+            if f.got < LEN && f.got >= (u64::from(moves[i]) + 1) * LEN / 8 {
+                let to = 1 - *k;
+                match sim.move_connection(*k, f.h, to) {
+                    Ok(h) => {
+                        (f.h, *k) = (h, to);
+                        moves[i] += 1;
+                    }
+                    Err(e) => panic!("moving connection {i}: {e:?}"),
+                }
+            }
+        }
+        ends.len() == CONNS && peers.iter().all(|f| f.done(LEN)) && ends.iter().all(|(_, f)| f.done(LEN))
+    });
+    let progress: Vec<(u64, u64)> = peers.iter().map(|f| (f.sent, f.got)).collect();
+    assert!(ok, "transfers unfinished (peer sent, got): {progress:?}");
+    eprintln!("moves per connection {moves:?}; frames handed over {}", sim.handed_over);
+    assert!(moves.iter().all(|&m| m >= 3), "every connection moved three times or more mid-transfer: {moves:?}");
+    assert!(sim.handed_over > 0, "frames steered to the old shard were handed to the new one");
+    for (k, s) in sim.shards.iter().enumerate() {
+        assert_eq!(s.counters().tcp_rst_sent, 0, "shard {k}: a frame met no connection");
+    }
+    assert_eq!(sim.peer.counters().tcp_rst_sent, 0);
+    // Closed, the connections give every chunk back to the pool of the
+    // shard they ended on; none is left in the pool of one they left.
+    for f in &peers {
+        sim.peer.tcp_close(f.h);
+    }
+    for (k, f) in &ends {
+        sim.shards[*k].tcp_close(f.h);
+    }
+    let drained = sim.run_until(TURNS, |sim| sim.shards.iter().all(|s| s.tcp_buffer_pool().in_use() == 0));
+    let in_use: Vec<usize> = sim.shards.iter().map(|s| s.tcp_buffer_pool().in_use()).collect();
+    assert!(drained, "chunks still in use: {in_use:?}");
+}
+
+/// A move the receiving shard cannot take (its table is full) leaves the
+/// connection where it was, under a new handle, its bytes intact; a
+/// handle that moved away names nothing; a connection not yet accepted
+/// does not move.
+#[test]
+fn a_move_that_cannot_happen_leaves_the_connection_whole() {
+    const LEN: u64 = 64 * 1024;
+    // The shards (configured after the peer) hold one connection each.
+    let configured = std::cell::Cell::new(0);
+    let mut sim = ShardSim::new(2, LinkConfig::default(), Toeplitz::default(), |c| {
+        if configured.replace(configured.get() + 1) > 0 {
+            c.tcp_max_connections = 1;
+        }
+    });
+    for s in &mut sim.shards {
+        s.tcp_listen(PORT, 4).unwrap();
+    }
+    // One connection to each shard (ports picked by their hash).
+    let home = sim.shards[0].shard().unwrap().clone();
+    let mut peers = Vec::new();
+    while peers.len() < 2 {
+        let h = sim.peer.tcp_connect(sim.now, SocketAddrV4::new(SHARD_IP, PORT)).unwrap();
+        let port = sim.peer.tcp_connection(h).unwrap().four_tuple().local_port;
+        if home.shard_of(SHARD_IP, PORT, PEER_IP, port) == peers.len() {
+            let p = u64::from(port);
+            peers.push(Flow { h, tx_seed: p << 1, rx_seed: p << 1 | 1, sent: 0, got: 0, eof: false });
+        } else {
+            sim.peer.tcp_abort(h);
+        }
+    }
+    let mut ends: Vec<Option<Flow>> = vec![None, None];
+    let mut buf = vec![0u8; 4096];
+    let mut tried = false;
+    let ok = sim.run_until(TURNS, |sim| {
+        for k in 0..2 {
+            if let Some(h) = sim.shards[k].tcp_accept(PORT) {
+                let p = u64::from(sim.shards[k].tcp_connection(h).unwrap().four_tuple().remote_port);
+                ends[k] = Some(Flow { h, tx_seed: p << 1 | 1, rx_seed: p << 1, sent: 0, got: 0, eof: false });
+            }
+        }
+        for f in &mut peers {
+            f.pump(&mut sim.peer, LEN, &mut buf);
+        }
+        for (k, f) in ends.iter_mut().enumerate() {
+            if let Some(f) = f {
+                f.pump(&mut sim.shards[k], LEN, &mut buf);
+            }
+        }
+        let both = ends.iter().all(Option::is_some);
+        if let (false, true, Some(f0)) = (tried, both, &mut ends[0]) {
+            if f0.got > LEN / 4 {
+                tried = true;
+                let old = f0.h;
+                let (e, back) = sim.move_connection(0, old, 1).expect_err("shard 1's table is full");
+                assert_eq!(e, ustack_core::MoveError::TableFull);
+                f0.h = back.expect("the connection went back to shard 0");
+                assert_eq!(sim.shards[0].tcp_export(old).unwrap_err(), ustack_core::MoveError::NoSuchConnection);
+            }
+        }
+        tried && peers.iter().all(|f| f.done(LEN)) && ends.iter().flatten().all(|f| f.done(LEN))
+    });
+    assert!(ok, "transfers unfinished");
+    for s in &sim.shards {
+        assert_eq!(s.counters().tcp_rst_sent, 0);
+    }
+}

@@ -43,6 +43,7 @@ pub use connection::{
 pub use isn::{check_syn_cookie, ephemeral_port, isn, siphash24, syn_cookie, ts_offset};
 pub use listener::{ListenOutcome, Listener, ListenerStats};
 pub use pool::{BufferPool, PoolStats};
+pub(crate) use connection::DetachedBuffers;
 pub use reassembly::MAX_RANGES;
 pub use segment::{reset_for, Flags, FourTuple, Options, SackBlock, Segment};
 pub use seq::SeqNumber;

@@ -436,6 +436,55 @@ impl ChunkRing {
     }
 }
 
+/// A ring's bytes out of any pool, page by page: what a buffer carries
+/// while its connection moves to another stack (every stack has its own
+/// pool, so chunk numbers mean nothing there).
+#[derive(Debug, Default)]
+pub(crate) struct DetachedPages {
+    /// (page, the chunk's bytes) for every page the ring held.
+    pages: Vec<(usize, Box<[u8]>)>,
+    chunk_size: usize,
+}
+
+impl ChunkRing {
+    /// Copy every held page out of `pool` and give its chunk back; the
+    /// ring keeps its positions and holds no chunk afterwards. Allocates:
+    /// a connection moves rarely, never per packet.
+    pub(crate) fn detach(&mut self, pool: &mut BufferPool) -> DetachedPages {
+        let mut pages = Vec::new();
+        for (page, id) in self.pages.iter_mut().enumerate() {
+            if *id != NO_CHUNK {
+                pages.push((page, Box::from(pool.chunk(*id))));
+                pool.give(*id);
+                *id = NO_CHUNK;
+            }
+        }
+        DetachedPages { pages, chunk_size: pool.chunk_size() }
+    }
+
+    /// Put detached pages back, into chunks of `pool`. Gives them back
+    /// untouched when the pool's chunks are of another size or it has too
+    /// few to spare.
+    pub(crate) fn attach(&mut self, d: DetachedPages, pool: &mut BufferPool) -> Result<(), DetachedPages> {
+        if d.chunk_size != pool.chunk_size() || pool.available() < d.pages.len() {
+            return Err(d);
+        }
+        for (page, bytes) in d.pages {
+            let id = pool.take().expect("checked: the pool has this many chunks to spare");
+            pool.chunk_mut(id).copy_from_slice(&bytes);
+            self.pages[page] = id;
+        }
+        Ok(())
+    }
+}
+
+impl DetachedPages {
+    /// Chunks these pages need.
+    pub(crate) fn len(&self) -> usize {
+        self.pages.len()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

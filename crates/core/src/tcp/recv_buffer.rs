@@ -97,6 +97,22 @@ impl RecvBuffer {
     }
 }
 
+impl RecvBuffer {
+    /// Its bytes out of `pool`, to move with its connection (see `ChunkRing::detach`).
+    pub(crate) fn detach(&mut self, pool: &mut BufferPool) -> super::pool::DetachedPages {
+        self.ring.detach(pool)
+    }
+
+    /// Its bytes back, into chunks of `pool` (see `ChunkRing::attach`).
+    pub(crate) fn attach(
+        &mut self,
+        d: super::pool::DetachedPages,
+        pool: &mut BufferPool,
+    ) -> Result<(), super::pool::DetachedPages> {
+        self.ring.attach(d, pool)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::RecvBuffer;

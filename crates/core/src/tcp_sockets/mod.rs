@@ -25,11 +25,13 @@
 mod calls;
 mod demux;
 mod events;
+mod moving;
 mod output;
 mod stats;
 mod table;
 
 pub use calls::{ConnectError, ListenError};
+pub use moving::{MoveError, MovedConnection};
 
 use crate::hash::KeyedMap;
 use crate::readiness::Watch;

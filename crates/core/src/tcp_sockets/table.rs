@@ -163,17 +163,26 @@ impl TcpSockets {
 
     /// Free a slot for good.
     pub(super) fn remove(&mut self, index: u32) {
-        if let Some(mut slot) = self.slots[index as usize].take() {
+        if let Some(slot) = self.slots[index as usize].as_mut() {
             slot.conn.release_buffers(&mut self.pool);
             self.freed_retransmits += slot.conn.stats().retransmits;
-            if !slot.dead {
-                self.by_tuple.remove(&slot.conn.four_tuple());
-                self.live -= 1;
-            }
-            self.timers.set(index, None);
-            self.generations[index as usize] = self.generations[index as usize].wrapping_add(1);
-            self.free.push(index);
         }
+        self.take(index);
+    }
+
+    /// Take a connection out of the table with its state as it is
+    /// (buffers included: the caller has detached or released them),
+    /// freeing its slot.
+    pub(super) fn take(&mut self, index: u32) -> Option<Connection> {
+        let slot = self.slots[index as usize].take()?;
+        if !slot.dead {
+            self.by_tuple.remove(&slot.conn.four_tuple());
+            self.live -= 1;
+        }
+        self.timers.set(index, None);
+        self.generations[index as usize] = self.generations[index as usize].wrapping_add(1);
+        self.free.push(index);
+        Some(slot.conn)
     }
 
     pub(super) fn slot(&self, h: TcpHandle) -> Option<&Slot> {

@@ -38,6 +38,7 @@
 //! timers are plain microsecond counts and rare counters are `u32`.
 
 mod input;
+mod moving;
 mod output;
 mod path_mtu;
 mod timeout;
@@ -57,6 +58,8 @@ use super::timers::{Timer, TimerSet};
 use super::tlp::{self, TailLossProbe};
 use crate::time::{Duration, Instant};
 use std::sync::Arc;
+
+pub(crate) use moving::DetachedBuffers;
 
 /// Why a connection ended abnormally.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
