@@ -47,6 +47,8 @@ struct Sock {
     sent: u64,
     read: u64,
     let_go: bool,
+    /// The peer's end was reset before its application accepted it.
+    peer_gone: bool,
 }
 
 pub struct Model {
@@ -164,7 +166,7 @@ impl Model {
                     let port = [80, 81, 82][usize::from(u.int_in_range(0u8..=2)?)];
                     if let Ok(h) = self.stacks[0].tcp_connect(self.now, SocketAddrV4::new(IPS[1], port)) {
                         let local = self.stacks[0].tcp_connection(h).unwrap().four_tuple().local_port;
-                        self.socks.push(Sock { side: 0, h, port: local, sent: 0, read: 0, let_go: false });
+                        self.socks.push(Sock { side: 0, h, port: local, sent: 0, read: 0, let_go: false, peer_gone: false });
                     }
                 }
             }
@@ -205,6 +207,7 @@ impl Model {
             10 => {
                 if self.listening_81 {
                     self.stacks[1].tcp_unlisten(81);
+                    self.forget_unaccepted(81);
                 } else {
                     self.stacks[1].tcp_listen(81, 4).unwrap();
                 }
@@ -220,7 +223,20 @@ impl Model {
         for port in [80, 81] {
             while let Some(h) = self.stacks[1].tcp_accept(port) {
                 let client = self.stacks[1].tcp_connection(h).unwrap().four_tuple().remote_port;
-                self.socks.push(Sock { side: 1, h, port: client, sent: 0, read: 0, let_go: false });
+                self.socks.push(Sock { side: 1, h, port: client, sent: 0, read: 0, let_go: false, peer_gone: false });
+            }
+        }
+    }
+
+    /// `tcp_unlisten` resets the connections not yet accepted: B's
+    /// application let go of them. Each RST goes once; when the link drops
+    /// it (a full queue), A's end stays open with nothing in flight to draw
+    /// another, as after any lost RST, so the drain does not wait for them.
+    fn forget_unaccepted(&mut self, port: u16) {
+        let accepted: Vec<u16> = self.socks.iter().filter(|s| s.side == 1).map(|s| s.port).collect();
+        for s in self.socks.iter_mut().filter(|s| s.side == 0 && !accepted.contains(&s.port)) {
+            if self.stacks[0].tcp_connection(s.h).is_some_and(|c| c.four_tuple().remote_port == port) {
+                s.peer_gone = true;
             }
         }
     }
@@ -394,7 +410,7 @@ impl Model {
     /// ends held, and both still able to move them.
     fn pending(&self) -> Vec<(u16, u64, u64)> {
         let mut out = Vec::new();
-        for a in self.socks.iter().filter(|s| s.side == 0) {
+        for a in self.socks.iter().filter(|s| s.side == 0 && !s.peer_gone) {
             let Some(b) = self.socks.iter().find(|s| s.side == 1 && s.port == a.port) else {
                 // Not accepted (yet): fine if nothing was sent or it failed.
                 let alive = self.stacks[0].tcp_connection(a.h).is_some_and(|c| c.error().is_none());
