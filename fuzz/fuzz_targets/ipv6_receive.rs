@@ -12,41 +12,18 @@
 //! send from the layer. The high bits advance virtual time.
 #![no_main]
 
+#[path = "../models/checker.rs"]
+mod checker;
+
+use checker::Checker;
 use libfuzzer_sys::fuzz_target;
 use std::net::Ipv6Addr;
 use ustack_core::counters::Counters;
 use ustack_core::ipv6::{Ipv6Config, Ipv6Input, Ipv6Layer};
-use ustack_core::phy::{TxFull, TxMeta, TxQueue};
 use ustack_core::{Duration, Instant};
-use ustack_wire::{
-    EtherType, EthernetAddress, EthernetFrame, Icmpv6Packet, IpProtocol, Ipv6FragmentRepr, Ipv6Packet, Ipv6Repr,
-    IPV6_HEADER_LEN,
-};
+use ustack_wire::{EthernetAddress, Icmpv6Packet, IpProtocol, Ipv6FragmentRepr, Ipv6Packet, Ipv6Repr, IPV6_HEADER_LEN};
 
 const OUR_MAC: EthernetAddress = EthernetAddress([2, 0, 0, 0, 0, 2]);
-
-/// A transmit queue that checks every emitted frame parses, then forgets it.
-struct Checker {
-    buf: Vec<u8>,
-}
-
-impl TxQueue for Checker {
-    fn send<F: FnOnce(&mut [u8])>(&mut self, len: usize, _meta: TxMeta, fill: F) -> Result<(), TxFull> {
-        self.buf.clear();
-        self.buf.resize(len, 0);
-        fill(&mut self.buf);
-        let eth = EthernetFrame::new_checked(&self.buf[..]).expect("we emit whole Ethernet headers");
-        assert_eq!(eth.ethertype(), EtherType::Ipv6);
-        let p = Ipv6Packet::new_checked(eth.payload()).expect("we emit valid IPv6");
-        let ip = Ipv6Repr::parse(&p).expect("we emit parseable IPv6");
-        assert!(IPV6_HEADER_LEN + ip.payload_len <= 1500, "we never exceed the MTU");
-        if ip.next_header == IpProtocol::Icmpv6 {
-            let icmp = Icmpv6Packet::new_checked(p.payload()).expect("whole ICMPv6 headers");
-            assert!(icmp.verify_checksum(ip.src_addr, ip.dst_addr), "we emit correct ICMPv6 checksums");
-        }
-        Ok(())
-    }
-}
 
 fn addr(pick: u8) -> Ipv6Addr {
     const SET: [&str; 8] =
@@ -104,7 +81,7 @@ fuzz_target!(|data: &[u8]| {
     let mut now = Instant::ZERO;
     let mut l = Ipv6Layer::new(cfg, 7, now);
     let mut c = Counters::default();
-    let mut tx = Checker { buf: Vec::new() };
+    let mut tx = Checker::new(true);
     let mut rest = data;
     while rest.len() >= 4 {
         let (op, a) = (rest[0], rest[1]);
