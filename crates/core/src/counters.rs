@@ -16,8 +16,10 @@
 //! where `rx_drops()` sums every `drop_` counter except
 //! [`NOT_PER_RECEIVED_FRAME`]: the egress drops (packets the stack
 //! originated and could not send: `drop_tx_full`, `drop_no_route`,
-//! `drop_too_big`, the neighbour-queue drops) and `drop_ipv4_reasm_timeout`
-//! and `drop_ipv6_reasm_timeout` (datagrams whose held fragments time out). [`Counters::unaccounted_frames`]
+//! `drop_too_big`, the neighbour-queue drops), `drop_ipv4_reasm_timeout`
+//! and `drop_ipv6_reasm_timeout` (datagrams whose held fragments time out)
+//! and `drop_udp_ipv6_to_ipv4_reader` (datagrams already queued, discarded
+//! when read). [`Counters::unaccounted_frames`]
 //! is the difference; the fuzzers and `tests/drop_accounting.rs` hold it at
 //! zero. A segment that is partly used (a TCP segment whose ACK is taken but
 //! whose text finds no buffer) counts once, as its drop.
@@ -25,7 +27,7 @@
 /// Drop counters that do not count received frames: packets the stack
 /// itself originated and could not send, and datagrams abandoned in
 /// reassembly whose fragments were already counted as held (consumed).
-pub const NOT_PER_RECEIVED_FRAME: [&str; 8] = [
+pub const NOT_PER_RECEIVED_FRAME: [&str; 9] = [
     "drop_tx_full",
     "drop_neighbor_pending_full",
     "drop_neighbor_incomplete_full",
@@ -34,6 +36,7 @@ pub const NOT_PER_RECEIVED_FRAME: [&str; 8] = [
     "drop_too_big",
     "drop_ipv4_reasm_timeout",
     "drop_ipv6_reasm_timeout",
+    "drop_udp_ipv6_to_ipv4_reader",
 ];
 
 macro_rules! counters {
@@ -287,10 +290,16 @@ counters! {
     drop_udp_malformed,
     /// UDP datagrams whose checksum is wrong.
     drop_udp_checksum,
+    /// UDP datagrams over IPv6 with a zero checksum (none): RFC 8200 §8.1
+    /// says discard.
+    drop_udp6_zero_checksum,
     /// UDP datagrams for a port nobody is bound to.
     drop_udp_no_socket,
     /// UDP datagrams dropped because the socket's receive queue was full.
     drop_udp_rx_queue_full,
+    /// UDP datagrams from an IPv6 sender discarded when an IPv4-only reader
+    /// (one taking `SocketAddrV4`) read a dual-stack socket.
+    drop_udp_ipv6_to_ipv4_reader,
     /// UDP datagrams sent.
     udp_tx,
     /// Packets held waiting for a neighbour to resolve.

@@ -43,4 +43,4 @@ pub use readiness::{Event, Interest, NoSuchSocket, Readiness, Socket};
 pub use stack::Stack;
 pub use tcp_sockets::{ConnectError, ListenError, MoveError, MovedConnection, TcpHandle};
 pub use time::{Duration, Instant};
-pub use udp::{BindError, UdpHandle, UdpSendError};
+pub use udp::{BindError, UdpHandle, UdpPeer, UdpSendError, MAX_UDP4_PAYLOAD, MAX_UDP6_PAYLOAD};

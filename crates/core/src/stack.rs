@@ -133,10 +133,10 @@ impl Stack {
                 if d.reassembled {
                     let buffer = self.iface.take_reassembled_v6();
                     // The device's checksum verdict was about single frames.
-                    self.deliver_ipv6(now, &d, upper_layer(&d, &buffer), RxMeta::default(), tx);
+                    self.deliver_ipv6(now, &d, &buffer, RxMeta::default(), tx);
                     self.iface.restore_reassembled_v6(buffer);
                 } else {
-                    self.deliver_ipv6(now, &d, upper_layer(&d, packet), meta, tx);
+                    self.deliver_ipv6(now, &d, packet, meta, tx);
                 }
             }
             Input::Ipv4Reassembled { ip, len, header_len, broadcast } => {
@@ -177,16 +177,16 @@ impl Stack {
         }
     }
 
-    /// Hand an IPv6 packet's upper-layer message `l4` to its protocol.
-    fn deliver_ipv6<T: TxQueue>(&mut self, now: Instant, d: &Ipv6Delivery, l4: &[u8], meta: RxMeta, tx: &mut T) {
+    /// Hand an IPv6 packet's upper-layer message to its protocol; `packet`
+    /// is what `d` indexes (the packet as received, or the reassembled one).
+    fn deliver_ipv6<T: TxQueue>(&mut self, now: Instant, d: &Ipv6Delivery, packet: &[u8], meta: RxMeta, tx: &mut T) {
         let iface = &mut self.iface;
         let (src, dst) = (IpAddr::V6(d.src), IpAddr::V6(d.dst));
         match d.protocol {
             // TCP is unicast only.
             IpProtocol::Tcp if d.multicast => iface.counters.drop_tcp_other += 1,
-            IpProtocol::Tcp => self.tcp.receive(iface, now, src, dst, l4, meta, tx),
-            // UDP sockets take IPv4 datagrams only so far.
-            IpProtocol::Udp => iface.counters.drop_udp_no_socket += 1,
+            IpProtocol::Tcp => self.tcp.receive(iface, now, src, dst, upper_layer(d, packet), meta, tx),
+            IpProtocol::Udp => self.udp.receive_ipv6(iface, now, d, packet, meta, tx),
             // Echo replies and errors other than Packet Too Big: no ICMPv6
             // sockets yet.
             IpProtocol::Icmpv6 => iface.counters.drop_icmpv6_ignored += 1,

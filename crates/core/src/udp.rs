@@ -1,4 +1,15 @@
-//! UDP sockets: bind, send_to, recv_from, with bounded queues both ways.
+//! UDP sockets over IPv4 and IPv6: bind, send_to, recv_from, with bounded
+//! queues both ways.
+//!
+//! A socket bound with [`Stack::udp_bind`] (or to `[::]:port` with
+//! [`Stack::udp_bind_addr`]) is dual-stack: it takes datagrams to any of
+//! our addresses, IPv4 and IPv6. Bound to `0.0.0.0:port` it takes IPv4 only;
+//! bound to one address, only datagrams to that address. One socket per port.
+//!
+//! Over IPv6 the checksum is mandatory (RFC 8200 §8.1): a datagram with a
+//! zero checksum is dropped (`drop_udp6_zero_checksum`). A datagram larger
+//! than the path MTU leaves as fragments, over either version; one larger
+//! than an IP datagram can carry is refused at `udp_send_to`.
 //!
 //! Arriving datagrams are demultiplexed by destination port in a hash table
 //! (O(1) per datagram). A socket that queues a datagram to send goes on a
@@ -8,18 +19,30 @@
 
 use crate::hash::{KeyedMap, KeyedState};
 use crate::icmp::Unreachable;
+use crate::ip::{upper_layer, Iface, Ipv4Delivery};
+use crate::ipv6::Ipv6Delivery;
+use crate::phy::RxMeta;
 use crate::phy::TxQueue;
 use crate::queue::PacketQueue;
 use crate::readiness::{drain_ready, queue_readiness, Event, Interest, Readiness, Socket, Watch};
-use crate::ip::{Iface, Ipv4Delivery};
 use crate::stack::Stack;
+use crate::tcp::FourTuple;
 use crate::time::Instant;
 use std::collections::VecDeque;
-use std::net::{Ipv4Addr, SocketAddrV4};
-use ustack_wire::{ChecksumMode, IpProtocol, UdpPacket, UdpRepr, IPV4_HEADER_LEN, UDP_HEADER_LEN};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
+use ustack_wire::{
+    ChecksumMode, Icmpv6DstUnreachable, IpProtocol, UdpPacket, UdpRepr, IPV4_HEADER_LEN, UDP_HEADER_LEN,
+};
 
 /// The largest IPv4 datagram (total length is a 16-bit field).
 pub(crate) const MAX_IPV4_DATAGRAM: usize = u16::MAX as usize;
+
+/// The largest UDP payload over IPv4: 65,507 bytes.
+pub const MAX_UDP4_PAYLOAD: usize = MAX_IPV4_DATAGRAM - IPV4_HEADER_LEN - UDP_HEADER_LEN;
+
+/// The largest UDP payload over IPv6 (no jumbograms): the payload length
+/// field's 65,535 less the UDP header, 65,527 bytes.
+pub const MAX_UDP6_PAYLOAD: usize = u16::MAX as usize - UDP_HEADER_LEN;
 
 /// RFC 6056's suggested ephemeral range (also IANA's dynamic ports).
 const EPHEMERAL: core::ops::RangeInclusive<u16> = 49152..=65535;
@@ -35,6 +58,8 @@ pub enum BindError {
     AddrInUse(u16),
     /// Every ephemeral port is taken.
     NoFreePort,
+    /// The address is not one of the stack's (or IPv6 is not enabled).
+    AddrNotAvailable(IpAddr),
 }
 
 /// Why a send failed.
@@ -44,8 +69,9 @@ pub enum UdpSendError {
     NotBound,
     /// The send queue is full; try after the next poll.
     WouldBlock,
-    /// Larger than an IPv4 datagram can carry; at most `max` bytes fit
-    /// (65,507). Datagrams larger than the MTU leave as fragments.
+    /// Larger than an IP datagram can carry; at most `max` bytes fit
+    /// (65,507 over IPv4, 65,527 over IPv6). Datagrams larger than the
+    /// path MTU leave as fragments.
     TooBig {
         /// The largest datagram that fits.
         max: usize,
@@ -57,6 +83,7 @@ impl core::fmt::Display for BindError {
         match self {
             BindError::AddrInUse(p) => write!(f, "UDP port {p} is already bound"),
             BindError::NoFreePort => f.write_str("no free ephemeral UDP port"),
+            BindError::AddrNotAvailable(a) => write!(f, "{a} is not an address of this stack: bind to one it has"),
         }
     }
 }
@@ -68,18 +95,65 @@ impl core::fmt::Display for UdpSendError {
         match self {
             UdpSendError::NotBound => f.write_str("UDP socket is not bound"),
             UdpSendError::WouldBlock => f.write_str("UDP send queue is full"),
-            UdpSendError::TooBig { max } => write!(f, "datagram too large: at most {max} bytes fit an IPv4 datagram"),
+            UdpSendError::TooBig { max } => write!(f, "datagram too large: at most {max} bytes fit one IP datagram"),
         }
     }
 }
 
 impl std::error::Error for UdpSendError {}
 
+/// Which destination addresses a socket takes datagrams for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum LocalAddr {
+    /// Any of ours, IPv4 or IPv6 (bound to `[::]`, or by port only).
+    Any,
+    /// Any of our IPv4 addresses (bound to `0.0.0.0`).
+    AnyV4,
+    /// This one.
+    Addr(IpAddr),
+}
+
+impl LocalAddr {
+    fn accepts(self, dst: IpAddr) -> bool {
+        match self {
+            LocalAddr::Any => true,
+            LocalAddr::AnyV4 => dst.is_ipv4(),
+            LocalAddr::Addr(a) => a == dst,
+        }
+    }
+}
+
+/// The sender's address as a reader takes it: any [`SocketAddr`], or
+/// [`SocketAddrV4`] for a reader that speaks IPv4 only (an `AF_INET`
+/// socket API). An IPv6 datagram that reaches an IPv4-only reader is
+/// discarded there and counted (`drop_udp_ipv6_to_ipv4_reader`); bind to
+/// `0.0.0.0` so that none arrives.
+pub trait UdpPeer: Sized {
+    /// `from` as this type, if it can be.
+    fn from_sender(from: SocketAddr) -> Option<Self>;
+}
+
+impl UdpPeer for SocketAddr {
+    fn from_sender(from: SocketAddr) -> Option<Self> {
+        Some(from)
+    }
+}
+
+impl UdpPeer for SocketAddrV4 {
+    fn from_sender(from: SocketAddr) -> Option<Self> {
+        match from {
+            SocketAddr::V4(a) => Some(a),
+            SocketAddr::V6(_) => None,
+        }
+    }
+}
+
 #[derive(Debug)]
 struct UdpSocket {
+    local: LocalAddr,
     port: u16,
-    rx: PacketQueue<SocketAddrV4>,
-    tx: PacketQueue<SocketAddrV4>,
+    rx: PacketQueue<SocketAddr>,
+    tx: PacketQueue<SocketAddr>,
     on_tx_list: bool,
     watch: Watch,
 }
@@ -104,7 +178,13 @@ pub(crate) struct UdpSockets {
 
 impl UdpSockets {
     pub(crate) fn new(hash_key: u64) -> UdpSockets {
-        UdpSockets { slots: Vec::new(), free: Vec::new(), by_port: KeyedMap::with_hasher(KeyedState::new(hash_key)), tx_list: VecDeque::new(), events: VecDeque::new() }
+        UdpSockets {
+            slots: Vec::new(),
+            free: Vec::new(),
+            by_port: KeyedMap::with_hasher(KeyedState::new(hash_key)),
+            tx_list: VecDeque::new(),
+            events: VecDeque::new(),
+        }
     }
 
     fn get_ref(&self, h: UdpHandle) -> Option<&UdpSocket> {
@@ -153,13 +233,35 @@ impl UdpSockets {
 }
 
 impl Stack {
-    /// Bind a socket to `port` (0 picks a random free ephemeral port, RFC 6056).
+    /// Bind a dual-stack socket to `port` on every address of ours, IPv4
+    /// and IPv6 (0 picks a random free ephemeral port, RFC 6056).
     pub fn udp_bind(&mut self, port: u16) -> Result<UdpHandle, BindError> {
+        self.bind_udp(LocalAddr::Any, port)
+    }
+
+    /// Bind a socket to `local`: `[::]:port` is dual-stack (as
+    /// [`Stack::udp_bind`]), `0.0.0.0:port` takes IPv4 only, and one of our
+    /// addresses takes only datagrams sent to it and sends from it.
+    pub fn udp_bind_addr(&mut self, local: SocketAddr) -> Result<UdpHandle, BindError> {
+        let addr = match local.ip() {
+            IpAddr::V6(a) if a.is_unspecified() => LocalAddr::Any,
+            IpAddr::V4(a) if a.is_unspecified() => LocalAddr::AnyV4,
+            IpAddr::V4(a) if a == self.iface.cfg.ipv4.addr => LocalAddr::Addr(IpAddr::V4(a)),
+            IpAddr::V6(a) if self.ipv6().is_some_and(|l| l.addresses().any(|x| x.cidr.addr == a)) => {
+                LocalAddr::Addr(IpAddr::V6(a))
+            }
+            a => return Err(BindError::AddrNotAvailable(a)),
+        };
+        self.bind_udp(addr, local.port())
+    }
+
+    fn bind_udp(&mut self, local: LocalAddr, port: u16) -> Result<UdpHandle, BindError> {
         let port = if port == 0 { self.pick_udp_port()? } else { port };
         if self.udp.by_port.contains_key(&port) {
             return Err(BindError::AddrInUse(port));
         }
         let socket = UdpSocket {
+            local,
             port,
             rx: PacketQueue::new(self.iface.cfg.udp_rx_packets, self.iface.cfg.udp_rx_bytes),
             tx: PacketQueue::new(self.iface.cfg.udp_tx_packets, self.iface.cfg.udp_tx_bytes),
@@ -203,9 +305,19 @@ impl Stack {
         }
     }
 
-    /// Queue a datagram to `dst`; it leaves on the next poll.
-    pub fn udp_send_to(&mut self, h: UdpHandle, dst: SocketAddrV4, data: &[u8]) -> Result<(), UdpSendError> {
-        let max = MAX_IPV4_DATAGRAM - IPV4_HEADER_LEN - UDP_HEADER_LEN;
+    /// Queue a datagram to `dst` (IPv4 or IPv6; an IPv4-mapped IPv6
+    /// address goes over IPv4); it leaves on the next poll. A destination
+    /// the socket cannot reach (IPv6 from a socket bound to `0.0.0.0`, no
+    /// IPv6 source address yet) is dropped then and counted (`drop_no_route`).
+    pub fn udp_send_to(&mut self, h: UdpHandle, dst: impl Into<SocketAddr>, data: &[u8]) -> Result<(), UdpSendError> {
+        let dst = match dst.into() {
+            SocketAddr::V6(a) => match a.ip().to_ipv4_mapped() {
+                Some(v4) => SocketAddr::V4(SocketAddrV4::new(v4, a.port())),
+                None => SocketAddr::V6(a),
+            },
+            v4 => v4,
+        };
+        let max = if dst.is_ipv4() { MAX_UDP4_PAYLOAD } else { MAX_UDP6_PAYLOAD };
         if data.len() > max {
             return Err(UdpSendError::TooBig { max });
         }
@@ -223,7 +335,7 @@ impl Stack {
 
     /// The next datagram and its sender, copied into `buf`; a datagram larger
     /// than `buf` is truncated (like `recvfrom`), and the full length is returned.
-    pub fn udp_recv_from(&mut self, h: UdpHandle, buf: &mut [u8]) -> Option<(usize, SocketAddrV4)> {
+    pub fn udp_recv_from(&mut self, h: UdpHandle, buf: &mut [u8]) -> Option<(usize, SocketAddr)> {
         self.udp_recv_with(h, |data, from| {
             let n = data.len().min(buf.len());
             buf[..n].copy_from_slice(&data[..n]);
@@ -231,17 +343,25 @@ impl Stack {
         })
     }
 
-    /// The next datagram, lent to `f` in place (no copy). Finding none
-    /// re-arms the READABLE event.
-    pub fn udp_recv_with<R>(&mut self, h: UdpHandle, f: impl FnOnce(&[u8], SocketAddrV4) -> R) -> Option<R> {
-        let s = self.udp.get(h)?;
-        let Some((&from, data)) = s.rx.peek() else {
-            s.watch.lower(s.readiness());
-            return None;
-        };
-        let r = f(data, from);
-        s.rx.pop();
-        Some(r)
+    /// The next datagram, lent to `f` in place (no copy), with its sender
+    /// as a [`SocketAddr`], or as a [`SocketAddrV4`] for an IPv4-only
+    /// reader (see [`UdpPeer`]). Finding none re-arms the READABLE event.
+    pub fn udp_recv_with<A: UdpPeer, R>(&mut self, h: UdpHandle, f: impl FnOnce(&[u8], A) -> R) -> Option<R> {
+        let s = self.udp.slots.get_mut(h.0 as usize).and_then(Option::as_mut)?;
+        loop {
+            let Some((&from, data)) = s.rx.peek() else {
+                s.watch.lower(s.readiness());
+                return None;
+            };
+            let Some(from) = A::from_sender(from) else {
+                s.rx.pop();
+                self.iface.counters.drop_udp_ipv6_to_ipv4_reader += 1;
+                continue;
+            };
+            let r = f(data, from);
+            s.rx.pop();
+            return Some(r);
+        }
     }
 
     /// Datagrams waiting to be read.
@@ -250,7 +370,34 @@ impl Stack {
     }
 }
 
+/// No socket took a datagram.
+struct NoSocket;
+
 impl UdpSockets {
+    /// Queue a datagram's payload on the socket bound to `to`; `Err` when
+    /// there is none (the caller counts it and answers port unreachable).
+    fn deliver(
+        &mut self,
+        iface: &mut Iface,
+        from: SocketAddr,
+        to: IpAddr,
+        dst_port: u16,
+        payload: &[u8],
+    ) -> Result<(), NoSocket> {
+        let Some(&idx) = self.by_port.get(&dst_port) else { return Err(NoSocket) };
+        let s = self.slots[idx as usize].as_mut().expect("port table points at live sockets");
+        if !s.local.accepts(to) {
+            return Err(NoSocket);
+        }
+        if s.rx.push(from, payload).is_err() {
+            iface.counters.drop_udp_rx_queue_full += 1;
+            return Ok(());
+        }
+        iface.counters.rx_consumed += 1;
+        self.notify(idx, true);
+        Ok(())
+    }
+
     /// A UDP datagram for us, to its socket's queue; a port nobody bound
     /// gets port unreachable (never a broadcast).
     pub(crate) fn receive<T: TxQueue>(&mut self, iface: &mut Iface, now: Instant, d: &Ipv4Delivery<'_>, tx: &mut T) {
@@ -273,21 +420,51 @@ impl UdpSockets {
             iface.counters.drop_udp_malformed += 1;
             return;
         };
-        let Some(&idx) = self.by_port.get(&repr.dst_port) else {
+        let from = SocketAddr::V4(SocketAddrV4::new(ip.src_addr, repr.src_port));
+        if self.deliver(iface, from, IpAddr::V4(ip.dst_addr), repr.dst_port, packet.payload()).is_err() {
             iface.counters.drop_udp_no_socket += 1;
             if !broadcast {
                 iface.send_icmp_unreachable(now, ip, datagram, Unreachable::Port, tx);
             }
+        }
+    }
+
+    /// A UDP datagram over IPv6 (`packet` from its IPv6 header on, as
+    /// delivered): to its socket's queue; a port nobody bound gets ICMPv6
+    /// port unreachable (RFC 4443 §3.1), within the error rate limit.
+    pub(crate) fn receive_ipv6<T: TxQueue>(
+        &mut self,
+        iface: &mut Iface,
+        now: Instant,
+        d: &Ipv6Delivery,
+        packet: &[u8],
+        meta: RxMeta,
+        tx: &mut T,
+    ) {
+        iface.counters.udp_rx += 1;
+        let Ok(udp) = UdpPacket::new_checked(upper_layer(d, packet)) else {
+            iface.counters.drop_udp_malformed += 1;
             return;
         };
-        let from = SocketAddrV4::new(ip.src_addr, repr.src_port);
-        let s = self.slots[idx as usize].as_mut().expect("port table points at live sockets");
-        if s.rx.push(from, packet.payload()).is_err() {
-            iface.counters.drop_udp_rx_queue_full += 1;
+        // RFC 8200 §8.1: "IPv6 receivers must discard UDP packets containing
+        // a zero checksum and should log the error."
+        if udp.checksum() == 0 {
+            iface.counters.drop_udp6_zero_checksum += 1;
             return;
         }
-        iface.counters.rx_consumed += 1;
-        self.notify(idx, true);
+        let trusted = (meta.csum_verified || meta.csum_partial) && iface.cfg.use_device_checksums;
+        if !trusted && !udp.verify_checksum(d.src, d.dst) {
+            iface.counters.drop_udp_checksum += 1;
+            return;
+        }
+        let from = SocketAddr::V6(SocketAddrV6::new(d.src, udp.src_port(), 0, 0));
+        if self.deliver(iface, from, IpAddr::V6(d.dst), udp.dst_port(), udp.payload()).is_err() {
+            iface.counters.drop_udp_no_socket += 1;
+            if let Some(layer) = iface.ipv6.as_mut() {
+                let reason = Icmpv6DstUnreachable::PortUnreachable;
+                layer.send_unreachable(now, &mut iface.counters, tx, d, packet, reason);
+            }
+        }
     }
 
     /// Send the datagrams the sockets queued, through `iface`.
@@ -300,19 +477,18 @@ impl UdpSockets {
     }
 
     fn transmit_queued<T: TxQueue>(&mut self, iface: &mut Iface, now: Instant, tx: &mut T) {
-        let src: Ipv4Addr = iface.cfg.ipv4.addr;
         while let Some(idx) = self.tx_list.pop_front() {
             let Some(s) = self.slots[idx as usize].as_mut() else { continue };
             s.on_tx_list = false;
-            let port = s.port;
+            let (port, local) = (s.port, s.local);
             let mut queue = core::mem::take(&mut s.tx);
             while let Some((&dst, data)) = queue.peek() {
                 let repr = UdpRepr { src_port: port, dst_port: dst.port() };
-                let sent = iface.send_ipv4(now, tx, *dst.ip(), IpProtocol::Udp, UDP_HEADER_LEN + data.len(), |b| {
-                    let payload_len = data.len();
-                    repr.emit(&mut UdpPacket::new_unchecked(b), src, *dst.ip(), payload_len, |p| p.copy_from_slice(data), ChecksumMode::Verify);
-                });
-                if sent.is_ok() {
+                let sent = match dst {
+                    SocketAddr::V4(dst) => send_v4(iface, now, tx, local, repr, *dst.ip(), data),
+                    SocketAddr::V6(dst) => send_v6(iface, now, tx, local, repr, *dst.ip(), data),
+                };
+                if sent {
                     iface.counters.udp_tx += 1;
                 }
                 queue.pop();
@@ -324,4 +500,72 @@ impl UdpSockets {
             self.notify(idx, false);
         }
     }
+}
+
+/// One datagram over IPv4; false if it did not leave (counted).
+fn send_v4<T: TxQueue>(
+    iface: &mut Iface,
+    now: Instant,
+    tx: &mut T,
+    local: LocalAddr,
+    repr: UdpRepr,
+    dst: Ipv4Addr,
+    data: &[u8],
+) -> bool {
+    if !local.accepts(IpAddr::V4(iface.cfg.ipv4.addr)) {
+        iface.counters.drop_no_route += 1; // bound to an IPv6 address
+        return false;
+    }
+    let src: Ipv4Addr = iface.cfg.ipv4.addr;
+    let sent = iface.send_ipv4(now, tx, dst, IpProtocol::Udp, UDP_HEADER_LEN + data.len(), |b| {
+        repr.emit(
+            &mut UdpPacket::new_unchecked(b),
+            src,
+            dst,
+            data.len(),
+            |p| p.copy_from_slice(data),
+            ChecksumMode::Verify,
+        );
+    });
+    sent.is_ok()
+}
+
+/// One datagram over IPv6, from the socket's address or the one source
+/// address selection picks; false if it did not leave (counted).
+fn send_v6<T: TxQueue>(
+    iface: &mut Iface,
+    now: Instant,
+    tx: &mut T,
+    local: LocalAddr,
+    repr: UdpRepr,
+    dst: Ipv6Addr,
+    data: &[u8],
+) -> bool {
+    let src = match local {
+        LocalAddr::Addr(IpAddr::V6(a)) => Some(a),
+        LocalAddr::Any => iface.ipv6_source(dst),
+        LocalAddr::AnyV4 | LocalAddr::Addr(IpAddr::V4(_)) => None,
+    };
+    let Some(src) = src else {
+        iface.counters.drop_no_route += 1; // IPv4-only socket, or every address still tentative
+        return false;
+    };
+    let tuple = FourTuple {
+        local_addr: IpAddr::V6(src),
+        local_port: repr.src_port,
+        remote_addr: IpAddr::V6(dst),
+        remote_port: repr.dst_port,
+    };
+    let label = iface.flow_label(&tuple);
+    let sent = iface.send_ipv6(now, tx, src, dst, IpProtocol::Udp, label, UDP_HEADER_LEN + data.len(), |b| {
+        repr.emit(
+            &mut UdpPacket::new_unchecked(b),
+            src,
+            dst,
+            data.len(),
+            |p| p.copy_from_slice(data),
+            ChecksumMode::Verify,
+        );
+    });
+    sent.is_ok()
 }

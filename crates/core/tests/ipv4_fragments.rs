@@ -76,7 +76,7 @@ fn fragmented_udp_reaches_its_socket_and_a_closed_port_is_refused() {
     inject(&mut p, &frags);
     p.settle(Duration::from_millis(1));
     let (len, from) = p.b.udp_recv_from(sb, &mut buf).expect("the reassembled datagram");
-    assert_eq!((len, from), (5000, SocketAddrV4::new(A_IP, a_port)));
+    assert_eq!((len, from), (5000, SocketAddrV4::new(A_IP, a_port).into()));
     assert!(buf[..len] == data[..], "datagram differs");
     // The answer goes back the ordinary way.
     p.b.udp_send_to(sb, from, b"got it").unwrap();
@@ -268,7 +268,7 @@ fn datagrams_over_the_mtu_leave_as_fragments_and_come_back_whole() {
         p.a.udp_send_to(sa, SocketAddrV4::new(B_IP, 7), &data).unwrap();
         p.settle(Duration::from_millis(1));
         let (n, from) = p.b.udp_recv_from(sb, &mut buf).unwrap_or_else(|| panic!("{len} bytes did not arrive"));
-        assert_eq!((n, from), (len, SocketAddrV4::new(A_IP, a_port)));
+        assert_eq!((n, from), (len, SocketAddrV4::new(A_IP, a_port).into()));
         assert!(buf[..n] == data[..], "{len}-byte datagram differs");
         p.b.udp_send_to(sb, from, &buf[..n]).unwrap();
         p.settle(Duration::from_millis(1));

@@ -6,47 +6,10 @@
 mod common;
 
 use common::*;
-use std::net::{Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
-use ustack_core::ipv6::Ipv6Config;
+use std::net::{SocketAddr, SocketAddrV4, SocketAddrV6};
 use ustack_core::tcp::State;
-use ustack_core::{Duration, Instant, Stack, TcpHandle};
-use ustack_wire::{EthernetFrame, Ipv6Cidr, Ipv6Packet, Ipv6Repr, TcpPacket};
-
-const A6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1);
-const B6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 2);
-
-fn enable(s: &mut Stack, addr: Ipv6Addr) {
-    let mut cfg = Ipv6Config::new(s.config().mac);
-    cfg.addresses.push(Ipv6Cidr { addr, prefix_len: 64 });
-    s.enable_ipv6(cfg, Instant::ZERO);
-}
-
-fn step(p: &mut Pair) {
-    p.turn();
-    let next = [p.pa.next_delivery(), p.pb.next_delivery(), p.a.poll_timeout(), p.b.poll_timeout()]
-        .into_iter()
-        .flatten()
-        .min();
-    if let Some(t) = next {
-        if t > p.now {
-            p.now = t;
-        }
-    }
-}
-
-/// Two stacks with IPv6, past duplicate address detection.
-fn pair6() -> Pair {
-    let mut p = Pair::new();
-    enable(&mut p.a, A6);
-    enable(&mut p.b, B6);
-    let until = p.now + Duration::from_secs(3);
-    let mut turns = 0;
-    while p.now < until && turns < 10_000 {
-        step(&mut p);
-        turns += 1;
-    }
-    p
-}
+use ustack_core::TcpHandle;
+use ustack_wire::{EthernetFrame, Ipv6Packet, Ipv6Repr, TcpPacket};
 
 fn connect(p: &mut Pair, to: SocketAddr) -> (TcpHandle, TcpHandle) {
     let client = p.a.tcp_connect(p.now, to).expect("connect");

@@ -50,7 +50,7 @@ fn udp_datagrams_cross_both_ways() {
     let mut buf = [0u8; 200];
     for i in 0..10u8 {
         let (n, from) = p.b.udp_recv_from(sb, &mut buf).unwrap();
-        assert_eq!((n, from), (100, SocketAddrV4::new(A_IP, a_port)));
+        assert_eq!((n, from), (100, SocketAddrV4::new(A_IP, a_port).into()));
         assert_eq!(&buf[..n], &[i; 100]);
         p.b.udp_send_to(sb, from, &buf[..n]).unwrap();
     }

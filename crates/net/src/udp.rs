@@ -67,7 +67,7 @@ impl UdpSocket {
     pub fn poll_recv_from(&self, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<(usize, SocketAddr)>> {
         let mut st = self.net.state();
         match st.stack.udp_recv_from(self.handle, buf) {
-            Some((n, from)) => Poll::Ready(Ok((n.min(buf.len()), SocketAddr::V4(from)))),
+            Some((n, from)) => Poll::Ready(Ok((n.min(buf.len()), from))),
             None => {
                 st.wait(self.token, Dir::Read, cx);
                 Poll::Pending

@@ -180,7 +180,7 @@ fn udp_echo(net: &mut Pair, count: u32, size: usize) -> Result<(), CliError> {
         let mut progressed = false;
         while let Some((len, from)) = net.a.udp_recv_from(sock, &mut back) {
             out[..4].copy_from_slice(&received.to_be_bytes());
-            if len != size || from != dst || back[..len] != out[..] {
+            if len != size || from != dst.into() || back[..len] != out[..] {
                 return Err(CliError::Demo(format!("UDP echo {received} came back wrong")));
             }
             received += 1;

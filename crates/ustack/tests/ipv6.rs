@@ -1,7 +1,9 @@
-//! TCP of the `ustack` binary over IPv6 against the Linux kernel on a TAP:
-//! `curl -6` of 64 MiB from the stack's HTTP server, `ustack get` of 64 MiB
-//! from a kernel IPv6 HTTP server (python's http.server), each body checked
-//! by SHA-256, and `iperf3 -6` against `ustack perf -s` (byte counts equal both sides).
+//! TCP and UDP of the `ustack` binary over IPv6 against the Linux kernel on
+//! a TAP: `curl -6` of 64 MiB from the stack's HTTP server, `ustack get` of
+//! 64 MiB from a kernel IPv6 HTTP server (python's http.server), each body
+//! checked by SHA-256, `iperf3 -6` against `ustack perf -s` (byte counts
+//! equal both sides), and `socat` UDP6 datagrams to the stack's UDP echo
+//! (each reply equal to what was sent, fragmented ones included).
 //!
 //! Topology per test: namespace `ust-<tag>-<pid>`; a TAP `t6<N>p<pid>` made
 //! by the test (offloads off) with kernel IPv6 on it, the kernel's side
@@ -11,7 +13,7 @@
 //!
 //! (`ping -6`, neighbour discovery and hostile IPv6 are `ipv6_hostile.rs`'s.)
 //!
-//! Needs root, ping, curl, python3, iperf3, ethtool and sha256sum (skips with a
+//! Needs root, ping, curl, python3, iperf3, socat, ethtool and sha256sum (skips with a
 //! printed reason otherwise). Every process and wait is bounded; the
 //! namespace, processes and temp files are removed by guards, also when a
 //! test fails.
@@ -67,15 +69,27 @@ impl Link6 {
     /// `ustack up` with IPv6 and HTTP on 8080 serving `http_root` (if
     /// given), started and answering `ping -6` (its address past DAD).
     fn start(&self, http_root: Option<&str>) -> Ustack {
+        let mut extra: Vec<String> = Vec::new();
+        if let Some(root) = http_root {
+            extra.extend(["--http-root".into(), root.into(), "--http-port".into(), HTTP_PORT.to_string()]);
+        }
+        self.start_with(&extra, &[])
+    }
+
+    /// [`Link6::start`] with `extra` arguments and UDP echo on `udp_echo`.
+    fn start_with(&self, extra: &[String], udp_echo: &[u16]) -> Ustack {
         let mut argv: Vec<String> = vec![support::ustack_bin().into(), "up".into()];
         argv.extend(self.device_args());
-        if let Some(root) = http_root {
-            argv.extend(["--http-root".into(), root.into(), "--http-port".into(), HTTP_PORT.to_string()]);
+        argv.extend(extra.iter().cloned());
+        for port in udp_echo {
+            argv.extend(["--udp-echo".into(), port.to_string()]);
         }
         let argv_ref: Vec<&str> = argv.iter().map(String::as_str).collect();
-        let up = UpOpts { tap: self.tap.clone(), subnet: self.n, pcap: None, udp_echo: vec![] };
+        let up = UpOpts { tap: self.tap.clone(), subnet: self.n, pcap: None, udp_echo: udp_echo.to_vec() };
         let up_line = format!("ustack: up on tap:{}", self.tap);
-        let u = Ustack::spawn(&self.ns, &argv_ref, up, "the startup line", |err| err.contains(&up_line));
+        let u = Ustack::spawn(&self.ns, &argv_ref, up, "the startup line", |err| {
+            err.contains(&up_line) && err.matches("UDP echo on port").count() >= udp_echo.len()
+        });
         self.wait_ping6(|| u.stderr_now());
         u
     }
@@ -210,4 +224,42 @@ fn iperf3_6_against_ustack_perf_server() {
         assert!(t > 0, "iperf3 -6: no bytes in end.{sum}");
         assert_eq!(t, o, "iperf3 -6: end.{sum}.bytes differ (iperf3 {t}, ustack {o})");
     }
+}
+
+/// `socat` in the namespace sends one datagram of each size over UDP6 to
+/// the stack's echo and must read back the same bytes; 3000 and 8000 bytes
+/// leave the kernel as fragments and come back as fragments.
+#[test]
+fn socat_udp6_echo_returns_same_bytes() {
+    skip_unless!("socat", "ping", "ethtool");
+    let link = Link6::new("udp6echo", 5);
+    let u = link.start_with(&[], &[7]);
+    let addr = format!("UDP6:[{}]:7", link.stack6());
+    let sizes = [1, 18, 512, 1232, 1452, 3000, 8000];
+    for (i, &size) in sizes.iter().enumerate() {
+        let payload = support::pseudo_random(size, 0x0dd6_0000 + i as u64 * 7919 + size as u64);
+        // -T 3: give up after 3 s of silence; -t 2: after stdin's EOF, wait
+        // up to 2 s for the echo; `-b` so that one read is one datagram.
+        let out = link.ns.exec_stdin(&["socat", "-T", "3", "-t", "2", "-b", "65536", "-", &addr], &payload, SECS(15));
+        assert!(out.success(), "socat UDP6 {size} bytes: {out}\n{}", u.stderr_now());
+        assert_eq!(
+            out.stdout.len(),
+            size,
+            "UDP6 echo of {size} bytes returned {} bytes: {}",
+            out.stdout.len(),
+            out.stderr
+        );
+        assert!(out.stdout == payload, "UDP6 echo of {size} bytes came back altered");
+    }
+    let sent = sizes.len() as u64;
+    let (s, c) = stop_ok(u);
+    let n = |name: &str| c.get(name).copied().unwrap_or(0);
+    assert_eq!(n("udp_rx"), sent, "counters:\n{}", s.stdout);
+    assert_eq!(n("udp_tx"), sent, "counters:\n{}", s.stdout);
+    for name in ["drop_udp_checksum", "drop_udp6_zero_checksum", "drop_udp_no_socket", "drop_udp_rx_queue_full"] {
+        assert_eq!(n(name), 0, "{name}; counters:\n{}", s.stdout);
+    }
+    // The two datagrams over 1452 bytes arrived in fragments and left in them.
+    assert_eq!(n("ipv6_reassembled"), 2, "counters:\n{}", s.stdout);
+    assert!(n("ipv6_frag_tx") >= 4, "counters:\n{}", s.stdout);
 }

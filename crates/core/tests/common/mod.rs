@@ -1,11 +1,12 @@
 //! Two stacks on the in-memory link, turned in virtual time.
 #![allow(dead_code)]
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
+use ustack_core::ipv6::Ipv6Config;
 use ustack_core::phy::{TxFull, TxMeta, TxQueue};
 use ustack_core::{Duration, Instant, Ipv4Cidr, Stack, StackConfig};
 use ustack_device::{LinkConfig, MemoryLink, MemoryPort};
-use ustack_wire::EthernetAddress;
+use ustack_wire::{EthernetAddress, Ipv6Cidr};
 
 pub const A_IP: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 1);
 pub const B_IP: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 2);
@@ -161,4 +162,43 @@ pub fn fragment(frame: &[u8], max: usize, ident: u16) -> Vec<Vec<u8>> {
             f
         })
         .collect()
+}
+
+/// The IPv6 addresses of A and B in the IPv6 tests.
+pub const A6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1);
+pub const B6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 2);
+
+/// Start IPv6 on `s` with the static address `addr`/64.
+pub fn enable(s: &mut Stack, addr: Ipv6Addr) {
+    let mut cfg = Ipv6Config::new(s.config().mac);
+    cfg.addresses.push(Ipv6Cidr { addr, prefix_len: 64 });
+    s.enable_ipv6(cfg, Instant::ZERO);
+}
+
+/// One turn, then time jumps to the next delivery or timer.
+pub fn step(p: &mut Pair) {
+    p.turn();
+    let next = [p.pa.next_delivery(), p.pb.next_delivery(), p.a.poll_timeout(), p.b.poll_timeout()]
+        .into_iter()
+        .flatten()
+        .min();
+    if let Some(t) = next {
+        if t > p.now {
+            p.now = t;
+        }
+    }
+}
+
+/// Two stacks with IPv6, past duplicate address detection.
+pub fn pair6() -> Pair {
+    let mut p = Pair::new();
+    enable(&mut p.a, A6);
+    enable(&mut p.b, B6);
+    let until = p.now + Duration::from_secs(3);
+    let mut turns = 0;
+    while p.now < until && turns < 10_000 {
+        step(&mut p);
+        turns += 1;
+    }
+    p
 }

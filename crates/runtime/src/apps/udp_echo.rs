@@ -1,8 +1,8 @@
-//! UDP echo (RFC 862): every datagram back to its sender.
+//! UDP echo (RFC 862): every datagram back to its sender, over IPv4 and
+//! IPv6 (the socket is dual-stack).
 
 use super::APP_TOKEN;
 use crate::App;
-use std::net::SocketAddrV4;
 use ustack_core::{BindError, Event, Instant, Interest, Socket, Stack, UdpHandle};
 
 /// Echoes every UDP datagram back to its sender.
@@ -13,7 +13,7 @@ pub struct UdpEcho {
     pub echoed: u64,
     /// Datagrams not echoed because the send queue was full.
     pub dropped: u64,
-    /// Room for the largest datagram (65,507 bytes), allocated once at bind.
+    /// Room for the largest datagram (65,527 bytes over IPv6), allocated once at bind.
     buf: Box<[u8]>,
     /// The last turn stopped at [`ECHO_BURST`] with datagrams left: go on
     /// next turn, as no new event will say so.
@@ -58,7 +58,7 @@ impl App for UdpEcho {
                 break;
             };
             let len = len.min(buf.len());
-            match stack.udp_send_to(self.socket, SocketAddrV4::new(*from.ip(), from.port()), &buf[..len]) {
+            match stack.udp_send_to(self.socket, from, &buf[..len]) {
                 Ok(()) => self.echoed += 1,
                 Err(_) => self.dropped += 1,
             }

@@ -433,7 +433,7 @@ impl IperfClient {
                         o.hello_at = Some(now);
                     }
                     let mut answered = false;
-                    while let Some(ok) = stack.udp_recv_with(socket, |data, _| data.len() == 4 && is_reply(data)) {
+                    while let Some(ok) = stack.udp_recv_with(socket, |data, _: SocketAddrV4| data.len() == 4 && is_reply(data)) {
                         answered |= ok;
                     }
                     answered
