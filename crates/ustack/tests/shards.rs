@@ -216,14 +216,16 @@ fn active_opens_from_both_shards_stay_home() {
     }
     let _server = support::tcp::http_server(&ns, "10.23.2.1", 8080, dir.as_str());
     let dev = format!("tap:{tap}");
-    let mut argv = vec![ustack_bin(), "get", "--device", &dev, "--ip", "10.23.2.2/24", "--cores", "2", "--timeout", "30"];
+    let mut argv =
+        vec![ustack_bin(), "get", "--device", &dev, "--ip", "10.23.2.2/24", "--cores", "2", "--timeout", "30"];
     argv.extend(urls.iter().map(String::as_str));
     let out = ns.exec(&argv, SECS(60));
     assert!(out.success(), "ustack get --cores 2: {out}");
     assert!(out.stdout == want, "bodies differ: {} bytes, want {}", out.stdout.len(), want.len());
     let err = out.stderr.clone();
     for k in 0..SHARDS {
-        let line = err.lines().find(|l| l.starts_with(&format!("ustack: shard {k} "))).unwrap_or_else(|| panic!("{err}"));
+        let line =
+            err.lines().find(|l| l.starts_with(&format!("ustack: shard {k} "))).unwrap_or_else(|| panic!("{err}"));
         assert!(line.contains(": 4 URLs,") && line.contains("shard_handoffs 0,"), "{line}");
         assert!(line.contains("shard_handoff_drops 0,"), "{line}");
     }
@@ -268,7 +270,8 @@ fn perf_client_streams_open_on_both_shards_and_stay_home() {
     // Each shard opened 4 streams and handed nothing over.
     let err = out.stderr.clone();
     for k in 0..SHARDS {
-        let line = err.lines().find(|l| l.starts_with(&format!("ustack: shard {k} "))).unwrap_or_else(|| panic!("{err}"));
+        let line =
+            err.lines().find(|l| l.starts_with(&format!("ustack: shard {k} "))).unwrap_or_else(|| panic!("{err}"));
         assert!(line.contains(": 4 streams,"), "{line}");
         assert!(line.contains("shard_handoffs 0,") && line.contains("shard_handoff_drops 0,"), "{line}");
     }
