@@ -24,12 +24,14 @@ mod netns;
 mod p2p;
 mod report;
 mod ustack;
+mod vswitch;
 
 pub use cores::{cores_json, cores_table, run_cores, CoresPoint};
 pub use device::{run_device, DeviceSetup};
 pub use p2p::{run_p2p, serve_kernel, P2pSetup};
 pub use idle::{run_idle, IdleParams, IdleReport};
 pub use report::{BenchPath, DeviceNotes, Figures, Report};
+pub use vswitch::{run_switch, SwitchSetup};
 
 use std::time::Duration;
 

@@ -37,11 +37,11 @@ use ustack_device::DeviceSpec;
 use ustack_runtime::{EventLoop, StopSignal, Waitable};
 use ustack_wire::EthernetAddress;
 
-const PORT: u16 = 5001;
+pub(crate) const PORT: u16 = 5001;
 const CLIENT_IF: &str = "upc0";
 const SERVER_IF: &str = "ups0";
-const CLIENT_IP: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 1);
-const SERVER_IP: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 2);
+pub(crate) const CLIENT_IP: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 1);
+pub(crate) const SERVER_IP: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 2);
 /// How long a server child may take to say it is up.
 const START_LIMIT: Duration = Duration::from_secs(10);
 
@@ -130,8 +130,11 @@ fn side(
         configure(CLIENT_IF, (!client_ustack).then_some(CLIENT_IP), setup.offloads)?;
         let server_cpu0 = child_cpu_ns(pid);
         let cpu0 = crate::cpu_time();
-        let figures =
-            if client_ustack { ustack_client(workload, p, &setup.device) } else { kernel_client(workload, p) };
+        let figures = if client_ustack {
+            ustack_client(workload, p, spec_on(&setup.device, CLIENT_IF))
+        } else {
+            kernel_client(workload, p)
+        };
         let cpu = crate::cpu_time() - cpu0;
         let server_cpu = child_cpu_ns(pid).saturating_sub(server_cpu0);
         figures.map(|f| Figures { cpu: cpu + Duration::from_nanos(server_cpu), ..f })
@@ -168,19 +171,34 @@ fn configure(link: &str, ip: Option<Ipv4Addr>, offloads: bool) -> Result<(), Str
 /// `ustack up` (echo, or discard for stream) or the kernel server, as a
 /// child of this thread; returns once it serves.
 fn spawn_server(bin: &PathBuf, workload: Workload, message: usize, spec: &str, ustack: bool) -> Result<Child, String> {
-    let port = PORT.to_string();
     let mut cmd = Command::new(bin);
     if ustack {
-        let service = if workload == Workload::Stream { "--tcp-discard" } else { "--tcp-echo" };
-        cmd.args(["up", "--device", spec, "--ip", &format!("{SERVER_IP}/24"), service, &port]);
+        ustack_server_args(&mut cmd, workload, spec);
+        spawn_until(cmd, "the server", "on port")
     } else {
-        let message = message.to_string();
-        cmd.args(["bench", workload.name(), "--message", &message, "--kernel-server", &format!("{SERVER_IP}:{PORT}")]);
+        kernel_server_args(&mut cmd, workload, message, SocketAddrV4::new(SERVER_IP, PORT));
+        spawn_until(cmd, "the server", "kernel server on")
     }
+}
+
+/// `up --device SPEC --ip SERVER_IP/24`, discarding (stream) or echoing on PORT.
+pub(crate) fn ustack_server_args(cmd: &mut Command, workload: Workload, spec: &str) {
+    let service = if workload == Workload::Stream { "--tcp-discard" } else { "--tcp-echo" };
+    cmd.args(["up", "--device", spec, "--ip", &format!("{SERVER_IP}/24"), service, &PORT.to_string()]);
+}
+
+/// `bench WORKLOAD --message N --kernel-server ADDR`: the Linux server.
+pub(crate) fn kernel_server_args(cmd: &mut Command, workload: Workload, message: usize, addr: SocketAddrV4) {
+    cmd.args(["bench", workload.name(), "--message", &message.to_string(), "--kernel-server", &addr.to_string()]);
+}
+
+/// Start `cmd` (`what`, for errors) and return once a line of its standard
+/// error holds `ready` (within START_LIMIT); its error output if it exits first.
+pub(crate) fn spawn_until(mut cmd: Command, what: &str, ready: &'static str) -> Result<Child, String> {
+    let bin = cmd.get_program().to_string_lossy().into_owned();
     cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
-    let mut child = cmd.spawn().map_err(|e| format!("cannot start {}: {e}", bin.display()))?;
+    let mut child = cmd.spawn().map_err(|e| format!("cannot start {bin}: {e}"))?;
     let mut lines = BufReader::new(child.stderr.take().expect("piped"));
-    let ready = if ustack { "on port" } else { "kernel server on" };
     let (tx, rx) = mpsc::channel();
     thread::spawn(move || {
         let mut seen = String::new();
@@ -199,19 +217,20 @@ fn spawn_server(bin: &PathBuf, workload: Workload, message: usize, spec: &str, u
         Ok(Err(stderr)) => {
             let _ = child.kill();
             let _ = child.wait();
-            Err(format!("the server exited: {}", stderr.trim()))
+            Err(format!("{what} exited: {}", stderr.trim()))
         }
         Err(_) => {
             let _ = child.kill();
             let _ = child.wait();
-            Err(format!("the server did not start within {START_LIMIT:?}"))
+            Err(format!("{what} did not start within {START_LIMIT:?}"))
         }
     }
 }
 
-/// ustack on the client's veth end, driven by the runtime's event loop.
-fn ustack_client(workload: Workload, p: &Params, spec: &DeviceSpec) -> Result<Figures, String> {
-    let device = spec_on(spec, CLIENT_IF).open().map_err(|e| e.to_string())?;
+/// ustack on `spec` (the client's veth end, a switch port) as CLIENT_IP,
+/// driven by the runtime's event loop.
+pub(crate) fn ustack_client(workload: Workload, p: &Params, spec: DeviceSpec) -> Result<Figures, String> {
+    let device = spec.open().map_err(|e| e.to_string())?;
     let mut cfg = StackConfig::new(EthernetAddress([2, 0, 0, 0, 0, 1]), Ipv4Cidr::new(CLIENT_IP, 24).expect("valid"));
     cfg.mtu = ustack_core::phy::Device::caps(&device).mtu;
     if workload == Workload::Crr {
@@ -249,7 +268,7 @@ pub fn serve_kernel(workload: Workload, message: usize, addr: SocketAddrV4) -> R
 }
 
 /// User + system CPU of process `pid` so far, in nanoseconds (0 if gone).
-fn child_cpu_ns(pid: u32) -> u64 {
+pub(crate) fn child_cpu_ns(pid: u32) -> u64 {
     let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { return 0 };
     // Fields after the command name (which may hold spaces) start at ')'.
     let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
@@ -262,7 +281,7 @@ fn child_cpu_ns(pid: u32) -> u64 {
     ticks * 1_000_000_000 / hz
 }
 
-fn wait_bounded(child: &mut Child, limit: Duration) -> std::io::Result<()> {
+pub(crate) fn wait_bounded(child: &mut Child, limit: Duration) -> std::io::Result<()> {
     let deadline = std::time::Instant::now() + limit;
     while child.try_wait()?.is_none() {
         if std::time::Instant::now() >= deadline {

@@ -39,6 +39,9 @@ pub enum BenchPath {
     /// Two processes on the two ends of a veth pair: ustack on this device
     /// kind at both ends, Linux's kernel sockets at both ends.
     Processes { device: String },
+    /// Two processes on `virtio-user` ports of `ustack switch` (a third
+    /// process); Linux: two processes over loopback.
+    Switch,
 }
 
 /// What else a device run saw: a figure earned while packets were lost is
@@ -67,6 +70,7 @@ impl BenchPath {
     fn names(&self) -> (&str, &'static str) {
         match self {
             BenchPath::Memory => ("memory", "loopback"),
+            BenchPath::Switch => ("virtio-user", "loopback"),
             BenchPath::Device { device, .. } | BenchPath::Processes { device } => {
                 (device.split_once(':').map_or(device.as_str(), |(kind, _)| kind), "veth")
             }
@@ -137,6 +141,11 @@ impl Report {
                 } else {
                     "checksum offload and TSO/GRO on both"
                 }
+            ),
+            BenchPath::Switch => format!(
+                "process to process: ustack on virtio-user ports of `ustack switch` at both ends, MTU {}; Linux \
+                 sockets at both ends over loopback; CPU adds the switch's",
+                p.mtu
             ),
             BenchPath::Processes { device } => format!(
                 "process to process over a veth pair, MTU {}: ustack on {device} at both ends; Linux sockets at \
@@ -226,6 +235,7 @@ impl Report {
         let (path, linux_path) = self.path.names();
         let device = match &self.path {
             BenchPath::Memory => String::new(),
+            BenchPath::Switch => ",\"device\":\"virtio-user through ustack switch\",\"processes\":3".to_string(),
             BenchPath::Processes { device } => format!(",\"device\":{},\"processes\":2", json_string(device)),
             BenchPath::Device { device, notes } => {
                 let count = |r: Option<u64>| r.map_or("null".to_string(), |n| n.to_string());

@@ -43,7 +43,8 @@ pub struct BenchArgs {
     pub plot: Option<std::path::PathBuf>,
     /// Run ustack on this device instead (tap:NAME) against the kernel's TCP as client, and Linux
     /// on a veth pair; each in private network namespaces the bench makes and that vanish with it
-    /// (root needed). stream, rr and crr only.
+    /// (root needed). stream, rr and crr only. `virtio-user`: two ustack processes on ports of a
+    /// `ustack switch` the bench starts, beside two Linux processes over loopback (no root).
     #[arg(long, value_name = "KIND:NAME")]
     pub device: Option<String>,
     /// With --device: ustack's address (and the Linux server's on its veth) [default: 10.0.0.2/24].
@@ -230,6 +231,9 @@ fn path_words(path: &ustack_bench::BenchPath, mtu: usize) -> String {
     match path {
         ustack_bench::BenchPath::Memory => format!("ustack: in-memory link, MTU {mtu}; Linux: loopback"),
         ustack_bench::BenchPath::Device { device, .. } => format!("ustack on {device}; Linux on a veth pair"),
+        ustack_bench::BenchPath::Switch => {
+            "two processes on virtio-user ports of ustack switch; Linux: two processes over loopback".into()
+        }
         ustack_bench::BenchPath::Processes { device } => {
             format!("two processes: ustack on {device} at both ends; Linux sockets at both ends")
         }
@@ -309,6 +313,15 @@ fn on_device(
 ) -> Result<Vec<ustack_bench::Report>, CliError> {
     if args.mtu.is_some() {
         return Err(CliError::Bench("--mtu sets the in-memory link's MTU; with --device the TAP's own is used".into()));
+    }
+    if device == "virtio-user" || device.starts_with("virtio-user:") {
+        // Two ustack processes on ports of a `ustack switch` the bench
+        // starts (its sockets in a temporary directory), beside two Linux
+        // processes over loopback.
+        let bin =
+            std::env::current_exe().map_err(|e| CliError::Bench(format!("cannot find the ustack binary: {e}")))?;
+        let setup = ustack_bench::SwitchSetup { ustack_bin: bin };
+        return ustack_bench::run_switch(workload, params, &setup).map(|r| vec![r]).map_err(CliError::Bench);
     }
     let spec: ustack_device::DeviceSpec = device.parse().map_err(CliError::DeviceSpec)?;
     if spec.kind != ustack_device::DeviceKind::Tap {

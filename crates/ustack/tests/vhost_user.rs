@@ -972,3 +972,26 @@ fn qemu_guest_on_a_switch_port_pings_and_fetches_from_a_ustack_stack() {
     sw.assert_running();
     web.assert_running();
 }
+
+#[test]
+fn bench_through_the_switch_reports_both_stacks_process_to_process() {
+    // `ustack bench --device virtio-user`: its own switch, two ustack
+    // processes on it, two Linux processes over loopback; every workload
+    // reports both sides and cleans up (no root, no figures asserted).
+    for workload in ["stream", "rr", "crr"] {
+        let mut cmd = Command::new(support::ustack_bin());
+        cmd.args(["bench", workload, "--device", "virtio-user", "--seconds", "0.3", "--json"]);
+        let mut p = Proc::spawn(&format!("ustack bench {workload}"), &mut cmd);
+        let dir = std::env::temp_dir().join(format!("ustack-bench-switch-{}", p.child.id()));
+        let out = wait_exit(&mut p, Duration::from_secs(60));
+        assert!(!dir.exists(), "{} is removed", dir.display());
+        let doc = support::json_documents(&out).into_iter().next().unwrap_or_else(|| panic!("no JSON in:\n{out}"));
+        assert_eq!(doc["workload"], workload, "{doc}");
+        assert_eq!((doc["path"].as_str(), doc["linux_path"].as_str()), (Some("virtio-user"), Some("loopback")));
+        assert_eq!(doc["processes"], 3, "{doc}");
+        for side in ["ustack", "linux"] {
+            assert!(doc[side]["count"].as_u64().is_some_and(|n| n > 0), "{side} did nothing: {doc}");
+            assert!(doc[side]["cpu_s"].as_f64().is_some_and(|s| s > 0.0), "{side}'s CPU time: {doc}");
+        }
+    }
+}
