@@ -234,3 +234,28 @@ fn a_closed_port_answers_port_unreachable_within_the_rate_limit() {
     assert_eq!(UdpPacket::new_checked(data).unwrap().dst_port(), 9, "the quote is the datagram");
     assert_accounted(&p);
 }
+
+#[test]
+fn off_link_datagrams_go_through_the_static_gateway() {
+    let mut p = pair6_with(|cfg| cfg.gateway = Some(B6));
+    let sa = p.a.udp_bind(0).unwrap();
+    let sb = p.b.udp_bind(7).unwrap();
+    // Resolve the gateway (B) on the way.
+    p.a.udp_send_to(sa, SocketAddrV6::new(B6, 7, 0, 0), b"hi").unwrap();
+    turn_until(&mut p, "B resolved", |p| p.b.udp_rx_queued(sb) == 1);
+    let far = Ipv6Addr::new(0x2001, 0xdb8, 0xfa, 0, 0, 0, 0, 1);
+    p.a.udp_send_to(sa, SocketAddrV6::new(far, 7, 0, 0), b"far").unwrap();
+    let mut keep = Capture::default();
+    p.a.transmit(p.now, &mut keep);
+    assert_eq!(keep.frames.len(), 1);
+    let eth = EthernetFrame::new_checked(&keep.frames[0][..]).unwrap();
+    let ip = Ipv6Repr::parse(&Ipv6Packet::new_checked(eth.payload()).unwrap()).unwrap();
+    assert_eq!((eth.dst_addr(), ip.src_addr, ip.dst_addr), (B_MAC, A6, far), "to the gateway's MAC");
+    // Without a gateway (and no advertised router) there is no route: counted.
+    let before = p.b.counters().drop_no_route;
+    p.b.udp_send_to(sb, SocketAddrV6::new(far, 7, 0, 0), b"far").unwrap();
+    let mut none = Capture::default();
+    p.b.transmit(p.now, &mut none);
+    assert!(none.frames.is_empty());
+    assert_eq!(p.b.counters().drop_no_route, before + 1);
+}

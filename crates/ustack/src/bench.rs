@@ -347,6 +347,7 @@ fn on_device(
         mac: None,
         host_ip: Some(client),
         ip6: Vec::new(),
+        gateway6: None,
         impair: None,
         pcap: None,
     };

@@ -27,7 +27,7 @@
 use crate::error::CliError;
 use clap::Args;
 use std::fmt::Write as _;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::path::PathBuf;
 use std::time::Duration;
 use ustack_core::ipv6::Ipv6Config;
@@ -134,6 +134,8 @@ pub enum Value {
     Bool(bool),
     Time(Duration),
     Name(&'static str),
+    /// An IPv6 unicast address, or none (`""` in the file).
+    Addr6(Option<Ipv6Addr>),
 }
 
 /// What a tunable accepts.
@@ -150,6 +152,8 @@ pub enum Kind {
     Bool,
     /// One of these names.
     Choice(&'static [&'static str]),
+    /// An IPv6 unicast address as a string, or `""` for none.
+    Addr6,
 }
 
 /// One tunable: its key in the file, what it accepts, what it means, and how
@@ -203,6 +207,18 @@ impl Field for Duration {
         match v {
             Value::Time(d) => d,
             _ => Duration::ZERO,
+        }
+    }
+}
+
+impl Field for Option<Ipv6Addr> {
+    fn value(&self) -> Value {
+        Value::Addr6(*self)
+    }
+    fn from_value(v: Value) -> Self {
+        match v {
+            Value::Addr6(a) => a,
+            _ => None,
         }
     }
 }
@@ -393,6 +409,8 @@ pub static TUNABLES: &[Tunable] = &[
     tunable!("ipv6.icmp_error_burst", ipv6.icmp_error_burst, count(0, 1_000_000), "ICMPv6 errors back to back"),
     tunable!("ipv6.pmtu_cache_size", ipv6.pmtu_cache_size, count(0, 1 << 20),
         "IPv6 destinations whose path MTU was lowered, at most"),
+    tunable!("ipv6.gateway", ipv6.gateway, Kind::Addr6,
+        "static default router beside the advertised ones (on-link; `--gateway6` overrides)"),
 ];
 
 /// Relations between tunables that no single range can say.
@@ -544,6 +562,14 @@ impl Kind {
                 let s = v.as_str().ok_or_else(|| wrong(&allowed))?;
                 names.iter().find(|n| n.eq_ignore_ascii_case(s)).map(|n| Value::Name(n)).ok_or_else(|| wrong(&allowed))
             }
+            Kind::Addr6 => match v.as_str() {
+                Some("") => Ok(Value::Addr6(None)),
+                Some(s) => match s.parse::<Ipv6Addr>() {
+                    Ok(a) if !a.is_multicast() && !a.is_unspecified() => Ok(Value::Addr6(Some(a))),
+                    _ => Err(wrong(&allowed)),
+                },
+                None => Err(wrong(&allowed)),
+            },
         }
     }
 
@@ -556,6 +582,7 @@ impl Kind {
             Kind::Time { min, max } => format!("{} to {}", human_time(min), human_time(max)),
             Kind::Bool => "true or false".into(),
             Kind::Choice(names) => names.iter().map(|n| format!("\"{n}\"")).collect::<Vec<_>>().join(" or "),
+            Kind::Addr6 => "an IPv6 unicast address like \"fe80::1\", or empty for none".into(),
         }
     }
 }
@@ -621,6 +648,7 @@ impl Value {
             Value::Bool(b) => b.to_string(),
             Value::Time(d) => format!("\"{}\"", human_time(d)),
             Value::Name(n) => format!("\"{n}\""),
+            Value::Addr6(a) => format!("\"{}\"", a.map_or(String::new(), |a| a.to_string())),
         }
     }
 
@@ -630,6 +658,7 @@ impl Value {
             Value::Bool(b) => b.into(),
             Value::Time(d) => human_time(d).into(),
             Value::Name(n) => n.into(),
+            Value::Addr6(a) => a.map_or(String::new(), |a| a.to_string()).into(),
         }
     }
 }
@@ -661,6 +690,7 @@ pub fn render_markdown() -> String {
         let value = (t.get)(&defaults);
         let shown = match (value, t.kind) {
             (Value::Int(0), Kind::BytesOrZero { zero, .. }) => format!("0 ({zero})"),
+            (Value::Addr6(None), _) => "none".into(),
             (Value::Int(n), Kind::Bytes { .. }) if n >= KIB => format!("{n} ({})", human_bytes(n)),
             (v, _) => v.toml().replace('"', ""),
         };
@@ -704,6 +734,7 @@ mod tests {
             Kind::Time { min, max } => vec![Value::Time(min), Value::Time(max)],
             Kind::Bool => vec![Value::Bool(false), Value::Bool(true)],
             Kind::Choice(names) => names.iter().map(|n| Value::Name(n)).collect(),
+            Kind::Addr6 => vec![Value::Addr6(None), Value::Addr6(Some(Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 1)))],
         }
     }
 

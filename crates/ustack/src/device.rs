@@ -5,7 +5,7 @@
 use crate::config::Settings;
 use crate::error::CliError;
 use clap::Args;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::path::PathBuf;
 use ustack_core::phy::Device;
 use ustack_core::ipv6::Ipv6Config;
@@ -39,6 +39,10 @@ pub struct DeviceArgs {
     /// router advertisements. The link-local address comes either way.
     #[arg(long, value_name = "ADDR/N|auto", value_parser = parse_ip6)]
     pub ip6: Vec<Ip6Arg>,
+    /// A static IPv6 default router (on-link: link-local, or inside an
+    /// `--ip6` prefix), beside the ones router advertisements teach.
+    #[arg(long, value_name = "ADDR")]
+    pub gateway6: Option<Ipv6Addr>,
     /// Impair the device both ways, for tests where the kernel has no netem:
     /// comma-separated loss=2%,reorder=5%,duplicate=1%,corrupt=0.5%,delay=5ms,jitter=1ms,seed=N.
     #[arg(long, value_name = "SPEC", value_parser = parse_impairment)]
@@ -135,6 +139,22 @@ impl DeviceArgs {
                 return Err(CliError::GatewayOutsideSubnet { gateway, subnet: ip });
             }
         }
+        if let Some(gw) = self.gateway6 {
+            if self.ip6.is_empty() {
+                return Err(CliError::Gateway6(format!("--gateway6 {gw} needs IPv6: add --ip6 ADDR/N or --ip6 auto")));
+            }
+            let link_local = gw.segments()[0] & 0xffc0 == 0xfe80;
+            // With `--ip6 auto` the prefixes come later, from advertisements.
+            let in_prefix = self.ip6.iter().any(|a| match a {
+                Ip6Arg::Static(c) => c.contains(gw),
+                Ip6Arg::Auto => true,
+            });
+            if gw.is_multicast() || gw.is_unspecified() || !(link_local || in_prefix) {
+                return Err(CliError::Gateway6(format!(
+                    "--gateway6 {gw} is not on-link: give a link-local router (fe80::...) or one inside an --ip6 prefix"
+                )));
+            }
+        }
         if self.host_ip.is_some() && spec.kind != ustack_device::DeviceKind::Tap {
             return Err(CliError::HostIpNeedsTap(spec.to_string()));
         }
@@ -182,6 +202,7 @@ impl DeviceArgs {
             let mut v6 = Ipv6Config { mac, ..settings.ipv6.clone() };
             v6.autoconf = self.ip6.contains(&Ip6Arg::Auto);
             v6.addresses = self.ip6.iter().filter_map(|a| if let Ip6Arg::Static(c) = a { Some(*c) } else { None }).collect();
+            v6.gateway = self.gateway6.or(v6.gateway);
             // RFC 7217's secret is the stack's to draw: addresses are stable
             // while it runs, not across restarts. The runtime's clock starts
             // with the event loop, at zero.

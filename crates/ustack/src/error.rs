@@ -14,6 +14,8 @@ pub enum CliError {
     Device(#[from] ustack_device::DeviceError),
     #[error("--ip {0}: the stack's address must not be the network or broadcast address")]
     BadAddress(String),
+    #[error("{0}")]
+    Gateway6(String),
     #[error("--gateway {gateway} is not inside the stack's subnet {subnet}")]
     GatewayOutsideSubnet { gateway: std::net::Ipv4Addr, subnet: ustack_core::Ipv4Cidr },
     #[error("cannot serve UDP echo on port {port}: {source}")]

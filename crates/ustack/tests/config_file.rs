@@ -128,6 +128,10 @@ fn bad_config_is_one_line_and_exit_2() {
         ),
         (vec!["--set".into(), "tcp.recv_buffer_size".into()], vec!["expected KEY=VALUE"]),
         (
+            vec!["--config".into(), write("gw6.toml", "[ipv6]\ngateway = \"ff02::2\"\n")],
+            vec!["ipv6.gateway = \"ff02::2\"", "an IPv6 unicast address"],
+        ),
+        (
             vec!["--set".into(), "tcp.min_rto=2s".into(), "--set".into(), "tcp.max_rto=1s".into()],
             vec!["tcp.min_rto = \"2s\"", "tcp.max_rto = \"1s\""],
         ),

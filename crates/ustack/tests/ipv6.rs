@@ -263,3 +263,23 @@ fn socat_udp6_echo_returns_same_bytes() {
     assert_eq!(n("ipv6_reassembled"), 2, "counters:\n{}", s.stdout);
     assert!(n("ipv6_frag_tx") >= 4, "counters:\n{}", s.stdout);
 }
+
+/// `--gateway6`: the kernel is the stack's router to an address of its own
+/// outside the link's prefix (on its loopback). `socat` sends from that
+/// address; the stack's echo, off-link, goes back through the router.
+#[test]
+fn off_link_replies_go_through_the_static_gateway6() {
+    skip_unless!("socat", "ping", "ethtool");
+    let link = Link6::new("gw6", 6);
+    let far = format!("fd00:68:{}::1", link.n);
+    link.ns.exec_ok(&["ip", "link", "set", "lo", "up"], SECS(5));
+    link.ns.exec_ok(&["ip", "-6", "addr", "add", &format!("{far}/128"), "dev", "lo", "nodad"], SECS(5));
+    let u = link.start_with(&["--gateway6".into(), link.host6()], &[7]);
+    let addr = format!("UDP6:[{}]:7,bind=[{far}]", link.stack6());
+    let payload = support::pseudo_random(300, 0x0006_6a7e);
+    let out = link.ns.exec_stdin(&["socat", "-T", "3", "-t", "2", "-", &addr], &payload, SECS(15));
+    assert!(out.success() && out.stdout == payload, "echo to {far} via the gateway: {out}\n{}", u.stderr_now());
+    let (s, c) = stop_ok(u);
+    let n = |name: &str| c.get(name).copied().unwrap_or(0);
+    assert_eq!((n("udp_rx"), n("udp_tx"), n("drop_no_route")), (1, 1, 0), "counters:\n{}", s.stdout);
+}

@@ -148,6 +148,10 @@ pub struct Ipv6Config {
     pub pmtu_cache_size: usize,
     /// How long a lowered path MTU is kept. Default 10 min.
     pub pmtu_expiry: Duration,
+    /// A static default router (on-link: link-local, or inside one of our
+    /// prefixes), used beside the routers advertisements teach, after them.
+    /// Default none.
+    pub gateway: Option<Ipv6Addr>,
 }
 
 impl Ipv6Config {
@@ -183,6 +187,7 @@ impl Ipv6Config {
             router_solicitation_interval: Duration::from_secs(4),
             pmtu_cache_size: 256,
             pmtu_expiry: Duration::from_secs(600),
+            gateway: None,
         }
     }
 }
@@ -325,7 +330,8 @@ impl Ipv6Layer {
         &self.neighbors
     }
 
-    /// Default routers known now, preferred first.
+    /// Default routers advertisements taught, preferred first (the static
+    /// one is [`Ipv6Config::gateway`]).
     pub fn default_routers(&self) -> impl Iterator<Item = Ipv6Addr> + '_ {
         self.routers.iter()
     }

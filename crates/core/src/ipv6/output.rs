@@ -191,15 +191,19 @@ impl Ipv6Layer {
     }
 
     /// The neighbour a packet to `dst` goes to (RFC 4861 §5.2): itself when
-    /// on-link (link-local, or on one of our prefixes), else a default router,
-    /// one not known unreachable first.
+    /// on-link (link-local, or on one of our prefixes), else a default router
+    /// (the advertised ones, then the static [`Ipv6Config::gateway`]), one
+    /// not known unreachable first.
+    ///
+    /// [`Ipv6Config::gateway`]: super::Ipv6Config::gateway
     fn next_hop(&self, now: Instant, dst: Ipv6Addr) -> Option<Ipv6Addr> {
         if is_link_local(dst) || self.addrs.on_link(dst) || self.prefixes.contains(dst) {
             return Some(dst);
         }
         let resolving =
             |r: Ipv6Addr| matches!(self.neighbors.get(now, r), None | Some((super::ndp::NudState::Incomplete, _)));
-        self.routers.iter().find(|&r| !resolving(r)).or_else(|| self.routers.iter().next())
+        let routers = || self.routers.iter().chain(self.cfg.gateway);
+        routers().find(|&r| !resolving(r)).or_else(|| routers().next())
     }
 
     fn link_for<T: TxQueue>(

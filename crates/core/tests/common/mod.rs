@@ -170,8 +170,14 @@ pub const B6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 2);
 
 /// Start IPv6 on `s` with the static address `addr`/64.
 pub fn enable(s: &mut Stack, addr: Ipv6Addr) {
+    enable_with(s, addr, |_| {});
+}
+
+/// [`enable`], with `tune` changing the rest of the configuration.
+pub fn enable_with(s: &mut Stack, addr: Ipv6Addr, tune: impl FnOnce(&mut Ipv6Config)) {
     let mut cfg = Ipv6Config::new(s.config().mac);
     cfg.addresses.push(Ipv6Cidr { addr, prefix_len: 64 });
+    tune(&mut cfg);
     s.enable_ipv6(cfg, Instant::ZERO);
 }
 
@@ -191,8 +197,13 @@ pub fn step(p: &mut Pair) {
 
 /// Two stacks with IPv6, past duplicate address detection.
 pub fn pair6() -> Pair {
+    pair6_with(|_| {})
+}
+
+/// [`pair6`], with `tune_a` changing A's IPv6 configuration.
+pub fn pair6_with(tune_a: impl FnOnce(&mut Ipv6Config)) -> Pair {
     let mut p = Pair::new();
-    enable(&mut p.a, A6);
+    enable_with(&mut p.a, A6, tune_a);
     enable(&mut p.b, B6);
     let until = p.now + Duration::from_secs(3);
     let mut turns = 0;
