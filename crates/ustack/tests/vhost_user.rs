@@ -875,23 +875,11 @@ mod guest {
     }
 }
 
-#[test]
-fn qemu_guest_on_a_switch_port_pings_and_fetches_from_a_ustack_stack() {
-    // A Linux guest under QEMU (TCG, no KVM needed) on one switch port,
-    // its virtio-net device served by the switch over vhost-user; a ustack
-    // stack (virtio-user) on the other port. The guest pings the stack and
-    // fetches a file from its HTTP server; its init prints what it saw on
-    // the serial console.
-    use support::tcp::{sha256_file, write_random_file, TempDir};
-    if let Some(reason) = guest::skip_reason() {
-        eprintln!("SKIPPED: {reason}");
-        return;
-    }
-    const PINGS: u32 = 5;
-    let kernel = guest::find_kernel().expect("checked above");
-    let dir = TempDir::new("vu-qemu");
-    write_random_file(&dir.path("file"), 300_000, 7);
-    let want = sha256_file(&dir.path("file"));
+/// Boot the guest (QEMU under TCG, its virtio-net device on the vhost-user
+/// socket `vm_sock`) with eth0 up as 10.67.0.2/24, run `script` in its init
+/// and return the serial console once the guest has said it is done (bounded).
+fn run_guest(dir: &support::tcp::TempDir, vm_sock: &Tmp, script: &str) -> String {
+    let kernel = guest::find_kernel().expect("checked by guest::skip_reason");
     let modules: Vec<String> =
         kernel.modules.iter().map(|m| m.file_name().unwrap().to_string_lossy().into_owned()).collect();
     let init = format!(
@@ -902,23 +890,12 @@ fn qemu_guest_on_a_switch_port_pings_and_fetches_from_a_ustack_stack() {
          for m in {mods}; do insmod /lib/modules/$m || echo \"USTACK-GUEST insmod $m failed\"; done\n\
          i=0; while [ ! -e /sys/class/net/eth0 ] && [ $i -lt 300 ]; do sleep 0.1; i=$((i+1)); done\n\
          ip link set lo up; ip link set eth0 up; ip addr add 10.67.0.2/24 dev eth0\n\
-         ping -c {PINGS} -w 60 10.67.0.1; echo \"USTACK-GUEST ping-rc=$?\"\n\
-         wget -q -O /tmp/file http://10.67.0.1/file; echo \"USTACK-GUEST wget-rc=$?\"\n\
-         echo \"USTACK-GUEST sha256 $(sha256sum /tmp/file)\"\n\
+         {script}\
          echo USTACK-GUEST done\n\
          poweroff -f\n",
         mods = modules.join(" "),
     );
     std::fs::write(dir.path("initrd"), guest::initramfs(&kernel, &init)).expect("write the initramfs");
-
-    let (vm_sock, stack_sock, control) = (Tmp::new("qemu-vm.sock"), Tmp::new("qemu-stack.sock"), Tmp::new("qemu.ctl"));
-    let mut sw =
-        switch(&[format!("vhost-user:{}", vm_sock.s()), format!("vhost-user:{}", stack_sock.s())], &control, &[]);
-    let up_ctl = dir.file("up.ctl");
-    let mut web =
-        stack("ustack up", &stack_sock, "10.67.0.1", &["up", "--http-root", dir.as_str(), "--control", &up_ctl]);
-    web.wait_for(Duration::from_secs(20), "HTTP banner", |o| o.contains("HTTP on port"));
-
     // Debian 12's QEMU 7.2 crashes (SIGSEGV in msix_set_vector_notifiers,
     // from vhost_net_start, before it sends the backend anything) when the
     // guest turns MSI-X on for a vhost-user device under TCG: `vectors=0`
@@ -936,32 +913,76 @@ fn qemu_guest_on_a_switch_port_pings_and_fetches_from_a_ustack_stack() {
     // TCG boots in 5-20 s on an idle machine; a loaded 2-core CI VM is slower.
     vm.wait_for(Duration::from_secs(240), "the guest's last line", |o| o.contains("USTACK-GUEST done"));
     let console = vm.output();
-    let line = |key: &str| {
-        console
-            .lines()
-            .find_map(|l| l.split_once(key).map(|(_, v)| v.trim().to_owned()))
-            .unwrap_or_else(|| panic!("no {key} on the console:\n{console}"))
-    };
     assert!(!console.contains("insmod"), "a module did not load:\n{console}");
+    console
+}
+
+/// The guest's wget succeeded and its file hashes to `want`.
+fn assert_fetched(console: &str, want: &str) {
+    assert_eq!(console_value(console, "USTACK-GUEST wget-rc="), "0", "{console}");
+    let got = console_value(console, "USTACK-GUEST sha256");
+    assert_eq!(got.split_whitespace().next(), Some(want), "the file the guest fetched");
+}
+
+/// `ustack stats --json` of the stack with control socket `ctl`.
+fn up_stats(ctl: &str) -> serde_json::Value {
+    let out =
+        Command::new(support::ustack_bin()).args(["stats", "--json", "--control", ctl]).output().expect("ustack stats");
+    serde_json::from_slice(&out.stdout).expect("stats JSON")
+}
+
+/// The value after `key` on the first console line holding it.
+fn console_value(console: &str, key: &str) -> String {
+    console
+        .lines()
+        .find_map(|l| l.split_once(key).map(|(_, v)| v.trim().to_owned()))
+        .unwrap_or_else(|| panic!("no {key} on the console:\n{console}"))
+}
+
+#[test]
+fn qemu_guest_on_a_switch_port_pings_and_fetches_from_a_ustack_stack() {
+    // A Linux guest under QEMU (TCG, no KVM needed) on one switch port,
+    // its virtio-net device served by the switch over vhost-user; a ustack
+    // stack (virtio-user) on the other port. The guest pings the stack and
+    // fetches a file from its HTTP server; its init prints what it saw on
+    // the serial console.
+    use support::tcp::{sha256_file, write_random_file, TempDir};
+    if let Some(reason) = guest::skip_reason() {
+        eprintln!("SKIPPED: {reason}");
+        return;
+    }
+    const PINGS: u32 = 5;
+    let dir = TempDir::new("vu-qemu");
+    write_random_file(&dir.path("file"), 300_000, 7);
+    let want = sha256_file(&dir.path("file"));
+
+    let (vm_sock, stack_sock, control) = (Tmp::new("qemu-vm.sock"), Tmp::new("qemu-stack.sock"), Tmp::new("qemu.ctl"));
+    let mut sw =
+        switch(&[format!("vhost-user:{}", vm_sock.s()), format!("vhost-user:{}", stack_sock.s())], &control, &[]);
+    let up_ctl = dir.file("up.ctl");
+    let mut web =
+        stack("ustack up", &stack_sock, "10.67.0.1", &["up", "--http-root", dir.as_str(), "--control", &up_ctl]);
+    web.wait_for(Duration::from_secs(20), "HTTP banner", |o| o.contains("HTTP on port"));
+
+    let console = run_guest(
+        &dir,
+        &vm_sock,
+        &format!(
+            "ping -c {PINGS} -w 60 10.67.0.1; echo \"USTACK-GUEST ping-rc=$?\"\n\
+             wget -q -O /tmp/file http://10.67.0.1/file; echo \"USTACK-GUEST wget-rc=$?\"\n\
+             echo \"USTACK-GUEST sha256 $(sha256sum /tmp/file)\"\n"
+        ),
+    );
     assert!(
         console.contains(&format!("{PINGS} packets transmitted, {PINGS} packets received")),
         "every ping answered:\n{console}"
     );
-    assert_eq!(line("USTACK-GUEST ping-rc="), "0", "{console}");
-    assert_eq!(line("USTACK-GUEST wget-rc="), "0", "{console}");
-    assert_eq!(
-        line("USTACK-GUEST sha256").split_whitespace().next(),
-        Some(want.as_str()),
-        "the file the guest fetched"
-    );
+    assert_eq!(console_value(&console, "USTACK-GUEST ping-rc="), "0", "{console}");
+    assert_fetched(&console, &want);
 
     // Both sides counted it: the stack answered each echo request; the
     // switch took the guest's frames and refused nothing.
-    let out = Command::new(support::ustack_bin())
-        .args(["stats", "--json", "--control", &up_ctl])
-        .output()
-        .expect("ustack stats");
-    let up: serde_json::Value = serde_json::from_slice(&out.stdout).expect("stats JSON");
+    let up = up_stats(&up_ctl);
     assert_eq!(up["counters"]["icmp_echo_replies_sent"], PINGS, "{up}");
     let snap = switch_stats(&control);
     assert!(port_counter(&snap, 0, "rx_frames") > u64::from(PINGS), "{snap}");
@@ -994,4 +1015,49 @@ fn bench_through_the_switch_reports_both_stacks_process_to_process() {
             assert!(doc[side]["cpu_s"].as_f64().is_some_and(|s| s > 0.0), "{side}'s CPU time: {doc}");
         }
     }
+}
+
+#[test]
+fn qemu_guest_takes_tcp_super_segments_from_a_stack_on_a_vhost_user_port() {
+    // `ustack up` itself on the vhost-user port (no switch): the guest's
+    // virtio-net driver takes GUEST_TSO4, so the stack hands it 64 KiB TCP
+    // super-segments (checksums partial) through the merged receive
+    // buffers. The file arrives whole, in frames larger than the MTU.
+    use support::tcp::{sha256_file, write_random_file, TempDir};
+    if let Some(reason) = guest::skip_reason() {
+        eprintln!("SKIPPED: {reason}");
+        return;
+    }
+    let dir = TempDir::new("vu-qemu-tso");
+    write_random_file(&dir.path("file"), 4 << 20, 9);
+    let want = sha256_file(&dir.path("file"));
+    let vm_sock = Tmp::new("qemu-tso.sock");
+    let up_ctl = dir.file("up.ctl");
+    let mut cmd = Command::new(support::ustack_bin());
+    cmd.args(["up", "--device", &format!("vhost-user:{}", vm_sock.s()), "--ip", "10.67.0.1/24"]).args([
+        "--http-root",
+        dir.as_str(),
+        "--control",
+        &up_ctl,
+    ]);
+    let mut web = Proc::spawn("ustack up (vhost-user)", &mut cmd);
+    web.wait_for(Duration::from_secs(20), "HTTP banner", |o| o.contains("HTTP on port"));
+
+    let console = run_guest(
+        &dir,
+        &vm_sock,
+        "wget -q -O /tmp/file http://10.67.0.1/file; echo \"USTACK-GUEST wget-rc=$?\"\n\
+         echo \"USTACK-GUEST sha256 $(sha256sum /tmp/file)\"\n",
+    );
+    assert_fetched(&console, &want);
+    let snap = up_stats(&up_ctl);
+    let dev = &snap["interfaces"][0]["device_counters"];
+    let (frames, bytes) = (dev["tx_frames"].as_u64().unwrap_or(0), dev["tx_bytes"].as_u64().unwrap_or(0));
+    assert!(bytes >= 4 << 20, "the file went through the port: {snap}");
+    // Frames of at most 1514 bytes could not average more: some were super-segments.
+    assert!(bytes > 1514 * frames, "{frames} frames for {bytes} bytes: no super-segment? {snap}");
+    for bad in ["tx_too_long", "tx_bad_address", "tx_bad_chain", "tx_bad_direction", "refused", "protocol_errors"] {
+        assert_eq!(dev[bad], 0, "{bad}: {snap}");
+    }
+    web.assert_running();
 }

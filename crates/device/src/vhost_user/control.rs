@@ -23,6 +23,9 @@ pub(crate) mod feature {
     pub const CSUM: u64 = 1 << 0;
     /// The guest takes partial checksums (and DATA_VALID) from the device.
     pub const GUEST_CSUM: u64 = 1 << 1;
+    /// The guest takes TCP/IPv4 super-segments (up to 64 KiB) from the
+    /// device, their checksums partial (needs GUEST_CSUM).
+    pub const GUEST_TSO4: u64 = 1 << 7;
     /// A received frame may span several receive buffers (`num_buffers`).
     pub const MRG_RXBUF: u64 = 1 << 15;
     /// Several queue pairs.
@@ -91,6 +94,7 @@ impl Control {
     pub fn new(queue_pairs: u16) -> Control {
         let offered = feature::CSUM
             | feature::GUEST_CSUM
+            | feature::GUEST_TSO4
             | feature::MRG_RXBUF
             | feature::EVENT_IDX
             | feature::PROTOCOL_FEATURES

@@ -14,7 +14,9 @@
 //!   message and calls [`control::Control`], which keeps the configuration;
 //!   after each message the device rebuilds the rings it changed
 //!   (`virtio-queue`). Features offered: `VERSION_1`, `MRG_RXBUF`,
-//!   `EVENT_IDX`, `CSUM`, `GUEST_CSUM`, `MQ` (with `queues` > 1) and the
+//!   `EVENT_IDX`, `CSUM`, `GUEST_CSUM`, `GUEST_TSO4` (the stack's TCP
+//!   super-segments go to such a guest whole, [`DeviceCaps::tso4_max`]),
+//!   `MQ` (with `queues` > 1) and the
 //!   `PROTOCOL_FEATURES` of vhost-user (`MQ`, `REPLY_ACK`). The rust-vmm
 //!   `vhost-user-backend` crate is not used: it runs its own epoll threads
 //!   per queue, while a ustack device is polled by the event loop that owns
@@ -53,7 +55,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use ustack_core::phy::{Device, DeviceCaps, RxMeta, RxQueue, TxFull, TxMeta, TxQueue};
+use ustack_core::phy::{Device, DeviceCaps, GsoType, RxMeta, RxQueue, TxFull, TxMeta, TxQueue};
 use ustack_core::time::Instant;
 use vhost::vhost_user::{BackendReqHandler, Error as VuError};
 
@@ -215,6 +217,8 @@ pub struct VhostUserQueues {
     /// `send` answers.
     cur: Cell<usize>,
     guest_csum: bool,
+    /// The guest took GUEST_TSO4 (with GUEST_CSUM): super-segments go to it as they are.
+    guest_tso4: bool,
 }
 
 /// A vhost-user backend port: its control side and the data path of every
@@ -353,6 +357,7 @@ impl VhostUserControl {
             },
             cur: Cell::new(0),
             guest_csum: false,
+            guest_tso4: false,
         };
         q.refresh();
         Ok(q)
@@ -615,6 +620,7 @@ impl VhostUserQueues {
         self.tx.hdr_len = hdr_len;
         self.tx.mrg = ctl.acked & feature::MRG_RXBUF != 0;
         self.guest_csum = ctl.acked & feature::GUEST_CSUM != 0;
+        self.guest_tso4 = self.guest_csum && ctl.acked & feature::GUEST_TSO4 != 0;
         self.rx.mem = ctl.mem.clone();
         self.tx.mem = ctl.mem.clone();
         for i in 0..self.rx.rings.len() {
@@ -646,11 +652,11 @@ impl VhostUserQueues {
 
     fn device_queues(&mut self) -> (VhostUserRx<'_>, VhostUserTx<'_>) {
         self.service();
-        let guest_csum = self.guest_csum;
+        let (guest_csum, guest_tso4) = (self.guest_csum, self.guest_tso4);
         let (shared, first) = (&*self.shared, self.first);
         (
             VhostUserRx { side: &mut self.rx, cur: &self.cur, shared, first },
-            VhostUserTx { side: &mut self.tx, cur: &self.cur, guest_csum, shared, first },
+            VhostUserTx { side: &mut self.tx, cur: &self.cur, guest_csum, guest_tso4, shared, first },
         )
     }
 
@@ -687,7 +693,10 @@ impl Device for VhostUserQueues {
     }
 
     fn caps(&self) -> DeviceCaps {
-        DeviceCaps { tx_checksum: self.guest_csum, ..Default::default() }
+        // A guest with GUEST_TSO4 takes 64 KiB super-segments (its receive
+        // buffers merged, or big ones posted), checksums left partial.
+        let tso4_max = if self.guest_tso4 { usize::from(u16::MAX) } else { 0 };
+        DeviceCaps { tx_checksum: self.guest_csum, tso4_max, ..Default::default() }
     }
 }
 
@@ -771,6 +780,7 @@ pub struct VhostUserTx<'a> {
     side: &'a mut TxSide,
     cur: &'a Cell<usize>,
     guest_csum: bool,
+    guest_tso4: bool,
     shared: &'a Shared,
     first: usize,
 }
@@ -884,7 +894,9 @@ impl TxQueue for VhostUserTx<'_> {
             side.stats.no_ring += 1;
             return Err(TxFull);
         };
-        if len + side.hdr_len > side.scratch.len() {
+        if len + side.hdr_len > side.scratch.len() || (meta.gso_type != GsoType::None && !self.guest_tso4) {
+            // Too long, or a super-segment for a guest that did not take
+            // GUEST_TSO4 (caps() offered it none).
             side.stats.refused.too_long += 1;
             return Ok(());
         }
