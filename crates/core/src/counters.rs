@@ -251,8 +251,12 @@ counters! {
     icmpv6_ptb_rx,
     /// Of those: path MTUs lowered (never under 1280).
     pmtu6_lowered,
-    /// Packet Too Big not quoting a packet of ours, or not lowering the MTU: ignored.
+    /// Packet Too Big not quoting a packet of a connection or UDP socket of
+    /// ours, or not lowering the MTU: ignored.
     drop_icmpv6_ptb_ignored,
+    /// Packet Too Big quoting a TCP segment of ours whose sequence number
+    /// is outside SND.UNA..SND.NXT (RFC 5927 §4.1): ignored.
+    drop_icmpv6_ptb_bad_seq,
     /// Neighbour discovery messages failing RFC 4861's validity checks (hop
     /// limit not 255, multicast target, unspecified source with a link-layer
     /// option, router advertisement from a non-link-local source, ...).

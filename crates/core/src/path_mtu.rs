@@ -20,8 +20,8 @@ use crate::ip::Iface;
 use crate::stack::Stack;
 use crate::tcp::{FourTuple, SeqNumber};
 use crate::time::{Duration, Instant};
-use std::net::Ipv4Addr;
-use ustack_wire::{IpProtocol, Ipv4Repr};
+use std::net::{IpAddr, Ipv4Addr};
+use ustack_wire::{IpProtocol, Ipv4Repr, Ipv6Repr, IPV6_MIN_MTU};
 
 /// RFC 1191 §7's plateau table, for routers that send no next-hop MTU.
 const PLATEAUS: [usize; 9] = [32_000, 17_914, 8166, 4352, 2002, 1492, 1006, 508, 296];
@@ -142,6 +142,64 @@ impl Stack {
                     self.iface.counters.pmtu_floor_applied += 1;
                 }
             }
+        }
+    }
+
+    /// ICMPv6 Packet Too Big (RFC 8201), believed under the same rules as
+    /// IPv4's: its quote must be a packet we sent from a connection we have
+    /// (for TCP with its sequence number in SND.UNA..SND.NXT) or from a UDP
+    /// socket bound to its source; then the path MTU towards the quoted
+    /// destination is lowered, never under 1280. Anything else is counted
+    /// and changes nothing (`drop_icmpv6_ptb_ignored`, `drop_icmpv6_ptb_bad_seq`).
+    pub(crate) fn receive_packet_too_big<T: TxQueue>(
+        &mut self,
+        now: Instant,
+        mtu: u32,
+        header: &Ipv6Repr,
+        quoted: &[u8],
+        tx: &mut T,
+    ) {
+        let (src, dst) = (IpAddr::V6(header.src_addr), IpAddr::V6(header.dst_addr));
+        // Our fragmented datagrams quote a fragment header first; only the
+        // first fragment carries the ports.
+        let (protocol, l4) = match header.next_header {
+            IpProtocol::Ipv6Frag if quoted.len() >= 8 && u16::from_be_bytes([quoted[2], quoted[3]]) >> 3 == 0 => {
+                (IpProtocol::from(quoted[0]), &quoted[8..])
+            }
+            p => (p, quoted),
+        };
+        let mtu = usize::try_from(mtu).unwrap_or(usize::MAX).max(IPV6_MIN_MTU);
+        let current = self.iface.path_mtu_to(now, dst).0;
+        if !self.iface.is_local(src) || l4.len() < 8 {
+            self.iface.counters.drop_icmpv6_ptb_ignored += 1;
+            return;
+        }
+        let ports = (u16::from_be_bytes([l4[0], l4[1]]), u16::from_be_bytes([l4[2], l4[3]]));
+        let lowered = match protocol {
+            IpProtocol::Tcp => {
+                let tuple = FourTuple { local_addr: src, local_port: ports.0, remote_addr: dst, remote_port: ports.1 };
+                let seq = SeqNumber(u32::from_be_bytes([l4[4], l4[5], l4[6], l4[7]]));
+                match self.tcp.path_mtu(&mut self.iface, now, &tuple, seq, current, mtu, tx) {
+                    PathMtuOutcome::Lowered => true,
+                    PathMtuOutcome::BadSequence => {
+                        self.iface.counters.drop_icmpv6_ptb_bad_seq += 1;
+                        return;
+                    }
+                    PathMtuOutcome::NoConnection | PathMtuOutcome::NotLower => false,
+                }
+            }
+            IpProtocol::Udp if self.udp.sends_from(src, ports.0) && mtu < current => {
+                self.iface.lower_path_mtu6(now, header.dst_addr, mtu);
+                true
+            }
+            _ => false,
+        };
+        let c = &mut self.iface.counters;
+        if lowered {
+            c.pmtu6_lowered += 1;
+            c.rx_consumed += 1;
+        } else {
+            c.drop_icmpv6_ptb_ignored += 1;
         }
     }
 

@@ -21,7 +21,7 @@ use crate::tcp_sockets::TcpSockets;
 use crate::time::Instant;
 use crate::udp::UdpSockets;
 use std::net::IpAddr;
-use ustack_wire::IpProtocol;
+use ustack_wire::{ChecksumMode, Icmpv6Packet, Icmpv6Repr, IpProtocol};
 
 /// Frames `poll` takes from the device before it turns to timers and
 /// transmission, so a flood cannot starve the rest.
@@ -187,9 +187,18 @@ impl Stack {
             IpProtocol::Tcp if d.multicast => iface.counters.drop_tcp_other += 1,
             IpProtocol::Tcp => self.tcp.receive(iface, now, src, dst, upper_layer(d, packet), meta, tx),
             IpProtocol::Udp => self.udp.receive_ipv6(iface, now, d, packet, meta, tx),
-            // Echo replies and errors other than Packet Too Big: no ICMPv6
-            // sockets yet.
-            IpProtocol::Icmpv6 => iface.counters.drop_icmpv6_ignored += 1,
+            IpProtocol::Icmpv6 => {
+                let l4 = upper_layer(d, packet);
+                let parsed = Icmpv6Packet::new_checked(l4)
+                    .and_then(|p| Icmpv6Repr::parse(&p, d.src, d.dst, ChecksumMode::Ignore));
+                match parsed {
+                    Ok(Icmpv6Repr::PacketTooBig { mtu, header, data }) => {
+                        self.receive_packet_too_big(now, mtu, &header, data, tx)
+                    }
+                    // Echo replies and other errors: no ICMPv6 sockets yet.
+                    _ => iface.counters.drop_icmpv6_ignored += 1,
+                }
+            }
             _ => iface.counters.drop_ipv6_unknown_next_header += 1,
         }
     }

@@ -374,6 +374,12 @@ impl Stack {
 struct NoSocket;
 
 impl UdpSockets {
+    /// Whether a socket of ours sends from `port` on `addr` (an ICMP error
+    /// quoting such a datagram is about us).
+    pub(crate) fn sends_from(&self, addr: IpAddr, port: u16) -> bool {
+        self.by_port.get(&port).and_then(|&i| self.slots[i as usize].as_ref()).is_some_and(|s| s.local.accepts(addr))
+    }
+
     /// Queue a datagram's payload on the socket bound to `to`; `Err` when
     /// there is none (the caller counts it and answers port unreachable).
     fn deliver(

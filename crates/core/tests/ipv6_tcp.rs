@@ -131,3 +131,37 @@ fn connect_without_ipv6_says_so() {
     let e = p.a.tcp_connect(p.now, SocketAddrV6::new(B6, 80, 0, 0)).unwrap_err();
     assert_eq!(e, ustack_core::ConnectError::NoSourceAddress);
 }
+
+#[test]
+fn packet_too_big_is_believed_only_for_a_segment_in_flight() {
+    let mut p = pair6();
+    p.b.tcp_listen(80, 16).unwrap();
+    let (client, _server) = connect(&mut p, SocketAddrV6::new(B6, 80, 0, 0).into());
+    // A segment A sent and B has not acknowledged (it never reaches B).
+    p.a.tcp_send(client, &[7; 1000]).unwrap();
+    let mut keep = Capture::default();
+    p.a.transmit(p.now, &mut keep);
+    let seg = keep.frames[0][14..].to_vec();
+    let now = p.now;
+    let give =
+        |a: &mut ustack_core::Stack, f: Vec<u8>| a.receive(now, &f, ustack_core::phy::RxMeta::default(), &mut Discard);
+    let mtu = |a: &ustack_core::Stack| a.ipv6().unwrap().path_mtu(now, B6);
+    // Its sequence number moved outside SND.UNA..SND.NXT: not believed.
+    let mut bad_seq = seg.clone();
+    let seq = u32::from_be_bytes(bad_seq[44..48].try_into().unwrap()).wrapping_add(1 << 30);
+    bad_seq[44..48].copy_from_slice(&seq.to_be_bytes());
+    give(&mut p.a, packet_too_big_frame(1300, &bad_seq));
+    // Another port: no such connection.
+    let mut other = seg.clone();
+    other[42..44].copy_from_slice(&81u16.to_be_bytes());
+    give(&mut p.a, packet_too_big_frame(1300, &other));
+    let c = p.a.counters();
+    assert_eq!((c.drop_icmpv6_ptb_bad_seq, c.drop_icmpv6_ptb_ignored, c.pmtu6_lowered, mtu(&p.a)), (1, 1, 0, 1500));
+    // The segment as sent: believed; then lower, but never under 1280.
+    give(&mut p.a, packet_too_big_frame(1400, &seg));
+    assert_eq!((p.a.counters().pmtu6_lowered, mtu(&p.a)), (1, 1400));
+    give(&mut p.a, packet_too_big_frame(600, &seg));
+    assert_eq!((p.a.counters().pmtu6_lowered, mtu(&p.a)), (2, 1280));
+    assert_eq!(p.a.counters().icmpv6_ptb_rx, 4);
+    assert_eq!(p.a.counters().unaccounted_frames(), 0, "{:?}", p.a.counters());
+}

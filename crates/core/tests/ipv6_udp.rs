@@ -259,3 +259,24 @@ fn off_link_datagrams_go_through_the_static_gateway() {
     assert!(none.frames.is_empty());
     assert_eq!(p.b.counters().drop_no_route, before + 1);
 }
+
+#[test]
+fn packet_too_big_is_believed_only_for_a_bound_udp_socket() {
+    let mut p = pair6();
+    p.a.udp_bind(5000).unwrap();
+    // A datagram A sent from port 5000, and one from a port nobody binds.
+    let quote = |sport: u16| {
+        let f = udp6_frame(7, &[1; 100], ChecksumMode::Verify);
+        let mut q = f[ETHERNET_HEADER_LEN..].to_vec();
+        // udp6_frame goes from A6 to B6: swap nothing, set the source port.
+        q[IPV6_HEADER_LEN..IPV6_HEADER_LEN + 2].copy_from_slice(&sport.to_be_bytes());
+        q
+    };
+    let now = p.now;
+    let mut out = Capture::default();
+    p.a.receive(now, &packet_too_big_frame(1300, &quote(5001)), RxMeta::default(), &mut out);
+    assert_eq!((p.a.counters().drop_icmpv6_ptb_ignored, p.a.ipv6().unwrap().path_mtu(now, B6)), (1, 1500));
+    p.a.receive(now, &packet_too_big_frame(1300, &quote(5000)), RxMeta::default(), &mut out);
+    assert_eq!((p.a.counters().pmtu6_lowered, p.a.ipv6().unwrap().path_mtu(now, B6)), (1, 1300));
+    assert_accounted(&p);
+}

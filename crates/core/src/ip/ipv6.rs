@@ -47,6 +47,14 @@ impl Iface {
         }
     }
 
+    /// Lower the path MTU towards `dst` (a Packet Too Big the caller has
+    /// matched to a socket of ours).
+    pub(crate) fn lower_path_mtu6(&mut self, now: Instant, dst: Ipv6Addr, mtu: usize) {
+        if let Some(layer) = self.ipv6.as_mut() {
+            layer.lower_path_mtu(now, dst, mtu);
+        }
+    }
+
     /// The source address for a packet to `dst`; `None` without IPv6 or
     /// while every address is tentative.
     pub(crate) fn ipv6_source(&self, dst: Ipv6Addr) -> Option<Ipv6Addr> {

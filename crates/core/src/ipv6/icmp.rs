@@ -134,9 +134,12 @@ impl Ipv6Layer {
                 self.answer_echo(now, counters, ip, ident, seq_no, data, tx);
                 Ipv6Input::Done
             }
-            Icmpv6Repr::PacketTooBig { mtu, header, .. } => {
-                self.packet_too_big(now, counters, mtu, &header);
-                Ipv6Input::Done
+            // Believed only if it quotes a packet of a socket we have: the
+            // upper layers check (RFC 8201 §4, RFC 5927 §4.1), then call
+            // `lower_path_mtu`.
+            Icmpv6Repr::PacketTooBig { .. } => {
+                counters.icmpv6_ptb_rx += 1;
+                Ipv6Input::Deliver(delivery)
             }
             Icmpv6Repr::EchoReply { .. }
             | Icmpv6Repr::DstUnreachable { .. }
@@ -187,19 +190,16 @@ impl Ipv6Layer {
         }
     }
 
-    /// Packet Too Big about a packet we sent: lower the path MTU towards
-    /// its destination, to no less than 1280 (RFC 8201 §4).
-    fn packet_too_big(&mut self, now: Instant, counters: &mut Counters, mtu: u32, quoted: &Ipv6Repr) {
-        counters.icmpv6_ptb_rx += 1;
-        let mtu = usize::try_from(mtu).unwrap_or(usize::MAX).max(IPV6_MIN_MTU);
-        let dst = quoted.dst_addr;
-        if !self.addrs.is_usable(quoted.src_addr) || mtu >= self.path_mtu(now, dst) {
-            counters.drop_icmpv6_ptb_ignored += 1;
-            return;
+    /// Lower the path MTU towards `dst` to `mtu`, never under 1280 (RFC
+    /// 8201 §4), for a Packet Too Big whose quote the caller matched to one
+    /// of its sockets. False (nothing changed) when it would not lower it.
+    pub fn lower_path_mtu(&mut self, now: Instant, dst: Ipv6Addr, mtu: usize) -> bool {
+        let mtu = mtu.max(IPV6_MIN_MTU);
+        if mtu >= self.path_mtu(now, dst) {
+            return false;
         }
         self.path_mtus.lower(now, dst, mtu);
-        counters.pmtu6_lowered += 1;
-        counters.rx_consumed += 1;
+        true
     }
 
     /// Send an error about `packet` (the offending packet from its IPv6

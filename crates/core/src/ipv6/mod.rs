@@ -18,7 +18,9 @@
 //! - RFC 4443 ([`icmp`]): echo replies; errors rate-limited by a token bucket
 //!   and never sent about an error, to a multicast destination (but Packet
 //!   Too Big and unknown-option problems), from an unspecified or multicast
-//!   source; Packet Too Big lowering a bounded path MTU cache, never under 1280.
+//!   source; Packet Too Big delivered up, for the upper layer that matches
+//!   its quote to a socket to lower a bounded path MTU cache
+//!   ([`Ipv6Layer::lower_path_mtu`]), never under 1280.
 //! - RFC 4861 ([`ndp`], [`discovery`]): neighbour solicitation and
 //!   advertisement with all validity checks, neighbour unreachability
 //!   detection, router solicitation, router advertisements into a bounded

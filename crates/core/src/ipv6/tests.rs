@@ -425,19 +425,19 @@ fn errors_are_rate_limited_and_never_about_errors() {
 }
 
 #[test]
-fn packet_too_big_lowers_the_path_mtu_to_no_less_than_1280() {
+fn packet_too_big_goes_up_and_lowers_the_path_mtu_to_no_less_than_1280() {
     let mut h = Host::ready();
     h.learn_peer();
     let sent = ipv6(ours(), peer(), IpProtocol::Udp, 64, &[0; 1400]);
     let header = Ipv6Repr::parse(&Ipv6Packet::new_checked(&sent[..]).unwrap()).unwrap();
     let ptb = Icmpv6Repr::PacketTooBig { mtu: 1000, header, data: &sent[40..100] };
-    h.recv(&icmp(peer(), ours(), 64, &ptb));
-    assert_eq!((h.c.pmtu6_lowered, h.ip6.path_mtu(h.now, peer())), (1, 1280));
-    // A quote of a packet not from us changes nothing.
-    let forged =
-        Icmpv6Repr::PacketTooBig { mtu: 1280, header: Ipv6Repr { src_addr: a("2001:db8::77"), ..header }, data: &[] };
-    h.recv(&icmp(peer(), ours(), 64, &forged));
-    assert_eq!(h.c.drop_icmpv6_ptb_ignored, 1);
+    // The layer cannot tell whose packet the quote is: the upper layer
+    // matches it to a socket, then lowers the MTU.
+    assert!(matches!(h.recv(&icmp(peer(), ours(), 64, &ptb)), Ipv6Input::Deliver(_)));
+    assert_eq!((h.c.icmpv6_ptb_rx, h.ip6.path_mtu(h.now, peer())), (1, 1500));
+    assert!(h.ip6.lower_path_mtu(h.now, peer(), 1000));
+    assert_eq!(h.ip6.path_mtu(h.now, peer()), 1280, "never under 1280");
+    assert!(!h.ip6.lower_path_mtu(h.now, peer(), 1400), "only lower");
     // A 1,400-byte echo is answered in fragments of at most 1,280 bytes.
     h.recv(&echo(peer(), ours(), &[5u8; 1400]));
     let frames = h.take();

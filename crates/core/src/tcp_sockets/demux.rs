@@ -11,7 +11,7 @@ use crate::phy::{RxMeta, TxQueue};
 use crate::tcp::{self, Flags, FourTuple, ListenOutcome, Options, Segment, SeqNumber, TimeWaitOutcome};
 use crate::time::Instant;
 use std::net::{IpAddr, Ipv4Addr};
-use ustack_wire::{ChecksumMode, TcpPacket, TcpRepr, IPV4_HEADER_LEN};
+use ustack_wire::{ChecksumMode, TcpPacket, TcpRepr, IPV4_HEADER_LEN, IPV6_HEADER_LEN};
 
 /// The connection table's 4-tuple index, remembering its last hit: a flow
 /// sends segment after segment to one connection, and comparing 12 bytes
@@ -102,10 +102,12 @@ impl TcpSockets {
         if mtu >= current {
             return PathMtuOutcome::NotLower;
         }
-        slot.conn.on_path_mtu(mtu - IPV4_HEADER_LEN - TCP_HEADER_LEN);
+        let ip_header = if tuple.remote_addr.is_ipv4() { IPV4_HEADER_LEN } else { IPV6_HEADER_LEN };
+        slot.conn.on_path_mtu(mtu - ip_header - TCP_HEADER_LEN);
         // Record the new MTU before the resend reads it.
-        if let IpAddr::V4(remote) = tuple.remote_addr {
-            iface.path_mtus_lower(now, remote, mtu);
+        match tuple.remote_addr {
+            IpAddr::V4(remote) => iface.path_mtus_lower(now, remote, mtu),
+            IpAddr::V6(remote) => iface.lower_path_mtu6(now, remote, mtu),
         }
         iface.flush_connection(now, tx, &mut slot.conn, &tcp.pool);
         tcp.settle(index);

@@ -213,3 +213,29 @@ pub fn pair6_with(tune_a: impl FnOnce(&mut Ipv6Config)) -> Pair {
     }
     p
 }
+
+/// An ICMPv6 Packet Too Big from B to A (MACs and addresses) quoting
+/// `quote` (an IPv6 packet from its header on).
+pub fn packet_too_big_frame(mtu: u32, quote: &[u8]) -> Vec<u8> {
+    use ustack_wire::*;
+    let header = Ipv6Repr::parse(&Ipv6Packet::new_checked(quote).unwrap()).unwrap();
+    let data = &quote[IPV6_HEADER_LEN..quote.len().min(IPV6_HEADER_LEN + 200)];
+    let repr = Icmpv6Repr::PacketTooBig { mtu, header, data };
+    let len = repr.buffer_len();
+    let mut f = vec![0u8; ETHERNET_HEADER_LEN + IPV6_HEADER_LEN + len];
+    let eth = EthernetRepr { src_addr: B_MAC, dst_addr: A_MAC, ethertype: EtherType::Ipv6, vlan_id: None };
+    eth.emit(&mut EthernetFrame::new_unchecked(&mut f[..]));
+    let ip = Ipv6Repr {
+        src_addr: B6,
+        dst_addr: A6,
+        next_header: IpProtocol::Icmpv6,
+        payload_len: len,
+        hop_limit: 64,
+        traffic_class: 0,
+        flow_label: 0,
+    };
+    let l3 = &mut f[ETHERNET_HEADER_LEN..];
+    ip.emit(&mut Ipv6Packet::new_unchecked(&mut l3[..IPV6_HEADER_LEN]));
+    repr.emit(&mut Icmpv6Packet::new_unchecked(&mut l3[IPV6_HEADER_LEN..]), B6, A6, ChecksumMode::Verify);
+    f
+}
