@@ -15,10 +15,14 @@
 //!   unlocks, and sleeps in `ppoll` on the device's descriptor and a waker
 //!   eventfd until the stack's next deadline;
 //! - an application thread's socket call locks it, works on the socket
-//!   (`tcp_send`, `udp_recv_from`, …), transmits what the call queued at once
+//!   (`tcp_send`, `udp_recv_from`, …), puts what the call sent on the device
 //!   (`Stack::poll` with a zero receive budget, so a request leaves without a
 //!   thread switch), and wakes the stack thread only when the call made the
-//!   stack's next deadline earlier than the one it sleeps towards.
+//!   stack's next deadline earlier than the one it sleeps towards. The
+//!   device's kick (AF_PACKET's or AF_XDP's `sendto`) waits for the thread's
+//!   next wait while the stack thread will turn within
+//!   [`KICK_DELAY`](sys::KICK_DELAY) anyway, so a burst of writes between
+//!   two waits costs one kick (see `Inner::after_call`).
 //!
 //! No queue sits between the threads, so there is nothing to size or to
 //! overflow; a call never waits for the stack thread, only for the lock.

@@ -173,6 +173,7 @@ fn blocking<T>(fd: RawFd, dontwait: bool, mut op: impl FnMut(&mut Inner) -> Resu
             g.after_call();
             match r {
                 Err(err) if err == EAGAIN && !nonblock => {
+                    g.kick();
                     // Sleep on this thread's own eventfd, rung with the socket's.
                     let s = g.sock(fd)?;
                     if !s.waiters.contains(&wait) {

@@ -30,6 +30,20 @@ static USTACK_FD: [AtomicBool; MAX_FDS] = [const { AtomicBool::new(false) }; MAX
 static EPOLL_FD: [AtomicBool; MAX_FDS] = [const { AtomicBool::new(false) }; MAX_FDS];
 static WATCHED_FD: [AtomicBool; MAX_FDS] = [const { AtomicBool::new(false) }; MAX_FDS];
 
+/// Frames a call queued on the device without kicking the kernel (see
+/// [`Inner::after_call`]); read lock-free before waits outside the library.
+pub(crate) static UNKICKED: AtomicBool = AtomicBool::new(false);
+
+/// The longest a frame a call queued waits for its kick when the calling
+/// thread goes on without waiting in the library (it computes, or blocks in
+/// a call the library does not see): the stack thread wakes this often
+/// while calls defer kicks, and its turn kicks.
+pub const KICK_DELAY: ustack_core::Duration = ustack_core::Duration::from_millis(1);
+/// The stack thread keeps its sleeps to [`KICK_DELAY`] for this long after
+/// a call; a call defers its kick only while the stack thread is sure to
+/// wake within [`KICK_DELAY`].
+const KICK_WINDOW: ustack_core::Duration = ustack_core::Duration::from_millis(20);
+
 /// How many epoll sets have a bell of their own ([`EpollSet::bell`]): while
 /// none has, a wait on kernel descriptors costs one load of this.
 pub(crate) static BELLS: AtomicUsize = AtomicUsize::new(0);
@@ -328,6 +342,51 @@ pub(crate) struct Inner {
     waker: RawFd,
     /// Gratuitous ARPs still to send, and when the next is due.
     announce: (u8, Instant),
+    /// When a call last sent (see [`Inner::after_call`]).
+    last_call: Option<Instant>,
+    /// Frames are queued on the device and not kicked (mirrored in [`UNKICKED`]).
+    unkicked: bool,
+}
+
+/// A device whose transmit queue is not flushed at the end of a poll: the
+/// frames wait in the device (its ring) for the next kick. Counts what it
+/// queued.
+struct NoKick<'a, D> {
+    dev: &'a mut D,
+    queued: usize,
+}
+
+struct NoKickTx<'a, T> {
+    tx: T,
+    queued: &'a mut usize,
+}
+
+impl<T: TxQueue> TxQueue for NoKickTx<'_, T> {
+    fn send<F: FnOnce(&mut [u8])>(&mut self, len: usize, meta: TxMeta, fill: F) -> Result<(), ustack_core::phy::TxFull> {
+        let r = self.tx.send(len, meta, fill);
+        *self.queued += usize::from(r.is_ok());
+        r
+    }
+}
+
+impl<D: Device> Device for NoKick<'_, D> {
+    type Rx<'b>
+        = D::Rx<'b>
+    where
+        Self: 'b;
+    type Tx<'b>
+        = NoKickTx<'b, D::Tx<'b>>
+    where
+        Self: 'b;
+
+    fn queues(&mut self) -> (Self::Rx<'_>, Self::Tx<'_>) {
+        let (rx, tx) = self.dev.queues();
+        (rx, NoKickTx { tx, queued: &mut self.queued })
+    }
+
+    fn caps(&self) -> ustack_core::phy::DeviceCaps {
+        self.dev.caps()
+    }
 }
 
 /// The device chain, moved to the stack thread and used under the lock.
@@ -425,10 +484,62 @@ impl Inner {
         }
     }
 
-    /// After a call: send what it queued, ring the doorbells it caused, and
-    /// wake the stack thread if the stack's next deadline moved earlier.
+    /// After a call: queue what it sent on the device, ring the doorbells it
+    /// caused, and wake the stack thread if the stack's next deadline moved
+    /// earlier.
+    ///
+    /// The kernel is not kicked yet when the stack thread will wake within
+    /// [`KICK_DELAY`] anyway (it does while calls come, see
+    /// [`stack_thread`]): the frames wait in the device's ring until the
+    /// calling thread waits (every wait in the library, and the LD_PRELOAD
+    /// library's waits on kernel descriptors, kick first: [`Inner::kick`]),
+    /// another call kicks, or the stack thread's next turn, so a burst of
+    /// small writes between two waits costs one kick (on AF_PACKET over a
+    /// veth, a `sendto` that runs the peer's whole receive path).
     pub fn after_call(&mut self) {
-        self.after_call_receiving(0);
+        let now = self.clock.now();
+        let defer = self.planned.is_some_and(|p| p <= now + KICK_DELAY);
+        self.last_call = Some(now);
+        if !defer {
+            self.after_call_receiving(0);
+            return;
+        }
+        let Some(device) = self.device.0.as_mut() else { return };
+        let mut dev = NoKick { dev: device, queued: 0 };
+        self.stack.poll(now, &mut dev, 0);
+        if dev.queued > 0 && !self.unkicked {
+            self.unkicked = true;
+            UNKICKED.store(true, Ordering::Release);
+        }
+        let device_due = device.next_deadline();
+        self.dispatch_events();
+        self.plan(earliest(self.stack.poll_timeout(), device_due));
+    }
+
+    /// Kick the frames calls queued without a kick, if any.
+    pub fn kick(&mut self) {
+        if !self.unkicked {
+            return;
+        }
+        if let Some(device) = self.device.0.as_mut() {
+            device.queues().1.flush();
+        }
+        self.kicked();
+    }
+
+    fn kicked(&mut self) {
+        if self.unkicked {
+            self.unkicked = false;
+            UNKICKED.store(false, Ordering::Release);
+        }
+    }
+
+    /// Wake the stack thread if `due` is earlier than its planned wake.
+    fn plan(&mut self, due: Option<Instant>) {
+        if due.is_some_and(|d| self.planned.is_none_or(|p| d < p)) {
+            self.planned = due;
+            ring(self.waker);
+        }
     }
 
     /// [`Inner::after_call`], first taking up to `budget` received frames:
@@ -437,14 +548,12 @@ impl Inner {
     pub fn after_call_receiving(&mut self, budget: usize) {
         let now = self.clock.now();
         let Some(device) = self.device.0.as_mut() else { return };
+        // The poll flushes the device: what earlier calls queued leaves too.
         self.stack.poll(now, device, budget);
         let device_due = device.next_deadline();
+        self.kicked();
         self.dispatch_events();
-        let due = earliest(self.stack.poll_timeout(), device_due);
-        if due.is_some_and(|d| self.planned.is_none_or(|p| d < p)) {
-            self.planned = due;
-            ring(self.waker);
-        }
+        self.plan(earliest(self.stack.poll_timeout(), device_due));
     }
 
     /// Send the gratuitous ARPs that are due (see [`ANNOUNCEMENTS`]); the
@@ -501,7 +610,8 @@ extern "C" fn fork_prepare() {
     let follow = FOLLOW_FORK.load(Ordering::Acquire) && !FORKED.load(Ordering::Acquire);
     if follow || SHARD.get().is_some() {
         if let Some(g) = GLOBAL.get() {
-            let guard = g.inner.lock().unwrap_or_else(|p| p.into_inner());
+            let mut guard = g.inner.lock().unwrap_or_else(|p| p.into_inner());
+            guard.kick();
             FORK_GUARD.with(|f| *f.borrow_mut() = Some(guard));
         }
     }
@@ -652,6 +762,22 @@ pub(crate) fn lock() -> Result<MutexGuard<'static, Inner>, Errno> {
     Ok(g.inner.lock().unwrap_or_else(|p| p.into_inner()))
 }
 
+/// The lock if no thread holds it, this one included: for work on the way
+/// into a kernel call the library's own code also makes under the lock (a
+/// TAP device's `read`, an AF_XDP `recvfrom` go through the LD_PRELOAD
+/// library's symbols).
+pub(crate) fn try_lock() -> Option<MutexGuard<'static, Inner>> {
+    let g = GLOBAL.get()?;
+    if FORKED.load(Ordering::Acquire) {
+        return None;
+    }
+    match g.inner.try_lock() {
+        Ok(g) => Some(g),
+        Err(std::sync::TryLockError::Poisoned(p)) => Some(p.into_inner()),
+        Err(std::sync::TryLockError::WouldBlock) => None,
+    }
+}
+
 /// Whether this process has a stack it may use (false in a forked child,
 /// or a parent whose stack followed its child).
 pub(crate) fn owns_stack() -> bool {
@@ -692,9 +818,10 @@ pub fn finish_at_exit() {
                 .map(|&s| st.count(s))
                 .sum();
             if busy == 0 {
+                g.kick(); // the last ACKs
                 return;
             }
-            g.after_call();
+            g.after_call_receiving(0);
         }
         std::thread::sleep(std::time::Duration::from_millis(2));
     }
@@ -813,6 +940,8 @@ pub fn start(cfg: &StartConfig) -> Result<(), String> {
         planned: None,
         waker,
         announce: (ANNOUNCEMENTS, Instant::ZERO),
+        last_call: None,
+        unkicked: false,
     };
     let global = Global { inner: Mutex::new(inner) };
     GLOBAL.set(global).map_err(|_| "the stack is already started in this process".to_string())?;
@@ -892,6 +1021,11 @@ fn stack_thread(waker: RawFd) {
                 }
             }
             inner.stack.poll(now, &mut *device, 0);
+            if inner.unkicked {
+                // That poll flushed the device.
+                inner.unkicked = false;
+                UNKICKED.store(false, Ordering::Release);
+            }
             if let Some(e) = device.failure() {
                 let msg = format!("ustack: the device failed: {e:?}; ustack sockets stop working\n");
                 raw_write(2, msg.as_bytes());
@@ -903,7 +1037,12 @@ fn stack_thread(waker: RawFd) {
                 continue; // more frames are likely waiting
             }
             let next_announce = inner.announce(now);
-            let wake = earliest(earliest(inner.stack.poll_timeout(), device_due), next_announce);
+            let mut wake = earliest(earliest(inner.stack.poll_timeout(), device_due), next_announce);
+            if inner.last_call.is_some_and(|t| now.saturating_since(t) < KICK_WINDOW) {
+                // Calls are coming: wake soon enough that their frames need
+                // no kick of their own (see `Inner::after_call`).
+                wake = earliest(wake, Some(now + KICK_DELAY));
+            }
             inner.planned = wake;
             let ms = wake.map_or(MAX_SLEEP_MS, |t| {
                 (t.saturating_since(now).as_micros().div_ceil(1000) as i64).min(MAX_SLEEP_MS)

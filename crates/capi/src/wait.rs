@@ -69,7 +69,8 @@ pub fn poll(fds: &mut [libc::pollfd], timeout_ms: i64) -> Result<usize, Errno> {
                     }
                 }
             }
-            g.after_call();
+            // A wait: what calls queued leaves now.
+            g.after_call_receiving(0);
         }
         let t = if ready > 0 { 0 } else { remaining(deadline) };
         for k in kernel.iter_mut() {
@@ -338,13 +339,21 @@ pub fn polled(fd: RawFd) {
     }
 }
 
-/// Before a wait in the kernel that may include a watched set: bring every
-/// bell to its members' readiness (one atomic load while no set has one).
+/// Before a wait in the kernel (or a call that may block there): kick what
+/// calls queued on the device (see `Inner::after_call`), and bring every
+/// bell to its members' readiness if the wait may include a watched set.
+/// Two atomic loads when there is nothing to do.
 pub fn before_kernel_wait() {
-    if BELLS.load(Ordering::Relaxed) == 0 {
+    let unkicked = sys::UNKICKED.load(Ordering::Acquire);
+    if BELLS.load(Ordering::Relaxed) == 0 && !unkicked {
         return;
     }
-    if let Ok(mut g) = lock() {
+    // Not when the lock is held: by this thread, this is a kernel call the
+    // library makes itself (a TAP's read); by another, that thread's call
+    // ends by kicking or leaves it to the stack thread (within KICK_DELAY),
+    // and a bell it did not lower costs a spurious wakeup at worst.
+    if let Some(mut g) = sys::try_lock() {
+        g.kick();
         let sets: Vec<RawFd> = g.epolls.iter().filter(|(_, s)| s.bell.is_some()).map(|(&ep, _)| ep).collect();
         for ep in sets {
             check_bell(&mut g, ep);
@@ -437,6 +446,9 @@ fn look_or_sleep(epfd: RawFd, out: &mut [libc::epoll_event], slept: bool, sleep:
     g.after_call_receiving(DEFAULT_RX_BURST);
     let n = ustack_ready(g, epfd, out);
     g.after_call();
+    // A wait: what calls queued leaves now (after_call_receiving kicked
+    // what came before).
+    g.kick();
     if n == 0 && sleep {
         if let Some(set) = g.epolls.get_mut(&epfd) {
             if set.ready.is_empty() {

@@ -206,6 +206,7 @@ pub unsafe extern "C" fn accept4(fd: c_int, addr: *mut sockaddr, len: *mut sockl
     if is_ustack(fd) {
         return ffi::ustack_accept4(fd, addr, len, flags);
     }
+    capi::wait::before_kernel_wait();
     real!("accept4", unsafe extern "C" fn(c_int, *mut sockaddr, *mut socklen_t, c_int) -> c_int)(fd, addr, len, flags)
 }
 
@@ -214,6 +215,7 @@ pub unsafe extern "C" fn accept(fd: c_int, addr: *mut sockaddr, len: *mut sockle
     if is_ustack(fd) {
         return ffi::ustack_accept4(fd, addr, len, 0);
     }
+    capi::wait::before_kernel_wait();
     real!("accept", unsafe extern "C" fn(c_int, *mut sockaddr, *mut socklen_t) -> c_int)(fd, addr, len)
 }
 
@@ -222,6 +224,7 @@ pub unsafe extern "C" fn connect(fd: c_int, addr: *const sockaddr, len: socklen_
     if is_ustack(fd) {
         return ffi::ustack_connect(fd, addr, len);
     }
+    capi::wait::before_kernel_wait();
     real!("connect", unsafe extern "C" fn(c_int, *const sockaddr, socklen_t) -> c_int)(fd, addr, len)
 }
 
@@ -285,6 +288,7 @@ pub unsafe extern "C" fn read(fd: c_int, buf: *mut c_void, n: size_t) -> ssize_t
     if is_ustack(fd) {
         return ffi::ustack_read(fd, buf, n);
     }
+    capi::wait::before_kernel_wait();
     real!("read", unsafe extern "C" fn(c_int, *mut c_void, size_t) -> ssize_t)(fd, buf, n)
 }
 
@@ -293,6 +297,7 @@ pub unsafe extern "C" fn __read_chk(fd: c_int, buf: *mut c_void, n: size_t, bufl
     if is_ustack(fd) && n <= buflen {
         return ffi::ustack_read(fd, buf, n);
     }
+    capi::wait::before_kernel_wait();
     real!("__read_chk", unsafe extern "C" fn(c_int, *mut c_void, size_t, size_t) -> ssize_t)(fd, buf, n, buflen)
 }
 
@@ -309,6 +314,7 @@ pub unsafe extern "C" fn readv(fd: c_int, iov: *const iovec, cnt: c_int) -> ssiz
     if is_ustack(fd) {
         return ffi::ustack_readv(fd, iov, cnt);
     }
+    capi::wait::before_kernel_wait();
     real!("readv", unsafe extern "C" fn(c_int, *const iovec, c_int) -> ssize_t)(fd, iov, cnt)
 }
 
@@ -333,6 +339,7 @@ pub unsafe extern "C" fn recv(fd: c_int, buf: *mut c_void, n: size_t, flags: c_i
     if is_ustack(fd) {
         return ffi::ustack_recv(fd, buf, n, flags);
     }
+    capi::wait::before_kernel_wait();
     real!("recv", unsafe extern "C" fn(c_int, *mut c_void, size_t, c_int) -> ssize_t)(fd, buf, n, flags)
 }
 
@@ -341,6 +348,7 @@ pub unsafe extern "C" fn __recv_chk(fd: c_int, buf: *mut c_void, n: size_t, bufl
     if is_ustack(fd) && n <= buflen {
         return ffi::ustack_recv(fd, buf, n, flags);
     }
+    capi::wait::before_kernel_wait();
     real!("__recv_chk", unsafe extern "C" fn(c_int, *mut c_void, size_t, size_t, c_int) -> ssize_t)(fd, buf, n, buflen, flags)
 }
 
@@ -373,6 +381,7 @@ pub unsafe extern "C" fn recvfrom(
     if is_ustack(fd) {
         return ffi::ustack_recvfrom(fd, buf, n, flags, addr, len);
     }
+    capi::wait::before_kernel_wait();
     real!("recvfrom", unsafe extern "C" fn(c_int, *mut c_void, size_t, c_int, *mut sockaddr, *mut socklen_t) -> ssize_t)(
         fd, buf, n, flags, addr, len,
     )
@@ -391,6 +400,7 @@ pub unsafe extern "C" fn __recvfrom_chk(
     if is_ustack(fd) && n <= buflen {
         return ffi::ustack_recvfrom(fd, buf, n, flags, addr, len);
     }
+    capi::wait::before_kernel_wait();
     real!(
         "__recvfrom_chk",
         unsafe extern "C" fn(c_int, *mut c_void, size_t, size_t, c_int, *mut sockaddr, *mut socklen_t) -> ssize_t
@@ -410,6 +420,7 @@ pub unsafe extern "C" fn recvmsg(fd: c_int, msg: *mut msghdr, flags: c_int) -> s
     if is_ustack(fd) {
         return ffi::ustack_recvmsg(fd, msg, flags);
     }
+    capi::wait::before_kernel_wait();
     real!("recvmsg", unsafe extern "C" fn(c_int, *mut msghdr, c_int) -> ssize_t)(fd, msg, flags)
 }
 
@@ -426,6 +437,7 @@ pub unsafe extern "C" fn recvmmsg(fd: c_int, v: *mut libc::mmsghdr, n: u32, flag
     if is_ustack(fd) {
         return err(capi::unsupported("recvmmsg", Errno(libc::EOPNOTSUPP)));
     }
+    capi::wait::before_kernel_wait();
     real!("recvmmsg", unsafe extern "C" fn(c_int, *mut libc::mmsghdr, u32, c_int, *mut libc::timespec) -> c_int)(
         fd, v, n, flags, t,
     )
