@@ -30,6 +30,7 @@ use crate::tcp::FourTuple;
 use crate::time::Instant;
 use std::collections::VecDeque;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
+use ustack_wire::checksum::PseudoHeader;
 use ustack_wire::{
     ChecksumMode, Icmpv6DstUnreachable, IpProtocol, UdpPacket, UdpRepr, IPV4_HEADER_LEN, UDP_HEADER_LEN,
 };
@@ -524,16 +525,15 @@ fn send_v4<T: TxQueue>(
     }
     let src: Ipv4Addr = iface.cfg.ipv4.addr;
     let sent = iface.send_ipv4(now, tx, dst, IpProtocol::Udp, UDP_HEADER_LEN + data.len(), |b| {
-        repr.emit(
-            &mut UdpPacket::new_unchecked(b),
-            src,
-            dst,
-            data.len(),
-            |p| p.copy_from_slice(data),
-            ChecksumMode::Verify,
-        );
+        emit_datagram(b, &repr, src, dst, data);
     });
     sent.is_ok()
+}
+
+/// The UDP header and `data` into `b`, with the checksum over `src`/`dst`.
+fn emit_datagram<A: PseudoHeader>(b: &mut [u8], repr: &UdpRepr, src: A, dst: A, data: &[u8]) {
+    let packet = &mut UdpPacket::new_unchecked(b);
+    repr.emit(packet, src, dst, data.len(), |p| p.copy_from_slice(data), ChecksumMode::Verify);
 }
 
 /// One datagram over IPv6, from the socket's address or the one source
@@ -564,14 +564,7 @@ fn send_v6<T: TxQueue>(
     };
     let label = iface.flow_label(&tuple);
     let sent = iface.send_ipv6(now, tx, src, dst, IpProtocol::Udp, label, UDP_HEADER_LEN + data.len(), |b| {
-        repr.emit(
-            &mut UdpPacket::new_unchecked(b),
-            src,
-            dst,
-            data.len(),
-            |p| p.copy_from_slice(data),
-            ChecksumMode::Verify,
-        );
+        emit_datagram(b, &repr, src, dst, data);
     });
     sent.is_ok()
 }

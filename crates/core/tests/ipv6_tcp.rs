@@ -26,12 +26,6 @@ fn connect(p: &mut Pair, to: SocketAddr) -> (TcpHandle, TcpHandle) {
     panic!("no connection to {to}");
 }
 
-fn byte_at(offset: u64) -> u8 {
-    let mut z = offset.wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    z ^= z >> 29;
-    (z.wrapping_mul(0xBF58_476D_1CE4_E5B9) >> 56) as u8
-}
-
 /// `total` bytes from `src` on one stack to `dst` on the other, each checked.
 fn transfer(p: &mut Pair, a_to_b: bool, src: TcpHandle, dst: TcpHandle, total: u64) {
     let (mut sent, mut received) = (0u64, 0u64);

@@ -9,20 +9,6 @@ use ustack_core::tcp::State;
 use ustack_core::{Duration, Stack, TcpHandle};
 use ustack_device::LinkConfig;
 
-/// Advance virtual time to the next event (frame delivery or timer), bounded.
-fn step(p: &mut Pair) {
-    p.turn();
-    let next = [p.pa.next_delivery(), p.pb.next_delivery(), p.a.poll_timeout(), p.b.poll_timeout()]
-        .into_iter()
-        .flatten()
-        .min();
-    if let Some(t) = next {
-        if t > p.now {
-            p.now = t;
-        }
-    }
-}
-
 fn connect(p: &mut Pair, port: u16) -> (TcpHandle, TcpHandle) {
     p.b.tcp_listen(port, 16).unwrap();
     let client = p.a.tcp_connect(p.now, SocketAddrV4::new(B_IP, port)).unwrap();
@@ -37,13 +23,6 @@ fn connect(p: &mut Pair, port: u16) -> (TcpHandle, TcpHandle) {
         }
     }
     panic!("no connection");
-}
-
-/// A keyed pseudorandom byte at `offset`, so every byte can be checked on arrival.
-fn byte_at(offset: u64) -> u8 {
-    let mut z = offset.wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    z ^= z >> 29;
-    (z.wrapping_mul(0xBF58_476D_1CE4_E5B9) >> 56) as u8
 }
 
 /// Send `total` bytes from `from` to `to` over the pair, checking each byte.

@@ -181,6 +181,13 @@ pub fn enable_with(s: &mut Stack, addr: Ipv6Addr, tune: impl FnOnce(&mut Ipv6Con
     s.enable_ipv6(cfg, Instant::ZERO);
 }
 
+/// A keyed pseudorandom byte at `offset`, so every byte can be checked on arrival.
+pub fn byte_at(offset: u64) -> u8 {
+    let mut z = offset.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    z ^= z >> 29;
+    (z.wrapping_mul(0xBF58_476D_1CE4_E5B9) >> 56) as u8
+}
+
 /// One turn, then time jumps to the next delivery or timer.
 pub fn step(p: &mut Pair) {
     p.turn();
