@@ -80,7 +80,23 @@ impl Setup {
         }
         let kernel6 = format!("2001:db8:{subnet}::1/64");
         ns.exec_ok(&["ip", "-6", "addr", "add", &kernel6, "dev", &tap, "nodad"], SECS(5));
-        Setup { ns, u: Some(u), tap, subnet }
+        let s = Setup { ns, u: Some(u), tap, subnet };
+        // A static address is tentative until duplicate address detection
+        // ends (up to about 2 s); packets sent to it before then are not for
+        // us yet (`drop_ipv6_other_host`), so the tests start after it.
+        let want = s.stack6();
+        let preferred = |st: &Value| {
+            st["ipv6"]["addresses"].as_array().is_some_and(|a| {
+                a.iter().any(|x| {
+                    x["state"] == "Preferred" && x["address"].as_str().is_some_and(|v| v.starts_with(&format!("{want}/")))
+                })
+            })
+        };
+        if ip6.iter().any(|a| *a != "auto") {
+            let st = s.stats_until(SECS(10), preferred);
+            assert!(preferred(&st), "{want} never became preferred: {}", st["ipv6"]);
+        }
+        s
     }
 
     fn stack6(&self) -> String {
