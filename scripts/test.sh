@@ -28,5 +28,14 @@ else
   echo "== DPDK not installed (libdpdk-dev): the dpdk feature build is skipped"
 fi
 
+# Issue 15's bound: the IPv4 request/response path costs at most 3% more
+# instructions than before the core's reshaping (deterministic, callgrind).
+if command -v valgrind >/dev/null; then
+  echo "== callgrind: IPv4 rr instructions within 3% of the reshaping's baseline"
+  bash scripts/callgrind-rr.sh --check
+else
+  echo "== valgrind not installed: the IPv4 rr instruction-count check is skipped"
+fi
+
 echo "== fuzz: build the receive-path target and run it briefly"
 bash scripts/fuzz.sh "${FUZZ_SECONDS:-30}"
