@@ -4,10 +4,11 @@
 
 use crate::bytes::{get_u16, set_u16};
 use crate::checksum;
+use crate::icmp::{emit_echo, icmp_packet_view, ICMP_HEADER_LEN};
 use crate::{ChecksumMode, Error, Ipv4Packet, Ipv4Repr, Result, IPV4_HEADER_LEN};
 
 /// Length of the ICMPv4 header (type, code, checksum, 4 bytes rest-of-header).
-pub const ICMPV4_HEADER_LEN: usize = 8;
+pub const ICMPV4_HEADER_LEN: usize = ICMP_HEADER_LEN;
 /// How many bytes of the offending datagram's payload an error should quote
 /// (RFC 792: "the first 64 bits").
 pub const ICMPV4_ERROR_DATA_LEN: usize = 8;
@@ -20,57 +21,15 @@ const ECHO_REQUEST: u8 = 8;
 const TIME_EXCEEDED: u8 = 11;
 const PARAM_PROBLEM: u8 = 12;
 
-/// A zero-copy view of an ICMPv4 message (the whole IPv4 payload).
-///
-/// After [`new_checked`](Self::new_checked) returns `Ok`, no accessor panics.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Icmpv4Packet<T: AsRef<[u8]>> {
-    buffer: T,
+icmp_packet_view! {
+    /// A zero-copy view of an ICMPv4 message (the whole IPv4 payload).
+    Icmpv4Packet
 }
 
 impl<T: AsRef<[u8]>> Icmpv4Packet<T> {
-    /// Wraps a buffer without validating it.
-    pub const fn new_unchecked(buffer: T) -> Self {
-        Icmpv4Packet { buffer }
-    }
-    /// Wraps a buffer, checking it holds the 8-byte header.
-    pub fn new_checked(buffer: T) -> Result<Self> {
-        if buffer.as_ref().len() < ICMPV4_HEADER_LEN {
-            return Err(Error::Truncated);
-        }
-        Ok(Self::new_unchecked(buffer))
-    }
-    /// Returns the underlying buffer.
-    pub fn into_inner(self) -> T {
-        self.buffer
-    }
-    /// Message type.
-    pub fn msg_type(&self) -> u8 {
-        self.buffer.as_ref()[0]
-    }
-    /// Message code.
-    pub fn msg_code(&self) -> u8 {
-        self.buffer.as_ref()[1]
-    }
-    /// Checksum field.
-    pub fn checksum(&self) -> u16 {
-        get_u16(self.buffer.as_ref(), 2)
-    }
-    /// Echo identifier (bytes 4..6).
-    pub fn echo_ident(&self) -> u16 {
-        get_u16(self.buffer.as_ref(), 4)
-    }
-    /// Echo sequence number (bytes 6..8).
-    pub fn echo_seq_no(&self) -> u16 {
-        get_u16(self.buffer.as_ref(), 6)
-    }
     /// Next-hop MTU of a "fragmentation needed" message (bytes 6..8, RFC 1191).
     pub fn next_hop_mtu(&self) -> u16 {
         get_u16(self.buffer.as_ref(), 6)
-    }
-    /// Bytes after the 8-byte header.
-    pub fn data(&self) -> &[u8] {
-        self.buffer.as_ref().get(ICMPV4_HEADER_LEN..).unwrap_or(&[])
     }
     /// Whether the checksum over the whole message verifies.
     pub fn verify_checksum(&self) -> bool {
@@ -84,38 +43,7 @@ impl<T: AsRef<[u8]>> Icmpv4Packet<T> {
     }
 }
 
-impl<'a, T: AsRef<[u8]> + ?Sized> Icmpv4Packet<&'a T> {
-    /// Bytes after the header, borrowed for the buffer's lifetime.
-    pub fn into_data(self) -> &'a [u8] {
-        self.buffer.as_ref().get(ICMPV4_HEADER_LEN..).unwrap_or(&[])
-    }
-}
-
 impl<T: AsRef<[u8]> + AsMut<[u8]>> Icmpv4Packet<T> {
-    /// Sets the type.
-    pub fn set_msg_type(&mut self, v: u8) {
-        self.buffer.as_mut()[0] = v;
-    }
-    /// Sets the code.
-    pub fn set_msg_code(&mut self, v: u8) {
-        self.buffer.as_mut()[1] = v;
-    }
-    /// Sets the checksum field.
-    pub fn set_checksum(&mut self, v: u16) {
-        set_u16(self.buffer.as_mut(), 2, v);
-    }
-    /// Sets the echo identifier.
-    pub fn set_echo_ident(&mut self, v: u16) {
-        set_u16(self.buffer.as_mut(), 4, v);
-    }
-    /// Sets the echo sequence number.
-    pub fn set_echo_seq_no(&mut self, v: u16) {
-        set_u16(self.buffer.as_mut(), 6, v);
-    }
-    /// Bytes after the header, mutably.
-    pub fn data_mut(&mut self) -> &mut [u8] {
-        self.buffer.as_mut().get_mut(ICMPV4_HEADER_LEN..).unwrap_or(&mut [])
-    }
     /// Computes and writes the checksum over the whole buffer.
     pub fn fill_checksum(&mut self) {
         self.set_checksum(0);
@@ -308,14 +236,8 @@ impl<'a> Icmpv4Repr<'a> {
         let b = packet.buffer.as_mut();
         b[2..ICMPV4_HEADER_LEN].fill(0);
         match *self {
-            Icmpv4Repr::EchoRequest { ident, seq_no, data } | Icmpv4Repr::EchoReply { ident, seq_no, data } => {
-                let t = if matches!(self, Icmpv4Repr::EchoRequest { .. }) { ECHO_REQUEST } else { ECHO_REPLY };
-                b[0] = t;
-                b[1] = 0;
-                set_u16(b, 4, ident);
-                set_u16(b, 6, seq_no);
-                b[ICMPV4_HEADER_LEN..ICMPV4_HEADER_LEN + data.len()].copy_from_slice(data);
-            }
+            Icmpv4Repr::EchoRequest { ident, seq_no, data } => emit_echo(b, ECHO_REQUEST, ident, seq_no, data),
+            Icmpv4Repr::EchoReply { ident, seq_no, data } => emit_echo(b, ECHO_REPLY, ident, seq_no, data),
             Icmpv4Repr::DstUnreachable { reason, header, data } => {
                 let (code, mtu) = reason.code_and_mtu();
                 b[0] = DST_UNREACHABLE;

@@ -7,12 +7,13 @@
 
 use std::net::Ipv6Addr;
 
-use crate::bytes::{get_u16, get_u32, set_u16, set_u32};
+use crate::bytes::{get_u32, set_u32};
 use crate::checksum;
+use crate::icmp::{emit_echo, icmp_packet_view, ICMP_HEADER_LEN};
 use crate::{ChecksumMode, Error, Ipv6Packet, Ipv6Repr, MldRepr, NdiscRepr, Result, IPV6_HEADER_LEN};
 
 /// Length of the ICMPv6 header (type, code, checksum, 4 bytes of message body).
-pub const ICMPV6_HEADER_LEN: usize = 8;
+pub const ICMPV6_HEADER_LEN: usize = ICMP_HEADER_LEN;
 
 const PROTO_ICMPV6: u8 = 58;
 
@@ -30,50 +31,12 @@ pub(crate) const NEIGHBOR_ADVERT: u8 = 136;
 pub(crate) const REDIRECT: u8 = 137;
 pub(crate) const MLDV2_REPORT: u8 = 143;
 
-/// A zero-copy view of an ICMPv6 message (the whole upper-layer payload).
-///
-/// After [`new_checked`](Self::new_checked) returns `Ok`, no accessor panics.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Icmpv6Packet<T: AsRef<[u8]>> {
-    buffer: T,
+icmp_packet_view! {
+    /// A zero-copy view of an ICMPv6 message (the whole upper-layer payload).
+    Icmpv6Packet
 }
 
 impl<T: AsRef<[u8]>> Icmpv6Packet<T> {
-    /// Wraps a buffer without validating it.
-    pub const fn new_unchecked(buffer: T) -> Self {
-        Icmpv6Packet { buffer }
-    }
-    /// Wraps a buffer, checking it holds the 8-byte header.
-    pub fn new_checked(buffer: T) -> Result<Self> {
-        if buffer.as_ref().len() < ICMPV6_HEADER_LEN {
-            return Err(Error::Truncated);
-        }
-        Ok(Self::new_unchecked(buffer))
-    }
-    /// Returns the underlying buffer.
-    pub fn into_inner(self) -> T {
-        self.buffer
-    }
-    /// Message type.
-    pub fn msg_type(&self) -> u8 {
-        self.buffer.as_ref()[0]
-    }
-    /// Message code.
-    pub fn msg_code(&self) -> u8 {
-        self.buffer.as_ref()[1]
-    }
-    /// Checksum field.
-    pub fn checksum(&self) -> u16 {
-        get_u16(self.buffer.as_ref(), 2)
-    }
-    /// Echo identifier (bytes 4..6).
-    pub fn echo_ident(&self) -> u16 {
-        get_u16(self.buffer.as_ref(), 4)
-    }
-    /// Echo sequence number (bytes 6..8).
-    pub fn echo_seq_no(&self) -> u16 {
-        get_u16(self.buffer.as_ref(), 6)
-    }
     /// MTU of a Packet Too Big message (bytes 4..8).
     pub fn mtu(&self) -> u32 {
         get_u32(self.buffer.as_ref(), 4)
@@ -81,10 +44,6 @@ impl<T: AsRef<[u8]>> Icmpv6Packet<T> {
     /// Pointer of a Parameter Problem message (bytes 4..8).
     pub fn pointer(&self) -> u32 {
         get_u32(self.buffer.as_ref(), 4)
-    }
-    /// Bytes after the 8-byte header.
-    pub fn data(&self) -> &[u8] {
-        self.buffer.as_ref().get(ICMPV6_HEADER_LEN..).unwrap_or(&[])
     }
     /// Whether the checksum over the pseudo header and the whole message verifies.
     pub fn verify_checksum(&self, src: Ipv6Addr, dst: Ipv6Addr) -> bool {
@@ -103,22 +62,6 @@ fn message_sum(b: &[u8], src: Ipv6Addr, dst: Ipv6Addr) -> u32 {
 }
 
 impl<T: AsRef<[u8]> + AsMut<[u8]>> Icmpv6Packet<T> {
-    /// Sets the type.
-    pub fn set_msg_type(&mut self, v: u8) {
-        self.buffer.as_mut()[0] = v;
-    }
-    /// Sets the code.
-    pub fn set_msg_code(&mut self, v: u8) {
-        self.buffer.as_mut()[1] = v;
-    }
-    /// Sets the checksum field.
-    pub fn set_checksum(&mut self, v: u16) {
-        set_u16(self.buffer.as_mut(), 2, v);
-    }
-    /// Bytes after the header, mutably.
-    pub fn data_mut(&mut self) -> &mut [u8] {
-        self.buffer.as_mut().get_mut(ICMPV6_HEADER_LEN..).unwrap_or(&mut [])
-    }
     /// Computes and writes the checksum over the pseudo header and the whole buffer.
     pub fn fill_checksum(&mut self, src: Ipv6Addr, dst: Ipv6Addr) {
         self.set_checksum(0);
@@ -409,13 +352,8 @@ impl<'a> Icmpv6Repr<'a> {
         let b = packet.buffer.as_mut();
         b[2..ICMPV6_HEADER_LEN].fill(0);
         match *self {
-            Icmpv6Repr::EchoRequest { ident, seq_no, data } | Icmpv6Repr::EchoReply { ident, seq_no, data } => {
-                b[0] = if matches!(self, Icmpv6Repr::EchoRequest { .. }) { ECHO_REQUEST } else { ECHO_REPLY };
-                b[1] = 0;
-                set_u16(b, 4, ident);
-                set_u16(b, 6, seq_no);
-                b[ICMPV6_HEADER_LEN..ICMPV6_HEADER_LEN + data.len()].copy_from_slice(data);
-            }
+            Icmpv6Repr::EchoRequest { ident, seq_no, data } => emit_echo(b, ECHO_REQUEST, ident, seq_no, data),
+            Icmpv6Repr::EchoReply { ident, seq_no, data } => emit_echo(b, ECHO_REPLY, ident, seq_no, data),
             Icmpv6Repr::DstUnreachable { reason, header, data } => {
                 b[0] = DST_UNREACHABLE;
                 b[1] = reason.into();

@@ -42,6 +42,7 @@ pub mod checksum;
 
 mod arp;
 mod ethernet;
+mod icmp;
 mod icmpv4;
 mod icmpv6;
 mod ip;
