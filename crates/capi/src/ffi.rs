@@ -79,10 +79,12 @@ unsafe fn opt_str(p: *const c_char) -> Option<String> {
     (!p.is_null()).then(|| CStr::from_ptr(p).to_string_lossy().into_owned())
 }
 
-/// Start the stack on `device` (`tap:NAME`, `af_packet:IFACE`, …) with
-/// address `ip` (`A.B.C.D/N`), an optional `gateway` and, for a TAP, an
-/// optional address for the kernel's side (`host_ip`, `A.B.C.D/N`). On
-/// failure returns -1 with `errno` EINVAL and prints one line on stderr.
+/// Start the stack on device ("tap:NAME", "af_packet:IFACE[,opts]",
+/// "af_xdp:IFACE[,opts]") with address ip ("A.B.C.D/N"), an optional gateway
+/// ("A.B.C.D" or NULL) and, for a TAP, an optional address for the kernel's
+/// side (host_ip, "A.B.C.D/N" or NULL). Starts the stack thread. Call it once,
+/// before any socket. On failure: -1, errno EINVAL, and one line on stderr
+/// saying what is wrong.
 #[no_mangle]
 pub unsafe extern "C" fn ustack_start(
     device: *const c_char,
@@ -105,7 +107,7 @@ pub unsafe extern "C" fn ustack_start(
     }
 }
 
-/// 1 if `fd` is a ustack socket, else 0.
+/// 1 if fd is a ustack socket, else 0.
 #[no_mangle]
 pub extern "C" fn ustack_is_socket(fd: c_int) -> c_int {
     c_int::from(is_ustack(fd))
@@ -301,7 +303,7 @@ pub unsafe extern "C" fn ustack_sendmsg(fd: c_int, msg: *const msghdr, flags: c_
     })())
 }
 
-/// recvmsg(2) (no control messages: `msg_controllen` comes back 0).
+/// recvmsg(2) (no control messages: msg_controllen comes back 0).
 #[no_mangle]
 pub unsafe extern "C" fn ustack_recvmsg(fd: c_int, msg: *mut msghdr, flags: c_int) -> ssize_t {
     sret((|| {
@@ -438,7 +440,7 @@ pub extern "C" fn ustack_fcntl(fd: c_int, cmd: c_int, arg: c_int) -> c_int {
     })())
 }
 
-/// ioctl(2) with FIONREAD and FIONBIO (`arg` points to an int).
+/// ioctl(2) with FIONREAD and FIONBIO (arg points to an int).
 #[no_mangle]
 pub unsafe extern "C" fn ustack_ioctl(fd: c_int, req: c_ulong, arg: *mut c_void) -> c_int {
     ret((|| {
