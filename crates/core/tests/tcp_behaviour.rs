@@ -505,6 +505,56 @@ fn sack_blocks_report_the_latest_island_first() {
 }
 
 #[test]
+fn duplicates_are_reported_once_in_a_dsack_block() {
+    let mut s = established_with(&sack_config(), Options { sack_permitted: true, ..Options::default() });
+    let block = |a: u32, b: u32| Some((SeqNumber(a), SeqNumber(b)));
+    send!(s, seg! { seq: REMOTE + 1, ack: LOCAL + 1, payload: b"0123456789" });
+    s.at(200); // the delayed ACK goes
+    assert_eq!(s.poll().unwrap().ack, Some(REMOTE + 11));
+    // RFC 2883 §4 (1): a whole duplicate below RCV.NXT.
+    send!(s, seg! { seq: REMOTE + 1, ack: LOCAL + 1, payload: b"0123456789" });
+    let a = s.poll().expect("a duplicate is answered at once");
+    assert_eq!(a.ack, Some(REMOTE + 11));
+    assert_eq!(a.options.unwrap().sack_blocks, [block(REMOTE + 1, REMOTE + 11), None, None, None]);
+    // A segment that starts with old bytes: only those are duplicates.
+    send!(s, seg! { seq: REMOTE + 6, ack: LOCAL + 1, payload: b"56789ab" });
+    s.at(400);
+    let a = s.poll().unwrap();
+    assert_eq!(a.ack, Some(REMOTE + 13));
+    assert_eq!(a.options.unwrap().sack_blocks, [block(REMOTE + 6, REMOTE + 11), None, None, None]);
+    // §4 (2): a duplicate of data held out of order; the next block is the
+    // island that holds it.
+    send!(s, seg! { seq: REMOTE + 21, ack: LOCAL + 1, payload: b"kkkk" });
+    let a = s.poll().unwrap();
+    assert_eq!(a.options.unwrap().sack_blocks, [block(REMOTE + 21, REMOTE + 25), None, None, None]);
+    send!(s, seg! { seq: REMOTE + 22, ack: LOCAL + 1, payload: b"kk" });
+    let a = s.poll().unwrap();
+    assert_eq!(
+        a.options.unwrap().sack_blocks,
+        [block(REMOTE + 22, REMOTE + 24), block(REMOTE + 21, REMOTE + 25), None, None]
+    );
+    // Each duplicate is reported once: the next ACK has the island alone.
+    send!(s, seg! { seq: REMOTE + 31, ack: LOCAL + 1, payload: b"m" });
+    let a = s.poll().unwrap();
+    assert_eq!(
+        a.options.unwrap().sack_blocks,
+        [block(REMOTE + 31, REMOTE + 32), block(REMOTE + 21, REMOTE + 25), None, None]
+    );
+    assert_eq!(s.conn.stats().dsacks_sent, 3);
+}
+
+#[test]
+fn no_dsack_without_sack() {
+    let mut s = established_with(&config(), Options::default());
+    send!(s, seg! { seq: REMOTE + 1, ack: LOCAL + 1, payload: b"0123456789" });
+    send!(s, seg! { seq: REMOTE + 1, ack: LOCAL + 1, payload: b"0123456789" });
+    let a = s.poll().unwrap();
+    assert_eq!(a.ack, Some(REMOTE + 11));
+    assert_eq!(a.options.unwrap().sack_blocks, [None; 4]);
+    assert_eq!(s.conn.stats().dsacks_sent, 0);
+}
+
+#[test]
 fn sack_recovery_retransmits_only_the_holes() {
     let mut s = sack_socket_with_flight(8);
     // Segments 0 and 3 are lost; 1-2 and 4-7 arrive.

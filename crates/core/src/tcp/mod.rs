@@ -53,7 +53,8 @@ pub use time_wait::{TimeWait, TimeWaitOutcome};
 // Known gaps, deliberately left out rather than half done:
 // * States are an enum with one `match` arm per state (input.rs), not one
 //   struct per state as in netstack3.
-// * D-SACK (RFC 2883) is only read (TLP, RACK's reordering window); no PRR
+// * D-SACK (RFC 2883) is sent for duplicates and read by TLP and RACK's
+//   reordering window, but undoes nothing (see below); no PRR
 //   (RFC 6937), limited transmit (RFC 3042), F-RTO/Eifel spurious-RTO
 //   detection, or undo of spurious retransmissions. RACK-TLP (RFC 8985)
 //   needs SACK; without it, loss detection is NewReno's DupThresh of 3, and

@@ -340,6 +340,19 @@ pub fn all() -> Vec<Case> {
             steps: vec![Handshake, tcp(data(10)), want(want_ack()), tcp(Seg { seq: Seq::Ours(-5), ..data(10) }), want(want_ack())],
         },
         Case {
+            name: "tcp_est_duplicate_dsack",
+            why: "RFC 2883 4: a duplicate of data already acknowledged gets an immediate ACK whose first SACK block reports it (D-SACK); the next ACK no longer does",
+            steps: vec![
+                Handshake,
+                tcp(data(10)),
+                want(want_ack()),
+                tcp(Seg { seq: Seq::Ours(-10), advance: false, ..data(10) }),
+                want(WantTcp { has: vec![5], ..want_ack() }),
+                tcp(data(10)),
+                want(WantTcp { lacks: vec![5], ..want_ack() }),
+            ],
+        },
+        Case {
             name: "tcp_syn_with_data",
             why: "RFC 9293 3.10.7.2: data on a SYN (no TFO cookie) is not acknowledged by the SYN-ACK",
             steps: vec![tcp(Seg { len: 10, ..syn() }), want(WantTcp { ack: Check::Ours(-10), ..want_syn_ack() })],

@@ -245,6 +245,10 @@ impl Connection {
             // apart from segments beyond the window, and from RSTs).
             let old = if seg_len == 0 { seg.seq.lt(self.rcv_nxt) } else { seg.end().le(self.rcv_nxt) };
             let wholly_left = old && !seg.seq.lt(self.rcv_nxt - self.cfg.recv_buffer_size.max(65535));
+            if wholly_left && seg.payload_len > 0 && !seg.syn() && !seg.rst() {
+                // RFC 2883 §4 (1): a duplicate below the cumulative ACK.
+                self.note_duplicate(seg.seq, seg.seq + seg.payload_len);
+            }
             out.dropped = Some(if wholly_left && !seg.rst() { DropReason::Duplicate } else { DropReason::OutOfWindow });
             return;
         }
@@ -595,6 +599,11 @@ impl Connection {
             if skip > data.len() {
                 fin = false;
             }
+            if !data.is_empty() {
+                // A segment that starts with bytes we already have (Linux's
+                // "partial packet" case of tcp_data_queue).
+                self.note_duplicate(seq, seq + skip.min(data.len()));
+            }
             data = &data[skip.min(data.len())..];
             seq = self.rcv_nxt;
         }
@@ -644,7 +653,8 @@ impl Connection {
         out: &mut SegmentOutcome,
         pool: &mut BufferPool,
     ) {
-        self.rcv_mss = self.rcv_mss.max(data.len()).min(usize::from(self.cfg.mss));
+        let len = u16::try_from(data.len()).unwrap_or(u16::MAX);
+        self.rcv_mss = self.rcv_mss.max(len).min(self.cfg.mss);
         if seq == self.rcv_nxt {
             // "Once in the ESTABLISHED state, it is possible to deliver segment
             // data to user RECEIVE buffers ... RCV.NXT is advanced over the data
@@ -693,8 +703,8 @@ impl Connection {
                 // tail of a burst) is ACKed now, not after the delayed-ACK
                 // timer that a Linux sender's tail loss probe would beat with
                 // a needless retransmission.
-                self.bytes_unacked = self.bytes_unacked.saturating_add(data.len());
-                let ack_after = self.cfg.ack_every.saturating_sub(1) as usize * self.rcv_mss;
+                self.bytes_unacked = self.bytes_unacked.saturating_add(u32::try_from(data.len()).unwrap_or(u32::MAX));
+                let ack_after = self.cfg.ack_every.saturating_sub(1).saturating_mul(u32::from(self.rcv_mss));
                 if self.bytes_unacked > ack_after {
                     self.ack_now = true;
                 } else {
@@ -713,10 +723,26 @@ impl Connection {
             if n < data.len() {
                 out.dropped = Some(DropReason::NoBuffer);
             }
-            if n > 0 && self.reassembly.insert(seq, seq + n) == Inserted::TooManyIslands {
-                out.dropped = Some(DropReason::ReassemblyFull);
+            match self.reassembly.insert(seq, seq + n) {
+                _ if n == 0 => {}
+                Inserted::TooManyIslands => out.dropped = Some(DropReason::ReassemblyFull),
+                // RFC 2883 §4 (2): a duplicate of data held out of order; the
+                // island that holds it, now the most recently changed, is the
+                // next SACK block.
+                Inserted::Duplicate => self.note_duplicate(seq, seq + n),
+                Inserted::Stored => {}
             }
             self.ack_now = true;
+        }
+    }
+
+    /// Remembers `[start, end)`, data that arrived twice, for the first SACK
+    /// block of our next ACK (D-SACK, RFC 2883), when SACK was negotiated.
+    /// The latest duplicate wins: each is reported once, in the ACK it draws.
+    fn note_duplicate(&mut self, start: SeqNumber, end: SeqNumber) {
+        if self.sack && start.lt(end) {
+            self.dsack = (start, end);
+            bump(&mut self.stats.dsacks_sent);
         }
     }
 

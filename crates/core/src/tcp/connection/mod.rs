@@ -50,7 +50,7 @@ use super::reassembly::Reassembly;
 use super::recovery::Recovery;
 use super::recv_buffer::RecvBuffer;
 use super::rtt::RttEstimator;
-use super::segment::{FourTuple, Options, Segment};
+use super::segment::{FourTuple, Options, SackBlock, Segment};
 use super::send_buffer::SendBuffer;
 use super::seq::SeqNumber;
 use super::state::State;
@@ -199,6 +199,7 @@ struct Counters {
     challenge_acks: u32,
     challenge_acks_suppressed: u32,
     invalid_acks_suppressed: u32,
+    dsacks_sent: u32,
     zero_window_probes: u32,
     keepalive_probes: u32,
     loss_probes: u32,
@@ -231,6 +232,7 @@ impl Counters {
             challenge_acks: self.challenge_acks.into(),
             challenge_acks_suppressed: self.challenge_acks_suppressed.into(),
             invalid_acks_suppressed: self.invalid_acks_suppressed.into(),
+            dsacks_sent: self.dsacks_sent.into(),
             zero_window_probes: self.zero_window_probes.into(),
             keepalive_probes: self.keepalive_probes.into(),
             loss_probes: self.loss_probes.into(),
@@ -293,6 +295,8 @@ pub struct Stats {
     /// Replies to out-of-window pure ACKs and SYNs not sent because one went
     /// less than `invalid_ack_interval` ago (what breaks ACK loops).
     pub invalid_acks_suppressed: u64,
+    /// Duplicate data reported to the peer in a D-SACK block (RFC 2883).
+    pub dsacks_sent: u64,
     /// Probes sent into the peer's zero window (RFC 9293 §3.8.6.1).
     pub zero_window_probes: u64,
     /// Keep-alive probes sent on an idle connection (RFC 9293 §3.8.4).
@@ -398,14 +402,20 @@ pub struct Connection {
     reassembly: Reassembly,
     /// A FIN seen beyond a hole.
     ooo_fin: Option<SeqNumber>,
+    /// Duplicate data to report in the first SACK block of our next ACK
+    /// (D-SACK, RFC 2883), then forgotten: the peer learns that its
+    /// retransmission was spurious and can undo or widen its reordering window.
+    /// Empty (start = end) when there is none: an `Option` would cost the
+    /// connection slot 8 more bytes.
+    dsack: SackBlock,
     fin_received: bool,
     /// The application called `close`: no more reads.
     read_closed: bool,
     /// Largest segment payload seen from the peer (for "full-sized").
-    rcv_mss: usize,
+    rcv_mss: u16,
     ack_now: bool,
     /// In-order payload received since our last ACK.
-    bytes_unacked: usize,
+    bytes_unacked: u32,
 
     // Negotiated options.
     window_scaling: bool,
@@ -497,6 +507,7 @@ impl Connection {
             pool_room: u32::MAX,
             reassembly: Reassembly::new(cfg.max_ooo_ranges),
             ooo_fin: None,
+            dsack: (SeqNumber(0), SeqNumber(0)),
             fin_received: false,
             read_closed: false,
             rcv_mss: 1,

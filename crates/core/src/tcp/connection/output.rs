@@ -5,7 +5,7 @@
 
 use super::{bump, Connection};
 use crate::tcp::pool::BufferPool;
-use crate::tcp::segment::{Flags, Options, Segment};
+use crate::tcp::segment::{Flags, Options, SackBlock, Segment};
 use crate::tcp::seq::SeqNumber;
 use crate::tcp::state::State;
 use crate::tcp::timers::Timer;
@@ -166,11 +166,28 @@ impl Connection {
             // RFC 7323 §3.2: "TSecr ... echoes TS.Recent".
             options.timestamp = Some((self.ts_now(now), self.ts_recent));
         }
-        if self.sack && !self.reassembly.is_empty() {
-            // RFC 2018 §3: at most 3 blocks fit beside a timestamp, 4 without.
-            options.sack_blocks = self.reassembly.sack_blocks(if self.timestamps { 3 } else { 4 });
+        if self.sack && (self.dsack.0 != self.dsack.1 || !self.reassembly.is_empty()) {
+            options.sack_blocks = self.sack_blocks();
         }
         options
+    }
+
+    /// The SACK blocks of our next ACK: a D-SACK first if there is one, then
+    /// the islands, the most recently changed first. Out of line: on an
+    /// in-order exchange there are none.
+    #[inline(never)]
+    fn sack_blocks(&self) -> [Option<SackBlock>; 4] {
+        // RFC 2018 §3: at most 3 blocks fit beside a timestamp, 4 without.
+        let max = if self.timestamps { 3 } else { 4 };
+        if self.dsack.0 == self.dsack.1 {
+            return self.reassembly.sack_blocks(max);
+        }
+        // RFC 2883 §4: "the first SACK block ... MUST specify the contiguous
+        // sequence space of the received duplicate segment".
+        let mut blocks = [None; 4];
+        blocks[0] = Some(self.dsack);
+        blocks[1..max].copy_from_slice(&self.reassembly.sack_blocks(max - 1)[..max - 1]);
+        blocks
     }
 
     /// RFC 9293's "<SEQ=SND.NXT><ACK=RCV.NXT><CTL=ACK>". Our SND.NXT may have
@@ -482,6 +499,9 @@ impl Connection {
             self.last_ack_sent = self.rcv_nxt;
             self.ack_now = false;
             self.bytes_unacked = 0;
+            // Reported once (RFC 2883 §4: "each duplicate contiguous sequence
+            // ... in only one SACK block").
+            self.dsack.1 = self.dsack.0;
             self.timers.stop(Timer::DelayedAck);
         }
         seg
