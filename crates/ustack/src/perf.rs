@@ -8,7 +8,7 @@ use crate::error::CliError;
 use clap::Args;
 use serde_json::{json, Value};
 use std::io::Write;
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::{IpAddr, SocketAddr};
 use ustack_core::phy::Device;
 use ustack_runtime::apps::iperf::{self, Interval, PerfEvent, StreamReport, TestParams, TestReport};
 use ustack_runtime::{App, EventLoop, RunEnd, StopSignal, Waitable};
@@ -22,9 +22,9 @@ pub struct PerfArgs {
     /// Run as a server, one test at a time (a client that comes during a test is refused).
     #[arg(short = 's', long = "server")]
     pub server: bool,
-    /// Run as a client against the iperf3 server at this IPv4 address.
-    #[arg(short = 'c', long = "client", value_name = "HOST")]
-    pub client: Option<Ipv4Addr>,
+    /// Run as a client against the iperf3 server at this IPv4 or IPv6 address (`fd00::1` or `[fd00::1]`).
+    #[arg(short = 'c', long = "client", value_name = "HOST", value_parser = parse_host)]
+    pub client: Option<IpAddr>,
     /// Server port.
     #[arg(short = 'p', long = "port", default_value_t = iperf::DEFAULT_PORT, value_parser = clap::value_parser!(u16).range(1..))]
     pub port: u16,
@@ -76,6 +76,14 @@ pub struct PerfArgs {
     /// n opens on shard n mod N, from a port that hashes back to it.
     #[command(flatten)]
     pub cores: crate::shards::CoresArgs,
+}
+
+/// An IPv4 or IPv6 address, the latter bare or in brackets as in URLs.
+fn parse_host(s: &str) -> Result<IpAddr, String> {
+    let bare = s.strip_prefix('[').and_then(|r| r.strip_suffix(']')).unwrap_or(s);
+    bare.parse().map_err(|_| {
+        format!("'{s}' is not an IP address: give the server's IPv4 or IPv6 address, e.g. 10.0.0.1 or fd00::1")
+    })
 }
 
 /// `10M` → 10 * 1024 * 1024, as iperf3's `unit_atoi` reads byte counts.
@@ -166,7 +174,7 @@ fn perf<D: Device + Waitable>(
             }
         }
         Some(host) => {
-            let server = SocketAddrV4::new(host, args.port);
+            let server = SocketAddr::new(host, args.port);
             let limit = args.timeout.unwrap_or(u64::from(params.time) + u64::from(params.omit) + 30);
             let deadline = lp.clock.now() + ustack_core::Duration::from_secs(limit.min(1 << 32));
             let mut client = iperf::IperfClient::new(server, params, ustack_runtime::os_seed());
@@ -258,7 +266,7 @@ impl ustack_runtime::shard::ShardSetup for PerfShards<'_> {
     ) -> Result<(ustack_core::Stack, ustack_device::DeviceChain, PerfShard), String> {
         let opened = crate::shards::open_shard(&self.args.dev, self.settings, self.mac, env)?;
         let app = if env.index == 0 {
-            let server = SocketAddrV4::new(self.args.client.expect("checked"), self.args.port);
+            let server = SocketAddr::new(self.args.client.expect("checked"), self.args.port);
             let seed = ustack_runtime::os_seed();
             let client = iperf::IperfClient::sharded(server, self.params.clone(), seed, self.shared.clone());
             let out =
@@ -382,7 +390,7 @@ impl Printer {
         }
     }
 
-    fn started(&mut self, peer: Option<SocketAddrV4>, params: &TestParams, streams: &[StreamReport]) {
+    fn started(&mut self, peer: Option<SocketAddr>, params: &TestParams, streams: &[StreamReport]) {
         self.intervals.clear();
         let connected: Vec<Value> = streams
             .iter()
@@ -543,7 +551,7 @@ fn flush() {
     let _ = std::io::stdout().flush();
 }
 
-fn addr_or_unknown(a: Option<SocketAddrV4>) -> String {
+fn addr_or_unknown(a: Option<SocketAddr>) -> String {
     a.map_or("a client".into(), |a| a.to_string())
 }
 
@@ -714,6 +722,10 @@ mod tests {
         assert!(parse_rate("fast").is_err());
         assert!(parse_bytes("-1").is_err());
         assert_eq!(three_digits(941.2), " 941");
+        assert_eq!(parse_host("[fd00::1]"), Ok("fd00::1".parse().unwrap()));
+        assert_eq!(parse_host("fd00::1"), Ok("fd00::1".parse().unwrap()));
+        assert_eq!(parse_host("10.0.0.1"), Ok("10.0.0.1".parse().unwrap()));
+        assert!(parse_host("[10.0.0.1").is_err());
         assert_eq!(transfer(112 * 1024 * 1024), " 112 MBytes");
     }
 }

@@ -1,8 +1,9 @@
 //! TCP and UDP of the `ustack` binary over IPv6 against the Linux kernel on
 //! a TAP: `curl -6` of 64 MiB from the stack's HTTP server, `ustack get` of
 //! 64 MiB from a kernel IPv6 HTTP server (python's http.server), each body
-//! checked by SHA-256, `iperf3 -6` against `ustack perf -s` (byte counts
-//! equal both sides), and `socat` UDP6 datagrams to the stack's UDP echo
+//! checked by SHA-256, `iperf3 -6` against `ustack perf -s` and `ustack
+//! perf -c` against the kernel's `iperf3 -s` over IPv6, TCP and UDP (byte
+//! counts equal both sides), and `socat` UDP6 datagrams to the stack's UDP echo
 //! (each reply equal to what was sent, fragmented ones included).
 //!
 //! Topology per test: namespace `ust-<tag>-<pid>`; a TAP `t6<N>p<pid>` made
@@ -197,6 +198,9 @@ fn ustack_get_downloads_64_mib_from_a_kernel_ipv6_server() {
     drop(server);
 }
 
+/// Kernel `iperf3 -6` against `ustack perf -s`: TCP, then UDP at 20 Mbit/s
+/// (the UDP streams' hellos and data over IPv6 to the server's dual-stack
+/// socket). Byte counts equal on both sides, test by test.
 #[test]
 fn iperf3_6_against_ustack_perf_server() {
     skip_unless!("iperf3", "ping", "ethtool");
@@ -207,22 +211,108 @@ fn iperf3_6_against_ustack_perf_server() {
     let mut server = Bg::spawn(&link.ns, &argv_ref);
     server.wait_ready("serving", SECS(10), |e| e.contains("perf server on"));
     link.wait_ping6(|| server.stderr_now());
-    let out = link.ns.exec(&["iperf3", "-6", "-c", &link.stack6(), "-J", "-t", "2"], SECS(40));
-    let theirs: serde_json::Value =
-        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("iperf3 -6: not JSON ({e}): {out}"));
-    assert!(out.success() && theirs.get("error").is_none(), "iperf3 -6 failed: {out}\n{}", server.stderr_now());
-    let deadline = Instant::now() + SECS(10);
-    let ours = loop {
-        if let Some(doc) = json_documents(&server.stdout_now()).into_iter().next() {
-            break doc;
+    let modes: [&[&str]; 2] = [&[], &["-u", "-b", "20M"]];
+    for (i, mode) in modes.iter().enumerate() {
+        let stack6 = link.stack6();
+        let mut argv = vec!["iperf3", "-6", "-c", &stack6, "-J", "-t", "2"];
+        argv.extend_from_slice(mode);
+        let out = link.ns.exec(&argv, SECS(40));
+        let theirs: serde_json::Value =
+            serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("iperf3 -6 {mode:?}: not JSON ({e}): {out}"));
+        assert!(
+            out.success() && theirs.get("error").is_none(),
+            "iperf3 -6 {mode:?} failed: {out}\n{}",
+            server.stderr_now()
+        );
+        let ours = nth_document(&server, i);
+        for sum in ["sum_sent", "sum_received"] {
+            let (t, o) = (end_bytes(&theirs, sum), end_bytes(&ours, sum));
+            eprintln!("iperf3 -6 {mode:?}: end.{sum}.bytes iperf3 {t}, ustack {o}");
+            assert!(t > 0, "iperf3 -6 {mode:?}: no bytes in end.{sum}");
+            assert_eq!(t, o, "iperf3 -6 {mode:?}: end.{sum}.bytes differ (iperf3 {t}, ustack {o})");
         }
-        assert!(Instant::now() < deadline, "ustack perf printed no result:\n{}", server.stderr_now());
+        let peer = ours["start"]["accepted_connection"]["host"].as_str();
+        assert_eq!(peer, Some(link.host6().as_str()), "the server's peer: {ours}");
+        if mode.contains(&"-u") {
+            let streams = theirs["end"]["streams"].as_array().expect("streams");
+            assert!(streams.iter().all(|s| s["udp"]["packets"].as_u64().unwrap_or(0) > 0), "UDP packets: {theirs}");
+        }
+    }
+}
+
+/// Wait (bounded) until the `ustack perf -s -J` in `server` has printed
+/// its `i`th result (0-based); that document.
+fn nth_document(server: &Bg, i: usize) -> serde_json::Value {
+    let deadline = Instant::now() + SECS(10);
+    loop {
+        if let Some(doc) = json_documents(&server.stdout_now()).into_iter().nth(i) {
+            return doc;
+        }
+        assert!(Instant::now() < deadline, "ustack perf printed no result {i}:\n{}", server.stderr_now());
         std::thread::sleep(Duration::from_millis(20));
-    };
-    for sum in ["sum_sent", "sum_received"] {
-        let (t, o) = (end_bytes(&theirs, sum), end_bytes(&ours, sum));
-        assert!(t > 0, "iperf3 -6: no bytes in end.{sum}");
-        assert_eq!(t, o, "iperf3 -6: end.{sum}.bytes differ (iperf3 {t}, ustack {o})");
+    }
+}
+
+/// `ustack perf -c [fd00:67:7::1]` against the kernel's `iperf3 -s`: two
+/// parallel TCP streams, the same reversed, and UDP at 20 Mbit/s. The
+/// kernel's own count (it reaches us in the results exchange) equals what
+/// `ustack perf -J` reports, and every stream names IPv6 endpoints.
+#[test]
+fn ustack_perf_client_over_ipv6_against_iperf3_server() {
+    skip_unless!("iperf3", "ss", "ethtool");
+    let link = Link6::new("perfc6", 7);
+    let modes: [&[&str]; 3] = [&["-P", "2"], &["-P", "2", "-R"], &["-u", "-b", "20M"]];
+    for (i, mode) in modes.iter().enumerate() {
+        // iperf3 -s listens on [::] (IPv4 and IPv6); -1: one test, then exit.
+        let mut iperf3 = Bg::spawn(&link.ns, &["iperf3", "-s", "-1", "-J"]);
+        wait_listening(&link.ns, 5201, SECS(10));
+        // Brackets, as in a URL, on every other run: both spellings work.
+        let host = if i % 2 == 0 { link.host6() } else { format!("[{}]", link.host6()) };
+        let mut argv: Vec<String> = vec![support::ustack_bin().into(), "perf".into(), "-c".into(), host];
+        argv.extend(["-t", "2", "-J"].map(String::from));
+        argv.extend(mode.iter().map(|s| s.to_string()));
+        argv.extend(link.device_args());
+        let argv_ref: Vec<&str> = argv.iter().map(String::as_str).collect();
+        let out = support::run_bounded(link.ns.command(&argv_ref), None, SECS(60));
+        assert_no_panic(&out.stderr);
+        assert!(out.success(), "ustack perf -c {mode:?} over IPv6: {out}\niperf3: {}", iperf3.stderr_now());
+        let ours: serde_json::Value =
+            serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {out}"));
+        assert!(iperf3.wait_exit(SECS(10)).success(), "iperf3 -s: {}", iperf3.stderr_now());
+        // Its output may still be on the way through the pipe: read until it parses (bounded).
+        let deadline = Instant::now() + SECS(5);
+        let theirs: serde_json::Value = loop {
+            match serde_json::from_str(&iperf3.stdout_now()) {
+                Ok(doc) => break doc,
+                Err(e) if Instant::now() >= deadline => panic!("iperf3 -s JSON ({e}): {}", iperf3.stdout_now()),
+                Err(_) => std::thread::sleep(Duration::from_millis(20)),
+            }
+        };
+        // iperf3 -s fills in the side it counted itself (the other reads 0).
+        let (theirs_sum, ours_sum) =
+            if mode.contains(&"-R") { ("sum_sent", "sum_received") } else { ("sum_received", "sum_sent") };
+        let (o, t) = (end_bytes(&ours, theirs_sum), end_bytes(&theirs, theirs_sum));
+        let own = end_bytes(&ours, ours_sum);
+        eprintln!(
+            "ustack perf -c {mode:?} over IPv6: end.{theirs_sum} ustack {o}, iperf3 {t}; end.{ours_sum} ours {own}"
+        );
+        assert_eq!(o, t, "{mode:?}: end.{theirs_sum}.bytes differ");
+        assert!(t > 0 && own > 0, "{mode:?}: no bytes moved: {ours}");
+        assert!(end_bytes(&ours, "sum_received") <= end_bytes(&ours, "sum_sent"), "{mode:?}: received more than sent");
+        // The kernel saw the connections come from the stack's IPv6 address.
+        let peer = theirs["start"]["accepted_connection"]["host"].as_str();
+        assert_eq!(peer, Some(link.stack6().as_str()), "iperf3's peer: {theirs}");
+        let connected = ours["start"]["connected"].as_array().expect("start.connected");
+        let want = if mode.contains(&"-P") { 2 } else { 1 };
+        assert_eq!(connected.len(), want, "{mode:?}: streams {connected:?}");
+        for c in connected {
+            assert_eq!(c["local_host"].as_str(), Some(link.stack6().as_str()), "{c}");
+            assert_eq!(c["remote_host"].as_str(), Some(link.host6().as_str()), "{c}");
+        }
+        if mode.contains(&"-u") {
+            let packets = ours["end"]["sum"]["packets"].as_u64().unwrap_or(0);
+            assert!(packets > 0, "UDP packets: {ours}");
+        }
     }
 }
 

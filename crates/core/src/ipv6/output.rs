@@ -2,7 +2,7 @@
 //! §5.2), neighbour resolution, and fragmentation (RFC 8200 §4.5) of
 //! packets larger than the path MTU.
 
-use super::addrs::AddressTable;
+use super::addrs::{AddrState, AddressTable, Ipv6Address};
 use super::Ipv6Layer;
 use crate::counters::Counters;
 use crate::ip::{enqueue_for_neighbor, resolve_next_hop, write_frame, EgressDrop};
@@ -73,14 +73,19 @@ pub(crate) fn is_link_local(a: Ipv6Addr) -> bool {
 /// a preferred global address, one on the destination's prefix first, then
 /// a deprecated one, then the link-local address.
 pub(crate) fn pick_source(addrs: &AddressTable, dst: Ipv6Addr) -> Option<Ipv6Addr> {
-    use super::AddrState::{Deprecated, Preferred};
+    pick(addrs, dst, |a| a.state)
+}
+
+/// [`pick_source`] with each address in the state `state` gives it.
+fn pick(addrs: &AddressTable, dst: Ipv6Addr, state: fn(&Ipv6Address) -> AddrState) -> Option<Ipv6Addr> {
+    use super::AddrState::{Deprecated, Preferred, Tentative};
     let link_scope = is_link_local(dst) || (dst.is_multicast() && dst.segments()[0] & 0x000f <= 2);
-    let usable = || addrs.iter().filter(|a| a.is_usable());
+    let usable = || addrs.iter().filter(move |a| state(a) != Tentative);
     let link_local = usable().find(|a| is_link_local(a.cidr.addr)).map(|a| a.cidr.addr);
     if link_scope {
         return link_local;
     }
-    let global = |state| usable().filter(move |a| a.state == state && !is_link_local(a.cidr.addr));
+    let global = |want| usable().filter(move |a| state(a) == want && !is_link_local(a.cidr.addr));
     global(Preferred)
         .find(|a| a.cidr.contains(dst))
         .or_else(|| global(Preferred).next())
@@ -94,6 +99,19 @@ impl Ipv6Layer {
     /// `None` while every address is tentative.
     pub fn select_source(&self, dst: Ipv6Addr) -> Option<Ipv6Addr> {
         pick_source(&self.addrs, dst)
+    }
+
+    /// The source address `dst` gets once duplicate address detection is
+    /// over, if it is usable now; `None` while it is still tentative. A
+    /// connection keeps the source it starts with, so one opened now from
+    /// the link-local address (all [`Ipv6Layer::select_source`] may offer
+    /// for a while) would keep a source that a peer off the link cannot answer.
+    pub fn settled_source(&self, dst: Ipv6Addr) -> Option<Ipv6Addr> {
+        let settled = |a: &Ipv6Address| match a.state {
+            AddrState::Tentative => AddrState::Preferred,
+            s => s,
+        };
+        pick(&self.addrs, dst, settled).filter(|&a| self.addrs.is_usable(a))
     }
 
     /// Send an upper-layer message of `payload_len` bytes, written by

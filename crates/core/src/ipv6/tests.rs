@@ -501,6 +501,11 @@ fn slaac_from_a_router_advertisement_with_dad_and_a_default_route() {
     let slaac = h.ip6.addresses().find(|x| matches!(x.origin, AddrOrigin::Slaac { .. })).copied().unwrap();
     let expected = addrs::slaac_address(&[5; 16], a("2001:db8:1::"), OUR_MAC, 0);
     assert_eq!((slaac.cidr.addr, slaac.state), (expected, AddrState::Tentative));
+    // While it is tentative an off-link peer could get the link-local
+    // source; the settled source is the new address, so none is offered yet.
+    assert_eq!(h.ip6.select_source(a("2001:db8:9::1")), Some(ll));
+    assert_eq!(h.ip6.settled_source(a("2001:db8:9::1")), None);
+    assert_eq!(h.ip6.settled_source(router), Some(ll));
     // DAD: one solicitation from nobody for it, then it is preferred.
     let t = h.now + Duration::from_secs(3);
     h.run_until(t);
@@ -511,6 +516,7 @@ fn slaac_from_a_router_advertisement_with_dad_and_a_default_route() {
     assert_eq!(h.ip6.addresses().find(|x| x.cidr.addr == expected).unwrap().state, AddrState::Preferred);
     // Off-link traffic goes through the router, whose address we learned.
     assert_eq!(h.ip6.select_source(a("2001:db8:9::1")), Some(expected));
+    assert_eq!(h.ip6.settled_source(a("2001:db8:9::1")), Some(expected));
     let r = h.ip6.send(h.now, &mut h.c, &mut h.tx, expected, a("2001:db8:9::1"), IpProtocol::Udp, 8, |b| b.fill(0));
     assert_eq!(r, Ok(()));
     let (mac, _, _) = split(&h.take()[0]);

@@ -10,7 +10,7 @@ use super::{
 use crate::apps::APP_TOKEN;
 use crate::App;
 use std::collections::VecDeque;
-use std::net::SocketAddrV4;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use ustack_core::tcp::State;
 use ustack_core::{Event, Instant, Interest, Socket, Stack};
@@ -41,6 +41,9 @@ struct Opening {
     hello_at: Option<Instant>,
 }
 
+/// How often the client tries to connect while its IPv6 source address is tentative.
+const SOURCE_RETRY: ustack_core::Duration = ustack_core::Duration::from_millis(20);
+
 /// How long a UDP stream waits for the server's answer before saying hello again.
 const HELLO_RETRY: ustack_core::Duration = ustack_core::Duration::from_millis(100);
 
@@ -56,7 +59,7 @@ struct Spread {
 
 /// `iperf3 -c` on the stack.
 pub struct IperfClient {
-    server: SocketAddrV4,
+    server: SocketAddr,
     cookie: [u8; COOKIE_LEN],
     params: TestParams,
     ctrl: Option<Control>,
@@ -77,11 +80,13 @@ pub struct IperfClient {
     /// The server asked for results; ours go once every shard has reported.
     exchange_due: bool,
     spread: Option<Spread>,
+    /// When the first connect was tried (the client waits for a source address from then on).
+    source_wait: Option<Instant>,
 }
 
 impl IperfClient {
     /// A client for one test of `params` against `server`; `seed` makes the cookie.
-    pub fn new(server: SocketAddrV4, params: TestParams, seed: u64) -> IperfClient {
+    pub fn new(server: SocketAddr, params: TestParams, seed: u64) -> IperfClient {
         IperfClient {
             server,
             cookie: make_cookie(seed),
@@ -100,13 +105,14 @@ impl IperfClient {
             last_turn: Instant::ZERO,
             exchange_due: false,
             spread: None,
+            source_wait: None,
         }
     }
 
     /// A client whose data streams are spread over the shards `shared`
     /// plans (this client on shard 0, an [`super::IperfStreams`] on each of
     /// the others): stream `n` opens on shard `n % shards`. TCP only.
-    pub fn sharded(server: SocketAddrV4, params: TestParams, seed: u64, shared: Arc<StreamShards>) -> IperfClient {
+    pub fn sharded(server: SocketAddr, params: TestParams, seed: u64, shared: Arc<StreamShards>) -> IperfClient {
         let mut c = IperfClient::new(server, params, seed);
         c.spread = Some(Spread { shared, pending: None, remote: Vec::new() });
         c
@@ -206,9 +212,20 @@ impl IperfClient {
     fn step(&mut self, stack: &mut Stack, now: Instant) -> Result<(), String> {
         if self.phase == Phase::Connecting {
             let Some(c) = self.ctrl.as_mut() else {
+                let first = *self.source_wait.get_or_insert(now);
+                // The IPv6 address the server should see us at may still be
+                // tentative (duplicate address detection, about a second):
+                // try again, as long as a handshake may take.
+                let unsettled = match (self.server, stack.ipv6()) {
+                    (SocketAddr::V6(s), Some(l)) => l.settled_source(*s.ip()).is_none(),
+                    _ => false,
+                };
+                if unsettled && now.saturating_since(first) < HANDSHAKE_TIMEOUT {
+                    return Ok(());
+                }
                 let h = stack
                     .tcp_connect(now, self.server)
-                    .map_err(|e| format!("cannot connect to {}: {e:?}", self.server))?;
+                    .map_err(|e| format!("cannot connect to {}: {e}", self.server))?;
                 stack.tcp_set_nodelay(h, true);
                 self.ctrl = Some(Control::new(stack, h));
                 self.since = now;
@@ -433,7 +450,9 @@ impl IperfClient {
                         o.hello_at = Some(now);
                     }
                     let mut answered = false;
-                    while let Some(ok) = stack.udp_recv_with(socket, |data, _: SocketAddrV4| data.len() == 4 && is_reply(data)) {
+                    while let Some(ok) =
+                        stack.udp_recv_with(socket, |data, _: SocketAddr| data.len() == 4 && is_reply(data))
+                    {
                         answered |= ok;
                     }
                     answered
@@ -468,10 +487,11 @@ impl IperfClient {
             let socket = stack.udp_bind(0).map_err(|e| format!("cannot bind a UDP socket: {e:?}"))?;
             // The server's answer to the hello comes as an event.
             let _ = stack.register(socket, APP_TOKEN, Interest::READABLE);
-            let local = stack.udp_local_port(socket).map(|p| SocketAddrV4::new(stack.config().ipv4.addr, p));
+            let local =
+                stack.udp_local_port(socket).zip(source_for(stack, self.server)).map(|(p, a)| SocketAddr::new(a, p));
             Stream::new(id, sender, Transport::Udp { socket, peer: self.server }, local, Some(self.server))
         } else {
-            let h = stack.tcp_connect(now, self.server).map_err(|e| format!("cannot open a data stream: {e:?}"))?;
+            let h = stack.tcp_connect(now, self.server).map_err(|e| format!("cannot open a data stream: {e}"))?;
             // Established (writable) or failed comes as an event.
             let _ = stack.register(h, APP_TOKEN, Interest::WRITABLE);
             let local = tcp_local(stack, h);
@@ -480,6 +500,15 @@ impl IperfClient {
         self.to_open -= 1;
         self.opening = Some(Opening { stream, sent: 0, hello_at: None });
         Ok(true)
+    }
+}
+
+/// The address our datagrams to `server` leave from: the interface's IPv4
+/// address, or the IPv6 source address selected for it (RFC 6724).
+fn source_for(stack: &Stack, server: SocketAddr) -> Option<std::net::IpAddr> {
+    match server {
+        SocketAddr::V4(_) => Some(stack.config().ipv4.addr.into()),
+        SocketAddr::V6(s) => stack.ipv6()?.select_source(*s.ip()).map(Into::into),
     }
 }
 
@@ -529,8 +558,10 @@ impl IperfClient {
                     .flatten();
                 [d.next_wake(now), end].into_iter().flatten().min()
             }
-            // The first turn connects.
-            Phase::Connecting if self.ctrl.is_none() => Some(Instant::ZERO),
+            // The first turn connects; while no source address is usable, the next tries again.
+            Phase::Connecting if self.ctrl.is_none() => {
+                Some(self.source_wait.map_or(Instant::ZERO, |_| now + SOURCE_RETRY))
+            }
             _ => {
                 let handshake = self.since + HANDSHAKE_TIMEOUT;
                 // A UDP stream's hello goes again until the server answers.

@@ -41,7 +41,7 @@ pub use stream::WallClock;
 
 use crate::apps::APP_TOKEN;
 use crate::{App, EventLoop, RunEnd, StopSignal, Waitable};
-use std::net::SocketAddrV4;
+use std::net::SocketAddr;
 use ustack_core::phy::Device;
 use ustack_core::tcp::{RecvError, SendError};
 use ustack_core::{Duration, Event, Instant, Interest, Stack, TcpHandle};
@@ -276,9 +276,9 @@ pub struct StreamReport {
     /// We sent on this stream.
     pub sender: bool,
     /// Our end of the stream (`None` until it connected).
-    pub local: Option<SocketAddrV4>,
+    pub local: Option<SocketAddr>,
     /// The peer's end of the stream.
-    pub remote: Option<SocketAddrV4>,
+    pub remote: Option<SocketAddr>,
     /// Bytes we sent or received during the test.
     pub bytes: u64,
     /// UDP datagrams we sent; as a receiver, the highest sequence number
@@ -334,9 +334,9 @@ pub struct TestReport {
     /// The test's cookie (36 characters, the NUL left off).
     pub cookie: String,
     /// The other side's control-connection address.
-    pub peer: Option<SocketAddrV4>,
+    pub peer: Option<SocketAddr>,
     /// Our end of the control connection.
-    pub local: Option<SocketAddrV4>,
+    pub local: Option<SocketAddr>,
     /// Seconds from TEST_RUNNING to the end of data.
     pub duration: f64,
     /// Every stream of the test, in id order.
@@ -362,7 +362,7 @@ pub enum PerfEvent {
     /// A client connected and the streams are up; data flows now.
     Started {
         /// The other side's control-connection address.
-        peer: Option<SocketAddrV4>,
+        peer: Option<SocketAddr>,
         /// The parameters the test runs with.
         params: TestParams,
         /// The streams, each with its endpoints, in id order.
@@ -373,7 +373,7 @@ pub enum PerfEvent {
     /// A test ended with results exchanged.
     Finished(TestReport),
     /// A connection was turned away with ACCESS_DENIED (busy, or a bad cookie).
-    Refused(Option<SocketAddrV4>),
+    Refused(Option<SocketAddr>),
     /// A test ended without results.
     Aborted(String),
 }

@@ -1,7 +1,7 @@
 //! The iperf3 server: one test at a time on one port, as `iperf3 -s` runs.
 
 use super::data::DataPlane;
-use super::stream::{Stream, Transport, WallClock};
+use super::stream::{tcp_local, tcp_remote, Stream, Transport, WallClock};
 use super::{
     apply_peer_results, results_json, state, Control, PerfApp, PerfEvent, TestParams, TestReport, COOKIE_LEN,
     HANDSHAKE_TIMEOUT, LEGACY_UDP_CONNECT_REPLY, UDP_CONNECT_MSG, UDP_CONNECT_REPLY,
@@ -9,7 +9,7 @@ use super::{
 use crate::apps::APP_TOKEN;
 use crate::App;
 use std::collections::VecDeque;
-use std::net::SocketAddrV4;
+use std::net::SocketAddr;
 use ustack_core::tcp::RecvError;
 use ustack_core::{Duration, Event, Instant, Interest, ListenError, Socket, Stack, TcpHandle, UdpHandle};
 
@@ -43,8 +43,8 @@ enum Phase {
 struct Test {
     ctrl: Control,
     cookie: [u8; COOKIE_LEN],
-    peer: Option<SocketAddrV4>,
-    local: Option<SocketAddrV4>,
+    peer: Option<SocketAddr>,
+    local: Option<SocketAddr>,
     phase: Phase,
     since: Instant,
     data: Option<DataPlane>,
@@ -111,7 +111,7 @@ impl IperfServer {
     /// with unread data would answer it with a reset, which can destroy the
     /// byte before the client reads it.
     fn deny(&mut self, stack: &mut Stack, now: Instant, h: TcpHandle) {
-        let peer = remote_of(stack, h);
+        let peer = tcp_remote(stack, h);
         // Its cookie and its close come as events.
         let _ = stack.register(h, APP_TOKEN, Interest::READABLE);
         let _ = stack.tcp_send(h, &[state::ACCESS_DENIED as u8]);
@@ -200,7 +200,7 @@ impl IperfServer {
                 // Control messages are small and each waits for an answer: no Nagle.
                 stack.tcp_set_nodelay(p.h, true);
                 ctrl.send_state(stack, state::PARAM_EXCHANGE);
-                let (local, peer) = (local_of(stack, p.h), remote_of(stack, p.h));
+                let (local, peer) = (tcp_local(stack, p.h), tcp_remote(stack, p.h));
                 self.test = Some(Test {
                     ctrl,
                     cookie: p.cookie,
@@ -227,7 +227,7 @@ impl IperfServer {
                     return;
                 }
                 let sender = server_sends(&d.params, n);
-                let (local, remote) = (local_of(stack, p.h), remote_of(stack, p.h));
+                let (local, remote) = (tcp_local(stack, p.h), tcp_remote(stack, p.h));
                 d.add_stream(stack, Stream::new(Stream::id_for(n), sender, Transport::Tcp(p.h), local, remote));
             }
             Some(_) => self.deny(stack, now, p.h),
@@ -241,7 +241,7 @@ impl IperfServer {
         if t.phase != Phase::CreateStreams {
             return;
         }
-        let local = t.local.map(|l| SocketAddrV4::new(*l.ip(), l.port()));
+        let local = t.local;
         while let Some((hello, from)) =
             stack.udp_recv_with(sock, |data, from| (data.len() == 4 && is_hello(data), from))
         {
@@ -457,24 +457,6 @@ fn is_hello(data: &[u8]) -> bool {
     let v = [data[0], data[1], data[2], data[3]];
     let (le, be) = (u32::from_le_bytes(v), u32::from_be_bytes(v));
     le == UDP_CONNECT_MSG || be == UDP_CONNECT_MSG || le == LEGACY_UDP_CONNECT_REPLY
-}
-
-fn local_of(stack: &Stack, h: TcpHandle) -> Option<SocketAddrV4> {
-    let t = stack.tcp_connection(h)?.four_tuple();
-    v4(t.local_addr, t.local_port)
-}
-
-fn remote_of(stack: &Stack, h: TcpHandle) -> Option<SocketAddrV4> {
-    let t = stack.tcp_connection(h)?.four_tuple();
-    v4(t.remote_addr, t.remote_port)
-}
-
-/// The IPv4 socket address the reports name (the iperf apps speak IPv4).
-fn v4(addr: std::net::IpAddr, port: u16) -> Option<SocketAddrV4> {
-    match addr {
-        std::net::IpAddr::V4(a) => Some(SocketAddrV4::new(a, port)),
-        std::net::IpAddr::V6(_) => None,
-    }
 }
 
 impl PerfApp for IperfServer {

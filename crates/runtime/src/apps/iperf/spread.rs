@@ -21,7 +21,7 @@ use super::{StreamReport, TestParams, COOKIE_LEN};
 use crate::apps::APP_TOKEN;
 use crate::App;
 use std::collections::VecDeque;
-use std::net::SocketAddrV4;
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use ustack_core::tcp::State;
 use ustack_core::{Duration, Event, Instant, Interest, Stack};
@@ -42,13 +42,13 @@ pub struct StreamShards {
 pub(super) struct RemoteStream {
     pub id: u32,
     pub sender: bool,
-    pub local: Option<SocketAddrV4>,
+    pub local: Option<SocketAddr>,
     pub bytes: u64,
 }
 
 pub(super) struct Plan {
     /// The test, once the server asked for streams (CREATE_STREAMS).
-    pub params: Option<(TestParams, [u8; COOKIE_LEN], SocketAddrV4)>,
+    pub params: Option<(TestParams, [u8; COOKIE_LEN], SocketAddr)>,
     /// Streams asked of each shard and not yet taken: (id, sender).
     pub asked: Vec<VecDeque<(u32, bool)>>,
     /// Streams open on a shard other than the client's (cookie written),

@@ -2,7 +2,7 @@
 //! connection, or UDP datagrams to and from one peer) and what it counted.
 
 use super::{StreamReport, TestParams, MAX_UDP_LEN};
-use std::net::SocketAddrV4;
+use std::net::SocketAddr;
 use ustack_core::tcp::{RecvError, SendError};
 use ustack_core::{Instant, Socket, Stack, TcpHandle, UdpHandle, UdpSendError};
 
@@ -14,7 +14,7 @@ pub(super) enum Transport {
     /// socket among its UDP streams and tells them apart by peer).
     Udp {
         socket: UdpHandle,
-        peer: SocketAddrV4,
+        peer: SocketAddr,
     },
 }
 
@@ -48,13 +48,16 @@ pub(super) fn paced_bytes(rate: u64, start: Instant, now: Instant) -> u64 {
     u64::try_from(u128::from(rate) * elapsed / 8_000_000).unwrap_or(u64::MAX)
 }
 
-/// Our end of TCP connection `h`, when it is IPv4.
-pub(super) fn tcp_local(stack: &Stack, h: TcpHandle) -> Option<SocketAddrV4> {
+/// Our end of TCP connection `h` (IPv4 or IPv6).
+pub(super) fn tcp_local(stack: &Stack, h: TcpHandle) -> Option<SocketAddr> {
     let t = stack.tcp_connection(h)?.four_tuple();
-    match t.local_addr {
-        std::net::IpAddr::V4(a) => Some(SocketAddrV4::new(a, t.local_port)),
-        std::net::IpAddr::V6(_) => None,
-    }
+    Some(SocketAddr::new(t.local_addr, t.local_port))
+}
+
+/// The peer's end of TCP connection `h`.
+pub(super) fn tcp_remote(stack: &Stack, h: TcpHandle) -> Option<SocketAddr> {
+    let t = stack.tcp_connection(h)?.four_tuple();
+    Some(SocketAddr::new(t.remote_addr, t.remote_port))
 }
 
 /// What a stream was told to stop by.
@@ -71,8 +74,8 @@ pub(super) struct Stream {
     /// We send on it (else we receive).
     pub sender: bool,
     pub transport: Transport,
-    pub local: Option<SocketAddrV4>,
-    pub remote: Option<SocketAddrV4>,
+    pub local: Option<SocketAddr>,
+    pub remote: Option<SocketAddr>,
     /// Bytes and datagrams over the whole test, and since the last interval.
     pub bytes: u64,
     pub packets: u64,
@@ -107,8 +110,8 @@ impl Stream {
         id: u32,
         sender: bool,
         transport: Transport,
-        local: Option<SocketAddrV4>,
-        remote: Option<SocketAddrV4>,
+        local: Option<SocketAddr>,
+        remote: Option<SocketAddr>,
     ) -> Stream {
         Stream {
             id,

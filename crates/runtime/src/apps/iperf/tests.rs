@@ -10,13 +10,16 @@
 //! that looked at its sockets each turn instead would stall.
 
 use super::*;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+use ustack_core::ipv6::Ipv6Config;
 use ustack_core::{Ipv4Cidr, StackConfig};
 use ustack_device::{LinkConfig, MemoryLink, MemoryPort};
 use ustack_wire::EthernetAddress;
 
 const CLIENT_IP: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 1);
 const SERVER_IP: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 2);
+const CLIENT_IP6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x5201, 0, 0, 0, 0, 0, 1);
+const SERVER_IP6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x5201, 0, 0, 0, 0, 0, 2);
 const MAX_STEPS: u64 = 2_000_000;
 
 struct Sim {
@@ -46,6 +49,19 @@ impl Sim {
             now: Instant::ZERO,
             events: Vec::new(),
         }
+    }
+
+    /// [`Sim::new`] with IPv6 on both stacks too (`fd00:5201::1` and `::2`).
+    /// Their duplicate address detection takes the first second: the client
+    /// must wait for its source address before it connects.
+    fn with_ipv6() -> Sim {
+        let mut sim = Sim::new();
+        for (stack, addr) in [(&mut sim.client, CLIENT_IP6), (&mut sim.server, SERVER_IP6)] {
+            let mut cfg = Ipv6Config::new(stack.config().mac);
+            cfg.addresses.push(ustack_wire::Ipv6Cidr { addr, prefix_len: 64 });
+            stack.enable_ipv6(cfg, Instant::ZERO);
+        }
+        sim
     }
 
     /// Turn both stacks until every client finished and the server is done
@@ -100,8 +116,8 @@ fn turn_apps(stack: &mut Stack, now: Instant, apps: &mut [&mut dyn App], events:
     }
 }
 
-fn server_addr() -> SocketAddrV4 {
-    SocketAddrV4::new(SERVER_IP, DEFAULT_PORT)
+fn server_addr() -> SocketAddr {
+    SocketAddr::new(SERVER_IP.into(), DEFAULT_PORT)
 }
 
 /// The client's finished report (its events drained).
@@ -128,9 +144,13 @@ fn test(params: TestParams) -> (TestReport, TestReport) {
 }
 
 fn test_with_loss(params: TestParams, loss: f64) -> (TestReport, TestReport) {
-    let mut sim = Sim::with_loss(loss);
-    let mut server = IperfServer::listen(&mut sim.server, DEFAULT_PORT, false).unwrap();
-    let mut client = IperfClient::new(server_addr(), params, 42);
+    test_on(Sim::with_loss(loss), server_addr(), params)
+}
+
+/// Run one test on `sim` against the server at `server`.
+fn test_on(mut sim: Sim, addr: SocketAddr, params: TestParams) -> (TestReport, TestReport) {
+    let mut server = IperfServer::listen(&mut sim.server, addr.port(), false).unwrap();
+    let mut client = IperfClient::new(addr, params, 42);
     let events = sim.run(&mut [&mut client], &mut server);
     assert_eq!(client.error(), None, "server: {events:?}");
     (client_report(&mut client), server_report(events))
@@ -191,6 +211,29 @@ fn udp_paced_both_ways() {
             tx.packets,
             rx.packets
         );
+    }
+}
+
+#[test]
+fn tcp_and_udp_over_ipv6_name_ipv6_endpoints() {
+    let server6 = SocketAddr::new(SERVER_IP6.into(), DEFAULT_PORT);
+    let udp = TestParams { udp: true, time: 1, len: 1200, bandwidth: 10_000_000, ..TestParams::default() };
+    let modes = [
+        (TestParams { time: 1, parallel: 2, ..TestParams::default() }, 2),
+        (TestParams { time: 1, parallel: 2, reverse: true, ..TestParams::default() }, 2),
+        (udp.clone(), 1),
+        (TestParams { reverse: true, ..udp }, 1),
+    ];
+    for (params, streams) in modes {
+        let (c, s) = test_on(Sim::with_ipv6(), server6, params.clone());
+        assert_counts_agree(&c, &s, streams);
+        assert_eq!(s.peer.map(|p| p.ip()), Some(CLIENT_IP6.into()), "{params:?}: the server's peer");
+        for (ours, theirs) in [(&c, SERVER_IP6), (&s, CLIENT_IP6)] {
+            for st in &ours.streams {
+                assert_eq!(st.remote.map(|a| a.ip()), Some(theirs.into()), "{params:?}: stream {}", st.id);
+                assert!(st.local.is_some_and(|a| a.is_ipv6()), "{params:?}: stream {} local {:?}", st.id, st.local);
+            }
+        }
     }
 }
 
@@ -270,7 +313,7 @@ fn udp_accounting_counts_loss_and_reordering() {
     let wall = WallClock { unix_micros: 1_700_000_000_000_000, at: Instant::ZERO };
     let mut sim = Sim::new();
     let socket = sim.server.udp_bind(DEFAULT_PORT).unwrap();
-    let peer = SocketAddrV4::new(CLIENT_IP, 40000);
+    let peer = SocketAddr::new(CLIENT_IP.into(), 40000);
     let mut s = stream::Stream::new(1, false, stream::Transport::Udp { socket, peer }, None, None);
     let datagram = |seq: u32| {
         let mut d = vec![0u8; 64];
