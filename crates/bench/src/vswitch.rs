@@ -29,6 +29,20 @@ use ustack_device::DeviceSpec;
 pub struct SwitchSetup {
     /// The `ustack` binary, for the switch and the server.
     pub ustack_bin: PathBuf,
+    /// Options for both virtio-user ports (`ring=N,busy_poll=USEC`, as in
+    /// `--device virtio-user,OPTS`); `busy_poll` is given to the switch too.
+    pub port_options: Vec<(String, String)>,
+}
+
+impl SwitchSetup {
+    /// `,k=v,…` for a virtio-user spec.
+    fn options(&self) -> String {
+        self.port_options.iter().map(|(k, v)| format!(",{k}={v}")).collect()
+    }
+
+    fn busy_poll(&self) -> Option<&str> {
+        self.port_options.iter().find(|(k, _)| k == "busy_poll").map(|(_, v)| v.as_str())
+    }
 }
 
 /// Children killed (SIGINT, then SIGKILL after a bound) and a directory
@@ -71,12 +85,15 @@ fn ustack_side(workload: Workload, p: &Params, setup: &SwitchSetup) -> Result<Fi
     let mut cmd = Command::new(&setup.ustack_bin);
     cmd.args(["switch", "--port", &format!("vhost-user:{a}"), "--port", &format!("vhost-user:{b}")])
         .args(["--control", &sock("switch.ctl")]);
+    if let Some(us) = setup.busy_poll() {
+        cmd.args(["--busy-poll", us]);
+    }
     run.children.push(p2p::spawn_until(cmd, "ustack switch", "ustack: switch")?);
     let mut cmd = Command::new(&setup.ustack_bin);
-    p2p::ustack_server_args(&mut cmd, workload, &format!("virtio-user:{a}"));
+    p2p::ustack_server_args(&mut cmd, workload, &format!("virtio-user:{a}{}", setup.options()));
     run.children.push(p2p::spawn_until(cmd, "the server (ustack up)", "on port")?);
 
-    let spec: DeviceSpec = format!("virtio-user:{b}").parse().map_err(|e| format!("{e}"))?;
+    let spec: DeviceSpec = format!("virtio-user:{b}{}", setup.options()).parse().map_err(|e| format!("{e}"))?;
     measured(&run.children, || p2p::ustack_client(workload, p, spec))
 }
 

@@ -104,6 +104,16 @@ macro_rules! device_enum {
                     $($name::$var(d) => d.failure()),+
                 }
             }
+            fn prepare_sleep(&mut self) -> bool {
+                match self {
+                    $($name::$var(d) => d.prepare_sleep()),+
+                }
+            }
+            fn busy_poll(&self) -> Option<std::time::Duration> {
+                match self {
+                    $($name::$var(d) => d.busy_poll()),+
+                }
+            }
         }
     };
 }

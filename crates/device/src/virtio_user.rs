@@ -5,7 +5,7 @@
 //!
 //! ustack makes a memfd, lays out one queue pair of split rings and their
 //! buffers in it, and hands it to the backend at `PATH` with rust-vmm's
-//! `vhost` frontend (VERSION_1, no offloads yet). Then:
+//! `vhost` frontend (VERSION_1, EVENT_IDX when offered, no offloads yet). Then:
 //!
 //! * **Receive** (queue 0): every descriptor is posted at start with a 2 KiB
 //!   write-only buffer; `recv` takes the backend's used entries in order,
@@ -18,8 +18,14 @@
 //!   with one available-index store and one kick. Buffers come back through
 //!   the used ring; when none is free, `send` refuses (`tx_ring_full`).
 //! * **Waiting**: [`Waitable::wait_fd`] is an epoll descriptor holding both
-//!   rings' call eventfds and the socket; a backend that closes the socket
-//!   is a [`failure`](Waitable::failure) that ends the command with one line.
+//!   rings' call eventfds (edge-triggered, never read) and the socket; a
+//!   backend that closes the socket is a [`failure`](Waitable::failure) that
+//!   ends the command with one line. Sent buffers raise no notification
+//!   (they are taken back when the ring runs out; only then is one asked
+//!   for). Once the loop calls [`Waitable::prepare_sleep`] before its
+//!   sleeps, received frames raise none while it is awake either, and the
+//!   epoll set is looked at there (and every [`SERVICE_EVERY`] turns), not
+//!   in each turn; `busy_poll=USEC` asks the loop to poll that long first.
 
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -37,26 +43,34 @@ use crate::spec::Options;
 use crate::{DeviceError, Waitable};
 
 /// How a `virtio-user` spec is written.
-pub const SPEC_FORM: &str = "virtio-user:PATH[,ring=N]";
+pub const SPEC_FORM: &str = "virtio-user:PATH[,ring=N][,busy_poll=USEC]";
 
 const VERSION_1: u64 = 1 << 32;
+const EVENT_IDX: u64 = 1 << 29;
 /// The virtio-net header with VERSION_1 (`num_buffers` included).
 const HDR: usize = 12;
 /// Each buffer: a 1514-byte frame (and a VLAN tag) with its header fits.
 const BUF: usize = 2048;
 const F_WRITE: u16 = 2;
 const USED_F_NO_NOTIFY: u16 = 1;
+const AVAIL_F_NO_INTERRUPT: u16 = 1;
+/// Turns between looks at the socket and eventfds when the loop re-arms
+/// the device before it sleeps ([`Waitable::prepare_sleep`]).
+const SERVICE_EVERY: u32 = 64;
 
 /// Options of a virtio-user port.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct VirtioUserConfig {
     /// Entries per ring (a power of two, 64 to 4096; default 256).
     pub ring: u16,
+    /// Microseconds the loop keeps polling the rings after the last frame
+    /// before it sleeps (`busy_poll=USEC`, 0 to 100000; default 0: sleep at once).
+    pub busy_poll_us: u32,
 }
 
 impl Default for VirtioUserConfig {
     fn default() -> Self {
-        VirtioUserConfig { ring: 256 }
+        VirtioUserConfig { ring: 256, busy_poll_us: 0 }
     }
 }
 
@@ -67,7 +81,8 @@ impl VirtioUserConfig {
         if !ring.is_power_of_two() {
             return Err(opts.error(format!("ring={ring}: use a power of two, like 256")));
         }
-        Ok(VirtioUserConfig { ring: ring as u16 })
+        let busy_poll_us = opts.number("busy_poll", 0, 0..=100_000)? as u32;
+        Ok(VirtioUserConfig { ring: ring as u16, busy_poll_us })
     }
 }
 
@@ -175,6 +190,14 @@ struct DriverRing {
     avail_idx: u16,
     published: u16,
     last_used: u16,
+    /// EVENT_IDX negotiated: `used_event`/`avail_event` rather than flags.
+    event_idx: bool,
+}
+
+/// Whether moving an index from `old` to `new` passes `event` (virtio's
+/// `vring_need_event`).
+fn need_event(event: u16, new: u16, old: u16) -> bool {
+    new.wrapping_sub(event).wrapping_sub(1) < new.wrapping_sub(old)
 }
 
 impl DriverRing {
@@ -196,11 +219,36 @@ impl DriverRing {
         if self.published == self.avail_idx {
             return false;
         }
+        let old = self.published;
         fence(Ordering::Release);
         shm.w16(self.at.avail + 2, self.avail_idx);
         self.published = self.avail_idx;
         fence(Ordering::SeqCst);
-        shm.r16(self.at.used) & USED_F_NO_NOTIFY == 0
+        if self.event_idx {
+            // The backend's `avail_event`, after the used ring.
+            let event = shm.r16(self.at.used + 4 + 8 * usize::from(self.size));
+            need_event(event, self.avail_idx, old)
+        } else {
+            shm.r16(self.at.used) & USED_F_NO_NOTIFY == 0
+        }
+    }
+
+    /// Ask the backend to notify us of its next used entry; `true` if one
+    /// is there already (it may not notify for that one).
+    fn enable_interrupts(&mut self, shm: &Shm) -> bool {
+        shm.w16(self.at.avail, 0);
+        if self.event_idx {
+            // `used_event`, after the available ring.
+            shm.w16(self.at.avail + 4 + 2 * usize::from(self.size), self.last_used);
+        }
+        fence(Ordering::SeqCst);
+        shm.r16(self.at.used + 2) != self.last_used
+    }
+
+    /// Ask the backend not to notify us. With EVENT_IDX the `used_event`
+    /// left behind does it (at most one notification per 65536 entries).
+    fn disable_interrupts(&mut self, shm: &Shm) {
+        shm.w16(self.at.avail, AVAIL_F_NO_INTERRUPT);
     }
 
     /// The next used entry (id, len), if the backend returned one.
@@ -237,6 +285,8 @@ struct TxStats {
 struct RxSide {
     ring: DriverRing,
     kick: EventFd,
+    /// Our own receive notification eventfd, to wake the loop ourselves.
+    call_self: EventFd,
     buf: Box<[u8]>,
     stats: RxStats,
 }
@@ -247,16 +297,25 @@ struct TxSide {
     /// Descriptors (= buffers) not lent to the backend.
     free: Vec<u16>,
     lent: Vec<bool>,
+    /// Notifications of sent buffers asked for (the ring ran out).
+    irq: bool,
     stats: TxStats,
 }
 
 /// A virtio-user port. Implements [`Device`]; sleep on its [`Waitable::wait_fd`].
 pub struct VirtioUserDevice {
     path: PathBuf,
+    /// The loop re-arms the device before each sleep: no epoll look per turn.
+    lazy: bool,
+    /// Turns since the last look at the epoll set.
+    turns: u32,
+    /// The backend notifies us of received frames (the loop is asleep or not lazy).
+    rx_irq: bool,
+    busy_poll: Option<std::time::Duration>,
     shm: Shm,
     rx: RxSide,
     tx: TxSide,
-    calls: [EventFd; 2],
+    _calls: [EventFd; 2],
     epoll: OwnedFd,
     sock: UnixStream,
     failure: Option<DeviceError>,
@@ -299,7 +358,9 @@ impl VirtioUserDevice {
                 source: io::Error::other("the backend does not offer VIRTIO_F_VERSION_1"),
             });
         }
-        fe.set_features(VERSION_1).map_err(&setup)?;
+        let features = VERSION_1 | (offered & EVENT_IDX);
+        fe.set_features(features).map_err(&setup)?;
+        let event_idx = features & EVENT_IDX != 0;
         let region = VhostUserMemoryRegionInfo {
             guest_phys_addr: 0,
             memory_size: len as u64,
@@ -328,8 +389,9 @@ impl VirtioUserDevice {
             fe.set_vring_base(q, 0).map_err(&setup)?;
             fe.set_vring_call(q, &calls[q]).map_err(&setup)?;
         }
-        let ring = |at| DriverRing { at, size: config.ring, avail_idx: 0, published: 0, last_used: 0 };
-        let mut rx = RxSide { ring: ring(rx_at), kick: kicks[0].try_clone().map_err(|source| DeviceError::Io { action: "eventfd", source })?, buf: vec![0u8; BUF].into_boxed_slice(), stats: RxStats::default() };
+        let ring = |at| DriverRing { at, size: config.ring, avail_idx: 0, published: 0, last_used: 0, event_idx };
+        let dup = |e: &EventFd| e.try_clone().map_err(|source| DeviceError::Io { action: "eventfd", source });
+        let mut rx = RxSide { ring: ring(rx_at), kick: dup(&kicks[0])?, call_self: dup(&calls[0])?, buf: vec![0u8; BUF].into_boxed_slice(), stats: RxStats::default() };
         for i in 0..config.ring {
             rx.ring.set_desc(&shm, i, BUF as u32, F_WRITE);
             rx.ring.make_avail(&shm, i);
@@ -339,7 +401,11 @@ impl VirtioUserDevice {
         rx.kick = k0;
         fe.set_vring_kick(0, &rx.kick).map_err(&setup)?;
         fe.set_vring_kick(1, &k1).map_err(&setup)?;
-        let tx = TxSide { ring: ring(tx_at), kick: k1, free: (0..config.ring).rev().collect(), lent: vec![false; n], stats: TxStats::default() };
+        let mut tx = TxSide { ring: ring(tx_at), kick: k1, free: (0..config.ring).rev().collect(), lent: vec![false; n], irq: false, stats: TxStats::default() };
+        // Sent buffers are taken back when the ring runs out, not on a
+        // notification per frame.
+        tx.ring.disable_interrupts(&shm);
+        rx.ring.enable_interrupts(&shm);
 
         // SAFETY: a new epoll descriptor we own.
         let epoll = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
@@ -348,9 +414,11 @@ impl VirtioUserDevice {
         }
         // SAFETY: `epoll` was just created.
         let epoll = unsafe { OwnedFd::from_raw_fd(epoll) };
+        // The call eventfds edge-triggered: a notification is seen once by
+        // epoll_wait, and the eventfd itself is never read.
         for (fd, events) in [
-            (calls[0].as_raw_fd(), libc::EPOLLIN),
-            (calls[1].as_raw_fd(), libc::EPOLLIN),
+            (calls[0].as_raw_fd(), libc::EPOLLIN | libc::EPOLLET),
+            (calls[1].as_raw_fd(), libc::EPOLLIN | libc::EPOLLET),
             (monitor.as_raw_fd(), libc::EPOLLIN | libc::EPOLLRDHUP),
         ] {
             let mut ev = libc::epoll_event { events: events as u32, u64: fd as u64 };
@@ -361,10 +429,14 @@ impl VirtioUserDevice {
         }
         Ok(VirtioUserDevice {
             path: path.to_owned(),
+            lazy: false,
+            turns: 0,
+            rx_irq: true,
+            busy_poll: (config.busy_poll_us > 0).then(|| std::time::Duration::from_micros(config.busy_poll_us.into())),
             shm,
             rx,
             tx,
-            calls,
+            _calls: calls,
             epoll,
             sock: monitor,
             failure: None,
@@ -392,12 +464,6 @@ impl VirtioUserDevice {
                     });
                 }
                 self.epoll_del(fd);
-            } else {
-                for c in &self.calls {
-                    if c.as_raw_fd() == fd {
-                        let _ = c.read();
-                    }
-                }
             }
         }
     }
@@ -413,9 +479,22 @@ impl Device for VirtioUserDevice {
     type Tx<'a> = VirtioUserTx<'a>;
 
     fn queues(&mut self) -> (VirtioUserRx<'_>, VirtioUserTx<'_>) {
-        self.service();
+        if self.lazy {
+            // The loop is awake and polls us: no notifications meanwhile.
+            if self.rx_irq {
+                self.rx.ring.disable_interrupts(&self.shm);
+                self.rx_irq = false;
+            }
+            self.turns += 1;
+            if self.turns.is_multiple_of(SERVICE_EVERY) {
+                self.service();
+            }
+        } else {
+            self.service();
+        }
+        let lazy = self.lazy;
         let Self { shm, rx, tx, .. } = self;
-        (VirtioUserRx { shm, side: rx }, VirtioUserTx { shm, side: tx })
+        (VirtioUserRx { shm, side: rx, lazy }, VirtioUserTx { shm, side: tx })
     }
 
     fn caps(&self) -> DeviceCaps {
@@ -427,6 +506,7 @@ impl Device for VirtioUserDevice {
 pub struct VirtioUserRx<'a> {
     shm: &'a Shm,
     side: &'a mut RxSide,
+    lazy: bool,
 }
 
 /// Transmit queue of a [`VirtioUserDevice`].
@@ -470,10 +550,36 @@ impl RxQueue for VirtioUserRx<'_> {
 
 impl Drop for VirtioUserRx<'_> {
     fn drop(&mut self) {
-        // Give the buffers taken this poll back in one store, one kick.
+        // Give the buffers taken this poll back in one store, one kick (if
+        // the backend asked for kicks on its receive side at all).
         if self.side.ring.publish(self.shm) {
             let _ = self.side.kick.write(1);
             self.side.stats.kicks += 1;
+        }
+        if !self.lazy && self.side.ring.event_idx && self.side.ring.enable_interrupts(self.shm) {
+            // A frame came in before `used_event` moved: the backend may not
+            // have notified us, and this loop sleeps without asking first.
+            let _ = self.side.call_self.write(1);
+        }
+    }
+}
+
+impl TxSide {
+    /// Take back the buffers the backend has sent.
+    fn reclaim(&mut self, shm: &Shm) {
+        let size = self.ring.size;
+        while let Some((id, _)) = self.ring.next_used(shm) {
+            match self.lent.get_mut(id as usize) {
+                Some(l) if *l && id < u32::from(size) => {
+                    *l = false;
+                    self.free.push(id as u16);
+                }
+                _ => self.stats.bad_used += 1,
+            }
+        }
+        if self.irq && !self.free.is_empty() {
+            self.ring.disable_interrupts(shm);
+            self.irq = false;
         }
     }
 }
@@ -485,15 +591,13 @@ impl TxQueue for VirtioUserTx<'_> {
             return Ok(());
         }
         if self.side.free.is_empty() {
-            // Take back what the backend has sent.
-            let size = self.side.ring.size;
-            while let Some((id, _)) = self.side.ring.next_used(self.shm) {
-                match self.side.lent.get_mut(id as usize) {
-                    Some(l) if *l && id < u32::from(size) => {
-                        *l = false;
-                        self.side.free.push(id as u16);
-                    }
-                    _ => self.side.stats.bad_used += 1,
+            self.side.reclaim(self.shm);
+            if self.side.free.is_empty() && !self.side.irq {
+                // Ask to be told when the backend has sent some (the loop
+                // may sleep now), then look once more.
+                self.side.irq = true;
+                if self.side.ring.enable_interrupts(self.shm) {
+                    self.side.reclaim(self.shm);
                 }
             }
         }
@@ -539,12 +643,27 @@ impl Waitable for VirtioUserDevice {
             ("tx_ring_full", t.ring_full),
             ("tx_too_long", t.too_long),
             ("tx_bad_used", t.bad_used),
-            ("kicks", r.kicks + t.kicks),
+            ("rx_kicks", r.kicks),
+            ("tx_kicks", t.kicks),
+            ("event_idx", u64::from(self.rx.ring.event_idx)),
             ("tx_free", self.tx.free.len() as u64),
         ]
     }
 
     fn failure(&self) -> Option<&DeviceError> {
         self.failure.as_ref()
+    }
+
+    fn prepare_sleep(&mut self) -> bool {
+        // From now on the loop tells us before it sleeps: the socket and
+        // eventfds are looked at here, not in every turn.
+        self.lazy = true;
+        self.service();
+        self.rx_irq = true;
+        !self.rx.ring.enable_interrupts(&self.shm)
+    }
+
+    fn busy_poll(&self) -> Option<std::time::Duration> {
+        self.busy_poll
     }
 }

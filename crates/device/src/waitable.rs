@@ -31,6 +31,24 @@ pub trait Waitable {
     fn failure(&self) -> Option<&DeviceError> {
         None
     }
+    /// The loop found nothing to do and is about to sleep on
+    /// [`wait_fd`](Waitable::wait_fd): the device clears what woke it last
+    /// and asks its peer to wake it again. `false` when work came in
+    /// meanwhile: the loop turns again instead of sleeping.
+    ///
+    /// A device whose loop calls this before every sleep may leave that
+    /// bookkeeping out of [`Device::queues`] (the shared-memory ring devices
+    /// then make no system call per turn); one never told keeps doing it
+    /// there, so a loop that never calls this still works.
+    fn prepare_sleep(&mut self) -> bool {
+        true
+    }
+    /// How long the loop should keep polling the device after the last frame
+    /// it received before sleeping (busy polling: no wake-up per frame, at
+    /// the cost of a core); `None` to sleep at once.
+    fn busy_poll(&self) -> Option<std::time::Duration> {
+        None
+    }
 }
 
 impl Waitable for TapDevice {
@@ -78,6 +96,12 @@ impl<D: Device + Waitable> Waitable for PcapDevice<D> {
     }
     fn failure(&self) -> Option<&DeviceError> {
         self.inner().failure()
+    }
+    fn prepare_sleep(&mut self) -> bool {
+        self.inner_mut().prepare_sleep()
+    }
+    fn busy_poll(&self) -> Option<std::time::Duration> {
+        self.inner().busy_poll()
     }
 }
 

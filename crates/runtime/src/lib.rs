@@ -199,6 +199,8 @@ impl<D: Device + Waitable> EventLoop<D> {
     /// the clock passes `deadline`, whichever comes first.
     pub fn run_until(&mut self, apps: &mut [&mut dyn App], stop: &StopSignal, deadline: Option<Instant>) -> RunEnd {
         let mut busy_turns = 0u32;
+        // When a frame last came in, for the device's busy polling.
+        let mut last_rx = self.clock.now();
         loop {
             if stop.raised() {
                 return RunEnd::Stopped;
@@ -209,7 +211,11 @@ impl<D: Device + Waitable> EventLoop<D> {
             if deadline.is_some_and(|d| self.clock.now() >= d) {
                 return RunEnd::TimedOut;
             }
-            if self.turn(apps) >= MAX_RX_PER_TURN {
+            let got = self.turn(apps);
+            if got > 0 {
+                last_rx = self.clock.now();
+            }
+            if got >= MAX_RX_PER_TURN {
                 busy_turns += 1;
                 if busy_turns.is_multiple_of(CONTROL_EVERY) {
                     self.serve_control();
@@ -220,6 +226,19 @@ impl<D: Device + Waitable> EventLoop<D> {
                 continue; // what the apps did this turn made sockets ready
             }
             let now = self.clock.now();
+            if self.device.busy_poll().is_some_and(|window| now.saturating_since(last_rx) < window) {
+                // Busy polling: look again rather than sleep; give the core to
+                // whoever else wants it meanwhile (the peer may share it).
+                std::thread::yield_now();
+                busy_turns += 1;
+                if busy_turns.is_multiple_of(CONTROL_EVERY) {
+                    self.serve_control();
+                }
+                continue;
+            }
+            if !self.device.prepare_sleep() {
+                continue; // frames came in while the device re-armed
+            }
             let wake = earliest(earliest(self.stack.poll_timeout(), deadline), self.device.next_deadline());
             let wake = earliest(wake, apps_deadline(apps));
             // Rounded up: a sub-millisecond wait sleeps 1 ms rather than spin.

@@ -44,7 +44,8 @@ pub struct BenchArgs {
     /// Run ustack on this device instead (tap:NAME) against the kernel's TCP as client, and Linux
     /// on a veth pair; each in private network namespaces the bench makes and that vanish with it
     /// (root needed). stream, rr and crr only. `virtio-user`: two ustack processes on ports of a
-    /// `ustack switch` the bench starts, beside two Linux processes over loopback (no root).
+    /// `ustack switch` the bench starts, beside two Linux processes over loopback (no root);
+    /// `virtio-user,OPTS` gives both ports OPTS (e.g. busy_poll=USEC, also the switch's --busy-poll).
     #[arg(long, value_name = "KIND:NAME")]
     pub device: Option<String>,
     /// With --device: ustack's address (and the Linux server's on its veth) [default: 10.0.0.2/24].
@@ -303,6 +304,19 @@ fn run_sweep(sweep: Sweep, base: &Params, args: &BenchArgs) -> Result<(), CliErr
     Ok(())
 }
 
+/// The options of `--device virtio-user,OPTS` (checked as a port's would be).
+fn virtio_user_options(opts: &str) -> Result<Vec<(String, String)>, CliError> {
+    let opts = opts.trim_start_matches([':', ',']);
+    if opts.is_empty() {
+        return Ok(Vec::new());
+    }
+    let spec: ustack_device::DeviceSpec = format!("virtio-user:bench,{opts}").parse().map_err(CliError::DeviceSpec)?;
+    let mut o = ustack_device::Options::new(&spec);
+    ustack_device::VirtioUserConfig::from_options(&mut o)?;
+    o.finish()?;
+    Ok(spec.options)
+}
+
 /// ustack on the TAP, opened as `ustack up` opens it, inside the bench's
 /// private namespace.
 fn on_device(
@@ -314,13 +328,14 @@ fn on_device(
     if args.mtu.is_some() {
         return Err(CliError::Bench("--mtu sets the in-memory link's MTU; with --device the TAP's own is used".into()));
     }
-    if device == "virtio-user" || device.starts_with("virtio-user:") {
+    if let Some(opts) = device.strip_prefix("virtio-user").filter(|o| o.is_empty() || o.starts_with([':', ','])) {
         // Two ustack processes on ports of a `ustack switch` the bench
         // starts (its sockets in a temporary directory), beside two Linux
-        // processes over loopback.
+        // processes over loopback; `virtio-user,OPTS` gives both ports OPTS.
         let bin =
             std::env::current_exe().map_err(|e| CliError::Bench(format!("cannot find the ustack binary: {e}")))?;
-        let setup = ustack_bench::SwitchSetup { ustack_bin: bin };
+        let port_options = virtio_user_options(opts)?;
+        let setup = ustack_bench::SwitchSetup { ustack_bin: bin, port_options };
         return ustack_bench::run_switch(workload, params, &setup).map(|r| vec![r]).map_err(CliError::Bench);
     }
     let spec: ustack_device::DeviceSpec = device.parse().map_err(CliError::DeviceSpec)?;

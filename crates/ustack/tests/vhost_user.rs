@@ -626,8 +626,13 @@ fn wait_counter(control: &Tmp, key: &str, want: u64) {
 
 /// `ustack CMD ARGS… --device virtio-user:SOCK --ip IP/24` in the background.
 fn stack(what: &str, sock: &Tmp, ip: &str, args: &[&str]) -> Proc {
+    stack_with(what, sock, "", ip, args)
+}
+
+/// As [`stack`], the port's options `opts` (`,k=v…`) added.
+fn stack_with(what: &str, sock: &Tmp, opts: &str, ip: &str, args: &[&str]) -> Proc {
     let mut cmd = Command::new(support::ustack_bin());
-    cmd.args(args).args(["--device", &format!("virtio-user:{}", sock.s()), "--ip", &format!("{ip}/24")]);
+    cmd.args(args).args(["--device", &format!("virtio-user:{}{opts}", sock.s()), "--ip", &format!("{ip}/24")]);
     Proc::spawn(what, &mut cmd)
 }
 
@@ -651,12 +656,26 @@ fn wait_exit(p: &mut Proc, limit: Duration) -> String {
 
 #[test]
 fn two_stacks_on_virtio_user_through_the_switch() {
-    // Two ustack processes, each a virtio-user driver on a port of one
-    // switch: no kernel between them, no privileges needed.
+    two_stacks("two", "", &[]);
+}
+
+#[test]
+fn two_stacks_on_virtio_user_through_a_busy_polling_switch() {
+    // The same with every loop polling its rings for 50 µs before it
+    // sleeps: the stacks' (`busy_poll=50`) and the switch's (`--busy-poll 50`).
+    two_stacks("busy", ",busy_poll=50", &["--busy-poll", "50"]);
+}
+
+/// Two ustack processes, each a virtio-user driver (port options `opts`)
+/// on a port of one switch (its own flags `extra`): no kernel between them,
+/// no privileges needed.
+fn two_stacks(tag: &str, opts: &str, extra: &[&str]) {
     use support::tcp::{sha256_file, write_random_file, TempDir};
-    let (a, b, control) = (Tmp::new("two-a.sock"), Tmp::new("two-b.sock"), Tmp::new("two.ctl"));
-    let mut sw = switch(&[format!("vhost-user:{}", a.s()), format!("vhost-user:{}", b.s())], &control, &[]);
+    let (a, b) = (Tmp::new(&format!("{tag}-a.sock")), Tmp::new(&format!("{tag}-b.sock")));
+    let control = Tmp::new(&format!("{tag}.ctl"));
+    let mut sw = switch(&[format!("vhost-user:{}", a.s()), format!("vhost-user:{}", b.s())], &control, extra);
     let secs = Duration::from_secs;
+    let stack = |what: &str, sock: &Tmp, ip: &str, args: &[&str]| stack_with(what, sock, opts, ip, args);
 
     // iperf: both sides count the same bytes.
     let mut server = stack("ustack perf -s", &a, "10.66.0.1", &["perf", "-s", "-1", "-J"]);
@@ -672,7 +691,7 @@ fn two_stacks_on_virtio_user_through_the_switch() {
     assert_eq!(support::end_bytes(&s, "sum_received"), sent, "server's count");
 
     // HTTP: 64 MiB from one stack to the other, hashes equal.
-    let dir = TempDir::new(&format!("vu-two-{}", std::process::id()));
+    let dir = TempDir::new(&format!("vu-{tag}-{}", std::process::id()));
     write_random_file(&dir.path("big"), 64 << 20, 11);
     let want = sha256_file(&dir.path("big"));
     let mut web = stack("ustack up", &a, "10.66.0.1", &["up", "--http-root", dir.as_str(), "--control", &dir.file("up.ctl")]);
@@ -998,10 +1017,13 @@ fn qemu_guest_on_a_switch_port_pings_and_fetches_from_a_ustack_stack() {
 fn bench_through_the_switch_reports_both_stacks_process_to_process() {
     // `ustack bench --device virtio-user`: its own switch, two ustack
     // processes on it, two Linux processes over loopback; every workload
-    // reports both sides and cleans up (no root, no figures asserted).
-    for workload in ["stream", "rr", "crr"] {
+    // reports both sides and cleans up (no root, no figures asserted);
+    // rr once more with every loop busy polling.
+    for (workload, device) in
+        [("stream", "virtio-user"), ("rr", "virtio-user"), ("crr", "virtio-user"), ("rr", "virtio-user,busy_poll=50")]
+    {
         let mut cmd = Command::new(support::ustack_bin());
-        cmd.args(["bench", workload, "--device", "virtio-user", "--seconds", "0.3", "--json"]);
+        cmd.args(["bench", workload, "--device", device, "--seconds", "0.3", "--json"]);
         let mut p = Proc::spawn(&format!("ustack bench {workload}"), &mut cmd);
         let dir = std::env::temp_dir().join(format!("ustack-bench-switch-{}", p.child.id()));
         let out = wait_exit(&mut p, Duration::from_secs(60));

@@ -22,9 +22,16 @@
 //!   per queue, while a ustack device is polled by the event loop that owns
 //!   it; `vhost` + `virtio-queue` + `vm-memory` are the parts that fit.
 //! * **Waiting**: [`Waitable::wait_fd`] is an epoll descriptor holding the
-//!   socket (listening or connected), each transmit ring's kick eventfd and
-//!   the reconnection timer; `queues()` services what it reports (control
-//!   messages, kicks) once per poll with one `epoll_wait(0)`.
+//!   socket (listening or connected), each transmit ring's kick eventfd
+//!   (edge-triggered, never read) and the reconnection timer; `queues()`
+//!   services what it reports (control messages, kicks) with one
+//!   `epoll_wait(0)`. Once the loop calls [`Waitable::prepare_sleep`] before
+//!   it sleeps, that happens there (and every [`SERVICE_EVERY`] turns), the
+//!   transmit rings are armed for kicks only then and disarmed while the
+//!   loop is awake. The guest's receive rings never ask for kicks: we write
+//!   them when we have frames and never wait on them. A guest's
+//!   `VRING_AVAIL_F_NO_INTERRUPT` is honoured (`virtio-queue` reads only
+//!   EVENT_IDX's `used_event`).
 //! * **Receive** (guest → ustack): a transmit ring's chain is checked and
 //!   copied into one buffer; the virtio-net header becomes [`RxMeta`]
 //!   (`vnet.rs`), so a guest's partial checksums pass as metadata. Queue
@@ -74,6 +81,9 @@ const MAX_FRAME: usize = 65_535 + 14 + 4 + 12;
 const MAX_BAD_PER_RECV: usize = 64;
 /// Control messages handled per poll (the rest wait for the next).
 const MAX_MESSAGES_PER_POLL: usize = 64;
+/// Turns between looks at the eventfds and the socket when the loop re-arms
+/// the device before it sleeps ([`Waitable::prepare_sleep`]).
+const SERVICE_EVERY: u32 = 64;
 
 const TAG_LISTENER: u64 = 1 << 40;
 const TAG_CONN: u64 = 2 << 40;
@@ -153,6 +163,8 @@ struct RxSide {
     buf: Box<[u8]>,
     hdr_len: usize,
     next: usize,
+    /// The loop re-arms the rings before it sleeps: never arm them here.
+    lazy: bool,
     stats: RxStats,
 }
 
@@ -211,6 +223,10 @@ pub struct VhostUserQueues {
     wake: OwnedFd,
     kicks: Vec<RawFd>,
     seen: u64,
+    /// Turns since the last look at the epoll set (lazy mode).
+    turns: u32,
+    /// The guest's transmit rings ask for kicks (the loop is asleep, or not lazy).
+    armed: bool,
     rx: RxSide,
     tx: TxSide,
     /// Queue pair (of this handle) of the latest frame received: where
@@ -249,6 +265,14 @@ fn new_epoll() -> Result<OwnedFd, DeviceError> {
 
 fn epoll_add(epoll: &OwnedFd, fd: RawFd, tag: u64) -> Result<(), DeviceError> {
     let mut ev = libc::epoll_event { events: libc::EPOLLIN as u32, u64: tag };
+    // SAFETY: epoll_ctl reads one epoll_event.
+    cvt(unsafe { libc::epoll_ctl(epoll.as_raw_fd(), libc::EPOLL_CTL_ADD, fd, &mut ev) }, "epoll_ctl").map(|_| ())
+}
+
+/// Add `fd` edge-triggered: one event per write to the eventfd, which is
+/// never read.
+fn epoll_add_edge(epoll: &OwnedFd, fd: RawFd, tag: u64) -> Result<(), DeviceError> {
+    let mut ev = libc::epoll_event { events: (libc::EPOLLIN | libc::EPOLLET) as u32, u64: tag };
     // SAFETY: epoll_ctl reads one epoll_event.
     cvt(unsafe { libc::epoll_ctl(epoll.as_raw_fd(), libc::EPOLL_CTL_ADD, fd, &mut ev) }, "epoll_ctl").map(|_| ())
 }
@@ -339,12 +363,15 @@ impl VhostUserControl {
             wake,
             kicks: Vec::new(),
             seen: 0,
+            turns: 0,
+            armed: true,
             rx: RxSide {
                 mem: None,
                 rings: (0..n).map(|_| None).collect(),
                 buf: vec![0u8; MAX_FRAME].into_boxed_slice(),
                 hdr_len: 12,
                 next: 0,
+                lazy: false,
                 stats: RxStats::default(),
             },
             tx: TxSide {
@@ -586,22 +613,49 @@ impl VhostUserQueues {
     }
 
     /// Clear the kicks and wake-ups epoll reports, and apply what the
-    /// control side changed. One `epoll_wait(0)`.
+    /// control side changed. One `epoll_wait(0)` (the kick eventfds are
+    /// edge-triggered, so they are never read).
     fn service(&mut self) {
         let mut evs = [libc::epoll_event { events: 0, u64: 0 }; 8];
         // SAFETY: epoll_wait writes at most 8 events into `evs`.
         let n = unsafe { libc::epoll_wait(self.epoll.as_raw_fd(), evs.as_mut_ptr(), 8, 0) };
-        for ev in evs.iter().take(n.max(0) as usize) {
-            if ev.u64 == TAG_WAKE {
-                drain(self.wake.as_raw_fd());
-            } else {
-                let fd = (ev.u64 & 0xff_ffff_ffff) as RawFd;
-                if self.kicks.contains(&fd) {
-                    drain(fd);
+        if evs.iter().take(n.max(0) as usize).any(|ev| ev.u64 == TAG_WAKE) {
+            drain(self.wake.as_raw_fd());
+        }
+        self.refresh();
+    }
+
+    /// The loop is awake and polls the rings: no kicks meanwhile; look at
+    /// the epoll set now and then only (lazy mode).
+    fn poll_quietly(&mut self) {
+        if self.armed {
+            self.armed = false;
+            if let Some(mem) = self.rx.mem.as_deref() {
+                for ring in self.rx.rings.iter_mut().flatten() {
+                    ring.disarm(mem);
                 }
             }
         }
-        self.refresh();
+        self.turns += 1;
+        if self.turns.is_multiple_of(SERVICE_EVERY) {
+            self.service();
+        } else {
+            self.refresh();
+        }
+    }
+
+    /// Before the loop sleeps: clear what woke it, ask the guest to kick
+    /// us again; `false` if frames came in meanwhile.
+    fn rearm(&mut self) -> bool {
+        self.rx.lazy = true;
+        self.service();
+        self.armed = true;
+        let Some(mem) = self.rx.mem.as_deref() else { return true };
+        let mut more = false;
+        for ring in self.rx.rings.iter_mut().flatten() {
+            more |= ring.arm(mem);
+        }
+        !more
     }
 
     /// Rebuild the rings from the control state if it changed.
@@ -645,13 +699,26 @@ impl VhostUserQueues {
             }
         }
         drop(ctl);
+        if let Some(mem) = self.tx.mem.as_deref() {
+            // We write the guest's receive rings when we have frames and
+            // never wait on them: no kick for the buffers it posts.
+            for ring in self.tx.rings.iter_mut().flatten() {
+                ring.disarm(mem);
+            }
+        }
+        // A new ring asks for kicks until the loop says otherwise.
+        self.armed = true;
         for &fd in &self.kicks {
-            let _ = epoll_add(&self.epoll, fd, TAG_KICK | fd as u64);
+            let _ = epoll_add_edge(&self.epoll, fd, TAG_KICK | fd as u64);
         }
     }
 
     fn device_queues(&mut self) -> (VhostUserRx<'_>, VhostUserTx<'_>) {
-        self.service();
+        if self.rx.lazy {
+            self.poll_quietly();
+        } else {
+            self.service();
+        }
         let (guest_csum, guest_tso4) = (self.guest_csum, self.guest_tso4);
         let (shared, first) = (&*self.shared, self.first);
         (
@@ -708,6 +775,10 @@ impl Waitable for VhostUserQueues {
     fn device_stats(&self) -> Vec<(&'static str, u64)> {
         self.queue_stats()
     }
+
+    fn prepare_sleep(&mut self) -> bool {
+        self.rearm()
+    }
 }
 
 impl VhostUserDevice {
@@ -758,7 +829,9 @@ impl Device for VhostUserDevice {
     type Tx<'a> = VhostUserTx<'a>;
 
     fn queues(&mut self) -> (VhostUserRx<'_>, VhostUserTx<'_>) {
-        self.control.service();
+        if !self.queues.rx.lazy || (self.queues.turns + 1).is_multiple_of(SERVICE_EVERY) {
+            self.control.service();
+        }
         self.queues.device_queues()
     }
 
@@ -833,7 +906,7 @@ impl RxSide {
                 }
             }
             if all_empty {
-                if rearmed {
+                if rearmed || self.lazy {
                     return None;
                 }
                 // Ask for a kick before sleeping; look once more in case
@@ -948,5 +1021,10 @@ impl Waitable for VhostUserDevice {
         let mut v = self.control.stats();
         v.extend(self.queues.queue_stats());
         v
+    }
+
+    fn prepare_sleep(&mut self) -> bool {
+        self.control.service();
+        self.queues.rearm()
     }
 }

@@ -192,6 +192,15 @@ impl Vring {
         if !std::mem::take(&mut self.pending_used) {
             return;
         }
+        // `needs_notification` reads `used_event` only; without EVENT_IDX
+        // the driver's VRING_AVAIL_F_NO_INTERRUPT says it (virtio 1.1,
+        // 2.6.7.2: the device should not notify while it is set).
+        if !self.queue.event_idx_enabled() {
+            let flags = mem.load::<u16>(GuestAddress(self.queue.avail_ring()), std::sync::atomic::Ordering::Acquire);
+            if flags.is_ok_and(|f| u16::from_le(f) & 1 != 0) {
+                return;
+            }
+        }
         if self.queue.needs_notification(mem).unwrap_or(true) {
             if let Some(call) = &mut self.call {
                 let _ = call.write(&1u64.to_ne_bytes());
@@ -203,6 +212,12 @@ impl Vring {
     /// frame. `true` if frames arrived meanwhile (poll again).
     pub fn arm(&mut self, mem: &GuestMemoryMmap) -> bool {
         self.queue.enable_notification(mem).unwrap_or(false)
+    }
+
+    /// Ask the guest not to kick us (we poll the ring, or never wait on it).
+    /// With EVENT_IDX the `avail_event` left behind does it.
+    pub fn disarm(&mut self, mem: &GuestMemoryMmap) {
+        let _ = self.queue.disable_notification(mem);
     }
 
     /// Whether the guest has posted a buffer we have not taken (one read of
