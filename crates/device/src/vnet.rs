@@ -57,6 +57,21 @@ pub fn tx_header(meta: &TxMeta, linear: u16) -> [u8; VNET_HDR_LEN] {
     h
 }
 
+/// The transmit metadata that sends a received frame on unchanged (a
+/// switch's or a reflector's): its checksum left partial where it was, its
+/// super-segment still one.
+pub fn forwarded(meta: &RxMeta) -> TxMeta {
+    TxMeta {
+        csum_partial: meta.csum_partial,
+        csum_start: meta.csum_start,
+        csum_offset: meta.csum_offset,
+        gso_type: meta.gso_type,
+        gso_size: meta.gso_size,
+        hdr_len: meta.hdr_len,
+        ..Default::default()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -40,15 +40,7 @@ fn reflector(path: std::path::PathBuf, stop: Arc<AtomicBool>) -> std::thread::Jo
             while let Some((f, meta)) = rx.recv(Instant::from_micros(0)) {
                 let len = f.len();
                 frame[..len].copy_from_slice(f);
-                let meta = TxMeta {
-                    csum_partial: meta.csum_partial,
-                    csum_start: meta.csum_start,
-                    csum_offset: meta.csum_offset,
-                    gso_type: meta.gso_type,
-                    gso_size: meta.gso_size,
-                    hdr_len: meta.hdr_len,
-                    ..Default::default()
-                };
+                let meta = ustack_device::vnet::forwarded(&meta);
                 let _ = tx.send(len, meta, |b| b.copy_from_slice(&frame[..len]));
                 moved += 1;
             }

@@ -450,15 +450,7 @@ fn round<D: Device>(
                     counters[i].runts += 1;
                     continue;
                 }
-                let txmeta = TxMeta {
-                    csum_partial: meta.csum_partial,
-                    csum_start: meta.csum_start,
-                    csum_offset: meta.csum_offset,
-                    gso_type: meta.gso_type,
-                    gso_size: meta.gso_size,
-                    hdr_len: meta.hdr_len,
-                    ..Default::default()
-                };
+                let txmeta = ustack_device::vnet::forwarded(&meta);
                 if reflect {
                     let sent = send(&mut txs[i], frame, txmeta, caps[i], true);
                     count_tx(counters[i], sent, frame.len());
