@@ -95,7 +95,10 @@ impl ShardSetup for UpShards<'_> {
     fn open(&self, env: &ShardEnv) -> Result<(Stack, DeviceChain, Services), String> {
         let opened = open_shard(&self.args.dev, self.settings, self.mac, env)?;
         let mut stack = opened.stack;
-        let services = Services::start(&mut stack, self.args, self.settings).map_err(|e| e.to_string())?;
+        let mut services = Services::start(&mut stack, self.args, self.settings).map_err(|e| e.to_string())?;
+        if let Some(bytes) = self.args.move_every {
+            services.move_echo_every(&env.moves, bytes);
+        }
         Ok((stack, opened.device, services))
     }
 

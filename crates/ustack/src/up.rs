@@ -43,6 +43,11 @@ pub struct UpArgs {
     pub metrics: Option<std::net::SocketAddr>,
     #[command(flatten)]
     pub cores: crate::shards::CoresArgs,
+    /// With --cores: hand each TCP echo connection to the next shard every BYTES bytes it echoes
+    /// (moving connections between shards under load: a demonstration and a test).
+    #[arg(long = "move-every", value_name = "BYTES", requires = "cores",
+        value_parser = clap::value_parser!(u64).range(1..))]
+    pub move_every: Option<u64>,
 }
 
 /// The services `up` runs, in the order they were set up.
@@ -102,6 +107,12 @@ impl Services {
         Ok(services)
     }
 
+    /// Hand each TCP echo connection to the next shard every `bytes` echoed.
+    pub(crate) fn move_echo_every(&mut self, mover: &ustack_runtime::shard::Mover, bytes: u64) {
+        self.tcp_echo =
+            std::mem::take(&mut self.tcp_echo).into_iter().map(|e| e.move_every(mover.clone(), bytes)).collect();
+    }
+
     /// The services as the event loop polls them.
     pub(crate) fn apps(&mut self) -> Vec<&mut dyn App> {
         let Services { udp_echo, tcp_echo, tcp_discard, http } = self;
@@ -124,6 +135,10 @@ impl Services {
         }
         for e in &self.tcp_echo {
             lines.push((format!("tcp_echo_{}_bytes", e.port()), e.echoed));
+            if e.is_moving() {
+                lines.push((format!("tcp_echo_{}_moved", e.port()), e.moved.0));
+                lines.push((format!("tcp_echo_{}_moves_refused", e.port()), e.moved.1));
+            }
         }
         for d in &self.tcp_discard {
             lines.push((format!("tcp_discard_{}_bytes", d.port()), d.discarded));

@@ -111,3 +111,13 @@ impl Stack {
         Ok(tcp.handle(index))
     }
 }
+
+impl Stack {
+    /// Whether this stack has a connection (or a TIME-WAIT record) with
+    /// these addresses and ports: where a sharded runtime learns that a
+    /// connection it took in has ended, so frames of its flow need no
+    /// longer be steered to it.
+    pub fn tcp_holds(&self, tuple: &FourTuple) -> bool {
+        self.tcp.by_tuple.contains_key(tuple) || self.tcp.tw_by_tuple.contains_key(tuple)
+    }
+}

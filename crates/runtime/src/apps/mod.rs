@@ -117,6 +117,22 @@ impl<T> Server<T> {
         }
     }
 
+    /// Take in connection `h`, moved here from another shard with its
+    /// state: registered and driven this turn, like one just accepted.
+    fn adopt(&mut self, stack: &mut Stack, h: TcpHandle, state: T) {
+        stack.register(h, APP_TOKEN, Interest::READABLE | Interest::WRITABLE).expect("just moved in");
+        self.conns.insert(h, state);
+        self.fresh.push(h);
+    }
+
+    /// Let go of connection `h` (moving to another shard): its state.
+    fn release(&mut self, h: TcpHandle) -> Option<T> {
+        if let Some(policy) = &mut self.policy {
+            policy.forget(h);
+        }
+        self.conns.remove(&h)
+    }
+
     /// Drive the connections this server owns that have events, then the fresh ones,
     /// then close those whose wait ran out (with a policy). `drive` returns
     /// what the connection waits for now, or `None` when it is finished

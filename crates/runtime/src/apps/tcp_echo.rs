@@ -1,6 +1,7 @@
 //! TCP echo (RFC 862): every byte back to the sender, with backpressure.
 
 use super::{Phase, Server};
+use crate::shard::Mover;
 use crate::App;
 use ustack_core::tcp::{RecvError, SendError};
 use ustack_core::{Event, Instant, ListenError, Stack, TcpHandle};
@@ -19,6 +20,11 @@ pub struct TcpEcho {
     pub echoed: u64,
     /// Connections that ended with an error (reset, timeout).
     pub failed: u64,
+    /// With [`TcpEcho::move_every`]: the shards' moves, the bytes between
+    /// two moves of a connection, and the connections due to move now.
+    moving: Option<(Mover, u64, Vec<TcpHandle>)>,
+    /// Connections handed to another shard, and moves refused.
+    pub moved: (u64, u64),
 }
 
 /// When the send buffer takes less than was read, the rest waits in
@@ -31,6 +37,8 @@ struct EchoConn {
     /// `pending[start..]` was received and not yet taken by the send buffer.
     pending: Vec<u8>,
     start: usize,
+    /// Bytes echoed since the connection last moved (or was accepted).
+    since_move: u64,
 }
 
 impl TcpEcho {
@@ -41,7 +49,24 @@ impl TcpEcho {
             scratch: vec![0; ECHO_BUFFER].into_boxed_slice(),
             echoed: 0,
             failed: 0,
+            moving: None,
+            moved: (0, 0),
         })
+    }
+
+    /// Hand each connection to the next shard (`mover`'s shard + 1, round
+    /// the shards) every `bytes` bytes it echoes, with what it still has to
+    /// echo; take in those the other shards hand here. A demonstration and
+    /// test of moving connections under load (`ustack up --move-every`):
+    /// the byte stream goes on from the shard it moved to.
+    pub fn move_every(mut self, mover: Mover, bytes: u64) -> TcpEcho {
+        self.moving = Some((mover, bytes.max(1), Vec::new()));
+        self
+    }
+
+    /// Whether it moves its connections ([`TcpEcho::move_every`]).
+    pub fn is_moving(&self) -> bool {
+        self.moving.is_some()
     }
 
     /// The port it listens on.
@@ -63,19 +88,65 @@ impl TcpEcho {
 impl App for TcpEcho {
     fn poll(&mut self, stack: &mut Stack, now: Instant, events: &[Event]) {
         self.server.accept(stack, now, events, true, EchoConn::default);
+        if let Some((mover, _, _)) = &self.moving {
+            let server = &mut self.server;
+            mover.take_arrivals(server.port, |h, state| {
+                let conn = state.downcast::<EchoConn>().map_or_else(|_| EchoConn::default(), |c| *c);
+                server.adopt(stack, h, conn);
+            });
+        }
         let (scratch, echoed, failed) = (&mut self.scratch, &mut self.echoed, &mut self.failed);
-        self.server.drive(stack, now, events, |stack, h, c| match echo(stack, h, c, scratch, echoed) {
-            Ok(true) => Some(Phase::Busy),
-            Ok(false) => {
-                stack.tcp_close(h);
-                None
-            }
-            Err(()) => {
-                *failed += 1;
-                stack.tcp_abort(h);
-                None
+        let mut due = self.moving.as_mut().map(|(_, every, due)| (*every, due));
+        self.server.drive(stack, now, events, |stack, h, c| {
+            let before = *echoed;
+            match echo(stack, h, c, scratch, echoed) {
+                Ok(true) => {
+                    c.since_move += *echoed - before;
+                    if let Some((every, due)) = &mut due {
+                        if c.since_move >= *every {
+                            due.push(h);
+                        }
+                    }
+                    Some(Phase::Busy)
+                }
+                Ok(false) => {
+                    stack.tcp_close(h);
+                    None
+                }
+                Err(()) => {
+                    *failed += 1;
+                    stack.tcp_abort(h);
+                    None
+                }
             }
         });
+        self.move_due(stack);
+    }
+}
+
+impl TcpEcho {
+    /// Hand the connections due to move to the next shard.
+    fn move_due(&mut self, stack: &mut Stack) {
+        let Some((mover, _, due)) = &mut self.moving else { return };
+        let to = (mover.shard() + 1) % mover.shards();
+        for h in due.drain(..) {
+            let Some(mut c) = self.server.release(h) else { continue };
+            c.since_move = 0;
+            match mover.move_to(stack, h, to, Box::new(c)) {
+                Ok(()) => self.moved.0 += 1,
+                Err(refused) => {
+                    self.moved.1 += 1;
+                    let c = refused.state.downcast::<EchoConn>().map_or_else(|_| EchoConn::default(), |c| *c);
+                    match refused.handle {
+                        Some(back) if back == h => {
+                            self.server.conns.insert(h, c);
+                        }
+                        Some(back) => self.server.adopt(stack, back, c),
+                        None => {}
+                    }
+                }
+            }
+        }
     }
 }
 

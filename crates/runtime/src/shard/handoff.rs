@@ -4,7 +4,11 @@
 //!
 //! Every shard has one inbox (a bounded channel all other shards send
 //! into) and one channel on which its own frame buffers come back once the
-//! receiving shard has passed the frame to its stack. Buffers are recycled,
+//! receiving shard has passed the frame to its stack. The inbox also
+//! carries the messages of connection moves ([`super::moves`]): a moved
+//! connection, and the changes to where a moved flow's frames go. One
+//! inbox for both keeps them in order: a frame handed over after a
+//! connection moves arrives after the connection. Buffers are recycled,
 //! so a handoff allocates nothing once a shard has made its first
 //! [`BUFFERS`]; when the owner's inbox is full, or every buffer is out, the
 //! frame is dropped and counted (`handoff_drops`), never queued without
@@ -16,6 +20,7 @@ use std::sync::{Arc, OnceLock};
 
 use ustack_core::phy::RxMeta;
 
+use super::moves::{FlowKey, Moving};
 use crate::Waker;
 
 /// Frames one shard's inbox holds.
@@ -29,6 +34,22 @@ pub(crate) struct Handoff {
     pub(crate) from: usize,
     pub(crate) buf: Vec<u8>,
     pub(crate) meta: RxMeta,
+    /// Times it crossed already (a frame of a flow that moved while it
+    /// was on its way crosses again).
+    pub(crate) hops: u8,
+}
+
+/// What one shard's inbox carries.
+pub(crate) enum Message {
+    /// A frame for a flow the receiving shard holds.
+    Frame(Handoff),
+    /// A connection moving to the receiving shard.
+    Move(Box<Moving>),
+    /// To a flow's home shard: the flow now lives on `to` (move `id`),
+    /// and shard `old`, which had it, may forget where it sent it.
+    Route { flow: FlowKey, to: usize, id: u64, old: usize },
+    /// Forget where the frames of `flow` go, if move `id` set it.
+    Forget { flow: FlowKey, id: u64 },
 }
 
 /// What crossed between shards, per shard; written by the shard's own
@@ -47,11 +68,22 @@ pub struct ShardCounters {
     pub arp_copies: AtomicU64,
     /// Frames this shard's device queue received (its own and others').
     pub rx_frames: AtomicU64,
+    /// Connections this shard handed to another.
+    pub moves_out: AtomicU64,
+    /// Connections other shards handed to this one.
+    pub moves_in: AtomicU64,
+    /// Moves refused: here (the target's inbox full, the connection not
+    /// movable, too many moved flows) or on arrival (the table or the
+    /// buffer pool full; the connection went back).
+    pub moves_refused: AtomicU64,
+    /// Moved connections lost: refused on arrival with no way back, or
+    /// taken by no app (each was reset).
+    pub moves_lost: AtomicU64,
 }
 
 impl ShardCounters {
     /// The counters by name, for snapshots.
-    pub fn pairs(&self) -> [(&'static str, u64); 5] {
+    pub fn pairs(&self) -> [(&'static str, u64); 9] {
         let r = |a: &AtomicU64| a.load(Ordering::Relaxed);
         [
             ("shard_handoffs", r(&self.handoffs_out)),
@@ -59,11 +91,15 @@ impl ShardCounters {
             ("shard_handoff_drops", r(&self.handoff_drops)),
             ("shard_arp_copies", r(&self.arp_copies)),
             ("shard_rx_frames", r(&self.rx_frames)),
+            ("shard_moves_out", r(&self.moves_out)),
+            ("shard_moves_in", r(&self.moves_in)),
+            ("shard_moves_refused", r(&self.moves_refused)),
+            ("shard_moves_lost", r(&self.moves_lost)),
         ]
     }
 }
 
-fn bump(a: &AtomicU64) {
+pub(crate) fn bump(a: &AtomicU64) {
     // Only the owning thread writes: a load and a store, no locked add.
     a.store(a.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
 }
@@ -77,11 +113,46 @@ pub(crate) struct Shared {
     signalled: Vec<AtomicBool>,
 }
 
+/// Posts messages into shards' inboxes (a clone per user on one shard).
+#[derive(Clone)]
+pub(crate) struct Poster {
+    pub(crate) me: usize,
+    to: Vec<SyncSender<Message>>,
+    pub(crate) shared: Arc<Shared>,
+}
+
+impl Poster {
+    /// Put `m` in shard `to`'s inbox and wake it; the message back when
+    /// the inbox is full (`Err(.., true)`) or the shard has ended.
+    pub(crate) fn post(&self, to: usize, m: Message) -> Result<(), (Message, bool)> {
+        match self.to[to].try_send(m) {
+            Ok(()) => {
+                if !self.shared.signalled[to].swap(true, Ordering::AcqRel) {
+                    if let Some(w) = self.shared.wakers[to].get() {
+                        let _ = w.wake();
+                    }
+                }
+                Ok(())
+            }
+            Err(TrySendError::Full(m)) => Err((m, true)),
+            Err(TrySendError::Disconnected(m)) => Err((m, false)),
+        }
+    }
+
+    pub(crate) fn counters(&self) -> &ShardCounters {
+        &self.shared.counters[self.me]
+    }
+
+    pub(crate) fn shards(&self) -> usize {
+        self.to.len()
+    }
+}
+
 /// One shard's end of the handoff mesh.
 pub(crate) struct Endpoint {
     pub(crate) me: usize,
-    to: Vec<SyncSender<Handoff>>,
-    inbox: Receiver<Handoff>,
+    post: Poster,
+    inbox: Receiver<Message>,
     back: Vec<SyncSender<Vec<u8>>>,
     returned: Receiver<Vec<u8>>,
     spare: Vec<Vec<u8>>,
@@ -104,7 +175,7 @@ pub(crate) fn mesh(n: usize) -> (Arc<Shared>, Vec<Endpoint>) {
         .enumerate()
         .map(|(me, (inbox, returned))| Endpoint {
             me,
-            to: to.clone(),
+            post: Poster { me, to: to.clone(), shared: Arc::clone(&shared) },
             inbox,
             back: back.clone(),
             returned,
@@ -119,6 +190,11 @@ pub(crate) fn mesh(n: usize) -> (Arc<Shared>, Vec<Endpoint>) {
 impl Endpoint {
     pub(crate) fn counters(&self) -> &ShardCounters {
         &self.shared.counters[self.me]
+    }
+
+    /// A poster for this shard's moves.
+    pub(crate) fn poster(&self) -> Poster {
+        self.post.clone()
     }
 
     /// A buffer for a handoff: a spare one, one come back, or a new one
@@ -144,31 +220,42 @@ impl Endpoint {
         };
         buf.clear();
         buf.extend_from_slice(frame);
-        match self.to[to].try_send(Handoff { from: self.me, buf, meta }) {
-            Ok(()) => {
-                if !self.shared.signalled[to].swap(true, Ordering::AcqRel) {
-                    if let Some(w) = self.shared.wakers[to].get() {
-                        let _ = w.wake();
-                    }
+        self.pass(to, Handoff { from: self.me, buf, meta, hops: 0 })
+    }
+
+    /// Pass a frame handed to this shard on to shard `to` (its flow moved
+    /// meanwhile); false (and counted) when it had to be dropped.
+    pub(crate) fn forward(&mut self, to: usize, mut h: Handoff) -> bool {
+        h.hops = h.hops.saturating_add(1);
+        let sent = self.pass(to, h);
+        self.note_handoff(sent);
+        sent
+    }
+
+    /// Drop a handed-over frame that has crossed too often (counted).
+    pub(crate) fn drop_handoff(&mut self, h: Handoff) {
+        self.release(h);
+        bump(&self.counters().handoff_drops);
+    }
+
+    fn pass(&mut self, to: usize, h: Handoff) -> bool {
+        match self.post.post(to, Message::Frame(h)) {
+            Ok(()) => true,
+            Err((Message::Frame(h), full)) => {
+                self.release(h);
+                // When not full, the owner has stopped (the shards are
+                // ending): nothing is lost that anyone waits for.
+                if full {
+                    bump(&self.counters().handoff_drops);
                 }
-                true
-            }
-            Err(TrySendError::Full(h)) => {
-                self.spare.push(h.buf);
-                bump(&self.counters().handoff_drops);
                 false
             }
-            // The owner has stopped (the shards are ending): nothing is
-            // lost that anyone waits for.
-            Err(TrySendError::Disconnected(h)) => {
-                self.spare.push(h.buf);
-                false
-            }
+            Err(_) => unreachable!("post gives back what it was given"),
         }
     }
 
-    /// The next frame another shard handed to this one.
-    pub(crate) fn receive(&mut self) -> Option<Handoff> {
+    /// The next message another shard sent this one.
+    pub(crate) fn receive(&mut self) -> Option<Message> {
         if let Ok(h) = self.inbox.try_recv() {
             return Some(h);
         }
@@ -209,6 +296,6 @@ impl Endpoint {
     }
 
     pub(crate) fn shards(&self) -> usize {
-        self.to.len()
+        self.post.to.len()
     }
 }

@@ -12,6 +12,10 @@
 //! counted ([`steer`], [`handoff`]). Active opens pick ports that hash home
 //! ([`Stack::set_shard`]), so their replies need no crossing.
 //!
+//! An app may hand a connection to another shard ([`moves::Mover`], given
+//! to each shard's apps in [`ShardEnv::moves`]); the shards share one
+//! clock, so a connection's timer deadlines mean the same on every shard.
+//!
 //! Listeners exist on every shard (each shard's apps listen on the same
 //! ports, like `SO_REUSEPORT`). The control socket is served by a thread of
 //! its own from snapshots each shard publishes a few times a second:
@@ -19,6 +23,7 @@
 //! ([`stats::merge`]).
 
 pub mod handoff;
+pub mod moves;
 pub mod stats;
 pub mod steer;
 
@@ -31,8 +36,9 @@ use ustack_core::phy::Device;
 use ustack_core::rss::{ShardHome, Toeplitz};
 use ustack_core::{Duration, Stack};
 
-use crate::{control, App, ControlSocket, EventLoop, RunEnd, StopSignal, Waitable};
+use crate::{control, App, Clock, ControlSocket, EventLoop, RunEnd, StopSignal, Waitable};
 pub use handoff::ShardCounters;
+pub use moves::{AppState, MoveRefusal, Mover, Refused};
 pub use steer::SteeredDevice;
 
 /// How often each shard publishes its snapshot for the control socket.
@@ -112,6 +118,9 @@ pub struct ShardEnv {
     /// Which flows are its own; the runner gives it to the stack
     /// ([`Stack::set_shard`]) as soon as [`ShardSetup::open`] returns.
     pub home: ShardHome,
+    /// Hands this shard's connections to other shards and takes theirs in
+    /// (for the shard's apps; used on the shard's thread).
+    pub moves: Mover,
 }
 
 /// How a command makes its shards: each shard's stack, device queue and
@@ -146,8 +155,8 @@ pub struct ShardEnd<S> {
     pub end: RunEnd,
     /// The device's failure, when `end` is [`RunEnd::DeviceFailed`].
     pub failure: Option<String>,
-    /// Its handoff counters by name.
-    pub handoffs: [(&'static str, u64); 5],
+    /// Its handoff and move counters by name.
+    pub handoffs: [(&'static str, u64); 9],
 }
 
 /// Run `cores.len()` shards, shard `k` pinned to `cores[k]`, until `stop`
@@ -168,6 +177,9 @@ pub fn run_shards<S: ShardSetup>(
     let abort = AtomicBool::new(false);
     let finished = AtomicUsize::new(0);
     let ended = AtomicUsize::new(0);
+    // One clock for every shard: a moved connection's deadlines hold on
+    // the shard it moves to.
+    let clock = Clock::new();
     let snapshots: Vec<Mutex<Value>> = (0..n).map(|_| Mutex::new(Value::Null)).collect();
     let (device_name, control) = match control {
         Some((c, name)) => (name, Some(c)),
@@ -178,14 +190,16 @@ pub fn run_shards<S: ShardSetup>(
             .into_iter()
             .enumerate()
             .map(|(k, endpoint)| {
-                let env = ShardEnv { index: k, count: n, core: cores[k], home: ShardHome::new(toeplitz.clone(), k, n) };
                 let (turn, abort, finished, ended, snapshots, shared, device_name) =
                     (&turn, &abort, &finished, &ended, &snapshots, &shared, &device_name);
                 std::thread::Builder::new()
                     .name(format!("ustack-shard-{k}"))
                     .spawn_scoped(scope, move || {
-                        let result =
-                            run_one(setup, &env, endpoint, turn, abort, finished, snapshots, shared, device_name, stop);
+                        let home = ShardHome::new(toeplitz.clone(), k, n);
+                        let moves = Mover::new(moves::Moves::new(home.clone(), endpoint.poster()));
+                        let env = ShardEnv { index: k, count: n, core: cores[k], home, moves };
+                        let shard = Shared { turn, abort, finished, snapshots, handoff: shared, device_name, clock };
+                        let result = run_one(setup, &env, endpoint, &shard, stop);
                         if result.is_err() {
                             abort.store(true, Ordering::SeqCst);
                         }
@@ -239,19 +253,25 @@ pub fn run_shards<S: ShardSetup>(
     })
 }
 
-#[allow(clippy::too_many_arguments)]
+/// What the shards of one [`run_shards`] share.
+struct Shared<'a> {
+    turn: &'a (Mutex<usize>, Condvar),
+    abort: &'a AtomicBool,
+    finished: &'a AtomicUsize,
+    snapshots: &'a [Mutex<Value>],
+    handoff: &'a handoff::Shared,
+    device_name: &'a str,
+    clock: Clock,
+}
+
 fn run_one<S: ShardSetup>(
     setup: &S,
     env: &ShardEnv,
     endpoint: handoff::Endpoint,
-    turn: &(Mutex<usize>, Condvar),
-    abort: &AtomicBool,
-    finished: &AtomicUsize,
-    snapshots: &[Mutex<Value>],
-    shared: &handoff::Shared,
-    device_name: &str,
+    shard: &Shared<'_>,
     stop: &StopSignal,
 ) -> Result<ShardEnd<S::Summary>, String> {
+    let Shared { turn, abort, finished, snapshots, handoff: shared, device_name, clock } = *shard;
     pin(env.core).map_err(|e| format!("cannot pin shard {} to core {}: {e}", env.index, env.core))?;
     // Open in shard order: queue numbers follow the order of opening.
     let opened = {
@@ -271,19 +291,24 @@ fn run_one<S: ShardSetup>(
     let (mut stack, device, mut apps) =
         opened.map_err(|e| if env.count > 1 { format!("shard {}: {e}", env.index) } else { e })?;
     stack.set_shard(Some(env.home.clone()));
-    let mut lp = EventLoop::new(stack, SteeredDevice::new(device, endpoint, env.home.clone()));
+    let moves = std::rc::Rc::clone(env.moves.moves());
+    let mut lp = EventLoop::new(stack, SteeredDevice::new(device, endpoint, env.home.clone(), moves));
+    lp.clock = clock;
     if let Ok(w) = lp.waker() {
         let _ = shared.wakers[env.index].set(w);
     }
+    let mut desk = moves::MoveDesk::new(&env.moves);
     let mut done = false;
     let end = loop {
         let deadline = lp.clock.now() + PUBLISH_EVERY;
         let end = if done {
-            lp.run_until(&mut [], stop, Some(deadline))
+            lp.run_until(&mut [&mut desk], stop, Some(deadline))
         } else {
             let mut list = setup.apps(&mut apps);
+            list.insert(0, &mut desk);
             lp.run_until(&mut list, stop, Some(deadline))
         };
+        env.moves.moves().borrow_mut().sweep(&lp.stack);
         let uptime = lp.clock.now().total_micros();
         *snapshots[env.index].lock().expect("snapshot lock") =
             control::snapshot_json(&lp.stack, device_name, uptime, &lp.device.device_stats());

@@ -37,6 +37,9 @@ pub fn merge(shards: &[Value], cores: &[usize]) -> Value {
                 "handoffs": counter("shard_handoffs"),
                 "handoff_drops": counter("shard_handoff_drops"),
                 "arp_copies": counter("shard_arp_copies"),
+                "moves": counter("shard_moves_in"),
+                "moves_refused": counter("shard_moves_refused"),
+                "moves_lost": counter("shard_moves_lost"),
             }),
         );
         o.insert("shards".into(), Value::Array(per_shard));

@@ -10,15 +10,24 @@
 //! IP fragments) stay on the shard that received them. ARP replies are also
 //! copied to every other shard, so each shard's neighbour cache resolves
 //! without asking again; ARP requests are answered where they land.
+//!
+//! A connection moved to another shard ([`super::moves`]) takes its flow
+//! with it: its frames go where the shard's table of moved flows says,
+//! whether they came from the device queue or from the inbox (handed over
+//! before the move was known), and a move in the inbox is imported before
+//! anything behind it is received.
 
+use std::cell::RefCell;
 use std::os::fd::RawFd;
+use std::rc::Rc;
 
 use ustack_core::phy::{Device, DeviceCaps, RxMeta, RxQueue};
 use ustack_core::rss::{FrameFlow, ShardHome};
 use ustack_core::time::Instant;
 use ustack_device::{DeviceError, Waitable};
 
-use super::handoff::{Endpoint, Handoff};
+use super::handoff::{Endpoint, Handoff, Message};
+use super::moves::{Moves, MAX_HOPS};
 
 /// Frames of other shards one `recv` call hands over at most before it
 /// says the queue is empty for now (so a flood for other shards cannot
@@ -30,13 +39,14 @@ pub struct SteeredDevice<D> {
     inner: D,
     endpoint: Endpoint,
     home: ShardHome,
+    moves: Rc<RefCell<Moves>>,
     /// The handed-over frame lent out by the last `recv`.
     current: Option<Handoff>,
 }
 
 impl<D> SteeredDevice<D> {
-    pub(crate) fn new(inner: D, endpoint: Endpoint, home: ShardHome) -> SteeredDevice<D> {
-        SteeredDevice { inner, endpoint, home, current: None }
+    pub(crate) fn new(inner: D, endpoint: Endpoint, home: ShardHome, moves: Rc<RefCell<Moves>>) -> SteeredDevice<D> {
+        SteeredDevice { inner, endpoint, home, moves, current: None }
     }
 
     /// The device this shard's queue is.
@@ -53,10 +63,18 @@ enum Verdict {
     Everywhere,
 }
 
-fn verdict(home: &ShardHome, frame: &[u8]) -> Verdict {
+/// The shard that has a TCP or UDP frame's flow: the one a move took it
+/// to, or its home by the hash.
+fn owner(home: &ShardHome, moves: &Moves, f: &FrameFlow) -> Option<usize> {
+    let (sport, dport) = f.ports?;
+    let (src, dst) = (f.src, f.dst);
+    Some(moves.owner((dst, dport, src, sport)).unwrap_or_else(|| home.shard_of(dst, dport, src, sport)))
+}
+
+fn verdict(home: &ShardHome, moves: &Moves, frame: &[u8]) -> Verdict {
     match FrameFlow::parse(frame) {
-        Some(FrameFlow { src, dst, ports: Some((sport, dport)), .. }) => {
-            let owner = home.shard_of(dst, dport, src, sport);
+        Some(f @ FrameFlow { ports: Some(_), .. }) => {
+            let owner = owner(home, moves, &f).expect("a flow with ports");
             if owner == home.shard() {
                 Verdict::Here
             } else {
@@ -82,7 +100,14 @@ impl<D: Device> Device for SteeredDevice<D> {
 
     fn queues(&mut self) -> (Self::Rx<'_>, Self::Tx<'_>) {
         let (rx, tx) = self.inner.queues();
-        (SteeredRx { rx, endpoint: &mut self.endpoint, home: &self.home, current: &mut self.current }, tx)
+        let rx = SteeredRx {
+            rx,
+            endpoint: &mut self.endpoint,
+            home: &self.home,
+            moves: &self.moves,
+            current: &mut self.current,
+        };
+        (rx, tx)
     }
 
     fn caps(&self) -> DeviceCaps {
@@ -95,6 +120,7 @@ pub struct SteeredRx<'a, R> {
     rx: R,
     endpoint: &'a mut Endpoint,
     home: &'a ShardHome,
+    moves: &'a RefCell<Moves>,
     current: &'a mut Option<Handoff>,
 }
 
@@ -103,8 +129,30 @@ impl<R: RxQueue> RxQueue for SteeredRx<'_, R> {
         if let Some(done) = self.current.take() {
             self.endpoint.release(done);
         }
-        if let Some(h) = self.endpoint.receive() {
+        let mut moves = self.moves.borrow_mut();
+        if moves.blocked() {
+            // A move waits to be imported: nothing behind it passes it.
+            return None;
+        }
+        while let Some(m) = self.endpoint.receive() {
+            let Message::Frame(h) = m else {
+                moves.message(m);
+                if moves.blocked() {
+                    return None;
+                }
+                continue;
+            };
             self.endpoint.note_handoff_in();
+            // Its flow may have moved on since it was handed over.
+            let to = FrameFlow::parse(&h.buf).and_then(|f| owner(self.home, &moves, &f));
+            if let Some(to) = to.filter(|&to| to != self.home.shard()) {
+                if h.hops < MAX_HOPS {
+                    self.endpoint.forward(to, h);
+                } else {
+                    self.endpoint.drop_handoff(h);
+                }
+                continue;
+            }
             let h = self.current.insert(h);
             return Some((&h.buf[..], h.meta));
         }
@@ -112,7 +160,7 @@ impl<R: RxQueue> RxQueue for SteeredRx<'_, R> {
             let (ptr, len, meta) = {
                 let (frame, meta) = self.rx.recv(now)?;
                 self.endpoint.note_received();
-                match verdict(self.home, frame) {
+                match verdict(self.home, &moves, frame) {
                     Verdict::Here => (frame.as_ptr(), frame.len(), meta),
                     Verdict::Shard(owner) => {
                         let sent = self.endpoint.send(owner, frame, meta);
@@ -219,6 +267,11 @@ mod tests {
         f
     }
 
+    fn steered(feed: Feed, e: Endpoint, home: ShardHome) -> SteeredDevice<Feed> {
+        let moves = Moves::new(home.clone(), e.poster());
+        SteeredDevice::new(feed, e, home, Rc::new(RefCell::new(moves)))
+    }
+
     fn drain<D: Device>(dev: &mut D) -> Vec<Vec<u8>> {
         let (mut rx, _) = dev.queues();
         std::iter::from_fn(|| rx.recv(Instant::ZERO).map(|(f, _)| f.to_vec())).collect()
@@ -230,8 +283,8 @@ mod tests {
         let t = Toeplitz::default();
         let e1 = endpoints.pop().unwrap();
         let e0 = endpoints.pop().unwrap();
-        let mut s0 = SteeredDevice::new(Feed::default(), e0, ShardHome::new(t.clone(), 0, 2));
-        let mut s1 = SteeredDevice::new(Feed::default(), e1, ShardHome::new(t.clone(), 1, 2));
+        let mut s0 = steered(Feed::default(), e0, ShardHome::new(t.clone(), 0, 2));
+        let mut s1 = steered(Feed::default(), e1, ShardHome::new(t.clone(), 1, 2));
         // Everything arrives on shard 0's queue, as from a device that
         // does not steer: 200 flows, an ARP reply and an ARP request.
         let home = ShardHome::new(t, 0, 2);
@@ -275,7 +328,7 @@ mod tests {
         let _e1 = endpoints.pop().unwrap();
         let e0 = endpoints.pop().unwrap();
         let home = ShardHome::new(t.clone(), 0, 2);
-        let mut s0 = SteeredDevice::new(Feed::default(), e0, home.clone());
+        let mut s0 = steered(Feed::default(), e0, home.clone());
         let port = (40000..).find(|&p| home.shard_of(LOCAL, 80, REMOTE, p) == 1).unwrap();
         let n = super::super::handoff::INBOX_FRAMES + 10;
         for _ in 0..n {
