@@ -103,19 +103,7 @@ fn moved_mid_stream(shards: usize, subnet: u8) {
     let t = std::time::Instant::now();
     let out = run_bounded(ns.command(&[python(), script(), &stack_ip, "7", &n, &size, "60"]), None, SECS(90));
     eprintln!("clients took {:.1} s; stderr: {}", t.elapsed().as_secs_f64(), out.stderr);
-    let result: serde_json::Value = out
-        .stdout_str()
-        .lines()
-        .find_map(|l| l.strip_prefix("RESULT "))
-        .and_then(|j| serde_json::from_str(j).ok())
-        .unwrap_or_else(|| panic!("no RESULT from the clients: {out}\n{}", stack.stderr_now()));
-    assert_eq!(
-        (result["ok"].as_u64(), result["bad"].as_u64()),
-        (Some(CONNECTIONS as u64), Some(0)),
-        "errors: {}\n{}",
-        result["errors"],
-        stack.stderr_now()
-    );
+    let result = support::client_result(&out, CONNECTIONS, &stack.stderr_now());
     assert_eq!(result["bytes"].as_u64(), Some((CONNECTIONS * BYTES) as u64));
 
     let snap = settled(&ns, &dev);

@@ -81,19 +81,7 @@ fn echo_clients(
     let t = Instant::now();
     let out = run_bounded(client_ns.command(&[python(), script(), &host, "7", &n, &w, "60"]), None, SECS(90));
     eprintln!("clients took {:.1} s; stderr: {}", t.elapsed().as_secs_f64(), out.stderr);
-    let result: serde_json::Value = out
-        .stdout_str()
-        .lines()
-        .find_map(|l| l.strip_prefix("RESULT "))
-        .and_then(|j| serde_json::from_str(j).ok())
-        .unwrap_or_else(|| panic!("no RESULT from the clients: {out}\n{}", stack.stderr_now()));
-    assert_eq!(
-        (result["ok"].as_u64(), result["bad"].as_u64()),
-        (Some(count as u64), Some(0)),
-        "errors: {}\n{}",
-        result["errors"],
-        stack.stderr_now()
-    );
+    let result = support::client_result(&out, count, &stack.stderr_now());
     let home = ShardHome::new(Toeplitz::default(), 0, SHARDS);
     let mut expected = [0u64; SHARDS];
     for p in result["ports"].as_array().expect("ports") {

@@ -563,6 +563,26 @@ pub fn json_documents(text: &str) -> Vec<serde_json::Value> {
     serde_json::Deserializer::from_str(text).into_iter::<serde_json::Value>().map_while(Result::ok).collect()
 }
 
+/// The `RESULT {json}` line a client script of `tests/scripts/` prints,
+/// parsed; panics with the script's output and `context` (the stack's
+/// stderr, say) when there is none, or when `ok` is not `want` or `bad`
+/// is not zero.
+pub fn client_result(out: &Output, want: usize, context: &str) -> serde_json::Value {
+    let result: serde_json::Value = out
+        .stdout_str()
+        .lines()
+        .find_map(|l| l.strip_prefix("RESULT "))
+        .and_then(|j| serde_json::from_str(j).ok())
+        .unwrap_or_else(|| panic!("no RESULT from the clients: {out}\n{context}"));
+    assert_eq!(
+        (result["ok"].as_u64(), result["bad"].as_u64()),
+        (Some(want as u64), Some(0)),
+        "errors: {}\n{context}",
+        result["errors"]
+    );
+    result
+}
+
 /// `end.SUM.bytes` of an iperf3 JSON result.
 pub fn end_bytes(doc: &serde_json::Value, sum: &str) -> u64 {
     doc["end"][sum]["bytes"].as_u64().unwrap_or_else(|| panic!("no end.{sum}.bytes in {doc}"))
