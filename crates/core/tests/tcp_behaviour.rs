@@ -577,6 +577,44 @@ fn sack_recovery_retransmits_only_the_holes() {
 /// RTO". The scoreboard is cleared by the timeout (RFC 2018 §8) and learnt
 /// again from the ACKs that follow; go-back-N skips what they SACK.
 #[test]
+fn prr_spreads_the_window_reduction_over_the_recovery() {
+    // A 20-segment flight (CUBIC, RFC 6675 loss detection) whose first
+    // segment is lost: the peer SACKs segments 1..=19 one ACK at a time.
+    let cfg = TcpConfig { rack_tlp: false, initial_cwnd_segments: 20, ..sack_config() };
+    let mut s = established_with(&cfg, Options { sack_permitted: true, ..Options::default() });
+    s.write(&vec![9u8; 60 * 1460]).unwrap();
+    for i in 0..20 {
+        assert_eq!(s.poll().expect("segment").seq, seg_start(i));
+    }
+    assert!(s.poll().is_none(), "the initial window is 20 segments");
+    let mut sent = Vec::new();
+    for k in 1..20 {
+        send!(s, seg! { seq: REMOTE + 1, ack: LOCAL + 1, options: sack(&[(1, k + 1)]) });
+        while let Some(seg) = s.poll() {
+            sent.push((k, seg.seq));
+        }
+    }
+    assert_eq!(s.conn.stats().fast_recoveries, 1);
+    // The first two SACKs shrink the pipe and let two new segments go; the
+    // third duplicate ACK starts recovery with the fast retransmit.
+    assert_eq!(sent[..3], [(1, seg_start(20)), (2, seg_start(21)), (3, seg_start(0))]);
+    // ssthresh = 0.7 × 20 segments = 20,440 octets, RecoverFS = the 22
+    // segments outstanding. While the pipe is above ssthresh each ACK earns
+    // ssthresh/RecoverFS (0.64) of the segment it delivered: ACK k may send
+    // CEIL((k-2) × 1460 × 20440 / 32120) − prr_out octets, whole segments
+    // only: new data goes on ACKs 6, 7, 9 and 10 (a window that drops to
+    // ssthresh at once would send nothing until the pipe had drained below
+    // it, ACK 9). From ACK 12 the pipe is at ssthresh and PRR-SSRB keeps it
+    // there, one segment per segment delivered.
+    let new: Vec<u32> = sent[3..].iter().map(|&(k, _)| k).collect();
+    assert_eq!(new, [6, 7, 9, 10, 13, 14, 15, 16, 17, 18, 19]);
+    for (i, &(_, seq)) in sent[3..].iter().enumerate() {
+        assert_eq!(seq, seg_start(22 + i as u32), "new data, in order");
+    }
+    assert_eq!(s.conn.cwnd(), 20440, "the window ends the episode at ssthresh");
+}
+
+#[test]
 fn go_back_n_after_rto_skips_data_sacked_since() {
     let mut s = sack_socket_with_flight(8);
     // No ACK at all: the timer fires and segment 0 is resent.

@@ -54,8 +54,9 @@ pub use time_wait::{TimeWait, TimeWaitOutcome};
 // * States are an enum with one `match` arm per state (input.rs), not one
 //   struct per state as in netstack3.
 // * D-SACK (RFC 2883) is sent for duplicates and read by TLP and RACK's
-//   reordering window, but undoes nothing (see below); no PRR
-//   (RFC 6937), limited transmit (RFC 3042), F-RTO/Eifel spurious-RTO
+//   reordering window, but undoes nothing (see below). PRR (RFC 6937)
+//   governs the window in SACK recovery only; a peer without SACK gets RFC
+//   6582's inflation. No limited transmit (RFC 3042), F-RTO/Eifel spurious-RTO
 //   detection, or undo of spurious retransmissions. RACK-TLP (RFC 8985)
 //   needs SACK; without it, loss detection is NewReno's DupThresh of 3, and
 //   RFC 6675's rescue retransmission is used only with RACK off. After an

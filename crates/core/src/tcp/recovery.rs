@@ -178,7 +178,7 @@ pub(crate) struct Recovery {
     /// ACK covers what was outstanding when the timer fired.
     recover_after_rto: Option<SeqNumber>,
     /// RFC 6582 window inflation (peers without SACK only).
-    inflation: usize,
+    inflation: u32,
     /// The segment at SND.UNA must be retransmitted now.
     retransmit_first: bool,
     /// RACK governs loss marking (SACK negotiated and RACK-TLP on).
@@ -186,6 +186,26 @@ pub(crate) struct Recovery {
     /// RACK's transmit times, boxed while data is outstanding.
     log: Option<Box<SentLog>>,
     history: RackHistory,
+    /// RFC 6937 Proportional Rate Reduction, in SACK recovery.
+    prr: Prr,
+}
+
+/// RFC 6937's state for one recovery episode. Without it the window drops
+/// to ssthresh at once: the sender falls silent until half the flight has
+/// drained, then bursts. PRR spreads the reduction over the episode's ACKs
+/// (sending about ssthresh/RecoverFS of what each ACK delivers) and, once
+/// the pipe is below ssthresh, grows back toward it no faster than slow
+/// start (PRR-SSRB), as Linux does (tcp_cwnd_reduction).
+#[derive(Clone, Copy, Debug, Default)]
+struct Prr {
+    /// "RecoverFS": the flight when recovery began.
+    recover_fs: u32,
+    /// "prr_delivered": octets the peer reported delivered since then.
+    delivered: u32,
+    /// "prr_out": octets sent since then.
+    out: u32,
+    /// The congestion window the last ACK set: "cwnd = pipe + sndcnt".
+    cwnd: u32,
 }
 
 impl Recovery {
@@ -203,6 +223,7 @@ impl Recovery {
             rack: false,
             log: None,
             history: RackHistory::default(),
+            prr: Prr::default(),
         }
     }
 
@@ -215,7 +236,12 @@ impl Recovery {
     // ---- RACK (RFC 8985 §6) ----------------------------------------------------
 
     /// `[start, end)` was sent (or resent) at `now`; SND.UNA is `snd_una`.
+    #[inline]
     pub(crate) fn on_sent(&mut self, start: SeqNumber, end: SeqNumber, now: Instant, snd_una: SeqNumber) {
+        if self.prr_active() {
+            // RFC 6937 §3: "prr_out += (data sent)".
+            self.prr.out = self.prr.out.saturating_add(end.since(start));
+        }
         if self.rack {
             self.log.get_or_insert_with(|| Box::new(SentLog::new(snd_una))).on_sent(start, end, now);
         }
@@ -278,6 +304,54 @@ impl Recovery {
         self.in_recovery
     }
 
+    // ---- PRR (RFC 6937) ---------------------------------------------------------
+
+    /// Proportional rate reduction governs the window: SACK recovery.
+    #[inline]
+    pub(crate) fn prr_active(&self) -> bool {
+        self.in_recovery && self.sack
+    }
+
+    /// Recovery began with `flight` octets outstanding and the pipe at
+    /// `pipe`: "prr_delivered = 0, prr_out = 0, RecoverFS = snd.nxt -
+    /// snd.una". Until the first ACK computes the window, the fast
+    /// retransmit may go (`pipe + mss`).
+    pub(crate) fn prr_start(&mut self, flight: usize, pipe: usize, mss: usize) {
+        let clamp = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
+        self.prr = Prr { recover_fs: clamp(flight.max(1)), delivered: 0, out: 0, cwnd: clamp(pipe + mss) };
+    }
+
+    /// RFC 6937 §3, on every ACK in recovery: `delivered` octets newly
+    /// acknowledged or SACKed by this ACK, the pipe after it, ssthresh.
+    /// An ACK that delivered nothing leaves the window as it was (Linux).
+    pub(crate) fn prr_on_ack(&mut self, delivered: usize, pipe: usize, ssthresh: usize, mss: usize) {
+        if !self.prr_active() || delivered == 0 {
+            return;
+        }
+        let p = &mut self.prr;
+        let delivered = u32::try_from(delivered).unwrap_or(u32::MAX);
+        p.delivered = p.delivered.saturating_add(delivered);
+        let sndcnt = if pipe > ssthresh {
+            // "sndcnt = CEIL(prr_delivered * ssthresh / RecoverFS) - prr_out"
+            let due = (u64::from(p.delivered) * ssthresh as u64).div_ceil(u64::from(p.recover_fs));
+            due.saturating_sub(u64::from(p.out)) as usize
+        } else {
+            // PRR-SSRB: "limit = MAX(prr_delivered - prr_out, DeliveredData)
+            // + MSS; sndcnt = MIN(ssthresh - pipe, limit)".
+            let limit = p.delivered.saturating_sub(p.out).max(delivered) as usize + mss;
+            (ssthresh - pipe).min(limit)
+        };
+        // The fast retransmit goes whatever the arithmetic says (Linux:
+        // "sndcnt = max(sndcnt, prr_out ? 0 : 1)").
+        let sndcnt = if p.out == 0 { sndcnt.max(mss) } else { sndcnt };
+        p.cwnd = u32::try_from(pipe.saturating_add(sndcnt)).unwrap_or(u32::MAX);
+    }
+
+    /// The congestion window PRR allows (meaningful while `prr_active`).
+    pub(crate) fn prr_cwnd(&self) -> usize {
+        self.prr.cwnd as usize
+    }
+
     /// Recovering from an RTO: the cumulative ACK has not yet covered what
     /// was outstanding when the timer fired.
     pub(crate) fn in_rto_recovery(&self, snd_una: SeqNumber) -> bool {
@@ -286,7 +360,7 @@ impl Recovery {
 
     /// Extra window allowed by RFC 6582 inflation.
     pub(crate) fn inflation(&self) -> usize {
-        self.inflation
+        self.inflation as usize
     }
 
     /// A cumulative ACK moved SND.UNA forward by `acked` octets to `snd_una`.
@@ -317,7 +391,8 @@ impl Recovery {
             // amount of new data acknowledged ... then add back SMSS bytes if the
             // partial ACK acknowledges at least SMSS bytes of new data".
             self.retransmit_first = true;
-            self.inflation = self.inflation.saturating_sub(acked) + if acked >= mss { mss } else { 0 };
+            let deflated = (self.inflation as usize).saturating_sub(acked) + if acked >= mss { mss } else { 0 };
+            self.inflation = u32::try_from(deflated).unwrap_or(u32::MAX);
         }
         AckEvent::Nothing
     }
@@ -329,7 +404,7 @@ impl Recovery {
         if self.in_recovery {
             if !self.sack {
                 // RFC 6582 §3.2 step 4: "increment cwnd by SMSS".
-                self.inflation += mss;
+                self.inflation = self.inflation.saturating_add(u32::try_from(mss).unwrap_or(u32::MAX));
             }
             return AckEvent::Nothing;
         }
@@ -357,7 +432,7 @@ impl Recovery {
         self.retransmit_first = true;
         if !self.sack {
             // RFC 6582 §3.2 step 3: "cwnd = ssthresh + 3*SMSS".
-            self.inflation = DUP_THRESH as usize * mss;
+            self.inflation = u32::try_from(DUP_THRESH as usize * mss).unwrap_or(u32::MAX);
         }
         AckEvent::EnterRecovery
     }

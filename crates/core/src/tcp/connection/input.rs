@@ -419,6 +419,12 @@ impl Connection {
             }
             _ => None,
         };
+        // RFC 6937 DeliveredData is SND.UNA's advance plus the change in
+        // SACKed octets; the board is only read for an ACK with SACK blocks
+        // (a receiver with holes left sends them; without, the ACK ends the
+        // recovery or its receiver reneged, and SND.UNA's advance is close).
+        let sack_news = self.sack && seg.options.sack_blocks[0].is_some();
+        let sacked_before = if sack_news { self.recovery.board.sacked_bytes() } else { 0 };
         // RFC 2018 / RFC 6675: record SACK blocks; bogus ones are ignored.
         let mut sacked_new = false;
         if self.sack {
@@ -484,6 +490,7 @@ impl Connection {
             if self.recovery.on_dup_ack(old_una, self.snd_max, mss) == AckEvent::EnterRecovery {
                 bump(&mut self.stats.fast_recoveries);
                 self.cc.on_congestion_event(now, flight, mss);
+                self.recovery.prr_start(flight, self.flight(), mss);
                 // Recovery's reduction covers whatever a probe repaired.
                 self.tlp.end_episode();
                 // Karn: the segment being timed may be retransmitted.
@@ -495,6 +502,11 @@ impl Connection {
                 self.detect_losses(now);
             }
             self.on_ack_for_loss_probe(now, seg, ack, old_una, dsack, payload.is_empty());
+            if self.recovery.prr_active() {
+                let sacked_after = if sack_news { self.recovery.board.sacked_bytes() } else { 0 };
+                let delivered = (ack.since(old_una) as usize + sacked_after).saturating_sub(sacked_before);
+                self.recovery.prr_on_ack(delivered, self.flight(), self.cc.ssthresh(), mss);
+            }
         }
         // "If SND.UNA =< SEG.ACK =< SND.NXT, the send window should be updated.
         // If (SND.WL1 < SEG.SEQ or (SND.WL1 = SEG.SEQ and SND.WL2 =< SEG.ACK)),

@@ -365,17 +365,17 @@ pub struct Connection {
     nodelay: bool,
     /// SYN (SYN-SENT) or SYN-ACK (SYN-RECEIVED) must be (re)sent.
     syn_due: bool,
-    syn_retransmits: u32,
+    syn_retransmits: u16,
     /// Consecutive RTO expiries without progress.
-    rto_in_row: u32,
+    rto_in_row: u16,
     probe_due: bool,
     /// The next bare ACK after a zero-window probe goes at SND.MAX (they
     /// alternate with SND.NXT; see `output::bare_ack`).
     probe_ack_at_max: bool,
-    persist_backoff: u32,
+    persist_backoff: u16,
     keepalive: bool,
     keepalive_due: bool,
-    keepalive_probes: u32,
+    keepalive_probes: u16,
     rtt: RttEstimator,
     /// RTT measurement without timestamps: (sequence number timed, sent at).
     timed: Option<(SeqNumber, Instant)>,
@@ -653,8 +653,8 @@ impl Connection {
     /// ([`TcpConfig::max_retransmits`], `syn_retries`, `synack_retries`).
     pub fn timeouts_in_row(&self) -> u32 {
         match self.state {
-            State::SynSent | State::SynReceived => self.syn_retransmits,
-            _ => self.rto_in_row,
+            State::SynSent | State::SynReceived => u32::from(self.syn_retransmits),
+            _ => u32::from(self.rto_in_row),
         }
     }
     /// `recv` would return data, end-of-stream or an error.
@@ -692,6 +692,9 @@ impl Connection {
     }
     /// Congestion window in bytes (NewReno inflation included).
     pub fn cwnd(&self) -> usize {
+        if self.recovery.prr_active() {
+            return self.recovery.prr_cwnd();
+        }
         self.cc.cwnd() + self.recovery.inflation()
     }
     /// The slow-start threshold in bytes (`usize::MAX` before the first loss).
@@ -1013,6 +1016,7 @@ impl Connection {
             self.recovery.enter_rack_recovery(self.snd_max);
             bump(&mut self.stats.fast_recoveries);
             self.cc.on_congestion_event(now, flight, self.eff_mss);
+            self.recovery.prr_start(flight, self.flight(), self.eff_mss);
             // Karn: the segment being timed may be retransmitted.
             self.timed = None;
             // Recovery's reduction covers whatever a probe repaired.

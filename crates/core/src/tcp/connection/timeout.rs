@@ -54,11 +54,11 @@ impl Connection {
         match self.state {
             State::SynSent | State::SynReceived => {
                 let limit = if self.state == State::SynSent { self.cfg.syn_retries } else { self.cfg.synack_retries };
-                if self.syn_retransmits >= limit {
+                if u32::from(self.syn_retransmits) >= limit {
                     self.enter_closed(Some(ConnError::TimedOut));
                     return;
                 }
-                self.syn_retransmits += 1;
+                self.syn_retransmits = self.syn_retransmits.saturating_add(1);
                 bump(&mut self.stats.rto_expirations);
                 self.rtt.back_off();
                 self.timed = None;
@@ -69,11 +69,11 @@ impl Connection {
                 if !self.snd_max.gt(self.snd_una) {
                     return;
                 }
-                if self.rto_in_row >= self.cfg.max_retransmits {
+                if u32::from(self.rto_in_row) >= self.cfg.max_retransmits {
                     self.enter_closed(Some(ConnError::TimedOut));
                     return;
                 }
-                self.rto_in_row += 1;
+                self.rto_in_row = self.rto_in_row.saturating_add(1);
                 bump(&mut self.stats.rto_expirations);
                 let mss = self.eff_mss;
                 let flight = self.snd_max.since(self.snd_una) as usize;
@@ -106,11 +106,11 @@ impl Connection {
             self.timers.set(Timer::Keepalive, now + self.cfg.keepalive_idle);
             return;
         }
-        if self.keepalive_probes >= self.cfg.keepalive_count {
+        if u32::from(self.keepalive_probes) >= self.cfg.keepalive_count {
             self.enter_closed(Some(ConnError::TimedOut));
             return;
         }
-        self.keepalive_probes += 1;
+        self.keepalive_probes = self.keepalive_probes.saturating_add(1);
         self.keepalive_due = true;
         self.timers.set(Timer::Keepalive, now + self.cfg.keepalive_interval);
     }
