@@ -779,6 +779,74 @@ fn listener_falls_back_to_syn_cookies() {
     assert_eq!(pool.in_use(), 0);
 }
 
+#[test]
+fn syn_cookies_keep_window_scale_sack_and_timestamps() {
+    // What a Linux client offers: MSS, SACK-permitted, timestamps, wscale 7.
+    let cfg = TcpConfig { recv_buffer_size: 1 << 20, ..TcpConfig::default() };
+    let mut l = Listener::new(cfg, 1, SECRET, true);
+    let mut pool = BufferPool::for_config(&cfg);
+    let now = Instant::from_secs(5);
+    let offered = Options {
+        mss: Some(1460),
+        sack_permitted: true,
+        timestamp: Some((1000, 0)),
+        window_scale: Some(7),
+        ..Options::default()
+    };
+    let syn = seg! { seq: REMOTE, flags: SYN, options: offered };
+    assert!(matches!(l.on_segment(now, tuple(), &syn.to_segment(), &[], &mut pool), ListenOutcome::HalfOpen(_)));
+    let ListenOutcome::Reply(synack) = l.on_segment(now, tuple(), &syn.to_segment(), &[], &mut pool) else {
+        panic!("expected a cookie")
+    };
+    // The cookie SYN-ACK answers every option, as a stateful one would.
+    let o = synack.options;
+    assert_eq!((o.window_scale, o.sack_permitted), (Some(cfg.our_window_scale()), true));
+    let (tsval, tsecr) = o.timestamp.expect("a timestamp");
+    assert_eq!(tsecr, 1000);
+    // The completing ACK echoes our TSval; a second later, as a slow peer.
+    let later = now + Duration::from_secs(1);
+    let echo = Options { timestamp: Some((1001, tsval)), ..Options::default() };
+    let ack = seg! { seq: REMOTE + 1, ack: synack.seq.0 + 1, window: 1000, options: echo };
+    let ListenOutcome::Established(mut c) = l.on_segment(later, tuple(), &ack.to_segment(), &[], &mut pool) else {
+        panic!("cookie rejected")
+    };
+    assert!(c.sack_enabled());
+    // The peer's window is scaled by its shift (7), ours is offered scaled.
+    assert_eq!(c.send_window(), 1000 << 7);
+    let mut s = Sock { conn: c, now: later, pool };
+    s.write(b"hello").unwrap();
+    let data = s.poll().expect("data");
+    let (ts, ecr) = data.options.unwrap().timestamp.expect("timestamps are on");
+    assert_eq!(ecr, 1001);
+    assert!(ts.wrapping_sub(tsval) >= 1000, "our clock went on from the cookie's TSval");
+    assert_eq!(u32::from(data.window.unwrap()), (1 << 20) >> cfg.our_window_scale());
+    c = s.conn;
+    c.release_buffers(&mut s.pool);
+}
+
+#[test]
+fn syn_cookies_without_timestamps_run_without_options() {
+    let cfg = TcpConfig::default();
+    let mut l = Listener::new(cfg, 1, SECRET, true);
+    let mut pool = BufferPool::for_config(&cfg);
+    let now = Instant::from_secs(5);
+    let offered = Options { mss: Some(1460), sack_permitted: true, window_scale: Some(7), ..Options::default() };
+    let syn = seg! { seq: REMOTE, flags: SYN, options: offered };
+    let _ = l.on_segment(now, tuple(), &syn.to_segment(), &[], &mut pool);
+    let ListenOutcome::Reply(synack) = l.on_segment(now, tuple(), &syn.to_segment(), &[], &mut pool) else {
+        panic!("expected a cookie")
+    };
+    let o = synack.options;
+    assert_eq!((o.window_scale, o.sack_permitted, o.timestamp), (None, false, None));
+    let ack = seg! { seq: REMOTE + 1, ack: synack.seq.0 + 1, window: 1000 };
+    let ListenOutcome::Established(mut c) = l.on_segment(now, tuple(), &ack.to_segment(), &[], &mut pool) else {
+        panic!("cookie rejected")
+    };
+    assert!(!c.sack_enabled());
+    assert_eq!(c.send_window(), 1000);
+    c.release_buffers(&mut pool);
+}
+
 // ---- Resource bounds ------------------------------------------------------------
 
 #[test]

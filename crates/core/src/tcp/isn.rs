@@ -171,9 +171,10 @@ fn cookie_hash(secret: &[u8; 16], t: &FourTuple, peer_isn: SeqNumber, tick: u32)
 /// A SYN cookie: our ISS for a SYN we keep no state for.
 ///
 /// Layout: 5 bits of the 64-second clock, 3 bits of MSS index, and 24 bits of
-/// a keyed hash over the 4-tuple, the peer's ISN and the clock. Window scale,
-/// SACK and timestamps are not encoded, so a cookie connection runs without
-/// them (a documented gap; Linux hides them in the timestamp).
+/// a keyed hash over the 4-tuple, the peer's ISN and the clock. Window scale
+/// and SACK do not fit; when the SYN has timestamps they ride in our TSval
+/// instead ([`cookie_timestamp`]), as Linux does, and without timestamps a
+/// cookie connection runs without all three.
 pub fn syn_cookie(secret: &[u8; 16], t: &FourTuple, peer_isn: SeqNumber, peer_mss: u16, now: Instant) -> SeqNumber {
     let tick = (now.total_micros() / COOKIE_TICK_MICROS) as u32;
     let mss_index = COOKIE_MSS.iter().rposition(|&m| m <= peer_mss).unwrap_or(0) as u32;
@@ -197,6 +198,40 @@ pub fn check_syn_cookie(
         .into_iter()
         .find(|&tick| tick & 31 == tick_bits && cookie_hash(secret, t, peer_isn, tick) == cookie.0 & 0x00ff_ffff)
         .map(|_| COOKIE_MSS[mss_index])
+}
+
+/// Low bits of a cookie SYN-ACK's TSval that carry the peer's SYN options:
+/// its window scale (4 bits, 15 for none) and SACK-permitted (1 bit).
+const COOKIE_TS_BITS: u32 = 5;
+const COOKIE_TS_MASK: u32 = (1 << COOKIE_TS_BITS) - 1;
+const COOKIE_TS_NO_WSCALE: u32 = 15;
+
+/// Our TSval for a cookie SYN-ACK at timestamp clock `ts_now`, carrying the
+/// peer's window scale (at most 14) and SACK-permitted. The peer echoes it in
+/// the ACK that completes the handshake, and [`cookie_options`] reads them
+/// back. The value is never ahead of `ts_now` (at most 31 ms behind it), so
+/// the clock the peer sees stays monotonic.
+pub fn cookie_timestamp(ts_now: u32, peer_wscale: Option<u8>, sack: bool) -> u32 {
+    let wscale = peer_wscale.map_or(COOKIE_TS_NO_WSCALE, |s| u32::from(s.min(14)));
+    let bits = wscale | (u32::from(sack) << 4);
+    let ts = (ts_now & !COOKIE_TS_MASK) | bits;
+    if ts > ts_now {
+        ts.wrapping_sub(1 << COOKIE_TS_BITS)
+    } else {
+        ts
+    }
+}
+
+/// The peer's window scale and SACK-permitted from the TSecr of the ACK that
+/// completes a cookie handshake, or `None` when that TSecr cannot be one of
+/// our cookie timestamps (ahead of `ts_now`, or older than a cookie lives).
+pub fn cookie_options(tsecr: u32, ts_now: u32) -> Option<(Option<u8>, bool)> {
+    let age_ms = ts_now.wrapping_sub(tsecr);
+    if u64::from(age_ms) > 2 * COOKIE_TICK_MICROS / 1000 {
+        return None;
+    }
+    let wscale = tsecr & 0xf;
+    Some(((wscale != COOKIE_TS_NO_WSCALE).then_some(wscale.min(14) as u8), tsecr & 0x10 != 0))
 }
 
 #[cfg(test)]
@@ -262,5 +297,20 @@ mod tests {
         assert_eq!(check_syn_cookie(&key(), &tuple(), SeqNumber(6), c, now), None);
         let small = syn_cookie(&key(), &tuple(), SeqNumber(5), 600, now);
         assert_eq!(check_syn_cookie(&key(), &tuple(), SeqNumber(5), small, now), Some(536));
+    }
+
+    #[test]
+    fn cookie_timestamps_carry_window_scale_and_sack() {
+        for ts_now in [0u32, 5, 31, 32, 1_000_003, u32::MAX] {
+            for (wscale, sack) in [(None, false), (Some(0), true), (Some(7), false), (Some(14), true), (Some(20), true)] {
+                let ts = cookie_timestamp(ts_now, wscale, sack);
+                assert!(ts_now.wrapping_sub(ts) < 32, "{ts} is at most 31 ms behind {ts_now}");
+                let later = ts_now.wrapping_add(40);
+                assert_eq!(cookie_options(ts, later), Some((wscale.map(|s| s.min(14)), sack)));
+            }
+        }
+        // A TSecr from the future, or older than a cookie lives, is no cookie's.
+        assert_eq!(cookie_options(1_000, 900), None);
+        assert_eq!(cookie_options(1_000, 1_000 + 129_000), None);
     }
 }

@@ -12,7 +12,7 @@ use super::config::TcpConfig;
 use super::pool::BufferPool;
 use std::sync::Arc;
 use super::connection::{Connection, DropReason};
-use super::isn::{check_syn_cookie, isn, syn_cookie, ts_offset};
+use super::isn::{check_syn_cookie, cookie_options, cookie_timestamp, isn, syn_cookie, ts_offset};
 use super::segment::{reset_for, Flags, FourTuple, Options, Segment};
 use super::seq::SeqNumber;
 use crate::time::Instant;
@@ -173,7 +173,15 @@ impl Listener {
                         return ListenOutcome::Drop(DropReason::Ignored);
                     }
                     self.stats.cookies_accepted += 1;
-                    let mut conn = Connection::from_cookie(tuple, self.cfg.clone(), ack - 1, seg.seq - 1, mss, now);
+                    // With timestamps, the TSecr echoes the SYN-ACK's TSval,
+                    // which carried the SYN's window scale and SACK-permitted.
+                    let offset = ts_offset(&self.secret, tuple.local_addr, tuple.remote_addr);
+                    let options = seg.options.timestamp.filter(|_| self.cfg.timestamps).and_then(|(tsval, tsecr)| {
+                        let ts_now = (now.total_millis() as u32).wrapping_add(offset);
+                        cookie_options(tsecr, ts_now).map(|(wscale, sack)| (wscale, sack, tsval))
+                    });
+                    let mut conn = Connection::from_cookie(tuple, self.cfg.clone(), ack - 1, seg.seq - 1, mss, options, now);
+                    conn.set_ts_offset(offset);
                     let outcome = conn.on_segment(now, seg, payload, pool);
                     if outcome.established {
                         self.accept_queue += 1;
@@ -216,12 +224,24 @@ impl Listener {
             let mss = tuple.advertised_mss(self.cfg.mss);
             let peer_mss = seg.options.mss.unwrap_or(self.cfg.default_peer_mss).min(mss);
             let cookie = syn_cookie(&self.secret, &tuple, seg.seq, peer_mss, now);
+            let mut options = Options { mss: Some(mss), ..Options::default() };
+            if let (true, Some((tsval, _))) = (self.cfg.timestamps, seg.options.timestamp) {
+                // Only what the SYN offered and we do (RFC 7323 §2.2, §3.2;
+                // RFC 2018 §2), remembered in our TSval: no state is kept.
+                let wscale = seg.options.window_scale.filter(|_| self.cfg.window_scaling);
+                let sack = self.cfg.sack && seg.options.sack_permitted;
+                let offset = ts_offset(&self.secret, tuple.local_addr, tuple.remote_addr);
+                let ts_now = (now.total_millis() as u32).wrapping_add(offset);
+                options.timestamp = Some((cookie_timestamp(ts_now, wscale, sack), tsval));
+                options.window_scale = wscale.map(|_| self.cfg.our_window_scale());
+                options.sack_permitted = sack;
+            }
             return ListenOutcome::Reply(Segment {
                 seq: cookie,
                 ack: Some(seg.seq + 1),
                 flags: Flags::SYN,
                 window: self.cfg.recv_buffer_size.min(65535) as u16,
-                options: Options { mss: Some(mss), ..Options::default() },
+                options,
                 payload_len: 0,
             });
         }

@@ -40,7 +40,9 @@ pub use config::{CongestionAlgorithm, TcpConfig};
 pub use connection::{
     AcceptError, ConnError, Connection, DropCounters, DropReason, RecvError, SegmentOutcome, SendError, Stats,
 };
-pub use isn::{check_syn_cookie, ephemeral_port, isn, siphash24, syn_cookie, ts_offset};
+pub use isn::{
+    check_syn_cookie, cookie_options, cookie_timestamp, ephemeral_port, isn, siphash24, syn_cookie, ts_offset,
+};
 pub use listener::{ListenOutcome, Listener, ListenerStats};
 pub use pool::{BufferPool, PoolStats};
 pub(crate) use connection::DetachedBuffers;
@@ -63,7 +65,8 @@ pub use time_wait::{TimeWait, TimeWaitOutcome};
 //   RTO the stack resends go-back-N rather than RACK_mark_losses_on_RTO().
 // * ECN (ECE/CWR are carried but ignored), urgent data, TCP Fast Open,
 //   pacing and HyStart are not implemented.
-// * SYN cookies do not encode window scale, SACK or timestamps.
+// * SYN cookies carry window scale and SACK only when the SYN has
+//   timestamps (they ride in our TSval, as in Linux).
 // * A SYN in TIME-WAIT draws a challenge ACK while the application holds the
 //   connection; once it lets go, the compact `TimeWait` record allows RFC
 //   6191 reuse. The record sends no challenge-ACK rate limiting.

@@ -572,20 +572,30 @@ impl Connection {
     }
 
     /// A connection whose handshake was completed statelessly by a SYN
-    /// cookie: SYN-RECEIVED as if a SYN-ACK without window scaling, SACK or
-    /// timestamps had been sent. Feed it the completing ACK with `on_segment`.
+    /// cookie: SYN-RECEIVED as if our SYN-ACK had been sent. `options` are
+    /// what the cookie's timestamp carried (the peer's window scale and
+    /// SACK-permitted) with the completing ACK's TSval; `None` when the SYN
+    /// had no timestamps, and then the connection runs without window
+    /// scaling, SACK or timestamps. Feed it the completing ACK with
+    /// `on_segment`.
     pub(crate) fn from_cookie(
         four_tuple: FourTuple,
         cfg: Arc<TcpConfig>,
         iss: SeqNumber,
         irs: SeqNumber,
         peer_mss: u16,
+        options: Option<(Option<u8>, bool, u32)>,
         now: Instant,
     ) -> Connection {
         let mut c = Connection::new(four_tuple, cfg, iss, now, State::SynReceived);
         c.irs = irs;
         c.rcv_nxt = irs + 1;
-        c.negotiate(&PeerSyn { mss: peer_mss, window_scale: None, sack: false, timestamp: None }, now);
+        let peer = match options {
+            Some((window_scale, sack, tsval)) => PeerSyn { mss: peer_mss, window_scale, sack, timestamp: Some(tsval) },
+            None => PeerSyn { mss: peer_mss, window_scale: None, sack: false, timestamp: None },
+        };
+        c.negotiate(&peer, now);
+        c.last_ack_sent = c.rcv_nxt;
         c.snd_nxt = iss + 1;
         c.snd_max = iss + 1;
         c.syn_due = false;
