@@ -1,20 +1,24 @@
 //! A virtio-user frontend, the driver side of virtio-net (what DPDK's
-//! `virtio_user` is): `virtio-user:PATH[,ring=N]` puts a ustack stack on a
+//! `virtio_user` is): `virtio-user:PATH[,ring=N][,tso=on|off][,busy_poll=USEC]` puts a ustack stack on a
 //! vhost-user backend — `ustack switch`, DPDK's `net_vhost`, any vSwitch —
 //! with no kernel on the data path.
 //!
 //! ustack makes a memfd, lays out one queue pair of split rings and their
 //! buffers in it, and hands it to the backend at `PATH` with rust-vmm's
-//! `vhost` frontend (VERSION_1, EVENT_IDX when offered, no offloads yet). Then:
+//! `vhost` frontend. Features: VERSION_1 and EVENT_IDX, and with `tso=on`
+//! (the default) CSUM, GUEST_CSUM, HOST_TSO4, GUEST_TSO4 and MRG_RXBUF where
+//! offered (`negotiate`): 64 KiB super-segments both ways. Then:
 //!
 //! * **Receive** (queue 0): every descriptor is posted at start with a 2 KiB
 //!   write-only buffer; `recv` takes the backend's used entries in order,
 //!   checks them (an id past the ring, a length past the buffer or under
 //!   the header is counted in `rx_bad_used` and reposted), copies the frame
-//!   out and reposts the buffer at once. New buffers are published, and the
+//!   out (with MRG_RXBUF from as many buffers as its header's `num_buffers`
+//!   says, once all of them are back) and reposts the buffers at once. New buffers are published, and the
 //!   backend kicked, once per poll.
 //! * **Transmit** (queue 1): `send` writes the header and the frame straight
-//!   into a free buffer of the shared memory; `flush` publishes the burst
+//!   into a free buffer of the shared memory (68 KiB each with HOST_TSO4,
+//!   so a super-segment is one descriptor); `flush` publishes the burst
 //!   with one available-index store and one kick. Buffers come back through
 //!   the used ring; when none is free, `send` refuses (`tx_ring_full`).
 //! * **Waiting**: [`Waitable::wait_fd`] is an epoll descriptor holding both
@@ -24,7 +28,7 @@
 //!   (they are taken back when the ring runs out; only then is one asked
 //!   for). Once the loop calls [`Waitable::prepare_sleep`] before its
 //!   sleeps, received frames raise none while it is awake either, and the
-//!   epoll set is looked at there (and every [`SERVICE_EVERY`] turns), not
+//!   epoll set is looked at there (and every `SERVICE_EVERY` turns), not
 //!   in each turn; `busy_poll=USEC` asks the loop to poll that long first.
 
 use std::io;
@@ -43,14 +47,26 @@ use crate::spec::Options;
 use crate::{DeviceError, Waitable};
 
 /// How a `virtio-user` spec is written.
-pub const SPEC_FORM: &str = "virtio-user:PATH[,ring=N][,busy_poll=USEC]";
+pub const SPEC_FORM: &str = "virtio-user:PATH[,ring=N][,tso=on|off][,busy_poll=USEC]";
 
 const VERSION_1: u64 = 1 << 32;
 const EVENT_IDX: u64 = 1 << 29;
+const CSUM: u64 = 1 << 0;
+const GUEST_CSUM: u64 = 1 << 1;
+const GUEST_TSO4: u64 = 1 << 7;
+const HOST_TSO4: u64 = 1 << 11;
+const MRG_RXBUF: u64 = 1 << 15;
 /// The virtio-net header with VERSION_1 (`num_buffers` included).
 const HDR: usize = 12;
-/// Each buffer: a 1514-byte frame (and a VLAN tag) with its header fits.
+/// Each receive buffer (and each transmit buffer without HOST_TSO4): a
+/// 1514-byte frame (and a VLAN tag) with its header fits.
 const BUF: usize = 2048;
+/// Each transmit buffer with HOST_TSO4: a 64 KiB super-segment, its
+/// Ethernet header and the virtio-net header fit.
+const TSO_BUF: usize = 68 * 1024;
+/// The largest frame received: a 64 KiB IPv4 packet, its Ethernet header
+/// and the virtio-net header.
+const MAX_RX: usize = 65_535 + 14 + HDR;
 const F_WRITE: u16 = 2;
 const USED_F_NO_NOTIFY: u16 = 1;
 const AVAIL_F_NO_INTERRUPT: u16 = 1;
@@ -63,6 +79,10 @@ const SERVICE_EVERY: u32 = 64;
 pub struct VirtioUserConfig {
     /// Entries per ring (a power of two, 64 to 4096; default 256).
     pub ring: u16,
+    /// Ask the backend for checksum and TCP segmentation offload both ways
+    /// (`tso=on|off`, default on): 64 KiB super-segments instead of
+    /// Ethernet-sized frames where the backend takes them.
+    pub tso: bool,
     /// Microseconds the loop keeps polling the rings after the last frame
     /// before it sleeps (`busy_poll=USEC`, 0 to 100000; default 0: sleep at once).
     pub busy_poll_us: u32,
@@ -70,7 +90,7 @@ pub struct VirtioUserConfig {
 
 impl Default for VirtioUserConfig {
     fn default() -> Self {
-        VirtioUserConfig { ring: 256, busy_poll_us: 0 }
+        VirtioUserConfig { ring: 256, tso: true, busy_poll_us: 0 }
     }
 }
 
@@ -81,8 +101,9 @@ impl VirtioUserConfig {
         if !ring.is_power_of_two() {
             return Err(opts.error(format!("ring={ring}: use a power of two, like 256")));
         }
+        let tso = opts.switch("tso", true)?;
         let busy_poll_us = opts.number("busy_poll", 0, 0..=100_000)? as u32;
-        Ok(VirtioUserConfig { ring: ring as u16, busy_poll_us })
+        Ok(VirtioUserConfig { ring: ring as u16, tso, busy_poll_us })
     }
 }
 
@@ -180,6 +201,8 @@ struct Layout {
     avail: usize,
     used: usize,
     bufs: usize,
+    /// Bytes of each descriptor's buffer.
+    buf: usize,
 }
 
 /// The driver's side of one split ring.
@@ -203,10 +226,15 @@ fn need_event(event: u16, new: u16, old: u16) -> bool {
 impl DriverRing {
     fn set_desc(&self, shm: &Shm, i: u16, len: u32, flags: u16) {
         let d = self.at.desc + 16 * usize::from(i);
-        shm.w64(d, (self.at.bufs + BUF * usize::from(i)) as u64);
+        shm.w64(d, self.buf_at(i) as u64);
         shm.w32(d + 8, len);
         shm.w16(d + 12, flags);
         shm.w16(d + 14, 0);
+    }
+
+    /// Where descriptor `i`'s buffer is.
+    fn buf_at(&self, i: u16) -> usize {
+        self.at.bufs + self.at.buf * usize::from(i)
     }
 
     fn make_avail(&mut self, shm: &Shm, id: u16) {
@@ -253,13 +281,25 @@ impl DriverRing {
 
     /// The next used entry (id, len), if the backend returned one.
     fn next_used(&mut self, shm: &Shm) -> Option<(u32, u32)> {
-        if shm.r16(self.at.used + 2) == self.last_used {
+        if self.used_pending(shm) == 0 {
             return None;
         }
-        fence(Ordering::Acquire);
-        let e = self.at.used + 4 + 8 * usize::from(self.last_used % self.size);
+        let e = self.peek_used(shm, 0);
         self.last_used = self.last_used.wrapping_add(1);
-        Some((shm.r32(e), shm.r32(e + 4)))
+        Some(e)
+    }
+
+    /// Used entries the backend returned that we have not taken.
+    fn used_pending(&self, shm: &Shm) -> u16 {
+        let idx = shm.r16(self.at.used + 2);
+        fence(Ordering::Acquire);
+        idx.wrapping_sub(self.last_used)
+    }
+
+    /// The used entry (id, len) `k` places after the next one (not taken).
+    fn peek_used(&self, shm: &Shm, k: u16) -> (u32, u32) {
+        let e = self.at.used + 4 + 8 * usize::from(self.last_used.wrapping_add(k) % self.size);
+        (shm.r32(e), shm.r32(e + 4))
     }
 }
 
@@ -284,6 +324,8 @@ struct TxStats {
 
 struct RxSide {
     ring: DriverRing,
+    /// MRG_RXBUF: a frame may span several buffers (`num_buffers`).
+    mrg: bool,
     kick: EventFd,
     /// Our own receive notification eventfd, to wake the loop ourselves.
     call_self: EventFd,
@@ -305,6 +347,8 @@ struct TxSide {
 /// A virtio-user port. Implements [`Device`]; sleep on its [`Waitable::wait_fd`].
 pub struct VirtioUserDevice {
     path: PathBuf,
+    /// The virtio features agreed with the backend.
+    features: u64,
     /// The loop re-arms the device before each sleep: no epoll look per turn.
     lazy: bool,
     /// Turns since the last look at the epoll set.
@@ -330,19 +374,6 @@ impl VirtioUserDevice {
     /// Connect to the vhost-user backend listening at `path`, share the
     /// memory and start both rings.
     pub fn open(path: &Path, config: VirtioUserConfig) -> Result<VirtioUserDevice, DeviceError> {
-        let n = usize::from(config.ring);
-        let page = |x: usize| x.div_ceil(4096) * 4096;
-        let ring_bytes = page(16 * n) + page(6 + 2 * n) + page(6 + 8 * n);
-        let layout = |base: usize, bufs: usize| Layout {
-            desc: base,
-            avail: base + page(16 * n),
-            used: base + page(16 * n) + page(6 + 2 * n),
-            bufs,
-        };
-        let (rx_at, tx_at) = (layout(0, 2 * ring_bytes), layout(ring_bytes, 2 * ring_bytes + BUF * n));
-        let len = page(2 * ring_bytes + 2 * BUF * n);
-        let shm = Shm::new(len)?;
-
         let sock = UnixStream::connect(path).map_err(|source| DeviceError::Io {
             action: "connecting to the vhost-user backend (start `ustack switch --port vhost-user:PATH` first)",
             source,
@@ -358,9 +389,25 @@ impl VirtioUserDevice {
                 source: io::Error::other("the backend does not offer VIRTIO_F_VERSION_1"),
             });
         }
-        let features = VERSION_1 | (offered & EVENT_IDX);
+        let features = negotiate(offered, config.tso);
         fe.set_features(features).map_err(&setup)?;
         let event_idx = features & EVENT_IDX != 0;
+
+        let n = usize::from(config.ring);
+        let page = |x: usize| x.div_ceil(4096) * 4096;
+        let ring_bytes = page(16 * n) + page(6 + 2 * n) + page(6 + 8 * n);
+        let tx_buf = if features & HOST_TSO4 != 0 { TSO_BUF } else { BUF };
+        let layout = |base: usize, bufs: usize, buf: usize| Layout {
+            desc: base,
+            avail: base + page(16 * n),
+            used: base + page(16 * n) + page(6 + 2 * n),
+            bufs,
+            buf,
+        };
+        let rx_at = layout(0, 2 * ring_bytes, BUF);
+        let tx_at = layout(ring_bytes, 2 * ring_bytes + BUF * n, tx_buf);
+        let len = page(2 * ring_bytes + (BUF + tx_buf) * n);
+        let shm = Shm::new(len)?;
         let region = VhostUserMemoryRegionInfo {
             guest_phys_addr: 0,
             memory_size: len as u64,
@@ -391,7 +438,16 @@ impl VirtioUserDevice {
         }
         let ring = |at| DriverRing { at, size: config.ring, avail_idx: 0, published: 0, last_used: 0, event_idx };
         let dup = |e: &EventFd| e.try_clone().map_err(|source| DeviceError::Io { action: "eventfd", source });
-        let mut rx = RxSide { ring: ring(rx_at), kick: dup(&kicks[0])?, call_self: dup(&calls[0])?, buf: vec![0u8; BUF].into_boxed_slice(), stats: RxStats::default() };
+        let mrg = features & MRG_RXBUF != 0;
+        let rx_buf = if features & GUEST_TSO4 != 0 { MAX_RX } else { BUF };
+        let mut rx = RxSide {
+            ring: ring(rx_at),
+            mrg,
+            kick: dup(&kicks[0])?,
+            call_self: dup(&calls[0])?,
+            buf: vec![0u8; rx_buf].into_boxed_slice(),
+            stats: RxStats::default(),
+        };
         for i in 0..config.ring {
             rx.ring.set_desc(&shm, i, BUF as u32, F_WRITE);
             rx.ring.make_avail(&shm, i);
@@ -429,6 +485,7 @@ impl VirtioUserDevice {
         }
         Ok(VirtioUserDevice {
             path: path.to_owned(),
+            features,
             lazy: false,
             turns: 0,
             rx_irq: true,
@@ -498,8 +555,35 @@ impl Device for VirtioUserDevice {
     }
 
     fn caps(&self) -> DeviceCaps {
-        DeviceCaps::default()
+        let f = |bit: u64| self.features & bit != 0;
+        DeviceCaps {
+            rx_checksum: f(GUEST_CSUM),
+            tx_checksum: f(CSUM),
+            tso4_max: if f(HOST_TSO4) { usize::from(u16::MAX) } else { 0 },
+            rx_coalesced: f(GUEST_TSO4),
+            ..Default::default()
+        }
     }
+}
+
+/// The features to acknowledge of those `offered`: VERSION_1 (required),
+/// EVENT_IDX, and with `tso` the checksum and TCP segmentation offloads
+/// both ways, each only with what it depends on (virtio 1.1, 5.1.3.1:
+/// HOST_TSO4 needs CSUM; GUEST_TSO4 needs GUEST_CSUM, and here MRG_RXBUF
+/// for its 64 KiB frames in 2 KiB buffers).
+fn negotiate(offered: u64, tso: bool) -> u64 {
+    let mut want = VERSION_1 | EVENT_IDX;
+    if tso {
+        want |= CSUM | GUEST_CSUM | HOST_TSO4 | GUEST_TSO4 | MRG_RXBUF;
+    }
+    let mut f = offered & want;
+    if f & CSUM == 0 {
+        f &= !HOST_TSO4;
+    }
+    if f & (GUEST_CSUM | MRG_RXBUF) != GUEST_CSUM | MRG_RXBUF {
+        f &= !GUEST_TSO4;
+    }
+    f
 }
 
 /// Receive queue of a [`VirtioUserDevice`].
@@ -517,33 +601,61 @@ pub struct VirtioUserTx<'a> {
 
 impl RxQueue for VirtioUserRx<'_> {
     fn recv(&mut self, _now: Instant) -> Option<(&[u8], RxMeta)> {
-        let size = self.side.ring.size;
+        let (shm, side) = (self.shm, &mut *self.side);
+        let (size, buf) = (side.ring.size, side.ring.at.buf);
         loop {
-            let (id, len) = self.side.ring.next_used(self.shm)?;
-            let (id16, len) = (id as u16, len as usize);
-            if id >= u32::from(size) {
-                // Not one of ours: nothing to repost.
-                self.side.stats.bad_used += 1;
+            let pending = side.ring.used_pending(shm);
+            if pending == 0 {
+                return None;
+            }
+            // The first buffer holds the header, and with MRG_RXBUF the
+            // number of buffers the frame spans.
+            let (id, len) = side.ring.peek_used(shm, 0);
+            let first_ok = id < u32::from(size) && (HDR..=buf).contains(&(len as usize));
+            let spans = if first_ok && side.mrg { shm.r16(side.ring.buf_at(id as u16) + 10) } else { 1 };
+            if !first_ok || spans == 0 || usize::from(spans) > side.buf.len().div_ceil(buf) {
+                side.ring.next_used(shm);
+                if id < u32::from(size) {
+                    side.ring.make_avail(shm, id as u16);
+                }
+                side.stats.bad_used += 1;
                 continue;
             }
-            let ok = (HDR + 14..=BUF).contains(&len);
-            if ok {
-                let at = self.side.ring.at.bufs + BUF * usize::from(id16);
-                self.shm.read(at, &mut self.side.buf[..len]);
+            if pending < spans {
+                return None; // the rest of the frame is on its way
             }
-            self.side.ring.make_avail(self.shm, id16);
-            if !ok {
-                self.side.stats.bad_used += 1;
+            // Copy the frame out and repost each buffer at once.
+            let (mut total, mut ok) = (0usize, true);
+            for k in 0..spans {
+                let (id, len) = side.ring.peek_used(shm, k);
+                let len = len as usize;
+                if id >= u32::from(size) {
+                    ok = false; // not one of ours: nothing to repost
+                    continue;
+                }
+                if ok && len <= buf && total + len <= side.buf.len() {
+                    shm.read(side.ring.buf_at(id as u16), &mut side.buf[total..total + len]);
+                    total += len;
+                } else {
+                    ok = false;
+                }
+                side.ring.make_avail(shm, id as u16);
+            }
+            for _ in 0..spans {
+                side.ring.next_used(shm);
+            }
+            if !ok || total < HDR + 14 {
+                side.stats.bad_used += 1;
                 continue;
             }
-            let h: &[u8; 10] = self.side.buf[..10].try_into().expect("10 bytes");
+            let h: &[u8; 10] = side.buf[..10].try_into().expect("10 bytes");
             let Some(meta) = crate::vnet::rx_meta(h) else {
-                self.side.stats.bad_header += 1;
+                side.stats.bad_header += 1;
                 continue;
             };
-            self.side.stats.frames += 1;
-            self.side.stats.bytes += (len - HDR) as u64;
-            return Some((&self.side.buf[HDR..len], meta));
+            side.stats.frames += 1;
+            side.stats.bytes += (total - HDR) as u64;
+            return Some((&side.buf[HDR..total], meta));
         }
     }
 }
@@ -586,7 +698,7 @@ impl TxSide {
 
 impl TxQueue for VirtioUserTx<'_> {
     fn send<F: FnOnce(&mut [u8])>(&mut self, len: usize, meta: TxMeta, fill: F) -> Result<(), TxFull> {
-        if len + HDR > BUF {
+        if len + HDR > self.side.ring.at.buf {
             self.side.stats.too_long += 1;
             return Ok(());
         }
@@ -606,8 +718,7 @@ impl TxQueue for VirtioUserTx<'_> {
             return Err(TxFull);
         };
         self.side.lent[usize::from(id)] = true;
-        let at = self.side.ring.at.bufs + BUF * usize::from(id);
-        let buf = self.shm.slice_mut(at, HDR + len);
+        let buf = self.shm.slice_mut(self.side.ring.buf_at(id), HDR + len);
         buf[..10].copy_from_slice(&crate::vnet::tx_header(&meta, 0));
         buf[10..12].copy_from_slice(&[0, 0]);
         fill(&mut buf[HDR..]);
@@ -646,6 +757,8 @@ impl Waitable for VirtioUserDevice {
             ("rx_kicks", r.kicks),
             ("tx_kicks", t.kicks),
             ("event_idx", u64::from(self.rx.ring.event_idx)),
+            ("host_tso4", u64::from(self.features & HOST_TSO4 != 0)),
+            ("guest_tso4", u64::from(self.features & GUEST_TSO4 != 0)),
             ("tx_free", self.tx.free.len() as u64),
         ]
     }

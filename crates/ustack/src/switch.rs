@@ -500,9 +500,12 @@ fn count_tx(c: &mut PortCounters, sent: bool, len: usize) {
 }
 
 /// Copy `frame` into `tx` (MACs swapped for the reflector), completing a
-/// partial checksum the port cannot carry as such.
+/// partial checksum the port cannot carry as such. A super-segment goes as
+/// it is: a port whose peer takes none (a vhost-user guest without
+/// GUEST_TSO4) cuts it in software.
 fn send<T: TxQueue>(tx: &mut T, frame: &[u8], mut meta: TxMeta, tx_checksum: bool, swap: bool) -> bool {
-    let complete = meta.csum_partial && !tx_checksum;
+    // A super-segment's checksums are finished by the port that cuts it.
+    let complete = meta.csum_partial && !tx_checksum && meta.gso_type == ustack_core::phy::GsoType::None;
     if complete {
         meta.csum_partial = false;
     }

@@ -666,6 +666,37 @@ fn two_stacks_on_virtio_user_through_a_busy_polling_switch() {
     two_stacks("busy", ",busy_poll=50", &["--busy-poll", "50"]);
 }
 
+#[test]
+fn the_switch_cuts_super_segments_for_a_stack_without_tso() {
+    // The server takes TSO and sends 64 KiB super-segments; the client's
+    // port has `tso=off`, so the switch's port cuts each into wire
+    // segments in software (checksums complete), and the file arrives whole.
+    use support::tcp::{sha256_file, write_random_file, TempDir};
+    let (a, b, control) = (Tmp::new("cut-a.sock"), Tmp::new("cut-b.sock"), Tmp::new("cut.ctl"));
+    let mut sw = switch(&[format!("vhost-user:{}", a.s()), format!("vhost-user:{}", b.s())], &control, &[]);
+    let secs = Duration::from_secs;
+    let dir = TempDir::new(&format!("vu-cut-{}", std::process::id()));
+    write_random_file(&dir.path("big"), 64 << 20, 12);
+    let want = sha256_file(&dir.path("big"));
+    let mut web = stack("ustack up", &a, "10.68.0.1", &["up", "--http-root", dir.as_str(), "--control", &dir.file("up.ctl")]);
+    web.wait_for(secs(20), "HTTP banner", |o| o.contains("HTTP on port"));
+    let out = dir.file("got");
+    let args = ["get", "http://10.68.0.1/big", "-o", &out, "--timeout", "60"];
+    let mut g = stack_with("ustack get (tso=off)", &b, ",tso=off", "10.68.0.2", &args);
+    wait_exit(&mut g, secs(90));
+    assert_eq!(sha256_file(std::path::Path::new(&out)), want, "64 MiB cut by the switch");
+    let snap = switch_stats(&control);
+    let (frames, bytes) = (port_counter(&snap, 0, "rx_frames"), port_counter(&snap, 0, "rx_bytes"));
+    assert!(bytes > 1514 * frames, "the server sent super-segments: {snap}");
+    let dev_b = &snap["ports"][1]["device_counters"];
+    assert!(dev_b["tx_segmented"].as_u64().is_some_and(|n| n > 0), "{snap}");
+    // Wire segments only toward the client: more frames than came in.
+    assert!(dev_b["tx_frames"].as_u64().is_some_and(|n| n > frames), "{snap}");
+    assert_eq!(dev_b["tx_too_long"].as_u64(), Some(0), "{snap}");
+    sw.assert_running();
+    web.assert_running();
+}
+
 /// Two ustack processes, each a virtio-user driver (port options `opts`)
 /// on a port of one switch (its own flags `extra`): no kernel between them,
 /// no privileges needed.
@@ -704,6 +735,15 @@ fn two_stacks(tag: &str, opts: &str, extra: &[&str]) {
     let (mut g, out) = get(1);
     wait_exit(&mut g, secs(90));
     assert_eq!(sha256_file(std::path::Path::new(&out)), want, "64 MiB over the switch");
+    // Both stacks took TSO: the file crossed the switch in super-segments,
+    // passed between the ports whole.
+    let up = up_stats(&dir.file("up.ctl"));
+    let dev = &up["interfaces"][0]["device_counters"];
+    assert_eq!((dev["host_tso4"].as_u64(), dev["guest_tso4"].as_u64()), (Some(1), Some(1)), "{up}");
+    let snap = switch_stats(&control);
+    let (frames, bytes) = (port_counter(&snap, 0, "rx_frames"), port_counter(&snap, 0, "rx_bytes"));
+    assert!(bytes > 1514 * frames, "{frames} frames for {bytes} bytes from the server: no super-segment? {snap}");
+    assert_eq!(snap["ports"][1]["device_counters"]["tx_segmented"].as_u64(), Some(0), "{snap}");
 
     // Kill one stack mid-transfer and start another on its port: the
     // switch takes the new frontend and the server keeps serving.

@@ -26,6 +26,9 @@ pub(crate) mod feature {
     /// The guest takes TCP/IPv4 super-segments (up to 64 KiB) from the
     /// device, their checksums partial (needs GUEST_CSUM).
     pub const GUEST_TSO4: u64 = 1 << 7;
+    /// The device takes TCP/IPv4 super-segments from the guest, checksums
+    /// partial (needs CSUM), and cuts them where it must.
+    pub const HOST_TSO4: u64 = 1 << 11;
     /// A received frame may span several receive buffers (`num_buffers`).
     pub const MRG_RXBUF: u64 = 1 << 15;
     /// Several queue pairs.
@@ -95,6 +98,7 @@ impl Control {
         let offered = feature::CSUM
             | feature::GUEST_CSUM
             | feature::GUEST_TSO4
+            | feature::HOST_TSO4
             | feature::MRG_RXBUF
             | feature::EVENT_IDX
             | feature::PROTOCOL_FEATURES

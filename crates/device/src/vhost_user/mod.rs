@@ -26,7 +26,7 @@
 //!   (edge-triggered, never read) and the reconnection timer; `queues()`
 //!   services what it reports (control messages, kicks) with one
 //!   `epoll_wait(0)`. Once the loop calls [`Waitable::prepare_sleep`] before
-//!   it sleeps, that happens there (and every [`SERVICE_EVERY`] turns), the
+//!   it sleeps, that happens there (and every `SERVICE_EVERY` turns), the
 //!   transmit rings are armed for kicks only then and disarmed while the
 //!   loop is awake. The guest's receive rings never ask for kicks: we write
 //!   them when we have frames and never wait on them. A guest's
@@ -151,6 +151,8 @@ struct RxStats {
 struct TxStats {
     frames: u64,
     bytes: u64,
+    /// Super-segments cut into wire segments here.
+    segmented: u64,
     no_buffers: u64,
     no_ring: u64,
     refused: Refused,
@@ -173,6 +175,8 @@ struct TxSide {
     /// Receive ring of each queue pair (even virtqueues).
     rings: Vec<Option<Vring>>,
     scratch: Box<[u8]>,
+    /// One wire segment of a super-segment cut here (a guest without GUEST_TSO4).
+    segment: Box<[u8]>,
     hdr_len: usize,
     mrg: bool,
     stats: TxStats,
@@ -235,6 +239,8 @@ pub struct VhostUserQueues {
     guest_csum: bool,
     /// The guest took GUEST_TSO4 (with GUEST_CSUM): super-segments go to it as they are.
     guest_tso4: bool,
+    /// The guest took HOST_TSO4: it may send us super-segments.
+    host_tso4: bool,
 }
 
 /// A vhost-user backend port: its control side and the data path of every
@@ -378,6 +384,7 @@ impl VhostUserControl {
                 mem: None,
                 rings: (0..n).map(|_| None).collect(),
                 scratch: vec![0u8; MAX_FRAME].into_boxed_slice(),
+                segment: vec![0u8; MAX_FRAME].into_boxed_slice(),
                 hdr_len: 12,
                 mrg: false,
                 stats: TxStats::default(),
@@ -385,6 +392,7 @@ impl VhostUserControl {
             cur: Cell::new(0),
             guest_csum: false,
             guest_tso4: false,
+            host_tso4: false,
         };
         q.refresh();
         Ok(q)
@@ -675,6 +683,7 @@ impl VhostUserQueues {
         self.tx.mrg = ctl.acked & feature::MRG_RXBUF != 0;
         self.guest_csum = ctl.acked & feature::GUEST_CSUM != 0;
         self.guest_tso4 = self.guest_csum && ctl.acked & feature::GUEST_TSO4 != 0;
+        self.host_tso4 = ctl.acked & feature::HOST_TSO4 != 0;
         self.rx.mem = ctl.mem.clone();
         self.tx.mem = ctl.mem.clone();
         for i in 0..self.rx.rings.len() {
@@ -741,6 +750,7 @@ impl VhostUserQueues {
             ("rings_broken", r.rings_broken),
             ("tx_frames", t.frames),
             ("tx_bytes", t.bytes),
+            ("tx_segmented", t.segmented),
             ("tx_no_buffers", t.no_buffers),
             ("tx_no_ring", t.no_ring),
             ("tx_bad_address", t.refused.bad_address),
@@ -763,7 +773,7 @@ impl Device for VhostUserQueues {
         // A guest with GUEST_TSO4 takes 64 KiB super-segments (its receive
         // buffers merged, or big ones posted), checksums left partial.
         let tso4_max = if self.guest_tso4 { usize::from(u16::MAX) } else { 0 };
-        DeviceCaps { tx_checksum: self.guest_csum, tso4_max, ..Default::default() }
+        DeviceCaps { tx_checksum: self.guest_csum, tso4_max, rx_coalesced: self.host_tso4, ..Default::default() }
     }
 }
 
@@ -954,6 +964,35 @@ fn publish_positions(shared: &Shared, rings: &[Option<Vring>], first: usize, par
     }
 }
 
+impl TxSide {
+    /// Write the super-segment in `scratch[..len]` into ring `k` as wire
+    /// segments, checksums complete; what does not fit is dropped and counted.
+    fn send_segments(&mut self, k: usize, len: usize, meta: &TxMeta) {
+        let TxSide { mem, rings, scratch, segment, hdr_len, mrg, stats } = self;
+        let (Some(mem), Some(ring)) = (mem.as_deref(), rings[k].as_mut()) else { return };
+        let frame = &scratch[..len];
+        let Some(count) = crate::soft_offload::segment_count(frame, meta) else {
+            stats.refused.too_long += 1;
+            return;
+        };
+        stats.segmented += 1;
+        let hdr = [0u8; 12];
+        for i in 0..count {
+            let seg_len = crate::soft_offload::segment_len(frame, meta, i);
+            let out = &mut segment[..seg_len];
+            crate::soft_offload::write_segment(frame, meta, i, out);
+            match ring.push(mem, &hdr[..*hdr_len], out, *mrg) {
+                Ok(true) => {
+                    stats.frames += 1;
+                    stats.bytes += seg_len as u64;
+                }
+                Ok(false) => stats.no_buffers += 1,
+                Err(e) => stats.refused.count(e),
+            }
+        }
+    }
+}
+
 impl TxQueue for VhostUserTx<'_> {
     fn send<F: FnOnce(&mut [u8])>(&mut self, len: usize, meta: TxMeta, fill: F) -> Result<(), TxFull> {
         let side = &mut *self.side;
@@ -967,9 +1006,7 @@ impl TxQueue for VhostUserTx<'_> {
             side.stats.no_ring += 1;
             return Err(TxFull);
         };
-        if len + side.hdr_len > side.scratch.len() || (meta.gso_type != GsoType::None && !self.guest_tso4) {
-            // Too long, or a super-segment for a guest that did not take
-            // GUEST_TSO4 (caps() offered it none).
+        if len + side.hdr_len > side.scratch.len() {
             side.stats.refused.too_long += 1;
             return Ok(());
         }
@@ -982,6 +1019,12 @@ impl TxQueue for VhostUserTx<'_> {
         }
         let frame = &mut side.scratch[..len];
         fill(frame);
+        if meta.gso_type != GsoType::None && !self.guest_tso4 {
+            // A super-segment (forwarded by a switch from a guest that sent
+            // it) for a guest that did not take GUEST_TSO4: cut it here.
+            side.send_segments(k, len, &meta);
+            return Ok(());
+        }
         let mut meta = meta;
         if meta.csum_partial && !self.guest_csum {
             // The guest did not take GUEST_CSUM: finish the checksum here.
