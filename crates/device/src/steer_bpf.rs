@@ -13,13 +13,20 @@
 //! (`SKF_NET_OFF`), so the programs read the same bytes whether the kernel
 //! hands them the frame at its MAC header (TAP transmit) or past it
 //! (packet receive).
+//!
+//! The TAP's program looks the flow up in a BPF hash map first
+//! ([`FlowSteering`]): a flow whose connection moved to another shard is
+//! steered to that shard's queue, the hash decides the rest. Classic BPF
+//! has no maps, so AF_PACKET fan-out always steers by the hash.
 
 use std::io;
+use std::net::Ipv4Addr;
 use std::os::fd::{AsRawFd, OwnedFd};
+use std::sync::{Arc, Mutex};
 
 use ustack_core::rss::{Toeplitz, INDIRECTION_ENTRIES};
 
-use crate::af_xdp::bpf::{insn, load_insns, BpfError, Insn};
+use crate::af_xdp::bpf::{create_map, insn, load_insns, map_delete, map_update, BpfError, Insn, BPF_PSEUDO_MAP_FD};
 
 /// `SKF_NET_OFF` from <linux/filter.h>: offsets from the network header.
 const NET: i32 = -0x100000;
@@ -103,8 +110,10 @@ pub fn classic_program(t: &Toeplitz, queues: u32) -> Vec<SockFilter> {
     p
 }
 
-/// The same program in eBPF, as a socket filter (`BPF_PROG_TYPE_SOCKET_FILTER`).
-pub(crate) fn ebpf_program(t: &Toeplitz, queues: u32) -> Vec<Insn> {
+/// The same program in eBPF, as a socket filter (`BPF_PROG_TYPE_SOCKET_FILTER`);
+/// with `flows` (a [`FlowSteering`] map's descriptor), a flow found there
+/// goes to the queue it names.
+pub(crate) fn ebpf_program(t: &Toeplitz, queues: u32, flows: Option<i32>) -> Vec<Insn> {
     const MOV64_X: u8 = 0xbf;
     const MOV64_K: u8 = 0xb7;
     const LD_ABS_B: u8 = 0x30;
@@ -134,8 +143,39 @@ pub(crate) fn ebpf_program(t: &Toeplitz, queues: u32) -> Vec<Insn> {
         insn(AND64_K, 0, 0, 0, 0x0f),
         insn(LSH64_K, 0, 0, 0, 2),
         insn(MOV64_X, 9, 0, 0, 0), // r9 = IHL * 4
-        insn(MOV64_K, 7, 0, 0, 0), // r7 = hash
     ];
+    if let Some(map) = flows {
+        const LD_ABS_W: u8 = 0x20;
+        const LD_IND_H: u8 = 0x48;
+        const STX_W: u8 = 0x63;
+        const STX_H: u8 = 0x6b;
+        const LDX_W: u8 = 0x61;
+        const LD_IMM64: u8 = 0x18;
+        const ADD64_K: u8 = 0x07;
+        const CALL: u8 = 0x85;
+        const MAP_LOOKUP_ELEM: i32 = 1;
+        // The key at r10 - 16: source, destination (host order, as the
+        // loads give them), source port, destination port ([`flow_key`]).
+        p.extend([
+            insn(LD_ABS_W, 0, 0, 0, NET + 12),
+            insn(STX_W, 10, 0, -16, 0),
+            insn(LD_ABS_W, 0, 0, 0, NET + 16),
+            insn(STX_W, 10, 0, -12, 0),
+            insn(LD_IND_H, 0, 9, 0, NET),
+            insn(STX_H, 10, 0, -8, 0),
+            insn(LD_IND_H, 0, 9, 0, NET + 2),
+            insn(STX_H, 10, 0, -6, 0),
+            insn(LD_IMM64, 1, BPF_PSEUDO_MAP_FD, 0, map), // r1 = the map (two slots)
+            insn(0, 0, 0, 0, 0),
+            insn(MOV64_X, 2, 10, 0, 0),
+            insn(ADD64_K, 2, 0, 0, -16),
+            insn(CALL, 0, 0, 0, MAP_LOOKUP_ELEM), // r0 = the queue's address, or null
+            insn(JEQ_K, 0, 0, 2, 0),
+            insn(LDX_W, 0, 0, 0, 0),
+            insn(EXIT, 0, 0, 0, 0),
+        ]);
+    }
+    p.push(insn(MOV64_K, 7, 0, 0, 0)); // r7 = hash
     for byte in 0..12 {
         p.push(if byte < 8 {
             insn(LD_ABS_B, 0, 0, 0, NET + 12 + byte as i32)
@@ -193,11 +233,77 @@ fn setsockopt<T>(fd: &OwnedFd, opt: libc::c_int, value: &T) -> io::Result<()> {
     Ok(())
 }
 
-/// Load the eBPF steering program for a TAP with `queues` queues; the
-/// descriptor goes to `TUNSETSTEERINGEBPF`.
-pub fn load_tap_steering(t: &Toeplitz, queues: u32) -> Result<OwnedFd, BpfError> {
+/// Load the eBPF steering program for a TAP with `queues` queues (looking
+/// flows up in `flows` first, when given); the descriptor goes to
+/// `TUNSETSTEERINGEBPF`.
+pub fn load_tap_steering(t: &Toeplitz, queues: u32, flows: Option<&FlowSteering>) -> Result<OwnedFd, BpfError> {
     const BPF_PROG_TYPE_SOCKET_FILTER: u32 = 1;
-    load_insns(BPF_PROG_TYPE_SOCKET_FILTER, 0, "ustack_steer", &ebpf_program(t, queues))
+    let map = flows.map(|f| f.map.as_raw_fd());
+    load_insns(BPF_PROG_TYPE_SOCKET_FILTER, 0, "ustack_steer", &ebpf_program(t, queues, map))
+}
+
+/// Flows a multi-queue TAP's steering program sends to a queue of ours
+/// rather than the one their hash names: the flows of connections moved
+/// between shards. One map per TAP, shared by its shards (each tells it
+/// about the connections it takes in); a flow the map cannot take (full)
+/// is steered by its hash, and its frames cross between shards.
+#[derive(Debug)]
+pub struct FlowSteering {
+    map: OwnedFd,
+}
+
+/// Flows one TAP's map holds at most.
+pub const STEERED_FLOWS: u32 = 65_536;
+
+/// The map's key for a frame from `remote`:`remote_port` to
+/// `local`:`local_port`: the fields as the program loads them (in host
+/// order), in the order of the IPv4 and TCP/UDP headers.
+fn flow_key(local: Ipv4Addr, local_port: u16, remote: Ipv4Addr, remote_port: u16) -> [u8; 12] {
+    let mut k = [0u8; 12];
+    k[0..4].copy_from_slice(&u32::from(remote).to_ne_bytes());
+    k[4..8].copy_from_slice(&u32::from(local).to_ne_bytes());
+    k[8..10].copy_from_slice(&remote_port.to_ne_bytes());
+    k[10..12].copy_from_slice(&local_port.to_ne_bytes());
+    k
+}
+
+impl FlowSteering {
+    fn new() -> io::Result<FlowSteering> {
+        const BPF_MAP_TYPE_HASH: u32 = 1;
+        const BPF_F_NO_PREALLOC: u32 = 1;
+        let map = create_map(BPF_MAP_TYPE_HASH, (12, 4), STEERED_FLOWS, BPF_F_NO_PREALLOC, "ustack_flows")?;
+        Ok(FlowSteering { map })
+    }
+
+    /// Send the frames of the flow (`local`, `local_port`, `remote`,
+    /// `remote_port`) to `queue`.
+    pub fn steer(
+        &self,
+        local: Ipv4Addr,
+        local_port: u16,
+        remote: Ipv4Addr,
+        remote_port: u16,
+        queue: u32,
+    ) -> io::Result<()> {
+        map_update(&self.map, &flow_key(local, local_port, remote, remote_port), &queue.to_ne_bytes())
+    }
+
+    /// Steer the flow by its hash again.
+    pub fn forget(&self, local: Ipv4Addr, local_port: u16, remote: Ipv4Addr, remote_port: u16) -> io::Result<()> {
+        map_delete(&self.map, &flow_key(local, local_port, remote, remote_port))
+    }
+}
+
+/// The flow maps of this process's multi-queue TAPs, by TAP name: made
+/// with the steering program (by the first shard to open the TAP), found
+/// by every shard ([`tap_flow_steering`]).
+static TAP_FLOWS: Mutex<Vec<(String, Arc<FlowSteering>)>> = Mutex::new(Vec::new());
+
+/// The flow map of multi-queue TAP `name`'s steering program, if this
+/// process installed one.
+pub fn tap_flow_steering(name: &str) -> Option<Arc<FlowSteering>> {
+    let maps = TAP_FLOWS.lock().unwrap_or_else(|e| e.into_inner());
+    maps.iter().find(|(n, _)| n == name).map(|(_, f)| Arc::clone(f))
 }
 
 /// `TUNSETSTEERINGEBPF`: `_IOR('T', 224, int)`.
@@ -208,7 +314,10 @@ const TUNSETSTEERINGEBPF: libc::c_ulong = 0x8004_54e0;
 /// close).
 pub fn steer_tap(tap: &crate::TapDevice, q: &crate::spec::ShardQueue) -> Result<(), crate::DeviceError> {
     let t = Toeplitz::new(&q.key);
-    let prog = load_tap_steering(&t, q.count as u32).map_err(|e| crate::DeviceError::Io {
+    // Without a map (the kernel refuses one: memory limits), flows are
+    // steered by their hash alone.
+    let flows = FlowSteering::new().ok();
+    let prog = load_tap_steering(&t, q.count as u32, flows.as_ref()).map_err(|e| crate::DeviceError::Io {
         action: "loading the TAP's steering program (BPF)",
         source: io::Error::new(
             e.source.kind(),
@@ -220,6 +329,11 @@ pub fn steer_tap(tap: &crate::TapDevice, q: &crate::spec::ShardQueue) -> Result<
     if unsafe { libc::ioctl(tap.as_raw_fd(), TUNSETSTEERINGEBPF as _, &fd) } < 0 {
         let source = io::Error::last_os_error();
         return Err(crate::DeviceError::Io { action: "TUNSETSTEERINGEBPF (steering the TAP's queues)", source });
+    }
+    let mut maps = TAP_FLOWS.lock().unwrap_or_else(|e| e.into_inner());
+    maps.retain(|(n, _)| n != tap.name());
+    if let Some(f) = flows {
+        maps.push((tap.name().to_owned(), Arc::new(f)));
     }
     Ok(())
 }
@@ -311,11 +425,18 @@ mod tests {
 
     #[test]
     fn ebpf_early_exits_land_on_return_zero() {
-        let p = ebpf_program(&Toeplitz::default(), 2);
-        let ret0 = p.len() - 2;
-        for i in [3usize, 6, 8] {
-            assert_eq!(i + 1 + p[i].off as usize, ret0);
+        for (flows, lookup) in [(None, 0), (Some(3), 16)] {
+            let p = ebpf_program(&Toeplitz::default(), 2, flows);
+            let ret0 = p.len() - 2;
+            for i in [3usize, 6, 8] {
+                assert_eq!(i + 1 + p[i].off as usize, ret0);
+            }
+            assert_eq!(p.len(), 14 + lookup + 12 * 26 + 4 + 2);
+            if lookup > 0 {
+                // A flow not in the map goes on to the hash.
+                let miss = 13 + 13;
+                assert_eq!(miss + 1 + p[miss].off as usize, 13 + 16);
+            }
         }
-        assert_eq!(p.len(), 14 + 12 * 26 + 4 + 2);
     }
 }

@@ -110,6 +110,10 @@ impl ShardSetup for UpShards<'_> {
         (stack.counters().clone(), apps.report())
     }
 
+    fn flow_steering(&self, device: &DeviceChain) -> Option<std::sync::Arc<ustack_device::steer_bpf::FlowSteering>> {
+        device.device().as_tap().and_then(|t| ustack_device::steer_bpf::tap_flow_steering(t.name()))
+    }
+
     fn ready(&self) {
         eprintln!("{}", self.banner);
         // Every shard runs the same services, each listening on every shard.

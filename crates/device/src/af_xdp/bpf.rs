@@ -26,12 +26,13 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 // bpf(2) commands and constants from <linux/bpf.h> and <linux/if_link.h>.
 const BPF_MAP_CREATE: libc::c_long = 0;
 const BPF_MAP_UPDATE_ELEM: libc::c_long = 2;
+const BPF_MAP_DELETE_ELEM: libc::c_long = 3;
 const BPF_PROG_LOAD: libc::c_long = 5;
 const BPF_LINK_CREATE: libc::c_long = 28;
 const BPF_MAP_TYPE_XSKMAP: u32 = 17;
 const BPF_PROG_TYPE_XDP: u32 = 6;
 const BPF_XDP: u32 = 37;
-const BPF_PSEUDO_MAP_FD: u8 = 1;
+pub(crate) const BPF_PSEUDO_MAP_FD: u8 = 1;
 const BPF_FUNC_REDIRECT_MAP: i32 = 51;
 const XDP_PASS: i32 = 2;
 const XDP_FLAGS_SKB_MODE: u32 = 1 << 1;
@@ -245,6 +246,47 @@ impl XdpProgram {
 
     pub fn mode(&self) -> XdpMode {
         self.mode
+    }
+}
+
+/// A map of `map_type` (room for `max_entries` of `key_size` and
+/// `value_size` bytes, `map_flags`), named `name`.
+pub(crate) fn create_map(
+    map_type: u32,
+    (key_size, value_size): (u32, u32),
+    max_entries: u32,
+    map_flags: u32,
+    name: &str,
+) -> io::Result<OwnedFd> {
+    let mut attr = MapCreateAttr {
+        map_type,
+        key_size,
+        value_size,
+        max_entries,
+        map_flags,
+        map_name: name16(name),
+        ..Default::default()
+    };
+    bpf(BPF_MAP_CREATE, &mut attr).map(owned)
+}
+
+/// Set `key` to `value` in map `map` (sizes as the map was made with).
+pub(crate) fn map_update(map: &OwnedFd, key: &[u8], value: &[u8]) -> io::Result<()> {
+    let mut attr = MapElemAttr {
+        map_fd: map.as_raw_fd() as u32,
+        key: key.as_ptr() as u64,
+        value: value.as_ptr() as u64,
+        ..Default::default()
+    };
+    bpf(BPF_MAP_UPDATE_ELEM, &mut attr).map(drop)
+}
+
+/// Remove `key` from map `map`; a key that is not there is no error.
+pub(crate) fn map_delete(map: &OwnedFd, key: &[u8]) -> io::Result<()> {
+    let mut attr = MapElemAttr { map_fd: map.as_raw_fd() as u32, key: key.as_ptr() as u64, ..Default::default() };
+    match bpf(BPF_MAP_DELETE_ELEM, &mut attr) {
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(()),
+        r => r.map(drop),
     }
 }
 

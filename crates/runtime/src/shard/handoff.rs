@@ -79,11 +79,15 @@ pub struct ShardCounters {
     /// Moved connections lost: refused on arrival with no way back, or
     /// taken by no app (each was reset).
     pub moves_lost: AtomicU64,
+    /// Times this shard told the device where a moved flow goes now.
+    pub moves_steered: AtomicU64,
+    /// Times the device could not be told (its flow map full).
+    pub steer_failures: AtomicU64,
 }
 
 impl ShardCounters {
     /// The counters by name, for snapshots.
-    pub fn pairs(&self) -> [(&'static str, u64); 9] {
+    pub fn pairs(&self) -> [(&'static str, u64); 11] {
         let r = |a: &AtomicU64| a.load(Ordering::Relaxed);
         [
             ("shard_handoffs", r(&self.handoffs_out)),
@@ -95,6 +99,8 @@ impl ShardCounters {
             ("shard_moves_in", r(&self.moves_in)),
             ("shard_moves_refused", r(&self.moves_refused)),
             ("shard_moves_lost", r(&self.moves_lost)),
+            ("shard_moves_steered", r(&self.moves_steered)),
+            ("shard_steer_failures", r(&self.steer_failures)),
         ]
     }
 }

@@ -35,6 +35,7 @@ use serde_json::Value;
 use ustack_core::phy::Device;
 use ustack_core::rss::{ShardHome, Toeplitz};
 use ustack_core::{Duration, Stack};
+use ustack_device::steer_bpf::FlowSteering;
 
 use crate::{control, App, Clock, ControlSocket, EventLoop, RunEnd, StopSignal, Waitable};
 pub use handoff::ShardCounters;
@@ -144,6 +145,12 @@ pub trait ShardSetup: Sync {
     /// Called once every shard is open (before any has stopped), on the
     /// thread that called [`run_shards`]: where a command says it is up.
     fn ready(&self) {}
+    /// Where the device can be told which shard's queue one flow goes to
+    /// (a multi-queue TAP's flow map), so that a moved connection's frames
+    /// follow it; `None` (the default): they cross between shards.
+    fn flow_steering(&self, _device: &Self::Device) -> Option<std::sync::Arc<FlowSteering>> {
+        None
+    }
 }
 
 /// What [`run_shards`] returns per shard.
@@ -156,7 +163,7 @@ pub struct ShardEnd<S> {
     /// The device's failure, when `end` is [`RunEnd::DeviceFailed`].
     pub failure: Option<String>,
     /// Its handoff and move counters by name.
-    pub handoffs: [(&'static str, u64); 9],
+    pub handoffs: [(&'static str, u64); 11],
 }
 
 /// Run `cores.len()` shards, shard `k` pinned to `cores[k]`, until `stop`
@@ -291,6 +298,7 @@ fn run_one<S: ShardSetup>(
     let (mut stack, device, mut apps) =
         opened.map_err(|e| if env.count > 1 { format!("shard {}: {e}", env.index) } else { e })?;
     stack.set_shard(Some(env.home.clone()));
+    env.moves.moves().borrow_mut().set_steering(setup.flow_steering(&device));
     let moves = std::rc::Rc::clone(env.moves.moves());
     let mut lp = EventLoop::new(stack, SteeredDevice::new(device, endpoint, env.home.clone(), moves));
     lp.clock = clock;

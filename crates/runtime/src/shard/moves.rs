@@ -12,12 +12,14 @@
 //! (`run_shards` gives every loop the same one), so the deadlines a
 //! connection carries mean the same on the target.
 //!
-//! The devices keep steering the flow by its hash to its *home* shard
-//! (none of them can be told about one flow: the TAP's steering program and
-//! AF_PACKET's fan-out program compute the hash and have no table), so the
-//! frames of a moved flow cross from the shard that receives them to the
-//! one that holds the connection through the same bounded ring, and are
-//! counted as handoffs. Where each shard sends such a flow's frames is a
+//! A multi-queue TAP is told where the flow went ([`FlowSteering`]: its
+//! steering program looks flows up in a map before it hashes), once the
+//! connection is in; other devices (AF_PACKET's classic BPF fan-out has no
+//! maps) keep steering the flow by its hash to its *home* shard. Frames of
+//! a moved flow that reach a shard that does not hold it (all of them on
+//! those devices, the few in flight during a move on a TAP) cross to the
+//! one that does through the same bounded ring, and are counted as
+//! handoffs. Where each shard sends such a flow's frames is a
 //! small table of its own ([`Moves::owner`]), consulted only while it is
 //! not empty, and changed only by messages in the same inboxes, so that a
 //! frame never overtakes the connection it belongs to:
@@ -50,6 +52,7 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr};
 use std::rc::Rc;
+use std::sync::Arc;
 
 use ustack_core::rss::ShardHome;
 use ustack_core::tcp::FourTuple;
@@ -57,6 +60,7 @@ use ustack_core::{Event, Instant, MoveError, MovedConnection, Stack, TcpHandle};
 
 use super::handoff::{bump, Message, Poster};
 use crate::App;
+use ustack_device::steer_bpf::FlowSteering;
 
 /// Route entries one shard holds at most before it refuses to move more
 /// connections away (entries other shards' moves add come on top, one per
@@ -145,6 +149,8 @@ pub(crate) struct Moves {
     /// Moved connections this shard holds, with the move that brought each.
     held: HashMap<FlowKey, (FourTuple, u64)>,
     next_id: u64,
+    /// The device's flow map, where it has one (shard `k`'s queue is `k`).
+    steering: Option<Arc<FlowSteering>>,
 }
 
 fn key(t: &FourTuple) -> Option<FlowKey> {
@@ -164,6 +170,27 @@ impl Moves {
             arrivals: Vec::new(),
             held: HashMap::new(),
             next_id: 0,
+            steering: None,
+        }
+    }
+
+    pub(crate) fn set_steering(&mut self, steering: Option<Arc<FlowSteering>>) {
+        self.steering = steering;
+    }
+
+    /// Tell the device that the flow's frames go to `shard` (`None`: to
+    /// its home, by the hash), where it can be told.
+    fn steer(&self, f: &FlowKey, shard: Option<usize>) {
+        let Some(s) = &self.steering else { return };
+        let told = match shard {
+            Some(k) => s.steer(f.0, f.1, f.2, f.3, k as u32),
+            None => s.forget(f.0, f.1, f.2, f.3),
+        };
+        match told {
+            Ok(()) => bump(&self.post.counters().moves_steered),
+            // The map is full (or the kernel short of memory): the frames
+            // cross between shards instead, as on any other device.
+            Err(_) => bump(&self.post.counters().steer_failures),
         }
     }
 
@@ -252,6 +279,7 @@ impl Moves {
                 bump(&self.post.counters().moves_in);
                 self.routes.remove(&flow);
                 let (me, home) = (self.me(), self.home_of(&flow));
+                self.steer(&flow, (home != me).then_some(me));
                 if home == me {
                     let _ = self.post.post(from, Message::Forget { flow, id });
                 } else if home != from {
@@ -289,6 +317,7 @@ impl Moves {
         for (flow, id) in gone {
             let home = self.home_of(&flow);
             if home != me {
+                self.steer(&flow, None);
                 let _ = self.post.post(home, Message::Forget { flow, id });
             }
         }

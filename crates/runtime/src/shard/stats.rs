@@ -40,6 +40,7 @@ pub fn merge(shards: &[Value], cores: &[usize]) -> Value {
                 "moves": counter("shard_moves_in"),
                 "moves_refused": counter("shard_moves_refused"),
                 "moves_lost": counter("shard_moves_lost"),
+                "moves_steered": counter("shard_moves_steered"),
             }),
         );
         o.insert("shards".into(), Value::Array(per_shard));

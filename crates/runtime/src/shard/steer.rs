@@ -203,6 +203,12 @@ impl<D: Waitable> Waitable for SteeredDevice<D> {
     fn failure(&self) -> Option<&DeviceError> {
         self.inner.failure()
     }
+    fn prepare_sleep(&mut self) -> bool {
+        self.inner.prepare_sleep()
+    }
+    fn busy_poll(&self) -> Option<std::time::Duration> {
+        self.inner.busy_poll()
+    }
 }
 
 #[cfg(test)]
