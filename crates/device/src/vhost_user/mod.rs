@@ -21,11 +21,12 @@
 //!   `vhost-user-backend` crate is not used: it runs its own epoll threads
 //!   per queue, while a ustack device is polled by the event loop that owns
 //!   it; `vhost` + `virtio-queue` + `vm-memory` are the parts that fit.
-//! * **Waiting**: [`Waitable::wait_fd`] is an epoll descriptor holding the
-//!   socket (listening or connected), each transmit ring's kick eventfd
-//!   (edge-triggered, never read) and the reconnection timer; `queues()`
-//!   services what it reports (control messages, kicks) with one
-//!   `epoll_wait(0)`. Once the loop calls [`Waitable::prepare_sleep`] before
+//! * **Waiting**: [`Waitable::wait_fd`] is the data path's epoll
+//!   descriptor, holding each transmit ring's kick eventfd (edge-triggered,
+//!   never read) and the control side's own epoll (the socket, listening or
+//!   connected, and the reconnection timer); `queues()` services what it
+//!   reports (control messages, kicks) with one `epoll_wait(0)`, and a
+//!   second only when the control side has something. Once the loop calls [`Waitable::prepare_sleep`] before
 //!   it sleeps, that happens there (and every `SERVICE_EVERY` turns), the
 //!   transmit rings are armed for kicks only then and disarmed while the
 //!   loop is awake. The guest's receive rings never ask for kicks: we write
@@ -90,7 +91,7 @@ const TAG_CONN: u64 = 2 << 40;
 const TAG_TIMER: u64 = 3 << 40;
 const TAG_KICK: u64 = 4 << 40;
 const TAG_WAKE: u64 = 5 << 40;
-const TAG_QUEUES: u64 = 6 << 40;
+const TAG_CONTROL: u64 = 6 << 40;
 
 /// Options of a vhost-user port.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -231,6 +232,9 @@ pub struct VhostUserQueues {
     turns: u32,
     /// The guest's transmit rings ask for kicks (the loop is asleep, or not lazy).
     armed: bool,
+    /// The control side's epoll (nested in ours in a [`VhostUserDevice`])
+    /// has something: serve it.
+    control_ready: bool,
     rx: RxSide,
     tx: TxSide,
     /// Queue pair (of this handle) of the latest frame received: where
@@ -371,6 +375,7 @@ impl VhostUserControl {
             seen: 0,
             turns: 0,
             armed: true,
+            control_ready: false,
             rx: RxSide {
                 mem: None,
                 rings: (0..n).map(|_| None).collect(),
@@ -627,8 +632,12 @@ impl VhostUserQueues {
         let mut evs = [libc::epoll_event { events: 0, u64: 0 }; 8];
         // SAFETY: epoll_wait writes at most 8 events into `evs`.
         let n = unsafe { libc::epoll_wait(self.epoll.as_raw_fd(), evs.as_mut_ptr(), 8, 0) };
-        if evs.iter().take(n.max(0) as usize).any(|ev| ev.u64 == TAG_WAKE) {
-            drain(self.wake.as_raw_fd());
+        for ev in evs.iter().take(n.max(0) as usize) {
+            match ev.u64 {
+                TAG_WAKE => drain(self.wake.as_raw_fd()),
+                TAG_CONTROL => self.control_ready = true,
+                _ => {} // kicks: edge-triggered, nothing to clear
+            }
         }
         self.refresh();
     }
@@ -722,12 +731,17 @@ impl VhostUserQueues {
         }
     }
 
-    fn device_queues(&mut self) -> (VhostUserRx<'_>, VhostUserTx<'_>) {
+    /// What every `queues()` does first: the epoll look (every turn, or
+    /// now and then once the loop re-arms before it sleeps).
+    fn look(&mut self) {
         if self.rx.lazy {
             self.poll_quietly();
         } else {
             self.service();
         }
+    }
+
+    fn device_queues(&mut self) -> (VhostUserRx<'_>, VhostUserTx<'_>) {
         let (guest_csum, guest_tso4) = (self.guest_csum, self.guest_tso4);
         let (shared, first) = (&*self.shared, self.first);
         (
@@ -766,6 +780,7 @@ impl Device for VhostUserQueues {
     type Tx<'a> = VhostUserTx<'a>;
 
     fn queues(&mut self) -> (VhostUserRx<'_>, VhostUserTx<'_>) {
+        self.look();
         self.device_queues()
     }
 
@@ -798,15 +813,15 @@ impl VhostUserDevice {
     pub fn open(path: &Path, config: VhostUserConfig) -> Result<VhostUserDevice, DeviceError> {
         let mut control = VhostUserControl::open(path, config)?;
         let queues = control.queues(0..usize::from(config.queues))?;
-        // One descriptor to sleep on: the data path's epoll inside the control's.
-        epoll_add(&control.epoll, queues.epoll.as_raw_fd(), TAG_QUEUES)?;
+        // One descriptor to sleep on: the control's epoll inside the data
+        // path's, so one epoll_wait looks at both.
+        epoll_add(&queues.epoll, control.epoll.as_raw_fd(), TAG_CONTROL)?;
         Ok(VhostUserDevice { control, queues })
     }
 
     /// The control side and one data path per queue pair, for one thread each.
     pub fn split(self) -> Result<(VhostUserControl, Vec<VhostUserQueues>), DeviceError> {
         let VhostUserDevice { mut control, queues } = self;
-        epoll_del(&control.epoll, queues.epoll.as_raw_fd());
         drop(queues);
         control.wakes.clear();
         let per_pair = (0..control.queue_pairs()).map(|p| control.queues(p..p + 1)).collect::<Result<Vec<_>, _>>()?;
@@ -832,6 +847,17 @@ impl VhostUserDevice {
     pub fn queue_pairs(&self) -> usize {
         self.control.queue_pairs()
     }
+
+    /// Serve the control side if the data path's epoll look saw it ready,
+    /// and apply what it changed; whether it did.
+    fn serve_control(&mut self) -> bool {
+        if !std::mem::take(&mut self.queues.control_ready) {
+            return false;
+        }
+        self.control.service();
+        self.queues.refresh();
+        true
+    }
 }
 
 impl Device for VhostUserDevice {
@@ -839,9 +865,8 @@ impl Device for VhostUserDevice {
     type Tx<'a> = VhostUserTx<'a>;
 
     fn queues(&mut self) -> (VhostUserRx<'_>, VhostUserTx<'_>) {
-        if !self.queues.rx.lazy || (self.queues.turns + 1).is_multiple_of(SERVICE_EVERY) {
-            self.control.service();
-        }
+        self.queues.look();
+        self.serve_control();
         self.queues.device_queues()
     }
 
@@ -1057,7 +1082,7 @@ impl TxQueue for VhostUserTx<'_> {
 
 impl Waitable for VhostUserDevice {
     fn wait_fd(&self) -> Option<RawFd> {
-        Some(self.control.wait_fd())
+        Some(self.queues.epoll.as_raw_fd())
     }
 
     fn device_stats(&self) -> Vec<(&'static str, u64)> {
@@ -1067,7 +1092,8 @@ impl Waitable for VhostUserDevice {
     }
 
     fn prepare_sleep(&mut self) -> bool {
-        self.control.service();
-        self.queues.rearm()
+        let quiet = self.queues.rearm();
+        // Control messages served: turn once more before sleeping.
+        !self.serve_control() && quiet
     }
 }
