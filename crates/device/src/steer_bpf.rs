@@ -398,6 +398,40 @@ mod tests {
         p
     }
 
+    /// The TAP's program, run by the kernel (`BPF_PROG_TEST_RUN`, root
+    /// only): the hash's queue for a flow not in the map, the map's for
+    /// one in it, the hash's again once it is forgotten.
+    #[test]
+    fn the_tap_program_steers_a_flow_in_its_map_to_the_map_s_queue() {
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            eprintln!("SKIPPED: loading BPF needs root");
+            return;
+        }
+        let t = Toeplitz::default();
+        let flows = FlowSteering::new().expect("a BPF hash map");
+        let prog = load_tap_steering(&t, 4, Some(&flows)).expect("the steering program loads");
+        let (remote, local) = (Ipv4Addr::new(10, 0, 0, 1), Ipv4Addr::new(10, 0, 0, 2));
+        let run = |sport: u16| {
+            let mut frame = vec![0u8; 14];
+            frame[12..14].copy_from_slice(&[0x08, 0x00]);
+            frame.extend(packet(6, 0x4000, 5, sport, 80));
+            crate::af_xdp::bpf::test_run(&prog, &frame).expect("BPF_PROG_TEST_RUN")
+        };
+        for sport in 40000..40064u16 {
+            let hashed = ustack_core::rss::queue_of(t.hash_v4(remote, local, sport, 80), 4) as u32;
+            assert_eq!(run(sport), hashed, "port {sport}, not in the map");
+            let moved = (hashed + 1 + u32::from(sport % 3)) % 4;
+            flows.steer(local, 80, remote, sport, moved).unwrap();
+            assert_eq!(run(sport), moved, "port {sport}, in the map");
+            // Only that flow: its neighbour still goes by the hash.
+            let next = ustack_core::rss::queue_of(t.hash_v4(remote, local, sport + 1, 80), 4) as u32;
+            assert_eq!(run(sport + 1), next, "port {}", sport + 1);
+            flows.forget(local, 80, remote, sport).unwrap();
+            assert_eq!(run(sport), hashed, "port {sport}, forgotten");
+        }
+    }
+
     #[test]
     fn classic_program_picks_the_queue_the_hash_names() {
         let t = Toeplitz::default();

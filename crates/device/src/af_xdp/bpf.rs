@@ -28,6 +28,8 @@ const BPF_MAP_CREATE: libc::c_long = 0;
 const BPF_MAP_UPDATE_ELEM: libc::c_long = 2;
 const BPF_MAP_DELETE_ELEM: libc::c_long = 3;
 const BPF_PROG_LOAD: libc::c_long = 5;
+#[cfg(test)]
+const BPF_PROG_TEST_RUN: libc::c_long = 10;
 const BPF_LINK_CREATE: libc::c_long = 28;
 const BPF_MAP_TYPE_XSKMAP: u32 = 17;
 const BPF_PROG_TYPE_XDP: u32 = 6;
@@ -288,6 +290,33 @@ pub(crate) fn map_delete(map: &OwnedFd, key: &[u8]) -> io::Result<()> {
         Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(()),
         r => r.map(drop),
     }
+}
+
+/// Run program `prog` once over `data` (a frame, from its Ethernet
+/// header) in the kernel (`BPF_PROG_TEST_RUN`); what it returned.
+#[cfg(test)]
+pub(crate) fn test_run(prog: &OwnedFd, data: &[u8]) -> io::Result<u32> {
+    #[repr(C)]
+    #[derive(Default)]
+    struct TestRunAttr {
+        prog_fd: u32,
+        retval: u32,
+        data_size_in: u32,
+        data_size_out: u32,
+        data_in: u64,
+        data_out: u64,
+        repeat: u32,
+        duration: u32,
+    }
+    let mut attr = TestRunAttr {
+        prog_fd: prog.as_raw_fd() as u32,
+        data_size_in: data.len() as u32,
+        data_in: data.as_ptr() as u64,
+        repeat: 1,
+        ..Default::default()
+    };
+    bpf(BPF_PROG_TEST_RUN, &mut attr)?;
+    Ok(attr.retval)
 }
 
 fn load(map_fd: i32) -> Result<OwnedFd, BpfError> {
