@@ -19,18 +19,25 @@ use crate::linux::{self, KernelServer};
 use crate::netns;
 use crate::report::{BenchPath, DeviceNotes, Figures, Report};
 use crate::{Params, Workload};
-use std::net::{SocketAddr, SocketAddrV4, TcpListener};
+use std::net::{IpAddr, Ipv6Addr, SocketAddr, TcpListener};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 use ustack_core::phy::Device;
 use ustack_core::{Event, Instant, Ipv4Cidr, Stack};
 use ustack_runtime::apps::{TcpDiscard, TcpEcho, DEFAULT_MAX_CONNECTIONS};
 use ustack_runtime::{App, EventLoop, StopSignal, Waitable};
+use ustack_wire::Ipv6Cidr;
 
 const PORT: u16 = 5001;
 /// The veth ends: fixed names are safe, each lives in a private namespace.
 const VETH_CLIENT: &str = "ubc0";
 const VETH_SERVER: &str = "ubs0";
+
+/// ustack's IPv6 address on the device in an IPv6 run (`Params::ip6`), and
+/// the Linux server's on its veth: give it to the stack (`--ip6`).
+pub const SERVER_IP6: Ipv6Cidr = Ipv6Cidr { addr: Ipv6Addr::new(0xfd00, 0, 0, 0x5001, 0, 0, 0, 2), prefix_len: 64 };
+/// The kernel client's IPv6 address: on the TAP's kernel side, or its veth end.
+pub const CLIENT_IP6: Ipv6Cidr = Ipv6Cidr { addr: Ipv6Addr::new(0xfd00, 0, 0, 0x5001, 0, 0, 0, 1), prefix_len: 64 };
 
 /// Where the device run puts things.
 #[derive(Clone, Debug)]
@@ -92,23 +99,35 @@ where
     netns::enter_private().map_err(|e| e.to_string())?;
     netns::tune_client().map_err(|e| e.to_string())?;
     let (mut stack, device) = open()?;
+    if p.ip6 {
+        // The TAP's kernel side, made after tune_client turned IPv6 off by default.
+        let tap = setup.device.strip_prefix("tap:").and_then(|r| r.split(',').next()).unwrap_or_default();
+        enable_ipv6(tap, &CLIENT_IP6.to_string()).map_err(|e| e.to_string())?;
+    }
     let mtu = stack.config().mtu;
     let listen = |e| format!("cannot listen on port {PORT}: {e}");
     let mut server: Box<dyn App> = match workload {
         Workload::Stream => Box::new(TcpDiscard::listen(&mut stack, PORT, DEFAULT_MAX_CONNECTIONS).map_err(listen)?),
         _ => Box::new(TcpEcho::listen(&mut stack, PORT, DEFAULT_MAX_CONNECTIONS).map_err(listen)?),
     };
-    let addr = SocketAddr::V4(SocketAddrV4::new(setup.server.addr, PORT));
+    let addr = SocketAddr::new(server_ip(setup, p), PORT);
     let done = AtomicBool::new(false);
     let retransmits = netns::tcp_retransmits();
     let (figures, ustack_counters, device_counters) = thread::scope(|s| {
+        let mut lp = EventLoop::new(stack, device);
+        if p.ip6 {
+            // Duplicate address detection first (about a second): the client
+            // waits for the address, as the Linux client does for nothing.
+            let mut settled = Settled { done: false, next: Instant::ZERO };
+            let limit = lp.clock.now() + ustack_core::Duration::from_secs(10);
+            lp.run_until(&mut [&mut settled], &StopSignal::unarmed(), Some(limit));
+        }
         // Threads inherit the namespace of the thread that starts them.
         let client = s.spawn(|| {
             let f = linux::client(workload, addr, p);
             done.store(true, Ordering::SeqCst);
             f
         });
-        let mut lp = EventLoop::new(stack, device);
         let mut until = Until(&done);
         lp.run_until(&mut [server.as_mut(), &mut until], &StopSignal::unarmed(), None);
         let stack_counters = lp.stack.counters().iter().filter(|&(_, v)| v != 0).collect();
@@ -123,6 +142,36 @@ where
 
 fn delta(before: Option<u64>, after: Option<u64>) -> Option<u64> {
     after?.checked_sub(before?)
+}
+
+/// ustack's address for the run: IPv4, or IPv6 with `Params::ip6`.
+fn server_ip(setup: &DeviceSetup, p: &Params) -> IpAddr {
+    if p.ip6 {
+        IpAddr::V6(SERVER_IP6.addr)
+    } else {
+        IpAddr::V4(setup.server.addr)
+    }
+}
+
+/// Ends the event loop once the stack's IPv6 addresses are past duplicate
+/// address detection.
+struct Settled {
+    done: bool,
+    next: Instant,
+}
+
+impl App for Settled {
+    fn poll(&mut self, stack: &mut Stack, now: Instant, _: &[Event]) {
+        self.done = stack.ipv6().is_some_and(|l| l.settled_source(CLIENT_IP6.addr).is_some());
+        // DAD's end is the stack's timer, not an event of ours: look again shortly.
+        self.next = now + ustack_core::Duration::from_millis(5);
+    }
+    fn next_deadline(&self) -> Option<Instant> {
+        Some(self.next)
+    }
+    fn finished(&self) -> bool {
+        self.done
+    }
 }
 
 /// Ends the event loop once the client is done.
@@ -141,31 +190,46 @@ fn linux_side(workload: Workload, p: &Params, setup: &DeviceSetup) -> std::io::R
     netns::enter_private()?;
     netns::tune_client()?;
     let client_ns = netns::thread_id().to_string();
-    let (server_ip, mtu) = (setup.server.to_string(), p.mtu.to_string());
+    let (server_cidr, client_cidr) = match p.ip6 {
+        true => (SERVER_IP6.to_string(), CLIENT_IP6.to_string()),
+        false => (setup.server.to_string(), setup.client.to_string()),
+    };
+    let mtu = p.mtu.to_string();
     let offload = setup.offload();
-    let bind_to = SocketAddrV4::new(setup.server.addr, PORT);
+    let bind_to = SocketAddr::new(server_ip(setup, p), PORT);
     let server = KernelServer::spawn(workload, p.message, move || {
         netns::enter_private()?;
         #[rustfmt::skip]
         netns::ip(&["link", "add", VETH_SERVER, "mtu", &mtu, "type", "veth",
             "peer", "name", VETH_CLIENT, "mtu", &mtu, "netns", &client_ns])?;
-        configure(VETH_SERVER, &server_ip, offload)?;
+        configure(VETH_SERVER, &server_cidr, offload)?;
         TcpListener::bind(bind_to)
     })?;
     let retransmits = netns::tcp_retransmits();
-    let figures =
-        configure(VETH_CLIENT, &setup.client.to_string(), offload).and_then(|()| linux::client(workload, server.addr, p));
+    let figures = configure(VETH_CLIENT, &client_cidr, offload).and_then(|()| linux::client(workload, server.addr, p));
     let stopped = server.stop();
     let figures = figures?;
     stopped?;
     Ok((figures, delta(retransmits, netns::tcp_retransmits())))
 }
 
-/// Address, checksum offload as on the TAP, link up.
+/// Address (IPv4, or IPv6 without DAD), checksum offload as on the TAP, link up.
 fn configure(link: &str, cidr: &str, offload: bool) -> std::io::Result<()> {
-    netns::ip(&["addr", "add", cidr, "dev", link])?;
+    if cidr.contains(':') {
+        enable_ipv6(link, cidr)?;
+    } else {
+        netns::ip(&["addr", "add", cidr, "dev", link])?;
+    }
     if !offload {
         netns::ethtool(&["-K", link, "tx", "off"])?;
     }
     netns::ip(&["link", "set", link, "up"])
+}
+
+/// Kernel IPv6 on `link` (links made after `tune_client` start without it)
+/// and `cidr` on it, usable at once (no DAD: the link is the bench's own).
+fn enable_ipv6(link: &str, cidr: &str) -> std::io::Result<()> {
+    let key = format!("/proc/sys/net/ipv6/conf/{link}/disable_ipv6");
+    std::fs::write(&key, "0").map_err(|e| std::io::Error::new(e.kind(), format!("cannot set {key}: {e}")))?;
+    netns::ip(&["-6", "addr", "add", cidr, "dev", link, "nodad"])
 }

@@ -27,9 +27,9 @@ mod ustack;
 mod vswitch;
 
 pub use cores::{cores_json, cores_table, run_cores, CoresPoint};
-pub use device::{run_device, DeviceSetup};
-pub use p2p::{run_p2p, serve_kernel, P2pSetup};
+pub use device::{run_device, DeviceSetup, CLIENT_IP6, SERVER_IP6};
 pub use idle::{run_idle, IdleParams, IdleReport};
+pub use p2p::{run_p2p, serve_kernel, P2pSetup};
 pub use report::{BenchPath, DeviceNotes, Figures, Report};
 pub use vswitch::{run_switch, SwitchSetup};
 
@@ -70,6 +70,9 @@ pub struct Params {
     /// ustack `tcp.send_buffer_size`). `None`: each stack's default (Linux
     /// autotunes, ustack 256 KiB).
     pub send_buffer: Option<usize>,
+    /// Both stacks over IPv6: ustack's pair (or its device) on IPv6
+    /// addresses, Linux on `::1` (or its veth pair with IPv6 addresses).
+    pub ip6: bool,
 }
 
 /// stream's default write size.
@@ -77,7 +80,14 @@ pub const DEFAULT_WRITE_SIZE: usize = 128 * 1024;
 
 impl Default for Params {
     fn default() -> Self {
-        Params { duration: Duration::from_secs(3), message: 64, mtu: 1500, write_size: DEFAULT_WRITE_SIZE, send_buffer: None }
+        Params {
+            duration: Duration::from_secs(3),
+            message: 64,
+            mtu: 1500,
+            write_size: DEFAULT_WRITE_SIZE,
+            send_buffer: None,
+            ip6: false,
+        }
     }
 }
 

@@ -18,9 +18,13 @@ use std::time::{Duration, Instant};
 /// stuck: bounds a run against a server that stopped answering.
 const STUCK: Duration = Duration::from_secs(10);
 
-/// The loopback baseline: a kernel server and the client on 127.0.0.1.
+/// The loopback baseline: a kernel server and the client on 127.0.0.1, or
+/// on ::1 for an IPv6 run.
 pub(crate) fn run(workload: Workload, p: &Params) -> io::Result<Figures> {
-    let server = KernelServer::spawn(workload, p.message, || TcpListener::bind("127.0.0.1:0"))?;
+    let at = if p.ip6 { "[::1]:0" } else { "127.0.0.1:0" };
+    let server = KernelServer::spawn(workload, p.message, move || {
+        TcpListener::bind(at).map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {at}: {e}")))
+    })?;
     let figures = client(workload, server.addr, p);
     server.stop()?;
     figures

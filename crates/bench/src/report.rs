@@ -158,7 +158,12 @@ impl Report {
             (Workload::Stream, Some(b)) => format!("{}-byte writes, {b}-byte send buffer", p.write_size),
             _ => format!("{}-byte messages", p.message),
         };
-        s.push_str(&format!("{} ({} s per side, {sizes}, {path}):\n", self.workload.name(), p.duration.as_secs_f64()));
+        let ip = if p.ip6 { "IPv6" } else { "IPv4" };
+        s.push_str(&format!(
+            "{} ({} s per side, {sizes}, {ip}, {path}):\n",
+            self.workload.name(),
+            p.duration.as_secs_f64()
+        ));
         s.push_str(&format!(
             "  {:<8} {:>16} {:>10} {:>10} {:>10} {:>14}\n",
             "stack",
@@ -168,7 +173,8 @@ impl Report {
             "p99.9 µs",
             "CPU ns/op"
         ));
-        let rows = [("ustack", Some(&self.ustack)), ("no-tso", self.ustack_no_tso.as_ref()), ("linux", Some(&self.linux))];
+        let rows =
+            [("ustack", Some(&self.ustack)), ("no-tso", self.ustack_no_tso.as_ref()), ("linux", Some(&self.linux))];
         for (name, f) in rows.into_iter().filter_map(|(n, f)| Some((n, f?))) {
             let pct = |q| f.percentile_ns(q).map_or("-".to_string(), |v| format!("{:.2}", v as f64 / 1e3));
             let per_op = match self.workload {
@@ -206,7 +212,7 @@ impl Report {
     }
 
     /// One JSON object: `workload`, `path` (memory, tap), `linux_path`
-    /// (loopback, veth), `ustack`, `linux`, `ratio`; on a device also
+    /// (loopback, veth), `ip_version` (4 or 6), `ustack`, `linux`, `ratio`; on a device also
     /// `device`, `client_retransmits`, `ustack_counters` and `device_counters`.
     pub fn json(&self) -> String {
         let side = |f: &Figures| {
@@ -264,10 +270,11 @@ impl Report {
             None => String::new(),
         };
         format!(
-            "{{\"workload\":\"{}\",\"path\":{},\"linux_path\":\"{linux_path}\"{device},\"mtu\":{},\"message\":{},\
-             \"write_size\":{},\"send_buffer\":{},\"ustack\":{},\"linux\":{},\"ratio\":{:.4}{no_tso}}}",
+            "{{\"workload\":\"{}\",\"path\":{},\"linux_path\":\"{linux_path}\"{device},\"ip_version\":{},\"mtu\":{},\
+             \"message\":{},\"write_size\":{},\"send_buffer\":{},\"ustack\":{},\"linux\":{},\"ratio\":{:.4}{no_tso}}}",
             self.workload.name(),
             json_string(path),
+            if self.params.ip6 { 6 } else { 4 },
             self.params.mtu,
             self.params.message,
             self.params.write_size,

@@ -2,15 +2,19 @@
 
 use crate::report::{timed_transactions, Figures};
 use crate::{cpu_time, Params, Workload};
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Instant as WallInstant;
+use ustack_core::ipv6::Ipv6Config;
 use ustack_core::rss::{ShardHome, Toeplitz};
 use ustack_core::{Duration, Instant, Ipv4Cidr, Stack, StackConfig, TcpHandle};
 use ustack_device::{LinkConfig, MemoryLink, MemoryPort};
-use ustack_wire::EthernetAddress;
+use ustack_wire::{EthernetAddress, Ipv6Cidr};
 
 const A_IP: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 1);
 const B_IP: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 2);
+/// The pair's IPv6 addresses (`--ip6`), on one /64.
+const A_IP6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0, 0, 0x5001, 0, 0, 0, 1);
+const B_IP6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0, 0, 0x5001, 0, 0, 0, 2);
 const PORT: u16 = 5001;
 /// Turns without progress before a run is declared stuck.
 const STUCK_TURNS: u64 = 10_000_000;
@@ -21,6 +25,8 @@ struct Pair {
     b: Stack,
     pb: MemoryPort,
     start: WallInstant,
+    /// B's listening address: IPv4, or IPv6 with `--ip6`.
+    server: SocketAddr,
 }
 
 impl Pair {
@@ -50,6 +56,19 @@ impl Pair {
         };
         let mut a = Stack::new(cfg(1, A_IP), 1);
         let mut b = Stack::new(cfg(2, B_IP), 2);
+        let server = if p.ip6 {
+            for (stack, addr) in [(&mut a, A_IP6), (&mut b, B_IP6)] {
+                let mut v6 = Ipv6Config::new(stack.config().mac);
+                v6.addresses.push(Ipv6Cidr { addr, prefix_len: 64 });
+                // The link is the bench's own: no duplicate can exist, and the
+                // measurement starts at once (as with --ip, which has no DAD).
+                v6.dad_transmits = 0;
+                stack.enable_ipv6(v6, Instant::ZERO);
+            }
+            IpAddr::V6(B_IP6)
+        } else {
+            IpAddr::V4(B_IP)
+        };
         if let Some((k, n)) = shard {
             // The client's flows all hash to shard k, so a multi-queue link
             // steering by that hash would deliver them all to this shard.
@@ -57,7 +76,7 @@ impl Pair {
             a.set_shard(Some(home.clone()));
             b.set_shard(Some(home));
         }
-        Pair { a, pa, b, pb, start: WallInstant::now() }
+        Pair { a, pa, b, pb, start: WallInstant::now(), server: SocketAddr::new(server, PORT) }
     }
 
     fn now(&self) -> Instant {
@@ -72,7 +91,7 @@ impl Pair {
 
     fn connect(&mut self) -> Result<(TcpHandle, TcpHandle), String> {
         let now = self.now();
-        let c = self.a.tcp_connect(now, SocketAddrV4::new(B_IP, PORT)).map_err(|e| e.to_string())?;
+        let c = self.a.tcp_connect(now, self.server).map_err(|e| e.to_string())?;
         for _ in 0..STUCK_TURNS {
             self.turn();
             if let Some(s) = self.b.tcp_accept(PORT) {

@@ -54,7 +54,12 @@ pub struct BenchArgs {
     /// With --device: the kernel client's address on the TAP's side (and on its veth) [default: 10.0.0.1/24].
     #[arg(long, value_name = "A.B.C.D/N", requires = "device")]
     pub host_ip: Option<Ipv4Cidr>,
-    /// Print one JSON object: workload, path, linux_path, ustack, linux, ratio (--device adds device,
+    /// stream, rr and crr over IPv6: the in-memory pair on fd00:0:0:5001::1 and ::2 beside Linux on ::1;
+    /// with --device tap:NAME, ustack at fd00:0:0:5001::2/64 and the kernel client at ::1/64 on the TAP,
+    /// beside Linux's veth pair with the same two addresses.
+    #[arg(long)]
+    pub ip6: bool,
+    /// Print one JSON object: workload, path, linux_path, ip_version, ustack, linux, ratio (--device adds device,
     /// client_retransmits, ustack_counters, device_counters; idle: ustack's figures at the top level,
     /// then smoltcp and linux).
     #[arg(long)]
@@ -154,6 +159,9 @@ pub fn run(args: BenchArgs) -> Result<(), CliError> {
                 "--plot and --sweep draw stream, rr and crr; idle prints its table only".into(),
             ))
         }
+        BenchWorkload::Idle | BenchWorkload::Reflect if args.ip6 => {
+            return Err(CliError::Bench("--ip6 runs stream, rr and crr".into()))
+        }
         BenchWorkload::Idle => return idle(&args),
         BenchWorkload::Reflect => return crate::bench_reflect::run(args.seconds, args.json),
         BenchWorkload::Stream => Workload::Stream,
@@ -175,12 +183,18 @@ pub fn run(args: BenchArgs) -> Result<(), CliError> {
     if args.sweep.is_some() && (!matches!(workload, Workload::Stream) || args.device.is_some()) {
         return Err(CliError::Bench("--sweep runs stream on the in-memory link and loopback".into()));
     }
+    if args.ip6 && (!args.cores.is_empty() || args.device.as_deref().is_some_and(|d| !d.starts_with("tap:"))) {
+        return Err(CliError::Bench(
+            "--ip6 runs on the in-memory link and on --device tap:NAME; drop it for --cores and other devices".into(),
+        ));
+    }
     let params = Params {
         duration: std::time::Duration::from_secs_f64(args.seconds),
         message: args.message,
         mtu,
         write_size: args.write_size,
         send_buffer: args.send_buffer,
+        ip6: args.ip6,
     };
     if let Some(sweep) = args.sweep {
         return run_sweep(sweep, &params, &args);
@@ -217,7 +231,8 @@ pub fn run(args: BenchArgs) -> Result<(), CliError> {
     }
     let report = &reports[0];
     if let Some(path) = &args.plot {
-        let title = format!("{} ({})", report.workload.name(), path_words(&report.path, report.params.mtu));
+        let ip = if report.params.ip6 { ", IPv6" } else { "" };
+        let title = format!("{} ({}{ip})", report.workload.name(), path_words(&report.path, report.params.mtu));
         let mut bars = vec![("ustack", report.main_figure(&report.ustack))];
         if let Some(f) = &report.ustack_no_tso {
             bars.push(("ustack without TSO", report.main_figure(f)));
@@ -361,7 +376,7 @@ fn on_device(
         gateway: None,
         mac: None,
         host_ip: Some(client),
-        ip6: Vec::new(),
+        ip6: if params.ip6 { vec![crate::device::Ip6Arg::Static(ustack_bench::SERVER_IP6)] } else { Vec::new() },
         gateway6: None,
         impair: None,
         pcap: None,

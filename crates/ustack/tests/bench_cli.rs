@@ -39,6 +39,22 @@ fn bench_json_has_both_sides_and_the_ratio() {
     }
 }
 
+/// `--ip6` in memory: ustack's pair over IPv6 beside Linux on `::1`. A smoke
+/// test: both sides finish and report; no speed asserted.
+#[test]
+fn bench_ip6_json_has_both_sides_over_ipv6() {
+    for workload in ["rr", "crr", "stream"] {
+        let v = bench_json_with(&[workload, "--ip6"]);
+        assert_eq!((&v["workload"], &v["ip_version"]), (&workload.into(), &6.into()), "{v}");
+        for side in ["ustack", "linux"] {
+            assert!(v[side]["count"].as_u64().unwrap() > 0, "{workload}/{side}: {v}");
+            assert!(v[side]["per_second"].as_f64().unwrap() > 0.0, "{workload}/{side}: {v}");
+        }
+        assert!(v["ratio"].as_f64().unwrap() > 0.0, "{v}");
+    }
+    assert_eq!(bench_json("rr")["ip_version"], 4);
+}
+
 /// Positive figures of one stack's idle run, with `asked` connections or
 /// (Linux, under a low descriptor limit) fewer.
 fn check_idle_figures(name: &str, s: &serde_json::Value, asked: u64, v: &serde_json::Value) {

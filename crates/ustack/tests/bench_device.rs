@@ -61,6 +61,33 @@ fn bench_on_a_tap_reports_ustack_and_linux_over_the_device_path() {
     assert_eq!(links.lines().count(), 1, "only loopback remains: {links}");
 }
 
+/// `--ip6` on a TAP: ustack at fd00:0:0:5001::2 against the kernel client
+/// at ::1 over the TAP, Linux on a veth pair with the same addresses. A
+/// smoke test: both sides finish and report, over IPv6; no speed asserted.
+#[test]
+fn bench_ip6_on_a_tap_reports_both_sides_over_ipv6() {
+    skip_unless!("ethtool");
+    let ns = Netns::new("bdev6");
+    for (i, workload) in ["rr", "crr", "stream"].into_iter().enumerate() {
+        let device = format!("tap:{}", support::short_name("ub6", i as u8));
+        let argv = [ustack_bin(), "bench", workload, "--ip6", "--device", &device, "--seconds", "0.3", "--json"];
+        let out = ns.exec(&argv, LIMIT);
+        assert!(out.success(), "{workload} --ip6: {out}");
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("{workload}: not one JSON object ({e}): {out}"));
+        assert_eq!((&v["path"], &v["linux_path"], &v["ip_version"]), (&"tap".into(), &"veth".into(), &6.into()), "{v}");
+        for side in ["ustack", "linux"] {
+            assert!(v[side]["count"].as_u64().unwrap() > 0, "{workload}/{side}: {v}");
+            assert!(v[side]["per_second"].as_f64().unwrap() > 0.0, "{workload}/{side}: {v}");
+        }
+        // ustack's traffic was IPv6: its TCP segments all came over it.
+        let c = &v["ustack_counters"];
+        let (tcp, ip6) = (c["tcp_rx"].as_u64().unwrap(), c["ipv6_rx"].as_u64().unwrap_or(0));
+        assert!(tcp > 0 && ip6 >= tcp, "{workload}: tcp_rx {tcp}, ipv6_rx {ip6}: {v}");
+        assert_eq!(c["ipv4_rx"].as_u64().unwrap_or(0), 0, "{workload}: IPv4 on an IPv6 run: {v}");
+    }
+}
+
 #[test]
 fn bench_device_table_names_both_paths() {
     skip_unless!("ethtool");
@@ -83,6 +110,9 @@ fn bench_device_rejects_bad_flags_in_one_line() {
         (&["idle", "--device", "tap:x"][..], "--device"),
         (&["rr", "--device", "tap:x", "--mtu", "9000"][..], "--mtu"),
         (&["rr", "--device", "tap:x", "--ip", "10.0.0.2/24", "--host-ip", "10.1.0.1/24"][..], "--host-ip"),
+        (&["rr", "--ip6", "--cores", "1"][..], "--ip6"),
+        (&["rr", "--ip6", "--device", "af_packet:x"][..], "--ip6"),
+        (&["idle", "--ip6"][..], "--ip6"),
     ] {
         let out = std::process::Command::new(ustack_bin()).arg("bench").args(args).output().unwrap();
         assert!(!out.status.success(), "{args:?}");
