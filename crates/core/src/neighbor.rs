@@ -38,7 +38,8 @@ struct Entry {
     /// The address came from a packet that does not assert reachability:
     /// refresh it on next use, as if its reachable time were over.
     stale: bool,
-    pending: PendingList,
+    pending: [u16; MAX_PENDING_PER_ENTRY],
+    pending_len: u8,
 }
 
 /// What the egress path should do with a packet for a next hop.
@@ -67,15 +68,9 @@ pub trait NeighborResolver {
     type Addr: Copy;
     /// How to reach `next_hop` now; may create an unresolved entry.
     fn resolve(&mut self, now: Instant, next_hop: Self::Addr) -> Resolution;
-    /// The packets waiting for `next_hop` and the pool they live in, while
-    /// it is unresolved; `None` when it has no entry or is resolved.
-    fn waiting(&mut self, next_hop: Self::Addr) -> Option<(&mut PendingList, &mut PendingPool)>;
     /// Hold a packet of `len` bytes, written by `fill`, until `next_hop`
-    /// resolves; false (the caller counts the drop) when it has no
-    /// unresolved entry, or its list or the pool is full.
-    fn enqueue(&mut self, next_hop: Self::Addr, len: usize, fill: impl FnOnce(&mut [u8])) -> bool {
-        self.waiting(next_hop).is_some_and(|(list, pool)| pool.push(list, len, fill))
-    }
+    /// resolves; false (the caller counts the drop) when there is no room.
+    fn enqueue(&mut self, next_hop: Self::Addr, len: usize, fill: impl FnOnce(&mut [u8])) -> bool;
     /// When the resolver next has timer work (retries, expiry).
     fn poll_timeout(&self) -> Option<Instant>;
 }
@@ -86,9 +81,8 @@ impl NeighborResolver for NeighborCache {
     fn resolve(&mut self, now: Instant, next_hop: Ipv4Addr) -> Resolution {
         NeighborCache::resolve(self, now, next_hop)
     }
-    fn waiting(&mut self, next_hop: Ipv4Addr) -> Option<(&mut PendingList, &mut PendingPool)> {
-        let e = self.entries.get_mut(&next_hop).filter(|e| e.mac.is_none())?;
-        Some((&mut e.pending, &mut self.slots))
+    fn enqueue(&mut self, next_hop: Ipv4Addr, len: usize, fill: impl FnOnce(&mut [u8])) -> bool {
+        NeighborCache::enqueue(self, next_hop, len, fill)
     }
     fn poll_timeout(&self) -> Option<Instant> {
         NeighborCache::poll_timeout(self)
@@ -107,95 +101,22 @@ pub enum NeighborTimer {
     },
 }
 
-/// The packets waiting for one unresolved neighbour, in arrival order: slot
-/// numbers in its cache's [`PendingPool`].
-#[derive(Clone, Copy, Debug, Default)]
-pub struct PendingList {
-    slots: [u16; MAX_PENDING_PER_ENTRY],
-    len: u8,
-}
-
-impl PendingList {
-    /// Packets waiting.
-    pub fn len(&self) -> usize {
-        usize::from(self.len)
-    }
-
-    /// Whether none wait.
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-}
-
-/// Packets waiting for resolution, for all the neighbours of one cache (ARP
-/// or NDP): fixed slots of one MTU each, allocated once, at most
-/// `per_entry` of them on one neighbour's [`PendingList`]. A flood of
-/// packets to unresolved addresses costs drops, never memory.
+/// Packets waiting for resolution: fixed slots, allocated once.
 #[derive(Debug)]
-pub struct PendingPool {
+struct PendingSlots {
     data: Vec<Box<[u8]>>,
     len: Vec<usize>,
     free: Vec<u16>,
-    per_entry: usize,
 }
 
-impl PendingPool {
-    /// `count` slots of `size` bytes (at most 65,535 slots), `per_entry`
-    /// per neighbour (at most [`MAX_PENDING_PER_ENTRY`]).
-    pub(crate) fn new(count: usize, size: usize, per_entry: usize) -> PendingPool {
+impl PendingSlots {
+    fn new(count: usize, size: usize) -> PendingSlots {
         let count = count.min(u16::MAX as usize);
-        PendingPool {
+        PendingSlots {
             data: (0..count).map(|_| vec![0u8; size].into_boxed_slice()).collect(),
             len: vec![0; count],
             free: (0..count as u16).rev().collect(),
-            per_entry: per_entry.min(MAX_PENDING_PER_ENTRY),
         }
-    }
-
-    /// Packets waiting, over all lists.
-    pub fn in_use(&self) -> usize {
-        self.data.len() - self.free.len()
-    }
-
-    /// Add a packet of `len` bytes, written by `fill`, to `list`; false when
-    /// the list is at `per_entry`, no slot is free, or it is larger than a slot.
-    pub fn push(&mut self, list: &mut PendingList, len: usize, fill: impl FnOnce(&mut [u8])) -> bool {
-        if list.len() >= self.per_entry {
-            return false;
-        }
-        let Some(slot) = self.free.pop() else { return false };
-        let buf = &mut self.data[usize::from(slot)];
-        if len > buf.len() {
-            self.free.push(slot);
-            return false;
-        }
-        fill(&mut buf[..len]);
-        self.len[usize::from(slot)] = len;
-        list.slots[list.len()] = slot;
-        list.len += 1;
-        true
-    }
-
-    /// Hand each packet of `list` to `send` with `mac`, in order, and free them.
-    pub(crate) fn send_all(
-        &mut self,
-        list: &mut PendingList,
-        mac: EthernetAddress,
-        mut send: impl FnMut(EthernetAddress, &[u8]),
-    ) {
-        let taken = core::mem::take(list);
-        for &slot in &taken.slots[..taken.len()] {
-            let s = usize::from(slot);
-            send(mac, &self.data[s][..self.len[s]]);
-            self.free.push(slot);
-        }
-    }
-
-    /// Free the packets of `list` unsent; how many there were.
-    pub(crate) fn drop_all(&mut self, list: &mut PendingList) -> usize {
-        let taken = core::mem::take(list);
-        self.free.extend_from_slice(&taken.slots[..taken.len()]);
-        taken.len()
     }
 }
 
@@ -207,9 +128,10 @@ pub struct NeighborCache {
     /// Addresses of unresolved entries; bounded by `max_incomplete`, so the
     /// timer scan over it is bounded too.
     incomplete: Vec<Ipv4Addr>,
-    slots: PendingPool,
+    slots: PendingSlots,
     capacity: usize,
     max_incomplete: usize,
+    per_entry: usize,
     reachable_time: Duration,
     stale_time: Duration,
     retry_interval: Duration,
@@ -231,9 +153,10 @@ impl NeighborCache {
         NeighborCache {
             entries: KeyedMap::with_capacity_and_hasher(capacity, KeyedState::new(hash_key)),
             incomplete: Vec::with_capacity(cfg.neighbor_max_incomplete),
-            slots: PendingPool::new(cfg.neighbor_pending_total, cfg.mtu, cfg.neighbor_pending_per_entry),
+            slots: PendingSlots::new(cfg.neighbor_pending_total, cfg.mtu),
             capacity,
             max_incomplete: cfg.neighbor_max_incomplete.min(capacity),
+            per_entry: cfg.neighbor_pending_per_entry.min(MAX_PENDING_PER_ENTRY),
             reachable_time: cfg.neighbor_reachable_time,
             stale_time: cfg.neighbor_stale_time,
             retry_interval: cfg.arp_retry_interval,
@@ -260,7 +183,7 @@ impl NeighborCache {
 
     /// Packets waiting for resolution, over all entries.
     pub fn pending_len(&self) -> usize {
-        self.slots.in_use()
+        self.slots.data.len() - self.slots.free.len()
     }
 
     /// The cached address, if resolved (stale or not).
@@ -318,7 +241,8 @@ impl NeighborCache {
                 next_request: now + self.retry_interval,
                 requests: 1,
                 stale: false,
-                pending: PendingList::default(),
+                pending: [0; MAX_PENDING_PER_ENTRY],
+                pending_len: 0,
             },
         );
         self.incomplete.push(ip);
@@ -347,6 +271,26 @@ impl NeighborCache {
             }
             None => false,
         }
+    }
+
+    /// Hold a packet of `len` bytes (written by `fill`) for unresolved `ip`.
+    /// Returns false (the caller counts the drop) when the entry or the pool is full.
+    pub fn enqueue(&mut self, ip: Ipv4Addr, len: usize, fill: impl FnOnce(&mut [u8])) -> bool {
+        let Some(e) = self.entries.get_mut(&ip) else { return false };
+        if e.mac.is_some() || usize::from(e.pending_len) >= self.per_entry {
+            return false;
+        }
+        let Some(slot) = self.slots.free.pop() else { return false };
+        let buf = &mut self.slots.data[usize::from(slot)];
+        if len > buf.len() {
+            self.slots.free.push(slot);
+            return false;
+        }
+        fill(&mut buf[..len]);
+        self.slots.len[usize::from(slot)] = len;
+        e.pending[usize::from(e.pending_len)] = slot;
+        e.pending_len += 1;
+        true
     }
 
     /// Record that `ip` is at `mac` (an ARP packet from it). With `create`
@@ -393,7 +337,8 @@ impl NeighborCache {
                     next_request: now,
                     requests: 0,
                     stale: false,
-                    pending: PendingList::default(),
+                    pending: [0; MAX_PENDING_PER_ENTRY],
+                    pending_len: 0,
                 })
             }
             None => return true,
@@ -404,9 +349,15 @@ impl NeighborCache {
         e.confirmed_at = now;
         e.next_request = now;
         e.requests = 0;
-        self.slots.send_all(&mut e.pending, mac, &mut send);
+        let pending = e.pending;
+        let n = usize::from(core::mem::take(&mut e.pending_len));
         if was_incomplete {
             self.incomplete.retain(|&x| x != ip);
+        }
+        for &slot in &pending[..n] {
+            let s = usize::from(slot);
+            send(mac, &self.slots.data[s][..self.slots.len[s]]);
+            self.slots.free.push(slot);
         }
         true
     }
@@ -437,7 +388,10 @@ impl NeighborCache {
                 continue;
             }
             if e.requests >= self.max_requests {
-                let n = self.slots.drop_all(&mut e.pending);
+                let n = usize::from(e.pending_len);
+                for &slot in &e.pending[..n] {
+                    self.slots.free.push(slot);
+                }
                 self.entries.remove(&ip);
                 self.last = None;
                 self.incomplete.swap_remove(i);

@@ -20,7 +20,7 @@
 
 use super::Ipv6Config;
 use crate::hash::{KeyedMap, KeyedState};
-use crate::neighbor::{NeighborResolver, PendingList, PendingPool, Resolution};
+use crate::neighbor::{NeighborResolver, Resolution, MAX_PENDING_PER_ENTRY};
 use crate::time::{Duration, Instant};
 use std::net::Ipv6Addr;
 use ustack_wire::{EthernetAddress, NdiscNeighborFlags};
@@ -51,12 +51,22 @@ struct Entry {
     is_router: bool,
     /// Where the entry sits in `NdpCache::timed`, if it does.
     timed_at: Option<u32>,
-    pending: PendingList,
+    pending: [u16; MAX_PENDING_PER_ENTRY],
+    pending_len: u8,
 }
 
 impl Entry {
     fn new(state: NudState, mac: Option<EthernetAddress>, timer: Instant) -> Entry {
-        Entry { mac, state, timer, probes: 0, is_router: false, timed_at: None, pending: PendingList::default() }
+        Entry {
+            mac,
+            state,
+            timer,
+            probes: 0,
+            is_router: false,
+            timed_at: None,
+            pending: [0; MAX_PENDING_PER_ENTRY],
+            pending_len: 0,
+        }
     }
 }
 
@@ -96,6 +106,14 @@ pub enum AdvertOutcome {
     },
 }
 
+/// Waiting packets in fixed slots, allocated once.
+#[derive(Debug)]
+struct Slots {
+    data: Vec<Box<[u8]>>,
+    len: Vec<usize>,
+    free: Vec<u16>,
+}
+
 /// The neighbour cache of one interface for IPv6: address to MAC, with NUD
 /// state and the packets that wait for resolution.
 #[derive(Debug)]
@@ -105,10 +123,11 @@ pub struct NdpCache {
     /// the capacity, scanned only when a timer is due; each entry knows its
     /// place, so joining and leaving cost O(1).
     timed: Vec<Ipv6Addr>,
-    slots: PendingPool,
+    slots: Slots,
     capacity: usize,
     max_incomplete: usize,
     incomplete: usize,
+    per_entry: usize,
     reachable_time: Duration,
     retrans_timer: Duration,
     delay_first_probe: Duration,
@@ -122,13 +141,19 @@ impl NdpCache {
     /// packets is allocated here. `hash_key` keys the table against collision floods.
     pub fn new(cfg: &Ipv6Config, hash_key: u64) -> NdpCache {
         let capacity = cfg.neighbor_cache_size.max(1);
+        let count = cfg.neighbor_pending_total.min(u16::MAX as usize);
         NdpCache {
             entries: KeyedMap::with_capacity_and_hasher(capacity, KeyedState::new(hash_key)),
             timed: Vec::with_capacity(capacity),
-            slots: PendingPool::new(cfg.neighbor_pending_total, cfg.mtu, cfg.neighbor_pending_per_entry),
+            slots: Slots {
+                data: (0..count).map(|_| vec![0u8; cfg.mtu].into_boxed_slice()).collect(),
+                len: vec![0; count],
+                free: (0..count as u16).rev().collect(),
+            },
             capacity,
             max_incomplete: cfg.neighbor_max_incomplete.min(capacity),
             incomplete: 0,
+            per_entry: cfg.neighbor_pending_per_entry.min(MAX_PENDING_PER_ENTRY),
             reachable_time: cfg.reachable_time,
             retrans_timer: cfg.retrans_timer,
             delay_first_probe: cfg.delay_first_probe,
@@ -155,7 +180,7 @@ impl NdpCache {
 
     /// Packets waiting for resolution, over all entries.
     pub fn pending_len(&self) -> usize {
-        self.slots.in_use()
+        self.slots.data.len() - self.slots.free.len()
     }
 
     /// The state of `ip`'s entry and its link address, if any. A REACHABLE
@@ -268,12 +293,34 @@ impl NdpCache {
 
     fn remove(&mut self, ip: Ipv6Addr) -> Option<Entry> {
         self.set_timed(ip, false);
-        let mut e = self.entries.remove(&ip)?;
+        let e = self.entries.remove(&ip)?;
         if e.state == NudState::Incomplete {
             self.incomplete -= 1;
         }
-        self.slots.drop_all(&mut e.pending);
+        for &slot in &e.pending[..usize::from(e.pending_len)] {
+            self.slots.free.push(slot);
+        }
         Some(e)
+    }
+
+    /// Hold a packet of `len` bytes (written by `fill`) for unresolved `ip`.
+    /// False (the caller counts the drop) when the entry or the pool is full.
+    pub fn enqueue(&mut self, ip: Ipv6Addr, len: usize, fill: impl FnOnce(&mut [u8])) -> bool {
+        let Some(e) = self.entries.get_mut(&ip) else { return false };
+        if e.mac.is_some() || usize::from(e.pending_len) >= self.per_entry {
+            return false;
+        }
+        let Some(slot) = self.slots.free.pop() else { return false };
+        let buf = &mut self.slots.data[usize::from(slot)];
+        if len > buf.len() {
+            self.slots.free.push(slot);
+            return false;
+        }
+        fill(&mut buf[..len]);
+        self.slots.len[usize::from(slot)] = len;
+        e.pending[usize::from(e.pending_len)] = slot;
+        e.pending_len += 1;
+        true
     }
 
     /// Entries evicted so far (the caller moves them to `ndp_neighbor_evicted`).
@@ -282,10 +329,16 @@ impl NdpCache {
     }
 
     /// Release the packets that waited for `ip` through `send`, in order.
-    fn flush(&mut self, ip: Ipv6Addr, send: impl FnMut(EthernetAddress, &[u8])) {
+    fn flush(&mut self, ip: Ipv6Addr, mut send: impl FnMut(EthernetAddress, &[u8])) {
         let Some(e) = self.entries.get_mut(&ip) else { return };
         let Some(mac) = e.mac else { return };
-        self.slots.send_all(&mut e.pending, mac, send);
+        let n = usize::from(core::mem::take(&mut e.pending_len));
+        let pending = e.pending;
+        for &slot in &pending[..n] {
+            let s = usize::from(slot);
+            send(mac, &self.slots.data[s][..self.slots.len[s]]);
+            self.slots.free.push(slot);
+        }
     }
 
     /// A solicitation, router solicitation or router advertisement from
@@ -428,7 +481,7 @@ impl NdpCache {
                 }
             };
             if e.probes >= limit {
-                let dropped = e.pending.len();
+                let dropped = usize::from(e.pending_len);
                 let was_router = e.is_router;
                 self.remove(ip);
                 out(NdpTimer::Unreachable { target: ip, dropped, was_router });
@@ -448,9 +501,8 @@ impl NeighborResolver for NdpCache {
     fn resolve(&mut self, now: Instant, next_hop: Ipv6Addr) -> Resolution {
         NdpCache::resolve(self, now, next_hop)
     }
-    fn waiting(&mut self, next_hop: Ipv6Addr) -> Option<(&mut PendingList, &mut PendingPool)> {
-        let e = self.entries.get_mut(&next_hop).filter(|e| e.mac.is_none())?;
-        Some((&mut e.pending, &mut self.slots))
+    fn enqueue(&mut self, next_hop: Ipv6Addr, len: usize, fill: impl FnOnce(&mut [u8])) -> bool {
+        NdpCache::enqueue(self, next_hop, len, fill)
     }
     fn poll_timeout(&self) -> Option<Instant> {
         NdpCache::poll_timeout(self)
