@@ -163,7 +163,17 @@ fn perf<D: Device + Waitable>(
         None => {
             let mut server = iperf::IperfServer::listen(&mut lp.stack, args.port, args.one_off)
                 .map_err(|source| CliError::Listen { port: args.port, source })?;
-            eprintln!("ustack: perf server on {label} {}:{}; Ctrl-C stops", args.dev.ip.addr, args.port);
+            // Static IPv6 addresses too (dual-stack: the listener takes both versions).
+            let v6: String = args
+                .dev
+                .ip6
+                .iter()
+                .filter_map(|a| match a {
+                    crate::device::Ip6Arg::Static(c) => Some(format!(" and [{}]:{}", c.addr, args.port)),
+                    crate::device::Ip6Arg::Auto => None,
+                })
+                .collect();
+            eprintln!("ustack: perf server on {label} {}:{}{v6}; Ctrl-C stops", args.dev.ip.addr, args.port);
             out.banner();
             if args.one_off {
                 out.banner = None;
