@@ -96,7 +96,15 @@ pub unsafe extern "C" fn ustack_start(
         Errno(libc::EINVAL).set();
         return -1;
     };
-    let cfg = StartConfig { device, ip, gateway: opt_str(gateway), host_ip: opt_str(host_ip), follow_fork: false, shard_fork: false };
+    let cfg = StartConfig {
+        device,
+        ip,
+        gateway: opt_str(gateway),
+        host_ip: opt_str(host_ip),
+        follow_fork: false,
+        shard_fork: false,
+        tcp_buffer: None,
+    };
     match crate::sys::start(&cfg) {
         Ok(()) => 0,
         Err(msg) => {

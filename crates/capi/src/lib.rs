@@ -27,6 +27,16 @@
 //! No queue sits between the threads, so there is nothing to size or to
 //! overflow; a call never waits for the stack thread, only for the lock.
 //!
+//! A thread that must sleep (a blocking call, `poll`/`select`,
+//! `epoll_wait`) sleeps on the device's descriptor too (in an epoll set's
+//! kernel set it is added once, level-triggered, unless the set is watched
+//! from outside) and takes the frames that wake it itself, under the lock:
+//! the frames that make its socket ready cost it one thread switch instead
+//! of two (the stack thread's, then the doorbell's). While such a thread
+//! sleeps and the stack thread would wake within `KICK_DELAY` anyway, the
+//! stack thread leaves the device out of its own sleep (`sys::WATCHERS`), so
+//! a frame wakes one thread; what nobody takes waits at most `KICK_DELAY`.
+//!
 //! # Descriptors: one kernel eventfd per ustack socket
 //!
 //! `socket()` creates an eventfd and returns **its number** as the socket's
@@ -126,4 +136,4 @@ pub mod wait;
 
 pub use errno::{unsupported, Errno};
 pub use socket::*;
-pub use sys::{is_ustack, is_ustack_epoll, opening_device, start, started, StartConfig, EPOLL_TAG};
+pub use sys::{is_ustack, is_ustack_epoll, opening_device, start, started, StartConfig, DEFAULT_TCP_BUFFER, EPOLL_TAG};

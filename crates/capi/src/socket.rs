@@ -3,7 +3,9 @@
 
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::os::fd::RawFd;
+use std::sync::atomic::Ordering;
 
+use ustack_core::stack::DEFAULT_RX_BURST;
 use ustack_core::tcp::{ConnError, RecvError, SendError, State};
 use ustack_core::{ConnectError, ListenError, Socket, UdpSendError};
 
@@ -164,9 +166,15 @@ pub fn listen(fd: RawFd, backlog: i32) -> Result<(), Errno> {
 /// sleep on the socket's doorbell and try again.
 fn blocking<T>(fd: RawFd, dontwait: bool, mut op: impl FnMut(&mut Inner) -> Result<T, Errno>) -> Result<T, Errno> {
     let wait = sys::thread_wait_fd()?;
+    // The device's descriptor (-1: none) once this call has slept.
+    let mut slept: Option<RawFd> = None;
     loop {
         {
             let mut g = lock()?;
+            if slept.is_some() {
+                // Woken (perhaps by frames): take what arrived.
+                g.after_call_receiving(DEFAULT_RX_BURST);
+            }
             let nonblock = g.sock(fd)?.nonblock || dontwait;
             drain(wait);
             let r = op(&mut g);
@@ -179,6 +187,8 @@ fn blocking<T>(fd: RawFd, dontwait: bool, mut op: impl FnMut(&mut Inner) -> Resu
                     if !s.waiters.contains(&wait) {
                         s.waiters.push(wait);
                     }
+                    // And on the device: frames wake this thread, which takes them.
+                    slept = Some(g.device_fd().unwrap_or(-1));
                 }
                 r => {
                     if let Some(s) = g.socks.get_mut(&fd) {
@@ -190,11 +200,20 @@ fn blocking<T>(fd: RawFd, dontwait: bool, mut op: impl FnMut(&mut Inner) -> Resu
         }
         // The socket's own descriptor too: a close from another thread
         // (POLLNVAL) ends the sleep.
+        let dev = slept.unwrap_or(-1);
         let mut p = [
             libc::pollfd { fd: wait, events: libc::POLLIN, revents: 0 },
             libc::pollfd { fd, events: 0, revents: 0 },
+            libc::pollfd { fd: dev, events: libc::POLLIN, revents: 0 },
         ];
-        if raw_poll(&mut p, -1) < 0 && sys::last_errno() == libc::EINTR {
+        if dev >= 0 {
+            sys::WATCHERS.fetch_add(1, Ordering::AcqRel);
+        }
+        let r = raw_poll(&mut p, -1);
+        if dev >= 0 {
+            sys::WATCHERS.fetch_sub(1, Ordering::AcqRel);
+        }
+        if r < 0 && sys::last_errno() == libc::EINTR {
             if let Ok(mut g) = lock() {
                 if let Some(s) = g.socks.get_mut(&fd) {
                     s.waiters.retain(|&w| w != wait);

@@ -25,6 +25,9 @@ pub const MAX_FDS: usize = 65536;
 /// sits in a real epoll set (the low 32 bits are its descriptor). No
 /// user-space pointer has these bits set.
 pub const EPOLL_TAG: u64 = 0xffff_5553_0000_0000;
+/// The `epoll_data` of the device's descriptor in an epoll set
+/// ([`EpollSet::device`]): [`EPOLL_TAG`] and a descriptor no socket has.
+pub(crate) const DEVICE_TAG: u64 = EPOLL_TAG | 0xffff_ffff;
 
 static USTACK_FD: [AtomicBool; MAX_FDS] = [const { AtomicBool::new(false) }; MAX_FDS];
 static EPOLL_FD: [AtomicBool; MAX_FDS] = [const { AtomicBool::new(false) }; MAX_FDS];
@@ -43,6 +46,13 @@ pub const KICK_DELAY: ustack_core::Duration = ustack_core::Duration::from_millis
 /// a call; a call defers its kick only while the stack thread is sure to
 /// wake within [`KICK_DELAY`].
 const KICK_WINDOW: ustack_core::Duration = ustack_core::Duration::from_millis(20);
+
+/// Application threads sleeping in the kernel with the device's descriptor
+/// in their set (see [`Inner::device_fd`]): while one does and the stack
+/// thread sleeps at most [`KICK_DELAY`] anyway, the stack thread leaves the
+/// device out of its own sleep, so a frame wakes the thread that waits for
+/// it and nobody else.
+pub(crate) static WATCHERS: AtomicUsize = AtomicUsize::new(0);
 
 /// How many epoll sets have a bell of their own ([`EpollSet::bell`]): while
 /// none has, a wait on kernel descriptors costs one load of this.
@@ -291,6 +301,12 @@ pub(crate) struct EpollSet {
     /// do that: they ring only for a thread sleeping on this set.
     pub bell: Option<RawFd>,
     pub raised: bool,
+    /// The device's descriptor in the set's kernel set (level-triggered,
+    /// data [`DEVICE_TAG`]), added when a thread first sleeps on the set,
+    /// so frames wake that thread, which takes them (see
+    /// [`Inner::device_fd`]). Never in a watched set: a watcher would see
+    /// the set readable for frames that carry no event of its members.
+    pub device: Option<RawFd>,
 }
 
 impl EpollSet {
@@ -514,6 +530,14 @@ impl Inner {
         let device_due = device.next_deadline();
         self.dispatch_events();
         self.plan(earliest(self.stack.poll_timeout(), device_due));
+    }
+
+    /// The device's descriptor that becomes readable when frames arrive, for
+    /// a thread about to sleep: it wakes for frames itself and takes them
+    /// ([`Inner::after_call_receiving`]) instead of waiting for the stack
+    /// thread to take them and ring its doorbell (two thread switches).
+    pub fn device_fd(&self) -> Option<RawFd> {
+        self.device.0.as_ref().filter(|d| d.failure().is_none()).and_then(|d| d.wait_fd())
     }
 
     /// Kick the frames calls queued without a kick, if any.
@@ -862,7 +886,23 @@ pub struct StartConfig {
     /// [`crate::shard`]); the parent's stack stops at its first fork. For
     /// servers whose master forks several workers (nginx).
     pub shard_fork: bool,
+    /// Each TCP connection's send and receive buffer, in bytes, with an
+    /// optional `K` or `M` suffix (`None`: [`DEFAULT_TCP_BUFFER`]). The
+    /// receive buffer bounds the window the peer may fill before we read.
+    pub tcp_buffer: Option<String>,
 }
+
+/// The TCP send and receive buffer of each connection, unless
+/// [`StartConfig::tcp_buffer`] says otherwise: 1 MiB, four times the stack's
+/// own default (its `TcpConfig`). A bulk transfer between two processes on
+/// a loaded machine keeps a window in flight for as long as a thread takes
+/// to be scheduled; 256 KiB allowed about a third of what Linux moves
+/// (whose buffers grow to 4–6 MiB). Memory is taken as data arrives
+/// (16 chunks of 64 KiB at most per buffer), not when a connection opens.
+pub const DEFAULT_TCP_BUFFER: usize = 1 << 20;
+
+/// Bounds of [`StartConfig::tcp_buffer`].
+const TCP_BUFFER_RANGE: std::ops::RangeInclusive<usize> = (16 << 10)..=(64 << 20);
 
 /// Parse `A.B.C.D/N`.
 pub fn parse_cidr(s: &str) -> Option<Ipv4Cidr> {
@@ -871,6 +911,21 @@ pub fn parse_cidr(s: &str) -> Option<Ipv4Cidr> {
 }
 
 impl StartConfig {
+    /// [`StartConfig::tcp_buffer`] in bytes.
+    pub fn tcp_buffer_bytes(&self) -> Result<usize, String> {
+        let Some(v) = &self.tcp_buffer else { return Ok(DEFAULT_TCP_BUFFER) };
+        let (digits, unit) = match v.strip_suffix(['K', 'k']) {
+            Some(d) => (d, 1 << 10),
+            None => v.strip_suffix(['M', 'm']).map_or((v.as_str(), 1), |d| (d, 1 << 20)),
+        };
+        digits
+            .parse::<usize>()
+            .ok()
+            .and_then(|n| n.checked_mul(unit))
+            .filter(|n| TCP_BUFFER_RANGE.contains(n))
+            .ok_or_else(|| format!("tcp buffer '{v}': give bytes from 16K to 64M (e.g. 1M, 262144)"))
+    }
+
     /// Check every setting without touching the system; the error is one
     /// line naming the setting and what is allowed.
     pub fn check(&self) -> Result<(DeviceSpec, Ipv4Cidr, Option<Ipv4Addr>, Option<Ipv4Cidr>), String> {
@@ -903,6 +958,7 @@ impl StartConfig {
         if self.shard_fork && spec.options.iter().any(|(k, _)| k == "fanout") {
             return Err("fork: a stack per forked process chooses the fan-out group itself: drop fanout= from the device".into());
         }
+        self.tcp_buffer_bytes()?;
         Ok((spec, ip, gateway, host))
     }
 }
@@ -926,6 +982,9 @@ pub fn start(cfg: &StartConfig) -> Result<(), String> {
     sc.gateway = gateway;
     sc.mtu = device.caps().mtu;
     sc.tcp.mss = sc.tcp.mss.min(sc.mtu.saturating_sub(40) as u16);
+    let buffer = cfg.tcp_buffer_bytes()?;
+    sc.tcp.recv_buffer_size = buffer;
+    sc.tcp.send_buffer_size = buffer;
     let stack = Stack::new(sc, seed);
     let waker = new_eventfd(true).map_err(|e| format!("cannot create an eventfd: errno {}", e.0))?;
     let inner = Inner {
@@ -1048,7 +1107,10 @@ fn stack_thread(waker: RawFd) {
                 (t.saturating_since(now).as_micros().div_ceil(1000) as i64).min(MAX_SLEEP_MS)
             });
             let arp_fd = inner.arp.as_ref().map_or(-1, crate::shard::ArpSide::wait_fd);
-            (wait_fd.unwrap_or(-1), arp_fd, if wait_fd.is_some() { ms } else { ms.min(1) })
+            // A thread sleeping on the device takes its frames; this thread
+            // wakes within KICK_DELAY anyway and takes what is left then.
+            let blind = ms <= 1 && WATCHERS.load(Ordering::Acquire) > 0;
+            (if blind { -1 } else { wait_fd.unwrap_or(-1) }, arp_fd, if wait_fd.is_some() { ms } else { ms.min(1) })
         };
         let mut fds = [
             libc::pollfd { fd: wait_fd, events: libc::POLLIN, revents: 0 },

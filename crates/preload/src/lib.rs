@@ -23,6 +23,7 @@
 //! | `USTACK_GATEWAY` | default gateway `A.B.C.D` (optional) |
 //! | `USTACK_HOST_IP` | `tap:` only: give the kernel's side of the TAP `A.B.C.D/N` |
 //! | `USTACK_FORK` | `stay` (default): a forked child's calls on inherited ustack sockets fail, the parent keeps the stack; `follow`: at the first fork the stack moves to the child (nginx's master forking one worker); `shard` (`af_packet:` only): every forked child gets a stack of its own in a fan-out group, with the parent's listeners (nginx's `worker_processes N`, see `ustack_capi`'s `shard` module) |
+//! | `USTACK_TCP_BUFFER` | each TCP connection's send and receive buffer, bytes or with a `K`/`M` suffix, 16K to 64M (default 1M, `ustack_capi::DEFAULT_TCP_BUFFER`) |
 //!
 //! A bad setting is one line on stderr (`ustack: …`) and exit status 2
 //! before `main` runs. The stack (and its device) starts at the program's
@@ -116,6 +117,7 @@ extern "C" fn init() {
         host_ip: var("USTACK_HOST_IP"),
         follow_fork,
         shard_fork,
+        tcp_buffer: var("USTACK_TCP_BUFFER"),
     };
     if let Err(e) = cfg.check() {
         let which = if e.starts_with("device") {
@@ -126,6 +128,8 @@ extern "C" fn init() {
             "USTACK_HOST_IP"
         } else if e.starts_with("fork") {
             "USTACK_FORK"
+        } else if e.starts_with("tcp buffer") {
+            "USTACK_TCP_BUFFER"
         } else {
             "USTACK_IP"
         };

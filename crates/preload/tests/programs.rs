@@ -333,6 +333,8 @@ fn bad_settings_are_one_line_and_exit_2_and_no_device_passes_through() {
         (&[("USTACK_DEVICE", "tap:x"), ("USTACK_IP", "10.0.0.2/24"), ("USTACK_FORK", "shard")][..], "USTACK_FORK"),
         (&[("USTACK_DEVICE", "af_packet:x,fanout=3"), ("USTACK_IP", "10.0.0.2/24"), ("USTACK_FORK", "shard")][..], "USTACK_FORK"),
         (&[("USTACK_DEVICE", "tap:x"), ("USTACK_IP", "10.0.0.2/24"), ("USTACK_FORK", "both")][..], "USTACK_FORK"),
+        (&[("USTACK_DEVICE", "tap:x"), ("USTACK_IP", "10.0.0.2/24"), ("USTACK_TCP_BUFFER", "1G")][..], "USTACK_TCP_BUFFER"),
+        (&[("USTACK_DEVICE", "tap:x"), ("USTACK_IP", "10.0.0.2/24"), ("USTACK_TCP_BUFFER", "lots")][..], "USTACK_TCP_BUFFER"),
     ] {
         let out = run(env, &["/bin/echo", "main ran"]);
         assert_eq!(out.status.and_then(|s| s.code()), Some(2), "{env:?}: {out}");
