@@ -19,6 +19,9 @@
 #
 #   cargo build --release -p ustack-preload && sudo bash scripts/bench-preload.sh [SECONDS] [REDIS_N]
 #
+# WORKLOADS="iperf3 redis wrk" (the default) picks what runs; LIB=path.so
+# measures another build of the library.
+#
 # Prints a markdown table on stdout; progress and failures on stderr.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -168,20 +171,20 @@ nginx_wrk() { # config, server runner, server address, client runner
 }
 
 # ---- the run -----------------------------------------------------------------
+WORKLOADS=${WORKLOADS:-iperf3 redis wrk}
+each() { # config, server runner, server address, client runner
+  case " $WORKLOADS " in *" iperf3 "*) iperf "$@";; esac
+  case " $WORKLOADS " in *" redis "*) redis "$@";; esac
+  case " $WORKLOADS " in *" wrk "*) nginx_wrk "$@";; esac
+}
 echo "bench-preload: Linux <-> Linux" >&2
-iperf linux "$K_A" "$KA" "$K_Z"
-redis linux "$K_A" "$KA" "$K_Z"
-nginx_wrk linux "$K_A" "$KA" "$K_Z"
+each linux "$K_A" "$KA" "$K_Z"
 # From here on A's kernel holds no address: only the library answers there.
 ip -n "$A" addr flush dev "$IA"
 echo "bench-preload: library <-> library" >&2
-iperf lib "$L_A" "$LA" "$L_Z"
-redis lib "$L_A" "$LA" "$L_Z"
-nginx_wrk lib "$L_A" "$LA" "$L_Z"
+each lib "$L_A" "$LA" "$L_Z"
 echo "bench-preload: Linux client -> library server" >&2
-iperf mixed "$L_A" "$LA" "$K_Z"
-redis mixed "$L_A" "$LA" "$K_Z"
-nginx_wrk mixed "$L_A" "$LA" "$K_Z"
+each mixed "$L_A" "$LA" "$K_Z"
 
 cell() { # workload, config, unit, cpu unit
   local v=${R[$1,$2]:-} base=${R[$1,linux]:-} ratio=""

@@ -25,9 +25,6 @@ pub const MAX_FDS: usize = 65536;
 /// sits in a real epoll set (the low 32 bits are its descriptor). No
 /// user-space pointer has these bits set.
 pub const EPOLL_TAG: u64 = 0xffff_5553_0000_0000;
-/// The `epoll_data` of the device's descriptor in an epoll set
-/// ([`EpollSet::device`]): [`EPOLL_TAG`] and a descriptor no socket has.
-pub(crate) const DEVICE_TAG: u64 = EPOLL_TAG | 0xffff_ffff;
 
 static USTACK_FD: [AtomicBool; MAX_FDS] = [const { AtomicBool::new(false) }; MAX_FDS];
 static EPOLL_FD: [AtomicBool; MAX_FDS] = [const { AtomicBool::new(false) }; MAX_FDS];
@@ -301,12 +298,6 @@ pub(crate) struct EpollSet {
     /// do that: they ring only for a thread sleeping on this set.
     pub bell: Option<RawFd>,
     pub raised: bool,
-    /// The device's descriptor in the set's kernel set (level-triggered,
-    /// data [`DEVICE_TAG`]), added when a thread first sleeps on the set,
-    /// so frames wake that thread, which takes them (see
-    /// [`Inner::device_fd`]). Never in a watched set: a watcher would see
-    /// the set readable for frames that carry no event of its members.
-    pub device: Option<RawFd>,
 }
 
 impl EpollSet {

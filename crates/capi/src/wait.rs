@@ -304,7 +304,6 @@ fn check_bell(g: &mut Inner, epfd: RawFd) {
 /// Give the set `epfd` (which holds ustack sockets and is watched) its
 /// bell, in the state its members' readiness asks for.
 fn ensure_bell(g: &mut Inner, epfd: RawFd) -> Result<(), Errno> {
-    unwatch_device(g, epfd);
     let Some(set) = g.epolls.get_mut(&epfd) else { return Ok(()) };
     if set.bell.is_none() {
         let bell = sys::new_eventfd(true)?;
@@ -449,17 +448,9 @@ fn ustack_ready(g: &mut Inner, epfd: RawFd, out: &mut [libc::epoll_event]) -> us
 /// Under the lock: the set's ready members into `out`; with `sleep`, when
 /// there are none, count this thread as sleeping on the set (so the next
 /// event rings a doorbell). Returns how many were written.
-/// `watching`: the set's kernel set holds the device's descriptor.
-fn look_or_sleep(
-    epfd: RawFd,
-    out: &mut [libc::epoll_event],
-    slept: bool,
-    sleep: bool,
-    watching: &mut bool,
-) -> Result<usize, Errno> {
+fn look_or_sleep(epfd: RawFd, out: &mut [libc::epoll_event], slept: bool, sleep: bool) -> Result<usize, Errno> {
     let mut g = lock()?;
     let g = &mut *g;
-    *watching = false;
     if slept {
         if let Some(set) = g.epolls.get_mut(&epfd) {
             // Any sleeper left is woken by the next event.
@@ -482,7 +473,6 @@ fn look_or_sleep(
                     set.rung = false;
                 }
                 set.sleepers += 1;
-                *watching = watch_device(g, epfd);
                 return Ok(0);
             }
             // Events arrived during the call: look again, without sleeping.
@@ -490,37 +480,6 @@ fn look_or_sleep(
         }
     }
     Ok(n)
-}
-
-/// Put the device's descriptor in `epfd`'s kernel set (once; again after a
-/// shard's fork gave the process a new device), unless the set is watched.
-/// Whether it is there.
-fn watch_device(g: &mut Inner, epfd: RawFd) -> bool {
-    let device = g.device_fd();
-    let Some(set) = g.epolls.get_mut(&epfd) else { return false };
-    if set.device == device || set.bell.is_some() || is_watched_epoll(epfd) {
-        return set.device.is_some();
-    }
-    if let Some(old) = set.device.take() {
-        let _ = raw_epoll_ctl(epfd, libc::EPOLL_CTL_DEL, old, None);
-    }
-    let Some(d) = device else { return false };
-    let ev = libc::epoll_event { events: libc::EPOLLIN as u32, u64: sys::DEVICE_TAG };
-    match raw_epoll_ctl(epfd, libc::EPOLL_CTL_ADD, d, Some(ev)) {
-        Ok(()) => set.device = Some(d),
-        Err(e) if e.0 == libc::EEXIST => set.device = Some(d),
-        // Without it, the stack thread takes the frames and rings.
-        Err(_) => {}
-    }
-    set.device.is_some()
-}
-
-/// Take the device's descriptor out of `epfd`'s kernel set (it is watched
-/// from now on).
-fn unwatch_device(g: &mut Inner, epfd: RawFd) {
-    if let Some(d) = g.epolls.get_mut(&epfd).and_then(|set| set.device.take()) {
-        let _ = raw_epoll_ctl(epfd, libc::EPOLL_CTL_DEL, d, None);
-    }
 }
 
 /// epoll_wait(2) over a set holding any mix of descriptors.
@@ -558,28 +517,20 @@ fn epoll_wait_any(epfd: RawFd, out: &mut [libc::epoll_event], timeout_ms: i64) -
     let deadline = deadline_of(timeout_ms);
     let mut scratch = vec![libc::epoll_event { events: 0, u64: 0 }; out.len()];
     let mut slept = false;
-    let mut watching = false;
     loop {
         let sleep = remaining(deadline) != 0;
-        let mut n = look_or_sleep(epfd, out, slept, sleep, &mut watching)?;
+        let mut n = look_or_sleep(epfd, out, slept, sleep)?;
         slept = n == 0 && sleep;
         if n == out.len() {
             return Ok(n);
         }
         let t = if n > 0 { 0 } else { remaining(deadline) };
-        let watch = watching && t != 0;
-        if watch {
-            sys::WATCHERS.fetch_add(1, Ordering::AcqRel);
-        }
         let k = raw_wait(&mut scratch[..out.len() - n], t);
-        if watch {
-            sys::WATCHERS.fetch_sub(1, Ordering::AcqRel);
-        }
         let k = match k {
             Ok(k) => k,
             Err(e) => {
                 if slept {
-                    look_or_sleep(epfd, &mut [], true, false, &mut watching)?;
+                    look_or_sleep(epfd, &mut [], true, false)?;
                 }
                 return Err(e);
             }
@@ -598,10 +549,10 @@ fn epoll_wait_any(epfd: RawFd, out: &mut [libc::epoll_event], timeout_ms: i64) -
             if n == 0 {
                 // Doorbells rang at the deadline: one last look (and this
                 // thread no longer sleeps on the set).
-                return look_or_sleep(epfd, out, slept, false, &mut watching);
+                return look_or_sleep(epfd, out, slept, false);
             }
             if slept {
-                look_or_sleep(epfd, &mut [], true, false, &mut watching)?;
+                look_or_sleep(epfd, &mut [], true, false)?;
             }
             return Ok(n);
         }
