@@ -20,7 +20,9 @@
 #   cargo build --release -p ustack-preload && sudo bash scripts/bench-preload.sh [SECONDS] [REDIS_N]
 #
 # WORKLOADS="iperf3 redis wrk" (the default) picks what runs; LIB=path.so
-# measures another build of the library.
+# measures another build of the library; DEV=af_xdp puts the library's
+# stacks on AF_XDP sockets (generic XDP, `mode=skb`, on the veth) instead of
+# AF_PACKET.
 #
 # Prints a markdown table on stdout; progress and failures on stderr.
 set -euo pipefail
@@ -72,8 +74,13 @@ ip -n "$Z" addr add "$KZ/24" dev "$IZ"
 # library in a namespace on af_packet on its veth end with its own address.
 case $LIB$TMP in *[[:space:]]*) echo "bench-preload: no spaces in $LIB or $TMP, please" >&2; exit 2;; esac
 K_A="ip netns exec $A" K_Z="ip netns exec $Z"
-L_A="$K_A env LD_PRELOAD=$LIB USTACK_DEVICE=af_packet:$IA USTACK_IP=$LA/24"
-L_Z="$K_Z env LD_PRELOAD=$LIB USTACK_DEVICE=af_packet:$IZ USTACK_IP=$LZ/24"
+case ${DEV:=af_packet} in
+  af_packet) OPTS=;;
+  af_xdp) OPTS=,mode=skb;;
+  *) echo "bench-preload: DEV=$DEV: use af_packet or af_xdp" >&2; exit 2;;
+esac
+L_A="$K_A env LD_PRELOAD=$LIB USTACK_DEVICE=$DEV:$IA$OPTS USTACK_IP=$LA/24"
+L_Z="$K_Z env LD_PRELOAD=$LIB USTACK_DEVICE=$DEV:$IZ$OPTS USTACK_IP=$LZ/24"
 # Server CPU time in seconds (all threads). `ip netns exec` and `env` exec,
 # so $! is the server itself.
 cpu() { sed 's/.*) //' "/proc/$SERVER/stat" | awk -v hz="$HZ" '{ printf "%.2f", ($12 + $13) / hz }'; }
@@ -197,6 +204,7 @@ cell() { # workload, config, unit, cpu unit
 echo "| workload | Linux ↔ Linux | library ↔ library | Linux client → library server |"
 echo "|---|---|---|---|"
 row() { # label, workload, unit, cpu unit
+  [ -n "${R[$2,linux]:-}${R[$2,lib]:-}${R[$2,mixed]:-}" ] || case " $WORKLOADS " in *" ${2%%-*} "*) ;; *) return 0;; esac
   printf '| %s | %s | %s | %s |\n' "$1" "$(cell "$2" linux "$3" "$4")" "$(cell "$2" lib "$3" "$4")" "$(cell "$2" mixed "$3" "$4")"
 }
 row "iperf3, one TCP stream" iperf3 "Gbit/s" "ns server CPU/KiB"
