@@ -187,13 +187,20 @@ impl Bg {
             }
             drop(KillOnDrop(Some(c)));
         }
+        self.drain_readers();
+        (status, self.stdout_now(), self.stderr_now())
+    }
+
+    /// Once the process is gone: wait (bounded) until the reader threads
+    /// have taken the last of its output, so `stdout_now`/`stderr_now` see
+    /// its final lines (an exit can be observed before they are read).
+    fn drain_readers(&mut self) {
         for r in self.readers.drain(..) {
             let d = Instant::now() + SECS(5);
             while !r.is_finished() && Instant::now() < d {
                 std::thread::sleep(Duration::from_millis(5));
             }
         }
-        (status, self.stdout_now(), self.stderr_now())
     }
 
     pub fn stdout_now(&self) -> String {
@@ -205,6 +212,7 @@ impl Bg {
         let deadline = Instant::now() + limit;
         loop {
             if let Some(st) = self.child.as_mut().unwrap().try_wait().ok().flatten() {
+                self.drain_readers();
                 return st;
             }
             if Instant::now() >= deadline {
