@@ -166,6 +166,7 @@ impl TapDevice {
         }
 
         let mtu = bring_up(&name)?;
+        wait_running(&name)?;
 
         let raw = fd.as_raw_fd();
         let offload = config.offload;
@@ -506,6 +507,34 @@ pub(crate) fn bring_up(name: &str) -> Result<usize, DeviceError> {
     if_ioctl(&sock, libc::SIOCGIFMTU, &mut ifr, name, "reading the MTU")?;
     // SAFETY: SIOCGIFMTU filled the mtu member of the union.
     Ok(usize::try_from(unsafe { ifr.ifr_ifru.ifru_mtu }).unwrap_or(1500))
+}
+
+/// How long [`wait_running`] waits for the kernel to start a TAP's queue.
+const RUNNING_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Wait (at most [`RUNNING_WAIT`]) until the kernel's side of TAP `name`
+/// is running. Attaching turns the TAP's carrier on, but the kernel starts
+/// the queue that carries its frames to us later, from its link-watch
+/// work; until then everything it sends to the TAP is dropped. The stack's
+/// first frame is an ARP request, and a reply lost that way cost a second
+/// (the ARP retry) on a TAP made before the stack started.
+fn wait_running(name: &str) -> Result<(), DeviceError> {
+    let sock = control_socket()?;
+    let start = std::time::Instant::now();
+    loop {
+        let mut ifr = ifreq_for(name);
+        if_ioctl(&sock, libc::SIOCGIFFLAGS, &mut ifr, name, "reading link flags")?;
+        // SAFETY: SIOCGIFFLAGS filled the flags member of the union.
+        let flags = unsafe { ifr.ifr_ifru.ifru_flags };
+        if flags & libc::IFF_RUNNING as c_short != 0 {
+            return Ok(());
+        }
+        if start.elapsed() >= RUNNING_WAIT {
+            // Not fatal: the stack's retries cover a queue that starts late.
+            return Ok(());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
 }
 
 fn errno() -> i32 {
