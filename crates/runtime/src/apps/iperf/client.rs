@@ -22,6 +22,11 @@ enum Phase {
     /// Following the server's state bytes up to TEST_RUNNING.
     Setup,
     Running,
+    /// The last byte is written; TEST_END waits (at most `DRAIN_LIMIT`)
+    /// until the server acknowledged every byte, so the server counts what
+    /// the client counts: the server reports at TEST_END, and bytes still
+    /// in flight then would be sent but never counted.
+    Draining,
     /// TEST_END sent; waiting for EXCHANGE_RESULTS.
     Ending,
     /// Our results sent; waiting for the server's.
@@ -46,6 +51,10 @@ const SOURCE_RETRY: ustack_core::Duration = ustack_core::Duration::from_millis(2
 
 /// How long a UDP stream waits for the server's answer before saying hello again.
 const HELLO_RETRY: ustack_core::Duration = ustack_core::Duration::from_millis(100);
+/// How long TEST_END waits for the last bytes to be acknowledged, and how
+/// often it looks.
+const DRAIN_LIMIT: ustack_core::Duration = ustack_core::Duration::from_secs(2);
+const DRAIN_POLL: ustack_core::Duration = ustack_core::Duration::from_millis(1);
 
 /// A test spread over shards: the streams other shards open.
 struct Spread {
@@ -303,7 +312,7 @@ impl IperfClient {
                         PerfEvent::Started { peer: Some(self.server), params, streams: self.stream_reports(stack) };
                     self.events.push_back(ev);
                 }
-                (state::EXCHANGE_RESULTS, Phase::Running | Phase::Ending) if !self.exchange_due => {
+                (state::EXCHANGE_RESULTS, Phase::Running | Phase::Draining | Phase::Ending) if !self.exchange_due => {
                     if self.phase == Phase::Running {
                         self.end_data(stack, now);
                         self.phase = Phase::Ending;
@@ -353,14 +362,18 @@ impl IperfClient {
             }
             if self.test_over(now) {
                 self.end_data(stack, now);
-                let ctrl = self.ctrl.as_mut().expect("connected");
-                ctrl.send_state(stack, state::TEST_END);
-                self.phase = Phase::Ending;
+                self.phase = Phase::Draining;
                 self.since = now;
             }
         } else if let Some(d) = self.data.as_mut() {
             // Keep draining receivers (uncounted) so the server's sender is not stuck.
             let _ = d.drive(stack, now);
+        }
+        if self.phase == Phase::Draining && (self.all_acked(stack) || now.saturating_since(self.since) >= DRAIN_LIMIT) {
+            let ctrl = self.ctrl.as_mut().expect("connected");
+            ctrl.send_state(stack, state::TEST_END);
+            self.phase = Phase::Ending;
+            self.since = now;
         }
         let ctrl = self.ctrl.as_mut().expect("connected");
         if ctrl.eof {
@@ -385,6 +398,17 @@ impl IperfClient {
             Some(b) => d.received_total >= b,
             None => false,
         }
+    }
+
+    /// Whether every byte our TCP streams wrote is acknowledged (receivers
+    /// and UDP streams have nothing in flight to wait for).
+    fn all_acked(&self, stack: &Stack) -> bool {
+        let Some(d) = &self.data else { return true };
+        d.streams
+            .iter()
+            .filter(|s| s.sender)
+            .filter_map(|s| s.tcp())
+            .all(|h| stack.tcp_connection(h).is_none_or(|c| c.send_queue() == 0))
     }
 
     fn end_data(&mut self, stack: &mut Stack, now: Instant) {
@@ -558,6 +582,7 @@ impl IperfClient {
                     .flatten();
                 [d.next_wake(now), end].into_iter().flatten().min()
             }
+            Phase::Draining => Some((now + DRAIN_POLL).min(self.since + DRAIN_LIMIT)),
             // The first turn connects; while no source address is usable, the next tries again.
             Phase::Connecting if self.ctrl.is_none() => {
                 Some(self.source_wait.map_or(Instant::ZERO, |_| now + SOURCE_RETRY))

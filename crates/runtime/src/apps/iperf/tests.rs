@@ -181,6 +181,17 @@ fn tcp_byte_bound_forward() {
 }
 
 #[test]
+fn tcp_byte_bound_over_a_lossy_link_counts_every_byte_on_the_server() {
+    // The server reports at TEST_END: the client sends it only when every
+    // byte is acknowledged, so the lost ones resent at the end still count.
+    let n = 4 << 20;
+    let (c, s) = test_with_loss(TestParams { time: 0, bytes: n, parallel: 2, ..TestParams::default() }, 0.02);
+    assert_counts_agree(&c, &s, 2);
+    assert_eq!(c.our_bytes(true), n);
+    assert_eq!(s.streams.iter().map(|s| s.bytes).sum::<u64>(), n, "the server counted every byte sent");
+}
+
+#[test]
 fn tcp_timed_reverse_and_bidir_with_parallel_streams() {
     let (c, s) = test(TestParams { time: 1, reverse: true, parallel: 2, ..TestParams::default() });
     assert_counts_agree(&c, &s, 2);
