@@ -614,6 +614,50 @@ fn prr_spreads_the_window_reduction_over_the_recovery() {
     assert_eq!(s.conn.cwnd(), 20440, "the window ends the episode at ssthresh");
 }
 
+/// Segment 0 of eight is overtaken by 1-3 (reordering): the third SACK
+/// starts a fast recovery that resends it, then the original arrives and
+/// everything is acknowledged. Returns the socket with the recovery over.
+fn recovery_for_a_reordered_segment() -> Sock {
+    let mut s = sack_socket_with_flight(8);
+    for k in 1..4 {
+        send!(s, seg! { seq: REMOTE + 1, ack: LOCAL + 1, options: sack(&[(1, k + 1)]) });
+    }
+    assert_eq!(s.conn.stats().fast_recoveries, 1);
+    assert_eq!(s.poll().expect("the fast retransmit").seq, seg_start(0));
+    while s.poll().is_some() {}
+    send!(s, seg! { seq: REMOTE + 1, ack: seg_start(8) });
+    s
+}
+
+#[test]
+fn a_recovery_whose_resends_were_all_duplicates_is_undone() {
+    let mut s = recovery_for_a_reordered_segment();
+    let (reduced, prior) = (s.conn.cwnd(), 10 * 1460);
+    assert!(reduced < prior, "recovery cut the window to {reduced}");
+    // The resent copy reaches the peer after the original: its D-SACK says
+    // the retransmission was for nothing (RFC 3708).
+    send!(s, seg! { seq: REMOTE + 1, ack: seg_start(8), options: sack(&[(0, 1)]) });
+    assert_eq!(s.conn.stats().recoveries_undone, 1);
+    assert_eq!(s.conn.cwnd(), prior);
+    assert_eq!(s.conn.ssthresh(), usize::MAX, "back in slow start, where the episode found it");
+    // Once only: another D-SACK changes nothing.
+    send!(s, seg! { seq: REMOTE + 1, ack: seg_start(8), options: sack(&[(0, 1)]) });
+    assert_eq!(s.conn.stats().recoveries_undone, 1);
+}
+
+#[test]
+fn a_recovery_stays_when_its_resend_was_needed() {
+    let mut s = recovery_for_a_reordered_segment();
+    let reduced = s.conn.cwnd();
+    // No D-SACK: the retransmission repaired a loss. A D-SACK for other
+    // data (below the episode's start) does not count either.
+    let mut older = Options::default();
+    older.sack_blocks[0] = Some((SeqNumber(seg_start(0) - 100), SeqNumber(seg_start(0))));
+    send!(s, seg! { seq: REMOTE + 1, ack: seg_start(8), options: older });
+    assert_eq!(s.conn.stats().recoveries_undone, 0);
+    assert_eq!(s.conn.cwnd(), reduced);
+}
+
 #[test]
 fn go_back_n_after_rto_skips_data_sacked_since() {
     let mut s = sack_socket_with_flight(8);

@@ -55,11 +55,12 @@ pub use time_wait::{TimeWait, TimeWaitOutcome};
 // Known gaps, deliberately left out rather than half done:
 // * States are an enum with one `match` arm per state (input.rs), not one
 //   struct per state as in netstack3.
-// * D-SACK (RFC 2883) is sent for duplicates and read by TLP and RACK's
-//   reordering window, but undoes nothing (see below). PRR (RFC 6937)
-//   governs the window in SACK recovery only; a peer without SACK gets RFC
-//   6582's inflation. No limited transmit (RFC 3042), F-RTO/Eifel spurious-RTO
-//   detection, or undo of spurious retransmissions. RACK-TLP (RFC 8985)
+// * D-SACK (RFC 2883) is sent for duplicates and read by TLP, RACK's
+//   reordering window and the undo of a fast recovery whose every
+//   retransmission was a duplicate (RFC 3708); a spurious RTO is not undone
+//   (no F-RTO or Eifel). PRR (RFC 6937) governs the window in SACK recovery
+//   only; a peer without SACK gets RFC 6582's inflation. No limited
+//   transmit (RFC 3042). RACK-TLP (RFC 8985)
 //   needs SACK; without it, loss detection is NewReno's DupThresh of 3, and
 //   RFC 6675's rescue retransmission is used only with RACK off. After an
 //   RTO the stack resends go-back-N rather than RACK_mark_losses_on_RTO().

@@ -188,6 +188,31 @@ pub(crate) struct Recovery {
     history: RackHistory,
     /// RFC 6937 Proportional Rate Reduction, in SACK recovery.
     prr: Prr,
+    /// Undoing a fast recovery whose retransmissions were all duplicates.
+    undo: Undo,
+}
+
+/// The undo of a spurious fast recovery (RFC 3708's D-SACK detection, the
+/// response Linux's tcp_try_undo_dsack gives): when every segment the
+/// episode retransmitted comes back reported as a duplicate, the original
+/// had arrived after all (reordering, not loss), and the window and
+/// threshold go back to what they were.
+#[derive(Clone, Copy, Debug, Default)]
+struct Undo {
+    /// An episode may still be undone.
+    armed: bool,
+    /// A D-SACK for the episode came.
+    dsacked: bool,
+    /// Segments the episode retransmitted that no D-SACK has reported yet
+    /// ("undo_retrans").
+    retrans: u16,
+    /// SND.UNA when the episode began ("undo_marker"): a D-SACK below it is
+    /// about older retransmissions.
+    marker: SeqNumber,
+    /// The congestion window and slow-start threshold it found, saturated
+    /// to `u32::MAX`.
+    prior_cwnd: u32,
+    prior_ssthresh: u32,
 }
 
 /// RFC 6937's state for one recovery episode. Without it the window drops
@@ -224,6 +249,7 @@ impl Recovery {
             log: None,
             history: RackHistory::default(),
             prr: Prr::default(),
+            undo: Undo::default(),
         }
     }
 
@@ -302,6 +328,54 @@ impl Recovery {
 
     pub(crate) fn in_recovery(&self) -> bool {
         self.in_recovery
+    }
+
+    // ---- Undo (RFC 3708) --------------------------------------------------------
+
+    /// Fast recovery begins at `snd_una` with the controller at `cwnd` and
+    /// `ssthresh` (before its reduction): the episode can be undone.
+    pub(crate) fn undo_arm(&mut self, snd_una: SeqNumber, cwnd: usize, ssthresh: usize) {
+        let clamp = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
+        self.undo = Undo {
+            armed: self.sack,
+            dsacked: false,
+            retrans: 0,
+            marker: snd_una,
+            prior_cwnd: clamp(cwnd),
+            prior_ssthresh: clamp(ssthresh),
+        };
+    }
+
+    /// `segments` were retransmitted.
+    #[inline]
+    pub(crate) fn undo_on_retransmit(&mut self, segments: usize) {
+        if self.undo.armed {
+            let n = u16::try_from(segments).unwrap_or(u16::MAX);
+            self.undo.retrans = self.undo.retrans.saturating_add(n);
+        }
+    }
+
+    /// A D-SACK reported `[start, end)` a duplicate.
+    pub(crate) fn undo_on_dsack(&mut self, (start, end): SackBlock, mss: usize) {
+        let u = &mut self.undo;
+        if u.armed && !start.lt(u.marker) && start.lt(end) {
+            let segments = (end.since(start) as usize).div_ceil(mss.max(1));
+            u.retrans = u.retrans.saturating_sub(u16::try_from(segments).unwrap_or(u16::MAX));
+            u.dsacked = true;
+        }
+    }
+
+    /// Every retransmission of the episode, now over, was a duplicate: the
+    /// window and threshold to go back to, once.
+    #[inline]
+    pub(crate) fn take_undo(&mut self) -> Option<(usize, usize)> {
+        let u = &mut self.undo;
+        if !(u.armed && u.dsacked && u.retrans == 0 && !self.in_recovery) {
+            return None;
+        }
+        u.armed = false;
+        let widen = |n: u32| if n == u32::MAX { usize::MAX } else { n as usize };
+        Some((widen(u.prior_cwnd), widen(u.prior_ssthresh)))
     }
 
     // ---- PRR (RFC 6937) ---------------------------------------------------------
@@ -442,6 +516,8 @@ impl Recovery {
     /// receiver may have reneged). SACK blocks that arrive afterwards are
     /// recorded again, and the go-back-N resend skips them (RFC 6675 §5.1).
     pub(crate) fn on_rto(&mut self, snd_max: SeqNumber) {
+        // An RTO's go-back-N resends whatever the episode left; no undo.
+        self.undo.armed = false;
         self.board.clear();
         self.in_recovery = false;
         self.dupacks = 0;

@@ -18,18 +18,22 @@ pub struct Cubic {
     ssthresh: usize,
     /// W_max in segments: the window just before the last reduction.
     w_max: f64,
-    /// Start of the current congestion-avoidance epoch and its K (seconds).
-    epoch: Option<(Instant, f64)>,
-    /// W_est in segments, the Reno-friendly estimate.
+    /// Start of the current congestion-avoidance epoch.
+    epoch: Option<Instant>,
+    /// The epoch's K in seconds (a time to plateau: `f32` is precise enough
+    /// and keeps the connection slot small).
+    k: f32,
+    /// Fractional byte growth carried between ACKs (under one byte).
+    carry: f32,
+    /// W_est in segments, the Reno-friendly estimate (`f64`: the growth it
+    /// adds per ACK is far below an `f32`'s step at large windows).
     w_est: f64,
-    /// Fractional byte growth carried between ACKs.
-    carry: f64,
 }
 
 impl Cubic {
     /// A controller in slow start with a window of `initial_cwnd` bytes.
     pub fn new(initial_cwnd: usize) -> Cubic {
-        Cubic { cwnd: initial_cwnd, ssthresh: usize::MAX, w_max: 0.0, epoch: None, w_est: 0.0, carry: 0.0 }
+        Cubic { cwnd: initial_cwnd, ssthresh: usize::MAX, w_max: 0.0, epoch: None, k: 0.0, carry: 0.0, w_est: 0.0 }
     }
 
     /// RFC 9438 §4.2: "W_cubic(t) = C * (t - K)^3 + W_max".
@@ -59,16 +63,22 @@ impl CongestionControl for Cubic {
             return;
         }
         let cwnd_seg = self.cwnd as f64 / mss as f64;
-        let (start, k) = *self.epoch.get_or_insert_with(|| {
-            // RFC 9438 §4.2: "K = cubic_root((W_max - cwnd_epoch) / C)"; after a
-            // timeout (W_max unset or below cwnd) K is 0 and W_max = cwnd.
-            if cwnd_seg < self.w_max {
-                (now, ((self.w_max - cwnd_seg) / C).cbrt())
-            } else {
-                self.w_max = cwnd_seg;
-                (now, 0.0)
+        let start = match self.epoch {
+            Some(start) => start,
+            None => {
+                // RFC 9438 §4.2: "K = cubic_root((W_max - cwnd_epoch) / C)";
+                // after a timeout (W_max unset or below cwnd) K is 0 and
+                // W_max = cwnd.
+                if cwnd_seg < self.w_max {
+                    self.k = ((self.w_max - cwnd_seg) / C).cbrt() as f32;
+                } else {
+                    self.w_max = cwnd_seg;
+                    self.k = 0.0;
+                }
+                *self.epoch.insert(now)
             }
-        });
+        };
+        let k = f64::from(self.k);
         if self.w_est == 0.0 {
             self.w_est = cwnd_seg;
         }
@@ -88,9 +98,9 @@ impl CongestionControl for Cubic {
         if target > cwnd_seg {
             // "cwnd MUST be incremented by (target - cwnd) / cwnd for each
             // received new ACK", scaled here by the segments it covers.
-            self.carry += (target - cwnd_seg) / cwnd_seg * acked_seg * mss as f64;
-            let whole = self.carry.floor();
-            self.carry -= whole;
+            let grown = f64::from(self.carry) + (target - cwnd_seg) / cwnd_seg * acked_seg * mss as f64;
+            let whole = grown.floor();
+            self.carry = (grown - whole) as f32;
             self.cwnd += whole as usize;
         }
     }
@@ -115,6 +125,17 @@ impl CongestionControl for Cubic {
     }
     fn ssthresh(&self) -> usize {
         self.ssthresh
+    }
+    fn undo(&mut self, prior_cwnd: usize, prior_ssthresh: usize) {
+        // RFC 9438 §4.9: a spurious congestion event restores the window and
+        // threshold from before it. W_max is the window before the
+        // reduction (less after fast convergence), so the epoch that starts
+        // at the next ACK sits on the curve's plateau (K = 0).
+        self.cwnd = self.cwnd.max(prior_cwnd);
+        self.ssthresh = self.ssthresh.max(prior_ssthresh);
+        self.epoch = None;
+        self.w_est = 0.0;
+        self.carry = 0.0;
     }
 }
 

@@ -27,6 +27,11 @@ pub trait CongestionControl {
     fn cwnd(&self) -> usize;
     /// The slow-start threshold in bytes (`usize::MAX` before the first loss).
     fn ssthresh(&self) -> usize;
+    /// The last reduction was for nothing (every retransmission it caused
+    /// was reported a duplicate): back to the window and threshold it found,
+    /// `prior_cwnd` and `prior_ssthresh`, unless the controller has since
+    /// grown beyond them.
+    fn undo(&mut self, prior_cwnd: usize, prior_ssthresh: usize);
 }
 
 /// The controllers this crate ships, dispatched without a heap allocation.
@@ -78,6 +83,9 @@ impl CongestionControl for Controller {
     }
     fn ssthresh(&self) -> usize {
         self.inner().ssthresh()
+    }
+    fn undo(&mut self, prior_cwnd: usize, prior_ssthresh: usize) {
+        self.inner_mut().undo(prior_cwnd, prior_ssthresh)
     }
 }
 

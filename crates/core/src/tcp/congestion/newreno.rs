@@ -46,6 +46,13 @@ impl CongestionControl for NewReno {
         self.bytes_acked = 0;
     }
 
+    fn undo(&mut self, prior_cwnd: usize, prior_ssthresh: usize) {
+        // As Linux's tcp_undo_cwnd_reduction with tcp_reno_undo_cwnd.
+        self.cwnd = self.cwnd.max(prior_cwnd);
+        self.ssthresh = self.ssthresh.max(prior_ssthresh);
+        self.bytes_acked = 0;
+    }
+
     fn on_rto(&mut self, _now: Instant, flight: usize, mss: usize) {
         // RFC 5681 §3.1: ssthresh as above, and "cwnd MUST be set to no more
         // than the loss window, LW, which equals 1 full-sized segment".

@@ -489,12 +489,13 @@ impl Connection {
             let flight = self.snd_max.since(self.snd_una) as usize;
             if self.recovery.on_dup_ack(old_una, self.snd_max, mss) == AckEvent::EnterRecovery {
                 bump(&mut self.stats.fast_recoveries);
+                self.recovery.undo_arm(self.snd_una, self.cc.cwnd(), self.cc.ssthresh());
                 self.cc.on_congestion_event(now, flight, mss);
                 self.recovery.prr_start(flight, self.flight(), mss);
                 // Recovery's reduction covers whatever a probe repaired.
                 self.tlp.end_episode();
                 // Karn: the segment being timed may be retransmitted.
-                self.timed = None;
+                self.set_timed(None);
             }
         }
         if ack.ge(old_una) {
@@ -506,6 +507,13 @@ impl Connection {
                 let sacked_after = if sack_news { self.recovery.board.sacked_bytes() } else { 0 };
                 let delivered = (ack.since(old_una) as usize + sacked_after).saturating_sub(sacked_before);
                 self.recovery.prr_on_ack(delivered, self.flight(), self.cc.ssthresh(), mss);
+            }
+            if let Some(block) = dsack {
+                self.recovery.undo_on_dsack(block, mss);
+            }
+            if let Some((cwnd, ssthresh)) = self.recovery.take_undo() {
+                self.cc.undo(cwnd, ssthresh);
+                bump(&mut self.stats.recoveries_undone);
             }
         }
         // "If SND.UNA =< SEG.ACK =< SND.NXT, the send window should be updated.
@@ -578,15 +586,15 @@ impl Connection {
                 let elapsed = self.ts_now(now).wrapping_sub(tsecr);
                 if tsecr != 0 && elapsed < (1 << 31) {
                     self.rtt.on_sample(Duration::from_millis(u64::from(elapsed)));
-                    self.timed = None;
+                    self.set_timed(None);
                     return;
                 }
             }
         }
-        if let Some((seq, at)) = self.timed {
+        if let Some((seq, at)) = self.timed() {
             if ack.gt(seq) {
                 self.rtt.on_sample(now.saturating_since(at));
-                self.timed = None;
+                self.set_timed(None);
             }
         }
     }

@@ -200,6 +200,7 @@ struct Counters {
     challenge_acks_suppressed: u32,
     invalid_acks_suppressed: u32,
     dsacks_sent: u32,
+    recoveries_undone: u32,
     zero_window_probes: u32,
     keepalive_probes: u32,
     loss_probes: u32,
@@ -233,6 +234,7 @@ impl Counters {
             challenge_acks_suppressed: self.challenge_acks_suppressed.into(),
             invalid_acks_suppressed: self.invalid_acks_suppressed.into(),
             dsacks_sent: self.dsacks_sent.into(),
+            recoveries_undone: self.recoveries_undone.into(),
             zero_window_probes: self.zero_window_probes.into(),
             keepalive_probes: self.keepalive_probes.into(),
             loss_probes: self.loss_probes.into(),
@@ -297,6 +299,9 @@ pub struct Stats {
     pub invalid_acks_suppressed: u64,
     /// Duplicate data reported to the peer in a D-SACK block (RFC 2883).
     pub dsacks_sent: u64,
+    /// Fast recoveries undone: every segment they retransmitted was
+    /// reported a duplicate by the peer's D-SACKs (RFC 3708).
+    pub recoveries_undone: u64,
     /// Probes sent into the peer's zero window (RFC 9293 §3.8.6.1).
     pub zero_window_probes: u64,
     /// Keep-alive probes sent on an idle connection (RFC 9293 §3.8.4).
@@ -377,8 +382,12 @@ pub struct Connection {
     keepalive_due: bool,
     keepalive_probes: u16,
     rtt: RttEstimator,
-    /// RTT measurement without timestamps: (sequence number timed, sent at).
-    timed: Option<(SeqNumber, Instant)>,
+    /// RTT measurement without timestamps: the sequence number timed and
+    /// when it was sent, in microseconds plus one (0: none). Two fields, not
+    /// an `Option<(SeqNumber, Instant)>`: that takes 24 bytes, these 12 (see
+    /// `timed` and `set_timed`).
+    timed_seq: SeqNumber,
+    timed_at: u64,
     cc: Controller,
     /// The congestion window, not the application or the peer, limited the
     /// last send decision (RFC 7661: only then may cwnd grow).
@@ -492,7 +501,8 @@ impl Connection {
             keepalive_due: false,
             keepalive_probes: 0,
             rtt: RttEstimator::new(cfg.initial_rto, cfg.min_rto, cfg.max_rto),
-            timed: None,
+            timed_seq: SeqNumber(0),
+            timed_at: 0,
             cc: Controller::new(cfg.congestion, mss * cfg.initial_cwnd_segments.max(1) as usize),
             cwnd_limited: false,
             recovery: Recovery::new(cfg.max_sack_ranges),
@@ -1025,14 +1035,30 @@ impl Connection {
             let flight = self.snd_max.since(self.snd_una) as usize;
             self.recovery.enter_rack_recovery(self.snd_max);
             bump(&mut self.stats.fast_recoveries);
+            self.recovery.undo_arm(self.snd_una, self.cc.cwnd(), self.cc.ssthresh());
             self.cc.on_congestion_event(now, flight, self.eff_mss);
             self.recovery.prr_start(flight, self.flight(), self.eff_mss);
             // Karn: the segment being timed may be retransmitted.
-            self.timed = None;
+            self.set_timed(None);
             // Recovery's reduction covers whatever a probe repaired.
             self.tlp.end_episode();
             self.timers.stop(Timer::LossProbe);
         }
+    }
+
+    /// The segment timed for an RTT sample and when it was sent.
+    #[inline]
+    fn timed(&self) -> Option<(SeqNumber, Instant)> {
+        (self.timed_at != 0).then(|| (self.timed_seq, Instant::from_micros(self.timed_at - 1)))
+    }
+
+    /// Times `Some((seq, sent_at))`, or nothing (Karn).
+    #[inline]
+    fn set_timed(&mut self, timed: Option<(SeqNumber, Instant)>) {
+        (self.timed_seq, self.timed_at) = match timed {
+            Some((seq, at)) => (seq, at.total_micros().saturating_add(1)),
+            None => (SeqNumber(0), 0),
+        };
     }
 
     /// Room the congestion window leaves.

@@ -89,7 +89,7 @@ impl Connection {
     fn send_syn(&mut self, now: Instant, with_ack: bool) -> Segment {
         let first = self.snd_max == self.iss;
         if first {
-            self.timed = Some((self.iss, now));
+            self.set_timed(Some((self.iss, now)));
         } else if self.syn_due {
             bump(&mut self.stats.retransmits);
         }
@@ -450,12 +450,13 @@ impl Connection {
         if retransmission {
             bump(&mut self.stats.retransmits);
             self.stats.bytes_retransmitted += len as u64;
+            self.recovery.undo_on_retransmit(len.div_ceil(self.eff_mss.max(1)).max(1));
             // Karn: an ACK covering a retransmitted segment cannot be timed.
-            if self.timed.is_some_and(|(t, _)| t.in_window(seq, end)) {
-                self.timed = None;
+            if self.timed().is_some_and(|(t, _)| t.in_window(seq, end)) {
+                self.set_timed(None);
             }
-        } else if self.timed.is_none() {
-            self.timed = Some((seq, now));
+        } else if self.timed_at == 0 {
+            self.set_timed(Some((seq, now)));
         }
         if seq == self.snd_nxt {
             self.snd_nxt = end;

@@ -52,7 +52,7 @@ impl Connection {
         self.timers.stop(Timer::LossProbe);
         self.timers.stop(Timer::Reorder);
         self.snd_nxt = self.snd_una;
-        self.timed = None;
+        self.set_timed(None);
         true
     }
 }

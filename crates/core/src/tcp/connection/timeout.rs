@@ -61,7 +61,7 @@ impl Connection {
                 self.syn_retransmits = self.syn_retransmits.saturating_add(1);
                 bump(&mut self.stats.rto_expirations);
                 self.rtt.back_off();
-                self.timed = None;
+                self.set_timed(None);
                 self.syn_due = true;
             }
             State::Closed | State::Listen | State::TimeWait => {}
@@ -90,7 +90,7 @@ impl Connection {
                 // been acknowledged by the TCP receiver." Everything outstanding
                 // is resent from SND.UNA as the window reopens (go-back-N).
                 self.snd_nxt = self.snd_una;
-                self.timed = None;
+                self.set_timed(None);
                 // §5.5: "The host MUST set RTO <- RTO * 2 ("back off the timer")".
                 self.rtt.back_off();
             }
