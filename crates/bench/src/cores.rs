@@ -25,7 +25,7 @@
 use crate::report::Figures;
 use crate::{cpu_time, linux, Params, Workload};
 use std::io;
-use std::net::{SocketAddr, TcpListener};
+use std::net::{Ipv4Addr, TcpListener};
 use std::os::fd::FromRawFd;
 
 /// ustack and Linux at one core count.
@@ -34,6 +34,21 @@ pub struct CoresPoint {
     pub cores: usize,
     pub ustack: Figures,
     pub linux: Figures,
+    /// What each of ustack's shards carried, where the run reads it back
+    /// from the shards (over a device); empty on the in-memory link.
+    pub shards: Vec<ShardShare>,
+}
+
+/// One shard's share of a run: its own counters at the end.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ShardShare {
+    /// Connections it established (`tcp_established`).
+    pub connections: u64,
+    /// TCP segments it took in (`tcp_rx`).
+    pub segments: u64,
+    /// Frames its device queue received for another shard and handed over
+    /// (`shard_handoffs`): zero where the device steers by ustack's hash.
+    pub handoffs: u64,
 }
 
 /// Both stacks at each of `counts` cores.
@@ -43,12 +58,13 @@ pub fn run_cores(workload: Workload, p: &Params, counts: &[usize]) -> io::Result
         .map(|&n| {
             let linux = linux_side(workload, p, n)?;
             let ustack = ustack_side(workload, p, n).map_err(io::Error::other)?;
-            Ok(CoresPoint { cores: n, ustack, linux })
+            Ok(CoresPoint { cores: n, ustack, linux, shards: Vec::new() })
         })
         .collect()
 }
 
-fn combine(parts: Vec<Figures>, cpu: std::time::Duration) -> Figures {
+/// Threads' figures as one side's: counts added, the longest time.
+pub(crate) fn combine(parts: Vec<Figures>, cpu: std::time::Duration) -> Figures {
     Figures {
         count: parts.iter().map(|f| f.count).sum(),
         elapsed: parts.iter().map(|f| f.elapsed).max().unwrap_or_default(),
@@ -78,18 +94,8 @@ fn ustack_side(workload: Workload, p: &Params, n: usize) -> Result<Figures, Stri
 }
 
 fn linux_side(workload: Workload, p: &Params, n: usize) -> io::Result<Figures> {
-    let first = reuseport_listener(None)?;
-    let addr = first.local_addr()?;
-    let mut first = Some(first);
-    let servers = (0..n)
-        .map(|_| {
-            let listener = match first.take() {
-                Some(l) => l,
-                None => reuseport_listener(Some(addr))?,
-            };
-            linux::KernelServer::spawn_concurrent(workload, p.message, listener)
-        })
-        .collect::<io::Result<Vec<_>>>()?;
+    let servers = reuseport_servers(workload, p, Ipv4Addr::LOCALHOST, 0, n)?;
+    let addr = servers[0].addr;
     let cpu0 = cpu_time();
     let parts: Vec<io::Result<Figures>> = std::thread::scope(|s| {
         let threads: Vec<_> = (0..n).map(|_| s.spawn(|| linux::client(workload, addr, p))).collect();
@@ -103,8 +109,27 @@ fn linux_side(workload: Workload, p: &Params, n: usize) -> io::Result<Figures> {
     Ok(combine(parts, cpu))
 }
 
-/// A loopback listener with `SO_REUSEPORT`, on `addr` or a free port.
-fn reuseport_listener(addr: Option<SocketAddr>) -> io::Result<TcpListener> {
+/// `n` kernel servers, each on its own `SO_REUSEPORT` listener on
+/// `ip:port` (port 0: one the first listener is given).
+pub(crate) fn reuseport_servers(
+    workload: Workload,
+    p: &Params,
+    ip: Ipv4Addr,
+    port: u16,
+    n: usize,
+) -> io::Result<Vec<linux::KernelServer>> {
+    let mut port = port;
+    (0..n.max(1))
+        .map(|_| {
+            let listener = reuseport_listener(ip, port)?;
+            port = listener.local_addr()?.port();
+            linux::KernelServer::spawn_concurrent(workload, p.message, listener)
+        })
+        .collect()
+}
+
+/// A listener with `SO_REUSEPORT` on `ip:port` (port 0: a free one).
+fn reuseport_listener(ip: Ipv4Addr, port: u16) -> io::Result<TcpListener> {
     let check = |r: libc::c_int| if r < 0 { Err(io::Error::last_os_error()) } else { Ok(r) };
     // SAFETY: plain socket calls on a descriptor this function owns until
     // it is handed to the TcpListener.
@@ -116,74 +141,126 @@ fn reuseport_listener(addr: Option<SocketAddr>) -> io::Result<TcpListener> {
             let size = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
             check(libc::setsockopt(fd, libc::SOL_SOCKET, opt, (&one as *const libc::c_int).cast(), size))?;
         }
-        let port = addr.map_or(0, |a| a.port());
-        let sin = libc::sockaddr_in {
-            sin_family: libc::AF_INET as libc::sa_family_t,
-            sin_port: port.to_be(),
-            sin_addr: libc::in_addr { s_addr: u32::from(std::net::Ipv4Addr::LOCALHOST).to_be() },
-            sin_zero: [0; 8],
-        };
+        let sin = linux::sockaddr_in(ip, port);
         let len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
-        check(libc::bind(fd, (&sin as *const libc::sockaddr_in).cast(), len))?;
+        check(libc::bind(fd, (&sin as *const libc::sockaddr_in).cast(), len))
+            .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {ip}:{port}: {e}")))?;
         check(libc::listen(fd, 1024))?;
         Ok(listener)
     }
 }
 
-/// A table for people: each core count's figures, the ratio, the scaling.
-pub fn cores_table(workload: Workload, points: &[CoresPoint]) -> String {
-    let (unit, fig): (&str, fn(&Figures) -> f64) = match workload {
-        Workload::Stream => ("Gbit/s", |f| f.per_second() * 8.0 / 1e9),
-        Workload::Rr => ("transactions/s", |f| f.per_second()),
-        Workload::Crr => ("connections/s", |f| f.per_second()),
+/// The main figure of a point's side: per second (Gbit/s for stream).
+fn main_figure(workload: Workload, f: &Figures) -> f64 {
+    match workload {
+        Workload::Stream => f.per_second() * 8.0 / 1e9,
+        _ => f.per_second(),
+    }
+}
+
+/// CPU per operation for people: µs per transaction or connection, ns per
+/// KiB for stream.
+fn cpu_per_op(workload: Workload, f: &Figures) -> f64 {
+    match workload {
+        Workload::Stream => f.cpu_ns_per_op() * 1024.0,
+        _ => f.cpu_ns_per_op() / 1000.0,
+    }
+}
+
+/// A table for people: each core count's figures, the ratio, the scaling,
+/// the CPU per operation; `device` names ustack's multi-queue device (a
+/// device run), `None` for the in-memory link.
+pub fn cores_table(workload: Workload, device: Option<&str>, points: &[CoresPoint]) -> String {
+    let (unit, cpu_unit) = match workload {
+        Workload::Stream => ("Gbit/s", "ns/KiB"),
+        Workload::Rr => ("transactions/s", "µs/op"),
+        Workload::Crr => ("connections/s", "µs/op"),
     };
-    let mut s = format!(
-        "{} on N cores: ustack as N shards on the in-memory link, Linux with N SO_REUSEPORT server threads on loopback ({unit})\n",
-        workload.name()
-    );
+    let paths = match device {
+        Some(d) => format!(
+            "ustack as N shards on {d} with a queue each, Linux with N SO_REUSEPORT server threads on a veth pair, \
+             the kernel's client on both"
+        ),
+        None => "ustack as N shards on the in-memory link, Linux with N SO_REUSEPORT server threads on loopback".into(),
+    };
+    let mut s = format!("{} on N cores: {paths} ({unit}; CPU {cpu_unit}, the whole process)\n", workload.name());
     s.push_str(&format!(
-        "{:>5} {:>14} {:>14} {:>8} {:>15} {:>14}\n",
-        "cores", "ustack", "linux", "ratio", "ustack scaling", "linux scaling"
+        "{:>5} {:>14} {:>14} {:>8} {:>15} {:>14} {:>11} {:>11}\n",
+        "cores", "ustack", "linux", "ratio", "ustack scaling", "linux scaling", "ustack cpu", "linux cpu"
     ));
     let base = points.first();
     for p in points {
-        let (u, l) = (fig(&p.ustack), fig(&p.linux));
+        let (u, l) = (main_figure(workload, &p.ustack), main_figure(workload, &p.linux));
         let scale = |x: f64, b: f64| x / b.max(1e-12);
         s.push_str(&format!(
-            "{:>5} {:>14.3} {:>14.3} {:>8.2} {:>14.2}x {:>13.2}x\n",
+            "{:>5} {:>14.3} {:>14.3} {:>8.2} {:>14.2}x {:>13.2}x {:>11.2} {:>11.2}\n",
             p.cores,
             u,
             l,
             u / l.max(1e-12),
-            base.map_or(1.0, |b| scale(u, fig(&b.ustack))),
-            base.map_or(1.0, |b| scale(l, fig(&b.linux))),
+            base.map_or(1.0, |b| scale(u, main_figure(workload, &b.ustack))),
+            base.map_or(1.0, |b| scale(l, main_figure(workload, &b.linux))),
+            cpu_per_op(workload, &p.ustack),
+            cpu_per_op(workload, &p.linux),
         ));
+    }
+    for p in points.iter().filter(|p| !p.shards.is_empty()) {
+        let shares: Vec<String> = p
+            .shards
+            .iter()
+            .enumerate()
+            .map(|(k, sh)| format!("shard {k} {} connections, {} handoffs", sh.connections, sh.handoffs))
+            .collect();
+        s.push_str(&format!("  {} cores: {}\n", p.cores, shares.join("; ")));
     }
     s
 }
 
-/// The same as JSON: `workload`, `unit` and `points`, each with `cores`,
-/// `ustack`, `linux` (per second, Gbit/s for stream), `ratio` and each
-/// side's `scaling` from the first point.
-pub fn cores_json(workload: Workload, points: &[CoresPoint]) -> String {
-    let fig = |f: &Figures| match workload {
-        Workload::Stream => f.per_second() * 8.0 / 1e9,
-        _ => f.per_second(),
-    };
+/// The same as JSON: `workload`, `path` and `linux_path` (`memory` and
+/// `loopback`, or the device's kind and `veth`; `device` with a device),
+/// and `points`, each with `cores`, `ustack`, `linux` (per second,
+/// Gbit/s for stream), `ratio`, each side's `scaling` from the first point
+/// and CPU ns per operation (per byte for stream), and over a device
+/// `ustack_shards`: each shard's `connections`, `segments` and `handoffs`.
+pub fn cores_json(workload: Workload, device: Option<&str>, points: &[CoresPoint]) -> String {
+    let fig = |f: &Figures| main_figure(workload, f);
     let base = points.first().map(|b| (fig(&b.ustack), fig(&b.linux)));
     let rows: Vec<String> = points
         .iter()
         .map(|p| {
             let (u, l) = (fig(&p.ustack), fig(&p.linux));
             let (bu, bl) = base.unwrap_or((u, l));
+            let shards: Vec<String> = p
+                .shards
+                .iter()
+                .map(|s| {
+                    format!(
+                        "{{\"connections\":{},\"segments\":{},\"handoffs\":{}}}",
+                        s.connections, s.segments, s.handoffs
+                    )
+                })
+                .collect();
+            let shards =
+                if shards.is_empty() { String::new() } else { format!(",\"ustack_shards\":[{}]", shards.join(",")) };
             format!(
-                "{{\"cores\":{},\"ustack\":{u:.3},\"linux\":{l:.3},\"ratio\":{:.4},\"ustack_scaling\":{:.4},\"linux_scaling\":{:.4}}}",
+                "{{\"cores\":{},\"ustack\":{u:.3},\"linux\":{l:.3},\"ratio\":{:.4},\"ustack_scaling\":{:.4},\
+                 \"linux_scaling\":{:.4},\"ustack_cpu_ns_per_op\":{:.3},\"linux_cpu_ns_per_op\":{:.3}{shards}}}",
                 p.cores,
                 u / l.max(1e-12),
                 u / bu.max(1e-12),
-                l / bl.max(1e-12)
+                l / bl.max(1e-12),
+                p.ustack.cpu_ns_per_op(),
+                p.linux.cpu_ns_per_op(),
             )
         })
         .collect();
-    format!("{{\"workload\":\"{}\",\"points\":[{}]}}", workload.name(), rows.join(","))
+    let path = match device {
+        Some(d) => format!(
+            "\"path\":\"{}\",\"linux_path\":\"veth\",\"device\":\"{}\"",
+            d.split(':').next().unwrap_or(d),
+            d.replace(['"', '\\'], "")
+        ),
+        None => "\"path\":\"memory\",\"linux_path\":\"loopback\"".into(),
+    };
+    format!("{{\"workload\":\"{}\",{path},\"points\":[{}]}}", workload.name(), rows.join(","))
 }

@@ -28,10 +28,10 @@ use ustack_runtime::apps::{TcpDiscard, TcpEcho, DEFAULT_MAX_CONNECTIONS};
 use ustack_runtime::{App, EventLoop, StopSignal, Waitable};
 use ustack_wire::Ipv6Cidr;
 
-const PORT: u16 = 5001;
+pub(crate) const PORT: u16 = 5001;
 /// The veth ends: fixed names are safe, each lives in a private namespace.
-const VETH_CLIENT: &str = "ubc0";
-const VETH_SERVER: &str = "ubs0";
+pub(crate) const VETH_CLIENT: &str = "ubc0";
+pub(crate) const VETH_SERVER: &str = "ubs0";
 
 /// ustack's IPv6 address on the device in an IPv6 run (`Params::ip6`), and
 /// the Linux server's on its veth: give it to the stack (`--ip6`).
@@ -175,7 +175,7 @@ impl App for Settled {
 }
 
 /// Ends the event loop once the client is done.
-struct Until<'a>(&'a AtomicBool);
+pub(crate) struct Until<'a>(pub(crate) &'a AtomicBool);
 
 impl App for Until<'_> {
     fn poll(&mut self, _: &mut Stack, _: Instant, _: &[Event]) {}
@@ -214,7 +214,7 @@ fn linux_side(workload: Workload, p: &Params, setup: &DeviceSetup) -> std::io::R
 }
 
 /// Address (IPv4, or IPv6 without DAD), checksum offload as on the TAP, link up.
-fn configure(link: &str, cidr: &str, offload: bool) -> std::io::Result<()> {
+pub(crate) fn configure(link: &str, cidr: &str, offload: bool) -> std::io::Result<()> {
     if cidr.contains(':') {
         enable_ipv6(link, cidr)?;
     } else {

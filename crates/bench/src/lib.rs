@@ -1,7 +1,8 @@
 //! Side-by-side workloads: the same measurement over Linux kernel sockets
 //! (loopback) and over ustack (two stacks on the in-memory link), in one run,
 //! so the figure that matters is the ratio. [`run_device`] does the same
-//! with ustack on a real device (a TAP) and Linux on a veth pair.
+//! with ustack on a real device (a TAP) and Linux on a veth pair;
+//! [`run_cores`] and [`run_device_cores`] on N cores, ustack as N shards.
 //!
 //! Workloads (netperf's vocabulary):
 //! - `stream`: one connection, bulk data one way; throughput.
@@ -18,6 +19,7 @@
 mod client;
 mod cores;
 mod device;
+mod device_cores;
 pub mod idle;
 mod linux;
 mod netns;
@@ -26,8 +28,9 @@ mod report;
 mod ustack;
 mod vswitch;
 
-pub use cores::{cores_json, cores_table, run_cores, CoresPoint};
+pub use cores::{cores_json, cores_table, run_cores, CoresPoint, ShardShare};
 pub use device::{run_device, DeviceSetup, CLIENT_IP6, SERVER_IP6};
+pub use device_cores::run_device_cores;
 pub use idle::{run_idle, IdleParams, IdleReport};
 pub use p2p::{run_p2p, serve_kernel, P2pSetup};
 pub use report::{BenchPath, DeviceNotes, Figures, Report};

@@ -8,7 +8,7 @@ use crate::report::{timed_transactions, Figures};
 use crate::{cpu_time, Params, Workload};
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, FromRawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
 use std::thread;
@@ -157,16 +157,34 @@ fn handle(mut s: TcpStream, workload: Workload, buf: &mut [u8]) -> io::Result<()
 
 /// Run `workload` against the server at `addr` for `p.duration`.
 pub(crate) fn client(workload: Workload, addr: SocketAddr, p: &Params) -> io::Result<Figures> {
+    client_from(workload, addr, p, None)
+}
+
+/// Which client port a connection comes from: the kernel's pick (`None`),
+/// or the first free one from 1024 up that the filter accepts (the way a
+/// benchmark puts rr's and stream's one connection on a given shard).
+pub(crate) type PortPick<'a> = Option<&'a (dyn Fn(u16) -> bool + Sync)>;
+
+/// [`client`], with rr's and stream's connection from a port `pick`
+/// accepts; crr's many connections always take the kernel's ports.
+pub(crate) fn client_from(workload: Workload, addr: SocketAddr, p: &Params, pick: PortPick) -> io::Result<Figures> {
     let (result, what) = match workload {
-        Workload::Stream => (stream(addr, p), "stream to"),
-        Workload::Rr => (rr(addr, p), "rr with"),
+        Workload::Stream => (stream(addr, p, pick), "stream to"),
+        Workload::Rr => (rr(addr, p, pick), "rr with"),
         Workload::Crr => (crr(addr, p), "crr with"),
     };
     result.map_err(|e| io::Error::new(e.kind(), format!("{what} {addr}: {e}")))
 }
 
 fn connect(addr: SocketAddr, nodelay: bool) -> io::Result<TcpStream> {
-    let s = TcpStream::connect(addr)?;
+    connect_from(addr, nodelay, None)
+}
+
+fn connect_from(addr: SocketAddr, nodelay: bool, pick: PortPick) -> io::Result<TcpStream> {
+    let s = match pick {
+        None => TcpStream::connect(addr)?,
+        Some(pick) => connect_picked(addr, pick)?,
+    };
     s.set_nodelay(nodelay)?;
     s.set_read_timeout(Some(STUCK))?;
     s.set_write_timeout(Some(STUCK))?;
@@ -198,8 +216,8 @@ pub(crate) fn set_socket_option<T>(s: &TcpStream, name: libc::c_int, value: &T) 
     }
 }
 
-fn stream(addr: SocketAddr, p: &Params) -> io::Result<Figures> {
-    let mut c = connect(addr, false)?;
+fn stream(addr: SocketAddr, p: &Params, pick: PortPick) -> io::Result<Figures> {
+    let mut c = connect_from(addr, false, pick)?;
     if let Some(size) = p.send_buffer {
         set_send_buffer(&c, size)?;
     }
@@ -219,8 +237,8 @@ fn stream(addr: SocketAddr, p: &Params) -> io::Result<Figures> {
     Ok(Figures { count: sent, elapsed: start.elapsed(), cpu: cpu_time() - cpu0, latency_ns: None })
 }
 
-fn rr(addr: SocketAddr, p: &Params) -> io::Result<Figures> {
-    let mut c = connect(addr, true)?;
+fn rr(addr: SocketAddr, p: &Params, pick: PortPick) -> io::Result<Figures> {
+    let mut c = connect_from(addr, true, pick)?;
     let req = vec![0x11u8; p.message];
     let mut resp = vec![0u8; p.message];
     timed_transactions(p.duration, || {
@@ -239,4 +257,50 @@ fn crr(addr: SocketAddr, p: &Params) -> io::Result<Figures> {
         drop(c); // the client closes first, within the timed transaction
         Ok(())
     })
+}
+
+/// Connect to `addr` (IPv4) from the first free client port that `pick`
+/// accepts.
+fn connect_picked(addr: SocketAddr, pick: &(dyn Fn(u16) -> bool + Sync)) -> io::Result<TcpStream> {
+    let SocketAddr::V4(to) = addr else {
+        return Err(io::Error::new(io::ErrorKind::Unsupported, "a picked client port is IPv4 only"));
+    };
+    let len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+    for port in (1024..=u16::MAX).filter(|&port| pick(port)) {
+        // SAFETY: a plain socket call; the descriptor is owned by the
+        // TcpStream at once, which closes it on every path.
+        let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let s = unsafe { TcpStream::from_raw_fd(fd) };
+        let from = sockaddr_in(std::net::Ipv4Addr::UNSPECIFIED, port);
+        // SAFETY: a valid sockaddr_in of the length given, on an open socket.
+        if unsafe { libc::bind(fd, (&from as *const libc::sockaddr_in).cast(), len) } != 0 {
+            match io::Error::last_os_error() {
+                e if e.raw_os_error() == Some(libc::EADDRINUSE) => continue,
+                e => return Err(e),
+            }
+        }
+        let to = sockaddr_in(*to.ip(), to.port());
+        // SAFETY: as for bind.
+        if unsafe { libc::connect(fd, (&to as *const libc::sockaddr_in).cast(), len) } != 0 {
+            match io::Error::last_os_error() {
+                e if matches!(e.raw_os_error(), Some(libc::EADDRINUSE | libc::EADDRNOTAVAIL)) => continue,
+                e => return Err(e),
+            }
+        }
+        return Ok(s);
+    }
+    Err(io::Error::new(io::ErrorKind::AddrInUse, "no free client port that the bench's pick accepts"))
+}
+
+/// `ip:port` as the socket calls take it.
+pub(crate) fn sockaddr_in(ip: std::net::Ipv4Addr, port: u16) -> libc::sockaddr_in {
+    libc::sockaddr_in {
+        sin_family: libc::AF_INET as libc::sa_family_t,
+        sin_port: port.to_be(),
+        sin_addr: libc::in_addr { s_addr: u32::from(ip).to_be() },
+        sin_zero: [0; 8],
+    }
 }

@@ -88,8 +88,9 @@ pub struct BenchArgs {
     pub cfg: ConfigArgs,
     /// Run stream, rr or crr on each of these core counts (e.g. 1,2): ustack as N shards on the
     /// in-memory link (each core a shard and the client whose flows hash to it), beside Linux with N
-    /// SO_REUSEPORT server threads and N clients on loopback; prints each count's ratio and each side's
-    /// scaling from the first count.
+    /// SO_REUSEPORT server threads and N clients on loopback; prints each count's ratio, each side's
+    /// scaling from the first count and CPU per operation. With --device tap:NAME (root): N shards on a
+    /// multi-queue TAP, one queue each, against N kernel clients, beside Linux's N servers on a veth pair.
     #[arg(long, value_name = "N,N,...", value_delimiter = ',',
         value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=1024))]
     pub cores: Vec<usize>,
@@ -200,17 +201,22 @@ pub fn run(args: BenchArgs) -> Result<(), CliError> {
         return run_sweep(sweep, &params, &args);
     }
     if !args.cores.is_empty() {
-        if args.device.is_some() || args.plot.is_some() {
+        if args.plot.is_some() || args.device.as_deref().is_some_and(|d| !d.starts_with("tap:")) {
             return Err(CliError::Bench(
-                "--cores runs on the in-memory link and loopback, without --device or --plot".into(),
+                "--cores runs on the in-memory link or on --device tap:NAME (a multi-queue TAP), without --plot".into(),
             ));
         }
-        let points =
-            ustack_bench::run_cores(workload, &params, &args.cores).map_err(|e| CliError::Bench(e.to_string()))?;
+        let device = args.device.as_deref();
+        let points = match device {
+            Some(device) => on_device_cores(workload, &params, &args, device)?,
+            None => {
+                ustack_bench::run_cores(workload, &params, &args.cores).map_err(|e| CliError::Bench(e.to_string()))?
+            }
+        };
         if args.json {
-            println!("{}", ustack_bench::cores_json(workload, &points));
+            println!("{}", ustack_bench::cores_json(workload, device, &points));
         } else {
-            print!("{}", ustack_bench::cores_table(workload, &points));
+            print!("{}", ustack_bench::cores_table(workload, device, &points));
         }
         return Ok(());
     }
@@ -362,6 +368,36 @@ fn on_device(
         let setup = ustack_bench::P2pSetup { device: spec, ustack_bin: bin, offloads: args.veth_offloads };
         return ustack_bench::run_p2p(workload, params, &setup).map_err(CliError::Bench);
     }
+    let (dev, setup) = tap_setup(params, args, device)?;
+    let settings = args.cfg.load()?;
+    let open = move || dev.open(&settings).map(|o| (o.stack, o.device)).map_err(|e| e.to_string());
+    ustack_bench::run_device(workload, params, &setup, open).map(|r| vec![r]).map_err(CliError::Bench)
+}
+
+/// `--cores N,... --device tap:NAME`: at each count, N shards on a
+/// multi-queue TAP opened as `ustack up --cores N` opens it (one queue a
+/// shard, steered by the symmetric hash), beside Linux's N servers.
+fn on_device_cores(
+    workload: Workload,
+    params: &Params,
+    args: &BenchArgs,
+    device: &str,
+) -> Result<Vec<ustack_bench::CoresPoint>, CliError> {
+    if args.mtu.is_some() {
+        return Err(CliError::Bench("--mtu sets the in-memory link's MTU; with --device the TAP's own is used".into()));
+    }
+    let (dev, setup) = tap_setup(params, args, device)?;
+    let settings = args.cfg.load()?;
+    let mac = dev.mac_or_random(ustack_runtime::os_seed());
+    let open = |env: &ustack_runtime::shard::ShardEnv| {
+        crate::shards::open_shard(&dev, &settings, mac, env).map(|o| (o.stack, o.device))
+    };
+    ustack_bench::run_device_cores(workload, params, &setup, &args.cores, open).map_err(CliError::Bench)
+}
+
+/// The TAP as `ustack up` would open it (ustack at `--ip`, the kernel
+/// client at `--host-ip` on its side), checked before any namespace is made.
+fn tap_setup(params: &Params, args: &BenchArgs, device: &str) -> Result<(DeviceArgs, DeviceSetup), CliError> {
     let cidr = |a, b, c, d| Ipv4Cidr::new(Ipv4Addr::new(a, b, c, d), 24).expect("a /24 is valid");
     let server = args.ip.unwrap_or_else(|| cidr(10, 0, 0, 2));
     let client = args.host_ip.unwrap_or_else(|| cidr(10, 0, 0, 1));
@@ -381,12 +417,9 @@ fn on_device(
         impair: None,
         pcap: None,
     };
-    // A malformed --device or config fails before any namespace is made.
+    // A malformed --device fails before any namespace is made.
     dev.check()?;
-    let settings = args.cfg.load()?;
-    let setup = DeviceSetup { device: device.to_string(), server, client };
-    let open = move || dev.open(&settings).map(|o| (o.stack, o.device)).map_err(|e| e.to_string());
-    ustack_bench::run_device(workload, params, &setup, open).map(|r| vec![r]).map_err(CliError::Bench)
+    Ok((dev, DeviceSetup { device: device.to_string(), server, client }))
 }
 
 fn idle(args: &BenchArgs) -> Result<(), CliError> {

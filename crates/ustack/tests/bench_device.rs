@@ -88,6 +88,54 @@ fn bench_ip6_on_a_tap_reports_both_sides_over_ipv6() {
     }
 }
 
+/// `--cores 1,2 --device tap:NAME`: ustack as one, then two shards on a
+/// multi-queue TAP (a queue each), beside Linux with one, then two
+/// `SO_REUSEPORT` servers on a veth pair. Both sides report at each count;
+/// each shard carried flows of its own (rr's and stream's clients pick
+/// ports that hash one to each shard: exactly one connection each) and no
+/// frame crossed between shards (the TAP steers by ustack's hash). No
+/// speed asserted.
+#[test]
+fn bench_cores_on_a_multi_queue_tap_reports_both_sides_and_both_shards() {
+    skip_unless!("ethtool");
+    let ns = Netns::new("bdcor");
+    for (i, workload) in ["crr", "rr", "stream"].into_iter().enumerate() {
+        let device = format!("tap:{}", support::short_name("ubc", i as u8));
+        let argv =
+            [ustack_bin(), "bench", workload, "--cores", "1,2", "--device", &device, "--seconds", "0.3", "--json"];
+        let out = ns.exec(&argv, LIMIT);
+        assert!(out.success(), "{workload}: {out}");
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("{workload}: not one JSON object ({e}): {out}"));
+        assert_eq!((&v["workload"], &v["path"], &v["linux_path"]), (&workload.into(), &"tap".into(), &"veth".into()));
+        assert_eq!(v["device"], device.as_str(), "{v}");
+        let points = v["points"].as_array().expect("points");
+        assert_eq!(points.iter().map(|p| p["cores"].as_u64()).collect::<Vec<_>>(), [Some(1), Some(2)], "{v}");
+        for p in points {
+            for key in ["ustack", "linux", "ratio", "ustack_scaling", "linux_scaling"] {
+                assert!(p[key].as_f64().is_some_and(|x| x > 0.0), "{workload}: {key} in {p}");
+            }
+            for key in ["ustack_cpu_ns_per_op", "linux_cpu_ns_per_op"] {
+                assert!(p[key].as_f64().is_some_and(|x| x > 0.0), "{workload}: {key} in {p}");
+            }
+            let shards = p["ustack_shards"].as_array().expect("ustack_shards");
+            assert_eq!(shards.len() as u64, p["cores"].as_u64().unwrap(), "{workload}: a share per shard: {p}");
+            for (k, s) in shards.iter().enumerate() {
+                let connections = s["connections"].as_u64().unwrap();
+                match workload {
+                    "crr" => assert!(connections > 0, "{workload}: shard {k} carried no connection: {p}"),
+                    _ => assert_eq!(connections, 1, "{workload}: shard {k}: one client's connection: {p}"),
+                }
+                assert!(s["segments"].as_u64().unwrap() > 0, "{workload}: shard {k}: {p}");
+                assert_eq!(s["handoffs"].as_u64(), Some(0), "{workload}: shard {k}: frames crossed: {p}");
+            }
+        }
+        assert_eq!(points[0]["ustack_scaling"].as_f64(), Some(1.0), "{v}");
+    }
+    let links = ns.exec_ok(&["ip", "-o", "link"], Duration::from_secs(5)).stdout_str();
+    assert_eq!(links.lines().count(), 1, "only loopback remains: {links}");
+}
+
 #[test]
 fn bench_device_table_names_both_paths() {
     skip_unless!("ethtool");
@@ -113,6 +161,8 @@ fn bench_device_rejects_bad_flags_in_one_line() {
         (&["rr", "--ip6", "--cores", "1"][..], "--ip6"),
         (&["rr", "--ip6", "--device", "af_packet:x"][..], "--ip6"),
         (&["idle", "--ip6"][..], "--ip6"),
+        (&["rr", "--cores", "1,2", "--device", "af_packet:x"][..], "--cores"),
+        (&["crr", "--cores", "1,2", "--device", "tap:x", "--plot", "x.svg"][..], "--cores"),
     ] {
         let out = std::process::Command::new(ustack_bin()).arg("bench").args(args).output().unwrap();
         assert!(!out.status.success(), "{args:?}");
