@@ -22,7 +22,12 @@
 # WORKLOADS="iperf3 redis wrk" (the default) picks what runs; LIB=path.so
 # measures another build of the library; DEV=af_xdp puts the library's
 # stacks on AF_XDP sockets (generic XDP, `mode=skb`, on the veth) instead of
-# AF_PACKET.
+# AF_PACKET. XDP carries no checksum metadata, and a kernel sender on a veth
+# leaves its TCP/UDP checksums partial (CHECKSUM_PARTIAL), which the stack
+# drops as corrupt (its drop_tcp_checksum counter): with DEV=af_xdp, Z's
+# kernel completes its checksums (`ethtool -K tx off`, which also turns TSO
+# off) for the runs after Linux <-> Linux; Linux <-> Linux keeps veth's
+# offloads.
 #
 # Prints a markdown table on stdout; progress and failures on stderr.
 set -euo pipefail
@@ -76,7 +81,8 @@ case $LIB$TMP in *[[:space:]]*) echo "bench-preload: no spaces in $LIB or $TMP, 
 K_A="ip netns exec $A" K_Z="ip netns exec $Z"
 case ${DEV:=af_packet} in
   af_packet) OPTS=;;
-  af_xdp) OPTS=,mode=skb;;
+  af_xdp) OPTS=,mode=skb
+    command -v ethtool >/dev/null || { echo "bench-preload: DEV=af_xdp needs ethtool (the kernel peer's checksums)" >&2; exit 2; };;
   *) echo "bench-preload: DEV=$DEV: use af_packet or af_xdp" >&2; exit 2;;
 esac
 L_A="$K_A env LD_PRELOAD=$LIB USTACK_DEVICE=$DEV:$IA$OPTS USTACK_IP=$LA/24"
@@ -188,6 +194,11 @@ echo "bench-preload: Linux <-> Linux" >&2
 each linux "$K_A" "$KA" "$K_Z"
 # From here on A's kernel holds no address: only the library answers there.
 ip -n "$A" addr flush dev "$IA"
+if [ "$DEV" = af_xdp ]; then
+  # Z's kernel talks to the library's stacks from here on (the kernel
+  # clients, the readiness probes): full checksums, no TSO (see the top).
+  ip netns exec "$Z" ethtool -K "$IZ" tx off >/dev/null
+fi
 echo "bench-preload: library <-> library" >&2
 each lib "$L_A" "$LA" "$L_Z"
 echo "bench-preload: Linux client -> library server" >&2

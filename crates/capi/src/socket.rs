@@ -10,7 +10,7 @@ use ustack_core::tcp::{ConnError, RecvError, SendError, State};
 use ustack_core::{ConnectError, ListenError, Socket, UdpSendError};
 
 use crate::errno::{unsupported, Errno, EAGAIN, EBADF, EINVAL, ENOTCONN};
-use crate::sys::{self, drain, lock, raw_poll, set_ustack, Inner, Kind, Sock};
+use crate::sys::{self, lock, raw_poll, set_ustack, Inner, Kind, Sock};
 
 fn e(v: i32) -> Errno {
     Errno(v)
@@ -176,7 +176,7 @@ fn blocking<T>(fd: RawFd, dontwait: bool, mut op: impl FnMut(&mut Inner) -> Resu
                 g.after_call_receiving(DEFAULT_RX_BURST);
             }
             let nonblock = g.sock(fd)?.nonblock || dontwait;
-            drain(wait);
+            sys::drain_wait(wait);
             let r = op(&mut g);
             g.after_call();
             match r {
@@ -187,6 +187,7 @@ fn blocking<T>(fd: RawFd, dontwait: bool, mut op: impl FnMut(&mut Inner) -> Resu
                     if !s.waiters.contains(&wait) {
                         s.waiters.push(wait);
                     }
+                    sys::arm_wait();
                     // And on the device: frames wake this thread, which takes them.
                     slept = Some(g.device_fd().unwrap_or(-1));
                 }
@@ -654,6 +655,8 @@ pub fn close(fd: RawFd) -> Result<(), Errno> {
     }
     for set in g.epolls.values_mut() {
         set.members.remove(&fd);
+        // Closing the eventfd takes it out of the kernel sets.
+        set.in_kernel.remove(&fd);
     }
     g.after_call();
     sys::raw_close(fd);

@@ -2,7 +2,7 @@
 //! the raw system calls the library makes for itself (never through symbols
 //! an LD_PRELOAD library may have replaced).
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -155,6 +155,29 @@ thread_local! {
     static WAIT_FD: std::cell::OnceCell<WaitFd> = const { std::cell::OnceCell::new() };
 }
 
+thread_local! {
+    /// This thread's wait eventfd may hold a ring: the thread registered it
+    /// in a socket's `waiters` since it last emptied it ([`arm_wait`]).
+    static WAIT_ARMED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// This thread registered its wait eventfd in a socket's `waiters` (or
+/// keeps it there) to sleep on it: the next [`drain_wait`] must empty it.
+pub(crate) fn arm_wait() {
+    WAIT_ARMED.with(|a| a.set(true));
+}
+
+/// Empty this thread's wait eventfd `fd` (under the lock, before looking at
+/// the sockets it is about to sleep on) if it may hold a ring. Only sockets
+/// whose `waiters` name it ring it, under the lock, and a thread is named
+/// there only between [`arm_wait`] and the end of the call that armed it,
+/// so a call that does not sleep (most, under load) makes no `read` here.
+pub(crate) fn drain_wait(fd: RawFd) {
+    if WAIT_ARMED.with(|a| a.replace(false)) {
+        drain(fd);
+    }
+}
+
 /// Empty a doorbell (it is non-blocking: an empty one answers EAGAIN).
 pub(crate) fn drain(fd: RawFd) {
     let mut buf = [0u8; 8];
@@ -175,6 +198,34 @@ pub(crate) fn raw_poll(fds: &mut [libc::pollfd], timeout_ms: i64) -> i32 {
 }
 
 // ---- the socket table -----------------------------------------------------
+
+/// Hashes a descriptor (or port) by one multiplication: the tables keyed by
+/// descriptor are looked up several times in every call, and the standard
+/// library's SipHash was about a twentieth of redis-benchmark's CPU under
+/// the library. Descriptors are the kernel's small numbers, not input an
+/// attacker chooses.
+#[derive(Default, Clone, Copy)]
+pub(crate) struct FdHasher(u64);
+
+impl std::hash::Hasher for FdHasher {
+    fn finish(&self) -> u64 {
+        // Fibonacci hashing: the high bits (hashbrown's control byte) vary too.
+        self.0.wrapping_mul(0x9e37_79b9_7f4a_7c15)
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 << 8 | u64::from(b)).rotate_left(5);
+        }
+    }
+    fn write_i32(&mut self, n: i32) {
+        self.0 = u64::from(n as u32);
+    }
+}
+
+/// [`FdHasher`]'s builder.
+pub(crate) type FdHash = std::hash::BuildHasherDefault<FdHasher>;
+/// A table keyed by descriptor.
+pub(crate) type FdMap<V> = HashMap<RawFd, V, FdHash>;
 
 /// What a ustack socket is.
 #[derive(Debug)]
@@ -285,7 +336,7 @@ pub(crate) struct EpollEntry {
 /// of threads sleeping on the set, so a doorbell is rung only when one is.
 #[derive(Debug, Default)]
 pub(crate) struct EpollSet {
-    pub members: HashMap<RawFd, EpollEntry>,
+    pub members: FdMap<EpollEntry>,
     pub ready: Vec<RawFd>,
     /// Threads in `epoll_wait` sleeping in the kernel on this set.
     pub sleepers: u32,
@@ -298,6 +349,13 @@ pub(crate) struct EpollSet {
     /// do that: they ring only for a thread sleeping on this set.
     pub bell: Option<RawFd>,
     pub raised: bool,
+    /// Members and former members whose eventfd is in the set's kernel
+    /// set: added at a socket's first `EPOLL_CTL_ADD` and left there by
+    /// `EPOLL_CTL_DEL` (the kernel drops it when the socket closes), so a
+    /// DEL and ADD again, which redis-benchmark makes around every request,
+    /// cost no system call. A former member's doorbell may wake a sleeper
+    /// on this set for nothing; the sleeper looks and sleeps again.
+    pub in_kernel: HashSet<RawFd, FdHash>,
 }
 
 impl EpollSet {
@@ -336,9 +394,9 @@ pub(crate) struct Inner {
     /// Every ARP frame of the interface, for a shard (see [`crate::shard`]).
     pub(crate) arp: Option<crate::shard::ArpSide>,
     pub clock: Clock,
-    pub socks: HashMap<RawFd, Sock>,
+    pub socks: FdMap<Sock>,
     /// epoll descriptor → its ustack members.
-    pub epolls: HashMap<RawFd, EpollSet>,
+    pub epolls: FdMap<EpollSet>,
     /// UDP port → the sockets bound to it. The stack has one socket per
     /// port; sockets sharing it (SO_REUSEADDR, e.g. a connected one beside
     /// a fresh listener, as iperf3 does) get their datagrams by peer here.
@@ -749,6 +807,8 @@ fn become_shard(g: &mut Inner, plan: &ShardPlan) -> Result<(), String> {
     for set in g.epolls.values_mut() {
         set.members.retain(|fd, _| socks.contains_key(fd));
         set.sleepers = 0;
+        // The sockets' eventfds are fresh files (renew_eventfd): none is in a kernel set yet.
+        set.in_kernel.clear();
     }
     g.stack = stack;
     for (port, fd) in listeners {
@@ -983,8 +1043,8 @@ pub fn start(cfg: &StartConfig) -> Result<(), String> {
         device: SendDevice(Some(device)),
         arp: None,
         clock: Clock::new(),
-        socks: HashMap::new(),
-        epolls: HashMap::new(),
+        socks: FdMap::default(),
+        epolls: FdMap::default(),
         udp_members: HashMap::new(),
         events: Vec::new(),
         planned: None,

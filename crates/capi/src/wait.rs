@@ -13,7 +13,7 @@ use ustack_core::stack::DEFAULT_RX_BURST;
 use crate::errno::{Errno, EBADF, EFAULT, EINVAL};
 use crate::socket::poll_bits;
 use crate::sys::{
-    self, drain, is_ustack, is_ustack_epoll, is_watched_epoll, lock, raw_poll, set_ustack_epoll, set_watched_epoll, EpollEntry,
+    self, is_ustack, is_ustack_epoll, is_watched_epoll, lock, raw_poll, set_ustack_epoll, set_watched_epoll, EpollEntry,
     Inner, BELLS, EPOLL_TAG,
 };
 use std::sync::atomic::Ordering;
@@ -63,7 +63,8 @@ pub fn poll(fds: &mut [libc::pollfd], timeout_ms: i64) -> Result<usize, Errno> {
             let mut g = lock()?;
             g.after_call_receiving(DEFAULT_RX_BURST);
             device = g.device_fd();
-            drain(wait);
+            sys::drain_wait(wait);
+            sys::arm_wait();
             for &i in &ours {
                 let want = fds[i].events | always;
                 bits[i] = poll_bits(&mut g, fds[i].fd, fds[i].events & libc::POLLOUT != 0) & want;
@@ -215,9 +216,13 @@ pub unsafe fn epoll_ctl(epfd: RawFd, op: i32, fd: RawFd, ev: *mut libc::epoll_ev
             if g.epolls.get(&epfd).is_some_and(|m| m.members.contains_key(&fd)) {
                 return Err(Errno(libc::EEXIST));
             }
-            let bell = libc::epoll_event { events: (libc::EPOLLIN | libc::EPOLLET) as u32, u64: EPOLL_TAG | fd as u64 };
-            raw_epoll_ctl(epfd, libc::EPOLL_CTL_ADD, fd, Some(bell))?;
-            g.epolls.entry(epfd).or_default().members.insert(fd, e);
+            let set = g.epolls.entry(epfd).or_default();
+            if !set.in_kernel.contains(&fd) {
+                let bell = libc::epoll_event { events: (libc::EPOLLIN | libc::EPOLLET) as u32, u64: EPOLL_TAG | fd as u64 };
+                raw_epoll_ctl(epfd, libc::EPOLL_CTL_ADD, fd, Some(bell))?;
+                set.in_kernel.insert(fd);
+            }
+            set.members.insert(fd, e);
             let s = g.sock(fd)?;
             if !s.epolls.contains(&epfd) {
                 s.epolls.push(epfd);
@@ -238,7 +243,15 @@ pub unsafe fn epoll_ctl(epfd: RawFd, op: i32, fd: RawFd, ev: *mut libc::epoll_ev
         libc::EPOLL_CTL_DEL => {
             g.epolls.get_mut(&epfd).and_then(|m| m.members.remove(&fd)).ok_or(Errno(libc::ENOENT))?;
             g.sock(fd)?.epolls.retain(|&ep| ep != epfd);
-            raw_epoll_ctl(epfd, libc::EPOLL_CTL_DEL, fd, None)?;
+            // The eventfd stays in the kernel set (`EpollSet::in_kernel`),
+            // unless the set is watched from outside, where a former
+            // member's doorbell would make the set look readable.
+            if is_watched_epoll(epfd) {
+                if let Some(set) = g.epolls.get_mut(&epfd) {
+                    set.in_kernel.remove(&fd);
+                }
+                raw_epoll_ctl(epfd, libc::EPOLL_CTL_DEL, fd, None)?;
+            }
         }
         _ => return Err(EINVAL),
     }
@@ -315,6 +328,14 @@ fn ensure_bell(g: &mut Inner, epfd: RawFd) -> Result<(), Errno> {
         set.bell = Some(bell);
         set.raised = false;
         BELLS.fetch_add(1, Ordering::Relaxed);
+        // Former members' doorbells left in the kernel set would make it
+        // look readable to its watchers: take them out now.
+        let members = &set.members;
+        let former: Vec<RawFd> = set.in_kernel.iter().copied().filter(|fd| !members.contains_key(fd)).collect();
+        for fd in former {
+            set.in_kernel.remove(&fd);
+            let _ = raw_epoll_ctl(epfd, libc::EPOLL_CTL_DEL, fd, None);
+        }
     }
     check_bell(g, epfd);
     Ok(())
