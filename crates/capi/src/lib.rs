@@ -54,7 +54,9 @@
 //! (edge-triggered: data arrived, room to write returned, connection
 //! established, end of stream, error). A thread that must wait:
 //!
-//! 1. under the lock, empties its own thread's wait eventfd, asks the socket
+//! 1. under the lock, empties its own thread's wait eventfd (if it may hold
+//!    a ring: it is rung only while registered, so most calls skip the
+//!    `read`), asks the socket
 //!    for its real readiness (a failed call re-arms the stack's edge for what
 //!    it lacked) and, if it must wait, adds that eventfd to the socket's
 //!    waiters, which are rung with the doorbell;
@@ -68,7 +70,9 @@
 //! sleep in the kernel. Readiness reported to the caller is always computed
 //! from the socket, never read from the eventfd, so a stale ring costs a
 //! recheck, not a wrong answer. For epoll the eventfd is added to the
-//! caller's real epoll set (`EPOLLIN|EPOLLET`, data tagged [`EPOLL_TAG`]); the
+//! caller's real epoll set (`EPOLLIN|EPOLLET`, data tagged [`EPOLL_TAG`]; an
+//! `EPOLL_CTL_DEL` leaves it there until the socket closes, so a DEL and ADD
+//! again cost no system call); the
 //! caller's events and data for it are kept here, in a set with a ready list
 //! as Linux's epoll keeps one (`EpollSet`: members with news, and
 //! level-triggered members reported last time), and reported with
