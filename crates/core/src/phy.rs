@@ -131,6 +131,21 @@ pub trait TxQueue {
     /// queue it. `fill` must write every byte: the buffer may hold stale data.
     /// Fails without calling `fill` when the queue has no room.
     fn send<F: FnOnce(&mut [u8])>(&mut self, len: usize, meta: TxMeta, fill: F) -> Result<(), TxFull>;
+    /// Queue the frame made of `parts` in order: a forwarder's path (the
+    /// switch), where the frame is already whole in another device's buffer
+    /// (its head perhaps rewritten: `[&new_macs, &frame[12..]]`). A device
+    /// that can write it out straight from the slices overrides this and
+    /// spares the copy into its own staging buffer that `send` costs.
+    fn send_parts(&mut self, parts: &[&[u8]], meta: TxMeta) -> Result<(), TxFull> {
+        let len = parts.iter().map(|p| p.len()).sum();
+        self.send(len, meta, |buf| {
+            let mut at = 0;
+            for p in parts {
+                buf[at..at + p.len()].copy_from_slice(p);
+                at += p.len();
+            }
+        })
+    }
     /// Push queued frames to the link (one system call per batch where the
     /// device can). Cheap when nothing is queued.
     fn flush(&mut self) {}
@@ -167,6 +182,9 @@ impl<Q: RxQueue + ?Sized> RxQueue for &mut Q {
 impl<Q: TxQueue + ?Sized> TxQueue for &mut Q {
     fn send<F: FnOnce(&mut [u8])>(&mut self, len: usize, meta: TxMeta, fill: F) -> Result<(), TxFull> {
         (**self).send(len, meta, fill)
+    }
+    fn send_parts(&mut self, parts: &[&[u8]], meta: TxMeta) -> Result<(), TxFull> {
+        (**self).send_parts(parts, meta)
     }
     fn flush(&mut self) {
         (**self).flush()

@@ -76,6 +76,13 @@ macro_rules! device_enum {
                 }
             }
 
+            #[inline]
+            fn send_parts(&mut self, parts: &[&[u8]], meta: TxMeta) -> Result<(), TxFull> {
+                match self {
+                    $($tx::$var(q) => q.send_parts(parts, meta)),+
+                }
+            }
+
             fn flush(&mut self) {
                 match self {
                     $($tx::$var(q) => q.flush()),+

@@ -499,7 +499,7 @@ fn count_tx(c: &mut PortCounters, sent: bool, len: usize) {
     }
 }
 
-/// Copy `frame` into `tx` (MACs swapped for the reflector), completing a
+/// Send `frame` on `tx` (MACs swapped for the reflector), completing a
 /// partial checksum the port cannot carry as such. A super-segment goes as
 /// it is: a port whose peer takes none (a vhost-user guest without
 /// GUEST_TSO4) cuts it in software.
@@ -508,6 +508,19 @@ fn send<T: TxQueue>(tx: &mut T, frame: &[u8], mut meta: TxMeta, tx_checksum: boo
     let complete = meta.csum_partial && !tx_checksum && meta.gso_type == ustack_core::phy::GsoType::None;
     if complete {
         meta.csum_partial = false;
+    }
+    if !complete {
+        // Forwarded as it is (the reflector's MACs swapped in a head of its
+        // own): a port that can takes it without a staging copy.
+        if swap && frame.len() >= 12 {
+            let mut head = [0u8; 12];
+            head[..6].copy_from_slice(&frame[6..12]);
+            head[6..].copy_from_slice(&frame[..6]);
+            return tx.send_parts(&[&head, &frame[12..]], meta).is_ok();
+        }
+        if !swap {
+            return tx.send_parts(&[frame], meta).is_ok();
+        }
     }
     let (start, field) = (usize::from(meta.csum_start), usize::from(meta.csum_start) + usize::from(meta.csum_offset));
     tx.send(frame.len(), meta, |buf| {

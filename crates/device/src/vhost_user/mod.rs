@@ -1018,24 +1018,33 @@ impl TxSide {
     }
 }
 
-impl TxQueue for VhostUserTx<'_> {
-    fn send<F: FnOnce(&mut [u8])>(&mut self, len: usize, meta: TxMeta, fill: F) -> Result<(), TxFull> {
+impl VhostUserTx<'_> {
+    /// The running ring a frame of `len` bytes goes to (the one the last
+    /// frame came in on, else the next running one); `Ok(None)`: too long,
+    /// dropped and counted; `Err`: no ring runs.
+    fn ring_for(&mut self, len: usize) -> Result<Option<usize>, TxFull> {
         let side = &mut *self.side;
-        let Some(mem) = side.mem.as_deref() else {
-            side.stats.no_ring += 1;
-            return Err(TxFull);
-        };
         let n = side.rings.len();
         let cur = self.cur.get() % n.max(1);
-        let Some(k) = (0..n).map(|i| (cur + i) % n).find(|&k| side.rings[k].is_some()) else {
+        let found = (0..n).map(|i| (cur + i) % n).find(|&k| side.rings[k].is_some());
+        let Some(k) = found.filter(|_| side.mem.is_some()) else {
             side.stats.no_ring += 1;
             return Err(TxFull);
         };
         if len + side.hdr_len > side.scratch.len() {
             side.stats.refused.too_long += 1;
-            return Ok(());
+            return Ok(None);
         }
-        let ring = side.rings[k].as_mut().expect("found above");
+        Ok(Some(k))
+    }
+}
+
+impl TxQueue for VhostUserTx<'_> {
+    fn send<F: FnOnce(&mut [u8])>(&mut self, len: usize, meta: TxMeta, fill: F) -> Result<(), TxFull> {
+        let Some(k) = self.ring_for(len)? else { return Ok(()) };
+        let side = &mut *self.side;
+        let mem = side.mem.as_deref().expect("ring_for found the memory");
+        let ring = side.rings[k].as_mut().expect("ring_for found it");
         if !ring.has_avail(mem) {
             // The guest has not refilled its ring: refuse before `fill`, as
             // the trait asks, and count it. Nothing is queued.
@@ -1068,6 +1077,45 @@ impl TxQueue for VhostUserTx<'_> {
             Err(e) => side.stats.refused.count(e),
         }
         Ok(())
+    }
+
+    /// A frame the guest takes as it is goes from the slices straight into
+    /// the guest's buffers; one that needs cutting or a checksum finished
+    /// goes through the staging buffer, as `send`.
+    fn send_parts(&mut self, parts: &[&[u8]], meta: TxMeta) -> Result<(), TxFull> {
+        let len: usize = parts.iter().map(|p| p.len()).sum();
+        let needs_work = (meta.gso_type != GsoType::None && !self.guest_tso4) || (meta.csum_partial && !self.guest_csum);
+        if needs_work {
+            return self.send(len, meta, |buf| {
+                let mut at = 0;
+                for p in parts {
+                    buf[at..at + p.len()].copy_from_slice(p);
+                    at += p.len();
+                }
+            });
+        }
+        let Some(k) = self.ring_for(len)? else { return Ok(()) };
+        let side = &mut *self.side;
+        let mem = side.mem.as_deref().expect("ring_for found the memory");
+        let ring = side.rings[k].as_mut().expect("ring_for found it");
+        let mut hdr = [0u8; 12];
+        hdr[..10].copy_from_slice(&crate::vnet::tx_header(&meta, 0));
+        match ring.push_parts(mem, &hdr[..side.hdr_len], parts, side.mrg) {
+            Ok(true) => {
+                side.stats.frames += 1;
+                side.stats.bytes += len as u64;
+                Ok(())
+            }
+            // The guest has not refilled its ring: nothing was taken.
+            Ok(false) => {
+                side.stats.no_buffers += 1;
+                Err(TxFull)
+            }
+            Err(e) => {
+                side.stats.refused.count(e);
+                Ok(())
+            }
+        }
     }
 
     fn flush(&mut self) {

@@ -117,11 +117,23 @@ impl Vring {
     /// or with `mrg` as many as it takes (the header's `num_buffers` says
     /// how many). `Ok(false)`: not enough buffers now (nothing consumed).
     pub fn push(&mut self, mem: &GuestMemoryMmap, hdr: &[u8], frame: &[u8], mrg: bool) -> Result<bool, ChainError> {
+        self.push_parts(mem, hdr, &[frame], mrg)
+    }
+
+    /// As [`Vring::push`], the frame given as `parts` in order (a gather
+    /// list: a forwarder's rewritten head and the rest, read where it is).
+    pub fn push_parts(
+        &mut self,
+        mem: &GuestMemoryMmap,
+        hdr: &[u8],
+        parts: &[&[u8]],
+        mrg: bool,
+    ) -> Result<bool, ChainError> {
         const MAX_BUFS: usize = 64;
         let start = self.queue.next_avail();
         let mut heads = [(0u16, 0u32); MAX_BUFS];
         let mut nbufs = 0usize;
-        let total = hdr.len() + frame.len();
+        let total = hdr.len() + parts.iter().map(|p| p.len()).sum::<usize>();
         let mut done = 0usize;
         let mut hdr_at = None;
         let mut err = None;
@@ -147,7 +159,7 @@ impl Vring {
                 } else {
                     hdr_at.get_or_insert(d.addr());
                     let room = (d.len() as usize).min(total - done);
-                    if let Err(e) = write_span(mem, d.addr(), hdr, frame, done, room) {
+                    if let Err(e) = write_span(mem, d.addr(), hdr, parts, done, room) {
                         err = Some(e);
                     }
                     done += room;
@@ -243,23 +255,50 @@ fn write_span(
     mem: &GuestMemoryMmap,
     addr: GuestAddress,
     hdr: &[u8],
-    frame: &[u8],
+    parts: &[&[u8]],
     from: usize,
     len: usize,
 ) -> Result<(), ChainError> {
-    let (mut at, mut from, end) = (addr, from, from + len);
-    if from < hdr.len() {
-        let upto = end.min(hdr.len());
-        mem.write_slice(&hdr[from..upto], at).map_err(|_| ChainError::BadAddress)?;
-        at = at.checked_add((upto - from) as u64).ok_or(ChainError::BadAddress)?;
-        from = upto;
-    }
-    if from < end {
-        let f = &frame[from - hdr.len()..end - hdr.len()];
-        mem.write_slice(f, at).map_err(|_| ChainError::BadAddress)?;
+    let (mut at, end) = (addr, from + len);
+    // Bytes `[from, end)` of hdr ++ parts, each piece where it lies.
+    let mut start = 0usize;
+    for piece in std::iter::once(hdr).chain(parts.iter().copied()) {
+        let (lo, hi) = (start.max(from), (start + piece.len()).min(end));
+        if lo < hi {
+            mem.write_slice(&piece[lo - start..hi - start], at).map_err(|_| ChainError::BadAddress)?;
+            at = at.checked_add((hi - lo) as u64).ok_or(ChainError::BadAddress)?;
+        }
+        start += piece.len();
+        if start >= end {
+            break;
+        }
     }
     Ok(())
 }
 
 /// The memory of a connection, shared by its rings.
 pub(crate) type Memory = Option<Arc<GuestMemoryMmap>>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every window of header ++ parts lands where it belongs, whichever
+    /// pieces it starts and ends in.
+    #[test]
+    fn write_span_gathers_header_and_parts() {
+        let mem = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), 4096)]).unwrap();
+        let (hdr, parts): (&[u8], [&[u8]; 3]) = (&[1, 2], [&[3, 4, 5], &[], &[6, 7]]);
+        let whole: Vec<u8> = hdr.iter().chain(parts.iter().flat_map(|p| p.iter())).copied().collect();
+        for from in 0..whole.len() {
+            for len in 0..=whole.len() - from {
+                mem.write_slice(&[0xee; 16], GuestAddress(100)).unwrap();
+                write_span(&mem, GuestAddress(100), hdr, &parts, from, len).unwrap();
+                let mut got = [0u8; 16];
+                mem.read_slice(&mut got, GuestAddress(100)).unwrap();
+                assert_eq!(&got[..len], &whole[from..from + len], "from {from} len {len}");
+                assert!(got[len..].iter().all(|&b| b == 0xee), "from {from} len {len}: wrote past the span");
+            }
+        }
+    }
+}
