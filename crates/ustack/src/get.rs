@@ -181,7 +181,8 @@ fn fetch<D: Device + Waitable>(
     Ok(bytes)
 }
 
-/// Finishes once the stack has an IPv6 address to reach `dst` from.
+/// Finishes once the stack has the IPv6 address to reach `dst` from
+/// (duplicate address detection over).
 struct AwaitSource {
     dst: std::net::Ipv6Addr,
     ready: bool,
@@ -190,7 +191,10 @@ struct AwaitSource {
 
 impl ustack_runtime::App for AwaitSource {
     fn poll(&mut self, stack: &mut ustack_core::Stack, now: ustack_core::Instant, _events: &[ustack_core::Event]) {
-        self.ready = stack.ipv6().is_some_and(|l| l.select_source(self.dst).is_some());
+        // The settled source, not any usable one: while the global address
+        // is tentative the link-local one is usable, and a connection keeps
+        // the source it starts with.
+        self.ready = stack.ipv6().is_some_and(|l| l.settled_source(self.dst).is_some());
         self.next = Some(now + Duration::from_millis(20));
     }
     fn next_deadline(&self) -> Option<ustack_core::Instant> {

@@ -195,6 +195,11 @@ fn ustack_get_downloads_64_mib_from_a_kernel_ipv6_server() {
     assert!(out.success(), "ustack get over IPv6: {out}\nserver: {}", server.stderr_now());
     assert_eq!(file_len(&dir.path("got.bin")), (64 * MIB) as u64, "{out}");
     assert_eq!(sha256_file(&dir.path("got.bin")), want, "64 MiB fetched over IPv6 differs from the file served");
+    // The request came from the stack's global address, not from the
+    // link-local one usable while the global one was still tentative.
+    let log = server.stderr_now();
+    let from: Vec<&str> = log.lines().filter(|l| l.contains("GET /big.bin")).filter_map(|l| l.split(' ').next()).collect();
+    assert_eq!(from, [link.stack6()], "the server's log:\n{log}");
     drop(server);
 }
 
