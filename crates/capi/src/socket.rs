@@ -371,13 +371,17 @@ pub fn sendto(fd: RawFd, data: &[u8], flags: i32, dst: Option<SocketAddrV4>) -> 
     let dontwait = flags & libc::MSG_DONTWAIT != 0;
     let mut done = 0usize;
     loop {
-        let r = blocking(fd, dontwait, |g| send_some(g, fd, &data[done..], flags, dst));
+        // A blocking stream send returns when everything is queued.
+        let mut whole = false;
+        let r = blocking(fd, dontwait, |g| {
+            let r = send_some(g, fd, &data[done..], flags, dst);
+            whole = g.socks.get(&fd).is_some_and(|s| matches!(s.kind, Kind::TcpConn { .. }) && !s.nonblock);
+            r
+        });
         match r {
             Ok(n) => {
                 done += n;
-                let stream = matches!(lock()?.sock(fd)?.kind, Kind::TcpConn { .. });
-                // A blocking stream send returns when everything is queued.
-                if !stream || done == data.len() || dontwait || lock()?.sock(fd)?.nonblock {
+                if !whole || done == data.len() || dontwait {
                     return Ok(done);
                 }
             }
@@ -406,7 +410,10 @@ fn send_some(g: &mut Inner, fd: RawFd, data: &[u8], flags: i32, dst: Option<Sock
             }
             match g.stack.tcp_send(h, data) {
                 Ok(0) | Err(SendError::Full) => Err(EAGAIN),
-                Ok(n) => Ok(n),
+                Ok(n) => {
+                    g.deferred_bytes += n;
+                    Ok(n)
+                }
                 Err(SendError::Closing) | Err(SendError::Closed(None)) => Err(epipe(flags)),
                 Err(SendError::Closed(Some(c))) if !reported => {
                     g.sock(fd)?.err_reported = true;
@@ -425,7 +432,10 @@ fn send_some(g: &mut Inner, fd: RawFd, data: &[u8], flags: i32, dst: Option<Sock
                 None => udp_autobind(g, fd)?,
             };
             match g.stack.udp_send_to(h, to, data) {
-                Ok(()) => Ok(data.len()),
+                Ok(()) => {
+                    g.deferred_bytes += data.len();
+                    Ok(data.len())
+                }
                 Err(UdpSendError::WouldBlock) => Err(EAGAIN),
                 Err(UdpSendError::TooBig { .. }) => Err(e(libc::EMSGSIZE)),
                 Err(UdpSendError::NotBound) => Err(EBADF),

@@ -39,6 +39,11 @@ pub(crate) static UNKICKED: AtomicBool = AtomicBool::new(false);
 /// a call the library does not see): the stack thread wakes this often
 /// while calls defer kicks, and its turn kicks.
 pub const KICK_DELAY: ustack_core::Duration = ustack_core::Duration::from_millis(1);
+/// A call leaves its segments to the next wait (or the stack thread's turn,
+/// within [`KICK_DELAY`]) while the calls since the last transmission queued
+/// less than this; past it, they are built at once (bulk writes keep the
+/// wire busy as before), only their kick waits.
+pub const DEFER_BYTES: usize = 16 << 10;
 /// The stack thread keeps its sleeps to [`KICK_DELAY`] for this long after
 /// a call; a call defers its kick only while the stack thread is sure to
 /// wake within [`KICK_DELAY`].
@@ -409,8 +414,14 @@ pub(crate) struct Inner {
     announce: (u8, Instant),
     /// When a call last sent (see [`Inner::after_call`]).
     last_call: Option<Instant>,
-    /// Frames are queued on the device and not kicked (mirrored in [`UNKICKED`]).
+    /// Frames are queued on the device and not kicked, or calls left
+    /// segments to build (`untransmitted`); mirrored in [`UNKICKED`].
     unkicked: bool,
+    /// Calls queued data that the stack has not made into segments yet
+    /// (see [`Inner::after_call`]); implies `unkicked`.
+    untransmitted: bool,
+    /// Bytes calls queued since the stack last transmitted.
+    pub(crate) deferred_bytes: usize,
 }
 
 /// A device whose transmit queue is not flushed at the end of a poll: the
@@ -560,7 +571,12 @@ impl Inner {
     /// library's waits on kernel descriptors, kick first: [`Inner::kick`]),
     /// another call kicks, or the stack thread's next turn, so a burst of
     /// small writes between two waits costs one kick (on AF_PACKET over a
-    /// veth, a `sendto` that runs the peer's whole receive path).
+    /// veth, a `sendto` that runs the peer's whole receive path). While
+    /// the calls since the last transmission queued less than
+    /// [`DEFER_BYTES`], not even their segments are built until then, so
+    /// small writes between two waits share segments (nginx's header and
+    /// body leave in one, Linux sends two) and a call costs no pass over
+    /// the stack.
     pub fn after_call(&mut self) {
         let now = self.clock.now();
         let defer = self.planned.is_some_and(|p| p <= now + KICK_DELAY);
@@ -570,11 +586,24 @@ impl Inner {
             return;
         }
         let Some(device) = self.device.0.as_mut() else { return };
-        let mut dev = NoKick { dev: device, queued: 0 };
-        self.stack.poll(now, &mut dev, 0);
-        if dev.queued > 0 && !self.unkicked {
+        if self.deferred_bytes < DEFER_BYTES {
+            // Not even the segments: the wait (or turn) that kicks builds
+            // them, so the writes between two waits leave in as few segments
+            // as the stack can make (nginx's header and body, one each call).
+            if !self.unkicked {
+                UNKICKED.store(true, Ordering::Release);
+            }
             self.unkicked = true;
-            UNKICKED.store(true, Ordering::Release);
+            self.untransmitted = true;
+        } else {
+            let mut dev = NoKick { dev: device, queued: 0 };
+            self.stack.poll(now, &mut dev, 0);
+            self.untransmitted = false;
+            self.deferred_bytes = 0;
+            if dev.queued > 0 && !self.unkicked {
+                self.unkicked = true;
+                UNKICKED.store(true, Ordering::Release);
+            }
         }
         let device_due = device.next_deadline();
         self.dispatch_events();
@@ -589,8 +618,13 @@ impl Inner {
         self.device.0.as_ref().filter(|d| d.failure().is_none()).and_then(|d| d.wait_fd())
     }
 
-    /// Kick the frames calls queued without a kick, if any.
+    /// Send what calls left unsent: build the segments they left to build
+    /// and kick the frames queued without a kick, if any.
     pub fn kick(&mut self) {
+        if self.untransmitted {
+            self.after_call_receiving(0);
+            return;
+        }
         if !self.unkicked {
             return;
         }
@@ -600,7 +634,10 @@ impl Inner {
         self.kicked();
     }
 
+    /// The stack transmitted what it had and the device was flushed.
     fn kicked(&mut self) {
+        self.untransmitted = false;
+        self.deferred_bytes = 0;
         if self.unkicked {
             self.unkicked = false;
             UNKICKED.store(false, Ordering::Release);
@@ -1052,6 +1089,8 @@ pub fn start(cfg: &StartConfig) -> Result<(), String> {
         announce: (ANNOUNCEMENTS, Instant::ZERO),
         last_call: None,
         unkicked: false,
+        untransmitted: false,
+        deferred_bytes: 0,
     };
     let global = Global { inner: Mutex::new(inner) };
     GLOBAL.set(global).map_err(|_| "the stack is already started in this process".to_string())?;
@@ -1131,8 +1170,10 @@ fn stack_thread(waker: RawFd) {
                 }
             }
             inner.stack.poll(now, &mut *device, 0);
+            // That poll transmitted and flushed the device.
+            inner.untransmitted = false;
+            inner.deferred_bytes = 0;
             if inner.unkicked {
-                // That poll flushed the device.
                 inner.unkicked = false;
                 UNKICKED.store(false, Ordering::Release);
             }
