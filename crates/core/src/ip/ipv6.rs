@@ -75,6 +75,26 @@ impl Iface {
         len: usize,
         fill: impl FnOnce(&mut [u8]),
     ) -> Result<(), EgressDrop> {
+        self.send_ipv6_offload(now, tx, src, dst, protocol, flow_label, len, None, |b, _| fill(b))
+    }
+
+    /// [`Iface::send_ipv6`] whose checksum the device may finish (see
+    /// `Ipv6Layer::send_offload`): `fill` is told whether to leave the
+    /// pseudo-header sum at `csum_offset` of the payload (`true`) or write
+    /// the whole checksum.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn send_ipv6_offload<T: TxQueue>(
+        &mut self,
+        now: Instant,
+        tx: &mut T,
+        src: Ipv6Addr,
+        dst: Ipv6Addr,
+        protocol: IpProtocol,
+        flow_label: u32,
+        len: usize,
+        csum_offset: Option<u16>,
+        fill: impl FnOnce(&mut [u8], bool),
+    ) -> Result<(), EgressDrop> {
         let Some(layer) = self.ipv6.as_mut() else {
             self.counters.drop_no_route += 1;
             return Err(EgressDrop::NoRoute);
@@ -89,7 +109,8 @@ impl Iface {
             flow_label,
         };
         // The layer counts each refusal under its own drop counter.
-        layer.send_with(now, &mut self.counters, tx, ip, fill).map_err(|e| match e {
+        let csum_offset = csum_offset.filter(|_| self.tx_csum_offload);
+        layer.send_offload(now, &mut self.counters, tx, ip, csum_offset, fill).map_err(|e| match e {
             Ipv6SendError::NoRoute => EgressDrop::NoRoute,
             Ipv6SendError::IncompleteFull => EgressDrop::IncompleteFull,
             Ipv6SendError::PendingFull => EgressDrop::PendingFull,

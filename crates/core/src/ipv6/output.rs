@@ -10,8 +10,8 @@ use crate::phy::{TxMeta, TxQueue};
 use crate::time::Instant;
 use std::net::Ipv6Addr;
 use ustack_wire::{
-    EtherType, EthernetAddress, IpProtocol, Ipv6FragmentRepr, Ipv6Packet, Ipv6Repr, IPV6_FRAGMENT_HEADER_LEN,
-    IPV6_HEADER_LEN,
+    EtherType, EthernetAddress, IpProtocol, Ipv6FragmentRepr, Ipv6Packet, Ipv6Repr, ETHERNET_HEADER_LEN,
+    IPV6_FRAGMENT_HEADER_LEN, IPV6_HEADER_LEN,
 };
 
 /// Why [`Ipv6Layer::send`] did not send (each is counted too).
@@ -159,6 +159,25 @@ impl Ipv6Layer {
         ip: Ipv6Repr,
         fill: impl FnOnce(&mut [u8]),
     ) -> Result<(), Ipv6SendError> {
+        self.send_offload(now, counters, tx, ip, None, |b, _| fill(b))
+    }
+
+    /// [`Ipv6Layer::send_with`] for an upper layer whose checksum the device
+    /// may finish: with `csum_offset` (where the checksum field is in the
+    /// payload) and a packet that leaves whole to a known neighbour, `fill`
+    /// is told (`true`) to leave the pseudo-header sum in the field for the
+    /// device to complete; otherwise (`false`) it writes the whole checksum
+    /// (a packet waiting for its neighbour is queued without metadata, and
+    /// fragments are summed whole).
+    pub(crate) fn send_offload<T: TxQueue>(
+        &mut self,
+        now: Instant,
+        counters: &mut Counters,
+        tx: &mut T,
+        ip: Ipv6Repr,
+        csum_offset: Option<u16>,
+        fill: impl FnOnce(&mut [u8], bool),
+    ) -> Result<(), Ipv6SendError> {
         if ip.payload_len > usize::from(u16::MAX) {
             counters.drop_too_big += 1;
             return Err(Ipv6SendError::TooBig);
@@ -167,9 +186,19 @@ impl Ipv6Layer {
         let mtu = self.path_mtu(now, ip.dst_addr);
         let len = IPV6_HEADER_LEN + ip.payload_len;
         if len <= mtu {
-            return self.emit(counters, tx, link, len, |b| {
+            let meta = match (csum_offset, link) {
+                (Some(offset), Link::Mac(_)) => TxMeta {
+                    csum_partial: true,
+                    csum_start: (ETHERNET_HEADER_LEN + IPV6_HEADER_LEN) as u16,
+                    csum_offset: offset,
+                    ..TxMeta::default()
+                },
+                _ => TxMeta::default(),
+            };
+            let partial = meta.csum_partial;
+            return self.emit(counters, tx, link, meta, len, |b| {
                 ip.emit(&mut Ipv6Packet::new_unchecked(&mut b[..IPV6_HEADER_LEN]));
-                fill(&mut b[IPV6_HEADER_LEN..]);
+                fill(&mut b[IPV6_HEADER_LEN..], partial);
             });
         }
         // RFC 8200 §4.5: fragments of the largest multiple of 8 that fits.
@@ -177,7 +206,7 @@ impl Ipv6Layer {
             self.scratch = vec![0; usize::from(u16::MAX)];
         }
         let mut scratch = core::mem::take(&mut self.scratch);
-        fill(&mut scratch[..ip.payload_len]);
+        fill(&mut scratch[..ip.payload_len], false);
         let per = (mtu - IPV6_HEADER_LEN - IPV6_FRAGMENT_HEADER_LEN) & !7;
         self.frag_ident = self.frag_ident.wrapping_add(1);
         let ident = self.frag_ident;
@@ -194,7 +223,7 @@ impl Ipv6Layer {
             let header =
                 Ipv6Repr { next_header: IpProtocol::Ipv6Frag, payload_len: IPV6_FRAGMENT_HEADER_LEN + n, ..ip };
             let data = &scratch[offset..offset + n];
-            result = self.emit(counters, tx, link, IPV6_HEADER_LEN + IPV6_FRAGMENT_HEADER_LEN + n, |b| {
+            result = self.emit(counters, tx, link, TxMeta::default(), IPV6_HEADER_LEN + IPV6_FRAGMENT_HEADER_LEN + n, |b| {
                 header.emit(&mut Ipv6Packet::new_unchecked(&mut b[..IPV6_HEADER_LEN]));
                 frag.emit(&mut b[IPV6_HEADER_LEN..]);
                 b[IPV6_HEADER_LEN + IPV6_FRAGMENT_HEADER_LEN..].copy_from_slice(data);
@@ -250,12 +279,13 @@ impl Ipv6Layer {
         counters: &mut Counters,
         tx: &mut T,
         link: Link,
+        meta: TxMeta,
         len: usize,
         fill: impl FnOnce(&mut [u8]),
     ) -> Result<(), Ipv6SendError> {
         match link {
             Link::Mac(mac) => {
-                if write_frame(counters, tx, TxMeta::default(), self.cfg.mac, mac, EtherType::Ipv6, len, fill) {
+                if write_frame(counters, tx, meta, self.cfg.mac, mac, EtherType::Ipv6, len, fill) {
                     Ok(())
                 } else {
                     Err(Ipv6SendError::TxFull)
