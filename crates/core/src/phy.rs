@@ -32,6 +32,10 @@ pub struct DeviceCaps {
     /// used together with `tx_checksum` (a super-segment's checksum is
     /// always left partial, as virtio requires).
     pub tso4_max: usize,
+    /// TCP segmentation offload for IPv6 too (virtio's `HOST_TSO6`, TUN's
+    /// `TUN_F_TSO6`): super-segments marked [`GsoType::TcpV6`], up to the
+    /// same `tso4_max`.
+    pub tso6: bool,
     /// The device may hand over coalesced TCP segments (GRO/LRO, virtio's
     /// `VIRTIO_NET_F_GUEST_TSO4`) larger than `mtu`, marked in
     /// [`RxMeta::gso_type`] with the size of the segments they stand for.
@@ -40,7 +44,7 @@ pub struct DeviceCaps {
 
 impl Default for DeviceCaps {
     fn default() -> Self {
-        DeviceCaps { mtu: 1500, rx_checksum: false, tx_checksum: false, tso4_max: 0, rx_coalesced: false }
+        DeviceCaps { mtu: 1500, rx_checksum: false, tx_checksum: false, tso4_max: 0, tso6: false, rx_coalesced: false }
     }
 }
 
@@ -55,6 +59,11 @@ impl DeviceCaps {
             0
         }
     }
+
+    /// [`DeviceCaps::tso4_limit`] for TCP over IPv6: 0 unless `tso6`.
+    pub fn tso6_limit(&self) -> usize {
+        if self.tso6 { self.tso4_limit() } else { 0 }
+    }
 }
 
 /// Which segmentation a frame needs or has had, as virtio-net's `gso_type`.
@@ -67,6 +76,8 @@ pub enum GsoType {
     /// segments of `gso_size` payload bytes; on receive, a coalesced segment
     /// that stands for segments of `gso_size` bytes.
     TcpV4,
+    /// TCP over IPv6 (`VIRTIO_NET_HDR_GSO_TCPV6`), as `TcpV4`.
+    TcpV6,
 }
 
 /// Facts about one received frame (the meaning of virtio-net's header).

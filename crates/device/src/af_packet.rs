@@ -565,6 +565,7 @@ impl Device for AfPacketDevice {
             rx_checksum: true,
             tx_checksum: true,
             tso4_max: if self.config.tso { TSO_MAX } else { 0 },
+            tso6: false,
             rx_coalesced: true,
         }
     }

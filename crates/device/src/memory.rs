@@ -91,8 +91,9 @@ pub struct LinkConfig {
     /// own check drops them. Default false, so tests exercise checksums.
     pub checksum_offload: bool,
     /// Offer TCP segmentation offload and coalesced receive, as virtio-net
-    /// between two VMs does: a sender may hand TCP/IPv4 super-segments of up
-    /// to 64 KiB marked [`GsoType::TcpV4`] ([`DeviceCaps::tso4_max`]); they
+    /// between two VMs does: a sender may hand TCP super-segments of up to
+    /// 64 KiB marked [`GsoType::TcpV4`] or [`GsoType::TcpV6`]
+    /// ([`DeviceCaps::tso4_max`], [`DeviceCaps::tso6`]); they
     /// cross whole (faults hit the whole frame) and arrive marked with the
     /// segment size they stand for ([`RxMeta::gso_type`]). Takes effect only
     /// with `checksum_offload`, as virtio's TSO needs checksum offload.
@@ -307,7 +308,7 @@ impl LinkConfig {
     pub(crate) fn fits(&self, len: usize, meta: &TxMeta) -> bool {
         match meta.gso_type {
             GsoType::None => len <= self.mtu.saturating_add(ETHERNET_HEADER_LEN),
-            GsoType::TcpV4 => self.offers_tso() && meta.csum_partial && len <= self.max_frame(),
+            GsoType::TcpV4 | GsoType::TcpV6 => self.offers_tso() && meta.csum_partial && len <= self.max_frame(),
         }
     }
 
@@ -411,6 +412,7 @@ impl Device for MemoryPort {
             rx_checksum: c.checksum_offload,
             tx_checksum: c.checksum_offload,
             tso4_max: if c.offers_tso() { TSO_MAX } else { 0 },
+            tso6: c.offers_tso(),
             rx_coalesced: c.offers_tso(),
         }
     }

@@ -85,6 +85,7 @@ fn caps_of(c: &LinkConfig) -> DeviceCaps {
         rx_checksum: c.checksum_offload,
         tx_checksum: c.checksum_offload,
         tso4_max: if tso { usize::from(u16::MAX) } else { 0 },
+        tso6: tso,
         rx_coalesced: tso,
         ..Default::default()
     }

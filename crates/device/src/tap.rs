@@ -56,6 +56,7 @@ const VIRTIO_NET_HDR_F_NEEDS_CSUM: u8 = 1;
 const VIRTIO_NET_HDR_F_DATA_VALID: u8 = 2;
 const VIRTIO_NET_HDR_GSO_NONE: u8 = 0;
 const VIRTIO_NET_HDR_GSO_TCPV4: u8 = 1;
+const VIRTIO_NET_HDR_GSO_TCPV6: u8 = 4;
 const VIRTIO_NET_HDR_GSO_ECN: u8 = 0x80;
 /// `<linux/if_tun.h>`: `_IOW('T', 208, unsigned int)`, `_IOW('T', 216, int)`.
 const TUNSETOFFLOAD: libc::c_ulong = 0x4004_54d0;
@@ -247,6 +248,9 @@ impl Device for TapDevice {
             rx_checksum: true,
             tx_checksum: true,
             tso4_max: usize::from(u16::MAX),
+            // The kernel takes IPv6 super-segments from us whatever
+            // TUNSETOFFLOAD says (that names what it may send us).
+            tso6: true,
             rx_coalesced: true,
         }
     }
@@ -340,6 +344,7 @@ fn tx_header(meta: &TxMeta) -> [u8; VNET_HDR_LEN] {
     h[1] = match meta.gso_type {
         GsoType::None => VIRTIO_NET_HDR_GSO_NONE,
         GsoType::TcpV4 => VIRTIO_NET_HDR_GSO_TCPV4,
+        GsoType::TcpV6 => VIRTIO_NET_HDR_GSO_TCPV6,
     };
     if meta.gso_type != GsoType::None {
         h[2..4].copy_from_slice(&meta.hdr_len.to_le_bytes());

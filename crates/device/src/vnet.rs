@@ -13,6 +13,7 @@ const F_NEEDS_CSUM: u8 = 1;
 const F_DATA_VALID: u8 = 2;
 const GSO_NONE: u8 = 0;
 const GSO_TCPV4: u8 = 1;
+const GSO_TCPV6: u8 = 4;
 /// Set with a GSO type when the segments carry ECN's CWR.
 const GSO_ECN: u8 = 0x80;
 
@@ -49,8 +50,8 @@ pub fn tx_header(meta: &TxMeta, linear: u16) -> [u8; VNET_HDR_LEN] {
         h[6..8].copy_from_slice(&meta.csum_start.to_le_bytes());
         h[8..10].copy_from_slice(&meta.csum_offset.to_le_bytes());
     }
-    if meta.gso_type == GsoType::TcpV4 {
-        h[1] = GSO_TCPV4;
+    if meta.gso_type != GsoType::None {
+        h[1] = if meta.gso_type == GsoType::TcpV6 { GSO_TCPV6 } else { GSO_TCPV4 };
         h[4..6].copy_from_slice(&meta.gso_size.to_le_bytes());
     }
     h[2..4].copy_from_slice(&linear.max(meta.hdr_len).to_le_bytes());

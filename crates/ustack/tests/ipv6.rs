@@ -161,11 +161,12 @@ fn curl6_downloads_64_mib_from_the_stack() {
 }
 
 /// With the TAP's offloads on, the stack leaves each IPv6 TCP segment's
-/// checksum for the kernel to finish: the capture (taken before the kernel
-/// finishes them) shows the stack's segments with checksums that do not
-/// add up yet, and the 16 MiB arrive whole.
+/// checksum for the kernel to finish and hands it super-segments to cut:
+/// the capture (taken before the kernel does either) shows the stack's
+/// segments with checksums that do not add up yet and longer than the MTU,
+/// and the 16 MiB arrive whole.
 #[test]
-fn curl6_from_a_stack_that_leaves_tcp_checksums_to_the_tap() {
+fn curl6_from_a_stack_that_leaves_checksums_and_segmentation_to_the_tap() {
     skip_unless!("curl", "ping", "ethtool", "sha256sum", "tcpdump");
     let dir = TempDir::new("csum6");
     std::fs::create_dir_all(dir.path("www")).unwrap();
@@ -191,6 +192,13 @@ fn curl6_from_a_stack_that_leaves_tcp_checksums_to_the_tap() {
     let (from_stack, unfinished) = (text.matches(" > ").count(), text.matches("incorrect").count());
     assert!(from_stack > 100, "the stack's segments in the capture: {from_stack}\n{dump_err}");
     assert!(unfinished * 2 > from_stack, "{unfinished} of {from_stack} left for the kernel to finish:\n{}", &text[..text.len().min(2000)]);
+    // ... and it handed the kernel super-segments to cut (TSO for IPv6).
+    let longest = text
+        .lines()
+        .filter_map(|l| l.rsplit_once("length ").and_then(|(_, n)| n.split(|c: char| !c.is_ascii_digit()).next()?.parse::<usize>().ok()))
+        .max()
+        .unwrap_or(0);
+    assert!(longest > 1500, "the longest segment from the stack carried {longest} bytes: no super-segment");
     let (s, c) = stop_ok(u);
     for name in ["drop_tcp_checksum", "drop_tcp_malformed"] {
         assert_eq!(c.get(name).copied().unwrap_or(0), 0, "{name}; counters:\n{}", s.stdout);

@@ -8,7 +8,7 @@ use crate::phy::TxQueue;
 use crate::tcp::{siphash24, FourTuple};
 use crate::time::Instant;
 use std::net::{IpAddr, Ipv6Addr};
-use ustack_wire::{IpProtocol, Ipv6Repr};
+use ustack_wire::{IpProtocol, Ipv6Repr, IPV6_HEADER_LEN};
 
 impl Iface {
     /// An IPv6 packet (the Ethernet payload) from [`Input::Ipv6`]: used
@@ -75,13 +75,15 @@ impl Iface {
         len: usize,
         fill: impl FnOnce(&mut [u8]),
     ) -> Result<(), EgressDrop> {
-        self.send_ipv6_offload(now, tx, src, dst, protocol, flow_label, len, None, |b, _| fill(b))
+        self.send_ipv6_offload(now, tx, src, dst, protocol, flow_label, len, None, None, |b, _| fill(b))
     }
 
     /// [`Iface::send_ipv6`] whose checksum the device may finish (see
     /// `Ipv6Layer::send_offload`): `fill` is told whether to leave the
     /// pseudo-header sum at `csum_offset` of the payload (`true`) or write
-    /// the whole checksum.
+    /// the whole checksum. With `gso` (segment payload, L4 header length) a
+    /// TCP packet larger than the path MTU leaves as one super-segment for
+    /// the device to cut.
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn send_ipv6_offload<T: TxQueue>(
         &mut self,
@@ -93,6 +95,7 @@ impl Iface {
         flow_label: u32,
         len: usize,
         csum_offset: Option<u16>,
+        gso: Option<(usize, usize)>,
         fill: impl FnOnce(&mut [u8], bool),
     ) -> Result<(), EgressDrop> {
         let Some(layer) = self.ipv6.as_mut() else {
@@ -110,7 +113,13 @@ impl Iface {
         };
         // The layer counts each refusal under its own drop counter.
         let csum_offset = csum_offset.filter(|_| self.tx_csum_offload);
-        layer.send_offload(now, &mut self.counters, tx, ip, csum_offset, fill).map_err(|e| match e {
+        if gso.is_some() && IPV6_HEADER_LEN + len > self.tso6_max.max(layer.path_mtu(now, dst)) {
+            // The core sized it for a TSO limit the device no longer offers.
+            self.counters.drop_too_big += 1;
+            return Err(EgressDrop::TooBig);
+        }
+        let gso = gso.filter(|_| csum_offset.is_some());
+        layer.send_offload(now, &mut self.counters, tx, ip, csum_offset, gso, fill).map_err(|e| match e {
             Ipv6SendError::NoRoute => EgressDrop::NoRoute,
             Ipv6SendError::IncompleteFull => EgressDrop::IncompleteFull,
             Ipv6SendError::PendingFull => EgressDrop::PendingFull,

@@ -79,6 +79,8 @@ pub(crate) struct Iface {
     /// The largest TCP/IPv4 super-segment the device takes (its TSO limit,
     /// read on every poll); 0 when it takes none.
     pub(crate) tso_max: usize,
+    /// The same for TCP/IPv6 (0 unless the device cuts IPv6 too).
+    pub(crate) tso6_max: usize,
     /// Where a datagram to be fragmented is written whole before it is cut
     /// (empty until the first one; then 64 KiB, kept for the stack's life).
     pub(crate) frag_scratch: Vec<u8>,
@@ -101,6 +103,7 @@ impl Iface {
             ip_ident,
             tx_csum_offload: false,
             tso_max: 0,
+            tso6_max: 0,
             frag_scratch: Vec::new(),
             path_mtus: crate::path_mtu::PathMtuCache::new(&cfg, hash_key ^ 0x7777),
             ipv4_reassembly: Ipv4Reassembly::new(&cfg, hash_key ^ 0x3333),
@@ -116,6 +119,7 @@ impl Iface {
     pub(crate) fn set_caps(&mut self, caps: &DeviceCaps) {
         self.tx_csum_offload = caps.tx_checksum;
         self.tso_max = caps.tso4_limit();
+        self.tso6_max = caps.tso6_limit();
     }
 
     /// The earliest time the IP layer has timer work.

@@ -6,7 +6,7 @@ use super::addrs::{AddrState, AddressTable, Ipv6Address};
 use super::Ipv6Layer;
 use crate::counters::Counters;
 use crate::ip::{enqueue_for_neighbor, resolve_next_hop, write_frame, EgressDrop};
-use crate::phy::{TxMeta, TxQueue};
+use crate::phy::{GsoType, TxMeta, TxQueue};
 use crate::time::Instant;
 use std::net::Ipv6Addr;
 use ustack_wire::{
@@ -159,7 +159,7 @@ impl Ipv6Layer {
         ip: Ipv6Repr,
         fill: impl FnOnce(&mut [u8]),
     ) -> Result<(), Ipv6SendError> {
-        self.send_offload(now, counters, tx, ip, None, |b, _| fill(b))
+        self.send_offload(now, counters, tx, ip, None, None, |b, _| fill(b))
     }
 
     /// [`Ipv6Layer::send_with`] for an upper layer whose checksum the device
@@ -168,7 +168,10 @@ impl Ipv6Layer {
     /// is told (`true`) to leave the pseudo-header sum in the field for the
     /// device to complete; otherwise (`false`) it writes the whole checksum
     /// (a packet waiting for its neighbour is queued without metadata, and
-    /// fragments are summed whole).
+    /// fragments are summed whole). With `gso` (segment payload, L4 header
+    /// length; the caller checked the device's limit) a packet larger than
+    /// the path MTU leaves as one TCP super-segment, checksum partial.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn send_offload<T: TxQueue>(
         &mut self,
         now: Instant,
@@ -176,6 +179,7 @@ impl Ipv6Layer {
         tx: &mut T,
         ip: Ipv6Repr,
         csum_offset: Option<u16>,
+        gso: Option<(usize, usize)>,
         fill: impl FnOnce(&mut [u8], bool),
     ) -> Result<(), Ipv6SendError> {
         if ip.payload_len > usize::from(u16::MAX) {
@@ -185,7 +189,14 @@ impl Ipv6Layer {
         let link = self.link_for(now, counters, tx, ip.dst_addr)?;
         let mtu = self.path_mtu(now, ip.dst_addr);
         let len = IPV6_HEADER_LEN + ip.payload_len;
-        if len <= mtu {
+        let super_segment = len > mtu && csum_offset.is_some() && gso.is_some();
+        if super_segment && matches!(link, Link::Wait(_)) {
+            // The queue holds frames of MTU size without metadata; TCP
+            // resends once the neighbour answers.
+            counters.drop_neighbor_pending_full += 1;
+            return Err(Ipv6SendError::PendingFull);
+        }
+        if len <= mtu || super_segment {
             let meta = match (csum_offset, link) {
                 (Some(offset), Link::Mac(_)) => TxMeta {
                     csum_partial: true,
@@ -194,6 +205,15 @@ impl Ipv6Layer {
                     ..TxMeta::default()
                 },
                 _ => TxMeta::default(),
+            };
+            let meta = match gso.filter(|_| super_segment) {
+                Some((size, l4_header)) => TxMeta {
+                    gso_type: GsoType::TcpV6,
+                    gso_size: size as u16,
+                    hdr_len: (ETHERNET_HEADER_LEN + IPV6_HEADER_LEN + l4_header) as u16,
+                    ..meta
+                },
+                None => meta,
             };
             let partial = meta.csum_partial;
             return self.emit(counters, tx, link, meta, len, |b| {

@@ -48,17 +48,17 @@ impl Iface {
             self.counters.tcp_rst_sent += 1;
         }
         let l4_len = header_len + seg.payload_len;
+        let gso = gso_size.filter(|&size| seg.payload_len > size).map(|size| (size, header_len));
         let (src, dst) = match (tuple.local_addr, tuple.remote_addr) {
             (IpAddr::V4(src), IpAddr::V4(dst)) => (src, dst),
             (IpAddr::V6(src), IpAddr::V6(dst)) => {
-                return self.send_tcp_v6(now, tx, tuple, src, dst, &repr, seg.payload_len, payload);
+                return self.send_tcp_v6(now, tx, tuple, src, dst, &repr, seg.payload_len, gso, payload);
             }
             _ => {
                 self.counters.drop_no_route += 1;
                 return false;
             }
         };
-        let gso = gso_size.filter(|&size| seg.payload_len > size).map(|size| (size, header_len));
         self.send_ipv4_offload(now, tx, dst, IpProtocol::Tcp, l4_len, gso, |b, partial| {
             repr.emit_header(&mut TcpPacket::new_unchecked(&mut *b), seg.payload_len);
             payload(&mut b[header_len..]);
@@ -75,8 +75,8 @@ impl Iface {
     }
 
     /// [`Iface::send_tcp`] over IPv6, out of line so the IPv4 path stays as
-    /// small as it was. IPv6 segments leave whole (no TSO for IPv6 yet); a
-    /// device that completes checksums completes theirs.
+    /// small as it was. A device that completes checksums completes theirs,
+    /// and one that cuts IPv6 super-segments (`DeviceCaps::tso6`) cuts them.
     #[inline(never)]
     #[allow(clippy::too_many_arguments)]
     fn send_tcp_v6<T: TxQueue>(
@@ -88,13 +88,14 @@ impl Iface {
         dst: Ipv6Addr,
         repr: &TcpRepr<'_>,
         payload_len: usize,
+        gso: Option<(usize, usize)>,
         payload: impl FnOnce(&mut [u8]),
     ) -> bool {
         let header_len = repr.header_len();
         let flow_label = self.flow_label(tuple);
         let l4_len = header_len + payload_len;
         // The checksum field is 16 bytes into the TCP header.
-        self.send_ipv6_offload(now, tx, src, dst, IpProtocol::Tcp, flow_label, l4_len, Some(16), |b, partial| {
+        self.send_ipv6_offload(now, tx, src, dst, IpProtocol::Tcp, flow_label, l4_len, Some(16), gso, |b, partial| {
             repr.emit_header(&mut TcpPacket::new_unchecked(&mut *b), payload_len);
             payload(&mut b[header_len..]);
             let mut packet = TcpPacket::new_unchecked(&mut *b);
@@ -119,8 +120,7 @@ impl Iface {
         let tuple = conn.four_tuple();
         let (mtu, ip_header_len) = self.path_mtu_to(now, tuple.remote_addr);
         let max_payload = mtu - ip_header_len - TCP_HEADER_LEN;
-        // TSO is offered for IPv4 only (`tso4_limit`).
-        let tso_max = if tuple.remote_addr.is_ipv4() { self.tso_max } else { 0 };
+        let tso_max = if tuple.remote_addr.is_ipv4() { self.tso_max } else { self.tso6_max };
         let tso_payload = tso_max.saturating_sub(ip_header_len + TCP_HEADER_LEN);
         while let Some(seg) = conn.poll_transmit_tso(now, max_payload, tso_payload, pool) {
             let conn = &*conn;

@@ -209,7 +209,17 @@ pub fn pair6() -> Pair {
 
 /// [`pair6`], with `tune_a` changing A's IPv6 configuration.
 pub fn pair6_with(tune_a: impl FnOnce(&mut Ipv6Config)) -> Pair {
-    let mut p = Pair::new();
+    settle6(Pair::new(), tune_a)
+}
+
+/// [`pair6`] over a link configured as `link`.
+#[allow(dead_code)] // not every test binary that includes `common` uses it
+pub fn pair6_on(link: LinkConfig) -> Pair {
+    settle6(Pair::with_link(link), |_| {})
+}
+
+/// IPv6 on both stacks of `p`, past duplicate address detection.
+fn settle6(mut p: Pair, tune_a: impl FnOnce(&mut Ipv6Config)) -> Pair {
     enable_with(&mut p.a, A6, tune_a);
     enable(&mut p.b, B6);
     let until = p.now + Duration::from_secs(3);
