@@ -179,7 +179,7 @@ pub struct AfPacketStats {
     pub rx_truncated: u64,
     /// Frames tagged for a VLAN, dropped (the stack has none).
     pub rx_vlan: u64,
-    /// Super-segments of a kind the stack cannot take (UDP, IPv6), dropped.
+    /// Super-segments of a kind the stack cannot take (UDP), dropped.
     pub rx_gso_unsupported: u64,
     /// Coalesced TCP super-segments handed over whole.
     pub rx_coalesced: u64,
@@ -565,7 +565,8 @@ impl Device for AfPacketDevice {
             rx_checksum: true,
             tx_checksum: true,
             tso4_max: if self.config.tso { TSO_MAX } else { 0 },
-            tso6: false,
+            // The kernel cuts GSO_TCPV6 as it cuts TCPV4.
+            tso6: self.config.tso,
             rx_coalesced: true,
         }
     }
@@ -751,7 +752,7 @@ impl RxQueue for AfPacketRx {
             // SAFETY: in bounds (checked above): the kernel writes the
             // virtio-net header just before the frame.
             let vnet = unsafe { &*self.block(self.cur).add(start - VNET_HDR_LEN).cast::<[u8; VNET_HDR_LEN]>() };
-            let Some(mut meta) = vnet::rx_meta(vnet) else {
+            let Some(mut meta) = vnet::rx_meta_to_stack(vnet) else {
                 self.stats.rx_gso_unsupported += 1;
                 continue;
             };

@@ -18,12 +18,24 @@ const GSO_TCPV6: u8 = 4;
 const GSO_ECN: u8 = 0x80;
 
 /// What a received header says about its frame; `None` for a segmentation
-/// the stack cannot take (UDP or IPv6 segments), which the caller drops.
+/// the caller does not take (UDP segments; IPv6 ones here, where the frame
+/// may be forwarded to a port that never agreed to them), which it drops.
 pub fn rx_meta(h: &[u8; VNET_HDR_LEN]) -> Option<RxMeta> {
+    rx_meta_for(h, false)
+}
+
+/// [`rx_meta`] for a frame that goes to the stack only, which takes TCP
+/// super-segments over IPv6 as well (AF_PACKET: a kernel peer's GSO).
+pub fn rx_meta_to_stack(h: &[u8; VNET_HDR_LEN]) -> Option<RxMeta> {
+    rx_meta_for(h, true)
+}
+
+fn rx_meta_for(h: &[u8; VNET_HDR_LEN], tcpv6: bool) -> Option<RxMeta> {
     let u16_at = |i: usize| u16::from_le_bytes([h[i], h[i + 1]]);
     let gso_type = match h[1] & !GSO_ECN {
         GSO_NONE => GsoType::None,
         GSO_TCPV4 => GsoType::TcpV4,
+        GSO_TCPV6 if tcpv6 => GsoType::TcpV6,
         _ => return None,
     };
     let partial = h[0] & F_NEEDS_CSUM != 0;
@@ -107,5 +119,8 @@ mod tests {
         assert_eq!(rx_meta(&h), None);
         h[1] = 4; // GSO_TCPV6
         assert_eq!(rx_meta(&h), None);
+        assert_eq!(rx_meta_to_stack(&h).map(|m| m.gso_type), Some(GsoType::TcpV6));
+        h[1] = 3;
+        assert_eq!(rx_meta_to_stack(&h), None);
     }
 }

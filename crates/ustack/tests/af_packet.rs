@@ -314,3 +314,63 @@ fn missing_interface_bad_option_and_no_cap_net_raw_are_one_line_each() {
     let out = ns.exec(&["capsh", "--drop=cap_net_raw", "--", "-c", &cmd], SECS(10));
     assert_one_error_line(&out, &["CAP_NET_RAW"]);
 }
+
+/// IPv6 over AF_PACKET with its offloads: the stack hands the kernel TCP
+/// super-segments to cut (GSO_TCPV6; a capture on the peer's end, taken
+/// before anything cuts them, sees them longer than the MTU), and takes
+/// the kernel's own whole (they were dropped as unsupported before);
+/// 16 MiB arrive unchanged one way, 16 MiB are taken the other.
+#[test]
+fn ipv6_super_segments_both_ways_over_af_packet() {
+    skip_unless!("curl", "ping", "tcpdump", "socat", "sha256sum");
+    let v = Veth::new("ap6", 6, false);
+    for sysctl in ["all", "default", v.peer_if.as_str()] {
+        v.peer.exec_ok(&["sysctl", "-qw", &format!("net.ipv6.conf.{sysctl}.disable_ipv6=0")], SECS(5));
+    }
+    v.peer.exec_ok(&["ip", "-6", "addr", "add", "fd00:88:6::1/64", "dev", &v.peer_if, "nodad"], SECS(5));
+    let dir = TempDir::new("ap6");
+    std::fs::create_dir_all(dir.path("www")).unwrap();
+    let file = dir.path("www").join("big.bin");
+    write_random_file(&file, 16 << 20, 0x6a6b);
+    let www = dir.file("www");
+    let args = ["up", "--ip6", "fd00:88:6::2/64", "--http-root", &www, "--tcp-discard", "9"];
+    let b = v.ustack(&args, "HTTP on port 80");
+    // Duplicate address detection takes about a second.
+    let deadline = Instant::now() + SECS(15);
+    while !v.peer.exec(&["ping", "-6", "-n", "-c", "1", "-W", "1", "fd00:88:6::2"], SECS(5)).success() {
+        assert!(Instant::now() < deadline, "no answer to ping -6:\n{}", b.stderr_now());
+    }
+    let pcap = dir.file("ap6.pcap");
+    let argv = ["tcpdump", "-i", &v.peer_if, "-n", "-s", "0", "--immediate-mode", "-U", "-w", &pcap, "ip6 and tcp"];
+    let mut dump = Bg::spawn(&v.peer, &argv);
+    dump.wait_ready("listening", SECS(10), |e| e.contains("listening on"));
+
+    let got = dir.file("got.bin");
+    let url = "http://[fd00:88:6::2]/big.bin";
+    let out = v.peer.exec(&["curl", "-6", "-g", "-sS", "--fail", "--max-time", "60", "-o", &got, url], SECS(70));
+    assert!(out.success(), "curl {url}: {out}\nustack stderr:\n{}", b.stderr_now());
+    assert_eq!(sha256_file(std::path::Path::new(&got)), sha256_file(&file), "SHA-256 of the fetched file differs");
+    let src = format!("OPEN:{}", file.display());
+    let out = v.peer.exec(&["socat", "-u", "-T", "30", &src, "TCP6:[fd00:88:6::2]:9"], SECS(60));
+    assert!(out.success(), "16 MiB to the discard port: {out}\nustack stderr:\n{}", b.stderr_now());
+    let dump_err = dump.stop("INT", SECS(10));
+
+    let read = v.peer.exec(&["tcpdump", "-r", &pcap, "-n", "src", "fd00:88:6::2"], SECS(30));
+    let longest = read
+        .stdout_str()
+        .lines()
+        .filter_map(|l| l.rsplit_once("length ").and_then(|(_, n)| n.split(|c: char| !c.is_ascii_digit()).next()?.parse::<usize>().ok()))
+        .max()
+        .unwrap_or(0);
+    assert!(longest > 1500, "the stack's longest segment carried {longest} bytes: no super-segment\n{dump_err}");
+    let dev = format!("af_packet:{}", v.stack_if);
+    let out = v.stack.exec(&[support::ustack_bin(), "stats", "--device", &dev, "--json"], SECS(5));
+    let snap: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("ustack stats --json ({e}): {out}"));
+    let dc = &snap["interfaces"][0]["device_counters"];
+    assert_eq!(dc["rx_gso_unsupported"].as_u64(), Some(0), "{dc}");
+    assert!(dc["rx_coalesced"].as_u64().unwrap_or(0) > 0, "the kernel's super-segments did not arrive whole: {dc}");
+    let (stdout, stderr) = stop_ok(b);
+    let c = counters(&stdout, &stderr);
+    assert_eq!(counter(&c, "drop_tcp_checksum"), 0, "counters:\n{stdout}");
+    assert!(counter(&c, "tcp_rx") > 0, "counters:\n{stdout}");
+}
