@@ -222,9 +222,11 @@ fn serve<D: Device + Waitable>(
     banner: &str,
     http_root: &str,
 ) -> Result<(), CliError> {
+    // The handlers first: whoever reads the banner may signal at once, and
+    // a SIGINT before them would kill the process without its counters.
+    let stop = StopSignal::install();
     eprintln!("{banner}");
     services.describe(http_root);
-    let stop = StopSignal::install();
     let mut lp = EventLoop::new(stack, device);
     lp.control = Some(control);
     let mut apps = services.apps();
