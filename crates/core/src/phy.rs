@@ -125,6 +125,15 @@ pub struct TxMeta {
     pub hdr_len: u16,
 }
 
+/// Copy `parts`, in order, into `buf` (exactly as long as they are together).
+pub fn gather(parts: &[&[u8]], buf: &mut [u8]) {
+    let mut at = 0;
+    for p in parts {
+        buf[at..at + p.len()].copy_from_slice(p);
+        at += p.len();
+    }
+}
+
 /// The transmit queue is full; the frame was not sent.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct TxFull;
@@ -148,14 +157,7 @@ pub trait TxQueue {
     /// that can write it out straight from the slices overrides this and
     /// spares the copy into its own staging buffer that `send` costs.
     fn send_parts(&mut self, parts: &[&[u8]], meta: TxMeta) -> Result<(), TxFull> {
-        let len = parts.iter().map(|p| p.len()).sum();
-        self.send(len, meta, |buf| {
-            let mut at = 0;
-            for p in parts {
-                buf[at..at + p.len()].copy_from_slice(p);
-                at += p.len();
-            }
-        })
+        self.send(parts.iter().map(|p| p.len()).sum(), meta, |buf| gather(parts, buf))
     }
     /// Push queued frames to the link (one system call per batch where the
     /// device can). Cheap when nothing is queued.

@@ -504,32 +504,26 @@ fn count_tx(c: &mut PortCounters, sent: bool, len: usize) {
 /// it is: a port whose peer takes none (a vhost-user guest without
 /// GUEST_TSO4) cuts it in software.
 fn send<T: TxQueue>(tx: &mut T, frame: &[u8], mut meta: TxMeta, tx_checksum: bool, swap: bool) -> bool {
+    // The reflector's MACs, swapped, in a head of their own (frames are 14
+    // bytes or more: runts were counted and dropped).
+    let head: [u8; 12];
+    let parts: [&[u8]; 2] = if swap {
+        head = std::array::from_fn(|i| frame[(i + 6) % 12]);
+        [&head, &frame[12..]]
+    } else {
+        [&frame[..12], &frame[12..]]
+    };
     // A super-segment's checksums are finished by the port that cuts it.
     let complete = meta.csum_partial && !tx_checksum && meta.gso_type == ustack_core::phy::GsoType::None;
-    if complete {
-        meta.csum_partial = false;
-    }
     if !complete {
-        // Forwarded as it is (the reflector's MACs swapped in a head of its
-        // own): a port that can takes it without a staging copy.
-        if swap && frame.len() >= 12 {
-            let mut head = [0u8; 12];
-            head[..6].copy_from_slice(&frame[6..12]);
-            head[6..].copy_from_slice(&frame[..6]);
-            return tx.send_parts(&[&head, &frame[12..]], meta).is_ok();
-        }
-        if !swap {
-            return tx.send_parts(&[frame], meta).is_ok();
-        }
+        // Forwarded as it is: a port that can takes it without a staging copy.
+        return tx.send_parts(&parts, meta).is_ok();
     }
+    meta.csum_partial = false;
     let (start, field) = (usize::from(meta.csum_start), usize::from(meta.csum_start) + usize::from(meta.csum_offset));
     tx.send(frame.len(), meta, |buf| {
-        buf.copy_from_slice(frame);
-        if swap {
-            buf[0..6].copy_from_slice(&frame[6..12]);
-            buf[6..12].copy_from_slice(&frame[0..6]);
-        }
-        if complete && field + 2 <= buf.len() && start <= buf.len() {
+        ustack_core::phy::gather(&parts, buf);
+        if field + 2 <= buf.len() && start <= buf.len() {
             let c = ustack_wire::checksum::finish(ustack_wire::checksum::sum(&buf[start..]));
             buf[field..field + 2].copy_from_slice(&c.to_be_bytes());
         }

@@ -2,7 +2,7 @@
 //! reassembly, ICMPv6, neighbour discovery, SLAAC, MLD) plugged into the IP
 //! layer's receive and send paths, and the per-connection flow label.
 
-use super::{EgressDrop, Iface};
+use super::{checksum_field, EgressDrop, Iface};
 use crate::ipv6::{Ipv6Delivery, Ipv6Input, Ipv6Layer, Ipv6SendError};
 use crate::phy::TxQueue;
 use crate::tcp::{siphash24, FourTuple};
@@ -75,13 +75,13 @@ impl Iface {
         len: usize,
         fill: impl FnOnce(&mut [u8]),
     ) -> Result<(), EgressDrop> {
-        self.send_ipv6_offload(now, tx, src, dst, protocol, flow_label, len, None, None, |b, _| fill(b))
+        self.send_ipv6_offload(now, tx, src, dst, protocol, flow_label, len, false, None, |b, _| fill(b))
     }
 
-    /// [`Iface::send_ipv6`] whose checksum the device may finish (see
-    /// `Ipv6Layer::send_offload`): `fill` is told whether to leave the
-    /// pseudo-header sum at `csum_offset` of the payload (`true`) or write
-    /// the whole checksum. With `gso` (segment payload, L4 header length) a
+    /// [`Iface::send_ipv6`] whose checksum the device may finish, with
+    /// `offload` and a device that does (see `Ipv6Layer::send_offload`):
+    /// `fill` is told whether to leave the pseudo-header sum in the checksum
+    /// field (`true`) or write the whole checksum. With `gso` (segment payload, L4 header length) a
     /// TCP packet larger than the path MTU leaves as one super-segment for
     /// the device to cut.
     #[allow(clippy::too_many_arguments)]
@@ -94,7 +94,7 @@ impl Iface {
         protocol: IpProtocol,
         flow_label: u32,
         len: usize,
-        csum_offset: Option<u16>,
+        offload: bool,
         gso: Option<(usize, usize)>,
         fill: impl FnOnce(&mut [u8], bool),
     ) -> Result<(), EgressDrop> {
@@ -112,13 +112,14 @@ impl Iface {
             flow_label,
         };
         // The layer counts each refusal under its own drop counter.
-        let csum_offset = csum_offset.filter(|_| self.tx_csum_offload);
-        if gso.is_some() && IPV6_HEADER_LEN + len > self.tso6_max.max(layer.path_mtu(now, dst)) {
-            // The core sized it for a TSO limit the device no longer offers.
+        let csum_offset = (offload && self.tx_csum_offload).then(|| checksum_field(protocol));
+        // Past the device's TSO limit (the path MTU looked up only then):
+        // the core sized it for a limit the device no longer offers.
+        let packet_len = IPV6_HEADER_LEN + len;
+        if gso.is_some() && packet_len > self.tso6_max && packet_len > layer.path_mtu(now, dst) {
             self.counters.drop_too_big += 1;
             return Err(EgressDrop::TooBig);
         }
-        let gso = gso.filter(|_| csum_offset.is_some());
         layer.send_offload(now, &mut self.counters, tx, ip, csum_offset, gso, fill).map_err(|e| match e {
             Ipv6SendError::NoRoute => EgressDrop::NoRoute,
             Ipv6SendError::IncompleteFull => EgressDrop::IncompleteFull,

@@ -197,24 +197,18 @@ impl Ipv6Layer {
             return Err(Ipv6SendError::PendingFull);
         }
         if len <= mtu || super_segment {
-            let meta = match (csum_offset, link) {
-                (Some(offset), Link::Mac(_)) => TxMeta {
-                    csum_partial: true,
-                    csum_start: (ETHERNET_HEADER_LEN + IPV6_HEADER_LEN) as u16,
-                    csum_offset: offset,
-                    ..TxMeta::default()
-                },
-                _ => TxMeta::default(),
-            };
-            let meta = match gso.filter(|_| super_segment) {
-                Some((size, l4_header)) => TxMeta {
-                    gso_type: GsoType::TcpV6,
-                    gso_size: size as u16,
-                    hdr_len: (ETHERNET_HEADER_LEN + IPV6_HEADER_LEN + l4_header) as u16,
-                    ..meta
-                },
-                None => meta,
-            };
+            let mut meta = TxMeta::default();
+            if let (Some(offset), Link::Mac(_)) = (csum_offset, link) {
+                meta.csum_partial = true;
+                meta.csum_start = (ETHERNET_HEADER_LEN + IPV6_HEADER_LEN) as u16;
+                meta.csum_offset = offset;
+            }
+            // A super-segment has both: its checksum offset and its neighbour.
+            if let Some((size, l4_header)) = gso.filter(|_| super_segment) {
+                meta.gso_type = GsoType::TcpV6;
+                meta.gso_size = size as u16;
+                meta.hdr_len = (ETHERNET_HEADER_LEN + IPV6_HEADER_LEN + l4_header) as u16;
+            }
             let partial = meta.csum_partial;
             return self.emit(counters, tx, link, meta, len, |b| {
                 ip.emit(&mut Ipv6Packet::new_unchecked(&mut b[..IPV6_HEADER_LEN]));

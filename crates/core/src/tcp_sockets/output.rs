@@ -94,8 +94,7 @@ impl Iface {
         let header_len = repr.header_len();
         let flow_label = self.flow_label(tuple);
         let l4_len = header_len + payload_len;
-        // The checksum field is 16 bytes into the TCP header.
-        self.send_ipv6_offload(now, tx, src, dst, IpProtocol::Tcp, flow_label, l4_len, Some(16), gso, |b, partial| {
+        self.send_ipv6_offload(now, tx, src, dst, IpProtocol::Tcp, flow_label, l4_len, true, gso, |b, partial| {
             repr.emit_header(&mut TcpPacket::new_unchecked(&mut *b), payload_len);
             payload(&mut b[header_len..]);
             let mut packet = TcpPacket::new_unchecked(&mut *b);

@@ -1018,6 +1018,38 @@ impl TxSide {
     }
 }
 
+/// Write the virtio-net header for `meta`, then `parts`, into the guest's
+/// receive `ring`, counting what came of it. False when the guest had not
+/// posted enough buffers (nothing taken); a refused chain counts and drops
+/// the frame.
+fn push_counted(
+    ring: &mut Vring,
+    mem: &vm_memory::GuestMemoryMmap,
+    stats: &mut TxStats,
+    hdr_len: usize,
+    mrg: bool,
+    parts: &[&[u8]],
+    meta: &TxMeta,
+) -> bool {
+    let mut hdr = [0u8; 12];
+    hdr[..10].copy_from_slice(&crate::vnet::tx_header(meta, 0));
+    match ring.push_parts(mem, &hdr[..hdr_len], parts, mrg) {
+        Ok(true) => {
+            stats.frames += 1;
+            stats.bytes += parts.iter().map(|p| p.len() as u64).sum::<u64>();
+            true
+        }
+        Ok(false) => {
+            stats.no_buffers += 1;
+            false
+        }
+        Err(e) => {
+            stats.refused.count(e);
+            true
+        }
+    }
+}
+
 impl VhostUserTx<'_> {
     /// The running ring a frame of `len` bytes goes to (the one the last
     /// frame came in on, else the next running one); `Ok(None)`: too long,
@@ -1065,17 +1097,9 @@ impl TxQueue for VhostUserTx<'_> {
             crate::soft_offload::complete_checksum(frame, &meta);
             meta.csum_partial = false;
         }
-        let mut hdr = [0u8; 12];
-        hdr[..10].copy_from_slice(&crate::vnet::tx_header(&meta, 0));
-        match ring.push(mem, &hdr[..side.hdr_len], &side.scratch[..len], side.mrg) {
-            Ok(true) => {
-                side.stats.frames += 1;
-                side.stats.bytes += len as u64;
-            }
-            // Checked above; a frame longer than the buffers posted can still miss.
-            Ok(false) => side.stats.no_buffers += 1,
-            Err(e) => side.stats.refused.count(e),
-        }
+        // Buffers were checked above; a frame longer than those posted can
+        // still miss (counted), and is dropped.
+        push_counted(ring, mem, &mut side.stats, side.hdr_len, side.mrg, &[&side.scratch[..len]], &meta);
         Ok(())
     }
 
@@ -1086,36 +1110,14 @@ impl TxQueue for VhostUserTx<'_> {
         let len: usize = parts.iter().map(|p| p.len()).sum();
         let needs_work = (meta.gso_type != GsoType::None && !self.guest_tso4) || (meta.csum_partial && !self.guest_csum);
         if needs_work {
-            return self.send(len, meta, |buf| {
-                let mut at = 0;
-                for p in parts {
-                    buf[at..at + p.len()].copy_from_slice(p);
-                    at += p.len();
-                }
-            });
+            return self.send(len, meta, |buf| ustack_core::phy::gather(parts, buf));
         }
         let Some(k) = self.ring_for(len)? else { return Ok(()) };
         let side = &mut *self.side;
         let mem = side.mem.as_deref().expect("ring_for found the memory");
         let ring = side.rings[k].as_mut().expect("ring_for found it");
-        let mut hdr = [0u8; 12];
-        hdr[..10].copy_from_slice(&crate::vnet::tx_header(&meta, 0));
-        match ring.push_parts(mem, &hdr[..side.hdr_len], parts, side.mrg) {
-            Ok(true) => {
-                side.stats.frames += 1;
-                side.stats.bytes += len as u64;
-                Ok(())
-            }
-            // The guest has not refilled its ring: nothing was taken.
-            Ok(false) => {
-                side.stats.no_buffers += 1;
-                Err(TxFull)
-            }
-            Err(e) => {
-                side.stats.refused.count(e);
-                Ok(())
-            }
-        }
+        // The guest has not refilled its ring: nothing was taken.
+        if push_counted(ring, mem, &mut side.stats, side.hdr_len, side.mrg, parts, &meta) { Ok(()) } else { Err(TxFull) }
     }
 
     fn flush(&mut self) {
