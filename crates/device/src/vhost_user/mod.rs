@@ -13,14 +13,16 @@
 //! * **Protocol**: the `vhost` crate's `BackendReqHandler` parses each
 //!   message and calls [`control::Control`], which keeps the configuration;
 //!   after each message the device rebuilds the rings it changed
-//!   (`virtio-queue`). Features offered: `VERSION_1`, `MRG_RXBUF`,
+//!   (`ring.rs`, split rings walked through host pointers into the
+//!   mappings: `virtio-queue`'s accessors were about three quarters of the
+//!   reflector's time). Features offered: `VERSION_1`, `MRG_RXBUF`,
 //!   `EVENT_IDX`, `CSUM`, `GUEST_CSUM`, `GUEST_TSO4` (the stack's TCP
 //!   super-segments go to such a guest whole, [`DeviceCaps::tso4_max`]),
 //!   `MQ` (with `queues` > 1) and the
 //!   `PROTOCOL_FEATURES` of vhost-user (`MQ`, `REPLY_ACK`). The rust-vmm
 //!   `vhost-user-backend` crate is not used: it runs its own epoll threads
 //!   per queue, while a ustack device is polled by the event loop that owns
-//!   it; `vhost` + `virtio-queue` + `vm-memory` are the parts that fit.
+//!   it; `vhost` + `vm-memory` are the parts that fit.
 //! * **Waiting**: [`Waitable::wait_fd`] is the data path's epoll
 //!   descriptor, holding each transmit ring's kick eventfd (edge-triggered,
 //!   never read) and the control side's own epoll (the socket, listening or
@@ -31,8 +33,9 @@
 //!   transmit rings are armed for kicks only then and disarmed while the
 //!   loop is awake. The guest's receive rings never ask for kicks: we write
 //!   them when we have frames and never wait on them. A guest's
-//!   `VRING_AVAIL_F_NO_INTERRUPT` is honoured (`virtio-queue` reads only
-//!   EVENT_IDX's `used_event`).
+//!   `VRING_AVAIL_F_NO_INTERRUPT` is honoured, and with EVENT_IDX its
+//!   `used_event`. Used entries are published every 32 and at the end of
+//!   each receive pass and flush, the guest told at most once per pass.
 //! * **Receive** (guest → ustack): a transmit ring's chain is checked and
 //!   copied into one buffer; the virtio-net header becomes [`RxMeta`]
 //!   (`vnet.rs`), so a guest's partial checksums pass as metadata. Queue
@@ -359,9 +362,8 @@ impl VhostUserControl {
         assert!(pairs.end <= usize::from(self.config.queues) && !pairs.is_empty(), "queue pairs {pairs:?}");
         let epoll = new_epoll()?;
         // SAFETY: creates a new descriptor we own.
-        let wake = unsafe {
-            OwnedFd::from_raw_fd(cvt(libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK), "eventfd")?)
-        };
+        let wake =
+            unsafe { OwnedFd::from_raw_fd(cvt(libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK), "eventfd")?) };
         epoll_add(&epoll, wake.as_raw_fd(), TAG_WAKE)?;
         self.wakes.push(wake.try_clone().map_err(io_err("dup"))?);
         let n = pairs.len();
@@ -647,10 +649,8 @@ impl VhostUserQueues {
     fn poll_quietly(&mut self) {
         if self.armed {
             self.armed = false;
-            if let Some(mem) = self.rx.mem.as_deref() {
-                for ring in self.rx.rings.iter_mut().flatten() {
-                    ring.disarm(mem);
-                }
+            for ring in self.rx.rings.iter_mut().flatten() {
+                ring.disarm();
             }
         }
         self.turns += 1;
@@ -667,10 +667,9 @@ impl VhostUserQueues {
         self.rx.lazy = true;
         self.service();
         self.armed = true;
-        let Some(mem) = self.rx.mem.as_deref() else { return true };
         let mut more = false;
         for ring in self.rx.rings.iter_mut().flatten() {
-            more |= ring.arm(mem);
+            more |= ring.arm();
         }
         !more
     }
@@ -706,7 +705,7 @@ impl VhostUserQueues {
                         None
                     }
                 };
-                let pos = slot.as_ref().map_or(0, |v| LIVE | u32::from(virtio_queue::QueueT::next_avail(&v.queue)));
+                let pos = slot.as_ref().map_or(0, |v| LIVE | u32::from(v.next_avail()));
                 self.shared.positions[index].store(pos, Ordering::Release);
             }
             // Kicks matter on the rings we read (the guest's transmit rings).
@@ -717,12 +716,10 @@ impl VhostUserQueues {
             }
         }
         drop(ctl);
-        if let Some(mem) = self.tx.mem.as_deref() {
-            // We write the guest's receive rings when we have frames and
-            // never wait on them: no kick for the buffers it posts.
-            for ring in self.tx.rings.iter_mut().flatten() {
-                ring.disarm(mem);
-            }
+        // We write the guest's receive rings when we have frames and never
+        // wait on them: no kick for the buffers it posts.
+        for ring in self.tx.rings.iter_mut().flatten() {
+            ring.disarm();
         }
         // A new ring asks for kicks until the loop says otherwise.
         self.armed = true;
@@ -896,7 +893,6 @@ pub struct VhostUserTx<'a> {
 impl RxSide {
     /// The next good frame's ring and length; bad chains are counted on the way.
     fn next_frame(&mut self) -> Option<(usize, usize, RxMeta)> {
-        let mem = self.mem.clone()?;
         let n = self.rings.len();
         let mut bad = 0;
         let mut rearmed = false;
@@ -905,7 +901,7 @@ impl RxSide {
             for i in 0..n {
                 let k = (self.next + i) % n;
                 let Some(ring) = self.rings[k].as_mut() else { continue };
-                match ring.pop(&mem, &mut self.buf) {
+                match ring.pop(&mut self.buf) {
                     Ok(Some(len)) => {
                         self.next = k;
                         let hdr_len = self.hdr_len;
@@ -925,7 +921,7 @@ impl RxSide {
                         return Some((k, len, meta));
                     }
                     Ok(None) => {
-                        if ring.broken(&mem) {
+                        if ring.broken() {
                             self.stats.rings_broken += 1;
                             self.rings[k] = None;
                         }
@@ -949,7 +945,7 @@ impl RxSide {
                 rearmed = true;
                 let mut more = false;
                 for ring in self.rings.iter_mut().flatten() {
-                    more |= ring.arm(&mem);
+                    more |= ring.arm();
                 }
                 if !more {
                     return None;
@@ -970,10 +966,8 @@ impl RxQueue for VhostUserRx<'_> {
 impl Drop for VhostUserRx<'_> {
     fn drop(&mut self) {
         // Hand the transmitted buffers back (one eventfd write at most per ring).
-        if let Some(mem) = self.side.mem.as_deref() {
-            for ring in self.side.rings.iter_mut().flatten() {
-                ring.notify(mem);
-            }
+        for ring in self.side.rings.iter_mut().flatten() {
+            ring.notify();
         }
         publish_positions(self.shared, &self.side.rings, self.first, 1);
     }
@@ -983,7 +977,7 @@ impl Drop for VhostUserRx<'_> {
 fn publish_positions(shared: &Shared, rings: &[Option<Vring>], first: usize, parity: usize) {
     for (i, ring) in rings.iter().enumerate() {
         if let Some(r) = ring {
-            let pos = LIVE | u32::from(virtio_queue::QueueT::next_avail(&r.queue));
+            let pos = LIVE | u32::from(r.next_avail());
             shared.positions[2 * (first + i) + parity].store(pos, Ordering::Release);
         }
     }
@@ -993,8 +987,8 @@ impl TxSide {
     /// Write the super-segment in `scratch[..len]` into ring `k` as wire
     /// segments, checksums complete; what does not fit is dropped and counted.
     fn send_segments(&mut self, k: usize, len: usize, meta: &TxMeta) {
-        let TxSide { mem, rings, scratch, segment, hdr_len, mrg, stats } = self;
-        let (Some(mem), Some(ring)) = (mem.as_deref(), rings[k].as_mut()) else { return };
+        let TxSide { rings, scratch, segment, hdr_len, mrg, stats, .. } = self;
+        let Some(ring) = rings[k].as_mut() else { return };
         let frame = &scratch[..len];
         let Some(count) = crate::soft_offload::segment_count(frame, meta) else {
             stats.refused.too_long += 1;
@@ -1006,7 +1000,7 @@ impl TxSide {
             let seg_len = crate::soft_offload::segment_len(frame, meta, i);
             let out = &mut segment[..seg_len];
             crate::soft_offload::write_segment(frame, meta, i, out);
-            match ring.push(mem, &hdr[..*hdr_len], out, *mrg) {
+            match ring.push(&hdr[..*hdr_len], out, *mrg) {
                 Ok(true) => {
                     stats.frames += 1;
                     stats.bytes += seg_len as u64;
@@ -1024,7 +1018,6 @@ impl TxSide {
 /// the frame.
 fn push_counted(
     ring: &mut Vring,
-    mem: &vm_memory::GuestMemoryMmap,
     stats: &mut TxStats,
     hdr_len: usize,
     mrg: bool,
@@ -1033,7 +1026,7 @@ fn push_counted(
 ) -> bool {
     let mut hdr = [0u8; 12];
     hdr[..10].copy_from_slice(&crate::vnet::tx_header(meta, 0));
-    match ring.push_parts(mem, &hdr[..hdr_len], parts, mrg) {
+    match ring.push_parts(&hdr[..hdr_len], parts, mrg) {
         Ok(true) => {
             stats.frames += 1;
             stats.bytes += parts.iter().map(|p| p.len() as u64).sum::<u64>();
@@ -1075,9 +1068,8 @@ impl TxQueue for VhostUserTx<'_> {
     fn send<F: FnOnce(&mut [u8])>(&mut self, len: usize, meta: TxMeta, fill: F) -> Result<(), TxFull> {
         let Some(k) = self.ring_for(len)? else { return Ok(()) };
         let side = &mut *self.side;
-        let mem = side.mem.as_deref().expect("ring_for found the memory");
         let ring = side.rings[k].as_mut().expect("ring_for found it");
-        if !ring.has_avail(mem) {
+        if !ring.has_avail() {
             // The guest has not refilled its ring: refuse before `fill`, as
             // the trait asks, and count it. Nothing is queued.
             side.stats.no_buffers += 1;
@@ -1099,7 +1091,7 @@ impl TxQueue for VhostUserTx<'_> {
         }
         // Buffers were checked above; a frame longer than those posted can
         // still miss (counted), and is dropped.
-        push_counted(ring, mem, &mut side.stats, side.hdr_len, side.mrg, &[&side.scratch[..len]], &meta);
+        push_counted(ring, &mut side.stats, side.hdr_len, side.mrg, &[&side.scratch[..len]], &meta);
         Ok(())
     }
 
@@ -1108,23 +1100,25 @@ impl TxQueue for VhostUserTx<'_> {
     /// goes through the staging buffer, as `send`.
     fn send_parts(&mut self, parts: &[&[u8]], meta: TxMeta) -> Result<(), TxFull> {
         let len: usize = parts.iter().map(|p| p.len()).sum();
-        let needs_work = (meta.gso_type != GsoType::None && !self.guest_tso4) || (meta.csum_partial && !self.guest_csum);
+        let needs_work =
+            (meta.gso_type != GsoType::None && !self.guest_tso4) || (meta.csum_partial && !self.guest_csum);
         if needs_work {
             return self.send(len, meta, |buf| ustack_core::phy::gather(parts, buf));
         }
         let Some(k) = self.ring_for(len)? else { return Ok(()) };
         let side = &mut *self.side;
-        let mem = side.mem.as_deref().expect("ring_for found the memory");
         let ring = side.rings[k].as_mut().expect("ring_for found it");
         // The guest has not refilled its ring: nothing was taken.
-        if push_counted(ring, mem, &mut side.stats, side.hdr_len, side.mrg, parts, &meta) { Ok(()) } else { Err(TxFull) }
+        if push_counted(ring, &mut side.stats, side.hdr_len, side.mrg, parts, &meta) {
+            Ok(())
+        } else {
+            Err(TxFull)
+        }
     }
 
     fn flush(&mut self) {
-        if let Some(mem) = self.side.mem.as_deref() {
-            for ring in self.side.rings.iter_mut().flatten() {
-                ring.notify(mem);
-            }
+        for ring in self.side.rings.iter_mut().flatten() {
+            ring.notify();
         }
         publish_positions(self.shared, &self.side.rings, self.first, 0);
     }
