@@ -17,23 +17,25 @@ use std::time::{Duration, Instant};
 const SIZES: [usize; 6] = [64, 128, 256, 512, 1024, 1518];
 const QUEUES: [usize; 2] = [1, 2];
 
-/// A child process, killed on drop, its output collected.
+/// A child process, killed on drop, its output collected: standard output
+/// and standard error apart, since testpmd's prompt on one and a warning on
+/// the other can interleave mid-word.
 struct Proc {
     child: Child,
     stdin: Option<ChildStdin>,
     out: Arc<Mutex<String>>,
+    err: Arc<Mutex<String>>,
 }
 
 impl Proc {
     fn spawn(cmd: &mut Command, what: &str) -> Result<Proc, CliError> {
         cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
         let mut child = cmd.spawn().map_err(|e| CliError::Bench(format!("reflect: cannot run {what}: {e}")))?;
-        let out = Arc::new(Mutex::new(String::new()));
-        for pipe in [
-            Box::new(child.stdout.take().expect("piped")) as Box<dyn Read + Send>,
-            Box::new(child.stderr.take().expect("piped")),
+        let (out, err) = (Arc::new(Mutex::new(String::new())), Arc::new(Mutex::new(String::new())));
+        for (pipe, out) in [
+            (Box::new(child.stdout.take().expect("piped")) as Box<dyn Read + Send>, Arc::clone(&out)),
+            (Box::new(child.stderr.take().expect("piped")), Arc::clone(&err)),
         ] {
-            let out = Arc::clone(&out);
             std::thread::spawn(move || {
                 let mut pipe = pipe;
                 let mut buf = [0u8; 4096];
@@ -43,21 +45,27 @@ impl Proc {
             });
         }
         let stdin = child.stdin.take();
-        Ok(Proc { child, stdin, out })
+        Ok(Proc { child, stdin, out, err })
     }
 
+    /// Standard output so far.
     fn output(&self) -> String {
         self.out.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
+    /// Both outputs, for an error message.
+    fn both(&self) -> String {
+        format!("{}{}", self.output(), self.err.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
     fn wait_for(&mut self, what: &str, limit: Duration, pred: impl Fn(&str) -> bool) -> Result<(), CliError> {
         let deadline = Instant::now() + limit;
-        while !pred(&self.output()) {
+        while !(pred(&self.output()) || pred(&self.err.lock().unwrap_or_else(|e| e.into_inner()))) {
             if let Ok(Some(st)) = self.child.try_wait() {
-                return Err(CliError::Bench(format!("reflect: {what} exited ({st}):\n{}", self.output())));
+                return Err(CliError::Bench(format!("reflect: {what} exited ({st}):\n{}", self.both())));
             }
             if Instant::now() >= deadline {
-                return Err(CliError::Bench(format!("reflect: no {what} within {limit:?}:\n{}", self.output())));
+                return Err(CliError::Bench(format!("reflect: no {what} within {limit:?}:\n{}", self.both())));
             }
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -90,10 +98,14 @@ fn rx_packets(gen: &mut Proc, blocks: &mut usize) -> Result<u64, CliError> {
     *blocks += 1;
     let n = *blocks;
     let marker = "NIC statistics for port 0";
-    gen.wait_for("port statistics", Duration::from_secs(20), |o| o.split(marker).nth(n).is_some_and(|b| b.contains("Tx-bps")))?;
+    gen.wait_for("port statistics", Duration::from_secs(20), |o| {
+        o.split(marker).nth(n).is_some_and(|b| b.contains("Tx-bps"))
+    })?;
     let out = gen.output();
     let block = out.split(marker).nth(n).unwrap_or_default();
-    let at = block.find("RX-packets:").ok_or_else(|| CliError::Bench("reflect: no RX-packets in testpmd's statistics".into()))?;
+    let at = block
+        .find("RX-packets:")
+        .ok_or_else(|| CliError::Bench("reflect: no RX-packets in testpmd's statistics".into()))?;
     block[at + 11..]
         .split_whitespace()
         .next()
@@ -111,13 +123,18 @@ fn measure(which: Reflector, queues: usize, size: usize, seconds: f64, cell: usi
     let q = queues.to_string();
     let (rxq, txq) = (format!("--rxq={queues}"), format!("--txq={queues}"));
     let eal = |prefix: &str| -> Vec<String> {
-        ["-l", "0-1", "--no-huge", "-m", "512", "--no-pci", "--file-prefix", prefix].iter().map(|s| s.to_string()).collect()
+        ["-l", "0-1", "--no-huge", "-m", "512", "--no-pci", "--file-prefix", prefix]
+            .iter()
+            .map(|s| s.to_string())
+            .collect()
     };
     let _reflector = match which {
         Reflector::Ustack => {
             let exe = std::env::current_exe().map_err(|e| CliError::Bench(format!("reflect: {e}")))?;
             let mut cmd = Command::new(exe);
+            // Like DPDK's reflector below: busy-polling, on CPU 0.
             cmd.args(["switch", "--reflect", "--queues", &q, "--port", &format!("vhost-user:{sock_s}")])
+                .args(["--busy-poll", "100000", "--cores", "0"])
                 .args(["--control", &ctl.display().to_string()]);
             let mut p = Proc::spawn(&mut cmd, "ustack switch")?;
             p.wait_for("switch banner", Duration::from_secs(20), |o| o.contains("ustack: switch"))?;
@@ -169,7 +186,10 @@ pub fn run(seconds: f64, json_out: bool) -> Result<(), CliError> {
     let mut cells = Vec::new();
     if !json_out {
         println!("reflect: testpmd flowgen (virtio-user) -> reflector -> back, {seconds} s per cell, Mpps received by the generator");
-        println!("{:>6} {:>6} {:>12} {:>12} {:>8} {:>12} {:>12}", "size", "queues", "ustack Mpps", "DPDK Mpps", "ratio", "ustack Gb/s", "DPDK Gb/s");
+        println!(
+            "{:>6} {:>6} {:>12} {:>12} {:>8} {:>12} {:>12}",
+            "size", "queues", "ustack Mpps", "DPDK Mpps", "ratio", "ustack Gb/s", "DPDK Gb/s"
+        );
     }
     let mut cell = 0;
     for queues in QUEUES {

@@ -62,9 +62,18 @@ pub struct SwitchArgs {
     #[arg(long = "busy-poll", value_name = "USEC", default_value_t = 0,
         value_parser = clap::value_parser!(u64).range(0..=100_000))]
     pub busy_poll: u64,
+    /// CPUs to pin the workers to, in turn (worker k on the k-th, wrapping), e.g. 0 or 2,3; default: wherever the kernel puts them.
+    #[arg(long, value_name = "CPU[,CPU...]", value_delimiter = ',')]
+    pub cores: Vec<usize>,
     /// Stop after this many seconds (default: run until SIGINT or SIGTERM).
     #[arg(long, value_name = "SECS")]
     pub time: Option<f64>,
+}
+
+/// Pin the calling worker `k` to its CPU of `cores`, if any were given.
+fn pin_worker(cores: &[usize], k: usize) -> Result<(), CliError> {
+    let Some(&cpu) = cores.get(k % cores.len().max(1)) else { return Ok(()) };
+    ustack_runtime::shard::pin(cpu).map_err(|e| CliError::Switch(format!("--cores: cannot pin to CPU {cpu}: {e}")))
 }
 
 /// One port's counters, as `stats` shows them.
@@ -176,6 +185,12 @@ struct Report {
 const BURST: usize = 256;
 
 pub fn run(args: SwitchArgs) -> Result<(), CliError> {
+    let allowed = ustack_runtime::shard::available_cores();
+    if let Some(c) = args.cores.iter().find(|c| !allowed.contains(c)) {
+        return Err(CliError::Switch(format!(
+            "--cores {c}: this process may not run on CPU {c}; pick from {allowed:?}"
+        )));
+    }
     let mut specs: Vec<DeviceSpec> =
         args.ports.iter().map(|p| p.parse().map_err(CliError::DeviceSpec)).collect::<Result<_, _>>()?;
     if args.queues > 1 {
@@ -218,13 +233,15 @@ pub fn run(args: SwitchArgs) -> Result<(), CliError> {
     let deadline = args.time.map(|s| started + Duration::from_secs_f64(s.max(0.0)));
     let mode = if args.reflect { "reflecting" } else { "switching" };
     let workers = if args.queues > 1 { format!(", {} workers", args.queues) } else { String::new() };
-    let banner = format!("ustack: switch {mode} between {} port(s){workers}: {}; Ctrl-C stops", specs.len(), names.join(" "));
+    let banner =
+        format!("ustack: switch {mode} between {} port(s){workers}: {}; Ctrl-C stops", specs.len(), names.join(" "));
 
     if args.queues == 1 {
         let mut ports = Vec::with_capacity(specs.len());
         for spec in &specs {
             ports.push(Port { dev: spec.open()?, c: PortCounters::default(), tx_checksum: false });
         }
+        pin_worker(&args.cores, 0)?;
         eprintln!("{banner}");
         let clock = Clock::new();
         let mut last_sweep = started;
@@ -279,9 +296,14 @@ pub fn run(args: SwitchArgs) -> Result<(), CliError> {
     std::thread::scope(|scope| {
         for (k, mut ports) in per_worker.into_iter().enumerate() {
             let (table, done, report, reflect, busy_poll) = (&table, &done, &reports[k], args.reflect, args.busy_poll);
+            let cores = &args.cores;
             std::thread::Builder::new()
                 .name(format!("switch-q{k}"))
-                .spawn_scoped(scope, move || worker(&mut ports, table, done, report, reflect, started, busy_poll))
+                .spawn_scoped(scope, move || {
+                    // Checked before the ports opened: pinning cannot fail here.
+                    let _ = pin_worker(cores, k);
+                    worker(&mut ports, table, done, report, reflect, started, busy_poll)
+                })
                 .expect("spawn a switch worker");
         }
         let mut last_sweep = started;
@@ -300,7 +322,9 @@ pub fn run(args: SwitchArgs) -> Result<(), CliError> {
                 last_sweep = StdInstant::now();
             }
             let per_worker = || -> Vec<u64> {
-                let sum = |r: &Mutex<Report>| r.lock().unwrap_or_else(|e| e.into_inner()).counters.iter().map(|c| c.rx_frames).sum();
+                let sum = |r: &Mutex<Report>| {
+                    r.lock().unwrap_or_else(|e| e.into_inner()).counters.iter().map(|c| c.rx_frames).sum()
+                };
                 reports.iter().map(sum).collect()
             };
             control.serve(|| snapshot(&names, &merged(&reports, &controls), &per_worker(), &table, started));
@@ -552,7 +576,13 @@ fn port_json(name: &str, (c, dev): &PortView) -> Value {
 /// The switch's state for `ustack stats --json`: `switch` true, `ports`
 /// (each port's counters and its device's), `workers` (frames each worker
 /// thread took in), `mac_table`.
-fn snapshot(names: &[String], views: &[PortView], workers: &[u64], table: &RwLock<MacTable>, started: StdInstant) -> Value {
+fn snapshot(
+    names: &[String],
+    views: &[PortView],
+    workers: &[u64],
+    table: &RwLock<MacTable>,
+    started: StdInstant,
+) -> Value {
     let t = table.read().unwrap_or_else(|e| e.into_inner());
     json!({
         "device": "switch",
@@ -581,7 +611,14 @@ fn print_counters(names: &[String], views: &[PortView], table: &RwLock<MacTable>
         println!("  device: {}", dev.join(" "));
     }
     let t = table.read().unwrap_or_else(|e| e.into_inner());
-    println!("mac_table: entries {} learned {} moved {} aged {} full {}", t.map.len(), t.learned, t.moved, t.aged, t.full);
+    println!(
+        "mac_table: entries {} learned {} moved {} aged {} full {}",
+        t.map.len(),
+        t.learned,
+        t.moved,
+        t.aged,
+        t.full
+    );
 }
 
 /// The per-port lines `ustack stats` prints for a switch's snapshot.

@@ -195,6 +195,41 @@ fn testpmd_on_two_queues_is_reflected_by_two_workers() {
     reflect_every_size(2, &[64, 1518]);
 }
 
+/// `--cores` pins worker k to the k-th CPU given (threads `switch-qK`), and
+/// a CPU this process may not use is refused in one line before anything opens.
+#[test]
+fn switch_workers_run_on_the_cores_given() {
+    let allowed = |status: &str| {
+        status.lines().find_map(|l| l.strip_prefix("Cpus_allowed_list:")).map(|v| v.trim().to_string()).unwrap()
+    };
+    // The last CPU we may use: not the default placement where there are two.
+    let ours = allowed(&std::fs::read_to_string("/proc/self/status").unwrap());
+    let cpu = ours.rsplit([',', '-']).next().unwrap().to_string();
+    let (sock, control) = (Tmp::new("cores.sock"), Tmp::new("cores.ctl"));
+    let sw = switch(&[format!("vhost-user:{}", sock.s())], &control, &["--queues", "2", "--cores", &cpu]);
+    let pid = sw.child.id();
+    let mut workers = 0;
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
+        let task = task.unwrap().path();
+        let comm = std::fs::read_to_string(task.join("comm")).unwrap_or_default();
+        if comm.trim().starts_with("switch-q") {
+            workers += 1;
+            assert_eq!(allowed(&std::fs::read_to_string(task.join("status")).unwrap()), cpu, "{}", comm.trim());
+        }
+    }
+    assert_eq!(workers, 2, "one worker per queue pair");
+    drop(sw);
+
+    let out = Command::new(support::ustack_bin())
+        .args(["switch", "--port", &format!("vhost-user:{}", sock.s()), "--cores", "4095"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(err.contains("--cores 4095"), "{err}");
+}
+
 /// testpmd with `queues` queue pairs against `ustack switch --reflect
 /// --queues N`: every frame of every size in `sizes` comes back, counted on
 /// both sides, and each worker took its share.
