@@ -40,8 +40,9 @@ pub enum BenchPath {
     /// kind at both ends, Linux's kernel sockets at both ends.
     Processes { device: String },
     /// Two processes on `virtio-user` ports of `ustack switch` (a third
-    /// process); Linux: two processes over loopback.
-    Switch,
+    /// process); Linux: two processes over loopback. `pin`: the switch's
+    /// CPU, and the CPU both ends (of each side) were pinned to.
+    Switch { pin: Option<(usize, usize)> },
 }
 
 /// What else a device run saw: a figure earned while packets were lost is
@@ -70,7 +71,7 @@ impl BenchPath {
     fn names(&self) -> (&str, &'static str) {
         match self {
             BenchPath::Memory => ("memory", "loopback"),
-            BenchPath::Switch => ("virtio-user", "loopback"),
+            BenchPath::Switch { .. } => ("virtio-user", "loopback"),
             BenchPath::Device { device, .. } | BenchPath::Processes { device } => {
                 (device.split_once(':').map_or(device.as_str(), |(kind, _)| kind), "veth")
             }
@@ -142,10 +143,13 @@ impl Report {
                     "checksum offload and TSO/GRO on both"
                 }
             ),
-            BenchPath::Switch => format!(
+            BenchPath::Switch { pin } => format!(
                 "process to process: ustack on virtio-user ports of `ustack switch` at both ends, MTU {}; Linux \
-                 sockets at both ends over loopback; CPU adds the switch's",
-                p.mtu
+                 sockets at both ends over loopback; CPU adds the switch's{}",
+                p.mtu,
+                pin.map_or(String::new(), |(sw, ends)| format!(
+                    "; the switch on CPU {sw}, both ends of each side on CPU {ends}"
+                ))
             ),
             BenchPath::Processes { device } => format!(
                 "process to process over a veth pair, MTU {}: ustack on {device} at both ends; Linux sockets at \
@@ -241,7 +245,10 @@ impl Report {
         let (path, linux_path) = self.path.names();
         let device = match &self.path {
             BenchPath::Memory => String::new(),
-            BenchPath::Switch => ",\"device\":\"virtio-user through ustack switch\",\"processes\":3".to_string(),
+            BenchPath::Switch { pin } => format!(
+                ",\"device\":\"virtio-user through ustack switch\",\"processes\":3,\"pin\":{}",
+                pin.map_or("null".to_string(), |(sw, ends)| format!("{{\"switch\":{sw},\"ends\":{ends}}}"))
+            ),
             BenchPath::Processes { device } => format!(",\"device\":{},\"processes\":2", json_string(device)),
             BenchPath::Device { device, notes } => {
                 let count = |r: Option<u64>| r.map_or("null".to_string(), |n| n.to_string());

@@ -34,6 +34,8 @@ pub struct SwitchSetup {
     /// Options for both virtio-user ports (`ring=N,busy_poll=USEC`, as in
     /// `--device virtio-user,OPTS`); `busy_poll` is given to the switch too.
     pub port_options: Vec<(String, String)>,
+    /// The switch's CPU, and the CPU both ends of each side run on.
+    pub pin: Option<(usize, usize)>,
 }
 
 impl SwitchSetup {
@@ -74,7 +76,7 @@ pub fn run_switch(workload: Workload, params: &Params, setup: &SwitchSetup) -> R
     let ustack =
         ustack_side(workload, params, setup).map_err(|e| format!("ustack to ustack through the switch: {e}"))?;
     let linux = linux_side(workload, params, setup).map_err(|e| format!("Linux to Linux over loopback: {e}"))?;
-    Ok(Report::new(workload, params, ustack, linux).on(BenchPath::Switch))
+    Ok(Report::new(workload, params, ustack, linux).on(BenchPath::Switch { pin: setup.pin }))
 }
 
 fn ustack_side(workload: Workload, p: &Params, setup: &SwitchSetup) -> Result<Figures, String> {
@@ -90,7 +92,13 @@ fn ustack_side(workload: Workload, p: &Params, setup: &SwitchSetup) -> Result<Fi
     if let Some(us) = setup.busy_poll() {
         cmd.args(["--busy-poll", us]);
     }
+    if let Some((sw, _)) = setup.pin {
+        cmd.args(["--cores", &sw.to_string()]);
+    }
     run.children.push(p2p::spawn_until(cmd, "ustack switch", "ustack: switch")?);
+    // From here this thread, the server it starts and the client's threads
+    // run on the ends' CPU.
+    let _pinned = Pinned::to(setup.pin.map(|(_, ends)| ends))?;
     let mut cmd = Command::new(&setup.ustack_bin);
     p2p::ustack_server_args(&mut cmd, workload, &format!("virtio-user:{a}{}", setup.options()));
     run.children.push(p2p::spawn_until(cmd, "the server (ustack up)", "on port")?);
@@ -106,10 +114,38 @@ fn linux_side(workload: Workload, p: &Params, setup: &SwitchSetup) -> Result<Fig
         .map_err(|e| format!("no free loopback port: {e}"))?
         .port();
     let addr = SocketAddrV4::new(Ipv4Addr::LOCALHOST, port);
+    let _pinned = Pinned::to(setup.pin.map(|(_, ends)| ends))?;
     let mut cmd = Command::new(&setup.ustack_bin);
     p2p::kernel_server_args(&mut cmd, workload, p.message, addr);
     let run = Cleanup { children: vec![p2p::spawn_until(cmd, "the kernel server", "kernel server on")?], dir: None };
     measured(&run.children, || crate::linux::client(workload, SocketAddr::V4(addr), p).map_err(|e| e.to_string()))
+}
+
+/// This thread, and the threads and processes it starts meanwhile, on one
+/// CPU until dropped; then back on the CPUs it had.
+struct Pinned(Option<libc::cpu_set_t>);
+
+impl Pinned {
+    fn to(cpu: Option<usize>) -> Result<Pinned, String> {
+        let Some(cpu) = cpu else { return Ok(Pinned(None)) };
+        // SAFETY: a zeroed cpu_set_t is an empty set; getaffinity fills it.
+        let mut had: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+        // SAFETY: `had` is a valid cpu_set_t of the size given.
+        if unsafe { libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut had) } != 0 {
+            return Err(format!("cannot read this thread's CPUs: {}", std::io::Error::last_os_error()));
+        }
+        ustack_runtime::shard::pin(cpu).map_err(|e| format!("cannot pin to CPU {cpu}: {e}"))?;
+        Ok(Pinned(Some(had)))
+    }
+}
+
+impl Drop for Pinned {
+    fn drop(&mut self) {
+        if let Some(had) = &self.0 {
+            // SAFETY: `had` is the set read in `to`.
+            unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), had) };
+        }
+    }
 }
 
 /// Run the client here; its figures with the CPU time of this process and

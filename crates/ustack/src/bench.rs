@@ -80,6 +80,10 @@ pub struct BenchArgs {
     /// for both stacks (default: off, each side's software sums MTU-sized frames).
     #[arg(long, requires = "device")]
     pub veth_offloads: bool,
+    /// With --device virtio-user: pin the switch to the first CPU and both ends of each side (ustack's two
+    /// stacks, then Linux's client and server) to the second, e.g. 0,1 (default: the kernel places them).
+    #[arg(long, value_name = "SWITCH_CPU,ENDS_CPU", value_delimiter = ',', num_args = 1, requires = "device")]
+    pub pin: Vec<usize>,
     /// Serve the Linux side of a process-to-process run on ADDR:PORT (the bench starts it itself).
     #[arg(long, value_name = "ADDR:PORT", hide = true)]
     pub kernel_server: Option<std::net::SocketAddrV4>,
@@ -253,9 +257,10 @@ fn path_words(path: &ustack_bench::BenchPath, mtu: usize) -> String {
     match path {
         ustack_bench::BenchPath::Memory => format!("ustack: in-memory link, MTU {mtu}; Linux: loopback"),
         ustack_bench::BenchPath::Device { device, .. } => format!("ustack on {device}; Linux on a veth pair"),
-        ustack_bench::BenchPath::Switch => {
-            "two processes on virtio-user ports of ustack switch; Linux: two processes over loopback".into()
-        }
+        ustack_bench::BenchPath::Switch { pin } => format!(
+            "two processes on virtio-user ports of ustack switch; Linux: two processes over loopback{}",
+            pin.map_or(String::new(), |(sw, ends)| format!(" (switch on CPU {sw}, ends on CPU {ends})"))
+        ),
         ustack_bench::BenchPath::Processes { device } => {
             format!("two processes: ustack on {device} at both ends; Linux sockets at both ends")
         }
@@ -356,8 +361,30 @@ fn on_device(
         let bin =
             std::env::current_exe().map_err(|e| CliError::Bench(format!("cannot find the ustack binary: {e}")))?;
         let port_options = virtio_user_options(opts)?;
-        let setup = ustack_bench::SwitchSetup { ustack_bin: bin, port_options };
+        let pin = match args.pin[..] {
+            [] => None,
+            [sw, ends] => {
+                let allowed = ustack_runtime::shard::available_cores();
+                if let Some(c) = [sw, ends].into_iter().find(|c| !allowed.contains(c)) {
+                    return Err(CliError::Bench(format!(
+                        "--pin: this process may not run on CPU {c}; pick from {allowed:?}"
+                    )));
+                }
+                Some((sw, ends))
+            }
+            _ => {
+                return Err(CliError::Bench(
+                    "--pin takes two CPUs: the switch's, then both ends', e.g. --pin 0,1".into(),
+                ))
+            }
+        };
+        let setup = ustack_bench::SwitchSetup { ustack_bin: bin, port_options, pin };
         return ustack_bench::run_switch(workload, params, &setup).map(|r| vec![r]).map_err(CliError::Bench);
+    }
+    if !args.pin.is_empty() {
+        return Err(CliError::Bench(
+            "--pin places the switch and the two ends of --device virtio-user; drop it here".into(),
+        ));
     }
     let spec: ustack_device::DeviceSpec = device.parse().map_err(CliError::DeviceSpec)?;
     if spec.kind != ustack_device::DeviceKind::Tap {

@@ -1093,12 +1093,22 @@ fn bench_through_the_switch_reports_both_stacks_process_to_process() {
     // `ustack bench --device virtio-user`: its own switch, two ustack
     // processes on it, two Linux processes over loopback; every workload
     // reports both sides and cleans up (no root, no figures asserted);
-    // rr once more with every loop busy polling.
-    for (workload, device) in
-        [("stream", "virtio-user"), ("rr", "virtio-user"), ("crr", "virtio-user"), ("rr", "virtio-user,busy_poll=50")]
-    {
+    // rr once more with every loop busy polling, and crr with the switch
+    // and the ends pinned apart (`--pin`, reported in the JSON).
+    let two_cpus = std::thread::available_parallelism().is_ok_and(|n| n.get() >= 2);
+    let pin = if two_cpus { "0,1" } else { "0,0" };
+    for (workload, device, pinned) in [
+        ("stream", "virtio-user", false),
+        ("rr", "virtio-user", false),
+        ("crr", "virtio-user", false),
+        ("rr", "virtio-user,busy_poll=50", false),
+        ("crr", "virtio-user,busy_poll=50", true),
+    ] {
         let mut cmd = Command::new(support::ustack_bin());
         cmd.args(["bench", workload, "--device", device, "--seconds", "0.3", "--json"]);
+        if pinned {
+            cmd.args(["--pin", pin]);
+        }
         let mut p = Proc::spawn(&format!("ustack bench {workload}"), &mut cmd);
         let dir = std::env::temp_dir().join(format!("ustack-bench-switch-{}", p.child.id()));
         let out = wait_exit(&mut p, Duration::from_secs(60));
@@ -1107,6 +1117,13 @@ fn bench_through_the_switch_reports_both_stacks_process_to_process() {
         assert_eq!(doc["workload"], workload, "{doc}");
         assert_eq!((doc["path"].as_str(), doc["linux_path"].as_str()), (Some("virtio-user"), Some("loopback")));
         assert_eq!(doc["processes"], 3, "{doc}");
+        if pinned {
+            let (sw, ends) = pin.split_once(',').unwrap();
+            assert_eq!(doc["pin"]["switch"].to_string(), sw, "{doc}");
+            assert_eq!(doc["pin"]["ends"].to_string(), ends, "{doc}");
+        } else {
+            assert!(doc["pin"].is_null(), "{doc}");
+        }
         for side in ["ustack", "linux"] {
             assert!(doc[side]["count"].as_u64().is_some_and(|n| n > 0), "{side} did nothing: {doc}");
             assert!(doc[side]["cpu_s"].as_f64().is_some_and(|s| s > 0.0), "{side}'s CPU time: {doc}");
