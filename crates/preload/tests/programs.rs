@@ -682,6 +682,7 @@ fn so_sndbuf_and_so_rcvbuf_bound_what_a_connection_queues_against_kernel_peers()
     let fill = support::run_bounded(v.a.command(&argv), None, SECS(90));
     assert!(fill.ok(), "fill under the library: {fill}");
     let out = fill.stdout_str();
+    eprint!("{out}");
     let small = field(&out, "fill sndbuf=16384 ", "accepted");
     let default = field(&out, "fill sndbuf=0 ", "accepted");
     eprintln!("send() took {small} bytes with SO_SNDBUF 16384, {default} without");

@@ -63,9 +63,12 @@ elif role == "fill":
         if sndbuf:
             s.setsockopt(S.SOL_SOCKET, S.SO_SNDBUF, sndbuf)
             reported(s, S.SO_SNDBUF, 2 * sndbuf)
+        t = time.monotonic()
         s.settimeout(10)
         s.connect((peer, port))
-        print(f"fill sndbuf={sndbuf} accepted={push_until_stuck(s)}", flush=True)
+        connected = time.monotonic() - t
+        accepted = push_until_stuck(s)
+        print(f"fill sndbuf={sndbuf} accepted={accepted} connect={connected:.2f}s total={time.monotonic() - t:.2f}s", flush=True)
         # Reset, so that the library's exit does not wait for the sink.
         s.setsockopt(S.SOL_SOCKET, S.SO_LINGER, LINGER_RESET)
         s.close()
