@@ -30,13 +30,23 @@ static WARNED: Mutex<Vec<&'static str>> = Mutex::new(Vec::new());
 /// Print `ustack: <what> is not supported (<errno>)` on stderr the first
 /// time `what` happens in this process.
 pub fn unsupported(what: &'static str, e: Errno) -> Errno {
+    warn_once(what, || format!("ustack: not supported on ustack sockets: {what} (errno {})\n", e.0));
+    e
+}
+
+/// Print `ustack: stored, not applied, on ustack sockets: <what>` on stderr
+/// the first time `what` happens in this process: a call that succeeds, as
+/// on Linux, without the effect it has there.
+pub(crate) fn ignored(what: &'static str) {
+    warn_once(what, || format!("ustack: stored, not applied, on ustack sockets: {what}\n"));
+}
+
+fn warn_once(what: &'static str, msg: impl FnOnce() -> String) {
     let mut warned = WARNED.lock().unwrap_or_else(|p| p.into_inner());
     if !warned.contains(&what) {
         warned.push(what);
-        let msg = format!("ustack: not supported on ustack sockets: {what} (errno {})\n", e.0);
-        crate::sys::raw_write(2, msg.as_bytes());
+        crate::sys::raw_write(2, msg().as_bytes());
     }
-    e
 }
 
 pub(crate) const EAGAIN: Errno = Errno(libc::EAGAIN);

@@ -362,9 +362,22 @@ pub unsafe extern "C" fn ustack_getpeername(fd: c_int, addr: *mut sockaddr, len:
     }))
 }
 
-/// setsockopt(2): SO_REUSEADDR, SO_REUSEPORT, SO_KEEPALIVE, SO_RCVBUF,
-/// SO_SNDBUF, SO_LINGER, SO_BROADCAST, TCP_NODELAY (applied), TCP keepalive
-/// timers, IP_TOS and a few more (accepted); others fail with ENOPROTOOPT.
+/// setsockopt(2): SO_REUSEADDR, SO_REUSEPORT, SO_KEEPALIVE, SO_LINGER,
+/// SO_BROADCAST, TCP_NODELAY, SO_RCVBUF and SO_SNDBUF (applied), TCP
+/// keepalive timers, IP_TOS and a few more (accepted); others fail with
+/// ENOPROTOOPT.
+///
+/// SO_RCVBUF and SO_SNDBUF store what Linux stores, and getsockopt reports
+/// it: the value capped at the largest buffer the stack can back (the
+/// stack's TCP buffer size rounded up to a power of two, at least 32 KiB,
+/// 1 MiB by default: the role of net.core.rmem_max and wmem_max), doubled,
+/// at least 4096. A TCP buffer gets half of it: the bytes asked for. Set before connect or
+/// listen, they size the connection, and the receive size chooses the
+/// window scale its SYN or SYN-ACK offers; a listener's connections inherit
+/// them, also when set after listen (for those accepted after). SO_SNDBUF
+/// on a connection applies while it has no data unacknowledged. SO_RCVBUF
+/// on a connection, SO_SNDBUF on one with data in flight, and both on UDP
+/// sockets are stored and reported only (TCP: with a warning once).
 #[no_mangle]
 pub unsafe extern "C" fn ustack_setsockopt(
     fd: c_int,

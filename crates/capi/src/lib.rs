@@ -96,7 +96,36 @@
 //! `EMSGSIZE`, `EAFNOSUPPORT`/`EPROTONOSUPPORT`/`ESOCKTNOSUPPORT` for what is
 //! not IPv4 TCP or UDP, `ENOPROTOOPT` for an option not handled, `EBADF` for
 //! a descriptor that is not a ustack socket, `ENETDOWN` before [`start`].
-//! Anything unsupported also prints one warning line per kind on stderr.
+//! Anything unsupported also prints one warning line per kind on stderr, as
+//! does an option that is stored without its effect (SO_RCVBUF on a
+//! connection).
+//!
+//! # Socket buffer sizes
+//!
+//! `setsockopt(SO_RCVBUF or SO_SNDBUF, n)` stores what Linux stores:
+//! [`stored_buffer_size`], `n` capped at the largest buffer the stack's
+//! pool can back
+//! ([`Stack::tcp_largest_buffer`](ustack_core::Stack::tcp_largest_buffer):
+//! `USTACK_TCP_BUFFER` rounded up to a power of two, at least 32 KiB, in
+//! the role of `net.core.rmem_max`/`wmem_max`), doubled, at least
+//! [`MIN_SOCKET_BUFFER`]; `getsockopt` reports it (without one: twice the
+//! connection's or the stack's size). A TCP buffer gets half of the stored
+//! value, the bytes asked for, which is about the data room Linux gives:
+//!
+//! - before `connect` or `listen`: the connection's send and receive
+//!   buffers (`Stack::tcp_connect_with`, `tcp_listen_with`); the receive
+//!   size bounds the window and chooses the window scale the SYN or
+//!   SYN-ACK offers. Accepted connections inherit their listener's;
+//! - on a listening socket: the connections accepted after
+//!   (`Stack::tcp_set_listen_buffers`; nginx sets them after `listen`);
+//! - SO_SNDBUF on a connection: applied while none of its data is
+//!   unacknowledged (`Stack::tcp_set_send_buffer_size`), as when set right
+//!   after `connect` or `accept`; with data in flight, stored and reported
+//!   only, with one warning line;
+//! - SO_RCVBUF on a connection: stored and reported only, with one warning
+//!   line (the window is advertised already, and a buffer's storage is
+//!   sized when the connection opens);
+//! - UDP sockets: stored and reported only.
 //!
 //! # Exit
 //!

@@ -6,10 +6,10 @@ use std::os::fd::RawFd;
 use std::sync::atomic::Ordering;
 
 use ustack_core::stack::DEFAULT_RX_BURST;
-use ustack_core::tcp::{ConnError, RecvError, SendError, State};
-use ustack_core::{ConnectError, ListenError, Socket, UdpSendError};
+use ustack_core::tcp::{ConnError, Connection, RecvError, SendError, State};
+use ustack_core::{ConnectError, ListenError, Socket, TcpHandle, UdpSendError};
 
-use crate::errno::{unsupported, Errno, EAGAIN, EBADF, EINVAL, ENOTCONN};
+use crate::errno::{ignored, unsupported, Errno, EAGAIN, EBADF, EINVAL, ENOTCONN};
 use crate::sys::{self, lock, raw_poll, set_ustack, Inner, Kind, Sock};
 
 fn e(v: i32) -> Errno {
@@ -139,8 +139,9 @@ pub fn listen(fd: RawFd, backlog: i32) -> Result<(), Errno> {
     }
     let backlog = backlog.clamp(1, 4096) as usize;
     let wanted = s.bound.map_or(0, |b| b.port());
+    let buffers = s.opts.buffer_sizes();
     let port = if wanted != 0 {
-        g.stack.tcp_listen(wanted, backlog).map_err(|err| match err {
+        g.stack.tcp_listen_with(wanted, backlog, buffers).map_err(|err| match err {
             ListenError::AddrInUse(_) => e(libc::EADDRINUSE),
             ListenError::InvalidPort => EINVAL,
         })?;
@@ -150,7 +151,7 @@ pub fn listen(fd: RawFd, backlog: i32) -> Result<(), Errno> {
         let start = 32768 + (g.now().total_micros() % 28000) as u16;
         (0..28232u16)
             .map(|i| 32768 + (start - 32768 + i) % 28232)
-            .find(|&p| g.stack.tcp_listen(p, backlog).is_ok())
+            .find(|&p| g.stack.tcp_listen_with(p, backlog, buffers).is_ok())
             .ok_or(e(libc::EADDRINUSE))?
     };
     let s = g.sock(fd)?;
@@ -330,7 +331,8 @@ pub fn connect(fd: RawFd, addr: SocketAddrV4) -> Result<(), Errno> {
             return Err(unsupported("connecting to a loopback address", e(libc::ENETUNREACH)));
         }
         let now = g.now();
-        let h = g.stack.tcp_connect(now, addr).map_err(|err| match err {
+        let buffers = g.sock(fd)?.opts.buffer_sizes();
+        let h = g.stack.tcp_connect_with(now, addr, buffers).map_err(|err| match err {
             ConnectError::NoFreePort => e(libc::EADDRNOTAVAIL),
             ConnectError::TableFull => e(libc::EAGAIN),
             ConnectError::InvalidAddress | ConnectError::NoSourceAddress => e(libc::ENETUNREACH),
@@ -763,9 +765,25 @@ pub enum OptVal {
     Bytes(Vec<u8>),
 }
 
+/// The smallest SO_RCVBUF/SO_SNDBUF value stored: 2 KiB of buffer, doubled
+/// (Linux's floors are 2,304 and 4,608).
+pub const MIN_SOCKET_BUFFER: i32 = 4096;
+
+/// What `setsockopt(SO_RCVBUF or SO_SNDBUF, asked)` stores and `getsockopt`
+/// reports, Linux's way (`sock_setsockopt`): `asked` capped at `max` (the
+/// role of `net.core.rmem_max`/`wmem_max`; here the largest buffer the
+/// stack's pool can back, `Stack::tcp_largest_buffer`), then doubled, then
+/// raised to [`MIN_SOCKET_BUFFER`]. The buffer itself gets half of it: the
+/// bytes asked for, as Linux's data room is about half of what it stores.
+pub fn stored_buffer_size(asked: i32, max: usize) -> i32 {
+    let max = max.min(i32::MAX as usize / 2) as i32;
+    asked.min(max).saturating_mul(2).max(MIN_SOCKET_BUFFER)
+}
+
 /// `setsockopt` for the options programs commonly set.
 pub fn setsockopt(fd: RawFd, level: i32, name: i32, val: OptVal) -> Result<(), Errno> {
     let mut g = lock()?;
+    let largest_buffer = g.stack.tcp_largest_buffer();
     let s = g.sock(fd)?;
     let int = match val {
         OptVal::Int(v) => v,
@@ -783,8 +801,29 @@ pub fn setsockopt(fd: RawFd, level: i32, name: i32, val: OptVal) -> Result<(), E
         (libc::SOL_SOCKET, libc::SO_REUSEPORT) => s.opts.reuseport = int != 0,
         (libc::SOL_SOCKET, libc::SO_KEEPALIVE) => s.opts.keepalive = int != 0,
         (libc::SOL_SOCKET, libc::SO_BROADCAST) => s.opts.broadcast = int != 0,
-        (libc::SOL_SOCKET, libc::SO_RCVBUF) => s.opts.rcvbuf = int,
-        (libc::SOL_SOCKET, libc::SO_SNDBUF) => s.opts.sndbuf = int,
+        (libc::SOL_SOCKET, libc::SO_RCVBUF | libc::SO_SNDBUF) => {
+            let stored = stored_buffer_size(int, largest_buffer);
+            let recv = name == libc::SO_RCVBUF;
+            *(if recv { &mut s.opts.rcvbuf } else { &mut s.opts.sndbuf }) = stored;
+            let buffers = s.opts.buffer_sizes();
+            match s.kind {
+                // Connections accepted from now on get it, as on Linux.
+                Kind::TcpListen { port, .. } => {
+                    g.stack.tcp_set_listen_buffers(port, buffers);
+                }
+                // The window is advertised already and the buffer's
+                // storage cannot grow: stored and reported, not applied.
+                Kind::TcpConn { .. } if recv => {
+                    ignored("SO_RCVBUF on a connected TCP socket (it applies when set before connect or listen)");
+                }
+                Kind::TcpConn { h } => {
+                    if !g.stack.tcp_set_send_buffer_size(h, (stored / 2) as usize) {
+                        ignored("SO_SNDBUF on a TCP connection with data unacknowledged (it applies while none is)");
+                    }
+                }
+                Kind::TcpFresh | Kind::Udp { .. } => {}
+            }
+        }
         (libc::SOL_SOCKET, libc::SO_RCVLOWAT | libc::SO_SNDLOWAT | libc::SO_PRIORITY | libc::SO_OOBINLINE) => {}
         (libc::IPPROTO_TCP, libc::TCP_NODELAY) => {
             s.opts.nodelay = int != 0;
@@ -805,10 +844,17 @@ pub fn setsockopt(fd: RawFd, level: i32, name: i32, val: OptVal) -> Result<(), E
 
 /// `getsockopt`.
 pub fn getsockopt(fd: RawFd, level: i32, name: i32) -> Result<OptVal, Errno> {
+    fn conn(g: &Inner, h: Option<TcpHandle>) -> Option<&Connection> {
+        h.and_then(|h| g.stack.tcp_connection(h))
+    }
     let mut g = lock()?;
     let s = g.sock(fd)?;
     let b = |v: bool| OptVal::Int(i32::from(v));
     let o = s.opts;
+    let h = match s.kind {
+        Kind::TcpConn { h } => Some(h),
+        _ => None,
+    };
     Ok(match (level, name) {
         (libc::SOL_SOCKET, libc::SO_ERROR) => {
             let mut err = 0;
@@ -836,10 +882,12 @@ pub fn getsockopt(fd: RawFd, level: i32, name: i32) -> Result<OptVal, Errno> {
         (libc::SOL_SOCKET, libc::SO_BROADCAST) => b(o.broadcast),
         (libc::SOL_SOCKET, libc::SO_LINGER) => OptVal::Linger(i32::from(o.linger.is_some()), o.linger.unwrap_or(0)),
         (libc::SOL_SOCKET, libc::SO_RCVBUF) => {
-            OptVal::Int(if o.rcvbuf > 0 { o.rcvbuf } else { g.stack.config().tcp.recv_buffer_size as i32 })
+            let bytes = conn(&g, h).map_or(g.stack.config().tcp.recv_buffer_size, Connection::recv_buffer_size);
+            reported_buffer(o.rcvbuf, bytes)
         }
         (libc::SOL_SOCKET, libc::SO_SNDBUF) => {
-            OptVal::Int(if o.sndbuf > 0 { o.sndbuf } else { g.stack.config().tcp.send_buffer_size as i32 })
+            let bytes = conn(&g, h).map_or(g.stack.config().tcp.send_buffer_size, Connection::send_buffer_size);
+            reported_buffer(o.sndbuf, bytes)
         }
         (libc::IPPROTO_TCP, libc::TCP_NODELAY) => b(o.nodelay),
         (libc::IPPROTO_TCP, libc::TCP_CONGESTION) => {
@@ -852,14 +900,17 @@ pub fn getsockopt(fd: RawFd, level: i32, name: i32) -> Result<OptVal, Errno> {
         }
         (libc::IPPROTO_TCP, libc::TCP_INFO) => OptVal::Bytes(tcp_info(&mut g, fd)?),
         (libc::IPPROTO_TCP, libc::TCP_MAXSEG) => {
-            let mss = match s.kind {
-                Kind::TcpConn { h } => g.stack.tcp_connection(h).map(|c| c.mss()),
-                _ => None,
-            };
-            OptVal::Int(mss.unwrap_or(usize::from(g.stack.config().tcp.mss)) as i32)
+            OptVal::Int(conn(&g, h).map_or(usize::from(g.stack.config().tcp.mss), Connection::mss) as i32)
         }
         _ => return Err(unsupported("getsockopt of an option other than the common SOL_SOCKET/TCP ones", e(libc::ENOPROTOOPT))),
     })
+}
+
+/// SO_RCVBUF/SO_SNDBUF as `getsockopt` reports them: the stored value, or
+/// else twice the buffer's `bytes` (the connection's, which an accepted one
+/// has from its listener, or the stack's), as Linux reports.
+fn reported_buffer(stored: i32, bytes: usize) -> OptVal {
+    OptVal::Int(if stored > 0 { stored } else { bytes.saturating_mul(2).min(i32::MAX as usize) as i32 })
 }
 
 /// `struct tcp_info` with what the connection knows (the rest zero).
@@ -975,5 +1026,23 @@ fn v4(addr: std::net::IpAddr, port: u16) -> SocketAddrV4 {
     match addr {
         std::net::IpAddr::V4(a) => SocketAddrV4::new(a, port),
         std::net::IpAddr::V6(_) => SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{stored_buffer_size, MIN_SOCKET_BUFFER};
+
+    #[test]
+    fn buffer_sizes_are_stored_doubled_capped_and_floored_as_linux_does() {
+        let max = 1 << 20;
+        assert_eq!(stored_buffer_size(65536, max), 131072);
+        // Capped before doubling, as at net.core.rmem_max.
+        assert_eq!(stored_buffer_size(8 << 20, max), 2 << 20);
+        assert_eq!(stored_buffer_size(i32::MAX, usize::MAX), i32::MAX - 1);
+        // Floored after doubling; zero and negative values get the floor.
+        for asked in [1, 0, -5, i32::MIN] {
+            assert_eq!(stored_buffer_size(asked, max), MIN_SOCKET_BUFFER);
+        }
     }
 }

@@ -10,6 +10,7 @@ use std::sync::{Mutex, MutexGuard, OnceLock};
 
 use ustack_core::phy::{Device, TxMeta, TxQueue};
 use ustack_core::stack::DEFAULT_RX_BURST;
+use ustack_core::tcp::BufferSizes;
 use ustack_core::{Event, Instant, Interest, Ipv4Cidr, Socket, Stack, StackConfig, TcpHandle, UdpHandle};
 use ustack_device::{earliest, ChainSpec, DeviceChain, DeviceKind, DeviceSpec, Waitable};
 use ustack_runtime::{os_seed, Clock};
@@ -286,10 +287,22 @@ pub(crate) struct Opts {
     pub keepalive: bool,
     pub nodelay: bool,
     pub broadcast: bool,
+    /// SO_RCVBUF/SO_SNDBUF as stored and reported, Linux's way: twice the
+    /// buffer's bytes (0: not set). See `socket::stored_buffer_size`.
     pub rcvbuf: i32,
     pub sndbuf: i32,
     /// SO_LINGER: `Some(0)` resets on close.
     pub linger: Option<i32>,
+}
+
+impl Opts {
+    /// The buffer sizes a connection opened with these options gets: half
+    /// of the stored SO_SNDBUF/SO_RCVBUF, as Linux's data room is; the
+    /// stack's own where none was set.
+    pub fn buffer_sizes(&self) -> BufferSizes {
+        let half = |stored: i32| (stored > 0).then_some(stored as usize / 2);
+        BufferSizes { send: half(self.sndbuf), recv: half(self.rcvbuf) }
+    }
 }
 
 impl Sock {
@@ -808,7 +821,7 @@ fn become_shard(g: &mut Inner, plan: &ShardPlan) -> Result<(), String> {
             Kind::TcpFresh | Kind::Udp { .. } => {}
             Kind::TcpListen { port, pending } => {
                 pending.clear();
-                if stack.tcp_listen(*port, s.backlog.max(1)).is_ok() {
+                if stack.tcp_listen_with(*port, s.backlog.max(1), s.opts.buffer_sizes()).is_ok() {
                     listeners.push((*port, fd));
                 } else {
                     g.socks.remove(&fd);

@@ -5,24 +5,12 @@ mod common;
 
 use common::*;
 use std::net::SocketAddrV4;
-use ustack_core::tcp::State;
+use ustack_core::tcp::BufferSizes;
 use ustack_core::{Duration, Stack, TcpHandle};
 use ustack_device::LinkConfig;
 
 fn connect(p: &mut Pair, port: u16) -> (TcpHandle, TcpHandle) {
-    p.b.tcp_listen(port, 16).unwrap();
-    let client = p.a.tcp_connect(p.now, SocketAddrV4::new(B_IP, port)).unwrap();
-    for _ in 0..1000 {
-        step(p);
-        if let Some(server) = p.b.tcp_accept(port) {
-            for _ in 0..10 {
-                step(p);
-            }
-            assert_eq!(p.a.tcp_state(client), Some(State::Established));
-            return (client, server);
-        }
-    }
-    panic!("no connection");
+    open_tcp(p, port, BufferSizes::default(), BufferSizes::default())
 }
 
 /// Send `total` bytes from `from` to `to` over the pair, checking each byte.

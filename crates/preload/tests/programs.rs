@@ -647,3 +647,77 @@ fn iperf3_server_under_the_library_on_af_xdp_serves_a_kernel_client() {
         eprintln!("iperf3 -s under the library on af_xdp {extra:?}: {received} bytes received");
     }
 }
+
+/// `key=N` from the line of `out` that starts with `prefix`.
+fn field(out: &str, prefix: &str, key: &str) -> u64 {
+    let line = out.lines().find(|l| l.starts_with(prefix)).unwrap_or_else(|| panic!("no line {prefix:?} in {out:?}"));
+    let value = line.split_whitespace().find_map(|w| w.strip_prefix(key).and_then(|w| w.strip_prefix('=')));
+    value.and_then(|v| v.parse().ok()).unwrap_or_else(|| panic!("no {key}= in {line:?}"))
+}
+
+#[test]
+fn so_sndbuf_and_so_rcvbuf_bound_what_a_connection_queues_against_kernel_peers() {
+    skip_unless!("python3");
+    // af_packet on a veth, kernel peers in the other namespace.
+    // tests/socket_buffers.py plays each role; see its header.
+    let v = Veth::new("psba", "psbb", 16, 88);
+    v.kernel_ip("1");
+    let (kernel_ip, stack_ip) = (format!("{}.1", v.net), format!("{}.2", v.net));
+    let python = if std::path::Path::new("/usr/bin/python3").exists() { "/usr/bin/python3" } else { "python3" };
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/socket_buffers.py");
+    let preloaded = |args: &[&str]| {
+        let mut argv = v.env(&v.va, "2");
+        argv.extend([python, script].iter().chain(args).map(|s| s.to_string()));
+        argv
+    };
+
+    // SO_SNDBUF 16 KiB (a 16 KiB send buffer, reported as 32 KiB): a
+    // non-blocking sender into a kernel peer that never reads (a window of
+    // a few KiB) gets EAGAIN after about 16 KiB; without it, after the
+    // stack's 1 MiB.
+    let mut sink = v.b.spawn(&["timeout", "60", python, script, "sink", "7100"], &[]);
+    assert!(sink.wait_for("listening", SECS(15)), "kernel sink: {}", sink.stderr());
+    let argv = preloaded(&["fill", &kernel_ip, "7100"]);
+    let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
+    let fill = support::run_bounded(v.a.command(&argv), None, SECS(90));
+    assert!(fill.ok(), "fill under the library: {fill}");
+    let out = fill.stdout_str();
+    eprint!("{out}");
+    let small = field(&out, "fill sndbuf=16384 ", "accepted");
+    let default = field(&out, "fill sndbuf=0 ", "accepted");
+    eprintln!("send() took {small} bytes with SO_SNDBUF 16384, {default} without");
+    assert!((16384..64 * 1024).contains(&small), "SO_SNDBUF 16384: send() took {small} bytes");
+    assert!(default > 512 * 1024, "no SO_SNDBUF: send() took only {default} bytes");
+    drop(sink);
+
+    // SO_RCVBUF 8 KiB on a listener that never reads, set before listen
+    // (port 7200) or after (7202, as nginx does): its connections' SYN-ACK
+    // offers window scale 0 and the kernel sender gets at most 8 KiB
+    // acknowledged; without it (7201), scale 5 for the stack's 1 MiB and
+    // far more acknowledged.
+    let argv = preloaded(&["hold", "7200"]);
+    let mut argv: Vec<&str> = argv.iter().map(String::as_str).collect();
+    argv.splice(0..0, ["timeout", "60"]);
+    let mut hold = v.a.spawn(&argv, &[]);
+    assert!(hold.wait_for("listening", SECS(20)), "hold under the library: {}\n{}", hold.stdout(), hold.stderr());
+    for (port, wscale) in [(7200, 0), (7201, 5), (7202, 0)] {
+        let port = port.to_string();
+        let push = support::run_bounded(v.b.command(&[python, script, "push", &stack_ip, &port]), None, SECS(40));
+        assert!(push.ok(), "kernel sender to port {port}: {push}\nhold: {}", hold.stderr());
+        let out = push.stdout_str();
+        let (got_wscale, acked) = (field(&out, "push ", "wscale"), field(&out, "push ", "acked"));
+        eprintln!("port {port}: the SYN-ACK offered window scale {got_wscale}; {acked} bytes acknowledged");
+        assert_eq!(got_wscale, wscale, "port {port}: window scale");
+        if wscale == 0 {
+            assert!((1..=8192).contains(&acked), "port {port}, SO_RCVBUF 8192: {acked} bytes acknowledged");
+        } else {
+            assert!(acked > 512 * 1024, "port {port}, no SO_RCVBUF: only {acked} bytes acknowledged");
+        }
+    }
+    // An accepted connection reports its listener's SO_RCVBUF.
+    assert!(hold.wait_for("accepted port=7202", SECS(5)), "{}", hold.stdout());
+    let held = hold.stdout();
+    assert_eq!(field(&held, "accepted port=7200 ", "rcvbuf"), 16384, "{held}");
+    assert_eq!(field(&held, "accepted port=7201 ", "rcvbuf"), 2 << 20, "{held}");
+    assert_eq!(field(&held, "accepted port=7202 ", "rcvbuf"), 16384, "{held}");
+}

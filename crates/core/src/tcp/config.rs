@@ -12,6 +12,20 @@ pub enum CongestionAlgorithm {
     NewReno,
 }
 
+/// One socket's own buffer sizes in place of the stack's
+/// [`TcpConfig::send_buffer_size`] and [`TcpConfig::recv_buffer_size`]:
+/// what Linux's `SO_SNDBUF` and `SO_RCVBUF` set. Given to
+/// `Stack::tcp_connect_with` and `Stack::tcp_listen_with` (a listener's
+/// children inherit them). `None` keeps the stack's size.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BufferSizes {
+    /// Send buffer capacity in bytes.
+    pub send: Option<usize>,
+    /// Receive buffer capacity in bytes; it bounds the advertised window and
+    /// chooses the window scale the SYN or SYN-ACK offers.
+    pub recv: Option<usize>,
+}
+
 /// Tunables of one TCP connection (and of a listener's children).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct TcpConfig {
@@ -178,6 +192,20 @@ impl TcpConfig {
     pub fn buffer_chunk_size(&self) -> usize {
         let largest = self.send_buffer_size.max(self.recv_buffer_size).max(1);
         largest.div_ceil(super::pool::PAGES).next_power_of_two().max(2048)
+    }
+
+    /// This configuration with `sizes` in place of its buffer sizes, each
+    /// clamped to `1..=max` (`max`: the largest buffer the pool's chunks can
+    /// back, `BufferPool::largest_buffer`). `None` when that changes nothing,
+    /// so a socket without an override keeps sharing the stack's
+    /// configuration.
+    pub fn with_buffer_sizes(&self, sizes: BufferSizes, max: usize) -> Option<TcpConfig> {
+        let send = sizes.send.map_or(self.send_buffer_size, |n| n.clamp(1, max.max(1)));
+        let recv = sizes.recv.map_or(self.recv_buffer_size, |n| n.clamp(1, max.max(1)));
+        if (send, recv) == (self.send_buffer_size, self.recv_buffer_size) {
+            return None;
+        }
+        Some(TcpConfig { send_buffer_size: send, recv_buffer_size: recv, ..*self })
     }
 
     /// The window scale we offer: the smallest shift that lets the whole

@@ -88,6 +88,13 @@ impl Listener {
         }
     }
 
+    /// The configuration children opened from now on share (their buffer
+    /// sizes, the window scale the SYN-ACK offers); those already open keep
+    /// theirs.
+    pub fn set_config(&mut self, cfg: impl Into<Arc<TcpConfig>>) {
+        self.cfg = cfg.into();
+    }
+
     /// Children in SYN-RECEIVED (at most the backlog).
     pub fn half_open(&self) -> usize {
         self.half_open

@@ -36,7 +36,7 @@ mod time_wait;
 mod timers;
 mod tlp;
 
-pub use config::{CongestionAlgorithm, TcpConfig};
+pub use config::{BufferSizes, CongestionAlgorithm, TcpConfig};
 pub use connection::{
     AcceptError, ConnError, Connection, DropCounters, DropReason, RecvError, SegmentOutcome, SendError, Stats,
 };

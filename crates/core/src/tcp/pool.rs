@@ -140,6 +140,11 @@ impl BufferPool {
     pub fn chunk_size(&self) -> usize {
         self.chunk_size
     }
+    /// The largest buffer this pool's chunks can back: a buffer is a ring of
+    /// at most 16 chunks.
+    pub fn largest_buffer(&self) -> usize {
+        self.chunk_size * PAGES
+    }
     /// The most chunks the pool will hand out at once.
     pub fn limit(&self) -> usize {
         self.limit

@@ -20,6 +20,10 @@ impl SendBuffer {
         SendBuffer { ring: ChunkRing::new(capacity), len: 0 }
     }
 
+    pub(crate) fn capacity(&self) -> usize {
+        self.ring.capacity()
+    }
+
     pub(crate) fn len(&self) -> usize {
         self.len as usize
     }

@@ -5,7 +5,7 @@ use super::events::readiness_of;
 use super::{Child, ListenEntry, TcpHandle};
 use crate::readiness::{Readiness, Watch};
 use crate::stack::Stack;
-use crate::tcp::{self, Connection, FourTuple, Listener, RecvError, SendError, State};
+use crate::tcp::{self, BufferSizes, Connection, FourTuple, Listener, RecvError, SendError, State};
 use crate::time::Instant;
 use std::collections::VecDeque;
 use std::net::{IpAddr, SocketAddr};
@@ -64,19 +64,42 @@ impl std::error::Error for ConnectError {}
 
 impl Stack {
     /// Listen on `port` with room for `backlog` connections in the SYN queue
-    /// and again in the accept queue.
+    /// and again in the accept queue. Its connections have the stack's
+    /// buffer sizes; see [`Stack::tcp_listen_with`].
     pub fn tcp_listen(&mut self, port: u16, backlog: usize) -> Result<(), ListenError> {
+        self.tcp_listen_with(port, backlog, BufferSizes::default())
+    }
+
+    /// [`Stack::tcp_listen`] whose connections (SYN-cookie ones included)
+    /// have the buffer sizes in `buffers` (Linux's `SO_SNDBUF`/`SO_RCVBUF`
+    /// set on a listening socket, which its children inherit), each at most
+    /// [`Stack::tcp_largest_buffer`]. The receive size also chooses the
+    /// window scale the SYN-ACKs offer.
+    pub fn tcp_listen_with(&mut self, port: u16, backlog: usize, buffers: BufferSizes) -> Result<(), ListenError> {
         if port == 0 {
             return Err(ListenError::InvalidPort);
         }
         if self.tcp.listeners.contains_key(&port) {
             return Err(ListenError::AddrInUse(port));
         }
-        let listener = Listener::new(self.tcp.cfg.clone(), backlog.max(1), self.tcp.secret, self.tcp.syn_cookies);
+        let cfg = self.tcp.config_with(buffers);
+        let listener = Listener::new(cfg, backlog.max(1), self.tcp.secret, self.tcp.syn_cookies);
         self.tcp
             .listeners
             .insert(port, ListenEntry { listener, accept_queue: VecDeque::new(), watch: Watch::default() });
         Ok(())
+    }
+
+    /// Give a listener's connections opened from now on the buffer sizes
+    /// in `buffers` (`None`: the stack's), as [`Stack::tcp_listen_with`]
+    /// does: Linux's `SO_SNDBUF`/`SO_RCVBUF` set on a socket already
+    /// listening (nginx sets them after `listen`). False if nothing listens
+    /// on `port`.
+    pub fn tcp_set_listen_buffers(&mut self, port: u16, buffers: BufferSizes) -> bool {
+        let cfg = self.tcp.config_with(buffers);
+        let Some(entry) = self.tcp.listeners.get_mut(&port) else { return false };
+        entry.listener.set_config(cfg);
+        true
     }
 
     /// Stop listening; connections not yet accepted are reset.
@@ -108,8 +131,22 @@ impl Stack {
     }
 
     /// Open a connection to `remote` from a random ephemeral port (RFC 6056).
-    /// The SYN leaves on the next poll.
+    /// The SYN leaves on the next poll. The connection has the stack's
+    /// buffer sizes; see [`Stack::tcp_connect_with`].
     pub fn tcp_connect(&mut self, now: Instant, remote: impl Into<SocketAddr>) -> Result<TcpHandle, ConnectError> {
+        self.tcp_connect_with(now, remote, BufferSizes::default())
+    }
+
+    /// [`Stack::tcp_connect`] with the buffer sizes in `buffers` (Linux's
+    /// `SO_SNDBUF`/`SO_RCVBUF` set before `connect`), each at most
+    /// [`Stack::tcp_largest_buffer`]. The receive size also chooses the
+    /// window scale the SYN offers.
+    pub fn tcp_connect_with(
+        &mut self,
+        now: Instant,
+        remote: impl Into<SocketAddr>,
+        buffers: BufferSizes,
+    ) -> Result<TcpHandle, ConnectError> {
         let remote = remote.into();
         let (remote_addr, remote_port) = (remote.ip(), remote.port());
         let unicast = match remote_addr {
@@ -150,7 +187,7 @@ impl Stack {
         .ok_or(ConnectError::NoFreePort)?;
         let tuple = FourTuple { local_addr, local_port, remote_addr, remote_port };
         let iss = tcp::isn(&tcp.secret, &tuple, now);
-        let mut conn = Connection::connect(tuple, tcp.cfg.clone(), iss, now);
+        let mut conn = Connection::connect(tuple, tcp.config_with(buffers), iss, now);
         conn.set_ts_offset(tcp::ts_offset(&tcp.secret, local_addr, remote_addr));
         let index = tcp.insert(conn, Child::None);
         tcp.mark_tx(index);
@@ -230,6 +267,14 @@ impl Stack {
         self.tcp.mark_tx(h.index);
     }
 
+    /// The largest send or receive buffer a socket can have: 16 chunks of
+    /// the stack's buffer pool, whose chunk size follows the configured
+    /// sizes (`TcpConfig::buffer_chunk_size`); so at least the larger of
+    /// `TcpConfig::send_buffer_size` and `recv_buffer_size`.
+    pub fn tcp_largest_buffer(&self) -> usize {
+        self.tcp.pool.largest_buffer()
+    }
+
     /// The connection behind a handle, for its state, readiness and statistics.
     pub fn tcp_connection(&self, h: TcpHandle) -> Option<&Connection> {
         self.tcp.slot(h).map(|s| &s.conn)
@@ -238,6 +283,22 @@ impl Stack {
     /// The connection's state (`State::Closed` once it ended).
     pub fn tcp_state(&self, h: TcpHandle) -> Option<State> {
         self.tcp_connection(h).map(Connection::state)
+    }
+
+    /// `SO_SNDBUF` on an open connection: a send buffer of `bytes` (at
+    /// most [`Stack::tcp_largest_buffer`]) if its current one holds nothing
+    /// unacknowledged (see [`Connection::set_send_buffer_size`]); false,
+    /// and nothing changed, if it does or `h` is stale. Room that this makes
+    /// is reported as WRITABLE.
+    pub fn tcp_set_send_buffer_size(&mut self, h: TcpHandle, bytes: usize) -> bool {
+        let tcp = &mut self.tcp;
+        let slot = tcp.slots.get_mut(h.index as usize).and_then(Option::as_mut);
+        let Some(slot) = slot.filter(|s| s.generation == h.generation && !s.orphan) else { return false };
+        if !slot.conn.set_send_buffer_size(bytes, &mut tcp.pool) {
+            return false;
+        }
+        tcp.mark_ready(h.index);
+        true
     }
 
     /// Turn Nagle's algorithm off (like TCP_NODELAY) or back on.

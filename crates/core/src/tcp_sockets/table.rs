@@ -5,7 +5,7 @@ use super::demux::Demux;
 use super::{Child, Slot, TcpHandle, TcpSockets};
 use crate::hash::{KeyedMap, KeyedState};
 use crate::readiness::Watch;
-use crate::tcp::{BufferPool, Connection, TcpConfig, TimeWait};
+use crate::tcp::{BufferPool, BufferSizes, Connection, TcpConfig, TimeWait};
 use crate::time::Instant;
 use crate::timer::TimerWheel;
 use std::collections::VecDeque;
@@ -61,6 +61,16 @@ impl core::ops::IndexMut<usize> for Slots {
 }
 
 impl TcpSockets {
+    /// The configuration of a socket with `buffers`: the stack's own, shared,
+    /// when they change nothing (no allocation, the same cost as before);
+    /// else a copy with the sizes clamped to what the pool can back.
+    pub(super) fn config_with(&self, buffers: BufferSizes) -> Arc<TcpConfig> {
+        match self.cfg.with_buffer_sizes(buffers, self.pool.largest_buffer()) {
+            Some(cfg) => Arc::new(cfg),
+            None => self.cfg.clone(),
+        }
+    }
+
     pub(crate) fn new(
         cfg: TcpConfig,
         syn_cookies: bool,

@@ -4,7 +4,8 @@
 use std::net::{Ipv4Addr, Ipv6Addr};
 use ustack_core::ipv6::Ipv6Config;
 use ustack_core::phy::{TxFull, TxMeta, TxQueue};
-use ustack_core::{Duration, Instant, Ipv4Cidr, Stack, StackConfig};
+use ustack_core::tcp::{BufferSizes, State};
+use ustack_core::{Duration, Instant, Ipv4Cidr, Stack, StackConfig, TcpHandle};
 use ustack_device::{LinkConfig, MemoryLink, MemoryPort};
 use ustack_wire::{EthernetAddress, Ipv6Cidr};
 
@@ -200,6 +201,30 @@ pub fn step(p: &mut Pair) {
             p.now = t;
         }
     }
+}
+
+/// Listen on b's `port` with `server`'s buffer sizes, connect from a with
+/// `client`'s, and turn until both ends are established.
+pub fn open_tcp(p: &mut Pair, port: u16, client: BufferSizes, server: BufferSizes) -> (TcpHandle, TcpHandle) {
+    p.b.tcp_listen_with(port, 16, server).unwrap();
+    let c = p.a.tcp_connect_with(p.now, std::net::SocketAddrV4::new(B_IP, port), client).unwrap();
+    let s = accept_next(p, port);
+    for _ in 0..10 {
+        step(p);
+    }
+    assert_eq!(p.a.tcp_state(c), Some(State::Established));
+    (c, s)
+}
+
+/// Turn until b's listener on `port` has a connection to accept.
+pub fn accept_next(p: &mut Pair, port: u16) -> TcpHandle {
+    for _ in 0..1000 {
+        step(p);
+        if let Some(s) = p.b.tcp_accept(port) {
+            return s;
+        }
+    }
+    panic!("no connection on port {port}");
 }
 
 /// Two stacks with IPv6, past duplicate address detection.

@@ -694,6 +694,16 @@ impl Connection {
     pub fn ooo_islands(&self) -> usize {
         self.reassembly.island_count()
     }
+    /// The send buffer's capacity in bytes ([`TcpConfig::send_buffer_size`],
+    /// or the socket's own).
+    pub fn send_buffer_size(&self) -> usize {
+        self.send_buf.capacity()
+    }
+    /// The receive buffer's capacity in bytes ([`TcpConfig::recv_buffer_size`],
+    /// or the socket's own).
+    pub fn recv_buffer_size(&self) -> usize {
+        self.recv_buf.capacity()
+    }
     /// Bytes written by the application and not yet acknowledged.
     pub fn send_queue(&self) -> usize {
         self.send_buf.len()
@@ -780,6 +790,20 @@ impl Connection {
     /// TCP_NODELAY: turn Nagle's algorithm off (true) or on.
     pub fn set_nodelay(&mut self, nodelay: bool) {
         self.nodelay = nodelay;
+    }
+
+    /// SO_SNDBUF on an open connection: a send buffer of `bytes` in place
+    /// of the current one, clamped to 1 and the largest that `pool` can
+    /// back, if the current one holds nothing (no byte unacknowledged), as
+    /// right after `connect` or `accept`. Returns whether it did: bytes in
+    /// flight sit at ring positions a new capacity would move.
+    pub fn set_send_buffer_size(&mut self, bytes: usize, pool: &mut BufferPool) -> bool {
+        if self.send_buf.len() > 0 {
+            return false;
+        }
+        self.send_buf.release(pool);
+        self.send_buf = SendBuffer::new(bytes.clamp(1, pool.largest_buffer()));
+        true
     }
 
     /// SO_KEEPALIVE with the configured idle time, interval and count.
