@@ -104,6 +104,7 @@ pub unsafe extern "C" fn ustack_start(
         follow_fork: false,
         shard_fork: false,
         tcp_buffer: None,
+        busy_poll: None,
     };
     match crate::sys::start(&cfg) {
         Ok(()) => 0,

@@ -40,6 +40,13 @@
 //! woken for every pure ACK and FIN that the stack thread absorbs without
 //! ringing anyone.
 //!
+//! **Busy polling** ([`StartConfig::busy_poll`], `USTACK_BUSY_POLL`): a
+//! wait that would sleep first keeps looking for that many microseconds —
+//! taking the device's frames itself, its kernel descriptors asked without
+//! a timeout, the CPU yielded between looks — and sleeps as above only
+//! then (`wait::Spin`). Off by default: it spends a core to spare the
+//! wake-ups.
+//!
 //! # Descriptors: one kernel eventfd per ustack socket
 //!
 //! `socket()` creates an eventfd and returns **its number** as the socket's

@@ -169,6 +169,8 @@ fn blocking<T>(fd: RawFd, dontwait: bool, mut op: impl FnMut(&mut Inner) -> Resu
     let wait = sys::thread_wait_fd()?;
     // The device's descriptor (-1: none) once this call has slept.
     let mut slept: Option<RawFd> = None;
+    // Busy polling, from the first time the call would sleep.
+    let mut spin: Option<crate::wait::Spin> = None;
     loop {
         {
             let mut g = lock()?;
@@ -208,12 +210,18 @@ fn blocking<T>(fd: RawFd, dontwait: bool, mut op: impl FnMut(&mut Inner) -> Resu
             libc::pollfd { fd, events: 0, revents: 0 },
             libc::pollfd { fd: dev, events: libc::POLLIN, revents: 0 },
         ];
-        if dev >= 0 {
+        // Busy polling: look at the descriptors without sleeping, and try
+        // again (taking frames) whatever they say.
+        let spinning = spin.get_or_insert_with(|| crate::wait::Spin::new(-1)).on();
+        if dev >= 0 && !spinning {
             sys::WATCHERS.fetch_add(1, Ordering::AcqRel);
         }
-        let r = raw_poll(&mut p, -1);
-        if dev >= 0 {
+        let r = raw_poll(&mut p, if spinning { 0 } else { -1 });
+        if dev >= 0 && !spinning {
             sys::WATCHERS.fetch_sub(1, Ordering::AcqRel);
+        }
+        if spinning {
+            std::thread::yield_now();
         }
         if r < 0 && sys::last_errno() == libc::EINTR {
             if let Ok(mut g) = lock() {

@@ -5,7 +5,7 @@
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::os::fd::RawFd;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard, OnceLock};
 
 use ustack_core::phy::{Device, TxMeta, TxQueue};
@@ -991,6 +991,25 @@ pub struct StartConfig {
     /// optional `K` or `M` suffix (`None`: [`DEFAULT_TCP_BUFFER`]). The
     /// receive buffer bounds the window the peer may fill before we read.
     pub tcp_buffer: Option<String>,
+    /// How long a wait keeps looking (taking frames, yielding the CPU
+    /// between looks) before it sleeps in the kernel, in microseconds,
+    /// `0` to `100000` (`None` or `0`: it sleeps at once).
+    pub busy_poll: Option<String>,
+}
+
+/// Longest [`StartConfig::busy_poll`], in microseconds.
+pub const MAX_BUSY_POLL_US: u64 = 100_000;
+
+/// [`StartConfig::busy_poll`] of the running stack, in microseconds.
+static BUSY_POLL_US: AtomicU64 = AtomicU64::new(0);
+
+/// Until when a wait that would sleep now keeps looking instead, if the
+/// stack was started with a busy-poll time.
+pub(crate) fn busy_poll_until() -> Option<std::time::Instant> {
+    match BUSY_POLL_US.load(Ordering::Relaxed) {
+        0 => None,
+        us => Some(std::time::Instant::now() + std::time::Duration::from_micros(us)),
+    }
 }
 
 /// The TCP send and receive buffer of each connection, unless
@@ -1012,6 +1031,17 @@ pub fn parse_cidr(s: &str) -> Option<Ipv4Cidr> {
 }
 
 impl StartConfig {
+    /// [`StartConfig::busy_poll`] in microseconds.
+    pub fn busy_poll_us(&self) -> Result<u64, String> {
+        let Some(v) = &self.busy_poll else { return Ok(0) };
+        match v.parse::<u64>() {
+            Ok(us) if us <= MAX_BUSY_POLL_US => Ok(us),
+            _ => {
+                Err(format!("busy poll {v:?}: give microseconds from 0 (sleep at once) to {MAX_BUSY_POLL_US}, e.g. 50"))
+            }
+        }
+    }
+
     /// [`StartConfig::tcp_buffer`] in bytes.
     pub fn tcp_buffer_bytes(&self) -> Result<usize, String> {
         let Some(v) = &self.tcp_buffer else { return Ok(DEFAULT_TCP_BUFFER) };
@@ -1060,6 +1090,7 @@ impl StartConfig {
             return Err("fork: a stack per forked process chooses the fan-out group itself: drop fanout= from the device".into());
         }
         self.tcp_buffer_bytes()?;
+        self.busy_poll_us()?;
         Ok((spec, ip, gateway, host))
     }
 }
@@ -1084,6 +1115,7 @@ pub fn start(cfg: &StartConfig) -> Result<(), String> {
     sc.mtu = device.caps().mtu;
     sc.tcp.mss = sc.tcp.mss.min(sc.mtu.saturating_sub(40) as u16);
     let buffer = cfg.tcp_buffer_bytes()?;
+    BUSY_POLL_US.store(cfg.busy_poll_us()?, Ordering::Relaxed);
     sc.tcp.recv_buffer_size = buffer;
     sc.tcp.send_buffer_size = buffer;
     let stack = Stack::new(sc, seed);

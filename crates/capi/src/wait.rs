@@ -52,7 +52,9 @@ pub fn poll(fds: &mut [libc::pollfd], timeout_ms: i64) -> Result<usize, Errno> {
     kernel.push(libc::pollfd { fd: -1, events: libc::POLLIN, revents: 0 });
     let nk = fds.len();
     let always = libc::POLLHUP | libc::POLLERR | libc::POLLNVAL;
+    let spin = Spin::new(timeout_ms);
     let result = loop {
+        let spinning = spin.on();
         // Under the lock: take what arrived (a wait: what calls queued
         // leaves too), empty the wait eventfd, then read the sockets, so
         // any change from here on rings it again.
@@ -80,7 +82,7 @@ pub fn poll(fds: &mut [libc::pollfd], timeout_ms: i64) -> Result<usize, Errno> {
             // What the look queued leaves now.
             g.after_call_receiving(0);
         }
-        let t = if ready > 0 { 0 } else { remaining(deadline) };
+        let t = if ready > 0 || spinning { 0 } else { remaining(deadline) };
         for k in kernel.iter_mut() {
             k.revents = 0;
         }
@@ -104,6 +106,10 @@ pub fn poll(fds: &mut [libc::pollfd], timeout_ms: i64) -> Result<usize, Errno> {
             }
         }
         let woke = kernel[nk].revents != 0 || kernel[nk + 1].revents != 0;
+        if total == 0 && spinning {
+            std::thread::yield_now();
+            continue;
+        }
         if total > 0 || t == 0 && !woke || deadline.is_some_and(|d| Instant::now() >= d) {
             break Ok(total);
         }
@@ -116,6 +122,40 @@ pub fn poll(fds: &mut [libc::pollfd], timeout_ms: i64) -> Result<usize, Errno> {
         }
     }
     result
+}
+
+/// Busy polling (`USTACK_BUSY_POLL`, [`sys::busy_poll_until`]) for one
+/// wait: until when it looks again instead of sleeping. A wait that would
+/// not sleep (timeout 0) does not spin; one with a timeout spins within it.
+pub(crate) struct Spin(Option<Instant>);
+
+impl Spin {
+    pub(crate) fn new(timeout_ms: i64) -> Spin {
+        let until = if timeout_ms == 0 { None } else { sys::busy_poll_until() };
+        let until = match deadline_of(timeout_ms) {
+            Some(d) => until.map(|u| u.min(d)),
+            None => until,
+        };
+        if until.is_some() {
+            // The stack thread leaves the device to this thread meanwhile.
+            sys::WATCHERS.fetch_add(1, Ordering::AcqRel);
+        }
+        Spin(until)
+    }
+
+    /// Still spinning: look again rather than sleep (yielding the CPU
+    /// between looks to whatever else runs on it).
+    pub(crate) fn on(&self) -> bool {
+        self.0.is_some_and(|u| Instant::now() < u)
+    }
+}
+
+impl Drop for Spin {
+    fn drop(&mut self) {
+        if self.0.is_some() {
+            sys::WATCHERS.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
 }
 
 /// select(2) through [`poll`]: the sets are updated in place, the count of
@@ -538,14 +578,18 @@ fn epoll_wait_any(epfd: RawFd, out: &mut [libc::epoll_event], timeout_ms: i64) -
     let deadline = deadline_of(timeout_ms);
     let mut scratch = vec![libc::epoll_event { events: 0, u64: 0 }; out.len()];
     let mut slept = false;
+    let spin = Spin::new(timeout_ms);
     loop {
-        let sleep = remaining(deadline) != 0;
+        // While busy polling (USTACK_BUSY_POLL) the look repeats without
+        // sleeping, the kernel's members looked at without a wait too.
+        let spinning = spin.on();
+        let sleep = remaining(deadline) != 0 && !spinning;
         let mut n = look_or_sleep(epfd, out, slept, sleep)?;
         slept = n == 0 && sleep;
         if n == out.len() {
             return Ok(n);
         }
-        let t = if n > 0 { 0 } else { remaining(deadline) };
+        let t = if n > 0 || spinning { 0 } else { remaining(deadline) };
         let k = raw_wait(&mut scratch[..out.len() - n], t);
         let k = match k {
             Ok(k) => k,
@@ -565,6 +609,10 @@ fn epoll_wait_any(epfd: RawFd, out: &mut [libc::epoll_event], timeout_ms: i64) -
                 out[n] = *ev;
                 n += 1;
             }
+        }
+        if spinning && n == 0 {
+            std::thread::yield_now();
+            continue;
         }
         if n > 0 || (t == 0 && !woke) || deadline.is_some_and(|d| Instant::now() >= d) {
             if n == 0 {

@@ -70,7 +70,7 @@ fn start_refuses_bad_settings_in_one_line() {
         ("tap:x", "10.0.0.2", "A.B.C.D/N"),
         ("tap:x", "10.0.0.2/24", ""),
     ] {
-        let cfg = ustack_capi::StartConfig { device: dev.into(), ip: ip.into(), gateway: Some("10.9.9.9".into()), host_ip: None, follow_fork: false, shard_fork: false, tcp_buffer: None };
+        let cfg = ustack_capi::StartConfig { device: dev.into(), ip: ip.into(), gateway: Some("10.9.9.9".into()), host_ip: None, follow_fork: false, shard_fork: false, tcp_buffer: None, busy_poll: None };
         let err = cfg.check().unwrap_err();
         assert!(!err.contains('\n'), "{err}");
         assert!(err.contains(if needle.is_empty() { "outside" } else { needle }), "{dev} {ip}: {err}");

@@ -96,9 +96,6 @@ extern "C" fn init() {
             fail(&format!("USTACK_CORES={cores}: this library runs one stack thread; only USTACK_CORES=1 is supported"), 2);
         }
     }
-    if var("USTACK_BUSY_POLL").is_some_and(|v| v != "0") {
-        fail("USTACK_BUSY_POLL: busy polling is not supported yet; unset it (waits sleep in the kernel)", 2);
-    }
     let (follow_fork, shard_fork) = match var("USTACK_FORK").as_deref() {
         None | Some("stay") => (false, false),
         Some("follow") => (true, false),
@@ -118,6 +115,7 @@ extern "C" fn init() {
         follow_fork,
         shard_fork,
         tcp_buffer: var("USTACK_TCP_BUFFER"),
+        busy_poll: var("USTACK_BUSY_POLL"),
     };
     if let Err(e) = cfg.check() {
         let which = if e.starts_with("device") {
@@ -130,6 +128,8 @@ extern "C" fn init() {
             "USTACK_FORK"
         } else if e.starts_with("tcp buffer") {
             "USTACK_TCP_BUFFER"
+        } else if e.starts_with("busy poll") {
+            "USTACK_BUSY_POLL"
         } else {
             "USTACK_IP"
         };

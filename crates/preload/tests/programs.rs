@@ -89,6 +89,27 @@ fn socat_tcp_echo_under_the_library_serves_a_kernel_client() {
 }
 
 #[test]
+fn socat_tcp_echo_with_busy_polling_waits_serves_a_kernel_client() {
+    // USTACK_BUSY_POLL: socat's poll(2) keeps looking (taking frames) for
+    // 200 µs before it sleeps; a 1 MiB echo must come back whole all the same.
+    skip_unless!("socat");
+    let site = Site::new("ptcpb", 0);
+    let mut server =
+        site.spawn_preloaded(&["USTACK_BUSY_POLL=200", "socat", "-T", "20", "TCP4-LISTEN:7000,reuseaddr", "PIPE"]);
+    site.wait_tap(&mut server);
+    let data = support::pseudo_random(1 << 20, 8);
+    let client = support::run_bounded(
+        site.ns.command(&["socat", "-t", "10", "-T", "20", "-", &format!("TCP:{}:7000", site.stack_ip)]),
+        Some(&data),
+        SECS(40),
+    );
+    let out = server.finish(SECS(15));
+    assert!(client.ok(), "kernel client: {client}\nserver: {out}");
+    assert!(client.stdout == data, "echo differs: {} bytes sent, {} back\nserver: {out}", data.len(), client.stdout.len());
+    assert!(out.ok(), "socat under the library: {out}");
+}
+
+#[test]
 fn socat_udp_echo_under_the_library_serves_a_kernel_client() {
     skip_unless!("socat");
     let site = Site::new("pudp", 1);
@@ -335,6 +356,8 @@ fn bad_settings_are_one_line_and_exit_2_and_no_device_passes_through() {
         (&[("USTACK_DEVICE", "tap:x"), ("USTACK_IP", "10.0.0.2/24"), ("USTACK_FORK", "both")][..], "USTACK_FORK"),
         (&[("USTACK_DEVICE", "tap:x"), ("USTACK_IP", "10.0.0.2/24"), ("USTACK_TCP_BUFFER", "1G")][..], "USTACK_TCP_BUFFER"),
         (&[("USTACK_DEVICE", "tap:x"), ("USTACK_IP", "10.0.0.2/24"), ("USTACK_TCP_BUFFER", "lots")][..], "USTACK_TCP_BUFFER"),
+        (&[("USTACK_DEVICE", "tap:x"), ("USTACK_IP", "10.0.0.2/24"), ("USTACK_BUSY_POLL", "lots")][..], "USTACK_BUSY_POLL"),
+        (&[("USTACK_DEVICE", "tap:x"), ("USTACK_IP", "10.0.0.2/24"), ("USTACK_BUSY_POLL", "200000")][..], "USTACK_BUSY_POLL"),
     ] {
         let out = run(env, &["/bin/echo", "main ran"]);
         assert_eq!(out.status.and_then(|s| s.code()), Some(2), "{env:?}: {out}");
@@ -351,19 +374,27 @@ fn bad_settings_are_one_line_and_exit_2_and_no_device_passes_through() {
 #[test]
 fn one_epoll_set_mixes_a_pipe_a_unix_socket_a_file_and_ustack_sockets() {
     skip_unless!("cc", "socat");
-    c_program_against_kernel_echo_servers("pmix", 4, "mixed_epoll", "mixed epoll ok");
+    c_program_against_kernel_echo_servers("pmix", 4, &[], "mixed_epoll", "mixed epoll ok");
+}
+
+#[test]
+fn one_epoll_set_mixing_kernel_and_ustack_descriptors_while_busy_polling() {
+    // USTACK_BUSY_POLL: epoll_wait looks again (kernel members included)
+    // for 200 µs before it sleeps; the events must be the same.
+    skip_unless!("cc", "socat");
+    c_program_against_kernel_echo_servers("pmixb", 4, &["USTACK_BUSY_POLL=200"], "mixed_epoll", "mixed epoll ok");
 }
 
 #[test]
 fn an_epoll_set_inside_an_epoll_set_wakes_for_ustack_sockets() {
     skip_unless!("cc", "socat");
-    c_program_against_kernel_echo_servers("pnest", 6, "nested_epoll", "nested epoll ok");
+    c_program_against_kernel_echo_servers("pnest", 6, &[], "nested_epoll", "nested epoll ok");
 }
 
 /// Compile `tests/{name}.c` and run it under the library on a TAP site
 /// against kernel TCP (7000) and UDP (7001) echo servers; it must print
-/// `ok_line`.
-fn c_program_against_kernel_echo_servers(tag: &str, idx: u8, name: &str, ok_line: &str) {
+/// `ok_line`. `env` (`K=V`) goes to the program too.
+fn c_program_against_kernel_echo_servers(tag: &str, idx: u8, env: &[&str], name: &str, ok_line: &str) {
     let site = Site::new(tag, idx);
     let tmp = support::TempDir::new(tag);
     let exe = tmp.path(name);
@@ -375,7 +406,9 @@ fn c_program_against_kernel_echo_servers(tag: &str, idx: u8, name: &str, ok_line
     let _udp = site.ns.spawn(&["socat", "-T", "20", "UDP4-LISTEN:7001", "PIPE"], &[]);
     std::thread::sleep(Duration::from_millis(200));
     let exe = exe.to_string_lossy().into_owned();
-    let argv = site.preloaded(&[&exe, &site.host_ip, "7000", "7001"]);
+    let mut args = env.to_vec();
+    args.extend([exe.as_str(), &site.host_ip, "7000", "7001"]);
+    let argv = site.preloaded(&args);
     let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
     let out = support::run_bounded(site.ns.command(&argv), None, SECS(40));
     assert!(out.ok() && out.stdout_str().contains(ok_line), "{out}");
