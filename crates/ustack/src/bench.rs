@@ -64,6 +64,10 @@ pub struct BenchArgs {
     /// then smoltcp and linux).
     #[arg(long)]
     pub json: bool,
+    /// reflect: measure each cell this many times, ustack and DPDK taking turns, and report each side's best
+    /// (with the spread): one run per cell moves 2-3x on a machine whose cores the runs share.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=20))]
+    pub rounds: u32,
     /// idle: idle established connections to open (ustack runs any N up to 4,000,000).
     #[arg(long, default_value_t = 10_000)]
     pub connections: usize,
@@ -168,7 +172,7 @@ pub fn run(args: BenchArgs) -> Result<(), CliError> {
             return Err(CliError::Bench("--ip6 runs stream, rr and crr".into()))
         }
         BenchWorkload::Idle => return idle(&args),
-        BenchWorkload::Reflect => return crate::bench_reflect::run(args.seconds, args.json),
+        BenchWorkload::Reflect => return crate::bench_reflect::run(args.seconds, args.rounds, args.json),
         BenchWorkload::Stream => Workload::Stream,
         BenchWorkload::Rr => Workload::Rr,
         BenchWorkload::Crr => Workload::Crr,
