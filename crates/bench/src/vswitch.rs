@@ -123,17 +123,12 @@ fn linux_side(workload: Workload, p: &Params, setup: &SwitchSetup) -> Result<Fig
 
 /// This thread, and the threads and processes it starts meanwhile, on one
 /// CPU until dropped; then back on the CPUs it had.
-struct Pinned(Option<libc::cpu_set_t>);
+struct Pinned(Option<Vec<usize>>);
 
 impl Pinned {
     fn to(cpu: Option<usize>) -> Result<Pinned, String> {
         let Some(cpu) = cpu else { return Ok(Pinned(None)) };
-        // SAFETY: a zeroed cpu_set_t is an empty set; getaffinity fills it.
-        let mut had: libc::cpu_set_t = unsafe { std::mem::zeroed() };
-        // SAFETY: `had` is a valid cpu_set_t of the size given.
-        if unsafe { libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut had) } != 0 {
-            return Err(format!("cannot read this thread's CPUs: {}", std::io::Error::last_os_error()));
-        }
+        let had = ustack_runtime::shard::available_cores();
         ustack_runtime::shard::pin(cpu).map_err(|e| format!("cannot pin to CPU {cpu}: {e}"))?;
         Ok(Pinned(Some(had)))
     }
@@ -142,8 +137,7 @@ impl Pinned {
 impl Drop for Pinned {
     fn drop(&mut self) {
         if let Some(had) = &self.0 {
-            // SAFETY: `had` is the set read in `to`.
-            unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), had) };
+            let _ = ustack_runtime::shard::pin_to(had);
         }
     }
 }

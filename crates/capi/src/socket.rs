@@ -212,7 +212,7 @@ fn blocking<T>(fd: RawFd, dontwait: bool, mut op: impl FnMut(&mut Inner) -> Resu
         ];
         // Busy polling: look at the descriptors without sleeping, and try
         // again (taking frames) whatever they say.
-        let spinning = spin.get_or_insert_with(|| crate::wait::Spin::new(-1)).on();
+        let spinning = spin.get_or_insert_with(|| crate::wait::Spin::new(-1, None)).on();
         if dev >= 0 && !spinning {
             sys::WATCHERS.fetch_add(1, Ordering::AcqRel);
         }

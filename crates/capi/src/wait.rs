@@ -52,7 +52,7 @@ pub fn poll(fds: &mut [libc::pollfd], timeout_ms: i64) -> Result<usize, Errno> {
     kernel.push(libc::pollfd { fd: -1, events: libc::POLLIN, revents: 0 });
     let nk = fds.len();
     let always = libc::POLLHUP | libc::POLLERR | libc::POLLNVAL;
-    let spin = Spin::new(timeout_ms);
+    let spin = Spin::new(timeout_ms, deadline);
     let result = loop {
         let spinning = spin.on();
         // Under the lock: take what arrived (a wait: what calls queued
@@ -126,16 +126,14 @@ pub fn poll(fds: &mut [libc::pollfd], timeout_ms: i64) -> Result<usize, Errno> {
 
 /// Busy polling (`USTACK_BUSY_POLL`, [`sys::busy_poll_until`]) for one
 /// wait: until when it looks again instead of sleeping. A wait that would
-/// not sleep (timeout 0) does not spin; one with a timeout spins within it.
+/// not sleep (timeout 0) does not spin; one with a timeout spins within its
+/// `deadline` (that of `timeout_ms`).
 pub(crate) struct Spin(Option<Instant>);
 
 impl Spin {
-    pub(crate) fn new(timeout_ms: i64) -> Spin {
+    pub(crate) fn new(timeout_ms: i64, deadline: Option<Instant>) -> Spin {
         let until = if timeout_ms == 0 { None } else { sys::busy_poll_until() };
-        let until = match deadline_of(timeout_ms) {
-            Some(d) => until.map(|u| u.min(d)),
-            None => until,
-        };
+        let until = until.map(|u| deadline.map_or(u, |d| u.min(d)));
         if until.is_some() {
             // The stack thread leaves the device to this thread meanwhile.
             sys::WATCHERS.fetch_add(1, Ordering::AcqRel);
@@ -578,7 +576,7 @@ fn epoll_wait_any(epfd: RawFd, out: &mut [libc::epoll_event], timeout_ms: i64) -
     let deadline = deadline_of(timeout_ms);
     let mut scratch = vec![libc::epoll_event { events: 0, u64: 0 }; out.len()];
     let mut slept = false;
-    let spin = Spin::new(timeout_ms);
+    let spin = Spin::new(timeout_ms, deadline);
     loop {
         // While busy polling (USTACK_BUSY_POLL) the look repeats without
         // sleeping, the kernel's members looked at without a wait too.

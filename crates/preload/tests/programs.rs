@@ -73,19 +73,7 @@ impl Site {
 #[test]
 fn socat_tcp_echo_under_the_library_serves_a_kernel_client() {
     skip_unless!("socat");
-    let site = Site::new("ptcp", 0);
-    let mut server = site.spawn_preloaded(&["socat", "-T", "20", "TCP4-LISTEN:7000,reuseaddr", "PIPE"]);
-    site.wait_tap(&mut server);
-    let data = support::pseudo_random(1 << 20, 7);
-    let client = support::run_bounded(
-        site.ns.command(&["socat", "-t", "10", "-T", "20", "-", &format!("TCP:{}:7000", site.stack_ip)]),
-        Some(&data),
-        SECS(40),
-    );
-    let out = server.finish(SECS(15));
-    assert!(client.ok(), "kernel client: {client}\nserver: {out}");
-    assert!(client.stdout == data, "echo differs: {} bytes sent, {} back\nserver: {out}", data.len(), client.stdout.len());
-    assert!(out.ok(), "socat under the library: {out}");
+    socat_tcp_echo_serves_a_kernel_client("ptcp", &[], 7);
 }
 
 #[test]
@@ -93,11 +81,18 @@ fn socat_tcp_echo_with_busy_polling_waits_serves_a_kernel_client() {
     // USTACK_BUSY_POLL: socat's poll(2) keeps looking (taking frames) for
     // 200 µs before it sleeps; a 1 MiB echo must come back whole all the same.
     skip_unless!("socat");
-    let site = Site::new("ptcpb", 0);
-    let mut server =
-        site.spawn_preloaded(&["USTACK_BUSY_POLL=200", "socat", "-T", "20", "TCP4-LISTEN:7000,reuseaddr", "PIPE"]);
+    socat_tcp_echo_serves_a_kernel_client("ptcpb", &["USTACK_BUSY_POLL=200"], 8);
+}
+
+/// socat under the library (`env`, `K=V`, given to it) echoes 1 MiB of
+/// `seed`'s bytes back to a kernel socat, whole.
+fn socat_tcp_echo_serves_a_kernel_client(tag: &str, env: &[&str], seed: u64) {
+    let site = Site::new(tag, 0);
+    let mut argv = env.to_vec();
+    argv.extend(["socat", "-T", "20", "TCP4-LISTEN:7000,reuseaddr", "PIPE"]);
+    let mut server = site.spawn_preloaded(&argv);
     site.wait_tap(&mut server);
-    let data = support::pseudo_random(1 << 20, 8);
+    let data = support::pseudo_random(1 << 20, seed);
     let client = support::run_bounded(
         site.ns.command(&["socat", "-t", "10", "-T", "20", "-", &format!("TCP:{}:7000", site.stack_ip)]),
         Some(&data),

@@ -368,8 +368,7 @@ fn on_device(
         let pin = match args.pin[..] {
             [] => None,
             [sw, ends] => {
-                let allowed = ustack_runtime::shard::available_cores();
-                if let Some(c) = [sw, ends].into_iter().find(|c| !allowed.contains(c)) {
+                if let Some((c, allowed)) = ustack_runtime::shard::not_allowed(&[sw, ends]) {
                     return Err(CliError::Bench(format!(
                         "--pin: this process may not run on CPU {c}; pick from {allowed:?}"
                     )));

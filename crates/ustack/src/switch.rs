@@ -185,8 +185,7 @@ struct Report {
 const BURST: usize = 256;
 
 pub fn run(args: SwitchArgs) -> Result<(), CliError> {
-    let allowed = ustack_runtime::shard::available_cores();
-    if let Some(c) = args.cores.iter().find(|c| !allowed.contains(c)) {
+    if let Some((c, allowed)) = ustack_runtime::shard::not_allowed(&args.cores) {
         return Err(CliError::Switch(format!(
             "--cores {c}: this process may not run on CPU {c}; pick from {allowed:?}"
         )));

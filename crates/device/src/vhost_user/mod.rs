@@ -73,7 +73,7 @@ use vhost::vhost_user::{BackendReqHandler, Error as VuError};
 use crate::spec::Options;
 use crate::{DeviceError, Waitable};
 use control::{feature, Control};
-use ring::{ChainError, Memory, Vring};
+use ring::{ChainError, Vring};
 
 /// How a `vhost-user` spec is written.
 pub const SPEC_FORM: &str = "vhost-user:PATH[,queues=N][,client]";
@@ -162,8 +162,9 @@ struct TxStats {
     refused: Refused,
 }
 
+/// One direction's rings; each holds the frontend's memory it reads or
+/// writes (a ring exists only while there is memory).
 struct RxSide {
-    mem: Memory,
     /// Transmit ring of each queue pair (odd virtqueues).
     rings: Vec<Option<Vring>>,
     buf: Box<[u8]>,
@@ -175,7 +176,6 @@ struct RxSide {
 }
 
 struct TxSide {
-    mem: Memory,
     /// Receive ring of each queue pair (even virtqueues).
     rings: Vec<Option<Vring>>,
     scratch: Box<[u8]>,
@@ -379,7 +379,6 @@ impl VhostUserControl {
             armed: true,
             control_ready: false,
             rx: RxSide {
-                mem: None,
                 rings: (0..n).map(|_| None).collect(),
                 buf: vec![0u8; MAX_FRAME].into_boxed_slice(),
                 hdr_len: 12,
@@ -388,7 +387,6 @@ impl VhostUserControl {
                 stats: RxStats::default(),
             },
             tx: TxSide {
-                mem: None,
                 rings: (0..n).map(|_| None).collect(),
                 scratch: vec![0u8; MAX_FRAME].into_boxed_slice(),
                 segment: vec![0u8; MAX_FRAME].into_boxed_slice(),
@@ -692,8 +690,6 @@ impl VhostUserQueues {
         self.guest_csum = ctl.acked & feature::GUEST_CSUM != 0;
         self.guest_tso4 = self.guest_csum && ctl.acked & feature::GUEST_TSO4 != 0;
         self.host_tso4 = ctl.acked & feature::HOST_TSO4 != 0;
-        self.rx.mem = ctl.mem.clone();
-        self.tx.mem = ctl.mem.clone();
         for i in 0..self.rx.rings.len() {
             let pair = self.first + i;
             for (index, slot) in [(2 * pair, &mut self.tx.rings[i]), (2 * pair + 1, &mut self.rx.rings[i])] {
@@ -1022,6 +1018,7 @@ fn push_counted(
     hdr_len: usize,
     mrg: bool,
     parts: &[&[u8]],
+    len: usize,
     meta: &TxMeta,
 ) -> bool {
     let mut hdr = [0u8; 12];
@@ -1029,7 +1026,7 @@ fn push_counted(
     match ring.push_parts(&hdr[..hdr_len], parts, mrg) {
         Ok(true) => {
             stats.frames += 1;
-            stats.bytes += parts.iter().map(|p| p.len() as u64).sum::<u64>();
+            stats.bytes += len as u64;
             true
         }
         Ok(false) => {
@@ -1052,7 +1049,7 @@ impl VhostUserTx<'_> {
         let n = side.rings.len();
         let cur = self.cur.get() % n.max(1);
         let found = (0..n).map(|i| (cur + i) % n).find(|&k| side.rings[k].is_some());
-        let Some(k) = found.filter(|_| side.mem.is_some()) else {
+        let Some(k) = found else {
             side.stats.no_ring += 1;
             return Err(TxFull);
         };
@@ -1091,7 +1088,7 @@ impl TxQueue for VhostUserTx<'_> {
         }
         // Buffers were checked above; a frame longer than those posted can
         // still miss (counted), and is dropped.
-        push_counted(ring, &mut side.stats, side.hdr_len, side.mrg, &[&side.scratch[..len]], &meta);
+        push_counted(ring, &mut side.stats, side.hdr_len, side.mrg, &[&side.scratch[..len]], len, &meta);
         Ok(())
     }
 
@@ -1109,7 +1106,7 @@ impl TxQueue for VhostUserTx<'_> {
         let side = &mut *self.side;
         let ring = side.rings[k].as_mut().expect("ring_for found it");
         // The guest has not refilled its ring: nothing was taken.
-        if push_counted(ring, &mut side.stats, side.hdr_len, side.mrg, parts, &meta) {
+        if push_counted(ring, &mut side.stats, side.hdr_len, side.mrg, parts, len, &meta) {
             Ok(())
         } else {
             Err(TxFull)

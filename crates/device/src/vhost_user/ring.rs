@@ -194,7 +194,11 @@ impl Vring {
             }
             host[i] = map.host(areas[i], len).ok_or("ring addresses outside the memory table")?;
         }
-        let mut ring = Vring {
+        // Carry on from where the used ring is (a restarted backend).
+        // SAFETY: the used ring was just checked (mapped, 4-aligned).
+        let used_idx =
+            u16::from_le(unsafe { AtomicU16::from_ptr(host[2].add(2) as *mut u16) }.load(Ordering::Acquire));
+        Ok(Vring {
             map,
             size,
             desc: host[0],
@@ -203,17 +207,12 @@ impl Vring {
             event_idx,
             next_avail,
             avail_seen: next_avail,
-            next_used: 0,
-            published_used: 0,
-            signalled_used: 0,
+            next_used: used_idx,
+            published_used: used_idx,
+            signalled_used: used_idx,
             call,
             heads: Vec::with_capacity(MAX_BUFS),
-        };
-        // Carry on from where the used ring is (a restarted backend).
-        ring.next_used = ring.used_idx();
-        ring.published_used = ring.next_used;
-        ring.signalled_used = ring.next_used;
-        Ok(ring)
+        })
     }
 
     /// The next entry of the available ring to take.
@@ -224,11 +223,6 @@ impl Vring {
     fn avail_idx(&self) -> u16 {
         // SAFETY: `avail` was checked at load (mapped, 2-aligned).
         u16::from_le(unsafe { AtomicU16::from_ptr(self.avail.add(2) as *mut u16) }.load(Ordering::Acquire))
-    }
-
-    fn used_idx(&self) -> u16 {
-        // SAFETY: `used` was checked at load (mapped, 4-aligned).
-        u16::from_le(unsafe { AtomicU16::from_ptr(self.used.add(2) as *mut u16) }.load(Ordering::Acquire))
     }
 
     /// The head of the next chain the guest posted, if any. An avail index
@@ -288,7 +282,7 @@ impl Vring {
 
     /// Let the guest see the used entries added so far.
     fn publish(&mut self) {
-        // SAFETY: as in `used_idx`.
+        // SAFETY: `used` was checked at load (mapped, 4-aligned).
         unsafe { AtomicU16::from_ptr(self.used.add(2) as *mut u16) }.store(self.next_used.to_le(), Ordering::Release);
         self.published_used = self.next_used;
     }
@@ -508,12 +502,10 @@ fn write_span(
     Ok(())
 }
 
-/// The memory of a connection, shared by its rings.
-pub(crate) type Memory = Option<Arc<GuestMemoryMmap>>;
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::Read;
     use std::os::fd::FromRawFd;
 
     const SIZE: u16 = 8;
@@ -713,20 +705,11 @@ mod tests {
         // SAFETY: a fresh descriptor, owned by nobody else.
         let call = unsafe { File::from_raw_fd(fd) };
         let reader = call.try_clone().unwrap();
+        // The eventfd's count (0 when nothing was written: EAGAIN).
         let calls = || {
             let mut v = [0u8; 8];
-            // SAFETY: reads 8 bytes into `v`.
-            let n = unsafe { libc::read(reader_fd(&reader), v.as_mut_ptr().cast(), 8) };
-            if n == 8 {
-                u64::from_ne_bytes(v)
-            } else {
-                0
-            }
+            (&reader).read_exact(&mut v).map_or(0, |()| u64::from_ne_bytes(v))
         };
-        fn reader_fd(f: &File) -> i32 {
-            use std::os::fd::AsRawFd;
-            f.as_raw_fd()
-        }
         let mut ring = drv.ring(true, Some(call));
         let used_event = GuestAddress(AVAIL + 4 + 2 * u64::from(SIZE));
         drv.desc(0, BUFS, 64, 0, 0);

@@ -96,11 +96,25 @@ impl Cores {
     }
 }
 
+/// The first of `cpus` this process may not run on, with those it may.
+pub fn not_allowed(cpus: &[usize]) -> Option<(usize, Vec<usize>)> {
+    let allowed = available_cores();
+    cpus.iter().find(|c| !allowed.contains(c)).map(|&c| (c, allowed))
+}
+
 /// Pin the calling thread to `core`.
 pub fn pin(core: usize) -> std::io::Result<()> {
+    pin_to(&[core])
+}
+
+/// Let the calling thread run on `cpus` only (those from
+/// [`available_cores`] put it back).
+pub fn pin_to(cpus: &[usize]) -> std::io::Result<()> {
     // SAFETY: as in `available_cores`.
     let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
-    unsafe { libc::CPU_SET(core, &mut set) };
+    for &core in cpus {
+        unsafe { libc::CPU_SET(core, &mut set) };
+    }
     if unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) } != 0 {
         return Err(std::io::Error::last_os_error());
     }
