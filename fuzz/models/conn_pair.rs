@@ -423,6 +423,9 @@ impl Model {
             for dir in 0..2 {
                 while !self.wire[dir].is_empty() {
                     let w = self.wire[dir].remove(0);
+                    if round < 30 && std::env::var_os("MODEL_TRACE").is_some() {
+                        eprintln!("  {} -> {}: {:?}", dir, 1 - dir, w.seg);
+                    }
                     self.deliver(dir, &w.seg, &w.payload);
                     moved = true;
                 }

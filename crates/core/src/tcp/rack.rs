@@ -420,7 +420,18 @@ impl SentLog {
             // remaining = Segment.xmit_ts + RACK.rtt + RACK.reo_wnd - Now();
             // If remaining <= 0: Segment.lost = TRUE ... Else: timeout =
             // max(remaining, timeout)".
+            //
+            // The sequence tie-break of RACK_sent_after assumes what left in
+            // one instant left in sequence order; a retransmission breaks
+            // that. Resent in the same instant that the delivered segment
+            // first went out (a coarse clock, or two stacks in one process
+            // sharing a poll's time), it left after it, whatever its
+            // sequence says: without this, every duplicate ACK would mark
+            // it lost again and resend it, with no time passing.
             if r.state != RunState::InFlight || !sent_after(xmit_ts, end_seq, r.sent, r.end) {
+                continue;
+            }
+            if r.retransmitted && r.sent == xmit_ts {
                 continue;
             }
             let deadline = r.sent + self.rtt + reo_wnd;
@@ -620,5 +631,30 @@ mod tests {
         let (lost, _) = log.detect_loss(ms(101), &h, true, None, mss);
         assert!(lost, "{:?}", log.runs());
         assert_eq!(log.first_lost(), Some((s(0), s(10))));
+    }
+    #[test]
+    fn a_resend_in_the_instant_a_later_segment_left_is_not_lost_by_it() {
+        let mss = 10;
+        let mut h = RackHistory::default();
+        let mut log = SentLog::new(s(0));
+        // Everything at one instant (RACK.rtt 0): [0, 20) then [20, 30) go
+        // out; [20, 30) is SACKed, so [0, 20) is lost and resent.
+        log.on_sent(s(0), s(20), ms(5));
+        log.on_sent(s(20), s(30), ms(5));
+        log.on_ack(&ack(5, 0, &[(s(20), s(30))]), &mut h);
+        assert!(log.detect_loss(ms(5), &h, true, None, mss).0);
+        log.on_sent(s(0), s(20), ms(5));
+        // The same SACK again: the resend left after [20, 30) did, so that
+        // delivery says nothing about it (it used to be marked lost and
+        // resent on every duplicate ACK).
+        log.on_ack(&ack(5, 0, &[(s(20), s(30))]), &mut h);
+        let (lost, _) = log.detect_loss(ms(5), &h, true, None, mss);
+        assert!(!lost, "{:?}", log.runs());
+        assert_eq!(log.first_lost(), None);
+        // Something sent after the resend is delivered: now it is lost.
+        log.on_sent(s(30), s(40), ms(6));
+        log.on_ack(&ack(6, 0, &[(s(20), s(40))]), &mut h);
+        assert!(log.detect_loss(ms(6), &h, true, None, mss).0, "{:?}", log.runs());
+        assert_eq!(log.first_lost(), Some((s(0), s(20))));
     }
 }
