@@ -132,7 +132,8 @@ fn measure(which: Reflector, queues: usize, size: usize, seconds: f64, cell: usi
         Reflector::Ustack => {
             let exe = std::env::current_exe().map_err(|e| CliError::Bench(format!("reflect: {e}")))?;
             let mut cmd = Command::new(exe);
-            // Like DPDK's reflector below: busy-polling, on CPU 0.
+            // Like DPDK's reflector below: busy-polling, on CPU 0, one
+            // thread for every queue pair (one CPU given: one worker).
             cmd.args(["switch", "--reflect", "--queues", &q, "--port", &format!("vhost-user:{sock_s}")])
                 .args(["--busy-poll", "100000", "--cores", "0"])
                 .args(["--control", &ctl.display().to_string()]);

@@ -17,9 +17,11 @@
 //! Workers: by default one thread serves every port (a vhost-user port's
 //! queue pairs round-robin). With `--queues N` every port is a vhost-user
 //! port of N queue pairs and worker thread k serves queue pair k of every
-//! port (frames arriving on queue k leave on queue k), while the main
-//! thread serves the ports' sockets (the vhost-user protocol), the control
-//! socket and the MAC table's aging. The MAC table is shared: each worker
+//! port (frames arriving on queue k leave on queue k); `--cores` with
+//! fewer CPUs than queue pairs makes one worker per CPU instead, worker w
+//! serving pairs w, w + workers, … in turn. The main thread serves the
+//! ports' sockets (the vhost-user protocol), the control socket and the MAC
+//! table's aging. The MAC table is shared: each worker
 //! reads it under one read lock per round and learns new addresses under
 //! the write lock after the round.
 
@@ -62,7 +64,7 @@ pub struct SwitchArgs {
     #[arg(long = "busy-poll", value_name = "USEC", default_value_t = 0,
         value_parser = clap::value_parser!(u64).range(0..=100_000))]
     pub busy_poll: u64,
-    /// CPUs to pin the workers to, in turn (worker k on the k-th, wrapping), e.g. 0 or 2,3; default: wherever the kernel puts them.
+    /// CPUs to pin the workers to, one worker each, e.g. 0 or 2,3 (fewer CPUs than queues: each worker serves its share of the queue pairs in turn); default: one worker per queue pair, wherever the kernel puts it.
     #[arg(long, value_name = "CPU[,CPU...]", value_delimiter = ',')]
     pub cores: Vec<usize>,
     /// Stop after this many seconds (default: run until SIGINT or SIGTERM).
@@ -72,7 +74,7 @@ pub struct SwitchArgs {
 
 /// Pin the calling worker `k` to its CPU of `cores`, if any were given.
 fn pin_worker(cores: &[usize], k: usize) -> Result<(), CliError> {
-    let Some(&cpu) = cores.get(k % cores.len().max(1)) else { return Ok(()) };
+    let Some(&cpu) = cores.get(k) else { return Ok(()) };
     ustack_runtime::shard::pin(cpu).map_err(|e| CliError::Switch(format!("--cores: cannot pin to CPU {cpu}: {e}")))
 }
 
@@ -276,9 +278,15 @@ pub fn run(args: SwitchArgs) -> Result<(), CliError> {
         return Ok(());
     }
 
-    // One worker per queue pair; the ports' sockets served here.
+    // One worker per queue pair, or per CPU given when there are fewer:
+    // queue pair k goes to worker k mod workers, which serves its pairs in
+    // turn (as one DPDK lcore serves several queues); two busy-polling
+    // workers sharing a CPU would only take it from each other. The ports'
+    // sockets are served here.
+    let workers = if args.cores.is_empty() { args.queues } else { args.queues.min(args.cores.len()) };
     let mut controls: Vec<VhostUserControl> = Vec::with_capacity(specs.len());
-    let mut per_worker: Vec<Vec<Port<ustack_device::VhostUserQueues>>> = (0..args.queues).map(|_| Vec::new()).collect();
+    let mut per_worker: Vec<Vec<Group>> =
+        (0..workers).map(|w| (w..args.queues).step_by(workers).map(|_| Vec::new()).collect()).collect();
     for spec in &specs {
         let mut opts = ustack_device::Options::new(spec);
         let config = VhostUserConfig::from_options(&mut opts)?;
@@ -286,22 +294,22 @@ pub fn run(args: SwitchArgs) -> Result<(), CliError> {
         let (control, queues) = VhostUserDevice::open(std::path::Path::new(&spec.name), config)?.split()?;
         controls.push(control);
         for (k, q) in queues.into_iter().enumerate() {
-            per_worker[k].push(Port { dev: q, c: PortCounters::default(), tx_checksum: false });
+            per_worker[k % workers][k / workers].push(Port { dev: q, c: PortCounters::default(), tx_checksum: false });
         }
     }
     eprintln!("{banner}");
     let done = AtomicBool::new(false);
-    let reports: Vec<Mutex<Report>> = (0..args.queues).map(|_| Mutex::new(Report::default())).collect();
+    let reports: Vec<Mutex<Report>> = (0..workers).map(|_| Mutex::new(Report::default())).collect();
     std::thread::scope(|scope| {
-        for (k, mut ports) in per_worker.into_iter().enumerate() {
+        for (k, mut groups) in per_worker.into_iter().enumerate() {
             let (table, done, report, reflect, busy_poll) = (&table, &done, &reports[k], args.reflect, args.busy_poll);
             let cores = &args.cores;
             std::thread::Builder::new()
-                .name(format!("switch-q{k}"))
+                .name(format!("switch-w{k}"))
                 .spawn_scoped(scope, move || {
                     // Checked before the ports opened: pinning cannot fail here.
                     let _ = pin_worker(cores, k);
-                    worker(&mut ports, table, done, report, reflect, started, busy_poll)
+                    worker(&mut groups, table, done, report, reflect, started, busy_poll)
                 })
                 .expect("spawn a switch worker");
         }
@@ -338,9 +346,13 @@ fn micros(started: StdInstant) -> u64 {
     started.elapsed().as_micros() as u64
 }
 
-/// A worker: queue pair k of every port, until `done`.
+/// Queue pair k of every port: what one worker forwards between.
+type Group = Vec<Port<ustack_device::VhostUserQueues>>;
+
+/// A worker: its queue pairs of every port (`groups`, one per pair), a
+/// round over each in turn, until `done`.
 fn worker<D: Device + Waitable>(
-    ports: &mut [Port<D>],
+    groups: &mut [Vec<Port<D>>],
     table: &RwLock<MacTable>,
     done: &AtomicBool,
     report: &Mutex<Report>,
@@ -350,24 +362,33 @@ fn worker<D: Device + Waitable>(
 ) {
     let clock = Clock::new();
     let mut pending = Vec::new();
-    let mut fds: Vec<libc::pollfd> = Vec::with_capacity(ports.len());
+    let mut fds: Vec<libc::pollfd> = Vec::new();
     let mut last_report = StdInstant::now();
     let mut idle = Idle::new(busy_poll);
     loop {
         let stopping = done.load(Ordering::Relaxed);
-        let moved = round(ports, table, &mut pending, reflect, clock.now(), started);
+        let mut moved = 0;
+        for ports in groups.iter_mut() {
+            moved += round(ports, table, &mut pending, reflect, clock.now(), started);
+        }
         if stopping || last_report.elapsed() >= Duration::from_millis(100) {
             let mut r = report.lock().unwrap_or_else(|e| e.into_inner());
-            r.counters = ports.iter().map(|p| p.c).collect();
-            r.devices = ports.iter().map(|p| p.dev.device_stats()).collect();
+            // Each port's counters, summed over this worker's queue pairs.
+            let n = groups.first().map_or(0, Vec::len);
+            r.counters = vec![PortCounters::default(); n];
+            r.devices = vec![Vec::new(); n];
+            for (i, p) in groups.iter().flatten().enumerate() {
+                r.counters[i % n].add(&p.c);
+                add_stats(&mut r.devices[i % n], &p.dev.device_stats());
+            }
             last_report = StdInstant::now();
         }
         if stopping {
             return;
         }
-        if idle.may_sleep(moved) && rearm(ports) {
+        if idle.may_sleep(moved) && groups.iter_mut().fold(true, |quiet, ports| rearm(ports) && quiet) {
             fds.clear();
-            fds.extend(ports.iter().filter_map(|p| p.dev.wait_fd()).map(pollfd));
+            fds.extend(groups.iter().flatten().filter_map(|p| p.dev.wait_fd()).map(pollfd));
             // SAFETY: poll reads and writes `fds.len()` pollfds.
             unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, 50) };
         }
@@ -383,15 +404,20 @@ fn merged(reports: &[Mutex<Report>], controls: &[VhostUserControl]) -> Vec<(Port
         for (i, (c, dev)) in r.counters.iter().zip(&r.devices).enumerate() {
             let Some((sum, stats)) = out.get_mut(i) else { continue };
             sum.add(c);
-            for &(k, v) in dev {
-                match stats.iter_mut().find(|(name, _)| *name == k) {
-                    Some(e) => e.1 += v,
-                    None => stats.push((k, v)),
-                }
-            }
+            add_stats(stats, dev);
         }
     }
     out
+}
+
+/// Add device counters `more` to `into`, by name.
+fn add_stats(into: &mut Vec<(&'static str, u64)>, more: &[(&'static str, u64)]) {
+    for &(k, v) in more {
+        match into.iter_mut().find(|(name, _)| *name == k) {
+            Some(e) => e.1 += v,
+            None => into.push((k, v)),
+        }
+    }
 }
 
 /// When a loop may sleep: nothing moved this round, and with busy polling

@@ -186,17 +186,26 @@ impl Testpmd {
 #[test]
 fn testpmd_frames_of_every_size_come_back_from_the_reflector() {
     skip_unless!("dpdk-testpmd");
-    reflect_every_size(1, &SIZES);
+    reflect_every_size(1, 1, &SIZES);
 }
 
 #[test]
 fn testpmd_on_two_queues_is_reflected_by_two_workers() {
     skip_unless!("dpdk-testpmd");
-    reflect_every_size(2, &[64, 1518]);
+    reflect_every_size(2, 2, &[64, 1518]);
 }
 
-/// `--cores` pins worker k to the k-th CPU given (threads `switch-qK`), and
-/// a CPU this process may not use is refused in one line before anything opens.
+/// `--cores` with one CPU for two queue pairs: one worker serves both.
+#[test]
+fn testpmd_on_two_queues_is_reflected_by_one_worker_on_one_core() {
+    skip_unless!("dpdk-testpmd");
+    reflect_every_size(2, 1, &[64, 1518]);
+}
+
+/// `--cores` pins worker k to the k-th CPU given (threads `switch-wK`): one
+/// worker per CPU, serving the queue pairs in turn when there are fewer
+/// CPUs than pairs; and a CPU this process may not use is refused in one
+/// line before anything opens.
 #[test]
 fn switch_workers_run_on_the_cores_given() {
     let allowed = |status: &str| {
@@ -206,19 +215,21 @@ fn switch_workers_run_on_the_cores_given() {
     let ours = allowed(&std::fs::read_to_string("/proc/self/status").unwrap());
     let cpu = ours.rsplit([',', '-']).next().unwrap().to_string();
     let (sock, control) = (Tmp::new("cores.sock"), Tmp::new("cores.ctl"));
-    let sw = switch(&[format!("vhost-user:{}", sock.s())], &control, &["--queues", "2", "--cores", &cpu]);
-    let pid = sw.child.id();
-    let mut workers = 0;
-    for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
-        let task = task.unwrap().path();
-        let comm = std::fs::read_to_string(task.join("comm")).unwrap_or_default();
-        if comm.trim().starts_with("switch-q") {
-            workers += 1;
-            assert_eq!(allowed(&std::fs::read_to_string(task.join("status")).unwrap()), cpu, "{}", comm.trim());
+    for (cores, want) in [(cpu.clone(), 1), (format!("{cpu},{cpu}"), 2)] {
+        let sw = switch(&[format!("vhost-user:{}", sock.s())], &control, &["--queues", "2", "--cores", &cores]);
+        let pid = sw.child.id();
+        let mut workers = 0;
+        for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
+            let task = task.unwrap().path();
+            let comm = std::fs::read_to_string(task.join("comm")).unwrap_or_default();
+            if comm.trim().starts_with("switch-w") {
+                workers += 1;
+                assert_eq!(allowed(&std::fs::read_to_string(task.join("status")).unwrap()), cpu, "{}", comm.trim());
+            }
         }
+        assert_eq!(workers, want, "--queues 2 --cores {cores}: one worker per CPU given");
+        drop(sw);
     }
-    assert_eq!(workers, 2, "one worker per queue pair");
-    drop(sw);
 
     let out = Command::new(support::ustack_bin())
         .args(["switch", "--port", &format!("vhost-user:{}", sock.s()), "--cores", "4095"])
@@ -231,13 +242,22 @@ fn switch_workers_run_on_the_cores_given() {
 }
 
 /// testpmd with `queues` queue pairs against `ustack switch --reflect
-/// --queues N`: every frame of every size in `sizes` comes back, counted on
-/// both sides, and each worker took its share.
-fn reflect_every_size(queues: usize, sizes: &[usize]) {
-    let tag = format!("reflect{queues}");
+/// --queues N` on `workers` threads (one per CPU of `--cores`, the last CPU
+/// we may use given that many times): every frame of every size in `sizes`
+/// comes back, counted on both sides, and each worker took its share.
+fn reflect_every_size(queues: usize, workers: usize, sizes: &[usize]) {
+    let tag = format!("reflect{queues}w{workers}");
     let (sock, control) = (Tmp::new(&format!("{tag}.sock")), Tmp::new(&format!("{tag}.ctl")));
     let q = queues.to_string();
-    let mut sw = switch(&[format!("vhost-user:{}", sock.s())], &control, &["--reflect", "--queues", &q]);
+    let mut args = vec!["--reflect".to_string(), "--queues".into(), q];
+    if workers < queues {
+        let status = std::fs::read_to_string("/proc/self/status").unwrap();
+        let ours = status.lines().find_map(|l| l.strip_prefix("Cpus_allowed_list:")).unwrap().trim();
+        let cpu = ours.rsplit([',', '-']).next().unwrap();
+        args.extend(["--cores".into(), vec![cpu; workers].join(",")]);
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut sw = switch(&[format!("vhost-user:{}", sock.s())], &control, &args);
     let prefix = format!("ustack-vu-{tag}-{}", std::process::id());
     let mut pmd = Testpmd::start(sock.s(), &prefix, "02:00:00:00:00:01", queues);
     // txonly's bursts go out on every queue: BURSTS × 32 frames per queue.
@@ -293,11 +313,12 @@ fn reflect_every_size(queues: usize, sizes: &[usize]) {
     for bad in ["rx_bad_address", "rx_bad_chain", "rx_bad_direction", "rx_too_long", "tx_no_buffers", "refused"] {
         assert_eq!(dev[bad], 0, "{bad}: {snap}");
     }
-    let workers = snap["workers"].as_array().expect("workers");
-    assert_eq!(workers.len(), queues, "{snap}");
-    for (k, w) in workers.iter().enumerate() {
+    let threads = snap["workers"].as_array().expect("workers");
+    assert_eq!(threads.len(), workers, "{snap}");
+    for (k, w) in threads.iter().enumerate() {
         let n = w["rx_frames"].as_u64().unwrap();
-        assert_eq!(n, sizes.len() as u64 * ROUNDS as u64 * (BURSTS * 32) as u64, "worker {k} took its queue's frames: {snap}");
+        let pairs = (queues / workers) as u64;
+        assert_eq!(n, pairs * sizes.len() as u64 * ROUNDS as u64 * (BURSTS * 32) as u64, "worker {k} took its queues' frames: {snap}");
     }
     pmd.cmd("quit");
     sw.assert_running();
