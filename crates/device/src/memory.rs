@@ -272,7 +272,7 @@ impl Direction {
     /// one caller on the hot path: left to the compiler, whether it was
     /// moved with unrelated changes to the crate (it decides per codegen
     /// unit), which moved the IPv4 rr instruction count that CI bounds.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn dequeue(&mut self, now: Instant) -> Option<(Frame, RxMeta)> {
         if let Some((_, release_at)) = &self.held {
             if now >= *release_at {
