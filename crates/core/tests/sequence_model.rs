@@ -59,8 +59,8 @@ fn conn_pair_findings() -> Vec<(&'static str, &'static [u8])> {
         // The receiver reneged on an island (pool dry), the sender's
         // scoreboard still had it SACKed, and with no time passing (RACK.rtt
         // 0) every duplicate ACK marked the resends lost again and resent
-        // them, forever (fixed: a resend that left in the same instant as
-        // the delivered segment's transmission is not lost by it).
+        // them, forever (fixed: RACK does not judge a resend lost in the
+        // instant it left).
         ("resends lost on every duplicate ACK", &[140, 140, 140, 26, 140, 43, 189, 33, 8, 0, 0, 0, 255, 223, 97, 148, 104, 146, 146, 146, 146, 146, 207, 7, 146, 104, 104, 255, 255, 97, 148, 73, 73, 73, 73, 73, 255, 73, 255, 104, 104, 83, 104, 48, 104, 140]),
         ("islands held the last chunk", &[8, 38, 104, 27, 141, 141, 141, 141, 141, 141, 141, 141, 141, 233, 11, 255, 255, 3, 187, 0, 0, 0, 48, 0, 20, 250, 255, 250, 255, 255, 72, 72, 96, 96, 96, 96, 96, 255, 72, 72, 96, 96, 96, 96, 96, 16, 16, 16, 255, 146, 146, 255, 127, 120, 255, 146, 146, 250, 146, 255, 127]),
         ("pools full of sends deadlocked", &[122, 157, 10, 255, 61, 10, 0, 127, 0, 138, 0, 78, 0, 0, 4, 0, 16, 63, 0, 0, 0, 0, 0, 251, 1, 0, 0, 1, 251, 251, 251, 255, 255, 55, 10, 255, 33, 156]),

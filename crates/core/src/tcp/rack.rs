@@ -420,18 +420,19 @@ impl SentLog {
             // remaining = Segment.xmit_ts + RACK.rtt + RACK.reo_wnd - Now();
             // If remaining <= 0: Segment.lost = TRUE ... Else: timeout =
             // max(remaining, timeout)".
-            //
-            // The sequence tie-break of RACK_sent_after assumes what left in
-            // one instant left in sequence order; a retransmission breaks
-            // that. Resent in the same instant that the delivered segment
-            // first went out (a coarse clock, or two stacks in one process
-            // sharing a poll's time), it left after it, whatever its
-            // sequence says: without this, every duplicate ACK would mark
-            // it lost again and resend it, with no time passing.
             if r.state != RunState::InFlight || !sent_after(xmit_ts, end_seq, r.sent, r.end) {
                 continue;
             }
-            if r.retransmitted && r.sent == xmit_ts {
+            // A resend is not judged in the instant it left: a delivery in that
+            // same instant (RACK.rtt 0: a coarse clock, or two stacks in one
+            // process sharing a poll's time) cannot tell whether what was
+            // delivered left before or after it — RACK_sent_after's
+            // sequence tie-break assumes one instant's segments left in
+            // sequence order, which a resend breaks. Judged so, every
+            // duplicate ACK marked the resend lost and sent it again, with
+            // no time passing (the sequence fuzzer found it). A later
+            // delivery or the RTO judges it instead.
+            if r.retransmitted && r.sent >= now {
                 continue;
             }
             let deadline = r.sent + self.rtt + reo_wnd;
@@ -633,7 +634,7 @@ mod tests {
         assert_eq!(log.first_lost(), Some((s(0), s(10))));
     }
     #[test]
-    fn a_resend_in_the_instant_a_later_segment_left_is_not_lost_by_it() {
+    fn a_resend_is_not_judged_lost_in_the_instant_it_left() {
         let mss = 10;
         let mut h = RackHistory::default();
         let mut log = SentLog::new(s(0));
@@ -644,14 +645,16 @@ mod tests {
         log.on_ack(&ack(5, 0, &[(s(20), s(30))]), &mut h);
         assert!(log.detect_loss(ms(5), &h, true, None, mss).0);
         log.on_sent(s(0), s(20), ms(5));
-        // The same SACK again: the resend left after [20, 30) did, so that
-        // delivery says nothing about it (it used to be marked lost and
-        // resent on every duplicate ACK).
+        // The same SACK again in that instant: it cannot tell whether the
+        // resend left before [20, 30) (it used to be marked lost and resent
+        // on every duplicate ACK).
         log.on_ack(&ack(5, 0, &[(s(20), s(30))]), &mut h);
-        let (lost, _) = log.detect_loss(ms(5), &h, true, None, mss);
+        let (lost, again) = log.detect_loss(ms(5), &h, true, None, mss);
         assert!(!lost, "{:?}", log.runs());
+        assert_eq!(again, None, "no timer for that instant: it would fire in it again");
         assert_eq!(log.first_lost(), None);
-        // Something sent after the resend is delivered: now it is lost.
+        // Time passes and something sent after the resend is delivered:
+        // now it is lost.
         log.on_sent(s(30), s(40), ms(6));
         log.on_ack(&ack(6, 0, &[(s(20), s(40))]), &mut h);
         assert!(log.detect_loss(ms(6), &h, true, None, mss).0, "{:?}", log.runs());
