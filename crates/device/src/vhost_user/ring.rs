@@ -341,8 +341,8 @@ impl Vring {
         r.map(|()| Some(len))
     }
 
-    /// The usual transmit chain, one read-only descriptor inside one
-    /// region that fits `buf`, copied into `buf` (its length); `None` for
+    /// The usual transmit chain, one read-only descriptor that fits `buf`,
+    /// copied into `buf` (its length); `None` for
     /// anything else, which [`Vring::pop`]'s walk takes or refuses.
     #[inline]
     fn pop_whole(&self, head: u16, buf: &mut [u8]) -> Option<usize> {
@@ -354,10 +354,7 @@ impl Vring {
             return None;
         }
         let dst = buf.get_mut(..d.len as usize)?;
-        let src = self.map.host(d.addr, d.len.into())?;
-        // SAFETY: `host` checked that the range is mapped (see `GuestMap::read`).
-        unsafe { std::ptr::copy_nonoverlapping(src, dst.as_mut_ptr(), dst.len()) };
-        Some(dst.len())
+        self.map.read(d.addr, dst).then_some(dst.len())
     }
 
     /// The usual receive chain: `head`'s first descriptor is writable and
