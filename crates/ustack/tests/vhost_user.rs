@@ -76,8 +76,21 @@ impl Proc {
 
     /// Wait until `pred` holds on the output so far, or panic after `limit`.
     fn wait_for(&mut self, limit: Duration, what: &str, pred: impl Fn(&str) -> bool) {
+        let both = Arc::clone(&self.out);
+        self.wait_on(&both, limit, what, pred)
+    }
+
+    /// As `wait_for`, on standard output alone: a line on standard error can
+    /// land in the middle of a prompt in the merged text (testpmd's
+    /// "t" + "Error during enabling promiscuous mode" + "estpmd> ").
+    fn wait_for_stdout(&mut self, limit: Duration, what: &str, pred: impl Fn(&str) -> bool) {
+        let stdout = Arc::clone(&self.stdout);
+        self.wait_on(&stdout, limit, what, pred)
+    }
+
+    fn wait_on(&mut self, text: &Mutex<String>, limit: Duration, what: &str, pred: impl Fn(&str) -> bool) {
         let deadline = Instant::now() + limit;
-        while !pred(&self.output()) {
+        while !pred(&text.lock().unwrap()) {
             self.assert_running();
             assert!(Instant::now() < deadline, "{}: no {what} within {limit:?}:\n{}", self.what, self.output());
             std::thread::sleep(Duration::from_millis(20));
@@ -155,7 +168,7 @@ impl Testpmd {
             .stdin(Stdio::piped());
         let mut proc = Proc::spawn("dpdk-testpmd", &mut cmd);
         let stdin = proc.child.stdin.take().unwrap();
-        proc.wait_for(Duration::from_secs(60), "prompt", |o| o.contains("testpmd>"));
+        proc.wait_for_stdout(Duration::from_secs(60), "prompt", |o| o.contains("testpmd>"));
         Testpmd { proc, stdin, blocks: 0 }
     }
 
@@ -170,10 +183,10 @@ impl Testpmd {
         self.blocks += 1;
         let n = self.blocks;
         let marker = "NIC statistics for port 0";
-        self.proc.wait_for(Duration::from_secs(20), "port statistics", |o| {
+        self.proc.wait_for_stdout(Duration::from_secs(20), "port statistics", |o| {
             o.split(marker).nth(n).is_some_and(|b| b.contains("Tx-bps"))
         });
-        let out = self.proc.output();
+        let out = self.proc.stdout.lock().unwrap().clone();
         let block = out.split(marker).nth(n).unwrap().to_owned();
         let field = |name: &str| -> u64 {
             let at = block.find(name).unwrap_or_else(|| panic!("no {name} in {block}"));
