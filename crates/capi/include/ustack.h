@@ -169,8 +169,9 @@ int ustack_setsockopt(int fd, int level, int name, const void *val, socklen_t le
 int ustack_getsockopt(int fd, int level, int name, void *val, socklen_t *len);
 
 /**
- * fcntl(2) with F_GETFL and F_SETFL (O_NONBLOCK is what counts); F_GETFD
- * and F_SETFD act on the descriptor itself.
+ * fcntl(2) with F_GETFL and F_SETFL (O_NONBLOCK is what counts), F_GETFD
+ * and F_SETFD (FD_CLOEXEC as the program set it; a ustack socket never
+ * survives `exec`).
  */
 int ustack_fcntl(int fd, int cmd, int arg);
 

@@ -439,8 +439,9 @@ pub unsafe extern "C" fn ustack_getsockopt(
     })())
 }
 
-/// fcntl(2) with F_GETFL and F_SETFL (O_NONBLOCK is what counts); F_GETFD
-/// and F_SETFD act on the descriptor itself.
+/// fcntl(2) with F_GETFL and F_SETFL (O_NONBLOCK is what counts), F_GETFD
+/// and F_SETFD (FD_CLOEXEC as the program set it; a ustack socket never
+/// survives `exec`).
 #[no_mangle]
 pub extern "C" fn ustack_fcntl(fd: c_int, cmd: c_int, arg: c_int) -> c_int {
     ret((|| {
@@ -448,15 +449,8 @@ pub extern "C" fn ustack_fcntl(fd: c_int, cmd: c_int, arg: c_int) -> c_int {
         match cmd {
             libc::F_GETFL => so::get_flags(fd),
             libc::F_SETFL => so::set_nonblocking(fd, arg & libc::O_NONBLOCK != 0).map(|_| 0),
-            libc::F_GETFD | libc::F_SETFD => {
-                // SAFETY: F_GETFD/F_SETFD take an int and touch only the descriptor flags.
-                let r = unsafe { libc::syscall(libc::SYS_fcntl, fd, cmd, arg) } as c_int;
-                if r < 0 {
-                    Err(Errno(crate::sys::last_errno()))
-                } else {
-                    Ok(r)
-                }
-            }
+            libc::F_GETFD => so::get_fd_flags(fd),
+            libc::F_SETFD => so::set_fd_flags(fd, arg).map(|_| 0),
             _ => Err(crate::errno::unsupported("fcntl other than F_GETFL/F_SETFL/F_GETFD/F_SETFD", EINVAL)),
         }
     })())

@@ -51,9 +51,12 @@
 //!
 //! `socket()` creates an eventfd and returns **its number** as the socket's
 //! descriptor, so a ustack socket holds a real kernel descriptor: no number
-//! can clash with a file, a pipe or a kernel socket, `close` frees it like any
-//! other, and the kernel's limits apply. A table of flags indexed by
-//! descriptor ([`is_ustack`], lock-free) says which numbers are ours.
+//! can clash with a file, a pipe or a kernel socket, and the kernel's limits
+//! apply. A table of flags indexed by descriptor ([`is_ustack`], lock-free)
+//! says which numbers are ours. `close` keeps up to [`SPARE_FDS`] of the
+//! eventfds for the next sockets, still in the kernel epoll sets they were
+//! in, so accepting, adding to an epoll set and closing cost no system
+//! call for the descriptor ([`is_spare`]; see the `spare` module).
 //!
 //! The eventfd is the socket's **doorbell**: the stack registers every socket
 //! ([`Stack::register`](ustack_core::Stack::register), token = descriptor) and
@@ -155,8 +158,8 @@
 //!   builds a stack of its own in a fan-out group instead, with the
 //!   parent's listeners: nginx's `worker_processes N` (see the `shard`
 //!   module).
-//! - **exec**: the new program inherits plain eventfds (unless
-//!   `SOCK_CLOEXEC`), not sockets.
+//! - **exec**: ustack sockets close (their eventfds are always
+//!   close-on-exec; `F_GETFD` reports the flag as the program set it).
 //! - **dup/dup2** of a ustack descriptor is refused (`EOPNOTSUPP`).
 //! - One local address (the stack's); loopback addresses are not served.
 //! - `bind` before `connect` does not choose the local port (the stack picks
@@ -172,6 +175,7 @@
 
 mod errno;
 mod shard;
+mod spare;
 pub mod ffi;
 mod socket;
 pub mod sys;
@@ -179,4 +183,5 @@ pub mod wait;
 
 pub use errno::{unsupported, Errno};
 pub use socket::*;
+pub use spare::{is_spare, replacing, SPARE_FDS};
 pub use sys::{is_ustack, is_ustack_epoll, opening_device, start, started, StartConfig, DEFAULT_TCP_BUFFER, EPOLL_TAG};

@@ -43,12 +43,14 @@ pub fn classify(domain: i32, ty: i32, protocol: i32) -> Result<Proto, Errno> {
 pub fn socket(domain: i32, ty: i32, protocol: i32) -> Result<RawFd, Errno> {
     let proto = classify(domain, ty, protocol)?;
     let mut g = lock()?;
-    let fd = sys::new_eventfd(ty & libc::SOCK_CLOEXEC != 0)?;
+    let fd = g.socket_fd()?;
     let kind = match proto {
         Proto::Tcp => Kind::TcpFresh,
         Proto::Udp => Kind::Udp { h: None },
     };
-    g.socks.insert(fd, Sock::new(kind, ty & libc::SOCK_NONBLOCK != 0));
+    let mut sock = Sock::new(kind, ty & libc::SOCK_NONBLOCK != 0);
+    sock.cloexec = ty & libc::SOCK_CLOEXEC != 0;
+    g.socks.insert(fd, sock);
     set_ustack(fd, true);
     Ok(fd)
 }
@@ -258,7 +260,7 @@ pub fn accept4(fd: RawFd, flags: i32) -> Result<(RawFd, SocketAddrV4), Errno> {
             Some(h) => h,
             None => g.stack.tcp_accept(port).ok_or(EAGAIN)?,
         };
-        let nfd = match sys::new_eventfd(flags & libc::SOCK_CLOEXEC != 0) {
+        let nfd = match g.socket_fd() {
             Ok(nfd) => nfd,
             Err(err) => {
                 g.stack.tcp_abort(h);
@@ -267,6 +269,7 @@ pub fn accept4(fd: RawFd, flags: i32) -> Result<(RawFd, SocketAddrV4), Errno> {
         };
         let t = g.stack.tcp_connection(h).map(|c| c.four_tuple());
         let mut sock = Sock::new(Kind::TcpConn { h }, flags & libc::SOCK_NONBLOCK != 0);
+        sock.cloexec = flags & libc::SOCK_CLOEXEC != 0;
         sock.opts.nodelay = nodelay;
         if nodelay {
             g.stack.tcp_set_nodelay(h, true);
@@ -642,6 +645,9 @@ pub fn close(fd: RawFd) -> Result<(), Errno> {
         }
         return Err(EBADF);
     };
+    // Marked spare (if kept) before it stops being ours: a second `close`
+    // never reaches the kernel.
+    let kept = g.keep_fd(fd);
     set_ustack(fd, false);
     match s.kind {
         Kind::TcpFresh => {}
@@ -675,11 +681,11 @@ pub fn close(fd: RawFd) -> Result<(), Errno> {
     }
     for set in g.epolls.values_mut() {
         set.members.remove(&fd);
-        // Closing the eventfd takes it out of the kernel sets.
-        set.in_kernel.remove(&fd);
     }
     g.after_call();
-    sys::raw_close(fd);
+    if !kept {
+        g.drop_fd(fd);
+    }
     Ok(())
 }
 
@@ -721,6 +727,21 @@ pub fn getpeername(fd: RawFd) -> Result<SocketAddrV4, Errno> {
 pub fn get_flags(fd: RawFd) -> Result<i32, Errno> {
     let mut g = lock()?;
     Ok(libc::O_RDWR | if g.sock(fd)?.nonblock { libc::O_NONBLOCK } else { 0 })
+}
+
+/// `fcntl(F_GETFD)`: `FD_CLOEXEC` as the program set it (the eventfd
+/// underneath is always close-on-exec: see `crate::spare`).
+pub fn get_fd_flags(fd: RawFd) -> Result<i32, Errno> {
+    let mut g = lock()?;
+    Ok(if g.sock(fd)?.cloexec { libc::FD_CLOEXEC } else { 0 })
+}
+
+/// `fcntl(F_SETFD)`: stores `FD_CLOEXEC`; a ustack socket never survives
+/// `exec` either way (the new program could not use it).
+pub fn set_fd_flags(fd: RawFd, flags: i32) -> Result<(), Errno> {
+    let mut g = lock()?;
+    g.sock(fd)?.cloexec = flags & libc::FD_CLOEXEC != 0;
+    Ok(())
 }
 
 /// `fcntl(F_SETFL)` / `ioctl(FIONBIO)`: only O_NONBLOCK matters.

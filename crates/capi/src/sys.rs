@@ -252,6 +252,9 @@ pub(crate) enum Kind {
 pub(crate) struct Sock {
     pub kind: Kind,
     pub nonblock: bool,
+    /// `SOCK_CLOEXEC` or `FD_CLOEXEC` as the program set it, for `F_GETFD`:
+    /// the eventfd itself is always close-on-exec (see `crate::spare`).
+    pub cloexec: bool,
     /// `bind`'s address (TCP before listen; UDP's port is in its handle).
     pub bound: Option<SocketAddrV4>,
     /// `connect`'s address (UDP: the default destination and receive filter).
@@ -310,6 +313,7 @@ impl Sock {
         Sock {
             kind,
             nonblock,
+            cloexec: false,
             bound: None,
             peer: None,
             err_reported: false,
@@ -435,6 +439,8 @@ pub(crate) struct Inner {
     untransmitted: bool,
     /// Bytes calls queued since the stack last transmitted.
     pub(crate) deferred_bytes: usize,
+    /// Closed sockets' eventfds kept for the next sockets (`crate::spare`).
+    pub(crate) spare: Vec<RawFd>,
 }
 
 /// A device whose transmit queue is not flushed at the end of a poll: the
@@ -853,6 +859,7 @@ fn become_shard(g: &mut Inner, plan: &ShardPlan) -> Result<(), String> {
             }
         }
     }
+    g.close_spares();
     let socks = &g.socks;
     for set in g.epolls.values_mut() {
         set.members.retain(|fd, _| socks.contains_key(fd));
@@ -1136,6 +1143,7 @@ pub fn start(cfg: &StartConfig) -> Result<(), String> {
         unkicked: false,
         untransmitted: false,
         deferred_bytes: 0,
+        spare: Vec::new(),
     };
     let global = Global { inner: Mutex::new(inner) };
     GLOBAL.set(global).map_err(|_| "the stack is already started in this process".to_string())?;

@@ -245,6 +245,10 @@ pub unsafe extern "C" fn close(fd: c_int) -> c_int {
     if is_ustack(fd) {
         return ffi::ustack_close(fd);
     }
+    if capi::is_spare(fd) {
+        // A closed socket's number, kept by the library: closed already.
+        return err(Errno(libc::EBADF));
+    }
     capi::wait::epoll_forget(fd);
     real!("close", unsafe extern "C" fn(c_int) -> c_int)(fd)
 }
@@ -549,6 +553,9 @@ pub unsafe extern "C" fn dup(fd: c_int) -> c_int {
     if is_ustack(fd) {
         return err(capi::unsupported("duplicating a ustack socket", Errno(libc::EOPNOTSUPP)));
     }
+    if capi::is_spare(fd) {
+        return err(Errno(libc::EBADF));
+    }
     real!("dup", unsafe extern "C" fn(c_int) -> c_int)(fd)
 }
 
@@ -566,9 +573,16 @@ unsafe fn dup3_any(old: c_int, new: c_int, flags: Option<c_int>) -> c_int {
     if is_ustack(old) {
         return err(capi::unsupported("duplicating a ustack socket", Errno(libc::EOPNOTSUPP)));
     }
+    if capi::is_spare(old) {
+        return err(Errno(libc::EBADF));
+    }
     if old != new && is_ustack(new) {
         // dup2 closes what `new` was: here, a ustack socket.
         ffi::ustack_close(new);
+    }
+    if old != new {
+        // A closed socket's eventfd the library kept under that number goes.
+        capi::replacing(new);
     }
     match flags {
         None => real!("dup2", unsafe extern "C" fn(c_int, c_int) -> c_int)(old, new),

@@ -386,6 +386,14 @@ fn an_epoll_set_inside_an_epoll_set_wakes_for_ustack_sockets() {
     c_program_against_kernel_echo_servers("pnest", 6, &[], "nested_epoll", "nested epoll ok");
 }
 
+#[test]
+fn a_closed_sockets_number_is_reused_as_the_kernel_would_and_never_leaks() {
+    // The library keeps closed sockets' eventfds for the next sockets
+    // (`capi::spare`): close twice, dup, dup2, epoll and exec must not see it.
+    skip_unless!("cc", "socat");
+    c_program_against_kernel_echo_servers("pspare", 4, &[], "spare_fds", "spare fds ok");
+}
+
 /// Compile `tests/{name}.c` and run it under the library on a TAP site
 /// against kernel TCP (7000) and UDP (7001) echo servers; it must print
 /// `ok_line`. `env` (`K=V`) goes to the program too.
