@@ -16,7 +16,7 @@ use crate::sys::{
     self, is_ustack, is_ustack_epoll, is_watched_epoll, lock, raw_poll, set_ustack_epoll, set_watched_epoll, EpollEntry,
     Inner, BELLS, EPOLL_TAG,
 };
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU32, Ordering};
 
 /// Milliseconds left until `deadline` (`None`: forever, as -1).
 fn remaining(deadline: Option<Instant>) -> i64 {
@@ -234,6 +234,7 @@ pub unsafe fn epoll_ctl(epfd: RawFd, op: i32, fd: RawFd, ev: *mut libc::epoll_ev
     if !is_ustack(fd) {
         let e = if ev.is_null() { None } else { Some(*ev) };
         raw_epoll_ctl(epfd, op, fd, e)?;
+        kernel_member(epfd, op);
         if op == libc::EPOLL_CTL_ADD {
             watched_by_epoll(fd);
         }
@@ -296,8 +297,43 @@ pub unsafe fn epoll_ctl(epfd: RawFd, op: i32, fd: RawFd, ev: *mut libc::epoll_ev
     Ok(())
 }
 
+/// Kernel descriptors in each epoll set (ADDs less DELs, by the set's
+/// number): while a set holds none, a wait that found ustack events
+/// returns them without asking the kernel for more. A kernel descriptor
+/// closed while in a set keeps its count (the kernel drops it silently),
+/// which costs that set only the extra look.
+static KERNEL_MEMBERS: [AtomicU32; sys::MAX_FDS] = [const { AtomicU32::new(0) }; sys::MAX_FDS];
+
+fn kernel_members(epfd: RawFd) -> Option<&'static AtomicU32> {
+    usize::try_from(epfd).ok().and_then(|i| KERNEL_MEMBERS.get(i))
+}
+
+/// A successful `epoll_ctl(epfd, op, fd)` on a kernel descriptor `fd`.
+pub fn kernel_member(epfd: RawFd, op: i32) {
+    let Some(c) = kernel_members(epfd) else { return };
+    match op {
+        libc::EPOLL_CTL_ADD => {
+            c.fetch_add(1, Ordering::Relaxed);
+        }
+        libc::EPOLL_CTL_DEL => {
+            let _ = c.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
+        }
+        _ => {}
+    }
+}
+
+/// Whether epoll set `epfd` may hold kernel descriptors.
+fn has_kernel_members(epfd: RawFd) -> bool {
+    kernel_members(epfd).is_none_or(|c| c.load(Ordering::Relaxed) > 0)
+}
+
 /// Forget an epoll set's ustack members (it is being closed).
 pub fn epoll_forget(epfd: RawFd) {
+    if let Some(c) = kernel_members(epfd) {
+        if c.load(Ordering::Relaxed) != 0 {
+            c.store(0, Ordering::Relaxed);
+        }
+    }
     set_watched_epoll(epfd, false);
     if is_ustack_epoll(epfd) {
         set_ustack_epoll(epfd, false);
@@ -574,7 +610,7 @@ fn epoll_wait_any(epfd: RawFd, out: &mut [libc::epoll_event], timeout_ms: i64) -
         return raw_wait(out, timeout_ms);
     }
     let deadline = deadline_of(timeout_ms);
-    let mut scratch = vec![libc::epoll_event { events: 0, u64: 0 }; out.len()];
+    let mut scratch = Vec::new();
     let mut slept = false;
     let spin = Spin::new(timeout_ms, deadline);
     loop {
@@ -584,8 +620,14 @@ fn epoll_wait_any(epfd: RawFd, out: &mut [libc::epoll_event], timeout_ms: i64) -
         let sleep = remaining(deadline) != 0 && !spinning;
         let mut n = look_or_sleep(epfd, out, slept, sleep)?;
         slept = n == 0 && sleep;
-        if n == out.len() {
+        // Full, or ustack events and no kernel member to ask about: a
+        // system call saved per wait that finds work (doorbells left
+        // rung in the kernel set cost one spurious wakeup later).
+        if n == out.len() || (n > 0 && !has_kernel_members(epfd)) {
             return Ok(n);
+        }
+        if scratch.len() < out.len() {
+            scratch.resize(out.len(), libc::epoll_event { events: 0, u64: 0 });
         }
         let t = if n > 0 || spinning { 0 } else { remaining(deadline) };
         let k = raw_wait(&mut scratch[..out.len() - n], t);

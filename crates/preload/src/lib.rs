@@ -739,6 +739,9 @@ pub unsafe extern "C" fn epoll_ctl(epfd: c_int, op: c_int, fd: c_int, ev: *mut l
         return ffi::ustack_epoll_ctl(epfd, op, fd, ev);
     }
     let r = real!("epoll_ctl", unsafe extern "C" fn(c_int, c_int, c_int, *mut libc::epoll_event) -> c_int)(epfd, op, fd, ev);
+    if r == 0 {
+        capi::wait::kernel_member(epfd, op);
+    }
     if r == 0 && op == libc::EPOLL_CTL_ADD && ACTIVE.load(Ordering::Relaxed) {
         // An epoll set inside another one is watched (it may hold ustack sockets).
         capi::wait::watched_by_epoll(fd);
