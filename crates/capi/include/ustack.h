@@ -187,7 +187,10 @@ int ustack_poll(struct pollfd *fds, nfds_t n, int timeout_ms);
 
 /**
  * epoll_ctl(2) on a set holding any mix of kernel and ustack descriptors
- * (the set itself comes from epoll_create1(2)).
+ * (the set itself comes from epoll_create1(2)). Add kernel descriptors
+ * through it too, not through epoll_ctl(2) itself: a wait that finds
+ * ustack events asks the kernel for more only in sets known to hold
+ * kernel descriptors.
  */
 int ustack_epoll_ctl(int epfd, int op, int fd, struct epoll_event *ev);
 

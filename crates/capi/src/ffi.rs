@@ -492,7 +492,10 @@ pub unsafe extern "C" fn ustack_poll(fds: *mut libc::pollfd, n: libc::nfds_t, ti
 }
 
 /// epoll_ctl(2) on a set holding any mix of kernel and ustack descriptors
-/// (the set itself comes from epoll_create1(2)).
+/// (the set itself comes from epoll_create1(2)). Add kernel descriptors
+/// through it too, not through epoll_ctl(2) itself: a wait that finds
+/// ustack events asks the kernel for more only in sets known to hold
+/// kernel descriptors.
 #[no_mangle]
 pub unsafe extern "C" fn ustack_epoll_ctl(epfd: c_int, op: c_int, fd: c_int, ev: *mut libc::epoll_event) -> c_int {
     ret(wait::epoll_ctl(epfd, op, fd, ev).map(|_| 0))
