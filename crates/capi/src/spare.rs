@@ -76,10 +76,15 @@ impl Inner {
     /// The eventfd of closed socket `fd`, not kept: closed, which takes it
     /// out of the kernel sets.
     pub(crate) fn drop_fd(&mut self, fd: RawFd) {
+        self.out_of_kernel_sets(fd);
+        raw_close(fd);
+    }
+
+    /// The eventfd `fd` is about to leave every kernel set it is in.
+    fn out_of_kernel_sets(&mut self, fd: RawFd) {
         for set in self.epolls.values_mut() {
             set.in_kernel.remove(&fd);
         }
-        raw_close(fd);
     }
 
     /// `fd` stops being spare without being closed here (`dup2` is about to
@@ -88,9 +93,7 @@ impl Inner {
         if let Some(i) = self.spare.iter().position(|&s| s == fd) {
             self.spare.swap_remove(i);
             set_spare(fd, false);
-            for set in self.epolls.values_mut() {
-                set.in_kernel.remove(&fd);
-            }
+            self.out_of_kernel_sets(fd);
         }
     }
 
