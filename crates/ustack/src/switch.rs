@@ -469,7 +469,8 @@ fn pollfd(fd: RawFd) -> libc::pollfd {
 }
 
 /// One round over every port: read up to [`BURST`] frames from each and
-/// forward them; flush every port; learn what was new. Frames moved.
+/// forward them (or reflect them); flush every port; learn what was new.
+/// Frames moved.
 fn round<D: Device>(
     ports: &mut [Port<D>],
     table: &RwLock<MacTable>,
@@ -478,6 +479,9 @@ fn round<D: Device>(
     now: ustack_core::Instant,
     started: StdInstant,
 ) -> usize {
+    if reflect {
+        return reflect_round(ports, now);
+    }
     for p in ports.iter_mut() {
         p.tx_checksum = p.dev.caps().tx_checksum;
     }
@@ -506,11 +510,6 @@ fn round<D: Device>(
                     continue;
                 }
                 let txmeta = ustack_device::vnet::forwarded(&meta);
-                if reflect {
-                    let sent = send(&mut txs[i], frame, txmeta, caps[i], true);
-                    count_tx(counters[i], sent, frame.len());
-                    continue;
-                }
                 let dst: [u8; 6] = frame[0..6].try_into().expect("14 bytes checked");
                 let src: [u8; 6] = frame[6..12].try_into().expect("14 bytes checked");
                 if !table.touch(&src, i, now_us) && pending.len() < 4 * BURST {
@@ -541,6 +540,31 @@ fn round<D: Device>(
         for (mac, port) in pending.drain(..) {
             table.learn(mac, port, now_us);
         }
+    }
+    moved
+}
+
+/// The reflector's round: each port's frames go back out of it, MACs
+/// swapped. A port at a time, so nothing is gathered per round (the loop
+/// runs millions of rounds a second while it busy-polls).
+fn reflect_round<D: Device>(ports: &mut [Port<D>], now: ustack_core::Instant) -> usize {
+    let mut moved = 0;
+    for Port { dev, c, tx_checksum } in ports.iter_mut() {
+        *tx_checksum = dev.caps().tx_checksum;
+        let (mut rx, mut tx) = dev.queues();
+        for _ in 0..BURST {
+            let Some((frame, meta)) = rx.recv(now) else { break };
+            moved += 1;
+            c.rx_frames += 1;
+            c.rx_bytes += frame.len() as u64;
+            if frame.len() < 14 {
+                c.runts += 1;
+                continue;
+            }
+            let sent = send(&mut tx, frame, ustack_device::vnet::forwarded(&meta), *tx_checksum, true);
+            count_tx(c, sent, frame.len());
+        }
+        tx.flush();
     }
     moved
 }
