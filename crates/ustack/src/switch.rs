@@ -26,6 +26,7 @@
 //! the write lock after the round.
 
 use crate::error::CliError;
+use arrayvec::ArrayVec;
 use clap::Args;
 use serde_json::{json, Value};
 use std::collections::HashMap;
@@ -71,6 +72,10 @@ pub struct SwitchArgs {
     #[arg(long, value_name = "SECS")]
     pub time: Option<f64>,
 }
+
+/// Most ports one switch serves (each round gathers every port's queues
+/// on the stack).
+const MAX_PORTS: usize = 64;
 
 /// Pin the calling worker `k` to its CPU of `cores`, if any were given.
 fn pin_worker(cores: &[usize], k: usize) -> Result<(), CliError> {
@@ -196,6 +201,12 @@ pub fn run(args: SwitchArgs) -> Result<(), CliError> {
     if let Some((c, allowed)) = ustack_runtime::shard::not_allowed(&args.cores) {
         return Err(CliError::Switch(format!(
             "--cores {c}: this process may not run on CPU {c}; pick from {allowed:?}"
+        )));
+    }
+    if args.ports.len() > MAX_PORTS {
+        return Err(CliError::Switch(format!(
+            "{} ports given; one switch serves at most {MAX_PORTS} (run another for the rest)",
+            args.ports.len()
         )));
     }
     let mut specs: Vec<DeviceSpec> =
@@ -482,18 +493,19 @@ fn round<D: Device>(
     if reflect {
         return reflect_round(ports, now);
     }
-    for p in ports.iter_mut() {
-        p.tx_checksum = p.dev.caps().tx_checksum;
-    }
-    let caps: Vec<bool> = ports.iter().map(|p| p.tx_checksum).collect();
-    let mut counters: Vec<&mut PortCounters> = Vec::with_capacity(ports.len());
-    let mut rxs = Vec::with_capacity(ports.len());
-    let mut txs = Vec::with_capacity(ports.len());
-    for p in ports.iter_mut() {
-        let (rx, tx) = p.dev.queues();
+    // Every port's queues at once (a frame goes from one port's to
+    // another's), gathered on the stack: no allocation per round.
+    let mut caps: ArrayVec<bool, MAX_PORTS> = ArrayVec::new();
+    let mut counters: ArrayVec<&mut PortCounters, MAX_PORTS> = ArrayVec::new();
+    let mut rxs: ArrayVec<_, MAX_PORTS> = ArrayVec::new();
+    let mut txs: ArrayVec<_, MAX_PORTS> = ArrayVec::new();
+    for Port { dev, c, tx_checksum } in ports.iter_mut().take(MAX_PORTS) {
+        *tx_checksum = dev.caps().tx_checksum;
+        caps.push(*tx_checksum);
+        let (rx, tx) = dev.queues();
         rxs.push(rx);
         txs.push(tx);
-        counters.push(&mut p.c);
+        counters.push(c);
     }
     let now_us = micros(started);
     let mut moved = 0;
