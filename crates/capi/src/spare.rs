@@ -23,27 +23,24 @@
 //! the stack.
 
 use std::os::fd::RawFd;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::errno::Errno;
-use crate::sys::{is_watched_epoll, new_eventfd, raw_close, Inner, MAX_FDS};
+use crate::sys::{is_watched_epoll, new_eventfd, raw_close, FdFlags, Inner};
 
 /// The most eventfds kept for reuse: a server's closes and accepts come in
 /// turns, so a few dozen cover a burst; the bound keeps a program that
 /// closed many sockets from holding their descriptors.
 pub const SPARE_FDS: usize = 128;
 
-static SPARE_FD: [AtomicBool; MAX_FDS] = [const { AtomicBool::new(false) }; MAX_FDS];
+static SPARE_FD: FdFlags = FdFlags::new();
 
 /// Whether `fd` is a closed socket's eventfd kept for reuse (lock-free).
 pub fn is_spare(fd: RawFd) -> bool {
-    usize::try_from(fd).ok().and_then(|i| SPARE_FD.get(i)).is_some_and(|f| f.load(Ordering::Acquire))
+    SPARE_FD.get(fd)
 }
 
 fn set_spare(fd: RawFd, on: bool) {
-    if let Some(f) = usize::try_from(fd).ok().and_then(|i| SPARE_FD.get(i)) {
-        f.store(on, Ordering::Release);
-    }
+    SPARE_FD.set(fd, on);
 }
 
 impl Inner {

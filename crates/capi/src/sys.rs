@@ -27,9 +27,40 @@ pub const MAX_FDS: usize = 65536;
 /// user-space pointer has these bits set.
 pub const EPOLL_TAG: u64 = 0xffff_5553_0000_0000;
 
-static USTACK_FD: [AtomicBool; MAX_FDS] = [const { AtomicBool::new(false) }; MAX_FDS];
-static EPOLL_FD: [AtomicBool; MAX_FDS] = [const { AtomicBool::new(false) }; MAX_FDS];
-static WATCHED_FD: [AtomicBool; MAX_FDS] = [const { AtomicBool::new(false) }; MAX_FDS];
+/// One flag for every descriptor number below [`MAX_FDS`], read without the
+/// lock (the LD_PRELOAD library asks one on every `read`, `write` and
+/// `close`). The flags only route a call: what it then touches is under the
+/// lock, so no other write needs to be published with a flag.
+pub(crate) struct FdFlags([AtomicBool; MAX_FDS]);
+
+impl FdFlags {
+    pub(crate) const fn new() -> FdFlags {
+        FdFlags([const { AtomicBool::new(false) }; MAX_FDS])
+    }
+
+    fn slot(&self, fd: RawFd) -> Option<&AtomicBool> {
+        usize::try_from(fd).ok().and_then(|i| self.0.get(i))
+    }
+
+    /// Whether `fd`'s flag is up (never for a number out of range).
+    pub(crate) fn get(&self, fd: RawFd) -> bool {
+        self.slot(fd).is_some_and(|f| f.load(Ordering::Acquire))
+    }
+
+    /// Raise or lower `fd`'s flag (a number out of range has none). A flag
+    /// already as asked is not written: the cache line stays shared.
+    pub(crate) fn set(&self, fd: RawFd, on: bool) {
+        if let Some(f) = self.slot(fd) {
+            if f.load(Ordering::Relaxed) != on {
+                f.store(on, Ordering::Release);
+            }
+        }
+    }
+}
+
+static USTACK_FD: FdFlags = FdFlags::new();
+static EPOLL_FD: FdFlags = FdFlags::new();
+static WATCHED_FD: FdFlags = FdFlags::new();
 
 /// Frames a call queued on the device without kicking the kernel (see
 /// [`Inner::after_call`]); read lock-free before waits outside the library.
@@ -64,39 +95,31 @@ pub(crate) static BELLS: AtomicUsize = AtomicUsize::new(0);
 /// Whether `fd` is a ustack socket of this process. Lock-free: the
 /// LD_PRELOAD library asks it on every `read`, `write` and `close`.
 pub fn is_ustack(fd: RawFd) -> bool {
-    usize::try_from(fd).ok().and_then(|i| USTACK_FD.get(i)).is_some_and(|f| f.load(Ordering::Acquire))
+    USTACK_FD.get(fd)
 }
 
 pub(crate) fn set_ustack(fd: RawFd, on: bool) {
-    if let Some(f) = usize::try_from(fd).ok().and_then(|i| USTACK_FD.get(i)) {
-        f.store(on, Ordering::Release);
-    }
+    USTACK_FD.set(fd, on);
 }
 
 /// Whether `epfd` is an epoll set holding ustack sockets.
 pub fn is_ustack_epoll(epfd: RawFd) -> bool {
-    usize::try_from(epfd).ok().and_then(|i| EPOLL_FD.get(i)).is_some_and(|f| f.load(Ordering::Acquire))
+    EPOLL_FD.get(epfd)
 }
 
 pub(crate) fn set_ustack_epoll(epfd: RawFd, on: bool) {
-    if let Some(f) = usize::try_from(epfd).ok().and_then(|i| EPOLL_FD.get(i)) {
-        f.store(on, Ordering::Release);
-    }
+    EPOLL_FD.set(epfd, on);
 }
 
 /// Whether `fd` is an epoll set that is itself watched: a member of another
 /// epoll set, or polled with poll/select: it then has a bell of its own
 /// (see the nested sets in [`crate::wait`]).
 pub fn is_watched_epoll(fd: RawFd) -> bool {
-    usize::try_from(fd).ok().and_then(|i| WATCHED_FD.get(i)).is_some_and(|f| f.load(Ordering::Acquire))
+    WATCHED_FD.get(fd)
 }
 
 pub(crate) fn set_watched_epoll(fd: RawFd, on: bool) {
-    if let Some(f) = usize::try_from(fd).ok().and_then(|i| WATCHED_FD.get(i)) {
-        if f.load(Ordering::Relaxed) != on {
-            f.store(on, Ordering::Release);
-        }
-    }
+    WATCHED_FD.set(fd, on);
 }
 
 // ---- raw system calls -------------------------------------------------
