@@ -5,7 +5,7 @@
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::os::fd::RawFd;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard, OnceLock};
 
 use ustack_core::phy::{Device, TxMeta, TxQueue};
@@ -27,19 +27,31 @@ pub const MAX_FDS: usize = 65536;
 /// user-space pointer has these bits set.
 pub const EPOLL_TAG: u64 = 0xffff_5553_0000_0000;
 
-/// One flag for every descriptor number below [`MAX_FDS`], read without the
-/// lock (the LD_PRELOAD library asks one on every `read`, `write` and
-/// `close`). The flags only route a call: what it then touches is under the
-/// lock, so no other write needs to be published with a flag.
-pub(crate) struct FdFlags([AtomicBool; MAX_FDS]);
+/// One value for every descriptor number below [`MAX_FDS`], read without
+/// the lock (the LD_PRELOAD library asks the flags on every `read`,
+/// `write` and `close`). They only route a call: what it then touches is
+/// under the lock, so no other write needs to be published with them.
+pub(crate) struct PerFd<T>([T; MAX_FDS]);
+
+/// A flag per descriptor.
+pub(crate) type FdFlags = PerFd<AtomicBool>;
+
+impl<T> PerFd<T> {
+    /// `fd`'s value (none for a number out of range).
+    pub(crate) fn slot(&self, fd: RawFd) -> Option<&T> {
+        usize::try_from(fd).ok().and_then(|i| self.0.get(i))
+    }
+}
+
+impl PerFd<AtomicU32> {
+    pub(crate) const fn new() -> PerFd<AtomicU32> {
+        PerFd([const { AtomicU32::new(0) }; MAX_FDS])
+    }
+}
 
 impl FdFlags {
     pub(crate) const fn new() -> FdFlags {
-        FdFlags([const { AtomicBool::new(false) }; MAX_FDS])
-    }
-
-    fn slot(&self, fd: RawFd) -> Option<&AtomicBool> {
-        usize::try_from(fd).ok().and_then(|i| self.0.get(i))
+        PerFd([const { AtomicBool::new(false) }; MAX_FDS])
     }
 
     /// Whether `fd`'s flag is up (never for a number out of range).

@@ -14,7 +14,7 @@ use crate::errno::{Errno, EBADF, EFAULT, EINVAL};
 use crate::socket::poll_bits;
 use crate::sys::{
     self, is_ustack, is_ustack_epoll, is_watched_epoll, lock, raw_poll, set_ustack_epoll, set_watched_epoll, EpollEntry,
-    Inner, BELLS, EPOLL_TAG,
+    Inner, PerFd, BELLS, EPOLL_TAG,
 };
 use std::sync::atomic::{AtomicU32, Ordering};
 
@@ -302,15 +302,11 @@ pub unsafe fn epoll_ctl(epfd: RawFd, op: i32, fd: RawFd, ev: *mut libc::epoll_ev
 /// returns them without asking the kernel for more. A kernel descriptor
 /// closed while in a set keeps its count (the kernel drops it silently),
 /// which costs that set only the extra look.
-static KERNEL_MEMBERS: [AtomicU32; sys::MAX_FDS] = [const { AtomicU32::new(0) }; sys::MAX_FDS];
-
-fn kernel_members(epfd: RawFd) -> Option<&'static AtomicU32> {
-    usize::try_from(epfd).ok().and_then(|i| KERNEL_MEMBERS.get(i))
-}
+static KERNEL_MEMBERS: PerFd<AtomicU32> = PerFd::<AtomicU32>::new();
 
 /// A successful `epoll_ctl(epfd, op, fd)` on a kernel descriptor `fd`.
 pub fn kernel_member(epfd: RawFd, op: i32) {
-    let Some(c) = kernel_members(epfd) else { return };
+    let Some(c) = KERNEL_MEMBERS.slot(epfd) else { return };
     match op {
         libc::EPOLL_CTL_ADD => {
             c.fetch_add(1, Ordering::Relaxed);
@@ -324,12 +320,12 @@ pub fn kernel_member(epfd: RawFd, op: i32) {
 
 /// Whether epoll set `epfd` may hold kernel descriptors.
 fn has_kernel_members(epfd: RawFd) -> bool {
-    kernel_members(epfd).is_none_or(|c| c.load(Ordering::Relaxed) > 0)
+    KERNEL_MEMBERS.slot(epfd).is_none_or(|c| c.load(Ordering::Relaxed) > 0)
 }
 
 /// Forget an epoll set's ustack members (it is being closed).
 pub fn epoll_forget(epfd: RawFd) {
-    if let Some(c) = kernel_members(epfd) {
+    if let Some(c) = KERNEL_MEMBERS.slot(epfd) {
         if c.load(Ordering::Relaxed) != 0 {
             c.store(0, Ordering::Relaxed);
         }

@@ -101,6 +101,18 @@ struct PortCounters {
 }
 
 impl PortCounters {
+    /// Count a frame of `len` bytes that came in; false for a runt (shorter
+    /// than an Ethernet header), counted and dropped.
+    fn received(&mut self, len: usize) -> bool {
+        self.rx_frames += 1;
+        self.rx_bytes += len as u64;
+        if len < 14 {
+            self.runts += 1;
+            return false;
+        }
+        true
+    }
+
     fn add(&mut self, o: &PortCounters) {
         self.rx_frames += o.rx_frames;
         self.rx_bytes += o.rx_bytes;
@@ -116,7 +128,6 @@ impl PortCounters {
 struct Port<D> {
     dev: D,
     c: PortCounters,
-    tx_checksum: bool,
 }
 
 /// One learnt address: its port and when it was last seen (µs since start),
@@ -257,7 +268,7 @@ pub fn run(args: SwitchArgs) -> Result<(), CliError> {
     if args.queues == 1 {
         let mut ports = Vec::with_capacity(specs.len());
         for spec in &specs {
-            ports.push(Port { dev: spec.open()?, c: PortCounters::default(), tx_checksum: false });
+            ports.push(Port { dev: spec.open()?, c: PortCounters::default() });
         }
         pin_worker(&args.cores, 0)?;
         eprintln!("{banner}");
@@ -311,7 +322,7 @@ pub fn run(args: SwitchArgs) -> Result<(), CliError> {
         let (control, queues) = VhostUserDevice::open(std::path::Path::new(&spec.name), config)?.split()?;
         controls.push(control);
         for (k, q) in queues.into_iter().enumerate() {
-            per_worker[k % workers][k / workers].push(Port { dev: q, c: PortCounters::default(), tx_checksum: false });
+            per_worker[k % workers][k / workers].push(Port { dev: q, c: PortCounters::default() });
         }
     }
     eprintln!("{banner}");
@@ -499,9 +510,8 @@ fn round<D: Device>(
     let mut counters: ArrayVec<&mut PortCounters, MAX_PORTS> = ArrayVec::new();
     let mut rxs: ArrayVec<_, MAX_PORTS> = ArrayVec::new();
     let mut txs: ArrayVec<_, MAX_PORTS> = ArrayVec::new();
-    for Port { dev, c, tx_checksum } in ports.iter_mut().take(MAX_PORTS) {
-        *tx_checksum = dev.caps().tx_checksum;
-        caps.push(*tx_checksum);
+    for Port { dev, c } in ports.iter_mut().take(MAX_PORTS) {
+        caps.push(dev.caps().tx_checksum);
         let (rx, tx) = dev.queues();
         rxs.push(rx);
         txs.push(tx);
@@ -515,10 +525,7 @@ fn round<D: Device>(
             for _ in 0..BURST {
                 let Some((frame, meta)) = rxs[i].recv(now) else { break };
                 moved += 1;
-                counters[i].rx_frames += 1;
-                counters[i].rx_bytes += frame.len() as u64;
-                if frame.len() < 14 {
-                    counters[i].runts += 1;
+                if !counters[i].received(frame.len()) {
                     continue;
                 }
                 let txmeta = ustack_device::vnet::forwarded(&meta);
@@ -561,19 +568,16 @@ fn round<D: Device>(
 /// runs millions of rounds a second while it busy-polls).
 fn reflect_round<D: Device>(ports: &mut [Port<D>], now: ustack_core::Instant) -> usize {
     let mut moved = 0;
-    for Port { dev, c, tx_checksum } in ports.iter_mut() {
-        *tx_checksum = dev.caps().tx_checksum;
+    for Port { dev, c } in ports.iter_mut() {
+        let tx_checksum = dev.caps().tx_checksum;
         let (mut rx, mut tx) = dev.queues();
         for _ in 0..BURST {
             let Some((frame, meta)) = rx.recv(now) else { break };
             moved += 1;
-            c.rx_frames += 1;
-            c.rx_bytes += frame.len() as u64;
-            if frame.len() < 14 {
-                c.runts += 1;
+            if !c.received(frame.len()) {
                 continue;
             }
-            let sent = send(&mut tx, frame, ustack_device::vnet::forwarded(&meta), *tx_checksum, true);
+            let sent = send(&mut tx, frame, ustack_device::vnet::forwarded(&meta), tx_checksum, true);
             count_tx(c, sent, frame.len());
         }
         tx.flush();
