@@ -569,6 +569,10 @@ fn write_span(
 }
 
 #[cfg(test)]
+#[path = "ring_hostile.rs"]
+mod hostile;
+
+#[cfg(test)]
 mod tests {
     use super::*;
     use std::io::Read;
