@@ -36,7 +36,7 @@ use std::sync::{Mutex, RwLock};
 use std::time::{Duration, Instant as StdInstant};
 use ustack_core::phy::{Device, RxQueue, TxMeta, TxQueue};
 use ustack_device::{DeviceKind, DeviceSpec, VhostUserConfig, VhostUserControl, VhostUserDevice, Waitable};
-use ustack_runtime::{Clock, ControlAddr, ControlSocket, StopSignal};
+use ustack_runtime::{ControlAddr, ControlSocket, StopSignal};
 
 #[derive(Args, Debug)]
 pub struct SwitchArgs {
@@ -272,17 +272,22 @@ pub fn run(args: SwitchArgs) -> Result<(), CliError> {
         }
         pin_worker(&args.cores, 0)?;
         eprintln!("{banner}");
-        let clock = Clock::new();
         let mut last_sweep = started;
         let mut fds: Vec<libc::pollfd> = Vec::with_capacity(ports.len() + 1);
         let mut pending = Vec::new();
         let mut idle = Idle::new(args.busy_poll);
         let mut serve = true;
-        while !(stop.raised() || deadline.is_some_and(|d| StdInstant::now() >= d)) {
-            let moved = round(&mut ports, &table, &mut pending, args.reflect, clock.now(), started);
-            if last_sweep.elapsed() >= Duration::from_secs(1) {
-                table.write().unwrap_or_else(|e| e.into_inner()).sweep(micros(started));
-                last_sweep = StdInstant::now();
+        loop {
+            // One clock read a round serves all that needs the time (the
+            // loop runs millions of rounds a second while it busy-polls).
+            let t = StdInstant::now();
+            if stop.raised() || deadline.is_some_and(|d| t >= d) {
+                break;
+            }
+            let moved = round(&mut ports, &table, &mut pending, args.reflect, since(started, t));
+            if t.duration_since(last_sweep) >= Duration::from_secs(1) {
+                table.write().unwrap_or_else(|e| e.into_inner()).sweep(since(started, t));
+                last_sweep = t;
                 serve = true;
             }
             if serve {
@@ -291,7 +296,7 @@ pub fn run(args: SwitchArgs) -> Result<(), CliError> {
                 control.serve(|| snapshot(&names, &views(), &total(), &table, started));
                 serve = false;
             }
-            if idle.may_sleep(moved) && rearm(&mut ports) {
+            if idle.may_sleep(moved, t) && rearm(&mut ports) {
                 // Nothing came in: sleep until a port or the control socket wakes us.
                 fds.clear();
                 fds.extend(ports.iter().filter_map(|p| p.dev.wait_fd()).map(pollfd));
@@ -371,7 +376,13 @@ pub fn run(args: SwitchArgs) -> Result<(), CliError> {
 }
 
 fn micros(started: StdInstant) -> u64 {
-    started.elapsed().as_micros() as u64
+    since(started, StdInstant::now())
+}
+
+/// Microseconds from `started` to `t`: the MAC table's time and the
+/// devices' (the core's `Instant`), both counted from the switch's start.
+fn since(started: StdInstant, t: StdInstant) -> u64 {
+    t.saturating_duration_since(started).as_micros() as u64
 }
 
 /// Queue pair k of every port: what one worker forwards between.
@@ -388,18 +399,18 @@ fn worker<D: Device + Waitable>(
     started: StdInstant,
     busy_poll: u64,
 ) {
-    let clock = Clock::new();
     let mut pending = Vec::new();
     let mut fds: Vec<libc::pollfd> = Vec::new();
     let mut last_report = StdInstant::now();
     let mut idle = Idle::new(busy_poll);
     loop {
         let stopping = done.load(Ordering::Relaxed);
+        let t = StdInstant::now();
         let mut moved = 0;
         for ports in groups.iter_mut() {
-            moved += round(ports, table, &mut pending, reflect, clock.now(), started);
+            moved += round(ports, table, &mut pending, reflect, since(started, t));
         }
-        if stopping || last_report.elapsed() >= Duration::from_millis(100) {
+        if stopping || t.duration_since(last_report) >= Duration::from_millis(100) {
             let mut r = report.lock().unwrap_or_else(|e| e.into_inner());
             // Each port's counters, summed over this worker's queue pairs.
             let n = groups.first().map_or(0, Vec::len);
@@ -409,12 +420,12 @@ fn worker<D: Device + Waitable>(
                 r.counters[i % n].add(&p.c);
                 add_stats(&mut r.devices[i % n], &p.dev.device_stats());
             }
-            last_report = StdInstant::now();
+            last_report = t;
         }
         if stopping {
             return;
         }
-        if idle.may_sleep(moved) && groups.iter_mut().fold(true, |quiet, ports| rearm(ports) && quiet) {
+        if idle.may_sleep(moved, t) && groups.iter_mut().fold(true, |quiet, ports| rearm(ports) && quiet) {
             fds.clear();
             fds.extend(groups.iter().flatten().filter_map(|p| p.dev.wait_fd()).map(pollfd));
             // SAFETY: poll reads and writes `fds.len()` pollfds.
@@ -461,14 +472,13 @@ impl Idle {
         Idle { busy_poll: Duration::from_micros(busy_poll_us), last_moved: StdInstant::now() }
     }
 
-    fn may_sleep(&mut self, moved: usize) -> bool {
+    /// `now`: the round's time.
+    fn may_sleep(&mut self, moved: usize, now: StdInstant) -> bool {
         if moved > 0 {
-            if !self.busy_poll.is_zero() {
-                self.last_moved = StdInstant::now();
-            }
+            self.last_moved = now;
             return false;
         }
-        if self.busy_poll.is_zero() || self.last_moved.elapsed() >= self.busy_poll {
+        if self.busy_poll.is_zero() || now.saturating_duration_since(self.last_moved) >= self.busy_poll {
             return true;
         }
         std::thread::yield_now();
@@ -490,17 +500,17 @@ fn pollfd(fd: RawFd) -> libc::pollfd {
     libc::pollfd { fd, events: libc::POLLIN, revents: 0 }
 }
 
-/// One round over every port: read up to [`BURST`] frames from each and
-/// forward them (or reflect them); flush every port; learn what was new.
-/// Frames moved.
+/// One round over every port at `now_us` (microseconds since the start):
+/// read up to [`BURST`] frames from each and forward them (or reflect
+/// them); flush every port; learn what was new. Frames moved.
 fn round<D: Device>(
     ports: &mut [Port<D>],
     table: &RwLock<MacTable>,
     pending: &mut Vec<([u8; 6], usize)>,
     reflect: bool,
-    now: ustack_core::Instant,
-    started: StdInstant,
+    now_us: u64,
 ) -> usize {
+    let now = ustack_core::Instant::from_micros(now_us);
     if reflect {
         return reflect_round(ports, now);
     }
@@ -517,7 +527,6 @@ fn round<D: Device>(
         txs.push(tx);
         counters.push(c);
     }
-    let now_us = micros(started);
     let mut moved = 0;
     {
         let table = table.read().unwrap_or_else(|e| e.into_inner());
