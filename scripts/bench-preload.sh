@@ -27,7 +27,10 @@
 # drops as corrupt (its drop_tcp_checksum counter): with DEV=af_xdp, Z's
 # kernel completes its checksums (`ethtool -K tx off`, which also turns TSO
 # off) for the runs after Linux <-> Linux; Linux <-> Linux keeps veth's
-# offloads.
+# offloads. NGINX_EXTRA adds directives to nginx's http block on both
+# sides (e.g. 'open_file_cache max=64;', which spares the open, fstat and
+# close of the file per request). PIN=S,C runs the servers on CPU S and
+# the clients on CPU C, both sides alike.
 #
 # Prints a markdown table on stdout; progress and failures on stderr.
 set -euo pipefail
@@ -79,6 +82,13 @@ ip -n "$Z" addr add "$KZ/24" dev "$IZ"
 # library in a namespace on af_packet on its veth end with its own address.
 case $LIB$TMP in *[[:space:]]*) echo "bench-preload: no spaces in $LIB or $TMP, please" >&2; exit 2;; esac
 K_A="ip netns exec $A" K_Z="ip netns exec $Z"
+if [ -n "${PIN:-}" ]; then
+  # PIN=S,C: every server (Linux's and the library's, with its stack
+  # thread) on CPU S, every client on CPU C.
+  IFS=, read -r PIN_S PIN_C <<<"$PIN"
+  [[ $PIN_S =~ ^[0-9]+$ && $PIN_C =~ ^[0-9]+$ ]] || { echo "bench-preload: PIN=$PIN: expected two CPU numbers, like PIN=1,0" >&2; exit 2; }
+  K_A="$K_A taskset -c $PIN_S" K_Z="$K_Z taskset -c $PIN_C"
+fi
 case ${DEV:=af_packet} in
   af_packet) OPTS=;;
   af_xdp) OPTS=,mode=skb
@@ -152,6 +162,7 @@ http {
   access_log off;
   sendfile on;
   keepalive_requests 10000000;
+  ${NGINX_EXTRA:-}
   client_body_temp_path $TMP/body;
   proxy_temp_path $TMP/proxy;
   fastcgi_temp_path $TMP/fcgi;
