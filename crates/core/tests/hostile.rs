@@ -120,7 +120,7 @@ fn echo_request_with_a_nonzero_code_is_answered_with_that_code() {
 /// A SYN from A to B's port 80 whose options are `opts` (padded with NOPs).
 fn syn_with_options(sport: u16, opts: &[u8]) -> Vec<u8> {
     let mut opts = opts.to_vec();
-    while opts.len() % 4 != 0 {
+    while !opts.len().is_multiple_of(4) {
         opts.push(1);
     }
     let mut f = udp_frame(A_IP, B_IP, sport, 80, &[0u8; 12 + 40][..opts.len() + 12]);

@@ -139,7 +139,7 @@ impl AfPacketConfig {
     pub fn from_options(opts: &mut Options<'_>) -> Result<AfPacketConfig, DeviceError> {
         let d = AfPacketConfig::default();
         let block_size = opts.number("block_size", d.block_size as u64, 4096..=1 << 26)? as usize;
-        if block_size % 4096 != 0 {
+        if !block_size.is_multiple_of(4096) {
             return Err(opts.error(format!("block_size={block_size}: use a multiple of 4096 bytes, like 262144")));
         }
         Ok(AfPacketConfig {

@@ -87,7 +87,6 @@ fn caps_of(c: &LinkConfig) -> DeviceCaps {
         tso4_max: if tso { usize::from(u16::MAX) } else { 0 },
         tso6: tso,
         rx_coalesced: tso,
-        ..Default::default()
     }
 }
 

@@ -221,7 +221,7 @@ impl Gro {
     /// Whether `seg` (in `frame`) can start a glued frame: a full, even
     /// segment with only ACK set (PSH ends a run).
     pub(crate) fn can_start(seg: &Seg) -> bool {
-        seg.flags == ACK && seg.payload_len() % 2 == 0
+        seg.flags == ACK && seg.payload_len().is_multiple_of(2)
     }
 
     /// Start gluing with `frame`.

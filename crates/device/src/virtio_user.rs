@@ -408,6 +408,8 @@ impl VirtioUserDevice {
         let tx_at = layout(ring_bytes, 2 * ring_bytes + BUF * n, tx_buf);
         let len = page(2 * ring_bytes + (BUF + tx_buf) * n);
         let shm = Shm::new(len)?;
+        // The vhost crate's `xen` feature adds fields: the update fills them.
+        #[allow(clippy::needless_update)]
         let region = VhostUserMemoryRegionInfo {
             guest_phys_addr: 0,
             memory_size: len as u64,

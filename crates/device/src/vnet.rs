@@ -47,7 +47,6 @@ fn rx_meta_for(h: &[u8; VNET_HDR_LEN], tcpv6: bool) -> Option<RxMeta> {
         gso_type,
         gso_size: if gso_type == GsoType::None { 0 } else { u16_at(4) },
         hdr_len: u16_at(2),
-        ..Default::default()
     })
 }
 
@@ -81,7 +80,6 @@ pub fn forwarded(meta: &RxMeta) -> TxMeta {
         gso_type: meta.gso_type,
         gso_size: meta.gso_size,
         hdr_len: meta.hdr_len,
-        ..Default::default()
     }
 }
 
@@ -98,7 +96,6 @@ mod tests {
             gso_type: GsoType::TcpV4,
             gso_size: 1448,
             hdr_len: 66,
-            ..Default::default()
         };
         let h = tx_header(&meta, 9000);
         let rx = rx_meta(&h).unwrap();

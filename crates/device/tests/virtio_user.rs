@@ -157,7 +157,6 @@ fn frontend_and_backend_agree_on_event_idx_and_tso_and_spare_needless_notificati
         gso_type: GsoType::TcpV4,
         gso_size: 1448,
         hdr_len: 54,
-        ..Default::default()
     };
     let (got, rx_meta) = round_trip(&mut fe, &big, meta);
     assert!(got == big, "the super-segment came back changed ({} bytes of {})", got.len(), big.len());

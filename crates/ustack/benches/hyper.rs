@@ -146,7 +146,8 @@ async fn ustack_round(clients: usize, secs: f64, keep_alive: bool) -> (u64, f64)
         }
     };
     let r = load(connect, clients, secs, keep_alive).await;
-    (driver.abort(), server.abort());
+    driver.abort();
+    server.abort();
     r
 }
 

@@ -425,7 +425,7 @@ fn worker<D: Device + Waitable>(
         if stopping {
             return;
         }
-        if idle.may_sleep(moved, t) && groups.iter_mut().fold(true, |quiet, ports| rearm(ports) && quiet) {
+        if idle.may_sleep(moved, t) && rearm(groups.iter_mut().flatten()) {
             fds.clear();
             fds.extend(groups.iter().flatten().filter_map(|p| p.dev.wait_fd()).map(pollfd));
             // SAFETY: poll reads and writes `fds.len()` pollfds.
@@ -488,7 +488,7 @@ impl Idle {
 
 /// Ask every port to wake us on its next frame; `false` if one has frames
 /// already (look again instead of sleeping).
-fn rearm<D: Waitable>(ports: &mut [Port<D>]) -> bool {
+fn rearm<'a, D: Waitable + 'a>(ports: impl IntoIterator<Item = &'a mut Port<D>>) -> bool {
     let mut quiet = true;
     for p in ports {
         quiet &= p.dev.prepare_sleep(); // every port, even after one said no
