@@ -53,13 +53,13 @@ pub fn poll(fds: &mut [libc::pollfd], timeout_ms: i64) -> Result<usize, Errno> {
     let nk = fds.len();
     let always = libc::POLLHUP | libc::POLLERR | libc::POLLNVAL;
     let spin = Spin::new(timeout_ms, deadline);
+    let mut bits = vec![0i16; fds.len()];
     let result = loop {
         let spinning = spin.on();
         // Under the lock: take what arrived (a wait: what calls queued
         // leaves too), empty the wait eventfd, then read the sockets, so
         // any change from here on rings it again.
         let mut ready = 0;
-        let mut bits = vec![0i16; fds.len()];
         let device;
         {
             let mut g = lock()?;
@@ -100,7 +100,10 @@ pub fn poll(fds: &mut [libc::pollfd], timeout_ms: i64) -> Result<usize, Errno> {
         }
         let mut total = 0;
         for (i, f) in fds.iter_mut().enumerate() {
-            f.revents = if ours.contains(&i) { bits[i] } else { kernel[i].revents };
+            // Ours: the kernel was given -1 in its place (a caller's own
+            // negative descriptor stays negative and gets no events either).
+            let ustack = kernel[i].fd == -1 && f.fd >= 0;
+            f.revents = if ustack { bits[i] } else { kernel[i].revents };
             if f.revents != 0 {
                 total += 1;
             }
