@@ -711,6 +711,12 @@ impl Inner {
     /// events are on the ready lists without a turn of the stack thread.
     pub fn after_call_receiving(&mut self, budget: usize) {
         let now = self.clock.now();
+        self.after_call_receiving_at(now, budget);
+    }
+
+    /// [`Inner::after_call_receiving`] at `now` (a clock read saved where
+    /// the caller has one).
+    pub fn after_call_receiving_at(&mut self, now: Instant, budget: usize) {
         let Some(device) = self.device.0.as_mut() else { return };
         // The poll flushes the device: what earlier calls queued leaves too.
         self.stack.poll(now, device, budget);
@@ -718,6 +724,16 @@ impl Inner {
         self.kicked();
         self.dispatch_events();
         self.plan(earliest(self.stack.poll_timeout(), device_due));
+    }
+
+    /// After a look that took frames and transmitted
+    /// ([`Inner::after_call_receiving_at`]) and then only read readiness:
+    /// note the call (see [`KICK_WINDOW`]) and ring what the look raised.
+    /// Nothing was queued since that pass, so none is made again
+    /// ([`Inner::after_call`] would make one, or leave one to the next kick).
+    pub fn after_look(&mut self, now: Instant) {
+        self.last_call = Some(now);
+        self.dispatch_events();
     }
 
     /// Send the gratuitous ARPs that are due (see [`ANNOUNCEMENTS`]); the

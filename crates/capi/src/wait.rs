@@ -556,9 +556,10 @@ fn look_or_sleep(epfd: RawFd, out: &mut [libc::epoll_event], slept: bool, sleep:
             set.rung = false;
         }
     }
-    g.after_call_receiving(DEFAULT_RX_BURST);
+    let now = g.clock.now();
+    g.after_call_receiving_at(now, DEFAULT_RX_BURST);
     let n = ustack_ready(g, epfd, out);
-    g.after_call();
+    g.after_look(now);
     // A wait: what calls queued leaves now (after_call_receiving kicked
     // what came before).
     g.kick();
@@ -659,6 +660,11 @@ fn epoll_wait_any(epfd: RawFd, out: &mut [libc::epoll_event], timeout_ms: i64) -
         if spinning && n == 0 {
             std::thread::yield_now();
             continue;
+        }
+        if n == 0 && t == 0 && !woke && !slept {
+            // Nothing anywhere and no sleep to undo: the look before the
+            // kernel's was this call's look.
+            return Ok(0);
         }
         if n > 0 || (t == 0 && !woke) || deadline.is_some_and(|d| Instant::now() >= d) {
             if n == 0 {
