@@ -559,10 +559,9 @@ fn look_or_sleep(epfd: RawFd, out: &mut [libc::epoll_event], slept: bool, sleep:
     let now = g.clock.now();
     g.after_call_receiving_at(now, DEFAULT_RX_BURST);
     let n = ustack_ready(g, epfd, out);
+    // That pass also sent and kicked what calls had queued: this wait
+    // leaves nothing behind.
     g.after_look(now);
-    // A wait: what calls queued leaves now (after_call_receiving kicked
-    // what came before).
-    g.kick();
     if n == 0 && sleep {
         if let Some(set) = g.epolls.get_mut(&epfd) {
             if set.ready.is_empty() {

@@ -11,7 +11,9 @@
  * - one-shot: one report per member, then none until EPOLL_CTL_MOD re-arms
  *   one, which is reported (it is still readable) and falls silent again.
  *
- *   epoll_semantics PEER_IP FORKING_TCP_ECHO_PORT
+ *   epoll_semantics PEER_IP TCP_ECHO_PORT UDP_ECHO_PORT
+ *
+ * (the TCP echo server must take several connections; UDP is not used)
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -67,8 +69,8 @@ static int look(int ep, int max, int timeout, unsigned *seen, const char *what) 
 }
 
 int main(int argc, char **argv) {
-    if (argc != 3)
-        FAIL("usage: epoll_semantics PEER_IP TCP_ECHO_PORT");
+    if (argc != 4)
+        FAIL("usage: epoll_semantics PEER_IP TCP_PORT UDP_PORT");
     struct sockaddr_in peer = {.sin_family = AF_INET, .sin_port = htons(atoi(argv[2]))};
     inet_pton(AF_INET, argv[1], &peer.sin_addr);
 

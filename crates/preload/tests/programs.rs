@@ -399,25 +399,12 @@ fn epoll_level_edge_and_one_shot_over_ustack_sockets_as_on_linux() {
     // Level-triggered members come round in turn when maxevents is smaller
     // than the ready list; edge-triggered and one-shot report once.
     skip_unless!("cc", "socat");
-    let site = Site::new("psem", 7);
-    let tmp = support::TempDir::new("psem");
-    let exe = tmp.path("epoll_semantics");
-    let src = format!("{}/tests/epoll_semantics.c", env!("CARGO_MANIFEST_DIR"));
-    let cc = std::process::Command::new("cc").args(["-std=gnu11", "-Wall", "-Werror", "-O1", &src, "-o"]).arg(&exe).output().unwrap();
-    assert!(cc.status.success(), "cc: {}", String::from_utf8_lossy(&cc.stderr));
-    // One echo process per connection (fork), each ending 20 s idle.
-    let _echo = site.ns.spawn(&["socat", "-T", "20", "TCP4-LISTEN:7000,reuseaddr,fork", "PIPE"], &[]);
-    std::thread::sleep(Duration::from_millis(200));
-    let exe = exe.to_string_lossy().into_owned();
-    let argv = site.preloaded(&[exe.as_str(), &site.host_ip, "7000"]);
-    let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
-    let out = support::run_bounded(site.ns.command(&argv), None, SECS(40));
-    assert!(out.ok() && out.stdout_str().contains("epoll semantics ok"), "{out}");
+    c_program_against_kernel_echo_servers("psem", 7, &[], "epoll_semantics", "epoll semantics ok");
 }
 
 /// Compile `tests/{name}.c` and run it under the library on a TAP site
-/// against kernel TCP (7000) and UDP (7001) echo servers; it must print
-/// `ok_line`. `env` (`K=V`) goes to the program too.
+/// against kernel TCP (7000, a process per connection) and UDP (7001) echo
+/// servers; it must print `ok_line`. `env` (`K=V`) goes to the program too.
 fn c_program_against_kernel_echo_servers(tag: &str, idx: u8, env: &[&str], name: &str, ok_line: &str) {
     let site = Site::new(tag, idx);
     let tmp = support::TempDir::new(tag);
@@ -426,7 +413,7 @@ fn c_program_against_kernel_echo_servers(tag: &str, idx: u8, env: &[&str], name:
     let cc = std::process::Command::new("cc").args(["-std=gnu11", "-Wall", "-Werror", "-O1", &src, "-o"]).arg(&exe).output().unwrap();
     assert!(cc.status.success(), "cc: {}", String::from_utf8_lossy(&cc.stderr));
     // Kernel echo servers for the program's ustack sockets.
-    let _tcp = site.ns.spawn(&["socat", "-T", "20", "TCP4-LISTEN:7000,reuseaddr", "PIPE"], &[]);
+    let _tcp = site.ns.spawn(&["socat", "-T", "20", "TCP4-LISTEN:7000,reuseaddr,fork", "PIPE"], &[]);
     let _udp = site.ns.spawn(&["socat", "-T", "20", "UDP4-LISTEN:7001", "PIPE"], &[]);
     std::thread::sleep(Duration::from_millis(200));
     let exe = exe.to_string_lossy().into_owned();
