@@ -92,6 +92,15 @@ pub const DEFER_BYTES: usize = 16 << 10;
 /// a call; a call defers its kick only while the stack thread is sure to
 /// wake within [`KICK_DELAY`].
 const KICK_WINDOW: ustack_core::Duration = ustack_core::Duration::from_millis(20);
+/// An application thread that looked this recently, while none went to
+/// sleep for [`KICK_DELAY`], is taken to be at work between two waits: the
+/// stack thread then leaves the device out of its sleep (it still wakes
+/// within [`KICK_DELAY`]), so frames arriving meanwhile wait for that
+/// thread's next look instead of waking the stack thread to take them. On
+/// a server kept busy, those wake-ups cost a thread switch (and the lock)
+/// every few frames on the application's own core. A thread that sleeps
+/// between requests (light load) keeps the stack thread on the device.
+const BUSY_WINDOW: ustack_core::Duration = ustack_core::Duration::from_micros(200);
 
 /// Application threads sleeping in the kernel with the device's descriptor
 /// in their set (see [`Inner::device_fd`]): while one does and the stack
@@ -466,6 +475,13 @@ pub(crate) struct Inner {
     announce: (u8, Instant),
     /// When a call last sent (see [`Inner::after_call`]).
     last_call: Option<Instant>,
+    /// The stack thread sleeps without the device's descriptor because an
+    /// application thread is at work and will take the frames at its next
+    /// wait (see [`BUSY_WINDOW`]); a thread that goes to sleep on an epoll
+    /// set while this holds wakes it first ([`Inner::sleeping`]).
+    blind: bool,
+    /// When an application thread last went to sleep on an epoll set.
+    last_sleep: Option<Instant>,
     /// Frames are queued on the device and not kicked, or calls left
     /// segments to build (`untransmitted`); mirrored in [`UNKICKED`].
     unkicked: bool,
@@ -751,6 +767,16 @@ impl Inner {
         }
         self.announce = (left - 1, now + ANNOUNCE_INTERVAL);
         (left > 1).then_some(now + ANNOUNCE_INTERVAL)
+    }
+
+    /// An application thread is about to sleep on an epoll set: the stack
+    /// thread must watch the device again if it left it out.
+    pub fn sleeping(&mut self, now: Instant) {
+        self.last_sleep = Some(now);
+        if self.blind {
+            self.blind = false;
+            ring(self.waker);
+        }
     }
 
     /// Register a new socket of the stack under descriptor `fd`.
@@ -1191,6 +1217,8 @@ pub fn start(cfg: &StartConfig) -> Result<(), String> {
         waker,
         announce: (ANNOUNCEMENTS, Instant::ZERO),
         last_call: None,
+        blind: false,
+        last_sleep: None,
         unkicked: false,
         untransmitted: false,
         deferred_bytes: 0,
@@ -1305,7 +1333,13 @@ fn stack_thread(waker: RawFd) {
             let arp_fd = inner.arp.as_ref().map_or(-1, crate::shard::ArpSide::wait_fd);
             // A thread sleeping on the device takes its frames; this thread
             // wakes within KICK_DELAY anyway and takes what is left then.
-            let blind = ms <= 1 && WATCHERS.load(Ordering::Acquire) > 0;
+            // So does one at work between two looks (no thread sleeps on an
+            // epoll set): its next look takes them (see BUSY_WINDOW).
+            let at_work = inner.last_call.is_some_and(|t| now.saturating_since(t) < BUSY_WINDOW)
+                && inner.last_sleep.is_none_or(|t| now.saturating_since(t) >= KICK_DELAY)
+                && inner.epolls.values().all(|s| s.sleepers == 0);
+            let blind = ms <= 1 && (at_work || WATCHERS.load(Ordering::Acquire) > 0);
+            inner.blind = blind;
             (if blind { -1 } else { wait_fd.unwrap_or(-1) }, arp_fd, if wait_fd.is_some() { ms } else { ms.min(1) })
         };
         let mut fds = [

@@ -571,6 +571,7 @@ fn look_or_sleep(epfd: RawFd, out: &mut [libc::epoll_event], slept: bool, sleep:
                     set.rung = false;
                 }
                 set.sleepers += 1;
+                g.sleeping(now);
                 return Ok(0);
             }
             // Events arrived during the call: look again, without sleeping.
