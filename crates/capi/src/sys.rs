@@ -773,6 +773,11 @@ impl Inner {
     /// thread must watch the device again if it left it out.
     pub fn sleeping(&mut self, now: Instant) {
         self.last_sleep = Some(now);
+        self.watch_device();
+    }
+
+    /// Have the stack thread watch the device again if it left it out.
+    pub fn watch_device(&mut self) {
         if self.blind {
             self.blind = false;
             ring(self.waker);
@@ -1334,10 +1339,13 @@ fn stack_thread(waker: RawFd) {
             // A thread sleeping on the device takes its frames; this thread
             // wakes within KICK_DELAY anyway and takes what is left then.
             // So does one at work between two looks (no thread sleeps on an
-            // epoll set): its next look takes them (see BUSY_WINDOW).
+            // epoll set): its next look takes them (see BUSY_WINDOW). Not
+            // while a set has a bell: a thread may sleep in the kernel on a
+            // set that holds it, unseen by `Inner::sleeping`.
             let at_work = inner.last_call.is_some_and(|t| now.saturating_since(t) < BUSY_WINDOW)
                 && inner.last_sleep.is_none_or(|t| now.saturating_since(t) >= KICK_DELAY)
-                && inner.epolls.values().all(|s| s.sleepers == 0);
+                && inner.epolls.values().all(|s| s.sleepers == 0)
+                && BELLS.load(Ordering::Acquire) == 0;
             let blind = ms <= 1 && (at_work || WATCHERS.load(Ordering::Acquire) > 0);
             inner.blind = blind;
             (if blind { -1 } else { wait_fd.unwrap_or(-1) }, arp_fd, if wait_fd.is_some() { ms } else { ms.min(1) })

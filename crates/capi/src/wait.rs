@@ -401,6 +401,9 @@ fn ensure_bell(g: &mut Inner, epfd: RawFd) -> Result<(), Errno> {
         set.bell = Some(bell);
         set.raised = false;
         BELLS.fetch_add(1, Ordering::Relaxed);
+        // Its watchers sleep where `Inner::sleeping` does not see them.
+        g.watch_device();
+        let Some(set) = g.epolls.get_mut(&epfd) else { return Ok(()) };
         // Former members' doorbells left in the kernel set would make it
         // look readable to its watchers: take them out now.
         let members = &set.members;
