@@ -93,13 +93,14 @@ pub const DEFER_BYTES: usize = 16 << 10;
 /// wake within [`KICK_DELAY`].
 const KICK_WINDOW: ustack_core::Duration = ustack_core::Duration::from_millis(20);
 /// An application thread that looked this recently, while none went to
-/// sleep for [`KICK_DELAY`], is taken to be at work between two waits: the
-/// stack thread then leaves the device out of its sleep (it still wakes
-/// within [`KICK_DELAY`]), so frames arriving meanwhile wait for that
-/// thread's next look instead of waking the stack thread to take them. On
-/// a server kept busy, those wake-ups cost a thread switch (and the lock)
-/// every few frames on the application's own core. A thread that sleeps
-/// between requests (light load) keeps the stack thread on the device.
+/// sleep for as long, is taken to be at work between two waits: the stack
+/// thread then leaves the device out of its sleep (it still wakes within
+/// [`KICK_DELAY`]), so frames arriving meanwhile wait for that thread's
+/// next look instead of waking the stack thread to take them. On a server
+/// kept busy, those wake-ups cost a thread switch (and the lock) every few
+/// frames on the application's own core. A thread that sleeps between
+/// requests (one connection's round trips, about 100 µs here) keeps the
+/// stack thread on the device, so its sleeps do not ring it.
 const BUSY_WINDOW: ustack_core::Duration = ustack_core::Duration::from_micros(200);
 
 /// Application threads sleeping in the kernel with the device's descriptor
@@ -1343,7 +1344,7 @@ fn stack_thread(waker: RawFd) {
             // while a set has a bell: a thread may sleep in the kernel on a
             // set that holds it, unseen by `Inner::sleeping`.
             let at_work = inner.last_call.is_some_and(|t| now.saturating_since(t) < BUSY_WINDOW)
-                && inner.last_sleep.is_none_or(|t| now.saturating_since(t) >= KICK_DELAY)
+                && inner.last_sleep.is_none_or(|t| now.saturating_since(t) >= BUSY_WINDOW)
                 && inner.epolls.values().all(|s| s.sleepers == 0)
                 && BELLS.load(Ordering::Acquire) == 0;
             let blind = ms <= 1 && (at_work || WATCHERS.load(Ordering::Acquire) > 0);
