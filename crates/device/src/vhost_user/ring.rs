@@ -15,7 +15,10 @@
 //! batch of entries, and the used index is published once per batch
 //! ([`Vring::notify`], at the end of every receive pass and every flush).
 //! `vm-memory` still maps the memory (see `control`) and copies the rare
-//! buffer that straddles two regions.
+//! buffer that straddles two regions. The buffers of the next few entries
+//! seen are prefetched ([`Vring::prefetch_ahead`]), so that the transfers
+//! of their lines from the guest's CPU overlap instead of each frame
+//! waiting for its own.
 
 use std::cell::Cell;
 use std::fs::File;
@@ -36,6 +39,9 @@ const DESC_INDIRECT: u16 = 4;
 const MAX_BUFS: usize = 64;
 /// Used entries published at least this often (see [`Vring::add_used`]).
 const PUBLISH_EVERY: u16 = 32;
+/// Entries seen in the avail ring, ahead of the one taken, whose buffers
+/// are asked for early (see [`Vring::prefetch_ahead`]).
+const AHEAD: u16 = 4;
 /// `used.flags`: the device asks the driver not to kick it.
 const USED_NO_NOTIFY: u16 = 1;
 /// `avail.flags`: the driver asks the device not to interrupt it.
@@ -145,6 +151,9 @@ pub(crate) struct Vring {
     next_avail: u16,
     /// The avail index as last read: the entries before it need no read.
     avail_seen: u16,
+    /// The first entry (at or after `next_avail`) whose buffer was not
+    /// prefetched yet.
+    ahead: u16,
     /// Where the next used entry goes (published with [`Vring::notify`]).
     next_used: u16,
     /// The used index the guest can see.
@@ -214,6 +223,7 @@ impl Vring {
             event_idx,
             next_avail,
             avail_seen: next_avail,
+            ahead: next_avail,
             next_used: used_idx,
             published_used: used_idx,
             signalled_used: used_idx,
@@ -242,11 +252,56 @@ impl Vring {
             }
             self.avail_seen = idx;
         }
-        let slot = usize::from(self.next_avail & (self.size - 1));
+        self.prefetch_ahead();
+        let head = self.avail_entry(self.next_avail);
         self.next_avail = self.next_avail.wrapping_add(1);
+        Some(head)
+    }
+
+    /// The head in avail entry `at` (an entry before `avail_seen`).
+    #[inline]
+    fn avail_entry(&self, at: u16) -> u16 {
+        let slot = usize::from(at & (self.size - 1));
         // SAFETY: `slot < size`, inside the avail ring checked at load; the
-        // acquire load of the index above orders this read after it.
-        Some(u16::from_le(unsafe { read_volatile(self.avail.add(4 + 2 * slot) as *const u16) }))
+        // acquire load of the index orders this read after it.
+        u16::from_le(unsafe { read_volatile(self.avail.add(4 + 2 * slot) as *const u16) })
+    }
+
+    /// Ask for the buffers of the next `AHEAD` entries seen before they
+    /// are needed. Each is a line the guest's CPU wrote last: taken one at
+    /// a time, every frame waits for its transfer in turn (most of a
+    /// reflector's time when transfers are slow); asked for together, they
+    /// overlap. A prefetch never faults; a head past the table or a buffer
+    /// outside the memory is skipped here and refused when it is taken.
+    #[inline]
+    fn prefetch_ahead(&mut self) {
+        let next = self.next_avail;
+        let known = self.avail_seen.wrapping_sub(next);
+        // A position behind `next` (the ring went back: see `push_parts`)
+        // starts again from `next`.
+        if self.ahead.wrapping_sub(next) > known {
+            self.ahead = next;
+        }
+        let end = next.wrapping_add(known.min(AHEAD));
+        while self.ahead != end {
+            let head = self.avail_entry(self.ahead);
+            self.ahead = self.ahead.wrapping_add(1);
+            if head >= self.size {
+                continue;
+            }
+            let d = self.desc(head);
+            // The lines a small frame and its header take (the hardware
+            // prefetcher follows a long one's copy).
+            let len = u64::from(d.len.min(128));
+            if let Some(p) = self.map.host(d.addr, len) {
+                let write = d.flags & DESC_WRITE != 0;
+                prefetch(p, write);
+                if len > 64 - (p as u64 & 63) {
+                    // In the buffer's next line (a prefetch past the end is harmless).
+                    prefetch(p.wrapping_add(64), write);
+                }
+            }
+        }
     }
 
     /// Descriptor `i` (`i < size`).
@@ -277,6 +332,11 @@ impl Vring {
             let p = self.used.add(4 + 8 * slot);
             write_volatile(p as *mut u32, u32::from(head).to_le());
             write_volatile(p.add(4) as *mut u32, len.to_le());
+            if slot & 7 == 0 {
+                // Ask for the used ring's line eight entries on, which the
+                // guest read last, before we write it (see `prefetch_ahead`).
+                prefetch(self.used.add(4 + 8 * ((slot + 8) & usize::from(self.size - 1))), true);
+            }
         }
         self.next_used = self.next_used.wrapping_add(1);
         if self.next_used.wrapping_sub(self.published_used) >= PUBLISH_EVERY {
@@ -538,6 +598,23 @@ impl Vring {
     pub fn broken(&self) -> bool {
         self.avail_idx().wrapping_sub(self.next_avail) > self.size
     }
+}
+
+/// Ask for the cache line at `p`, to be read or (`write`) written.
+#[inline(always)]
+fn prefetch(p: *const u8, write: bool) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: a prefetch is a hint: it reads nothing into registers and
+    // never faults. `prefetchw` runs as a no-op on CPUs without it.
+    unsafe {
+        if write {
+            std::arch::asm!("prefetchw [{0}]", in(reg) p, options(nostack, preserves_flags, readonly));
+        } else {
+            std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(p as *const i8);
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = (p, write);
 }
 
 /// Write bytes `[from, from + len)` of `hdr ++ frame` at `addr`.
