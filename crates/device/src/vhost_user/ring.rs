@@ -42,6 +42,8 @@ const PUBLISH_EVERY: u16 = 32;
 /// Entries seen in the avail ring, ahead of the one taken, whose buffers
 /// are asked for early (see [`Vring::prefetch_ahead`]).
 const AHEAD: u16 = 4;
+/// Of each of those buffers, the first this many bytes at most.
+const AHEAD_BYTES: u32 = 640;
 /// `used.flags`: the device asks the driver not to kick it.
 const USED_NO_NOTIFY: u16 = 1;
 /// `avail.flags`: the driver asks the device not to interrupt it.
@@ -154,6 +156,9 @@ pub(crate) struct Vring {
     /// The first entry (at or after `next_avail`) whose buffer was not
     /// prefetched yet.
     ahead: u16,
+    /// Bytes of the last frame written into the ring (header included):
+    /// how much of a buffer to be written is prefetched.
+    last_written: u32,
     /// Where the next used entry goes (published with [`Vring::notify`]).
     next_used: u16,
     /// The used index the guest can see.
@@ -224,6 +229,7 @@ impl Vring {
             next_avail,
             avail_seen: next_avail,
             ahead: next_avail,
+            last_written: 128,
             next_used: used_idx,
             published_used: used_idx,
             signalled_used: used_idx,
@@ -290,15 +296,19 @@ impl Vring {
                 continue;
             }
             let d = self.desc(head);
-            // The lines a small frame and its header take (the hardware
-            // prefetcher follows a long one's copy).
-            let len = u64::from(d.len.min(128));
-            if let Some(p) = self.map.host(d.addr, len) {
-                let write = d.flags & DESC_WRITE != 0;
-                prefetch(p, write);
-                if len > 64 - (p as u64 & 63) {
-                    // In the buffer's next line (a prefetch past the end is harmless).
-                    prefetch(p.wrapping_add(64), write);
+            // A frame to read: its lines, up to `AHEAD_BYTES` (the hardware
+            // prefetcher follows a long copy). A buffer to write: as many
+            // as the last frame written took (its length is its room, not
+            // what will be written; a stream's frames are much alike).
+            let write = d.flags & DESC_WRITE != 0;
+            let want = if write { self.last_written } else { d.len };
+            let len = d.len.min(want).min(AHEAD_BYTES);
+            if let Some(p) = self.map.host(d.addr, u64::from(len)) {
+                // Every line from the one `p` is in (a prefetch is harmless
+                // wherever it points).
+                let skew = p as usize & 63;
+                for off in (0..skew + len as usize).step_by(64) {
+                    prefetch(p.wrapping_sub(skew).wrapping_add(off), write);
                 }
             }
         }
@@ -462,6 +472,7 @@ impl Vring {
     pub fn push_parts(&mut self, hdr: &[u8], parts: &[&[u8]], mrg: bool) -> Result<bool, ChainError> {
         let start = self.next_avail;
         let total = hdr.len() + parts.iter().map(|p| p.len()).sum::<usize>();
+        self.last_written = total as u32;
         let Some(head) = self.next_head() else { return Ok(false) };
         if self.push_whole(head, hdr, parts, total, mrg) {
             return Ok(true);
