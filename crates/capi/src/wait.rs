@@ -391,7 +391,8 @@ fn check_bell(g: &mut Inner, epfd: RawFd) {
 /// bell, in the state its members' readiness asks for.
 fn ensure_bell(g: &mut Inner, epfd: RawFd) -> Result<(), Errno> {
     let Some(set) = g.epolls.get_mut(&epfd) else { return Ok(()) };
-    if set.bell.is_none() {
+    let new_bell = set.bell.is_none();
+    if new_bell {
         let bell = sys::new_eventfd(true)?;
         let ev = libc::epoll_event { events: libc::EPOLLIN as u32, u64: EPOLL_TAG | bell as u64 };
         if let Err(e) = raw_epoll_ctl(epfd, libc::EPOLL_CTL_ADD, bell, Some(ev)) {
@@ -401,9 +402,6 @@ fn ensure_bell(g: &mut Inner, epfd: RawFd) -> Result<(), Errno> {
         set.bell = Some(bell);
         set.raised = false;
         BELLS.fetch_add(1, Ordering::Relaxed);
-        // Its watchers sleep where `Inner::sleeping` does not see them.
-        g.watch_device();
-        let Some(set) = g.epolls.get_mut(&epfd) else { return Ok(()) };
         // Former members' doorbells left in the kernel set would make it
         // look readable to its watchers: take them out now.
         let members = &set.members;
@@ -412,6 +410,10 @@ fn ensure_bell(g: &mut Inner, epfd: RawFd) -> Result<(), Errno> {
             set.in_kernel.remove(&fd);
             let _ = raw_epoll_ctl(epfd, libc::EPOLL_CTL_DEL, fd, None);
         }
+    }
+    if new_bell {
+        // Its watchers sleep where `Inner::sleeping` does not see them.
+        g.watch_device();
     }
     check_bell(g, epfd);
     Ok(())

@@ -890,16 +890,12 @@ impl RxSide {
     /// The next good frame's ring and length; bad chains are counted on the way.
     fn next_frame(&mut self) -> Option<(usize, usize, RxMeta)> {
         let n = self.rings.len();
-        if self.next >= n {
-            self.next = 0;
-        }
         let mut bad = 0;
         let mut rearmed = false;
         loop {
             let mut all_empty = true;
             for i in 0..n {
-                // `next < n`: a subtraction, not a division, per frame.
-                let k = if self.next + i >= n { self.next + i - n } else { self.next + i };
+                let k = nth_after(self.next, i, n);
                 let Some(ring) = self.rings[k].as_mut() else { continue };
                 match ring.pop(&mut self.buf) {
                     Ok(Some(len)) => {
@@ -970,6 +966,19 @@ impl Drop for VhostUserRx<'_> {
             ring.notify();
         }
         publish_positions(self.shared, &self.side.rings, self.first, 1);
+    }
+}
+
+/// The ring `i` places after `start` among `n`, counting round (`start <
+/// n`: both sides hold `n` rings for good, and `start` is one of their
+/// indices): a subtraction, where `%` cost two divisions a frame.
+#[inline]
+fn nth_after(start: usize, i: usize, n: usize) -> usize {
+    let k = start + i;
+    if k >= n {
+        k - n
+    } else {
+        k
     }
 }
 
@@ -1051,12 +1060,9 @@ impl VhostUserTx<'_> {
     fn ring_for(&mut self, len: usize) -> Result<Option<usize>, TxFull> {
         let side = &mut *self.side;
         let n = side.rings.len();
-        // The ring the last frame came in on, else the next running one
-        // (no division per frame: `cur < n` but for a ring set that changed).
-        let cur = if self.cur.get() < n { self.cur.get() } else { 0 };
-        let found = (0..n)
-            .map(|i| if cur + i >= n { cur + i - n } else { cur + i })
-            .find(|&k| side.rings[k].is_some());
+        // The ring the last frame came in on, else the next running one.
+        let cur = self.cur.get();
+        let found = (0..n).map(|i| nth_after(cur, i, n)).find(|&k| side.rings[k].is_some());
         let Some(k) = found else {
             side.stats.no_ring += 1;
             return Err(TxFull);

@@ -301,8 +301,7 @@ impl Vring {
             // as the last frame written took (its length is its room, not
             // what will be written; a stream's frames are much alike).
             let write = d.flags & DESC_WRITE != 0;
-            let want = if write { self.last_written } else { d.len };
-            let len = d.len.min(want).min(AHEAD_BYTES);
+            let len = if write { d.len.min(self.last_written) } else { d.len }.min(AHEAD_BYTES);
             if let Some(p) = self.map.host(d.addr, u64::from(len)) {
                 // Every line from the one `p` is in (a prefetch is harmless
                 // wherever it points).
