@@ -39,6 +39,8 @@ pub(crate) mod feature {
     pub const PROTOCOL_FEATURES: u64 = 1 << 30;
     /// Virtio 1.0 (little-endian, 12-byte header).
     pub const VERSION_1: u64 = 1 << 32;
+    /// The device uses buffers in the order they were made available.
+    pub const IN_ORDER: u64 = 1 << 35;
 }
 
 /// Largest ring the backend accepts (virtio's limit for split rings).
@@ -103,6 +105,7 @@ impl Control {
             | feature::EVENT_IDX
             | feature::PROTOCOL_FEATURES
             | feature::VERSION_1
+            | feature::IN_ORDER
             | if queue_pairs > 1 { feature::MQ } else { 0 };
         let mut c = Control {
             queue_pairs,

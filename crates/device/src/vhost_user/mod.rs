@@ -18,7 +18,9 @@
 //!   reflector's time). Features offered: `VERSION_1`, `MRG_RXBUF`,
 //!   `EVENT_IDX`, `CSUM`, `GUEST_CSUM`, `GUEST_TSO4` (the stack's TCP
 //!   super-segments go to such a guest whole, [`DeviceCaps::tso4_max`]),
-//!   `MQ` (with `queues` > 1) and the
+//!   `MQ` (with `queues` > 1), `IN_ORDER` (each ring's used entries
+//!   follow its avail entries, always: `pop` and `push_parts` take and
+//!   hand back chains strictly in turn) and the
 //!   `PROTOCOL_FEATURES` of vhost-user (`MQ`, `REPLY_ACK`). The rust-vmm
 //!   `vhost-user-backend` crate is not used: it runs its own epoll threads
 //!   per queue, while a ustack device is polled by the event loop that owns

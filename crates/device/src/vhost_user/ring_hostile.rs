@@ -11,7 +11,8 @@
 //! - the backend wrote no byte outside the used ring, except, when it
 //!   wrote a frame, inside a buffer the guest marked writable;
 //! - every chain taken from the avail ring is handed back exactly once (a
-//!   head past the table excepted, which cannot be), with the frame's
+//!   head past the table excepted, which cannot be), in the order taken
+//!   (the `IN_ORDER` the backend offers), with the frame's
 //!   length when the frame was written and 0 when the chain was refused;
 //! - a frame taken is the bytes of its chain, and a frame written is read
 //!   back whole from the chains handed back;
