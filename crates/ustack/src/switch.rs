@@ -203,9 +203,11 @@ struct Report {
 /// frames, a busy-polling reflector and generator fall into a slow rhythm
 /// (about 4 Mpps instead of 10–11, for seconds at a time) less often with
 /// rounds of 32 than of 256 (slow phases in 2 of 5 runs of 18 s against 5
-/// of 5); more often again when the used index is published every 16
-/// entries instead of 32, or when the worker spins without yielding
-/// between empty rounds. The cause is not found yet.
+/// of 5); more often again, in those days, when the used index was
+/// published every 16 entries instead of 32, or when the worker spun
+/// without yielding between empty rounds. The cause was not found; since
+/// the rings prefetch their buffers that rhythm has not been seen, and the
+/// index is published every 8 (`PUBLISH_EVERY` in `vhost_user/ring.rs`).
 const BURST: usize = 32;
 
 pub fn run(args: SwitchArgs) -> Result<(), CliError> {

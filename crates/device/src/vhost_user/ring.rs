@@ -38,7 +38,10 @@ const DESC_INDIRECT: u16 = 4;
 /// Most buffers one received frame may take (with MRG_RXBUF).
 const MAX_BUFS: usize = 64;
 /// Used entries published at least this often (see [`Vring::add_used`]).
-const PUBLISH_EVERY: u16 = 32;
+/// 8, not 32: a polling guest takes its frames in smaller, earlier
+/// batches (reflector, 64 B on two queues: 12.5-13.4 Mpps against
+/// 12.3-13.3 with 16 and 11.8-12.6 with 32, taking turns).
+const PUBLISH_EVERY: u16 = 8;
 /// Entries seen in the avail ring, ahead of the one taken, whose buffers
 /// are asked for early (see [`Vring::prefetch_ahead`]).
 const AHEAD: u16 = 4;
@@ -299,7 +302,8 @@ impl Vring {
             // A frame to read: its lines, up to `AHEAD_BYTES` (the hardware
             // prefetcher follows a long copy). A buffer to write: as many
             // as the last frame written took (its length is its room, not
-            // what will be written; a stream's frames are much alike).
+            // what will be written; a stream's frames are much alike), the
+            // first, the header's, to be read only (see `push_whole`).
             let write = d.flags & DESC_WRITE != 0;
             let len = if write { d.len.min(self.last_written) } else { d.len }.min(AHEAD_BYTES);
             if let Some(p) = self.map.host(d.addr, u64::from(len)) {
@@ -307,7 +311,7 @@ impl Vring {
                 // wherever it points).
                 let skew = p as usize & 63;
                 for off in (0..skew + len as usize).step_by(64) {
-                    prefetch(p.wrapping_sub(skew).wrapping_add(off), write);
+                    prefetch(p.wrapping_sub(skew).wrapping_add(off), write && off > 0);
                 }
             }
         }
@@ -441,15 +445,32 @@ impl Vring {
         if d.flags & (DESC_WRITE | DESC_INDIRECT) != DESC_WRITE || (d.len as usize) < total {
             return false;
         }
-        let Some(mut at) = self.map.host(d.addr, total as u64) else { return false };
+        let Some(at) = self.map.host(d.addr, total as u64) else { return false };
+        let hl = hdr.len();
         let mut h = [0u8; 12];
-        h[..hdr.len()].copy_from_slice(hdr);
-        if mrg && hdr.len() == 12 {
+        h[..hl].copy_from_slice(hdr);
+        if mrg && hl == 12 {
             h[10..].copy_from_slice(&1u16.to_le_bytes());
         }
-        for piece in std::iter::once(&h[..hdr.len()]).chain(parts.iter().copied()) {
-            // SAFETY: `host` checked `[addr, addr + total)` is mapped and the
-            // pieces add up to `total`; the buffer is the guest's to give.
+        // The header is written only where it differs from what the buffer
+        // holds. A driver that reuses its buffers (DPDK's mbufs) mostly
+        // finds the same header there; a line left alone stays in its CPU's
+        // cache, where it reads `num_buffers` next, instead of crossing
+        // from ours (DPDK's vhost spares it the same way). Its prefetch
+        // asked for that line to be read, not written (`prefetch_ahead`).
+        let mut was = [0u8; 12];
+        // SAFETY: `host` checked `[at, at + total)` is mapped, and the
+        // pieces (header first) add up to `total`; the buffer is the
+        // guest's to give, and what it writes there meanwhile is its own.
+        let mut at = unsafe {
+            std::ptr::copy_nonoverlapping(at, was.as_mut_ptr(), hl);
+            if was[..hl] != h[..hl] {
+                std::ptr::copy_nonoverlapping(h.as_ptr(), at, hl);
+            }
+            at.add(hl)
+        };
+        for piece in parts {
+            // SAFETY: as above.
             unsafe {
                 std::ptr::copy_nonoverlapping(piece.as_ptr(), at, piece.len());
                 at = at.add(piece.len());
