@@ -36,7 +36,7 @@
 //!   loop is awake. The guest's receive rings never ask for kicks: we write
 //!   them when we have frames and never wait on them. A guest's
 //!   `VRING_AVAIL_F_NO_INTERRUPT` is honoured, and with EVENT_IDX its
-//!   `used_event`. Used entries are published every 32 and at the end of
+//!   `used_event`. Used entries are published every 8 and at the end of
 //!   each receive pass and flush, the guest told at most once per pass.
 //! * **Receive** (guest → ustack): a transmit ring's chain is checked and
 //!   copied into one buffer; the virtio-net header becomes [`RxMeta`]
