@@ -68,6 +68,10 @@ pub struct BenchArgs {
     /// (with the spread): one run per cell moves 2-3x on a machine whose cores the runs share.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=20))]
     pub rounds: u32,
+    /// reflect: how testpmd makes its frames: flowgen builds every one; loop sends 32 bursts once
+    /// (`start tx_first 32`) and then forwards what comes back (mac), as DPDK's loopback test plans do.
+    #[arg(long, value_enum, default_value = "flowgen")]
+    pub generator: crate::bench_reflect::Generator,
     /// idle: idle established connections to open (ustack runs any N up to 4,000,000).
     #[arg(long, default_value_t = 10_000)]
     pub connections: usize,
@@ -143,8 +147,9 @@ pub enum BenchWorkload {
     Rr,
     Crr,
     Idle,
-    /// dpdk-testpmd (virtio-user, flowgen) against `ustack switch --reflect` and DPDK's
-    /// net_vhost + macswap: Mpps per frame size and queue count, with the ratio.
+    /// dpdk-testpmd (virtio-user; flowgen, or a loop with --generator loop) against
+    /// `ustack switch --reflect` and DPDK's net_vhost + macswap: Mpps per frame size and
+    /// queue count, with the ratio and how often the generator found nothing to receive.
     Reflect,
 }
 
@@ -172,7 +177,7 @@ pub fn run(args: BenchArgs) -> Result<(), CliError> {
             return Err(CliError::Bench("--ip6 runs stream, rr and crr".into()))
         }
         BenchWorkload::Idle => return idle(&args),
-        BenchWorkload::Reflect => return crate::bench_reflect::run(args.seconds, args.rounds, args.json),
+        BenchWorkload::Reflect => return crate::bench_reflect::run(args.generator, args.seconds, args.rounds, args.json),
         BenchWorkload::Stream => Workload::Stream,
         BenchWorkload::Rr => Workload::Rr,
         BenchWorkload::Crr => Workload::Crr,

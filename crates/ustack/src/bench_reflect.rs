@@ -1,11 +1,20 @@
 //! `ustack bench reflect`: the classic vhost-user measurement. One
-//! generator — `dpdk-testpmd` as a virtio-user guest, `flowgen` at full
-//! speed — against two reflectors in turn on the same socket: `ustack
-//! switch --reflect` and DPDK's own (`net_vhost` + testpmd `macswap`), at
-//! 64 to 1518 bytes on one and two queue pairs. Each cell is the frames per
-//! second the generator got back, measured over `--seconds` after a
-//! second of warm-up, and the ratio ustack / DPDK. Needs `dpdk-testpmd`
-//! (package `dpdk-dev`) and runs without hugepages or a NIC.
+//! generator — `dpdk-testpmd` as a virtio-user guest — against two
+//! reflectors in turn on the same socket: `ustack switch --reflect` and
+//! DPDK's own (`net_vhost` + testpmd `macswap`), at 64 to 1518 bytes on one
+//! and two queue pairs. Each cell is the frames per second the generator
+//! got back, measured over `--seconds` after a second of warm-up, and the
+//! ratio ustack / DPDK. Needs `dpdk-testpmd` (package `dpdk-dev`) and runs
+//! without hugepages or a NIC.
+//!
+//! The generator either builds every frame (`flowgen`, the default) or,
+//! as DPDK's own loopback test plans do, sends 32 bursts once and then
+//! forwards whatever comes back (`mac` forwarding after `start tx_first
+//! 32`). Building frames costs the generator more than reflecting them
+//! costs either reflector at 64 bytes on two queues, so there `flowgen`
+//! measures the generator; the loop leaves it waiting. Which side waits
+//! is in each cell: the share of the generator's receive polls that found
+//! nothing (testpmd's burst statistics).
 
 use crate::error::CliError;
 use serde_json::json;
@@ -86,6 +95,46 @@ impl Drop for Proc {
     }
 }
 
+/// How the generator makes its frames.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Generator {
+    /// testpmd `flowgen`: a new frame for every one sent, at full speed.
+    Flowgen,
+    /// testpmd `mac` forwarding after `start tx_first 32`: 32 bursts sent
+    /// once, then every frame that comes back sent again.
+    Loop,
+}
+
+impl Generator {
+    fn forward_mode(self) -> &'static str {
+        match self {
+            Generator::Flowgen => "--forward-mode=flowgen",
+            Generator::Loop => "--forward-mode=mac",
+        }
+    }
+
+    fn start(self) -> &'static str {
+        match self {
+            Generator::Flowgen => "start",
+            Generator::Loop => "start tx_first 32",
+        }
+    }
+
+    fn describe(self) -> &'static str {
+        match self {
+            Generator::Flowgen => "testpmd flowgen (virtio-user) -> reflector -> back",
+            Generator::Loop => "testpmd mac forwarding after tx_first 32 (virtio-user) -> reflector -> back, in a loop",
+        }
+    }
+}
+
+/// One cell measured: frames per second back at the generator, and the
+/// share of its receive polls that found nothing.
+struct Measured {
+    pps: f64,
+    empty_polls: f64,
+}
+
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Reflector {
     Ustack,
@@ -113,8 +162,46 @@ fn rx_packets(gen: &mut Proc, blocks: &mut usize) -> Result<u64, CliError> {
         .ok_or_else(|| CliError::Bench("reflect: unreadable RX-packets in testpmd's statistics".into()))
 }
 
+/// The share of the generator's receive polls since `start` that found
+/// nothing: each stream's `RX-bursts : N [P% of 0 pkts + ...]` from `show
+/// fwd stats all` (with `--record-burst-stats`), weighted by its N.
+fn empty_polls(gen: &mut Proc) -> Result<f64, CliError> {
+    let from = gen.output().len();
+    gen.cmd("show fwd stats all");
+    gen.wait_for("forward statistics", Duration::from_secs(20), |o| {
+        o.get(from..).is_some_and(|o| o.contains("Accumulated forward statistics for all ports"))
+    })?;
+    empty_share(&gen.output()[from..])
+        .ok_or_else(|| CliError::Bench("reflect: no RX-bursts in testpmd's forward statistics".into()))
+}
+
+/// The empty share of the `RX-bursts : N [P% of 0 pkts + ...]` lines in
+/// `stats`, weighted by each line's N; `None` without any.
+fn empty_share(stats: &str) -> Option<f64> {
+    let (mut polls, mut empty) = (0f64, 0f64);
+    for line in stats.lines().filter_map(|l| l.trim().strip_prefix("RX-bursts :")) {
+        let n: f64 = line.split_whitespace().next().and_then(|v| v.parse().ok()).unwrap_or(0.0);
+        // A share under 1% is left out of the list, as is one of no empty polls.
+        let pct = line
+            .split(['[', '+'])
+            .find_map(|part| part.trim().trim_end_matches(']').strip_suffix("% of 0 pkts"))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .unwrap_or(0.0);
+        polls += n;
+        empty += n * pct / 100.0;
+    }
+    (polls > 0.0).then(|| empty / polls)
+}
+
 /// Frames per second reflected back to the generator.
-fn measure(which: Reflector, queues: usize, size: usize, seconds: f64, cell: usize) -> Result<f64, CliError> {
+fn measure(
+    which: Reflector,
+    generator: Generator,
+    queues: usize,
+    size: usize,
+    seconds: f64,
+    cell: usize,
+) -> Result<Measured, CliError> {
     let pid = std::process::id();
     let sock = std::env::temp_dir().join(format!("ustack-bench-reflect-{pid}-{cell}.sock"));
     let ctl = std::env::temp_dir().join(format!("ustack-bench-reflect-{pid}-{cell}.ctl"));
@@ -158,28 +245,29 @@ fn measure(which: Reflector, queues: usize, size: usize, seconds: f64, cell: usi
     cmd.args(["-o0", "dpdk-testpmd"])
         .args(eal(&format!("ustack-bench-gen-{pid}-{cell}")))
         .args(["--vdev", &format!("net_virtio_user0,mac=02:00:00:00:00:01,path={sock_s},queues={queues}")])
-        .args(["--", "--no-numa", "--total-num-mbufs=16384", &rxq, &txq, "--forward-mode=flowgen"])
-        .args([&format!("--txpkts={size}"), "-i"]);
+        .args(["--", "--no-numa", "--total-num-mbufs=16384", &rxq, &txq, generator.forward_mode()])
+        .args([&format!("--txpkts={size}"), "--record-burst-stats", "-i"]);
     let mut gen = Proc::spawn(&mut cmd, "dpdk-testpmd (generator)")?;
     gen.wait_for("testpmd prompt", Duration::from_secs(60), |o| o.contains("testpmd>"))?;
     let mut blocks = 0;
-    gen.cmd("start");
+    gen.cmd(generator.start());
     std::thread::sleep(Duration::from_secs(1));
     let r0 = rx_packets(&mut gen, &mut blocks)?;
     let t0 = Instant::now();
     std::thread::sleep(Duration::from_secs_f64(seconds));
     let r1 = rx_packets(&mut gen, &mut blocks)?;
     let secs = t0.elapsed().as_secs_f64();
+    let empty_polls = empty_polls(&mut gen)?;
     gen.cmd("stop");
     gen.cmd("quit");
     drop(gen);
     let _ = std::fs::remove_file(&sock);
     let _ = std::fs::remove_file(&ctl);
-    Ok(r1.saturating_sub(r0) as f64 / secs)
+    Ok(Measured { pps: r1.saturating_sub(r0) as f64 / secs, empty_polls })
 }
 
 /// Run the table and print it (or one JSON object with every cell).
-pub fn run(seconds: f64, rounds: u32, json_out: bool) -> Result<(), CliError> {
+pub fn run(generator: Generator, seconds: f64, rounds: u32, json_out: bool) -> Result<(), CliError> {
     let found = Command::new("sh").args(["-c", "command -v dpdk-testpmd"]).stdout(Stdio::null()).status();
     if !found.is_ok_and(|s| s.success()) {
         return Err(CliError::Bench("reflect needs dpdk-testpmd: apt-get install dpdk-dev".into()));
@@ -191,10 +279,11 @@ pub fn run(seconds: f64, rounds: u32, json_out: bool) -> Result<(), CliError> {
         } else {
             String::new()
         };
-        println!("reflect: testpmd flowgen (virtio-user) -> reflector -> back, {seconds} s per cell{best}, Mpps received by the generator");
+        println!("reflect: {}, {seconds} s per cell{best}, Mpps received by the generator", generator.describe());
+        println!("  (idle: the share of the generator's receive polls that found nothing, mean over the rounds)");
         println!(
-            "{:>6} {:>6} {:>20} {:>20} {:>8} {:>12} {:>12}",
-            "size", "queues", "ustack Mpps", "DPDK Mpps", "ratio", "ustack Gb/s", "DPDK Gb/s"
+            "{:>6} {:>6} {:>20} {:>20} {:>8} {:>12} {:>12} {:>12} {:>12}",
+            "size", "queues", "ustack Mpps", "DPDK Mpps", "ratio", "ustack Gb/s", "DPDK Gb/s", "idle ustack", "idle DPDK"
         );
     }
     let mut cell = 0;
@@ -205,10 +294,13 @@ pub fn run(seconds: f64, rounds: u32, json_out: bool) -> Result<(), CliError> {
             let (mut us, mut ds) = (Vec::new(), Vec::new());
             for _ in 0..rounds {
                 cell += 1;
-                us.push(measure(Reflector::Ustack, queues, size, seconds, cell)?);
+                us.push(measure(Reflector::Ustack, generator, queues, size, seconds, cell)?);
                 cell += 1;
-                ds.push(measure(Reflector::Dpdk, queues, size, seconds, cell)?);
+                ds.push(measure(Reflector::Dpdk, generator, queues, size, seconds, cell)?);
             }
+            let mean_idle = |v: &[Measured]| v.iter().map(|m| m.empty_polls).sum::<f64>() / v.len() as f64;
+            let (ui, di) = (mean_idle(&us), mean_idle(&ds));
+            let (us, ds): (Vec<f64>, Vec<f64>) = (us.iter().map(|m| m.pps).collect(), ds.iter().map(|m| m.pps).collect());
             let best = |v: &[f64]| v.iter().copied().fold(0.0, f64::max);
             let worst = |v: &[f64]| v.iter().copied().fold(f64::INFINITY, f64::min);
             let (u, d) = (best(&us), best(&ds));
@@ -223,11 +315,13 @@ pub fn run(seconds: f64, rounds: u32, json_out: bool) -> Result<(), CliError> {
                     }
                 };
                 println!(
-                    "{size:>6} {queues:>6} {:>20} {:>20} {ratio:>7.2}x {:>12.2} {:>12.2}",
+                    "{size:>6} {queues:>6} {:>20} {:>20} {ratio:>7.2}x {:>12.2} {:>12.2} {:>11.0}% {:>11.0}%",
                     mpps(u, worst(&us)),
                     mpps(d, worst(&ds)),
                     gbps(u),
-                    gbps(d)
+                    gbps(d),
+                    ui * 100.0,
+                    di * 100.0
                 );
             }
             cells.push(json!({
@@ -235,11 +329,39 @@ pub fn run(seconds: f64, rounds: u32, json_out: bool) -> Result<(), CliError> {
                 "ustack_pps": u, "dpdk_pps": d, "ratio": ratio,
                 "ustack_gbps": gbps(u), "dpdk_gbps": gbps(d),
                 "ustack_rounds_pps": us, "dpdk_rounds_pps": ds,
+                "ustack_generator_empty_polls": ui, "dpdk_generator_empty_polls": di,
             }));
         }
     }
     if json_out {
-        println!("{}", json!({ "workload": "reflect", "seconds": seconds, "rounds": rounds, "cells": cells }));
+        let generator = format!("{generator:?}").to_lowercase();
+        println!(
+            "{}",
+            json!({ "workload": "reflect", "generator": generator, "seconds": seconds, "rounds": rounds, "cells": cells })
+        );
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::empty_share;
+
+    #[test]
+    fn empty_polls_are_weighted_by_each_streams_polls() {
+        // testpmd 22.11's `show fwd stats all` on two streams, abridged.
+        let stats = "
+  ------- Forward Stats for RX Port= 0/Queue= 0 -> TX Port= 0/Queue= 0 -------
+  RX-packets: 100        TX-packets: 100        TX-dropped: 0
+  RX-bursts : 300 [83% of 0 pkts + 15% of 8 pkts + 2% of other]
+  TX-bursts : 30 [96% of 8 pkts + 4% of other]
+  ------- Forward Stats for RX Port= 0/Queue= 1 -> TX Port= 0/Queue= 1 -------
+  RX-bursts : 100 [99% of 32 pkts + 1% of other]
+  +++++++++++++++ Accumulated forward statistics for all ports+++++++++++++++
+";
+        let share = empty_share(stats).expect("two lines");
+        assert!((share - 300.0 * 0.83 / 400.0).abs() < 1e-9, "{share}");
+        assert_eq!(empty_share("RX-packets: 5"), None);
+        assert_eq!(empty_share("  RX-bursts : 7 [100% of 0 pkts]"), Some(1.0));
+    }
 }
