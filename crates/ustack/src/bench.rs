@@ -72,6 +72,11 @@ pub struct BenchArgs {
     /// (`start tx_first 32`) and then forwards what comes back (mac), as DPDK's loopback test plans do.
     #[arg(long, value_enum, default_value = "flowgen")]
     pub generator: crate::bench_reflect::Generator,
+    /// reflect: the generator's mbuf cache per lcore (testpmd --mbcache, 0-512). testpmd's own default, 250,
+    /// is smaller than what two queues' in-order transmit cleanups hand back together, and a generator
+    /// that spills it runs slower against a reflector that keeps up with it (see README).
+    #[arg(long, default_value_t = 512, value_parser = clap::value_parser!(u32).range(0..=512))]
+    pub generator_mbuf_cache: u32,
     /// idle: idle established connections to open (ustack runs any N up to 4,000,000).
     #[arg(long, default_value_t = 10_000)]
     pub connections: usize,
@@ -177,7 +182,10 @@ pub fn run(args: BenchArgs) -> Result<(), CliError> {
             return Err(CliError::Bench("--ip6 runs stream, rr and crr".into()))
         }
         BenchWorkload::Idle => return idle(&args),
-        BenchWorkload::Reflect => return crate::bench_reflect::run(args.generator, args.seconds, args.rounds, args.json),
+        BenchWorkload::Reflect => {
+            let setup = crate::bench_reflect::Setup { generator: args.generator, mbuf_cache: args.generator_mbuf_cache };
+            return crate::bench_reflect::run(setup, args.seconds, args.rounds, args.json);
+        }
         BenchWorkload::Stream => Workload::Stream,
         BenchWorkload::Rr => Workload::Rr,
         BenchWorkload::Crr => Workload::Crr,

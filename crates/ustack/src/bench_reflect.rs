@@ -128,6 +128,17 @@ impl Generator {
     }
 }
 
+/// The generator as one run sets it up.
+#[derive(Clone, Copy, Debug)]
+pub struct Setup {
+    pub generator: Generator,
+    /// Its mbuf cache per lcore (testpmd `--mbcache`). The cache takes
+    /// back what the generator frees; one too small for what it frees at
+    /// once spills into the pool's shared ring, and the generator then
+    /// takes colder mbufs from there (see README).
+    pub mbuf_cache: u32,
+}
+
 /// One cell measured: frames per second back at the generator, and the
 /// share of its receive polls that found nothing.
 struct Measured {
@@ -196,7 +207,7 @@ fn empty_share(stats: &str) -> Option<f64> {
 /// Frames per second reflected back to the generator.
 fn measure(
     which: Reflector,
-    generator: Generator,
+    setup: Setup,
     queues: usize,
     size: usize,
     seconds: f64,
@@ -245,12 +256,13 @@ fn measure(
     cmd.args(["-o0", "dpdk-testpmd"])
         .args(eal(&format!("ustack-bench-gen-{pid}-{cell}")))
         .args(["--vdev", &format!("net_virtio_user0,mac=02:00:00:00:00:01,path={sock_s},queues={queues}")])
-        .args(["--", "--no-numa", "--total-num-mbufs=16384", &rxq, &txq, generator.forward_mode()])
+        .args(["--", "--no-numa", "--total-num-mbufs=16384", &rxq, &txq, setup.generator.forward_mode()])
+        .arg(format!("--mbcache={}", setup.mbuf_cache))
         .args([&format!("--txpkts={size}"), "--record-burst-stats", "-i"]);
     let mut gen = Proc::spawn(&mut cmd, "dpdk-testpmd (generator)")?;
     gen.wait_for("testpmd prompt", Duration::from_secs(60), |o| o.contains("testpmd>"))?;
     let mut blocks = 0;
-    gen.cmd(generator.start());
+    gen.cmd(setup.generator.start());
     std::thread::sleep(Duration::from_secs(1));
     let r0 = rx_packets(&mut gen, &mut blocks)?;
     let t0 = Instant::now();
@@ -267,7 +279,8 @@ fn measure(
 }
 
 /// Run the table and print it (or one JSON object with every cell).
-pub fn run(generator: Generator, seconds: f64, rounds: u32, json_out: bool) -> Result<(), CliError> {
+pub fn run(setup: Setup, seconds: f64, rounds: u32, json_out: bool) -> Result<(), CliError> {
+    let generator = setup.generator;
     let found = Command::new("sh").args(["-c", "command -v dpdk-testpmd"]).stdout(Stdio::null()).status();
     if !found.is_ok_and(|s| s.success()) {
         return Err(CliError::Bench("reflect needs dpdk-testpmd: apt-get install dpdk-dev".into()));
@@ -279,7 +292,11 @@ pub fn run(generator: Generator, seconds: f64, rounds: u32, json_out: bool) -> R
         } else {
             String::new()
         };
-        println!("reflect: {}, {seconds} s per cell{best}, Mpps received by the generator", generator.describe());
+        println!(
+            "reflect: {}, generator's mbuf cache {}, {seconds} s per cell{best}, Mpps received by the generator",
+            generator.describe(),
+            setup.mbuf_cache
+        );
         println!("  (idle: the share of the generator's receive polls that found nothing, mean over the rounds)");
         println!(
             "{:>6} {:>6} {:>20} {:>20} {:>8} {:>12} {:>12} {:>12} {:>12}",
@@ -294,9 +311,9 @@ pub fn run(generator: Generator, seconds: f64, rounds: u32, json_out: bool) -> R
             let (mut us, mut ds) = (Vec::new(), Vec::new());
             for _ in 0..rounds {
                 cell += 1;
-                us.push(measure(Reflector::Ustack, generator, queues, size, seconds, cell)?);
+                us.push(measure(Reflector::Ustack, setup, queues, size, seconds, cell)?);
                 cell += 1;
-                ds.push(measure(Reflector::Dpdk, generator, queues, size, seconds, cell)?);
+                ds.push(measure(Reflector::Dpdk, setup, queues, size, seconds, cell)?);
             }
             let mean_idle = |v: &[Measured]| v.iter().map(|m| m.empty_polls).sum::<f64>() / v.len() as f64;
             let (ui, di) = (mean_idle(&us), mean_idle(&ds));
@@ -337,7 +354,10 @@ pub fn run(generator: Generator, seconds: f64, rounds: u32, json_out: bool) -> R
         let generator = format!("{generator:?}").to_lowercase();
         println!(
             "{}",
-            json!({ "workload": "reflect", "generator": generator, "seconds": seconds, "rounds": rounds, "cells": cells })
+            json!({
+                "workload": "reflect", "generator": generator, "generator_mbuf_cache": setup.mbuf_cache,
+                "seconds": seconds, "rounds": rounds, "cells": cells,
+            })
         );
     }
     Ok(())

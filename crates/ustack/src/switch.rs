@@ -263,9 +263,16 @@ pub fn run(args: SwitchArgs) -> Result<(), CliError> {
     let started = StdInstant::now();
     let deadline = args.time.map(|s| started + Duration::from_secs_f64(s.max(0.0)));
     let mode = if args.reflect { "reflecting" } else { "switching" };
-    let workers = if args.queues > 1 { format!(", {} workers", args.queues) } else { String::new() };
+    // One worker per queue pair, or per CPU given when there are fewer
+    // (see below).
+    let workers = if args.cores.is_empty() { args.queues } else { args.queues.min(args.cores.len()) };
+    let threads = if args.queues > 1 {
+        format!(", {workers} worker(s) for {} queue pairs", args.queues)
+    } else {
+        String::new()
+    };
     let banner =
-        format!("ustack: switch {mode} between {} port(s){workers}: {}; Ctrl-C stops", specs.len(), names.join(" "));
+        format!("ustack: switch {mode} between {} port(s){threads}: {}; Ctrl-C stops", specs.len(), names.join(" "));
 
     if args.queues == 1 {
         let mut ports = Vec::with_capacity(specs.len());
@@ -313,12 +320,10 @@ pub fn run(args: SwitchArgs) -> Result<(), CliError> {
         return Ok(());
     }
 
-    // One worker per queue pair, or per CPU given when there are fewer:
-    // queue pair k goes to worker k mod workers, which serves its pairs in
+    // Queue pair k goes to worker k mod workers, which serves its pairs in
     // turn (as one DPDK lcore serves several queues); two busy-polling
     // workers sharing a CPU would only take it from each other. The ports'
     // sockets are served here.
-    let workers = if args.cores.is_empty() { args.queues } else { args.queues.min(args.cores.len()) };
     let mut controls: Vec<VhostUserControl> = Vec::with_capacity(specs.len());
     let mut per_worker: Vec<Vec<Group>> =
         (0..workers).map(|w| (w..args.queues).step_by(workers).map(|_| Vec::new()).collect()).collect();
